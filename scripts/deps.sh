@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages vklora needs to build and test (when run as
+# root), or names the missing ones. Sourced by build.sh; safe to run twice.
+set -euo pipefail
+PKGS=(build-essential cmake pkg-config libvulkan-dev glslc spirv-tools mesa-vulkan-drivers
+      vulkan-validationlayers libpng-dev libstb-dev libcmocka-dev libcjson-dev zlib1g-dev)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "vklora: installing Debian packages: ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "vklora: missing Debian packages: ${missing[*]}" >&2
+        echo "install them with: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi

@@ -1,0 +1,51 @@
+/* Helpers shared by every test: where the reference data lives, random data,
+ * tolerant comparison, and a Vulkan context with validation that fails the
+ * test on any validation message. Tests are cmocka programs (one per file). */
+#ifndef VKL_TEST_H
+#define VKL_TEST_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "vkl_base.h"
+
+/* Folder with the reference kit and data: $VKLORA_SHARED, else ../shared next
+ * to the source tree. NULL when absent. */
+const char *vkl_test_shared(void);
+/* Path under the shared folder (static buffer rotated over 8 calls). */
+const char *vkl_test_shared_path(const char *rel);
+/* Calls cmocka's skip() with a loud message when the shared folder (or the
+ * file rel inside it, if rel is not NULL) is missing. */
+#define VKL_REQUIRE_SHARED(rel)                                                    \
+    do {                                                                           \
+        if (!vkl_test_shared_exists(rel)) {                                        \
+            fprintf(stderr, "SKIPPED: reference data %s not found (set VKLORA_SHARED)\n", \
+                    (rel) ? (rel) : "folder");                                     \
+            skip();                                                                \
+        }                                                                          \
+    } while (0)
+int vkl_test_shared_exists(const char *rel);
+
+/* Deterministic random numbers (splitmix64), uniform in [lo, hi). */
+typedef struct { uint64_t s; } vkl_test_rng;
+void vkl_test_rng_seed(vkl_test_rng *r, uint64_t seed);
+uint64_t vkl_test_rng_u64(vkl_test_rng *r);
+float vkl_test_rng_uniform(vkl_test_rng *r, float lo, float hi);
+int vkl_test_rng_int(vkl_test_rng *r, int lo, int hi); /* inclusive */
+void vkl_test_fill(vkl_test_rng *r, float *x, size_t n, float lo, float hi);
+
+/* Compares n floats: passes when |a-b| <= atol + rtol*|b| everywhere.
+ * On failure prints the worst element and the max errors, and fails the test. */
+void vkl_test_assert_close(const char *what, const float *got, const float *want, size_t n,
+                           float atol, float rtol);
+/* Max |a-b| over n elements. */
+float vkl_test_max_abs_diff(const float *a, const float *b, size_t n);
+
+/* Temporary directory for a test (created, removed by vkl_test_rmtree). */
+const char *vkl_test_tmpdir(void);
+void vkl_test_rmtree(const char *path);
+
+#endif

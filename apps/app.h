@@ -1,0 +1,14 @@
+/* Command-line front end: every subcommand is one file apps/cmd_NAME.c with
+ * one entry point, listed in the table in apps/main.c. */
+#ifndef VKL_APP_H
+#define VKL_APP_H
+
+#include "vkl_base.h"
+
+/* Each returns the process exit status (0 ok, 1 error, 2 usage error);
+ * argv[0] is the subcommand name. */
+int vkl_cmd_devices(int argc, char **argv);
+int vkl_cmd_bench(int argc, char **argv);
+int vkl_cmd_info(int argc, char **argv);
+
+#endif

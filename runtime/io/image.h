@@ -101,8 +101,8 @@ int vkl_image_orient(const vkl_image *src, int orientation, vkl_image *out, vkl_
 /* ---- PNG text chunks and writing ---- */
 
 typedef struct vkl_png_text {
-    char *key;   /* Latin-1 keyword (1..79 bytes) */
-    char *value; /* tEXt/zTXt: Latin-1 as stored; iTXt: UTF-8 */
+    char *key;   /* keyword: 1..79 bytes; printable ASCII when writing */
+    char *value; /* UTF-8 (tEXt/zTXt are Latin-1 in the file and converted on reading) */
 } vkl_png_text;
 
 /* Writes an 8-bit RGB or RGBA (or grey, grey+alpha) PNG with tEXt chunks

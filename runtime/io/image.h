@@ -112,8 +112,10 @@ int vkl_png_write(const char *path, const vkl_image *im, const vkl_png_text *tex
                   vkl_err *e);
 
 /* Reads every tEXt, zTXt and iTXt chunk of a PNG (whose chunks and CRCs are
- * checked). Compressed text is inflated with a size limit, so a text bomb is
- * an error, not an allocation. Returns the array in *out, free with vkl_png_texts_free. */
+ * checked). Compressed text is inflated with a size limit per chunk (as
+ * Pillow does) and in all, so a text bomb is an error, not an allocation.
+ * Returns the array in *out, free with vkl_png_texts_free. */
+#define VKL_PNG_TEXT_CHUNK_MAX_BYTES (1u << 20)
 #define VKL_PNG_TEXT_MAX_BYTES (16u << 20)
 int vkl_png_read_texts_memory(const void *buf, size_t size, const char *label, vkl_png_text **out,
                               int *count, vkl_err *e);

@@ -130,6 +130,7 @@ static int on_chunk(void *vctx, const char type[4], const uint8_t *d, uint32_t l
     char *key = latin1_to_utf8(d, klen);
     if (!key) return vkl_fail(e, "%s: out of memory", c->label);
     size_t room = VKL_PNG_TEXT_MAX_BYTES - c->total;
+    if (room > VKL_PNG_TEXT_CHUNK_MAX_BYTES) room = VKL_PNG_TEXT_CHUNK_MAX_BYTES;
     if (is_t) return add(c, key, latin1_to_utf8(rest, rlen), e);
     if (is_z) {
         if (rlen < 1 || rest[0] != 0) return free(key), 0;

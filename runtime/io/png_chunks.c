@@ -144,6 +144,7 @@ static uint64_t pass_bytes(uint64_t w, uint64_t h, int bits_per_pixel)
 static uint64_t expected_raw(const vkl_png_header *h)
 {
     static const int samples[7] = {1, 0, 3, 1, 2, 0, 4};
+    if (h->color_type < 0 || h->color_type > 6) return 0; /* walk refuses these */
     int bpp = samples[h->color_type] * h->bit_depth;
     if (!h->interlace) return pass_bytes(h->width, h->height, bpp);
     /* Adam7: pass origin and step in x and y */
@@ -208,8 +209,8 @@ int vkl_png_validate(const uint8_t *buf, size_t size, const char *label, vkl_png
         return vkl_fail(e, "%s: zlib initialisation failed", label);
     }
     int rc = vkl_png_walk(buf, size, label, hdr, idat_feed, c, e);
-    uint64_t need = expected_raw(hdr);
     if (rc == 0) {
+        uint64_t need = expected_raw(hdr);
         if (c->zerr)
             rc = vkl_fail(e, "%s: PNG image data is corrupt (zlib: %s)", label,
                           c->z.msg ? c->z.msg : "error");

@@ -267,7 +267,7 @@ static void synth_keys(const vkl_sd_config *c, vkl_sd_keys *k)
         /* SD 2.x files hold all 24 OpenCLIP layers; the last is unused. */
         const char *r = strstr(s[0].name, "cond_stage_model.model.transformer.resblocks.0.");
         if (c->family == VKL_SD_FAMILY_SD2 && r) {
-            char extra[256];
+            char extra[600];
             snprintf(extra, sizeof extra, "cond_stage_model.model.transformer.resblocks.%d.%s",
                      c->te[0].layers, s[0].name + strlen("cond_stage_model.model.transformer.resblocks.0."));
             if (vkl_sd_keys_add(k, "", extra, 0, nd, shape, NULL, &e)) fail_msg("%s", e.msg);

@@ -164,6 +164,31 @@ vkl_tensor *vkl_permute(vkl_graph *g, vkl_tensor *t, const int *perm)
     return v;
 }
 
+vkl_tensor *vkl_view(vkl_graph *g, vkl_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
+                     int64_t offset)
+{
+    if (!t || g->failed) return NULL;
+    if (ndim < 1 || ndim > VKL_MAX_DIMS) return vkl_graph_set_error(g, "view: %d dimensions", ndim);
+    int64_t last = offset;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || stride[i] < 0) return vkl_graph_set_error(g, "view: negative shape or stride");
+        if (shape[i] > 0) last += (shape[i] - 1) * stride[i];
+    }
+    if (offset < 0 || last >= vkl_tensor_span(t)) return vkl_graph_set_error(g, "view: reaches outside its tensor");
+    vkl_tensor *v = add_tensor(g);
+    if (!v) return NULL;
+    v->dtype = t->dtype;
+    v->ndim = ndim;
+    for (int i = 0; i < VKL_MAX_DIMS; i++) {
+        v->shape[i] = i < ndim ? shape[i] : 1;
+        v->stride[i] = i < ndim ? stride[i] : 0;
+    }
+    v->view_of = root_of(t);
+    v->offset = (t->view_of ? t->offset : 0) + (uint64_t)offset * vkl_dtype_size(t->dtype);
+    v->producer = t->producer;
+    return v;
+}
+
 void vkl_graph_keep(vkl_graph *g, vkl_tensor *t)
 {
     if (!t) return;

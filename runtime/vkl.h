@@ -164,5 +164,12 @@ vkl_tensor *vkl_graph_tensor(vkl_graph *g, vkl_dtype dt, int ndim, const int64_t
 /* A view of t with another shape (t must be contiguous) / a strided view. */
 vkl_tensor *vkl_reshape(vkl_graph *g, vkl_tensor *t, int ndim, const int64_t *shape);
 vkl_tensor *vkl_permute(vkl_graph *g, vkl_tensor *t, const int *perm);
+/* A strided view of t's memory starting `offset` elements after t's first
+ * element; checked to stay inside t's span. */
+vkl_tensor *vkl_view(vkl_graph *g, vkl_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
+                     int64_t offset);
+/* Records the first error of the graph (printf style); returns NULL, so a
+ * builder can `return vkl_graph_set_error(g, ...)`. */
+void *vkl_graph_set_error(vkl_graph *g, const char *fmt, ...) VKL_PRINTF(2, 3);
 
 #endif

@@ -127,8 +127,6 @@ typedef struct vkl_bind {
 /* Appends a node producing dst from src[0..nsrc-1]; params copied. */
 vkl_node *vkl_graph_add_node(vkl_graph *g, const char *op, vkl_tensor *dst, vkl_tensor *const *src,
                              int nsrc, vkl_emit_fn emit, const void *params, size_t params_size);
-/* Records the first error of the graph (printf style); returns NULL for chaining. */
-void *vkl_graph_set_error(vkl_graph *g, const char *fmt, ...) VKL_PRINTF(2, 3);
 /* During emit: one dispatch of shader variant `kernel`. */
 int vkl_emit_dispatch(vkl_graph *g, const char *kernel, const uint32_t *spec, int nspec,
                       const vkl_bind *binds, int nbind, const void *push, size_t push_size,

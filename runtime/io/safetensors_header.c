@@ -220,6 +220,28 @@ static int check_text(const vkl_st_file *f, const char *h, size_t n, vkl_err *e)
     return 0;
 }
 
+/* True when the text ends inside a string or with a bracket still open:
+ * tells "cut short" apart from a syntax error for the message. */
+static int json_unterminated(const char *h, size_t n)
+{
+    size_t depth = 0;
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = h[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    return in_str || depth > 0;
+}
+
 static int is_json_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
 static cJSON *parse_json(const vkl_st_file *f, const char *h, size_t n, vkl_err *e)
@@ -234,7 +256,7 @@ static cJSON *parse_json(const vkl_st_file *f, const char *h, size_t n, vkl_err 
     cJSON *root = cJSON_ParseWithLengthOpts(h, n, &end, 0);
     size_t pos = end && end >= h && end <= h + n ? (size_t)(end - h) : n;
     if (!root) {
-        if (pos >= last)
+        if (pos >= last || json_unterminated(h, n))
             vkl_fail(e, "%s: header JSON is unterminated (input ends inside a value at byte %zu)", f->label, last);
         else
             vkl_fail(e, "%s: header is not valid JSON (syntax error at byte %zu of %zu)", f->label, pos, n);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct {
     const char *name;
@@ -35,6 +36,15 @@ static const file_type types[] = {
 
 static int info_one(const char *path, int json)
 {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        vkl_log(VKL_LOG_ERROR, "%s: cannot open: %s", path, strerror(errno));
+        return 1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        vkl_log(VKL_LOG_ERROR, "%s: not a regular file", path);
+        return 1;
+    }
     uint8_t head[16];
     FILE *fp = fopen(path, "rb");
     if (!fp) {

@@ -143,6 +143,8 @@ static int parse_tensor(const vkl_st_file *f, const cJSON *it, const uint8_t *da
     return 0;
 }
 
+static int str_ptr_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
 static int parse_meta(vkl_st_file *f, const cJSON *m, vkl_err *e)
 {
     const char *L = f->label;
@@ -152,9 +154,6 @@ static int parse_meta(vkl_st_file *f, const cJSON *m, vkl_err *e)
     f->meta_val = calloc((size_t)n + 1, sizeof *f->meta_val);
     if (!f->meta_key || !f->meta_val) return vkl_fail(e, "%s: out of memory", L);
     for (const cJSON *c = m->child; c; c = c->next) {
-        for (int i = 0; i < f->nmeta; i++)
-            if (!strcmp(f->meta_key[i], c->string))
-                return vkl_fail(e, "%s: __metadata__ key '%s' appears twice", L, c->string);
         char *k = strdup(c->string);
         char *v = cJSON_IsString(c) ? strdup(c->valuestring) : cJSON_PrintUnformatted(c);
         f->meta_key[f->nmeta] = k;
@@ -162,7 +161,18 @@ static int parse_meta(vkl_st_file *f, const cJSON *m, vkl_err *e)
         f->nmeta++;
         if (!k || !v) return vkl_fail(e, "%s: out of memory", L);
     }
-    return 0;
+    /* sorted copy: a quadratic scan would let a hostile header with millions
+     * of keys stall the reader */
+    char **sorted = malloc(((size_t)f->nmeta + 1) * sizeof *sorted);
+    if (!sorted) return vkl_fail(e, "%s: out of memory", L);
+    memcpy(sorted, f->meta_key, (size_t)f->nmeta * sizeof *sorted);
+    qsort(sorted, (size_t)f->nmeta, sizeof *sorted, str_ptr_cmp);
+    int rc = 0;
+    for (int i = 1; i < f->nmeta && !rc; i++)
+        if (!strcmp(sorted[i], sorted[i - 1]))
+            rc = vkl_fail(e, "%s: __metadata__ key '%s' appears twice", L, sorted[i]);
+    free(sorted);
+    return rc;
 }
 
 static const vkl_st_file *sort_file;

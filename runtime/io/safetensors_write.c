@@ -67,6 +67,7 @@ static int add(vkl_st_writer *w, const char *name, vkl_dtype dt, int ndim, const
         return vkl_fail(e, "safetensors writer: tensor '%s': unknown element type %d", name, (int)dt);
     if (ndim < 0 || ndim > VKL_ST_MAX_DIMS)
         return vkl_fail(e, "safetensors writer: tensor '%s': %d dims (limit %d)", name, ndim, VKL_ST_MAX_DIMS);
+    if (ndim > 0 && !shape) return vkl_fail(e, "safetensors writer: tensor '%s': NULL shape", name);
     uint64_t nelem = 1;
     int empty = 0, overflow = 0;
     for (int i = 0; i < ndim; i++) {

@@ -518,6 +518,11 @@ static void hostile_headers(void **state)
     vkl_st_file *f;
     assert_int_equal(vkl_st_open(dir, &f, &e), -1);
     assert_contains(e.msg, "not a regular file");
+    char fifo[512];
+    snprintf(fifo, sizeof fifo, "%s/fifo.safetensors", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(vkl_st_open(fifo, &f, &e), -1); /* and does not block waiting for a writer */
+    assert_contains(e.msg, "not a regular file");
     char missing[512];
     snprintf(missing, sizeof missing, "%s/missing.safetensors", dir);
     assert_int_equal(vkl_st_open(missing, &f, &e), -1);
@@ -577,6 +582,54 @@ static void unusual_but_valid(void **state)
     assert_null(vkl_st_find(f, "a"));
     vkl_st_close(f);
     free(buf);
+}
+
+/* Many entries: lookups and duplicate checks must stay fast (no quadratic
+ * scans a hostile header could exploit) and find every name. */
+static void large_headers(void **state)
+{
+    (void)state;
+    enum { N = 100000 };
+    size_t cap = (size_t)N * 96 + 64, n = 0;
+    char *h = malloc(cap);
+    n += (size_t)snprintf(h + n, cap - n, "{\"__metadata__\":{");
+    for (int i = 0; i < N; i++) n += (size_t)snprintf(h + n, cap - n, "%s\"k%d\":\"v\"", i ? "," : "", i);
+    n += (size_t)snprintf(h + n, cap - n, "}");
+    /* names in reverse of offset order so sorting does real work */
+    for (int i = 0; i < N; i++)
+        n += (size_t)snprintf(h + n, cap - n, ",\"t%d\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[%d,%d]}",
+                              i, N - 1 - i, N - i);
+    n += (size_t)snprintf(h + n, cap - n, "}");
+    size_t size;
+    uint8_t *b = build_file(h, n, n, N, &size);
+    vkl_st_file *f;
+    vkl_err e;
+    if (vkl_st_open_memory(b, size, "large", &f, &e)) fail_msg("%s", e.msg);
+    assert_int_equal(vkl_st_count(f), N);
+    assert_int_equal(vkl_st_meta_count(f), N);
+    assert_string_equal(vkl_st_at(f, 0)->name, "t99999");
+    char name[32];
+    for (int i = 0; i < N; i += 997) {
+        snprintf(name, sizeof name, "t%d", i);
+        const vkl_st_tensor *t = vkl_st_find(f, name);
+        assert_non_null(t);
+        assert_int_equal(*(const uint8_t *)t->data, (uint8_t)(N - 1 - i));
+    }
+    vkl_st_close(f);
+    free(b);
+    /* the same with one metadata key repeated (same length, so offsets stay) */
+    memcpy(strstr(h, "\"k99999\""), "\"k99998\"", 8);
+    b = build_file(h, n, n, N, &size);
+    assert_int_equal(vkl_st_open_memory(b, size, "large", &f, &e), -1);
+    assert_contains(e.msg, "__metadata__ key 'k99998' appears twice");
+    free(b);
+    memcpy(strstr(h, "\"k99998\""), "\"k99999\"", 8);
+    memcpy(strstr(h, "\"t99999\""), "\"t12345\"", 8);
+    b = build_file(h, n, n, N, &size);
+    assert_int_equal(vkl_st_open_memory(b, size, "large", &f, &e), -1);
+    assert_contains(e.msg, "tensor 't12345': duplicate name");
+    free(b);
+    free(h);
 }
 
 /* ---- writer failures */
@@ -693,6 +746,7 @@ int main(void)
         cmocka_unit_test(reference_fp16_equals_fp32),
         cmocka_unit_test(hostile_headers),
         cmocka_unit_test(unusual_but_valid),
+        cmocka_unit_test(large_headers),
         cmocka_unit_test(writer_refuses_bad_input),
         cmocka_unit_test(atomic_write),
     };

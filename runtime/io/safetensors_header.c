@@ -175,10 +175,14 @@ static int parse_meta(vkl_st_file *f, const cJSON *m, vkl_err *e)
     return rc;
 }
 
-static const vkl_st_file *sort_file;
-static int by_name_cmp(const void *a, const void *b)
+typedef struct {
+    const char *name;
+    int index;
+} name_ref;
+
+static int name_ref_cmp(const void *a, const void *b)
 {
-    return strcmp(sort_file->t[*(const int *)a].name, sort_file->t[*(const int *)b].name);
+    return strcmp(((const name_ref *)a)->name, ((const name_ref *)b)->name);
 }
 
 static int by_offset_cmp(const void *a, const void *b)
@@ -189,21 +193,26 @@ static int by_offset_cmp(const void *a, const void *b)
     return strcmp(x->t.name, y->t.name);
 }
 
-/* Builds the name index and rejects duplicates. qsort's comparator has no user
- * pointer in C11, hence the file-scope sort_file (set and used only here). */
+/* Builds the name index and rejects duplicates. */
 static int index_names(vkl_st_file *f, vkl_err *e)
 {
+    name_ref *refs = malloc(((size_t)f->n + 1) * sizeof *refs);
     f->by_name = malloc(((size_t)f->n + 1) * sizeof *f->by_name);
-    if (!f->by_name) return vkl_fail(e, "%s: out of memory", f->label);
-    for (int i = 0; i < f->n; i++) f->by_name[i] = i;
-    sort_file = f;
-    qsort(f->by_name, (size_t)f->n, sizeof *f->by_name, by_name_cmp);
-    sort_file = NULL;
-    for (int i = 1; i < f->n; i++)
-        if (!strcmp(f->t[f->by_name[i]].name, f->t[f->by_name[i - 1]].name))
-            return vkl_fail(e, "%s: tensor '%s': duplicate name (appears twice in the header)", f->label,
-                            f->t[f->by_name[i]].name);
-    return 0;
+    if (!refs || !f->by_name) {
+        free(refs);
+        return vkl_fail(e, "%s: out of memory", f->label);
+    }
+    for (int i = 0; i < f->n; i++) refs[i] = (name_ref){f->t[i].name, i};
+    qsort(refs, (size_t)f->n, sizeof *refs, name_ref_cmp);
+    int rc = 0;
+    for (int i = 0; i < f->n; i++) {
+        f->by_name[i] = refs[i].index;
+        if (i && !rc && !strcmp(refs[i].name, refs[i - 1].name))
+            rc = vkl_fail(e, "%s: tensor '%s': duplicate name (appears twice in the header)", f->label,
+                          refs[i].name);
+    }
+    free(refs);
+    return rc;
 }
 
 static int check_overlap(const vkl_st_file *f, const entry *en, vkl_err *e)
@@ -320,8 +329,8 @@ int vkl_st__parse(vkl_st_file *f, vkl_err *e)
     if (n > f->size - 8)
         return vkl_fail(e, "%s: header length %llu goes past the end of the file (%zu bytes)", L,
                         (unsigned long long)n, f->size);
-    /* A private NUL-terminated copy: cJSON then never looks past our buffer,
-     * whatever the bytes, and the mapping is read only by us. */
+    /* A private NUL-terminated copy, so that cJSON cannot read past the header
+     * whatever the bytes are. */
     char *h = malloc((size_t)n + 1);
     if (!h) return vkl_fail(e, "%s: out of memory for a %llu-byte header", L, (unsigned long long)n);
     memcpy(h, f->buf + 8, (size_t)n);

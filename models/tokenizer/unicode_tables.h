@@ -23,4 +23,11 @@ extern const size_t vkl_uc_decomp_count;
 extern const vkl_uc_triple vkl_uc_comp[];
 extern const size_t vkl_uc_comp_count;
 
+extern const vkl_uc_triple vkl_uc_width[];
+extern const size_t vkl_uc_width_count;
+
+typedef struct { const char *name; uint32_t cp[3]; } vkl_html_entity;
+extern const vkl_html_entity vkl_html_entities[];
+extern const size_t vkl_html_entities_count;
+
 #endif

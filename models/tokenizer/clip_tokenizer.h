@@ -56,4 +56,43 @@ int vkl_clip_encode(vkl_clip_tokenizer *t, const char *text, size_t len, unsigne
 int vkl_clip_encode_padded(vkl_clip_tokenizer *t, const char *text, unsigned flags,
                            int32_t out[VKL_CLIP_CONTEXT], size_t *n_content, vkl_err *e);
 
+/* ---- AUTOMATIC1111 prompt syntax ---------------------------------------- */
+
+/* One piece of a parsed prompt. A BREAK keyword is the text "BREAK" with
+ * weight -1 (as in A1111, where brackets around it multiply that weight too
+ * and then make it plain text again). */
+typedef struct {
+    char *text;
+    double weight;
+} vkl_prompt_span;
+
+/* A1111's parse_prompt_attention: "(x)" x1.1, "[x]" /1.1, "(x:1.3)", nesting,
+ * "\(" "\)" "\[" "\]" "\\" escapes, unclosed brackets applied to the end,
+ * BREAK on its own word; adjacent spans of equal weight merged. Fails only on
+ * a weight that is not a number ("(x:1.2.3)"). */
+int vkl_prompt_parse(const char *prompt, vkl_prompt_span **spans, size_t *n, vkl_err *e);
+void vkl_prompt_spans_free(vkl_prompt_span *spans, size_t n);
+
+typedef struct {
+    unsigned flags;      /* VKL_CLIP_FTFY_LIKE or 0 */
+    int plain;           /* 1: no emphasis syntax (A1111 emphasis "None") */
+    int comma_backtrack; /* A1111's comma_padding_backtrack, its default is 20; 0 = off */
+} vkl_prompt_opts;
+
+/* A prompt as rows for the text encoder: n_chunks rows of 77 ids
+ * (BOS, 75 ids or EOS padding, EOS) and a weight per id (1.0 for BOS, EOS and
+ * padding). Prompts longer than 75 ids, or with BREAK, take several rows, cut
+ * as A1111 cuts them (moving the words after a recent comma to the next row). */
+typedef struct {
+    int32_t *ids;
+    float *weights;
+    size_t n_chunks;
+    size_t n_tokens; /* A1111's token count: 75 per full row plus the last row's ids */
+} vkl_prompt_tokens;
+
+/* opts may be NULL: emphasis on, comma_backtrack 20, no ftfy. */
+int vkl_clip_encode_prompt(vkl_clip_tokenizer *t, const char *prompt, const vkl_prompt_opts *opts,
+                           vkl_prompt_tokens *out, vkl_err *e);
+void vkl_prompt_tokens_free(vkl_prompt_tokens *p);
+
 #endif

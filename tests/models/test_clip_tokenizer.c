@@ -15,6 +15,7 @@
 #define BPE_DIR "data/clip-bpe"
 #define BPE_GZ "data/clip-bpe/bpe_simple_vocab_16e6.txt.gz"
 #define TINY_TOK "refkit/sd/tiny-sd/tokenizer"
+#define TOK_ST "refkit/sd/vectors/tokenizer.safetensors"
 
 static double now_s(void)
 {
@@ -202,6 +203,63 @@ static void test_padded_rows(void **state)
     vkl_clip_tokenizer_free(t);
 }
 
+/* Reads one int64 [40, 77] tensor of tokenizer.safetensors. A minimal reader
+ * here keeps this test independent of the runtime's safetensors code. */
+static void read_ids_tensor(const char *name, int64_t *out)
+{
+    FILE *f = fopen(vkl_test_shared_path(TOK_ST), "rb");
+    assert_non_null(f);
+    uint64_t hl;
+    assert_int_equal(fread(&hl, 8, 1, f), 1);
+    assert_true(hl < (1u << 20));
+    char *h = malloc(hl + 1);
+    assert_int_equal(fread(h, 1, hl, f), hl);
+    h[hl] = 0;
+    cJSON *j = cJSON_Parse(h);
+    free(h);
+    cJSON *t = cJSON_GetObjectItem(j, name);
+    assert_non_null(t);
+    assert_string_equal(cJSON_GetObjectItem(t, "dtype")->valuestring, "I64");
+    cJSON *off = cJSON_GetObjectItem(t, "data_offsets");
+    long begin = (long)cJSON_GetArrayItem(off, 0)->valuedouble;
+    long end = (long)cJSON_GetArrayItem(off, 1)->valuedouble;
+    assert_int_equal(end - begin, 40 * 77 * 8);
+    fseek(f, 8 + (long)hl + begin, SEEK_SET);
+    assert_int_equal(fread(out, 8, 40 * 77, f), 40 * 77);
+    fclose(f);
+    cJSON_Delete(j);
+}
+
+/* The padded rows against the reference tensors input_ids (default) and
+ * input_ids_ftfy (ftfy-like mode). */
+static void test_reference_tensor(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(TOK_ST);
+    VKL_REQUIRE_SHARED(BPE_DIR "/vocab.json");
+    vkl_clip_tokenizer *t = load(BPE_DIR);
+    cJSON *j = read_json(PROMPTS);
+    cJSON *prompts = cJSON_GetObjectItem(j, "prompts");
+    int64_t *want = malloc(40 * 77 * sizeof *want);
+    const char *names[2] = {"input_ids", "input_ids_ftfy"};
+    for (int mode = 0; mode < 2; mode++) {
+        read_ids_tensor(names[mode], want);
+        for (int i = 0; i < 40; i++) {
+            int32_t row[VKL_CLIP_CONTEXT];
+            vkl_err e = {{0}};
+            assert_int_equal(vkl_clip_encode_padded(t, cJSON_GetArrayItem(prompts, i)->valuestring,
+                                                    mode ? VKL_CLIP_FTFY_LIKE : 0, row, NULL, &e), 0);
+            for (int k = 0; k < VKL_CLIP_CONTEXT; k++)
+                if (row[k] != want[i * 77 + k])
+                    fail_msg("%s prompt %d position %d: %d, want %lld", names[mode], i, k, row[k],
+                             (long long)want[i * 77 + k]);
+        }
+    }
+    free(want);
+    cJSON_Delete(j);
+    vkl_clip_tokenizer_free(t);
+}
+
 /* openai/CLIP's own tokenizer output for 10 prompts. */
 static void test_openai_reference_tsv(void **state)
 {
@@ -375,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_prompts_gz_and_tiny_sd),
         cmocka_unit_test(test_token_strings),
         cmocka_unit_test(test_padded_rows),
+        cmocka_unit_test(test_reference_tensor),
         cmocka_unit_test(test_openai_reference_tsv),
         cmocka_unit_test(test_ftfy_like),
         cmocka_unit_test(test_cleanup_rules),

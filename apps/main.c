@@ -1,1 +1,56 @@
-int main(void){return 0;}
+/* vklora command-line entry: global options, then one subcommand. */
+#include "app.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"devices", vkl_cmd_devices, "list Vulkan devices with their limits and features (--json)"},
+    {"bench", vkl_cmd_bench, "benchmarks: bench gemm --m M --n N --k K --dtype f32|f16"},
+    {"info", vkl_cmd_info, "describe a .safetensors file or an image (--json)"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: vklora [--device N|cpu|gpu|NAME] [--profile P] [--quiet] COMMAND [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nenvironment: VKLORA_DEVICE, VKLORA_PROFILE (default, portable, nosubgroup, staging,\n"
+               "binding=BYTES, alloc=BYTES), VKLORA_VALIDATION=1 (Khronos validation layer)\n");
+}
+
+int main(int argc, char **argv)
+{
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if ((!strcmp(argv[i], "--device") || !strcmp(argv[i], "--profile")) && i + 1 < argc) {
+            setenv(!strcmp(argv[i], "--device") ? "VKLORA_DEVICE" : "VKLORA_PROFILE", argv[i + 1], 1);
+            i++;
+        } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) {
+            vkl_log_set_level(VKL_LOG_WARN);
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "vklora: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    for (size_t k = 0; k < sizeof commands / sizeof *commands; k++)
+        if (!strcmp(argv[i], commands[k].name)) return commands[k].run(argc - i, argv + i);
+    fprintf(stderr, "vklora: unknown command '%s'\n", argv[i]);
+    usage(stderr);
+    return 2;
+}

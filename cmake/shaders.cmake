@@ -33,8 +33,9 @@ function(vkl_compile_shaders SRC_DIR OUT_DIR OUT_C_VAR)
     endforeach()
   endforeach()
   set(OUT_C ${OUT_DIR}/shader_table.c)
+  string(REPLACE ";" "," SPV_NAMES_CSV "${SPV_NAMES}")
   add_custom_command(OUTPUT ${OUT_C}
-    COMMAND ${CMAKE_COMMAND} -DOUT=${OUT_C} "-DNAMES=${SPV_NAMES}" -DDIR=${OUT_DIR}
+    COMMAND ${CMAKE_COMMAND} -DOUT=${OUT_C} -DNAMES=${SPV_NAMES_CSV} -DDIR=${OUT_DIR}
             -P ${CMAKE_SOURCE_DIR}/cmake/embed_spirv.cmake
     DEPENDS ${SPV_FILES} ${CMAKE_SOURCE_DIR}/cmake/embed_spirv.cmake
     COMMENT "embedding SPIR-V")

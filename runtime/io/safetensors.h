@@ -17,7 +17,8 @@ typedef struct vkl_st_tensor {
     int64_t shape[VKL_ST_MAX_DIMS];
     uint64_t nelem;
     uint64_t nbytes;
-    const void *data; /* points into the mapping; valid until vkl_st_close */
+    const void *data; /* points into the mapping; valid until vkl_st_close. Not
+                       * necessarily aligned for dtype: read through vkl_st_read. */
 } vkl_st_tensor;
 
 typedef struct vkl_st_file vkl_st_file;
@@ -55,6 +56,11 @@ vkl_st_writer *vkl_st_writer_new(void);
 /* data is copied. Names must be unique (checked at finish). */
 int vkl_st_writer_add(vkl_st_writer *w, const char *name, vkl_dtype dt, int ndim,
                       const int64_t *shape, const void *data, vkl_err *e);
+/* Same without the copy: data must stay valid until finish (saves memory when
+ * writing a large checkpoint whose tensors already live in host memory). */
+int vkl_st_writer_add_ref(vkl_st_writer *w, const char *name, vkl_dtype dt, int ndim,
+                          const int64_t *shape, const void *data, vkl_err *e);
+/* Keys must be unique (a second value for a key is an error). */
 int vkl_st_writer_meta(vkl_st_writer *w, const char *key, const char *value, vkl_err *e);
 int vkl_st_writer_finish(vkl_st_writer *w, const char *path, vkl_err *e);
 void vkl_st_writer_free(vkl_st_writer *w);

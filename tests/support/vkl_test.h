@@ -44,6 +44,25 @@ void vkl_test_assert_close(const char *what, const float *got, const float *want
 /* Max |a-b| over n elements. */
 float vkl_test_max_abs_diff(const float *a, const float *b, size_t n);
 
+/* A context on the test device (VKLORA_DEVICE, default lavapipe from the test
+ * script) with validation as VKLORA_VALIDATION says, under the given device
+ * profile (NULL = default). Fails the test when it cannot be created. */
+struct vkl_ctx;
+struct vkl_ctx *vkl_test_ctx(const char *profile);
+/* Fails the test if the validation layer reported anything; destroys c. */
+void vkl_test_ctx_done(struct vkl_ctx *c);
+/* Profiles every op test runs under. */
+extern const char *const vkl_test_profiles[];
+extern const int vkl_test_profile_count;
+
+/* Reads tensor `name` of the safetensors file `rel` under the shared folder
+ * as f32 (malloc'd, nelem written). Fails the test when it is absent. */
+float *vkl_test_ref_f32(const char *rel, const char *name, int64_t *nelem);
+/* Same, as i32 (token ids, integer timesteps). */
+int32_t *vkl_test_ref_i32(const char *rel, const char *name, int64_t *nelem);
+/* Asserts max |got - want| <= tol * max|want| and prints the figures. */
+void vkl_test_assert_scaled(const char *what, const float *got, const float *want, size_t n, double tol);
+
 /* Temporary directory for a test (created, removed by vkl_test_rmtree). */
 const char *vkl_test_tmpdir(void);
 void vkl_test_rmtree(const char *path);

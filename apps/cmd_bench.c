@@ -1,0 +1,127 @@
+/* vklora bench OP ...: figures for the hot ops, never asserted on. */
+#include "app.h"
+#include "ops.h"
+#include "vkl.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int parse_i64(const char *s, int64_t *out)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || v <= 0) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Runs g `reps` times after one warm-up; returns the median seconds. */
+static int time_graph(vkl_graph *g, int min_reps, double min_seconds, double *median, int *reps_out, vkl_err *e)
+{
+    if (vkl_graph_run(g, e)) return -1;
+    double times[200];
+    int reps = 0;
+    double start = now_s();
+    while (reps < 200 && (reps < min_reps || now_s() - start < min_seconds)) {
+        double t0 = now_s();
+        if (vkl_graph_run(g, e)) return -1;
+        times[reps++] = now_s() - t0;
+    }
+    qsort(times, (size_t)reps, sizeof *times, cmp_double);
+    *median = times[reps / 2];
+    *reps_out = reps;
+    return 0;
+}
+
+static int bench_gemm(int argc, char **argv)
+{
+    int64_t M = 1024, N = 1024, K = 1024;
+    vkl_dtype dt = VKL_F32;
+    int min_reps = 3;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = !v;
+        if (!bad && !strcmp(a, "--m")) bad = parse_i64(v, &M), i++;
+        else if (!bad && !strcmp(a, "--n")) bad = parse_i64(v, &N), i++;
+        else if (!bad && !strcmp(a, "--k")) bad = parse_i64(v, &K), i++;
+        else if (!bad && !strcmp(a, "--reps")) {
+            int64_t r;
+            bad = parse_i64(v, &r);
+            min_reps = (int)r;
+            i++;
+        } else if (!bad && !strcmp(a, "--dtype")) {
+            bad = vkl_dtype_parse(v, &dt) || (dt != VKL_F32 && dt != VKL_F16 && dt != VKL_BF16);
+            i++;
+        } else bad = 1;
+        if (bad) {
+            fprintf(stderr, "vklora bench gemm: bad option '%s' (usage: --m M --n N --k K --dtype f32|f16|bf16 [--reps R])\n", a);
+            return 2;
+        }
+    }
+    vkl_ctx *c = NULL;
+    vkl_err e = {{0}};
+    if (vkl_ctx_create(NULL, &c, &e)) {
+        fprintf(stderr, "vklora: %s\n", e.msg);
+        return 1;
+    }
+    int rc = 1;
+    int64_t as[2] = {M, K}, bs[2] = {K, N};
+    vkl_tensor *A = vkl_tensor_new(c, VKL_F32, 2, as, &e);
+    vkl_tensor *B = A ? vkl_tensor_new(c, dt, 2, bs, &e) : NULL;
+    vkl_graph *g = NULL;
+    float *host = malloc(sizeof(float) * (size_t)(M * K > K * N ? M * K : K * N));
+    if (!B || !host) goto done;
+    for (int64_t i = 0; i < M * K; i++) host[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+    if (vkl_tensor_upload(c, A, host, VKL_F32, &e)) goto done;
+    for (int64_t i = 0; i < K * N; i++) host[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
+    if (vkl_tensor_upload(c, B, host, VKL_F32, &e)) goto done;
+    g = vkl_graph_new(c);
+    vkl_tensor *y = vkl_matmul(g, A, B);
+    vkl_graph_keep(g, y);
+    if (vkl_graph_plan(g, &e)) goto done;
+    double med;
+    int reps;
+    if (time_graph(g, min_reps, 1.0, &med, &reps, &e)) goto done;
+    vkl_mem_stats ms;
+    vkl_mem_get_stats(c, &ms);
+    uint32_t wg, tm, tn;
+    vkl_matmul_tile(c, &wg, &tm, &tn);
+    printf("gemm m=%lld n=%lld k=%lld A f32 B %s: %.3f ms median of %d, %.2f GFLOP/s\n", (long long)M, (long long)N,
+           (long long)K, vkl_dtype_name(dt), med * 1e3, reps, 2.0 * M * N * K / med * 1e-9);
+    printf("device: %s (profile %s), tile %ux%u per invocation, workgroup %u, peak device memory %.1f MiB\n",
+           vkl_ctx_caps(c)->name, vkl_ctx_caps(c)->profile, tm, tn, wg, ms.total_peak / 1048576.0);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "vklora: %s\n", e.msg);
+    free(host);
+    vkl_graph_free(g);
+    vkl_tensor_free(A);
+    vkl_tensor_free(B);
+    vkl_ctx_destroy(c);
+    return rc;
+}
+
+int vkl_cmd_bench(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: vklora bench gemm [options]\n");
+        return 2;
+    }
+    if (!strcmp(argv[1], "gemm")) return bench_gemm(argc - 1, argv + 1);
+    fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm)\n", argv[1]);
+    return 2;
+}

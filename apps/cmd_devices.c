@@ -1,0 +1,38 @@
+/* vklora devices [--json]: every Vulkan device with its limits and features. */
+#include "app.h"
+#include "vkl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int vkl_cmd_devices(int argc, char **argv)
+{
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else {
+            fprintf(stderr, "vklora devices: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    vkl_caps *caps = NULL;
+    int n = 0;
+    vkl_err e = {{0}};
+    if (vkl_list_devices(NULL, &caps, &n, &e)) {
+        fprintf(stderr, "vklora: %s\n", e.msg);
+        return 1;
+    }
+    if (json) printf("[");
+    for (int i = 0; i < n; i++) {
+        if (json) {
+            char *s = vkl_caps_json(&caps[i], i);
+            printf("%s%s", i ? "," : "", s ? s : "null");
+            free(s);
+        } else {
+            vkl_caps_print(&caps[i], i, stdout);
+        }
+    }
+    if (json) printf("]\n");
+    free(caps);
+    return 0;
+}

@@ -1,0 +1,130 @@
+/* Ops: each appends a node to a graph and returns its output tensor (NULL on
+ * error, with the error recorded in the graph). Outputs are new f32 tensors
+ * unless said otherwise. For each op: shader in shaders/, CPU reference in
+ * runtime/ref/, builder in runtime/ops/, test in tests/runtime/. */
+#ifndef VKL_OPS_H
+#define VKL_OPS_H
+
+#include "vkl.h"
+
+/* Elementwise with numpy broadcasting (shapes aligned at the last dim).
+ * Inputs f32, f16 or bf16, any strides. */
+vkl_tensor *vkl_add(vkl_graph *g, vkl_tensor *a, vkl_tensor *b);
+vkl_tensor *vkl_sub(vkl_graph *g, vkl_tensor *a, vkl_tensor *b);
+vkl_tensor *vkl_mul(vkl_graph *g, vkl_tensor *a, vkl_tensor *b);
+vkl_tensor *vkl_div(vkl_graph *g, vkl_tensor *a, vkl_tensor *b);
+
+typedef enum vkl_unary_op {
+    VKL_UNARY_IDENTITY = 0, /* alpha*x + beta */
+    VKL_UNARY_SILU = 1,
+    VKL_UNARY_GELU = 2,       /* exact: x * Phi(x), with erf */
+    VKL_UNARY_GELU_TANH = 3,
+    VKL_UNARY_QUICK_GELU = 4, /* x * sigmoid(1.702 x) (CLIP) */
+    VKL_UNARY_RELU = 5,
+    VKL_UNARY_EXP = 6,
+    VKL_UNARY_SQUARE = 7,
+    VKL_UNARY_SIGMOID = 8,
+    VKL_UNARY_SQRT = 9,
+    VKL_UNARY_TANH = 10,
+    VKL_UNARY_COUNT
+} vkl_unary_op;
+const char *vkl_unary_name(vkl_unary_op op);
+
+/* y = f(alpha * x + beta). */
+vkl_tensor *vkl_unary(vkl_graph *g, vkl_tensor *x, vkl_unary_op op, float alpha, float beta);
+vkl_tensor *vkl_scale(vkl_graph *g, vkl_tensor *x, float s);
+vkl_tensor *vkl_silu(vkl_graph *g, vkl_tensor *x);
+vkl_tensor *vkl_gelu(vkl_graph *g, vkl_tensor *x);
+vkl_tensor *vkl_gelu_tanh(vkl_graph *g, vkl_tensor *x);
+vkl_tensor *vkl_quick_gelu(vkl_graph *g, vkl_tensor *x);
+
+/* Reductions over the last dimension: output shape has last dim 1. */
+vkl_tensor *vkl_sum_rows(vkl_graph *g, vkl_tensor *x);
+vkl_tensor *vkl_max_rows(vkl_graph *g, vkl_tensor *x);
+
+/* Conversion between f32, f16 and bf16 (round to nearest even). Contiguous output. */
+vkl_tensor *vkl_convert(vkl_graph *g, vkl_tensor *x, vkl_dtype to);
+
+/* Batched matrix product: a [..., M, K], b [..., K, N] (any strides, so a
+ * transposed operand is a vkl_permute view), batch dims broadcast; stored as
+ * f32, f16 or bf16; f32 result [..., M, N]; optional bias [N] added. */
+vkl_tensor *vkl_matmul(vkl_graph *g, vkl_tensor *a, vkl_tensor *b);
+vkl_tensor *vkl_matmul_bias(vkl_graph *g, vkl_tensor *a, vkl_tensor *b, vkl_tensor *bias);
+/* y = x W^T + b for a linear layer's weight W [out, in]; x [..., in]. */
+vkl_tensor *vkl_linear(vkl_graph *g, vkl_tensor *x, vkl_tensor *w, vkl_tensor *bias);
+
+/* ---- declared for the op library (issue: forward ops); implemented in
+ * runtime/ops/<op>.c with shaders/<op>.comp and runtime/ref/ref_<op>.c. ----
+ * Activations are NCHW f32 unless said otherwise. Weights may be f32, f16 or bf16. */
+
+/* Copies any strided view into a new contiguous f32 tensor (or dtype of x). */
+vkl_tensor *vkl_contiguous(vkl_graph *g, vkl_tensor *x);
+
+/* 2-D convolution. x [N,C,H,W]; w [O,C,kh,kw]; bias [O] or NULL. Padding per
+ * side (the SD VAE encoder pads only right/bottom before a stride-2 conv). */
+typedef struct vkl_conv2d_params {
+    int stride_h, stride_w;
+    int pad_top, pad_bottom, pad_left, pad_right;
+} vkl_conv2d_params;
+vkl_tensor *vkl_conv2d(vkl_graph *g, vkl_tensor *x, vkl_tensor *w, vkl_tensor *bias, int stride, int pad);
+vkl_tensor *vkl_conv2d_ex(vkl_graph *g, vkl_tensor *x, vkl_tensor *w, vkl_tensor *bias, const vkl_conv2d_params *p);
+
+/* Group norm over x [N,C,...] with `groups` groups (C % groups == 0),
+ * gamma/beta [C] (may be NULL), optionally followed by SiLU. */
+vkl_tensor *vkl_group_norm(vkl_graph *g, vkl_tensor *x, int groups, float eps, vkl_tensor *gamma, vkl_tensor *beta,
+                           int silu);
+/* Layer norm / RMS norm over the last dimension; gamma/beta may be NULL. */
+vkl_tensor *vkl_layer_norm(vkl_graph *g, vkl_tensor *x, vkl_tensor *gamma, vkl_tensor *beta, float eps);
+vkl_tensor *vkl_rms_norm(vkl_graph *g, vkl_tensor *x, vkl_tensor *gamma, float eps);
+/* Softmax over the last dimension of scale * x. */
+vkl_tensor *vkl_softmax(vkl_graph *g, vkl_tensor *x, float scale);
+
+/* Scaled dot-product attention, flash-style (the Lq x Lk matrix is never
+ * stored whole). q [B,H,Lq,D], k and v [B,H,Lk,D] (any strides, so the
+ * [B,L,H*D] token layout is a permuted view); result [B,H,Lq,D] f32.
+ * causal: query i sees keys j <= i + (Lk - Lq). */
+vkl_tensor *vkl_attention(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, float scale, int causal);
+
+/* x [..., 2F] -> x[..., :F] * gelu(x[..., F:]) (diffusers GEGLU, exact gelu). */
+vkl_tensor *vkl_geglu(vkl_graph *g, vkl_tensor *x);
+/* silu(gate) * up, same shapes (LLaMA MLP). */
+vkl_tensor *vkl_swiglu(vkl_graph *g, vkl_tensor *gate, vkl_tensor *up);
+/* Nearest-neighbour 2x upsampling of x [N,C,H,W]. */
+vkl_tensor *vkl_upsample_nearest2x(vkl_graph *g, vkl_tensor *x);
+/* Concatenation along dimension dim (same dtype, other dims equal). */
+vkl_tensor *vkl_concat(vkl_graph *g, vkl_tensor *a, vkl_tensor *b, int dim);
+/* Sinusoidal timestep embedding as diffusers' get_timestep_embedding:
+ * t [N] f32 -> [N, dim]; half = dim/2; freq_k = exp(-ln(max_period) * k / (half - shift));
+ * [sin, cos] order, or [cos, sin] when flip_sin_to_cos. */
+vkl_tensor *vkl_timestep_embedding(vkl_graph *g, vkl_tensor *t, int dim, int flip_sin_to_cos, float shift,
+                                   float max_period);
+/* Rows of table [V, D] picked by ids (i32, any shape) -> [..., D] f32; an id
+ * outside [0, V) reads zeros (and is counted as an error by the caller's
+ * tokenizer checks, never read out of bounds). */
+vkl_tensor *vkl_embedding(vkl_graph *g, vkl_tensor *table, vkl_tensor *ids);
+/* Rotary position embedding, LLaMA's rotate-half form, on x [B,H,L,D]:
+ * position of row l is pos0 + l; inv_freq_k = theta^(-2k/D). */
+vkl_tensor *vkl_rope(vkl_graph *g, vkl_tensor *x, int pos0, float theta);
+
+/* LoRA-fused linear and convolution:
+ *   y = W x + b + sum_i s_i * B_i (A_i x)
+ * with every adapter of a layer concatenated along the rank: a_cat [R, in]
+ * (or [R, C, kh, kw] for conv), b_cat [out, R] (or [out, R, 1, 1]), and
+ * rank_scale [R] f32 holding s_i for each rank row of adapter i (multiplier *
+ * alpha / rank). Changing multipliers = uploading rank_scale, no re-plan.
+ * W + delta W is never formed. */
+vkl_tensor *vkl_linear_lora(vkl_graph *g, vkl_tensor *x, vkl_tensor *w, vkl_tensor *bias, vkl_tensor *a_cat,
+                            vkl_tensor *b_cat, vkl_tensor *rank_scale);
+vkl_tensor *vkl_conv2d_lora(vkl_graph *g, vkl_tensor *x, vkl_tensor *w, vkl_tensor *bias,
+                            const vkl_conv2d_params *p, vkl_tensor *a_cat, vkl_tensor *b_cat,
+                            vkl_tensor *rank_scale);
+/* In place on a persistent weight w (f32 or f16; linear [out,in] or conv
+ * [out,in,kh,kw]): w += scale * B A (merge) or w -= scale * B A (unmerge).
+ * Exactly reversible for f32 weights when done in the same order. */
+int vkl_lora_merge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *down, vkl_tensor *up, float scale, vkl_err *e);
+int vkl_lora_unmerge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *down, vkl_tensor *up, float scale, vkl_err *e);
+
+/* The tile shape the matmul uses on this device (for benchmarks/tests). */
+void vkl_matmul_tile(const vkl_ctx *c, uint32_t *wg, uint32_t *tm, uint32_t *tn);
+
+#endif

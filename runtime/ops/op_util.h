@@ -1,0 +1,46 @@
+/* Helpers shared by op builders. */
+#ifndef VKL_OP_UTIL_H
+#define VKL_OP_UTIL_H
+
+#include "vkl_internal.h"
+#include "ops.h"
+
+/* 1 for the element types shaders read directly (f32, f16, bf16). */
+static inline int vkl_op_float_type(vkl_dtype t) { return t == VKL_F32 || t == VKL_F16 || t == VKL_BF16; }
+
+/* Right-aligns t's shape and strides into 4 dims (leading 1s, stride 0). */
+static inline void vkl_op_shape4(const vkl_tensor *t, int64_t shape[4], int64_t stride[4])
+{
+    int pad = 4 - t->ndim;
+    for (int i = 0; i < 4; i++) {
+        shape[i] = i < pad ? 1 : t->shape[i - pad];
+        stride[i] = i < pad ? 0 : t->stride[i - pad];
+        if (shape[i] == 1) stride[i] = 0;
+    }
+}
+
+/* Splits n workgroups over x and y (x at most 65535). */
+static inline void vkl_op_grid(uint64_t groups, uint32_t *gx, uint32_t *gy)
+{
+    *gx = groups < 65535 ? (uint32_t)groups : 65535u;
+    *gy = (uint32_t)((groups + *gx - 1) / (*gx ? *gx : 1));
+}
+
+/* Same shape as y and contiguous: can be bound window by window like y. */
+static inline int vkl_op_same_layout(const vkl_tensor *x, const vkl_tensor *y)
+{
+    if (!vkl_tensor_is_contiguous(x) || vkl_tensor_nelem(x) != vkl_tensor_nelem(y)) return 0;
+    int64_t sx[4], tx[4], sy[4], ty[4];
+    vkl_op_shape4(x, sx, tx);
+    vkl_op_shape4(y, sy, ty);
+    for (int i = 0; i < 4; i++)
+        if (sx[i] != sy[i]) return 0;
+    return 1;
+}
+
+/* Binds operand x of an elementwise op for output window [first, first+n):
+ * per window when laid out like y, else its whole span. */
+int vkl_op_bind_operand(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, int64_t first, int64_t n,
+                        vkl_bind *b, uint32_t *off, uint32_t *local, vkl_err *e);
+
+#endif

@@ -30,8 +30,25 @@ static int sniff_safetensors(const char *path, const uint8_t *head, size_t n)
     return (n >= 9 && head[8] == '{') || ends_with(path, ".safetensors");
 }
 
+/* Signatures of the formats the image reader takes; TGA has none, so its
+ * extension decides. A damaged file named like an image still goes to the
+ * image reader, whose error then says what is wrong with it. */
+static int sniff_image(const char *path, const uint8_t *head, size_t n)
+{
+    if (n >= 8 && !memcmp(head, "\x89PNG\r\n\x1a\n", 8)) return 1;
+    if (n >= 3 && head[0] == 0xff && head[1] == 0xd8 && head[2] == 0xff) return 1;
+    if (n >= 6 && (!memcmp(head, "GIF87a", 6) || !memcmp(head, "GIF89a", 6))) return 1;
+    if (n >= 2 && head[0] == 'B' && head[1] == 'M') return 1;
+    static const char *ext[] = {".png", ".PNG", ".jpg", ".JPG", ".jpeg", ".JPEG", ".bmp",
+                                ".BMP", ".gif", ".GIF", ".tga", ".TGA"};
+    for (size_t i = 0; i < sizeof ext / sizeof *ext; i++)
+        if (ends_with(path, ext[i])) return 1;
+    return 0;
+}
+
 static const file_type types[] = {
     {"safetensors", sniff_safetensors, vkl_info_safetensors},
+    {"image", sniff_image, vkl_info_image},
 };
 
 static int info_one(const char *path, int json)
@@ -55,7 +72,7 @@ static int info_one(const char *path, int json)
     fclose(fp);
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (types[i].sniff(path, head, n)) return types[i].report(path, json);
-    vkl_log(VKL_LOG_ERROR, "%s: unrecognised file type (vklora info reads: safetensors)", path);
+    vkl_log(VKL_LOG_ERROR, "%s: unrecognised file type (vklora info reads: safetensors, PNG, JPEG, BMP, GIF, TGA)", path);
     return 1;
 }
 
@@ -64,7 +81,9 @@ static int usage(void)
     fprintf(stderr, "usage: vklora info [--json] FILE...\n"
                     "  Describes each FILE: for .safetensors the tensor count, bytes per dtype,\n"
                     "  metadata, and what it holds (SD checkpoint, diffusers component, LoRA\n"
-                    "  adapter with its format, ranks, alphas and target modules).\n"
+                    "  adapter with its format, ranks, alphas and target modules); for images\n"
+                    "  (PNG, JPEG, BMP, GIF, TGA) the format, size and channels, and the\n"
+                    "  generation parameters stored in a PNG (AUTOMATIC1111's PNG Info).\n"
                     "  --json  print the same as JSON (an array when there are several files)\n");
     return 2;
 }

@@ -8,6 +8,7 @@
 /* Each prints a report of path on stdout (JSON when json is set) and returns
  * the exit status: 0, or 1 after printing the error on stderr. */
 int vkl_info_safetensors(const char *path, int json);
+int vkl_info_image(const char *path, int json);
 
 #define VKL_INFO_MAX_LIST 16
 

@@ -22,10 +22,6 @@
 #define VEC "refkit/sd/vectors/"
 #define REL 1e-5
 
-typedef struct {
-    vkl_st_file *f;
-} rec;
-
 static float *load(vkl_st_file *f, const char *name, size_t want)
 {
     const vkl_st_tensor *t = vkl_st_find(f, name);
@@ -251,12 +247,293 @@ static void diffusers_loops(void **state)
     vkl_st_close(f);
 }
 
+/* ---- a perfect denoiser: exactly known end points ----
+ * The oracle knows the clean latents x0 and answers with the eps (or v) that
+ * the current input implies. Every sampler must then end where the algebra
+ * says: at x0 when the schedule ends at sigma 0, otherwise on the noising
+ * path alpha*x0 + sigma*e of the starting noise direction e. */
+typedef struct {
+    const float *x0;
+    size_t n;
+    vkl_sd_prediction pred;
+    int calls;
+} oracle;
+
+static int oracle_fn(void *user, const float *x_in, float t, float sigma, float *out, vkl_err *e)
+{
+    (void)t;
+    (void)e;
+    oracle *o = user;
+    double a = 1.0 / sqrt(1.0 + (double)sigma * sigma), sv = (double)sigma * a;
+    for (size_t j = 0; j < o->n; j++) {
+        double eps = ((double)x_in[j] - a * o->x0[j]) / sv;
+        out[j] = (float)(o->pred == VKL_SD_PRED_V ? a * eps - sv * o->x0[j] : eps);
+    }
+    o->calls++;
+    return 0;
+}
+
+static void perfect_denoiser(void **state)
+{
+    (void)state;
+    enum { N = 96, STEPS = 10 };
+    float x0[N], noise[N], x[N];
+    vkl_test_rng r;
+    vkl_test_rng_seed(&r, 5);
+    vkl_test_fill(&r, x0, N, -1.0f, 1.0f);
+    vkl_rng g;
+    vkl_rng_init(&g, 99, VKL_RNG_STREAM_INIT);
+    vkl_rng_normal(&g, noise, N);
+    int runs = 0;
+    double overall = 0;
+    for (int conv = 0; conv < 2; conv++)
+        for (int kind = 0; kind < 4; kind++)
+            for (int sched = 0; sched < 2; sched++)
+                for (int pred = 0; pred < 2; pred++) {
+                    if (kind == VKL_SAMPLER_DDIM && sched == VKL_SCHEDULE_KARRAS) continue;
+                    if (conv == VKL_CONV_DIFFUSERS && kind == VKL_SAMPLER_EULER_A &&
+                        sched == VKL_SCHEDULE_KARRAS)
+                        continue;
+                    vkl_sampler_config c;
+                    vkl_sampler_config_default(&c);
+                    c.convention = (vkl_convention)conv;
+                    c.kind = (vkl_sampler_kind)kind;
+                    c.schedule = (vkl_schedule_kind)sched;
+                    c.prediction = (vkl_sd_prediction)pred;
+                    c.steps = STEPS;
+                    c.eta = kind == VKL_SAMPLER_DDIM ? 0.0f : 1.0f;
+                    vkl_sampler *s;
+                    vkl_err e = {{0}};
+                    if (vkl_sampler_create(&c, N, &s, &e)) fail_msg("%s", e.msg);
+                    const vkl_schedule *sc = vkl_sampler_schedule(s);
+                    memcpy(x, noise, sizeof x);
+                    oracle o = {x0, N, (vkl_sd_prediction)pred, 0};
+                    vkl_rng step_rng;
+                    vkl_rng_init(&step_rng, 99, VKL_RNG_STREAM_STEP);
+                    vkl_sampler_callbacks cb = {.model = oracle_fn, .model_user = &o,
+                                                .noise = vkl_rng_noise_fn, .noise_user = &step_rng,
+                                                .guidance_scale = 1.0f};
+                    if (vkl_sampler_run(s, x, &cb, &e)) fail_msg("%s", e.msg);
+                    assert_int_equal(o.calls, STEPS);
+                    /* where the noising path ends: sigma of the last entry */
+                    double s_end = sc->sigmas[STEPS], s0 = sc->sigmas[0];
+                    double a_end = 1 / sqrt(1 + s_end * s_end), a0 = 1 / sqrt(1 + s0 * s0);
+                    const int kspace = conv == VKL_CONV_A1111 ? kind != VKL_SAMPLER_DDIM
+                                                              : kind <= VKL_SAMPLER_EULER_A;
+                    double worst = 0;
+                    for (int j = 0; j < N; j++) {
+                        double want;
+                        if (kspace) {
+                            want = x0[j] + s_end * ((double)noise[j] * sc->init_noise_sigma - x0[j]) / s0;
+                        } else {
+                            /* VP space: x_T = noise, direction e = (x_T - a0 x0) / (s0 a0) */
+                            double dir = ((double)noise[j] - a0 * x0[j]) / (s0 * a0);
+                            want = a_end * x0[j] + s_end * a_end * dir;
+                        }
+                        worst = fmax(worst, fabs(x[j] - want));
+                    }
+                    if (worst > 1e-5)
+                        fail_msg("%s %s %s %s: end point off by %.3g", vkl_convention_name(c.convention),
+                                 vkl_sampler_kind_name(c.kind), vkl_schedule_kind_name(c.schedule),
+                                 pred ? "v" : "eps", worst);
+                    overall = fmax(overall, worst);
+                    runs++;
+                    vkl_sampler_free(s);
+                }
+    fprintf(stderr, "perfect denoiser: %d runs, end points within %.2g\n", runs, overall);
+    assert_int_equal(runs, 26);
+}
+
+/* ---- the loop driver replays the recorded euler_a run bit for bit ---- */
+typedef struct {
+    const float *out, *noise;
+    size_t n;
+    int model_calls, noise_calls, progress_calls, cancel_at;
+} replayer;
+
+static int replay_model(void *user, const float *x_in, float t, float sigma, float *out, vkl_err *e)
+{
+    (void)x_in;
+    (void)t;
+    (void)sigma;
+    (void)e;
+    replayer *r = user;
+    memcpy(out, r->out + 2 * (size_t)r->model_calls * r->n, 2 * r->n * sizeof *out);
+    r->model_calls++;
+    return 0;
+}
+
+static void replay_noise(void *user, float *out, size_t n)
+{
+    replayer *r = user;
+    /* k-diffusion draws step i's noise at step i; the driver asks only when used */
+    memcpy(out, r->noise + (size_t)(r->model_calls - 1) * n, n * sizeof *out);
+    r->noise_calls++;
+}
+
+static int replay_progress(void *user, int step, int steps, const float *x, const float *den)
+{
+    replayer *r = user;
+    assert_int_equal(steps, 8);
+    assert_int_equal(step, ++r->progress_calls);
+    assert_non_null(x);
+    assert_non_null(den);
+    return r->cancel_at && step == r->cancel_at;
+}
+
+static void driver(void **state)
+{
+    (void)state;
+    const char *rel = VEC "kdiff/kdiff_euler_a_karras.safetensors";
+    VKL_REQUIRE_SHARED(rel);
+    vkl_st_file *f = open_rec(rel);
+    const size_t n = nelem(f, "init_latents");
+    float *x = load(f, "init_latents", n);
+    float *x2 = malloc(n * sizeof *x2);
+    memcpy(x2, x, n * sizeof *x);
+    float *out = load(f, "unet_output", 16 * n);
+    float *noise = load(f, "step_noise", 8 * n);
+    float *fin = load(f, "final_latents", n);
+    vkl_sampler_config c;
+    vkl_sampler_config_default(&c);
+    vkl_err e = {{0}};
+    c.steps = 8;
+    assert_int_equal(vkl_sampler_config_set_name(&c, "euler_ancestral", &e), 0);
+    c.schedule = VKL_SCHEDULE_KARRAS;
+    vkl_sampler *s;
+    assert_int_equal(vkl_sampler_create(&c, n, &s, &e), 0);
+    replayer r = {out, noise, n, 0, 0, 0, 0};
+    vkl_sampler_callbacks cb = {replay_model, &r, replay_noise, &r, replay_progress, &r, 7.5f};
+    if (vkl_sampler_run(s, x, &cb, &e)) fail_msg("%s", e.msg);
+    assert_memory_equal(x, fin, n * sizeof *x);
+    assert_int_equal(r.model_calls, 8);
+    assert_int_equal(r.noise_calls, 7); /* none for the last step to sigma 0 */
+    assert_int_equal(r.progress_calls, 8);
+    assert_true(vkl_sampler_done(s));
+    assert_int_equal(vkl_sampler_step(s, x, out, noise, &e), -1);
+    assert_non_null(strstr(e.msg, "all 8 steps"));
+    vkl_sampler_free(s);
+
+    /* cancelling from the progress callback */
+    assert_int_equal(vkl_sampler_create(&c, n, &s, &e), 0);
+    replayer r2 = {out, noise, n, 0, 0, 0, 3};
+    vkl_sampler_callbacks cb2 = {replay_model, &r2, replay_noise, &r2, replay_progress, &r2, 7.5f};
+    assert_int_equal(vkl_sampler_run(s, x2, &cb2, &e), -1);
+    assert_non_null(strstr(e.msg, "cancelled after step 3/8"));
+    assert_int_equal(vkl_sampler_step_index(s), 3);
+    vkl_sampler_free(s);
+
+    /* Euler a without a noise source */
+    assert_int_equal(vkl_sampler_create(&c, n, &s, &e), 0);
+    cb2.noise = NULL;
+    assert_int_equal(vkl_sampler_run(s, x2, &cb2, &e), -1);
+    assert_non_null(strstr(e.msg, "noise"));
+    vkl_sampler_free(s);
+    free(x);
+    free(x2);
+    free(out);
+    free(noise);
+    free(fin);
+    vkl_st_close(f);
+}
+
+static void names(void **state)
+{
+    (void)state;
+    static const struct { const char *name; vkl_sampler_kind kind; int karras; } ok[] = {
+        {"euler", VKL_SAMPLER_EULER, 0},        {"Euler", VKL_SAMPLER_EULER, 0},
+        {"euler_ancestral", VKL_SAMPLER_EULER_A, 0}, {"euler_a", VKL_SAMPLER_EULER_A, 0},
+        {"Euler a", VKL_SAMPLER_EULER_A, 0},    {"ddim", VKL_SAMPLER_DDIM, 0},
+        {"DDIM", VKL_SAMPLER_DDIM, 0},          {"dpmpp_2m", VKL_SAMPLER_DPMPP_2M, 0},
+        {"DPM++ 2M", VKL_SAMPLER_DPMPP_2M, 0},  {"DPM++ 2M Karras", VKL_SAMPLER_DPMPP_2M, 1},
+        {"dpmpp_2m_karras", VKL_SAMPLER_DPMPP_2M, 1}, {"euler_karras", VKL_SAMPLER_EULER, 1},
+    };
+    vkl_err e = {{0}};
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        vkl_sampler_config c;
+        vkl_sampler_config_default(&c);
+        if (vkl_sampler_config_set_name(&c, ok[i].name, &e)) fail_msg("%s: %s", ok[i].name, e.msg);
+        assert_int_equal(c.kind, ok[i].kind);
+        assert_int_equal(c.schedule, ok[i].karras ? VKL_SCHEDULE_KARRAS : VKL_SCHEDULE_NORMAL);
+        assert_true(c.eta == (c.kind == VKL_SAMPLER_DDIM ? 0.0f : 1.0f));
+    }
+    static const char *bad[] = {"heun", "DPM++ 2M SDE", "", "DDIM Karras", "euler_ancestral_x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        vkl_sampler_config c;
+        vkl_sampler_config_default(&c);
+        assert_int_equal(vkl_sampler_config_set_name(&c, bad[i], &e), -1);
+        assert_non_null(strstr(e.msg, bad[i]));
+    }
+    vkl_convention cv;
+    assert_int_equal(vkl_convention_parse("diffusers", &cv, &e), 0);
+    assert_int_equal(cv, VKL_CONV_DIFFUSERS);
+    assert_int_equal(vkl_convention_parse("comfy", &cv, &e), -1);
+    assert_string_equal(vkl_sampler_kind_name(VKL_SAMPLER_EULER_A), "euler_ancestral");
+}
+
+static int failing_model(void *user, const float *x_in, float t, float sigma, float *out, vkl_err *e)
+{
+    (void)user;
+    (void)x_in;
+    (void)sigma;
+    (void)out;
+    return vkl_fail(e, "unet: out of device memory at t=%g", (double)t);
+}
+
+static void bad_input(void **state)
+{
+    (void)state;
+    vkl_sampler_config c;
+    vkl_sampler_config_default(&c);
+    vkl_sampler *s;
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_sampler_create(&c, 0, &s, &e), -1);
+    c.eta = NAN;
+    assert_int_equal(vkl_sampler_create(&c, 16, &s, &e), -1);
+    assert_non_null(strstr(e.msg, "eta"));
+    vkl_sampler_config_default(&c);
+    c.convention = VKL_CONV_DIFFUSERS;
+    c.kind = VKL_SAMPLER_EULER_A;
+    c.schedule = VKL_SCHEDULE_KARRAS;
+    assert_int_equal(vkl_sampler_create(&c, 16, &s, &e), -1);
+    assert_non_null(strstr(e.msg, "Karras"));
+    c.schedule = VKL_SCHEDULE_NORMAL;
+    c.steps = 0;
+    assert_int_equal(vkl_sampler_create(&c, 16, &s, &e), -1);
+
+    /* a non-finite model output is reported, naming the step */
+    vkl_sampler_config_default(&c);
+    c.steps = 4;
+    assert_int_equal(vkl_sampler_create(&c, 16, &s, &e), 0);
+    float x[16] = {0}, out[16] = {0};
+    out[5] = NAN;
+    assert_int_equal(vkl_sampler_step(s, x, out, NULL, &e), -1);
+    assert_non_null(strstr(e.msg, "step 1/4"));
+    assert_non_null(strstr(e.msg, "not finite"));
+    assert_int_equal(vkl_sampler_step_cfg(s, x, out, out, INFINITY, NULL, &e), -1);
+    vkl_sampler_free(s);
+
+    /* the model's own error comes back with the step in front */
+    assert_int_equal(vkl_sampler_create(&c, 16, &s, &e), 0);
+    vkl_sampler_callbacks cb = {.model = failing_model, .guidance_scale = 7.5f};
+    assert_int_equal(vkl_sampler_run(s, x, &cb, &e), -1);
+    assert_non_null(strstr(e.msg, "step 1/4"));
+    assert_non_null(strstr(e.msg, "out of device memory"));
+    cb.model = NULL;
+    assert_int_equal(vkl_sampler_run(s, x, &cb, &e), -1);
+    vkl_sampler_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(replay_kdiff),
         cmocka_unit_test(replay_diffusers),
         cmocka_unit_test(diffusers_loops),
+        cmocka_unit_test(perfect_denoiser),
+        cmocka_unit_test(driver),
+        cmocka_unit_test(names),
+        cmocka_unit_test(bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

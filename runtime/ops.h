@@ -133,6 +133,13 @@ vkl_tensor *vkl_sum_to(vkl_graph *g, vkl_tensor *x, int ndim, const int64_t *sha
 /* dx of y = f(alpha*x + beta) given dy (same shape as x). */
 vkl_tensor *vkl_unary_grad(vkl_graph *g, vkl_tensor *x, vkl_tensor *dy, vkl_unary_op op, float alpha, float beta);
 
+/* ---- losses (runtime/ops/loss.c), composed of differentiable ops ---- */
+/* mean over the batch of w_b * mean((pred_b - target_b)^2); pred/target
+ * [B, ...]; weights f32 [B] or NULL (all 1). Returns a [1, 1] tensor; if
+ * per_sample is not NULL it receives the [B, 1] unweighted per-sample means. */
+vkl_tensor *vkl_mse_loss(vkl_graph *g, vkl_tensor *pred, vkl_tensor *target, vkl_tensor *weights,
+                         vkl_tensor **per_sample);
+
 /* The tile shape the matmul uses on this device (for benchmarks/tests). */
 void vkl_matmul_tile(const vkl_ctx *c, uint32_t *wg, uint32_t *tm, uint32_t *tn);
 

@@ -8,8 +8,10 @@
 
 /* Elements of one segment per statistics workgroup (64 invocations x 64). */
 #define SEG_CHUNK 4096
-/* Elements of one line per apply workgroup. */
-#define SEG_BLOCK 1024
+/* Elements of one line per apply workgroup. Every workgroup first merges its
+ * segment's chunk statistics; on lavapipe those loads cost as much as element
+ * loads, so CPUs take longer blocks, GPUs more workgroups. */
+static int64_t seg_block(const vkl_ctx *c) { return vkl_ctx_caps(c)->type == VKL_DEV_CPU ? 4096 : 1024; }
 
 typedef struct {
     vkl_seg_desc d;
@@ -112,10 +114,10 @@ static int emit_apply(vkl_graph *g, vkl_node *n, vkl_err *e)
     int64_t per;
     if (seg_window(g, x, sp, &per, e)) return -1;
     int64_t lines = d->edim[0], inner = d->edim[1] * d->edim[2];
-    int64_t nblk = (inner + SEG_BLOCK - 1) / SEG_BLOCK;
+    int64_t block = seg_block(vkl_graph_ctx(g)), nblk = (inner + block - 1) / block;
     uint32_t spec[9] = {(uint32_t)d->mode, (uint32_t)x->dtype, gamma ? (uint32_t)gamma->dtype : 0,
                         beta ? (uint32_t)beta->dtype : 0, gamma != NULL, beta != NULL, (uint32_t)d->per_elem,
-                        (uint32_t)d->silu, SEG_BLOCK};
+                        (uint32_t)d->silu, (uint32_t)block};
     for (int64_t s0 = 0; s0 < d->nseg; s0 += per) {
         int64_t ns = d->nseg - s0 < per ? d->nseg - s0 : per;
         struct {

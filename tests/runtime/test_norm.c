@@ -3,10 +3,13 @@
  * inputs and parameters, strided (permuted) inputs, long segments that span
  * several statistics workgroups, data far from zero mean, in every device
  * profile (so both the subgroup and the shared-memory reductions run), under
- * a 64 KiB binding limit, and the build errors. */
+ * a 64 KiB binding limit, and the build errors; group norm and layer norm
+ * also against the tiny SD UNet's activations recorded by diffusers, RMS norm
+ * and softmax against the tiny LLaMA's (transformers). */
 #include "op_check.h"
 #include "ops.h"
 #include "ref/vkl_ref.h"
+#include "io/safetensors.h"
 
 #include <math.h>
 #include <string.h>
@@ -259,6 +262,129 @@ static void norms_under_small_binding(void **state)
     vkl_test_ctx_done(c);
 }
 
+static float *st_floats(const vkl_st_file *f, const char *name, uint64_t n)
+{
+    vkl_err e = {{0}};
+    float *x = malloc(sizeof(float) * n);
+    if (vkl_st_read_f32(f, name, x, n, &e)) {
+        print_error("%s\n", e.msg);
+        fail();
+    }
+    return x;
+}
+
+/* diffusers' tiny UNet at t=500: conv_norm_out = GroupNorm(8 groups, eps 1e-5)
+ * of the last up block's output, and the first transformer block's norm1 =
+ * LayerNorm(eps 1e-5) over the channels of proj_in's output seen token-major
+ * (a permuted view). Weights are stored as f16 and used as f16 tensors. */
+static void norms_match_diffusers(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/sd/vectors/unet.safetensors");
+    VKL_REQUIRE_SHARED("refkit/sd/tiny-sd/unet/diffusion_pytorch_model.safetensors");
+    vkl_err e = {{0}};
+    vkl_st_file *acts = NULL, *wts = NULL;
+    assert_int_equal(vkl_st_open(vkl_test_shared_path("refkit/sd/vectors/unet.safetensors"), &acts, &e), 0);
+    assert_int_equal(vkl_st_open(vkl_test_shared_path("refkit/sd/tiny-sd/unet/diffusion_pytorch_model.safetensors"),
+                                 &wts, &e), 0);
+    int64_t shape[4] = {2, 32, 16, 16}, C = 32, n = 2 * 32 * 16 * 16;
+    float *up = st_floats(acts, "act_t500.up_blocks.2", (uint64_t)n);
+    float *gn_want = st_floats(acts, "act_t500.conv_norm_out", (uint64_t)n);
+    float *pin = st_floats(acts, "act_t500.down_blocks.0.attentions.0.proj_in", (uint64_t)n);
+    float *ln_want = st_floats(acts, "act_t500.down_blocks.0.attentions.0.transformer_blocks.0.norm1", (uint64_t)n);
+    float *gw = st_floats(wts, "conv_norm_out.weight", 32), *gb = st_floats(wts, "conv_norm_out.bias", 32);
+    float *lw = st_floats(wts, "down_blocks.0.attentions.0.transformer_blocks.0.norm1.weight", 32);
+    float *lb = st_floats(wts, "down_blocks.0.attentions.0.transformer_blocks.0.norm1.bias", 32);
+    for (int p = 0; p < vkl_test_profile_count; p++) {
+        vkl_ctx *c = vkl_test_ctx(vkl_test_profiles[p]);
+        vkl_tensor *U = opc_upload_f32(c, VKL_F32, 4, shape, up), *P = opc_upload_f32(c, VKL_F32, 4, shape, pin);
+        vkl_tensor *GW = opc_upload_f32(c, VKL_F16, 1, &C, gw), *GB = opc_upload_f32(c, VKL_F16, 1, &C, gb);
+        vkl_tensor *LW = opc_upload_f32(c, VKL_F16, 1, &C, lw), *LB = opc_upload_f32(c, VKL_F16, 1, &C, lb);
+        vkl_graph *g = vkl_graph_new(c);
+        vkl_tensor *gn = vkl_group_norm(g, U, 8, 1e-5f, GW, GB, 0);
+        int perm[4] = {0, 2, 3, 1};   /* [N,C,H,W] -> [N,H,W,C] = tokens x channels */
+        vkl_tensor *ln = vkl_layer_norm(g, vkl_permute(g, P, perm), LW, LB, 1e-5f);
+        vkl_graph_keep(g, gn);
+        vkl_graph_keep(g, ln);
+        opc_run(g);
+        float *got = opc_download(c, gn);
+        vkl_test_assert_close("group_norm vs diffusers conv_norm_out", got, gn_want, (size_t)n, 1e-5f, 1e-5f);
+        free(got);
+        got = opc_download(c, ln);
+        vkl_test_assert_close("layer_norm vs diffusers norm1", got, ln_want, (size_t)n, 1e-5f, 1e-5f);
+        free(got);
+        vkl_graph_free(g);
+        vkl_tensor_free(U); vkl_tensor_free(P);
+        vkl_tensor_free(GW); vkl_tensor_free(GB); vkl_tensor_free(LW); vkl_tensor_free(LB);
+        vkl_test_ctx_done(c);
+    }
+    free(up); free(gn_want); free(pin); free(ln_want); free(gw); free(gb); free(lw); free(lb);
+    vkl_st_close(acts);
+    vkl_st_close(wts);
+}
+
+/* The tiny LLaMA (transformers): attn_norm_out = RMSNorm(eps 1e-5) of each
+ * layer's input with input_layernorm.weight, and attn_probs = softmax of
+ * q k^T / sqrt(16) with the causal mask (-inf), scores formed on the CPU from
+ * the recorded roped q and k (GQA: head h uses kv head h / 2). */
+static void rms_softmax_match_transformers(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/lm/vectors/hidden_states.safetensors");
+    VKL_REQUIRE_SHARED("refkit/lm/tiny-llama/model.safetensors");
+    vkl_err e = {{0}};
+    vkl_st_file *hs = NULL, *wts = NULL;
+    assert_int_equal(vkl_st_open(vkl_test_shared_path("refkit/lm/vectors/hidden_states.safetensors"), &hs, &e), 0);
+    assert_int_equal(vkl_st_open(vkl_test_shared_path("refkit/lm/tiny-llama/model.safetensors"), &wts, &e), 0);
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    const int64_t L = 33, Dm = 64, H = 4, hd = 16;
+    for (int layer = 0; layer < 3; layer++) {
+        char name[96];
+        snprintf(name, sizeof name, "layers.%d.input", layer);
+        float *x = st_floats(hs, name, L * Dm);
+        snprintf(name, sizeof name, "layers.%d.attn_norm_out", layer);
+        float *rms_want = st_floats(hs, name, L * Dm);
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", layer);
+        float *w = st_floats(wts, name, Dm);
+        snprintf(name, sizeof name, "layers.%d.q_rope", layer);
+        float *q = st_floats(hs, name, H * L * hd);
+        snprintf(name, sizeof name, "layers.%d.k_rope", layer);
+        float *k = st_floats(hs, name, 2 * L * hd);
+        snprintf(name, sizeof name, "layers.%d.attn_probs", layer);
+        float *p_want = st_floats(hs, name, H * L * L);
+        float *scores = malloc(sizeof(float) * H * L * L);
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < L; i++)
+                for (int64_t j = 0; j < L; j++) {
+                    double acc = 0;
+                    for (int64_t d = 0; d < hd; d++) acc += (double)q[(h * L + i) * hd + d] * k[((h / 2) * L + j) * hd + d];
+                    scores[(h * L + i) * L + j] = j > i ? -INFINITY : (float)acc;
+                }
+        int64_t xs[2] = {L, Dm}, ss[3] = {H, L, L};
+        vkl_tensor *X = opc_upload_f32(c, VKL_F32, 2, xs, x), *W = opc_upload_f32(c, VKL_F32, 1, &Dm, w);
+        vkl_tensor *S = opc_upload_f32(c, VKL_F32, 3, ss, scores);
+        vkl_graph *g = vkl_graph_new(c);
+        vkl_tensor *y = vkl_rms_norm(g, X, W, 1e-5f), *pr = vkl_softmax(g, S, 0.25f);
+        vkl_graph_keep(g, y);
+        vkl_graph_keep(g, pr);
+        opc_run(g);
+        float *got = opc_download(c, y);
+        vkl_test_assert_close("rms_norm vs transformers attn_norm_out", got, rms_want, (size_t)(L * Dm), 1e-5f, 1e-5f);
+        free(got);
+        got = opc_download(c, pr);
+        vkl_test_assert_close("softmax vs transformers attn_probs", got, p_want, (size_t)(H * L * L), 1e-6f, 1e-5f);
+        free(got);
+        free(x); free(rms_want); free(w); free(q); free(k); free(p_want); free(scores);
+        vkl_graph_free(g);
+        vkl_tensor_free(X);
+        vkl_tensor_free(W);
+        vkl_tensor_free(S);
+    }
+    vkl_test_ctx_done(c);
+    vkl_st_close(hs);
+    vkl_st_close(wts);
+}
+
 static void norm_build_errors(void **state)
 {
     (void)state;
@@ -303,6 +429,8 @@ int main(void)
         cmocka_unit_test(row_norms_random),
         cmocka_unit_test(softmax_stable_and_masked),
         cmocka_unit_test(norms_under_small_binding),
+        cmocka_unit_test(norms_match_diffusers),
+        cmocka_unit_test(rms_softmax_match_transformers),
         cmocka_unit_test(norm_build_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

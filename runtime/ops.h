@@ -124,6 +124,15 @@ vkl_tensor *vkl_conv2d_lora(vkl_graph *g, vkl_tensor *x, vkl_tensor *w, vkl_tens
 int vkl_lora_merge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *down, vkl_tensor *up, float scale, vkl_err *e);
 int vkl_lora_unmerge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *down, vkl_tensor *up, float scale, vkl_err *e);
 
+/* ---- gradient helpers (runtime/ops/grad_ops.c) ---- */
+/* A new f32 tensor filled with value. */
+vkl_tensor *vkl_fill(vkl_graph *g, int ndim, const int64_t *shape, float value);
+/* Sums x down to `shape` (each dim equal to x's or 1, right-aligned like
+ * broadcasting): the gradient of a broadcast. */
+vkl_tensor *vkl_sum_to(vkl_graph *g, vkl_tensor *x, int ndim, const int64_t *shape);
+/* dx of y = f(alpha*x + beta) given dy (same shape as x). */
+vkl_tensor *vkl_unary_grad(vkl_graph *g, vkl_tensor *x, vkl_tensor *dy, vkl_unary_op op, float alpha, float beta);
+
 /* The tile shape the matmul uses on this device (for benchmarks/tests). */
 void vkl_matmul_tile(const vkl_ctx *c, uint32_t *wg, uint32_t *tm, uint32_t *tn);
 

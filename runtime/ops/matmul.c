@@ -100,6 +100,41 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
     return 0;
 }
 
+static vkl_tensor *transpose_last2(vkl_graph *g, vkl_tensor *t)
+{
+    int perm[VKL_MAX_DIMS];
+    for (int i = 0; i < t->ndim; i++) perm[i] = i;
+    perm[t->ndim - 1] = t->ndim - 2;
+    perm[t->ndim - 2] = t->ndim - 1;
+    return vkl_permute(g, t, perm);
+}
+
+/* dA = dC B^T, dB = A^T dC, dbias = column sums of dC; batch dims an operand
+ * was broadcast along are summed. A shared 2-D B (a linear layer) gets its
+ * gradient from one product over all rows instead of one per batch. */
+static int backward_matmul(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    const matmul_params *mp = (const matmul_params *)n->params.bytes;
+    vkl_tensor *a = n->src[0], *b = n->src[1];
+    if (need[0]) dsrc[0] = vkl_sum_to(g, vkl_matmul(g, dy, transpose_last2(g, b)), a->ndim, a->shape);
+    if (need[1]) {
+        if (b->ndim == 2 && a->ndim > 2 && vkl_tensor_is_contiguous(a) && vkl_tensor_is_contiguous(dy)) {
+            int64_t K = a->shape[a->ndim - 1], N = dy->shape[dy->ndim - 1];
+            int64_t rows = vkl_tensor_nelem(a) / K;
+            vkl_tensor *a2 = vkl_reshape(g, a, 2, (int64_t[]){rows, K});
+            vkl_tensor *d2 = vkl_reshape(g, dy, 2, (int64_t[]){rows, N});
+            dsrc[1] = vkl_matmul(g, transpose_last2(g, a2), d2);
+        } else {
+            dsrc[1] = vkl_sum_to(g, vkl_matmul(g, transpose_last2(g, a), dy), b->ndim, b->shape);
+        }
+    }
+    if (mp->has_bias && need[2]) {
+        vkl_tensor *bias = n->src[2];
+        dsrc[2] = vkl_sum_to(g, dy, bias->ndim, bias->shape);
+    }
+    return vkl_graph_failed(g) ? -1 : 0;
+}
+
 vkl_tensor *vkl_matmul_bias(vkl_graph *g, vkl_tensor *a, vkl_tensor *b, vkl_tensor *bias)
 {
     if (!a || !b || vkl_graph_failed(g)) return NULL;
@@ -129,7 +164,10 @@ vkl_tensor *vkl_matmul_bias(vkl_graph *g, vkl_tensor *a, vkl_tensor *b, vkl_tens
     vkl_tensor *y = vkl_graph_tensor(g, VKL_F32, nd, shape);
     matmul_params p = {bias != NULL};
     vkl_tensor *src[3] = {a, b, bias};
-    return vkl_graph_add_node(g, "matmul", y, src, bias ? 3 : 2, emit_matmul, &p, sizeof p) ? y : NULL;
+    vkl_node *n = vkl_graph_add_node(g, "matmul", y, src, bias ? 3 : 2, emit_matmul, &p, sizeof p);
+    if (!n) return NULL;
+    n->backward = backward_matmul;
+    return y;
 }
 
 vkl_tensor *vkl_matmul(vkl_graph *g, vkl_tensor *a, vkl_tensor *b) { return vkl_matmul_bias(g, a, b, NULL); }

@@ -1,6 +1,7 @@
 /* Small helpers for op tests: upload host floats as a tensor of any float
  * dtype, run a graph, download as f32, and round host data the way a 16-bit
- * tensor stores it (so the CPU reference sees what the device sees). */
+ * tensor stores it (so the CPU reference sees what the device sees), read
+ * shared reference tensors. */
 #ifndef VKL_OP_CHECK_H
 #define VKL_OP_CHECK_H
 
@@ -64,6 +65,20 @@ static inline float *opc_random(vkl_test_rng *r, vkl_dtype dt, size_t n, float l
     float *x = malloc(sizeof(float) * (n ? n : 1));
     vkl_test_fill(r, x, n, lo, hi);
     opc_round_to(dt, x, n);
+    return x;
+}
+
+/* Reference tensor `name` of the shared safetensors file `rel` as f32,
+ * checked to hold n elements; malloc'd. */
+static inline float *opc_ref(const char *rel, const char *name, int64_t n)
+{
+    int64_t got = 0;
+    float *x = vkl_test_ref_f32(rel, name, &got);
+    if (got != n) {
+        print_error("reference tensor %s in %s has %lld elements, expected %lld\n", name, rel, (long long)got,
+                    (long long)n);
+        fail();
+    }
     return x;
 }
 

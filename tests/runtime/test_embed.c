@@ -7,32 +7,9 @@
 #include "op_check.h"
 #include "ops.h"
 #include "ref/vkl_ref.h"
-#include "io/safetensors.h"
 
 #include <math.h>
 #include <string.h>
-
-static float *read_st(const vkl_st_file *f, const char *name, uint64_t n)
-{
-    vkl_err e = {{0}};
-    float *x = malloc(sizeof(float) * n);
-    if (vkl_st_read_f32(f, name, x, n, &e)) {
-        print_error("%s\n", e.msg);
-        fail();
-    }
-    return x;
-}
-
-static vkl_st_file *open_st(const char *rel)
-{
-    vkl_err e = {{0}};
-    vkl_st_file *f = NULL;
-    if (vkl_st_open(vkl_test_shared_path(rel), &f, &e)) {
-        print_error("%s\n", e.msg);
-        fail();
-    }
-    return f;
-}
 
 /* ---- timestep embedding */
 
@@ -83,13 +60,7 @@ static void timestep_embedding_matches_diffusers(void **state)
 {
     (void)state;
     VKL_REQUIRE_SHARED("refkit/sd/vectors/unet.safetensors");
-    vkl_st_file *f = open_st("refkit/sd/vectors/unet.safetensors");
-    const vkl_st_tensor *st = vkl_st_find(f, "act_t500.time_proj");
-    assert_non_null(st);
-    assert_int_equal(st->ndim, 2);
-    assert_int_equal(st->shape[0], 2);
-    assert_int_equal(st->shape[1], 32);
-    float *want = read_st(f, "act_t500.time_proj", 64), t[2] = {500, 500}, ref[64];
+    float *want = opc_ref("refkit/sd/vectors/unet.safetensors", "act_t500.time_proj", 64), t[2] = {500, 500}, ref[64];
     vkl_ref_timestep_embedding(t, 2, 32, 1, 0, 10000, ref);
     vkl_test_assert_close("CPU reference vs diffusers time_proj", ref, want, 64, 1e-6f, 0);
     for (int p = 0; p < vkl_test_profile_count; p++) {
@@ -108,7 +79,6 @@ static void timestep_embedding_matches_diffusers(void **state)
         vkl_test_ctx_done(c);
     }
     free(want);
-    vkl_st_close(f);
 }
 
 /* ---- embedding */
@@ -263,9 +233,9 @@ static void rope_matches_transformers_tables(void **state)
 {
     (void)state;
     VKL_REQUIRE_SHARED("refkit/lm/vectors/rope.safetensors");
-    vkl_st_file *f = open_st("refkit/lm/vectors/rope.safetensors");
+    const char *f = "refkit/lm/vectors/rope.safetensors";
     const int64_t D = 16, P = 256;
-    float *inv = read_st(f, "inv_freq", D / 2), *ct = read_st(f, "cos", P * D), *sn = read_st(f, "sin", P * D);
+    float *inv = opc_ref(f, "inv_freq", D / 2), *ct = opc_ref(f, "cos", P * D), *sn = opc_ref(f, "sin", P * D);
     float my_inv[8], *my_c = malloc(sizeof(float) * P * D), *my_s = malloc(sizeof(float) * P * D);
     vkl_ref_rope_inv_freq(D, 10000, my_inv);
     vkl_test_assert_close("inv_freq vs transformers", my_inv, inv, 8, 0, 1.2e-7f);
@@ -296,7 +266,6 @@ static void rope_matches_transformers_tables(void **state)
         vkl_test_ctx_done(c);
     }
     free(inv); free(ct); free(sn); free(my_c); free(my_s);
-    vkl_st_close(f);
 }
 
 /* The tiny LLaMA's q/k projections (token-major [1,33,H*16]) viewed as
@@ -305,7 +274,7 @@ static void rope_matches_llama_attention(void **state)
 {
     (void)state;
     VKL_REQUIRE_SHARED("refkit/lm/vectors/hidden_states.safetensors");
-    vkl_st_file *f = open_st("refkit/lm/vectors/hidden_states.safetensors");
+    const char *f = "refkit/lm/vectors/hidden_states.safetensors";
     vkl_ctx *c = vkl_test_ctx(NULL);
     for (int layer = 0; layer < 3; layer++)
         for (int which = 0; which < 2; which++) {
@@ -313,7 +282,7 @@ static void rope_matches_llama_attention(void **state)
             char in[64], out[64];
             snprintf(in, sizeof in, "layers.%d.%s_proj_out", layer, which ? "k" : "q");
             snprintf(out, sizeof out, "layers.%d.%s_rope", layer, which ? "k" : "q");
-            float *x = read_st(f, in, (uint64_t)n), *want = read_st(f, out, (uint64_t)n);
+            float *x = opc_ref(f, in, n), *want = opc_ref(f, out, n);
             int64_t sshape[4] = {1, L, H, D};
             vkl_tensor *X = opc_upload_f32(c, VKL_F32, 4, sshape, x);
             vkl_graph *g = vkl_graph_new(c);
@@ -328,7 +297,6 @@ static void rope_matches_llama_attention(void **state)
             vkl_tensor_free(X);
         }
     vkl_test_ctx_done(c);
-    vkl_st_close(f);
 }
 
 static void embed_build_errors(void **state)

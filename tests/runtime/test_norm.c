@@ -9,7 +9,6 @@
 #include "op_check.h"
 #include "ops.h"
 #include "ref/vkl_ref.h"
-#include "io/safetensors.h"
 
 #include <math.h>
 #include <string.h>
@@ -262,17 +261,6 @@ static void norms_under_small_binding(void **state)
     vkl_test_ctx_done(c);
 }
 
-static float *st_floats(const vkl_st_file *f, const char *name, uint64_t n)
-{
-    vkl_err e = {{0}};
-    float *x = malloc(sizeof(float) * n);
-    if (vkl_st_read_f32(f, name, x, n, &e)) {
-        print_error("%s\n", e.msg);
-        fail();
-    }
-    return x;
-}
-
 /* diffusers' tiny UNet at t=500: conv_norm_out = GroupNorm(8 groups, eps 1e-5)
  * of the last up block's output, and the first transformer block's norm1 =
  * LayerNorm(eps 1e-5) over the channels of proj_in's output seen token-major
@@ -282,19 +270,16 @@ static void norms_match_diffusers(void **state)
     (void)state;
     VKL_REQUIRE_SHARED("refkit/sd/vectors/unet.safetensors");
     VKL_REQUIRE_SHARED("refkit/sd/tiny-sd/unet/diffusion_pytorch_model.safetensors");
-    vkl_err e = {{0}};
-    vkl_st_file *acts = NULL, *wts = NULL;
-    assert_int_equal(vkl_st_open(vkl_test_shared_path("refkit/sd/vectors/unet.safetensors"), &acts, &e), 0);
-    assert_int_equal(vkl_st_open(vkl_test_shared_path("refkit/sd/tiny-sd/unet/diffusion_pytorch_model.safetensors"),
-                                 &wts, &e), 0);
+    const char *acts = "refkit/sd/vectors/unet.safetensors";
+    const char *wts = "refkit/sd/tiny-sd/unet/diffusion_pytorch_model.safetensors";
     int64_t shape[4] = {2, 32, 16, 16}, C = 32, n = 2 * 32 * 16 * 16;
-    float *up = st_floats(acts, "act_t500.up_blocks.2", (uint64_t)n);
-    float *gn_want = st_floats(acts, "act_t500.conv_norm_out", (uint64_t)n);
-    float *pin = st_floats(acts, "act_t500.down_blocks.0.attentions.0.proj_in", (uint64_t)n);
-    float *ln_want = st_floats(acts, "act_t500.down_blocks.0.attentions.0.transformer_blocks.0.norm1", (uint64_t)n);
-    float *gw = st_floats(wts, "conv_norm_out.weight", 32), *gb = st_floats(wts, "conv_norm_out.bias", 32);
-    float *lw = st_floats(wts, "down_blocks.0.attentions.0.transformer_blocks.0.norm1.weight", 32);
-    float *lb = st_floats(wts, "down_blocks.0.attentions.0.transformer_blocks.0.norm1.bias", 32);
+    float *up = opc_ref(acts, "act_t500.up_blocks.2", n);
+    float *gn_want = opc_ref(acts, "act_t500.conv_norm_out", n);
+    float *pin = opc_ref(acts, "act_t500.down_blocks.0.attentions.0.proj_in", n);
+    float *ln_want = opc_ref(acts, "act_t500.down_blocks.0.attentions.0.transformer_blocks.0.norm1", n);
+    float *gw = opc_ref(wts, "conv_norm_out.weight", 32), *gb = opc_ref(wts, "conv_norm_out.bias", 32);
+    float *lw = opc_ref(wts, "down_blocks.0.attentions.0.transformer_blocks.0.norm1.weight", 32);
+    float *lb = opc_ref(wts, "down_blocks.0.attentions.0.transformer_blocks.0.norm1.bias", 32);
     for (int p = 0; p < vkl_test_profile_count; p++) {
         vkl_ctx *c = vkl_test_ctx(vkl_test_profiles[p]);
         vkl_tensor *U = opc_upload_f32(c, VKL_F32, 4, shape, up), *P = opc_upload_f32(c, VKL_F32, 4, shape, pin);
@@ -319,8 +304,6 @@ static void norms_match_diffusers(void **state)
         vkl_test_ctx_done(c);
     }
     free(up); free(gn_want); free(pin); free(ln_want); free(gw); free(gb); free(lw); free(lb);
-    vkl_st_close(acts);
-    vkl_st_close(wts);
 }
 
 /* The tiny LLaMA (transformers): attn_norm_out = RMSNorm(eps 1e-5) of each
@@ -332,26 +315,23 @@ static void rms_softmax_match_transformers(void **state)
     (void)state;
     VKL_REQUIRE_SHARED("refkit/lm/vectors/hidden_states.safetensors");
     VKL_REQUIRE_SHARED("refkit/lm/tiny-llama/model.safetensors");
-    vkl_err e = {{0}};
-    vkl_st_file *hs = NULL, *wts = NULL;
-    assert_int_equal(vkl_st_open(vkl_test_shared_path("refkit/lm/vectors/hidden_states.safetensors"), &hs, &e), 0);
-    assert_int_equal(vkl_st_open(vkl_test_shared_path("refkit/lm/tiny-llama/model.safetensors"), &wts, &e), 0);
+    const char *hs = "refkit/lm/vectors/hidden_states.safetensors", *wts = "refkit/lm/tiny-llama/model.safetensors";
     vkl_ctx *c = vkl_test_ctx(NULL);
     const int64_t L = 33, Dm = 64, H = 4, hd = 16;
     for (int layer = 0; layer < 3; layer++) {
         char name[96];
         snprintf(name, sizeof name, "layers.%d.input", layer);
-        float *x = st_floats(hs, name, L * Dm);
+        float *x = opc_ref(hs, name, L * Dm);
         snprintf(name, sizeof name, "layers.%d.attn_norm_out", layer);
-        float *rms_want = st_floats(hs, name, L * Dm);
+        float *rms_want = opc_ref(hs, name, L * Dm);
         snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", layer);
-        float *w = st_floats(wts, name, Dm);
+        float *w = opc_ref(wts, name, Dm);
         snprintf(name, sizeof name, "layers.%d.q_rope", layer);
-        float *q = st_floats(hs, name, H * L * hd);
+        float *q = opc_ref(hs, name, H * L * hd);
         snprintf(name, sizeof name, "layers.%d.k_rope", layer);
-        float *k = st_floats(hs, name, 2 * L * hd);
+        float *k = opc_ref(hs, name, 2 * L * hd);
         snprintf(name, sizeof name, "layers.%d.attn_probs", layer);
-        float *p_want = st_floats(hs, name, H * L * L);
+        float *p_want = opc_ref(hs, name, H * L * L);
         float *scores = malloc(sizeof(float) * H * L * L);
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < L; i++)
@@ -381,8 +361,6 @@ static void rms_softmax_match_transformers(void **state)
         vkl_tensor_free(S);
     }
     vkl_test_ctx_done(c);
-    vkl_st_close(hs);
-    vkl_st_close(wts);
 }
 
 static void norm_build_errors(void **state)

@@ -102,8 +102,10 @@ vkl_tensor *vkl_timestep_embedding(vkl_graph *g, vkl_tensor *t, int dim, int fli
  * outside [0, V) reads zeros (and is counted as an error by the caller's
  * tokenizer checks, never read out of bounds). */
 vkl_tensor *vkl_embedding(vkl_graph *g, vkl_tensor *table, vkl_tensor *ids);
-/* Rotary position embedding, LLaMA's rotate-half form, on x [B,H,L,D]:
- * position of row l is pos0 + l; inv_freq_k = theta^(-2k/D). */
+/* Rotary position embedding, LLaMA's rotate-half form, on x [B,H,L,D]
+ * (any strides; any [..., L, D] works): position of row l is pos0 + l
+ * (0 <= pos0 + l <= 2^17); inv_freq_k = theta^(-2k/D) in transformers'
+ * float32 steps. */
 vkl_tensor *vkl_rope(vkl_graph *g, vkl_tensor *x, int pos0, float theta);
 
 /* LoRA-fused linear and convolution:

@@ -133,6 +133,8 @@ int vkl_lora_peft_apply_config(vkl_lora *l, const char *path, vkl_err *e)
         }
         m->alpha = (float)alpha;
         m->has_alpha = 1;
+        /* a kohya copy stores alpha in the dtype of the factors, as kohya saves */
+        m->alpha_dtype = m->t[VKL_LORA_DOWN].data ? m->t[VKL_LORA_DOWN].dtype : VKL_F32;
         m->scale = l->rslora ? alpha / sqrt(rank) : alpha / rank;
     }
 done:

@@ -20,4 +20,13 @@ void vkl_ref_reduce_rows(int op, const float *x, int64_t rows, int64_t n, float 
 void vkl_ref_matmul(const float *a, const int64_t sa[4], const float *b, const int64_t sb[4], const float *bias,
                     float *c, int64_t nb0, int64_t nb1, int64_t M, int64_t N, int64_t K);
 
+/* ---- lora (ref_lora.c) */
+/* y [T, out] = x [T, in] . w^T + bias + sum_r rank_scale[r] (x . a_cat[r]) b_cat[:, r];
+ * w [out, in], a_cat [R, in], b_cat [out, R], all contiguous. */
+void vkl_ref_linear_lora(const float *x, int64_t T, int64_t in, const float *w, int64_t out, const float *bias,
+                         const float *a_cat, const float *b_cat, const float *rank_scale, int64_t R, float *y);
+/* delta [out, fan] = scale * up [out, r] . down [r, fan]. */
+void vkl_ref_lora_delta(const float *up, const float *down, int64_t out, int64_t r, int64_t fan, float scale,
+                        float *delta);
+
 #endif

@@ -12,11 +12,15 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint TM = 4;
 layout(constant_id = 2) const uint TN = 8;
+// 1: lanes run along M instead (sharing their columns of B), for products
+// too narrow to give every lane its own columns (a LoRA down-projection).
+layout(constant_id = 13) const uint LANES_M = 0;
 
 void main() {
-    uint m0 = gl_WorkGroupID.y * TM;
-    uint n0 = gl_GlobalInvocationID.x * TN;
-    if (n0 >= p.N) return;
+    uint tile_m = LANES_M != 0u ? gl_WorkGroupID.y * gl_WorkGroupSize.x + gl_LocalInvocationID.x : gl_WorkGroupID.y;
+    uint tile_n = LANES_M != 0u ? gl_WorkGroupID.x : gl_GlobalInvocationID.x;
+    uint m0 = tile_m * TM, n0 = tile_n * TN;
+    if (n0 >= p.N || m0 >= p.M) return;
     uint z = gl_WorkGroupID.z;
     uint z0 = z / p.nb1, z1 = z % p.nb1;
     uint abase = p.a_off + z0 * p.sa0 + z1 * p.sa1;

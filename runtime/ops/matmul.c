@@ -61,7 +61,7 @@ typedef struct {
 } matmul_pc;
 
 enum { SPEC_WG, SPEC_TM, SPEC_TN, SPEC_ADT, SPEC_BDT, SPEC_BIAS, SPEC_BIASDT, SPEC_AVEC, SPEC_BVEC, SPEC_SCALE,
-       SPEC_SEG2, SPEC_A2DT, SPEC_B2DT, SPEC_COUNT };
+       SPEC_SEG2, SPEC_A2DT, SPEC_B2DT, SPEC_LANES_M, SPEC_COUNT };
 
 /* The product after batch folding: shapes and element strides as the shader sees them. */
 typedef struct {
@@ -130,6 +130,7 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
     uint32_t rows_per_group = var == MM_TILED ? 64 : tm;
 
     int64_t max_a = vkl_window_elems(c, a->dtype, 1), max_y = vkl_window_elems(c, VKL_F32, 1);
+    /* rows one dispatch can cover (conservative when LANES_M packs wg row tiles per workgroup) */
     int64_t max_rows_grid = (int64_t)rows_per_group * c->caps.max_wg_count[1];
     int fits = vkl_tensor_span(a) <= max_a && vkl_tensor_span(b) <= vkl_window_elems(c, b->dtype, 1) &&
                vkl_tensor_nelem(y) <= max_y && (!a2 || vkl_tensor_span(a2) <= vkl_window_elems(c, a2->dtype, 1));
@@ -224,8 +225,11 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
                 gx = (uint32_t)((N + 63) / 64);
                 gy = (uint32_t)((mr + 63) / 64);
             } else {
-                gx = (uint32_t)(((N + tn - 1) / tn + wg - 1) / wg);
-                gy = (uint32_t)((mr + tm - 1) / tm);
+                /* lanes along N unless that leaves some of them without columns */
+                int64_t tiles_n = (N + tn - 1) / tn, tiles_m = (mr + tm - 1) / tm;
+                spec[SPEC_LANES_M] = tiles_n < (int64_t)wg && tiles_m > tiles_n;
+                gx = (uint32_t)(spec[SPEC_LANES_M] ? tiles_n : (tiles_n + wg - 1) / wg);
+                gy = (uint32_t)(spec[SPEC_LANES_M] ? (tiles_m + wg - 1) / wg : tiles_m);
             }
             if (vkl_emit_dispatch(g, kernel, spec, SPEC_COUNT, bind, 7, &pc, sizeof pc, gx, gy, (uint32_t)nbatch, e))
                 return -1;

@@ -121,8 +121,11 @@ vkl_tensor *vkl_conv2d_lora(vkl_graph *g, vkl_tensor *x, vkl_tensor *w, vkl_tens
                             const vkl_conv2d_params *p, vkl_tensor *a_cat, vkl_tensor *b_cat,
                             vkl_tensor *rank_scale);
 /* In place on a persistent weight w (f32 or f16; linear [out,in] or conv
- * [out,in,kh,kw]): w += scale * B A (merge) or w -= scale * B A (unmerge).
- * Exactly reversible for f32 weights when done in the same order. */
+ * [out,in,kh,kw] with down [r,in,kh,kw] / up [out,r,1,1]): w += scale * B A
+ * (merge) or w -= scale * B A (unmerge). The delta is rounded to w's own grid
+ * where that keeps the result in w's binade, so unmerge restores every such
+ * element bit-exactly; an element the merge carried into the next binade
+ * comes back within one ulp. */
 int vkl_lora_merge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *down, vkl_tensor *up, float scale, vkl_err *e);
 int vkl_lora_unmerge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *down, vkl_tensor *up, float scale, vkl_err *e);
 

@@ -53,5 +53,13 @@ void vkl_ref_rope_tables(const float *x, int64_t rows, int64_t L, int64_t D, int
 /* Fills cos/sin tables [P, D] from inv_freq in float32 angles (pos * inv_freq
  * rounded to float, as torch's matmul of float32 operands). */
 void vkl_ref_rope_make_tables(int64_t P, int64_t D, const float *inv_freq, float *cos_t, float *sin_t);
+/* ---- lora (ref_lora.c) */
+/* y [T, out] = x [T, in] . w^T + bias + sum_r rank_scale[r] (x . a_cat[r]) b_cat[:, r];
+ * w [out, in], a_cat [R, in], b_cat [out, R], all contiguous. */
+void vkl_ref_linear_lora(const float *x, int64_t T, int64_t in, const float *w, int64_t out, const float *bias,
+                         const float *a_cat, const float *b_cat, const float *rank_scale, int64_t R, float *y);
+/* delta [out, fan] = scale * up [out, r] . down [r, fan]. */
+void vkl_ref_lora_delta(const float *up, const float *down, int64_t out, int64_t r, int64_t fan, float scale,
+                        float *delta);
 
 #endif

@@ -25,6 +25,7 @@ const vkl_lora_slot *vkl_lora_set_find(const vkl_lora_set *s, const char *module
 }
 
 int vkl_lora_set_count(const vkl_lora_set *s) { return s ? s->n : 0; }
+const vkl_lora_slot *vkl_lora_set_at(const vkl_lora_set *s, int i) { return s && i >= 0 && i < s->n ? &s->v[i] : NULL; }
 
 void vkl_lora_set_free(vkl_lora_set *s)
 {

@@ -38,6 +38,7 @@ void vkl_lora_set_free(vkl_lora_set *s);
 int vkl_lora_set_multipliers(vkl_lora_set *s, const vkl_lora_use *uses, int n, vkl_err *e);
 const vkl_lora_slot *vkl_lora_set_find(const vkl_lora_set *s, const char *module);
 int vkl_lora_set_count(const vkl_lora_set *s);
+const vkl_lora_slot *vkl_lora_set_at(const vkl_lora_set *s, int i);
 
 /* A linear layer `module` (weight w [out,in], bias may be NULL) with the
  * set's adapters if it has any for that module (s may be NULL). */

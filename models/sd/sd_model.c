@@ -56,7 +56,7 @@ int vkl_sd_model_load(vkl_ctx *c, const char *path, const vkl_sd_model_opts *o, 
         vkl_sd_load_weights(c, m->src, "vae.", VKL_F32, m->w, e))
         goto fail;
     m->te = (vkl_clip_text){&m->cfg->te[0], m->w, "text_encoder.", NULL};
-    m->unet = (vkl_unet){&m->cfg->unet, m->w, NULL};
+    m->unet = (vkl_unet){&m->cfg->unet, m->w, NULL, 0};
     m->vae = (vkl_vae){&m->cfg->vae, m->w};
     *out = m;
     return 0;

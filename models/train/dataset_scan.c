@@ -126,7 +126,7 @@ static int add_image(walk *w, const char *path, const char *rel, int subset, vkl
     vkl_err why = {{0}};
     vkl_image_info info;
     if (vkl_image_info_file(path, &info, &why)) {
-        vkl_log(VKL_LOG_WARN, "skipping image %s: %s\n", path, why.msg);
+        vkl_log(VKL_LOG_WARN, "skipping image %s: %s", path, why.msg);
         d->stats.skipped_broken++;
         return 0;
     }
@@ -147,7 +147,7 @@ static int add_image(walk *w, const char *path, const char *rel, int subset, vkl
             return -1;
         }
         if (empty) {
-            vkl_log(VKL_LOG_WARN, "caption file %s is empty; using the default caption\n", cpath);
+            vkl_log(VKL_LOG_WARN, "caption file %s is empty; using the default caption", cpath);
             free(caption);
             caption = NULL;
         } else {
@@ -221,16 +221,16 @@ static int walk_dir(walk *w, const char *dir, const char *rel, int depth, int su
         if (!path || !r) {
             rc = vkl_fail(e, "out of memory walking %s", dir);
         } else if (stat(path, &st) != 0) {
-            vkl_log(VKL_LOG_WARN, "skipping %s: %s\n", path, strerror(errno));
+            vkl_log(VKL_LOG_WARN, "skipping %s: %s", path, strerror(errno));
         } else if (S_ISDIR(st.st_mode)) {
             int loop = 0;
             for (int k = 0; k <= depth; k++)
                 loop |= w->anc_dev[k] == st.st_dev && w->anc_ino[k] == st.st_ino;
             if (loop) {
-                vkl_log(VKL_LOG_WARN, "skipping folder %s: it links back to a folder above it\n",
+                vkl_log(VKL_LOG_WARN, "skipping folder %s: it links back to a folder above it",
                         path);
             } else if (depth + 1 > VKL_DATASET_MAX_DEPTH) {
-                vkl_log(VKL_LOG_WARN, "skipping folder %s: deeper than %d levels\n", path,
+                vkl_log(VKL_LOG_WARN, "skipping folder %s: deeper than %d levels", path,
                         VKL_DATASET_MAX_DEPTH);
             } else {
                 w->anc_dev[depth + 1] = st.st_dev;
@@ -239,7 +239,7 @@ static int walk_dir(walk *w, const char *dir, const char *rel, int depth, int su
                 long rep = parse_repeats(names[i], &words);
                 int sub = subset;
                 if (rep == 0) {
-                    vkl_log(VKL_LOG_WARN, "skipping folder %s: 0 repeats\n", path);
+                    vkl_log(VKL_LOG_WARN, "skipping folder %s: 0 repeats", path);
                     sub = -1;
                 } else if (rep > VKL_DATASET_MAX_REPEATS) {
                     rc = vkl_fail(e, "folder %s asks for %ld repeats, over the limit of %d", path,
@@ -260,7 +260,7 @@ static int walk_dir(walk *w, const char *dir, const char *rel, int depth, int su
                 w->d->stats.files_seen++;
                 w->d->stats.skipped_unsupported++;
                 vkl_log(VKL_LOG_WARN, "skipping image %s: the .%s format is not supported "
-                                      "(convert it to PNG or JPEG)\n", path, ext);
+                                      "(convert it to PNG or JPEG)", path, ext);
             }
         }
         free(path);
@@ -306,7 +306,7 @@ static int assign_buckets(vkl_dataset *d, vkl_err *e)
         double ar_err = 0;
         if (vkl_bucket_select(no_upscale, predef, npredef, max_area, step, im->width, im->height,
                               &chosen[kept], &im->resized, &ar_err, &why)) {
-            vkl_log(VKL_LOG_WARN, "skipping image %s: %s\n", im->path, why.msg);
+            vkl_log(VKL_LOG_WARN, "skipping image %s: %s", im->path, why.msg);
             d->stats.skipped_small++;
             free(im->path);
             free(im->rel);
@@ -350,13 +350,13 @@ static void make_fingerprint(vkl_dataset *d)
     vkl_sha256_ctx s;
     vkl_sha256_init(&s);
     char num[96];
-    snprintf(num, sizeof num, "batch %d\n", d->opts.batch_size);
+    snprintf(num, sizeof num, "batch %d", d->opts.batch_size);
     vkl_sha256_update(&s, num, strlen(num));
     for (int i = 0; i < d->nimages; i++) {
         const vkl_ds_image *im = &d->images[i];
         const vkl_reso *b = &d->buckets[im->bucket].reso;
         vkl_sha256_update(&s, im->rel, strlen(im->rel) + 1);
-        snprintf(num, sizeof num, "%d %dx%d\n", d->subsets[im->subset].repeats, b->w, b->h);
+        snprintf(num, sizeof num, "%d %dx%d", d->subsets[im->subset].repeats, b->w, b->h);
         vkl_sha256_update(&s, num, strlen(num));
     }
     uint8_t dig[VKL_SHA256_BYTES];
@@ -429,7 +429,7 @@ int vkl_dataset_open(const vkl_dataset_opts *o, vkl_dataset **out, vkl_err *e)
     make_fingerprint(d);
     vkl_log(VKL_LOG_INFO,
             "dataset %s: %d images (%d without caption file), %d samples per epoch in %d buckets, "
-            "%d batches; skipped %d broken, %d unsupported, %d too small, %d disabled\n",
+            "%d batches; skipped %d broken, %d unsupported, %d too small, %d disabled",
             o->images_dir, d->nimages, d->stats.missing_captions, d->samples_per_epoch,
             d->nbuckets, d->batches_per_epoch, d->stats.skipped_broken,
             d->stats.skipped_unsupported, d->stats.skipped_small, d->stats.skipped_disabled);

@@ -67,6 +67,7 @@ int vkl_caption_read_file(const char *path, char **out, int *empty, vkl_err *e)
     if (vkl_read_file_bytes(path, CAPTION_MAX_BYTES, &buf, &size, e)) return -1;
     vkl_ucbuf cps = {0};
     if (vkl_utf8_decode((const char *)buf, size, &cps, e)) {
+        vkl_ucbuf_free(&cps);
         free(buf);
         vkl_err_prefix(e, "caption %s is not UTF-8: ", path);
         return -1;

@@ -10,8 +10,9 @@
  *   images/c.png                      -> 1 repeat
  * A folder named "<n>_<words>" sets the repeats of every image below it (the
  * nearest such folder wins); n = 0 disables the folder, as in kohya. Hidden
- * files and folders (leading '.') are skipped. Order is by byte-wise path, so
- * a folder gives the same dataset on every machine.
+ * files and folders (leading '.') are skipped. The walk is depth-first with
+ * each folder's names in byte order, so a folder gives the same dataset on
+ * every machine.
  *
  * Kohya behaviours kept (library/train_util.py, config_util.py):
  *  - caption = first line of the caption file, whitespace-stripped (Python

@@ -54,4 +54,20 @@ void vkl_ref_rope_tables(const float *x, int64_t rows, int64_t L, int64_t D, int
  * rounded to float, as torch's matmul of float32 operands). */
 void vkl_ref_rope_make_tables(int64_t P, int64_t D, const float *inv_freq, float *cos_t, float *sin_t);
 
+/* ---- norm backward (ref_norm_grad.c): double in, double out, x contiguous.
+ * Forwards in double (for finite differences) and exact backwards: dx, and
+ * dgamma/dbeta (each may be NULL) summed over every use of the parameter. */
+void vkl_ref_group_norm_f64(const double *x, int64_t N, int64_t C, int64_t S, int groups, double eps,
+                            const double *gamma, const double *beta, int silu, double *y);
+void vkl_ref_group_norm_backward(const double *x, int64_t N, int64_t C, int64_t S, int groups, double eps,
+                                 const double *gamma, const double *beta, int silu, const double *dy, double *dx,
+                                 double *dgamma, double *dbeta);
+/* mode 0 layer norm (fparam eps, gamma, beta), 1 RMS norm (eps, gamma), 2
+ * softmax of fparam * x; rows of length D. */
+void vkl_ref_row_norm_f64(int mode, const double *x, int64_t rows, int64_t D, const double *gamma,
+                          const double *beta, double fparam, double *y);
+void vkl_ref_row_norm_backward(int mode, const double *x, int64_t rows, int64_t D, const double *gamma,
+                               const double *beta, double fparam, const double *dy, double *dx, double *dgamma,
+                               double *dbeta);
+
 #endif

@@ -7,49 +7,11 @@
  * transposed (permuted) inputs, segments over several statistics chunks, in
  * every device profile (subgroup and shared-memory reductions) and under a
  * 64 KiB binding limit; and the SD UNet group norm shape, timed. */
-#include "op_check.h"
+#include "grad_check.h"
 #include "ops.h"
 #include "ref/vkl_ref.h"
 
-#include <math.h>
 #include <string.h>
-#include <time.h>
-
-static double *to_f64(const float *x, int64_t n)
-{
-    double *d = malloc(sizeof(double) * (size_t)(n ? n : 1));
-    for (int64_t i = 0; i < n; i++) d[i] = x[i];
-    return d;
-}
-
-/* Passes when max |got - want| <= tol * max(max |want|, floor): dx of a
- * segment whose terms nearly cancel (two elements, or one RMS-normalised
- * element) is compared at the scale of its terms, given as floor. */
-static void assert_grad_floor(const char *what, const float *got, const double *want, int64_t n, double tol,
-                              double floor)
-{
-    double scale = floor, worst = 0;
-    int64_t at = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (fabs(want[i]) > scale) scale = fabs(want[i]);
-        double d = fabs(got[i] - want[i]);
-        if (!(d <= worst)) {
-            worst = d;
-            at = i;
-        }
-    }
-    print_message("%s: max abs diff %.3g (scale %.3g, ratio %.3g)\n", what, worst, scale, scale ? worst / scale : 0);
-    if (!(worst <= tol * (scale > 0 ? scale : 1))) {
-        print_error("%s: max abs diff %.6g at %lld (got %.8g want %.8g) exceeds %.3g x %.6g\n", what, worst,
-                    (long long)at, got[at], want[at], tol, scale);
-        fail();
-    }
-}
-
-static void assert_grad(const char *what, const float *got, const double *want, int64_t n, double tol)
-{
-    assert_grad_floor(what, got, want, n, tol, 0);
-}
 
 /* The scale of the terms of dx: max over segments of rstd * max|dy| * max|gamma|
  * (mode 0 mean/var, 1 RMS; segments of len contiguous elements). */
@@ -96,25 +58,11 @@ static double fd_loss(fd_case *k)
     return s;
 }
 
+static double fd_loss_cb(void *u) { return fd_loss(u); }
+
 static void fd_check(const char *what, fd_case *k, double *v, int64_t n, const double *analytic)
 {
-    double worst = 0, scale = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double keep = v[i], h = 1e-6;
-        v[i] = keep + h;
-        double lp = fd_loss(k);
-        v[i] = keep - h;
-        double lm = fd_loss(k);
-        v[i] = keep;
-        double num = (lp - lm) / (2 * h);
-        if (fabs(num - analytic[i]) > worst) worst = fabs(num - analytic[i]);
-        if (fabs(num) > scale) scale = fabs(num);
-    }
-    print_message("%s: max |analytic - numeric| %.3g (scale %.3g)\n", what, worst, scale);
-    if (!(worst <= 1e-6 * (scale > 1 ? scale : 1))) {
-        print_error("%s: the reference backward differs from finite differences by %.3g\n", what, worst);
-        fail();
-    }
+    gc_fd_check(what, fd_loss_cb, k, v, n, analytic, 1e-6, 1e-6);
 }
 
 static void reference_matches_finite_differences(void **state)
@@ -146,11 +94,11 @@ static void reference_matches_finite_differences(void **state)
         }
         float *xf = opc_random(&rng, VKL_F32, (size_t)n, -2, 2), *gf = opc_random(&rng, VKL_F32, (size_t)P, 0.5f, 1.5f);
         float *bf = opc_random(&rng, VKL_F32, (size_t)P, -0.5f, 0.5f), *rf = opc_random(&rng, VKL_F32, (size_t)n, -1, 1);
-        k.x = to_f64(xf, n);
-        k.r = to_f64(rf, n);
+        k.x = gc_f64(xf, n);
+        k.r = gc_f64(rf, n);
         int affine = trial % 4 != 3;
-        k.gamma = affine ? to_f64(gf, P) : NULL;
-        k.beta = affine && k.kind != 2 ? to_f64(bf, P) : NULL;
+        k.gamma = affine ? gc_f64(gf, P) : NULL;
+        k.beta = affine && k.kind != 2 ? gc_f64(bf, P) : NULL;
         k.y = malloc(sizeof(double) * (size_t)n);
         double *dx = malloc(sizeof(double) * (size_t)n), *dg = malloc(sizeof(double) * (size_t)P),
                *db = malloc(sizeof(double) * (size_t)P);
@@ -176,44 +124,6 @@ static void reference_matches_finite_differences(void **state)
 }
 
 /* ------------------------------------------------ (2) device vs reference */
-
-/* Runs the backward of y with dy = R for the persistent tensors wrt (NULL
- * entries skipped) and downloads the gradients (NULL where not asked). */
-static double run_backward(vkl_ctx *c, vkl_graph *g, vkl_tensor *y, vkl_tensor *R, vkl_tensor **wrt, int nwrt,
-                           float **out)
-{
-    vkl_tensor *w[4], *gr[4];
-    int idx[4], nw = 0;
-    for (int i = 0; i < nwrt; i++) {
-        out[i] = NULL;
-        if (wrt[i]) {
-            idx[nw] = i;
-            w[nw++] = wrt[i];
-        }
-    }
-    vkl_err e = {{0}};
-    if (vkl_graph_failed(g) || vkl_graph_backward(g, y, R, w, nw, gr, &e)) {
-        print_error("backward: %s %s\n", e.msg, vkl_graph_error(g));
-        fail();
-    }
-    for (int i = 0; i < nw; i++) {
-        assert_non_null(gr[i]);
-        vkl_graph_keep(g, gr[i]);
-    }
-    if (vkl_graph_plan(g, &e) || vkl_graph_run(g, &e)) {
-        print_error("graph: %s\n", e.msg);
-        fail();
-    }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (vkl_graph_run(g, &e)) {
-        print_error("graph: %s\n", e.msg);
-        fail();
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    for (int i = 0; i < nw; i++) out[idx[i]] = opc_download(c, gr[i]);
-    return (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
-}
 
 typedef struct {
     int64_t N, C, H, W;
@@ -254,9 +164,9 @@ static double check_group_norm(vkl_ctx *c, vkl_test_rng *r, const gn_case *k, do
     vkl_tensor *y = vkl_group_norm(g, xv, k->groups, 1e-5f, k->gamma ? G : NULL, k->beta ? B : NULL, k->silu);
     vkl_tensor *wrt[3] = {k->need_x ? X : NULL, k->gamma && k->need_g ? G : NULL, k->beta && k->need_b ? B : NULL};
     float *got[3];
-    double ms = run_backward(c, g, y, R, wrt, 3, got);
+    double ms = gc_run_backward(c, g, y, R, wrt, 3, got);
 
-    double *xd = to_f64(x, n), *gd = to_f64(gm, k->C), *bd = to_f64(bt, k->C), *rd = to_f64(rr, n);
+    double *xd = gc_f64(x, n), *gd = gc_f64(gm, k->C), *bd = gc_f64(bt, k->C), *rd = gc_f64(rr, n);
     double *dx = malloc(sizeof(double) * n), *dg = malloc(sizeof(double) * k->C), *db = malloc(sizeof(double) * k->C);
     vkl_ref_group_norm_backward(xd, k->N, k->C, S, k->groups, 1e-5, k->gamma ? gd : NULL, k->beta ? bd : NULL,
                                 k->silu, rd, dx, dg, db);
@@ -275,16 +185,16 @@ static double check_group_norm(vkl_ctx *c, vkl_test_rng *r, const gn_case *k, do
         snprintf(w2, sizeof w2, "dx %s", what);
         double gmax = 1;
         for (int64_t i = 0; k->gamma && i < k->C; i++) gmax = i == 0 || fabs(gd[i]) > gmax ? fabs(gd[i]) : gmax;
-        assert_grad_floor(w2, dxl, dx, n, tol, dx_floor(xd, k->N * k->groups, n / (k->N * k->groups), 0, 1e-5, rd, gmax));
+        gc_assert_floor(w2, dxl, dx, n, tol, dx_floor(xd, k->N * k->groups, n / (k->N * k->groups), 0, 1e-5, rd, gmax));
         free(dxl);
     }
     if (got[1]) {
         snprintf(w2, sizeof w2, "dgamma %s", what);
-        assert_grad(w2, got[1], dg, k->C, tol);
+        gc_assert(w2, got[1], dg, k->C, tol);
     }
     if (got[2]) {
         snprintf(w2, sizeof w2, "dbeta %s", what);
-        assert_grad(w2, got[2], db, k->C, tol);
+        gc_assert(w2, got[2], db, k->C, tol);
     }
     for (int i = 0; i < 3; i++) free(got[i]);
     free(x); free(rr); free(stored); free(gm); free(bt);
@@ -377,8 +287,8 @@ static void check_rows(vkl_ctx *c, vkl_test_rng *r, int mode, int64_t B, int64_t
                               : vkl_softmax(g, xv, (float)fparam);
     vkl_tensor *wrt[3] = {X, hg && need_params ? G : NULL, hb && need_params ? Bt : NULL};
     float *got[3];
-    run_backward(c, g, y, R, wrt, 3, got);
-    double *xd = to_f64(x, n), *gd = to_f64(gm, D), *bd = to_f64(bt, D), *rd = to_f64(rr, n);
+    gc_run_backward(c, g, y, R, wrt, 3, got);
+    double *xd = gc_f64(x, n), *gd = gc_f64(gm, D), *bd = gc_f64(bt, D), *rd = gc_f64(rr, n);
     double *dx = malloc(sizeof(double) * n), *dg = malloc(sizeof(double) * D), *db = malloc(sizeof(double) * D);
     vkl_ref_row_norm_backward(mode, xd, B * Rn, D, hg ? gd : NULL, hb ? bd : NULL, (float)fparam, rd, dx, dg, db);
     static const char *names[] = {"layer_norm", "rms_norm", "softmax"};
@@ -395,14 +305,14 @@ static void check_rows(vkl_ctx *c, vkl_test_rng *r, int mode, int64_t B, int64_t
     snprintf(w2, sizeof w2, "dx %s", what);
     double gmax = 1;
     for (int64_t i = 0; hg && i < D; i++) gmax = i == 0 || fabs(gd[i]) > gmax ? fabs(gd[i]) : gmax;
-    assert_grad_floor(w2, dxl, dx, n, tol, mode == 2 ? 0 : dx_floor(xd, B * Rn, D, mode, fparam, rd, gmax));
+    gc_assert_floor(w2, dxl, dx, n, tol, mode == 2 ? 0 : dx_floor(xd, B * Rn, D, mode, fparam, rd, gmax));
     if (got[1]) {
         snprintf(w2, sizeof w2, "dgamma %s", what);
-        assert_grad(w2, got[1], dg, D, tol);
+        gc_assert(w2, got[1], dg, D, tol);
     }
     if (got[2]) {
         snprintf(w2, sizeof w2, "dbeta %s", what);
-        assert_grad(w2, got[2], db, D, tol);
+        gc_assert(w2, got[2], db, D, tol);
     }
     for (int i = 0; i < 3; i++) free(got[i]);
     free(dxl); free(x); free(rr); free(stored); free(gm); free(bt);

@@ -72,10 +72,11 @@ static inline void gc_fd_check(const char *what, gc_loss_fn loss, void *user, do
 
 /* Appends the backward of y with dy = R (loss = sum(y * R)) for the
  * persistent tensors wrt (NULL entries skipped), plans, runs twice and
- * downloads the gradients (out[i] NULL where not asked). Returns the time
- * of the second run in ms. */
-static inline double gc_run_backward(vkl_ctx *c, vkl_graph *g, vkl_tensor *y, vkl_tensor *R, vkl_tensor **wrt,
-                                     int nwrt, float **out)
+ * downloads the gradients (out[i] NULL where not asked; the gradient
+ * tensors in gt[i] when gt is not NULL). Returns the time of the second run
+ * in ms. */
+static inline double gc_run_backward_t(vkl_ctx *c, vkl_graph *g, vkl_tensor *y, vkl_tensor *R, vkl_tensor **wrt,
+                                       int nwrt, float **out, vkl_tensor **gt)
 {
     vkl_tensor *w[8], *gr[8];
     int idx[8], nw = 0;
@@ -106,8 +107,17 @@ static inline double gc_run_backward(vkl_ctx *c, vkl_graph *g, vkl_tensor *y, vk
         fail();
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    for (int i = 0; i < nw; i++) out[idx[i]] = opc_download(c, gr[i]);
+    for (int i = 0; i < nw; i++) {
+        out[idx[i]] = opc_download(c, gr[i]);
+        if (gt) gt[idx[i]] = gr[i];
+    }
     return (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+}
+
+static inline double gc_run_backward(vkl_ctx *c, vkl_graph *g, vkl_tensor *y, vkl_tensor *R, vkl_tensor **wrt,
+                                     int nwrt, float **out)
+{
+    return gc_run_backward_t(c, g, y, R, wrt, nwrt, out, NULL);
 }
 
 #endif

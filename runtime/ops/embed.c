@@ -187,8 +187,10 @@ static int backward_embedding(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const i
     vkl_tensor *table = n->src[0], *ids = n->src[1];
     if (dy->dtype != VKL_F32 || !vkl_tensor_is_contiguous(dy)) dy = vkl_scale(g, dy, 1.0f);
     int64_t nid = vkl_tensor_nelem(ids), ishape[1] = {table->shape[0] + nid};
-    if (ishape[0] > INT32_MAX) return vkl_graph_set_error(g, "embedding backward: %lld ids exceed i32 indexing",
-                                                          (long long)nid), -1;
+    if (ishape[0] > INT32_MAX) {
+        vkl_graph_set_error(g, "embedding backward: %lld ids exceed i32 indexing", (long long)nid);
+        return -1;
+    }
     vkl_tensor *idx = vkl_graph_tensor(g, VKL_I32, 1, ishape);
     if (!dy || !idx || !vkl_graph_add_node(g, "embedding_grad_index", idx, &ids, 1, emit_embedding_index, NULL, 0))
         return -1;

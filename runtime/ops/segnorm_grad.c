@@ -20,9 +20,10 @@ typedef struct {
 } grad_params;
 
 /* Segments per dispatch so that every window (x when contiguous, the
- * statistics, the part sums, dy and dx) fits one storage binding; a multiple
- * of the offset alignment (so dispatches never write the same bytes) and,
- * for pass 2, of `mult` rows. 0 when one segment does not fit. */
+ * statistics, the part sums, dy and dx) fits one storage binding, and a
+ * multiple of the offset alignment (so dispatches never write the same
+ * bytes). 0 when one segment does not fit. Pass 2 also binds its whole
+ * [row blocks, D, 2] output, which fails with the limit named when too big. */
 static int64_t grad_window(const vkl_ctx *c, const vkl_tensor *x, const vkl_seg_params *sp, int64_t part_per_seg)
 {
     const vkl_seg_desc *d = &sp->d;

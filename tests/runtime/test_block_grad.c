@@ -2,7 +2,7 @@
  * groups, f16 gamma/beta) + SiLU -> tokens [2,15,6] (a permuted view) ->
  * linear 6->8 -> layer norm -> GEGLU -> sum. The device gradients w.r.t. x and
  * the group norm's gamma against central finite differences of the chained
- * double-precision CPU references. */
+ * double-precision CPU references, plain and as a checkpoint segment. */
 #include "grad_check.h"
 #include "ops.h"
 #include "ref/vkl_ref.h"
@@ -76,6 +76,7 @@ static void block_grad_matches_finite_differences(void **state)
         k.gg[i] = keep;
         want_g[i] = (lp - lm) / (2 * h);
     }
+    /* both profiles; the second run also recomputes the block as a checkpoint segment */
     for (int p = 0; p < vkl_test_profile_count; p++) {
         vkl_ctx *c = vkl_test_ctx(vkl_test_profiles[p]);
         int64_t xs[4] = {N, C, 3, 5}, cs[1] = {C}, ws[2] = {O, C}, os[1] = {O};
@@ -84,15 +85,17 @@ static void block_grad_matches_finite_differences(void **state)
         vkl_tensor *B = opc_upload_f32(c, VKL_F32, 1, os, bf), *LG = opc_upload_f32(c, VKL_F32, 1, os, lgf);
         vkl_tensor *LB = opc_upload_f32(c, VKL_F32, 1, os, lbf);
         vkl_graph *g = vkl_graph_new(c);
+        if (p == 1) vkl_graph_segment_begin(g);
         vkl_tensor *h = vkl_group_norm(g, X, G, 1e-5f, GG, GB, 1);
         h = vkl_permute(g, vkl_reshape(g, h, 3, (int64_t[]){N, C, S}), (int[]){0, 2, 1});
         h = vkl_geglu(g, vkl_layer_norm(g, vkl_linear(g, h, W, B), LG, LB, 1e-5f));
+        if (p == 1) vkl_graph_segment_end(g);
         vkl_tensor *loss = vkl_sum_rows(g, vkl_reshape(g, h, 2, (int64_t[]){1, N * S * O / 2}));
         vkl_tensor *wrt[2] = {X, GG};
         float *got[2];
         gc_run_backward(c, g, loss, NULL, wrt, 2, got);
         char what[96];
-        snprintf(what, sizeof what, "block d x (%s)", vkl_ctx_caps(c)->profile);
+        snprintf(what, sizeof what, "block d x (%s%s)", vkl_ctx_caps(c)->profile, p == 1 ? ", checkpointed" : "");
         gc_assert(what, got[0], want_x, N * C * S, 2e-4);
         snprintf(what, sizeof what, "block d group-norm gamma (%s)", vkl_ctx_caps(c)->profile);
         gc_assert(what, got[1], want_g, C, 2e-4);

@@ -10,10 +10,11 @@
  * plane, so NCHW output needs no scatter; the weight [O, C, kh, kw] is the
  * GEMM's left operand as stored.
  *
- * A 1x1 convolution runs through the same kernel: with kh = kw = 1, stride 1
- * and no padding (specialisation constants) it is a plain GEMM with the
- * bias per row, which matmul.comp cannot add (its bias is per column), and
- * it uses conv2d's larger register tile.
+ * A 1x1 convolution with stride 1, no padding and a contiguous input is a
+ * plain GEMM, W [O, C] . x [N, C, H*W]: it goes through vkl_matmul (measured
+ * about 2x faster than this kernel on lavapipe for 320 channels at 64x64) and
+ * the bias, which is per row here and per column in matmul, is a broadcast
+ * add. LoRA-fused 1x1 convolutions stay in this kernel (one pass over y).
  *
  * Tensors larger than one storage binding: when x, w and y each fit in one
  * binding every image is one dispatch (z = image); otherwise the work is
@@ -167,6 +168,19 @@ static int check_float(vkl_graph *g, const char *name, const char *what, const v
     return -1;
 }
 
+/* y [N, O, H, W] = W [O, C] . x [N, C, H*W] + bias[o] */
+static vkl_tensor *conv1x1_matmul(vkl_graph *g, vkl_tensor *x, vkl_tensor *w, vkl_tensor *bias)
+{
+    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], O = w->shape[0];
+    int64_t xs[3] = {N, C, H * W}, ws[2] = {O, C}, ys[4] = {N, O, H, W}, bs[2] = {O, 1};
+    vkl_tensor *y = vkl_matmul(g, vkl_reshape(g, w, 2, ws), vkl_reshape(g, x, 3, xs));
+    if (bias) {
+        if (!vkl_tensor_is_contiguous(bias)) bias = vkl_contiguous(g, bias);
+        y = vkl_add(g, y, vkl_reshape(g, bias, 2, bs));
+    }
+    return vkl_reshape(g, y, 4, ys);
+}
+
 vkl_tensor *vkl_conv2d_build(vkl_graph *g, const char *name, vkl_tensor *x, vkl_tensor *w, vkl_tensor *bias,
                              const vkl_conv2d_params *p, vkl_tensor *t, vkl_tensor *b_cat, vkl_tensor *rank_scale,
                              const vkl_conv2d_tile *tile)
@@ -218,6 +232,10 @@ vkl_tensor *vkl_conv2d_build(vkl_graph *g, const char *name, vkl_tensor *x, vkl_
         return vkl_graph_set_error(g, "%s: one channel of input %s (or one weight row of %s) exceeds the storage "
                                       "binding limit (%llu bytes)", name, dx, dw,
                                    (unsigned long long)vkl_ctx_caps(c)->max_storage_range);
+    if (!t && !tile && kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && !p->pad_top &&
+        !p->pad_bottom && !p->pad_left && !p->pad_right && vkl_tensor_is_contiguous(x))
+        return conv1x1_matmul(g, x, w, bias);
+
     int64_t shape[4] = {N, O, Ho, Wo};
     vkl_tensor *y = vkl_graph_tensor(g, VKL_F32, 4, shape);
     conv_params cp;

@@ -94,4 +94,15 @@ void vkl_ref_rope_f64(const double *x, int64_t rows, int64_t L, int64_t D, int64
 /* dtable [V, D] = scatter-add of dy [n, D] rows by ids (ids outside [0, V) ignored). */
 void vkl_ref_embedding_backward(const int32_t *ids, int64_t n, int64_t V, int64_t D, const double *dy, double *dtable);
 
+
+/* ---- cross_entropy (ref_cross_entropy.c): x [rows, V] contiguous, one i32
+ * target per row; rows whose target is outside [0, V) or equals ignore_index
+ * are skipped. Returns the mean loss over valid rows; row_loss (may be NULL)
+ * gets each row's loss (0 when skipped). */
+double vkl_ref_cross_entropy(const float *x, int64_t rows, int64_t V, const int32_t *t, int ignore_index,
+                             float *row_loss);
+/* dx of (dy * mean loss). */
+void vkl_ref_cross_entropy_backward(const float *x, int64_t rows, int64_t V, const int32_t *t, int ignore_index,
+                                    double dy, float *dx);
+
 #endif

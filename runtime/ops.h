@@ -152,7 +152,8 @@ void vkl_matmul_tile(const vkl_ctx *c, uint32_t *wg, uint32_t *tm, uint32_t *tn)
 /* ---- copy into persistent memory (runtime/ops/copy.c) ----
  * Copies src (any strides, f32/f16/bf16) into dst, a contiguous f32 view of a
  * persistent tensor (e.g. one position of a KV cache), as a node of g: later
- * nodes of g see the new values. Returns dst. Not differentiable. */
+ * nodes of g see the new values. Returns dst. To autograd the copy is a
+ * detach: what later nodes read from dst is a constant. */
 vkl_tensor *vkl_copy_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst);
 
 

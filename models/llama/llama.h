@@ -95,5 +95,7 @@ vkl_tensor *vkl_llama_forward(vkl_graph *g, const vkl_llama *m, vkl_tensor *ids,
  * i when j <= pos0 + i) and, when attn is not NULL (int [B, pos0 + L], 0 =
  * padding), padded keys hidden, as transformers' 4-D mask. A new persistent tensor. */
 vkl_tensor *vkl_llama_mask(vkl_ctx *c, int B, int L, int pos0, const int *attn, vkl_err *e);
+/* The same values into a host array of B * L * (pos0 + L) floats (re-uploads). */
+void vkl_llama_mask_values(int B, int L, int pos0, const int *attn, float *h);
 
 #endif

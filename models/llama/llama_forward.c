@@ -45,9 +45,10 @@ static vkl_tensor *attention_block(vkl_graph *g, const vkl_llama *m, const vkl_l
     tap(o, l, "k_proj_out", k);
     tap(o, l, "v_proj_out", v);
     /* heads are column slices of the projections: [B, L, H*D] seen as [B, H, L, D] */
-    vkl_tensor *qh = vkl_view(g, q, 4, (int64_t[]){B, H, L, D}, (int64_t[]){L * H * D, D, H * D, 1}, 0);
-    vkl_tensor *kh = vkl_view(g, k, 4, (int64_t[]){B, KV, L, D}, (int64_t[]){L * KV * D, D, KV * D, 1}, 0);
-    vkl_tensor *vh = vkl_view(g, v, 4, (int64_t[]){B, KV, L, D}, (int64_t[]){L * KV * D, D, KV * D, 1}, 0);
+    const int heads_first[4] = {0, 2, 1, 3};
+    vkl_tensor *qh = vkl_permute(g, vkl_reshape(g, q, 4, (int64_t[]){B, L, H, D}), heads_first);
+    vkl_tensor *kh = vkl_permute(g, vkl_reshape(g, k, 4, (int64_t[]){B, L, KV, D}), heads_first);
+    vkl_tensor *vh = vkl_permute(g, vkl_reshape(g, v, 4, (int64_t[]){B, L, KV, D}), heads_first);
     vkl_tensor *qr = vkl_rope(g, qh, o->pos0, c->rope_theta); /* contiguous [B, H, L, D] */
     vkl_tensor *kr = vkl_rope(g, kh, o->pos0, c->rope_theta);
     tap(o, l, "q_rope", qr);

@@ -165,14 +165,9 @@ int vkl_llama_kv_new(const vkl_llama *m, int batch, int max_len, vkl_llama_kv **
     return 0;
 }
 
-vkl_tensor *vkl_llama_mask(vkl_ctx *c, int B, int L, int pos0, const int *attn, vkl_err *e)
+void vkl_llama_mask_values(int B, int L, int pos0, const int *attn, float *h)
 {
     int Lk = pos0 + L;
-    float *h = malloc(sizeof(float) * (size_t)B * (size_t)L * (size_t)Lk);
-    if (!h) {
-        vkl_fail(e, "out of host memory");
-        return NULL;
-    }
     /* finite, so that a 0 * mask product in a gradient stays finite */
     const float neg = -1e30f;
     for (int b = 0; b < B; b++)
@@ -181,6 +176,17 @@ vkl_tensor *vkl_llama_mask(vkl_ctx *c, int B, int L, int pos0, const int *attn, 
                 int visible = j <= pos0 + i && (!attn || attn[(size_t)b * Lk + j]);
                 h[((size_t)b * L + i) * Lk + j] = visible ? 0.0f : neg;
             }
+}
+
+vkl_tensor *vkl_llama_mask(vkl_ctx *c, int B, int L, int pos0, const int *attn, vkl_err *e)
+{
+    int Lk = pos0 + L;
+    float *h = malloc(sizeof(float) * (size_t)B * (size_t)L * (size_t)Lk);
+    if (!h) {
+        vkl_fail(e, "out of host memory");
+        return NULL;
+    }
+    vkl_llama_mask_values(B, L, pos0, attn, h);
     int64_t shape[4] = {B, 1, L, Lk};
     vkl_tensor *t = vkl_tensor_new(c, VKL_F32, 4, shape, e);
     if (t && vkl_tensor_upload(c, t, h, VKL_F32, e)) {

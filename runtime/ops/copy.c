@@ -38,6 +38,14 @@ static int emit_copy(vkl_graph *g, vkl_node *n, vkl_err *e)
     return 0;
 }
 
+/* What is read back from persistent memory is a constant to autograd (a
+ * detach): nothing flows back to the source. */
+static int backward_detached(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    (void)g; (void)n; (void)dy; (void)need; (void)dsrc;
+    return 0;
+}
+
 vkl_tensor *vkl_copy_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst)
 {
     if (!src || !dst || vkl_graph_failed(g)) return NULL;
@@ -58,6 +66,8 @@ vkl_tensor *vkl_copy_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst)
             return vkl_graph_set_error(g, "copy_into: %s and %s differ in shape and the source is strided", a, b);
         s = vkl_reshape(g, src, dst->ndim, dst->shape);
     }
-    if (!s || !vkl_graph_add_node(g, "copy_into", dst, &s, 1, emit_copy, NULL, 0)) return NULL;
+    vkl_node *n = s ? vkl_graph_add_node(g, "copy_into", dst, &s, 1, emit_copy, NULL, 0) : NULL;
+    if (!n) return NULL;
+    n->backward = backward_detached;
     return dst;
 }

@@ -67,6 +67,8 @@ int vkl_llama_dora_build(const vkl_llama *m, const vkl_lora *l, float mult, vkl_
 void vkl_llama_dora_free(vkl_llama_dora *d);
 /* Appends the recomputation of every module's norm n into its persistent tensor. */
 int vkl_llama_dora_norms(vkl_graph *g, const vkl_llama *m, const vkl_llama_dora *d);
+/* Writes W' = (m / ||W + s B A||_row) * (W + s B A) into the model's (f32) weights. */
+int vkl_llama_dora_merge(const vkl_llama *m, const vkl_llama_dora *d, vkl_err *e);
 
 /* Receives named intermediates (layer -1 for model-level ones); names as in
  * the refkit's hidden_states vectors (q_rope, attn_probs, ...). */

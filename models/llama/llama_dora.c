@@ -92,3 +92,25 @@ int vkl_llama_dora_norms(vkl_graph *g, const vkl_llama *m, const vkl_llama_dora 
     }
     return vkl_graph_failed(g) ? -1 : 0;
 }
+
+int vkl_llama_dora_merge(const vkl_llama *m, const vkl_llama_dora *d, vkl_err *e)
+{
+    vkl_graph *g = vkl_graph_new(m->ctx);
+    int rc = vkl_llama_dora_norms(g, m, d);
+    for (int i = 0; !rc && d && i < d->n; i++) {
+        const vkl_llama_dora_mod *x = &d->v[i];
+        vkl_tensor *w = vkl_weights_need(m->w, g, "%s.weight", x->module);
+        if (!w || w->dtype != VKL_F32) {
+            rc = vkl_fail(e, "DoRA merge: %s.weight must be an f32 weight", x->module);
+            break;
+        }
+        int64_t out = w->shape[0];
+        vkl_tensor *f = vkl_reshape(g, vkl_div(g, x->mag, x->norm), 2, (int64_t[]){out, 1});
+        vkl_tensor *wd = vkl_add(g, w, vkl_scale(g, vkl_matmul(g, x->b, x->a), x->s));
+        vkl_copy_into(g, vkl_mul(g, wd, f), w);
+    }
+    if (!rc && vkl_graph_failed(g)) rc = vkl_fail(e, "DoRA merge: %s", vkl_graph_error(g));
+    rc = rc || vkl_graph_plan(g, e) || vkl_graph_run(g, e);
+    vkl_graph_free(g);
+    return rc;
+}

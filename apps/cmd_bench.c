@@ -1,5 +1,6 @@
 /* vklora bench OP ...: figures for the hot ops, never asserted on. */
 #include "app.h"
+#include "bench_attention.h"
 #include "ops.h"
 #include "vkl.h"
 
@@ -118,10 +119,11 @@ done:
 int vkl_cmd_bench(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: vklora bench gemm [options]\n");
+        fprintf(stderr, "usage: vklora bench gemm|attention [options]\n");
         return 2;
     }
     if (!strcmp(argv[1], "gemm")) return bench_gemm(argc - 1, argv + 1);
-    fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm)\n", argv[1]);
+    if (!strcmp(argv[1], "attention")) return vkl_bench_attention(argc - 1, argv + 1);
+    fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, attention)\n", argv[1]);
     return 2;
 }

@@ -84,6 +84,17 @@ vkl_tensor *vkl_softmax(vkl_graph *g, vkl_tensor *x, float scale);
  * [B,L,H*D] token layout is a permuted view); result [B,H,Lq,D] f32.
  * causal: query i sees keys j <= i + (Lk - Lq). */
 vkl_tensor *vkl_attention(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, float scale, int causal);
+/* Which kernel runs attention: AUTO picks from the device's caps (streaming
+ * from storage buffers on CPU devices, shared-memory K/V tiles on GPUs);
+ * tests and benchmarks force one to run every path on any device. */
+typedef enum vkl_attn_variant { VKL_ATTN_AUTO = 0, VKL_ATTN_STREAM = 1, VKL_ATTN_TILED = 2 } vkl_attn_variant;
+vkl_tensor *vkl_attention_ex(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, float scale, int causal,
+                             vkl_attn_variant variant);
+/* The variant `want` resolves to on this device for head dimension d, and
+ * its launch shape (for benchmarks): workgroup size, query rows per
+ * invocation, keys per unrolled block, keys per shared-memory tile. */
+vkl_attn_variant vkl_attention_pick(const vkl_ctx *c, int64_t d, vkl_attn_variant want, uint32_t *wg, uint32_t *tq,
+                                    uint32_t *kb, uint32_t *kt);
 
 /* x [..., 2F] -> x[..., :F] * gelu(x[..., F:]) (diffusers GEGLU, exact gelu). */
 vkl_tensor *vkl_geglu(vkl_graph *g, vkl_tensor *x);

@@ -119,5 +119,13 @@ double vkl_ref_cross_entropy(const float *x, int64_t rows, int64_t V, const int3
 /* dx of (dy * mean loss). */
 void vkl_ref_cross_entropy_backward(const float *x, int64_t rows, int64_t V, const int32_t *t, int ignore_index,
                                     double dy, float *dx);
+/* ---- attention */
+/* out[b][h][i][:] = softmax_j(scale * q_i . k_j) v_j for q [B,H,Lq,D] and
+ * k, v [B,H,Lk,D] addressed with element strides (batch, head, row, d);
+ * causal: key j visible to query i when j <= i + (Lk - Lq); a row that sees
+ * no key gets zeros. out contiguous [B,H,Lq,D]. Naive, double precision. */
+void vkl_ref_attention(const float *q, const int64_t sq[4], const float *k, const int64_t sk[4], const float *v,
+                       const int64_t sv[4], int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
+                       int causal, float *out);
 
 #endif

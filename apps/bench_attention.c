@@ -1,0 +1,163 @@
+/* vklora bench attention [--batch B] [--heads H] [--q LQ] [--kv LK] [--dim D]
+ * [--dtype f32|f16|bf16] [--causal] [--tokens] [--variant auto|stream|tiled]
+ * [--reps R]: median time of scaled dot-product attention over q [B,H,LQ,D],
+ * k and v [B,H,LK,D] (default: SD 1.5's first UNet level at 512 px, 4096
+ * queries and keys, 8 heads of 40), GFLOP/s counted as 4 B H LQ LK D, and
+ * the peak device memory (linear in LQ + LK: the LQ x LK scores are never
+ * stored). --tokens reads q, k, v from the [B,L,H*D] token layout through
+ * permuted views, as the UNet does. Figures only; nothing is asserted. */
+#include "bench_attention.h"
+#include "ops.h"
+#include "vkl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int parse_pos(const char *s, int64_t *out)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || v <= 0) return -1;
+    *out = v;
+    return 0;
+}
+
+/* One operand [B,H,L,D], stored as such or in the token layout [B,L,H*D]. */
+static vkl_tensor *operand(vkl_ctx *c, vkl_dtype dt, int tokens, int64_t B, int64_t H, int64_t L, int64_t D,
+                           uint64_t seed, vkl_err *e)
+{
+    int64_t s4[4] = {B, H, L, D}, s3[3] = {B, L, H * D}, n = B * H * L * D;
+    vkl_tensor *t = tokens ? vkl_tensor_new(c, dt, 3, s3, e) : vkl_tensor_new(c, dt, 4, s4, e);
+    float *host = malloc(sizeof(float) * (size_t)n);
+    if (!t || !host) {
+        free(host);
+        vkl_tensor_free(t);
+        return NULL;
+    }
+    for (int64_t i = 0; i < n; i++) host[i] = (float)(((uint64_t)i * 7919u + seed) % 1000) / 500.0f - 1.0f;
+    int rc = vkl_tensor_upload(c, t, host, VKL_F32, e);
+    free(host);
+    if (rc) {
+        vkl_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static vkl_tensor *as_bhld(vkl_graph *g, vkl_tensor *t, int tokens, int64_t B, int64_t H, int64_t L, int64_t D)
+{
+    if (!tokens) return t;
+    int64_t s4[4] = {B, L, H, D};
+    int perm[4] = {0, 2, 1, 3};
+    return vkl_permute(g, vkl_reshape(g, t, 4, s4), perm);
+}
+
+int vkl_bench_attention(int argc, char **argv)
+{
+    int64_t B = 1, H = 8, LQ = 4096, LK = 4096, D = 40, min_reps = 3;
+    int causal = 0, tokens = 0;
+    vkl_attn_variant want = VKL_ATTN_AUTO;
+    vkl_dtype dt = VKL_F32;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--causal")) {
+            causal = 1;
+            continue;
+        }
+        if (!strcmp(a, "--tokens")) {
+            tokens = 1;
+            continue;
+        }
+        int bad = !v;
+        if (!bad && !strcmp(a, "--batch")) bad = parse_pos(v, &B);
+        else if (!bad && !strcmp(a, "--heads")) bad = parse_pos(v, &H);
+        else if (!bad && !strcmp(a, "--q")) bad = parse_pos(v, &LQ);
+        else if (!bad && !strcmp(a, "--kv")) bad = parse_pos(v, &LK);
+        else if (!bad && !strcmp(a, "--dim")) bad = parse_pos(v, &D);
+        else if (!bad && !strcmp(a, "--reps")) bad = parse_pos(v, &min_reps) || min_reps > 200;
+        else if (!bad && !strcmp(a, "--dtype"))
+            bad = vkl_dtype_parse(v, &dt) || (dt != VKL_F32 && dt != VKL_F16 && dt != VKL_BF16);
+        else if (!bad && !strcmp(a, "--variant")) {
+            if (!strcmp(v, "auto")) want = VKL_ATTN_AUTO;
+            else if (!strcmp(v, "stream")) want = VKL_ATTN_STREAM;
+            else if (!strcmp(v, "tiled")) want = VKL_ATTN_TILED;
+            else bad = 1;
+        } else bad = 1;
+        if (bad) {
+            fprintf(stderr, "vklora bench attention: bad option '%s' (usage: --batch B --heads H --q LQ --kv LK --dim D "
+                            "--dtype f32|f16|bf16 [--causal] [--tokens] [--variant auto|stream|tiled] [--reps R<=200])\n", a);
+            return 2;
+        }
+        i++;
+    }
+    vkl_ctx *c = NULL;
+    vkl_err e = {{0}};
+    if (vkl_ctx_create(NULL, &c, &e)) {
+        fprintf(stderr, "vklora: %s\n", e.msg);
+        return 1;
+    }
+    int rc = 1;
+    vkl_graph *g = NULL;
+    vkl_tensor *Q = operand(c, dt, tokens, B, H, LQ, D, 1, &e);
+    vkl_tensor *K = Q ? operand(c, dt, tokens, B, H, LK, D, 2, &e) : NULL;
+    vkl_tensor *V = K ? operand(c, dt, tokens, B, H, LK, D, 3, &e) : NULL;
+    if (!V) goto done;
+    vkl_mem_reset_peak(c);
+    g = vkl_graph_new(c);
+    vkl_tensor *y = vkl_attention_ex(g, as_bhld(g, Q, tokens, B, H, LQ, D), as_bhld(g, K, tokens, B, H, LK, D),
+                                     as_bhld(g, V, tokens, B, H, LK, D), 1.0f / sqrtf((float)D), causal, want);
+    vkl_graph_keep(g, y);
+    double t_plan = now_s();
+    if (vkl_graph_plan(g, &e)) goto done;
+    t_plan = now_s() - t_plan;
+    if (vkl_graph_run(g, &e)) goto done;
+    double times[200], start = now_s();
+    int reps = 0;
+    while (reps < 200 && (reps < min_reps || now_s() - start < 1.0)) {
+        double t0 = now_s();
+        if (vkl_graph_run(g, &e)) goto done;
+        times[reps++] = now_s() - t0;
+    }
+    qsort(times, (size_t)reps, sizeof *times, cmp_double);
+    double med = times[reps / 2];
+    vkl_mem_stats ms;
+    vkl_mem_get_stats(c, &ms);
+    uint32_t wg, tq, kb, kt;
+    vkl_attn_variant var = vkl_attention_pick(c, D, want, &wg, &tq, &kb, &kt);
+    double flops = 4.0 * B * H * LQ * LK * D;
+    printf("attention B=%lld H=%lld Lq=%lld Lk=%lld D=%lld %s%s%s: %.3f ms median of %d, %.2f GFLOP/s\n", (long long)B,
+           (long long)H, (long long)LQ, (long long)LK, (long long)D, vkl_dtype_name(dt), causal ? " causal" : "",
+           tokens ? " token layout" : "", med * 1e3, reps, flops / med * 1e-9);
+    printf("device: %s (profile %s), kernel %s: workgroup %u, %u query rows per invocation, %u keys per block%s; "
+           "%d dispatches, plan %.2f s\n", vkl_ctx_caps(c)->name, vkl_ctx_caps(c)->profile,
+           var == VKL_ATTN_TILED ? "tiled" : "stream", wg, tq, kb, var == VKL_ATTN_TILED ? " (shared tiles)" : "",
+           vkl_graph_dispatch_count(g), t_plan);
+    printf("peak device memory %.1f MiB (inputs %.1f MiB, output %.1f MiB; the Lq x Lk scores would be %.1f MiB)\n",
+           ms.total_peak / 1048576.0,
+           (double)(vkl_tensor_nbytes(Q) + vkl_tensor_nbytes(K) + vkl_tensor_nbytes(V)) / 1048576.0,
+           (double)vkl_tensor_nbytes(y) / 1048576.0, 4.0 * B * H * LQ * LK / 1048576.0);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "vklora: %s\n", e.msg[0] ? e.msg : g && vkl_graph_failed(g) ? vkl_graph_error(g) : "out of memory");
+    vkl_graph_free(g);
+    vkl_tensor_free(Q);
+    vkl_tensor_free(K);
+    vkl_tensor_free(V);
+    vkl_ctx_destroy(c);
+    return rc;
+}

@@ -1,0 +1,320 @@
+/* vkl_attention against the double-precision CPU reference (naive
+ * softmax(QK^T * scale) V): odd shapes, every head dimension the models use,
+ * causal and not, self and cross attention, token-layout (permuted) inputs,
+ * 16-bit inputs, both kernels (streaming and shared-memory tiles) in every
+ * device profile; keys split into chunks under a 64 KiB binding limit; a
+ * 4096 x 4096 case whose memory stays linear; and clear errors. */
+#include "vkl_test.h"
+#include "ops.h"
+#include "ref/vkl_ref.h"
+#include "vkl.h"
+#include "vkl_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Attention nodes of a graph (views are nodes too, and do not count here). */
+static int attention_nodes(vkl_graph *g)
+{
+    int n = 0;
+    for (int i = 0; i < vkl_graph_node_count(g); i++) n += !strcmp(vkl_graph_node_at(g, i)->op, "attention");
+    return n;
+}
+
+static vkl_tensor *upload(vkl_ctx *c, vkl_dtype dt, int nd, const int64_t *shape, const float *data)
+{
+    vkl_err e = {{0}};
+    vkl_tensor *t = vkl_tensor_new(c, dt, nd, shape, &e);
+    if (!t || vkl_tensor_upload(c, t, data, VKL_F32, &e)) {
+        print_error("upload: %s\n", e.msg);
+        fail();
+    }
+    return t;
+}
+
+static void run_graph(vkl_graph *g)
+{
+    vkl_err e = {{0}};
+    if (vkl_graph_plan(g, &e) || vkl_graph_run(g, &e)) {
+        print_error("graph: %s\n", e.msg);
+        fail();
+    }
+}
+
+static float *download(vkl_ctx *c, vkl_tensor *t)
+{
+    vkl_err e = {{0}};
+    float *out = malloc(sizeof(float) * (size_t)vkl_tensor_nelem(t));
+    if (vkl_tensor_download(c, t, out, VKL_F32, &e)) {
+        print_error("download: %s\n", e.msg);
+        fail();
+    }
+    return out;
+}
+
+/* values as the device sees them after storing in dt */
+static void round_to(vkl_dtype dt, float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (dt == VKL_F16) x[i] = vkl_f16_to_f32(vkl_f32_to_f16(x[i]));
+        if (dt == VKL_BF16) x[i] = vkl_bf16_to_f32(vkl_f32_to_bf16(x[i]));
+    }
+}
+
+/* One attention operand on the device, either stored [B,H,L,D] or in the
+ * token layout [B,L,H*D] and viewed as [B,H,L,D] (reshape + permute); host
+ * data and its element strides for the reference. */
+typedef struct {
+    vkl_tensor *t;   /* persistent storage */
+    float *host;
+    int64_t st[4];   /* strides of the [B,H,L,D] view */
+} operand;
+
+static operand make_operand(vkl_ctx *c, vkl_test_rng *r, vkl_dtype dt, int tokens, int64_t B, int64_t H, int64_t L,
+                            int64_t D, float amp)
+{
+    operand o;
+    int64_t n = B * H * L * D;
+    o.host = malloc(sizeof(float) * (size_t)n);
+    vkl_test_fill(r, o.host, (size_t)n, -amp, amp);
+    round_to(dt, o.host, (size_t)n);
+    if (tokens) {
+        int64_t shape[3] = {B, L, H * D};
+        o.t = upload(c, dt, 3, shape, o.host);
+        int64_t st[4] = {L * H * D, D, H * D, 1};
+        memcpy(o.st, st, sizeof st);
+    } else {
+        int64_t shape[4] = {B, H, L, D};
+        o.t = upload(c, dt, 4, shape, o.host);
+        int64_t st[4] = {H * L * D, L * D, D, 1};
+        memcpy(o.st, st, sizeof st);
+    }
+    return o;
+}
+
+static vkl_tensor *view(vkl_graph *g, const operand *o, int tokens, int64_t B, int64_t H, int64_t L, int64_t D)
+{
+    if (!tokens) return o->t;
+    int64_t s4[4] = {B, L, H, D};
+    int perm[4] = {0, 2, 1, 3};
+    return vkl_permute(g, vkl_reshape(g, o->t, 4, s4), perm);
+}
+
+static void free_operand(operand *o)
+{
+    vkl_tensor_free(o->t);
+    free(o->host);
+}
+
+typedef struct {
+    int64_t B, H, Lq, Lk, D;
+    int causal, tokens;
+    vkl_dtype dt;
+    vkl_attn_variant variant;
+} attn_case;
+
+/* Runs one case; returns the number of attention nodes the graph used. */
+static int check_case(vkl_ctx *c, vkl_test_rng *r, const attn_case *a, float atol, float rtol)
+{
+    operand q = make_operand(c, r, a->dt, a->tokens, a->B, a->H, a->Lq, a->D, 1.5f);
+    operand k = make_operand(c, r, a->dt, a->tokens, a->B, a->H, a->Lk, a->D, 1.5f);
+    operand v = make_operand(c, r, a->dt, a->tokens, a->B, a->H, a->Lk, a->D, 1.0f);
+    float scale = 1.0f / sqrtf((float)a->D);
+    vkl_graph *g = vkl_graph_new(c);
+    vkl_tensor *y = vkl_attention_ex(g, view(g, &q, a->tokens, a->B, a->H, a->Lq, a->D),
+                                     view(g, &k, a->tokens, a->B, a->H, a->Lk, a->D),
+                                     view(g, &v, a->tokens, a->B, a->H, a->Lk, a->D), scale, a->causal, a->variant);
+    if (!y) {
+        print_error("attention: %s\n", vkl_graph_error(g));
+        fail();
+    }
+    vkl_graph_keep(g, y);
+    run_graph(g);
+    int nodes = attention_nodes(g);
+    assert_int_equal(y->ndim, 4);
+    assert_true(y->shape[0] == a->B && y->shape[1] == a->H && y->shape[2] == a->Lq && y->shape[3] == a->D);
+    float *got = download(c, y);
+    size_t n = (size_t)(a->B * a->H * a->Lq * a->D);
+    float *want = malloc(sizeof(float) * n);
+    vkl_ref_attention(q.host, q.st, k.host, k.st, v.host, v.st, a->B, a->H, a->Lq, a->Lk, a->D, scale, a->causal,
+                      want);
+    char what[160];
+    snprintf(what, sizeof what, "attention %s B=%lld H=%lld Lq=%lld Lk=%lld D=%lld %s%s%s (profile %s)",
+             a->variant == VKL_ATTN_TILED ? "tiled" : "stream", (long long)a->B, (long long)a->H, (long long)a->Lq,
+             (long long)a->Lk, (long long)a->D, vkl_dtype_name(a->dt), a->causal ? " causal" : "",
+             a->tokens ? " tokens" : "", vkl_ctx_caps(c)->profile);
+    vkl_test_assert_close(what, got, want, n, atol, rtol);
+    free(got);
+    free(want);
+    vkl_graph_free(g);
+    free_operand(&q);
+    free_operand(&k);
+    free_operand(&v);
+    return nodes;
+}
+
+static void attention_shapes_dims_variants(void **state)
+{
+    (void)state;
+    static const int64_t dims[] = {4, 8, 40, 64, 80, 128, 160};
+    static const int64_t lens[][2] = {{13, 77}, {130, 130}, {77, 13}, {130, 77}, {13, 13}, {77, 130}, {130, 13}};
+    vkl_test_rng r;
+    vkl_test_rng_seed(&r, 11);
+    for (int p = 0; p < vkl_test_profile_count; p++) {
+        vkl_ctx *c = vkl_test_ctx(vkl_test_profiles[p]);
+        for (int var = VKL_ATTN_STREAM; var <= VKL_ATTN_TILED; var++) {
+            for (int i = 0; i < (int)(sizeof dims / sizeof *dims); i++) {
+                int sel = (i + p + var) % 7;
+                attn_case a = {2, 3, lens[sel][0], lens[sel][1], dims[i], (i + var) % 2, (i + p) % 2 == 0,
+                               (vkl_dtype)((i + var + p) % 3), (vkl_attn_variant)var};
+                assert_int_equal(check_case(c, &r, &a, 3e-5f, 2e-4f), 1);
+            }
+        }
+        vkl_test_ctx_done(c);
+    }
+}
+
+/* Every combination of causal, layout and dtype on one small shape, so that
+ * each is checked whatever the head-dimension rotation above picks. */
+static void attention_flags_matrix(void **state)
+{
+    (void)state;
+    vkl_test_rng r;
+    vkl_test_rng_seed(&r, 12);
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    for (int var = VKL_ATTN_STREAM; var <= VKL_ATTN_TILED; var++)
+        for (int causal = 0; causal < 2; causal++)
+            for (int tokens = 0; tokens < 2; tokens++)
+                for (int dt = VKL_F32; dt <= VKL_BF16; dt++) {
+                    attn_case a = {2, 3, 21, 37, 8, causal, tokens, (vkl_dtype)dt, (vkl_attn_variant)var};
+                    check_case(c, &r, &a, 3e-5f, 2e-4f);
+                    attn_case b = {2, 3, 37, 21, 40, causal, tokens, (vkl_dtype)dt, (vkl_attn_variant)var};
+                    check_case(c, &r, &b, 3e-5f, 2e-4f);
+                }
+    vkl_test_ctx_done(c);
+}
+
+/* Under a 64 KiB binding limit one (batch, head) slice of k and v in the
+ * token layout spans more than a binding: the keys are processed in chunks
+ * that carry the softmax state, and q and the output are split by rows. */
+static void attention_small_binding_key_chunks(void **state)
+{
+    (void)state;
+    vkl_test_rng r;
+    vkl_test_rng_seed(&r, 13);
+    vkl_ctx *c = vkl_test_ctx("binding=64K");
+    for (int var = VKL_ATTN_STREAM; var <= VKL_ATTN_TILED; var++)
+        for (int causal = 0; causal < 2; causal++) {
+            attn_case a = {2, 2, 150, 301, 64, causal, 1, causal ? VKL_F16 : VKL_F32, (vkl_attn_variant)var};
+            int nodes = check_case(c, &r, &a, 3e-5f, 2e-4f);
+            /* a slice of k spans 300 * 128 + 64 elements, well over 64 KiB */
+            assert_true(nodes >= (causal ? 2 : 3));
+        }
+    vkl_test_ctx_done(c);
+}
+
+/* 4096 x 4096, head dim 40 (SD 1.5 at 512 px, first block): runs under
+ * lavapipe's binding limit in one node, and the memory the graph needs is
+ * the output alone, linear in the sequence length. Checked on sampled rows. */
+static void attention_4096_linear_memory(void **state)
+{
+    (void)state;
+    vkl_test_rng r;
+    vkl_test_rng_seed(&r, 14);
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    const int64_t L = getenv("ATTN_L") ? atoi(getenv("ATTN_L")) : 4096, D = 40;
+    vkl_dtype dt4 = getenv("ATTN_F32") ? VKL_F32 : VKL_F16;
+    operand q = make_operand(c, &r, dt4, 0, 1, 1, L, D, 1.5f);
+    operand k = make_operand(c, &r, dt4, 0, 1, 1, L, D, 1.5f);
+    operand v = make_operand(c, &r, dt4, 0, 1, 1, L, D, 1.0f);
+    float scale = 1.0f / sqrtf((float)D);
+    vkl_mem_reset_peak(c);
+    vkl_mem_stats before;
+    vkl_mem_get_stats(c, &before);
+    vkl_graph *g = vkl_graph_new(c);
+    vkl_tensor *y = vkl_attention(g, q.t, k.t, v.t, scale, 0);
+    vkl_graph_keep(g, y);
+    run_graph(g);
+    vkl_mem_stats after;
+    vkl_mem_get_stats(c, &after);
+    assert_int_equal(attention_nodes(g), 1);
+    uint64_t grown = after.total_peak - before.total_current;
+    /* the output (L * D f32 = 640 KiB) and nothing of size L * L (64 MiB) */
+    assert_true(grown <= (uint64_t)(L * D * 4) + (1u << 20));
+    float *got = download(c, y);
+    float want[40];
+    for (int64_t i = 0; i < L; i += 97) {
+        vkl_ref_attention(q.host + i * D, q.st, k.host, k.st, v.host, v.st, 1, 1, 1, L, D, scale, 0, want);
+        if (getenv("ATTN_DBG")) { fprintf(stderr, "row %lld diff %g\n", (long long)i, vkl_test_max_abs_diff(got + i * D, want, (size_t)D)); continue; }
+        vkl_test_assert_close("attention 4096x4096 row", got + i * D, want, (size_t)D, 3e-5f, 2e-4f);
+    }
+    free(got);
+    vkl_graph_free(g);
+    free_operand(&q);
+    free_operand(&k);
+    free_operand(&v);
+    vkl_test_ctx_done(c);
+}
+
+static void expect_error(vkl_ctx *c, const int64_t *qs, const int64_t *ks, const int64_t *vs, int nd, const char *needle)
+{
+    vkl_err e = {{0}};
+    vkl_tensor *q = vkl_tensor_new(c, VKL_F32, nd, qs, &e), *k = vkl_tensor_new(c, VKL_F32, nd, ks, &e);
+    vkl_tensor *v = vkl_tensor_new(c, VKL_F32, nd, vs, &e);
+    assert_non_null(q);
+    assert_non_null(k);
+    assert_non_null(v);
+    vkl_graph *g = vkl_graph_new(c);
+    assert_null(vkl_attention(g, q, k, v, 1.0f, 0));
+    assert_true(vkl_graph_failed(g));
+    if (!strstr(vkl_graph_error(g), needle)) {
+        print_error("error '%s' does not mention '%s'\n", vkl_graph_error(g), needle);
+        fail();
+    }
+    vkl_graph_free(g);
+    vkl_tensor_free(q);
+    vkl_tensor_free(k);
+    vkl_tensor_free(v);
+}
+
+static void attention_errors(void **state)
+{
+    (void)state;
+    if (getenv("ATTN_LQ")) {
+        vkl_test_rng r;
+        vkl_test_rng_seed(&r, 99);
+        vkl_ctx *c0 = vkl_test_ctx(NULL);
+        attn_case a = {1, 1, atoi(getenv("ATTN_LQ")), atoi(getenv("ATTN_LK")), atoi(getenv("ATTN_D")), 0, 0, VKL_F32, VKL_ATTN_STREAM};
+        check_case(c0, &r, &a, 3e-5f, 2e-4f);
+        vkl_test_ctx_done(c0);
+    }
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    int64_t q[4] = {2, 3, 13, 40}, k[4] = {2, 3, 77, 40}, kd[4] = {2, 3, 77, 41}, vl[4] = {2, 3, 76, 40};
+    int64_t kb[4] = {1, 3, 77, 40}, big[4] = {1, 1, 4, 257};
+    expect_error(c, q, kd, k, 4, "f32[2,3,77,41]");
+    expect_error(c, q, k, vl, 4, "do not match");
+    expect_error(c, q, kb, kb, 4, "do not match");
+    expect_error(c, big, big, big, 4, "head dimension 257");
+    expect_error(c, q, k, k, 3, "4-D");
+    vkl_test_ctx_done(c);
+    /* one key row wider than the binding: k and v are [1,1,4,80] f32 viewed
+     * with a row stride; a 256-byte binding cannot hold one 320-byte row */
+    vkl_ctx *s = vkl_test_ctx("binding=256");
+    int64_t r80[4] = {1, 1, 4, 80};
+    expect_error(s, r80, r80, r80, 4, "storage binding limit");
+    vkl_test_ctx_done(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(attention_shapes_dims_variants),
+        cmocka_unit_test(attention_flags_matrix),
+        cmocka_unit_test(attention_small_binding_key_chunks),
+        cmocka_unit_test(attention_4096_linear_memory),
+        cmocka_unit_test(attention_errors),
+    };
+    if (getenv("ATTN_ONLY")) cmocka_set_test_filter(getenv("ATTN_ONLY"));
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

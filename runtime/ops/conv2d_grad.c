@@ -335,7 +335,7 @@ int vkl_conv2d_backward(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *ne
     conv_geom k = {cp->kh, cp->kw, cp->sh, cp->sw, cp->pt, cp->pl};
     vkl_conv2d_tile tx, tw;
     backward_tiles(vkl_graph_ctx(g), cp, w->shape[0], &tx, &tw);
-    int64_t N = dy->shape[0], O = dy->shape[1], P = dy->shape[2] * dy->shape[3];
+    int64_t N = dy->shape[0], O = dy->shape[1];
     int64_t xs[4] = {x->shape[0], x->shape[1], x->shape[2], x->shape[3]};
     if (need[0]) dsrc[0] = conv_dx(g, dy, w, &k, xs, &tx);
     if (need[1]) dsrc[1] = conv_dw(g, x, dy, &k, w->shape, &tw);
@@ -345,22 +345,31 @@ int vkl_conv2d_backward(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *ne
     }
     if (cp->it >= 0) {
         vkl_tensor *t = n->src[cp->it], *bc = n->src[cp->ibc], *rs = n->src[cp->irs];
-        int64_t R = t->shape[1], or_[2] = {O, R}, r1[2] = {R, 1}, nop[3] = {N, O, P}, nrp[3] = {N, R, P};
+        int64_t R = t->shape[1], r3[3] = {R, 1, 1}, or_[2] = {O, R};
         int need_t = need[cp->it], need_b = need[cp->ibc], need_s = need[cp->irs];
-        if (need_t || need_b || need_s) {
-            vkl_tensor *dyc = vkl_tensor_is_contiguous(dy) ? dy : vkl_scale(g, dy, 1.0f);
-            vkl_tensor *dy3 = vkl_reshape(g, dyc, 3, nop), *t3 = vkl_reshape(g, t, 3, nrp);
-            vkl_tensor *s2 = vkl_reshape(g, rs, 2, r1);
-            vkl_tensor *u = NULL;
-            if (need_t || need_s)
-                u = vkl_matmul(g, vkl_permute(g, vkl_reshape(g, bc, 2, or_), (int[]){1, 0}), dy3);
-            if (need_t) dsrc[cp->it] = vkl_reshape(g, vkl_mul(g, u, s2), 4, t->shape);
-            if (need_b) {
-                vkl_tensor *st = vkl_mul(g, t3, s2);
-                vkl_tensor *d = vkl_matmul(g, dy3, vkl_permute(g, st, (int[]){0, 2, 1}));
-                dsrc[cp->ibc] = vkl_reshape(g, vkl_sum_to(g, d, 2, or_), bc->ndim, bc->shape);
-            }
-            if (need_s) dsrc[cp->irs] = vkl_reshape(g, sum_images_rows(g, vkl_mul(g, u, t3), N, R), rs->ndim, rs->shape);
+        vkl_tensor *s3 = vkl_reshape(g, rs, 3, r3);
+        /* the 1x1 products run as convolutions (windowed like any other) */
+        static const conv_geom one = {1, 1, 1, 1, 0, 0};
+        if (need_t || need_s) {
+            /* u = B^T dy: a 1x1 convolution of dy with B^T [R, O, 1, 1] */
+            int64_t ro4[4] = {R, O, 1, 1};
+            vkl_tensor *bt = vkl_contiguous(g, vkl_permute(g, vkl_reshape(g, bc, 2, or_), (int[]){1, 0}));
+            vkl_conv2d_params p1 = {1, 1, 0, 0, 0, 0};
+            vkl_conv2d_tile tu;
+            vkl_conv2d_default_tile(vkl_graph_ctx(g), &tu);
+            if (cp->forced_tile) tu = cp->tile;
+            else if (tu.tm > 8 && R <= 8) tu.tm = 8;
+            vkl_tensor *u = vkl_conv2d_build(g, "conv2d_lora_grad_up", dy, vkl_reshape(g, bt, 4, ro4), NULL, &p1,
+                                             NULL, NULL, NULL, &tu);
+            if (need_t) dsrc[cp->it] = vkl_mul(g, u, s3);
+            if (need_s)
+                dsrc[cp->irs] = vkl_reshape(g, sum_images_rows(g, vkl_mul(g, u, t), N, R), rs->ndim, rs->shape);
+        }
+        if (need_b) {
+            /* d B[o][r] = sum dy[n][o][p] (s t)[n][r][p]: a 1x1 weight gradient */
+            int64_t bs4[4] = {O, R, 1, 1};
+            vkl_tensor *db = conv_dw(g, vkl_mul(g, t, s3), dy, &one, bs4, &tw);
+            dsrc[cp->ibc] = vkl_reshape(g, db, bc->ndim, bc->shape);
         }
     }
     return vkl_graph_failed(g) ? -1 : 0;

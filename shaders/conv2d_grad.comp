@@ -77,22 +77,30 @@ void main() {
     for (uint i = 0u; i < TM; i++)
         for (uint j = 0u; j < TN; j++) acc[i][j] = 0.0;
 
+    // taps outside, output channels inside: the bounds of each tap's dy
+    // element are worked out once per tap, not once per channel and tap
     int hmax = int(p.Ho) - 1, wmax = int(p.Wo) - 1;
     uint db = p.dy_off + z * p.sdn;
-    for (uint o = 0u; o < p.O; o++) {
-        uint dyo = db + o * p.sdo, wo = o * p.swo;
-        for (uint a = 0u; a < NA; a++) {
-            uint ky = ky0 + a * p.SH;
-            for (uint b = 0u; b < NB; b++) {
-                uint tap = wo + ky * p.KW + kx0 + b * p.SW;
+    for (uint a = 0u; a < NA; a++) {
+        uint ky = ky0 + a * p.SH;
+        for (uint b = 0u; b < NB; b++) {
+            uint tap = ky * p.KW + kx0 + b * p.SW;
+            uint doff[TN];
+            bool inside[TN];
+            for (uint j = 0u; j < TN; j++) {
+                int oy = oyb[j] - int(a), ox = oxb[j] - int(b);
+                inside[j] = uint(oy) <= uint(hmax) && uint(ox) <= uint(wmax);
+                doff[j] = db + uint(clamp(oy, 0, hmax)) * p.sdh + uint(clamp(ox, 0, wmax)) * p.sdw;
+            }
+            for (uint o = 0u; o < p.O; o++) {
+                uint dyo = o * p.sdo, wo = o * p.swo + tap;
                 float dv[TN], wv[TM];
+                // a select, not a product: an inf next to the border stays out
                 for (uint j = 0u; j < TN; j++) {
-                    int oy = oyb[j] - int(a), ox = oxb[j] - int(b);
-                    bool inside = uint(oy) <= uint(hmax) && uint(ox) <= uint(wmax);
-                    float v = DY_load(dyo + uint(clamp(oy, 0, hmax)) * p.sdh + uint(clamp(ox, 0, wmax)) * p.sdw, DYDT);
-                    dv[j] = inside ? v : 0.0;
+                    float v = DY_load(doff[j] + dyo, DYDT);
+                    dv[j] = inside[j] ? v : 0.0;
                 }
-                for (uint i = 0u; i < TM; i++) wv[i] = A_load(wc[i] + tap, ADT);
+                for (uint i = 0u; i < TM; i++) wv[i] = A_load(wc[i] + wo, ADT);
                 for (uint i = 0u; i < TM; i++)
                     for (uint j = 0u; j < TN; j++) acc[i][j] = fma(wv[i], dv[j], acc[i][j]);
             }

@@ -252,7 +252,7 @@ static int emit_concat(vkl_graph *g, vkl_node *n, vkl_err *e)
     return 0;
 }
 
-/* The gradient of each input is its slice of dy: strided views, no copies. */
+/* The gradient of each input is its slice of dy: a strided view, no copy. */
 static int backward_concat(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
 {
     int d = ((const concat_params *)n->params.bytes)->dim - (4 - dy->ndim);
@@ -262,6 +262,10 @@ static int backward_concat(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int 
         if (need[k]) {
             dsrc[k] = vkl_view(g, dy, x->ndim, x->shape, dy->stride, at * dy->stride[d]);
             if (!dsrc[k]) return -1;
+            /* elementwise consumers bind a strided operand whole: past one
+             * binding, hand out a windowed copy instead */
+            if (vkl_tensor_span(dsrc[k]) > vkl_window_elems(vkl_graph_ctx(g), dy->dtype, 1))
+                dsrc[k] = vkl_contiguous(g, dsrc[k]);
         }
         at += x->shape[d];
     }

@@ -120,4 +120,14 @@ void vkl_ref_conv2d_backward(const double *x, const int64_t xs[4], const double 
 /* dx [N, C, H, W] = sums of the 2x2 blocks of dy [N, C, 2H, 2W]. */
 void vkl_ref_upsample_nearest2x_backward(const double *dy, int64_t N, int64_t C, int64_t H, int64_t W, double *dx);
 
+/* ---- cross_entropy (ref_cross_entropy.c): x [rows, V] contiguous, one i32
+ * target per row; rows whose target is outside [0, V) or equals ignore_index
+ * are skipped. Returns the mean loss over valid rows; row_loss (may be NULL)
+ * gets each row's loss (0 when skipped). */
+double vkl_ref_cross_entropy(const float *x, int64_t rows, int64_t V, const int32_t *t, int ignore_index,
+                             float *row_loss);
+/* dx of (dy * mean loss). */
+void vkl_ref_cross_entropy_backward(const float *x, int64_t rows, int64_t V, const int32_t *t, int ignore_index,
+                                    double dy, float *dx);
+
 #endif

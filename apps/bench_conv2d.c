@@ -1,7 +1,11 @@
 /* vklora bench conv2d --c C --o O --h H --w W --k K --stride S [--pad P] [--n N]
  *                     [--dtype f32|f16|bf16] [--lora R] [--reps R]
+ *                     [--backward [--wgrad] [--profile]]
  * Defaults: SD 1.5's 320-channel 3x3 conv at 64x64 latents. FLOPs counted as
- * 2*N*O*Ho*Wo*C*k*k (plus the LoRA projections when --lora is given). */
+ * 2*N*O*Ho*Wo*C*k*k (plus the LoRA projections when --lora is given).
+ * --backward also times forward + backward with the weight frozen (d x, and
+ * d of the LoRA factors with --lora), as LoRA training runs it; --wgrad adds
+ * d weight and d bias; --profile prints the per-node times of that graph. */
 #include "bench_conv2d.h"
 #include "ops.h"
 #include "vkl.h"
@@ -56,9 +60,16 @@ static vkl_tensor *new_filled(vkl_ctx *c, vkl_dtype dt, const int64_t shape[4], 
 int vkl_bench_conv2d(int argc, char **argv)
 {
     int64_t N = 1, C = 320, O = 320, H = 64, W = 64, K = 3, S = 1, pad = -1, R = 0, reps = 3;
+    int backward = 0, wgrad = 0, profile = 0;
     vkl_dtype dt = VKL_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--backward") || !strcmp(a, "--wgrad") || !strcmp(a, "--profile")) {
+            backward |= 1;
+            wgrad |= !strcmp(a, "--wgrad");
+            profile |= !strcmp(a, "--profile");
+            continue;
+        }
         int bad = !v;
         if (bad) {
         } else if (!strcmp(a, "--n")) bad = parse_int(v, 1, &N);
@@ -75,7 +86,8 @@ int vkl_bench_conv2d(int argc, char **argv)
         else bad = 1;
         if (bad) {
             fprintf(stderr, "vklora bench conv2d: bad option '%s' (usage: --c C --o O --h H --w W --k K --stride S "
-                            "[--pad P] [--n N] [--dtype f32|f16|bf16] [--lora RANK] [--reps R])\n", a);
+                            "[--pad P] [--n N] [--dtype f32|f16|bf16] [--lora RANK] [--reps R] "
+                            "[--backward [--wgrad] [--profile]])\n", a);
             return 2;
         }
         i++;
@@ -88,7 +100,8 @@ int vkl_bench_conv2d(int argc, char **argv)
         return 1;
     }
     int rc = 1;
-    vkl_graph *g = NULL;
+    vkl_graph *g = NULL, *gb = NULL;
+    vkl_tensor *dy = NULL;
     vkl_tensor *x = NULL, *w = NULL, *b = NULL, *a_cat = NULL, *b_cat = NULL, *rs = NULL;
     int64_t xs[4] = {N, C, H, W}, ws[4] = {O, C, K, K}, bs[4] = {1, 1, 1, O};
     if (!(x = new_filled(c, VKL_F32, xs, 7919, &e)) || !(w = new_filled(c, dt, ws, 104729, &e)) ||
@@ -128,10 +141,41 @@ int vkl_bench_conv2d(int argc, char **argv)
            flops / med * 1e-9);
     printf("device: %s (profile %s), %d dispatches, peak device memory %.1f MiB\n", vkl_ctx_caps(c)->name,
            vkl_ctx_caps(c)->profile, vkl_graph_dispatch_count(g), ms.total_peak / 1048576.0);
+    if (backward) {
+        int64_t ys[4] = {N, O, Ho, Wo};
+        if (!(dy = new_filled(c, VKL_F32, ys, 4111, &e))) goto done;
+        vkl_mem_reset_peak(c);
+        gb = vkl_graph_new(c);
+        if (profile) vkl_graph_enable_profiling(gb);
+        vkl_tensor *yb = R ? vkl_conv2d_lora(gb, x, w, b, &p, a_cat, b_cat, rs) : vkl_conv2d_ex(gb, x, w, b, &p);
+        vkl_tensor *wrt[5] = {x, a_cat, b_cat, wgrad ? w : NULL, wgrad ? b : NULL}, *grads[5];
+        if (vkl_graph_backward(gb, yb, dy, wrt, 5, grads, &e)) goto done;
+        for (int i = 0; i < 5; i++) vkl_graph_keep(gb, grads[i]);
+        if (vkl_graph_plan(gb, &e) || vkl_graph_run(gb, &e)) goto done;
+        n = 0;
+        start = now_s();
+        while (n < 200 && (n < reps || now_s() - start < 1.0)) {
+            double t0 = now_s();
+            if (vkl_graph_run(gb, &e)) goto done;
+            times[n++] = now_s() - t0;
+        }
+        qsort(times, (size_t)n, sizeof *times, cmp_double);
+        double medb = times[n / 2];
+        /* d x is a transposed convolution of the same size as the forward; d w too */
+        double bflops = flops * (wgrad ? 3.0 : 2.0);
+        vkl_mem_get_stats(c, &ms);
+        printf("forward + backward (d x%s%s): %.3f ms median of %d, backward alone %.3f ms = %.2fx the forward, "
+               "%.2f GFLOP/s overall, %d dispatches, peak device memory %.1f MiB\n",
+               R ? ", d LoRA factors" : "", wgrad ? ", d weight, d bias" : "", medb * 1e3, n, (medb - med) * 1e3,
+               (medb - med) / med, bflops / medb * 1e-9, vkl_graph_dispatch_count(gb), ms.total_peak / 1048576.0);
+        if (profile) vkl_graph_print_profile(gb, stdout);
+    }
     rc = 0;
 done:
     if (rc) fprintf(stderr, "vklora: %s\n", e.msg[0] ? e.msg : vkl_graph_error(g));
     vkl_graph_free(g);
+    vkl_graph_free(gb);
+    vkl_tensor_free(dy);
     vkl_tensor_free(x);
     vkl_tensor_free(w);
     vkl_tensor_free(b);

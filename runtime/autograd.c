@@ -61,7 +61,7 @@ int vkl_graph_backward(vkl_graph *g, vkl_tensor *loss, vkl_tensor *seed, vkl_ten
     if (!loss) return vkl_fail(e, "backward: no loss tensor");
     if (vkl_graph_in_segment(g)) return vkl_fail(e, "backward: close the checkpoint segment first");
     int nn = vkl_graph_node_count(g);
-    tmap needs, grad, replayed = {0};
+    tmap needs = {0}, grad = {0}, replayed = {0};
     vkl_node **clones = NULL;
     /* sizes: every tensor can appear at most once per map; backward adds more */
     if (tmap_init(&needs, vkl_graph_tensor_count(g) + nwrt + 16) ||
@@ -153,7 +153,10 @@ int vkl_graph_backward(vkl_graph *g, vkl_tensor *loss, vkl_tensor *seed, vkl_ten
     for (int i = 0; i < nwrt; i++) {
         vkl_tensor *d = wrt[i] ? tmap_get(&grad, wrt[i]) : NULL;
         /* gradients come back contiguous f32 in the parameter's shape */
-        if (d && (d->dtype != VKL_F32 || !vkl_tensor_is_contiguous(d))) d = vkl_scale(g, d, 1.0f);
+        if (d && d->dtype != VKL_F32) d = vkl_scale(g, d, 1.0f);
+        /* a strided view (a permute's gradient): the windowed strided copy,
+         * since elementwise ops bind such an operand whole */
+        if (d && !vkl_tensor_is_contiguous(d)) d = vkl_contiguous(g, d);
         grads[i] = d;
     }
     if (vkl_graph_failed(g)) {

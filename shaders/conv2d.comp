@@ -25,7 +25,7 @@ layout(constant_id = 3) const uint XDT = 0;
 layout(constant_id = 4) const uint WDT = 0;
 layout(constant_id = 5) const uint BIASDT = 0;
 layout(constant_id = 6) const uint PADDED = 1;  // 0: every tap is inside the image
-layout(constant_id = 7) const uint ACC = 0;     // add to what y holds (later input-channel chunk)
+layout(constant_id = 7) const uint ACC = 0;     // add what y (1) or YIN (2) holds (later input-channel chunk)
 layout(constant_id = 8) const uint LORA = 0;
 layout(constant_id = 9) const uint BDT = 0;     // element type of the LoRA up weight
 DECLARE_INPUT(0, X)
@@ -35,6 +35,7 @@ DECLARE_INPUT(3, BIAS)
 DECLARE_INPUT(4, T)
 DECLARE_INPUT(5, B)
 DECLARE_INPUT(6, S)
+DECLARE_INPUT(7, YIN)  // ACC 2: y's earlier ranges as recomputed by a checkpoint replay
 layout(push_constant) uniform P {
     uint C, H, W, O, Ho, Wo;
     uint KH, KW, SH, SW;       // kernel and stride: push constants so that one
@@ -117,7 +118,8 @@ void main() {
             if (n >= P) break;
             uint yi = yb + m * P + n;
             float v = acc[i][j] + b;
-            if (ACC != 0u) v += y[yi];
+            if (ACC == 1u) v += y[yi];
+            if (ACC == 2u) v += YIN_load(yi, DT_F32);
             y[yi] = v;
         }
     }

@@ -3,7 +3,9 @@
 // A dispatch copies one block of shape `shape` (y coordinates): element c of
 // the block is read from x at sum_i (c_i + ph_i) / div_i * sx_i and written to
 // y at sum_i c_i * sy_i (f32 y), where div_i is 2 on the last two dims when
-// UPSAMPLE (ph_i: the phase of the block's first row/column) and 1 otherwise.
+// UPSAMPLE == 1 (ph_i: the phase of the block's first row/column) and 1
+// otherwise. UPSAMPLE == 2 is upsampling's gradient: y is the sum of the 2x2
+// block of x at (2 c_2, 2 c_3).
 // PAIR: y is a contiguous 16-bit tensor; each invocation writes one word
 // (elements first+2i and first+2i+1 of the flat window), so no two
 // invocations share a word.
@@ -30,9 +32,12 @@ uint x_index(uint g) {
     uint c2 = g % p.shape[2]; g /= p.shape[2];
     uint c1 = g % p.shape[1];
     uint c0 = g / p.shape[1];
-    if (UPSAMPLE != 0u) {
+    if (UPSAMPLE == 1u) {
         c2 = (c2 + p.ph2) >> 1u;
         c3 = (c3 + p.ph3) >> 1u;
+    } else if (UPSAMPLE == 2u) {
+        c2 *= 2u;
+        c3 *= 2u;
     }
     return p.x_off + c0 * p.sx[0] + c1 * p.sx[1] + c2 * p.sx[2] + c3 * p.sx[3];
 }
@@ -60,5 +65,9 @@ void main() {
     uint c3 = i % p.shape[3], r = i / p.shape[3];
     uint c2 = r % p.shape[2]; r /= p.shape[2];
     uint c1 = r % p.shape[1], c0 = r / p.shape[1];
-    y_f[p.y_off + c0 * p.sy[0] + c1 * p.sy[1] + c2 * p.sy[2] + c3 * p.sy[3]] = X_load(x_index(i), XDT);
+    uint xi = x_index(i);
+    float v = X_load(xi, XDT);
+    if (UPSAMPLE == 2u)
+        v += X_load(xi + p.sx[3], XDT) + X_load(xi + p.sx[2], XDT) + X_load(xi + p.sx[2] + p.sx[3], XDT);
+    y_f[p.y_off + c0 * p.sy[0] + c1 * p.sy[1] + c2 * p.sy[2] + c3 * p.sy[3]] = v;
 }

@@ -20,7 +20,9 @@
  * binding every image is one dispatch (z = image); otherwise the work is
  * split per image first, then by ranges of output channels (windows of y and
  * of w's rows), and when one image's input does not fit, by ranges of input
- * channels: each later range is its own graph node that adds to y. */
+ * channels: each later range is its own graph node that adds to y.
+ *
+ * Backward rules: runtime/ops/conv2d_grad.c. */
 #include "conv2d_internal.h"
 #include "op_util.h"
 
@@ -36,14 +38,6 @@ void vkl_conv2d_default_tile(const vkl_ctx *c, vkl_conv2d_tile *t)
     t->tm = cpu ? 32 : 4;
     t->tn = cpu ? 16 : 4;
 }
-
-typedef struct {
-    int kh, kw, sh, sw, pt, pl;
-    int ib, it, ibc, irs;   /* source index of bias, t, b_cat, rank_scale; -1 when absent */
-    int acc;                /* adds to y (a later input-channel range) */
-    int64_t c0, cc;         /* input channels of this node */
-    vkl_conv2d_tile tile;
-} conv_params;
 
 typedef struct {
     uint32_t C, H, W, O, Ho, Wo;
@@ -64,7 +58,7 @@ static int64_t x_span(const int64_t xs[4], const int64_t xst[4], int64_t cc)
 
 static int emit_conv(vkl_graph *g, vkl_node *n, vkl_err *e)
 {
-    const conv_params *cp = (const conv_params *)n->params.bytes;
+    const vkl_conv2d_node_params *cp = (const vkl_conv2d_node_params *)n->params.bytes;
     vkl_ctx *c = vkl_graph_ctx(g);
     vkl_tensor *x = n->src[0], *w = n->src[1], *y = n->dst;
     vkl_tensor *bias = cp->ib >= 0 ? n->src[cp->ib] : NULL;
@@ -76,10 +70,11 @@ static int emit_conv(vkl_graph *g, vkl_node *n, vkl_err *e)
     int64_t N = y->shape[0], O = y->shape[1], Ho = y->shape[2], Wo = y->shape[3], P = Ho * Wo;
     int64_t KK = (int64_t)cp->kh * cp->kw, K = w->shape[1] * KK, R = t ? t->shape[1] : 0;
     const vkl_conv2d_tile *tl = &cp->tile;
+    int acc = !cp->acc ? 0 : n->src[n->nsrc - 1] == y ? 1 : 2;
     int padded = cp->pt || cp->pl || (Ho - 1) * cp->sh + cp->kh > xs[2] || (Wo - 1) * cp->sw + cp->kw > xs[3];
     /* kernel size, stride and bias are push constants: fewer pipelines to compile */
     uint32_t spec[10] = {tl->wg, tl->tm, tl->tn, (uint32_t)x->dtype, (uint32_t)w->dtype,
-                         bias ? (uint32_t)bias->dtype : 0u, padded ? 1u : 0u, cp->acc ? 1u : 0u, t ? 1u : 0u,
+                         bias ? (uint32_t)bias->dtype : 0u, padded ? 1u : 0u, (uint32_t)acc, t ? 1u : 0u,
                          bc ? (uint32_t)bc->dtype : 0u};
 
     int64_t max_x = vkl_window_elems(c, x->dtype, 1), max_w = vkl_window_elems(c, w->dtype, 1);
@@ -127,7 +122,7 @@ static int emit_conv(vkl_graph *g, vkl_node *n, vkl_err *e)
             pc.sxw = (uint32_t)xst[3];
             pc.swo = (uint32_t)K;
             pc.syn = whole ? (uint32_t)(O * P) : 0;
-            vkl_bind bind[7];
+            vkl_bind bind[8];
             int64_t xfirst = z * xst[0] + cp->c0 * xst[1];
             int64_t xspan = whole ? (N - 1) * xst[0] + xspan1 : xspan1;
             if (vkl_bind_span(g, x, xfirst, xspan, &bind[0], &pc.x_off, e) ||
@@ -150,10 +145,21 @@ static int emit_conv(vkl_graph *g, vkl_node *n, vkl_err *e)
             } else {
                 bind[4] = bind[5] = bind[6] = bind[1];
             }
+            /* the earlier channel ranges: y itself (read through y's own
+             * binding), or, when a checkpoint segment replays this node into
+             * a new tensor, the recomputed copy of y (binding 7) */
+            bind[7] = bind[1];
+            if (acc == 2) {
+                uint32_t yin_off;
+                if (vkl_bind_span(g, n->src[n->nsrc - 1], (z * O + o0) * P, whole ? N * O * P : on * P, &bind[7],
+                                  &yin_off, e))
+                    return -1;
+                if (yin_off != pc.y_off) return vkl_fail(e, "internal: conv2d accumulation windows differ in alignment");
+            }
             uint32_t gx = (uint32_t)(((P + tl->tn - 1) / tl->tn + tl->wg - 1) / tl->wg);
             uint32_t gy = (uint32_t)((on + tl->tm - 1) / tl->tm);
             uint32_t gz = whole ? (uint32_t)N : 1;
-            if (vkl_emit_dispatch(g, "conv2d", spec, 10, bind, 7, &pc, sizeof pc, gx, gy, gz, e)) return -1;
+            if (vkl_emit_dispatch(g, "conv2d", spec, 10, bind, 8, &pc, sizeof pc, gx, gy, gz, e)) return -1;
         }
     }
     return 0;
@@ -238,7 +244,7 @@ vkl_tensor *vkl_conv2d_build(vkl_graph *g, const char *name, vkl_tensor *x, vkl_
 
     int64_t shape[4] = {N, O, Ho, Wo};
     vkl_tensor *y = vkl_graph_tensor(g, VKL_F32, 4, shape);
-    conv_params cp;
+    vkl_conv2d_node_params cp;
     memset(&cp, 0, sizeof cp);
     cp.kh = (int)kh;
     cp.kw = (int)kw;
@@ -246,6 +252,7 @@ vkl_tensor *vkl_conv2d_build(vkl_graph *g, const char *name, vkl_tensor *x, vkl_
     cp.sw = p->stride_w;
     cp.pt = p->pad_top;
     cp.pl = p->pad_left;
+    cp.forced_tile = tile != NULL;
     if (tile) cp.tile = *tile;
     else {
         vkl_conv2d_default_tile(c, &cp.tile);
@@ -270,7 +277,9 @@ vkl_tensor *vkl_conv2d_build(vkl_graph *g, const char *name, vkl_tensor *x, vkl_
         } else {
             src[ns++] = y;   /* read: it holds the earlier channel ranges */
         }
-        if (!vkl_graph_add_node(g, name, y, src, ns, emit_conv, &cp, sizeof cp)) return NULL;
+        vkl_node *n = vkl_graph_add_node(g, name, y, src, ns, emit_conv, &cp, sizeof cp);
+        if (!n) return NULL;
+        n->backward = vkl_conv2d_backward;
     }
     return y;
 }

@@ -7,7 +7,10 @@
  * outermost dimension (then the next), so tensors of any size are copied
  * window by window. Results are f32, except that vkl_contiguous keeps a
  * 16-bit dtype (then y is written a 32-bit word at a time over flat windows,
- * and x must fit one binding). */
+ * and x must fit one binding).
+ *
+ * Backward: contiguous passes dy through, concat hands out views of dy's
+ * slices, and upsampling sums each 2x2 block of dy (copy mode 2). */
 #include "op_util.h"
 
 #include <string.h>
@@ -23,9 +26,11 @@ typedef struct {
     uint32_t n, first, shape[4], sx[4], sy[4], ph2, ph3, x_off, y_off;
 } copy_pc;
 
+/* up: 0 copy, 1 nearest 2x upsampling, 2 sums of 2x2 blocks (its gradient) */
 static int64_t xdim(const block *b, int i, int up)
 {
     if (!up || i < 2) return b->shape[i];
+    if (up == 2) return 2 * b->shape[i];
     int64_t ph = i == 2 ? b->ph2 : b->ph3;
     return ((b->shape[i] - 1 + ph) >> 1) + 1;
 }
@@ -65,7 +70,7 @@ static int copy_block(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, co
         if (vkl_bind_span(g, x, b->x0, x_span(b, up), &bind[0], &pc.x_off, e) ||
             vkl_bind_span(g, y, b->y0, y_span(b), &bind[1], &pc.y_off, e))
             return -1;
-        uint32_t spec[3] = {(uint32_t)x->dtype, up ? 1u : 0u, 0u};
+        uint32_t spec[3] = {(uint32_t)x->dtype, (uint32_t)up, 0u};
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)n + 255) / 256, &gx, &gy);
         return vkl_emit_dispatch(g, "copy_strided", spec, 3, bind, 2, &pc, sizeof pc, gx, gy, 1, e);
@@ -95,7 +100,9 @@ static int copy_block(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, co
         sub = *b;
         sub.shape[L] = b->shape[L] - s < grp ? b->shape[L] - s : grp;
         sub.y0 = b->y0 + s * b->sy[L];
-        if (up && L >= 2) {
+        if (up == 2 && L >= 2) {
+            sub.x0 = b->x0 + 2 * s * b->sx[L];
+        } else if (up && L >= 2) {
             int64_t ph = L == 2 ? b->ph2 : b->ph3;
             sub.x0 = b->x0 + ((s + ph) >> 1) * b->sx[L];
             if (L == 2) sub.ph2 = (s + ph) & 1;
@@ -160,6 +167,28 @@ static int emit_copy(vkl_graph *g, vkl_node *n, vkl_err *e)
     return 0;
 }
 
+/* Gradients are indexed logically, whatever the layout of the tensor they
+ * belong to, so the copy passes dy through unchanged. */
+static int backward_contiguous(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    (void)g;
+    (void)n;
+    if (need[0]) dsrc[0] = dy;
+    return 0;
+}
+
+/* Each input element was copied to a 2x2 block: its gradient is the block's sum. */
+static int backward_upsample(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    if (!need[0]) return 0;
+    vkl_tensor *x = n->src[0];
+    vkl_tensor *dx = vkl_graph_tensor(g, VKL_F32, 4, x->shape);
+    copy_params p = {2};
+    if (!vkl_graph_add_node(g, "upsample_nearest2x_grad", dx, &dy, 1, emit_copy, &p, sizeof p)) return -1;
+    dsrc[0] = dx;
+    return 0;
+}
+
 vkl_tensor *vkl_contiguous(vkl_graph *g, vkl_tensor *x)
 {
     if (!x || vkl_graph_failed(g)) return NULL;
@@ -171,7 +200,10 @@ vkl_tensor *vkl_contiguous(vkl_graph *g, vkl_tensor *x)
     if (vkl_tensor_span(x) > UINT32_MAX) return vkl_graph_set_error(g, "contiguous: tensor too large");
     vkl_tensor *y = vkl_graph_tensor(g, x->dtype, x->ndim, x->shape);
     copy_params p = {0};
-    return vkl_graph_add_node(g, "contiguous", y, &x, 1, emit_copy, &p, sizeof p) ? y : NULL;
+    vkl_node *n = vkl_graph_add_node(g, "contiguous", y, &x, 1, emit_copy, &p, sizeof p);
+    if (!n) return NULL;
+    n->backward = backward_contiguous;
+    return y;
 }
 
 vkl_tensor *vkl_upsample_nearest2x(vkl_graph *g, vkl_tensor *x)
@@ -186,7 +218,10 @@ vkl_tensor *vkl_upsample_nearest2x(vkl_graph *g, vkl_tensor *x)
         return vkl_graph_set_error(g, "upsample_nearest2x: %s is too large", d);
     vkl_tensor *y = vkl_graph_tensor(g, VKL_F32, 4, shape);
     copy_params p = {1};
-    return vkl_graph_add_node(g, "upsample_nearest2x", y, &x, 1, emit_copy, &p, sizeof p) ? y : NULL;
+    vkl_node *n = vkl_graph_add_node(g, "upsample_nearest2x", y, &x, 1, emit_copy, &p, sizeof p);
+    if (!n) return NULL;
+    n->backward = backward_upsample;
+    return y;
 }
 
 /* ---- concat: two blocks */
@@ -217,6 +252,26 @@ static int emit_concat(vkl_graph *g, vkl_node *n, vkl_err *e)
     return 0;
 }
 
+/* The gradient of each input is its slice of dy: a strided view, no copy. */
+static int backward_concat(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    int d = ((const concat_params *)n->params.bytes)->dim - (4 - dy->ndim);
+    int64_t at = 0;
+    for (int k = 0; k < 2; k++) {
+        vkl_tensor *x = n->src[k];
+        if (need[k]) {
+            dsrc[k] = vkl_view(g, dy, x->ndim, x->shape, dy->stride, at * dy->stride[d]);
+            if (!dsrc[k]) return -1;
+            /* elementwise consumers bind a strided operand whole: past one
+             * binding, hand out a windowed copy instead */
+            if (vkl_tensor_span(dsrc[k]) > vkl_window_elems(vkl_graph_ctx(g), dy->dtype, 1))
+                dsrc[k] = vkl_contiguous(g, dsrc[k]);
+        }
+        at += x->shape[d];
+    }
+    return 0;
+}
+
 vkl_tensor *vkl_concat(vkl_graph *g, vkl_tensor *a, vkl_tensor *b, int dim)
 {
     if (!a || !b || vkl_graph_failed(g)) return NULL;
@@ -240,5 +295,8 @@ vkl_tensor *vkl_concat(vkl_graph *g, vkl_tensor *a, vkl_tensor *b, int dim)
         return vkl_graph_set_error(g, "concat: %s and %s are too large", da, db);
     concat_params p = {dim + 4 - a->ndim};
     vkl_tensor *src[2] = {a, b};
-    return vkl_graph_add_node(g, "concat", y, src, 2, emit_concat, &p, sizeof p) ? y : NULL;
+    vkl_node *n = vkl_graph_add_node(g, "concat", y, src, 2, emit_concat, &p, sizeof p);
+    if (!n) return NULL;
+    n->backward = backward_concat;
+    return y;
 }

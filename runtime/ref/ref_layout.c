@@ -29,3 +29,11 @@ void vkl_ref_concat(const float *a, const int64_t as[4], const float *b, const i
         for (int64_t i = 0; i < nb; i++) y[k++] = b[o * nb + i];
     }
 }
+
+void vkl_ref_upsample_nearest2x_backward(const double *dy, int64_t N, int64_t C, int64_t H, int64_t W, double *dx)
+{
+    for (int64_t i = 0; i < N * C * H * W; i++) dx[i] = 0;
+    for (int64_t p = 0; p < N * C; p++)
+        for (int64_t r = 0; r < 2 * H; r++)
+            for (int64_t c = 0; c < 2 * W; c++) dx[(p * H + r / 2) * W + c / 2] += dy[(p * 2 * H + r) * 2 * W + c];
+}

@@ -109,6 +109,16 @@ void vkl_ref_upsample_nearest2x(const float *x, int64_t N, int64_t C, int64_t H,
 /* y = concat(a, b) along dim d of 4-D contiguous shapes as, bs (equal except at d). */
 void vkl_ref_concat(const float *a, const int64_t as[4], const float *b, const int64_t bs[4], int d, float *y);
 
+/* ---- conv2d and upsample backward (ref_conv2d.c, ref_layout.c): double in,
+ * double out, contiguous x [N, C, H, W], w [O, C, kh, kw], dy [N, O, Ho, Wo]. */
+void vkl_ref_conv2d_f64(const double *x, const int64_t xs[4], const double *w, int64_t O, int64_t kh, int64_t kw,
+                        const double *bias, int sh, int sw, int pt, int pb, int pl, int pr, double *y);
+/* dx, dw, dbias: each may be NULL. */
+void vkl_ref_conv2d_backward(const double *x, const int64_t xs[4], const double *w, int64_t O, int64_t kh,
+                             int64_t kw, int sh, int sw, int pt, int pb, int pl, int pr, const double *dy, double *dx,
+                             double *dw, double *dbias);
+/* dx [N, C, H, W] = sums of the 2x2 blocks of dy [N, C, 2H, 2W]. */
+void vkl_ref_upsample_nearest2x_backward(const double *dy, int64_t N, int64_t C, int64_t H, int64_t W, double *dx);
 
 /* ---- cross_entropy (ref_cross_entropy.c): x [rows, V] contiguous, one i32
  * target per row; rows whose target is outside [0, V) or equals ignore_index

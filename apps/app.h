@@ -10,5 +10,6 @@
 int vkl_cmd_devices(int argc, char **argv);
 int vkl_cmd_bench(int argc, char **argv);
 int vkl_cmd_info(int argc, char **argv);
+int vkl_cmd_generate(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"generate", vkl_cmd_generate, "txt2img / img2img with a Stable Diffusion checkpoint (generate --help)"},
     {"devices", vkl_cmd_devices, "list Vulkan devices with their limits and features (--json)"},
     {"bench", vkl_cmd_bench, "benchmarks: bench gemm --m M --n N --k K --dtype f32|f16"},
     {"info", vkl_cmd_info, "describe a .safetensors file or an image (--json)"},

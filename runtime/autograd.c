@@ -59,8 +59,10 @@ int vkl_graph_backward(vkl_graph *g, vkl_tensor *loss, vkl_tensor *seed, vkl_ten
 {
     if (vkl_graph_failed(g)) return vkl_fail(e, "building the graph failed: %s", vkl_graph_error(g));
     if (!loss) return vkl_fail(e, "backward: no loss tensor");
+    if (vkl_graph_in_segment(g)) return vkl_fail(e, "backward: close the checkpoint segment first");
     int nn = vkl_graph_node_count(g);
-    tmap needs, grad;
+    tmap needs, grad, replayed = {0};
+    vkl_node **clones = NULL;
     /* sizes: every tensor can appear at most once per map; backward adds more */
     if (tmap_init(&needs, vkl_graph_tensor_count(g) + nwrt + 16) ||
         tmap_init(&grad, 4 * vkl_graph_tensor_count(g) + nwrt + 16)) {
@@ -93,9 +95,38 @@ int vkl_graph_backward(vkl_graph *g, vkl_tensor *loss, vkl_tensor *seed, vkl_ten
     }
     if (!seed) seed = vkl_fill(g, loss->ndim, loss->shape, 1.0f);
     tmap_put(&grad, loss, seed);
+    clones = calloc((size_t)(nn ? nn : 1), sizeof *clones);
+    if (!clones || tmap_init(&replayed, vkl_graph_tensor_count(g) + 16)) {
+        vkl_fail(e, "out of host memory");
+        goto done;
+    }
+    int replayed_segment = 0;
     for (int i = nn - 1; i >= 0; i--) {
         if (!active[i]) continue;
         vkl_node *n = vkl_graph_node_at(g, i);
+        if (n->segment && n->segment != replayed_segment) {
+            /* recompute the whole checkpoint segment from its inputs, now,
+             * so its activations live only while it is differentiated */
+            int first = i;
+            while (first > 0 && vkl_graph_node_at(g, first - 1)->segment == n->segment) first--;
+            for (int k = first; k <= i; k++) {
+                vkl_node *f = vkl_graph_node_at(g, k);
+                vkl_tensor *src[VKL_NODE_MAX_SRC];
+                for (int s = 0; s < f->nsrc; s++) {
+                    vkl_tensor *r = tmap_get(&replayed, f->src[s]);
+                    src[s] = r ? r : f->src[s];
+                }
+                vkl_tensor *y = vkl_graph_replay_node(g, f, src);
+                if (!y) {
+                    vkl_fail(e, "recomputing a checkpoint segment: %s", vkl_graph_error(g));
+                    goto done;
+                }
+                tmap_put(&replayed, f->dst, y);
+                clones[k] = vkl_graph_node_at(g, vkl_graph_node_count(g) - 1);
+            }
+            replayed_segment = n->segment;
+        }
+        vkl_node *rule = n->segment ? clones[i] : n;
         vkl_tensor *dy = tmap_get(&grad, n->dst);
         if (!dy) continue;
         int need[VKL_NODE_MAX_SRC] = {0};
@@ -109,7 +140,7 @@ int vkl_graph_backward(vkl_graph *g, vkl_tensor *loss, vkl_tensor *seed, vkl_ten
             vkl_fail(e, "op %s (computing %s) has no gradient rule, but a gradient is needed through it", n->op, d);
             goto done;
         }
-        if (n->backward(g, n, dy, need, dsrc) || vkl_graph_failed(g)) {
+        if (rule->backward(g, rule, dy, need, dsrc) || vkl_graph_failed(g)) {
             vkl_fail(e, "backward of op %s: %s", n->op, vkl_graph_error(g));
             goto done;
         }
@@ -132,6 +163,8 @@ int vkl_graph_backward(vkl_graph *g, vkl_tensor *loss, vkl_tensor *seed, vkl_ten
     rc = 0;
 done:
     free(active);
+    free(clones);
+    tmap_free(&replayed);
     tmap_free(&needs);
     tmap_free(&grad);
     return rc;

@@ -35,6 +35,7 @@ struct vkl_graph {
     VkQueryPool qpool;
     uint64_t *stamps;
     double last_ms;
+    int cur_segment, nsegments;
 };
 
 vkl_graph *vkl_graph_new(vkl_ctx *c)
@@ -207,6 +208,38 @@ vkl_tensor *vkl_permute(vkl_graph *g, vkl_tensor *t, const int *perm)
     return g->failed ? NULL : v;
 }
 
+void vkl_graph_segment_begin(vkl_graph *g)
+{
+    if (g->cur_segment) vkl_graph_set_error(g, "checkpoint segments do not nest");
+    g->cur_segment = ++g->nsegments;
+}
+
+void vkl_graph_segment_end(vkl_graph *g) { g->cur_segment = 0; }
+
+int vkl_graph_in_segment(const vkl_graph *g) { return g->cur_segment; }
+
+/* Re-appends node n (of a checkpoint segment) with its inputs replaced by
+ * src; returns the new output tensor. Views are re-made on the new input. */
+vkl_tensor *vkl_graph_replay_node(vkl_graph *g, const vkl_node *n, vkl_tensor *const *src)
+{
+    if (g->failed) return NULL;
+    if (n->emit == emit_view) {
+        const view_params *vp = (const view_params *)n->params.bytes;
+        const vkl_tensor *d = n->dst;
+        if (vp->kind == 0) return vkl_reshape(g, src[0], d->ndim, d->shape);
+        if (vp->kind == 1) return vkl_permute(g, src[0], vp->perm);
+        /* strided view: same element offset relative to the source */
+        int64_t off = (int64_t)((d->offset - (n->src[0]->view_of ? n->src[0]->offset : 0)) / vkl_dtype_size(d->dtype));
+        return vkl_view(g, src[0], d->ndim, d->shape, d->stride, off);
+    }
+    if (!n->dst->graph) return vkl_graph_set_error(g, "op %s writes a persistent tensor and cannot be recomputed", n->op);
+    vkl_tensor *y = vkl_graph_tensor(g, n->dst->dtype, n->dst->ndim, n->dst->shape);
+    vkl_node *c = vkl_graph_add_node(g, n->op, y, src, n->nsrc, n->emit, n->params.bytes, sizeof n->params);
+    if (!c) return NULL;
+    c->backward = n->backward;
+    return y;
+}
+
 vkl_tensor *vkl_view(vkl_graph *g, vkl_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
                      int64_t offset)
 {
@@ -271,6 +304,7 @@ vkl_node *vkl_graph_add_node(vkl_graph *g, const char *op, vkl_tensor *dst, vkl_
     n->emit = emit;
     if (params_size) memcpy(n->params.bytes, params, params_size);
     n->index = g->nnodes;
+    n->segment = g->cur_segment;
     g->nodes[g->nnodes++] = n;
     if (dst->graph == g && !dst->producer && !dst->view_of) dst->producer = n;
     return n;

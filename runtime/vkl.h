@@ -169,6 +169,13 @@ double vkl_graph_last_gpu_ms(const vkl_graph *g);
 int vkl_graph_backward(vkl_graph *g, vkl_tensor *loss, vkl_tensor *seed, vkl_tensor *const *wrt, int nwrt,
                        vkl_tensor **grads, vkl_err *e);
 
+/* Gradient checkpointing: ops appended between begin and end form a segment
+ * whose activations are not kept for the backward pass; vkl_graph_backward
+ * recomputes the segment from its inputs just before differentiating it.
+ * Segments do not nest. */
+void vkl_graph_segment_begin(vkl_graph *g);
+void vkl_graph_segment_end(vkl_graph *g);
+
 /* A graph-owned tensor with no data yet (used by ops for their outputs). */
 vkl_tensor *vkl_graph_tensor(vkl_graph *g, vkl_dtype dt, int ndim, const int64_t *shape);
 /* A view of t with another shape (t must be contiguous) / a strided view. */

@@ -120,6 +120,7 @@ struct vkl_node {
     union { uint8_t bytes[VKL_PARAMS_BYTES]; double align_; int64_t i64[VKL_PARAMS_BYTES / 8]; } params;
     int first_dispatch, ndispatch;
     int index;
+    int segment; /* gradient-checkpoint segment (0: none) */
 };
 
 /* A storage-buffer binding: a window of at most maxStorageBufferRange bytes. */
@@ -130,6 +131,8 @@ typedef struct vkl_bind {
 } vkl_bind;
 
 vkl_node *vkl_graph_node_at(vkl_graph *g, int i);
+int vkl_graph_in_segment(const vkl_graph *g);
+vkl_tensor *vkl_graph_replay_node(vkl_graph *g, const vkl_node *n, vkl_tensor *const *src);
 int vkl_graph_tensor_count(const vkl_graph *g);
 /* Appends a node producing dst from src[0..nsrc-1]; params copied. */
 vkl_node *vkl_graph_add_node(vkl_graph *g, const char *op, vkl_tensor *dst, vkl_tensor *const *src,

@@ -1,10 +1,23 @@
 #include "sd/clip_text.h"
 
+#include "lora/lora_apply.h"
 #include "ops.h"
 
 #include <math.h>
 
 #define W(...) vkl_weights_need(m->w, g, __VA_ARGS__)
+
+/* The linear layer named prefix + name (weights name.weight / name.bias), with
+ * adapters when the model has some for it. */
+static vkl_tensor *proj(vkl_graph *g, const vkl_clip_text *m, vkl_tensor *x, const char *fmt, int i)
+{
+    char name[256], full[300];
+    snprintf(name, sizeof name, fmt, i);
+    snprintf(full, sizeof full, "%s%s", m->prefix, name);
+    vkl_tensor *w = vkl_weights_need(m->w, g, "%s.weight", full), *b = vkl_weights_need(m->w, g, "%s.bias", full);
+    if (!w || !b) return NULL;
+    return vkl_lora_linear(g, m->lora, full, x, w, b);
+}
 
 /* x [B, L, D] -> [B, H, L, D/H] view */
 static vkl_tensor *heads_view(vkl_graph *g, vkl_tensor *x, int64_t B, int64_t L, int64_t H, int64_t Dh)
@@ -17,14 +30,10 @@ static vkl_tensor *heads_view(vkl_graph *g, vkl_tensor *x, int64_t B, int64_t L,
 static vkl_tensor *self_attention(vkl_graph *g, const vkl_clip_text *m, int layer, vkl_tensor *x, int64_t B,
                                   int64_t L)
 {
-    const char *p = m->prefix;
     int64_t D = m->cfg->hidden, H = m->cfg->heads, Dh = D / H;
-    vkl_tensor *q = vkl_linear(g, x, W("%stext_model.encoder.layers.%d.self_attn.q_proj.weight", p, layer),
-                               W("%stext_model.encoder.layers.%d.self_attn.q_proj.bias", p, layer));
-    vkl_tensor *k = vkl_linear(g, x, W("%stext_model.encoder.layers.%d.self_attn.k_proj.weight", p, layer),
-                               W("%stext_model.encoder.layers.%d.self_attn.k_proj.bias", p, layer));
-    vkl_tensor *v = vkl_linear(g, x, W("%stext_model.encoder.layers.%d.self_attn.v_proj.weight", p, layer),
-                               W("%stext_model.encoder.layers.%d.self_attn.v_proj.bias", p, layer));
+    vkl_tensor *q = proj(g, m, x, "text_model.encoder.layers.%d.self_attn.q_proj", layer);
+    vkl_tensor *k = proj(g, m, x, "text_model.encoder.layers.%d.self_attn.k_proj", layer);
+    vkl_tensor *v = proj(g, m, x, "text_model.encoder.layers.%d.self_attn.v_proj", layer);
     if (!q || !k || !v) return NULL;
     vkl_tensor *o = vkl_attention(g, heads_view(g, q, B, L, H, Dh), heads_view(g, k, B, L, H, Dh),
                                   heads_view(g, v, B, L, H, Dh), 1.0f / sqrtf((float)Dh), 1);
@@ -32,8 +41,7 @@ static vkl_tensor *self_attention(vkl_graph *g, const vkl_clip_text *m, int laye
     int perm[4] = {0, 2, 1, 3};
     int64_t s3[3] = {B, L, D};
     vkl_tensor *tok = vkl_reshape(g, vkl_contiguous(g, vkl_permute(g, o, perm)), 3, s3);
-    return vkl_linear(g, tok, W("%stext_model.encoder.layers.%d.self_attn.out_proj.weight", p, layer),
-                      W("%stext_model.encoder.layers.%d.self_attn.out_proj.bias", p, layer));
+    return proj(g, m, tok, "text_model.encoder.layers.%d.self_attn.out_proj", layer);
 }
 
 vkl_tensor *vkl_clip_text_forward(vkl_graph *g, const vkl_clip_text *m, vkl_tensor *ids, int skip, int final_norm,
@@ -65,11 +73,9 @@ vkl_tensor *vkl_clip_text_forward(vkl_graph *g, const vkl_clip_text *m, vkl_tens
         x = vkl_add(g, x, self_attention(g, m, i, h, B, L));
         h = vkl_layer_norm(g, x, W("%stext_model.encoder.layers.%d.layer_norm2.weight", p, i),
                            W("%stext_model.encoder.layers.%d.layer_norm2.bias", p, i), c->layer_norm_eps);
-        h = vkl_linear(g, h, W("%stext_model.encoder.layers.%d.mlp.fc1.weight", p, i),
-                       W("%stext_model.encoder.layers.%d.mlp.fc1.bias", p, i));
+        h = proj(g, m, h, "text_model.encoder.layers.%d.mlp.fc1", i);
         h = c->act == VKL_SD_ACT_QUICK_GELU ? vkl_quick_gelu(g, h) : vkl_gelu(g, h);
-        h = vkl_linear(g, h, W("%stext_model.encoder.layers.%d.mlp.fc2.weight", p, i),
-                       W("%stext_model.encoder.layers.%d.mlp.fc2.bias", p, i));
+        h = proj(g, m, h, "text_model.encoder.layers.%d.mlp.fc2", i);
         x = vkl_add(g, x, h);
         if (layer_out) layer_out[i] = x;
     }

@@ -12,6 +12,7 @@ typedef struct vkl_clip_text {
     const vkl_sd_text_config *cfg;
     const vkl_weights *w;
     char prefix[32]; /* "text_encoder." or "text_encoder_2." */
+    const struct vkl_lora_set *lora; /* adapters applied at run time, or NULL */
 } vkl_clip_text;
 
 /* ids: i32 [B, L] (L <= max_positions). skip: how many final layers to skip

@@ -1,5 +1,6 @@
 #include "sd/sd_blocks.h"
 
+#include "lora/lora_apply.h"
 #include "ops.h"
 
 #include <math.h>
@@ -31,7 +32,7 @@ vkl_tensor *vkl_sd_linear(vkl_sd_net *n, vkl_tensor *x, const char *prefix)
     char bn[256];
     snprintf(bn, sizeof bn, "%s.bias", prefix);
     if (!w) return NULL;
-    return vkl_linear(n->g, x, w, vkl_weights_find(n->w, bn));
+    return vkl_lora_linear(n->g, n->lora, prefix, x, w, vkl_weights_find(n->w, bn));
 }
 
 vkl_tensor *vkl_sd_conv_ex(vkl_sd_net *n, vkl_tensor *x, const char *prefix, const vkl_conv2d_params *p)
@@ -40,6 +41,9 @@ vkl_tensor *vkl_sd_conv_ex(vkl_sd_net *n, vkl_tensor *x, const char *prefix, con
     char bn[256];
     snprintf(bn, sizeof bn, "%s.bias", prefix);
     if (!w) return NULL;
+    const vkl_lora_slot *slot = vkl_lora_set_find(n->lora, prefix);
+    if (slot)
+        return vkl_conv2d_lora(n->g, x, w, vkl_weights_find(n->w, bn), p, slot->a_cat, slot->b_cat, slot->rank_scale);
     return vkl_conv2d_ex(n->g, x, w, vkl_weights_find(n->w, bn), p);
 }
 
@@ -56,7 +60,7 @@ vkl_tensor *vkl_sd_proj_tokens(vkl_sd_net *n, vkl_tensor *x, const char *prefix)
     snprintf(bn, sizeof bn, "%s.bias", prefix);
     if (!w) return NULL;
     if (w->ndim == 4) w = vkl_reshape(n->g, w, 2, (int64_t[]){w->shape[0], w->shape[1] * w->shape[2] * w->shape[3]});
-    return vkl_linear(n->g, x, w, vkl_weights_find(n->w, bn));
+    return vkl_lora_linear(n->g, n->lora, prefix, x, w, vkl_weights_find(n->w, bn));
 }
 
 vkl_tensor *vkl_sd_group_norm(vkl_sd_net *n, vkl_tensor *x, const char *prefix, int groups, float eps, int silu)

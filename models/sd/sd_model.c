@@ -55,8 +55,8 @@ int vkl_sd_model_load(vkl_ctx *c, const char *path, const vkl_sd_model_opts *o, 
         /* the VAE decoder runs in fp32: fp16 decoding of SD 1.x overflows */
         vkl_sd_load_weights(c, m->src, "vae.", VKL_F32, m->w, e))
         goto fail;
-    m->te = (vkl_clip_text){&m->cfg->te[0], m->w, "text_encoder."};
-    m->unet = (vkl_unet){&m->cfg->unet, m->w, NULL};
+    m->te = (vkl_clip_text){&m->cfg->te[0], m->w, "text_encoder.", NULL};
+    m->unet = (vkl_unet){&m->cfg->unet, m->w, NULL, 0};
     m->vae = (vkl_vae){&m->cfg->vae, m->w};
     *out = m;
     return 0;

@@ -2,6 +2,11 @@
 
 #include <stdio.h>
 
+/* Training with checkpointing: each block's activations are recomputed in the
+ * backward pass instead of kept. */
+#define SEG_BEGIN() do { if (m->checkpoint) vkl_graph_segment_begin(g); } while (0)
+#define SEG_END() do { if (m->checkpoint) vkl_graph_segment_end(g); } while (0)
+
 vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample, vkl_tensor *t, vkl_tensor *ctx,
                              vkl_unet_taps *taps)
 {
@@ -33,11 +38,15 @@ vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample
     for (int i = 0; i < c->n_levels; i++) {
         for (int j = 0; j < c->layers_per_block; j++) {
             snprintf(p, sizeof p, "unet.down_blocks.%d.resnets.%d", i, j);
+            SEG_BEGIN();
             x = vkl_sd_resnet(&n, x, temb_silu, p, G, c->norm_eps);
+            SEG_END();
             if (c->down_attn[i]) {
                 snprintf(p, sizeof p, "unet.down_blocks.%d.attentions.%d", i, j);
+                SEG_BEGIN();
                 x = vkl_sd_spatial_transformer(&n, x, ctx, p, c->heads[i], c->transformer_layers[i], G,
                                                c->transformer_norm_eps, c->layer_norm_eps);
+                SEG_END();
             }
             if (nskip < 64) skips[nskip++] = x;
         }
@@ -49,11 +58,18 @@ vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample
         if (taps && i < 8) taps->down[i] = x;
     }
 
+    SEG_BEGIN();
     x = vkl_sd_resnet(&n, x, temb_silu, "unet.mid_block.resnets.0", G, c->norm_eps);
-    if (c->mid_attn)
+    SEG_END();
+    if (c->mid_attn) {
+        SEG_BEGIN();
         x = vkl_sd_spatial_transformer(&n, x, ctx, "unet.mid_block.attentions.0", c->mid_heads, c->mid_transformer_layers,
                                        G, c->transformer_norm_eps, c->layer_norm_eps);
+        SEG_END();
+    }
+    SEG_BEGIN();
     x = vkl_sd_resnet(&n, x, temb_silu, "unet.mid_block.resnets.1", G, c->norm_eps);
+    SEG_END();
     if (taps) taps->mid = x;
 
     for (int i = 0; i < c->n_levels; i++) {
@@ -62,11 +78,15 @@ vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample
             if (nskip <= 0) return vkl_graph_set_error(g, "unet: skip connections exhausted");
             x = vkl_concat(g, x, skips[--nskip], 1);
             snprintf(p, sizeof p, "unet.up_blocks.%d.resnets.%d", i, j);
+            SEG_BEGIN();
             x = vkl_sd_resnet(&n, x, temb_silu, p, G, c->norm_eps);
+            SEG_END();
             if (c->up_attn[i]) {
                 snprintf(p, sizeof p, "unet.up_blocks.%d.attentions.%d", i, j);
+                SEG_BEGIN();
                 x = vkl_sd_spatial_transformer(&n, x, ctx, p, c->heads[level], c->transformer_layers[level], G,
                                                c->transformer_norm_eps, c->layer_norm_eps);
+                SEG_END();
             }
         }
         if (i < c->n_levels - 1) {

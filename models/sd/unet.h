@@ -12,6 +12,7 @@ typedef struct vkl_unet {
     const vkl_sd_unet_config *cfg;
     const vkl_weights *w;       /* names "unet.*" */
     const vkl_lora_set *lora;
+    int checkpoint; /* training: each resnet / transformer block is a checkpoint segment */
 } vkl_unet;
 
 /* Optional per-module outputs (for debugging and reference tests). */

@@ -20,4 +20,46 @@ void vkl_ref_reduce_rows(int op, const float *x, int64_t rows, int64_t n, float 
 void vkl_ref_matmul(const float *a, const int64_t sa[4], const float *b, const int64_t sb[4], const float *bias,
                     float *c, int64_t nb0, int64_t nb1, int64_t M, int64_t N, int64_t K);
 
+/* ---- norm (ref_norm.c): x contiguous, double-precision statistics. */
+/* x [N, C, S] in `groups` groups; gamma/beta [C] or NULL; silu applied last. */
+void vkl_ref_group_norm(const float *x, int64_t N, int64_t C, int64_t S, int groups, double eps, const float *gamma,
+                        const float *beta, int silu, float *y);
+/* Rows of length D; gamma/beta [D] or NULL. */
+void vkl_ref_layer_norm(const float *x, int64_t rows, int64_t D, const float *gamma, const float *beta, double eps,
+                        float *y);
+void vkl_ref_rms_norm(const float *x, int64_t rows, int64_t D, const float *gamma, double eps, float *y);
+/* softmax(scale * x) over rows of length D. */
+void vkl_ref_softmax(const float *x, int64_t rows, int64_t D, double scale, float *y);
+
+/* ---- glue (ref_glue.c) */
+/* x [rows, 2F] contiguous -> y [rows, F] = x[:, :F] * gelu_erf(x[:, F:]). */
+void vkl_ref_geglu(const float *x, int64_t rows, int64_t F, float *y);
+/* y = silu(gate) * up, n elements. */
+void vkl_ref_swiglu(const float *gate, const float *up, int64_t n, float *y);
+
+/* ---- embeddings (ref_embed.c) */
+/* diffusers get_timestep_embedding, in float32 steps as torch computes it: t [N] -> y [N, dim]. */
+void vkl_ref_timestep_embedding(const float *t, int64_t N, int dim, int flip_sin_to_cos, float shift,
+                                float max_period, float *y);
+/* y [n, D] = rows of table [V, D] picked by ids; ids outside [0, V) give zeros. */
+void vkl_ref_embedding(const float *table, int64_t V, int64_t D, const int32_t *ids, int64_t n, float *y);
+/* inv_freq [D/2] as transformers computes it in float32: 1 / theta^(2k/D). */
+void vkl_ref_rope_inv_freq(int64_t D, float theta, float *inv_freq);
+/* Rotate-half RoPE on x [rows, L, D] contiguous with cos/sin tables [P, D]
+ * (row p for position p, as transformers' cat(freqs, freqs)); position of
+ * row l is pos0 + l. */
+void vkl_ref_rope_tables(const float *x, int64_t rows, int64_t L, int64_t D, int64_t pos0, const float *cos_t,
+                         const float *sin_t, float *y);
+/* Fills cos/sin tables [P, D] from inv_freq in float32 angles (pos * inv_freq
+ * rounded to float, as torch's matmul of float32 operands). */
+void vkl_ref_rope_make_tables(int64_t P, int64_t D, const float *inv_freq, float *cos_t, float *sin_t);
+/* ---- lora (ref_lora.c) */
+/* y [T, out] = x [T, in] . w^T + bias + sum_r rank_scale[r] (x . a_cat[r]) b_cat[:, r];
+ * w [out, in], a_cat [R, in], b_cat [out, R], all contiguous. */
+void vkl_ref_linear_lora(const float *x, int64_t T, int64_t in, const float *w, int64_t out, const float *bias,
+                         const float *a_cat, const float *b_cat, const float *rank_scale, int64_t R, float *y);
+/* delta [out, fan] = scale * up [out, r] . down [r, fan]. */
+void vkl_ref_lora_delta(const float *up, const float *down, int64_t out, int64_t r, int64_t fan, float scale,
+                        float *delta);
+
 #endif

@@ -296,6 +296,54 @@ static void missing_rule_is_reported(void **state)
     vkl_test_ctx_done(c);
 }
 
+/* The same deep chain with and without checkpoint segments: equal gradients,
+ * and the checkpointed plan holds fewer activations at once. */
+static uint64_t chain_grads(vkl_ctx *c, int checkpoint, float *gw_out)
+{
+    vkl_test_rng rng;
+    vkl_test_rng_seed(&rng, 31);
+    enum { T = 64, D = 48, LAYERS = 6 };
+    float x[T * D], w[LAYERS][D * D];
+    vkl_test_fill(&rng, x, T * D, -1, 1);
+    for (int l = 0; l < LAYERS; l++) vkl_test_fill(&rng, w[l], D * D, -0.2f, 0.2f);
+    vkl_tensor *X = up(c, 2, (int64_t[]){T, D}, x), *W[LAYERS];
+    for (int l = 0; l < LAYERS; l++) W[l] = up(c, 2, (int64_t[]){D, D}, w[l]);
+    vkl_graph *g = vkl_graph_new(c);
+    vkl_tensor *h = X;
+    for (int l = 0; l < LAYERS; l++) {
+        if (checkpoint) vkl_graph_segment_begin(g);
+        vkl_tensor *a = vkl_silu(g, vkl_linear(g, h, W[l], NULL));
+        h = vkl_add(g, h, vkl_gelu(g, vkl_scale(g, a, 0.5f)));
+        if (checkpoint) vkl_graph_segment_end(g);
+    }
+    vkl_tensor *l = vkl_sum_rows(g, vkl_reshape(g, vkl_mul(g, h, h), 2, (int64_t[]){1, T * D}));
+    vkl_tensor *gr[LAYERS];
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_graph_backward(g, l, NULL, W, LAYERS, gr, &e), 0);
+    vkl_graph_keep(g, gr[0]);
+    assert_int_equal(vkl_graph_plan(g, &e), 0);
+    assert_int_equal(vkl_graph_run(g, &e), 0);
+    down(c, gr[0], gw_out);
+    uint64_t arena = vkl_graph_arena_bytes(g);
+    vkl_graph_free(g);
+    vkl_tensor_free(X);
+    for (int i = 0; i < LAYERS; i++) vkl_tensor_free(W[i]);
+    return arena;
+}
+
+static void checkpoint_segments(void **state)
+{
+    (void)state;
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    float plain[48 * 48], ckpt[48 * 48];
+    uint64_t a0 = chain_grads(c, 0, plain), a1 = chain_grads(c, 1, ckpt);
+    vkl_test_assert_close("checkpointed gradient", ckpt, plain, 48 * 48, 1e-6f, 1e-5f);
+    print_message("activation arena: %llu bytes plain, %llu checkpointed\n", (unsigned long long)a0,
+                  (unsigned long long)a1);
+    assert_true(a1 < a0);
+    vkl_test_ctx_done(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -304,6 +352,7 @@ int main(void)
         cmocka_unit_test(matmul_view_grads),
         cmocka_unit_test(frozen_weights_get_nothing),
         cmocka_unit_test(missing_rule_is_reported),
+        cmocka_unit_test(checkpoint_segments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

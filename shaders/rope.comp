@@ -5,12 +5,14 @@
 // inv_freq_k = 1 / theta^(fl(2k / D)) in the float32 steps transformers uses;
 // theta^e is exp(e ln theta) with ln theta in two parts, and the angle is
 // reduced exactly (precise_math.glsl), so long contexts keep their accuracy.
-// One invocation per (row, k) pair. y f32, contiguous.
+// One invocation per (row, k) pair. y f32, contiguous. INVERSE rotates by
+// -angle: the backward (dx = R(-angle) dy).
 // CPU reference: runtime/ref/ref_embed.c. Op: runtime/ops/embed.c.
 #include "common.glsl"
 #include "precise_math.glsl"
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint XDT = 0;
+layout(constant_id = 1) const uint INVERSE = 0;   // rotate by -angle (the backward)
 DECLARE_INPUT(0, X)
 layout(binding = 1) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform P {
@@ -38,6 +40,7 @@ void main() {
     precise float angle = float(p.pos0 + int(l)) * inv_freq;
     float s, c;
     sincos_precise(angle, s, c);
+    if (INVERSE != 0u) s = -s;
     uint base = p.x_contig != 0u ? r * p.D : strided_offset(row, U4(p.rshape), U4(p.sx));
     float a = X_load(p.x_off + base + k * p.sd, XDT), b = X_load(p.x_off + base + (k + half_d) * p.sd, XDT);
     precise float ya = a * c - b * s;

@@ -1,7 +1,8 @@
 /* Embeddings: sinusoidal timestep embedding (diffusers), table lookup
  * (token embeddings) and rotary position embedding (LLaMA). Shaders:
  * timestep_embed.comp, embedding.comp, rope.comp. CPU reference:
- * runtime/ref/ref_embed.c. */
+ * runtime/ref/ref_embed.c. Backward: embedding_grad.comp (table), rope.comp
+ * with negated angles (input); the timestep embedding has none. */
 #include "op_util.h"
 
 #include <math.h>
@@ -55,6 +56,8 @@ static int emit_temb(vkl_graph *g, vkl_node *n, vkl_err *e)
     return vkl_emit_dispatch(g, "timestep_embed", spec, 1, bind, 2, &pc, sizeof pc, gx, gy, 1, e);
 }
 
+/* No backward rule: the input is the timestep, never trained; a loss that
+ * asks for a gradient through it gets autograd's "no gradient rule" error. */
 vkl_tensor *vkl_timestep_embedding(vkl_graph *g, vkl_tensor *t, int dim, int flip_sin_to_cos, float shift,
                                    float max_period)
 {
@@ -135,6 +138,68 @@ static int emit_embedding(vkl_graph *g, vkl_node *n, vkl_err *e)
     return 0;
 }
 
+/* ---- embedding backward: chains of equal ids (embedding_grad.comp) */
+
+static int emit_embedding_index(vkl_graph *g, vkl_node *n, vkl_err *e)
+{
+    vkl_tensor *ids = n->src[0], *idx = n->dst;
+    int64_t nid = vkl_tensor_nelem(ids), V = vkl_tensor_nelem(idx) - nid;
+    struct { uint32_t V, n, ids_off, idx_off; } pc = {(uint32_t)V, (uint32_t)nid, 0, 0};
+    vkl_bind b[2];
+    if (vkl_bind_span(g, ids, 0, nid, &b[0], &pc.ids_off, e) ||
+        vkl_bind_span(g, idx, 0, V + nid, &b[1], &pc.idx_off, e))
+        return -1;
+    uint32_t gx, gy;
+    vkl_op_grid(((uint64_t)(V + nid) + 63) / 64, &gx, &gy);
+    return vkl_emit_dispatch(g, "embedding_grad_index", NULL, 0, b, 2, &pc, sizeof pc, gx, gy, 1, e);
+}
+
+static int emit_embedding_grad(vkl_graph *g, vkl_node *n, vkl_err *e)
+{
+    vkl_ctx *c = vkl_graph_ctx(g);
+    vkl_tensor *idx = n->src[0], *dy = n->src[1], *dt = n->dst;
+    int64_t V = dt->shape[0], D = dt->shape[1];
+    int64_t per = rows_per_window(c, V, D, VKL_F32, 0);
+    if (per < 1) return vkl_fail(e, "an embedding row of %lld elements exceeds the storage binding limit", (long long)D);
+    vkl_bind b[3];
+    uint32_t idx_off, dy_off;
+    if (vkl_bind_span(g, idx, 0, vkl_tensor_nelem(idx), &b[0], &idx_off, e) ||
+        vkl_bind_span(g, dy, 0, vkl_tensor_nelem(dy), &b[1], &dy_off, e))
+        return -1;
+    for (int64_t r0 = 0; r0 < V; r0 += per) {
+        int64_t nr = V - r0 < per ? V - r0 : per;
+        struct { uint32_t V, D, nrows, row_first, idx_off, dy_off, dt_off; } pc = {
+            (uint32_t)V, (uint32_t)D, (uint32_t)nr, (uint32_t)r0, idx_off, dy_off, 0};
+        if (vkl_bind_span(g, dt, r0 * D, nr * D, &b[2], &pc.dt_off, e)) return -1;
+        uint32_t gx, gy;
+        vkl_op_grid(((uint64_t)(nr * D) + 255) / 256, &gx, &gy);
+        if (vkl_emit_dispatch(g, "embedding_grad", NULL, 0, b, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+    }
+    return 0;
+}
+
+/* d table: a scatter-add of dy's rows, as chains of equal ids summed in order
+ * (deterministic, no float atomics); built only for a trainable table. Ids
+ * get no gradient. */
+static int backward_embedding(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    if (!need[0]) return 0;
+    vkl_tensor *table = n->src[0], *ids = n->src[1];
+    if (dy->dtype != VKL_F32 || !vkl_tensor_is_contiguous(dy)) dy = vkl_scale(g, dy, 1.0f);
+    int64_t nid = vkl_tensor_nelem(ids), ishape[1] = {table->shape[0] + nid};
+    if (ishape[0] > INT32_MAX) {
+        vkl_graph_set_error(g, "embedding backward: %lld ids exceed i32 indexing", (long long)nid);
+        return -1;
+    }
+    vkl_tensor *idx = vkl_graph_tensor(g, VKL_I32, 1, ishape);
+    if (!dy || !idx || !vkl_graph_add_node(g, "embedding_grad_index", idx, &ids, 1, emit_embedding_index, NULL, 0))
+        return -1;
+    vkl_tensor *dt = vkl_graph_tensor(g, VKL_F32, 2, table->shape), *src[2] = {idx, dy};
+    if (!dt || !vkl_graph_add_node(g, "embedding_grad", dt, src, 2, emit_embedding_grad, NULL, 0)) return -1;
+    dsrc[0] = dt;
+    return 0;
+}
+
 vkl_tensor *vkl_embedding(vkl_graph *g, vkl_tensor *table, vkl_tensor *ids)
 {
     if (!table || !ids || vkl_graph_failed(g)) return NULL;
@@ -153,12 +218,16 @@ vkl_tensor *vkl_embedding(vkl_graph *g, vkl_tensor *table, vkl_tensor *ids)
     shape[ids->ndim] = table->shape[1];
     vkl_tensor *y = vkl_graph_tensor(g, VKL_F32, ids->ndim + 1, shape);
     vkl_tensor *src[2] = {table, ids};
-    return y && vkl_graph_add_node(g, "embedding", y, src, 2, emit_embedding, NULL, 0) ? y : NULL;
+    vkl_node *n = y ? vkl_graph_add_node(g, "embedding", y, src, 2, emit_embedding, NULL, 0) : NULL;
+    if (!n) return NULL;
+    n->backward = backward_embedding;
+    return y;
 }
 
 /* ---- rotary position embedding */
 
-typedef struct { int pos0; float theta; } rope_params;
+/* inverse: rotation by the negative angle (the backward: the rotation is orthogonal) */
+typedef struct { int pos0; float theta; int inverse; } rope_params;
 
 static int emit_rope(vkl_graph *g, vkl_node *n, vkl_err *e)
 {
@@ -172,7 +241,7 @@ static int emit_rope(vkl_graph *g, vkl_node *n, vkl_err *e)
     int64_t per = rows_per_window(c, rows, D, x->dtype, contiguous);
     if (per < 1) return vkl_fail(e, "a row of %lld elements exceeds the storage binding limit", (long long)D);
     double ln_theta = log((double)rp->theta);
-    uint32_t spec[1] = {(uint32_t)x->dtype};
+    uint32_t spec[2] = {(uint32_t)x->dtype, (uint32_t)rp->inverse};
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
         struct {
@@ -202,8 +271,23 @@ static int emit_rope(vkl_graph *g, vkl_node *n, vkl_err *e)
             return -1;
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)(nr * (D / 2)) + 63) / 64, &gx, &gy);
-        if (vkl_emit_dispatch(g, "rope", spec, 1, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, "rope", spec, 2, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
+    return 0;
+}
+
+/* dx = the rotation of dy by the negative angles (dy of any strides); the
+ * inverse node's own backward is the forward rotation. */
+static int backward_rope(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    if (!need[0]) return 0;
+    rope_params p = *(const rope_params *)n->params.bytes;
+    p.inverse = !p.inverse;
+    vkl_tensor *dx = vkl_graph_tensor(g, VKL_F32, dy->ndim, dy->shape);
+    vkl_node *b = dx ? vkl_graph_add_node(g, p.inverse ? "rope_grad" : "rope", dx, &dy, 1, emit_rope, &p, sizeof p) : NULL;
+    if (!b) return -1;
+    b->backward = backward_rope;
+    dsrc[0] = dx;
     return 0;
 }
 
@@ -221,6 +305,9 @@ vkl_tensor *vkl_rope(vkl_graph *g, vkl_tensor *x, int pos0, float theta)
     if (pos0 < 0 || (int64_t)pos0 + L > (1 << 17))
         return vkl_graph_set_error(g, "rope: positions %d..%lld must lie in [0, 2^17]", pos0, (long long)(pos0 + L));
     vkl_tensor *y = vkl_graph_tensor(g, VKL_F32, x->ndim, x->shape);
-    rope_params p = {pos0, theta};
-    return y && vkl_graph_add_node(g, "rope", y, &x, 1, emit_rope, &p, sizeof p) ? y : NULL;
+    rope_params p = {pos0, theta, 0};
+    vkl_node *n = y ? vkl_graph_add_node(g, "rope", y, &x, 1, emit_rope, &p, sizeof p) : NULL;
+    if (!n) return NULL;
+    n->backward = backward_rope;
+    return y;
 }

@@ -6,18 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Elements of one segment per statistics workgroup (64 invocations x 64). */
-#define SEG_CHUNK 4096
 /* Elements of one line per apply workgroup. Every workgroup first merges its
  * segment's chunk statistics; on lavapipe those loads cost as much as element
  * loads, so CPUs take longer blocks, GPUs more workgroups. */
-static int64_t seg_block(const vkl_ctx *c) { return vkl_ctx_caps(c)->type == VKL_DEV_CPU ? 4096 : 1024; }
+int64_t vkl_seg_block(const vkl_ctx *c) { return vkl_ctx_caps(c)->type == VKL_DEV_CPU ? 4096 : 1024; }
 
-typedef struct {
-    vkl_seg_desc d;
-    int64_t nchunk;
-    int has_gamma, has_beta;
-} seg_params;
+typedef vkl_seg_params seg_params;
 
 /* Segments per dispatch so that the windows of x (when contiguous), y and the
  * statistics each fit one storage binding. Windows start on the device's
@@ -114,7 +108,7 @@ static int emit_apply(vkl_graph *g, vkl_node *n, vkl_err *e)
     int64_t per;
     if (seg_window(g, x, sp, &per, e)) return -1;
     int64_t lines = d->edim[0], inner = d->edim[1] * d->edim[2];
-    int64_t block = seg_block(vkl_graph_ctx(g)), nblk = (inner + block - 1) / block;
+    int64_t block = vkl_seg_block(vkl_graph_ctx(g)), nblk = (inner + block - 1) / block;
     uint32_t spec[9] = {(uint32_t)d->mode, (uint32_t)x->dtype, gamma ? (uint32_t)gamma->dtype : 0,
                         beta ? (uint32_t)beta->dtype : 0, gamma != NULL, beta != NULL, (uint32_t)d->per_elem,
                         (uint32_t)d->silu, (uint32_t)block};
@@ -185,7 +179,10 @@ vkl_tensor *vkl_seg_norm(vkl_graph *g, const char *name, vkl_tensor *x, vkl_tens
     int nsrc = 2;
     if (gamma) src[nsrc++] = gamma;
     if (beta) src[nsrc++] = beta;
-    return y && vkl_graph_add_node(g, name, y, src, nsrc, emit_apply, &sp, sizeof sp) ? y : NULL;
+    vkl_node *n = y ? vkl_graph_add_node(g, name, y, src, nsrc, emit_apply, &sp, sizeof sp) : NULL;
+    if (!n) return NULL;
+    n->backward = vkl_seg_norm_backward;
+    return y;
 }
 
 void vkl_seg_rows_desc(const vkl_tensor *x, vkl_seg_mode mode, float fparam, vkl_seg_desc *d)

@@ -26,6 +26,23 @@ typedef struct vkl_seg_desc {
     int silu;
 } vkl_seg_desc;
 
+/* Elements of one segment per statistics workgroup (64 invocations x 64). */
+#define SEG_CHUNK 4096
+
+/* Parameters of the statistics and apply nodes (and of the backward nodes). */
+typedef struct vkl_seg_params {
+    vkl_seg_desc d;
+    int64_t nchunk;
+    int has_gamma, has_beta;
+} vkl_seg_params;
+
+/* Elements of one line per apply workgroup on this device. */
+int64_t vkl_seg_block(const vkl_ctx *c);
+
+/* Backward rule of the apply node (segnorm_grad.c): src = {x, stats, [gamma],
+ * [beta]}; the statistics get no gradient (dx accounts for them). */
+int vkl_seg_norm_backward(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc);
+
 /* Appends the two nodes; gamma/beta may be NULL (not for softmax). */
 vkl_tensor *vkl_seg_norm(vkl_graph *g, const char *name, vkl_tensor *x, vkl_tensor *gamma, vkl_tensor *beta,
                          const vkl_seg_desc *d);

@@ -65,3 +65,30 @@ void vkl_ref_rope_tables(const float *x, int64_t rows, int64_t L, int64_t D, int
             }
         }
 }
+
+/* ---- double precision (gradient tests) */
+
+void vkl_ref_rope_f64(const double *x, int64_t rows, int64_t L, int64_t D, int64_t pos0, double theta, int inverse,
+                      double *y)
+{
+    int64_t h = D / 2;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t l = 0; l < L; l++) {
+            const double *xr = x + (r * L + l) * D;
+            double *yr = y + (r * L + l) * D;
+            for (int64_t k = 0; k < h; k++) {
+                double angle = (double)(pos0 + l) * pow(theta, -2.0 * (double)k / (double)D);
+                double c = cos(angle), s = inverse ? -sin(angle) : sin(angle);
+                yr[k] = xr[k] * c - xr[k + h] * s;
+                yr[k + h] = xr[k + h] * c + xr[k] * s;
+            }
+        }
+}
+
+void vkl_ref_embedding_backward(const int32_t *ids, int64_t n, int64_t V, int64_t D, const double *dy, double *dtable)
+{
+    for (int64_t i = 0; i < V * D; i++) dtable[i] = 0;
+    for (int64_t r = 0; r < n; r++)
+        if (ids[r] >= 0 && ids[r] < V)
+            for (int64_t d = 0; d < D; d++) dtable[ids[r] * D + d] += dy[r * D + d];
+}

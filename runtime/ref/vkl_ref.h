@@ -62,4 +62,36 @@ void vkl_ref_linear_lora(const float *x, int64_t T, int64_t in, const float *w, 
 void vkl_ref_lora_delta(const float *up, const float *down, int64_t out, int64_t r, int64_t fan, float scale,
                         float *delta);
 
+/* ---- norm backward (ref_norm_grad.c): double in, double out, x contiguous.
+ * Forwards in double (for finite differences) and exact backwards: dx, and
+ * dgamma/dbeta (each may be NULL) summed over every use of the parameter. */
+void vkl_ref_group_norm_f64(const double *x, int64_t N, int64_t C, int64_t S, int groups, double eps,
+                            const double *gamma, const double *beta, int silu, double *y);
+void vkl_ref_group_norm_backward(const double *x, int64_t N, int64_t C, int64_t S, int groups, double eps,
+                                 const double *gamma, const double *beta, int silu, const double *dy, double *dx,
+                                 double *dgamma, double *dbeta);
+/* mode 0 layer norm (fparam eps, gamma, beta), 1 RMS norm (eps, gamma), 2
+ * softmax of fparam * x; rows of length D. */
+void vkl_ref_row_norm_f64(int mode, const double *x, int64_t rows, int64_t D, const double *gamma,
+                          const double *beta, double fparam, double *y);
+void vkl_ref_row_norm_backward(int mode, const double *x, int64_t rows, int64_t D, const double *gamma,
+                               const double *beta, double fparam, const double *dy, double *dx, double *dgamma,
+                               double *dbeta);
+
+/* ---- glue and embedding backward (ref_glue.c, ref_embed.c): double in, double out. */
+void vkl_ref_geglu_f64(const double *x, int64_t rows, int64_t F, double *y);
+/* dx [rows, 2F] from dy [rows, F]. */
+void vkl_ref_geglu_backward(const double *x, int64_t rows, int64_t F, const double *dy, double *dx);
+void vkl_ref_swiglu_f64(const double *gate, const double *up, int64_t n, double *y);
+/* dgate / dup may be NULL. */
+void vkl_ref_swiglu_backward(const double *gate, const double *up, int64_t n, const double *dy, double *dgate,
+                             double *dup);
+/* Rotate-half RoPE on x [rows, L, D] with angles (pos0 + l) * theta^(-2k/D) in
+ * double; inverse rotates by the negative angles, which is the backward (dx =
+ * vkl_ref_rope_f64(dy, ..., 1)). */
+void vkl_ref_rope_f64(const double *x, int64_t rows, int64_t L, int64_t D, int64_t pos0, double theta, int inverse,
+                      double *y);
+/* dtable [V, D] = scatter-add of dy [n, D] rows by ids (ids outside [0, V) ignored). */
+void vkl_ref_embedding_backward(const int32_t *ids, int64_t n, int64_t V, int64_t D, const double *dy, double *dtable);
+
 #endif

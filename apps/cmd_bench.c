@@ -1,5 +1,6 @@
 /* vklora bench OP ...: figures for the hot ops, never asserted on. */
 #include "app.h"
+#include "bench_conv2d.h"
 #include "bench_lora.h"
 #include "bench_norm.h"
 #include "ops.h"
@@ -120,12 +121,13 @@ done:
 int vkl_cmd_bench(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: vklora bench gemm|linear-lora|group-norm [options]\n");
+        fprintf(stderr, "usage: vklora bench gemm|linear-lora|group-norm|conv2d [options]\n");
         return 2;
     }
     if (!strcmp(argv[1], "gemm")) return bench_gemm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "linear-lora")) return vkl_bench_linear_lora(argc - 1, argv + 1);
     if (!strcmp(argv[1], "group-norm")) return vkl_bench_group_norm(argc - 1, argv + 1);
-    fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, linear-lora, group-norm)\n", argv[1]);
+    if (!strcmp(argv[1], "conv2d")) return vkl_bench_conv2d(argc - 1, argv + 1);
+    fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, linear-lora, group-norm, conv2d)\n", argv[1]);
     return 2;
 }

@@ -93,5 +93,20 @@ void vkl_ref_rope_f64(const double *x, int64_t rows, int64_t L, int64_t D, int64
                       double *y);
 /* dtable [V, D] = scatter-add of dy [n, D] rows by ids (ids outside [0, V) ignored). */
 void vkl_ref_embedding_backward(const int32_t *ids, int64_t n, int64_t V, int64_t D, const double *dy, double *dtable);
+/* ---- conv2d */
+/* y[n][o][oy][ox] = bias[o] + sum_{c,ky,kx} w[o][c][ky][kx] * x[n][c][oy*sh-pt+ky][ox*sw-pl+kx]
+ * (zero outside the image). x has shape xs = {N,C,H,W} and element strides xst;
+ * w is contiguous [O, C, kh, kw]; bias may be NULL; y contiguous [N, O, Ho, Wo]
+ * with Ho = (H+pt+pb-kh)/sh + 1, Wo likewise. */
+void vkl_ref_conv2d(const float *x, const int64_t xs[4], const int64_t xst[4], const float *w, int64_t O, int64_t kh,
+                    int64_t kw, const float *bias, int sh, int sw, int pt, int pb, int pl, int pr, float *y);
+
+/* ---- layout ops (contiguous, upsample, concat) */
+/* Copies x (shape xs, element strides xst) into contiguous y. */
+void vkl_ref_contiguous(const float *x, const int64_t xs[4], const int64_t xst[4], float *y);
+/* y [N,C,2H,2W] = x [N,C,H,W] (contiguous) repeated 2x2. */
+void vkl_ref_upsample_nearest2x(const float *x, int64_t N, int64_t C, int64_t H, int64_t W, float *y);
+/* y = concat(a, b) along dim d of 4-D contiguous shapes as, bs (equal except at d). */
+void vkl_ref_concat(const float *a, const int64_t as[4], const float *b, const int64_t bs[4], int d, float *y);
 
 #endif

@@ -2,6 +2,7 @@
 #include "app.h"
 #include "bench_conv2d.h"
 #include "bench_lora.h"
+#include "bench_unet.h"
 #include "bench_norm.h"
 #include "ops.h"
 #include "vkl.h"
@@ -125,6 +126,7 @@ int vkl_cmd_bench(int argc, char **argv)
         return 2;
     }
     if (!strcmp(argv[1], "gemm")) return bench_gemm(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "unet")) return vkl_bench_unet(argc - 1, argv + 1);
     if (!strcmp(argv[1], "linear-lora")) return vkl_bench_linear_lora(argc - 1, argv + 1);
     if (!strcmp(argv[1], "group-norm")) return vkl_bench_group_norm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "conv2d")) return vkl_bench_conv2d(argc - 1, argv + 1);

@@ -122,7 +122,7 @@ done:
 int vkl_cmd_bench(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: vklora bench gemm|linear-lora|group-norm|conv2d [options]\n");
+        fprintf(stderr, "usage: vklora bench gemm|unet|conv2d|linear-lora|group-norm [options]\n");
         return 2;
     }
     if (!strcmp(argv[1], "gemm")) return bench_gemm(argc - 1, argv + 1);
@@ -130,6 +130,6 @@ int vkl_cmd_bench(int argc, char **argv)
     if (!strcmp(argv[1], "linear-lora")) return vkl_bench_linear_lora(argc - 1, argv + 1);
     if (!strcmp(argv[1], "group-norm")) return vkl_bench_group_norm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "conv2d")) return vkl_bench_conv2d(argc - 1, argv + 1);
-    fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, linear-lora, group-norm, conv2d)\n", argv[1]);
+    fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, unet, conv2d, linear-lora, group-norm)\n", argv[1]);
     return 2;
 }

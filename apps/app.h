@@ -15,5 +15,6 @@ int vkl_cmd_train(int argc, char **argv);
 int vkl_cmd_init_model(int argc, char **argv);
 int vkl_cmd_convert(int argc, char **argv);
 int vkl_cmd_merge(int argc, char **argv);
+int vkl_cmd_lm(int argc, char **argv);
 
 #endif

@@ -148,4 +148,22 @@ vkl_tensor *vkl_mse_loss(vkl_graph *g, vkl_tensor *pred, vkl_tensor *target, vkl
 /* The tile shape the matmul uses on this device (for benchmarks/tests). */
 void vkl_matmul_tile(const vkl_ctx *c, uint32_t *wg, uint32_t *tm, uint32_t *tn);
 
+
+/* ---- copy into persistent memory (runtime/ops/copy.c) ----
+ * Copies src (any strides, f32/f16/bf16) into dst, a contiguous f32 view of a
+ * persistent tensor (e.g. one position of a KV cache), as a node of g: later
+ * nodes of g see the new values. Returns dst. To autograd the copy is a
+ * detach: what later nodes read from dst is a constant. */
+vkl_tensor *vkl_copy_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst);
+
+
+/* ---- cross-entropy (runtime/ops/cross_entropy.c) ----
+ * Mean over valid rows of logsumexp(x_r) - x_r[t_r] for logits [..., V] (rows
+ * = the leading dims) and i32 targets with one entry per row. A row is valid
+ * when its target lies in [0, V) and is not ignore_index (e.g. -100); with no
+ * valid row the result is 0/0 = NaN, as in torch. Returns [1, 1]. Backward:
+ * d logits = dy / #valid * (softmax - one-hot) on valid rows, 0 elsewhere.
+ * Causal-LM shifting (logits[:, t] predicts labels[:, t+1]) is the caller's. */
+vkl_tensor *vkl_cross_entropy(vkl_graph *g, vkl_tensor *logits, vkl_tensor *targets, int ignore_index);
+
 #endif

@@ -109,4 +109,15 @@ void vkl_ref_upsample_nearest2x(const float *x, int64_t N, int64_t C, int64_t H,
 /* y = concat(a, b) along dim d of 4-D contiguous shapes as, bs (equal except at d). */
 void vkl_ref_concat(const float *a, const int64_t as[4], const float *b, const int64_t bs[4], int d, float *y);
 
+
+/* ---- cross_entropy (ref_cross_entropy.c): x [rows, V] contiguous, one i32
+ * target per row; rows whose target is outside [0, V) or equals ignore_index
+ * are skipped. Returns the mean loss over valid rows; row_loss (may be NULL)
+ * gets each row's loss (0 when skipped). */
+double vkl_ref_cross_entropy(const float *x, int64_t rows, int64_t V, const int32_t *t, int ignore_index,
+                             float *row_loss);
+/* dx of (dy * mean loss). */
+void vkl_ref_cross_entropy_backward(const float *x, int64_t rows, int64_t V, const int32_t *t, int ignore_index,
+                                    double dy, float *dx);
+
 #endif

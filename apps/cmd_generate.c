@@ -1,5 +1,7 @@
 /* vklora generate: txt2img and img2img with a Stable Diffusion checkpoint. */
 #include "app.h"
+#include "gen_lora.h"
+#include "grid.h"
 #include "progress.h"
 
 #include "io/image.h"
@@ -34,9 +36,16 @@ static const char *usage_text =
     "  --init-noise FILE      initial noise from tensor 'latents' (and 'step_noise') of a .safetensors\n"
     "  --save-latents FILE    write the final latents (tensor 'latents') to a .safetensors\n"
     "  -o, --output FILE      output PNG (numbered for batches: out.png, out-1.png, ...)\n"
+    "  --lora FILE[:W[:W_TE]] apply an adapter (repeatable; W for the UNet, W_TE for the text encoder)\n"
+    "  --lora-dir DIR         where <lora:NAME:W> in the prompt finds NAME.safetensors\n"
+    "  --merge-lora           fold the adapters into the weights (fastest steps) instead of run-time\n"
+    "  --lora-sweep FILE:W1,W2,...  render the same seed at each weight of FILE into one labelled grid\n"
     "  --quiet                no progress output\n";
 
 typedef struct gen_args {
+    const char *loras[VKL_GEN_MAX_LORAS];
+    int nloras, merge_lora;
+    const char *lora_dir, *sweep;
     const char *model, *prompt, *negative, *sampler, *schedule, *convention, *init_image, *tokenizer, *init_noise,
         *save_latents, *output, *weights;
     int steps, width, height, batch, clip_skip, quiet, have_seed;
@@ -81,6 +90,10 @@ static int parse_args(int argc, char **argv, gen_args *a)
             a->quiet = 1;
             continue;
         }
+        if (!strcmp(k, "--merge-lora")) {
+            a->merge_lora = 1;
+            continue;
+        }
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
             fputs(usage_text, stdout);
             exit(0);
@@ -102,6 +115,15 @@ static int parse_args(int argc, char **argv, gen_args *a)
         else if (!strcmp(k, "--init-noise")) a->init_noise = v;
         else if (!strcmp(k, "--save-latents")) a->save_latents = v;
         else if (!strcmp(k, "--weights")) a->weights = v;
+        else if (!strcmp(k, "--lora-dir")) a->lora_dir = v;
+        else if (!strcmp(k, "--lora-sweep")) a->sweep = v;
+        else if (!strcmp(k, "--lora")) {
+            if (a->nloras == VKL_GEN_MAX_LORAS) {
+                fprintf(stderr, "vklora generate: at most %d --lora options\n", VKL_GEN_MAX_LORAS);
+                return -1;
+            }
+            a->loras[a->nloras++] = v;
+        }
         else if (!strcmp(k, "-o") || !strcmp(k, "--output")) a->output = v;
         else if (!strcmp(k, "--steps")) bad = parse_int(v, 1, 1000, &a->steps);
         else if (!strcmp(k, "--width")) bad = parse_int(v, 8, 16384, &a->width);
@@ -186,6 +208,71 @@ static float *read_noise(const char *path, const char *name, size_t want, int re
     return x;
 }
 
+/* Image b of a [batch, 3, H, W] result in [-1, 1] as 8-bit RGB. */
+static int to_u8(const float *images, int b, int w, int h, vkl_image *im, vkl_err *e)
+{
+    if (vkl_image_alloc(im, w, h, 3, VKL_PIX_U8, e)) return -1;
+    size_t hw = (size_t)w * h;
+    const float *src = images + (size_t)b * 3 * hw;
+    uint8_t *px = vkl_image_u8(im);
+    for (size_t i = 0; i < hw; i++)
+        for (int ch = 0; ch < 3; ch++) {
+            float v = src[ch * hw + i] * 0.5f + 0.5f;
+            v = v < 0 ? 0 : v > 1 ? 1 : v;
+            px[i * 3 + ch] = (uint8_t)(v * 255.0f + 0.5f);
+        }
+    return 0;
+}
+
+/* --lora-sweep FILE:W1,W2,...: one image per weight, same seed, one grid. The
+ * model is loaded once; only the adapter's per-rank scales change between images. */
+static int sweep(vkl_sd_model *m, vkl_gen_lora *gl, int idx, const char *weights, vkl_gen_opts *o, const char *out,
+                 int quiet, vkl_err *e)
+{
+    float w[64];
+    const char *lab[64];
+    char labbuf[64][32];
+    int n = 0;
+    for (const char *p = weights; *p && n < 64;) {
+        char *end;
+        w[n] = strtof(p, &end);
+        if (end == p) return vkl_fail(e, "--lora-sweep: '%s' is not a list of weights", weights);
+        snprintf(labbuf[n], sizeof labbuf[n], "%g", w[n]);
+        lab[n] = labbuf[n];
+        n++;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return vkl_fail(e, "--lora-sweep: '%s' is not a list of weights", weights);
+    }
+    vkl_image imgs[64];
+    int made = 0, rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        double t0 = vkl_progress_now();
+        rc = vkl_gen_lora_set_weight(gl, idx, w[i], w[i], e);
+        double sw = vkl_progress_now() - t0;
+        vkl_gen_result r;
+        if (!rc) rc = vkl_sd_generate(m, o, &r, e);
+        if (!rc) {
+            rc = to_u8(r.images, 0, r.width, r.height, &imgs[made], e);
+            if (!rc) made++;
+            if (!quiet)
+                fprintf(stderr, "weight %g: switched in %.4f s, sampled in %.2f s\n", w[i], sw, r.seconds_sampling);
+            vkl_gen_result_free(&r);
+        }
+    }
+    vkl_image grid;
+    if (!rc) rc = vkl_grid_row(imgs, lab, made, &grid, e);
+    for (int i = 0; i < made; i++) vkl_image_free(&imgs[i]);
+    if (rc) return -1;
+    char text[1024];
+    snprintf(text, sizeof text, "%s\nLoRA sweep: %s at %s, seed %llu", o->prompt, gl->name[idx], weights,
+             (unsigned long long)o->seed);
+    vkl_png_text t = {"parameters", text};
+    rc = vkl_png_write(out, &grid, &t, 1, e);
+    vkl_image_free(&grid);
+    if (!rc && !quiet) printf("wrote %s\n", out);
+    return rc;
+}
+
 int vkl_cmd_generate(int argc, char **argv)
 {
     gen_args a;
@@ -220,6 +307,9 @@ int vkl_cmd_generate(int argc, char **argv)
     vkl_gen_result r;
     memset(&r, 0, sizeof r);
     float *init_noise = NULL, *step_noise = NULL, *init_image = NULL;
+    char *clean_prompt = NULL;
+    vkl_gen_lora gl;
+    memset(&gl, 0, sizeof gl);
     int rc = 1;
     vkl_progress prog;
     if (vkl_ctx_create(NULL, &c, &e)) goto done;
@@ -239,6 +329,32 @@ int vkl_cmd_generate(int argc, char **argv)
     if (!a.quiet)
         fprintf(stderr, "loaded %s (%s) in %.1f s on %s\n", a.model, vkl_sd_family_name(m->cfg->family), load_s,
                 vkl_ctx_caps(c)->name);
+    if (!(clean_prompt = vkl_gen_lora_from_prompt(&gl, a.prompt, a.lora_dir, &e))) goto done;
+    o.prompt = clean_prompt;
+    for (int i = 0; i < a.nloras; i++)
+        if (vkl_gen_lora_add_spec(&gl, a.loras[i], &e)) goto done;
+    int sweep_idx = -1;
+    char sweep_file[2048] = "";
+    const char *sweep_weights = NULL;
+    if (a.sweep) {
+        snprintf(sweep_file, sizeof sweep_file, "%s", a.sweep);
+        char *colon = strrchr(sweep_file, ':');
+        if (!colon) {
+            vkl_fail(&e, "--lora-sweep takes FILE:W1,W2,...");
+            goto done;
+        }
+        *colon = 0;
+        sweep_weights = a.sweep + (colon - sweep_file) + 1;
+        sweep_idx = gl.n;
+        if (vkl_gen_lora_add_spec(&gl, sweep_file, &e)) goto done;
+    }
+    if (gl.n) {
+        t0 = vkl_progress_now();
+        if (vkl_gen_lora_apply(&gl, m, a.merge_lora && sweep_idx < 0, &e)) goto done;
+        if (!a.quiet)
+            fprintf(stderr, "%d adapter(s) %s in %.2f s\n", gl.n, gl.merged ? "merged" : "applied at run time",
+                    vkl_progress_now() - t0);
+    }
     int f = 1 << (m->cfg->vae.n_levels - 1);
     size_t n = (size_t)a.batch * m->cfg->unet.in_channels * (a.height / f) * (a.width / f);
     if (a.init_noise) {
@@ -273,6 +389,11 @@ int vkl_cmd_generate(int argc, char **argv)
     vkl_progress_begin(&prog, "sampling", a.init_image ? (int)(a.strength * a.steps + 0.5f) : a.steps, a.quiet);
     o.progress = progress_cb;
     o.progress_user = &prog;
+    if (sweep_idx >= 0) {
+        rc = sweep(m, &gl, sweep_idx, sweep_weights, &o, a.output, a.quiet, &e) ? 1 : 0;
+        vkl_progress_end(&prog);
+        goto done;
+    }
     if (vkl_sd_generate(m, &o, &r, &e)) {
         vkl_progress_end(&prog);
         goto done;
@@ -294,18 +415,9 @@ int vkl_cmd_generate(int argc, char **argv)
     if (dot && !strcasecmp(dot, ".safetensors")) *dot = 0;
     for (int b = 0; b < a.batch; b++) {
         vkl_image im;
-        if (vkl_image_alloc(&im, a.width, a.height, 3, VKL_PIX_U8, &e)) goto done;
-        size_t hw = (size_t)a.width * a.height;
-        const float *src = r.images + (size_t)b * 3 * hw;
-        uint8_t *px = vkl_image_u8(&im);
-        for (size_t i = 0; i < hw; i++)
-            for (int ch = 0; ch < 3; ch++) {
-                float v = src[ch * hw + i] * 0.5f + 0.5f;
-                v = v < 0 ? 0 : v > 1 ? 1 : v;
-                px[i * 3 + ch] = (uint8_t)(v * 255.0f + 0.5f);
-            }
+        if (to_u8(r.images, b, a.width, a.height, &im, &e)) goto done;
         vkl_gen_settings gs = {0};
-        gs.prompt = a.prompt;
+        gs.prompt = a.prompt; /* as given, <lora:...> included, as A1111 records it */
         gs.negative_prompt = a.negative;
         gs.steps = a.steps;
         gs.sampler = a1111_sampler_name(o.sampler.kind);
@@ -342,6 +454,8 @@ int vkl_cmd_generate(int argc, char **argv)
 done:
     if (rc) fprintf(stderr, "vklora generate: %s\n", e.msg);
     vkl_gen_result_free(&r);
+    vkl_gen_lora_free(&gl, m);
+    free(clean_prompt);
     free(init_noise);
     free(step_noise);
     free(init_image);

@@ -12,6 +12,9 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"generate", vkl_cmd_generate, "txt2img / img2img with a Stable Diffusion checkpoint (generate --help)"},
+    {"train", vkl_cmd_train, "train a style LoRA from an image folder (train --help)"},
+    {"init-model", vkl_cmd_init_model, "write a checkpoint with random weights: init-model --family sd1.5 --random -o FILE"},
     {"devices", vkl_cmd_devices, "list Vulkan devices with their limits and features (--json)"},
     {"bench", vkl_cmd_bench, "benchmarks: bench gemm --m M --n N --k K --dtype f32|f16"},
     {"info", vkl_cmd_info, "describe a .safetensors file or an image (--json)"},

@@ -514,3 +514,24 @@ done:
     free(noise);
     return rc;
 }
+
+/* img2img: the run starts at step `step` from latents noised to that step's
+ * level. k-diffusion and diffusers Euler keep latents as x0 + sigma * noise;
+ * diffusers DPM-Solver and DDIM keep variance-preserving latents
+ * sqrt(acp) x0 + sqrt(1 - acp) noise, with acp = 1 / (1 + sigma^2). */
+int vkl_sampler_start_from(vkl_sampler *s, int step, float *x, const float *latents, vkl_err *e)
+{
+    if (step < 0 || step >= s->sched.steps)
+        return vkl_fail(e, "img2img: cannot start at step %d of %d", step, s->sched.steps);
+    double sg = s->sched.sigmas[step];
+    int vp = !s->kdiff && (s->cfg.kind == VKL_SAMPLER_DDIM || s->cfg.kind == VKL_SAMPLER_DPMPP_2M);
+    if (vp) {
+        double a = 1.0 / (1.0 + sg * sg);
+        for (size_t j = 0; j < s->n; j++) x[j] = (float)(sqrt(a) * latents[j] + sqrt(1.0 - a) * x[j]);
+    } else {
+        for (size_t j = 0; j < s->n; j++) x[j] = (float)(latents[j] + sg * x[j]);
+    }
+    s->step = step;
+    s->have_old = 0;
+    return 0;
+}

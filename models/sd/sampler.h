@@ -65,6 +65,9 @@ int vkl_sampler_steps(const vkl_sampler *s);
 int vkl_sampler_step_index(const vkl_sampler *s); /* steps taken so far */
 int vkl_sampler_done(const vkl_sampler *s);
 
+/* img2img: x holds N(0,1) noise; it becomes `latents` noised to the level of
+ * step `step`, where the run then starts (earlier steps are skipped). */
+int vkl_sampler_start_from(vkl_sampler *s, int step, float *x, const float *latents, vkl_err *e);
 /* x: N(0,1) noise in, starting latents out (times sigmas[0] or init_noise_sigma). */
 void vkl_sampler_init_noise(const vkl_sampler *s, float *x);
 /* The current step's UNet input (scaled latents) into x_in, its timestep and

@@ -26,7 +26,6 @@ void vkl_sd_train_step_free(vkl_sd_train_step *s)
     vkl_tensor_free(s->text);
     vkl_tensor_free(s->target);
     vkl_tensor_free(s->weights);
-    vkl_adamw_free(s->opt);
     for (int i = 0; i < s->np; i++) free(s->names ? s->names[i] : NULL);
     free(s->names);
     free(s->params);
@@ -35,8 +34,21 @@ void vkl_sd_train_step_free(vkl_sd_train_step *s)
     free(s);
 }
 
+int vkl_sd_train_params(const vkl_lora_set *set, vkl_tensor ***params, int *n, vkl_err *e)
+{
+    int ns = vkl_lora_set_count(set);
+    *params = calloc((size_t)(2 * ns + 1), sizeof **params);
+    if (!*params) return vkl_fail(e, "out of host memory");
+    for (int i = 0; i < ns; i++) {
+        (*params)[2 * i] = vkl_lora_set_at(set, i)->a_cat;
+        (*params)[2 * i + 1] = vkl_lora_set_at(set, i)->b_cat;
+    }
+    *n = 2 * ns;
+    return 0;
+}
+
 int vkl_sd_train_step_new(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_shape *sh, int checkpoint,
-                          const vkl_adamw_opts *opt, const float *lr_mult, vkl_sd_train_step **out, vkl_err *e)
+                          vkl_adamw *opt, vkl_sd_train_step **out, vkl_err *e)
 {
     *out = NULL;
     const vkl_lora_set *set = unet->lora;
@@ -84,8 +96,8 @@ int vkl_sd_train_step_new(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_s
             goto fail;
         }
     if (opt) {
-        s->opt = vkl_adamw_new(c, s->params, s->np, lr_mult, opt, e);
-        if (!s->opt || vkl_adamw_append(s->opt, s->g, s->grads, e)) goto fail;
+        s->opt = opt;
+        if (vkl_adamw_append(s->opt, s->g, s->grads, e)) goto fail;
     } else {
         for (int i = 0; i < s->np; i++) vkl_graph_keep(s->g, s->grads[i]);
     }

@@ -18,12 +18,17 @@ typedef struct vkl_sd_train_shape {
     int tokens, context;                /* text states [batch, tokens, context] */
 } vkl_sd_train_shape;
 
+/* The trainable tensors of an adapter set, in the order the optimiser and
+ * the training step use: for each slot, down (a_cat) then up (b_cat). */
+int vkl_sd_train_params(const vkl_lora_set *set, vkl_tensor ***params, int *n, vkl_err *e);
+
 /* unet->lora must hold the trainable adapters (each slot's a_cat / b_cat are
  * the parameters). checkpoint: recompute UNet blocks in the backward pass.
- * opt NULL: gradients only (no update). lr_mult: per parameter (2 per slot:
- * down, up), NULL for 1. */
+ * opt: the optimiser over vkl_sd_train_params(unet->lora) (borrowed; one
+ * optimiser serves the steps of every latent shape), or NULL for gradients
+ * only (kept for reading). */
 int vkl_sd_train_step_new(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_shape *shape, int checkpoint,
-                          const vkl_adamw_opts *opt, const float *lr_mult, vkl_sd_train_step **out, vkl_err *e);
+                          vkl_adamw *opt, vkl_sd_train_step **out, vkl_err *e);
 void vkl_sd_train_step_free(vkl_sd_train_step *s);
 
 /* Runs one step. t: [batch] timesteps; weights: [batch] loss weights or NULL;

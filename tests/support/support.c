@@ -119,3 +119,11 @@ void vkl_test_rmtree(const char *path)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", path);
 }
+
+void vkl_test_require_shared(const char *rel)
+{
+    if (vkl_test_shared_exists(rel)) return;
+    /* the test script counts these lines to report skips loudly */
+    fprintf(stderr, "SKIPPED: reference data %s not found (set VKLORA_SHARED)\n", rel ? rel : "folder");
+    skip();
+}

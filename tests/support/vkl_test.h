@@ -19,14 +19,8 @@ const char *vkl_test_shared(void);
 const char *vkl_test_shared_path(const char *rel);
 /* Calls cmocka's skip() with a loud message when the shared folder (or the
  * file rel inside it, if rel is not NULL) is missing. */
-#define VKL_REQUIRE_SHARED(rel)                                                    \
-    do {                                                                           \
-        if (!vkl_test_shared_exists(rel)) {                                        \
-            fprintf(stderr, "SKIPPED: reference data %s not found (set VKLORA_SHARED)\n", \
-                    (rel) ? (rel) : "folder");                                     \
-            skip();                                                                \
-        }                                                                          \
-    } while (0)
+#define VKL_REQUIRE_SHARED(rel) vkl_test_require_shared(rel)
+void vkl_test_require_shared(const char *rel);
 int vkl_test_shared_exists(const char *rel);
 
 /* Deterministic random numbers (splitmix64), uniform in [lo, hi). */

@@ -1,0 +1,92 @@
+#include "bench_unet.h"
+
+#include "progress.h"
+#include "sd/sd_random.h"
+#include "sd/unet.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int vkl_bench_unet(int argc, char **argv)
+{
+    const char *family = "sd1.5";
+    int W = 256, H = 256, steps = 2, batch = 2;
+    vkl_dtype dt = VKL_F16;
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) goto usage;
+        i++;
+        if (!strcmp(k, "--family")) family = v;
+        else if (!strcmp(k, "--width")) W = atoi(v);
+        else if (!strcmp(k, "--height")) H = atoi(v);
+        else if (!strcmp(k, "--steps")) steps = atoi(v);
+        else if (!strcmp(k, "--batch")) batch = atoi(v);
+        else if (!strcmp(k, "--weights")) {
+            if (vkl_dtype_parse(v, &dt) || (dt != VKL_F16 && dt != VKL_F32)) goto usage;
+        } else goto usage;
+    }
+    if (W <= 0 || H <= 0 || W % 64 || H % 64 || steps < 1 || batch < 1) goto usage;
+    vkl_sd_config cfg;
+    vkl_err e = {{0}};
+    vkl_ctx *c = NULL;
+    vkl_weights *w = NULL;
+    vkl_graph *g = NULL;
+    vkl_tensor *x = NULL, *t = NULL, *ctx = NULL;
+    int rc = 1;
+    if (vkl_sd_config_preset(family, &cfg, &e) || vkl_ctx_create(NULL, &c, &e)) goto done;
+    w = vkl_weights_new();
+    double t0 = vkl_progress_now();
+    if (vkl_sd_random_weights(c, &cfg, "unet.", dt, 1, w, &e)) goto done;
+    fprintf(stderr, "random %s UNet (%.0f MiB of weights) in %.1f s\n", family, vkl_weights_bytes(w) / 1048576.0,
+            vkl_progress_now() - t0);
+    int h = H / 8, wd = W / 8;
+    x = vkl_tensor_new(c, VKL_F32, 4, (int64_t[]){batch, cfg.unet.in_channels, h, wd}, &e);
+    t = x ? vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){batch}, &e) : NULL;
+    ctx = t ? vkl_tensor_new(c, VKL_F32, 3, (int64_t[]){batch, 77, cfg.unet.cross_attention_dim}, &e) : NULL;
+    if (!ctx) goto done;
+    size_t nx = (size_t)batch * cfg.unet.in_channels * h * wd, nc = (size_t)batch * 77 * cfg.unet.cross_attention_dim;
+    float *hx = calloc(nx > nc ? nx : nc, sizeof(float)), tv[64];
+    for (size_t i = 0; i < (nx > nc ? nx : nc); i++) hx[i] = (float)((i * 2654435761u) % 2000) / 1000.0f - 1.0f;
+    for (int i = 0; i < batch && i < 64; i++) tv[i] = 500.0f;
+    int up = !hx || vkl_tensor_upload(c, x, hx, VKL_F32, &e) || vkl_tensor_upload(c, ctx, hx, VKL_F32, &e) ||
+             vkl_tensor_upload(c, t, tv, VKL_F32, &e);
+    free(hx);
+    if (up) goto done;
+    vkl_unet m = {&cfg.unet, w, NULL, 0};
+    g = vkl_graph_new(c);
+    vkl_tensor *y = vkl_unet_forward(g, &m, x, t, ctx, NULL);
+    vkl_graph_keep(g, y);
+    vkl_mem_reset_peak(c);
+    t0 = vkl_progress_now();
+    if (vkl_graph_plan(g, &e)) goto done;
+    double plan_s = vkl_progress_now() - t0;
+    double best = 1e30, sum = 0;
+    for (int s = 0; s < steps; s++) {
+        t0 = vkl_progress_now();
+        if (vkl_graph_run(g, &e)) goto done;
+        double dtm = vkl_progress_now() - t0;
+        sum += dtm;
+        if (dtm < best) best = dtm;
+        fprintf(stderr, "step %d: %.2f s\n", s + 1, dtm);
+    }
+    vkl_mem_stats ms;
+    vkl_mem_get_stats(c, &ms);
+    printf("unet %s %dx%d batch %d (%s weights): %.2f s per step (best of %d, mean %.2f), plan %.1f s; "
+           "activation arena %.0f MiB, peak device memory %.0f MiB; device %s\n",
+           family, W, H, batch, vkl_dtype_name(dt), best, steps, sum / steps, plan_s,
+           vkl_graph_arena_bytes(g) / 1048576.0, ms.total_peak / 1048576.0, vkl_ctx_caps(c)->name);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "vklora bench unet: %s\n", e.msg);
+    vkl_graph_free(g);
+    vkl_tensor_free(x);
+    vkl_tensor_free(t);
+    vkl_tensor_free(ctx);
+    vkl_weights_free(w);
+    vkl_ctx_destroy(c);
+    return rc;
+usage:
+    fprintf(stderr, "usage: vklora bench unet --family sd1.5|sd2.1 --width W --height H [--steps N] [--batch N] "
+                    "[--weights f16|f32] (sizes multiples of 64)\n");
+    return 2;
+}

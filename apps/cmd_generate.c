@@ -1,0 +1,465 @@
+/* vklora generate: txt2img and img2img with a Stable Diffusion checkpoint. */
+#include "app.h"
+#include "gen_lora.h"
+#include "grid.h"
+#include "progress.h"
+
+#include "io/image.h"
+#include "io/safetensors.h"
+#include "sd/gen_params.h"
+#include "sd/pipeline.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+static const char *usage_text =
+    "usage: vklora generate --model PATH --prompt TEXT [options]\n"
+    "  --model PATH           single-file .safetensors checkpoint or diffusers folder\n"
+    "                         (default: $VKLORA_MODEL)\n"
+    "  --prompt TEXT          prompt (AUTOMATIC1111 emphasis syntax: (word:1.2), [word])\n"
+    "  --negative TEXT        negative prompt\n"
+    "  --steps N              sampling steps (20)\n"
+    "  --cfg X                guidance scale (7)\n"
+    "  --sampler NAME         euler | euler_a | ddim | dpmpp_2m, or A1111 names (\"DPM++ 2M Karras\")\n"
+    "  --schedule NAME        normal | karras\n"
+    "  --sampler-convention C a1111 (default) | diffusers\n"
+    "  --seed N               seed (default: random, printed)\n"
+    "  --width W --height H   image size, multiples of 8 (512x512)\n"
+    "  --batch N              images per run (1)\n"
+    "  --init-image FILE      img2img input; --strength X (0.75) how much to change it\n"
+    "  --clip-skip N          1 = last text-encoder layer (default), 2 = penultimate\n"
+    "  --tokenizer PATH       CLIP vocabulary (needed by single-file checkpoints; or $VKLORA_CLIP_VOCAB)\n"
+    "  --weights f16|f32      storage of the model's matrices on the device (f16)\n"
+    "  --init-noise FILE      initial noise from tensor 'latents' (and 'step_noise') of a .safetensors\n"
+    "  --save-latents FILE    write the final latents (tensor 'latents') to a .safetensors\n"
+    "  -o, --output FILE      output PNG (numbered for batches: out.png, out-1.png, ...)\n"
+    "  --lora FILE[:W[:W_TE]] apply an adapter (repeatable; W for the UNet, W_TE for the text encoder)\n"
+    "  --lora-dir DIR         where <lora:NAME:W> in the prompt finds NAME.safetensors\n"
+    "  --merge-lora           fold the adapters into the weights (fastest steps) instead of run-time\n"
+    "  --lora-sweep FILE:W1,W2,...  render the same seed at each weight of FILE into one labelled grid\n"
+    "  --quiet                no progress output\n";
+
+typedef struct gen_args {
+    const char *loras[VKL_GEN_MAX_LORAS];
+    int nloras, merge_lora;
+    const char *lora_dir, *sweep;
+    const char *model, *prompt, *negative, *sampler, *schedule, *convention, *init_image, *tokenizer, *init_noise,
+        *save_latents, *output, *weights;
+    int steps, width, height, batch, clip_skip, quiet, have_seed;
+    float cfg, strength;
+    uint64_t seed;
+} gen_args;
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || !*s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_float(const char *s, float *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || v != v) return -1;
+    *out = (float)v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, gen_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->steps = 20;
+    a->width = a->height = 512;
+    a->batch = 1;
+    a->clip_skip = 1;
+    a->cfg = 7.0f;
+    a->strength = 0.75f;
+    a->output = "out.png";
+    a->negative = "";
+    a->model = getenv("VKLORA_MODEL");
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "--quiet") || !strcmp(k, "-q")) {
+            a->quiet = 1;
+            continue;
+        }
+        if (!strcmp(k, "--merge-lora")) {
+            a->merge_lora = 1;
+            continue;
+        }
+        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
+            fputs(usage_text, stdout);
+            exit(0);
+        }
+        if (!v) {
+            fprintf(stderr, "vklora generate: %s needs a value\n", k);
+            return -1;
+        }
+        int bad = 0;
+        i++;
+        if (!strcmp(k, "--model")) a->model = v;
+        else if (!strcmp(k, "--prompt")) a->prompt = v;
+        else if (!strcmp(k, "--negative") || !strcmp(k, "--negative-prompt")) a->negative = v;
+        else if (!strcmp(k, "--sampler")) a->sampler = v;
+        else if (!strcmp(k, "--schedule")) a->schedule = v;
+        else if (!strcmp(k, "--sampler-convention")) a->convention = v;
+        else if (!strcmp(k, "--init-image")) a->init_image = v;
+        else if (!strcmp(k, "--tokenizer")) a->tokenizer = v;
+        else if (!strcmp(k, "--init-noise")) a->init_noise = v;
+        else if (!strcmp(k, "--save-latents")) a->save_latents = v;
+        else if (!strcmp(k, "--weights")) a->weights = v;
+        else if (!strcmp(k, "--lora-dir")) a->lora_dir = v;
+        else if (!strcmp(k, "--lora-sweep")) a->sweep = v;
+        else if (!strcmp(k, "--lora")) {
+            if (a->nloras == VKL_GEN_MAX_LORAS) {
+                fprintf(stderr, "vklora generate: at most %d --lora options\n", VKL_GEN_MAX_LORAS);
+                return -1;
+            }
+            a->loras[a->nloras++] = v;
+        }
+        else if (!strcmp(k, "-o") || !strcmp(k, "--output")) a->output = v;
+        else if (!strcmp(k, "--steps")) bad = parse_int(v, 1, 1000, &a->steps);
+        else if (!strcmp(k, "--width")) bad = parse_int(v, 8, 16384, &a->width);
+        else if (!strcmp(k, "--height")) bad = parse_int(v, 8, 16384, &a->height);
+        else if (!strcmp(k, "--batch")) bad = parse_int(v, 1, 64, &a->batch);
+        else if (!strcmp(k, "--clip-skip")) bad = parse_int(v, 1, 12, &a->clip_skip);
+        else if (!strcmp(k, "--cfg")) bad = parse_float(v, &a->cfg);
+        else if (!strcmp(k, "--strength")) bad = parse_float(v, &a->strength);
+        else if (!strcmp(k, "--seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            bad = errno || !*v || *end;
+            a->seed = s;
+            a->have_seed = 1;
+        } else {
+            fprintf(stderr, "vklora generate: unknown option '%s'\n%s", k, usage_text);
+            return -1;
+        }
+        if (bad) {
+            fprintf(stderr, "vklora generate: bad value '%s' for %s\n", v, k);
+            return -1;
+        }
+    }
+    if (!a->model) {
+        fprintf(stderr, "vklora generate: no model given. Pass --model PATH (a single-file .safetensors SD 1.x/2.x "
+                        "checkpoint or a diffusers folder) or set VKLORA_MODEL.\n");
+        return -1;
+    }
+    if (!a->prompt) {
+        fprintf(stderr, "vklora generate: --prompt is required\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int progress_cb(void *user, int step, int steps)
+{
+    (void)steps;
+    vkl_progress_update(user, step, NULL);
+    return 0;
+}
+
+/* out.png -> out-1.png for the i-th image of a batch */
+static void numbered(const char *path, int i, char *buf, size_t n)
+{
+    if (i == 0) {
+        snprintf(buf, n, "%s", path);
+        return;
+    }
+    const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+    if (!dot || (slash && dot < slash)) snprintf(buf, n, "%s-%d", path, i);
+    else snprintf(buf, n, "%.*s-%d%s", (int)(dot - path), path, i, dot);
+}
+
+static const char *a1111_sampler_name(vkl_sampler_kind k)
+{
+    switch (k) {
+    case VKL_SAMPLER_EULER_A: return "Euler a";
+    case VKL_SAMPLER_DDIM: return "DDIM";
+    case VKL_SAMPLER_DPMPP_2M: return "DPM++ 2M";
+    default: return "Euler";
+    }
+}
+
+static float *read_noise(const char *path, const char *name, size_t want, int required, vkl_err *e)
+{
+    vkl_st_file *f = NULL;
+    if (vkl_st_open(path, &f, e)) return NULL;
+    const vkl_st_tensor *t = vkl_st_find(f, name);
+    float *x = NULL;
+    if (!t) {
+        if (required) vkl_fail(e, "%s has no tensor '%s'", path, name);
+    } else if (t->nelem != want) {
+        vkl_fail(e, "%s: tensor '%s' has %llu elements, this run needs %zu", path, name, (unsigned long long)t->nelem,
+                 want);
+    } else if ((x = malloc(sizeof(float) * want)) && vkl_st_read(f, t, VKL_F32, x, e)) {
+        free(x);
+        x = NULL;
+    }
+    vkl_st_close(f);
+    return x;
+}
+
+/* Image b of a [batch, 3, H, W] result in [-1, 1] as 8-bit RGB. */
+static int to_u8(const float *images, int b, int w, int h, vkl_image *im, vkl_err *e)
+{
+    if (vkl_image_alloc(im, w, h, 3, VKL_PIX_U8, e)) return -1;
+    size_t hw = (size_t)w * h;
+    const float *src = images + (size_t)b * 3 * hw;
+    uint8_t *px = vkl_image_u8(im);
+    for (size_t i = 0; i < hw; i++)
+        for (int ch = 0; ch < 3; ch++) {
+            float v = src[ch * hw + i] * 0.5f + 0.5f;
+            v = v < 0 ? 0 : v > 1 ? 1 : v;
+            px[i * 3 + ch] = (uint8_t)(v * 255.0f + 0.5f);
+        }
+    return 0;
+}
+
+/* --lora-sweep FILE:W1,W2,...: one image per weight, same seed, one grid. The
+ * model is loaded once; only the adapter's per-rank scales change between images. */
+static int sweep(vkl_sd_model *m, vkl_gen_lora *gl, int idx, const char *weights, vkl_gen_opts *o, const char *out,
+                 int quiet, vkl_err *e)
+{
+    float w[64];
+    const char *lab[64];
+    char labbuf[64][32];
+    int n = 0;
+    for (const char *p = weights; *p && n < 64;) {
+        char *end;
+        w[n] = strtof(p, &end);
+        if (end == p) return vkl_fail(e, "--lora-sweep: '%s' is not a list of weights", weights);
+        snprintf(labbuf[n], sizeof labbuf[n], "%g", w[n]);
+        lab[n] = labbuf[n];
+        n++;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return vkl_fail(e, "--lora-sweep: '%s' is not a list of weights", weights);
+    }
+    vkl_image imgs[64];
+    int made = 0, rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        double t0 = vkl_progress_now();
+        rc = vkl_gen_lora_set_weight(gl, idx, w[i], w[i], e);
+        double sw = vkl_progress_now() - t0;
+        vkl_gen_result r;
+        if (!rc) rc = vkl_sd_generate(m, o, &r, e);
+        if (!rc) {
+            rc = to_u8(r.images, 0, r.width, r.height, &imgs[made], e);
+            if (!rc) made++;
+            if (!quiet)
+                fprintf(stderr, "weight %g: switched in %.4f s, sampled in %.2f s\n", w[i], sw, r.seconds_sampling);
+            vkl_gen_result_free(&r);
+        }
+    }
+    vkl_image grid;
+    if (!rc) rc = vkl_grid_row(imgs, lab, made, &grid, e);
+    for (int i = 0; i < made; i++) vkl_image_free(&imgs[i]);
+    if (rc) return -1;
+    char text[1024];
+    snprintf(text, sizeof text, "%s\nLoRA sweep: %s at %s, seed %llu", o->prompt, gl->name[idx], weights,
+             (unsigned long long)o->seed);
+    vkl_png_text t = {"parameters", text};
+    rc = vkl_png_write(out, &grid, &t, 1, e);
+    vkl_image_free(&grid);
+    if (!rc && !quiet) printf("wrote %s\n", out);
+    return rc;
+}
+
+int vkl_cmd_generate(int argc, char **argv)
+{
+    gen_args a;
+    if (parse_args(argc, argv, &a)) return 2;
+    vkl_err e = {{0}};
+    vkl_gen_opts o;
+    vkl_gen_opts_default(&o);
+    o.prompt = a.prompt;
+    o.negative = a.negative;
+    o.width = a.width;
+    o.height = a.height;
+    o.batch = a.batch;
+    o.cfg = a.cfg;
+    o.clip_skip = a.clip_skip;
+    o.strength = a.strength;
+    o.sampler.steps = a.steps;
+    if (!a.have_seed) {
+        FILE *r = fopen("/dev/urandom", "rb");
+        if (!r || fread(&a.seed, sizeof a.seed, 1, r) != 1) a.seed = (uint64_t)vkl_progress_now();
+        if (r) fclose(r);
+        a.seed %= 4294967296ull; /* A1111 shows 32-bit seeds */
+    }
+    o.seed = a.seed;
+    if ((a.sampler && vkl_sampler_config_set_name(&o.sampler, a.sampler, &e)) ||
+        (a.schedule && vkl_schedule_kind_parse(a.schedule, &o.sampler.schedule, &e)) ||
+        (a.convention && vkl_convention_parse(a.convention, &o.sampler.convention, &e))) {
+        fprintf(stderr, "vklora generate: %s\n", e.msg);
+        return 2;
+    }
+    vkl_ctx *c = NULL;
+    vkl_sd_model *m = NULL;
+    vkl_gen_result r;
+    memset(&r, 0, sizeof r);
+    float *init_noise = NULL, *step_noise = NULL, *init_image = NULL;
+    char *clean_prompt = NULL;
+    vkl_gen_lora gl;
+    memset(&gl, 0, sizeof gl);
+    int rc = 1;
+    vkl_progress prog;
+    if (vkl_ctx_create(NULL, &c, &e)) goto done;
+    vkl_sd_model_opts mo;
+    vkl_sd_model_opts_default(&mo);
+    mo.tokenizer = a.tokenizer;
+    if (a.weights) {
+        if (!strcmp(a.weights, "f32")) mo.weight_dtype = VKL_F32;
+        else if (strcmp(a.weights, "f16")) {
+            vkl_fail(&e, "--weights takes f16 or f32, not '%s'", a.weights);
+            goto done;
+        }
+    }
+    double t0 = vkl_progress_now();
+    if (vkl_sd_model_load(c, a.model, &mo, &m, &e)) goto done;
+    double load_s = vkl_progress_now() - t0;
+    if (!a.quiet)
+        fprintf(stderr, "loaded %s (%s) in %.1f s on %s\n", a.model, vkl_sd_family_name(m->cfg->family), load_s,
+                vkl_ctx_caps(c)->name);
+    if (!(clean_prompt = vkl_gen_lora_from_prompt(&gl, a.prompt, a.lora_dir, &e))) goto done;
+    o.prompt = clean_prompt;
+    for (int i = 0; i < a.nloras; i++)
+        if (vkl_gen_lora_add_spec(&gl, a.loras[i], &e)) goto done;
+    int sweep_idx = -1;
+    char sweep_file[2048] = "";
+    const char *sweep_weights = NULL;
+    if (a.sweep) {
+        snprintf(sweep_file, sizeof sweep_file, "%s", a.sweep);
+        char *colon = strrchr(sweep_file, ':');
+        if (!colon) {
+            vkl_fail(&e, "--lora-sweep takes FILE:W1,W2,...");
+            goto done;
+        }
+        *colon = 0;
+        sweep_weights = a.sweep + (colon - sweep_file) + 1;
+        sweep_idx = gl.n;
+        if (vkl_gen_lora_add_spec(&gl, sweep_file, &e)) goto done;
+    }
+    if (gl.n) {
+        t0 = vkl_progress_now();
+        if (vkl_gen_lora_apply(&gl, m, a.merge_lora && sweep_idx < 0, &e)) goto done;
+        if (!a.quiet)
+            fprintf(stderr, "%d adapter(s) %s in %.2f s\n", gl.n, gl.merged ? "merged" : "applied at run time",
+                    vkl_progress_now() - t0);
+    }
+    int f = 1 << (m->cfg->vae.n_levels - 1);
+    size_t n = (size_t)a.batch * m->cfg->unet.in_channels * (a.height / f) * (a.width / f);
+    if (a.init_noise) {
+        if (!(init_noise = read_noise(a.init_noise, "latents", n, 1, &e))) goto done;
+        step_noise = read_noise(a.init_noise, "step_noise", n * (size_t)a.steps, 0, &e);
+        if (!step_noise && e.msg[0] && strstr(e.msg, "elements")) goto done;
+        e.msg[0] = 0;
+        o.init_noise = init_noise;
+        o.step_noise = step_noise;
+    }
+    if (a.init_image) {
+        vkl_image im, rs;
+        memset(&rs, 0, sizeof rs);
+        if (vkl_image_read_file(a.init_image, 3, VKL_PIX_F32, &im, NULL, &e)) goto done;
+        int rcr = vkl_image_resize_cover(&im, a.width, a.height, VKL_RESIZE_LANCZOS3, &rs, &e);
+        vkl_image_free(&im);
+        if (rcr) goto done;
+        size_t hw = (size_t)a.width * a.height;
+        init_image = malloc(sizeof(float) * 3 * hw * a.batch);
+        if (!init_image) {
+            vkl_image_free(&rs);
+            vkl_fail(&e, "out of host memory");
+            goto done;
+        }
+        const float *px = vkl_image_f32(&rs);
+        for (int b = 0; b < a.batch; b++)
+            for (size_t i = 0; i < hw; i++)
+                for (int ch = 0; ch < 3; ch++) init_image[(size_t)b * 3 * hw + ch * hw + i] = px[i * 3 + ch] * 2.0f - 1.0f;
+        vkl_image_free(&rs);
+        o.init_image = init_image;
+    }
+    vkl_progress_begin(&prog, "sampling", a.init_image ? (int)(a.strength * a.steps + 0.5f) : a.steps, a.quiet);
+    o.progress = progress_cb;
+    o.progress_user = &prog;
+    if (sweep_idx >= 0) {
+        rc = sweep(m, &gl, sweep_idx, sweep_weights, &o, a.output, a.quiet, &e) ? 1 : 0;
+        vkl_progress_end(&prog);
+        goto done;
+    }
+    if (vkl_sd_generate(m, &o, &r, &e)) {
+        vkl_progress_end(&prog);
+        goto done;
+    }
+    vkl_progress_end(&prog);
+    if (a.save_latents) {
+        vkl_st_writer *w = vkl_st_writer_new();
+        int64_t shape[4] = {a.batch, m->cfg->unet.in_channels, a.height / f, a.width / f};
+        int bad = !w || vkl_st_writer_add(w, "latents", VKL_F32, 4, shape, r.latents, &e) ||
+                  vkl_st_writer_meta(w, "prompt", a.prompt, &e) || vkl_st_writer_finish(w, a.save_latents, &e);
+        vkl_st_writer_free(w);
+        if (bad) goto done;
+    }
+    /* PNGs with the generation parameters as AUTOMATIC1111 writes them */
+    const char *slash = strrchr(a.model, '/');
+    char model_name[256];
+    snprintf(model_name, sizeof model_name, "%s", slash && slash[1] ? slash + 1 : a.model);
+    char *dot = strrchr(model_name, '.');
+    if (dot && !strcasecmp(dot, ".safetensors")) *dot = 0;
+    for (int b = 0; b < a.batch; b++) {
+        vkl_image im;
+        if (to_u8(r.images, b, a.width, a.height, &im, &e)) goto done;
+        vkl_gen_settings gs = {0};
+        gs.prompt = a.prompt; /* as given, <lora:...> included, as A1111 records it */
+        gs.negative_prompt = a.negative;
+        gs.steps = a.steps;
+        gs.sampler = a1111_sampler_name(o.sampler.kind);
+        gs.schedule_type = o.sampler.schedule == VKL_SCHEDULE_KARRAS ? "Karras" : NULL;
+        gs.cfg_scale = a.cfg;
+        gs.seed = a.seed + (uint64_t)b * 0; /* one seed for the whole batch */
+        gs.width = a.width;
+        gs.height = a.height;
+        gs.model = model_name;
+        gs.denoising_strength = a.init_image ? a.strength : -1;
+        gs.clip_skip = a.clip_skip;
+        gs.version = "vklora";
+        vkl_gen_params gp;
+        vkl_gen_params_init(&gp);
+        char *text = NULL;
+        char path[1024];
+        numbered(a.output, b, path, sizeof path);
+        int bad = vkl_gen_params_from_settings(&gs, &gp, &e) || vkl_gen_params_format(&gp, &text, &e);
+        if (!bad) {
+            vkl_png_text t = {"parameters", text};
+            bad = vkl_png_write(path, &im, &t, 1, &e);
+        }
+        free(text);
+        vkl_gen_params_free(&gp);
+        vkl_image_free(&im);
+        if (bad) goto done;
+        if (!a.quiet) printf("wrote %s\n", path);
+    }
+    if (!a.quiet)
+        fprintf(stderr, "seed %llu; text %.2f s, sampling %.2f s (%.2f s/step), VAE %.2f s; peak device memory %.1f MiB\n",
+                (unsigned long long)a.seed, r.seconds_text, r.seconds_sampling, r.seconds_sampling / a.steps,
+                r.seconds_vae, r.peak_device_bytes / 1048576.0);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "vklora generate: %s\n", e.msg);
+    vkl_gen_result_free(&r);
+    vkl_gen_lora_free(&gl, m);
+    free(clean_prompt);
+    free(init_noise);
+    free(step_noise);
+    free(init_image);
+    vkl_sd_model_free(m);
+    vkl_ctx_destroy(c);
+    return rc;
+}

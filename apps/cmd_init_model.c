@@ -1,0 +1,54 @@
+/* vklora init-model --family sd1.5 --random -o FILE: a checkpoint with random
+ * weights in the original single-file layout, for benchmarks that peers can
+ * load too (no download needed). */
+#include "app.h"
+
+#include "sd/sd_random.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int vkl_cmd_init_model(int argc, char **argv)
+{
+    const char *family = "sd1.5", *out = NULL;
+    int random = 0;
+    uint64_t seed = 0;
+    vkl_dtype dt = VKL_F16;
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "--random")) random = 1;
+        else if (!strcmp(k, "--family") && v) family = v, i++;
+        else if ((!strcmp(k, "-o") || !strcmp(k, "--output")) && v) out = v, i++;
+        else if (!strcmp(k, "--seed") && v) seed = strtoull(v, NULL, 10), i++;
+        else if (!strcmp(k, "--dtype") && v) {
+            if (vkl_dtype_parse(v, &dt) || (dt != VKL_F16 && dt != VKL_F32)) {
+                fprintf(stderr, "vklora init-model: --dtype f16 or f32\n");
+                return 2;
+            }
+            i++;
+        } else {
+            fprintf(stderr, "usage: vklora init-model --family sd1.5|sd2.1 --random -o FILE [--seed N] [--dtype f16|f32]\n");
+            return 2;
+        }
+    }
+    if (!random || !out) {
+        fprintf(stderr, "vklora init-model: only --random models can be made; give --random and -o FILE\n");
+        return 2;
+    }
+    vkl_sd_config cfg;
+    vkl_err e = {{0}};
+    if (vkl_sd_config_preset(family, &cfg, &e)) {
+        fprintf(stderr, "vklora init-model: %s\n", e.msg);
+        return 2;
+    }
+    if (cfg.family == VKL_SD_FAMILY_SDXL) {
+        fprintf(stderr, "vklora init-model: sdxl checkpoints are not written yet (sd1.5, sd2.1)\n");
+        return 2;
+    }
+    if (vkl_sd_write_random_checkpoint(&cfg, out, dt, seed, &e)) {
+        fprintf(stderr, "vklora init-model: %s\n", e.msg);
+        return 1;
+    }
+    printf("wrote %s (%s, random weights, seed %llu)\n", out, family, (unsigned long long)seed);
+    return 0;
+}

@@ -1,0 +1,189 @@
+/* vklora train: a style LoRA from an image folder. */
+#include "app.h"
+#include "loss_plot.h"
+#include "progress.h"
+
+#include "train/sd_trainer.h"
+
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *usage_text =
+    "usage: vklora train --model PATH --images DIR -o ADAPTER.safetensors [options]\n"
+    "  --resolution N (512)   --rank R (16)   --alpha A (16)   --lr X (1e-4)   --batch N (1)\n"
+    "  --max-steps N | --epochs N   --seed N   --network lora|locon   --train-ff\n"
+    "  --lr-schedule constant|linear|cosine|cosine_with_restarts  --warmup N  --cycles N\n"
+    "  --loraplus-ratio X   --weight-decay X   --max-grad-norm X   --min-snr-gamma G   --noise-offset X\n"
+    "  --caption TEXT (for images without a caption file)   --caption-ext .txt   --trigger WORD\n"
+    "  --shuffle-caption   --keep-tokens N   --caption-dropout-rate P   --caption-tag-dropout-rate P\n"
+    "  --flip   --no-bucket   --bucket-upscale   --checkpointing   --clip-skip N   --tokenizer PATH\n"
+    "  --save-every N   --keep-last K   --sample-prompts FILE --sample-every N   --resume STATE_DIR\n"
+    "  --config FILE (JSON or TOML with the same names, without dashes)   --quiet\n"
+    "Writes ADAPTER (kohya format), ADAPTER.json (settings), ADAPTER.csv (loss per step),\n"
+    "ADAPTER.png (loss curve) and ADAPTER.state/ (for --resume). Ctrl-C saves the state and stops.\n";
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    vkl_train_interrupt = 1;
+}
+
+/* JSON object or TOML lines `key = value` (strings quoted, # comments, [tables] ignored). */
+static int read_config(const char *path, vkl_train_config *c, vkl_err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return vkl_fail(e, "cannot open config %s", path);
+    char *buf = malloc(1 << 20);
+    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    fclose(f);
+    if (!buf) return vkl_fail(e, "out of host memory");
+    buf[n] = 0;
+    int rc = 0;
+    const char *p = buf;
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+    if (*p == '{') {
+        cJSON *j = cJSON_Parse(buf);
+        if (!j) rc = vkl_fail(e, "%s: not valid JSON", path);
+        for (cJSON *it = j ? j->child : NULL; it && !rc; it = it->next) {
+            char val[64];
+            const char *v = val;
+            if (cJSON_IsString(it)) v = it->valuestring;
+            else if (cJSON_IsBool(it)) snprintf(val, sizeof val, "%s", cJSON_IsTrue(it) ? "true" : "false");
+            else if (cJSON_IsNumber(it)) snprintf(val, sizeof val, "%.17g", it->valuedouble);
+            else continue;
+            rc = vkl_train_config_set(c, it->string, v, e);
+        }
+        cJSON_Delete(j);
+    } else {
+        int lineno = 0;
+        for (char *save = NULL, *ln = strtok_r(buf, "\n", &save); ln && !rc; ln = strtok_r(NULL, "\n", &save)) {
+            lineno++;
+            while (*ln == ' ' || *ln == '\t') ln++;
+            if (!*ln || *ln == '#' || *ln == '[' || *ln == '\r') continue;
+            char *eq = strchr(ln, '=');
+            if (!eq) {
+                rc = vkl_fail(e, "%s: line %d is not 'key = value'", path, lineno);
+                break;
+            }
+            char *k = ln, *v = eq + 1, *ke = eq;
+            while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t')) ke--;
+            *ke = 0;
+            while (*v == ' ' || *v == '\t') v++;
+            char *end = v + strlen(v);
+            while (end > v && (end[-1] == ' ' || end[-1] == '\r' || end[-1] == '\t')) *--end = 0;
+            if (*v == '"' && end > v + 1 && end[-1] == '"') {
+                v++;
+                end[-1] = 0;
+            } else {
+                char *hash = strchr(v, '#');
+                if (hash) {
+                    *hash = 0;
+                    while (hash > v && (hash[-1] == ' ' || hash[-1] == '\t')) *--hash = 0;
+                }
+            }
+            for (char *q = k; *q; q++)
+                if (*q == '_') *q = '-';
+            rc = vkl_train_config_set(c, k, v, e);
+            if (rc) vkl_err_prefix(e, "%s line %d: ", path, lineno);
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+typedef struct {
+    vkl_progress bar;
+    float *losses;
+    int n, cap;
+} run_state;
+
+static void on_step(void *user, const vkl_train_report *r)
+{
+    run_state *s = user;
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 1024;
+        float *p = realloc(s->losses, sizeof(float) * (size_t)cap);
+        if (!p) return;
+        s->losses = p;
+        s->cap = cap;
+    }
+    s->losses[s->n++] = r->loss;
+    s->bar.total = r->total;
+    char extra[160];
+    snprintf(extra, sizeof extra, "epoch %d loss %.4f (avg %.4f) lr %.2e mem %.0f MiB%s", r->epoch, r->loss, r->loss_avg,
+             r->lr, r->device_bytes / 1048576.0, r->skipped ? " SKIPPED" : "");
+    vkl_progress_update(&s->bar, r->step, extra);
+}
+
+int vkl_cmd_train(int argc, char **argv)
+{
+    vkl_train_config c;
+    vkl_train_config_default(&c);
+    vkl_err e = {{0}};
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i];
+        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
+        const char *flags[][2] = {{"--shuffle-caption", "shuffle-caption"}, {"--flip", "flip"},
+                                  {"--checkpointing", "checkpointing"},     {"--train-ff", "train-ff"},
+                                  {"--no-bucket", "bucket"},               {"--bucket-upscale", "bucket-no-upscale"}};
+        int done = 0;
+        for (size_t f = 0; f < sizeof flags / sizeof *flags && !done; f++)
+            if (!strcmp(k, flags[f][0])) {
+                int neg = !strcmp(k, "--no-bucket") || !strcmp(k, "--bucket-upscale");
+                vkl_train_config_set(&c, flags[f][1], neg ? "false" : "true", &e);
+                done = 1;
+            }
+        if (done) continue;
+        if (!strcmp(k, "--quiet") || !strcmp(k, "-q")) {
+            c.quiet = 1;
+            continue;
+        }
+        if (i + 1 >= argc || strncmp(k, "-", 1)) {
+            fprintf(stderr, "vklora train: %s %s\n%s", k, i + 1 >= argc ? "needs a value" : "is not an option", usage_text);
+            return 2;
+        }
+        const char *v = argv[++i];
+        int rc = !strcmp(k, "--config") ? read_config(v, &c, &e)
+                                         : vkl_train_config_set(&c, k + (k[1] == '-' ? 2 : 1), v, &e);
+        if (rc) {
+            fprintf(stderr, "vklora train: %s\n", e.msg);
+            return 2;
+        }
+    }
+    if (!c.model || !c.data.images_dir || !c.output) {
+        fprintf(stderr, "vklora train: --model, --images and -o are required\n%s", usage_text);
+        return 2;
+    }
+    vkl_ctx *ctx = NULL;
+    if (vkl_ctx_create(NULL, &ctx, &e)) {
+        fprintf(stderr, "vklora: %s\n", e.msg);
+        return 1;
+    }
+    signal(SIGINT, on_sigint);
+    run_state s;
+    memset(&s, 0, sizeof s);
+    vkl_progress_begin(&s.bar, "training", c.max_steps ? c.max_steps : 0, c.quiet);
+    int rc = vkl_train_run(ctx, &c, on_step, &s, &e);
+    vkl_progress_end(&s.bar);
+    int status = 0;
+    if (rc < 0) {
+        fprintf(stderr, "vklora train: %s\n", e.msg);
+        status = 1;
+    } else if (rc == 1) {
+        fprintf(stderr, "vklora train: %s\n", e.msg);
+        status = 130;
+    } else {
+        char plot[1100];
+        snprintf(plot, sizeof plot, "%s.png", c.output);
+        if (s.n && vkl_loss_plot(plot, s.losses, s.n, &e)) fprintf(stderr, "vklora train: %s\n", e.msg);
+        if (!c.quiet) printf("wrote %s (loss log %s.csv, curve %s)\n", c.output, c.output, plot);
+    }
+    free(s.losses);
+    vkl_ctx_destroy(ctx);
+    return status;
+}

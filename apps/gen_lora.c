@@ -1,0 +1,174 @@
+#include "gen_lora.h"
+
+#include "ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static char *base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    s = s ? s + 1 : path;
+    char *n = strdup(s);
+    if (!n) return NULL;
+    char *dot = strrchr(n, '.');
+    if (dot && dot != n) *dot = 0;
+    return n;
+}
+
+static int add(vkl_gen_lora *l, const char *path, float w_unet, float w_te, vkl_err *e)
+{
+    if (l->n == VKL_GEN_MAX_LORAS) return vkl_fail(e, "at most %d adapters at once", VKL_GEN_MAX_LORAS);
+    struct stat st;
+    if (stat(path, &st) != 0) return vkl_fail(e, "adapter file %s not found", path);
+    l->path[l->n] = strdup(path);
+    l->name[l->n] = base_name(path);
+    l->use[l->n].unet_mult = w_unet;
+    l->use[l->n].te_mult = w_te;
+    l->n++;
+    return 0;
+}
+
+int vkl_gen_lora_add_spec(vkl_gen_lora *l, const char *spec, vkl_err *e)
+{
+    char buf[2048];
+    snprintf(buf, sizeof buf, "%s", spec);
+    float w[2] = {1.0f, 1.0f};
+    int nw = 0;
+    /* weights are the trailing ":number" parts (a path may itself contain ':') */
+    for (int k = 0; k < 2; k++) {
+        char *colon = strrchr(buf, ':'), *end;
+        if (!colon) break;
+        double v = strtod(colon + 1, &end);
+        if (end == colon + 1 || *end) break;
+        w[1 - k] = (float)v;
+        nw++;
+        *colon = 0;
+    }
+    if (nw == 1) w[0] = w[1];      /* FILE:W -> both */
+    return add(l, buf, w[0], nw ? w[1] : 1.0f, e);
+}
+
+char *vkl_gen_lora_from_prompt(vkl_gen_lora *l, const char *prompt, const char *lora_dir, vkl_err *e)
+{
+    size_t n = strlen(prompt);
+    char *out = malloc(n + 1);
+    if (!out) {
+        vkl_fail(e, "out of host memory");
+        return NULL;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        if (!strncmp(prompt + i, "<lora:", 6)) {
+            const char *close = strchr(prompt + i, '>');
+            if (!close) {
+                vkl_fail(e, "unclosed <lora:...> in the prompt");
+                free(out);
+                return NULL;
+            }
+            char inner[1024];
+            snprintf(inner, sizeof inner, "%.*s", (int)(close - prompt - i - 6), prompt + i + 6);
+            char *w1 = strchr(inner, ':');
+            float wu = 1.0f, wt = 1.0f;
+            if (w1) {
+                *w1++ = 0;
+                char *w2 = strchr(w1, ':');
+                if (w2) *w2++ = 0;
+                wt = wu = (float)atof(w1);   /* A1111: <lora:name:te_and_unet[:unet]> */
+                if (w2) wu = (float)atof(w2);
+            }
+            if (!lora_dir) {
+                vkl_fail(e, "the prompt names <lora:%s>: give --lora-dir to say where adapters are", inner);
+                free(out);
+                return NULL;
+            }
+            char path[2048];
+            snprintf(path, sizeof path, "%s/%s.safetensors", lora_dir, inner);
+            if (add(l, path, wu, wt, e)) {
+                free(out);
+                return NULL;
+            }
+            i = (size_t)(close - prompt) + 1;
+            continue;
+        }
+        out[o++] = prompt[i++];
+    }
+    out[o] = 0;
+    return out;
+}
+
+/* Folds every LoRA module of every adapter into the model's weights. */
+static int merge_all(vkl_gen_lora *l, vkl_sd_model *m, vkl_err *e)
+{
+    for (int i = 0; i < l->n; i++)
+        for (int k = 0; k < l->lora[i].n; k++) {
+            const vkl_lora_module *mod = &l->lora[i].m[k];
+            if (mod->kind != VKL_LORA_KIND_LORA || mod->t[VKL_LORA_MID].data)
+                return vkl_fail(e, "%s: module %s is %s, which --merge-lora does not fold yet", l->path[i],
+                                vkl_lora_module_label(mod), vkl_lora_kind_name(mod->kind));
+            char wname[600];
+            snprintf(wname, sizeof wname, "%s.weight", mod->name);
+            vkl_tensor *w = vkl_weights_find(m->w, wname);
+            if (!w) return vkl_fail(e, "%s: the model has no weight %s", l->path[i], wname);
+            const vkl_lora_tensor *d = &mod->t[VKL_LORA_DOWN], *u = &mod->t[VKL_LORA_UP];
+            vkl_tensor *td = vkl_tensor_new(m->ctx, VKL_F32, d->ndim, d->shape, e);
+            vkl_tensor *tu = td ? vkl_tensor_new(m->ctx, VKL_F32, u->ndim, u->shape, e) : NULL;
+            float mult = strncmp(mod->name, "text_encoder", 12) ? l->use[i].unet_mult : l->use[i].te_mult;
+            int rc = !tu || vkl_tensor_upload(m->ctx, td, d->data, VKL_F32, e) ||
+                     vkl_tensor_upload(m->ctx, tu, u->data, VKL_F32, e) ||
+                     vkl_lora_merge(m->ctx, w, td, tu, (float)(mult * mod->scale), e);
+            vkl_tensor_free(td);
+            vkl_tensor_free(tu);
+            if (rc) {
+                vkl_err_prefix(e, "merging %s: ", l->path[i]);
+                return -1;
+            }
+        }
+    l->merged = 1;
+    return 0;
+}
+
+int vkl_gen_lora_apply(vkl_gen_lora *l, vkl_sd_model *m, int merge, vkl_err *e)
+{
+    if (!l->n) return 0;
+    vkl_lora_targets tg;
+    memset(&tg, 0, sizeof tg);
+    if (vkl_lora_targets_from_sd(m->cfg, &tg, e)) return -1;
+    int rc = 0;
+    for (int i = 0; i < l->n && !rc; i++) {
+        vkl_lora_opts lo = {&tg, 0, NULL, 0};
+        rc = vkl_lora_load(l->path[i], &lo, &l->lora[i], e);
+        l->use[i].lora = &l->lora[i];
+    }
+    vkl_lora_targets_free(&tg);
+    if (rc) return -1;
+    if (merge) return merge_all(l, m, e);
+    if (vkl_lora_set_build(m->ctx, l->use, l->n, &l->set, e)) return -1;
+    m->unet.lora = l->set;
+    m->te.lora = l->set;
+    return 0;
+}
+
+int vkl_gen_lora_set_weight(vkl_gen_lora *l, int i, float unet, float te, vkl_err *e)
+{
+    if (l->merged) return vkl_fail(e, "merged adapters cannot change weight");
+    l->use[i].unet_mult = unet;
+    l->use[i].te_mult = te;
+    return vkl_lora_set_multipliers(l->set, l->use, l->n, e);
+}
+
+void vkl_gen_lora_free(vkl_gen_lora *l, vkl_sd_model *m)
+{
+    if (m) {
+        m->unet.lora = NULL;
+        m->te.lora = NULL;
+    }
+    vkl_lora_set_free(l->set);
+    for (int i = 0; i < l->n; i++) {
+        if (l->use[i].lora) vkl_lora_free(&l->lora[i]);
+        free(l->path[i]);
+        free(l->name[i]);
+    }
+    memset(l, 0, sizeof *l);
+}

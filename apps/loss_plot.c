@@ -1,0 +1,69 @@
+/* A PNG plot of a loss curve (raw values faint, smoothed line dark), drawn
+ * into an RGB buffer without any plotting library. */
+#include "loss_plot.h"
+
+#include "io/image.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void px(uint8_t *im, int W, int H, int x, int y, uint8_t r, uint8_t g, uint8_t b)
+{
+    if (x < 0 || y < 0 || x >= W || y >= H) return;
+    uint8_t *p = im + ((size_t)y * W + x) * 3;
+    p[0] = r;
+    p[1] = g;
+    p[2] = b;
+}
+
+static void line(uint8_t *im, int W, int H, int x0, int y0, int x1, int y1, uint8_t r, uint8_t g, uint8_t b)
+{
+    int dx = abs(x1 - x0), dy = -abs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1, err = dx + dy;
+    for (;;) {
+        px(im, W, H, x0, y0, r, g, b);
+        if (x0 == x1 && y0 == y1) break;
+        int e2 = 2 * err;
+        if (e2 >= dy) err += dy, x0 += sx;
+        if (e2 <= dx) err += dx, y0 += sy;
+    }
+}
+
+int vkl_loss_plot(const char *path, const float *loss, int n, vkl_err *e)
+{
+    if (n < 1) return vkl_fail(e, "no losses to plot");
+    enum { W = 640, H = 320, L = 40, R = 10, T = 10, Bm = 30 };
+    vkl_image im;
+    if (vkl_image_alloc(&im, W, H, 3, VKL_PIX_U8, e)) return -1;
+    uint8_t *p = vkl_image_u8(&im);
+    memset(p, 255, (size_t)W * H * 3);
+    float lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (isfinite(loss[i])) {
+            if (loss[i] < lo) lo = loss[i];
+            if (loss[i] > hi) hi = loss[i];
+        }
+    if (!(hi > lo)) hi = lo + 1;
+    int pw = W - L - R, ph = H - T - Bm;
+    line(p, W, H, L, T, L, T + ph, 0, 0, 0);
+    line(p, W, H, L, T + ph, L + pw, T + ph, 0, 0, 0);
+    for (int k = 1; k < 4; k++) line(p, W, H, L, T + ph * k / 4, L + pw, T + ph * k / 4, 225, 225, 225);
+    double sm = loss[0];
+    int pxs = -1, pys = -1, pxr = -1, pyr = -1;
+    for (int i = 0; i < n; i++) {
+        if (!isfinite(loss[i])) continue;
+        sm = i < 10 ? (sm * i + loss[i]) / (i + 1) : sm * 0.95 + loss[i] * 0.05;
+        int x = L + (n > 1 ? (int)((double)i * pw / (n - 1)) : pw / 2);
+        int yr = T + ph - (int)((loss[i] - lo) / (hi - lo) * ph);
+        int ys = T + ph - (int)((sm - lo) / (hi - lo) * ph);
+        if (pxr >= 0) line(p, W, H, pxr, pyr, x, yr, 170, 200, 240);
+        if (pxs >= 0) line(p, W, H, pxs, pys, x, ys, 20, 60, 160);
+        pxr = x, pyr = yr, pxs = x, pys = ys;
+    }
+    char range[160];
+    snprintf(range, sizeof range, "loss over %d steps: min %.5g, max %.5g, last (smoothed) %.5g", n, lo, hi, sm);
+    vkl_png_text txt = {"Description", range};
+    int rc = vkl_png_write(path, &im, &txt, 1, e);
+    vkl_image_free(&im);
+    return rc;
+}

@@ -1,0 +1,20 @@
+/* Progress display for long work: a bar with step, it/s and ETA that redraws
+ * in place on a terminal, plain lines otherwise, nothing when quiet. */
+#ifndef VKL_PROGRESS_H
+#define VKL_PROGRESS_H
+
+typedef struct vkl_progress {
+    const char *label;
+    int total;
+    int quiet;
+    int tty;
+    double start, last_print;
+} vkl_progress;
+
+void vkl_progress_begin(vkl_progress *p, const char *label, int total, int quiet);
+/* done = steps finished so far; extra = optional text appended (may be NULL). */
+void vkl_progress_update(vkl_progress *p, int done, const char *extra);
+void vkl_progress_end(vkl_progress *p);
+double vkl_progress_now(void);
+
+#endif

@@ -1,0 +1,48 @@
+/* txt2img and img2img with a loaded model: prompt conditioning, the sampler
+ * loop with classifier-free guidance (one UNet graph for the uncond+cond
+ * batch, planned once and replayed every step), VAE decoding. */
+#ifndef VKL_SD_PIPELINE_H
+#define VKL_SD_PIPELINE_H
+
+#include "sd/sampler.h"
+#include "sd/sd_model.h"
+
+typedef int (*vkl_step_fn)(void *user, int step, int steps);
+
+typedef struct vkl_gen_opts {
+    const char *prompt, *negative;
+    int width, height;          /* multiples of 8 (of the VAE factor) */
+    int batch;
+    float cfg;                  /* guidance scale; <= 1 runs the cond batch only */
+    uint64_t seed;
+    int clip_skip;              /* A1111 convention: 1 = last layer */
+    int plain_prompt;           /* no emphasis syntax */
+    vkl_sampler_config sampler;
+    const float *init_noise;    /* [batch, C, h, w] N(0,1) instead of the seeded noise (NULL: seeded) */
+    const float *step_noise;    /* [steps, batch, C, h, w] for ancestral samplers (NULL: seeded) */
+    const float *init_image;    /* img2img: [batch, 3, H, W] in [-1, 1], NULL for txt2img */
+    float strength;             /* img2img: fraction of the schedule to run (0..1] */
+    vkl_step_fn progress;
+    void *progress_user;
+} vkl_gen_opts;
+
+void vkl_gen_opts_default(vkl_gen_opts *o);
+
+typedef struct vkl_gen_result {
+    int batch, width, height;
+    float *latents;  /* [batch, C, h, w] final latents (before the VAE) */
+    float *images;   /* [batch, 3, H, W] decoded, unclamped, in about [-1, 1] */
+    double seconds_text, seconds_sampling, seconds_vae;
+    uint64_t peak_device_bytes;
+} vkl_gen_result;
+
+int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, vkl_err *e);
+void vkl_gen_result_free(vkl_gen_result *r);
+
+/* Decodes latents [batch, C, h, w] (already multiplied by nothing: raw
+ * sampler latents; the scaling factor is divided out here). */
+int vkl_sd_decode(vkl_sd_model *m, const float *latents, int batch, int h, int w, float *images, vkl_err *e);
+/* Encodes images [batch, 3, H, W] in [-1, 1] to latent means times the scaling factor. */
+int vkl_sd_encode_image(vkl_sd_model *m, const float *images, int batch, int H, int W, float *latents, vkl_err *e);
+
+#endif

@@ -1,0 +1,126 @@
+#include "sd/sd_random.h"
+
+#include "io/safetensors.h"
+#include "sd/rng.h"
+#include "sd/sd_layout.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Values of parameter number `index` (its own RNG stream). */
+static void fill(const vkl_sd_param *p, int index, uint64_t seed, float *x, uint64_t n)
+{
+    const char *name = p->name;
+    size_t len = strlen(name);
+    int is_bias = len > 5 && !strcmp(name + len - 5, ".bias");
+    int is_norm = p->ndim == 1 && !is_bias && (strstr(name, "norm") || strstr(name, "layer_norm"));
+    if (is_bias) {
+        memset(x, 0, sizeof(float) * n);
+        return;
+    }
+    if (is_norm) {
+        for (uint64_t i = 0; i < n; i++) x[i] = 1.0f;
+        return;
+    }
+    double sd;
+    if (strstr(name, "embedding")) sd = 0.02;
+    else {
+        uint64_t fan_in = 1;
+        for (int d = 1; d < p->ndim; d++) fan_in *= (uint64_t)p->shape[d];
+        sd = 1.0 / sqrt((double)(fan_in ? fan_in : 1));
+    }
+    vkl_rng r;
+    vkl_rng_init(&r, seed, 0x5eed0000ull + (uint64_t)index);
+    vkl_rng_normal(&r, x, n);
+    for (uint64_t i = 0; i < n; i++) x[i] = (float)(x[i] * sd);
+}
+
+static uint64_t nelem(const vkl_sd_param *p)
+{
+    uint64_t n = 1;
+    for (int d = 0; d < p->ndim; d++) n *= (uint64_t)p->shape[d];
+    return n;
+}
+
+int vkl_sd_random_weights(vkl_ctx *c, const vkl_sd_config *cfg, const char *prefix, vkl_dtype dtype, uint64_t seed,
+                          vkl_weights *w, vkl_err *e)
+{
+    vkl_sd_params ps;
+    memset(&ps, 0, sizeof ps);
+    if (vkl_sd_params_build(cfg, &ps, e)) return -1;
+    size_t pl = strlen(prefix);
+    int rc = 0;
+    float *buf = NULL;
+    uint64_t cap = 0;
+    for (int i = 0; i < ps.n && !rc; i++) {
+        const vkl_sd_param *p = &ps.v[i];
+        if (strncmp(p->name, prefix, pl)) continue;
+        uint64_t n = nelem(p);
+        if (n > cap) {
+            free(buf);
+            cap = n;
+            buf = malloc(sizeof(float) * n);
+            if (!buf) {
+                rc = vkl_fail(e, "out of host memory");
+                break;
+            }
+        }
+        fill(p, i, seed, buf, n);
+        vkl_tensor *t = vkl_tensor_new(c, p->ndim >= 2 ? dtype : VKL_F32, p->ndim, p->shape, e);
+        if (!t || vkl_tensor_upload(c, t, buf, VKL_F32, e) || vkl_weights_put(w, p->name, t, e)) {
+            if (t && !vkl_weights_find(w, p->name)) vkl_tensor_free(t);
+            rc = -1;
+        }
+    }
+    free(buf);
+    vkl_sd_params_free(&ps);
+    return rc;
+}
+
+int vkl_sd_write_random_checkpoint(const vkl_sd_config *cfg, const char *path, vkl_dtype dtype, uint64_t seed,
+                                   vkl_err *e)
+{
+    vkl_sd_params ps;
+    memset(&ps, 0, sizeof ps);
+    if (vkl_sd_params_build(cfg, &ps, e)) return -1;
+    vkl_st_writer *w = vkl_st_writer_new();
+    void **keep = calloc((size_t)ps.n, sizeof *keep);
+    int rc = (!w || !keep) ? vkl_fail(e, "out of host memory") : 0;
+    for (int i = 0; i < ps.n && !rc; i++) {
+        const vkl_sd_param *p = &ps.v[i];
+        vkl_sd_src_name cand[4];
+        int nc = vkl_sd_ldm_source_name(cfg, p->name, cand, 4);
+        if (nc < 1) {
+            rc = vkl_fail(e, "no original-layout name for %s", p->name);
+            break;
+        }
+        uint64_t n = nelem(p);
+        float *x = malloc(sizeof(float) * (n ? n : 1));
+        vkl_dtype dt = p->ndim >= 2 ? dtype : VKL_F32;
+        keep[i] = malloc(vkl_dtype_size(dt) * (n ? n : 1));
+        if (!x || !keep[i]) {
+            free(x);
+            rc = vkl_fail(e, "out of host memory");
+            break;
+        }
+        fill(p, i, seed, x, n);
+        rc = vkl_convert_host(x, VKL_F32, keep[i], dt, n, e);
+        free(x);
+        /* the original VAE keeps its mid-block attention projections as 1x1 convolutions */
+        int64_t shape[4] = {p->shape[0], p->shape[1], p->shape[2], p->shape[3]};
+        int ndim = p->ndim;
+        if (!strncmp(p->name, "vae.", 4) && strstr(p->name, "mid_block.attentions") && p->ndim == 2) {
+            shape[2] = shape[3] = 1;
+            ndim = 4;
+        }
+        if (!rc) rc = vkl_st_writer_add_ref(w, cand[0].name, dt, ndim, shape, keep[i], e);
+    }
+    if (!rc) rc = vkl_st_writer_meta(w, "vklora", "random weights (vklora init-model)", e);
+    if (!rc) rc = vkl_st_writer_finish(w, path, e);
+    vkl_st_writer_free(w);
+    for (int i = 0; keep && i < ps.n; i++) free(keep[i]);
+    free(keep);
+    vkl_sd_params_free(&ps);
+    return rc;
+}

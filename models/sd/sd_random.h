@@ -1,0 +1,19 @@
+/* Stable Diffusion models with random weights, for benchmarks and for peers
+ * to load the same weights: every matrix ~ N(0, 1/fan_in), norm scales 1,
+ * biases 0, embeddings N(0, 0.02), drawn from the seed with the counter-based
+ * RNG (so the same seed gives the same model everywhere). */
+#ifndef VKL_SD_RANDOM_H
+#define VKL_SD_RANDOM_H
+
+#include "sd/sd_config.h"
+#include "weights.h"
+
+/* Weights whose internal name starts with prefix ("unet.", "" for all) straight
+ * onto the device, matrices stored as dtype. */
+int vkl_sd_random_weights(vkl_ctx *c, const vkl_sd_config *cfg, const char *prefix, vkl_dtype dtype, uint64_t seed,
+                          vkl_weights *w, vkl_err *e);
+/* A single-file checkpoint in the original (LDM) layout, written atomically. */
+int vkl_sd_write_random_checkpoint(const vkl_sd_config *cfg, const char *path, vkl_dtype dtype, uint64_t seed,
+                                   vkl_err *e);
+
+#endif

@@ -1,0 +1,637 @@
+#include "train/sd_trainer.h"
+
+#include "io/image.h"
+#include "io/safetensors.h"
+#include "lora/lora_apply.h"
+#include "optim.h"
+#include "sd/pipeline.h"
+#include "sd/rng.h"
+#include "sd/schedule.h"
+#include "train/sd_train_step.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+volatile int vkl_train_interrupt;
+
+/* Noise and timesteps of a step come from (seed, step): streams of their own. */
+enum { STREAM_NOISE = 0x7431, STREAM_TIME = 0x7432, STREAM_INIT = 0x7433, STREAM_OFFSET = 0x7434 };
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- the network: which modules get adapters, initial values ---- */
+
+static int wanted(const vkl_train_config *c, const char *name)
+{
+    if (strncmp(name, "unet.", 5)) return 0;
+    if (strstr(name, ".transformer_blocks.") &&
+        (strstr(name, ".attn1.to_") || strstr(name, ".attn2.to_")))
+        return 1;
+    if (c->train_ff && (strstr(name, ".ff.net.0.proj") || strstr(name, ".ff.net.2") || strstr(name, ".proj_in") ||
+                        strstr(name, ".proj_out")))
+        return 1;
+    if (c->network_conv && strstr(name, ".resnets.") && (strstr(name, ".conv1") || strstr(name, ".conv2"))) return 1;
+    return 0;
+}
+
+/* kohya's LoRAModule init: down ~ kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in),
+ * 1/sqrt(fan_in)), up = 0, so training starts from the base model. */
+static int init_network(const vkl_train_config *c, const vkl_sd_config *cfg, vkl_lora *l, vkl_err *e)
+{
+    vkl_lora_targets tg;
+    memset(&tg, 0, sizeof tg);
+    memset(l, 0, sizeof *l);
+    if (vkl_lora_targets_from_sd(cfg, &tg, e)) return -1;
+    uint64_t draw = 0;
+    int rc = -1;
+    for (int i = 0; i < tg.n; i++) {
+        const vkl_lora_target *t = &tg.v[i];
+        if (!wanted(c, t->name) || (t->ndim != 2 && t->ndim != 4)) continue;
+        if (t->ndim == 4 && t->shape[2] == 1 && !strstr(t->name, "proj_")) continue; /* 1x1 shortcuts */
+        vkl_lora_module *m = vkl_lora_add_module(l, e);
+        if (!m) goto done;
+        m->name = strdup(t->name);
+        m->kname = strdup(t->kname);
+        m->source = strdup(t->kname);
+        m->kind = VKL_LORA_KIND_LORA;
+        m->alpha = c->alpha;
+        m->has_alpha = 1;
+        m->alpha_dtype = VKL_F32;
+        int64_t in = t->shape[1], out = t->shape[0], r = c->rank;
+        int64_t kh = t->ndim == 4 ? t->shape[2] : 1, kw = t->ndim == 4 ? t->shape[3] : 1;
+        int64_t ds[4] = {r, in, kh, kw}, us[4] = {out, r, 1, 1};
+        float *down = vkl_lora_tensor_alloc(&m->t[VKL_LORA_DOWN], t->ndim, ds, e);
+        float *up = down ? vkl_lora_tensor_alloc(&m->t[VKL_LORA_UP], t->ndim, us, e) : NULL;
+        if (!up || !m->name || !m->kname || !m->source) goto done;
+        m->t[VKL_LORA_DOWN].dtype = m->t[VKL_LORA_UP].dtype = VKL_F32;
+        float bound = 1.0f / sqrtf((float)(in * kh * kw));
+        size_t nd = (size_t)(r * in * kh * kw);
+        /* a standard normal z gives erf(z / sqrt 2) uniform in (-1, 1) */
+        for (size_t k = 0; k < nd; k++) {
+            float z = vkl_rng_normal_at(c->data.seed, STREAM_INIT, draw++);
+            down[k] = bound * (float)erf(z / sqrt(2.0));
+        }
+        if (vkl_lora_module_finish(m, t, e)) goto done;
+    }
+    if (!l->n) {
+        vkl_fail(e, "the model has no module the network trains");
+        goto done;
+    }
+    rc = 0;
+done:
+    vkl_lora_targets_free(&tg);
+    return rc;
+}
+
+/* ---- files: adapter with kohya metadata, state folder, settings, log ---- */
+
+static int mkdir_p(const char *path)
+{
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0755) && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+static int write_text_atomic(const char *path, const char *text, vkl_err *e)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return vkl_fail(e, "cannot write %s: %s", tmp, strerror(errno));
+    int ok = fputs(text, f) >= 0;
+    ok = (fflush(f) == 0) && ok && (fsync(fileno(f)) == 0);
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return vkl_fail(e, "cannot write %s: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+typedef struct trainer {
+    vkl_ctx *ctx;
+    const vkl_train_config *c;
+    vkl_sd_model *m;
+    vkl_dataset *ds;
+    vkl_latent_cache *cache;
+    vkl_lora lora;
+    vkl_lora_set *set;
+    vkl_tensor **params;
+    int np;
+    vkl_adamw *opt;
+    vkl_noise_table table;
+    struct { int w, h; vkl_sd_train_step *s; } steps[32];
+    int nsteps;
+    char base_hash[80], model_name[256];
+} trainer;
+
+/* Copies the trained tensors back into the in-memory adapter. */
+static int pull_adapter(trainer *t, vkl_err *e)
+{
+    for (int i = 0; i < vkl_lora_set_count(t->set); i++) {
+        const vkl_lora_slot *slot = vkl_lora_set_at(t->set, i);
+        vkl_lora_module *m = (vkl_lora_module *)vkl_lora_find(&t->lora, slot->module);
+        if (!m || vkl_tensor_download(t->ctx, slot->a_cat, m->t[VKL_LORA_DOWN].data, VKL_F32, e) ||
+            vkl_tensor_download(t->ctx, slot->b_cat, m->t[VKL_LORA_UP].data, VKL_F32, e))
+            return -1;
+    }
+    return 0;
+}
+
+static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
+{
+    const vkl_train_config *c = t->c;
+    char buf[64];
+    vkl_lora *l = &t->lora;
+#define M(k, v) if (vkl_lora_meta_set(l, k, v, e)) return -1
+    M("ss_network_module", "networks.lora");
+    snprintf(buf, sizeof buf, "%d", c->rank);
+    M("ss_network_dim", buf);
+    snprintf(buf, sizeof buf, "%g", c->alpha);
+    M("ss_network_alpha", buf);
+    if (c->network_conv) {
+        snprintf(buf, sizeof buf, "{\"conv_dim\": \"%d\", \"conv_alpha\": \"%g\"}", c->rank, c->alpha);
+        M("ss_network_args", buf);
+    }
+    M("ss_sd_model_name", t->model_name);
+    M("ss_sd_model_hash", t->base_hash);
+    M("ss_v2", t->m->cfg->family == VKL_SD_FAMILY_SD2 ? "True" : "False");
+    snprintf(buf, sizeof buf, "(%d, %d)", c->data.resolution, c->data.resolution);
+    M("ss_resolution", buf);
+    snprintf(buf, sizeof buf, "%d", step);
+    M("ss_steps", buf);
+    snprintf(buf, sizeof buf, "%d", epoch);
+    M("ss_epoch", buf);
+    snprintf(buf, sizeof buf, "%g", c->lr);
+    M("ss_learning_rate", buf);
+    M("ss_unet_lr", buf);
+    M("ss_lr_scheduler", c->lr_schedule);
+    snprintf(buf, sizeof buf, "%d", c->data.batch_size);
+    M("ss_batch_size_per_device", buf);
+    snprintf(buf, sizeof buf, "%d", t->ds->nimages);
+    M("ss_num_train_images", buf);
+    snprintf(buf, sizeof buf, "%g", c->min_snr_gamma);
+    if (c->min_snr_gamma > 0) M("ss_min_snr_gamma", buf);
+    snprintf(buf, sizeof buf, "%g", c->noise_offset);
+    M("ss_noise_offset", buf);
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)c->data.seed);
+    M("ss_seed", buf);
+    M("ss_optimizer", "AdamW");
+    M("ss_training_comment", "trained with vklora");
+    char *tf = vkl_dataset_tag_frequency_json(t->ds), *dd = vkl_dataset_dirs_json(t->ds);
+    int bad = (tf && vkl_lora_meta_set(l, "ss_tag_frequency", tf, e)) || (dd && vkl_lora_meta_set(l, "ss_dataset_dirs", dd, e));
+    free(tf);
+    free(dd);
+#undef M
+    return bad ? -1 : 0;
+}
+
+static int save_adapter(trainer *t, const char *path, int step, int epoch, vkl_err *e)
+{
+    if (pull_adapter(t, e) || set_meta(t, step, epoch, e)) return -1;
+    return vkl_lora_save_kohya(&t->lora, path, e);
+}
+
+/* State folder: adapter.safetensors, optimizer.safetensors, state.json (written
+ * last, so a folder with a state.json is complete). */
+static int save_state(trainer *t, const char *dir, int step, int epoch, const vkl_ds_iter *it, vkl_err *e)
+{
+    if (mkdir_p(dir)) return vkl_fail(e, "cannot create %s: %s", dir, strerror(errno));
+    char path[1100];
+    snprintf(path, sizeof path, "%s/adapter.safetensors", dir);
+    if (save_adapter(t, path, step, epoch, e)) return -1;
+    vkl_st_writer *w = vkl_st_writer_new();
+    if (!w) return vkl_fail(e, "out of host memory");
+    int rc = 0;
+    for (int i = 0; i < t->np && !rc; i++) {
+        vkl_tensor *mv[2] = {vkl_adamw_m(t->opt, i), vkl_adamw_v(t->opt, i)};
+        for (int k = 0; k < 2 && !rc; k++) {
+            size_t n = (size_t)vkl_tensor_nelem(mv[k]);
+            float *buf = malloc(sizeof(float) * (n ? n : 1));
+            char name[64];
+            snprintf(name, sizeof name, "%s.%d", k ? "v" : "m", i);
+            rc = !buf || vkl_tensor_download(t->ctx, mv[k], buf, VKL_F32, e) ||
+                 vkl_st_writer_add(w, name, VKL_F32, mv[k]->ndim, mv[k]->shape, buf, e);
+            free(buf);
+        }
+    }
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if (!rc) rc = vkl_st_writer_finish(w, path, e);
+    vkl_st_writer_free(w);
+    if (rc) return -1;
+    char *iter = vkl_ds_iter_save(it);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "format", "vklora-train-state");
+    cJSON_AddNumberToObject(j, "version", 1);
+    cJSON_AddNumberToObject(j, "step", step);
+    cJSON_AddNumberToObject(j, "epoch", epoch);
+    cJSON_AddNumberToObject(j, "params", t->np);
+    cJSON_AddItemToObject(j, "data", iter ? cJSON_Parse(iter) : cJSON_CreateNull());
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    free(iter);
+    snprintf(path, sizeof path, "%s/state.json", dir);
+    rc = text ? write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
+    free(text);
+    return rc;
+}
+
+static int load_state(trainer *t, const char *dir, int *step, vkl_ds_iter *it, vkl_err *e)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/state.json", dir);
+    char *text = NULL;
+    if (vkl_sd_read_text_file(path, 1 << 20, &text, e)) return -1;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cJSON *st = j ? cJSON_GetObjectItem(j, "step") : NULL, *np = j ? cJSON_GetObjectItem(j, "params") : NULL;
+    cJSON *data = j ? cJSON_GetObjectItem(j, "data") : NULL;
+    if (!cJSON_IsNumber(st) || !cJSON_IsNumber(np) || !cJSON_IsObject(data)) {
+        cJSON_Delete(j);
+        return vkl_fail(e, "%s is not a vklora training state", path);
+    }
+    if (np->valueint != t->np) {
+        cJSON_Delete(j);
+        return vkl_fail(e, "%s holds %d adapter tensors, this run trains %d (different rank or targets?)", path,
+                        np->valueint, t->np);
+    }
+    *step = st->valueint;
+    char *dj = cJSON_PrintUnformatted(data);
+    cJSON_Delete(j);
+    int rc = vkl_ds_iter_restore(it, dj, e);
+    free(dj);
+    if (rc) return -1;
+    /* adapter and optimiser moments */
+    vkl_lora saved;
+    vkl_lora_targets tg;
+    memset(&tg, 0, sizeof tg);
+    if (vkl_lora_targets_from_sd(t->m->cfg, &tg, e)) return -1;
+    vkl_lora_opts lo = {&tg, 0, NULL, 0};
+    snprintf(path, sizeof path, "%s/adapter.safetensors", dir);
+    rc = vkl_lora_load(path, &lo, &saved, e);
+    vkl_lora_targets_free(&tg);
+    if (rc) return -1;
+    for (int i = 0; i < vkl_lora_set_count(t->set) && !rc; i++) {
+        const vkl_lora_slot *slot = vkl_lora_set_at(t->set, i);
+        const vkl_lora_module *m = vkl_lora_find(&saved, slot->module);
+        if (!m || vkl_lora_tensor_nelem(&m->t[VKL_LORA_DOWN]) != (uint64_t)vkl_tensor_nelem(slot->a_cat) ||
+            vkl_lora_tensor_nelem(&m->t[VKL_LORA_UP]) != (uint64_t)vkl_tensor_nelem(slot->b_cat))
+            rc = vkl_fail(e, "%s does not match this run's network at %s", path, slot->module);
+        else
+            rc = vkl_tensor_upload(t->ctx, slot->a_cat, m->t[VKL_LORA_DOWN].data, VKL_F32, e) ||
+                 vkl_tensor_upload(t->ctx, slot->b_cat, m->t[VKL_LORA_UP].data, VKL_F32, e);
+    }
+    vkl_lora_free(&saved);
+    if (rc) return -1;
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    vkl_st_file *f = NULL;
+    if (vkl_st_open(path, &f, e)) return -1;
+    for (int i = 0; i < t->np && !rc; i++)
+        for (int k = 0; k < 2 && !rc; k++) {
+            char name[64];
+            snprintf(name, sizeof name, "%s.%d", k ? "v" : "m", i);
+            vkl_tensor *dst = k ? vkl_adamw_v(t->opt, i) : vkl_adamw_m(t->opt, i);
+            const vkl_st_tensor *x = vkl_st_find(f, name);
+            if (!x || x->nelem != (uint64_t)vkl_tensor_nelem(dst)) {
+                rc = vkl_fail(e, "%s: tensor %s is missing or has the wrong size", path, name);
+                break;
+            }
+            float *buf = malloc(sizeof(float) * x->nelem);
+            rc = !buf || vkl_st_read(f, x, VKL_F32, buf, e) || vkl_tensor_upload(t->ctx, dst, buf, VKL_F32, e);
+            free(buf);
+        }
+    vkl_st_close(f);
+    return rc ? -1 : 0;
+}
+
+/* ---- data to tensors ---- */
+
+static int encode_cb(void *user, const float *chw, int w, int h, float *latents, vkl_err *e)
+{
+    trainer *t = user;
+    return vkl_sd_encode_image(t->m, chw, 1, h, w, latents, e);
+}
+
+/* Text states [n, 77, D] for n captions (truncated to 75 tokens, as kohya's
+ * default max_token_length). */
+static int encode_captions(trainer *t, char **caps, int n, float *out, vkl_err *e)
+{
+    int32_t *ids = malloc(sizeof(int32_t) * 77 * (size_t)n);
+    if (!ids) return vkl_fail(e, "out of host memory");
+    for (int i = 0; i < n; i++)
+        if (vkl_clip_encode_padded(t->m->tok, caps[i], 0, ids + 77 * i, NULL, e)) {
+            free(ids);
+            return -1;
+        }
+    int rc = -1;
+    vkl_tensor *ti = vkl_tensor_new(t->ctx, VKL_I32, 2, (int64_t[]){n, 77}, e);
+    vkl_graph *g = vkl_graph_new(t->ctx);
+    if (!ti || vkl_tensor_upload(t->ctx, ti, ids, VKL_I32, e)) goto done;
+    vkl_tensor *y = vkl_clip_text_forward(g, &t->m->te, ti, t->c->clip_skip > 1 ? t->c->clip_skip - 1 : 0, 1, NULL);
+    vkl_graph_keep(g, y);
+    if (vkl_graph_plan(g, e) || vkl_graph_run(g, e) || vkl_tensor_download(t->ctx, y, out, VKL_F32, e)) goto done;
+    rc = 0;
+done:
+    vkl_graph_free(g);
+    vkl_tensor_free(ti);
+    free(ids);
+    return rc;
+}
+
+static vkl_sd_train_step *step_for(trainer *t, int w, int h, vkl_err *e)
+{
+    for (int i = 0; i < t->nsteps; i++)
+        if (t->steps[i].w == w && t->steps[i].h == h) return t->steps[i].s;
+    if (t->nsteps == 32) {
+        vkl_fail(e, "more than 32 bucket shapes");
+        return NULL;
+    }
+    int f = 1 << (t->m->cfg->vae.n_levels - 1);
+    vkl_sd_train_shape sh = {t->c->data.batch_size, t->m->cfg->unet.in_channels, h / f, w / f, 77,
+                             t->m->cfg->unet.cross_attention_dim};
+    vkl_sd_train_step *s = NULL;
+    if (vkl_sd_train_step_new(t->ctx, &t->m->unet, &sh, t->c->checkpointing, t->opt, &s, e)) return NULL;
+    t->steps[t->nsteps].w = w;
+    t->steps[t->nsteps].h = h;
+    t->steps[t->nsteps++].s = s;
+    return s;
+}
+
+static void trainer_free(trainer *t)
+{
+    for (int i = 0; i < t->nsteps; i++) vkl_sd_train_step_free(t->steps[i].s);
+    vkl_adamw_free(t->opt);
+    free(t->params);
+    vkl_lora_set_free(t->set);
+    vkl_lora_free(&t->lora);
+    vkl_latent_cache_free(t->cache);
+    vkl_dataset_free(t->ds);
+    vkl_noise_table_free(&t->table);
+    if (t->m) t->m->unet.lora = NULL;
+    vkl_sd_model_free(t->m);
+}
+
+static int render_samples(trainer *t, int step, vkl_err *e)
+{
+    const vkl_train_config *c = t->c;
+    char *text = NULL;
+    if (vkl_sd_read_text_file(c->sample_prompts, 1 << 20, &text, e)) return -1;
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s.samples", c->output);
+    if (mkdir_p(dir)) {
+        free(text);
+        return vkl_fail(e, "cannot create %s", dir);
+    }
+    int idx = 0, rc = 0;
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line && !rc; line = strtok_r(NULL, "\n", &save)) {
+        while (*line == ' ' || *line == '\t') line++;
+        if (!*line || *line == '#') continue;
+        vkl_gen_opts o;
+        vkl_gen_opts_default(&o);
+        o.prompt = line;
+        o.width = o.height = c->data.resolution;
+        o.seed = c->data.seed + (uint64_t)idx;
+        o.sampler.steps = c->sample_steps;
+        vkl_gen_result r;
+        rc = vkl_sd_generate(t->m, &o, &r, e);
+        if (!rc) {
+            vkl_image im;
+            rc = vkl_image_alloc(&im, r.width, r.height, 3, VKL_PIX_U8, e);
+            if (!rc) {
+                size_t hw = (size_t)r.width * r.height;
+                for (size_t i = 0; i < hw; i++)
+                    for (int ch = 0; ch < 3; ch++) {
+                        float v = r.images[ch * hw + i] * 0.5f + 0.5f;
+                        vkl_image_u8(&im)[i * 3 + ch] = (uint8_t)((v < 0 ? 0 : v > 1 ? 1 : v) * 255.0f + 0.5f);
+                    }
+                char path[1300];
+                snprintf(path, sizeof path, "%s/step%06d-%d.png", dir, step, idx);
+                vkl_png_text pt = {"parameters", line};
+                rc = vkl_png_write(path, &im, &pt, 1, e);
+                vkl_image_free(&im);
+            }
+            vkl_gen_result_free(&r);
+        }
+        idx++;
+    }
+    free(text);
+    return rc;
+}
+
+int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn progress, void *user, vkl_err *e)
+{
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.ctx = ctx;
+    t.c = c;
+    vkl_ds_iter it;
+    memset(&it, 0, sizeof it);
+    FILE *csv = NULL;
+    float *x0 = NULL, *noise = NULL, *noisy = NULL, *target = NULL, *text = NULL, *lat = NULL, *tt = NULL, *wts = NULL;
+    char **caps = NULL;
+    int rc = -1, B = c->data.batch_size;
+    if (!c->model || !c->data.images_dir || !c->output)
+        return vkl_fail(e, "training needs --model, --images and -o/--output");
+    if (!c->max_steps && !c->epochs) return vkl_fail(e, "give --max-steps N or --epochs N");
+    vkl_lr_schedule sched = {VKL_LR_CONSTANT, c->lr, c->warmup, 0, c->cycles};
+    if (vkl_lr_kind_parse(c->lr_schedule, &sched.kind))
+        return vkl_fail(e, "unknown --lr-schedule '%s' (constant, linear, cosine, cosine_with_restarts)", c->lr_schedule);
+    vkl_sd_model_opts mo;
+    vkl_sd_model_opts_default(&mo);
+    mo.tokenizer = c->tokenizer;
+    mo.weight_dtype = c->weight_dtype;
+    if (vkl_sd_model_load(ctx, c->model, &mo, &t.m, e)) goto done;
+    {
+        const char *sl = strrchr(c->model, '/');
+        snprintf(t.model_name, sizeof t.model_name, "%s", sl && sl[1] ? sl + 1 : c->model);
+        snprintf(t.base_hash, sizeof t.base_hash, "unknown");
+    }
+    if (vkl_dataset_open(&c->data, &t.ds, e)) goto done;
+    vkl_beta_params bp;
+    if (vkl_beta_params_from_sd(&t.m->cfg->sched, &bp, e) || vkl_noise_table_init(&t.table, &bp, VKL_ACP_F32, e))
+        goto done;
+    vkl_latent_cache_opts co = {encode_cb, &t, t.model_name, t.m->cfg->vae.latent_channels,
+                                1 << (t.m->cfg->vae.n_levels - 1), 1, 1};
+    if (vkl_latent_cache_new(&co, t.ds, &t.cache, e)) goto done;
+    if (init_network(c, t.m->cfg, &t.lora, e)) goto done;
+    vkl_lora_use use = {&t.lora, 1.0f, 1.0f};
+    if (vkl_lora_set_build(ctx, &use, 1, &t.set, e) || vkl_sd_train_params(t.set, &t.params, &t.np, e)) goto done;
+    t.m->unet.lora = t.set;
+    float *mult = malloc(sizeof(float) * (size_t)t.np);
+    if (!mult) goto oom;
+    for (int i = 0; i < t.np; i++) mult[i] = i % 2 ? c->loraplus_ratio : 1.0f;
+    vkl_adamw_opts ao;
+    vkl_adamw_opts_default(&ao);
+    ao.lr = c->lr;
+    ao.weight_decay = c->weight_decay;
+    ao.max_grad_norm = c->max_grad_norm;
+    t.opt = vkl_adamw_new(ctx, t.params, t.np, mult, &ao, e);
+    free(mult);
+    if (!t.opt) goto done;
+    if (vkl_ds_iter_init(&it, t.ds, e)) goto done;
+    int total = c->max_steps ? c->max_steps : c->epochs * t.ds->batches_per_epoch;
+    sched.total = total;
+    int step = 0;
+    char state_dir[1100];
+    snprintf(state_dir, sizeof state_dir, "%s.state", c->output);
+    if (c->resume && load_state(&t, c->resume, &step, &it, e)) goto done;
+    {
+        char *js = vkl_train_config_json(c), path[1100];
+        snprintf(path, sizeof path, "%s.json", c->output);
+        int bad = !js || write_text_atomic(path, js, e);
+        free(js);
+        if (bad) goto done;
+    }
+    char csv_path[1100];
+    snprintf(csv_path, sizeof csv_path, "%s.csv", c->output);
+    csv = fopen(csv_path, step ? "a" : "w");
+    if (!csv) {
+        vkl_fail(e, "cannot write %s: %s", csv_path, strerror(errno));
+        goto done;
+    }
+    if (!step) fprintf(csv, "step,epoch,loss,lr,grad_norm,skipped,seconds\n");
+    int D = t.m->cfg->unet.cross_attention_dim, f = 1 << (t.m->cfg->vae.n_levels - 1);
+    int maxw = 0, maxh = 0;
+    for (int b = 0; b < t.ds->nbuckets; b++) {
+        if (t.ds->buckets[b].reso.w > maxw) maxw = t.ds->buckets[b].reso.w;
+        if (t.ds->buckets[b].reso.h > maxh) maxh = t.ds->buckets[b].reso.h;
+    }
+    size_t maxper = (size_t)t.m->cfg->unet.in_channels * (maxw / f) * (maxh / f);
+    x0 = malloc(sizeof(float) * maxper * B);
+    noise = malloc(sizeof(float) * maxper * B);
+    noisy = malloc(sizeof(float) * maxper * B);
+    target = malloc(sizeof(float) * maxper * B);
+    text = malloc(sizeof(float) * 77 * (size_t)D * B);
+    tt = malloc(sizeof(float) * B);
+    wts = malloc(sizeof(float) * B);
+    caps = calloc((size_t)B, sizeof *caps);
+    if (!x0 || !noise || !noisy || !target || !text || !tt || !wts || !caps) goto oom;
+    double t0 = now_s(), avg = 0;
+    int navg = 0, skipped_run = 0;
+    uint32_t epoch = 0;
+    while (step < total && !vkl_train_interrupt) {
+        const vkl_ds_sample *smp;
+        int cnt, bucket;
+        if (vkl_ds_iter_next(&it, &smp, &cnt, &bucket, &epoch, e)) goto done;
+        int bw = t.ds->buckets[bucket].reso.w, bh = t.ds->buckets[bucket].reso.h;
+        size_t per = (size_t)t.m->cfg->unet.in_channels * (bh / f) * (bw / f);
+        if (cnt != B) continue; /* a short batch (only at the end of a bucket): kohya drops it too */
+        for (int i = 0; i < B; i++) {
+            if (vkl_latent_cache_get(t.cache, smp[i].image, smp[i].flip, x0 + per * i, e)) {
+                vkl_err_prefix(e, "%s: ", t.ds->images[smp[i].image].path);
+                goto done;
+            }
+            free(caps[i]);
+            caps[i] = NULL;
+            if (vkl_caption_process(&c->data.caption, t.ds->images[smp[i].image].caption, c->data.seed, epoch,
+                                    smp[i].slot, &caps[i], e))
+                goto done;
+        }
+        if (encode_captions(&t, caps, B, text, e)) goto done;
+        /* noise, timesteps and the noisy latents: a function of (seed, step) */
+        for (size_t k = 0; k < per * B; k++) noise[k] = vkl_rng_normal_at(c->data.seed, STREAM_NOISE + ((uint64_t)step << 8), k);
+        if (c->noise_offset > 0) {
+            int C = t.m->cfg->unet.in_channels;
+            for (int b = 0; b < B; b++)
+                for (int ch = 0; ch < C; ch++) {
+                    float o = c->noise_offset * vkl_rng_normal_at(c->data.seed, STREAM_OFFSET + ((uint64_t)step << 8),
+                                                                  (uint64_t)(b * C + ch));
+                    for (size_t k = 0; k < per / C; k++) noise[b * per + ch * (per / C) + k] += o;
+                }
+        }
+        for (int b = 0; b < B; b++) {
+            float u = 0.5f * (1.0f + (float)erf(vkl_rng_normal_at(c->data.seed, STREAM_TIME + ((uint64_t)step << 8), b) / sqrt(2.0)));
+            int ts = (int)(u * t.table.n);
+            if (ts >= t.table.n) ts = t.table.n - 1;
+            tt[b] = (float)ts;
+            double acp = t.table.alphas_cumprod[ts], sa = sqrt(acp), sb = sqrt(1 - acp);
+            for (size_t k = 0; k < per; k++) {
+                size_t j = b * per + k;
+                noisy[j] = (float)(sa * x0[j] + sb * noise[j]);
+                target[j] = t.m->cfg->sched.prediction == VKL_SD_PRED_V ? (float)(sa * noise[j] - sb * x0[j]) : noise[j];
+            }
+            double snr = acp / (1 - acp);
+            wts[b] = 1.0f;
+            if (c->min_snr_gamma > 0) {
+                double w = fmin(snr, c->min_snr_gamma) / snr;
+                if (t.m->cfg->sched.prediction == VKL_SD_PRED_V) w = fmin(snr, c->min_snr_gamma) / (snr + 1);
+                wts[b] = (float)w;
+            }
+        }
+        vkl_sd_train_step *s = step_for(&t, bw, bh, e);
+        if (!s) goto done;
+        float lr = vkl_lr_at(&sched, step), loss, gn = 0;
+        int skipped = 0;
+        if (vkl_sd_train_step_run(s, noisy, tt, text, target, wts, step + 1, lr, &loss, e) ||
+            vkl_sd_train_step_stats(s, &gn, &skipped, e))
+            goto done;
+        step++;
+        if (skipped) {
+            skipped_run++;
+            vkl_log(VKL_LOG_WARN, "step %d: the gradient was not finite; the update was skipped", step);
+            if (skipped_run >= 10) {
+                vkl_fail(e, "10 steps in a row had non-finite gradients; stopping (try a lower --lr)");
+                goto done;
+            }
+        } else {
+            skipped_run = 0;
+        }
+        avg = navg < 20 ? (avg * navg + loss) / (navg + 1) : avg * 0.95 + loss * 0.05;
+        navg++;
+        fprintf(csv, "%d,%u,%.7g,%.7g,%.7g,%d,%.3f\n", step, epoch, loss, lr, gn, skipped, now_s() - t0);
+        fflush(csv);
+        if (progress) {
+            vkl_mem_stats ms;
+            vkl_mem_get_stats(ctx, &ms);
+            vkl_train_report r = {step, total, (int)epoch, loss, (float)avg, lr, gn, skipped, now_s() - t0, ms.total_current};
+            progress(user, &r);
+        }
+        if (c->save_every && step % c->save_every == 0 && step < total) {
+            char path[1200];
+            snprintf(path, sizeof path, "%s-step%06d.safetensors", c->output, step);
+            if (save_adapter(&t, path, step, (int)epoch, e) || save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
+            if (c->keep_last > 0 && step - c->keep_last * c->save_every > 0) {
+                snprintf(path, sizeof path, "%s-step%06d.safetensors", c->output, step - c->keep_last * c->save_every);
+                unlink(path);
+            }
+        }
+        if (c->sample_prompts && c->sample_every && step % c->sample_every == 0 && render_samples(&t, step, e)) goto done;
+    }
+    if (save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
+    if (vkl_train_interrupt) {
+        vkl_fail(e, "interrupted at step %d; the state is in %s (continue with --resume %s)", step, state_dir, state_dir);
+        rc = 1;
+        goto done;
+    }
+    if (save_adapter(&t, c->output, step, (int)epoch, e)) goto done;
+    rc = 0;
+    goto done;
+oom:
+    vkl_fail(e, "out of host memory");
+done:
+    if (csv) fclose(csv);
+    if (caps)
+        for (int i = 0; i < B; i++) free(caps[i]);
+    free(caps);
+    free(x0); free(noise); free(noisy); free(target); free(text); free(lat); free(tt); free(wts);
+    vkl_ds_iter_free(&it);
+    trainer_free(&t);
+    return rc;
+}

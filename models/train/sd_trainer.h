@@ -1,0 +1,64 @@
+/* `vklora train`: a LoRA for a Stable Diffusion model from an image folder,
+ * as kohya's sd-scripts train one. Latents are encoded once (cached), the
+ * text encoder is frozen, the UNet gets trainable adapters; every step draws
+ * noise and timesteps from the seed and the step number only, so a resumed
+ * run repeats the uninterrupted one exactly. */
+#ifndef VKL_SD_TRAINER_H
+#define VKL_SD_TRAINER_H
+
+#include "sd/sd_model.h"
+#include "train/dataset.h"
+
+typedef struct vkl_train_config {
+    const char *model, *output, *tokenizer;
+    vkl_dataset_opts data;
+    int rank;
+    float alpha;
+    int network_conv;         /* LoCon: also the resnet 3x3 convolutions */
+    int train_ff;             /* also feed-forward and proj_in/proj_out */
+    float lr;
+    float loraplus_ratio;     /* >1: up/B matrices learn this much faster (LoRA+) */
+    const char *lr_schedule;  /* constant, linear, cosine, cosine_with_restarts */
+    int warmup, cycles;
+    float weight_decay, max_grad_norm;
+    int max_steps, epochs;    /* max_steps wins when both are set */
+    float min_snr_gamma;      /* 0: off */
+    float noise_offset;
+    int checkpointing;
+    int clip_skip;
+    int save_every, keep_last;
+    const char *sample_prompts;
+    int sample_every, sample_steps;
+    const char *resume;       /* state folder of an interrupted run */
+    int quiet;
+    vkl_dtype weight_dtype;
+} vkl_train_config;
+
+void vkl_train_config_default(vkl_train_config *c);
+/* Sets a field from a name as the command line spells it without dashes
+ * ("rank", "lr", "max-steps", "shuffle-caption", ...). */
+int vkl_train_config_set(vkl_train_config *c, const char *key, const char *value, vkl_err *e);
+/* The settings as JSON (what the run writes beside its output). malloc'd. */
+char *vkl_train_config_json(const vkl_train_config *c);
+
+/* Progress hook: called after every step. */
+typedef struct vkl_train_report {
+    int step, total, epoch;
+    float loss, loss_avg, lr, grad_norm;
+    int skipped;
+    double seconds;
+    uint64_t device_bytes;
+} vkl_train_report;
+typedef void (*vkl_train_progress_fn)(void *user, const vkl_train_report *r);
+
+/* Set to a nonzero value (e.g. by a SIGINT handler) to stop after the current
+ * step with a checkpoint written. */
+extern volatile int vkl_train_interrupt;
+
+/* Runs the training; returns 0 when done, 1 when interrupted (state saved),
+ * -1 on error. Writes output (kohya LoRA with ss_* metadata), its
+ * settings (<output>.json), the loss log (<output>.csv) and the state folder
+ * (<output>.state/) for --resume. */
+int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn progress, void *user, vkl_err *e);
+
+#endif

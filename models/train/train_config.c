@@ -1,0 +1,177 @@
+/* Training settings: defaults, setting by name (shared by the command line
+ * and --config files), and the JSON written beside each run's output. */
+#include "train/sd_trainer.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void vkl_train_config_default(vkl_train_config *c)
+{
+    memset(c, 0, sizeof *c);
+    vkl_dataset_opts_default(&c->data);
+    c->rank = 16;
+    c->alpha = 16;
+    c->lr = 1e-4f;
+    c->loraplus_ratio = 1;
+    c->lr_schedule = "constant";
+    c->weight_decay = 1e-2f;
+    c->max_grad_norm = 1.0f;
+    c->clip_skip = 1;
+    c->keep_last = 3;
+    c->sample_steps = 20;
+    c->weight_dtype = VKL_F16;
+}
+
+static int as_int(const char *v, int lo, int hi, int *out, const char *key, vkl_err *e)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || !*v || *end || x < lo || x > hi) return vkl_fail(e, "%s: '%s' is not an integer in [%d, %d]", key, v, lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+static int as_float(const char *v, float *out, const char *key, vkl_err *e)
+{
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || x != x) return vkl_fail(e, "%s: '%s' is not a number", key, v);
+    *out = (float)x;
+    return 0;
+}
+
+static int as_bool(const char *v, int *out, const char *key, vkl_err *e)
+{
+    if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes")) *out = 1;
+    else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no")) *out = 0;
+    else return vkl_fail(e, "%s: '%s' is not true or false", key, v);
+    return 0;
+}
+
+/* Strings given by name are kept for the run's life (the config points at them). */
+static const char *keep(const char *v) { return strdup(v); }
+
+int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_err *e)
+{
+    vkl_dataset_opts *d = &c->data;
+    int b;
+    if (!strcmp(k, "model")) c->model = keep(v);
+    else if (!strcmp(k, "images")) d->images_dir = keep(v);
+    else if (!strcmp(k, "output") || !strcmp(k, "o")) c->output = keep(v);
+    else if (!strcmp(k, "tokenizer")) c->tokenizer = keep(v);
+    else if (!strcmp(k, "caption-ext")) d->caption_ext = keep(v);
+    else if (!strcmp(k, "caption")) d->default_caption = keep(v);
+    else if (!strcmp(k, "trigger")) d->caption.trigger = keep(v);
+    else if (!strcmp(k, "lr-schedule")) c->lr_schedule = keep(v);
+    else if (!strcmp(k, "sample-prompts")) c->sample_prompts = keep(v);
+    else if (!strcmp(k, "resume")) c->resume = keep(v);
+    else if (!strcmp(k, "network")) {
+        if (!strcmp(v, "lora")) c->network_conv = 0;
+        else if (!strcmp(v, "locon")) c->network_conv = 1;
+        else return vkl_fail(e, "network: '%s' cannot be trained yet (lora and locon can; loha, lokr and dora "
+                                "adapters load for generation)", v);
+    } else if (!strcmp(k, "resolution")) return as_int(v, 64, 4096, &d->resolution, k, e);
+    else if (!strcmp(k, "rank")) return as_int(v, 1, 1024, &c->rank, k, e);
+    else if (!strcmp(k, "alpha")) return as_float(v, &c->alpha, k, e);
+    else if (!strcmp(k, "lr")) return as_float(v, &c->lr, k, e);
+    else if (!strcmp(k, "loraplus-ratio")) return as_float(v, &c->loraplus_ratio, k, e);
+    else if (!strcmp(k, "warmup")) return as_int(v, 0, 1 << 30, &c->warmup, k, e);
+    else if (!strcmp(k, "cycles")) return as_int(v, 1, 1000, &c->cycles, k, e);
+    else if (!strcmp(k, "weight-decay")) return as_float(v, &c->weight_decay, k, e);
+    else if (!strcmp(k, "max-grad-norm")) return as_float(v, &c->max_grad_norm, k, e);
+    else if (!strcmp(k, "max-steps")) return as_int(v, 1, 1 << 30, &c->max_steps, k, e);
+    else if (!strcmp(k, "epochs")) return as_int(v, 1, 1 << 20, &c->epochs, k, e);
+    else if (!strcmp(k, "batch")) return as_int(v, 1, 256, &d->batch_size, k, e);
+    else if (!strcmp(k, "seed")) {
+        char *end;
+        errno = 0;
+        d->seed = strtoull(v, &end, 10);
+        if (errno || !*v || *end) return vkl_fail(e, "seed: '%s' is not a number", v);
+    } else if (!strcmp(k, "min-snr-gamma")) return as_float(v, &c->min_snr_gamma, k, e);
+    else if (!strcmp(k, "noise-offset")) return as_float(v, &c->noise_offset, k, e);
+    else if (!strcmp(k, "clip-skip")) return as_int(v, 1, 12, &c->clip_skip, k, e);
+    else if (!strcmp(k, "save-every")) return as_int(v, 0, 1 << 30, &c->save_every, k, e);
+    else if (!strcmp(k, "keep-last")) return as_int(v, 1, 1000, &c->keep_last, k, e);
+    else if (!strcmp(k, "sample-every")) return as_int(v, 0, 1 << 30, &c->sample_every, k, e);
+    else if (!strcmp(k, "sample-steps")) return as_int(v, 1, 200, &c->sample_steps, k, e);
+    else if (!strcmp(k, "keep-tokens")) return as_int(v, 0, 1000, &d->caption.keep_tokens, k, e);
+    else if (!strcmp(k, "caption-dropout-rate")) {
+        float x;
+        if (as_float(v, &x, k, e)) return -1;
+        d->caption.dropout_rate = x;
+    } else if (!strcmp(k, "caption-tag-dropout-rate")) {
+        float x;
+        if (as_float(v, &x, k, e)) return -1;
+        d->caption.tag_dropout_rate = x;
+    } else if (!strcmp(k, "shuffle-caption")) return as_bool(v, &d->caption.shuffle, k, e);
+    else if (!strcmp(k, "flip")) return as_bool(v, &d->flip, k, e);
+    else if (!strcmp(k, "bucket")) return as_bool(v, &d->bucket, k, e);
+    else if (!strcmp(k, "bucket-no-upscale")) return as_bool(v, &d->bucket_no_upscale, k, e);
+    else if (!strcmp(k, "checkpointing")) return as_bool(v, &c->checkpointing, k, e);
+    else if (!strcmp(k, "train-ff")) return as_bool(v, &c->train_ff, k, e);
+    else if (!strcmp(k, "weights")) {
+        if (!strcmp(v, "f16")) c->weight_dtype = VKL_F16;
+        else if (!strcmp(v, "f32")) c->weight_dtype = VKL_F32;
+        else return vkl_fail(e, "weights: f16 or f32, not '%s'", v);
+    } else return vkl_fail(e, "unknown training setting '%s'", k);
+    (void)b;
+    return 0;
+}
+
+char *vkl_train_config_json(const vkl_train_config *c)
+{
+    cJSON *j = cJSON_CreateObject();
+    const vkl_dataset_opts *d = &c->data;
+#define S(k, v) if (v) cJSON_AddStringToObject(j, k, v)
+#define N(k, v) cJSON_AddNumberToObject(j, k, (double)(v))
+#define B(k, v) cJSON_AddBoolToObject(j, k, (v) != 0)
+    S("model", c->model);
+    S("images", d->images_dir);
+    S("output", c->output);
+    S("caption-ext", d->caption_ext);
+    S("caption", d->default_caption);
+    S("trigger", d->caption.trigger);
+    cJSON_AddStringToObject(j, "network", c->network_conv ? "locon" : "lora");
+    N("resolution", d->resolution);
+    N("rank", c->rank);
+    N("alpha", c->alpha);
+    N("lr", c->lr);
+    N("loraplus-ratio", c->loraplus_ratio);
+    S("lr-schedule", c->lr_schedule);
+    N("warmup", c->warmup);
+    N("cycles", c->cycles);
+    N("weight-decay", c->weight_decay);
+    N("max-grad-norm", c->max_grad_norm);
+    N("max-steps", c->max_steps);
+    N("epochs", c->epochs);
+    N("batch", d->batch_size);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)d->seed);
+    cJSON_AddStringToObject(j, "seed", seed);
+    N("min-snr-gamma", c->min_snr_gamma);
+    N("noise-offset", c->noise_offset);
+    N("clip-skip", c->clip_skip);
+    N("keep-tokens", d->caption.keep_tokens);
+    N("caption-dropout-rate", d->caption.dropout_rate);
+    N("caption-tag-dropout-rate", d->caption.tag_dropout_rate);
+    B("shuffle-caption", d->caption.shuffle);
+    B("flip", d->flip);
+    B("bucket", d->bucket);
+    B("bucket-no-upscale", d->bucket_no_upscale);
+    B("checkpointing", c->checkpointing);
+    B("train-ff", c->train_ff);
+    N("save-every", c->save_every);
+    N("keep-last", c->keep_last);
+    S("sample-prompts", c->sample_prompts);
+    N("sample-every", c->sample_every);
+    cJSON_AddStringToObject(j, "weights", c->weight_dtype == VKL_F32 ? "f32" : "f16");
+#undef S
+#undef N
+#undef B
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    return s;
+}

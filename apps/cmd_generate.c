@@ -323,6 +323,8 @@ int vkl_cmd_generate(int argc, char **argv)
             goto done;
         }
     }
+    /* merged adapters must not be rounded to half precision with the weights */
+    if (a.merge_lora && !a.weights) mo.weight_dtype = VKL_F32;
     double t0 = vkl_progress_now();
     if (vkl_sd_model_load(c, a.model, &mo, &m, &e)) goto done;
     double load_s = vkl_progress_now() - t0;

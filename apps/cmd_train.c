@@ -21,8 +21,9 @@ static const char *usage_text =
     "  --flip   --no-bucket   --bucket-upscale   --checkpointing   --clip-skip N   --tokenizer PATH\n"
     "  --save-every N   --keep-last K   --sample-prompts FILE --sample-every N   --resume STATE_DIR\n"
     "  --config FILE (JSON or TOML with the same names, without dashes)   --quiet\n"
-    "Writes ADAPTER (kohya format), ADAPTER.json (settings), ADAPTER.csv (loss per step),\n"
-    "ADAPTER.png (loss curve) and ADAPTER.state/ (for --resume). Ctrl-C saves the state and stops.\n";
+    "Writes ADAPTER (kohya format) and beside it, named after it without .safetensors: NAME.json\n"
+    "(settings), NAME.csv (loss per step), NAME.png (loss curve), NAME.state/ (for --resume),\n"
+    "NAME-stepN.safetensors (--save-every), NAME.samples/. Ctrl-C saves the state and stops.\n";
 
 static void on_sigint(int sig)
 {
@@ -159,6 +160,7 @@ int vkl_cmd_train(int argc, char **argv)
         fprintf(stderr, "vklora train: --model, --images and -o are required\n%s", usage_text);
         return 2;
     }
+    if (c.quiet) vkl_log_set_level(VKL_LOG_WARN);
     vkl_ctx *ctx = NULL;
     if (vkl_ctx_create(NULL, &ctx, &e)) {
         fprintf(stderr, "vklora: %s\n", e.msg);
@@ -178,10 +180,13 @@ int vkl_cmd_train(int argc, char **argv)
         fprintf(stderr, "vklora train: %s\n", e.msg);
         status = 130;
     } else {
-        char plot[1100];
-        snprintf(plot, sizeof plot, "%s.png", c.output);
+        char stem[1100], plot[1120];
+        snprintf(stem, sizeof stem, "%s", c.output);
+        size_t len = strlen(stem);
+        if (len > 12 && !strcmp(stem + len - 12, ".safetensors")) stem[len - 12] = 0;
+        snprintf(plot, sizeof plot, "%s.png", stem);
         if (s.n && vkl_loss_plot(plot, s.losses, s.n, &e)) fprintf(stderr, "vklora train: %s\n", e.msg);
-        if (!c.quiet) printf("wrote %s (loss log %s.csv, curve %s)\n", c.output, c.output, plot);
+        if (!c.quiet) printf("wrote %s (loss log %s.csv, curve %s)\n", c.output, stem, plot);
     }
     free(s.losses);
     vkl_ctx_destroy(ctx);

@@ -211,11 +211,58 @@ static int save_adapter(trainer *t, const char *path, int step, int epoch, vkl_e
 
 /* State folder: adapter.safetensors, optimizer.safetensors, state.json (written
  * last, so a folder with a state.json is complete). */
-static int save_state(trainer *t, const char *dir, int step, int epoch, const vkl_ds_iter *it, vkl_err *e)
+/* Output path without its .safetensors extension, for the files written beside it. */
+static void stem_of(const char *output, char *stem, size_t n)
+{
+    snprintf(stem, n, "%s", output);
+    size_t len = strlen(stem);
+    if (len > 12 && !strcmp(stem + len - 12, ".safetensors")) stem[len - 12] = 0;
+}
+
+static void remove_state_dir(const char *dir)
+{
+    const char *files[] = {"adapter.safetensors", "optimizer.safetensors", "state.json"};
+    char path[1200];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%.1150s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+/* The state of step `step` goes into base/step-NNNNNN/; base/latest (replaced
+ * atomically once that folder is complete) names it, so a kill at any moment
+ * leaves `latest` pointing at a whole state. */
+static int save_state_files(trainer *t, const char *dir, int step, int epoch, const vkl_ds_iter *it, vkl_err *e);
+
+static int save_state(trainer *t, const char *base, int step, int epoch, const vkl_ds_iter *it, vkl_err *e)
+{
+    char dir[1200], latest[1200], prev[64] = "";
+    snprintf(dir, sizeof dir, "%.1100s/step-%06d", base, step);
+    snprintf(latest, sizeof latest, "%.1100s/latest", base);
+    FILE *f = fopen(latest, "r");
+    if (f) {
+        if (!fgets(prev, sizeof prev, f)) prev[0] = 0;
+        fclose(f);
+        prev[strcspn(prev, "\n")] = 0;
+    }
+    if (mkdir_p(base) || save_state_files(t, dir, step, epoch, it, e)) return -1;
+    char name[64];
+    snprintf(name, sizeof name, "step-%06d\n", step);
+    if (write_text_atomic(latest, name, e)) return -1;
+    if (prev[0] && strncmp(prev, name, strlen(prev))) {
+        char old[1200];
+        snprintf(old, sizeof old, "%s/%s", base, prev);
+        remove_state_dir(old);
+    }
+    return 0;
+}
+
+static int save_state_files(trainer *t, const char *dir, int step, int epoch, const vkl_ds_iter *it, vkl_err *e)
 {
     if (mkdir_p(dir)) return vkl_fail(e, "cannot create %s: %s", dir, strerror(errno));
-    char path[1100];
-    snprintf(path, sizeof path, "%s/adapter.safetensors", dir);
+    char path[1400];
+    snprintf(path, sizeof path, "%.1200s/adapter.safetensors", dir);
     if (save_adapter(t, path, step, epoch, e)) return -1;
     vkl_st_writer *w = vkl_st_writer_new();
     if (!w) return vkl_fail(e, "out of host memory");
@@ -232,7 +279,7 @@ static int save_state(trainer *t, const char *dir, int step, int epoch, const vk
             free(buf);
         }
     }
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
     if (!rc) rc = vkl_st_writer_finish(w, path, e);
     vkl_st_writer_free(w);
     if (rc) return -1;
@@ -247,16 +294,27 @@ static int save_state(trainer *t, const char *dir, int step, int epoch, const vk
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
     free(iter);
-    snprintf(path, sizeof path, "%s/state.json", dir);
+    snprintf(path, sizeof path, "%.1200s/state.json", dir);
     rc = text ? write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
     free(text);
     return rc;
 }
 
-static int load_state(trainer *t, const char *dir, int *step, vkl_ds_iter *it, vkl_err *e)
+static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, vkl_err *e)
 {
-    char path[1100];
-    snprintf(path, sizeof path, "%s/state.json", dir);
+    char path[1400], dirbuf[1400];
+    const char *dir = base;
+    snprintf(path, sizeof path, "%.1200s/latest", base);
+    FILE *lf = fopen(path, "r");
+    if (lf) {
+        char name[64] = "";
+        if (!fgets(name, sizeof name, lf)) name[0] = 0;
+        fclose(lf);
+        name[strcspn(name, "\n")] = 0;
+        snprintf(dirbuf, sizeof dirbuf, "%.1200s/%.60s", base, name);
+        dir = dirbuf;
+    }
+    snprintf(path, sizeof path, "%.1200s/state.json", dir);
     char *text = NULL;
     if (vkl_sd_read_text_file(path, 1 << 20, &text, e)) return -1;
     cJSON *j = cJSON_Parse(text);
@@ -284,7 +342,7 @@ static int load_state(trainer *t, const char *dir, int *step, vkl_ds_iter *it, v
     memset(&tg, 0, sizeof tg);
     if (vkl_lora_targets_from_sd(t->m->cfg, &tg, e)) return -1;
     vkl_lora_opts lo = {&tg, 0, NULL, 0};
-    snprintf(path, sizeof path, "%s/adapter.safetensors", dir);
+    snprintf(path, sizeof path, "%.1200s/adapter.safetensors", dir);
     rc = vkl_lora_load(path, &lo, &saved, e);
     vkl_lora_targets_free(&tg);
     if (rc) return -1;
@@ -300,7 +358,7 @@ static int load_state(trainer *t, const char *dir, int *step, vkl_ds_iter *it, v
     }
     vkl_lora_free(&saved);
     if (rc) return -1;
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
     vkl_st_file *f = NULL;
     if (vkl_st_open(path, &f, e)) return -1;
     for (int i = 0; i < t->np && !rc; i++)
@@ -394,7 +452,9 @@ static int render_samples(trainer *t, int step, vkl_err *e)
     char *text = NULL;
     if (vkl_sd_read_text_file(c->sample_prompts, 1 << 20, &text, e)) return -1;
     char dir[1100];
-    snprintf(dir, sizeof dir, "%s.samples", c->output);
+    char stem[1100];
+    stem_of(c->output, stem, sizeof stem);
+    snprintf(dir, sizeof dir, "%.1000s.samples", stem);
     if (mkdir_p(dir)) {
         free(text);
         return vkl_fail(e, "cannot create %s", dir);
@@ -489,18 +549,19 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     int total = c->max_steps ? c->max_steps : c->epochs * t.ds->batches_per_epoch;
     sched.total = total;
     int step = 0;
-    char state_dir[1100];
-    snprintf(state_dir, sizeof state_dir, "%s.state", c->output);
+    char stem[1100], state_dir[1120];
+    stem_of(c->output, stem, sizeof stem);
+    snprintf(state_dir, sizeof state_dir, "%s.state", stem);
     if (c->resume && load_state(&t, c->resume, &step, &it, e)) goto done;
     {
-        char *js = vkl_train_config_json(c), path[1100];
-        snprintf(path, sizeof path, "%s.json", c->output);
+        char *js = vkl_train_config_json(c), path[1200];
+        snprintf(path, sizeof path, "%s.json", stem);
         int bad = !js || write_text_atomic(path, js, e);
         free(js);
         if (bad) goto done;
     }
-    char csv_path[1100];
-    snprintf(csv_path, sizeof csv_path, "%s.csv", c->output);
+    char csv_path[1200];
+    snprintf(csv_path, sizeof csv_path, "%s.csv", stem);
     csv = fopen(csv_path, step ? "a" : "w");
     if (!csv) {
         vkl_fail(e, "cannot write %s: %s", csv_path, strerror(errno));
@@ -605,14 +666,17 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         }
         if (c->save_every && step % c->save_every == 0 && step < total) {
             char path[1200];
-            snprintf(path, sizeof path, "%s-step%06d.safetensors", c->output, step);
+            snprintf(path, sizeof path, "%s-step%06d.safetensors", stem, step);
             if (save_adapter(&t, path, step, (int)epoch, e) || save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
             if (c->keep_last > 0 && step - c->keep_last * c->save_every > 0) {
-                snprintf(path, sizeof path, "%s-step%06d.safetensors", c->output, step - c->keep_last * c->save_every);
+                snprintf(path, sizeof path, "%s-step%06d.safetensors", stem, step - c->keep_last * c->save_every);
                 unlink(path);
             }
         }
         if (c->sample_prompts && c->sample_every && step % c->sample_every == 0 && render_samples(&t, step, e)) goto done;
+        /* tests stand in for Ctrl-C at an exact step */
+        const char *stop = getenv("VKLORA_TRAIN_INTERRUPT_AT");
+        if (stop && atoi(stop) == step) vkl_train_interrupt = 1;
     }
     if (save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
     if (vkl_train_interrupt) {

@@ -1,0 +1,186 @@
+/* vklora train end to end on the tiny model and a shared image set: the loss
+ * log, an interrupted run resumed to the same losses as an uninterrupted one,
+ * an adapter whose keys, shapes and metadata follow kohya's rules (every key
+ * resolves against the model, as diffusers/ComfyUI/AUTOMATIC1111 map them)
+ * and which loads in vklora generate; broken images are skipped. */
+#include "vkl_test.h"
+#include "io/safetensors.h"
+#include "lora/lora_file.h"
+#include "sd/sd_source.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+static char tmp[256];
+
+static int run(const char *args, const char *env, char **output)
+{
+    const char *bin = getenv("VKLORA_BINARY");
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "cd '%s' && %s '%s' %s 2>&1", tmp, env ? env : "", bin ? bin : "vklora", args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t cap = 1 << 16, n = 0;
+    char *out = malloc(cap);
+    while (n + 1 < cap && fgets(out + n, (int)(cap - n), p)) n += strlen(out + n);
+    out[n] = 0;
+    int st = pclose(p);
+    if (output) *output = out;
+    else free(out);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char *slurp(const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmp, name);
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    char *b = calloc(1, 1 << 16);
+    size_t n = fread(b, 1, (1 << 16) - 1, f);
+    b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+/* the step,epoch,loss columns */
+static void loss_columns(char *csv)
+{
+    for (char *line = csv; line && *line;) {
+        char *nl = strchr(line, '\n');
+        char *c = line;
+        for (int k = 0; k < 3 && c; k++) c = strchr(c + 1, ',');
+        if (c && (!nl || c < nl)) memmove(c, nl ? nl : c + strlen(c), strlen(nl ? nl : c + strlen(c)) + 1);
+        nl = strchr(line, '\n');
+        line = nl ? nl + 1 : NULL;
+    }
+}
+
+static void train_resume_and_load(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("data/wesnoth-portraits/test16-128px");
+    char common[2048], args[4096];
+    snprintf(common, sizeof common,
+             "train --model '%s' --images images --resolution 128 --rank 4 --alpha 2 --lr 1e-3 "
+             "--lr-schedule cosine --warmup 1 --max-steps 4 --batch 2 --seed 11 --shuffle-caption --flip --quiet",
+             vkl_test_shared_path("refkit/sd/tiny-sd"));
+    /* the image set plus a broken file, which is skipped with a warning */
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/images' && cp '%s'/*.png '%s'/*.txt '%s/images/' && cp '%s' '%s/images/broken.png'",
+             tmp, vkl_test_shared_path("data/wesnoth-portraits/test16-128px"),
+             vkl_test_shared_path("data/wesnoth-portraits/test16-128px"), tmp,
+             vkl_test_shared_path("data/image-corpus/derived/huge_1000000x1000000_basn0g01.png"), tmp);
+    assert_int_equal(system(cmd), 0);
+    char *out;
+    snprintf(args, sizeof args, "%s -o a.safetensors", common);
+    int rc = run(args, NULL, &out);
+    if (rc) print_error("%s\n", out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "broken.png"));
+    free(out);
+    snprintf(args, sizeof args, "%s -o b.safetensors", common);
+    assert_int_equal(run(args, "VKLORA_TRAIN_INTERRUPT_AT=2", NULL), 130);
+    snprintf(args, sizeof args, "%s -o b.safetensors --resume b.state", common);
+    assert_int_equal(run(args, NULL, NULL), 0);
+    char *a = slurp("a.csv"), *b = slurp("b.csv");
+    assert_non_null(a);
+    assert_non_null(b);
+    loss_columns(a);
+    loss_columns(b);
+    assert_string_equal(a, b); /* same steps, epochs and losses, digit for digit */
+    free(a);
+    free(b);
+
+    /* the adapter: kohya keys that resolve against the model, shapes, metadata */
+    char path[512];
+    snprintf(path, sizeof path, "%s/a.safetensors", tmp);
+    vkl_st_file *f;
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_st_open(path, &f, &e), 0);
+    int downs = 0;
+    for (int i = 0; i < vkl_st_count(f); i++) {
+        const vkl_st_tensor *t = vkl_st_at(f, i);
+        assert_true(!strncmp(t->name, "lora_unet_", 10));
+        const char *dot = strchr(t->name, '.');
+        assert_non_null(dot);
+        assert_true(!strcmp(dot, ".lora_down.weight") || !strcmp(dot, ".lora_up.weight") || !strcmp(dot, ".alpha"));
+        if (!strcmp(dot, ".lora_down.weight")) {
+            downs++;
+            assert_int_equal(t->shape[0], 4);
+        }
+        if (!strcmp(dot, ".lora_up.weight")) assert_int_equal(t->shape[1], 4);
+    }
+    assert_true(downs > 0);
+    assert_string_equal(vkl_st_meta_get(f, "ss_network_dim"), "4");
+    assert_string_equal(vkl_st_meta_get(f, "ss_network_alpha"), "2");
+    assert_string_equal(vkl_st_meta_get(f, "ss_network_module"), "networks.lora");
+    cJSON *tf = cJSON_Parse(vkl_st_meta_get(f, "ss_tag_frequency"));
+    assert_non_null(tf);
+    cJSON_Delete(tf);
+    vkl_st_close(f);
+    vkl_lora_targets tg;
+    memset(&tg, 0, sizeof tg);
+    assert_int_equal(vkl_lora_targets_open(vkl_test_shared_path("refkit/sd/tiny-sd"), &tg, &e), 0);
+    vkl_lora l;
+    vkl_lora_opts lo = {&tg, 0, NULL, 0};
+    if (vkl_lora_load(path, &lo, &l, &e)) {
+        print_error("%s\n", e.msg);
+        fail();
+    }
+    assert_int_equal(l.n, downs);
+    assert_int_equal(l.n_unmatched, 0);
+    vkl_lora_free(&l);
+    vkl_lora_targets_free(&tg);
+    snprintf(args, sizeof args, "generate --model '%s' --prompt 'wesnoth portrait style' --steps 2 --width 64 "
+                                "--height 64 --lora a.safetensors:0.8 --quiet -o g.png",
+             vkl_test_shared_path("refkit/sd/tiny-sd"));
+    assert_int_equal(run(args, NULL, NULL), 0);
+    /* settings written beside the output, and the loss curve */
+    char *js = slurp("a.json");
+    cJSON *j = cJSON_Parse(js);
+    assert_non_null(j);
+    assert_int_equal(cJSON_GetObjectItem(j, "rank")->valueint, 4);
+    cJSON_Delete(j);
+    free(js);
+    snprintf(path, sizeof path, "%s/a.png", tmp);
+    FILE *png = fopen(path, "rb");
+    assert_non_null(png);
+    fclose(png);
+}
+
+static void bad_settings_are_refused(void **state)
+{
+    (void)state;
+    char *out;
+    assert_int_equal(run("train --model x --images y -o z --rank 0", NULL, &out), 2);
+    assert_non_null(strstr(out, "rank"));
+    free(out);
+    assert_int_equal(run("train --model x --images /nonexistent -o z.safetensors --max-steps 1", NULL, &out), 1);
+    free(out);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmp, sizeof tmp, "%s", vkl_test_tmpdir());
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    vkl_test_rmtree(tmp);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(train_resume_and_load),
+        cmocka_unit_test(bad_settings_are_refused),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -10,7 +10,6 @@
  * with Lq x Lk and every pass binds only a window of the keys. */
 #include "op_util.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #define ATTN_MAX_D 256
@@ -39,7 +38,6 @@ typedef struct {
  * twice as many loads take four times as long). */
 static uint32_t block_keys(int64_t d)
 {
-    if (getenv("ATTN_KB")) return (uint32_t)atoi(getenv("ATTN_KB"));
     int64_t kb = 320 / d;
     return kb >= 16 ? 16 : kb >= 8 ? 8 : kb >= 4 ? 4 : kb >= 2 ? 2 : 1;
 }

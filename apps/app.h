@@ -10,5 +10,8 @@
 int vkl_cmd_devices(int argc, char **argv);
 int vkl_cmd_bench(int argc, char **argv);
 int vkl_cmd_info(int argc, char **argv);
+int vkl_cmd_convert(int argc, char **argv);
+int vkl_cmd_merge(int argc, char **argv);
+int vkl_cmd_lm(int argc, char **argv);
 
 #endif

@@ -1,6 +1,9 @@
 /* vklora bench OP ...: figures for the hot ops, never asserted on. */
 #include "app.h"
 #include "bench_attention.h"
+#include "bench_conv2d.h"
+#include "bench_lora.h"
+#include "bench_norm.h"
 #include "ops.h"
 #include "vkl.h"
 
@@ -119,11 +122,15 @@ done:
 int vkl_cmd_bench(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: vklora bench gemm|attention [options]\n");
+        fprintf(stderr, "usage: vklora bench gemm|attention|conv2d|linear-lora|group-norm [options]\n");
         return 2;
     }
     if (!strcmp(argv[1], "gemm")) return bench_gemm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "attention")) return vkl_bench_attention(argc - 1, argv + 1);
-    fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, attention)\n", argv[1]);
+    if (!strcmp(argv[1], "conv2d")) return vkl_bench_conv2d(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "linear-lora")) return vkl_bench_linear_lora(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "group-norm")) return vkl_bench_group_norm(argc - 1, argv + 1);
+    fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, attention, conv2d, linear-lora, group-norm)\n",
+            argv[1]);
     return 2;
 }

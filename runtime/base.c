@@ -28,8 +28,7 @@ void vkl_err_prefix(vkl_err *e, const char *fmt, ...)
     if (n < 0) n = 0;
     if ((size_t)n < sizeof e->msg) {
         size_t room = sizeof e->msg - (size_t)n;
-        strncpy(e->msg + n, old, room - 1);
-        e->msg[sizeof e->msg - 1] = 0;
+        snprintf(e->msg + n, room, "%s", old);
     }
 }
 

@@ -2,6 +2,7 @@
  * optional features so every fallback path can run on lavapipe in CI. */
 #include "vkl_internal.h"
 
+#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -202,31 +203,47 @@ void vkl_caps_print(const vkl_caps *c, int index, FILE *f)
 
 char *vkl_caps_json(const vkl_caps *c, int index)
 {
-    size_t cap = 4096;
-    char *s = malloc(cap);
-    if (!s) return NULL;
-    int n = snprintf(s, cap,
-        "{\"index\":%d,\"name\":\"%s\",\"type\":\"%s\",\"driver\":\"%s\",\"api_version\":\"%u.%u.%u\","
-        "\"vendor_id\":%u,\"device_id\":%u,\"profile\":\"%s\",\"subgroup_size\":%u,"
-        "\"subgroup_arithmetic\":%s,\"subgroup_shuffle\":%s,\"shared_memory\":%u,"
-        "\"max_workgroup_invocations\":%u,\"max_workgroup_size\":[%u,%u,%u],"
-        "\"max_workgroup_count\":[%u,%u,%u],\"storage16\":%s,\"storage8\":%s,\"fp16\":%s,\"int8\":%s,"
-        "\"cooperative_matrix\":%s,\"max_storage_buffer_range\":%llu,\"max_memory_allocation\":%llu,"
-        "\"storage_alignment\":%llu,\"push_constants\":%u,\"timestamps\":%s,\"unified_memory\":%s,\"heaps\":[",
-        index, c->name, type_name(c->type), c->driver, VK_API_VERSION_MAJOR(c->api_version),
-        VK_API_VERSION_MINOR(c->api_version), VK_API_VERSION_PATCH(c->api_version), c->vendor_id,
-        c->device_id, c->profile, c->subgroup_size, c->subgroup_arith ? "true" : "false",
-        c->subgroup_shuffle ? "true" : "false", c->max_shared_memory, c->max_wg_invocations,
-        c->max_wg_size[0], c->max_wg_size[1], c->max_wg_size[2], c->max_wg_count[0], c->max_wg_count[1],
-        c->max_wg_count[2], c->storage16 ? "true" : "false", c->storage8 ? "true" : "false",
-        c->fp16 ? "true" : "false", c->int8 ? "true" : "false", c->coopmat ? "true" : "false",
-        (unsigned long long)c->max_storage_range, (unsigned long long)c->max_alloc,
-        (unsigned long long)c->storage_align, c->max_push_constants, c->timestamps ? "true" : "false",
-        c->uma ? "true" : "false");
-    for (int h = 0; h < c->nheaps && n < (int)cap - 200; h++)
-        n += snprintf(s + n, cap - n, "%s{\"size\":%llu,\"device_local\":%s,\"host_visible\":%s}",
-                      h ? "," : "", (unsigned long long)c->heaps[h].size,
-                      c->heaps[h].device_local ? "true" : "false", c->heaps[h].host_visible ? "true" : "false");
-    snprintf(s + n, cap - n, "]}");
+    cJSON *j = cJSON_CreateObject();
+    char ver[32];
+    snprintf(ver, sizeof ver, "%u.%u.%u", VK_API_VERSION_MAJOR(c->api_version), VK_API_VERSION_MINOR(c->api_version),
+             VK_API_VERSION_PATCH(c->api_version));
+    cJSON_AddNumberToObject(j, "index", index);
+    cJSON_AddStringToObject(j, "name", c->name);
+    cJSON_AddStringToObject(j, "type", type_name(c->type));
+    cJSON_AddStringToObject(j, "driver", c->driver);
+    cJSON_AddStringToObject(j, "api_version", ver);
+    cJSON_AddNumberToObject(j, "vendor_id", c->vendor_id);
+    cJSON_AddNumberToObject(j, "device_id", c->device_id);
+    cJSON_AddStringToObject(j, "profile", c->profile);
+    cJSON_AddNumberToObject(j, "subgroup_size", c->subgroup_size);
+    cJSON_AddBoolToObject(j, "subgroup_arithmetic", c->subgroup_arith);
+    cJSON_AddBoolToObject(j, "subgroup_shuffle", c->subgroup_shuffle);
+    cJSON_AddNumberToObject(j, "shared_memory", c->max_shared_memory);
+    cJSON_AddNumberToObject(j, "max_workgroup_invocations", c->max_wg_invocations);
+    double ws[3] = {c->max_wg_size[0], c->max_wg_size[1], c->max_wg_size[2]};
+    double wc[3] = {c->max_wg_count[0], c->max_wg_count[1], c->max_wg_count[2]};
+    cJSON_AddItemToObject(j, "max_workgroup_size", cJSON_CreateDoubleArray(ws, 3));
+    cJSON_AddItemToObject(j, "max_workgroup_count", cJSON_CreateDoubleArray(wc, 3));
+    cJSON_AddBoolToObject(j, "storage16", c->storage16);
+    cJSON_AddBoolToObject(j, "storage8", c->storage8);
+    cJSON_AddBoolToObject(j, "fp16", c->fp16);
+    cJSON_AddBoolToObject(j, "int8", c->int8);
+    cJSON_AddBoolToObject(j, "cooperative_matrix", c->coopmat);
+    cJSON_AddNumberToObject(j, "max_storage_buffer_range", (double)c->max_storage_range);
+    cJSON_AddNumberToObject(j, "max_memory_allocation", (double)c->max_alloc);
+    cJSON_AddNumberToObject(j, "storage_alignment", (double)c->storage_align);
+    cJSON_AddNumberToObject(j, "push_constants", c->max_push_constants);
+    cJSON_AddBoolToObject(j, "timestamps", c->timestamps);
+    cJSON_AddBoolToObject(j, "unified_memory", c->uma);
+    cJSON *heaps = cJSON_AddArrayToObject(j, "heaps");
+    for (int h = 0; h < c->nheaps; h++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "size", (double)c->heaps[h].size);
+        cJSON_AddBoolToObject(o, "device_local", c->heaps[h].device_local);
+        cJSON_AddBoolToObject(o, "host_visible", c->heaps[h].host_visible);
+        cJSON_AddItemToArray(heaps, o);
+    }
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
     return s;
 }

@@ -2,6 +2,7 @@
  * once: liveness of intermediates, memory reuse in one arena, one descriptor
  * set per dispatch, one command buffer recorded and replayed on every run. */
 #include "vkl_internal.h"
+#include "ops.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@ struct vkl_graph {
     VkQueryPool qpool;
     uint64_t *stamps;
     double last_ms;
+    int cur_segment, nsegments;
 };
 
 vkl_graph *vkl_graph_new(vkl_ctx *c)
@@ -47,6 +49,8 @@ vkl_ctx *vkl_graph_ctx(vkl_graph *g) { return g->ctx; }
 int vkl_graph_failed(const vkl_graph *g) { return g->failed; }
 const char *vkl_graph_error(const vkl_graph *g) { return g->err; }
 int vkl_graph_node_count(const vkl_graph *g) { return g->nnodes; }
+vkl_node *vkl_graph_node_at(vkl_graph *g, int i) { return i >= 0 && i < g->nnodes ? g->nodes[i] : NULL; }
+int vkl_graph_tensor_count(const vkl_graph *g) { return g->ntensors; }
 int vkl_graph_dispatch_count(const vkl_graph *g) { return g->ndisp; }
 uint64_t vkl_graph_arena_bytes(const vkl_graph *g) { return g->arena_bytes; }
 uint64_t vkl_graph_unplanned_bytes(const vkl_graph *g) { return g->unplanned_bytes; }
@@ -122,6 +126,44 @@ vkl_tensor *vkl_graph_tensor(vkl_graph *g, vkl_dtype dt, int ndim, const int64_t
 
 static vkl_tensor *root_of(vkl_tensor *t) { return t->view_of ? t->view_of : t; }
 
+/* Views are nodes without dispatches, so autograd sees them like any op. */
+typedef struct { int kind; int perm[VKL_MAX_DIMS]; } view_params; /* 0 reshape, 1 permute, 2 strided */
+
+static int emit_view(vkl_graph *g, vkl_node *n, vkl_err *e)
+{
+    (void)g; (void)n; (void)e;
+    return 0;
+}
+
+static int backward_view(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    const view_params *vp = (const view_params *)n->params.bytes;
+    vkl_tensor *x = n->src[0];
+    if (!need[0]) return 0;
+    if (vp->kind == 0) {
+        if (!vkl_tensor_is_contiguous(dy)) dy = vkl_scale(g, dy, 1.0f);
+        dsrc[0] = vkl_reshape(g, dy, x->ndim, x->shape);
+    } else if (vp->kind == 1) {
+        int inv[VKL_MAX_DIMS];
+        for (int i = 0; i < x->ndim; i++) inv[vp->perm[i]] = i;
+        dsrc[0] = vkl_permute(g, dy, inv);
+    } else {
+        vkl_graph_set_error(g, "no gradient through a strided slice view (of %s)", x->name[0] ? x->name : "a tensor");
+        return -1;
+    }
+    return dsrc[0] ? 0 : -1;
+}
+
+static void add_view_node(vkl_graph *g, vkl_tensor *v, vkl_tensor *src, int kind, const int *perm)
+{
+    view_params p = {kind, {0, 1, 2, 3}};
+    if (perm)
+        for (int i = 0; i < src->ndim; i++) p.perm[i] = perm[i];
+    vkl_node *n = vkl_graph_add_node(g, kind == 0 ? "reshape" : kind == 1 ? "permute" : "view", v, &src, 1, emit_view,
+                                     &p, sizeof p);
+    if (n) n->backward = backward_view;
+}
+
 vkl_tensor *vkl_reshape(vkl_graph *g, vkl_tensor *t, int ndim, const int64_t *shape)
 {
     if (!t || g->failed) return NULL;
@@ -137,7 +179,8 @@ vkl_tensor *vkl_reshape(vkl_graph *g, vkl_tensor *t, int ndim, const int64_t *sh
     v->view_of = root_of(t);
     v->offset = t->view_of ? t->offset : 0; /* relative to the root until planned */
     v->producer = t->producer;
-    return v;
+    add_view_node(g, v, t, 0, NULL);
+    return g->failed ? NULL : v;
 }
 
 vkl_tensor *vkl_permute(vkl_graph *g, vkl_tensor *t, const int *perm)
@@ -161,17 +204,80 @@ vkl_tensor *vkl_permute(vkl_graph *g, vkl_tensor *t, const int *perm)
     v->view_of = root_of(t);
     v->offset = t->view_of ? t->offset : 0;
     v->buf = NULL;
-    return v;
+    add_view_node(g, v, t, 1, perm);
+    return g->failed ? NULL : v;
+}
+
+void vkl_graph_segment_begin(vkl_graph *g)
+{
+    if (g->cur_segment) vkl_graph_set_error(g, "checkpoint segments do not nest");
+    g->cur_segment = ++g->nsegments;
+}
+
+void vkl_graph_segment_end(vkl_graph *g) { g->cur_segment = 0; }
+
+int vkl_graph_in_segment(const vkl_graph *g) { return g->cur_segment; }
+
+/* Re-appends node n (of a checkpoint segment) with its inputs replaced by
+ * src; returns the new output tensor. Views are re-made on the new input. */
+vkl_tensor *vkl_graph_replay_node(vkl_graph *g, const vkl_node *n, vkl_tensor *const *src)
+{
+    if (g->failed) return NULL;
+    if (n->emit == emit_view) {
+        const view_params *vp = (const view_params *)n->params.bytes;
+        const vkl_tensor *d = n->dst;
+        if (vp->kind == 0) return vkl_reshape(g, src[0], d->ndim, d->shape);
+        if (vp->kind == 1) return vkl_permute(g, src[0], vp->perm);
+        /* strided view: same element offset relative to the source */
+        int64_t off = (int64_t)((d->offset - (n->src[0]->view_of ? n->src[0]->offset : 0)) / vkl_dtype_size(d->dtype));
+        return vkl_view(g, src[0], d->ndim, d->shape, d->stride, off);
+    }
+    if (!n->dst->graph) return vkl_graph_set_error(g, "op %s writes a persistent tensor and cannot be recomputed", n->op);
+    vkl_tensor *y = vkl_graph_tensor(g, n->dst->dtype, n->dst->ndim, n->dst->shape);
+    vkl_node *c = vkl_graph_add_node(g, n->op, y, src, n->nsrc, n->emit, n->params.bytes, sizeof n->params);
+    if (!c) return NULL;
+    c->backward = n->backward;
+    return y;
+}
+
+vkl_tensor *vkl_view(vkl_graph *g, vkl_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
+                     int64_t offset)
+{
+    if (!t || g->failed) return NULL;
+    if (ndim < 1 || ndim > VKL_MAX_DIMS) return vkl_graph_set_error(g, "view: %d dimensions", ndim);
+    int64_t last = offset;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || stride[i] < 0) return vkl_graph_set_error(g, "view: negative shape or stride");
+        if (shape[i] > 0) last += (shape[i] - 1) * stride[i];
+    }
+    if (offset < 0 || last >= vkl_tensor_span(t)) return vkl_graph_set_error(g, "view: reaches outside its tensor");
+    vkl_tensor *v = add_tensor(g);
+    if (!v) return NULL;
+    v->dtype = t->dtype;
+    v->ndim = ndim;
+    for (int i = 0; i < VKL_MAX_DIMS; i++) {
+        v->shape[i] = i < ndim ? shape[i] : 1;
+        v->stride[i] = i < ndim ? stride[i] : 0;
+    }
+    v->view_of = root_of(t);
+    v->offset = (t->view_of ? t->offset : 0) + (uint64_t)offset * vkl_dtype_size(t->dtype);
+    v->producer = t->producer;
+    add_view_node(g, v, t, 2, NULL);
+    return g->failed ? NULL : v;
 }
 
 void vkl_graph_keep(vkl_graph *g, vkl_tensor *t)
 {
     if (!t) return;
-    if (t->graph != g || t->view_of) {
-        vkl_graph_set_error(g, "only a tensor computed by this graph (not a view) can be kept as an output");
+    /* keeping a view keeps the memory it looks into; views of persistent
+     * tensors already have memory of their own */
+    vkl_tensor *r = root_of(t);
+    if (!r->graph) return;
+    if (r->graph != g) {
+        vkl_graph_set_error(g, "a tensor of another graph cannot be kept as an output");
         return;
     }
-    t->keep = 1;
+    r->keep = 1;
 }
 
 vkl_node *vkl_graph_add_node(vkl_graph *g, const char *op, vkl_tensor *dst, vkl_tensor *const *src, int nsrc,
@@ -198,6 +304,7 @@ vkl_node *vkl_graph_add_node(vkl_graph *g, const char *op, vkl_tensor *dst, vkl_
     n->emit = emit;
     if (params_size) memcpy(n->params.bytes, params, params_size);
     n->index = g->nnodes;
+    n->segment = g->cur_segment;
     g->nodes[g->nnodes++] = n;
     if (dst->graph == g && !dst->producer && !dst->view_of) dst->producer = n;
     return n;

@@ -113,8 +113,10 @@ vkl_tensor *vkl_timestep_embedding(vkl_graph *g, vkl_tensor *t, int dim, int fli
  * outside [0, V) reads zeros (and is counted as an error by the caller's
  * tokenizer checks, never read out of bounds). */
 vkl_tensor *vkl_embedding(vkl_graph *g, vkl_tensor *table, vkl_tensor *ids);
-/* Rotary position embedding, LLaMA's rotate-half form, on x [B,H,L,D]:
- * position of row l is pos0 + l; inv_freq_k = theta^(-2k/D). */
+/* Rotary position embedding, LLaMA's rotate-half form, on x [B,H,L,D]
+ * (any strides; any [..., L, D] works): position of row l is pos0 + l
+ * (0 <= pos0 + l <= 2^17); inv_freq_k = theta^(-2k/D) in transformers'
+ * float32 steps. */
 vkl_tensor *vkl_rope(vkl_graph *g, vkl_tensor *x, int pos0, float theta);
 
 /* LoRA-fused linear and convolution:
@@ -130,12 +132,49 @@ vkl_tensor *vkl_conv2d_lora(vkl_graph *g, vkl_tensor *x, vkl_tensor *w, vkl_tens
                             const vkl_conv2d_params *p, vkl_tensor *a_cat, vkl_tensor *b_cat,
                             vkl_tensor *rank_scale);
 /* In place on a persistent weight w (f32 or f16; linear [out,in] or conv
- * [out,in,kh,kw]): w += scale * B A (merge) or w -= scale * B A (unmerge).
- * Exactly reversible for f32 weights when done in the same order. */
+ * [out,in,kh,kw] with down [r,in,kh,kw] / up [out,r,1,1]): w += scale * B A
+ * (merge) or w -= scale * B A (unmerge). The delta is rounded to w's own grid
+ * where that keeps the result in w's binade, so unmerge restores every such
+ * element bit-exactly; an element the merge carried into the next binade
+ * comes back within one ulp. */
 int vkl_lora_merge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *down, vkl_tensor *up, float scale, vkl_err *e);
 int vkl_lora_unmerge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *down, vkl_tensor *up, float scale, vkl_err *e);
 
+/* ---- gradient helpers (runtime/ops/grad_ops.c) ---- */
+/* A new f32 tensor filled with value. */
+vkl_tensor *vkl_fill(vkl_graph *g, int ndim, const int64_t *shape, float value);
+/* Sums x down to `shape` (each dim equal to x's or 1, right-aligned like
+ * broadcasting): the gradient of a broadcast. */
+vkl_tensor *vkl_sum_to(vkl_graph *g, vkl_tensor *x, int ndim, const int64_t *shape);
+/* dx of y = f(alpha*x + beta) given dy (same shape as x). */
+vkl_tensor *vkl_unary_grad(vkl_graph *g, vkl_tensor *x, vkl_tensor *dy, vkl_unary_op op, float alpha, float beta);
+
+/* ---- losses (runtime/ops/loss.c), composed of differentiable ops ---- */
+/* mean over the batch of w_b * mean((pred_b - target_b)^2); pred/target
+ * [B, ...]; weights f32 [B] or NULL (all 1). Returns a [1, 1] tensor; if
+ * per_sample is not NULL it receives the [B, 1] unweighted per-sample means. */
+vkl_tensor *vkl_mse_loss(vkl_graph *g, vkl_tensor *pred, vkl_tensor *target, vkl_tensor *weights,
+                         vkl_tensor **per_sample);
+
 /* The tile shape the matmul uses on this device (for benchmarks/tests). */
 void vkl_matmul_tile(const vkl_ctx *c, uint32_t *wg, uint32_t *tm, uint32_t *tn);
+
+
+/* ---- copy into persistent memory (runtime/ops/copy.c) ----
+ * Copies src (any strides, f32/f16/bf16) into dst, a contiguous f32 view of a
+ * persistent tensor (e.g. one position of a KV cache), as a node of g: later
+ * nodes of g see the new values. Returns dst. To autograd the copy is a
+ * detach: what later nodes read from dst is a constant. */
+vkl_tensor *vkl_copy_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst);
+
+
+/* ---- cross-entropy (runtime/ops/cross_entropy.c) ----
+ * Mean over valid rows of logsumexp(x_r) - x_r[t_r] for logits [..., V] (rows
+ * = the leading dims) and i32 targets with one entry per row. A row is valid
+ * when its target lies in [0, V) and is not ignore_index (e.g. -100); with no
+ * valid row the result is 0/0 = NaN, as in torch. Returns [1, 1]. Backward:
+ * d logits = dy / #valid * (softmax - one-hot) on valid rows, 0 elsewhere.
+ * Causal-LM shifting (logits[:, t] predicts labels[:, t+1]) is the caller's. */
+vkl_tensor *vkl_cross_entropy(vkl_graph *g, vkl_tensor *logits, vkl_tensor *targets, int ignore_index);
 
 #endif

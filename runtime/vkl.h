@@ -141,7 +141,8 @@ vkl_ctx *vkl_graph_ctx(vkl_graph *g);
  * graph and returns NULL; later ops given NULL return NULL. */
 int vkl_graph_failed(const vkl_graph *g);
 const char *vkl_graph_error(const vkl_graph *g);
-/* Marks t as a graph output: it gets memory of its own that stays readable. */
+/* Marks t as a graph output: it gets memory of its own that stays readable
+ * (for a view: the memory it looks into). */
 void vkl_graph_keep(vkl_graph *g, vkl_tensor *t);
 /* Liveness analysis, memory assignment with reuse of dead intermediates,
  * pipeline creation and command-buffer recording. Called once. */
@@ -159,10 +160,33 @@ void vkl_graph_enable_profiling(vkl_graph *g);
 void vkl_graph_print_profile(const vkl_graph *g, FILE *f);
 double vkl_graph_last_gpu_ms(const vkl_graph *g);
 
+/* Autograd: appends the backward pass of `loss` to the graph. seed is the
+ * gradient of loss (NULL: ones, e.g. for a scalar loss). For each wrt[i] (a
+ * persistent tensor such as an adapter weight, or a graph tensor), grads[i]
+ * receives its gradient (f32, wrt's shape), or NULL when the loss does not
+ * depend on it. Only what leads from wrt to loss is differentiated: frozen
+ * weights pass gradients to activations but get none themselves. */
+int vkl_graph_backward(vkl_graph *g, vkl_tensor *loss, vkl_tensor *seed, vkl_tensor *const *wrt, int nwrt,
+                       vkl_tensor **grads, vkl_err *e);
+
+/* Gradient checkpointing: ops appended between begin and end form a segment
+ * whose activations are not kept for the backward pass; vkl_graph_backward
+ * recomputes the segment from its inputs just before differentiating it.
+ * Segments do not nest. */
+void vkl_graph_segment_begin(vkl_graph *g);
+void vkl_graph_segment_end(vkl_graph *g);
+
 /* A graph-owned tensor with no data yet (used by ops for their outputs). */
 vkl_tensor *vkl_graph_tensor(vkl_graph *g, vkl_dtype dt, int ndim, const int64_t *shape);
 /* A view of t with another shape (t must be contiguous) / a strided view. */
 vkl_tensor *vkl_reshape(vkl_graph *g, vkl_tensor *t, int ndim, const int64_t *shape);
 vkl_tensor *vkl_permute(vkl_graph *g, vkl_tensor *t, const int *perm);
+/* A strided view of t's memory starting `offset` elements after t's first
+ * element; checked to stay inside t's span. */
+vkl_tensor *vkl_view(vkl_graph *g, vkl_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
+                     int64_t offset);
+/* Records the first error of the graph (printf style); returns NULL, so a
+ * builder can `return vkl_graph_set_error(g, ...)`. */
+void *vkl_graph_set_error(vkl_graph *g, const char *fmt, ...) VKL_PRINTF(2, 3);
 
 #endif

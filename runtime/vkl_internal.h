@@ -105,6 +105,10 @@ void vkl_pcache_save(vkl_ctx *c);
 #define VKL_MAX_BIND 8
 
 typedef int (*vkl_emit_fn)(vkl_graph *g, vkl_node *n, vkl_err *e);
+/* Backward rule: given dy (the gradient of n->dst), appends nodes computing the
+ * gradient of each input i with need[i] set into dsrc[i] (NULL where not
+ * needed). Returns 0, or -1 after recording an error in the graph. */
+typedef int (*vkl_backward_fn)(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc);
 
 struct vkl_node {
     char op[32];
@@ -112,9 +116,11 @@ struct vkl_node {
     int nsrc;
     vkl_tensor *dst;
     vkl_emit_fn emit;
+    vkl_backward_fn backward; /* NULL: the op has no gradient (an error if one is needed) */
     union { uint8_t bytes[VKL_PARAMS_BYTES]; double align_; int64_t i64[VKL_PARAMS_BYTES / 8]; } params;
     int first_dispatch, ndispatch;
     int index;
+    int segment; /* gradient-checkpoint segment (0: none) */
 };
 
 /* A storage-buffer binding: a window of at most maxStorageBufferRange bytes. */
@@ -124,11 +130,13 @@ typedef struct vkl_bind {
     uint64_t range;
 } vkl_bind;
 
+vkl_node *vkl_graph_node_at(vkl_graph *g, int i);
+int vkl_graph_in_segment(const vkl_graph *g);
+vkl_tensor *vkl_graph_replay_node(vkl_graph *g, const vkl_node *n, vkl_tensor *const *src);
+int vkl_graph_tensor_count(const vkl_graph *g);
 /* Appends a node producing dst from src[0..nsrc-1]; params copied. */
 vkl_node *vkl_graph_add_node(vkl_graph *g, const char *op, vkl_tensor *dst, vkl_tensor *const *src,
                              int nsrc, vkl_emit_fn emit, const void *params, size_t params_size);
-/* Records the first error of the graph (printf style); returns NULL for chaining. */
-void *vkl_graph_set_error(vkl_graph *g, const char *fmt, ...) VKL_PRINTF(2, 3);
 /* During emit: one dispatch of shader variant `kernel`. */
 int vkl_emit_dispatch(vkl_graph *g, const char *kernel, const uint32_t *spec, int nspec,
                       const vkl_bind *binds, int nbind, const void *push, size_t push_size,

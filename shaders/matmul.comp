@@ -1,38 +1,26 @@
 #version 450
-// C[z] = A[z] . B[z] (+ bias), fp32 accumulation; A is [M,K], B is [K,N] as
-// strided views (so either operand may be transposed), C is f32 [M,N]
-// contiguous per batch. A and B may be stored as f32, f16 or bf16.
-//
-// Register-blocked: each invocation computes a TM x TN tile of C with no
-// shared memory and no barriers, which is what runs fast on lavapipe (loads
-// and barriers, not arithmetic, set its speed). Out-of-range rows/columns
-// are clamped on load and skipped on store, so any M, N, K works.
+// Matmul for CPU devices (lavapipe): each invocation computes a TM x TN tile
+// of C in registers, with no shared memory and no barriers, because there
+// loads and barriers, not arithmetic, set the speed: every load whose address
+// differs per lane is a scalar loop over the lanes. So K is walked four at a
+// time with vec4 loads where the layout allows (AVEC/BVEC), and the lanes of
+// a workgroup share their rows of A (lanes run along N), whose loads are then
+// the same for all lanes. Out-of-range rows/columns are clamped on load and
+// skipped on store, so any M, N, K works.
 // CPU reference: runtime/ref/ref_matmul.c. Op: runtime/ops/matmul.c.
-#include "common.glsl"
+#include "matmul_common.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint TM = 4;
 layout(constant_id = 2) const uint TN = 8;
-layout(constant_id = 3) const uint ADT = 0;
-layout(constant_id = 4) const uint BDT = 0;
-layout(constant_id = 5) const uint HAS_BIAS = 0;
-layout(constant_id = 6) const uint BIASDT = 0;
-DECLARE_INPUT(0, A)
-DECLARE_INPUT(1, B)
-layout(binding = 2) writeonly buffer C { float c[]; };
-DECLARE_INPUT(3, BIAS)
-layout(push_constant) uniform P {
-    uint M, N, K;
-    uint nb1;                  // batch = z / nb1, z % nb1 (two batch dims)
-    uint a_off, b_off, c_off, bias_off;
-    uint sam, sak, sbk, sbn;   // element strides inside one matrix
-    uint sa0, sa1, sb0, sb1;   // batch strides (0 = broadcast)
-} p;
+// 1: lanes run along M instead (sharing their columns of B), for products
+// too narrow to give every lane its own columns (a LoRA down-projection).
+layout(constant_id = 13) const uint LANES_M = 0;
 
 void main() {
-    uint tn = gl_GlobalInvocationID.x;   // tile column
-    uint m0 = gl_WorkGroupID.y * TM;
-    uint n0 = tn * TN;
-    if (n0 >= p.N) return;
+    uint tile_m = LANES_M != 0u ? gl_WorkGroupID.y * gl_WorkGroupSize.x + gl_LocalInvocationID.x : gl_WorkGroupID.y;
+    uint tile_n = LANES_M != 0u ? gl_WorkGroupID.x : gl_GlobalInvocationID.x;
+    uint m0 = tile_m * TM, n0 = tile_n * TN;
+    if (n0 >= p.N || m0 >= p.M) return;
     uint z = gl_WorkGroupID.z;
     uint z0 = z / p.nb1, z1 = z % p.nb1;
     uint abase = p.a_off + z0 * p.sa0 + z1 * p.sa1;
@@ -47,12 +35,62 @@ void main() {
     for (uint i = 0u; i < TM; i++)
         for (uint j = 0u; j < TN; j++) acc[i][j] = 0.0;
 
-    for (uint k = 0u; k < p.K; k++) {
+    uint K4 = p.K & ~3u;
+    for (uint k = 0u; k < K4; k += 4u) {
+        vec4 av[TM];   // A[m_i][k..k+3]
+        vec4 bv[TN];   // B[k..k+3][n_j]
+        for (uint i = 0u; i < TM; i++) {
+            if (AVEC == 1u) av[i] = A_load4(arow[i] + k);
+            else av[i] = vec4(A_load(arow[i] + k * p.sak, ADT), A_load(arow[i] + (k + 1u) * p.sak, ADT),
+                              A_load(arow[i] + (k + 2u) * p.sak, ADT), A_load(arow[i] + (k + 3u) * p.sak, ADT));
+        }
+        if (BVEC == 2u) {
+            // rows of B along N, transposed into columns in registers
+            for (uint j4 = 0u; j4 < TN / 4u; j4++) {
+                uint col = bbase + min(n0 + 4u * j4, p.N - 4u);
+                vec4 r0 = B_load4(col + k * p.sbk), r1 = B_load4(col + (k + 1u) * p.sbk);
+                vec4 r2 = B_load4(col + (k + 2u) * p.sbk), r3 = B_load4(col + (k + 3u) * p.sbk);
+                bv[4u * j4] = vec4(r0.x, r1.x, r2.x, r3.x);
+                bv[4u * j4 + 1u] = vec4(r0.y, r1.y, r2.y, r3.y);
+                bv[4u * j4 + 2u] = vec4(r0.z, r1.z, r2.z, r3.z);
+                bv[4u * j4 + 3u] = vec4(r0.w, r1.w, r2.w, r3.w);
+            }
+        } else {
+            for (uint j = 0u; j < TN; j++) {
+                if (BVEC == 1u) bv[j] = B_load4(bcol[j] + k);
+                else bv[j] = vec4(B_load(bcol[j] + k * p.sbk, BDT), B_load(bcol[j] + (k + 1u) * p.sbk, BDT),
+                                  B_load(bcol[j] + (k + 2u) * p.sbk, BDT), B_load(bcol[j] + (k + 3u) * p.sbk, BDT));
+            }
+        }
+        for (uint i = 0u; i < TM; i++)
+            for (uint j = 0u; j < TN; j++) {
+                float s = acc[i][j];
+                s = fma(av[i].x, bv[j].x, s);
+                s = fma(av[i].y, bv[j].y, s);
+                s = fma(av[i].z, bv[j].z, s);
+                acc[i][j] = fma(av[i].w, bv[j].w, s);
+            }
+    }
+    for (uint k = K4; k < p.K; k++) {
         float av[TM], bv[TN];
         for (uint i = 0u; i < TM; i++) av[i] = A_load(arow[i] + k * p.sak, ADT);
         for (uint j = 0u; j < TN; j++) bv[j] = B_load(bcol[j] + k * p.sbk, BDT);
         for (uint i = 0u; i < TM; i++)
             for (uint j = 0u; j < TN; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+    }
+
+    for (uint i = 0u; i < TM; i++)
+        for (uint j = 0u; j < TN; j++) acc[i][j] = mm_epilogue(acc[i][j], min(n0 + j, p.N - 1u));
+
+    if (HAS_SEG2 != 0u) {
+        uint a2base = p.a2_off + z * p.sa2z;
+        for (uint r = 0u; r < p.K2; r++) {
+            float hv[TM], uv[TN];
+            for (uint i = 0u; i < TM; i++) hv[i] = A2_load(a2base + min(m0 + i, p.M - 1u) * p.sa2m + r, A2DT);
+            for (uint j = 0u; j < TN; j++) uv[j] = B2_load(p.b2_off + r * p.sb2k + min(n0 + j, p.N - 1u) * p.sb2n, B2DT);
+            for (uint i = 0u; i < TM; i++)
+                for (uint j = 0u; j < TN; j++) acc[i][j] = fma(hv[i], uv[j], acc[i][j]);
+        }
     }
 
     uint cbase = p.c_off + z * p.M * p.N;
@@ -62,9 +100,7 @@ void main() {
         for (uint j = 0u; j < TN; j++) {
             uint n = n0 + j;
             if (n >= p.N) break;
-            float v = acc[i][j];
-            if (HAS_BIAS != 0u) v += BIAS_load(p.bias_off + n, BIASDT);
-            c[cbase + m * p.N + n] = v;
+            c[cbase + m * p.N + n] = acc[i][j];
         }
     }
 }

@@ -104,7 +104,9 @@ typedef struct vkl_sd_config {
     vkl_sd_sched_config sched;
 } vkl_sd_config;
 
-const char *vkl_sd_family_name(vkl_sd_family f); /* "SD1", "SD2", "SDXL", "unknown" */
+const char *vkl_sd_family_name(vkl_sd_family f);
+/* Full-size configuration of a public model: "sd1.5", "sd2.1" or "sdxl". */
+int vkl_sd_config_preset(const char *name, vkl_sd_config *c, vkl_err *e); /* "SD1", "SD2", "SDXL", "unknown" */
 
 /* Conventions of a family that tensor shapes cannot tell (epsilons, time
  * embedding, scheduler, VAE scaling factor, sample sizes, norm groups = 32 as

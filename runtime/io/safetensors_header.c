@@ -143,6 +143,8 @@ static int parse_tensor(const vkl_st_file *f, const cJSON *it, const uint8_t *da
     return 0;
 }
 
+static int str_ptr_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
 static int parse_meta(vkl_st_file *f, const cJSON *m, vkl_err *e)
 {
     const char *L = f->label;
@@ -152,9 +154,6 @@ static int parse_meta(vkl_st_file *f, const cJSON *m, vkl_err *e)
     f->meta_val = calloc((size_t)n + 1, sizeof *f->meta_val);
     if (!f->meta_key || !f->meta_val) return vkl_fail(e, "%s: out of memory", L);
     for (const cJSON *c = m->child; c; c = c->next) {
-        for (int i = 0; i < f->nmeta; i++)
-            if (!strcmp(f->meta_key[i], c->string))
-                return vkl_fail(e, "%s: __metadata__ key '%s' appears twice", L, c->string);
         char *k = strdup(c->string);
         char *v = cJSON_IsString(c) ? strdup(c->valuestring) : cJSON_PrintUnformatted(c);
         f->meta_key[f->nmeta] = k;
@@ -162,13 +161,28 @@ static int parse_meta(vkl_st_file *f, const cJSON *m, vkl_err *e)
         f->nmeta++;
         if (!k || !v) return vkl_fail(e, "%s: out of memory", L);
     }
-    return 0;
+    /* sorted copy: a quadratic scan would let a hostile header with millions
+     * of keys stall the reader */
+    char **sorted = malloc(((size_t)f->nmeta + 1) * sizeof *sorted);
+    if (!sorted) return vkl_fail(e, "%s: out of memory", L);
+    memcpy(sorted, f->meta_key, (size_t)f->nmeta * sizeof *sorted);
+    qsort(sorted, (size_t)f->nmeta, sizeof *sorted, str_ptr_cmp);
+    int rc = 0;
+    for (int i = 1; i < f->nmeta && !rc; i++)
+        if (!strcmp(sorted[i], sorted[i - 1]))
+            rc = vkl_fail(e, "%s: __metadata__ key '%s' appears twice", L, sorted[i]);
+    free(sorted);
+    return rc;
 }
 
-static const vkl_st_file *sort_file;
-static int by_name_cmp(const void *a, const void *b)
+typedef struct {
+    const char *name;
+    int index;
+} name_ref;
+
+static int name_ref_cmp(const void *a, const void *b)
 {
-    return strcmp(sort_file->t[*(const int *)a].name, sort_file->t[*(const int *)b].name);
+    return strcmp(((const name_ref *)a)->name, ((const name_ref *)b)->name);
 }
 
 static int by_offset_cmp(const void *a, const void *b)
@@ -179,21 +193,26 @@ static int by_offset_cmp(const void *a, const void *b)
     return strcmp(x->t.name, y->t.name);
 }
 
-/* Builds the name index and rejects duplicates. qsort's comparator has no user
- * pointer in C11, hence the file-scope sort_file (set and used only here). */
+/* Builds the name index and rejects duplicates. */
 static int index_names(vkl_st_file *f, vkl_err *e)
 {
+    name_ref *refs = malloc(((size_t)f->n + 1) * sizeof *refs);
     f->by_name = malloc(((size_t)f->n + 1) * sizeof *f->by_name);
-    if (!f->by_name) return vkl_fail(e, "%s: out of memory", f->label);
-    for (int i = 0; i < f->n; i++) f->by_name[i] = i;
-    sort_file = f;
-    qsort(f->by_name, (size_t)f->n, sizeof *f->by_name, by_name_cmp);
-    sort_file = NULL;
-    for (int i = 1; i < f->n; i++)
-        if (!strcmp(f->t[f->by_name[i]].name, f->t[f->by_name[i - 1]].name))
-            return vkl_fail(e, "%s: tensor '%s': duplicate name (appears twice in the header)", f->label,
-                            f->t[f->by_name[i]].name);
-    return 0;
+    if (!refs || !f->by_name) {
+        free(refs);
+        return vkl_fail(e, "%s: out of memory", f->label);
+    }
+    for (int i = 0; i < f->n; i++) refs[i] = (name_ref){f->t[i].name, i};
+    qsort(refs, (size_t)f->n, sizeof *refs, name_ref_cmp);
+    int rc = 0;
+    for (int i = 0; i < f->n; i++) {
+        f->by_name[i] = refs[i].index;
+        if (i && !rc && !strcmp(refs[i].name, refs[i - 1].name))
+            rc = vkl_fail(e, "%s: tensor '%s': duplicate name (appears twice in the header)", f->label,
+                          refs[i].name);
+    }
+    free(refs);
+    return rc;
 }
 
 static int check_overlap(const vkl_st_file *f, const entry *en, vkl_err *e)
@@ -220,6 +239,28 @@ static int check_text(const vkl_st_file *f, const char *h, size_t n, vkl_err *e)
     return 0;
 }
 
+/* True when the text ends inside a string or with a bracket still open:
+ * tells "cut short" apart from a syntax error for the message. */
+static int json_unterminated(const char *h, size_t n)
+{
+    size_t depth = 0;
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = h[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    return in_str || depth > 0;
+}
+
 static int is_json_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
 static cJSON *parse_json(const vkl_st_file *f, const char *h, size_t n, vkl_err *e)
@@ -234,7 +275,7 @@ static cJSON *parse_json(const vkl_st_file *f, const char *h, size_t n, vkl_err 
     cJSON *root = cJSON_ParseWithLengthOpts(h, n, &end, 0);
     size_t pos = end && end >= h && end <= h + n ? (size_t)(end - h) : n;
     if (!root) {
-        if (pos >= last)
+        if (pos >= last || json_unterminated(h, n))
             vkl_fail(e, "%s: header JSON is unterminated (input ends inside a value at byte %zu)", f->label, last);
         else
             vkl_fail(e, "%s: header is not valid JSON (syntax error at byte %zu of %zu)", f->label, pos, n);
@@ -288,8 +329,8 @@ int vkl_st__parse(vkl_st_file *f, vkl_err *e)
     if (n > f->size - 8)
         return vkl_fail(e, "%s: header length %llu goes past the end of the file (%zu bytes)", L,
                         (unsigned long long)n, f->size);
-    /* A private NUL-terminated copy: cJSON then never looks past our buffer,
-     * whatever the bytes, and the mapping is read only by us. */
+    /* A private NUL-terminated copy, so that cJSON cannot read past the header
+     * whatever the bytes are. */
     char *h = malloc((size_t)n + 1);
     if (!h) return vkl_fail(e, "%s: out of memory for a %llu-byte header", L, (unsigned long long)n);
     memcpy(h, f->buf + 8, (size_t)n);

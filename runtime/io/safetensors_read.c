@@ -38,7 +38,8 @@ int vkl_st_open_memory(const void *buf, size_t size, const char *label, vkl_st_f
 int vkl_st_open(const char *path, vkl_st_file **out, vkl_err *e)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is then refused below */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return vkl_fail(e, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {

@@ -67,6 +67,7 @@ static int add(vkl_st_writer *w, const char *name, vkl_dtype dt, int ndim, const
         return vkl_fail(e, "safetensors writer: tensor '%s': unknown element type %d", name, (int)dt);
     if (ndim < 0 || ndim > VKL_ST_MAX_DIMS)
         return vkl_fail(e, "safetensors writer: tensor '%s': %d dims (limit %d)", name, ndim, VKL_ST_MAX_DIMS);
+    if (ndim > 0 && !shape) return vkl_fail(e, "safetensors writer: tensor '%s': NULL shape", name);
     uint64_t nelem = 1;
     int empty = 0, overflow = 0;
     for (int i = 0; i < ndim; i++) {
@@ -283,10 +284,12 @@ static int open_temp(const char *path, char **tmp_out)
     size_t len = strlen(path) + 16;
     char *tmp = malloc(len);
     if (!tmp) return -1;
-    static unsigned counter;
-    uint64_t seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)tmp;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_nsec ^
+                    (uint64_t)ts.tv_sec << 20 ^ (uint64_t)(uintptr_t)tmp;
     for (int attempt = 0; attempt < 100; attempt++) {
-        uint64_t x = seed + (uint64_t)(++counter) * 0xbf58476d1ce4e5b9ull;
+        uint64_t x = (seed + (uint64_t)attempt) * 0xbf58476d1ce4e5b9ull;
         x ^= x >> 29;
         snprintf(tmp, len, "%s.tmp-%06x", path, (unsigned)(x & 0xffffff));
         int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);

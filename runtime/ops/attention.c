@@ -171,6 +171,15 @@ static int64_t keys_per_chunk(vkl_ctx *c, const vkl_tensor *t, const int64_t st[
     return st[2] ? (maxw - row) / st[2] + 1 : INT64_MAX;
 }
 
+/* Only the node producing the output carries the rule: it differentiates the
+ * whole attention from q, k and v (runtime/ops/attention_grad.c), so the
+ * key-chunk state passed between nodes needs no gradient of its own. */
+static int backward_attention(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    const attn_params *ap = (const attn_params *)n->params.bytes;
+    return vkl_attention_grad(g, n->src[0], n->src[1], n->src[2], ap->scale, ap->causal, dy, need, dsrc);
+}
+
 vkl_tensor *vkl_attention_ex(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, float scale, int causal,
                              vkl_attn_variant variant)
 {
@@ -217,8 +226,12 @@ vkl_tensor *vkl_attention_ex(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_ten
         attn_params p = {scale, causal != 0, (int)variant, state != NULL, !last, k0, min64(chunk, Lk - k0), Lk};
         vkl_tensor *dst = vkl_graph_tensor(g, VKL_F32, 4, last ? oshape : sshape);
         vkl_tensor *src[4] = {q, k, v, state};
-        if (!vkl_graph_add_node(g, "attention", dst, src, state ? 4 : 3, emit_attention, &p, sizeof p)) return NULL;
-        if (last) y = dst;
+        vkl_node *n = vkl_graph_add_node(g, "attention", dst, src, state ? 4 : 3, emit_attention, &p, sizeof p);
+        if (!n) return NULL;
+        if (last) {
+            n->backward = backward_attention;
+            y = dst;
+        }
         state = dst;
     }
     return y;

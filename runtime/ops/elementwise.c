@@ -56,6 +56,26 @@ static int emit_binary(vkl_graph *g, vkl_node *n, vkl_err *e)
     return 0;
 }
 
+/* d(a op b): reduce each input's gradient over the dims it was broadcast along. */
+static int backward_binary(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    int op = ((const binary_params *)n->params.bytes)->op;
+    vkl_tensor *a = n->src[0], *b = n->src[1];
+    if (need[0]) {
+        vkl_tensor *d = op <= 1 ? dy : op == 2 ? vkl_mul(g, dy, b) : vkl_div(g, dy, b);
+        dsrc[0] = vkl_sum_to(g, d, a->ndim, a->shape);
+    }
+    if (need[1]) {
+        vkl_tensor *d;
+        if (op == 0) d = dy;
+        else if (op == 1) d = vkl_scale(g, dy, -1.0f);
+        else if (op == 2) d = vkl_mul(g, dy, a);
+        else d = vkl_scale(g, vkl_div(g, vkl_mul(g, dy, a), vkl_mul(g, b, b)), -1.0f);
+        dsrc[1] = vkl_sum_to(g, d, b->ndim, b->shape);
+    }
+    return vkl_graph_failed(g) ? -1 : 0;
+}
+
 static vkl_tensor *binary(vkl_graph *g, vkl_tensor *a, vkl_tensor *b, int op, const char *name)
 {
     if (!a || !b || vkl_graph_failed(g)) return NULL;
@@ -77,7 +97,10 @@ static vkl_tensor *binary(vkl_graph *g, vkl_tensor *a, vkl_tensor *b, int op, co
     vkl_tensor *y = vkl_graph_tensor(g, VKL_F32, nd, shape);
     binary_params p = {op};
     vkl_tensor *src[2] = {a, b};
-    return vkl_graph_add_node(g, name, y, src, 2, emit_binary, &p, sizeof p) ? y : NULL;
+    vkl_node *n = vkl_graph_add_node(g, name, y, src, 2, emit_binary, &p, sizeof p);
+    if (!n) return NULL;
+    n->backward = backward_binary;
+    return y;
 }
 
 vkl_tensor *vkl_add(vkl_graph *g, vkl_tensor *a, vkl_tensor *b) { return binary(g, a, b, 0, "add"); }
@@ -138,6 +161,16 @@ static int emit_unary(vkl_graph *g, vkl_node *n, vkl_err *e)
 static const char *unary_names[VKL_UNARY_COUNT] = {"scale", "silu", "gelu", "gelu_tanh", "quick_gelu", "relu",
                                                    "exp", "square", "sigmoid", "sqrt", "tanh"};
 
+static int backward_unary(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    const unary_params *up = (const unary_params *)n->params.bytes;
+    if (!need[0]) return 0;
+    if (up->convert) dsrc[0] = dy; /* gradients stay f32 */
+    else if (up->op == VKL_UNARY_IDENTITY) dsrc[0] = vkl_scale(g, dy, up->alpha);
+    else dsrc[0] = vkl_unary_grad(g, n->src[0], dy, (vkl_unary_op)up->op, up->alpha, up->beta);
+    return dsrc[0] ? 0 : -1;
+}
+
 const char *vkl_unary_name(vkl_unary_op op) { return (unsigned)op < VKL_UNARY_COUNT ? unary_names[op] : "?"; }
 
 vkl_tensor *vkl_unary(vkl_graph *g, vkl_tensor *x, vkl_unary_op op, float alpha, float beta)
@@ -147,7 +180,10 @@ vkl_tensor *vkl_unary(vkl_graph *g, vkl_tensor *x, vkl_unary_op op, float alpha,
     if (!vkl_op_float_type(x->dtype)) return vkl_graph_set_error(g, "%s: input must be f32, f16 or bf16", unary_names[op]);
     vkl_tensor *y = vkl_graph_tensor(g, VKL_F32, x->ndim, x->shape);
     unary_params p = {(int)op, alpha, beta, 0};
-    return vkl_graph_add_node(g, unary_names[op], y, &x, 1, emit_unary, &p, sizeof p) ? y : NULL;
+    vkl_node *n = vkl_graph_add_node(g, unary_names[op], y, &x, 1, emit_unary, &p, sizeof p);
+    if (!n) return NULL;
+    n->backward = backward_unary;
+    return y;
 }
 
 vkl_tensor *vkl_scale(vkl_graph *g, vkl_tensor *x, float s) { return vkl_unary(g, x, VKL_UNARY_IDENTITY, s, 0); }
@@ -163,5 +199,8 @@ vkl_tensor *vkl_convert(vkl_graph *g, vkl_tensor *x, vkl_dtype to)
         return vkl_graph_set_error(g, "convert: only f32, f16 and bf16 are converted on the device");
     vkl_tensor *y = vkl_graph_tensor(g, to, x->ndim, x->shape);
     unary_params p = {0, 1, 0, 1};
-    return vkl_graph_add_node(g, "convert", y, &x, 1, emit_unary, &p, sizeof p) ? y : NULL;
+    vkl_node *n = vkl_graph_add_node(g, "convert", y, &x, 1, emit_unary, &p, sizeof p);
+    if (!n) return NULL;
+    n->backward = backward_unary;
+    return y;
 }

@@ -54,6 +54,23 @@ static int emit_reduce(vkl_graph *g, vkl_node *n, vkl_err *e)
     return 0;
 }
 
+/* sum: every element of a row receives the row's gradient. */
+static int backward_reduce(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    const reduce_params *rp = (const reduce_params *)n->params.bytes;
+    vkl_tensor *x = n->src[0];
+    if (!need[0]) return 0;
+    if (rp->op != 0) {
+        vkl_graph_set_error(g, "max_rows has no gradient rule");
+        return -1;
+    }
+    if (!vkl_tensor_is_contiguous(dy)) dy = vkl_scale(g, dy, 1.0f);
+    int64_t stride[VKL_MAX_DIMS] = {0};
+    for (int i = 0; i < x->ndim; i++) stride[i] = i == x->ndim - 1 ? 0 : dy->stride[i];
+    dsrc[0] = vkl_scale(g, vkl_view(g, dy, x->ndim, x->shape, stride, 0), 1.0f);
+    return dsrc[0] ? 0 : -1;
+}
+
 static vkl_tensor *reduce(vkl_graph *g, vkl_tensor *x, int op, const char *name)
 {
     if (!x || vkl_graph_failed(g)) return NULL;
@@ -63,7 +80,10 @@ static vkl_tensor *reduce(vkl_graph *g, vkl_tensor *x, int op, const char *name)
     shape[x->ndim - 1] = 1;
     vkl_tensor *y = vkl_graph_tensor(g, VKL_F32, x->ndim, shape);
     reduce_params p = {op};
-    return vkl_graph_add_node(g, name, y, &x, 1, emit_reduce, &p, sizeof p) ? y : NULL;
+    vkl_node *n = vkl_graph_add_node(g, name, y, &x, 1, emit_reduce, &p, sizeof p);
+    if (!n) return NULL;
+    n->backward = backward_reduce;
+    return y;
 }
 
 vkl_tensor *vkl_sum_rows(vkl_graph *g, vkl_tensor *x) { return reduce(g, x, 0, "sum_rows"); }

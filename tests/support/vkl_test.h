@@ -55,6 +55,14 @@ void vkl_test_ctx_done(struct vkl_ctx *c);
 extern const char *const vkl_test_profiles[];
 extern const int vkl_test_profile_count;
 
+/* Reads tensor `name` of the safetensors file `rel` under the shared folder
+ * as f32 (malloc'd, nelem written). Fails the test when it is absent. */
+float *vkl_test_ref_f32(const char *rel, const char *name, int64_t *nelem);
+/* Same, as i32 (token ids, integer timesteps). */
+int32_t *vkl_test_ref_i32(const char *rel, const char *name, int64_t *nelem);
+/* Asserts max |got - want| <= tol * max|want| and prints the figures. */
+void vkl_test_assert_scaled(const char *what, const float *got, const float *want, size_t n, double tol);
+
 /* Temporary directory for a test (created, removed by vkl_test_rmtree). */
 const char *vkl_test_tmpdir(void);
 void vkl_test_rmtree(const char *path);

@@ -1,0 +1,138 @@
+/* vklora bench linear-lora --tokens T --in I --out O --rank R [--dtype f32|f16]
+ * [--reps N]: y = x W^T + b + B diag(s) A x against the plain y = x W^T + b
+ * (vkl_linear) on the same data. GFLOP/s count the useful flops of each;
+ * the overhead is the extra time of the fused layer over the plain one. */
+#include "bench_lora.h"
+#include "ops.h"
+#include "vkl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* median seconds of at least min_reps runs (and at least 1 s), after one warm-up */
+static int median_run(vkl_graph *g, int min_reps, double *median, int *reps_out, vkl_err *e)
+{
+    if (vkl_graph_run(g, e)) return -1;
+    double times[200];
+    int reps = 0;
+    double start = now_s();
+    while (reps < 200 && (reps < min_reps || now_s() - start < 1.0)) {
+        double t0 = now_s();
+        if (vkl_graph_run(g, e)) return -1;
+        times[reps++] = now_s() - t0;
+    }
+    qsort(times, (size_t)reps, sizeof *times, cmp_double);
+    *median = times[reps / 2];
+    *reps_out = reps;
+    return 0;
+}
+
+static vkl_tensor *random_tensor(vkl_ctx *c, vkl_dtype dt, int nd, const int64_t *shape, float amp, uint64_t seed,
+                                 vkl_err *e)
+{
+    vkl_tensor *t = vkl_tensor_new(c, dt, nd, shape, e);
+    if (!t) return NULL;
+    int64_t n = vkl_tensor_nelem(t);
+    float *h = malloc(sizeof(float) * (size_t)n);
+    if (!h) {
+        vkl_tensor_free(t);
+        vkl_fail(e, "out of host memory");
+        return NULL;
+    }
+    for (int64_t i = 0; i < n; i++) h[i] = amp * ((float)(((uint64_t)i * 2654435761u + seed) % 2001) / 1000.0f - 1.0f);
+    int rc = vkl_tensor_upload(c, t, h, VKL_F32, e);
+    free(h);
+    if (rc) {
+        vkl_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+int vkl_bench_linear_lora(int argc, char **argv)
+{
+    int64_t T = 4096, IN = 320, OUT = 320, R = 16, reps = 3;
+    vkl_dtype wdt = VKL_F32;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int64_t *dst = !strcmp(a, "--tokens") ? &T : !strcmp(a, "--in") ? &IN : !strcmp(a, "--out") ? &OUT
+                     : !strcmp(a, "--rank") ? &R : !strcmp(a, "--reps") ? &reps : NULL;
+        int bad = !v;
+        if (!bad && dst) {
+            char *end;
+            long long x = strtoll(v, &end, 10);
+            bad = *end || x <= 0 || x > (1ll << 30);
+            *dst = x;
+        } else if (!bad && !strcmp(a, "--dtype")) {
+            bad = vkl_dtype_parse(v, &wdt) || (wdt != VKL_F32 && wdt != VKL_F16);
+        } else {
+            bad = 1;
+        }
+        if (bad) {
+            fprintf(stderr, "vklora bench linear-lora: bad option '%s' (usage: --tokens T --in I --out O --rank R "
+                            "[--dtype f32|f16] [--reps N])\n", a);
+            return 2;
+        }
+        i++;
+    }
+    vkl_ctx *c = NULL;
+    vkl_err e = {{0}};
+    if (vkl_ctx_create(NULL, &c, &e)) {
+        fprintf(stderr, "vklora: %s\n", e.msg);
+        return 1;
+    }
+    int rc = 1;
+    int64_t xs[2] = {T, IN}, ws[2] = {OUT, IN}, bs[1] = {OUT}, as[2] = {R, IN}, us[2] = {OUT, R}, rs[1] = {R};
+    vkl_tensor *X = random_tensor(c, VKL_F32, 2, xs, 1.0f, 1, &e);
+    vkl_tensor *W = X ? random_tensor(c, wdt, 2, ws, 0.05f, 2, &e) : NULL;
+    vkl_tensor *BI = W ? random_tensor(c, VKL_F32, 1, bs, 0.1f, 3, &e) : NULL;
+    vkl_tensor *A = BI ? random_tensor(c, wdt, 2, as, 0.05f, 4, &e) : NULL;
+    vkl_tensor *U = A ? random_tensor(c, wdt, 2, us, 0.05f, 5, &e) : NULL;
+    vkl_tensor *S = U ? random_tensor(c, VKL_F32, 1, rs, 1.0f, 6, &e) : NULL;
+    vkl_graph *gl = NULL, *gp = NULL;
+    if (!S) goto done;
+    gl = vkl_graph_new(c);
+    gp = vkl_graph_new(c);
+    vkl_tensor *yl = vkl_linear_lora(gl, X, W, BI, A, U, S), *yp = vkl_linear(gp, X, W, BI);
+    vkl_graph_keep(gl, yl);
+    vkl_graph_keep(gp, yp);
+    if (vkl_graph_plan(gl, &e) || vkl_graph_plan(gp, &e)) goto done;
+    vkl_mem_reset_peak(c);
+    double tl, tp;
+    int nl, np;
+    if (median_run(gp, (int)reps, &tp, &np, &e) || median_run(gl, (int)reps, &tl, &nl, &e)) goto done;
+    vkl_mem_stats ms;
+    vkl_mem_get_stats(c, &ms);
+    double fp = 2.0 * T * IN * OUT, fl = fp + 2.0 * T * IN * R + 2.0 * T * R * OUT;
+    printf("linear      tokens=%lld in=%lld out=%lld %s weights: %.3f ms median of %d, %.2f GFLOP/s\n", (long long)T,
+           (long long)IN, (long long)OUT, vkl_dtype_name(wdt), tp * 1e3, np, fp / tp * 1e-9);
+    printf("linear-lora rank=%lld: %.3f ms median of %d, %.2f GFLOP/s, overhead %+.1f%% (extra flops %.1f%%)\n",
+           (long long)R, tl * 1e3, nl, fl / tl * 1e-9, (tl / tp - 1) * 100, (fl / fp - 1) * 100);
+    printf("device: %s (profile %s), %d dispatches fused vs %d plain, peak device memory %.1f MiB\n",
+           vkl_ctx_caps(c)->name, vkl_ctx_caps(c)->profile, vkl_graph_dispatch_count(gl), vkl_graph_dispatch_count(gp),
+           ms.total_peak / 1048576.0);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "vklora: %s\n", e.msg);
+    vkl_graph_free(gl);
+    vkl_graph_free(gp);
+    vkl_tensor_free(X); vkl_tensor_free(W); vkl_tensor_free(BI);
+    vkl_tensor_free(A); vkl_tensor_free(U); vkl_tensor_free(S);
+    vkl_ctx_destroy(c);
+    return rc;
+}

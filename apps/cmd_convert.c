@@ -1,0 +1,66 @@
+/* `vklora convert IN -o OUT --to kohya|peft [--model M]`: rewrites an adapter
+ * in another layout, keeping alpha (PEFT: adapter_config.json beside OUT) and
+ * metadata. Kohya names need the model (--model) to become module paths. */
+#include "app.h"
+#include "lora_args.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: vklora convert IN -o OUT --to kohya|peft [--model MODEL] [--config adapter_config.json] [--force]\n"
+            "  Reads a kohya / LyCORIS / diffusers / PEFT adapter and writes it as\n"
+            "  kohya (lora_unet_..., .alpha, ss_* metadata) or PEFT (<module>.lora_A/B.weight\n"
+            "  + adapter_config.json in OUT's folder with r and lora_alpha).\n"
+            "  --model   SD model (file or diffusers folder) or checkpoint whose weight names\n"
+            "            resolve kohya names; also checks every shape\n"
+            "  --config  PEFT config of IN (default: adapter_config.json next to IN)\n"
+            "  --force   replace an existing adapter_config.json\n");
+    return 2;
+}
+
+int vkl_cmd_convert(int argc, char **argv)
+{
+    const char *in = NULL, *out = NULL, *to = NULL, *model = NULL, *config = NULL;
+    int force = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if ((!strcmp(a, "-o") || !strcmp(a, "--to") || !strcmp(a, "--model") || !strcmp(a, "--config")) &&
+            i + 1 < argc) {
+            const char **dst = !strcmp(a, "-o") ? &out : !strcmp(a, "--to") ? &to : !strcmp(a, "--model") ? &model : &config;
+            *dst = argv[++i];
+        } else if (!strcmp(a, "--force")) {
+            force = 1;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            return usage(), 0;
+        } else if (a[0] == '-' || in) {
+            fprintf(stderr, "vklora convert: unexpected argument %s\n", a);
+            return usage();
+        } else {
+            in = a;
+        }
+    }
+    if (!in || !out || !to) return usage();
+    if (strcmp(to, "kohya") && strcmp(to, "peft")) {
+        fprintf(stderr, "vklora convert: --to must be kohya or peft, not %s\n", to);
+        return 2;
+    }
+    vkl_lora_targets t;
+    vkl_err e;
+    if (model && vkl_lora_targets_open(model, &t, &e)) {
+        vkl_log(VKL_LOG_ERROR, "%s", e.msg);
+        return 1;
+    }
+    vkl_lora l;
+    int rc = vkl_app_lora_load(in, model ? &t : NULL, config, &l);
+    if (!rc) {
+        rc = vkl_app_lora_save(&l, to, out, force);
+        if (!rc)
+            vkl_log(VKL_LOG_INFO, "%s: %d modules (%s) -> %s (%s)", in, l.n, vkl_lora_format_name(l.format), out, to);
+        vkl_lora_free(&l);
+    }
+    if (model) vkl_lora_targets_free(&t);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,232 @@
+/* vklora lm generate: greedy text generation with a LLaMA-family model
+ * (HF directory: config.json, model.safetensors, tokenizer.model, or a
+ * llama2.c tokenizer given with --tokenizer), optionally with PEFT adapters
+ * applied at run time. Prints the continuation of the prompt. */
+#include "app.h"
+
+#include "llama/llama_generate.h"
+#include "tokenizer/llama2c_tokenizer.h"
+#include "tokenizer/sp_bpe.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MAX_LORA 8
+
+typedef struct lm_tok {
+    vkl_sp *sp;
+    vkl_l2c_tok *l2c;
+} lm_tok;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: vklora lm generate --model DIR --prompt TEXT [--max-tokens N] [--lora ADAPTER_DIR[:W]]...\n"
+               "                          [--tokenizer tokenizer.model|tok.bin] [--f16] [--device N]\n"
+               "Greedy decoding with a KV cache; prints the continuation. The tokenizer is DIR/tokenizer.model\n"
+               "(SentencePiece) unless --tokenizer names one (a .bin file is read as llama2.c's format).\n");
+}
+
+static int exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static int open_tok(const char *model, const char *path, int vocab, lm_tok *t, vkl_err *e)
+{
+    char buf[4096];
+    if (!path) {
+        snprintf(buf, sizeof buf, "%s/tokenizer.model", model);
+        if (!exists(buf)) return vkl_fail(e, "%s has no tokenizer.model; name a tokenizer with --tokenizer", model);
+        path = buf;
+    }
+    size_t n = strlen(path);
+    if (n > 4 && !strcmp(path + n - 4, ".bin")) return vkl_l2c_tok_load(path, vocab, &t->l2c, e);
+    if (vkl_sp_load(path, &t->sp, e)) return -1;
+    if (vkl_sp_size(t->sp) > vocab)
+        return vkl_fail(e, "%s has %d pieces, more than the model's vocabulary of %d", path, vkl_sp_size(t->sp), vocab);
+    return 0;
+}
+
+typedef struct printer {
+    const lm_tok *tok;
+    int32_t *all; /* prompt + new ids */
+    int n;
+    size_t printed; /* bytes of the SentencePiece decode already printed */
+} printer;
+
+/* Streams the text as tokens come: llama2.c pieces directly; SentencePiece
+ * by decoding everything and printing what is new (pieces that merge into
+ * one character print once complete). */
+static int on_token(void *user, int32_t id)
+{
+    printer *p = user;
+    int prev = p->all[p->n - 1];
+    p->all[p->n++] = id;
+    if (p->tok->l2c) {
+        char piece[256];
+        if (id != 1) fputs((vkl_l2c_tok_decode(p->tok->l2c, prev, id, piece, sizeof piece), piece), stdout);
+    } else {
+        char *s = vkl_sp_decode(p->tok->sp, p->all, p->n);
+        if (s) {
+            size_t len = strlen(s);
+            if (len > p->printed) fputs(s + p->printed, stdout);
+            p->printed = len > p->printed ? len : p->printed;
+            free(s);
+        }
+    }
+    fflush(stdout);
+    return 0;
+}
+
+static int generate(int argc, char **argv)
+{
+    const char *model = NULL, *prompt = NULL, *tok_path = NULL, *lora[MAX_LORA];
+    int nlora = 0, max_new = 64, device = -1;
+    vkl_dtype dt = VKL_F32;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--model") && v) model = argv[++i];
+        else if (!strcmp(a, "--prompt") && v) prompt = argv[++i];
+        else if (!strcmp(a, "--tokenizer") && v) tok_path = argv[++i];
+        else if (!strcmp(a, "--max-tokens") && v) {
+            char *end;
+            long x = strtol(argv[++i], &end, 10);
+            if (*end || x < 1 || x > 1000000) {
+                fprintf(stderr, "vklora lm generate: --max-tokens %s is not a positive count\n", argv[i]);
+                return 2;
+            }
+            max_new = (int)x;
+        } else if (!strcmp(a, "--device") && v) device = atoi(argv[++i]);
+        else if (!strcmp(a, "--f16")) dt = VKL_F16;
+        else if (!strcmp(a, "--lora") && v) {
+            if (nlora == MAX_LORA) {
+                fprintf(stderr, "vklora lm generate: at most %d adapters\n", MAX_LORA);
+                return 2;
+            }
+            lora[nlora++] = argv[++i];
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "vklora lm generate: unknown or incomplete argument %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!model || !prompt) {
+        usage(stderr);
+        return 2;
+    }
+    vkl_err e = {{0}};
+    vkl_ctx_opts co;
+    vkl_ctx_opts_default(&co);
+    co.device = device;
+    vkl_ctx *c = NULL;
+    vkl_llama *m = NULL;
+    lm_tok tok = {0};
+    vkl_lora ls[MAX_LORA];
+    vkl_lora_use uses[MAX_LORA];
+    int nloaded = 0, rc = 0;
+    vkl_lora_set *set = NULL;
+    vkl_llama_dora *dora = NULL;
+    int32_t *ids = NULL, *out = NULL;
+    int np = 0, nout = 0;
+    printer pr = {0};
+    if (vkl_ctx_create(&co, &c, &e) || vkl_llama_load(c, model, dt, &m, &e) ||
+        open_tok(model, tok_path, m->cfg.vocab, &tok, &e))
+        rc = -1;
+    for (int i = 0; !rc && i < nlora; i++) {
+        char dir[4096], path[4200];
+        snprintf(dir, sizeof dir, "%s", lora[i]);
+        float w = 1.0f;
+        char *colon = strrchr(dir, ':');
+        if (colon && colon[1]) {
+            char *end;
+            double x = strtod(colon + 1, &end);
+            if (!*end) {
+                w = (float)x;
+                *colon = 0;
+            }
+        }
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+        if (!exists(path)) snprintf(path, sizeof path, "%s", dir);
+        if (vkl_lora_load(path, NULL, &ls[nloaded], &e)) {
+            rc = -1;
+            break;
+        }
+        uses[nloaded] = (vkl_lora_use){&ls[nloaded], w, w};
+        nloaded++;
+    }
+    int is_dora = 0;
+    for (int i = 0; i < nloaded; i++)
+        for (int k = 0; k < ls[i].n; k++) is_dora |= ls[i].m[k].kind == VKL_LORA_KIND_DORA;
+    if (!rc && is_dora && nloaded > 1) rc = vkl_fail(&e, "a DoRA adapter cannot be combined with other adapters");
+    if (!rc && is_dora) rc = vkl_llama_dora_build(m, &ls[0], uses[0].unet_mult, &dora, &e);
+    else if (!rc && nloaded) rc = vkl_lora_set_build(c, uses, nloaded, &set, &e);
+    if (!rc) {
+        if (tok.l2c) rc = vkl_l2c_tok_encode(tok.l2c, prompt, 1, -1, &ids, &np, &e);
+        else {
+            int32_t *sp = NULL;
+            int n = 0;
+            rc = vkl_sp_encode(tok.sp, prompt, &sp, &n, &e);
+            if (!rc) {
+                ids = malloc(sizeof(int32_t) * (size_t)(n + 1));
+                if (!ids) rc = vkl_fail(&e, "out of host memory");
+                else {
+                    ids[0] = m->cfg.bos >= 0 ? m->cfg.bos : 1;
+                    memcpy(ids + 1, sp, sizeof(int32_t) * (size_t)n);
+                    np = n + 1;
+                }
+            }
+            free(sp);
+        }
+    }
+    if (!rc && np + max_new > m->cfg.max_pos)
+        rc = vkl_fail(&e, "prompt (%d tokens) + %d new tokens exceed the model's %d positions", np, max_new,
+                      m->cfg.max_pos);
+    if (!rc) {
+        out = malloc(sizeof(int32_t) * (size_t)max_new);
+        pr.tok = &tok;
+        pr.all = malloc(sizeof(int32_t) * (size_t)(np + max_new));
+        if (!out || !pr.all) rc = vkl_fail(&e, "out of host memory");
+    }
+    if (!rc) {
+        memcpy(pr.all, ids, sizeof(int32_t) * (size_t)np);
+        pr.n = np;
+        if (tok.sp) {
+            char *s = vkl_sp_decode(tok.sp, ids, np);
+            pr.printed = s ? strlen(s) : 0;
+            free(s);
+        }
+        vkl_llama_gen_opts o = {.lora = set, .dora = dora, .max_new = max_new,
+                                .stop_id = tok.l2c ? 1 : m->cfg.eos, .on_token = on_token, .user = &pr};
+        rc = vkl_llama_generate(m, ids, np, &o, out, &nout, &e);
+        fputc('\n', stdout);
+    }
+    if (rc) fprintf(stderr, "vklora lm generate: %s\n", e.msg);
+    free(pr.all);
+    free(out);
+    free(ids);
+    vkl_lora_set_free(set);
+    vkl_llama_dora_free(dora);
+    for (int i = 0; i < nloaded; i++) vkl_lora_free(&ls[i]);
+    vkl_sp_free(tok.sp);
+    vkl_l2c_tok_free(tok.l2c);
+    vkl_llama_free(m);
+    if (c) vkl_ctx_destroy(c);
+    return rc ? 1 : 0;
+}
+
+int vkl_cmd_lm(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "generate")) return generate(argc - 1, argv + 1);
+    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        usage(stdout);
+        return 0;
+    }
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,120 @@
+/* `vklora merge --lora A[:W] --lora B[:W] ... -o OUT [--rank R]`: combines
+ * adapters into one. Without --rank the ranks are concatenated (exact); with
+ * --rank R each module's weighted sum of deltas is truncated by SVD and the
+ * relative Frobenius error is reported per module and overall. */
+#include "app.h"
+#include "lora/lora_combine.h"
+#include "lora_args.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_INPUTS 64
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: vklora merge --lora FILE[:WEIGHT] [--lora FILE[:WEIGHT] ...] -o OUT\n"
+            "                    [--rank R] [--to kohya|peft] [--model MODEL] [--force]\n"
+            "  Combines adapters into one whose delta W is sum_i WEIGHT_i * delta_i\n"
+            "  (WEIGHT defaults to 1). Without --rank: ranks concatenated, exact (LoRA/LoCon).\n"
+            "  --rank R  truncate each module's summed delta to rank R by SVD (any kind but\n"
+            "            DoRA) and report the relative Frobenius error\n"
+            "  --model   resolve kohya names (needed for --to peft from kohya inputs)\n");
+    return 2;
+}
+
+/* FILE:WEIGHT splits at the last ':' only when what follows is a number, so
+ * paths containing ':' still work. */
+static void split(char *arg, const char **path, double *w)
+{
+    char *c = strrchr(arg, ':'), *end;
+    *path = arg;
+    *w = 1;
+    if (!c) return;
+    double x = strtod(c + 1, &end);
+    if (end != c + 1 && !*end) {
+        *c = 0;
+        *w = x;
+    }
+}
+
+int vkl_cmd_merge(int argc, char **argv)
+{
+    const char *paths[MAX_INPUTS], *out = NULL, *to = "kohya", *model = NULL;
+    double weights[MAX_INPUTS];
+    int n = 0, rank = 0, force = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--lora") && i + 1 < argc) {
+            if (n == MAX_INPUTS) return fprintf(stderr, "vklora merge: at most %d adapters\n", MAX_INPUTS), 2;
+            split(argv[++i], &paths[n], &weights[n]);
+            n++;
+        } else if (!strcmp(a, "-o") && i + 1 < argc) {
+            out = argv[++i];
+        } else if (!strcmp(a, "--to") && i + 1 < argc) {
+            to = argv[++i];
+        } else if (!strcmp(a, "--model") && i + 1 < argc) {
+            model = argv[++i];
+        } else if (!strcmp(a, "--rank") && i + 1 < argc) {
+            char *end;
+            long r = strtol(argv[++i], &end, 10);
+            if (*end || r < 1 || r > 100000) return fprintf(stderr, "vklora merge: bad --rank %s\n", argv[i]), 2;
+            rank = (int)r;
+        } else if (!strcmp(a, "--force")) {
+            force = 1;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            return usage(), 0;
+        } else {
+            fprintf(stderr, "vklora merge: unexpected argument %s\n", a);
+            return usage();
+        }
+    }
+    if (!n || !out) return usage();
+    if (strcmp(to, "kohya") && strcmp(to, "peft")) return fprintf(stderr, "vklora merge: --to kohya|peft\n"), 2;
+    vkl_lora_targets t;
+    vkl_err e;
+    if (model && vkl_lora_targets_open(model, &t, &e)) {
+        vkl_log(VKL_LOG_ERROR, "%s", e.msg);
+        return 1;
+    }
+    vkl_lora loras[MAX_INPUTS];
+    vkl_lora_input in[MAX_INPUTS];
+    int loaded = 0, rc = 0;
+    for (; loaded < n; loaded++) {
+        if (vkl_app_lora_load(paths[loaded], model ? &t : NULL, NULL, &loras[loaded])) {
+            rc = 1;
+            break;
+        }
+        in[loaded] = (vkl_lora_input){&loras[loaded], weights[loaded]};
+    }
+    vkl_lora res;
+    vkl_lora_combine_report rep;
+    if (!rc && vkl_lora_combine(in, n, rank, &res, &rep, &e)) {
+        vkl_log(VKL_LOG_ERROR, "%s", e.msg);
+        rc = 1;
+    }
+    if (!rc) {
+        char desc[4096];
+        size_t k = 0;
+        for (int i = 0; i < n && k < sizeof desc; i++)
+            k += (size_t)snprintf(desc + k, sizeof desc - k, "%s%s:%g", i ? ", " : "", paths[i], weights[i]);
+        vkl_lora_meta_set(&res, "ss_network_module", "networks.lora", &e);
+        vkl_lora_meta_set(&res, "vklora_merge_inputs", desc, &e);
+        vkl_lora_meta_set(&res, "vklora_merge_method", rank ? "svd" : "concat", &e);
+        if (rank) {
+            for (int i = 0; i < res.n; i++)
+                vkl_log(VKL_LOG_INFO, "%-80s rank %d  relative error %.3e", vkl_lora_module_label(&res.m[i]),
+                        res.m[i].rank, rep.rel_err[i]);
+            vkl_log(VKL_LOG_INFO, "overall relative Frobenius error at rank %d: %.3e", rank, rep.total_err);
+        }
+        rc = vkl_app_lora_save(&res, to, out, force) ? 1 : 0;
+        if (!rc) vkl_log(VKL_LOG_INFO, "%d modules from %d adapters -> %s", res.n, n, out);
+        vkl_lora_combine_report_free(&rep);
+        vkl_lora_free(&res);
+    }
+    for (int i = 0; i < loaded; i++) vkl_lora_free(&loras[i]);
+    if (model) vkl_lora_targets_free(&t);
+    return rc;
+}

@@ -1,0 +1,103 @@
+/* LLaMA-family causal language models (HF LlamaForCausalLM layout).
+ *
+ * Forward: embedding -> per layer [RMSNorm -> q/k/v projections (through the
+ * adapter set, so LoRA applies) -> rotate-half RoPE -> causal attention with
+ * grouped key/value heads -> o_proj -> residual -> RMSNorm -> SwiGLU MLP ->
+ * residual] -> final RMSNorm -> lm_head; logits [B, L, V] f32.
+ *
+ * Grouped-query attention never copies keys/values per query head: query
+ * heads are grouped [B*KV, G, ...] (G = heads / kv_heads) and each kv head is
+ * read through a view that repeats it over its group (stride 0, or the
+ * matmul's broadcast batch dimension). */
+#ifndef VKL_LLAMA_H
+#define VKL_LLAMA_H
+
+#include "lora/lora_apply.h"
+#include "weights.h"
+
+typedef struct vkl_llama_config {
+    int hidden, layers, heads, kv_heads, head_dim, intermediate, vocab, max_pos;
+    float rope_theta, rms_eps;
+    int tie_embeddings;
+    int bos, eos; /* -1 when absent */
+} vkl_llama_config;
+
+/* HF config.json (model_type llama or mistral-style fields); missing
+ * head_dim = hidden / heads, missing kv heads = heads. */
+int vkl_llama_config_read(const char *path, vkl_llama_config *c, vkl_err *e);
+/* Shape checks between the fields; message names the field. */
+int vkl_llama_config_check(const vkl_llama_config *c, vkl_err *e);
+
+typedef struct vkl_llama {
+    vkl_ctx *ctx;
+    vkl_llama_config cfg;
+    vkl_weights *w; /* HF names, e.g. model.layers.0.self_attn.q_proj.weight */
+} vkl_llama;
+
+/* dir/config.json + dir/model.safetensors; matrices stored as matrix_dtype
+ * (VKL_F32 or VKL_F16), vectors f32. Every expected weight is checked for
+ * presence and shape before anything runs. */
+int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e);
+void vkl_llama_free(vkl_llama *m);
+
+/* KV cache: per layer, keys (after RoPE) and values as persistent f32
+ * tensors laid out [max_len, B, kv_heads, head_dim], so one position of every
+ * head is one contiguous window and (batch, kv head) pairs are a uniform stride. */
+typedef struct vkl_llama_kv {
+    int max_len, batch, layers;
+    vkl_tensor **k, **v;
+} vkl_llama_kv;
+int vkl_llama_kv_new(const vkl_llama *m, int batch, int max_len, vkl_llama_kv **out, vkl_err *e);
+void vkl_llama_kv_free(vkl_llama_kv *kv);
+
+/* DoRA modules (PEFT use_dora): per module the factors, scale, trainable
+ * magnitude m [out] and the row norm n = ||W + s B A|| [out], refreshed by
+ * vkl_llama_dora_norms at the start of a graph and read as a constant
+ * (PEFT detaches the norm). y = (m / n) * (x W^T + s (x A^T) B^T). */
+typedef struct vkl_llama_dora_mod {
+    char *module;
+    float s; /* scale of the low-rank product */
+    vkl_tensor *a, *b, *scale, *mag, *norm;
+} vkl_llama_dora_mod;
+typedef struct vkl_llama_dora {
+    vkl_llama_dora_mod *v;
+    int n;
+} vkl_llama_dora;
+int vkl_llama_dora_build(const vkl_llama *m, const vkl_lora *l, float mult, vkl_llama_dora **out, vkl_err *e);
+void vkl_llama_dora_free(vkl_llama_dora *d);
+/* Appends the recomputation of every module's norm n into its persistent tensor. */
+int vkl_llama_dora_norms(vkl_graph *g, const vkl_llama *m, const vkl_llama_dora *d);
+/* Writes W' = (m / ||W + s B A||_row) * (W + s B A) into the model's (f32) weights. */
+int vkl_llama_dora_merge(const vkl_llama *m, const vkl_llama_dora *d, vkl_err *e);
+
+/* Receives named intermediates (layer -1 for model-level ones); names as in
+ * the refkit's hidden_states vectors (q_rope, attn_probs, ...). */
+typedef void (*vkl_llama_tap_fn)(void *user, int layer, const char *name, vkl_tensor *t);
+
+typedef struct vkl_llama_fwd {
+    const vkl_lora_set *lora;   /* run-time adapters, or NULL */
+    const vkl_llama_dora *dora; /* DoRA modules, or NULL */
+    /* Additive attention mask f32 [B or 1, 1, L, pos0 + L] (0 or a large
+     * negative value), from vkl_llama_mask; NULL: plain causal. */
+    vkl_tensor *mask;
+    /* 1: attention as matmul + softmax + matmul (the probabilities exist and
+     * get a tap; differentiable with the matmul/softmax rules). 0: the fused
+     * attention op. A mask implies 1. */
+    int explicit_attn;
+    vkl_llama_kv *kv;           /* keys/values of positions pos0.. are written here and attention reads 0..pos0+L-1 */
+    int pos0;
+    vkl_llama_tap_fn tap;
+    void *tap_user;
+} vkl_llama_fwd;
+
+/* ids: i32 [B, L]. Returns logits [B, L, V] (NULL on error, recorded in g). */
+vkl_tensor *vkl_llama_forward(vkl_graph *g, const vkl_llama *m, vkl_tensor *ids, const vkl_llama_fwd *o);
+
+/* Host-side additive mask [B, 1, L, pos0 + L]: causal (key j visible to query
+ * i when j <= pos0 + i) and, when attn is not NULL (int [B, pos0 + L], 0 =
+ * padding), padded keys hidden, as transformers' 4-D mask. A new persistent tensor. */
+vkl_tensor *vkl_llama_mask(vkl_ctx *c, int B, int L, int pos0, const int *attn, vkl_err *e);
+/* The same values into a host array of B * L * (pos0 + L) floats (re-uploads). */
+void vkl_llama_mask_values(int B, int L, int pos0, const int *attn, float *h);
+
+#endif

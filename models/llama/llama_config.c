@@ -1,0 +1,88 @@
+/* config.json of an HF LLaMA checkpoint -> vkl_llama_config. */
+#include "llama/llama.h"
+
+#include "sd/sd_config.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int get_int(const cJSON *j, const char *key, int *out, int required, const char *path, vkl_err *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!v || cJSON_IsNull(v)) return required ? vkl_fail(e, "%s: %s is missing", path, key) : 0;
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 || v->valuedouble > 1e9)
+        return vkl_fail(e, "%s: %s must be a non-negative integer", path, key);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+static int get_float(const cJSON *j, const char *key, float *out, const char *path, vkl_err *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return vkl_fail(e, "%s: %s must be a number", path, key);
+    *out = (float)v->valuedouble;
+    return 0;
+}
+
+int vkl_llama_config_check(const vkl_llama_config *c, vkl_err *e)
+{
+    if (c->hidden < 1 || c->layers < 1 || c->heads < 1 || c->kv_heads < 1 || c->vocab < 1 || c->intermediate < 1 ||
+        c->head_dim < 2)
+        return vkl_fail(e, "config: hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, "
+                           "intermediate_size, vocab_size and head_dim must be positive");
+    if (c->heads % c->kv_heads)
+        return vkl_fail(e, "config: num_attention_heads %d is not a multiple of num_key_value_heads %d", c->heads,
+                        c->kv_heads);
+    if (c->head_dim % 2) return vkl_fail(e, "config: head_dim %d must be even for RoPE", c->head_dim);
+    if (!(c->rope_theta > 1)) return vkl_fail(e, "config: rope_theta %g must be > 1", (double)c->rope_theta);
+    if (!(c->rms_eps > 0)) return vkl_fail(e, "config: rms_norm_eps must be positive");
+    return 0;
+}
+
+int vkl_llama_config_read(const char *path, vkl_llama_config *c, vkl_err *e)
+{
+    char *text = NULL;
+    if (vkl_sd_read_text_file(path, 1 << 20, &text, e)) return -1;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return vkl_fail(e, "%s: not a JSON object", path);
+    }
+    *c = (vkl_llama_config){.rope_theta = 10000.0f, .rms_eps = 1e-6f, .bos = -1, .eos = -1, .max_pos = 2048};
+    int rc = 0;
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
+    if (rs && !cJSON_IsNull(rs)) rc = vkl_fail(e, "%s: rope_scaling is not supported", path);
+    rc = rc || get_int(j, "hidden_size", &c->hidden, 1, path, e) ||
+         get_int(j, "num_hidden_layers", &c->layers, 1, path, e) ||
+         get_int(j, "num_attention_heads", &c->heads, 1, path, e) ||
+         get_int(j, "intermediate_size", &c->intermediate, 1, path, e) ||
+         get_int(j, "vocab_size", &c->vocab, 1, path, e);
+    if (!rc) {
+        c->kv_heads = c->heads;
+        c->head_dim = c->heads ? c->hidden / c->heads : 0;
+        rc = get_int(j, "num_key_value_heads", &c->kv_heads, 0, path, e) ||
+             get_int(j, "head_dim", &c->head_dim, 0, path, e) ||
+             get_int(j, "max_position_embeddings", &c->max_pos, 0, path, e) ||
+             get_int(j, "bos_token_id", &c->bos, 0, path, e) || get_int(j, "eos_token_id", &c->eos, 0, path, e) ||
+             get_float(j, "rope_theta", &c->rope_theta, path, e) ||
+             get_float(j, "rms_norm_eps", &c->rms_eps, path, e);
+    }
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+    if (!rc && act && cJSON_IsString(act) && strcmp(act->valuestring, "silu"))
+        rc = vkl_fail(e, "%s: hidden_act %s (only silu)", path, act->valuestring);
+    const cJSON *ab = cJSON_GetObjectItemCaseSensitive(j, "attention_bias");
+    if (!rc && ab && cJSON_IsTrue(ab)) rc = vkl_fail(e, "%s: attention_bias true is not supported", path);
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
+    c->tie_embeddings = tie && cJSON_IsTrue(tie);
+    cJSON_Delete(j);
+    if (rc) return -1;
+    if (vkl_llama_config_check(c, e)) {
+        vkl_err_prefix(e, "%s: ", path);
+        return -1;
+    }
+    return 0;
+}

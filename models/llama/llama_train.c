@@ -1,0 +1,158 @@
+#include "llama/llama_train.h"
+
+#include "ops.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct vkl_llama_train {
+    const vkl_llama *m;
+    int B, L;
+    vkl_graph *g;
+    vkl_tensor *ids, *targets, *mask, *loss, *logits;
+    int np;
+    vkl_tensor **params, **grads;
+    char **keys;
+    vkl_adamw *opt;
+    int32_t *tbuf;
+    float *mbuf;
+};
+
+void vkl_llama_shift_labels(const int32_t *labels, int B, int L, int32_t *targets)
+{
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < L; t++)
+            targets[(size_t)b * L + t] = t + 1 < L ? labels[(size_t)b * L + t + 1] : VKL_LLAMA_IGNORE;
+}
+
+void vkl_llama_train_free(vkl_llama_train *s)
+{
+    if (!s) return;
+    vkl_adamw_free(s->opt);
+    vkl_graph_free(s->g);
+    vkl_tensor_free(s->ids);
+    vkl_tensor_free(s->targets);
+    vkl_tensor_free(s->mask);
+    for (int i = 0; s->keys && i < s->np; i++) free(s->keys[i]);
+    free(s->keys);
+    free(s->params);
+    free(s->grads);
+    free(s->tbuf);
+    free(s->mbuf);
+    free(s);
+}
+
+static int add_param(vkl_llama_train *s, vkl_tensor *t, const char *module, const char *suffix, vkl_err *e)
+{
+    size_t n = strlen(module) + strlen(suffix) + 32;
+    char *k = malloc(n);
+    if (!k) return vkl_fail(e, "out of host memory");
+    snprintf(k, n, "base_model.model.%s.%s", module, suffix);
+    s->params[s->np] = t;
+    s->keys[s->np++] = k;
+    return 0;
+}
+
+int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_llama_dora *dora, int B, int L,
+                        const vkl_llama_train_opts *o, vkl_llama_train **out, vkl_err *e)
+{
+    *out = NULL;
+    if (!lora == !dora) return vkl_fail(e, "training needs exactly one of an adapter set and a DoRA set");
+    if (B < 1 || L < 2) return vkl_fail(e, "training batch %d x %d: need at least one row of two tokens", B, L);
+    vkl_llama_train *s = calloc(1, sizeof *s);
+    if (!s) return vkl_fail(e, "out of host memory");
+    s->m = m;
+    s->B = B;
+    s->L = L;
+    int cap = lora ? 2 * vkl_lora_set_count(lora) : 3 * dora->n;
+    s->params = calloc((size_t)cap + 1, sizeof *s->params);
+    s->grads = calloc((size_t)cap + 1, sizeof *s->grads);
+    s->keys = calloc((size_t)cap + 1, sizeof *s->keys);
+    float *mult = calloc((size_t)cap + 1, sizeof *mult);
+    s->tbuf = malloc(sizeof(int32_t) * (size_t)B * L);
+    s->mbuf = malloc(sizeof(float) * (size_t)B * L * L);
+    int rc = (!s->params || !s->grads || !s->keys || !mult || !s->tbuf || !s->mbuf) ? vkl_fail(e, "out of host memory") : 0;
+    float up = o->loraplus_ratio > 0 ? o->loraplus_ratio : 1.0f;
+    for (int i = 0; lora && !rc && i < vkl_lora_set_count(lora); i++) {
+        const vkl_lora_slot *sl = vkl_lora_set_at(lora, i);
+        if (sl->conv) rc = vkl_fail(e, "adapter module %s is a convolution", sl->module);
+        for (int r = 1; !rc && r < sl->R; r++)
+            if (sl->owner[r] != sl->owner[0]) rc = vkl_fail(e, "training needs an adapter set built from one adapter");
+        mult[s->np] = 1.0f;
+        rc = rc || add_param(s, sl->a_cat, sl->module, "lora_A.weight", e);
+        mult[s->np] = up;
+        rc = rc || add_param(s, sl->b_cat, sl->module, "lora_B.weight", e);
+    }
+    for (int i = 0; dora && !rc && i < dora->n; i++) {
+        const vkl_llama_dora_mod *d = &dora->v[i];
+        mult[s->np] = 1.0f;
+        rc = add_param(s, d->a, d->module, "lora_A.weight", e);
+        mult[s->np] = up;
+        rc = rc || add_param(s, d->b, d->module, "lora_B.weight", e);
+        mult[s->np] = 1.0f;
+        rc = rc || add_param(s, d->mag, d->module, "lora_magnitude_vector", e);
+    }
+    if (!rc) {
+        vkl_ctx *c = m->ctx;
+        s->ids = vkl_tensor_new(c, VKL_I32, 2, (int64_t[]){B, L}, e);
+        s->targets = s->ids ? vkl_tensor_new(c, VKL_I32, 2, (int64_t[]){B, L}, e) : NULL;
+        s->mask = s->targets ? vkl_llama_mask(c, B, L, 0, NULL, e) : NULL;
+        rc = s->mask ? 0 : -1;
+    }
+    if (!rc) {
+        s->g = vkl_graph_new(m->ctx);
+        if (dora) vkl_llama_dora_norms(s->g, m, dora);
+        vkl_llama_fwd f = {.lora = lora, .dora = dora, .mask = s->mask, .explicit_attn = 1};
+        s->logits = vkl_llama_forward(s->g, m, s->ids, &f);
+        if (o->keep_logits) vkl_graph_keep(s->g, s->logits);
+        s->loss = vkl_cross_entropy(s->g, s->logits, s->targets, VKL_LLAMA_IGNORE);
+        vkl_graph_keep(s->g, s->loss);
+        if (vkl_graph_failed(s->g)) rc = vkl_fail(e, "training graph: %s", vkl_graph_error(s->g));
+    }
+    rc = rc || vkl_graph_backward(s->g, s->loss, NULL, s->params, s->np, s->grads, e);
+    for (int i = 0; !rc && i < s->np; i++) {
+        if (!s->grads[i]) rc = vkl_fail(e, "the loss does not depend on %s", s->keys[i]);
+        else vkl_graph_keep(s->g, s->grads[i]);
+    }
+    if (!rc) {
+        vkl_adamw_opts ao = o->adam;
+        s->opt = vkl_adamw_new(m->ctx, s->params, s->np, mult, &ao, e);
+        rc = !s->opt || vkl_adamw_append(s->opt, s->g, s->grads, e) || vkl_graph_plan(s->g, e);
+    }
+    free(mult);
+    if (rc) {
+        vkl_llama_train_free(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+int vkl_llama_train_step(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn, int t,
+                         float lr, float *loss, vkl_err *e)
+{
+    vkl_ctx *c = s->m->ctx;
+    int64_t n = (int64_t)s->B * s->L;
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= s->m->cfg.vocab)
+            return vkl_fail(e, "token id %d at %lld is outside the vocabulary of %d", ids[i], (long long)i,
+                            s->m->cfg.vocab);
+    for (int64_t i = 0; i < n; i++)
+        if (labels[i] != VKL_LLAMA_IGNORE && (labels[i] < 0 || labels[i] >= s->m->cfg.vocab))
+            return vkl_fail(e, "label %d at %lld is neither -100 nor a token id", labels[i], (long long)i);
+    vkl_llama_shift_labels(labels, s->B, s->L, s->tbuf);
+    vkl_llama_mask_values(s->B, s->L, 0, attn, s->mbuf);
+    if (vkl_tensor_upload(c, s->ids, ids, VKL_I32, e) || vkl_tensor_upload(c, s->targets, s->tbuf, VKL_I32, e) ||
+        vkl_tensor_upload(c, s->mask, s->mbuf, VKL_F32, e) || vkl_adamw_prepare(s->opt, t, lr, e) ||
+        vkl_graph_run(s->g, e))
+        return -1;
+    return loss ? vkl_tensor_download(c, s->loss, loss, VKL_F32, e) : 0;
+}
+
+int vkl_llama_train_count(const vkl_llama_train *s) { return s->np; }
+vkl_tensor *vkl_llama_train_param(const vkl_llama_train *s, int i) { return s->params[i]; }
+const char *vkl_llama_train_key(const vkl_llama_train *s, int i) { return s->keys[i]; }
+vkl_tensor *vkl_llama_train_grad(const vkl_llama_train *s, int i) { return s->grads[i]; }
+vkl_adamw *vkl_llama_train_optimizer(const vkl_llama_train *s) { return s->opt; }
+vkl_tensor *vkl_llama_train_logits(const vkl_llama_train *s) { return s->logits; }

@@ -1,0 +1,46 @@
+/* LoRA / DoRA fine-tuning of a LLaMA: causal-LM loss (transformers'
+ * LlamaForCausalLM: logits[:, t] predicts labels[:, t+1], mean cross-entropy
+ * over labels != -100), backward to the adapter tensors only, AdamW in the
+ * same graph. The graph is built and planned once for a batch shape; each
+ * step uploads ids, shifted labels and the attention mask. */
+#ifndef VKL_LLAMA_TRAIN_H
+#define VKL_LLAMA_TRAIN_H
+
+#include "llama/llama.h"
+#include "optim.h"
+
+#define VKL_LLAMA_IGNORE (-100)
+
+/* targets[b, t] = labels[b, t+1]; the last position of each row is ignored. */
+void vkl_llama_shift_labels(const int32_t *labels, int B, int L, int32_t *targets);
+
+typedef struct vkl_llama_train_opts {
+    vkl_adamw_opts adam;
+    float loraplus_ratio; /* learning-rate multiplier of the B (up) matrices; 1 = plain LoRA */
+    int keep_logits;      /* keep the logits readable after a step */
+} vkl_llama_train_opts;
+
+typedef struct vkl_llama_train vkl_llama_train;
+
+/* Trainable: every module of `lora` (a set built from exactly one adapter,
+ * whose a_cat/b_cat are then the adapter's A and B) or of `dora` (A, B and
+ * the magnitude). Exactly one of them is non-NULL. */
+int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_llama_dora *dora, int B, int L,
+                        const vkl_llama_train_opts *o, vkl_llama_train **out, vkl_err *e);
+void vkl_llama_train_free(vkl_llama_train *s);
+/* One step (1-based t): ids and labels int32 [B, L], attn [B, L] (1 = token,
+ * 0 = padding; NULL = all tokens). *loss = the loss before the update. */
+int vkl_llama_train_step(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn, int t,
+                         float lr, float *loss, vkl_err *e);
+
+/* The trainable tensors, in a fixed order, with their PEFT key names
+ * (base_model.model.<module>.lora_A.weight, .lora_B.weight, .lora_magnitude_vector). */
+int vkl_llama_train_count(const vkl_llama_train *s);
+vkl_tensor *vkl_llama_train_param(const vkl_llama_train *s, int i);
+const char *vkl_llama_train_key(const vkl_llama_train *s, int i);
+/* Its gradient of the last step (graph tensor, readable after a step). */
+vkl_tensor *vkl_llama_train_grad(const vkl_llama_train *s, int i);
+vkl_adamw *vkl_llama_train_optimizer(const vkl_llama_train *s);
+vkl_tensor *vkl_llama_train_logits(const vkl_llama_train *s); /* with keep_logits */
+
+#endif

@@ -1,0 +1,103 @@
+#include "sd/unet.h"
+
+#include <stdio.h>
+
+/* Training with checkpointing: each block's activations are recomputed in the
+ * backward pass instead of kept. */
+#define SEG_BEGIN() do { if (m->checkpoint) vkl_graph_segment_begin(g); } while (0)
+#define SEG_END() do { if (m->checkpoint) vkl_graph_segment_end(g); } while (0)
+
+vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample, vkl_tensor *t, vkl_tensor *ctx,
+                             vkl_unet_taps *taps)
+{
+    if (!sample || !t || !ctx || vkl_graph_failed(g)) return NULL;
+    const vkl_sd_unet_config *c = m->cfg;
+    vkl_sd_net n = {g, m->w, m->lora};
+    char p[256];
+    int G = c->norm_num_groups;
+    if (sample->ndim != 4 || sample->shape[1] != c->in_channels)
+        return vkl_graph_set_error(g, "unet: sample must be [batch, %d, h, w]", c->in_channels);
+    int64_t down_factor = 1 << (c->n_levels - 1);
+    if (sample->shape[2] % down_factor || sample->shape[3] % down_factor)
+        return vkl_graph_set_error(g, "unet: latent size %lldx%lld is not a multiple of %lld",
+                                   (long long)sample->shape[3], (long long)sample->shape[2], (long long)down_factor);
+
+    /* time embedding */
+    vkl_tensor *temb = vkl_timestep_embedding(g, t, c->time_proj_dim, c->flip_sin_to_cos, (float)c->freq_shift, 10000.0f);
+    if (taps) taps->time_proj = temb;
+    temb = vkl_sd_linear(&n, temb, "unet.time_embedding.linear_1");
+    temb = vkl_sd_linear(&n, vkl_silu(g, temb), "unet.time_embedding.linear_2");
+    if (taps) taps->time_embedding = temb;
+    vkl_tensor *temb_silu = vkl_silu(g, temb);
+
+    vkl_tensor *x = vkl_sd_conv(&n, sample, "unet.conv_in", 1, 1);
+    if (taps) taps->conv_in = x;
+    vkl_tensor *skips[64];
+    int nskip = 0;
+    skips[nskip++] = x;
+    for (int i = 0; i < c->n_levels; i++) {
+        for (int j = 0; j < c->layers_per_block; j++) {
+            snprintf(p, sizeof p, "unet.down_blocks.%d.resnets.%d", i, j);
+            SEG_BEGIN();
+            x = vkl_sd_resnet(&n, x, temb_silu, p, G, c->norm_eps);
+            SEG_END();
+            if (c->down_attn[i]) {
+                snprintf(p, sizeof p, "unet.down_blocks.%d.attentions.%d", i, j);
+                SEG_BEGIN();
+                x = vkl_sd_spatial_transformer(&n, x, ctx, p, c->heads[i], c->transformer_layers[i], G,
+                                               c->transformer_norm_eps, c->layer_norm_eps);
+                SEG_END();
+            }
+            if (nskip < 64) skips[nskip++] = x;
+        }
+        if (i < c->n_levels - 1) {
+            snprintf(p, sizeof p, "unet.down_blocks.%d.downsamplers.0.conv", i);
+            x = vkl_sd_conv(&n, x, p, 2, 1);
+            if (nskip < 64) skips[nskip++] = x;
+        }
+        if (taps && i < 8) taps->down[i] = x;
+    }
+
+    SEG_BEGIN();
+    x = vkl_sd_resnet(&n, x, temb_silu, "unet.mid_block.resnets.0", G, c->norm_eps);
+    SEG_END();
+    if (c->mid_attn) {
+        SEG_BEGIN();
+        x = vkl_sd_spatial_transformer(&n, x, ctx, "unet.mid_block.attentions.0", c->mid_heads, c->mid_transformer_layers,
+                                       G, c->transformer_norm_eps, c->layer_norm_eps);
+        SEG_END();
+    }
+    SEG_BEGIN();
+    x = vkl_sd_resnet(&n, x, temb_silu, "unet.mid_block.resnets.1", G, c->norm_eps);
+    SEG_END();
+    if (taps) taps->mid = x;
+
+    for (int i = 0; i < c->n_levels; i++) {
+        int level = c->n_levels - 1 - i; /* matching down level */
+        for (int j = 0; j < c->layers_per_block + 1; j++) {
+            if (nskip <= 0) return vkl_graph_set_error(g, "unet: skip connections exhausted");
+            x = vkl_concat(g, x, skips[--nskip], 1);
+            snprintf(p, sizeof p, "unet.up_blocks.%d.resnets.%d", i, j);
+            SEG_BEGIN();
+            x = vkl_sd_resnet(&n, x, temb_silu, p, G, c->norm_eps);
+            SEG_END();
+            if (c->up_attn[i]) {
+                snprintf(p, sizeof p, "unet.up_blocks.%d.attentions.%d", i, j);
+                SEG_BEGIN();
+                x = vkl_sd_spatial_transformer(&n, x, ctx, p, c->heads[level], c->transformer_layers[level], G,
+                                               c->transformer_norm_eps, c->layer_norm_eps);
+                SEG_END();
+            }
+        }
+        if (i < c->n_levels - 1) {
+            snprintf(p, sizeof p, "unet.up_blocks.%d.upsamplers.0.conv", i);
+            x = vkl_sd_conv(&n, vkl_upsample_nearest2x(g, x), p, 1, 1);
+        }
+        if (taps && i < 8) taps->up[i] = x;
+    }
+    x = vkl_sd_group_norm(&n, x, "unet.conv_norm_out", G, c->norm_eps, 0);
+    if (taps) taps->conv_norm_out = x;
+    x = vkl_sd_conv(&n, vkl_silu(g, x), "unet.conv_out", 1, 1);
+    if (taps) taps->conv_out = x;
+    return x;
+}

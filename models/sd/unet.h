@@ -1,0 +1,29 @@
+/* The diffusers UNet2DConditionModel of SD 1.x/2.x, sized entirely from
+ * vkl_sd_unet_config: time embedding, down blocks (resnets + optional
+ * spatial transformers + stride-2 downsampler), mid block, up blocks with
+ * skip concatenation and nearest-2x upsamplers, output head. */
+#ifndef VKL_UNET_H
+#define VKL_UNET_H
+
+#include "sd/sd_blocks.h"
+#include "sd/sd_config.h"
+
+typedef struct vkl_unet {
+    const vkl_sd_unet_config *cfg;
+    const vkl_weights *w;       /* names "unet.*" */
+    const vkl_lora_set *lora;
+    int checkpoint; /* training: each resnet / transformer block is a checkpoint segment */
+} vkl_unet;
+
+/* Optional per-module outputs (for debugging and reference tests). */
+typedef struct vkl_unet_taps {
+    vkl_tensor *time_proj, *time_embedding, *conv_in;
+    vkl_tensor *down[8], *mid, *up[8], *conv_norm_out, *conv_out;
+} vkl_unet_taps;
+
+/* sample [B, in_ch, h, w]; t f32 [B] (timesteps, may be fractional);
+ * ctx [B, 77, cross_attention_dim]. Returns the model output [B, out_ch, h, w]. */
+vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample, vkl_tensor *t, vkl_tensor *ctx,
+                             vkl_unet_taps *taps);
+
+#endif

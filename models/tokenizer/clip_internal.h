@@ -1,0 +1,67 @@
+/* Internals shared by the CLIP tokenizer's files. */
+#ifndef VKL_CLIP_INTERNAL_H
+#define VKL_CLIP_INTERNAL_H
+
+#include "clip_tokenizer.h"
+#include "strmap.h"
+#include "unicode.h"
+
+typedef struct {
+    int32_t *v;
+    size_t n, cap;
+} vkl_i32buf;
+int vkl_i32buf_push(vkl_i32buf *b, int32_t x);
+void vkl_i32buf_free(vkl_i32buf *b);
+
+struct vkl_clip_tokenizer {
+    char *source;         /* file or folder loaded */
+    vkl_strmap vocab;     /* byte-level token string -> id */
+    char *strs;           /* id -> string: NUL-terminated strings back to back */
+    size_t strs_len, strs_cap;
+    size_t *str_off;      /* per id, offset into strs */
+    size_t n_vocab;
+    int32_t bos, eos;
+    int32_t byte_id[256];     /* id of each byte as a word-inner symbol */
+    int32_t byte_eow_id[256]; /* ... and as a word's last symbol ("x</w>") */
+    /* merges: (left id, right id) -> rank and merged id */
+    uint64_t *mkey;       /* ((uint64)left << 32 | right) + 1, 0 = empty */
+    uint32_t *mrank;
+    int32_t *mres;
+    size_t mcap, n_merges;
+    /* per-word BPE cache: word bytes -> offset into pool ([len, ids...]) */
+    vkl_strmap cache;
+    vkl_i32buf pool;
+};
+
+/* The code point that byte b stands for in token strings (GPT-2's
+ * bytes_to_unicode), and the byte order CLIP uses for its first 256 ids. */
+uint32_t vkl_clip_byte_cp(int b);
+int vkl_clip_byte_order(int i);
+
+/* Vocabulary building (clip_vocab.c). */
+int vkl_clip_vocab_add(vkl_clip_tokenizer *t, const char *tok, size_t len, int32_t id);
+/* After every token is in: checks ids are dense, finds specials and byte ids. */
+int vkl_clip_vocab_finish(vkl_clip_tokenizer *t, const char *what, vkl_err *e);
+/* Adds the merge "a b" with the given rank (later duplicates win, as in a dict). */
+int vkl_clip_merge_add(vkl_clip_tokenizer *t, const char *a, size_t alen, const char *b,
+                       size_t blen, uint32_t rank, vkl_err *e);
+/* Rank and result of merging (a, b); UINT32_MAX when they do not merge. */
+uint32_t vkl_clip_merge_find(const vkl_clip_tokenizer *t, int32_t a, int32_t b, int32_t *res);
+/* Merge limit CLIP uses: lines[1 : 49152 - 256 - 2 + 1]. */
+#define VKL_CLIP_MAX_MERGES (49152 - 256 - 2)
+
+int vkl_clip_load_folder(vkl_clip_tokenizer *t, const char *dir, vkl_err *e);
+int vkl_clip_load_bpe_gz(vkl_clip_tokenizer *t, const char *file, vkl_err *e);
+
+/* Byte-level BPE of one pre-split word (raw UTF-8 bytes); ids appended. */
+int vkl_clip_bpe(vkl_clip_tokenizer *t, const char *word, size_t len, vkl_i32buf *out, vkl_err *e);
+
+/* Text cleanup before pre-splitting; both append normalised text to out. */
+int vkl_clip_clean_basic(const uint32_t *in, size_t n, vkl_ucbuf *out);
+int vkl_clip_clean_ftfy(const uint32_t *in, size_t n, vkl_ucbuf *out);
+
+/* CLIP's pre-split regex: spans [start, end) of the words, appended to out as
+ * start/end pairs. */
+int vkl_clip_presplit(const uint32_t *s, size_t n, vkl_i32buf *spans);
+
+#endif

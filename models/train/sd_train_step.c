@@ -1,0 +1,126 @@
+#include "train/sd_train_step.h"
+
+#include "ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct vkl_sd_train_step {
+    vkl_ctx *ctx;
+    vkl_sd_train_shape shape;
+    vkl_graph *g;
+    vkl_tensor *noisy, *t, *text, *target, *weights, *loss;
+    int np;
+    vkl_tensor **params, **grads;
+    char **names;
+    vkl_adamw *opt;
+    float *ones;
+};
+
+void vkl_sd_train_step_free(vkl_sd_train_step *s)
+{
+    if (!s) return;
+    vkl_graph_free(s->g);
+    vkl_tensor_free(s->noisy);
+    vkl_tensor_free(s->t);
+    vkl_tensor_free(s->text);
+    vkl_tensor_free(s->target);
+    vkl_tensor_free(s->weights);
+    vkl_adamw_free(s->opt);
+    for (int i = 0; i < s->np; i++) free(s->names ? s->names[i] : NULL);
+    free(s->names);
+    free(s->params);
+    free(s->grads);
+    free(s->ones);
+    free(s);
+}
+
+int vkl_sd_train_step_new(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_shape *sh, int checkpoint,
+                          const vkl_adamw_opts *opt, const float *lr_mult, vkl_sd_train_step **out, vkl_err *e)
+{
+    *out = NULL;
+    const vkl_lora_set *set = unet->lora;
+    int nslots = vkl_lora_set_count(set);
+    if (!nslots) return vkl_fail(e, "training: the UNet has no trainable adapters");
+    vkl_sd_train_step *s = calloc(1, sizeof *s);
+    if (!s) return vkl_fail(e, "out of host memory");
+    s->ctx = c;
+    s->shape = *sh;
+    s->np = 2 * nslots;
+    s->params = calloc((size_t)s->np, sizeof *s->params);
+    s->grads = calloc((size_t)s->np, sizeof *s->grads);
+    s->names = calloc((size_t)s->np, sizeof *s->names);
+    s->ones = malloc(sizeof(float) * (size_t)sh->batch);
+    if (!s->params || !s->grads || !s->names || !s->ones) goto oom;
+    for (int b = 0; b < sh->batch; b++) s->ones[b] = 1.0f;
+    for (int i = 0; i < nslots; i++) {
+        const vkl_lora_slot *slot = vkl_lora_set_at(set, i);
+        s->params[2 * i] = slot->a_cat;
+        s->params[2 * i + 1] = slot->b_cat;
+        size_t len = strlen(slot->module) + 8;
+        s->names[2 * i] = malloc(len);
+        s->names[2 * i + 1] = malloc(len);
+        if (!s->names[2 * i] || !s->names[2 * i + 1]) goto oom;
+        snprintf(s->names[2 * i], len, "%s.down", slot->module);
+        snprintf(s->names[2 * i + 1], len, "%s.up", slot->module);
+    }
+    int64_t ls[4] = {sh->batch, sh->channels, sh->height, sh->width};
+    s->noisy = vkl_tensor_new(c, VKL_F32, 4, ls, e);
+    s->target = s->noisy ? vkl_tensor_new(c, VKL_F32, 4, ls, e) : NULL;
+    s->t = s->target ? vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){sh->batch}, e) : NULL;
+    s->weights = s->t ? vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){sh->batch}, e) : NULL;
+    s->text = s->weights ? vkl_tensor_new(c, VKL_F32, 3, (int64_t[]){sh->batch, sh->tokens, sh->context}, e) : NULL;
+    if (!s->text) goto fail;
+    s->g = vkl_graph_new(c);
+    vkl_unet u = *unet;
+    u.checkpoint = checkpoint;
+    vkl_tensor *pred = vkl_unet_forward(s->g, &u, s->noisy, s->t, s->text, NULL);
+    s->loss = vkl_mse_loss(s->g, pred, s->target, s->weights, NULL);
+    vkl_graph_keep(s->g, s->loss);
+    if (vkl_graph_backward(s->g, s->loss, NULL, s->params, s->np, s->grads, e)) goto fail;
+    for (int i = 0; i < s->np; i++)
+        if (!s->grads[i]) {
+            vkl_fail(e, "training: adapter tensor %s does not affect the loss", s->names[i]);
+            goto fail;
+        }
+    if (opt) {
+        s->opt = vkl_adamw_new(c, s->params, s->np, lr_mult, opt, e);
+        if (!s->opt || vkl_adamw_append(s->opt, s->g, s->grads, e)) goto fail;
+    } else {
+        for (int i = 0; i < s->np; i++) vkl_graph_keep(s->g, s->grads[i]);
+    }
+    if (vkl_graph_plan(s->g, e)) goto fail;
+    *out = s;
+    return 0;
+oom:
+    vkl_fail(e, "out of host memory");
+fail:
+    vkl_err_prefix(e, "training step: ");
+    vkl_sd_train_step_free(s);
+    return -1;
+}
+
+int vkl_sd_train_step_run(vkl_sd_train_step *s, const float *noisy, const float *t, const float *ctx,
+                          const float *target, const float *weights, int step, float lr, float *loss, vkl_err *e)
+{
+    if (vkl_tensor_upload(s->ctx, s->noisy, noisy, VKL_F32, e) || vkl_tensor_upload(s->ctx, s->t, t, VKL_F32, e) ||
+        vkl_tensor_upload(s->ctx, s->text, ctx, VKL_F32, e) || vkl_tensor_upload(s->ctx, s->target, target, VKL_F32, e) ||
+        vkl_tensor_upload(s->ctx, s->weights, weights ? weights : s->ones, VKL_F32, e))
+        return -1;
+    if (s->opt && vkl_adamw_prepare(s->opt, step, lr, e)) return -1;
+    if (vkl_graph_run(s->g, e)) return -1;
+    return loss ? vkl_tensor_download(s->ctx, s->loss, loss, VKL_F32, e) : 0;
+}
+
+int vkl_sd_train_step_stats(vkl_sd_train_step *s, float *grad_norm, int *skipped, vkl_err *e)
+{
+    if (!s->opt) return vkl_fail(e, "no optimiser in this training step");
+    return vkl_adamw_result(s->opt, grad_norm, skipped, e);
+}
+
+int vkl_sd_train_step_param_count(const vkl_sd_train_step *s) { return s->np; }
+vkl_tensor *vkl_sd_train_step_param(const vkl_sd_train_step *s, int i) { return s->params[i]; }
+vkl_tensor *vkl_sd_train_step_grad(const vkl_sd_train_step *s, int i) { return s->opt ? NULL : s->grads[i]; }
+const char *vkl_sd_train_step_param_name(const vkl_sd_train_step *s, int i) { return s->names[i]; }
+vkl_adamw *vkl_sd_train_step_optimizer(vkl_sd_train_step *s) { return s->opt; }
+uint64_t vkl_sd_train_step_arena_bytes(const vkl_sd_train_step *s) { return vkl_graph_arena_bytes(s->g); }

@@ -1,0 +1,73 @@
+/* Copy into memory that outlives the graph (a KV cache, a running buffer):
+ * the one op whose output is not a new tensor. Runs the identity variant of
+ * the unary kernel (shaders/unary.comp), so any strided f32/f16/bf16 source
+ * works; the destination is an f32 window, contiguous. */
+#include "op_util.h"
+
+#include <string.h>
+
+static int emit_copy(vkl_graph *g, vkl_node *n, vkl_err *e)
+{
+    vkl_tensor *x = n->src[0], *y = n->dst;
+    int64_t total = vkl_tensor_nelem(y), win = vkl_window_elems(vkl_graph_ctx(g), VKL_F32, 512);
+    int64_t ys[4], yst[4], xs[4], xst[4];
+    vkl_op_shape4(y, ys, yst);
+    vkl_op_shape4(x, xs, xst);
+    for (int64_t first = 0; first < total; first += win) {
+        int64_t cnt = total - first < win ? total - first : win;
+        vkl_bind bind[2];
+        struct {
+            uint32_t n, first, shape[4], sx[4], x_off, y_off, x_local;
+            float alpha, beta;
+        } pc;
+        memset(&pc, 0, sizeof pc);
+        pc.n = (uint32_t)cnt;
+        pc.first = (uint32_t)first;
+        pc.alpha = 1.0f;
+        for (int i = 0; i < 4; i++) {
+            pc.shape[i] = (uint32_t)ys[i];
+            pc.sx[i] = (uint32_t)xst[i];
+        }
+        if (vkl_op_bind_operand(g, x, y, first, cnt, &bind[0], &pc.x_off, &pc.x_local, e) ||
+            vkl_bind_span(g, y, first, cnt, &bind[1], &pc.y_off, e))
+            return -1;
+        uint32_t gx, gy, spec[2] = {(uint32_t)VKL_UNARY_IDENTITY, (uint32_t)x->dtype};
+        vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
+        if (vkl_emit_dispatch(g, "unary", spec, 2, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+    }
+    return 0;
+}
+
+/* What is read back from persistent memory is a constant to autograd (a
+ * detach): nothing flows back to the source. */
+static int backward_detached(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+{
+    (void)g; (void)n; (void)dy; (void)need; (void)dsrc;
+    return 0;
+}
+
+vkl_tensor *vkl_copy_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst)
+{
+    if (!src || !dst || vkl_graph_failed(g)) return NULL;
+    char a[96], b[96];
+    vkl_tensor_describe(src, a, sizeof a);
+    vkl_tensor_describe(dst, b, sizeof b);
+    const vkl_tensor *root = dst->view_of ? dst->view_of : dst;
+    if (root->graph) return vkl_graph_set_error(g, "copy_into: destination %s must be (a view of) a persistent tensor", b);
+    if (dst->dtype != VKL_F32 || !vkl_tensor_is_contiguous(dst))
+        return vkl_graph_set_error(g, "copy_into: destination %s must be a contiguous f32 window", b);
+    if (!vkl_op_float_type(src->dtype)) return vkl_graph_set_error(g, "copy_into: source %s is not a float tensor", a);
+    if (vkl_tensor_nelem(src) != vkl_tensor_nelem(dst))
+        return vkl_graph_set_error(g, "copy_into: %s and %s differ in size", a, b);
+    /* the source is addressed with the destination's shape */
+    vkl_tensor *s = src;
+    if (src->ndim != dst->ndim || memcmp(src->shape, dst->shape, sizeof src->shape)) {
+        if (!vkl_tensor_is_contiguous(src))
+            return vkl_graph_set_error(g, "copy_into: %s and %s differ in shape and the source is strided", a, b);
+        s = vkl_reshape(g, src, dst->ndim, dst->shape);
+    }
+    vkl_node *n = s ? vkl_graph_add_node(g, "copy_into", dst, &s, 1, emit_copy, NULL, 0) : NULL;
+    if (!n) return NULL;
+    n->backward = backward_detached;
+    return dst;
+}

@@ -1,0 +1,208 @@
+#include "optim.h"
+
+#include "ops/op_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void vkl_adamw_opts_default(vkl_adamw_opts *o)
+{
+    o->lr = 1e-4f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.999f;
+    o->eps = 1e-8f;
+    o->weight_decay = 1e-2f;
+    o->max_grad_norm = 0;
+}
+
+struct vkl_adamw {
+    vkl_ctx *ctx;
+    vkl_adamw_opts o;
+    int n;
+    vkl_tensor **p, **m, **v;
+    float *lr_mult;
+    vkl_tensor *hyper; /* f32 [8] */
+    vkl_tensor *state; /* f32 [4]: norm, clip factor, skip */
+};
+
+vkl_adamw *vkl_adamw_new(vkl_ctx *c, vkl_tensor *const *params, int n, const float *lr_mult,
+                         const vkl_adamw_opts *o, vkl_err *e)
+{
+    vkl_adamw *a = calloc(1, sizeof *a);
+    if (!a) {
+        vkl_fail(e, "out of host memory");
+        return NULL;
+    }
+    a->ctx = c;
+    a->o = *o;
+    a->n = n;
+    a->p = calloc((size_t)n + 1, sizeof *a->p);
+    a->m = calloc((size_t)n + 1, sizeof *a->m);
+    a->v = calloc((size_t)n + 1, sizeof *a->v);
+    a->lr_mult = calloc((size_t)n + 1, sizeof *a->lr_mult);
+    if (!a->p || !a->m || !a->v || !a->lr_mult) {
+        vkl_fail(e, "out of host memory");
+        goto fail;
+    }
+    for (int i = 0; i < n; i++) {
+        if (params[i]->dtype != VKL_F32 || !vkl_tensor_is_contiguous(params[i]) || params[i]->graph) {
+            vkl_fail(e, "AdamW: parameter %d must be a persistent contiguous f32 tensor", i);
+            goto fail;
+        }
+        a->p[i] = params[i];
+        a->lr_mult[i] = lr_mult ? lr_mult[i] : 1.0f;
+        a->m[i] = vkl_tensor_new(c, VKL_F32, params[i]->ndim, params[i]->shape, e);
+        a->v[i] = a->m[i] ? vkl_tensor_new(c, VKL_F32, params[i]->ndim, params[i]->shape, e) : NULL;
+        if (!a->v[i]) goto fail;
+        size_t cnt = (size_t)vkl_tensor_nelem(params[i]);
+        float *zero = calloc(cnt ? cnt : 1, sizeof(float));
+        int rc = !zero || vkl_tensor_upload(c, a->m[i], zero, VKL_F32, e) || vkl_tensor_upload(c, a->v[i], zero, VKL_F32, e);
+        free(zero);
+        if (rc) goto fail;
+    }
+    a->hyper = vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){8}, e);
+    a->state = a->hyper ? vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){4}, e) : NULL;
+    if (!a->state) goto fail;
+    float zeros[4] = {0, 1, 0, 0};
+    if (vkl_tensor_upload(c, a->state, zeros, VKL_F32, e)) goto fail;
+    return a;
+fail:
+    vkl_adamw_free(a);
+    return NULL;
+}
+
+void vkl_adamw_free(vkl_adamw *a)
+{
+    if (!a) return;
+    for (int i = 0; i < a->n; i++) {
+        if (a->m) vkl_tensor_free(a->m[i]);
+        if (a->v) vkl_tensor_free(a->v[i]);
+    }
+    vkl_tensor_free(a->hyper);
+    vkl_tensor_free(a->state);
+    free(a->p);
+    free(a->m);
+    free(a->v);
+    free(a->lr_mult);
+    free(a);
+}
+
+vkl_tensor *vkl_adamw_m(vkl_adamw *a, int i) { return i >= 0 && i < a->n ? a->m[i] : NULL; }
+vkl_tensor *vkl_adamw_v(vkl_adamw *a, int i) { return i >= 0 && i < a->n ? a->v[i] : NULL; }
+
+typedef struct { float lr_mult; } adamw_params;
+
+static int emit_adamw(vkl_graph *g, vkl_node *n, vkl_err *e)
+{
+    const adamw_params *ap = (const adamw_params *)n->params.bytes;
+    vkl_tensor *p = n->dst, *gr = n->src[0], *m = n->src[1], *v = n->src[2], *h = n->src[3], *s = n->src[4];
+    int64_t total = vkl_tensor_nelem(p), win = vkl_window_elems(vkl_graph_ctx(g), VKL_F32, 256);
+    for (int64_t first = 0; first < total; first += win) {
+        int64_t cnt = total - first < win ? total - first : win;
+        struct { uint32_t n, p_off, g_off, m_off, v_off; float lr_mult; } pc = {(uint32_t)cnt, 0, 0, 0, 0, ap->lr_mult};
+        vkl_bind b[6];
+        uint32_t dummy;
+        if (vkl_bind_span(g, p, first, cnt, &b[0], &pc.p_off, e) || vkl_bind_span(g, gr, first, cnt, &b[1], &pc.g_off, e) ||
+            vkl_bind_span(g, m, first, cnt, &b[2], &pc.m_off, e) || vkl_bind_span(g, v, first, cnt, &b[3], &pc.v_off, e) ||
+            vkl_bind_span(g, h, 0, 8, &b[4], &dummy, e) || vkl_bind_span(g, s, 0, 4, &b[5], &dummy, e))
+            return -1;
+        if (dummy) return vkl_fail(e, "internal: optimiser state not aligned");
+        uint32_t gx, gy;
+        vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
+        if (vkl_emit_dispatch(g, "adamw", NULL, 0, b, 6, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+    }
+    return 0;
+}
+
+static int emit_clip(vkl_graph *g, vkl_node *n, vkl_err *e)
+{
+    vkl_bind b[3];
+    uint32_t off, d1, d2;
+    if (vkl_bind_span(g, n->src[0], 0, 1, &b[0], &off, e) || vkl_bind_span(g, n->src[1], 0, 8, &b[1], &d1, e) ||
+        vkl_bind_span(g, n->dst, 0, 4, &b[2], &d2, e))
+        return -1;
+    struct { uint32_t sq_off; } pc = {off};
+    return vkl_emit_dispatch(g, "clip_factor", NULL, 0, b, 3, &pc, sizeof pc, 1, 1, 1, e);
+}
+
+int vkl_adamw_append(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_err *e)
+{
+    /* global squared norm over every gradient */
+    vkl_tensor *sq = NULL;
+    for (int i = 0; i < a->n; i++) {
+        if (!grads[i]) continue;
+        int64_t cnt = vkl_tensor_nelem(grads[i]);
+        vkl_tensor *s = vkl_sum_rows(g, vkl_reshape(g, vkl_unary(g, grads[i], VKL_UNARY_SQUARE, 1, 0), 2,
+                                                    (int64_t[]){1, cnt}));
+        sq = sq ? vkl_add(g, sq, s) : s;
+    }
+    if (!sq) return vkl_fail(e, "AdamW: no parameter has a gradient");
+    vkl_tensor *src_clip[2] = {sq, a->hyper};
+    if (!vkl_graph_add_node(g, "clip_factor", a->state, src_clip, 2, emit_clip, NULL, 0))
+        return vkl_fail(e, "%s", vkl_graph_error(g));
+    for (int i = 0; i < a->n; i++) {
+        if (!grads[i]) continue;
+        if (vkl_tensor_nelem(grads[i]) != vkl_tensor_nelem(a->p[i]) || !vkl_tensor_is_contiguous(grads[i]))
+            return vkl_fail(e, "AdamW: gradient %d does not match its parameter", i);
+        adamw_params ap = {a->lr_mult[i]};
+        /* the update reads the state written by clip_factor (src) and writes p in place */
+        vkl_tensor *src[5] = {grads[i], a->m[i], a->v[i], a->hyper, a->state};
+        if (!vkl_graph_add_node(g, "adamw", a->p[i], src, 5, emit_adamw, &ap, sizeof ap))
+            return vkl_fail(e, "%s", vkl_graph_error(g));
+    }
+    return vkl_graph_failed(g) ? vkl_fail(e, "%s", vkl_graph_error(g)) : 0;
+}
+
+int vkl_adamw_prepare(vkl_adamw *a, int t, float lr, vkl_err *e)
+{
+    if (t < 1) return vkl_fail(e, "AdamW: steps count from 1");
+    float h[8] = {lr,
+                  a->o.beta1,
+                  a->o.beta2,
+                  a->o.eps,
+                  a->o.weight_decay,
+                  (float)(1.0 - pow(a->o.beta1, t)),
+                  (float)(1.0 - pow(a->o.beta2, t)),
+                  a->o.max_grad_norm};
+    return vkl_tensor_upload(a->ctx, a->hyper, h, VKL_F32, e);
+}
+
+int vkl_adamw_result(vkl_adamw *a, float *norm, int *skipped, vkl_err *e)
+{
+    float s[4];
+    if (vkl_tensor_download(a->ctx, a->state, s, VKL_F32, e)) return -1;
+    if (norm) *norm = s[0];
+    if (skipped) *skipped = s[2] != 0;
+    return 0;
+}
+
+/* The formulas of transformers' get_scheduler (what diffusers and kohya's
+ * scripts use): warm-up is step / warmup, so the first step has rate 0. */
+float vkl_lr_at(const vkl_lr_schedule *s, int step)
+{
+    if (step < s->warmup) return s->base_lr * (float)step / (float)s->warmup;
+    if (s->kind == VKL_LR_CONSTANT) return s->base_lr;
+    double span = s->total - s->warmup > 1 ? s->total - s->warmup : 1;
+    double prog = (step - s->warmup) / span;
+    switch (s->kind) {
+    case VKL_LR_LINEAR: return (float)(s->base_lr * (prog >= 1 ? 0.0 : 1.0 - prog));
+    case VKL_LR_COSINE: return (float)(s->base_lr * (prog >= 1 ? 0.0 : 0.5 * (1.0 + cos(M_PI * prog))));
+    default: {
+        if (prog >= 1.0) return 0.0f;
+        int cycles = s->cycles > 0 ? s->cycles : 1;
+        return (float)(s->base_lr * 0.5 * (1.0 + cos(M_PI * fmod(cycles * prog, 1.0))));
+    }
+    }
+}
+
+int vkl_lr_kind_parse(const char *name, vkl_lr_kind *k)
+{
+    static const char *names[] = {"constant", "linear", "cosine", "cosine_with_restarts"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, names[i])) {
+            *k = (vkl_lr_kind)i;
+            return 0;
+        }
+    return -1;
+}

@@ -1,0 +1,49 @@
+/* Optimisers and learning-rate schedules. AdamW with decoupled weight decay
+ * on f32 master weights, per-tensor learning-rate multipliers (LoRA+ gives
+ * the up/B matrices a larger rate), gradient clipping by global norm, and
+ * NaN/Inf detection that skips the step. The update is part of the training
+ * graph; what changes per step is uploaded into small device tensors. */
+#ifndef VKL_OPTIM_H
+#define VKL_OPTIM_H
+
+#include "vkl.h"
+
+typedef struct vkl_adamw_opts {
+    float lr, beta1, beta2, eps, weight_decay;
+    float max_grad_norm; /* <= 0: no clipping */
+} vkl_adamw_opts;
+
+void vkl_adamw_opts_default(vkl_adamw_opts *o); /* lr 1e-4, betas 0.9/0.999, eps 1e-8, wd 1e-2, no clipping */
+
+typedef struct vkl_adamw vkl_adamw;
+
+/* params: persistent f32 tensors (updated in place). lr_mult may be NULL (all 1). */
+vkl_adamw *vkl_adamw_new(vkl_ctx *c, vkl_tensor *const *params, int n, const float *lr_mult,
+                         const vkl_adamw_opts *o, vkl_err *e);
+void vkl_adamw_free(vkl_adamw *a);
+/* Appends the update of every parameter to g, given their gradients (a NULL
+ * gradient leaves that parameter unchanged). Also computes the global norm. */
+int vkl_adamw_append(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_err *e);
+/* Before running step t (1-based) with learning rate lr: uploads the values
+ * the recorded update reads. */
+int vkl_adamw_prepare(vkl_adamw *a, int t, float lr, vkl_err *e);
+/* After the run: the global gradient norm (before clipping) and whether the
+ * step was skipped for a NaN/Inf gradient. */
+int vkl_adamw_result(vkl_adamw *a, float *norm, int *skipped, vkl_err *e);
+/* The moment tensors (for checkpoints): m and v of parameter i. */
+vkl_tensor *vkl_adamw_m(vkl_adamw *a, int i);
+vkl_tensor *vkl_adamw_v(vkl_adamw *a, int i);
+
+/* Learning-rate schedules. step is 0-based; total = number of steps. */
+typedef enum { VKL_LR_CONSTANT = 0, VKL_LR_LINEAR, VKL_LR_COSINE, VKL_LR_COSINE_RESTARTS } vkl_lr_kind;
+typedef struct vkl_lr_schedule {
+    vkl_lr_kind kind;
+    float base_lr;
+    int warmup;   /* linear warm-up from 0 over this many steps */
+    int total;
+    int cycles;   /* cosine with restarts: number of hard restarts */
+} vkl_lr_schedule;
+float vkl_lr_at(const vkl_lr_schedule *s, int step);
+int vkl_lr_kind_parse(const char *name, vkl_lr_kind *k); /* constant, linear, cosine, cosine_with_restarts */
+
+#endif

@@ -26,8 +26,9 @@
 // into several passes). KB is small so that the unrolled body (2 KB D TQ
 // FMAs) compiles quickly.
 //
-// Keys can be processed in several dispatches (when K/V do not fit one storage
-// binding): STATE_OUT writes [acc, m, l] per row instead of the result, and
+// Keys can be processed in several passes (graph nodes: when a (batch, head)
+// slice of K/V does not fit one storage binding, or on lavapipe past the loop
+// limit above): STATE_OUT writes [acc, m, l] per row instead of the result, and
 // STATE_IN resumes from such a state. Scores are in the log2 domain
 // (p.scale already holds scale * log2(e)).
 // CPU reference: runtime/ref/ref_attention.c. Op: runtime/ops/attention.c.

@@ -10,7 +10,6 @@
  * with Lq x Lk and every pass binds only a window of the keys. */
 #include "op_util.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #define ATTN_MAX_D 256
@@ -39,7 +38,6 @@ typedef struct {
  * twice as many loads take four times as long). */
 static uint32_t block_keys(int64_t d)
 {
-    if (getenv("ATTN_KB")) return (uint32_t)atoi(getenv("ATTN_KB"));
     int64_t kb = 320 / d;
     return kb >= 16 ? 16 : kb >= 8 ? 8 : kb >= 4 ? 4 : kb >= 2 ? 2 : 1;
 }
@@ -66,9 +64,12 @@ vkl_attn_variant vkl_attention_pick(const vkl_ctx *c, int64_t d, vkl_attn_varian
         v = VKL_ATTN_STREAM;
     }
     /* lavapipe: one 8-lane SIMD chunk per workgroup; every K/V load (a
-     * broadcast) feeds TQ rows per lane; KB keys share one softmax rescale. */
+     * broadcast) feeds TQ rows per lane (8 rows: 5x the speed of 2 at D=40);
+     * KB keys share one softmax rescale. q and acc (2 TQ D values) live
+     * across the key loop and compile time grows fast with them (TQ 4 at
+     * D=80 and 2 at D=160 run faster but take ~10 s each to compile). */
     *wg = cpu ? 8 : 64;
-    *tq = cpu && d <= 64 ? 2 : 1;
+    *tq = cpu && d <= 40 ? 8 : cpu && d <= 64 ? 2 : 1;
     *kb = block_keys(d);
     *kt = *kb;
     return v;

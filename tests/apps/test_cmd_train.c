@@ -9,6 +9,7 @@
 #include "sd/sd_source.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -208,6 +209,66 @@ static void accumulation_resumes(void **state)
     free(b);
 }
 
+/* --train-te: one step trains the text encoder's adapters too; the file holds
+ * them under kohya's lora_te_ names (q/k/v/out_proj, fc1, fc2 of every layer),
+ * every key resolves against the model, and the up matrices (zero at the
+ * start) moved. */
+static void train_te_adapter(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("data/wesnoth-portraits/test16-128px");
+    copy_images();
+    char args[4096];
+    snprintf(args, sizeof args,
+             "train --model '%s' --images images --resolution 128 --rank 4 --alpha 4 --lr 1e-3 --te-lr 5e-4 "
+             "--train-te --max-steps 1 --batch 2 --seed 9 --quiet -o te.safetensors",
+             vkl_test_shared_path("refkit/sd/tiny-sd"));
+    char *out;
+    int rc = run(args, NULL, &out);
+    if (rc) print_error("%s\n", out);
+    free(out);
+    assert_int_equal(rc, 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/te.safetensors", tmp);
+    vkl_err e = {{0}};
+    vkl_st_file *f;
+    assert_int_equal(vkl_st_open(path, &f, &e), 0);
+    assert_string_equal(vkl_st_meta_get(f, "ss_network_train_unet_only"), "False");
+    assert_string_equal(vkl_st_meta_get(f, "ss_text_encoder_lr"), "0.0005");
+    int te_up = 0;
+    for (int i = 0; i < vkl_st_count(f); i++) {
+        const vkl_st_tensor *t = vkl_st_at(f, i);
+        if (strncmp(t->name, "lora_te_text_model_encoder_layers_", 34) || !strstr(t->name, ".lora_up.weight")) continue;
+        te_up++;
+        float *v = malloc(sizeof(float) * t->nelem);
+        assert_int_equal(vkl_st_read(f, t, VKL_F32, v, &e), 0);
+        double mx = 0;
+        for (uint64_t k = 0; k < t->nelem; k++) mx = fmax(mx, fabs(v[k]));
+        if (!(mx > 0)) {
+            print_error("%s did not change\n", t->name);
+            fail();
+        }
+        free(v);
+    }
+    vkl_st_close(f);
+    vkl_lora_targets tg;
+    memset(&tg, 0, sizeof tg);
+    assert_int_equal(vkl_lora_targets_open(vkl_test_shared_path("refkit/sd/tiny-sd"), &tg, &e), 0);
+    vkl_lora l;
+    vkl_lora_opts lo = {&tg, 0, NULL, 0};
+    if (vkl_lora_load(path, &lo, &l, &e)) {
+        print_error("%s\n", e.msg);
+        fail();
+    }
+    int te_modules = 0;
+    for (int i = 0; i < l.n; i++) te_modules += !strncmp(l.m[i].name, "text_encoder.", 13);
+    assert_int_equal(l.n_unmatched, 0);
+    assert_int_equal(te_modules, 6 * 3); /* the tiny encoder has 3 layers */
+    assert_int_equal(te_up, te_modules);
+    vkl_lora_free(&l);
+    vkl_lora_targets_free(&tg);
+}
+
 static void bad_settings_are_refused(void **state)
 {
     (void)state;
@@ -244,6 +305,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(train_resume_and_load),
         cmocka_unit_test(accumulation_resumes),
+        cmocka_unit_test(train_te_adapter),
         cmocka_unit_test(bad_settings_are_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

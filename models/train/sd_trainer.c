@@ -410,7 +410,7 @@ static int encode_cb(void *user, const float *chw, int w, int h, float *latents,
     return vkl_sd_encode_image(t->m, chw, 1, h, w, latents, e);
 }
 
-/* Text states [n, 77, D] for n captions (truncated to 75 tokens, as kohya's
+/* Token ids [n, 77] for n captions (truncated to 75 tokens, as kohya's
  * default max_token_length). */
 static int tokenize_captions(trainer *t, char **caps, int n, int32_t *ids, vkl_err *e)
 {
@@ -419,6 +419,7 @@ static int tokenize_captions(trainer *t, char **caps, int n, int32_t *ids, vkl_e
     return 0;
 }
 
+/* Text states [n, 77, D] from the frozen encoder, outside the training graph. */
 static int encode_captions(trainer *t, char **caps, int n, float *out, vkl_err *e)
 {
     int32_t *ids = malloc(sizeof(int32_t) * 77 * (size_t)n);

@@ -5,6 +5,7 @@
 #include "bench_lora.h"
 #include "bench_unet.h"
 #include "bench_norm.h"
+#include "bench_train.h"
 #include "ops.h"
 #include "vkl.h"
 #include "bench_util.h"
@@ -85,7 +86,7 @@ done:
 int vkl_cmd_bench(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: vklora bench gemm|unet|attention|conv2d|linear-lora|group-norm [options]\n");
+        fprintf(stderr, "usage: vklora bench gemm|unet|attention|conv2d|linear-lora|group-norm|train-step [options]\n");
         return 2;
     }
     if (!strcmp(argv[1], "gemm")) return bench_gemm(argc - 1, argv + 1);
@@ -94,7 +95,8 @@ int vkl_cmd_bench(int argc, char **argv)
     if (!strcmp(argv[1], "conv2d")) return vkl_bench_conv2d(argc - 1, argv + 1);
     if (!strcmp(argv[1], "linear-lora")) return vkl_bench_linear_lora(argc - 1, argv + 1);
     if (!strcmp(argv[1], "group-norm")) return vkl_bench_group_norm(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "train-step")) return vkl_bench_train_step(argc - 1, argv + 1);
     fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, unet, attention, conv2d, linear-lora, "
-                    "group-norm)\n", argv[1]);
+                    "group-norm, train-step)\n", argv[1]);
     return 2;
 }

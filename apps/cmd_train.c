@@ -14,6 +14,8 @@ static const char *usage_text =
     "usage: vklora train --model PATH --images DIR -o ADAPTER.safetensors [options]\n"
     "  --resolution N (512)   --rank R (16)   --alpha A (16)   --lr X (1e-4)   --batch N (1)\n"
     "  --max-steps N | --epochs N   --seed N   --network lora|locon   --train-ff\n"
+    "  --grad-accum N (micro-batches per optimiser step; steps count optimiser steps)\n"
+    "  --train-te (adapters on the text encoder too, lora_te_ names)   --te-lr X (default: --lr)\n"
     "  --lr-schedule constant|linear|cosine|cosine_with_restarts  --warmup N  --cycles N\n"
     "  --loraplus-ratio X   --weight-decay X   --max-grad-norm X   --min-snr-gamma G   --noise-offset X\n"
     "  --caption TEXT (for images without a caption file)   --caption-ext .txt   --trigger WORD\n"
@@ -131,6 +133,7 @@ int vkl_cmd_train(int argc, char **argv)
         }
         const char *flags[][2] = {{"--shuffle-caption", "shuffle-caption"}, {"--flip", "flip"},
                                   {"--checkpointing", "checkpointing"},     {"--train-ff", "train-ff"},
+                                  {"--train-te", "train-te"},
                                   {"--no-bucket", "bucket"},               {"--bucket-upscale", "bucket-no-upscale"}};
         int done = 0;
         for (size_t f = 0; f < sizeof flags / sizeof *flags && !done; f++)

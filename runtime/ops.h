@@ -171,6 +171,12 @@ void vkl_matmul_tile(const vkl_ctx *c, uint32_t *wg, uint32_t *tm, uint32_t *tn)
  * nodes of g see the new values. Returns dst. To autograd the copy is a
  * detach: what later nodes read from dst is a constant. */
 vkl_tensor *vkl_copy_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst);
+/* dst = beta * dst + alpha * src in place on a contiguous f32 window of
+ * persistent memory, as a node of g (gradient accumulation over
+ * micro-batches). src may be NULL (then dst = beta * dst). A zero alpha or
+ * beta drops its term without reading it, so beta = 0 clears a buffer even
+ * when it holds NaN. A detach to autograd, like vkl_copy_into. Returns dst. */
+vkl_tensor *vkl_accumulate_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst, float alpha, float beta);
 
 
 /* ---- cross-entropy (runtime/ops/cross_entropy.c) ----

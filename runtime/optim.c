@@ -132,9 +132,12 @@ int vkl_adamw_append(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_e
     vkl_tensor *sq = NULL;
     for (int i = 0; i < a->n; i++) {
         if (!grads[i]) continue;
-        int64_t cnt = vkl_tensor_nelem(grads[i]);
-        vkl_tensor *s = vkl_sum_rows(g, vkl_reshape(g, vkl_unary(g, grads[i], VKL_UNARY_SQUARE, 1, 0), 2,
-                                                    (int64_t[]){1, cnt}));
+        /* rows along the first dimension, then their sums: no row is longer
+         * than one slice of the tensor, so large tensors stay within a binding */
+        int64_t cnt = vkl_tensor_nelem(grads[i]), rows = grads[i]->ndim > 1 ? grads[i]->shape[0] : 1;
+        vkl_tensor *r = vkl_sum_rows(g, vkl_reshape(g, vkl_unary(g, grads[i], VKL_UNARY_SQUARE, 1, 0), 2,
+                                                    (int64_t[]){rows, cnt / rows}));
+        vkl_tensor *s = rows > 1 ? vkl_sum_rows(g, vkl_reshape(g, r, 2, (int64_t[]){1, rows})) : r;
         sq = sq ? vkl_add(g, sq, s) : s;
     }
     if (!sq) return vkl_fail(e, "AdamW: no parameter has a gradient");

@@ -9,11 +9,12 @@ struct vkl_sd_train_step {
     vkl_ctx *ctx;
     vkl_sd_train_shape shape;
     vkl_graph *g;
-    vkl_tensor *noisy, *t, *text, *target, *weights, *loss;
+    vkl_tensor *noisy, *t, *text, *ids, *target, *weights, *loss;
     int np;
     vkl_tensor **params, **grads;
     char **names;
     vkl_adamw *opt;
+    int accum;
     float *ones;
 };
 
@@ -24,6 +25,7 @@ void vkl_sd_train_step_free(vkl_sd_train_step *s)
     vkl_tensor_free(s->noisy);
     vkl_tensor_free(s->t);
     vkl_tensor_free(s->text);
+    vkl_tensor_free(s->ids);
     vkl_tensor_free(s->target);
     vkl_tensor_free(s->weights);
     for (int i = 0; i < s->np; i++) free(s->names ? s->names[i] : NULL);
@@ -47,13 +49,15 @@ int vkl_sd_train_params(const vkl_lora_set *set, vkl_tensor ***params, int *n, v
     return 0;
 }
 
-int vkl_sd_train_step_new(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_shape *sh, int checkpoint,
-                          vkl_adamw *opt, vkl_sd_train_step **out, vkl_err *e)
+int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_shape *sh,
+                             const vkl_sd_train_opts *o, vkl_sd_train_step **out, vkl_err *e)
 {
     *out = NULL;
     const vkl_lora_set *set = unet->lora;
     int nslots = vkl_lora_set_count(set);
     if (!nslots) return vkl_fail(e, "training: the UNet has no trainable adapters");
+    if (o->opt && o->accum) return vkl_fail(e, "training: a fused optimiser or gradient accumulation, not both");
+    if (o->te && o->te->lora != set) return vkl_fail(e, "training: the text encoder must use the UNet's adapter set");
     vkl_sd_train_step *s = calloc(1, sizeof *s);
     if (!s) return vkl_fail(e, "out of host memory");
     s->ctx = c;
@@ -81,12 +85,23 @@ int vkl_sd_train_step_new(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_s
     s->target = s->noisy ? vkl_tensor_new(c, VKL_F32, 4, ls, e) : NULL;
     s->t = s->target ? vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){sh->batch}, e) : NULL;
     s->weights = s->t ? vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){sh->batch}, e) : NULL;
-    s->text = s->weights ? vkl_tensor_new(c, VKL_F32, 3, (int64_t[]){sh->batch, sh->tokens, sh->context}, e) : NULL;
-    if (!s->text) goto fail;
+    if (!s->weights) goto fail;
     s->g = vkl_graph_new(c);
+    vkl_tensor *text;
+    if (o->te) {
+        /* the encoder runs with gradients; its activations stay live (it is
+         * small next to the UNet), so it is not checkpointed */
+        s->ids = vkl_tensor_new(c, VKL_I32, 2, (int64_t[]){sh->batch, sh->tokens}, e);
+        if (!s->ids) goto fail;
+        text = vkl_clip_text_forward(s->g, o->te, s->ids, o->te_skip, 1, NULL);
+    } else {
+        s->text = vkl_tensor_new(c, VKL_F32, 3, (int64_t[]){sh->batch, sh->tokens, sh->context}, e);
+        if (!s->text) goto fail;
+        text = s->text;
+    }
     vkl_unet u = *unet;
-    u.checkpoint = checkpoint;
-    vkl_tensor *pred = vkl_unet_forward(s->g, &u, s->noisy, s->t, s->text, NULL);
+    u.checkpoint = o->checkpoint;
+    vkl_tensor *pred = vkl_unet_forward(s->g, &u, s->noisy, s->t, text, NULL);
     s->loss = vkl_mse_loss(s->g, pred, s->target, s->weights, NULL);
     vkl_graph_keep(s->g, s->loss);
     if (vkl_graph_backward(s->g, s->loss, NULL, s->params, s->np, s->grads, e)) goto fail;
@@ -95,9 +110,16 @@ int vkl_sd_train_step_new(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_s
             vkl_fail(e, "training: adapter tensor %s does not affect the loss", s->names[i]);
             goto fail;
         }
-    if (opt) {
-        s->opt = opt;
+    if (o->opt) {
+        s->opt = o->opt;
         if (vkl_adamw_append(s->opt, s->g, s->grads, e)) goto fail;
+    } else if (o->accum) {
+        s->accum = 1;
+        if (vkl_grad_accum_count(o->accum) != s->np) {
+            vkl_fail(e, "gradient accumulation over %d tensors, the step has %d", vkl_grad_accum_count(o->accum), s->np);
+            goto fail;
+        }
+        if (vkl_grad_accum_append_add(o->accum, s->g, s->grads, o->accum_scale, e)) goto fail;
     } else {
         for (int i = 0; i < s->np; i++) vkl_graph_keep(s->g, s->grads[i]);
     }
@@ -112,16 +134,34 @@ fail:
     return -1;
 }
 
-int vkl_sd_train_step_run(vkl_sd_train_step *s, const float *noisy, const float *t, const float *ctx,
-                          const float *target, const float *weights, int step, float lr, float *loss, vkl_err *e)
+int vkl_sd_train_step_new(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_shape *sh, int checkpoint,
+                          vkl_adamw *opt, vkl_sd_train_step **out, vkl_err *e)
 {
-    if (vkl_tensor_upload(s->ctx, s->noisy, noisy, VKL_F32, e) || vkl_tensor_upload(s->ctx, s->t, t, VKL_F32, e) ||
-        vkl_tensor_upload(s->ctx, s->text, ctx, VKL_F32, e) || vkl_tensor_upload(s->ctx, s->target, target, VKL_F32, e) ||
-        vkl_tensor_upload(s->ctx, s->weights, weights ? weights : s->ones, VKL_F32, e))
+    vkl_sd_train_opts o = {checkpoint, opt, NULL, 1.0f, NULL, 0};
+    return vkl_sd_train_step_new_ex(c, unet, sh, &o, out, e);
+}
+
+int vkl_sd_train_step_run_batch(vkl_sd_train_step *s, const vkl_sd_train_batch *b, int step, float lr, float *loss,
+                                vkl_err *e)
+{
+    if (s->ids ? !b->ids : !b->text)
+        return vkl_fail(e, "training step: the batch needs %s", s->ids ? "token ids" : "text states");
+    if (vkl_tensor_upload(s->ctx, s->noisy, b->noisy, VKL_F32, e) || vkl_tensor_upload(s->ctx, s->t, b->t, VKL_F32, e) ||
+        (s->ids ? vkl_tensor_upload(s->ctx, s->ids, b->ids, VKL_I32, e)
+                : vkl_tensor_upload(s->ctx, s->text, b->text, VKL_F32, e)) ||
+        vkl_tensor_upload(s->ctx, s->target, b->target, VKL_F32, e) ||
+        vkl_tensor_upload(s->ctx, s->weights, b->weights ? b->weights : s->ones, VKL_F32, e))
         return -1;
     if (s->opt && vkl_adamw_prepare(s->opt, step, lr, e)) return -1;
     if (vkl_graph_run(s->g, e)) return -1;
     return loss ? vkl_tensor_download(s->ctx, s->loss, loss, VKL_F32, e) : 0;
+}
+
+int vkl_sd_train_step_run(vkl_sd_train_step *s, const float *noisy, const float *t, const float *ctx,
+                          const float *target, const float *weights, int step, float lr, float *loss, vkl_err *e)
+{
+    vkl_sd_train_batch b = {noisy, t, ctx, target, weights, NULL};
+    return vkl_sd_train_step_run_batch(s, &b, step, lr, loss, e);
 }
 
 int vkl_sd_train_step_stats(vkl_sd_train_step *s, float *grad_norm, int *skipped, vkl_err *e)
@@ -132,7 +172,7 @@ int vkl_sd_train_step_stats(vkl_sd_train_step *s, float *grad_norm, int *skipped
 
 int vkl_sd_train_step_param_count(const vkl_sd_train_step *s) { return s->np; }
 vkl_tensor *vkl_sd_train_step_param(const vkl_sd_train_step *s, int i) { return s->params[i]; }
-vkl_tensor *vkl_sd_train_step_grad(const vkl_sd_train_step *s, int i) { return s->opt ? NULL : s->grads[i]; }
+vkl_tensor *vkl_sd_train_step_grad(const vkl_sd_train_step *s, int i) { return s->opt || s->accum ? NULL : s->grads[i]; }
 const char *vkl_sd_train_step_param_name(const vkl_sd_train_step *s, int i) { return s->names[i]; }
 vkl_adamw *vkl_sd_train_step_optimizer(vkl_sd_train_step *s) { return s->opt; }
 uint64_t vkl_sd_train_step_arena_bytes(const vkl_sd_train_step *s) { return vkl_graph_arena_bytes(s->g); }

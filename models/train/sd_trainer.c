@@ -7,6 +7,7 @@
 #include "sd/pipeline.h"
 #include "sd/rng.h"
 #include "sd/schedule.h"
+#include "grad_accum.h"
 #include "train/sd_train_step.h"
 
 #include <cjson/cJSON.h>
@@ -34,6 +35,11 @@ static double now_s(void)
 
 static int wanted(const vkl_train_config *c, const char *name)
 {
+    /* kohya's text-encoder targets: CLIPAttention and CLIPMLP linears */
+    if (!strncmp(name, "text_encoder.", 13))
+        return c->train_te && (strstr(name, ".self_attn.q_proj") || strstr(name, ".self_attn.k_proj") ||
+                               strstr(name, ".self_attn.v_proj") || strstr(name, ".self_attn.out_proj") ||
+                               strstr(name, ".mlp.fc1") || strstr(name, ".mlp.fc2"));
     if (strncmp(name, "unet.", 5)) return 0;
     if (strstr(name, ".transformer_blocks.") &&
         (strstr(name, ".attn1.to_") || strstr(name, ".attn2.to_")))
@@ -136,6 +142,8 @@ typedef struct trainer {
     vkl_tensor **params;
     int np;
     vkl_adamw *opt;
+    vkl_grad_accum *accum;  /* grad_accum > 1: gradients summed over micro-batches */
+    vkl_graph *update;      /* and the optimiser step on the sums */
     vkl_noise_table table;
     struct { int w, h; vkl_sd_train_step *s; } steps[32];
     int nsteps;
@@ -182,6 +190,13 @@ static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
     snprintf(buf, sizeof buf, "%g", c->lr);
     M("ss_learning_rate", buf);
     M("ss_unet_lr", buf);
+    M("ss_network_train_unet_only", c->train_te ? "False" : "True");
+    if (c->train_te) {
+        snprintf(buf, sizeof buf, "%g", c->te_lr >= 0 ? c->te_lr : c->lr);
+        M("ss_text_encoder_lr", buf);
+    }
+    snprintf(buf, sizeof buf, "%d", c->grad_accum);
+    M("ss_gradient_accumulation_steps", buf);
     M("ss_lr_scheduler", c->lr_schedule);
     snprintf(buf, sizeof buf, "%d", c->data.batch_size);
     M("ss_batch_size_per_device", buf);
@@ -290,6 +305,7 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
     cJSON_AddNumberToObject(j, "step", step);
     cJSON_AddNumberToObject(j, "epoch", epoch);
     cJSON_AddNumberToObject(j, "params", t->np);
+    cJSON_AddNumberToObject(j, "grad_accum", t->c->grad_accum);
     cJSON_AddItemToObject(j, "data", iter ? cJSON_Parse(iter) : cJSON_CreateNull());
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
@@ -329,6 +345,13 @@ static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, 
         cJSON_Delete(j);
         return vkl_fail(e, "%s holds %d adapter tensors, this run trains %d (different rank or targets?)", path,
                         np->valueint, t->np);
+    }
+    cJSON *ga = cJSON_GetObjectItem(j, "grad_accum");
+    int saved_accum = cJSON_IsNumber(ga) ? ga->valueint : 1;
+    if (saved_accum != t->c->grad_accum) {
+        cJSON_Delete(j);
+        /* the micro-batches of a step and their noise depend on it */
+        return vkl_fail(e, "%s was saved with --grad-accum %d, this run has %d", path, saved_accum, t->c->grad_accum);
     }
     *step = st->valueint;
     char *dj = cJSON_PrintUnformatted(data);
@@ -387,17 +410,24 @@ static int encode_cb(void *user, const float *chw, int w, int h, float *latents,
     return vkl_sd_encode_image(t->m, chw, 1, h, w, latents, e);
 }
 
-/* Text states [n, 77, D] for n captions (truncated to 75 tokens, as kohya's
+/* Token ids [n, 77] for n captions (truncated to 75 tokens, as kohya's
  * default max_token_length). */
+static int tokenize_captions(trainer *t, char **caps, int n, int32_t *ids, vkl_err *e)
+{
+    for (int i = 0; i < n; i++)
+        if (vkl_clip_encode_padded(t->m->tok, caps[i], 0, ids + 77 * i, NULL, e)) return -1;
+    return 0;
+}
+
+/* Text states [n, 77, D] from the frozen encoder, outside the training graph. */
 static int encode_captions(trainer *t, char **caps, int n, float *out, vkl_err *e)
 {
     int32_t *ids = malloc(sizeof(int32_t) * 77 * (size_t)n);
     if (!ids) return vkl_fail(e, "out of host memory");
-    for (int i = 0; i < n; i++)
-        if (vkl_clip_encode_padded(t->m->tok, caps[i], 0, ids + 77 * i, NULL, e)) {
-            free(ids);
-            return -1;
-        }
+    if (tokenize_captions(t, caps, n, ids, e)) {
+        free(ids);
+        return -1;
+    }
     int rc = -1;
     vkl_tensor *ti = vkl_tensor_new(t->ctx, VKL_I32, 2, (int64_t[]){n, 77}, e);
     vkl_graph *g = vkl_graph_new(t->ctx);
@@ -425,7 +455,9 @@ static vkl_sd_train_step *step_for(trainer *t, int w, int h, vkl_err *e)
     vkl_sd_train_shape sh = {t->c->data.batch_size, t->m->cfg->unet.in_channels, h / f, w / f, 77,
                              t->m->cfg->unet.cross_attention_dim};
     vkl_sd_train_step *s = NULL;
-    if (vkl_sd_train_step_new(t->ctx, &t->m->unet, &sh, t->c->checkpointing, t->opt, &s, e)) return NULL;
+    vkl_sd_train_opts o = {t->c->checkpointing, t->accum ? NULL : t->opt, t->accum, 1.0f / (float)t->c->grad_accum,
+                           t->c->train_te ? &t->m->te : NULL, t->c->clip_skip - 1};
+    if (vkl_sd_train_step_new_ex(t->ctx, &t->m->unet, &sh, &o, &s, e)) return NULL;
     t->steps[t->nsteps].w = w;
     t->steps[t->nsteps].h = h;
     t->steps[t->nsteps++].s = s;
@@ -435,6 +467,8 @@ static vkl_sd_train_step *step_for(trainer *t, int w, int h, vkl_err *e)
 static void trainer_free(trainer *t)
 {
     for (int i = 0; i < t->nsteps; i++) vkl_sd_train_step_free(t->steps[i].s);
+    vkl_graph_free(t->update);
+    vkl_grad_accum_free(t->accum);
     vkl_adamw_free(t->opt);
     free(t->params);
     vkl_lora_set_free(t->set);
@@ -442,7 +476,7 @@ static void trainer_free(trainer *t)
     vkl_latent_cache_free(t->cache);
     vkl_dataset_free(t->ds);
     vkl_noise_table_free(&t->table);
-    if (t->m) t->m->unet.lora = NULL;
+    if (t->m) t->m->unet.lora = t->m->te.lora = NULL;
     vkl_sd_model_free(t->m);
 }
 
@@ -505,6 +539,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     memset(&it, 0, sizeof it);
     FILE *csv = NULL;
     float *x0 = NULL, *noise = NULL, *noisy = NULL, *target = NULL, *text = NULL, *lat = NULL, *tt = NULL, *wts = NULL;
+    int32_t *ids = NULL;
     char **caps = NULL;
     int rc = -1, B = c->data.batch_size;
     if (!c->model || !c->data.images_dir || !c->output)
@@ -534,9 +569,19 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     vkl_lora_use use = {&t.lora, 1.0f, 1.0f};
     if (vkl_lora_set_build(ctx, &use, 1, &t.set, e) || vkl_sd_train_params(t.set, &t.params, &t.np, e)) goto done;
     t.m->unet.lora = t.set;
+    if (c->train_te) t.m->te.lora = t.set;
+    /* one schedule drives both rates: the text encoder's is a fixed multiple */
+    float te_lr = c->te_lr >= 0 ? c->te_lr : c->lr;
+    if (c->train_te && c->lr <= 0 && te_lr != c->lr) {
+        vkl_fail(e, "--te-lr needs a positive --lr (the text encoder's rate follows the UNet's schedule)");
+        goto done;
+    }
     float *mult = malloc(sizeof(float) * (size_t)t.np);
     if (!mult) goto oom;
-    for (int i = 0; i < t.np; i++) mult[i] = i % 2 ? c->loraplus_ratio : 1.0f;
+    for (int i = 0; i < t.np; i++) {
+        int te = !strncmp(vkl_lora_set_at(t.set, i / 2)->module, "text_encoder", 12);
+        mult[i] = (te && c->lr > 0 ? te_lr / c->lr : 1.0f) * (i % 2 ? c->loraplus_ratio : 1.0f);
+    }
     vkl_adamw_opts ao;
     vkl_adamw_opts_default(&ao);
     ao.lr = c->lr;
@@ -545,8 +590,14 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     t.opt = vkl_adamw_new(ctx, t.params, t.np, mult, &ao, e);
     free(mult);
     if (!t.opt) goto done;
+    if (c->grad_accum > 1) {
+        t.accum = vkl_grad_accum_new(ctx, t.params, t.np, e);
+        t.update = t.accum ? vkl_grad_accum_update_graph(t.accum, t.opt, e) : NULL;
+        if (!t.update) goto done;
+    }
     if (vkl_ds_iter_init(&it, t.ds, e)) goto done;
-    int total = c->max_steps ? c->max_steps : c->epochs * t.ds->batches_per_epoch;
+    int N = c->grad_accum;
+    int total = c->max_steps ? c->max_steps : (c->epochs * t.ds->batches_per_epoch + N - 1) / N;
     sched.total = total;
     int step = 0;
     char stem[1100], state_dir[1120];
@@ -583,66 +634,76 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     tt = malloc(sizeof(float) * B);
     wts = malloc(sizeof(float) * B);
     caps = calloc((size_t)B, sizeof *caps);
-    if (!x0 || !noise || !noisy || !target || !text || !tt || !wts || !caps) goto oom;
+    ids = malloc(sizeof(int32_t) * 77 * (size_t)B);
+    if (!x0 || !noise || !noisy || !target || !text || !tt || !wts || !caps || !ids) goto oom;
     double t0 = now_s(), avg = 0;
     int navg = 0, skipped_run = 0;
     uint32_t epoch = 0;
     while (step < total && !vkl_train_interrupt) {
-        const vkl_ds_sample *smp;
-        int cnt, bucket;
-        if (vkl_ds_iter_next(&it, &smp, &cnt, &bucket, &epoch, e)) goto done;
-        int bw = t.ds->buckets[bucket].reso.w, bh = t.ds->buckets[bucket].reso.h;
-        size_t per = (size_t)t.m->cfg->unet.in_channels * (bh / f) * (bw / f);
-        if (cnt != B) continue; /* a short batch (only at the end of a bucket): kohya drops it too */
-        for (int i = 0; i < B; i++) {
-            if (vkl_latent_cache_get(t.cache, smp[i].image, smp[i].flip, x0 + per * i, e)) {
-                vkl_err_prefix(e, "%s: ", t.ds->images[smp[i].image].path);
-                goto done;
-            }
-            free(caps[i]);
-            caps[i] = NULL;
-            if (vkl_caption_process(&c->data.caption, t.ds->images[smp[i].image].caption, c->data.seed, epoch,
-                                    smp[i].slot, &caps[i], e))
-                goto done;
-        }
-        if (encode_captions(&t, caps, B, text, e)) goto done;
-        /* noise, timesteps and the noisy latents: a function of (seed, step) */
-        for (size_t k = 0; k < per * B; k++) noise[k] = vkl_rng_normal_at(c->data.seed, STREAM_NOISE + ((uint64_t)step << 8), k);
-        if (c->noise_offset > 0) {
-            int C = t.m->cfg->unet.in_channels;
-            for (int b = 0; b < B; b++)
-                for (int ch = 0; ch < C; ch++) {
-                    float o = c->noise_offset * vkl_rng_normal_at(c->data.seed, STREAM_OFFSET + ((uint64_t)step << 8),
-                                                                  (uint64_t)(b * C + ch));
-                    for (size_t k = 0; k < per / C; k++) noise[b * per + ch * (per / C) + k] += o;
-                }
-        }
-        for (int b = 0; b < B; b++) {
-            float u = 0.5f * (1.0f + (float)erf(vkl_rng_normal_at(c->data.seed, STREAM_TIME + ((uint64_t)step << 8), b) / sqrt(2.0)));
-            int ts = (int)(u * t.table.n);
-            if (ts >= t.table.n) ts = t.table.n - 1;
-            tt[b] = (float)ts;
-            double acp = t.table.alphas_cumprod[ts], sa = sqrt(acp), sb = sqrt(1 - acp);
-            for (size_t k = 0; k < per; k++) {
-                size_t j = b * per + k;
-                noisy[j] = (float)(sa * x0[j] + sb * noise[j]);
-                target[j] = t.m->cfg->sched.prediction == VKL_SD_PRED_V ? (float)(sa * noise[j] - sb * x0[j]) : noise[j];
-            }
-            double snr = acp / (1 - acp);
-            wts[b] = 1.0f;
-            if (c->min_snr_gamma > 0) {
-                double w = fmin(snr, c->min_snr_gamma) / snr;
-                if (t.m->cfg->sched.prediction == VKL_SD_PRED_V) w = fmin(snr, c->min_snr_gamma) / (snr + 1);
-                wts[b] = (float)w;
-            }
-        }
-        vkl_sd_train_step *s = step_for(&t, bw, bh, e);
-        if (!s) goto done;
+        /* one optimiser step: N micro-batches (N = 1 without accumulation) */
         float lr = vkl_lr_at(&sched, step), loss, gn = 0;
+        double loss_sum = 0;
+        for (int micro = 0; micro < N;) {
+            const vkl_ds_sample *smp;
+            int cnt, bucket;
+            if (vkl_ds_iter_next(&it, &smp, &cnt, &bucket, &epoch, e)) goto done;
+            int bw = t.ds->buckets[bucket].reso.w, bh = t.ds->buckets[bucket].reso.h;
+            size_t per = (size_t)t.m->cfg->unet.in_channels * (bh / f) * (bw / f);
+            if (cnt != B) continue; /* a short batch (only at the end of a bucket): kohya drops it too */
+            for (int i = 0; i < B; i++) {
+                if (vkl_latent_cache_get(t.cache, smp[i].image, smp[i].flip, x0 + per * i, e)) {
+                    vkl_err_prefix(e, "%s: ", t.ds->images[smp[i].image].path);
+                    goto done;
+                }
+                free(caps[i]);
+                caps[i] = NULL;
+                if (vkl_caption_process(&c->data.caption, t.ds->images[smp[i].image].caption, c->data.seed, epoch,
+                                        smp[i].slot, &caps[i], e))
+                    goto done;
+            }
+            if (c->train_te ? tokenize_captions(&t, caps, B, ids, e) : encode_captions(&t, caps, B, text, e)) goto done;
+            /* noise, timesteps and the noisy latents: a function of (seed, micro-batch number) */
+            uint64_t key = (uint64_t)step * (uint64_t)N + (uint64_t)micro;
+            for (size_t k = 0; k < per * B; k++) noise[k] = vkl_rng_normal_at(c->data.seed, STREAM_NOISE + (key << 8), k);
+            if (c->noise_offset > 0) {
+                int C = t.m->cfg->unet.in_channels;
+                for (int b = 0; b < B; b++)
+                    for (int ch = 0; ch < C; ch++) {
+                        float o = c->noise_offset * vkl_rng_normal_at(c->data.seed, STREAM_OFFSET + (key << 8),
+                                                                      (uint64_t)(b * C + ch));
+                        for (size_t k = 0; k < per / C; k++) noise[b * per + ch * (per / C) + k] += o;
+                    }
+            }
+            for (int b = 0; b < B; b++) {
+                float u = 0.5f * (1.0f + (float)erf(vkl_rng_normal_at(c->data.seed, STREAM_TIME + (key << 8), b) / sqrt(2.0)));
+                int ts = (int)(u * t.table.n);
+                if (ts >= t.table.n) ts = t.table.n - 1;
+                tt[b] = (float)ts;
+                double acp = t.table.alphas_cumprod[ts], sa = sqrt(acp), sb = sqrt(1 - acp);
+                for (size_t k = 0; k < per; k++) {
+                    size_t j = b * per + k;
+                    noisy[j] = (float)(sa * x0[j] + sb * noise[j]);
+                    target[j] = t.m->cfg->sched.prediction == VKL_SD_PRED_V ? (float)(sa * noise[j] - sb * x0[j]) : noise[j];
+                }
+                double snr = acp / (1 - acp);
+                wts[b] = 1.0f;
+                if (c->min_snr_gamma > 0) {
+                    double w = fmin(snr, c->min_snr_gamma) / snr;
+                    if (t.m->cfg->sched.prediction == VKL_SD_PRED_V) w = fmin(snr, c->min_snr_gamma) / (snr + 1);
+                    wts[b] = (float)w;
+                }
+            }
+            vkl_sd_train_step *s = step_for(&t, bw, bh, e);
+            if (!s) goto done;
+            vkl_sd_train_batch tb = {noisy, tt, text, target, wts, ids};
+            if (vkl_sd_train_step_run_batch(s, &tb, step + 1, lr, &loss, e)) goto done;
+            loss_sum += loss;
+            micro++;
+        }
+        if (t.update && (vkl_adamw_prepare(t.opt, step + 1, lr, e) || vkl_graph_run(t.update, e))) goto done;
         int skipped = 0;
-        if (vkl_sd_train_step_run(s, noisy, tt, text, target, wts, step + 1, lr, &loss, e) ||
-            vkl_sd_train_step_stats(s, &gn, &skipped, e))
-            goto done;
+        if (vkl_adamw_result(t.opt, &gn, &skipped, e)) goto done;
+        loss = (float)(loss_sum / N);
         step++;
         if (skipped) {
             skipped_run++;
@@ -694,7 +755,7 @@ done:
     if (caps)
         for (int i = 0; i < B; i++) free(caps[i]);
     free(caps);
-    free(x0); free(noise); free(noisy); free(target); free(text); free(lat); free(tt); free(wts);
+    free(x0); free(noise); free(noisy); free(target); free(text); free(lat); free(tt); free(wts); free(ids);
     vkl_ds_iter_free(&it);
     trainer_free(&t);
     return rc;

@@ -1,8 +1,19 @@
 /* `vklora train`: a LoRA for a Stable Diffusion model from an image folder,
  * as kohya's sd-scripts train one. Latents are encoded once (cached), the
- * text encoder is frozen, the UNet gets trainable adapters; every step draws
- * noise and timesteps from the seed and the step number only, so a resumed
- * run repeats the uninterrupted one exactly. */
+ * UNet gets trainable adapters, and the text encoder is frozen (its states
+ * computed per batch outside the training graph) unless train_te gives it
+ * adapters too (then it runs inside the graph, with gradients). Every
+ * micro-batch draws noise and timesteps from the seed and its number only,
+ * so a resumed run repeats the uninterrupted one exactly.
+ *
+ * Gradient accumulation (grad_accum = N > 1) follows accelerate: each
+ * micro-batch's loss counts 1/N, the gradients are summed on the device, and
+ * the optimiser steps once per N micro-batches; step counts, the learning-rate
+ * schedule, --max-steps, --save-every and the loss log (mean of the N
+ * micro-batch losses) are in optimiser steps. A cycle may span an epoch
+ * boundary (accelerate closes it early there). States are saved, and Ctrl-C
+ * stops, only at cycle ends, so a state never holds a partial sum; it records
+ * N and a resume with another N is refused. */
 #ifndef VKL_SD_TRAINER_H
 #define VKL_SD_TRAINER_H
 
@@ -16,7 +27,10 @@ typedef struct vkl_train_config {
     float alpha;
     int network_conv;         /* LoCon: also the resnet 3x3 convolutions */
     int train_ff;             /* also feed-forward and proj_in/proj_out */
+    int train_te;             /* also the text encoder's q/k/v/out_proj and fc1/fc2 (lora_te_ names) */
     float lr;
+    float te_lr;              /* text encoder's rate (kohya text_encoder_lr); < 0: lr */
+    int grad_accum;           /* micro-batches per optimiser step (1: none) */
     float loraplus_ratio;     /* >1: up/B matrices learn this much faster (LoRA+) */
     const char *lr_schedule;  /* constant, linear, cosine, cosine_with_restarts */
     int warmup, cycles;

@@ -14,6 +14,8 @@ void vkl_train_config_default(vkl_train_config *c)
     c->rank = 16;
     c->alpha = 16;
     c->lr = 1e-4f;
+    c->te_lr = -1;
+    c->grad_accum = 1;
     c->loraplus_ratio = 1;
     c->lr_schedule = "constant";
     c->weight_decay = 1e-2f;
@@ -77,6 +79,10 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     else if (!strcmp(k, "rank")) return as_int(v, 1, 1024, &c->rank, k, e);
     else if (!strcmp(k, "alpha")) return as_float(v, &c->alpha, k, e);
     else if (!strcmp(k, "lr")) return as_float(v, &c->lr, k, e);
+    else if (!strcmp(k, "te-lr")) {
+        if (as_float(v, &c->te_lr, k, e)) return -1;
+        if (c->te_lr < 0) return vkl_fail(e, "te-lr: '%s' is negative", v);
+    } else if (!strcmp(k, "grad-accum")) return as_int(v, 1, 4096, &c->grad_accum, k, e);
     else if (!strcmp(k, "loraplus-ratio")) return as_float(v, &c->loraplus_ratio, k, e);
     else if (!strcmp(k, "warmup")) return as_int(v, 0, 1 << 30, &c->warmup, k, e);
     else if (!strcmp(k, "cycles")) return as_int(v, 1, 1000, &c->cycles, k, e);
@@ -112,6 +118,7 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     else if (!strcmp(k, "bucket-no-upscale")) return as_bool(v, &d->bucket_no_upscale, k, e);
     else if (!strcmp(k, "checkpointing")) return as_bool(v, &c->checkpointing, k, e);
     else if (!strcmp(k, "train-ff")) return as_bool(v, &c->train_ff, k, e);
+    else if (!strcmp(k, "train-te")) return as_bool(v, &c->train_te, k, e);
     else if (!strcmp(k, "weights")) {
         if (!strcmp(v, "f16")) c->weight_dtype = VKL_F16;
         else if (!strcmp(v, "f32")) c->weight_dtype = VKL_F32;
@@ -139,6 +146,8 @@ char *vkl_train_config_json(const vkl_train_config *c)
     N("rank", c->rank);
     N("alpha", c->alpha);
     N("lr", c->lr);
+    if (c->te_lr >= 0) N("te-lr", c->te_lr);
+    N("grad-accum", c->grad_accum);
     N("loraplus-ratio", c->loraplus_ratio);
     S("lr-schedule", c->lr_schedule);
     N("warmup", c->warmup);
@@ -163,6 +172,7 @@ char *vkl_train_config_json(const vkl_train_config *c)
     B("bucket-no-upscale", d->bucket_no_upscale);
     B("checkpointing", c->checkpointing);
     B("train-ff", c->train_ff);
+    B("train-te", c->train_te);
     N("save-every", c->save_every);
     N("keep-last", c->keep_last);
     S("sample-prompts", c->sample_prompts);

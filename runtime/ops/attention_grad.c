@@ -5,8 +5,44 @@
  * P is recomputed here (the forward kernel never stores it), one head batch
  * at a time inside the graph; its memory is Lq x Lk per head while the
  * backward of this attention runs, and checkpoint segments keep it to one
- * block at a time. */
+ * block at a time. Causal: hidden scores are set very negative before the
+ * softmax and the hidden probabilities to exactly 0 after it, so a row that
+ * sees no key (Lk < Lq) has P = 0, as the forward kernel's zero output. */
 #include "op_util.h"
+
+typedef struct { int64_t shift; float value; } mask_params;
+
+static int emit_causal_mask(vkl_graph *g, vkl_node *n, vkl_err *e)
+{
+    const mask_params *mp = (const mask_params *)n->params.bytes;
+    vkl_tensor *x = n->src[0], *y = n->dst;
+    int64_t total = vkl_tensor_nelem(y), win = vkl_window_elems(vkl_graph_ctx(g), VKL_F32, 256);
+    for (int64_t first = 0; first < total; first += win) {
+        int64_t cnt = total - first < win ? total - first : win;
+        struct { uint32_t n, first, lq, lk; int32_t shift; uint32_t x_off, y_off; float value; } pc = {
+            (uint32_t)cnt, (uint32_t)first, (uint32_t)y->shape[y->ndim - 2], (uint32_t)y->shape[y->ndim - 1],
+            (int32_t)mp->shift, 0, 0, mp->value};
+        vkl_bind b[2];
+        if (vkl_bind_span(g, x, first, cnt, &b[0], &pc.x_off, e) || vkl_bind_span(g, y, first, cnt, &b[1], &pc.y_off, e))
+            return -1;
+        uint32_t gx, gy;
+        vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
+        if (vkl_emit_dispatch(g, "causal_mask", NULL, 0, b, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+    }
+    return 0;
+}
+
+/* x [..., Lq, Lk] with the entries a causal mask hides set to value. Used
+ * inside the backward rule only, so it has no backward rule of its own. */
+static vkl_tensor *causal_mask(vkl_graph *g, vkl_tensor *x, int64_t shift, float value)
+{
+    if (!x || vkl_graph_failed(g)) return NULL;
+    if (x->dtype != VKL_F32 || !vkl_tensor_is_contiguous(x) || x->ndim < 2)
+        return vkl_graph_set_error(g, "causal mask: scores must be contiguous f32 [..., Lq, Lk]");
+    vkl_tensor *y = vkl_graph_tensor(g, VKL_F32, x->ndim, x->shape);
+    mask_params mp = {shift, value};
+    return vkl_graph_add_node(g, "causal_mask", y, &x, 1, emit_causal_mask, &mp, sizeof mp) ? y : NULL;
+}
 
 static vkl_tensor *t2(vkl_graph *g, vkl_tensor *x)
 {
@@ -17,15 +53,14 @@ static vkl_tensor *t2(vkl_graph *g, vkl_tensor *x)
 int vkl_attention_grad(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, float scale, int causal,
                        vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
 {
-    if (causal) {
-        vkl_graph_set_error(g, "attention with a causal mask has no gradient rule yet");
-        return -1;
-    }
     if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4) {
         vkl_graph_set_error(g, "attention gradient: q, k, v must be 4-D");
         return -1;
     }
-    vkl_tensor *p = vkl_softmax(g, vkl_matmul(g, q, t2(g, k)), scale); /* [B,H,Lq,Lk] */
+    vkl_tensor *s = vkl_matmul(g, q, t2(g, k)); /* [B,H,Lq,Lk] */
+    int64_t shift = k->shape[2] - q->shape[2];
+    vkl_tensor *p = causal ? causal_mask(g, vkl_softmax(g, causal_mask(g, s, shift, -1e30f), scale), shift, 0.0f)
+                           : vkl_softmax(g, s, scale);
     if (need[2]) dsrc[2] = vkl_matmul(g, t2(g, p), dy);
     if (need[0] || need[1]) {
         vkl_tensor *dp = vkl_matmul(g, dy, t2(g, v));

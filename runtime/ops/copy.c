@@ -71,3 +71,73 @@ vkl_tensor *vkl_copy_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst)
     n->backward = backward_detached;
     return dst;
 }
+
+/* ---- accumulation into persistent memory (shaders/accumulate.comp) ---- */
+
+typedef struct { float alpha, beta; } accum_params;
+
+static int emit_accumulate(vkl_graph *g, vkl_node *n, vkl_err *e)
+{
+    const accum_params *ap = (const accum_params *)n->params.bytes;
+    vkl_tensor *y = n->dst, *x = n->nsrc ? n->src[0] : n->dst;
+    int64_t total = vkl_tensor_nelem(y), win = vkl_window_elems(vkl_graph_ctx(g), VKL_F32, 512);
+    int64_t ys[4], yst[4], xs[4], xst[4];
+    vkl_op_shape4(y, ys, yst);
+    vkl_op_shape4(x, xs, xst);
+    for (int64_t first = 0; first < total; first += win) {
+        int64_t cnt = total - first < win ? total - first : win;
+        vkl_bind bind[2];
+        struct {
+            uint32_t n, first, shape[4], sx[4], x_off, y_off, x_local;
+            float alpha, beta;
+        } pc;
+        memset(&pc, 0, sizeof pc);
+        pc.n = (uint32_t)cnt;
+        pc.first = (uint32_t)first;
+        pc.alpha = n->nsrc ? ap->alpha : 0.0f;
+        pc.beta = ap->beta;
+        for (int i = 0; i < 4; i++) {
+            pc.shape[i] = (uint32_t)ys[i];
+            pc.sx[i] = (uint32_t)xst[i];
+        }
+        if (vkl_op_bind_operand(g, x, y, first, cnt, &bind[0], &pc.x_off, &pc.x_local, e) ||
+            vkl_bind_span(g, y, first, cnt, &bind[1], &pc.y_off, e))
+            return -1;
+        uint32_t gx, gy, spec[1] = {(uint32_t)x->dtype};
+        vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
+        if (vkl_emit_dispatch(g, "accumulate", spec, 1, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+    }
+    return 0;
+}
+
+vkl_tensor *vkl_accumulate_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst, float alpha, float beta)
+{
+    if (!dst || vkl_graph_failed(g)) return NULL;
+    char a[96] = "(none)", b[96];
+    if (src) vkl_tensor_describe(src, a, sizeof a);
+    vkl_tensor_describe(dst, b, sizeof b);
+    const vkl_tensor *root = dst->view_of ? dst->view_of : dst;
+    if (root->graph)
+        return vkl_graph_set_error(g, "accumulate_into: destination %s must be (a view of) a persistent tensor", b);
+    if (dst->dtype != VKL_F32 || !vkl_tensor_is_contiguous(dst))
+        return vkl_graph_set_error(g, "accumulate_into: destination %s must be a contiguous f32 window", b);
+    vkl_tensor *s = src;
+    if (src) {
+        if (!vkl_op_float_type(src->dtype))
+            return vkl_graph_set_error(g, "accumulate_into: source %s is not a float tensor", a);
+        if (vkl_tensor_nelem(src) != vkl_tensor_nelem(dst))
+            return vkl_graph_set_error(g, "accumulate_into: %s and %s differ in size", a, b);
+        if (src->ndim != dst->ndim || memcmp(src->shape, dst->shape, sizeof src->shape)) {
+            if (!vkl_tensor_is_contiguous(src))
+                return vkl_graph_set_error(g, "accumulate_into: %s and %s differ in shape and the source is strided", a,
+                                           b);
+            s = vkl_reshape(g, src, dst->ndim, dst->shape);
+            if (!s) return NULL;
+        }
+    }
+    accum_params ap = {alpha, beta};
+    vkl_node *n = vkl_graph_add_node(g, "accumulate_into", dst, s ? &s : NULL, s ? 1 : 0, emit_accumulate, &ap, sizeof ap);
+    if (!n) return NULL;
+    n->backward = backward_detached;
+    return dst;
+}

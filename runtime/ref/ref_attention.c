@@ -41,3 +41,11 @@ void vkl_ref_attention(const float *q, const int64_t sq[4], const float *k, cons
     free(s);
     free(acc);
 }
+
+void vkl_ref_causal_mask(const float *x, int64_t n, int64_t lq, int64_t lk, int64_t shift, float value, float *y)
+{
+    for (int64_t g = 0; g < n; g++) {
+        int64_t col = g % lk, row = (g / lk) % lq;
+        y[g] = col > row + shift ? value : x[g];
+    }
+}

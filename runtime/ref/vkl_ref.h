@@ -134,6 +134,9 @@ void vkl_ref_cross_entropy_backward(const float *x, int64_t rows, int64_t V, con
  * k, v [B,H,Lk,D] addressed with element strides (batch, head, row, d);
  * causal: key j visible to query i when j <= i + (Lk - Lq); a row that sees
  * no key gets zeros. out contiguous [B,H,Lq,D]. Naive, double precision. */
+/* y = x except y = value where column j > row i + shift, for x [rows/lq, lq, lk]
+ * (the masked scores of causal attention). */
+void vkl_ref_causal_mask(const float *x, int64_t n, int64_t lq, int64_t lk, int64_t shift, float value, float *y);
 void vkl_ref_attention(const float *q, const int64_t sq[4], const float *k, const int64_t sk[4], const float *v,
                        const int64_t sv[4], int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
                        int causal, float *out);

@@ -1,0 +1,172 @@
+#include "bench_train.h"
+
+#include "lora/lora_apply.h"
+#include "progress.h"
+#include "sd/rng.h"
+#include "sd/sd_random.h"
+#include "train/sd_train_step.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* What kohya's default network trains: to_q/k/v/out.0 of both attentions of
+ * every transformer block. */
+static int attention_projection(const char *name)
+{
+    return !strncmp(name, "unet.", 5) && strstr(name, ".transformer_blocks.") &&
+           (strstr(name, ".attn1.to_") || strstr(name, ".attn2.to_"));
+}
+
+/* Adapters with small random down and up matrices (both nonzero, so every
+ * gradient is real work). */
+static int random_adapters(const vkl_sd_config *cfg, int rank, vkl_lora *l, vkl_err *e)
+{
+    vkl_lora_targets tg;
+    memset(l, 0, sizeof *l);
+    if (vkl_lora_targets_from_sd(cfg, &tg, e)) return -1;
+    uint64_t draw = 0;
+    int rc = -1;
+    for (int i = 0; i < tg.n; i++) {
+        const vkl_lora_target *t = &tg.v[i];
+        if (!attention_projection(t->name) || t->ndim != 2) continue;
+        vkl_lora_module *m = vkl_lora_add_module(l, e);
+        if (!m) goto done;
+        m->name = strdup(t->name);
+        m->kname = strdup(t->kname);
+        m->source = strdup(t->kname);
+        m->kind = VKL_LORA_KIND_LORA;
+        m->alpha = (float)rank;
+        m->has_alpha = 1;
+        m->alpha_dtype = VKL_F32;
+        int64_t ds[2] = {rank, t->shape[1]}, us[2] = {t->shape[0], rank};
+        float *down = vkl_lora_tensor_alloc(&m->t[VKL_LORA_DOWN], 2, ds, e);
+        float *up = down ? vkl_lora_tensor_alloc(&m->t[VKL_LORA_UP], 2, us, e) : NULL;
+        if (!up || !m->name || !m->kname || !m->source) goto done;
+        m->t[VKL_LORA_DOWN].dtype = m->t[VKL_LORA_UP].dtype = VKL_F32;
+        for (int64_t k = 0; k < ds[0] * ds[1]; k++) down[k] = 0.01f * vkl_rng_normal_at(5, 1, draw++);
+        for (int64_t k = 0; k < us[0] * us[1]; k++) up[k] = 0.01f * vkl_rng_normal_at(5, 2, draw++);
+        if (vkl_lora_module_finish(m, t, e)) goto done;
+    }
+    rc = l->n ? 0 : vkl_fail(e, "the model has no attention projections");
+done:
+    vkl_lora_targets_free(&tg);
+    return rc;
+}
+
+int vkl_bench_train_step(int argc, char **argv)
+{
+    const char *family = "sd1.5";
+    int W = 256, H = 256, rank = 16, ck = 1, batch = 1, steps = 3;
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) goto usage;
+        i++;
+        if (!strcmp(k, "--family")) family = v;
+        else if (!strcmp(k, "--width")) W = atoi(v);
+        else if (!strcmp(k, "--height")) H = atoi(v);
+        else if (!strcmp(k, "--rank")) rank = atoi(v);
+        else if (!strcmp(k, "--checkpointing")) ck = atoi(v);
+        else if (!strcmp(k, "--batch")) batch = atoi(v);
+        else if (!strcmp(k, "--steps")) steps = atoi(v);
+        else goto usage;
+    }
+    if (W <= 0 || H <= 0 || W % 64 || H % 64 || rank < 1 || rank > 1024 || (ck != 0 && ck != 1) || batch < 1 ||
+        batch > 64 || steps < 1 || steps > 100)
+        goto usage;
+    vkl_sd_config cfg;
+    vkl_err e = {{0}};
+    vkl_ctx *c = NULL;
+    vkl_weights *w = NULL;
+    vkl_lora lora;
+    memset(&lora, 0, sizeof lora);
+    vkl_lora_set *set = NULL;
+    vkl_tensor **params = NULL;
+    vkl_adamw *opt = NULL;
+    vkl_sd_train_step *s = NULL;
+    float *noisy = NULL, *target = NULL, *text = NULL;
+    double *times = NULL;
+    int rc = 1, np = 0;
+    if (vkl_sd_config_preset(family, &cfg, &e) || vkl_ctx_create(NULL, &c, &e)) goto done;
+    w = vkl_weights_new();
+    double t0 = vkl_progress_now();
+    if (vkl_sd_random_weights(c, &cfg, "unet.", VKL_F16, 1, w, &e)) goto done;
+    fprintf(stderr, "random %s UNet (%.0f MiB of f16 weights) in %.1f s\n", family, vkl_weights_bytes(w) / 1048576.0,
+            vkl_progress_now() - t0);
+    vkl_lora_use use = {&lora, 1.0f, 1.0f};
+    if (random_adapters(&cfg, rank, &lora, &e) || vkl_lora_set_build(c, &use, 1, &set, &e) ||
+        vkl_sd_train_params(set, &params, &np, &e))
+        goto done;
+    int64_t nparam = 0;
+    for (int i = 0; i < np; i++) nparam += vkl_tensor_nelem(params[i]);
+    vkl_adamw_opts ao;
+    vkl_adamw_opts_default(&ao);
+    ao.max_grad_norm = 1.0f;
+    if (!(opt = vkl_adamw_new(c, params, np, NULL, &ao, &e))) goto done;
+    int f = 1 << (cfg.vae.n_levels - 1);
+    vkl_sd_train_shape sh = {batch, cfg.unet.in_channels, H / f, W / f, 77, cfg.unet.cross_attention_dim};
+    vkl_unet unet = {&cfg.unet, w, set, ck};
+    vkl_mem_reset_peak(c);
+    t0 = vkl_progress_now();
+    if (vkl_sd_train_step_new(c, &unet, &sh, ck, opt, &s, &e)) goto done;
+    double plan_s = vkl_progress_now() - t0;
+    size_t nl = (size_t)batch * sh.channels * sh.height * sh.width, nt = (size_t)batch * 77 * sh.context;
+    noisy = malloc(sizeof(float) * nl);
+    target = malloc(sizeof(float) * nl);
+    text = malloc(sizeof(float) * nt);
+    times = malloc(sizeof(double) * (size_t)steps);
+    float tv[64], loss = 0, gn = 0;
+    if (!noisy || !target || !text || !times) {
+        vkl_fail(&e, "out of host memory");
+        goto done;
+    }
+    for (size_t i = 0; i < nl; i++) {
+        noisy[i] = vkl_rng_normal_at(7, 1, i);
+        target[i] = vkl_rng_normal_at(7, 2, i);
+    }
+    for (size_t i = 0; i < nt; i++) text[i] = vkl_rng_normal_at(7, 3, i);
+    for (int b = 0; b < batch && b < 64; b++) tv[b] = (float)(100 + 397 * b % 900);
+    /* the first run also compiles the pipelines: timed apart */
+    for (int k = 0; k <= steps; k++) {
+        t0 = vkl_progress_now();
+        if (vkl_sd_train_step_run(s, noisy, tv, text, target, NULL, k + 1, 1e-4f, &loss, &e) ||
+            vkl_sd_train_step_stats(s, &gn, NULL, &e))
+            goto done;
+        double dt = vkl_progress_now() - t0;
+        fprintf(stderr, "%s %d: %.2f s, loss %.5f, gradient norm %.4g\n", k ? "step" : "warm-up", k, dt, loss, gn);
+        if (k) times[k - 1] = dt;
+    }
+    qsort(times, (size_t)steps, sizeof *times, cmp_double);
+    vkl_mem_stats ms;
+    vkl_mem_get_stats(c, &ms);
+    printf("train-step %s %dx%d batch %d, LoRA rank %d on %d attention projections (%.2f M parameters), "
+           "checkpointing %s: %.2f s per step (median of %d), graph build+plan %.1f s; activation arena %.0f MiB, "
+           "peak device memory %.0f MiB (weights %.0f MiB); device %s\n",
+           family, W, H, batch, rank, np / 2, nparam / 1e6, ck ? "on" : "off", times[steps / 2], steps, plan_s,
+           vkl_sd_train_step_arena_bytes(s) / 1048576.0, ms.total_peak / 1048576.0,
+           vkl_weights_bytes(w) / 1048576.0, vkl_ctx_caps(c)->name);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "vklora bench train-step: %s\n", e.msg);
+    free(noisy);
+    free(target);
+    free(text);
+    free(times);
+    vkl_sd_train_step_free(s);
+    vkl_adamw_free(opt);
+    free(params);
+    vkl_lora_set_free(set);
+    vkl_lora_free(&lora);
+    vkl_weights_free(w);
+    vkl_ctx_destroy(c);
+    return rc;
+usage:
+    fprintf(stderr, "usage: vklora bench train-step --family sd1.5|sd2.1 --width W --height H [--rank 16] "
+                    "[--checkpointing 0|1] [--batch 1] [--steps 3] (sizes multiples of 64)\n");
+    return 2;
+}

@@ -101,6 +101,13 @@ char *vkl_gen_lora_from_prompt(vkl_gen_lora *l, const char *prompt, const char *
 /* Folds every LoRA module of every adapter into the model's weights. */
 static int merge_all(vkl_gen_lora *l, vkl_sd_model *m, vkl_err *e)
 {
+    /* a lowvram model would re-read released weights from the file, losing
+     * the merge: the networks merged into stay on the device */
+    int parts = 0;
+    for (int i = 0; i < l->n; i++)
+        for (int k = 0; k < l->lora[i].n; k++)
+            parts |= strncmp(l->lora[i].m[k].name, "text_encoder", 12) ? VKL_SD_PART_UNET : VKL_SD_PART_TE;
+    if (vkl_sd_model_pin(m, parts, e)) return -1;
     for (int i = 0; i < l->n; i++)
         for (int k = 0; k < l->lora[i].n; k++) {
             const vkl_lora_module *mod = &l->lora[i].m[k];

@@ -1,7 +1,8 @@
 /* vklora generate end to end on the tiny reference model: reproduces the
  * reference pipelines from their initial noise (PNG and latents), with and
  * without a LoRA (run-time and merged), writes the parameters chunk, numbers
- * batch outputs, renders a LoRA sweep grid, and refuses bad input clearly. */
+ * batch outputs, renders a LoRA sweep grid, runs --lowvram (merged adapters
+ * included) and tiled decoding, and refuses bad input clearly. */
 #include "vkl_test.h"
 #include "io/image.h"
 #include "io/safetensors.h"

@@ -34,7 +34,12 @@ uint64_t vkl_vae_decode_bytes(const vkl_sd_vae_config *c, int batch, int h, int 
     int n = c->n_levels, f = 1 << (n - 1);
     uint64_t px = (uint64_t)batch * (uint64_t)(h * f) * (uint64_t)(w * f);
     uint64_t prev = (uint64_t)c->block_out_channels[n > 1 ? 1 : 0], first = (uint64_t)c->block_out_channels[0];
-    return px * (2 * prev + 2 * first) * sizeof(float);
+    uint64_t full = px * (2 * prev + 2 * first) * sizeof(float);
+    /* a mid-block head wider than the fused attention stores its scores and
+     * probabilities, [batch, hw, hw] each */
+    uint64_t tokens = (uint64_t)h * (uint64_t)w, scores = 0;
+    if (c->block_out_channels[n - 1] > VKL_ATTN_MAX_FUSED_D) scores = 2 * (uint64_t)batch * tokens * tokens * sizeof(float);
+    return full > scores ? full : scores;
 }
 
 int vkl_vae_tiling_wanted(vkl_ctx *ctx, const vkl_sd_vae_config *c, int batch, int h, int w)

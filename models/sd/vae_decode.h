@@ -36,7 +36,8 @@ void vkl_vae_tiling_default(vkl_vae_tiling *t);
 int vkl_vae_tile_starts(int size, int len, int overlap, int *starts, int max);
 
 /* Device bytes an untiled decode of [batch, C, h, w] latents needs, about
- * (activations only, weights not included). */
+ * (activations only, weights not included): the full-resolution stage, or the
+ * mid-block attention's scores where its head is too wide to run fused. */
 uint64_t vkl_vae_decode_bytes(const vkl_sd_vae_config *c, int batch, int h, int w);
 /* AUTO's rule: tile when that estimate exceeds a quarter of the largest
  * device-local heap. */

@@ -9,33 +9,12 @@
 #include "bench_attention.h"
 #include "ops.h"
 #include "vkl.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int parse_pos(const char *s, int64_t *out)
-{
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v <= 0) return -1;
-    *out = v;
-    return 0;
-}
 
 /* One operand [B,H,L,D], stored as such or in the token layout [B,L,H*D]. */
 static vkl_tensor *operand(vkl_ctx *c, vkl_dtype dt, int tokens, int64_t B, int64_t H, int64_t L, int64_t D,
@@ -84,12 +63,12 @@ int vkl_bench_attention(int argc, char **argv)
             continue;
         }
         int bad = !v;
-        if (!bad && !strcmp(a, "--batch")) bad = parse_pos(v, &B);
-        else if (!bad && !strcmp(a, "--heads")) bad = parse_pos(v, &H);
-        else if (!bad && !strcmp(a, "--q")) bad = parse_pos(v, &LQ);
-        else if (!bad && !strcmp(a, "--kv")) bad = parse_pos(v, &LK);
-        else if (!bad && !strcmp(a, "--dim")) bad = parse_pos(v, &D);
-        else if (!bad && !strcmp(a, "--reps")) bad = parse_pos(v, &min_reps) || min_reps > 200;
+        if (!bad && !strcmp(a, "--batch")) bad = vkl_bench_parse_pos(v, &B);
+        else if (!bad && !strcmp(a, "--heads")) bad = vkl_bench_parse_pos(v, &H);
+        else if (!bad && !strcmp(a, "--q")) bad = vkl_bench_parse_pos(v, &LQ);
+        else if (!bad && !strcmp(a, "--kv")) bad = vkl_bench_parse_pos(v, &LK);
+        else if (!bad && !strcmp(a, "--dim")) bad = vkl_bench_parse_pos(v, &D);
+        else if (!bad && !strcmp(a, "--reps")) bad = vkl_bench_parse_pos(v, &min_reps) || min_reps > 200;
         else if (!bad && !strcmp(a, "--dtype"))
             bad = vkl_dtype_parse(v, &dt) || (dt != VKL_F32 && dt != VKL_F16 && dt != VKL_BF16);
         else if (!bad && !strcmp(a, "--variant")) {
@@ -122,18 +101,18 @@ int vkl_bench_attention(int argc, char **argv)
     vkl_tensor *y = vkl_attention_ex(g, as_bhld(g, Q, tokens, B, H, LQ, D), as_bhld(g, K, tokens, B, H, LK, D),
                                      as_bhld(g, V, tokens, B, H, LK, D), 1.0f / sqrtf((float)D), causal, want);
     vkl_graph_keep(g, y);
-    double t_plan = now_s();
+    double t_plan = vkl_bench_now();
     if (vkl_graph_plan(g, &e)) goto done;
-    t_plan = now_s() - t_plan;
+    t_plan = vkl_bench_now() - t_plan;
     if (vkl_graph_run(g, &e)) goto done;
-    double times[200], start = now_s();
+    double times[200], start = vkl_bench_now();
     int reps = 0;
-    while (reps < 200 && (reps < min_reps || now_s() - start < 1.0)) {
-        double t0 = now_s();
+    while (reps < 200 && (reps < min_reps || vkl_bench_now() - start < 1.0)) {
+        double t0 = vkl_bench_now();
         if (vkl_graph_run(g, &e)) goto done;
-        times[reps++] = now_s() - t0;
+        times[reps++] = vkl_bench_now() - t0;
     }
-    qsort(times, (size_t)reps, sizeof *times, cmp_double);
+    qsort(times, (size_t)reps, sizeof *times, vkl_bench_cmp_double);
     double med = times[reps / 2];
     vkl_mem_stats ms;
     vkl_mem_get_stats(c, &ms);

@@ -9,23 +9,11 @@
 #include "bench_conv2d.h"
 #include "ops.h"
 #include "vkl.h"
+#include "bench_util.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static int parse_int(const char *s, int64_t lo, int64_t *out)
 {
@@ -121,13 +109,13 @@ int vkl_bench_conv2d(int argc, char **argv)
     if (vkl_graph_plan(g, &e) || vkl_graph_run(g, &e)) goto done;
     double times[200];
     int n = 0;
-    double start = now_s();
-    while (n < 200 && (n < reps || now_s() - start < 1.0)) {
-        double t0 = now_s();
+    double start = vkl_bench_now();
+    while (n < 200 && (n < reps || vkl_bench_now() - start < 1.0)) {
+        double t0 = vkl_bench_now();
         if (vkl_graph_run(g, &e)) goto done;
-        times[n++] = now_s() - t0;
+        times[n++] = vkl_bench_now() - t0;
     }
-    qsort(times, (size_t)n, sizeof *times, cmp_double);
+    qsort(times, (size_t)n, sizeof *times, vkl_bench_cmp_double);
     double med = times[n / 2];
     int64_t Ho = y->shape[2], Wo = y->shape[3];
     double flops = 2.0 * N * O * Ho * Wo * C * K * K;
@@ -153,13 +141,13 @@ int vkl_bench_conv2d(int argc, char **argv)
         for (int i = 0; i < 5; i++) vkl_graph_keep(gb, grads[i]);
         if (vkl_graph_plan(gb, &e) || vkl_graph_run(gb, &e)) goto done;
         n = 0;
-        start = now_s();
-        while (n < 200 && (n < reps || now_s() - start < 1.0)) {
-            double t0 = now_s();
+        start = vkl_bench_now();
+        while (n < 200 && (n < reps || vkl_bench_now() - start < 1.0)) {
+            double t0 = vkl_bench_now();
             if (vkl_graph_run(gb, &e)) goto done;
-            times[n++] = now_s() - t0;
+            times[n++] = vkl_bench_now() - t0;
         }
-        qsort(times, (size_t)n, sizeof *times, cmp_double);
+        qsort(times, (size_t)n, sizeof *times, vkl_bench_cmp_double);
         double medb = times[n / 2];
         /* d x is a transposed convolution of the same size as the forward; d w too */
         double bflops = flops * (wgrad ? 3.0 : 2.0);

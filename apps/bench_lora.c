@@ -5,24 +5,12 @@
 #include "bench_lora.h"
 #include "ops.h"
 #include "vkl.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* median seconds of at least min_reps runs (and at least 1 s), after one warm-up */
 static int median_run(vkl_graph *g, int min_reps, double *median, int *reps_out, vkl_err *e)
@@ -30,13 +18,13 @@ static int median_run(vkl_graph *g, int min_reps, double *median, int *reps_out,
     if (vkl_graph_run(g, e)) return -1;
     double times[200];
     int reps = 0;
-    double start = now_s();
-    while (reps < 200 && (reps < min_reps || now_s() - start < 1.0)) {
-        double t0 = now_s();
+    double start = vkl_bench_now();
+    while (reps < 200 && (reps < min_reps || vkl_bench_now() - start < 1.0)) {
+        double t0 = vkl_bench_now();
         if (vkl_graph_run(g, e)) return -1;
-        times[reps++] = now_s() - t0;
+        times[reps++] = vkl_bench_now() - t0;
     }
-    qsort(times, (size_t)reps, sizeof *times, cmp_double);
+    qsort(times, (size_t)reps, sizeof *times, vkl_bench_cmp_double);
     *median = times[reps / 2];
     *reps_out = reps;
     return 0;

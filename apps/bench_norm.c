@@ -8,32 +8,11 @@
 #include "bench_norm.h"
 #include "ops.h"
 #include "vkl.h"
+#include "bench_util.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int parse_pos(const char *s, int64_t *out)
-{
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v <= 0) return -1;
-    *out = v;
-    return 0;
-}
 
 int vkl_bench_group_norm(int argc, char **argv)
 {
@@ -43,12 +22,12 @@ int vkl_bench_group_norm(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = !v;
-        if (!bad && !strcmp(a, "--n")) bad = parse_pos(v, &N);
-        else if (!bad && !strcmp(a, "--c")) bad = parse_pos(v, &C);
-        else if (!bad && !strcmp(a, "--h")) bad = parse_pos(v, &H);
-        else if (!bad && !strcmp(a, "--w")) bad = parse_pos(v, &W);
-        else if (!bad && !strcmp(a, "--groups")) bad = parse_pos(v, &G);
-        else if (!bad && !strcmp(a, "--reps")) bad = parse_pos(v, &min_reps) || min_reps > 200;
+        if (!bad && !strcmp(a, "--n")) bad = vkl_bench_parse_pos(v, &N);
+        else if (!bad && !strcmp(a, "--c")) bad = vkl_bench_parse_pos(v, &C);
+        else if (!bad && !strcmp(a, "--h")) bad = vkl_bench_parse_pos(v, &H);
+        else if (!bad && !strcmp(a, "--w")) bad = vkl_bench_parse_pos(v, &W);
+        else if (!bad && !strcmp(a, "--groups")) bad = vkl_bench_parse_pos(v, &G);
+        else if (!bad && !strcmp(a, "--reps")) bad = vkl_bench_parse_pos(v, &min_reps) || min_reps > 200;
         else if (!strcmp(a, "--profile")) {
             profile = 1;
             continue;
@@ -103,14 +82,14 @@ int vkl_bench_group_norm(int argc, char **argv)
     }
     if (profile) vkl_graph_enable_profiling(g);
     if (vkl_graph_plan(g, &e) || vkl_graph_run(g, &e)) goto done;
-    double times[200], start = now_s();
+    double times[200], start = vkl_bench_now();
     int reps = 0;
-    while (reps < 200 && (reps < min_reps || now_s() - start < 1.0)) {
-        double t0 = now_s();
+    while (reps < 200 && (reps < min_reps || vkl_bench_now() - start < 1.0)) {
+        double t0 = vkl_bench_now();
         if (vkl_graph_run(g, &e)) goto done;
-        times[reps++] = now_s() - t0;
+        times[reps++] = vkl_bench_now() - t0;
     }
-    qsort(times, (size_t)reps, sizeof *times, cmp_double);
+    qsort(times, (size_t)reps, sizeof *times, vkl_bench_cmp_double);
     double med = times[reps / 2];
     vkl_mem_stats ms;
     vkl_mem_get_stats(c, &ms);

@@ -1,6 +1,8 @@
 #include "bench_unet.h"
 
 #include "progress.h"
+#include "lora/lora_apply.h"
+#include "lora/lora_init.h"
 #include "sd/sd_random.h"
 #include "sd/unet.h"
 
@@ -10,7 +12,7 @@
 int vkl_bench_unet(int argc, char **argv)
 {
     const char *family = "sd1.5";
-    int W = 256, H = 256, steps = 2, batch = 2;
+    int W = 256, H = 256, steps = 2, batch = 2, lora_rank = 0;
     vkl_dtype dt = VKL_F16;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -21,6 +23,7 @@ int vkl_bench_unet(int argc, char **argv)
         else if (!strcmp(k, "--height")) H = atoi(v);
         else if (!strcmp(k, "--steps")) steps = atoi(v);
         else if (!strcmp(k, "--batch")) batch = atoi(v);
+        else if (!strcmp(k, "--lora-rank")) lora_rank = atoi(v);
         else if (!strcmp(k, "--weights")) {
             if (vkl_dtype_parse(v, &dt) || (dt != VKL_F16 && dt != VKL_F32)) goto usage;
         } else goto usage;
@@ -32,6 +35,9 @@ int vkl_bench_unet(int argc, char **argv)
     vkl_weights *w = NULL;
     vkl_graph *g = NULL;
     vkl_tensor *x = NULL, *t = NULL, *ctx = NULL;
+    vkl_lora lora;
+    memset(&lora, 0, sizeof lora);
+    vkl_lora_set *set = NULL;
     int rc = 1;
     if (vkl_sd_config_preset(family, &cfg, &e) || vkl_ctx_create(NULL, &c, &e)) goto done;
     w = vkl_weights_new();
@@ -52,7 +58,15 @@ int vkl_bench_unet(int argc, char **argv)
              vkl_tensor_upload(c, t, tv, VKL_F32, &e);
     free(hx);
     if (up) goto done;
-    vkl_unet m = {&cfg.unet, w, NULL, 0};
+    /* with --lora-rank: run-time adapters on every attention projection, as a
+     * style LoRA has them, to measure what the low-rank path costs per step */
+    if (lora_rank > 0) {
+        vkl_lora_use use = {&lora, 1.0f, 1.0f};
+        if (vkl_lora_init_sd(&cfg, vkl_lora_select_unet_attention, NULL, lora_rank, (float)lora_rank, 2, 1, &lora, &e) ||
+            vkl_lora_set_build(c, &use, 1, &set, &e))
+            goto done;
+    }
+    vkl_unet m = {&cfg.unet, w, set, 0};
     g = vkl_graph_new(c);
     vkl_tensor *y = vkl_unet_forward(g, &m, x, t, ctx, NULL);
     vkl_graph_keep(g, y);
@@ -71,14 +85,16 @@ int vkl_bench_unet(int argc, char **argv)
     }
     vkl_mem_stats ms;
     vkl_mem_get_stats(c, &ms);
-    printf("unet %s %dx%d batch %d (%s weights): %.2f s per step (best of %d, mean %.2f), plan %.1f s; "
+    printf("unet %s %dx%d batch %d (%s weights%s): %.2f s per step (best of %d, mean %.2f), plan %.1f s; "
            "activation arena %.0f MiB, peak device memory %.0f MiB; device %s\n",
-           family, W, H, batch, vkl_dtype_name(dt), best, steps, sum / steps, plan_s,
+           family, W, H, batch, vkl_dtype_name(dt), lora_rank ? ", run-time LoRA on attention" : "", best, steps, sum / steps, plan_s,
            vkl_graph_arena_bytes(g) / 1048576.0, ms.total_peak / 1048576.0, vkl_ctx_caps(c)->name);
     rc = 0;
 done:
     if (rc) fprintf(stderr, "vklora bench unet: %s\n", e.msg);
     vkl_graph_free(g);
+    vkl_lora_set_free(set);
+    vkl_lora_free(&lora);
     vkl_tensor_free(x);
     vkl_tensor_free(t);
     vkl_tensor_free(ctx);
@@ -87,6 +103,6 @@ done:
     return rc;
 usage:
     fprintf(stderr, "usage: vklora bench unet --family sd1.5|sd2.1 --width W --height H [--steps N] [--batch N] "
-                    "[--weights f16|f32] (sizes multiples of 64)\n");
+                    "[--weights f16|f32] [--lora-rank R] (sizes multiples of 64)\n");
     return 2;
 }

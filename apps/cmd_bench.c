@@ -7,50 +7,12 @@
 #include "bench_norm.h"
 #include "ops.h"
 #include "vkl.h"
+#include "bench_util.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int parse_i64(const char *s, int64_t *out)
-{
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v <= 0) return -1;
-    *out = v;
-    return 0;
-}
-
-/* Runs g `reps` times after one warm-up; returns the median seconds. */
-static int time_graph(vkl_graph *g, int min_reps, double min_seconds, double *median, int *reps_out, vkl_err *e)
-{
-    if (vkl_graph_run(g, e)) return -1;
-    double times[200];
-    int reps = 0;
-    double start = now_s();
-    while (reps < 200 && (reps < min_reps || now_s() - start < min_seconds)) {
-        double t0 = now_s();
-        if (vkl_graph_run(g, e)) return -1;
-        times[reps++] = now_s() - t0;
-    }
-    qsort(times, (size_t)reps, sizeof *times, cmp_double);
-    *median = times[reps / 2];
-    *reps_out = reps;
-    return 0;
-}
 
 static int bench_gemm(int argc, char **argv)
 {
@@ -60,12 +22,12 @@ static int bench_gemm(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = !v;
-        if (!bad && !strcmp(a, "--m")) bad = parse_i64(v, &M), i++;
-        else if (!bad && !strcmp(a, "--n")) bad = parse_i64(v, &N), i++;
-        else if (!bad && !strcmp(a, "--k")) bad = parse_i64(v, &K), i++;
+        if (!bad && !strcmp(a, "--m")) bad = vkl_bench_parse_pos(v, &M), i++;
+        else if (!bad && !strcmp(a, "--n")) bad = vkl_bench_parse_pos(v, &N), i++;
+        else if (!bad && !strcmp(a, "--k")) bad = vkl_bench_parse_pos(v, &K), i++;
         else if (!bad && !strcmp(a, "--reps")) {
             int64_t r;
-            bad = parse_i64(v, &r);
+            bad = vkl_bench_parse_pos(v, &r);
             min_reps = (int)r;
             i++;
         } else if (!bad && !strcmp(a, "--dtype")) {
@@ -100,7 +62,7 @@ static int bench_gemm(int argc, char **argv)
     if (vkl_graph_plan(g, &e)) goto done;
     double med;
     int reps;
-    if (time_graph(g, min_reps, 1.0, &med, &reps, &e)) goto done;
+    if (vkl_bench_time_graph(g, min_reps, 1.0, &med, &reps, &e)) goto done;
     vkl_mem_stats ms;
     vkl_mem_get_stats(c, &ms);
     uint32_t wg, tm, tn;

@@ -1,9 +1,12 @@
 /* `vklora merge --lora A[:W] --lora B[:W] ... -o OUT [--rank R]`: combines
  * adapters into one. Without --rank the ranks are concatenated (exact); with
  * --rank R each module's weighted sum of deltas is truncated by SVD and the
- * relative Frobenius error is reported per module and overall. */
+ * relative Frobenius error is reported per module and overall.
+ * `vklora merge --model BASE --lora A[:W] ... -o OUT [--dtype f16|f32]`
+ * bakes the adapters into a checkpoint in BASE's layout (sd/sd_bake.h). */
 #include "app.h"
 #include "lora/lora_combine.h"
+#include "sd/sd_bake.h"
 #include "lora_args.h"
 
 #include <stdio.h>
@@ -16,12 +19,17 @@ static int usage(void)
 {
     fprintf(stderr,
             "usage: vklora merge --lora FILE[:WEIGHT] [--lora FILE[:WEIGHT] ...] -o OUT\n"
-            "                    [--rank R] [--to kohya|peft] [--model MODEL] [--force]\n"
+            "                    [--rank R] [--to kohya|peft] [--names MODEL] [--force]\n"
+            "       vklora merge --model MODEL --lora FILE[:WEIGHT] [...] -o OUT [--dtype f16|f32] [--force]\n"
             "  Combines adapters into one whose delta W is sum_i WEIGHT_i * delta_i\n"
             "  (WEIGHT defaults to 1). Without --rank: ranks concatenated, exact (LoRA/LoCon).\n"
             "  --rank R  truncate each module's summed delta to rank R by SVD (any kind but\n"
             "            DoRA) and report the relative Frobenius error\n"
-            "  --model   resolve kohya names (needed for --to peft from kohya inputs)\n");
+            "  --names   resolve kohya names against MODEL (needed for --to peft from kohya inputs)\n"
+            "  --model   bake the adapters (any kind) into MODEL instead: OUT is a checkpoint in\n"
+            "            MODEL's layout (single file, or a diffusers folder for a folder);\n"
+            "            --dtype f16|f32 converts every float tensor (default: keep each);\n"
+            "            --force replaces an existing output folder\n");
     return 2;
 }
 
@@ -40,9 +48,53 @@ static void split(char *arg, const char **path, double *w)
     }
 }
 
+static void describe(const char *const *paths, const double *weights, int n, char *desc, size_t size)
+{
+    size_t k = 0;
+    desc[0] = 0;
+    for (int i = 0; i < n && k < size; i++)
+        k += (size_t)snprintf(desc + k, size - k, "%s%s:%g", i ? ", " : "", paths[i], weights[i]);
+}
+
+static int bake(const char *base, const char *const *paths, const double *weights, int n, const char *out,
+                const char *dtype, int force)
+{
+    vkl_sd_bake_opts o = {VKL_DTYPE_COUNT, force, NULL};
+    if (dtype && !strcmp(dtype, "f16")) o.dtype = VKL_F16;
+    else if (dtype && !strcmp(dtype, "f32")) o.dtype = VKL_F32;
+    else if (dtype) return fprintf(stderr, "vklora merge: --dtype f16|f32, not %s\n", dtype), 2;
+    vkl_lora_targets t;
+    vkl_err e;
+    if (vkl_lora_targets_open(base, &t, &e)) {
+        vkl_log(VKL_LOG_ERROR, "%s", e.msg);
+        return 1;
+    }
+    vkl_lora loras[MAX_INPUTS];
+    vkl_lora_use uses[MAX_INPUTS];
+    int loaded = 0, rc = 0;
+    for (; loaded < n; loaded++) {
+        if (vkl_app_lora_load(paths[loaded], &t, NULL, &loras[loaded])) {
+            rc = 1;
+            break;
+        }
+        uses[loaded] = (vkl_lora_use){&loras[loaded], (float)weights[loaded], (float)weights[loaded]};
+    }
+    vkl_lora_targets_free(&t);
+    char desc[4096];
+    describe(paths, weights, n, desc, sizeof desc);
+    o.description = desc;
+    if (!rc && vkl_sd_bake(base, uses, n, out, &o, &e)) {
+        vkl_log(VKL_LOG_ERROR, "%s", e.msg);
+        rc = 1;
+    }
+    if (!rc) vkl_log(VKL_LOG_INFO, "%s baked into %s -> %s", desc, base, out);
+    for (int i = 0; i < loaded; i++) vkl_lora_free(&loras[i]);
+    return rc;
+}
+
 int vkl_cmd_merge(int argc, char **argv)
 {
-    const char *paths[MAX_INPUTS], *out = NULL, *to = "kohya", *model = NULL;
+    const char *paths[MAX_INPUTS], *out = NULL, *to = NULL, *model = NULL, *base = NULL, *dtype = NULL;
     double weights[MAX_INPUTS];
     int n = 0, rank = 0, force = 0;
     for (int i = 1; i < argc; i++) {
@@ -55,8 +107,12 @@ int vkl_cmd_merge(int argc, char **argv)
             out = argv[++i];
         } else if (!strcmp(a, "--to") && i + 1 < argc) {
             to = argv[++i];
-        } else if (!strcmp(a, "--model") && i + 1 < argc) {
+        } else if (!strcmp(a, "--names") && i + 1 < argc) {
             model = argv[++i];
+        } else if (!strcmp(a, "--model") && i + 1 < argc) {
+            base = argv[++i];
+        } else if (!strcmp(a, "--dtype") && i + 1 < argc) {
+            dtype = argv[++i];
         } else if (!strcmp(a, "--rank") && i + 1 < argc) {
             char *end;
             long r = strtol(argv[++i], &end, 10);
@@ -72,6 +128,15 @@ int vkl_cmd_merge(int argc, char **argv)
         }
     }
     if (!n || !out) return usage();
+    if (base) {
+        if (to || rank || model)
+            return fprintf(stderr, "vklora merge: --to, --rank and --names combine adapters; --model bakes them into "
+                                   "a model\n"),
+                   2;
+        return bake(base, paths, weights, n, out, dtype, force);
+    }
+    if (dtype) return fprintf(stderr, "vklora merge: --dtype applies to baking (--model)\n"), 2;
+    if (!to) to = "kohya";
     if (strcmp(to, "kohya") && strcmp(to, "peft")) return fprintf(stderr, "vklora merge: --to kohya|peft\n"), 2;
     vkl_lora_targets t;
     vkl_err e;
@@ -97,9 +162,7 @@ int vkl_cmd_merge(int argc, char **argv)
     }
     if (!rc) {
         char desc[4096];
-        size_t k = 0;
-        for (int i = 0; i < n && k < sizeof desc; i++)
-            k += (size_t)snprintf(desc + k, sizeof desc - k, "%s%s:%g", i ? ", " : "", paths[i], weights[i]);
+        describe(paths, weights, n, desc, sizeof desc);
         vkl_lora_meta_set(&res, "ss_network_module", "networks.lora", &e);
         vkl_lora_meta_set(&res, "vklora_merge_inputs", desc, &e);
         vkl_lora_meta_set(&res, "vklora_merge_method", rank ? "svd" : "concat", &e);

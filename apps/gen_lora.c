@@ -1,5 +1,6 @@
 #include "gen_lora.h"
 
+#include "lora/lora_merge_weights.h"
 #include "ops.h"
 
 #include <stdlib.h>
@@ -98,40 +99,27 @@ char *vkl_gen_lora_from_prompt(vkl_gen_lora *l, const char *prompt, const char *
     return out;
 }
 
-/* Folds every LoRA module of every adapter into the model's weights. */
-static int merge_all(vkl_gen_lora *l, vkl_sd_model *m, vkl_err *e)
+/* The networks (VKL_SD_PART_*) a lowvram model must keep on the device for
+ * these adapters: those merged into (re-reading the file would undo the
+ * merge), and at run time those with DoRA modules (the adapter set reads
+ * their weights again when a multiplier changes). */
+static int parts_to_pin(const vkl_gen_lora *l, int merge)
 {
-    /* a lowvram model would re-read released weights from the file, losing
-     * the merge: the networks merged into stay on the device */
     int parts = 0;
-    for (int i = 0; i < l->n; i++)
-        for (int k = 0; k < l->lora[i].n; k++)
-            parts |= strncmp(l->lora[i].m[k].name, "text_encoder", 12) ? VKL_SD_PART_UNET : VKL_SD_PART_TE;
-    if (vkl_sd_model_pin(m, parts, e)) return -1;
     for (int i = 0; i < l->n; i++)
         for (int k = 0; k < l->lora[i].n; k++) {
             const vkl_lora_module *mod = &l->lora[i].m[k];
-            if (mod->kind != VKL_LORA_KIND_LORA || mod->t[VKL_LORA_MID].data)
-                return vkl_fail(e, "%s: module %s is %s, which --merge-lora does not fold yet", l->path[i],
-                                vkl_lora_module_label(mod), vkl_lora_kind_name(mod->kind));
-            char wname[600];
-            snprintf(wname, sizeof wname, "%s.weight", mod->name);
-            vkl_tensor *w = vkl_weights_find(m->w, wname);
-            if (!w) return vkl_fail(e, "%s: the model has no weight %s", l->path[i], wname);
-            const vkl_lora_tensor *d = &mod->t[VKL_LORA_DOWN], *u = &mod->t[VKL_LORA_UP];
-            vkl_tensor *td = vkl_tensor_new(m->ctx, VKL_F32, d->ndim, d->shape, e);
-            vkl_tensor *tu = td ? vkl_tensor_new(m->ctx, VKL_F32, u->ndim, u->shape, e) : NULL;
-            float mult = strncmp(mod->name, "text_encoder", 12) ? l->use[i].unet_mult : l->use[i].te_mult;
-            int rc = !tu || vkl_tensor_upload(m->ctx, td, d->data, VKL_F32, e) ||
-                     vkl_tensor_upload(m->ctx, tu, u->data, VKL_F32, e) ||
-                     vkl_lora_merge(m->ctx, w, td, tu, (float)(mult * mod->scale), e);
-            vkl_tensor_free(td);
-            vkl_tensor_free(tu);
-            if (rc) {
-                vkl_err_prefix(e, "merging %s: ", l->path[i]);
-                return -1;
-            }
+            if (merge || mod->kind == VKL_LORA_KIND_DORA)
+                parts |= strncmp(mod->name, "text_encoder", 12) ? VKL_SD_PART_UNET : VKL_SD_PART_TE;
         }
+    return parts;
+}
+
+/* Folds every module of every adapter into the model's weights. */
+static int merge_all(vkl_gen_lora *l, vkl_sd_model *m, vkl_err *e)
+{
+    if (vkl_sd_model_pin(m, parts_to_pin(l, 1), e)) return -1;
+    if (vkl_lora_merge_weights(m->ctx, m->w, l->use, l->n, e)) return -1;
     l->merged = 1;
     return 0;
 }
@@ -151,7 +139,8 @@ int vkl_gen_lora_apply(vkl_gen_lora *l, vkl_sd_model *m, int merge, vkl_err *e)
     vkl_lora_targets_free(&tg);
     if (rc) return -1;
     if (merge) return merge_all(l, m, e);
-    if (vkl_lora_set_build(m->ctx, l->use, l->n, &l->set, e)) return -1;
+    if (vkl_sd_model_pin(m, parts_to_pin(l, 0), e) || vkl_lora_set_build_ex(m->ctx, l->use, l->n, m->w, &l->set, e))
+        return -1;
     m->unet.lora = l->set;
     m->te.lora = l->set;
     return 0;

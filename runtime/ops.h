@@ -143,6 +143,11 @@ vkl_tensor *vkl_conv2d_lora(vkl_graph *g, vkl_tensor *x, vkl_tensor *w, vkl_tens
  * comes back within one ulp. */
 int vkl_lora_merge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *down, vkl_tensor *up, float scale, vkl_err *e);
 int vkl_lora_unmerge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *down, vkl_tensor *up, float scale, vkl_err *e);
+/* The same for a full delta W (f32, persistent, contiguous, w's element count,
+ * e.g. a LoHa / LoKr / DoRA delta made on the host): w += scale * delta (merge)
+ * or w -= scale * delta (unmerge), with the same exact rounding. */
+int vkl_delta_merge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *delta, float scale, vkl_err *e);
+int vkl_delta_unmerge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *delta, float scale, vkl_err *e);
 
 /* ---- gradient helpers (runtime/ops/grad_ops.c) ---- */
 /* A new f32 tensor filled with value. */

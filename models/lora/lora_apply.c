@@ -1,12 +1,13 @@
 #include "lora/lora_apply.h"
 
-#include "ops.h"
+#include "lora/lora_delta.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 struct vkl_lora_set {
     vkl_ctx *ctx;
+    const vkl_weights *base; /* for DoRA layers, may be NULL */
     vkl_lora_slot *v;
     int n;
     int nuses;
@@ -31,11 +32,18 @@ void vkl_lora_set_free(vkl_lora_set *s)
 {
     if (!s) return;
     for (int i = 0; i < s->n; i++) {
-        free(s->v[i].module);
-        free(s->v[i].owner);
-        vkl_tensor_free(s->v[i].a_cat);
-        vkl_tensor_free(s->v[i].b_cat);
-        vkl_tensor_free(s->v[i].rank_scale);
+        vkl_lora_slot *sl = &s->v[i];
+        free(sl->module);
+        free(sl->owner);
+        vkl_tensor_free(sl->a_cat);
+        vkl_tensor_free(sl->b_cat);
+        vkl_tensor_free(sl->rank_scale);
+        for (int k = 0; k < sl->n_full; k++) {
+            vkl_tensor_free(sl->full[k].delta);
+            vkl_tensor_free(sl->full[k].mult);
+        }
+        free(sl->full);
+        vkl_tensor_free(sl->w_dora);
     }
     free(s->v);
     free(s);
@@ -46,8 +54,21 @@ static float mult_of(const vkl_lora_use *u, const char *module)
     return strncmp(module, "text_encoder", 12) == 0 ? u->te_mult : u->unet_mult;
 }
 
+/* Modules that take the rank-concatenated path: LoRA / LoCon, Tucker or not. */
+static int low_rank(const vkl_lora_module *m) { return m->kind == VKL_LORA_KIND_LORA; }
+
+static int64_t module_rank(const vkl_lora_module *m) { return m->t[VKL_LORA_UP].shape[1]; }
+
+static uint64_t slot_nelem(const vkl_lora_slot *sl)
+{
+    uint64_t n = 1;
+    for (int i = 0; i < sl->wndim; i++) n *= (uint64_t)sl->wshape[i];
+    return n;
+}
+
 static int upload_scales(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_use *uses, vkl_err *e)
 {
+    if (!slot->R) return 0;
     float *sc = malloc(sizeof(float) * (size_t)slot->R);
     if (!sc) return vkl_fail(e, "out of host memory");
     for (int r = 0; r < slot->R; r++) {
@@ -60,29 +81,87 @@ static int upload_scales(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_us
     return rc;
 }
 
-/* One module: concatenate the factors of every adapter that has it. */
-static int build_slot(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_use *uses, int n, vkl_err *e)
+/* W' = W + mult * (DoRA delta) into the slot's replacement weight. */
+static int upload_dora(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_use *uses, vkl_err *e)
 {
-    const vkl_lora_module *first = NULL;
-    int R = 0;
-    for (int i = 0; i < n; i++) {
-        const vkl_lora_module *m = vkl_lora_find(uses[i].lora, slot->module);
-        if (!m) continue;
-        if (m->kind != VKL_LORA_KIND_LORA || m->t[VKL_LORA_MID].data)
-            return vkl_fail(e, "adapter module %s is %s%s: applying it at run time is not supported; bake it into the "
-                               "model with 'vklora merge --model'", slot->module, vkl_lora_kind_name(m->kind),
-                            m->t[VKL_LORA_MID].data ? " with a Tucker core" : "");
-        if (first && (m->t[VKL_LORA_DOWN].ndim != first->t[VKL_LORA_DOWN].ndim ||
-                      memcmp(m->wshape, first->wshape, sizeof m->wshape)))
-            return vkl_fail(e, "adapters disagree on the shape of module %s", slot->module);
-        if (!first) first = m;
-        R += (int)m->t[VKL_LORA_DOWN].shape[0];
+    const vkl_lora_use *u = &uses[slot->dora_owner];
+    const vkl_lora_module *m = vkl_lora_find(u->lora, slot->module);
+    float mult = mult_of(u, slot->module);
+    char wname[600];
+    snprintf(wname, sizeof wname, "%s.weight", slot->module);
+    vkl_tensor *w = s->base ? vkl_weights_find(s->base, wname) : NULL;
+    if (!w)
+        return vkl_fail(e, "adapter module %s is DoRA, which needs the model's weight %s%s", slot->module, wname,
+                        s->base ? ", and the model has none" : " (the adapter set was built without model weights)");
+    uint64_t n = slot_nelem(slot);
+    if ((uint64_t)vkl_tensor_nelem(w) != n)
+        return vkl_fail(e, "DoRA module %s: the model's %s has %lld elements, the adapter expects %llu", slot->module,
+                        wname, (long long)vkl_tensor_nelem(w), (unsigned long long)n);
+    float *base = malloc(sizeof(float) * n);
+    double *d = malloc(sizeof(double) * n);
+    int rc = !base || !d ? vkl_fail(e, "out of host memory") : 0;
+    if (!rc) rc = vkl_tensor_download(s->ctx, w, base, VKL_F32, e);
+    if (!rc) rc = vkl_lora_delta(m, base, d, e);
+    if (!rc) {
+        for (uint64_t i = 0; i < n; i++) base[i] = (float)(base[i] + mult * d[i]);
+        rc = vkl_tensor_upload(s->ctx, slot->w_dora, base, VKL_F32, e);
     }
-    const vkl_lora_tensor *d0 = &first->t[VKL_LORA_DOWN], *u0 = &first->t[VKL_LORA_UP];
-    slot->conv = d0->ndim == 4;
-    slot->R = R;
-    int64_t per_down = (int64_t)(vkl_lora_tensor_nelem(d0) / (uint64_t)d0->shape[0]);
-    int64_t out = u0->shape[0];
+    if (!rc) slot->dora_mult = mult;
+    free(base);
+    free(d);
+    return rc;
+}
+
+static int upload_mults(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_use *uses, vkl_err *e)
+{
+    if (upload_scales(s, slot, uses, e)) return -1;
+    for (int k = 0; k < slot->n_full; k++) {
+        float mu = mult_of(&uses[slot->full[k].owner], slot->module);
+        if (vkl_tensor_upload(s->ctx, slot->full[k].mult, &mu, VKL_F32, e)) return -1;
+    }
+    if (slot->w_dora && slot->dora_mult != mult_of(&uses[slot->dora_owner], slot->module))
+        return upload_dora(s, slot, uses, e);
+    return 0;
+}
+
+/* The down factor of a LoRA module as rows of the slot's a_cat: Tucker LoCon
+ * folds its core in (exact: the product is linear in each factor). */
+static void down_rows(const vkl_lora_module *m, int64_t per_down, float *dst)
+{
+    const vkl_lora_tensor *d = &m->t[VKL_LORA_DOWN], *mid = &m->t[VKL_LORA_MID];
+    if (!mid->data) {
+        memcpy(dst, d->data, sizeof(float) * (size_t)(module_rank(m) * per_down));
+        return;
+    }
+    int64_t R = mid->shape[0], S = mid->shape[1], KK = mid->shape[2] * mid->shape[3], I = per_down / KK;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t i = 0; i < I; i++)
+            for (int64_t q = 0; q < KK; q++) {
+                double acc = 0;
+                for (int64_t s = 0; s < S; s++) acc += (double)mid->data[(r * S + s) * KK + q] * d->data[s * I + i];
+                dst[(r * I + i) * KK + q] = (float)acc;
+            }
+}
+
+static int check_module(const vkl_lora_slot *slot, const vkl_lora_module *m, int64_t per_down, vkl_err *e)
+{
+    if (m->wndim != slot->wndim || memcmp(m->wshape, slot->wshape, sizeof m->wshape))
+        return vkl_fail(e, "adapters disagree on the shape of module %s", slot->module);
+    if (!low_rank(m)) return 0;
+    const vkl_lora_tensor *d = &m->t[VKL_LORA_DOWN], *mid = &m->t[VKL_LORA_MID];
+    uint64_t want = mid->data ? (uint64_t)mid->shape[1] * (uint64_t)(per_down / (mid->shape[2] * mid->shape[3]))
+                              : (uint64_t)module_rank(m) * (uint64_t)per_down;
+    if (vkl_lora_tensor_nelem(d) != want || (mid->data && mid->shape[0] != module_rank(m)))
+        return vkl_fail(e, "adapter module %s: factor shapes do not fit the weight", slot->module);
+    return 0;
+}
+
+/* The rank-concatenated factors of every LoRA module of the slot. */
+static int build_low_rank(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_use *uses, int n, int64_t per_down,
+                          vkl_err *e)
+{
+    int R = slot->R;
+    int64_t out = slot->wshape[0];
     float *A = malloc(sizeof(float) * (size_t)(R * per_down)), *B = malloc(sizeof(float) * (size_t)(out * R));
     slot->owner = malloc(sizeof(int) * (size_t)R);
     if (!A || !B || !slot->owner) {
@@ -93,33 +172,94 @@ static int build_slot(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_use *
     int r0 = 0;
     for (int i = 0; i < n; i++) {
         const vkl_lora_module *m = vkl_lora_find(uses[i].lora, slot->module);
-        if (!m) continue;
-        const vkl_lora_tensor *d = &m->t[VKL_LORA_DOWN], *u = &m->t[VKL_LORA_UP];
-        int r = (int)d->shape[0];
-        memcpy(A + (size_t)r0 * per_down, d->data, sizeof(float) * (size_t)(r * per_down));
+        if (!m || !low_rank(m)) continue;
+        const vkl_lora_tensor *u = &m->t[VKL_LORA_UP];
+        int r = (int)module_rank(m);
+        down_rows(m, per_down, A + (size_t)r0 * per_down);
         for (int64_t o = 0; o < out; o++)
             for (int k = 0; k < r; k++) B[o * R + r0 + k] = u->data[o * r + k];
         for (int k = 0; k < r; k++) slot->owner[r0 + k] = i;
         r0 += r;
     }
-    int64_t ashape[4] = {R, d0->shape[1], d0->ndim == 4 ? d0->shape[2] : 1, d0->ndim == 4 ? d0->shape[3] : 1};
+    int conv = slot->wndim == 4;
+    int64_t ashape[4] = {R, slot->wshape[1], conv ? slot->wshape[2] : 1, conv ? slot->wshape[3] : 1};
     int64_t bshape[4] = {out, R, 1, 1};
-    slot->a_cat = vkl_tensor_new(s->ctx, VKL_F32, d0->ndim, ashape, e);
-    slot->b_cat = slot->a_cat ? vkl_tensor_new(s->ctx, VKL_F32, slot->conv ? 4 : 2, bshape, e) : NULL;
+    slot->conv = conv;
+    slot->a_cat = vkl_tensor_new(s->ctx, VKL_F32, conv ? 4 : 2, ashape, e);
+    slot->b_cat = slot->a_cat ? vkl_tensor_new(s->ctx, VKL_F32, conv ? 4 : 2, bshape, e) : NULL;
     slot->rank_scale = slot->b_cat ? vkl_tensor_new(s->ctx, VKL_F32, 1, (int64_t[]){R}, e) : NULL;
     int rc = !slot->rank_scale || vkl_tensor_upload(s->ctx, slot->a_cat, A, VKL_F32, e) ||
-             vkl_tensor_upload(s->ctx, slot->b_cat, B, VKL_F32, e) || upload_scales(s, slot, uses, e);
+             vkl_tensor_upload(s->ctx, slot->b_cat, B, VKL_F32, e);
     free(A);
     free(B);
     return rc ? -1 : 0;
 }
 
-int vkl_lora_set_build(vkl_ctx *c, const vkl_lora_use *uses, int n, vkl_lora_set **out, vkl_err *e)
+/* A LoHa / LoKr module as a full f32 delta on the device. */
+static int build_full(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_module *m, int owner, vkl_err *e)
+{
+    uint64_t n = slot_nelem(slot);
+    double *d = malloc(sizeof(double) * n);
+    float *f = malloc(sizeof(float) * n);
+    vkl_lora_full *x = &slot->full[slot->n_full++];
+    x->owner = owner;
+    int rc = !d || !f ? vkl_fail(e, "out of host memory") : vkl_lora_delta(m, NULL, d, e);
+    for (uint64_t i = 0; !rc && i < n; i++) f[i] = (float)d[i];
+    if (!rc) {
+        x->delta = vkl_tensor_new(s->ctx, VKL_F32, slot->wndim, slot->wshape, e);
+        x->mult = x->delta ? vkl_tensor_new(s->ctx, VKL_F32, 1, (int64_t[]){1}, e) : NULL;
+        rc = !x->mult || vkl_tensor_upload(s->ctx, x->delta, f, VKL_F32, e) ? -1 : 0;
+    }
+    free(d);
+    free(f);
+    return rc;
+}
+
+/* One module: every adapter that has it, by kind. */
+static int build_slot(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_use *uses, int n, vkl_err *e)
+{
+    const vkl_lora_module *first = NULL;
+    int n_full = 0;
+    slot->dora_owner = -1;
+    for (int i = 0; i < n && !first; i++) first = vkl_lora_find(uses[i].lora, slot->module);
+    slot->wndim = first->wndim;
+    memcpy(slot->wshape, first->wshape, sizeof slot->wshape);
+    int64_t per_down = (int64_t)(slot_nelem(slot) / (uint64_t)slot->wshape[0]);
+    for (int i = 0; i < n; i++) {
+        const vkl_lora_module *m = vkl_lora_find(uses[i].lora, slot->module);
+        if (!m) continue;
+        if (check_module(slot, m, per_down, e)) return -1;
+        if (low_rank(m)) slot->R += (int)module_rank(m);
+        else if (m->kind == VKL_LORA_KIND_DORA) {
+            if (slot->dora_owner >= 0)
+                return vkl_fail(e, "module %s has DoRA modules in two adapters; at most one DoRA adapter may change a "
+                                   "layer", slot->module);
+            slot->dora_owner = i;
+        } else
+            n_full++;
+    }
+    if (slot->R && build_low_rank(s, slot, uses, n, per_down, e)) return -1;
+    if (n_full && !(slot->full = calloc((size_t)n_full, sizeof *slot->full))) return vkl_fail(e, "out of host memory");
+    for (int i = 0; i < n; i++) {
+        const vkl_lora_module *m = vkl_lora_find(uses[i].lora, slot->module);
+        if (m && (m->kind == VKL_LORA_KIND_LOHA || m->kind == VKL_LORA_KIND_LOKR) && build_full(s, slot, m, i, e))
+            return -1;
+    }
+    if (slot->dora_owner >= 0) {
+        slot->w_dora = vkl_tensor_new(s->ctx, VKL_F32, slot->wndim, slot->wshape, e);
+        if (!slot->w_dora || upload_dora(s, slot, uses, e)) return -1;
+    }
+    return upload_mults(s, slot, uses, e);
+}
+
+int vkl_lora_set_build_ex(vkl_ctx *c, const vkl_lora_use *uses, int n, const vkl_weights *base, vkl_lora_set **out,
+                          vkl_err *e)
 {
     *out = NULL;
     vkl_lora_set *s = calloc(1, sizeof *s);
     if (!s) return vkl_fail(e, "out of host memory");
     s->ctx = c;
+    s->base = base;
     s->nuses = n;
     int cap = 0;
     for (int i = 0; i < n; i++) cap += uses[i].lora->n;
@@ -149,12 +289,24 @@ int vkl_lora_set_build(vkl_ctx *c, const vkl_lora_use *uses, int n, vkl_lora_set
     return 0;
 }
 
+int vkl_lora_set_build(vkl_ctx *c, const vkl_lora_use *uses, int n, vkl_lora_set **out, vkl_err *e)
+{
+    return vkl_lora_set_build_ex(c, uses, n, NULL, out, e);
+}
+
 int vkl_lora_set_multipliers(vkl_lora_set *s, const vkl_lora_use *uses, int n, vkl_err *e)
 {
     if (n != s->nuses) return vkl_fail(e, "the adapter set was built with %d adapters, not %d", s->nuses, n);
     for (int j = 0; j < s->n; j++)
-        if (upload_scales(s, &s->v[j], uses, e)) return -1;
+        if (upload_mults(s, &s->v[j], uses, e)) return -1;
     return 0;
+}
+
+/* 1x1 convolutions applied as linears on tokens: their 4-D tensors as matrices */
+static vkl_tensor *as_matrix(vkl_graph *g, vkl_tensor *t)
+{
+    if (!t || t->ndim != 4) return t;
+    return vkl_reshape(g, t, 2, (int64_t[]){t->shape[0], t->shape[1] * t->shape[2] * t->shape[3]});
 }
 
 vkl_tensor *vkl_lora_linear(vkl_graph *g, const vkl_lora_set *s, const char *module, vkl_tensor *x, vkl_tensor *w,
@@ -162,9 +314,28 @@ vkl_tensor *vkl_lora_linear(vkl_graph *g, const vkl_lora_set *s, const char *mod
 {
     const vkl_lora_slot *slot = vkl_lora_set_find(s, module);
     if (!slot) return vkl_linear(g, x, w, bias);
-    vkl_tensor *a = slot->a_cat, *b = slot->b_cat;
-    /* 1x1 convolutions applied as linears on tokens: their factors are 4-D */
-    if (a->ndim == 4) a = vkl_reshape(g, a, 2, (int64_t[]){a->shape[0], a->shape[1] * a->shape[2] * a->shape[3]});
-    if (b->ndim == 4) b = vkl_reshape(g, b, 2, (int64_t[]){b->shape[0], b->shape[1]});
-    return vkl_linear_lora(g, x, w, bias, a, b, slot->rank_scale);
+    if (slot->w_dora) w = as_matrix(g, slot->w_dora);
+    vkl_tensor *y = slot->R ? vkl_linear_lora(g, x, w, bias, as_matrix(g, slot->a_cat), as_matrix(g, slot->b_cat),
+                                              slot->rank_scale)
+                            : vkl_linear(g, x, w, bias);
+    for (int k = 0; k < slot->n_full; k++) {
+        vkl_tensor *d = vkl_linear(g, x, as_matrix(g, slot->full[k].delta), NULL);
+        y = vkl_add(g, y, vkl_mul(g, d, slot->full[k].mult));
+    }
+    return y;
+}
+
+vkl_tensor *vkl_lora_conv2d(vkl_graph *g, const vkl_lora_set *s, const char *module, vkl_tensor *x, vkl_tensor *w,
+                            vkl_tensor *bias, const vkl_conv2d_params *p)
+{
+    const vkl_lora_slot *slot = vkl_lora_set_find(s, module);
+    if (!slot) return vkl_conv2d_ex(g, x, w, bias, p);
+    if (slot->w_dora) w = slot->w_dora;
+    vkl_tensor *y = slot->R ? vkl_conv2d_lora(g, x, w, bias, p, slot->a_cat, slot->b_cat, slot->rank_scale)
+                            : vkl_conv2d_ex(g, x, w, bias, p);
+    for (int k = 0; k < slot->n_full; k++) {
+        vkl_tensor *d = vkl_conv2d_ex(g, x, slot->full[k].delta, NULL, p);
+        y = vkl_add(g, y, vkl_mul(g, d, slot->full[k].mult));
+    }
+    return y;
 }

@@ -1,14 +1,32 @@
 /* Adapters applied at run time: the model's weights stay untouched and every
- * adapted linear/convolution runs the low-rank path beside the frozen weight
- * (runtime/ops.h vkl_linear_lora / vkl_conv2d_lora). All adapters of one
- * layer are concatenated along the rank, with a per-rank scale
- * (multiplier * scale of its adapter) on the device: changing multipliers is
- * one small upload, without rebuilding or re-planning anything. */
+ * adapted linear/convolution runs the adapters beside the frozen weight.
+ *
+ *  - LoRA / LoCon modules (and Tucker LoCon, whose core is folded into the
+ *    down factor once: down'[r,i,k,l] = sum_s mid[r,s,k,l] down[s,i]) take the
+ *    low-rank path (runtime/ops.h vkl_linear_lora / vkl_conv2d_lora): all
+ *    adapters of one layer concatenated along the rank, with a per-rank scale
+ *    (multiplier * scale of its adapter) on the device.
+ *  - LoHa and LoKr modules have no cheap factored form: their delta W is
+ *    computed once on the CPU (lora_delta.h, in double), kept on the device as
+ *    an f32 tensor of the weight's shape, and run as a second linear /
+ *    convolution on the layer's input: y += m * (delta W x), m read from a
+ *    one-element device tensor.
+ *  - DoRA is not additive in its factors: the layer runs with a replacement
+ *    weight W' = W + m * (DoRA delta), f32, computed on the CPU from the base
+ *    weight (so the set needs the model's weights), in place of W. Other
+ *    adapters of the same layer add on top of W'. At most one DoRA module per
+ *    layer.
+ * Changing multipliers is small uploads without rebuilding or re-planning
+ * anything, except for DoRA layers whose multiplier changed: their W' is
+ * recomputed on the CPU (base weight read back, delta, upload) into the same
+ * tensor, so a planned graph stays valid. */
 #ifndef VKL_LORA_APPLY_H
 #define VKL_LORA_APPLY_H
 
 #include "lora/lora_file.h"
+#include "ops.h"
 #include "vkl.h"
+#include "weights.h"
 
 typedef struct vkl_lora_use {
     const vkl_lora *lora;
@@ -16,22 +34,39 @@ typedef struct vkl_lora_use {
     float te_mult;     /* multiplier on text-encoder modules */
 } vkl_lora_use;
 
+/* One LoHa / LoKr module of one adapter as a full delta. */
+typedef struct vkl_lora_full {
+    vkl_tensor *delta; /* f32, the weight's shape: scale * product (multiplier not included) */
+    vkl_tensor *mult;  /* [1] f32: the adapter's multiplier for this module */
+    int owner;         /* adapter index */
+} vkl_lora_full;
+
 typedef struct vkl_lora_slot {
     char *module;          /* internal module name, e.g. unet.down_blocks.0.attentions.0.proj_in */
     vkl_tensor *a_cat;     /* [R, in] or [R, in, kh, kw] (f32) */
     vkl_tensor *b_cat;     /* [out, R] or [out, R, 1, 1] (f32) */
     vkl_tensor *rank_scale;/* [R] f32 */
-    int R;
+    int R;                 /* 0 when no LoRA module: a_cat, b_cat, rank_scale NULL */
     int *owner;            /* adapter index of each rank row */
     int conv;              /* 1: a convolution (a_cat 4-D) */
+    vkl_lora_full *full;   /* LoHa / LoKr modules */
+    int n_full;
+    vkl_tensor *w_dora;    /* DoRA: the weight to use instead of the model's (f32), or NULL */
+    int dora_owner;        /* adapter index of the DoRA module */
+    float dora_mult;       /* multiplier w_dora was computed for */
+    int wndim;             /* the adapted weight's shape */
+    int64_t wshape[4];
 } vkl_lora_slot;
 
 typedef struct vkl_lora_set vkl_lora_set;
 
-/* Builds the device tensors for every module any of the adapters touches.
- * LoRA and LoCon modules are supported; LoHa, LoKr, DoRA and Tucker LoCon
- * modules are refused with a message naming the module (bake those with
- * `vklora merge --model`). */
+/* Builds the device tensors for every module any of the adapters touches
+ * (every module must be resolved to an internal name). base: the model's
+ * weights (internal names), needed only by DoRA modules; it must outlive the
+ * set (a DoRA multiplier change reads it again). vkl_lora_set_build is
+ * vkl_lora_set_build_ex without base weights: it refuses DoRA modules. */
+int vkl_lora_set_build_ex(vkl_ctx *c, const vkl_lora_use *uses, int n, const vkl_weights *base, vkl_lora_set **out,
+                          vkl_err *e);
 int vkl_lora_set_build(vkl_ctx *c, const vkl_lora_use *uses, int n, vkl_lora_set **out, vkl_err *e);
 void vkl_lora_set_free(vkl_lora_set *s);
 /* New multipliers for the same adapters (same count and order as built). */
@@ -44,5 +79,8 @@ const vkl_lora_slot *vkl_lora_set_at(const vkl_lora_set *s, int i);
  * set's adapters if it has any for that module (s may be NULL). */
 vkl_tensor *vkl_lora_linear(vkl_graph *g, const vkl_lora_set *s, const char *module, vkl_tensor *x, vkl_tensor *w,
                             vkl_tensor *bias);
+/* The same for a convolution (weight [out,in,kh,kw]). */
+vkl_tensor *vkl_lora_conv2d(vkl_graph *g, const vkl_lora_set *s, const char *module, vkl_tensor *x, vkl_tensor *w,
+                            vkl_tensor *bias, const vkl_conv2d_params *p);
 
 #endif

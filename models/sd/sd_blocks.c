@@ -41,10 +41,7 @@ vkl_tensor *vkl_sd_conv_ex(vkl_sd_net *n, vkl_tensor *x, const char *prefix, con
     char bn[256];
     snprintf(bn, sizeof bn, "%s.bias", prefix);
     if (!w) return NULL;
-    const vkl_lora_slot *slot = vkl_lora_set_find(n->lora, prefix);
-    if (slot)
-        return vkl_conv2d_lora(n->g, x, w, vkl_weights_find(n->w, bn), p, slot->a_cat, slot->b_cat, slot->rank_scale);
-    return vkl_conv2d_ex(n->g, x, w, vkl_weights_find(n->w, bn), p);
+    return vkl_lora_conv2d(n->g, n->lora, prefix, x, w, vkl_weights_find(n->w, bn), p);
 }
 
 vkl_tensor *vkl_sd_conv(vkl_sd_net *n, vkl_tensor *x, const char *prefix, int stride, int pad)

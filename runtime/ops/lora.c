@@ -110,6 +110,47 @@ static int lora_apply(vkl_ctx *c, vkl_tensor *w, vkl_tensor *down, vkl_tensor *u
     return rc;
 }
 
+/* A full delta (LoHa, LoKr, DoRA computed elsewhere) through the same in-place node. */
+static int delta_apply(vkl_ctx *c, vkl_tensor *w, vkl_tensor *delta, float scale, int unmerge, vkl_err *e)
+{
+    const char *what = unmerge ? "delta unmerge" : "delta merge";
+    if (!w || !delta) return vkl_fail(e, "%s: missing tensor", what);
+    char dw[96], dd[96];
+    vkl_tensor_describe(w, dw, sizeof dw);
+    vkl_tensor_describe(delta, dd, sizeof dd);
+    if (w->graph || !w->buf || !vkl_tensor_is_contiguous(w) || (w->dtype != VKL_F32 && w->dtype != VKL_F16))
+        return vkl_fail(e, "%s: weight %s must be a persistent contiguous f32 or f16 tensor", what, dw);
+    if (delta->graph || !delta->buf || !vkl_tensor_is_contiguous(delta) || delta->dtype != VKL_F32)
+        return vkl_fail(e, "%s: delta %s must be a persistent contiguous f32 tensor", what, dd);
+    if (vkl_tensor_nelem(delta) != vkl_tensor_nelem(w))
+        return vkl_fail(e, "%s: delta %s does not fit weight %s (element counts differ)", what, dd, dw);
+    vkl_graph *g = vkl_graph_new(c);
+    if (!g) return vkl_fail(e, "out of host memory");
+    /* scale 1 (the usual case: the caller folded the multiplier in) reads delta as is */
+    vkl_tensor *d = scale == 1.0f ? delta : vkl_scale(g, delta, scale);
+    apply_params p = {unmerge};
+    vkl_tensor *src[1] = {d};
+    int rc = -1;
+    if (d && vkl_graph_add_node(g, unmerge ? "delta_unmerge" : "delta_merge", w, src, 1, emit_apply, &p, sizeof p)) {
+        rc = vkl_graph_plan(g, e) || vkl_graph_run(g, e) ? -1 : 0;
+        if (rc) vkl_err_prefix(e, "%s of %s: ", what, dw);
+    } else {
+        vkl_fail(e, "%s: %s", what, vkl_graph_error(g));
+    }
+    vkl_graph_free(g);
+    return rc;
+}
+
+int vkl_delta_merge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *delta, float scale, vkl_err *e)
+{
+    return delta_apply(c, w, delta, scale, 0, e);
+}
+
+int vkl_delta_unmerge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *delta, float scale, vkl_err *e)
+{
+    return delta_apply(c, w, delta, scale, 1, e);
+}
+
 int vkl_lora_merge(vkl_ctx *c, vkl_tensor *w, vkl_tensor *down, vkl_tensor *up, float scale, vkl_err *e)
 {
     return lora_apply(c, w, down, up, scale, 0, e);

@@ -22,46 +22,6 @@ static int attention_nodes(vkl_graph *g)
     return n;
 }
 
-static vkl_tensor *upload(vkl_ctx *c, vkl_dtype dt, int nd, const int64_t *shape, const float *data)
-{
-    vkl_err e = {{0}};
-    vkl_tensor *t = vkl_tensor_new(c, dt, nd, shape, &e);
-    if (!t || vkl_tensor_upload(c, t, data, VKL_F32, &e)) {
-        print_error("upload: %s\n", e.msg);
-        fail();
-    }
-    return t;
-}
-
-static void run_graph(vkl_graph *g)
-{
-    vkl_err e = {{0}};
-    if (vkl_graph_plan(g, &e) || vkl_graph_run(g, &e)) {
-        print_error("graph: %s\n", e.msg);
-        fail();
-    }
-}
-
-static float *download(vkl_ctx *c, vkl_tensor *t)
-{
-    vkl_err e = {{0}};
-    float *out = malloc(sizeof(float) * (size_t)vkl_tensor_nelem(t));
-    if (vkl_tensor_download(c, t, out, VKL_F32, &e)) {
-        print_error("download: %s\n", e.msg);
-        fail();
-    }
-    return out;
-}
-
-/* values as the device sees them after storing in dt */
-static void round_to(vkl_dtype dt, float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (dt == VKL_F16) x[i] = vkl_f16_to_f32(vkl_f32_to_f16(x[i]));
-        if (dt == VKL_BF16) x[i] = vkl_bf16_to_f32(vkl_f32_to_bf16(x[i]));
-    }
-}
-
 /* One attention operand on the device, either stored [B,H,L,D] or in the
  * token layout [B,L,H*D] and viewed as [B,H,L,D] (reshape + permute); host
  * data and its element strides for the reference. */
@@ -78,15 +38,15 @@ static operand make_operand(vkl_ctx *c, vkl_test_rng *r, vkl_dtype dt, int token
     int64_t n = B * H * L * D;
     o.host = malloc(sizeof(float) * (size_t)n);
     vkl_test_fill(r, o.host, (size_t)n, -amp, amp);
-    round_to(dt, o.host, (size_t)n);
+    vkl_test_round_to(dt, o.host, (size_t)n);
     if (tokens) {
         int64_t shape[3] = {B, L, H * D};
-        o.t = upload(c, dt, 3, shape, o.host);
+        o.t = vkl_test_upload(c, dt, 3, shape, o.host);
         int64_t st[4] = {L * H * D, D, H * D, 1};
         memcpy(o.st, st, sizeof st);
     } else {
         int64_t shape[4] = {B, H, L, D};
-        o.t = upload(c, dt, 4, shape, o.host);
+        o.t = vkl_test_upload(c, dt, 4, shape, o.host);
         int64_t st[4] = {H * L * D, L * D, D, 1};
         memcpy(o.st, st, sizeof st);
     }
@@ -130,11 +90,11 @@ static int check_case(vkl_ctx *c, vkl_test_rng *r, const attn_case *a, float ato
         fail();
     }
     vkl_graph_keep(g, y);
-    run_graph(g);
+    vkl_test_run_graph(g);
     int nodes = attention_nodes(g);
     assert_int_equal(y->ndim, 4);
     assert_true(y->shape[0] == a->B && y->shape[1] == a->H && y->shape[2] == a->Lq && y->shape[3] == a->D);
-    float *got = download(c, y);
+    float *got = vkl_test_download(c, y);
     size_t n = (size_t)(a->B * a->H * a->Lq * a->D);
     float *want = malloc(sizeof(float) * n);
     vkl_ref_attention(q.host, q.st, k.host, k.st, v.host, v.st, a->B, a->H, a->Lq, a->Lk, a->D, scale, a->causal,
@@ -240,14 +200,14 @@ static void attention_4096_linear_memory(void **state)
     vkl_graph *g = vkl_graph_new(c);
     vkl_tensor *y = vkl_attention(g, q.t, k.t, v.t, scale, 0);
     vkl_graph_keep(g, y);
-    run_graph(g);
+    vkl_test_run_graph(g);
     vkl_mem_stats after;
     vkl_mem_get_stats(c, &after);
     assert_int_equal(attention_nodes(g), 1);
     uint64_t grown = after.total_peak - before.total_current;
     /* the output (L * D f32 = 640 KiB) and nothing of size L * L (64 MiB) */
     assert_true(grown <= (uint64_t)(L * D * 4) + (1u << 20));
-    float *got = download(c, y);
+    float *got = vkl_test_download(c, y);
     float want[40];
     for (int64_t i = 0; i < L; i += 97) {
         vkl_ref_attention(q.host + i * D, q.st, k.host, k.st, v.host, v.st, 1, 1, 1, L, D, scale, 0, want);

@@ -14,17 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static vkl_tensor *upload(vkl_ctx *c, vkl_dtype dt, int nd, const int64_t *shape, const float *data)
-{
-    vkl_err e = {{0}};
-    vkl_tensor *t = vkl_tensor_new(c, dt, nd, shape, &e);
-    if (!t || vkl_tensor_upload(c, t, data, VKL_F32, &e)) {
-        print_error("upload: %s\n", e.msg);
-        fail();
-    }
-    return t;
-}
-
 static void plan_run(vkl_graph *g)
 {
     vkl_err e = {{0}};
@@ -34,30 +23,11 @@ static void plan_run(vkl_graph *g)
     }
 }
 
-static float *download(vkl_ctx *c, vkl_tensor *t)
-{
-    vkl_err e = {{0}};
-    float *out = malloc(sizeof(float) * (size_t)vkl_tensor_nelem(t));
-    if (vkl_tensor_download(c, t, out, VKL_F32, &e)) {
-        print_error("download: %s\n", e.msg);
-        fail();
-    }
-    return out;
-}
-
-static void round_to(vkl_dtype dt, float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (dt == VKL_F16) x[i] = vkl_f16_to_f32(vkl_f32_to_f16(x[i]));
-        if (dt == VKL_BF16) x[i] = vkl_bf16_to_f32(vkl_f32_to_bf16(x[i]));
-    }
-}
-
 static float *rand_array(vkl_test_rng *r, int64_t n, vkl_dtype dt)
 {
     float *a = malloc(sizeof(float) * (size_t)n);
     vkl_test_fill(r, a, (size_t)n, -1, 1);
-    round_to(dt, a, (size_t)n);
+    vkl_test_round_to(dt, a, (size_t)n);
     return a;
 }
 
@@ -76,7 +46,7 @@ static void check_case(vkl_ctx *c, vkl_test_rng *r, const conv_case *k, const vk
     /* stored as [N,C,W,H] when transposed, so the permuted view is [N,C,H,W] */
     int64_t xstore[4] = {k->N, k->C, k->transposed ? k->W : k->H, k->transposed ? k->H : k->W};
     int64_t ws[4] = {k->O, k->C, k->kh, k->kw}, bs[1] = {k->O};
-    vkl_tensor *tx = upload(c, k->xdt, 4, xstore, x), *tw = upload(c, k->wdt, 4, ws, w), *tb = upload(c, VKL_F32, 1, bs, b);
+    vkl_tensor *tx = vkl_test_upload(c, k->xdt, 4, xstore, x), *tw = vkl_test_upload(c, k->wdt, 4, ws, w), *tb = vkl_test_upload(c, VKL_F32, 1, bs, b);
     vkl_graph *g = vkl_graph_new(c);
     vkl_tensor *xin = tx;
     if (k->transposed) {
@@ -91,7 +61,7 @@ static void check_case(vkl_ctx *c, vkl_test_rng *r, const conv_case *k, const vk
     vkl_graph_keep(g, y);
     plan_run(g);
     if (vkl_tensor_nelem(y) * 4 > 65536) assert_true(vkl_graph_dispatch_count(g) > 1); /* only under binding=64K */
-    float *got = download(c, y);
+    float *got = vkl_test_download(c, y);
     int64_t xs[4] = {k->N, k->C, k->H, k->W};
     int64_t xst[4] = {k->C * k->H * k->W, k->H * k->W, k->W, 1};
     if (k->transposed) xst[2] = 1, xst[3] = k->H;
@@ -266,8 +236,8 @@ static void lora_case(vkl_ctx *c, vkl_test_rng *r, const conv_case *k, vkl_dtype
     }
     int64_t xs[4] = {k->N, k->C, k->H, k->W}, ws[4] = {k->O, k->C, k->kh, k->kw}, bs[1] = {k->O};
     int64_t as[4] = {R, k->C, k->kh, k->kw}, us[4] = {k->O, R, 1, 1}, ss[1] = {R};
-    vkl_tensor *tx = upload(c, k->xdt, 4, xs, x), *tw = upload(c, k->wdt, 4, ws, w), *tb = upload(c, VKL_F32, 1, bs, bias);
-    vkl_tensor *ta = upload(c, adt, 4, as, a), *tu = upload(c, adt, 4, us, b), *ts = upload(c, VKL_F32, 1, ss, s);
+    vkl_tensor *tx = vkl_test_upload(c, k->xdt, 4, xs, x), *tw = vkl_test_upload(c, k->wdt, 4, ws, w), *tb = vkl_test_upload(c, VKL_F32, 1, bs, bias);
+    vkl_tensor *ta = vkl_test_upload(c, adt, 4, as, a), *tu = vkl_test_upload(c, adt, 4, us, b), *ts = vkl_test_upload(c, VKL_F32, 1, ss, s);
     vkl_graph *g = vkl_graph_new(c);
     vkl_tensor *y = vkl_conv2d_lora(g, tx, tw, k->bias ? tb : NULL, &k->p, ta, tu, ts);
     if (!y) {
@@ -276,7 +246,7 @@ static void lora_case(vkl_ctx *c, vkl_test_rng *r, const conv_case *k, vkl_dtype
     }
     vkl_graph_keep(g, y);
     plan_run(g);
-    float *got = download(c, y);
+    float *got = vkl_test_download(c, y);
     int64_t ny = vkl_tensor_nelem(y);
     float *merged = malloc(sizeof(float) * (size_t)(k->O * K)), *want = malloc(sizeof(float) * (size_t)ny);
     int64_t xst[4] = {k->C * k->H * k->W, k->H * k->W, k->W, 1};
@@ -289,7 +259,7 @@ static void lora_case(vkl_ctx *c, vkl_test_rng *r, const conv_case *k, vkl_dtype
     vkl_err e = {{0}};
     assert_int_equal(vkl_tensor_upload(c, ts, s2, VKL_F32, &e), 0);
     vkl_graph_run(g, &e);
-    float *got2 = download(c, y);
+    float *got2 = vkl_test_download(c, y);
     merge(w, a, b, s2, k->O, R, K, merged);
     vkl_ref_conv2d(x, xs, xst, merged, k->O, k->kh, k->kw, k->bias ? bias : NULL, k->p.stride_h, k->p.stride_w,
                    k->p.pad_top, k->p.pad_bottom, k->p.pad_left, k->p.pad_right, want);

@@ -9,17 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static vkl_tensor *upload(vkl_ctx *c, vkl_dtype dt, int nd, const int64_t *shape, const float *data)
-{
-    vkl_err e = {{0}};
-    vkl_tensor *t = vkl_tensor_new(c, dt, nd, shape, &e);
-    if (!t || vkl_tensor_upload(c, t, data, VKL_F32, &e)) {
-        print_error("upload: %s\n", e.msg);
-        fail();
-    }
-    return t;
-}
-
 static void plan_run(vkl_graph *g)
 {
     vkl_err e = {{0}};
@@ -27,17 +16,6 @@ static void plan_run(vkl_graph *g)
         print_error("graph: %s\n", e.msg);
         fail();
     }
-}
-
-static float *download(vkl_ctx *c, vkl_tensor *t)
-{
-    vkl_err e = {{0}};
-    float *out = malloc(sizeof(float) * (size_t)vkl_tensor_nelem(t));
-    if (vkl_tensor_download(c, t, out, VKL_F32, &e)) {
-        print_error("download: %s\n", e.msg);
-        fail();
-    }
-    return out;
 }
 
 static float *rand_array(vkl_test_rng *r, int64_t n, vkl_dtype dt)
@@ -75,7 +53,7 @@ static void check_contiguous(vkl_ctx *c, vkl_test_rng *r, const int64_t stored[4
 {
     int64_t n = stored[0] * stored[1] * stored[2] * stored[3];
     float *x = rand_array(r, n, dt);
-    vkl_tensor *tx = upload(c, dt, 4, stored, x);
+    vkl_tensor *tx = vkl_test_upload(c, dt, 4, stored, x);
     vkl_graph *g = vkl_graph_new(c);
     vkl_tensor *y = vkl_contiguous(g, vkl_permute(g, tx, perm));
     assert_non_null(y);
@@ -83,7 +61,7 @@ static void check_contiguous(vkl_ctx *c, vkl_test_rng *r, const int64_t stored[4
     vkl_graph_keep(g, y);
     plan_run(g);
     if (n * 4 > 65536) assert_true(vkl_graph_dispatch_count(g) > 1); /* only under binding=64K */
-    float *got = download(c, y);
+    float *got = vkl_test_download(c, y);
     int64_t vs[4], vst[4];
     permuted(stored, perm, vs, vst);
     float *want = malloc(sizeof(float) * (size_t)n);
@@ -126,7 +104,7 @@ static void check_upsample(vkl_ctx *c, vkl_test_rng *r, const int64_t s[4], vkl_
     float *x = rand_array(r, n, dt);
     /* transposed: stored as [N,C,W,H] and viewed back as [N,C,H,W] */
     int64_t stored[4] = {s[0], s[1], transposed ? s[3] : s[2], transposed ? s[2] : s[3]};
-    vkl_tensor *tx = upload(c, dt, 4, stored, x);
+    vkl_tensor *tx = vkl_test_upload(c, dt, 4, stored, x);
     vkl_graph *g = vkl_graph_new(c);
     int perm[4] = {0, 1, 3, 2};
     vkl_tensor *y = vkl_upsample_nearest2x(g, transposed ? vkl_permute(g, tx, perm) : tx);
@@ -134,7 +112,7 @@ static void check_upsample(vkl_ctx *c, vkl_test_rng *r, const int64_t s[4], vkl_
     vkl_graph_keep(g, y);
     plan_run(g);
     if (n * 16 > 65536) assert_true(vkl_graph_dispatch_count(g) > 2);
-    float *got = download(c, y);
+    float *got = vkl_test_download(c, y);
     float *xc = malloc(sizeof(float) * (size_t)n), *want = malloc(sizeof(float) * (size_t)(4 * n));
     if (transposed) {
         int64_t vs[4], vst[4];
@@ -178,19 +156,19 @@ static void check_concat(vkl_ctx *c, vkl_test_rng *r, const int64_t as[4], const
 {
     int64_t na = as[0] * as[1] * as[2] * as[3], nb = bs[0] * bs[1] * bs[2] * bs[3];
     float *a = rand_array(r, na, dt), *b = rand_array(r, nb, dt);
-    vkl_tensor *ta = upload(c, dt, 4, as, a), *tb;
+    vkl_tensor *ta = vkl_test_upload(c, dt, 4, as, a), *tb;
     vkl_graph *g = vkl_graph_new(c);
     float *bc = malloc(sizeof(float) * (size_t)nb);
     int perm[4] = {0, 1, 3, 2};
     if (transposed) {
         /* b read through a permuted view of a [.., W, H] tensor */
         int64_t stored[4] = {bs[0], bs[1], bs[3], bs[2]};
-        tb = upload(c, dt, 4, stored, b);
+        tb = vkl_test_upload(c, dt, 4, stored, b);
         int64_t vs[4], vst[4];
         permuted(stored, perm, vs, vst);
         vkl_ref_contiguous(b, vs, vst, bc);
     } else {
-        tb = upload(c, dt, 4, bs, b);
+        tb = vkl_test_upload(c, dt, 4, bs, b);
         memcpy(bc, b, sizeof(float) * (size_t)nb);
     }
     vkl_tensor *y = vkl_concat(g, ta, transposed ? vkl_permute(g, tb, perm) : tb, d);
@@ -201,7 +179,7 @@ static void check_concat(vkl_ctx *c, vkl_test_rng *r, const int64_t as[4], const
     vkl_graph_keep(g, y);
     plan_run(g);
     if ((na + nb) * 4 > 65536) assert_true(vkl_graph_dispatch_count(g) > 2);
-    float *got = download(c, y), *want = malloc(sizeof(float) * (size_t)(na + nb));
+    float *got = vkl_test_download(c, y), *want = malloc(sizeof(float) * (size_t)(na + nb));
     vkl_ref_concat(a, as, bc, bs, d, want);
     vkl_test_assert_close("concat", got, want, (size_t)(na + nb), 0, 0);
     free(a); free(b); free(bc); free(got); free(want);

@@ -287,6 +287,60 @@ static void merge_unmerge_restores(void **state)
     }
 }
 
+/* Full deltas through vkl_delta_merge: w + scale * delta, and back exactly
+ * when every element stays in its binade. */
+static void delta_case(vkl_ctx *c, vkl_test_rng *r, vkl_dtype wdt, int nd, const int64_t *shape, float scale)
+{
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    float *w = malloc(sizeof(float) * n), *d = malloc(sizeof(float) * n), *want = malloc(sizeof(float) * n);
+    for (int64_t i = 0; i < n; i++) {
+        float m = vkl_test_rng_uniform(r, 0.55f, 0.9f);
+        w[i] = vkl_test_rng_int(r, 0, 1) ? m : -m;
+    }
+    vkl_test_fill(r, d, (size_t)n, -0.05f, 0.05f);
+    round_to(wdt, w, (size_t)n);
+    vkl_tensor *W = upload(c, wdt, nd, shape, w), *D = upload(c, VKL_F32, nd, shape, d);
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_delta_merge(c, W, D, scale, &e), 0);
+    for (int64_t i = 0; i < n; i++) want[i] = w[i] + scale * d[i];
+    float *merged = download(c, W);
+    char what[96];
+    snprintf(what, sizeof what, "%s weight, %d-D, %lld elements, delta merge x%g", vkl_dtype_name(wdt), nd,
+             (long long)n, scale);
+    vkl_test_assert_close(what, merged, want, (size_t)n, wdt == VKL_F16 ? 1e-3f : 1e-7f, wdt == VKL_F16 ? 1e-3f : 1e-6f);
+    assert_int_equal(vkl_delta_unmerge(c, W, D, scale, &e), 0);
+    float *back = download(c, W);
+    assert_memory_equal(back, w, sizeof(float) * n);
+    free(w); free(d); free(want); free(merged); free(back);
+    vkl_tensor_free(W);
+    vkl_tensor_free(D);
+}
+
+static void delta_merge_unmerge(void **state)
+{
+    (void)state;
+    vkl_test_rng r;
+    vkl_test_rng_seed(&r, 29);
+    const char *profiles[] = {"default", "portable", "binding=64K"};
+    int64_t lin[2] = {67, 45}, conv[4] = {33, 21, 3, 3}, big[2] = {160, 150};
+    for (int p = 0; p < 3; p++) {
+        vkl_ctx *c = vkl_test_ctx(profiles[p]);
+        delta_case(c, &r, VKL_F32, 2, lin, 1.0f);
+        delta_case(c, &r, VKL_F16, 2, lin, 0.7f);
+        delta_case(c, &r, VKL_F32, 4, conv, 0.7f);
+        delta_case(c, &r, VKL_F16, 4, conv, 1.0f);
+        delta_case(c, &r, VKL_F32, 2, big, 1.3f); /* more than 64K: several windows under binding=64K */
+        vkl_err e = {{0}};
+        vkl_tensor *W = vkl_tensor_new(c, VKL_F32, 2, lin, &e), *D = vkl_tensor_new(c, VKL_F32, 4, conv, &e);
+        assert_int_equal(vkl_delta_merge(c, W, D, 1.0f, &e), -1);
+        assert_non_null(strstr(e.msg, "does not fit weight"));
+        vkl_tensor_free(W);
+        vkl_tensor_free(D);
+        vkl_test_ctx_done(c);
+    }
+}
+
 static void lora_bad_input(void **state)
 {
     (void)state;
@@ -315,6 +369,7 @@ int main(void)
         cmocka_unit_test(fused_matches_reference_and_merged),
         cmocka_unit_test(rank_scale_reupload_without_replan),
         cmocka_unit_test(merge_unmerge_restores),
+        cmocka_unit_test(delta_merge_unmerge),
         cmocka_unit_test(lora_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

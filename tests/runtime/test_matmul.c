@@ -17,17 +17,6 @@
 static const char *const variants[] = {"reg", "scalar", "tiled"};
 static const char *const profiles[] = {"default", "portable", "binding=64K"};
 
-static vkl_tensor *upload(vkl_ctx *c, vkl_dtype dt, int nd, const int64_t *shape, const float *data)
-{
-    vkl_err e = {{0}};
-    vkl_tensor *t = vkl_tensor_new(c, dt, nd, shape, &e);
-    if (!t || vkl_tensor_upload(c, t, data, VKL_F32, &e)) {
-        print_error("upload: %s\n", e.msg);
-        fail();
-    }
-    return t;
-}
-
 static float *run_and_download(vkl_ctx *c, vkl_graph *g, vkl_tensor *y)
 {
     vkl_err e = {{0}};
@@ -41,14 +30,6 @@ static float *run_and_download(vkl_ctx *c, vkl_graph *g, vkl_tensor *y)
         fail();
     }
     return out;
-}
-
-static void round_to(vkl_dtype dt, float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (dt == VKL_F16) x[i] = vkl_f16_to_f32(vkl_f32_to_f16(x[i]));
-        if (dt == VKL_BF16) x[i] = vkl_bf16_to_f32(vkl_f32_to_bf16(x[i]));
-    }
 }
 
 static void one_product(vkl_ctx *c, vkl_test_rng *r, const char *variant, int trial)
@@ -72,12 +53,12 @@ static void one_product(vkl_ctx *c, vkl_test_rng *r, const char *variant, int tr
     vkl_test_fill(r, a, na, -1, 1);
     vkl_test_fill(r, b, nbb, -1, 1);
     vkl_test_fill(r, bv, N, -1, 1);
-    round_to(adt, a, na);
-    round_to(bdt, b, nbb);
+    vkl_test_round_to(adt, a, na);
+    vkl_test_round_to(bdt, b, nbb);
     /* a broadcast b is stored 2-D, as a weight is */
-    vkl_tensor *A = upload(c, adt, 4, sa, a), *B = upload(c, bdt, b_bcast ? 2 : 4, b_bcast ? sb + 2 : sb, b);
+    vkl_tensor *A = vkl_test_upload(c, adt, 4, sa, a), *B = vkl_test_upload(c, bdt, b_bcast ? 2 : 4, b_bcast ? sb + 2 : sb, b);
     int64_t nshape[1] = {N};
-    vkl_tensor *BV = upload(c, VKL_F32, 1, nshape, bv);
+    vkl_tensor *BV = vkl_test_upload(c, VKL_F32, 1, nshape, bv);
     vkl_graph *g = vkl_graph_new(c);
     int perm4[4] = {0, 1, 3, 2}, perm2[2] = {1, 0};
     vkl_tensor *av = ta ? vkl_permute(g, A, perm4) : A;
@@ -131,8 +112,8 @@ static void matmul_linear_sd_size(void **state)
     float *x = malloc(sizeof(float) * 2 * T * IN), *w = malloc(sizeof(float) * OUT * IN);
     vkl_test_fill(&r, x, (size_t)(2 * T * IN), -1, 1);
     vkl_test_fill(&r, w, (size_t)(OUT * IN), -0.1f, 0.1f);
-    round_to(VKL_F16, w, (size_t)(OUT * IN));
-    vkl_tensor *X = upload(c, VKL_F32, 3, xs, x), *W = upload(c, VKL_F16, 2, ws, w);
+    vkl_test_round_to(VKL_F16, w, (size_t)(OUT * IN));
+    vkl_tensor *X = vkl_test_upload(c, VKL_F32, 3, xs, x), *W = vkl_test_upload(c, VKL_F16, 2, ws, w);
     int64_t ast[4] = {0, T * IN, IN, 1}, bst[4] = {0, 0, 1, IN};
     float *want = malloc(sizeof(float) * 2 * T * OUT);
     vkl_ref_matmul(x, ast, w, bst, NULL, want, 1, 2, T, OUT, IN);
@@ -177,10 +158,10 @@ static void matmul_epilogue(void **state)
                 vkl_test_fill(&r, u, nu, -1, 1);
                 vkl_test_fill(&r, sc, (size_t)OUT, -2, 2);
                 vkl_test_fill(&r, bi, (size_t)OUT, -1, 1);
-                round_to(wdt, w, nw);
-                round_to(wdt, u, nu);
-                vkl_tensor *X = upload(c, VKL_F32, 3, xs, x), *W = upload(c, wdt, 2, ws, w), *H = upload(c, VKL_F32, 3, hs, h),
-                           *U = upload(c, wdt, 2, us, u), *S = upload(c, VKL_F32, 1, ns, sc), *BI = upload(c, VKL_F32, 1, ns, bi);
+                vkl_test_round_to(wdt, w, nw);
+                vkl_test_round_to(wdt, u, nu);
+                vkl_tensor *X = vkl_test_upload(c, VKL_F32, 3, xs, x), *W = vkl_test_upload(c, wdt, 2, ws, w), *H = vkl_test_upload(c, VKL_F32, 3, hs, h),
+                           *U = vkl_test_upload(c, wdt, 2, us, u), *S = vkl_test_upload(c, VKL_F32, 1, ns, sc), *BI = vkl_test_upload(c, VKL_F32, 1, ns, bi);
                 vkl_graph *g = vkl_graph_new(c);
                 int perm[2] = {1, 0};
                 float alpha = 0.5f + trial;

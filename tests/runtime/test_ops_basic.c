@@ -10,46 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static vkl_tensor *upload(vkl_ctx *c, vkl_dtype dt, int nd, const int64_t *shape, const float *data)
-{
-    vkl_err e = {{0}};
-    vkl_tensor *t = vkl_tensor_new(c, dt, nd, shape, &e);
-    if (!t || vkl_tensor_upload(c, t, data, VKL_F32, &e)) {
-        print_error("upload: %s\n", e.msg);
-        fail();
-    }
-    return t;
-}
-
-static void run_graph(vkl_graph *g)
-{
-    vkl_err e = {{0}};
-    if (vkl_graph_plan(g, &e) || vkl_graph_run(g, &e)) {
-        print_error("graph: %s\n", e.msg);
-        fail();
-    }
-}
-
-static float *download(vkl_ctx *c, vkl_tensor *t)
-{
-    vkl_err e = {{0}};
-    float *out = malloc(sizeof(float) * (size_t)vkl_tensor_nelem(t));
-    if (vkl_tensor_download(c, t, out, VKL_F32, &e)) {
-        print_error("download: %s\n", e.msg);
-        fail();
-    }
-    return out;
-}
-
-/* values as the device sees them after storing in dt */
-static void round_to(vkl_dtype dt, float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (dt == VKL_F16) x[i] = vkl_f16_to_f32(vkl_f32_to_f16(x[i]));
-        if (dt == VKL_BF16) x[i] = vkl_bf16_to_f32(vkl_f32_to_bf16(x[i]));
-    }
-}
-
 static void shape4(int nd, const int64_t *shape, int64_t s4[4], int64_t st4[4])
 {
     int64_t st = 1;
@@ -82,16 +42,16 @@ static void binary_broadcast(void **state)
             float *a = malloc(sizeof(float) * na), *b = malloc(sizeof(float) * nb);
             vkl_test_fill(&r, a, na, -2, 2);
             vkl_test_fill(&r, b, nb, 0.5f, 2);
-            round_to(adt, a, na);
-            round_to(bdt, b, nb);
-            vkl_tensor *ta = upload(c, adt, 4, as, a), *tb = upload(c, bdt, 4, bs, b);
+            vkl_test_round_to(adt, a, na);
+            vkl_test_round_to(bdt, b, nb);
+            vkl_tensor *ta = vkl_test_upload(c, adt, 4, as, a), *tb = vkl_test_upload(c, bdt, 4, bs, b);
             int op = trial % 4;
             vkl_graph *g = vkl_graph_new(c);
             vkl_tensor *y = op == 0 ? vkl_add(g, ta, tb) : op == 1 ? vkl_sub(g, ta, tb) : op == 2 ? vkl_mul(g, ta, tb)
                                                                                                : vkl_div(g, ta, tb);
             vkl_graph_keep(g, y);
-            run_graph(g);
-            float *got = download(c, y);
+            vkl_test_run_graph(g);
+            float *got = vkl_test_download(c, y);
             int64_t s4[4], ast[4], bst[4];
             shape4(4, as, s4, ast);
             shape4(4, bs, s4, bst);
@@ -121,15 +81,15 @@ static void unary_all_ops_strided(void **state)
             int64_t n = shape[0] * shape[1] * shape[2];
             float *x = malloc(sizeof(float) * n);
             vkl_test_fill(&r, x, n, op == 9 ? 0.0f : -6.0f, 6.0f);
-            vkl_tensor *tx = upload(c, VKL_F32, 3, shape, x);
+            vkl_tensor *tx = vkl_test_upload(c, VKL_F32, 3, shape, x);
             vkl_graph *g = vkl_graph_new(c);
             int perm[3] = {0, 2, 1};   /* read through a transposed view */
             vkl_tensor *v = vkl_permute(g, tx, perm);
             float alpha = op == 9 ? 1.0f : 0.75f, beta = op == 9 ? 0.0f : 0.25f;
             vkl_tensor *y = vkl_unary(g, v, (vkl_unary_op)op, alpha, beta);
             vkl_graph_keep(g, y);
-            run_graph(g);
-            float *got = download(c, y);
+            vkl_test_run_graph(g);
+            float *got = vkl_test_download(c, y);
             int64_t ys[4] = {1, shape[0], shape[2], shape[1]};
             int64_t xs[4] = {0, shape[1] * shape[2], 1, shape[2]};
             float *want = malloc(sizeof(float) * n);
@@ -157,13 +117,13 @@ static void reduce_rows_sum_max(void **state)
             int64_t n = shape[0] * shape[1];
             float *x = malloc(sizeof(float) * n);
             vkl_test_fill(&r, x, n, -3, 3);
-            vkl_tensor *tx = upload(c, VKL_F32, 2, shape, x);
+            vkl_tensor *tx = vkl_test_upload(c, VKL_F32, 2, shape, x);
             vkl_graph *g = vkl_graph_new(c);
             vkl_tensor *s = vkl_sum_rows(g, tx), *m = vkl_max_rows(g, tx);
             vkl_graph_keep(g, s);
             vkl_graph_keep(g, m);
-            run_graph(g);
-            float *gs = download(c, s), *gm = download(c, m);
+            vkl_test_run_graph(g);
+            float *gs = vkl_test_download(c, s), *gm = vkl_test_download(c, m);
             float *ws = malloc(sizeof(float) * shape[0]), *wm = malloc(sizeof(float) * shape[0]);
             vkl_ref_reduce_rows(0, x, shape[0], shape[1], ws);
             vkl_ref_reduce_rows(1, x, shape[0], shape[1], wm);
@@ -190,11 +150,11 @@ static void convert_roundtrip(void **state)
             float *x = malloc(sizeof(float) * n);
             vkl_test_fill(&r, x, n, -70000, 70000);
             x[0] = 1.0f + 1.0f / 2048; /* ties */
-            vkl_tensor *tx = upload(c, VKL_F32, 2, shape, x);
+            vkl_tensor *tx = vkl_test_upload(c, VKL_F32, 2, shape, x);
             vkl_graph *g = vkl_graph_new(c);
             vkl_tensor *h = vkl_convert(g, tx, (vkl_dtype)to);
             vkl_graph_keep(g, h);
-            run_graph(g);
+            vkl_test_run_graph(g);
             uint16_t *raw = malloc(sizeof(float) * n);
             vkl_err e = {{0}};
             assert_int_equal(vkl_tensor_download(c, h, raw, (vkl_dtype)to, &e), 0);
@@ -237,18 +197,18 @@ static void matmul_shapes(void **state)
             vkl_test_fill(&r, a, na, -1, 1);
             vkl_test_fill(&r, b, nbb, -1, 1);
             vkl_test_fill(&r, bv, N, -1, 1);
-            round_to(adt, a, na);
-            round_to(bdt, b, nbb);
-            vkl_tensor *A = upload(c, adt, 4, sa, a), *B = upload(c, bdt, 4, sb, b);
+            vkl_test_round_to(adt, a, na);
+            vkl_test_round_to(bdt, b, nbb);
+            vkl_tensor *A = vkl_test_upload(c, adt, 4, sa, a), *B = vkl_test_upload(c, bdt, 4, sb, b);
             int64_t nshape[1] = {N};
-            vkl_tensor *BV = upload(c, VKL_F32, 1, nshape, bv);
+            vkl_tensor *BV = vkl_test_upload(c, VKL_F32, 1, nshape, bv);
             vkl_graph *g = vkl_graph_new(c);
             int perm[4] = {0, 1, 3, 2};
             vkl_tensor *av = ta ? vkl_permute(g, A, perm) : A, *bw = tb ? vkl_permute(g, B, perm) : B;
             vkl_tensor *y = vkl_matmul_bias(g, av, bw, bias ? BV : NULL);
             vkl_graph_keep(g, y);
-            run_graph(g);
-            float *got = download(c, y);
+            vkl_test_run_graph(g);
+            float *got = vkl_test_download(c, y);
             int64_t ast[4] = {a_bcast ? 0 : sa[1] * sa[2] * sa[3], a_bcast ? 0 : sa[2] * sa[3], ta ? 1 : K, ta ? M : 1};
             int64_t bst[4] = {b_bcast ? 0 : sb[1] * sb[2] * sb[3], b_bcast ? 0 : sb[2] * sb[3], tb ? 1 : N, tb ? K : 1};
             float *want = malloc(sizeof(float) * nb0 * nb1 * M * N);
@@ -280,13 +240,13 @@ static void linear_matches_reference(void **state)
     vkl_test_fill(&r, x, 2 * 77 * 37, -1, 1);
     vkl_test_fill(&r, w, 29 * 37, -1, 1);
     vkl_test_fill(&r, b, 29, -1, 1);
-    round_to(VKL_F16, w, 29 * 37);
-    vkl_tensor *X = upload(c, VKL_F32, 3, xs, x), *W = upload(c, VKL_F16, 2, ws, w), *B = upload(c, VKL_F32, 1, bs, b);
+    vkl_test_round_to(VKL_F16, w, 29 * 37);
+    vkl_tensor *X = vkl_test_upload(c, VKL_F32, 3, xs, x), *W = vkl_test_upload(c, VKL_F16, 2, ws, w), *B = vkl_test_upload(c, VKL_F32, 1, bs, b);
     vkl_graph *g = vkl_graph_new(c);
     vkl_tensor *y = vkl_linear(g, X, W, B);
     vkl_graph_keep(g, y);
-    run_graph(g);
-    float *got = download(c, y);
+    vkl_test_run_graph(g);
+    float *got = vkl_test_download(c, y);
     static float want[2 * 77 * 29];
     int64_t ast[4] = {0, 77 * 37, 37, 1}, bst[4] = {0, 0, 1, 37};
     vkl_ref_matmul(x, ast, w, bst, b, want, 1, 2, 77, 29, 37);

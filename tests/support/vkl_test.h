@@ -57,6 +57,18 @@ int32_t *vkl_test_ref_i32(const char *rel, const char *name, int64_t *nelem);
 /* Asserts max |got - want| <= tol * max|want| and prints the figures. */
 void vkl_test_assert_scaled(const char *what, const float *got, const float *want, size_t n, double tol);
 
+/* Tensors in op tests (fail the test on any error). */
+struct vkl_tensor;
+struct vkl_graph;
+/* A persistent tensor of dtype dt holding data (f32 values, converted). */
+struct vkl_tensor *vkl_test_upload(struct vkl_ctx *c, vkl_dtype dt, int nd, const int64_t *shape, const float *data);
+/* Plans and runs g once. */
+void vkl_test_run_graph(struct vkl_graph *g);
+/* The tensor's values as f32 (malloc'd). */
+float *vkl_test_download(struct vkl_ctx *c, const struct vkl_tensor *t);
+/* Rounds x to the values a dt tensor stores (f16, bf16; f32 unchanged). */
+void vkl_test_round_to(vkl_dtype dt, float *x, size_t n);
+
 /* Temporary directory for a test (created, removed by vkl_test_rmtree). */
 const char *vkl_test_tmpdir(void);
 void vkl_test_rmtree(const char *path);

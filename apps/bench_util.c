@@ -1,0 +1,43 @@
+#include "bench_util.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+double vkl_bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int vkl_bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int vkl_bench_parse_pos(const char *s, int64_t *out)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || v <= 0) return -1;
+    *out = v;
+    return 0;
+}
+
+int vkl_bench_time_graph(vkl_graph *g, int min_reps, double min_seconds, double *median, int *reps_out, vkl_err *e)
+{
+    if (vkl_graph_run(g, e)) return -1;
+    double times[200];
+    int reps = 0;
+    double start = vkl_bench_now();
+    while (reps < 200 && (reps < min_reps || vkl_bench_now() - start < min_seconds)) {
+        double t0 = vkl_bench_now();
+        if (vkl_graph_run(g, e)) return -1;
+        times[reps++] = vkl_bench_now() - t0;
+    }
+    qsort(times, (size_t)reps, sizeof *times, vkl_bench_cmp_double);
+    *median = times[reps / 2];
+    *reps_out = reps;
+    return 0;
+}

@@ -1,0 +1,110 @@
+#include "io/dir.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int copy_file(const char *from, const char *to, vkl_err *e)
+{
+    FILE *a = fopen(from, "rb");
+    if (!a) return vkl_fail(e, "cannot read %s: %s", from, strerror(errno));
+    FILE *b = fopen(to, "wb");
+    if (!b) {
+        fclose(a);
+        return vkl_fail(e, "cannot write %s: %s", to, strerror(errno));
+    }
+    char buf[1 << 16];
+    size_t k;
+    int rc = 0;
+    while (!rc && (k = fread(buf, 1, sizeof buf, a)) > 0)
+        if (fwrite(buf, 1, k, b) != k) rc = vkl_fail(e, "cannot write %s: %s", to, strerror(errno));
+    if (!rc && ferror(a)) rc = vkl_fail(e, "cannot read %s", from);
+    fclose(a);
+    if (fclose(b) && !rc) rc = vkl_fail(e, "cannot write %s: %s", to, strerror(errno));
+    return rc;
+}
+
+static int copy_rec(const char *src, const char *dst, const char *rel, int (*skip)(const char *, void *), void *user,
+                    vkl_err *e)
+{
+    if (mkdir(dst, 0755) && errno != EEXIST) return vkl_fail(e, "cannot create %s: %s", dst, strerror(errno));
+    DIR *d = opendir(src);
+    if (!d) return vkl_fail(e, "cannot list %s: %s", src, strerror(errno));
+    struct dirent *x;
+    int rc = 0;
+    while (!rc && (x = readdir(d))) {
+        if (!strcmp(x->d_name, ".") || !strcmp(x->d_name, "..")) continue;
+        size_t ns = strlen(src) + strlen(x->d_name) + 2, nd = strlen(dst) + strlen(x->d_name) + 2,
+               nr = strlen(rel) + strlen(x->d_name) + 2;
+        char *s = malloc(ns), *t = malloc(nd), *r = malloc(nr);
+        if (!s || !t || !r) rc = vkl_fail(e, "out of memory");
+        struct stat st;
+        if (!rc) {
+            snprintf(s, ns, "%s/%s", src, x->d_name);
+            snprintf(t, nd, "%s/%s", dst, x->d_name);
+            snprintf(r, nr, "%s%s%s", rel, *rel ? "/" : "", x->d_name);
+            if (stat(s, &st)) rc = vkl_fail(e, "cannot read %s: %s", s, strerror(errno));
+        }
+        if (!rc && S_ISDIR(st.st_mode)) rc = copy_rec(s, t, r, skip, user, e);
+        else if (!rc && S_ISREG(st.st_mode) && !(skip && skip(r, user))) rc = copy_file(s, t, e);
+        free(s);
+        free(t);
+        free(r);
+    }
+    closedir(d);
+    return rc;
+}
+
+int vkl_dir_copy(const char *src, const char *dst, int (*skip)(const char *rel, void *user), void *user, vkl_err *e)
+{
+    return copy_rec(src, dst, "", skip, user, e);
+}
+
+int vkl_dir_remove(const char *path, vkl_err *e)
+{
+    struct stat st;
+    if (lstat(path, &st)) return errno == ENOENT ? 0 : vkl_fail(e, "cannot remove %s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return unlink(path) ? vkl_fail(e, "cannot remove %s: %s", path, strerror(errno)) : 0;
+    DIR *d = opendir(path);
+    if (!d) return vkl_fail(e, "cannot list %s: %s", path, strerror(errno));
+    struct dirent *x;
+    int rc = 0;
+    while (!rc && (x = readdir(d))) {
+        if (!strcmp(x->d_name, ".") || !strcmp(x->d_name, "..")) continue;
+        size_t n = strlen(path) + strlen(x->d_name) + 2;
+        char *p = malloc(n);
+        if (!p) rc = vkl_fail(e, "out of memory");
+        else {
+            snprintf(p, n, "%s/%s", path, x->d_name);
+            rc = vkl_dir_remove(p, e);
+            free(p);
+        }
+    }
+    closedir(d);
+    if (!rc && rmdir(path)) rc = vkl_fail(e, "cannot remove %s: %s", path, strerror(errno));
+    return rc;
+}
+
+int vkl_dir_install(const char *tmp, const char *path, int replace, vkl_err *e)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (rename(tmp, path)) return vkl_fail(e, "cannot move %s to %s: %s", tmp, path, strerror(errno));
+        return 0;
+    }
+    if (!replace) return vkl_fail(e, "%s exists (use --force to replace it)", path);
+    char old[4200];
+    snprintf(old, sizeof old, "%s.old-%ld", path, (long)getpid());
+    if (rename(path, old)) return vkl_fail(e, "cannot move %s aside: %s", path, strerror(errno));
+    if (rename(tmp, path)) {
+        int err = errno;
+        rename(old, path);
+        return vkl_fail(e, "cannot move %s to %s: %s", tmp, path, strerror(err));
+    }
+    return vkl_dir_remove(old, e);
+}

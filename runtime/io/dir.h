@@ -1,0 +1,18 @@
+/* Folder helpers for writers that produce a folder atomically: build it
+ * under a temporary name, then move it into place. */
+#ifndef VKL_DIR_H
+#define VKL_DIR_H
+
+#include "vkl_base.h"
+
+/* Copies the regular files of src (links followed) into dst, recursively,
+ * creating dst and its sub-folders. skip(rel, user) may leave out a file by
+ * its path relative to src ("unet/diffusion_pytorch_model.safetensors"). */
+int vkl_dir_copy(const char *src, const char *dst, int (*skip)(const char *rel, void *user), void *user, vkl_err *e);
+/* Removes a folder and everything in it (no error when absent). */
+int vkl_dir_remove(const char *path, vkl_err *e);
+/* Moves folder tmp to path. An existing path is replaced only when replace
+ * is set: it is moved aside, tmp moved in, then the old one removed. */
+int vkl_dir_install(const char *tmp, const char *path, int replace, vkl_err *e);
+
+#endif

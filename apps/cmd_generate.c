@@ -38,6 +38,11 @@ static const char *usage_text =
     "  -o, --output FILE      output PNG (numbered for batches: out.png, out-1.png, ...)\n"
     "  --lora FILE[:W[:W_TE]] apply an adapter (repeatable; W for the UNet, W_TE for the text encoder)\n"
     "  --lora-dir DIR         where <lora:NAME:W> in the prompt finds NAME.safetensors\n"
+    "  --lowvram              keep only the network in use on the device (text encoder, UNet, VAE in turn),\n"
+    "                         re-reading each from the model file when its turn comes (slower per image)\n"
+    "  --vae-tiling MODE      auto (default: tiles when the decode would not fit comfortably) | on | off\n"
+    "  --vae-tile N           tile side in latent pixels (64 = 512 image pixels); --vae-tile-overlap N (16)\n"
+    "                         tiles see only their part of the image: results differ slightly from untiled\n"
     "  --merge-lora           fold the adapters into the weights (fastest steps) instead of run-time\n"
     "  --lora-sweep FILE:W1,W2,...  render the same seed at each weight of FILE into one labelled grid\n"
     "  --quiet                no progress output\n";
@@ -47,7 +52,8 @@ typedef struct gen_args {
     int nloras, merge_lora;
     const char *lora_dir, *sweep;
     const char *model, *prompt, *negative, *sampler, *schedule, *convention, *init_image, *tokenizer, *init_noise,
-        *save_latents, *output, *weights;
+        *save_latents, *output, *weights, *vae_tiling;
+    int lowvram, vae_tile, vae_tile_overlap;
     int steps, width, height, batch, clip_skip, quiet, have_seed;
     float cfg, strength;
     uint64_t seed;
@@ -84,6 +90,8 @@ static int parse_args(int argc, char **argv, gen_args *a)
     a->output = "out.png";
     a->negative = "";
     a->model = getenv("VKLORA_MODEL");
+    a->vae_tile = 64;
+    a->vae_tile_overlap = 16;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--quiet") || !strcmp(k, "-q")) {
@@ -92,6 +100,10 @@ static int parse_args(int argc, char **argv, gen_args *a)
         }
         if (!strcmp(k, "--merge-lora")) {
             a->merge_lora = 1;
+            continue;
+        }
+        if (!strcmp(k, "--lowvram")) {
+            a->lowvram = 1;
             continue;
         }
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
@@ -117,6 +129,12 @@ static int parse_args(int argc, char **argv, gen_args *a)
         else if (!strcmp(k, "--weights")) a->weights = v;
         else if (!strcmp(k, "--lora-dir")) a->lora_dir = v;
         else if (!strcmp(k, "--lora-sweep")) a->sweep = v;
+        else if (!strcmp(k, "--vae-tiling")) {
+            a->vae_tiling = v;
+            bad = strcmp(v, "auto") && strcmp(v, "on") && strcmp(v, "off");
+        }
+        else if (!strcmp(k, "--vae-tile")) bad = parse_int(v, 1, 4096, &a->vae_tile);
+        else if (!strcmp(k, "--vae-tile-overlap")) bad = parse_int(v, 0, 4095, &a->vae_tile_overlap);
         else if (!strcmp(k, "--lora")) {
             if (a->nloras == VKL_GEN_MAX_LORAS) {
                 fprintf(stderr, "vklora generate: at most %d --lora options\n", VKL_GEN_MAX_LORAS);
@@ -155,6 +173,11 @@ static int parse_args(int argc, char **argv, gen_args *a)
     }
     if (!a->prompt) {
         fprintf(stderr, "vklora generate: --prompt is required\n");
+        return -1;
+    }
+    if (a->vae_tile_overlap >= a->vae_tile) {
+        fprintf(stderr, "vklora generate: --vae-tile-overlap (%d) must be below --vae-tile (%d)\n", a->vae_tile_overlap,
+                a->vae_tile);
         return -1;
     }
     return 0;
@@ -289,6 +312,12 @@ int vkl_cmd_generate(int argc, char **argv)
     o.clip_skip = a.clip_skip;
     o.strength = a.strength;
     o.sampler.steps = a.steps;
+    o.vae_tiling.tile = a.vae_tile;
+    o.vae_tiling.overlap = a.vae_tile_overlap;
+    if (a.vae_tiling)
+        o.vae_tiling.mode = !strcmp(a.vae_tiling, "on")    ? VKL_VAE_TILING_ON
+                            : !strcmp(a.vae_tiling, "off") ? VKL_VAE_TILING_OFF
+                                                           : VKL_VAE_TILING_AUTO;
     if (!a.have_seed) {
         FILE *r = fopen("/dev/urandom", "rb");
         if (!r || fread(&a.seed, sizeof a.seed, 1, r) != 1) a.seed = (uint64_t)vkl_progress_now();
@@ -316,6 +345,7 @@ int vkl_cmd_generate(int argc, char **argv)
     vkl_sd_model_opts mo;
     vkl_sd_model_opts_default(&mo);
     mo.tokenizer = a.tokenizer;
+    mo.lowvram = a.lowvram;
     if (a.weights) {
         if (!strcmp(a.weights, "f32")) mo.weight_dtype = VKL_F32;
         else if (strcmp(a.weights, "f16")) {
@@ -448,10 +478,13 @@ int vkl_cmd_generate(int argc, char **argv)
         if (bad) goto done;
         if (!a.quiet) printf("wrote %s\n", path);
     }
-    if (!a.quiet)
-        fprintf(stderr, "seed %llu; text %.2f s, sampling %.2f s (%.2f s/step), VAE %.2f s; peak device memory %.1f MiB\n",
+    if (!a.quiet) {
+        char tiles[32] = "";
+        if (r.vae_tiles > 1) snprintf(tiles, sizeof tiles, " (%d tiles)", r.vae_tiles);
+        fprintf(stderr, "seed %llu; text %.2f s, sampling %.2f s (%.2f s/step), VAE %.2f s%s; peak device memory %.1f MiB%s\n",
                 (unsigned long long)a.seed, r.seconds_text, r.seconds_sampling, r.seconds_sampling / a.steps,
-                r.seconds_vae, r.peak_device_bytes / 1048576.0);
+                r.seconds_vae, tiles, r.peak_device_bytes / 1048576.0, a.lowvram ? " (lowvram)" : "");
+    }
     rc = 0;
 done:
     if (rc) fprintf(stderr, "vklora generate: %s\n", e.msg);

@@ -99,9 +99,26 @@ char *vkl_gen_lora_from_prompt(vkl_gen_lora *l, const char *prompt, const char *
     return out;
 }
 
+/* The networks (VKL_SD_PART_*) a lowvram model must keep on the device for
+ * these adapters: those merged into (re-reading the file would undo the
+ * merge), and at run time those with DoRA modules (the adapter set reads
+ * their weights again when a multiplier changes). */
+static int parts_to_pin(const vkl_gen_lora *l, int merge)
+{
+    int parts = 0;
+    for (int i = 0; i < l->n; i++)
+        for (int k = 0; k < l->lora[i].n; k++) {
+            const vkl_lora_module *mod = &l->lora[i].m[k];
+            if (merge || mod->kind == VKL_LORA_KIND_DORA)
+                parts |= strncmp(mod->name, "text_encoder", 12) ? VKL_SD_PART_UNET : VKL_SD_PART_TE;
+        }
+    return parts;
+}
+
 /* Folds every module of every adapter into the model's weights. */
 static int merge_all(vkl_gen_lora *l, vkl_sd_model *m, vkl_err *e)
 {
+    if (vkl_sd_model_pin(m, parts_to_pin(l, 1), e)) return -1;
     if (vkl_lora_merge_weights(m->ctx, m->w, l->use, l->n, e)) return -1;
     l->merged = 1;
     return 0;
@@ -122,7 +139,8 @@ int vkl_gen_lora_apply(vkl_gen_lora *l, vkl_sd_model *m, int merge, vkl_err *e)
     vkl_lora_targets_free(&tg);
     if (rc) return -1;
     if (merge) return merge_all(l, m, e);
-    if (vkl_lora_set_build_ex(m->ctx, l->use, l->n, m->w, &l->set, e)) return -1;
+    if (vkl_sd_model_pin(m, parts_to_pin(l, 0), e) || vkl_lora_set_build_ex(m->ctx, l->use, l->n, m->w, &l->set, e))
+        return -1;
     m->unet.lora = l->set;
     m->te.lora = l->set;
     return 0;

@@ -77,6 +77,23 @@ vkl_tensor *vkl_weights_need(const vkl_weights *w, vkl_graph *g, const char *fmt
 
 int vkl_weights_count(const vkl_weights *w) { return w->n; }
 
+int vkl_weights_drop_prefix(vkl_weights *w, const char *prefix)
+{
+    size_t plen = strlen(prefix);
+    int kept = 0, dropped = 0;
+    for (int i = 0; i < w->n; i++) {
+        if (!strncmp(w->v[i].name, prefix, plen)) {
+            free(w->v[i].name);
+            vkl_tensor_free(w->v[i].t);
+            dropped++;
+        } else {
+            w->v[kept++] = w->v[i]; /* order kept: a sorted table stays sorted */
+        }
+    }
+    w->n = kept;
+    return dropped;
+}
+
 uint64_t vkl_weights_bytes(const vkl_weights *w)
 {
     uint64_t b = 0;

@@ -17,6 +17,9 @@ vkl_tensor *vkl_weights_find(const vkl_weights *w, const char *name);
 /* Like find, but records "missing weight NAME" in the graph when absent. */
 vkl_tensor *vkl_weights_need(const vkl_weights *w, vkl_graph *g, const char *fmt, ...) VKL_PRINTF(3, 4);
 int vkl_weights_count(const vkl_weights *w);
+/* Frees every weight whose name starts with prefix (a network taken off the
+ * device between uses); returns how many were dropped. */
+int vkl_weights_drop_prefix(vkl_weights *w, const char *prefix);
 uint64_t vkl_weights_bytes(const vkl_weights *w);
 
 #endif

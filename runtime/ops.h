@@ -84,6 +84,10 @@ vkl_tensor *vkl_softmax(vkl_graph *g, vkl_tensor *x, float scale);
  * [B,L,H*D] token layout is a permuted view); result [B,H,Lq,D] f32.
  * causal: query i sees keys j <= i + (Lk - Lq). */
 vkl_tensor *vkl_attention(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, float scale, int causal);
+/* Head dimensions above this (the SD VAE's one 512-wide head) run unfused,
+ * as matmul, softmax, matmul: the [B,H,Lq,Lk] scores are stored (twice, with
+ * the probabilities), so memory grows with Lq x Lk. Not for causal attention. */
+#define VKL_ATTN_MAX_FUSED_D 256
 /* Which kernel runs attention: AUTO picks from the device's caps (streaming
  * from storage buffers on CPU devices, shared-memory K/V tiles on GPUs);
  * tests and benchmarks force one to run every path on any device. */

@@ -17,6 +17,7 @@ void vkl_gen_opts_default(vkl_gen_opts *o)
     o->cfg = 7.0f;
     o->clip_skip = 1;
     o->strength = 0.75f;
+    vkl_vae_tiling_default(&o->vae_tiling);
     vkl_sampler_config_default(&o->sampler);
 }
 
@@ -36,33 +37,11 @@ static double now_s(void)
 
 static int vae_factor(const vkl_sd_model *m) { return 1 << (m->cfg->vae.n_levels - 1); }
 
-int vkl_sd_decode(vkl_sd_model *m, const float *latents, int batch, int h, int w, float *images, vkl_err *e)
-{
-    const vkl_sd_vae_config *vc = &m->cfg->vae;
-    int64_t n = (int64_t)batch * vc->latent_channels * h * w;
-    float *z = malloc(sizeof(float) * (size_t)n);
-    if (!z) return vkl_fail(e, "out of host memory");
-    for (int64_t i = 0; i < n; i++) z[i] = latents[i] / vc->scaling_factor;
-    int rc = -1;
-    vkl_graph *g = vkl_graph_new(m->ctx);
-    vkl_tensor *tz = vkl_tensor_new(m->ctx, VKL_F32, 4, (int64_t[]){batch, vc->latent_channels, h, w}, e);
-    if (!tz || vkl_tensor_upload(m->ctx, tz, z, VKL_F32, e)) goto done;
-    vkl_tensor *img = vkl_vae_decode(g, &m->vae, tz);
-    vkl_graph_keep(g, img);
-    if (vkl_graph_plan(g, e) || vkl_graph_run(g, e) || vkl_tensor_download(m->ctx, img, images, VKL_F32, e)) goto done;
-    rc = 0;
-done:
-    if (rc) vkl_err_prefix(e, "VAE decoder: ");
-    vkl_graph_free(g);
-    vkl_tensor_free(tz);
-    free(z);
-    return rc;
-}
-
 int vkl_sd_encode_image(vkl_sd_model *m, const float *images, int batch, int H, int W, float *latents, vkl_err *e)
 {
     const vkl_sd_vae_config *vc = &m->cfg->vae;
     int f = vae_factor(m), C = vc->latent_channels, h = H / f, w = W / f;
+    if (vkl_sd_model_acquire(m, VKL_SD_PART_VAE, e)) return -1;
     int rc = -1;
     vkl_graph *g = vkl_graph_new(m->ctx);
     vkl_tensor *ti = vkl_tensor_new(m->ctx, VKL_F32, 4, (int64_t[]){batch, vc->in_channels, H, W}, e);
@@ -187,6 +166,7 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
         if (guide) memcpy(ctx + (size_t)b * L * D, uncond, sizeof(float) * (size_t)L * D);
         memcpy(ctx + (size_t)((guide ? B : 0) + b) * L * D, cond, sizeof(float) * (size_t)L * D);
     }
+    vkl_sd_model_release(m, VKL_SD_PART_TE);
     r->seconds_text = now_s() - t0;
     t0 = now_s();
 
@@ -215,6 +195,7 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
             free(lat);
             goto done;
         }
+        vkl_sd_model_release(m, VKL_SD_PART_VAE);
         int skip = vkl_sampler_steps(s) - (int)(o->strength * vkl_sampler_steps(s) + 0.5f);
         if (skip >= vkl_sampler_steps(s)) skip = vkl_sampler_steps(s) - 1;
         if (vkl_sampler_start_from(s, skip, x, lat, e)) {
@@ -225,7 +206,7 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
     } else {
         vkl_sampler_init_noise(s, x);
     }
-    if (runner_init(&u, m, rows, h, w, ctx, L, e)) goto done;
+    if (vkl_sd_model_acquire(m, VKL_SD_PART_UNET, e) || runner_init(&u, m, rows, h, w, ctx, L, e)) goto done;
     int steps = vkl_sampler_steps(s);
     while (!vkl_sampler_done(s)) {
         int k = vkl_sampler_step_index(s);
@@ -251,10 +232,11 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
     r->peak_device_bytes = ms.total_peak;
     runner_free(&u);
     memset(&u, 0, sizeof u);
+    vkl_sd_model_release(m, VKL_SD_PART_UNET);
     t0 = now_s();
     r->images = malloc(sizeof(float) * (size_t)B * 3 * o->height * o->width);
     if (!r->images) goto oom;
-    if (vkl_sd_decode(m, x, B, h, w, r->images, e)) goto done;
+    if (vkl_sd_decode_ex(m, x, B, h, w, &o->vae_tiling, r->images, &r->vae_tiles, e)) goto done;
     r->seconds_vae = now_s() - t0;
     vkl_mem_get_stats(m->ctx, &ms);
     if (ms.total_peak > r->peak_device_bytes) r->peak_device_bytes = ms.total_peak;
@@ -269,6 +251,8 @@ oom:
     vkl_fail(e, "out of host memory");
 done:
     runner_free(&u);
+    /* a lowvram model leaves nothing behind, whichever phase failed */
+    vkl_sd_model_release(m, VKL_SD_PART_ALL);
     vkl_sampler_free(s);
     free(cond); free(uncond); free(ctx); free(x); free(x_in); free(xin_rows); free(out); free(noise);
     if (rc) {

@@ -6,6 +6,7 @@
 
 #include "sd/sampler.h"
 #include "sd/sd_model.h"
+#include "sd/vae_decode.h"
 
 typedef int (*vkl_step_fn)(void *user, int step, int steps);
 
@@ -22,6 +23,7 @@ typedef struct vkl_gen_opts {
     const float *step_noise;    /* [steps, batch, C, h, w] for ancestral samplers (NULL: seeded) */
     const float *init_image;    /* img2img: [batch, 3, H, W] in [-1, 1], NULL for txt2img */
     float strength;             /* img2img: fraction of the schedule to run (0..1] */
+    vkl_vae_tiling vae_tiling;  /* decoding in tiles (default: AUTO, 64 with 16 of overlap) */
     vkl_step_fn progress;
     void *progress_user;
 } vkl_gen_opts;
@@ -33,16 +35,18 @@ typedef struct vkl_gen_result {
     float *latents;  /* [batch, C, h, w] final latents (before the VAE) */
     float *images;   /* [batch, 3, H, W] decoded, unclamped, in about [-1, 1] */
     double seconds_text, seconds_sampling, seconds_vae;
-    uint64_t peak_device_bytes;
+    uint64_t peak_device_bytes;  /* allocator peak (vkl_mem_stats total_peak) over the whole call */
+    int vae_tiles;               /* how many tiles the decoder ran (1: untiled) */
 } vkl_gen_result;
 
+/* With a lowvram model, each network is on the device only for its phase:
+ * the text encoder for the conditioning, the VAE for img2img's encoding and
+ * for decoding, the UNet for sampling; each is released when its phase ends. */
 int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, vkl_err *e);
 void vkl_gen_result_free(vkl_gen_result *r);
 
-/* Decodes latents [batch, C, h, w] (already multiplied by nothing: raw
- * sampler latents; the scaling factor is divided out here). */
-int vkl_sd_decode(vkl_sd_model *m, const float *latents, int batch, int h, int w, float *images, vkl_err *e);
-/* Encodes images [batch, 3, H, W] in [-1, 1] to latent means times the scaling factor. */
+/* Encodes images [batch, 3, H, W] in [-1, 1] to latent means times the
+ * scaling factor. Acquires the VAE and leaves it resident. */
 int vkl_sd_encode_image(vkl_sd_model *m, const float *images, int batch, int H, int W, float *latents, vkl_err *e);
 
 #endif

@@ -49,12 +49,9 @@ int vkl_sd_model_load(vkl_ctx *c, const char *path, const vkl_sd_model_opts *o, 
         vkl_fail(e, "out of host memory");
         goto fail;
     }
-    vkl_dtype dt = o->weight_dtype == VKL_F32 ? VKL_F32 : VKL_F16;
-    if (vkl_sd_load_weights(c, m->src, "text_encoder.", dt, m->w, e) ||
-        vkl_sd_load_weights(c, m->src, "unet.", dt, m->w, e) ||
-        /* the VAE decoder runs in fp32: fp16 decoding of SD 1.x overflows */
-        vkl_sd_load_weights(c, m->src, "vae.", VKL_F32, m->w, e))
-        goto fail;
+    m->weight_dtype = o->weight_dtype == VKL_F32 ? VKL_F32 : VKL_F16;
+    m->lowvram = o->lowvram;
+    if (!m->lowvram && vkl_sd_model_acquire(m, VKL_SD_PART_ALL, e)) goto fail;
     m->te = (vkl_clip_text){&m->cfg->te[0], m->w, "text_encoder.", NULL};
     m->unet = (vkl_unet){&m->cfg->unet, m->w, NULL, 0};
     m->vae = (vkl_vae){&m->cfg->vae, m->w};
@@ -73,6 +70,43 @@ void vkl_sd_model_free(vkl_sd_model *m)
     vkl_clip_tokenizer_free(m->tok);
     vkl_sd_source_close(m->src);
     free(m);
+}
+
+static const char *part_prefix(int part)
+{
+    return part == VKL_SD_PART_TE ? "text_encoder." : part == VKL_SD_PART_UNET ? "unet." : "vae.";
+}
+
+int vkl_sd_model_acquire(vkl_sd_model *m, int parts, vkl_err *e)
+{
+    for (int part = VKL_SD_PART_TE; part <= VKL_SD_PART_VAE; part <<= 1) {
+        if (!(parts & part) || (m->resident & part)) continue;
+        /* the VAE decoder runs in fp32: fp16 decoding of SD 1.x overflows */
+        vkl_dtype dt = part == VKL_SD_PART_VAE ? VKL_F32 : m->weight_dtype;
+        if (vkl_sd_load_weights(m->ctx, m->src, part_prefix(part), dt, m->w, e)) {
+            vkl_weights_drop_prefix(m->w, part_prefix(part)); /* no half-loaded network */
+            return -1;
+        }
+        m->resident |= part;
+    }
+    return 0;
+}
+
+void vkl_sd_model_release(vkl_sd_model *m, int parts)
+{
+    if (!m->lowvram) return;
+    for (int part = VKL_SD_PART_TE; part <= VKL_SD_PART_VAE; part <<= 1) {
+        if (!(parts & part) || !(m->resident & part) || (m->pinned & part)) continue;
+        vkl_weights_drop_prefix(m->w, part_prefix(part));
+        m->resident &= ~part;
+    }
+}
+
+int vkl_sd_model_pin(vkl_sd_model *m, int parts, vkl_err *e)
+{
+    if (vkl_sd_model_acquire(m, parts, e)) return -1;
+    m->pinned |= parts;
+    return 0;
 }
 
 static int run_encoder(vkl_sd_model *m, const int32_t *ids, int rows, int skip, float *out, vkl_err *e)
@@ -120,6 +154,7 @@ int vkl_sd_encode_prompt(vkl_sd_model *m, const char *prompt, int clip_skip, int
         }
     }
     int skip = clip_skip > 1 ? clip_skip - 1 : 0;
+    if (vkl_sd_model_acquire(m, VKL_SD_PART_TE, e)) goto done;
     if (run_encoder(m, ids, n, skip, z, e)) goto done;
     /* emphasis: scale each token's vector by its weight, then restore the mean
      * (AUTOMATIC1111 does this per chunk group; with all weights 1 it is exact) */

@@ -13,7 +13,11 @@ typedef struct vkl_sd_model_opts {
     const char *tokenizer;   /* vocabulary path (NULL: the model folder, then $VKLORA_CLIP_VOCAB) */
     vkl_dtype weight_dtype;  /* storage of matrices and kernels: VKL_F16 (default) or VKL_F32 */
     const char *yaml;        /* original config for a single file (NULL: sidecar) */
+    int lowvram;             /* keep no network on the device until it is used (see vkl_sd_model_acquire) */
 } vkl_sd_model_opts;
+
+/* The three networks, as bits: what is on the device. */
+enum { VKL_SD_PART_TE = 1, VKL_SD_PART_UNET = 2, VKL_SD_PART_VAE = 4, VKL_SD_PART_ALL = 7 };
 
 typedef struct vkl_sd_model {
     vkl_ctx *ctx;
@@ -25,13 +29,27 @@ typedef struct vkl_sd_model {
     vkl_unet unet;
     vkl_vae vae;
     char path[1024];
+    vkl_dtype weight_dtype;  /* storage of the text encoder's and the UNet's matrices */
+    int lowvram;
+    int resident, pinned;    /* VKL_SD_PART_* bits */
 } vkl_sd_model;
 
 void vkl_sd_model_opts_default(vkl_sd_model_opts *o);
 int vkl_sd_model_load(vkl_ctx *c, const char *path, const vkl_sd_model_opts *o, vkl_sd_model **out, vkl_err *e);
 void vkl_sd_model_free(vkl_sd_model *m);
 
-/* Text conditioning for one prompt in AUTOMATIC1111's way: emphasis weights
+/* Residency. By default every network is uploaded at load and stays; then
+ * these are no-ops. With lowvram, load uploads nothing: acquire uploads the
+ * named networks from the source (the mmap'd file, converted again) and
+ * release frees them, so one network at a time holds device memory at the
+ * price of converting and uploading it at each use. Pinned networks stay
+ * (weights changed in place, e.g. merged adapters, must not be re-read). */
+int vkl_sd_model_acquire(vkl_sd_model *m, int parts, vkl_err *e);
+void vkl_sd_model_release(vkl_sd_model *m, int parts);
+int vkl_sd_model_pin(vkl_sd_model *m, int parts, vkl_err *e);
+
+/* Text conditioning for one prompt (acquires the text encoder and leaves it
+ * resident: the caller releases it) in AUTOMATIC1111's way: emphasis weights
  * ("(word:1.2)") applied to the encoder output with the mean restored,
  * prompts longer than 75 tokens as several 77-token chunks concatenated.
  * clip_skip as in A1111 (1 = last layer, 2 = penultimate). min_chunks pads

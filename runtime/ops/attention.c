@@ -12,7 +12,7 @@
 
 #include <string.h>
 
-#define ATTN_MAX_D 256
+#define ATTN_MAX_D VKL_ATTN_MAX_FUSED_D
 
 typedef struct {
     float scale;
@@ -205,9 +205,14 @@ vkl_tensor *vkl_attention_ex(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_ten
         return vkl_graph_set_error(g, "attention: shapes q %s, k %s, v %s do not match (q [B,H,Lq,D], k and v [B,H,Lk,D])",
                                    dq, dk, dv);
     int64_t B = qs[0], H = qs[1], Lq = qs[2], Lk = ks[2], D = qs[3];
-    if (D > ATTN_MAX_D)
-        return vkl_graph_set_error(g, "attention: head dimension %lld of q %s exceeds the supported %d", (long long)D, dq,
-                                   ATTN_MAX_D);
+    if (D > ATTN_MAX_D && causal)
+        return vkl_graph_set_error(g, "attention: head dimension %lld of q %s exceeds the %d of causal attention",
+                                   (long long)D, dq, ATTN_MAX_D);
+    if (D > ATTN_MAX_D) { /* differentiable ops: their backward rules serve */
+        int tr[4] = {0, 1, 3, 2};
+        vkl_tensor *p = vkl_softmax(g, vkl_matmul(g, q, vkl_permute(g, k, tr)), scale);
+        return vkl_matmul(g, p, v);
+    }
     if (B * H * Lq * (D + 2) > UINT32_MAX || Lk > INT32_MAX || Lq > INT32_MAX)
         return vkl_graph_set_error(g, "attention: q %s, k %s is too large", dq, dk);
     vkl_ctx *c = vkl_graph_ctx(g);

@@ -14,7 +14,8 @@
  * plain GEMM, W [O, C] . x [N, C, H*W]: it goes through vkl_matmul (measured
  * about 2x faster than this kernel on lavapipe for 320 channels at 64x64) and
  * the bias, which is per row here and per column in matmul, is a broadcast
- * add. LoRA-fused 1x1 convolutions stay in this kernel (one pass over y).
+ * add. LoRA-fused 1x1 convolutions stay in this kernel (one pass over y), and
+ * so do 1x1 convolutions whose one image of x or y exceeds a binding.
  *
  * Tensors larger than one storage binding: when x, w and y each fit in one
  * binding every image is one dispatch (z = image); otherwise the work is
@@ -238,8 +239,12 @@ vkl_tensor *vkl_conv2d_build(vkl_graph *g, const char *name, vkl_tensor *x, vkl_
         return vkl_graph_set_error(g, "%s: one channel of input %s (or one weight row of %s) exceeds the storage "
                                       "binding limit (%llu bytes)", name, dx, dw,
                                    (unsigned long long)vkl_ctx_caps(c)->max_storage_range);
+    /* matmul splits by images and rows of W only: when one image of x or y
+     * exceeds a binding (256 channels at 512x512 in the SD VAE decoder on a
+     * 128 MiB binding) this kernel's channel ranges take it */
     if (!t && !tile && kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && !p->pad_top &&
-        !p->pad_bottom && !p->pad_left && !p->pad_right && vkl_tensor_is_contiguous(x))
+        !p->pad_bottom && !p->pad_left && !p->pad_right && vkl_tensor_is_contiguous(x) && cc == C &&
+        O * Ho * Wo <= vkl_window_elems(c, VKL_F32, 1))
         return conv1x1_matmul(g, x, w, bias);
 
     int64_t shape[4] = {N, O, Ho, Wo};

@@ -1,7 +1,8 @@
 /* vklora generate end to end on the tiny reference model: reproduces the
  * reference pipelines from their initial noise (PNG and latents), with and
  * without a LoRA (run-time and merged), writes the parameters chunk, numbers
- * batch outputs, renders a LoRA sweep grid, and refuses bad input clearly. */
+ * batch outputs, renders a LoRA sweep grid, runs --lowvram (merged adapters
+ * included) and tiled decoding, and refuses bad input clearly. */
 #include "vkl_test.h"
 #include "io/image.h"
 #include "io/safetensors.h"
@@ -111,18 +112,21 @@ static void reproduces_reference_pipelines(void **state)
     compare_latents("refkit/sd/vectors/kdiff/kdiff_euler_a_karras.safetensors", "euler a karras latents");
     /* the LoRA run at multiplier 0.8, applied at run time and merged */
     write_noise("refkit/sd/vectors/pipeline_euler_lora08.safetensors", 0);
-    for (int merged = 0; merged < 2; merged++) {
+    /* 2: merged into a lowvram model, whose merged networks must stay resident */
+    for (int merged = 0; merged < 3; merged++) {
         snprintf(args, sizeof args,
                  "generate --model '%s' %s --sampler euler --sampler-convention diffusers --lora '%s':0.8 %s -o l.png",
                  model(), common, vkl_test_shared_path("refkit/sd/vectors/lora/lora_kohya.safetensors"),
-                 merged ? "--merge-lora" : "");
+                 merged == 2 ? "--merge-lora --lowvram" : merged ? "--merge-lora" : "");
         char *out;
         int rc = run(args, &out);
         if (rc) print_error("%s\n", out);
         free(out);
         assert_int_equal(rc, 0);
         compare_latents("refkit/sd/vectors/pipeline_euler_lora08.safetensors",
-                        merged ? "LoRA 0.8 merged latents" : "LoRA 0.8 run-time latents");
+                        merged == 2 ? "LoRA 0.8 merged lowvram latents"
+                        : merged    ? "LoRA 0.8 merged latents"
+                                    : "LoRA 0.8 run-time latents");
         compare_png("l.png", "refkit/sd/vectors/pipeline_euler_lora08.png");
     }
 }
@@ -161,6 +165,16 @@ static void batch_parameters_and_sweep(void **state)
     assert_int_equal(vkl_image_info_file(path, &info, &e), 0);
     assert_int_equal(info.width, 3 * 64);
     assert_true(info.height > 64);
+    /* lowvram and tiled decoding say so in the summary line */
+    snprintf(args, sizeof args,
+             "generate --model '%s' --prompt cube --steps 1 --width 128 --height 128 --seed 3 --lowvram "
+             "--vae-tiling on --vae-tile 8 --vae-tile-overlap 2 -o t.png",
+             model());
+    char *out;
+    assert_int_equal(run(args, &out), 0);
+    assert_non_null(strstr(out, "(9 tiles)"));
+    assert_non_null(strstr(out, "(lowvram)"));
+    free(out);
 }
 
 static void bad_input_is_refused_clearly(void **state)
@@ -177,6 +191,14 @@ static void bad_input_is_refused_clearly(void **state)
     free(out);
     assert_int_equal(run("generate --model /nonexistent/model.safetensors --prompt x -o x.png", &out), 1);
     assert_non_null(strstr(out, "/nonexistent/model.safetensors"));
+    free(out);
+    snprintf(args, sizeof args, "generate --model '%s' --prompt x --vae-tiling sometimes -o x.png", model());
+    assert_int_equal(run(args, &out), 2);
+    assert_non_null(strstr(out, "bad value 'sometimes' for --vae-tiling"));
+    free(out);
+    snprintf(args, sizeof args, "generate --model '%s' --prompt x --vae-tile 8 --vae-tile-overlap 8 -o x.png", model());
+    assert_int_equal(run(args, &out), 2);
+    assert_non_null(strstr(out, "--vae-tile-overlap (8) must be below --vae-tile (8)"));
     free(out);
     /* an adapter for another model family */
     snprintf(args, sizeof args, "generate --model '%s' --prompt x --steps 1 --width 64 --height 64 --lora '%s' -o x.png",

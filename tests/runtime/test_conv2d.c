@@ -174,6 +174,8 @@ static void conv2d_small_bindings(void **state)
         {2, 40, 21, 21, 37, 3, 3, {1, 1, 1, 1, 1, 1}, VKL_F32, VKL_F32, 1, 0},  /* x per image 70 KB: 2 chunks */
         {2, 9, 41, 45, 11, 3, 3, {1, 1, 1, 1, 1, 1}, VKL_F32, VKL_F16, 1, 1},   /* y per image 81 KB: o windows */
         {3, 5, 30, 30, 7, 5, 5, {2, 2, 2, 2, 1, 2}, VKL_F16, VKL_BF16, 0, 0},   /* batch windows only */
+        {2, 24, 30, 30, 5, 1, 1, {1, 1, 0, 0, 0, 0}, VKL_F32, VKL_F32, 1, 0},   /* 1x1, x per image 86 KB */
+        {1, 3, 100, 100, 4, 1, 1, {1, 1, 0, 0, 0, 0}, VKL_F32, VKL_F16, 1, 0},  /* 1x1, y per image 160 KB */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_case(c, &r, &cases[i], NULL);
     vkl_test_ctx_done(c);

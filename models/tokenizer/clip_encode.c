@@ -77,8 +77,10 @@ int vkl_clip_encode(vkl_clip_tokenizer *t, const char *text, size_t len, unsigne
     vkl_i32buf out = {0};
     *ids = NULL;
     *n = 0;
-    if (vkl_utf8_decode(text, len, &cps, e))
+    if (vkl_utf8_decode(text, len, &cps, e)) {
+        vkl_ucbuf_free(&cps);
         return -1;
+    }
     size_t piece = 0, i = 0;
     int rc = 0;
     while (i <= cps.n && !rc) {
@@ -115,7 +117,8 @@ int vkl_clip_encode_padded(vkl_clip_tokenizer *t, const char *text, unsigned fla
         return -1;
     size_t keep = n < VKL_CLIP_CHUNK ? n : VKL_CLIP_CHUNK;
     out[0] = t->bos;
-    memcpy(out + 1, ids, keep * sizeof *ids);
+    if (keep)
+        memcpy(out + 1, ids, keep * sizeof *ids);
     for (size_t i = keep + 1; i < VKL_CLIP_CONTEXT; i++)
         out[i] = t->eos;
     free(ids);

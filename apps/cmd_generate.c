@@ -6,6 +6,7 @@
 
 #include "io/image.h"
 #include "io/safetensors.h"
+#include "io/sha256.h"
 #include "sd/gen_params.h"
 #include "sd/pipeline.h"
 
@@ -462,6 +463,21 @@ int vkl_cmd_generate(int argc, char **argv)
         gs.denoising_strength = a.init_image ? a.strength : -1;
         gs.clip_skip = a.clip_skip;
         gs.version = "vklora";
+        /* "Lora hashes" as AUTOMATIC1111 writes them: the adapter's name and the
+         * first 12 digits of its safetensors (AUTOV3) hash */
+        vkl_gen_lora_hash lh[VKL_GEN_MAX_LORAS];
+        char lhex[VKL_GEN_MAX_LORAS][VKL_SHA256_HEX];
+        int nl = 0;
+        for (int i = 0; i < gl.n; i++) {
+            vkl_err he = {{0}};
+            if (vkl_hash_safetensors_autov3(gl.path[i], lhex[nl], &he)) continue;
+            lhex[nl][12] = 0;
+            lh[nl].name = gl.name[i];
+            lh[nl].hash = lhex[nl];
+            nl++;
+        }
+        gs.loras = nl ? lh : NULL;
+        gs.nloras = nl;
         vkl_gen_params gp;
         vkl_gen_params_init(&gp);
         char *text = NULL;

@@ -6,6 +6,7 @@
 #include "vkl_test.h"
 #include "io/image.h"
 #include "io/safetensors.h"
+#include "io/sha256.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +130,18 @@ static void reproduces_reference_pipelines(void **state)
                                     : "LoRA 0.8 run-time latents");
         compare_png("l.png", "refkit/sd/vectors/pipeline_euler_lora08.png");
     }
+    /* the adapter is recorded as AUTOMATIC1111 records it */
+    char path[512], hash[VKL_SHA256_HEX], want[128];
+    vkl_err e = {{0}};
+    assert_int_equal(
+        vkl_hash_safetensors_autov3(vkl_test_shared_path("refkit/sd/vectors/lora/lora_kohya.safetensors"), hash, &e), 0);
+    snprintf(want, sizeof want, "Lora hashes: \"lora_kohya: %.12s\"", hash);
+    snprintf(path, sizeof path, "%s/l.png", tmp);
+    vkl_png_text *t;
+    int nt;
+    assert_int_equal(vkl_png_read_texts_file(path, &t, &nt, &e), 0);
+    assert_non_null(strstr(vkl_png_text_get(t, nt, "parameters"), want));
+    vkl_png_texts_free(t, nt);
 }
 
 static void batch_parameters_and_sweep(void **state)

@@ -8,17 +8,8 @@
 
 static char *run(const char *args, int *status)
 {
-    const char *bin = getenv("VKLORA_BINARY");
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", bin ? bin : "vklora", args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 16, n = 0;
-    char *out = malloc(cap);
-    while (n + 1 < cap && fgets(out + n, (int)(cap - n), p)) n += strlen(out + n);
-    out[n] = 0;
-    int st = pclose(p);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char *out = NULL;
+    *status = vkl_test_run_cli(NULL, NULL, args, &out);
     return out;
 }
 

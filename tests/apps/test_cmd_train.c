@@ -16,22 +16,7 @@
 
 static char tmp[256];
 
-static int run(const char *args, const char *env, char **output)
-{
-    const char *bin = getenv("VKLORA_BINARY");
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "cd '%s' && %s '%s' %s 2>&1", tmp, env ? env : "", bin ? bin : "vklora", args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 16, n = 0;
-    char *out = malloc(cap);
-    while (n + 1 < cap && fgets(out + n, (int)(cap - n), p)) n += strlen(out + n);
-    out[n] = 0;
-    int st = pclose(p);
-    if (output) *output = out;
-    else free(out);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *args, const char *env, char **output) { return vkl_test_run_cli(tmp, env, args, output); }
 
 static char *slurp(const char *name)
 {

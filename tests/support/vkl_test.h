@@ -69,6 +69,11 @@ float *vkl_test_download(struct vkl_ctx *c, const struct vkl_tensor *t);
 /* Rounds x to the values a dt tensor stores (f16, bf16; f32 unchanged). */
 void vkl_test_round_to(vkl_dtype dt, float *x, size_t n);
 
+/* Runs the vklora binary ($VKLORA_BINARY) with args in folder cwd, with
+ * optional environment assignments env ("A=1 B=2"); stdout and stderr
+ * together into *output (malloc'd; may be NULL). Returns the exit status. */
+int vkl_test_run_cli(const char *cwd, const char *env, const char *args, char **output);
+
 /* Temporary directory for a test (created, removed by vkl_test_rmtree). */
 const char *vkl_test_tmpdir(void);
 void vkl_test_rmtree(const char *path);

@@ -1,0 +1,27 @@
+#include "vkl_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+int vkl_test_run_cli(const char *cwd, const char *env, const char *args, char **output)
+{
+    const char *bin = getenv("VKLORA_BINARY");
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "cd '%s' && %s '%s' %s 2>&1", cwd ? cwd : ".", env ? env : "", bin ? bin : "vklora",
+             args);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        print_error("cannot run %s\n", cmd);
+        fail();
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *out = malloc(cap);
+    while (out && n + 1 < cap && fgets(out + n, (int)(cap - n), p)) n += strlen(out + n);
+    if (out) out[n] = 0;
+    int st = pclose(p);
+    if (output) *output = out;
+    else free(out);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

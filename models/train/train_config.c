@@ -59,7 +59,6 @@ static const char *keep(const char *v) { return strdup(v); }
 int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_err *e)
 {
     vkl_dataset_opts *d = &c->data;
-    int b;
     if (!strcmp(k, "model")) c->model = keep(v);
     else if (!strcmp(k, "images")) d->images_dir = keep(v);
     else if (!strcmp(k, "output") || !strcmp(k, "o")) c->output = keep(v);
@@ -124,7 +123,6 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
         else if (!strcmp(v, "f32")) c->weight_dtype = VKL_F32;
         else return vkl_fail(e, "weights: f16 or f32, not '%s'", v);
     } else return vkl_fail(e, "unknown training setting '%s'", k);
-    (void)b;
     return 0;
 }
 

@@ -16,7 +16,7 @@ static const command commands[] = {
     {"train", vkl_cmd_train, "train a style LoRA from an image folder (train --help)"},
     {"init-model", vkl_cmd_init_model, "write a checkpoint with random weights: init-model --family sd1.5 --random -o FILE"},
     {"devices", vkl_cmd_devices, "list Vulkan devices with their limits and features (--json)"},
-    {"bench", vkl_cmd_bench, "benchmarks: bench gemm --m M --n N --k K --dtype f32|f16"},
+    {"bench", vkl_cmd_bench, "benchmarks: bench gemm|unet|train-step|attention|conv2d|linear-lora|group-norm ..."},
     {"info", vkl_cmd_info, "describe a .safetensors file or an image (--json)"},
     {"convert", vkl_cmd_convert, "rewrite a LoRA adapter as kohya or PEFT: convert IN -o OUT --to kohya|peft"},
     {"lm", vkl_cmd_lm, "LLaMA-family text: lm generate --model DIR --prompt TEXT [--max-tokens N] [--lora DIR[:W]]"},

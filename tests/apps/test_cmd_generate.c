@@ -178,6 +178,7 @@ static void batch_parameters_and_sweep(void **state)
 static void bad_input_is_refused_clearly(void **state)
 {
     (void)state;
+    VKL_REQUIRE_SHARED("refkit/sd/tiny-sd");
     char *out;
     assert_int_equal(run("generate --prompt x", &out), 2);
     assert_non_null(strstr(out, "no model given"));

@@ -456,7 +456,7 @@ int vkl_cmd_generate(int argc, char **argv)
         gs.sampler = a1111_sampler_name(o.sampler.kind);
         gs.schedule_type = o.sampler.schedule == VKL_SCHEDULE_KARRAS ? "Karras" : NULL;
         gs.cfg_scale = a.cfg;
-        gs.seed = a.seed + (uint64_t)b * 0; /* one seed for the whole batch */
+        gs.seed = a.seed; /* one seed for the whole batch */
         gs.width = a.width;
         gs.height = a.height;
         gs.model = model_name;

@@ -111,9 +111,7 @@ static int runner_init(unet_runner *u, vkl_sd_model *m, int rows, int h, int w, 
 /* x_in for every row (the same latents for the uncond and cond halves) -> model output. */
 static int runner_run(unet_runner *u, const float *x_in, float timestep, float *out, vkl_err *e)
 {
-    int batch = u->rows;
     for (int r = 0; r < u->rows; r++) u->t2[r] = timestep;
-    if (u->rows != batch) return vkl_fail(e, "internal: batch");
     if (vkl_tensor_upload(u->m->ctx, u->sample, x_in, VKL_F32, e) || vkl_tensor_upload(u->m->ctx, u->t, u->t2, VKL_F32, e) ||
         vkl_graph_run(u->g, e) || vkl_tensor_download(u->m->ctx, u->out, out, VKL_F32, e)) {
         vkl_err_prefix(e, "UNet: ");

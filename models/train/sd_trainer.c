@@ -3,6 +3,7 @@
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "lora/lora_apply.h"
+#include "lora/lora_init.h"
 #include "optim.h"
 #include "sd/pipeline.h"
 #include "sd/rng.h"
@@ -22,7 +23,7 @@
 volatile int vkl_train_interrupt;
 
 /* Noise and timesteps of a step come from (seed, step): streams of their own. */
-enum { STREAM_NOISE = 0x7431, STREAM_TIME = 0x7432, STREAM_INIT = 0x7433, STREAM_OFFSET = 0x7434 };
+enum { STREAM_NOISE = 0x7431, STREAM_TIME = 0x7432, STREAM_OFFSET = 0x7434 };
 
 static double now_s(void)
 {
@@ -33,8 +34,11 @@ static double now_s(void)
 
 /* ---- the network: which modules get adapters, initial values ---- */
 
-static int wanted(const vkl_train_config *c, const char *name)
+/* vkl_lora_select_fn: the layers the network trains (1x1 shortcut convs never). */
+static int wanted(void *user, const char *name, int ndim, const int64_t *shape)
 {
+    const vkl_train_config *c = user;
+    if (ndim == 4 && shape[2] == 1 && !strstr(name, "proj_")) return 0;
     /* kohya's text-encoder targets: CLIPAttention and CLIPMLP linears */
     if (!strncmp(name, "text_encoder.", 13))
         return c->train_te && (strstr(name, ".self_attn.q_proj") || strstr(name, ".self_attn.k_proj") ||
@@ -51,53 +55,15 @@ static int wanted(const vkl_train_config *c, const char *name)
     return 0;
 }
 
-/* kohya's LoRAModule init: down ~ kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in),
- * 1/sqrt(fan_in)), up = 0, so training starts from the base model. */
+/* kohya's LoRAModule init (lora/lora_init.h): down uniform, up = 0, so
+ * training starts from the base model. */
 static int init_network(const vkl_train_config *c, const vkl_sd_config *cfg, vkl_lora *l, vkl_err *e)
 {
-    vkl_lora_targets tg;
-    memset(&tg, 0, sizeof tg);
-    memset(l, 0, sizeof *l);
-    if (vkl_lora_targets_from_sd(cfg, &tg, e)) return -1;
-    uint64_t draw = 0;
-    int rc = -1;
-    for (int i = 0; i < tg.n; i++) {
-        const vkl_lora_target *t = &tg.v[i];
-        if (!wanted(c, t->name) || (t->ndim != 2 && t->ndim != 4)) continue;
-        if (t->ndim == 4 && t->shape[2] == 1 && !strstr(t->name, "proj_")) continue; /* 1x1 shortcuts */
-        vkl_lora_module *m = vkl_lora_add_module(l, e);
-        if (!m) goto done;
-        m->name = strdup(t->name);
-        m->kname = strdup(t->kname);
-        m->source = strdup(t->kname);
-        m->kind = VKL_LORA_KIND_LORA;
-        m->alpha = c->alpha;
-        m->has_alpha = 1;
-        m->alpha_dtype = VKL_F32;
-        int64_t in = t->shape[1], out = t->shape[0], r = c->rank;
-        int64_t kh = t->ndim == 4 ? t->shape[2] : 1, kw = t->ndim == 4 ? t->shape[3] : 1;
-        int64_t ds[4] = {r, in, kh, kw}, us[4] = {out, r, 1, 1};
-        float *down = vkl_lora_tensor_alloc(&m->t[VKL_LORA_DOWN], t->ndim, ds, e);
-        float *up = down ? vkl_lora_tensor_alloc(&m->t[VKL_LORA_UP], t->ndim, us, e) : NULL;
-        if (!up || !m->name || !m->kname || !m->source) goto done;
-        m->t[VKL_LORA_DOWN].dtype = m->t[VKL_LORA_UP].dtype = VKL_F32;
-        float bound = 1.0f / sqrtf((float)(in * kh * kw));
-        size_t nd = (size_t)(r * in * kh * kw);
-        /* a standard normal z gives erf(z / sqrt 2) uniform in (-1, 1) */
-        for (size_t k = 0; k < nd; k++) {
-            float z = vkl_rng_normal_at(c->data.seed, STREAM_INIT, draw++);
-            down[k] = bound * (float)erf(z / sqrt(2.0));
-        }
-        if (vkl_lora_module_finish(m, t, e)) goto done;
+    if (vkl_lora_init_sd(cfg, wanted, (void *)c, c->rank, c->alpha, c->data.seed, 0, l, e)) {
+        vkl_err_prefix(e, "the network: ");
+        return -1;
     }
-    if (!l->n) {
-        vkl_fail(e, "the model has no module the network trains");
-        goto done;
-    }
-    rc = 0;
-done:
-    vkl_lora_targets_free(&tg);
-    return rc;
+    return 0;
 }
 
 /* ---- files: adapter with kohya metadata, state folder, settings, log ---- */

@@ -8,34 +8,8 @@
 
 static int emit_copy(vkl_graph *g, vkl_node *n, vkl_err *e)
 {
-    vkl_tensor *x = n->src[0], *y = n->dst;
-    int64_t total = vkl_tensor_nelem(y), win = vkl_window_elems(vkl_graph_ctx(g), VKL_F32, 512);
-    int64_t ys[4], yst[4], xs[4], xst[4];
-    vkl_op_shape4(y, ys, yst);
-    vkl_op_shape4(x, xs, xst);
-    for (int64_t first = 0; first < total; first += win) {
-        int64_t cnt = total - first < win ? total - first : win;
-        vkl_bind bind[2];
-        struct {
-            uint32_t n, first, shape[4], sx[4], x_off, y_off, x_local;
-            float alpha, beta;
-        } pc;
-        memset(&pc, 0, sizeof pc);
-        pc.n = (uint32_t)cnt;
-        pc.first = (uint32_t)first;
-        pc.alpha = 1.0f;
-        for (int i = 0; i < 4; i++) {
-            pc.shape[i] = (uint32_t)ys[i];
-            pc.sx[i] = (uint32_t)xst[i];
-        }
-        if (vkl_op_bind_operand(g, x, y, first, cnt, &bind[0], &pc.x_off, &pc.x_local, e) ||
-            vkl_bind_span(g, y, first, cnt, &bind[1], &pc.y_off, e))
-            return -1;
-        uint32_t gx, gy, spec[2] = {(uint32_t)VKL_UNARY_IDENTITY, (uint32_t)x->dtype};
-        vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "unary", spec, 2, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
-    }
-    return 0;
+    uint32_t spec[2] = {(uint32_t)VKL_UNARY_IDENTITY, (uint32_t)n->src[0]->dtype};
+    return vkl_op_emit_map(g, n->src[0], n->dst, "unary", spec, 2, 1.0f, 0.0f, e);
 }
 
 /* What is read back from persistent memory is a constant to autograd (a
@@ -80,34 +54,8 @@ static int emit_accumulate(vkl_graph *g, vkl_node *n, vkl_err *e)
 {
     const accum_params *ap = (const accum_params *)n->params.bytes;
     vkl_tensor *y = n->dst, *x = n->nsrc ? n->src[0] : n->dst;
-    int64_t total = vkl_tensor_nelem(y), win = vkl_window_elems(vkl_graph_ctx(g), VKL_F32, 512);
-    int64_t ys[4], yst[4], xs[4], xst[4];
-    vkl_op_shape4(y, ys, yst);
-    vkl_op_shape4(x, xs, xst);
-    for (int64_t first = 0; first < total; first += win) {
-        int64_t cnt = total - first < win ? total - first : win;
-        vkl_bind bind[2];
-        struct {
-            uint32_t n, first, shape[4], sx[4], x_off, y_off, x_local;
-            float alpha, beta;
-        } pc;
-        memset(&pc, 0, sizeof pc);
-        pc.n = (uint32_t)cnt;
-        pc.first = (uint32_t)first;
-        pc.alpha = n->nsrc ? ap->alpha : 0.0f;
-        pc.beta = ap->beta;
-        for (int i = 0; i < 4; i++) {
-            pc.shape[i] = (uint32_t)ys[i];
-            pc.sx[i] = (uint32_t)xst[i];
-        }
-        if (vkl_op_bind_operand(g, x, y, first, cnt, &bind[0], &pc.x_off, &pc.x_local, e) ||
-            vkl_bind_span(g, y, first, cnt, &bind[1], &pc.y_off, e))
-            return -1;
-        uint32_t gx, gy, spec[1] = {(uint32_t)x->dtype};
-        vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "accumulate", spec, 1, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
-    }
-    return 0;
+    uint32_t spec[1] = {(uint32_t)x->dtype};
+    return vkl_op_emit_map(g, x, y, "accumulate", spec, 1, n->nsrc ? ap->alpha : 0.0f, ap->beta, e);
 }
 
 vkl_tensor *vkl_accumulate_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst, float alpha, float beta)

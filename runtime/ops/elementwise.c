@@ -112,10 +112,9 @@ vkl_tensor *vkl_div(vkl_graph *g, vkl_tensor *a, vkl_tensor *b) { return binary(
 
 typedef struct { int op; float alpha, beta; int convert; } unary_params;
 
-static int emit_unary(vkl_graph *g, vkl_node *n, vkl_err *e)
+int vkl_op_emit_map(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, const char *kernel, const uint32_t *spec,
+                    int nspec, float alpha, float beta, vkl_err *e)
 {
-    const unary_params *up = (const unary_params *)n->params.bytes;
-    vkl_tensor *x = n->src[0], *y = n->dst;
     int half_out = y->dtype != VKL_F32;
     /* windows sized for the widest element (f32), so input and output windows both fit */
     int64_t total = vkl_tensor_nelem(y), win = vkl_window_elems(vkl_graph_ctx(g), VKL_F32, 512);
@@ -132,8 +131,8 @@ static int emit_unary(vkl_graph *g, vkl_node *n, vkl_err *e)
         memset(&pc, 0, sizeof pc);
         pc.n = (uint32_t)cnt;
         pc.first = (uint32_t)first;
-        pc.alpha = up->alpha;
-        pc.beta = up->beta;
+        pc.alpha = alpha;
+        pc.beta = beta;
         for (int i = 0; i < 4; i++) {
             pc.shape[i] = (uint32_t)ys[i];
             pc.sx[i] = (uint32_t)xst[i];
@@ -142,20 +141,25 @@ static int emit_unary(vkl_graph *g, vkl_node *n, vkl_err *e)
             vkl_bind_span(g, y, first, cnt, &bind[1], &pc.y_off, e))
             return -1;
         if (half_out && (pc.y_off & 1)) return vkl_fail(e, "internal: 16-bit output window not word-aligned");
+        /* a 16-bit output is written a word (two elements) per invocation */
         uint64_t threads = half_out ? ((uint64_t)cnt + 1) / 2 : (uint64_t)cnt;
         uint32_t gx, gy;
         vkl_op_grid((threads + 255) / 256, &gx, &gy);
-        int rc;
-        if (up->convert) {
-            uint32_t spec[2] = {(uint32_t)x->dtype, (uint32_t)y->dtype};
-            rc = vkl_emit_dispatch(g, "convert", spec, 2, bind, 2, &pc, sizeof pc - 8, gx, gy, 1, e);
-        } else {
-            uint32_t spec[2] = {(uint32_t)up->op, (uint32_t)x->dtype};
-            rc = vkl_emit_dispatch(g, "unary", spec, 2, bind, 2, &pc, sizeof pc, gx, gy, 1, e);
-        }
-        if (rc) return -1;
+        if (vkl_emit_dispatch(g, kernel, spec, nspec, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
+}
+
+static int emit_unary(vkl_graph *g, vkl_node *n, vkl_err *e)
+{
+    const unary_params *up = (const unary_params *)n->params.bytes;
+    vkl_tensor *x = n->src[0], *y = n->dst;
+    if (up->convert) {
+        uint32_t spec[2] = {(uint32_t)x->dtype, (uint32_t)y->dtype};
+        return vkl_op_emit_map(g, x, y, "convert", spec, 2, 1.0f, 0.0f, e);
+    }
+    uint32_t spec[2] = {(uint32_t)up->op, (uint32_t)x->dtype};
+    return vkl_op_emit_map(g, x, y, "unary", spec, 2, up->alpha, up->beta, e);
 }
 
 static const char *unary_names[VKL_UNARY_COUNT] = {"scale", "silu", "gelu", "gelu_tanh", "quick_gelu", "relu",

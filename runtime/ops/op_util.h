@@ -43,6 +43,11 @@ static inline int vkl_op_same_layout(const vkl_tensor *x, const vkl_tensor *y)
 int vkl_op_bind_operand(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, int64_t first, int64_t n,
                         vkl_bind *b, uint32_t *off, uint32_t *local, vkl_err *e);
 
+/* One window-split dispatch series of a single-input map kernel (unary,
+ * convert, accumulate: they share one push-constant layout) from x to y. */
+int vkl_op_emit_map(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, const char *kernel, const uint32_t *spec,
+                    int nspec, float alpha, float beta, vkl_err *e);
+
 /* Backward of vkl_attention (runtime/ops/attention_grad.c). */
 int vkl_attention_grad(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, float scale, int causal,
                        vkl_tensor *dy, const int *need, vkl_tensor **dsrc);

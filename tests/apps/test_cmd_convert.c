@@ -17,35 +17,7 @@
 #define TINY "refkit/sd/tiny-sd"
 #define LM "refkit/lm/"
 
-static const char *binary(void)
-{
-    const char *b = getenv("VKLORA_BINARY");
-    if (!b || !*b) {
-        fprintf(stderr, "SKIPPED: VKLORA_BINARY not set (run through ctest)\n");
-        skip();
-    }
-    return b;
-}
-
-/* Runs the binary with args; returns the exit status, output in *out (malloc'd). */
-static int run(const char *args, char **out)
-{
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", binary(), args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 16, n = 0, k;
-    char *o = malloc(cap);
-    while ((k = fread(o + n, 1, cap - n - 1, p)) > 0) {
-        n += k;
-        if (cap - n < 4096) o = realloc(o, cap *= 2);
-    }
-    o[n] = 0;
-    int st = pclose(p);
-    if (out) *out = o;
-    else free(o);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *args, char **out) { return vkl_test_run_cli(NULL, NULL, args, out); }
 
 static void run_ok(const char *args)
 {

@@ -8,17 +8,28 @@
 int vkl_test_run_cli(const char *cwd, const char *env, const char *args, char **output)
 {
     const char *bin = getenv("VKLORA_BINARY");
+    if (!bin || !*bin) {
+        fprintf(stderr, "SKIPPED: VKLORA_BINARY not set (run the tests through ctest)\n");
+        skip();
+    }
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "cd '%s' && %s '%s' %s 2>&1", cwd ? cwd : ".", env ? env : "", bin ? bin : "vklora",
-             args);
+    snprintf(cmd, sizeof cmd, "cd '%s' && %s '%s' %s 2>&1", cwd ? cwd : ".", env ? env : "", bin, args);
     FILE *p = popen(cmd, "r");
     if (!p) {
         print_error("cannot run %s\n", cmd);
         fail();
     }
-    size_t cap = 1 << 16, n = 0;
+    size_t cap = 1 << 16, n = 0, k;
     char *out = malloc(cap);
-    while (out && n + 1 < cap && fgets(out + n, (int)(cap - n), p)) n += strlen(out + n);
+    while (out && (k = fread(out + n, 1, cap - n - 1, p)) > 0) {
+        n += k;
+        if (cap - n < 4096) {
+            char *bigger = realloc(out, cap * 2);
+            if (!bigger) break;
+            out = bigger;
+            cap *= 2;
+        }
+    }
     if (out) out[n] = 0;
     int st = pclose(p);
     if (output) *output = out;

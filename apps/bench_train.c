@@ -62,7 +62,7 @@ done:
 int vkl_bench_train_step(int argc, char **argv)
 {
     const char *family = "sd1.5";
-    int W = 256, H = 256, rank = 16, ck = 1, batch = 1, steps = 3;
+    int W = 256, H = 256, rank = 16, ck = 1, batch = 1, steps = 3, mixed = 0;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) goto usage;
@@ -74,10 +74,11 @@ int vkl_bench_train_step(int argc, char **argv)
         else if (!strcmp(k, "--checkpointing")) ck = atoi(v);
         else if (!strcmp(k, "--batch")) batch = atoi(v);
         else if (!strcmp(k, "--steps")) steps = atoi(v);
+        else if (!strcmp(k, "--mixed-precision") && (!strcmp(v, "no") || !strcmp(v, "fp16"))) mixed = !strcmp(v, "fp16");
         else goto usage;
     }
     if (W <= 0 || H <= 0 || W % 64 || H % 64 || rank < 1 || rank > 1024 || (ck != 0 && ck != 1) || batch < 1 ||
-        batch > 64 || steps < 1 || steps > 100)
+        batch > 64 || steps < 0 || steps > 100)
         goto usage;
     vkl_sd_config cfg;
     vkl_err e = {{0}};
@@ -89,6 +90,7 @@ int vkl_bench_train_step(int argc, char **argv)
     vkl_tensor **params = NULL;
     vkl_adamw *opt = NULL;
     vkl_sd_train_step *s = NULL;
+    vkl_tensor *seed = NULL;
     float *noisy = NULL, *target = NULL, *text = NULL;
     double *times = NULL;
     int rc = 1, np = 0;
@@ -113,13 +115,22 @@ int vkl_bench_train_step(int argc, char **argv)
     vkl_unet unet = {&cfg.unet, w, set, ck};
     vkl_mem_reset_peak(c);
     t0 = vkl_progress_now();
-    if (vkl_sd_train_step_new(c, &unet, &sh, ck, opt, &s, &e)) goto done;
+    /* fp16 as the trainer runs it: f16 activations and a loss scale */
+    vkl_sd_train_opts so = {ck, opt, NULL, 1.0f, NULL, 0, mixed, NULL};
+    if (mixed) {
+        float S = 65536.0f;
+        if (!(seed = vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){1}, &e)) || vkl_tensor_upload(c, seed, &S, VKL_F32, &e) ||
+            vkl_adamw_set_grad_scale(opt, S, &e))
+            goto done;
+        so.loss_seed = seed;
+    }
+    if (vkl_sd_train_step_new_ex(c, &unet, &sh, &so, &s, &e)) goto done;
     double plan_s = vkl_progress_now() - t0;
     size_t nl = (size_t)batch * sh.channels * sh.height * sh.width, nt = (size_t)batch * 77 * sh.context;
     noisy = malloc(sizeof(float) * nl);
     target = malloc(sizeof(float) * nl);
     text = malloc(sizeof(float) * nt);
-    times = malloc(sizeof(double) * (size_t)steps);
+    times = malloc(sizeof(double) * (size_t)(steps + 1));
     float tv[64], loss = 0, gn = 0;
     if (!noisy || !target || !text || !times) {
         vkl_fail(&e, "out of host memory");
@@ -131,8 +142,9 @@ int vkl_bench_train_step(int argc, char **argv)
     }
     for (size_t i = 0; i < nt; i++) text[i] = vkl_rng_normal_at(7, 3, i);
     for (int b = 0; b < batch && b < 64; b++) tv[b] = (float)(100 + 397 * b % 900);
-    /* the first run also compiles the pipelines: timed apart */
-    for (int k = 0; k <= steps; k++) {
+    /* the first run also compiles the pipelines: timed apart. --steps 0
+     * plans only: the memory figures without the time (slow devices) */
+    for (int k = 0; k <= steps && steps; k++) {
         t0 = vkl_progress_now();
         if (vkl_sd_train_step_run(s, noisy, tv, text, target, NULL, k + 1, 1e-4f, &loss, &e) ||
             vkl_sd_train_step_stats(s, &gn, NULL, &e))
@@ -141,13 +153,16 @@ int vkl_bench_train_step(int argc, char **argv)
         fprintf(stderr, "%s %d: %.2f s, loss %.5f, gradient norm %.4g\n", k ? "step" : "warm-up", k, dt, loss, gn);
         if (k) times[k - 1] = dt;
     }
-    qsort(times, (size_t)steps, sizeof *times, cmp_double);
+    if (steps) qsort(times, (size_t)steps, sizeof *times, cmp_double);
+    else times[0] = 0;
     vkl_mem_stats ms;
     vkl_mem_get_stats(c, &ms);
     printf("train-step %s %dx%d batch %d, LoRA rank %d on %d attention projections (%.2f M parameters), "
-           "checkpointing %s: %.2f s per step (median of %d), graph build+plan %.1f s; activation arena %.0f MiB, "
+           "checkpointing %s, activations %s: %.2f s per step (median of %d), graph build+plan %.1f s; activation arena %.0f MiB, "
            "peak device memory %.0f MiB (weights %.0f MiB); device %s\n",
-           family, W, H, batch, rank, np / 2, nparam / 1e6, ck ? "on" : "off", times[steps / 2], steps, plan_s,
+           family, W, H, batch, rank, np / 2, nparam / 1e6, ck ? "on" : "off",
+           vkl_sd_train_step_fp16(s) ? "f16 (loss scale 65536)" : mixed ? "f32 (no fp16 on this device)" : "f32",
+           times[steps / 2], steps, plan_s,
            vkl_sd_train_step_arena_bytes(s) / 1048576.0, ms.total_peak / 1048576.0,
            vkl_weights_bytes(w) / 1048576.0, vkl_ctx_caps(c)->name);
     rc = 0;
@@ -158,6 +173,7 @@ done:
     free(text);
     free(times);
     vkl_sd_train_step_free(s);
+    vkl_tensor_free(seed);
     vkl_adamw_free(opt);
     free(params);
     vkl_lora_set_free(set);
@@ -167,6 +183,6 @@ done:
     return rc;
 usage:
     fprintf(stderr, "usage: vklora bench train-step --family sd1.5|sd2.1 --width W --height H [--rank 16] "
-                    "[--checkpointing 0|1] [--batch 1] [--steps 3] (sizes multiples of 64)\n");
+                    "[--checkpointing 0|1] [--batch 1] [--steps 3 (0: plan only)] [--mixed-precision no|fp16] (sizes multiples of 64)\n");
     return 2;
 }

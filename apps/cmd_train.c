@@ -21,6 +21,8 @@ static const char *usage_text =
     "  --caption TEXT (for images without a caption file)   --caption-ext .txt   --trigger WORD\n"
     "  --shuffle-caption   --keep-tokens N   --caption-dropout-rate P   --caption-tag-dropout-rate P\n"
     "  --flip   --no-bucket   --bucket-upscale   --checkpointing   --clip-skip N   --tokenizer PATH\n"
+    "  --mixed-precision no|fp16 (fp16: f16 activations and dynamic loss scaling where the device has\n"
+    "    fp16 arithmetic; f32 elsewhere)   --weights f16|f32 (frozen weights, f16)\n"
     "  --save-every N   --keep-last K   --sample-prompts FILE --sample-every N   --resume STATE_DIR\n"
     "  --config FILE (JSON or TOML with the same names, without dashes)   --quiet\n"
     "Writes ADAPTER (kohya format) and beside it, named after it without .safetensors: NAME.json\n"

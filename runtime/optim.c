@@ -22,7 +22,8 @@ struct vkl_adamw {
     int n;
     vkl_tensor **p, **m, **v;
     float *lr_mult;
-    vkl_tensor *hyper; /* f32 [8] */
+    vkl_tensor *hyper; /* f32 [9]: lr, b1, b2, eps, wd, bc1, bc2, max_norm, 1/loss scale */
+    float grad_scale;  /* the loss scale the gradients carry (1: none) */
     vkl_tensor *state; /* f32 [4]: norm, clip factor, skip */
 };
 
@@ -61,7 +62,8 @@ vkl_adamw *vkl_adamw_new(vkl_ctx *c, vkl_tensor *const *params, int n, const flo
         free(zero);
         if (rc) goto fail;
     }
-    a->hyper = vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){8}, e);
+    a->grad_scale = 1.0f;
+    a->hyper = vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){9}, e);
     a->state = a->hyper ? vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){4}, e) : NULL;
     if (!a->state) goto fail;
     float zeros[4] = {0, 1, 0, 0};
@@ -119,7 +121,7 @@ static int emit_clip(vkl_graph *g, vkl_node *n, vkl_err *e)
 {
     vkl_bind b[3];
     uint32_t off, d1, d2;
-    if (vkl_bind_span(g, n->src[0], 0, 1, &b[0], &off, e) || vkl_bind_span(g, n->src[1], 0, 8, &b[1], &d1, e) ||
+    if (vkl_bind_span(g, n->src[0], 0, 1, &b[0], &off, e) || vkl_bind_span(g, n->src[1], 0, 9, &b[1], &d1, e) ||
         vkl_bind_span(g, n->dst, 0, 4, &b[2], &d2, e))
         return -1;
     struct { uint32_t sq_off; } pc = {off};
@@ -160,15 +162,23 @@ int vkl_adamw_append(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_e
 int vkl_adamw_prepare(vkl_adamw *a, int t, float lr, vkl_err *e)
 {
     if (t < 1) return vkl_fail(e, "AdamW: steps count from 1");
-    float h[8] = {lr,
+    float h[9] = {lr,
                   a->o.beta1,
                   a->o.beta2,
                   a->o.eps,
                   a->o.weight_decay,
                   (float)(1.0 - pow(a->o.beta1, t)),
                   (float)(1.0 - pow(a->o.beta2, t)),
-                  a->o.max_grad_norm};
+                  a->o.max_grad_norm,
+                  1.0f / a->grad_scale};
     return vkl_tensor_upload(a->ctx, a->hyper, h, VKL_F32, e);
+}
+
+int vkl_adamw_set_grad_scale(vkl_adamw *a, float scale, vkl_err *e)
+{
+    if (!(scale > 0) || isinf(scale)) return vkl_fail(e, "AdamW: gradient scale %g is not a positive number", scale);
+    a->grad_scale = scale;
+    return 0;
 }
 
 int vkl_adamw_result(vkl_adamw *a, float *norm, int *skipped, vkl_err *e)

@@ -27,6 +27,12 @@ int vkl_adamw_append(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_e
 /* Before running step t (1-based) with learning rate lr: uploads the values
  * the recorded update reads. */
 int vkl_adamw_prepare(vkl_adamw *a, int t, float lr, vkl_err *e);
+/* Mixed precision: the gradients the update reads are the true ones times
+ * `scale` (the loss scale, runtime/loss_scale.h). The update divides by it
+ * (folded into the clip factor, so it costs nothing per element), clipping
+ * compares the unscaled norm, and the reported norm is the unscaled one.
+ * Read by the next vkl_adamw_prepare; 1 (the default) is plain training. */
+int vkl_adamw_set_grad_scale(vkl_adamw *a, float scale, vkl_err *e);
 /* After the run: the global gradient norm (before clipping) and whether the
  * step was skipped for a NaN/Inf gradient. */
 int vkl_adamw_result(vkl_adamw *a, float *norm, int *skipped, vkl_err *e);

@@ -15,7 +15,17 @@ typedef struct vkl_sd_net {
     vkl_graph *g;
     const vkl_weights *w;
     const vkl_lora_set *lora;
+    /* Mixed-precision training: activations that live long (kept from the
+     * forward pass for the backward one) are stored as f16 (vkl_sd_store16). 0:
+     * everything f32. Set only where the device has 16-bit storage and fp16
+     * arithmetic. */
+    int act16;
 } vkl_sd_net;
+
+/* x as f16 when n->act16 (a convert after the producing op; the consumers
+ * read f16 directly and the f32 original dies at once), else x unchanged.
+ * The convert is transparent to autograd: gradients stay f32. */
+vkl_tensor *vkl_sd_store16(const vkl_sd_net *n, vkl_tensor *x);
 
 /* x [B,C,H,W] -> [B,H*W,C] (contiguous) and back. */
 vkl_tensor *vkl_sd_to_tokens(vkl_graph *g, vkl_tensor *x);

@@ -10,9 +10,15 @@
 vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample, vkl_tensor *t, vkl_tensor *ctx,
                              vkl_unet_taps *taps)
 {
+    return vkl_unet_forward_ex(g, m, 0, sample, t, ctx, taps);
+}
+
+vkl_tensor *vkl_unet_forward_ex(vkl_graph *g, const vkl_unet *m, int act16, vkl_tensor *sample, vkl_tensor *t,
+                                vkl_tensor *ctx, vkl_unet_taps *taps)
+{
     if (!sample || !t || !ctx || vkl_graph_failed(g)) return NULL;
     const vkl_sd_unet_config *c = m->cfg;
-    vkl_sd_net n = {g, m->w, m->lora};
+    vkl_sd_net n = {g, m->w, m->lora, act16};
     char p[256];
     int G = c->norm_num_groups;
     if (sample->ndim != 4 || sample->shape[1] != c->in_channels)
@@ -30,7 +36,9 @@ vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample
     if (taps) taps->time_embedding = temb;
     vkl_tensor *temb_silu = vkl_silu(g, temb);
 
-    vkl_tensor *x = vkl_sd_conv(&n, sample, "unet.conv_in", 1, 1);
+    /* with act16 the skip connections (kept until the up blocks) and every
+     * block boundary (the checkpoint segments' inputs) are f16 */
+    vkl_tensor *x = vkl_sd_store16(&n, vkl_sd_conv(&n, sample, "unet.conv_in", 1, 1));
     if (taps) taps->conv_in = x;
     vkl_tensor *skips[64];
     int nskip = 0;
@@ -52,7 +60,7 @@ vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample
         }
         if (i < c->n_levels - 1) {
             snprintf(p, sizeof p, "unet.down_blocks.%d.downsamplers.0.conv", i);
-            x = vkl_sd_conv(&n, x, p, 2, 1);
+            x = vkl_sd_store16(&n, vkl_sd_conv(&n, x, p, 2, 1));
             if (nskip < 64) skips[nskip++] = x;
         }
         if (taps && i < 8) taps->down[i] = x;
@@ -76,7 +84,7 @@ vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample
         int level = c->n_levels - 1 - i; /* matching down level */
         for (int j = 0; j < c->layers_per_block + 1; j++) {
             if (nskip <= 0) return vkl_graph_set_error(g, "unet: skip connections exhausted");
-            x = vkl_concat(g, x, skips[--nskip], 1);
+            x = vkl_concat(g, vkl_sd_store16(&n, x), skips[--nskip], 1);
             snprintf(p, sizeof p, "unet.up_blocks.%d.resnets.%d", i, j);
             SEG_BEGIN();
             x = vkl_sd_resnet(&n, x, temb_silu, p, G, c->norm_eps);
@@ -91,7 +99,7 @@ vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample
         }
         if (i < c->n_levels - 1) {
             snprintf(p, sizeof p, "unet.up_blocks.%d.upsamplers.0.conv", i);
-            x = vkl_sd_conv(&n, vkl_upsample_nearest2x(g, x), p, 1, 1);
+            x = vkl_sd_store16(&n, vkl_sd_conv(&n, vkl_upsample_nearest2x(g, x), p, 1, 1));
         }
         if (taps && i < 8) taps->up[i] = x;
     }

@@ -25,5 +25,10 @@ typedef struct vkl_unet_taps {
  * ctx [B, 77, cross_attention_dim]. Returns the model output [B, out_ch, h, w]. */
 vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample, vkl_tensor *t, vkl_tensor *ctx,
                              vkl_unet_taps *taps);
+/* The same for mixed-precision training: act16 stores the activations that
+ * live long (block boundaries, skip connections, what backward rules read)
+ * as f16 (vkl_sd_net.act16). The output is f32 either way. */
+vkl_tensor *vkl_unet_forward_ex(vkl_graph *g, const vkl_unet *m, int act16, vkl_tensor *sample, vkl_tensor *t,
+                                vkl_tensor *ctx, vkl_unet_taps *taps);
 
 #endif

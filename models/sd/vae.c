@@ -24,7 +24,7 @@ vkl_tensor *vkl_vae_decode(vkl_graph *g, const vkl_vae *m, vkl_tensor *z)
 {
     if (!z || vkl_graph_failed(g)) return NULL;
     const vkl_sd_vae_config *c = m->cfg;
-    vkl_sd_net n = {g, m->w, NULL};
+    vkl_sd_net n = {g, m->w, NULL, 0};
     char p[256];
     if (z->ndim != 4 || z->shape[1] != c->latent_channels)
         return vkl_graph_set_error(g, "vae: latents must be [batch, %d, h, w]", c->latent_channels);
@@ -49,7 +49,7 @@ vkl_tensor *vkl_vae_encode(vkl_graph *g, const vkl_vae *m, vkl_tensor *image)
 {
     if (!image || vkl_graph_failed(g)) return NULL;
     const vkl_sd_vae_config *c = m->cfg;
-    vkl_sd_net n = {g, m->w, NULL};
+    vkl_sd_net n = {g, m->w, NULL, 0};
     char p[256];
     int64_t f = 1 << (c->n_levels - 1);
     if (image->ndim != 4 || image->shape[1] != c->in_channels || image->shape[2] % f || image->shape[3] % f)

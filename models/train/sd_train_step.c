@@ -15,6 +15,7 @@ struct vkl_sd_train_step {
     char **names;
     vkl_adamw *opt;
     int accum;
+    int fp16;
     float *ones;
 };
 
@@ -34,6 +35,12 @@ void vkl_sd_train_step_free(vkl_sd_train_step *s)
     free(s->grads);
     free(s->ones);
     free(s);
+}
+
+int vkl_sd_train_fp16_supported(const vkl_ctx *c)
+{
+    const vkl_caps *k = vkl_ctx_caps(c);
+    return k->fp16 && k->storage16;
 }
 
 int vkl_sd_train_params(const vkl_lora_set *set, vkl_tensor ***params, int *n, vkl_err *e)
@@ -101,10 +108,16 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
     }
     vkl_unet u = *unet;
     u.checkpoint = o->checkpoint;
-    vkl_tensor *pred = vkl_unet_forward(s->g, &u, s->noisy, s->t, text, NULL);
+    s->fp16 = o->fp16_act && vkl_sd_train_fp16_supported(c);
+    vkl_tensor *pred = vkl_unet_forward_ex(s->g, &u, s->fp16, s->noisy, s->t, text, NULL);
     s->loss = vkl_mse_loss(s->g, pred, s->target, s->weights, NULL);
     vkl_graph_keep(s->g, s->loss);
-    if (vkl_graph_backward(s->g, s->loss, NULL, s->params, s->np, s->grads, e)) goto fail;
+    if (o->loss_seed && (vkl_tensor_nelem(o->loss_seed) != 1 || o->loss_seed->dtype != VKL_F32 || o->loss_seed->graph)) {
+        vkl_fail(e, "the loss scale must be a persistent f32 tensor of one element");
+        goto fail;
+    }
+    vkl_tensor *seed = o->loss_seed ? vkl_reshape(s->g, o->loss_seed, s->loss->ndim, s->loss->shape) : NULL;
+    if (vkl_graph_backward(s->g, s->loss, seed, s->params, s->np, s->grads, e)) goto fail;
     for (int i = 0; i < s->np; i++)
         if (!s->grads[i]) {
             vkl_fail(e, "training: adapter tensor %s does not affect the loss", s->names[i]);
@@ -137,7 +150,7 @@ fail:
 int vkl_sd_train_step_new(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_shape *sh, int checkpoint,
                           vkl_adamw *opt, vkl_sd_train_step **out, vkl_err *e)
 {
-    vkl_sd_train_opts o = {checkpoint, opt, NULL, 1.0f, NULL, 0};
+    vkl_sd_train_opts o = {checkpoint, opt, NULL, 1.0f, NULL, 0, 0, NULL};
     return vkl_sd_train_step_new_ex(c, unet, sh, &o, out, e);
 }
 
@@ -176,3 +189,4 @@ vkl_tensor *vkl_sd_train_step_grad(const vkl_sd_train_step *s, int i) { return s
 const char *vkl_sd_train_step_param_name(const vkl_sd_train_step *s, int i) { return s->names[i]; }
 vkl_adamw *vkl_sd_train_step_optimizer(vkl_sd_train_step *s) { return s->opt; }
 uint64_t vkl_sd_train_step_arena_bytes(const vkl_sd_train_step *s) { return vkl_graph_arena_bytes(s->g); }
+int vkl_sd_train_step_fp16(const vkl_sd_train_step *s) { return s->fp16; }

@@ -34,7 +34,21 @@ typedef struct vkl_sd_train_opts {
     float accum_scale;       /* 1/N for N micro-batches per optimiser step */
     const vkl_clip_text *te; /* text encoder run in the graph (its lora = the trainable set), or NULL */
     int te_skip;             /* final layers skipped (clip skip - 1) */
+    /* Mixed precision (--mixed-precision fp16): the UNet's long-lived
+     * activations are stored f16 (vkl_unet.act16), where
+     * vkl_sd_train_fp16_supported says the device can; elsewhere ignored
+     * (everything f32). Gradients and the loss stay f32. */
+    int fp16_act;
+    /* Dynamic loss scaling: a persistent f32 [1, 1] tensor holding the loss
+     * scale S, used as the loss gradient seed (borrowed; the caller uploads S
+     * before each step and tells the optimiser with vkl_adamw_set_grad_scale).
+     * NULL: seed 1. Gradients read or accumulated from the step carry S. */
+    vkl_tensor *loss_seed;
 } vkl_sd_train_opts;
+
+/* Whether the device can hold f16 activations in training: 16-bit storage
+ * and fp16 arithmetic (the "portable" profile has neither). */
+int vkl_sd_train_fp16_supported(const vkl_ctx *c);
 
 /* unet->lora must hold the trainable adapters (each slot's a_cat / b_cat are
  * the parameters, text-encoder slots included when opts->te is given).
@@ -70,5 +84,7 @@ vkl_tensor *vkl_sd_train_step_grad(const vkl_sd_train_step *s, int i); /* kept o
 const char *vkl_sd_train_step_param_name(const vkl_sd_train_step *s, int i); /* "<module>.down" / ".up" */
 vkl_adamw *vkl_sd_train_step_optimizer(vkl_sd_train_step *s);
 uint64_t vkl_sd_train_step_arena_bytes(const vkl_sd_train_step *s);
+/* Whether the step's activations are f16 (fp16_act asked and supported). */
+int vkl_sd_train_step_fp16(const vkl_sd_train_step *s);
 
 #endif

@@ -9,6 +9,7 @@
 #include "sd/rng.h"
 #include "sd/schedule.h"
 #include "grad_accum.h"
+#include "loss_scale.h"
 #include "train/sd_train_step.h"
 
 #include <cjson/cJSON.h>
@@ -110,6 +111,9 @@ typedef struct trainer {
     vkl_adamw *opt;
     vkl_grad_accum *accum;  /* grad_accum > 1: gradients summed over micro-batches */
     vkl_graph *update;      /* and the optimiser step on the sums */
+    int fp16;               /* mixed precision in force: f16 activations, loss scaling */
+    vkl_loss_scaler scaler; /* with fp16: the loss scale S and its good-step count */
+    vkl_tensor *seed;       /* with fp16: f32 [1] holding S, the loss gradient seed */
     vkl_noise_table table;
     struct { int w, h; vkl_sd_train_step *s; } steps[32];
     int nsteps;
@@ -272,6 +276,10 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
     cJSON_AddNumberToObject(j, "epoch", epoch);
     cJSON_AddNumberToObject(j, "params", t->np);
     cJSON_AddNumberToObject(j, "grad_accum", t->c->grad_accum);
+    if (t->fp16) {
+        cJSON_AddNumberToObject(j, "loss_scale", t->scaler.scale);
+        cJSON_AddNumberToObject(j, "loss_scale_good_steps", t->scaler.good);
+    }
     cJSON_AddItemToObject(j, "data", iter ? cJSON_Parse(iter) : cJSON_CreateNull());
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
@@ -320,6 +328,18 @@ static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, 
         return vkl_fail(e, "%s was saved with --grad-accum %d, this run has %d", path, saved_accum, t->c->grad_accum);
     }
     *step = st->valueint;
+    /* the loss scale continues where it was (a state saved without mixed
+     * precision leaves the initial scale) */
+    cJSON *ls = cJSON_GetObjectItem(j, "loss_scale"), *lg = cJSON_GetObjectItem(j, "loss_scale_good_steps");
+    if (t->fp16 && cJSON_IsNumber(ls)) {
+        if (!(ls->valuedouble >= t->scaler.min_scale && ls->valuedouble <= t->scaler.max_scale)) {
+            cJSON_Delete(j);
+            return vkl_fail(e, "%s: loss_scale %g is outside [%g, %g]", path, ls->valuedouble, t->scaler.min_scale,
+                            t->scaler.max_scale);
+        }
+        t->scaler.scale = (float)ls->valuedouble;
+        t->scaler.good = cJSON_IsNumber(lg) && lg->valueint >= 0 ? lg->valueint : 0;
+    }
     char *dj = cJSON_PrintUnformatted(data);
     cJSON_Delete(j);
     int rc = vkl_ds_iter_restore(it, dj, e);
@@ -422,7 +442,7 @@ static vkl_sd_train_step *step_for(trainer *t, int w, int h, vkl_err *e)
                              t->m->cfg->unet.cross_attention_dim};
     vkl_sd_train_step *s = NULL;
     vkl_sd_train_opts o = {t->c->checkpointing, t->accum ? NULL : t->opt, t->accum, 1.0f / (float)t->c->grad_accum,
-                           t->c->train_te ? &t->m->te : NULL, t->c->clip_skip - 1};
+                           t->c->train_te ? &t->m->te : NULL, t->c->clip_skip - 1, t->fp16, t->seed};
     if (vkl_sd_train_step_new_ex(t->ctx, &t->m->unet, &sh, &o, &s, e)) return NULL;
     t->steps[t->nsteps].w = w;
     t->steps[t->nsteps].h = h;
@@ -434,6 +454,7 @@ static void trainer_free(trainer *t)
 {
     for (int i = 0; i < t->nsteps; i++) vkl_sd_train_step_free(t->steps[i].s);
     vkl_graph_free(t->update);
+    vkl_tensor_free(t->seed);
     vkl_grad_accum_free(t->accum);
     vkl_adamw_free(t->opt);
     free(t->params);
@@ -561,6 +582,17 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         t.update = t.accum ? vkl_grad_accum_update_graph(t.accum, t.opt, e) : NULL;
         if (!t.update) goto done;
     }
+    if (c->mixed_precision) {
+        const vkl_caps *caps = vkl_ctx_caps(ctx);
+        t.fp16 = vkl_sd_train_fp16_supported(ctx);
+        if (!t.fp16)
+            vkl_log(VKL_LOG_WARN, "mixed precision: %s (profile %s) has no fp16 arithmetic or 16-bit storage; "
+                    "training in f32", caps->name, caps->profile);
+        else
+            vkl_log(VKL_LOG_INFO, "mixed precision: f16 activations, dynamic loss scaling");
+    }
+    vkl_loss_scaler_init(&t.scaler);
+    if (t.fp16 && !(t.seed = vkl_tensor_new(ctx, VKL_F32, 1, (int64_t[]){1}, e))) goto done;
     if (vkl_ds_iter_init(&it, t.ds, e)) goto done;
     int N = c->grad_accum;
     int total = c->max_steps ? c->max_steps : (c->epochs * t.ds->batches_per_epoch + N - 1) / N;
@@ -609,6 +641,10 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         /* one optimiser step: N micro-batches (N = 1 without accumulation) */
         float lr = vkl_lr_at(&sched, step), loss, gn = 0;
         double loss_sum = 0;
+        /* S is fixed for a whole accumulation cycle; the update unscales once */
+        if (t.fp16 && (vkl_tensor_upload(ctx, t.seed, &t.scaler.scale, VKL_F32, e) ||
+                       vkl_adamw_set_grad_scale(t.opt, t.scaler.scale, e)))
+            goto done;
         for (int micro = 0; micro < N;) {
             const vkl_ds_sample *smp;
             int cnt, bucket;
@@ -671,9 +707,16 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         if (vkl_adamw_result(t.opt, &gn, &skipped, e)) goto done;
         loss = (float)(loss_sum / N);
         step++;
-        if (skipped) {
+        float old_scale = t.scaler.scale;
+        if (t.fp16 && vkl_loss_scaler_update(&t.scaler, skipped)) {
+            /* an overflow of the scaled gradient: a smaller scale cures it, so
+             * it is not a divergence and does not count towards the stop */
+            vkl_log(VKL_LOG_INFO, "step %d: the gradient overflowed at loss scale %g; the update was skipped, "
+                    "loss scale now %g", step, old_scale, t.scaler.scale);
+        } else if (skipped) {
             skipped_run++;
-            vkl_log(VKL_LOG_WARN, "step %d: the gradient was not finite; the update was skipped", step);
+            vkl_log(VKL_LOG_WARN, "step %d: the gradient was not finite%s; the update was skipped", step,
+                    t.fp16 ? " at the minimum loss scale" : "");
             if (skipped_run >= 10) {
                 vkl_fail(e, "10 steps in a row had non-finite gradients; stopping (try a lower --lr)");
                 goto done;

@@ -46,6 +46,10 @@ typedef struct vkl_train_config {
     const char *resume;       /* state folder of an interrupted run */
     int quiet;
     vkl_dtype weight_dtype;
+    /* --mixed-precision fp16 (kohya's flag): f16 activations in the UNet and
+     * dynamic loss scaling (runtime/loss_scale.h) where the device has fp16
+     * arithmetic; f32 elsewhere (said once). 0: no. */
+    int mixed_precision;
 } vkl_train_config;
 
 void vkl_train_config_default(vkl_train_config *c);

@@ -122,6 +122,10 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
         if (!strcmp(v, "f16")) c->weight_dtype = VKL_F16;
         else if (!strcmp(v, "f32")) c->weight_dtype = VKL_F32;
         else return vkl_fail(e, "weights: f16 or f32, not '%s'", v);
+    } else if (!strcmp(k, "mixed-precision")) {
+        if (!strcmp(v, "no")) c->mixed_precision = 0;
+        else if (!strcmp(v, "fp16")) c->mixed_precision = 1;
+        else return vkl_fail(e, "mixed-precision: no or fp16, not '%s' (bf16 activations are not supported)", v);
     } else return vkl_fail(e, "unknown training setting '%s'", k);
     return 0;
 }
@@ -176,6 +180,7 @@ char *vkl_train_config_json(const vkl_train_config *c)
     S("sample-prompts", c->sample_prompts);
     N("sample-every", c->sample_every);
     cJSON_AddStringToObject(j, "weights", c->weight_dtype == VKL_F32 ? "f32" : "f16");
+    cJSON_AddStringToObject(j, "mixed-precision", c->mixed_precision ? "fp16" : "no");
 #undef S
 #undef N
 #undef B

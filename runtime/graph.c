@@ -348,12 +348,24 @@ static int assign_memory(vkl_graph *g, vkl_err *e)
                 if (vkl_buffer_create(c, vkl_tensor_nbytes(t), VKL_MEM_DEVICE, &t->buf, e)) goto fail;
                 t->offset = 0;
             } else {
-                /* lowest gap between live ranges (kept sorted by offset) */
-                uint64_t cand = 0;
-                int at = 0;
-                for (; at < nlive; at++) {
-                    if (lv[at].off >= cand + size) break;
-                    if (lv[at].off + lv[at].size > cand) cand = lv[at].off + lv[at].size;
+                /* the smallest gap between live ranges (kept sorted by
+                 * offset) that fits, else the end: best fit keeps large
+                 * holes for large tensors (mixed f32/f16 sizes fragment a
+                 * first-fit arena) */
+                uint64_t cand = 0, end = 0, best_gap = UINT64_MAX;
+                int at = nlive;
+                for (int k = 0; k <= nlive; k++) {
+                    uint64_t lim = k < nlive ? lv[k].off : UINT64_MAX;
+                    if (lim >= end + size && lim - end < best_gap && k < nlive) {
+                        best_gap = lim - end;
+                        cand = end;
+                        at = k;
+                    }
+                    if (k < nlive && lv[k].off + lv[k].size > end) end = lv[k].off + lv[k].size;
+                }
+                if (best_gap == UINT64_MAX) {
+                    cand = end;
+                    at = nlive;
                 }
                 memmove(&lv[at + 1], &lv[at], sizeof *lv * (size_t)(nlive - at));
                 lv[at] = (live){cand, size, t->id};

@@ -61,6 +61,10 @@ int vkl_attention_grad(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v
     int64_t shift = k->shape[2] - q->shape[2];
     vkl_tensor *p = causal ? causal_mask(g, vkl_softmax(g, causal_mask(g, s, shift, -1e30f), scale), shift, 0.0f)
                            : vkl_softmax(g, s, scale);
+    /* f16 inputs mean mixed-precision training: the probabilities (in [0, 1],
+     * the largest tensor alive here with dP and dS) are kept as f16 like the
+     * other stored activations; the gradients stay f32 */
+    if (q->dtype == VKL_F16 && k->dtype == VKL_F16 && v->dtype == VKL_F16) p = vkl_convert(g, p, VKL_F16);
     if (need[2]) dsrc[2] = vkl_matmul(g, t2(g, p), dy);
     if (need[0] || need[1]) {
         vkl_tensor *dp = vkl_matmul(g, dy, t2(g, v));

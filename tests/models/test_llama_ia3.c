@@ -17,6 +17,8 @@
 #include "llama_check.h"
 #include "llama/llama_generate.h"
 #include "llama/llama_train.h"
+#include "lora/lora_combine.h"
+#include "lora/lora_delta.h"
 #include "lora/lora_merge_weights.h"
 #include "tokenizer/sp_bpe.h"
 
@@ -519,12 +521,60 @@ static void test_train_save_generate(void **state)
     vkl_test_ctx_done(c);
 }
 
+/* What has no IA3 form says so instead of computing something else. */
+static void test_refusals(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(MODEL "/model.safetensors");
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    vkl_llama *m = lm_load(c, MODEL, VKL_F32);
+    vkl_lora l;
+    ia3_init(m, NULL, 0, NULL, 0, &l);
+    vkl_err e = {{0}};
+    /* additive delta W (convert to LoRA, SVD) */
+    double *d = malloc(sizeof(double) * vkl_lora_wnelem(&l.m[0]));
+    assert_int_equal(vkl_lora_delta(&l.m[0], NULL, d, &e), -1);
+    printf("  delta: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "IA3"));
+    free(d);
+    /* combining adapters */
+    vkl_lora_input in = {&l, 1.0};
+    vkl_lora out;
+    assert_int_equal(vkl_lora_combine(&in, 1, 0, &out, NULL, &e), -1);
+    printf("  combine: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "IA3"));
+    /* the generic run-time adapter set (SD layers, LLaMA LoRA) */
+    vkl_lora_use u = {&l, 1.0f, 1.0f};
+    vkl_lora_set *set = NULL;
+    assert_int_equal(vkl_lora_set_build(c, &u, 1, &set, &e), -1);
+    printf("  adapter set: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "IA3"));
+    /* LoRA and IA3 modules in one PEFT file */
+    vkl_lora mixed;
+    assert_int_equal(vkl_lora_load(vkl_test_shared_path(LM_DIR "/tiny-llama-lora/adapter_model.safetensors"), NULL,
+                                   &mixed, &e), 0);
+    assert_int_equal(vkl_llama_ia3_build(m, &(vkl_lora_use){&mixed, 1, 1}, 1, &(vkl_llama_ia3 *){NULL}, &e), -1);
+    printf("  LoRA as IA3: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "not an IA3 module"));
+    vkl_lora_module *extra = vkl_lora_add_module(&mixed, &e);
+    *extra = l.m[0];
+    assert_int_equal(vkl_lora_save_peft(&mixed, "/nonexistent/x.safetensors", "/nonexistent/c.json", &e), -1);
+    printf("  mixed PEFT: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "IA3 modules cannot be written together"));
+    memset(extra, 0, sizeof *extra); /* owned by l */
+    vkl_lora_free(&mixed);
+    vkl_lora_free(&l);
+    vkl_llama_free(m);
+    vkl_test_ctx_done(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward),
         cmocka_unit_test(test_gradients),
         cmocka_unit_test(test_train_save_generate),
+        cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,13 +13,17 @@
  *     config's list and regex forms of feedforward_modules, and bad configs
  *     are refused naming the module;
  *   - `vklora lm generate --lora DIR` with the saved adapter prints the text
- *     of the library's own greedy generation with the same vectors. */
+ *     of the library's own greedy generation with the same vectors;
+ *   - what has no IA3 form (delta W, combine, the generic adapter set, kohya,
+ *     mixed PEFT files) refuses it with a message;
+ *   - an SD checkpoint baked with IA3 vectors (sd_bake) holds W * l exactly. */
 #include "llama_check.h"
 #include "llama/llama_generate.h"
 #include "llama/llama_train.h"
 #include "lora/lora_combine.h"
 #include "lora/lora_delta.h"
 #include "lora/lora_merge_weights.h"
+#include "sd/sd_bake.h"
 #include "tokenizer/sp_bpe.h"
 
 #include <cjson/cJSON.h>
@@ -568,6 +572,96 @@ static void test_refusals(void **state)
     vkl_test_ctx_done(c);
 }
 
+/* An SD checkpoint baked with IA3 vectors (merge --model): the text
+ * encoder's q_proj rows and the VAE mid-attention q columns times the vector,
+ * exactly (f32 products), every other tensor untouched. */
+static void test_sd_bake(void **state)
+{
+    (void)state;
+    const char *ldm_rel = "refkit/sd/tiny-sd-ldm.safetensors";
+    VKL_REQUIRE_SHARED(ldm_rel);
+    const char *ldm = vkl_test_shared_path(ldm_rel);
+    static const struct {
+        const char *name, *key;
+        int on_input;
+    } mods[] = {
+        {"text_encoder.text_model.encoder.layers.0.self_attn.q_proj",
+         "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight", 0},
+        {"vae.decoder.mid_block.attentions.0.to_q", "first_stage_model.decoder.mid.attn_1.q.weight", 1},
+    };
+    vkl_err e = {{0}};
+    vkl_lora_targets tg;
+    assert_int_equal(vkl_lora_targets_open(ldm, &tg, &e), 0);
+    vkl_lora l = {0};
+    l.format = VKL_LORA_FMT_PEFT;
+    vkl_test_rng r;
+    vkl_test_rng_seed(&r, 9);
+    for (int i = 0; i < 2; i++) {
+        int ti = vkl_lora_targets_find(&tg, mods[i].name);
+        assert_true(ti >= 0);
+        const vkl_lora_target *t = &tg.v[ti];
+        assert_int_equal(t->ndim, 2);
+        vkl_lora_module *m = vkl_lora_add_module(&l, &e);
+        m->name = strdup(t->name);
+        m->kname = strdup(t->kname);
+        m->source = strdup(t->name);
+        int64_t shape[2] = {mods[i].on_input ? 1 : t->shape[0], mods[i].on_input ? t->shape[1] : 1};
+        float *v = vkl_lora_tensor_alloc(&m->t[VKL_LORA_IA3], 2, shape, &e);
+        vkl_test_fill(&r, v, (size_t)(shape[0] * shape[1]), 0.5f, 1.5f);
+        assert_int_equal(vkl_lora_module_finish(m, t, &e), 0);
+        assert_int_equal(m->kind, VKL_LORA_KIND_IA3);
+        assert_int_equal(m->on_input, mods[i].on_input);
+    }
+    char out[1100];
+    snprintf(out, sizeof out, "%.1000s/ia3-baked.safetensors", vkl_test_tmpdir());
+    vkl_lora_use u = {&l, 1.0f, 1.0f};
+    vkl_sd_bake_opts o = {VKL_DTYPE_COUNT, 0, "ia3"};
+    if (vkl_sd_bake(ldm, &u, 1, out, &o, &e)) {
+        print_error("bake: %s\n", e.msg);
+        fail();
+    }
+    vkl_st_file *a = NULL, *b = NULL;
+    assert_int_equal(vkl_st_open(ldm, &a, &e), 0);
+    assert_int_equal(vkl_st_open(out, &b, &e), 0);
+    assert_int_equal(vkl_st_count(a), vkl_st_count(b));
+    for (int i = 0; i < 2; i++) {
+        const vkl_st_tensor *ta = vkl_st_find(a, mods[i].key), *tb = vkl_st_find(b, mods[i].key);
+        assert_non_null(ta);
+        assert_non_null(tb);
+        assert_int_equal(tb->dtype, ta->dtype);
+        assert_int_equal(ta->nelem, tb->nelem);
+        float *wa = malloc(sizeof(float) * ta->nelem), *wb = malloc(sizeof(float) * ta->nelem);
+        assert_int_equal(vkl_st_read(a, ta, VKL_F32, wa, &e), 0);
+        assert_int_equal(vkl_st_read(b, tb, VKL_F32, wb, &e), 0);
+        const vkl_lora_module *m = &l.m[i];
+        int64_t I = m->wshape[1];
+        const float *v = m->t[VKL_LORA_IA3].data;
+        size_t bad = 0;
+        for (uint64_t q = 0; q < ta->nelem; q++) {
+            float want = wa[q] * v[m->on_input ? (int64_t)q % I : (int64_t)q / I];
+            if (ta->dtype != VKL_F32) vkl_test_round_to(ta->dtype, &want, 1);
+            bad += wb[q] != want;
+        }
+        printf("  baked %s (%s, %s scaled): %zu of %llu elements differ from W * l\n", mods[i].key,
+               vkl_dtype_name(ta->dtype), m->on_input ? "columns" : "rows", bad, (unsigned long long)ta->nelem);
+        assert_int_equal(bad, 0);
+        free(wa);
+        free(wb);
+    }
+    /* an untouched tensor stays the same */
+    const char *other = "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.k_proj.weight";
+    const vkl_st_tensor *ka = vkl_st_find(a, other), *kb = vkl_st_find(b, other);
+    assert_non_null(ka);
+    assert_non_null(kb);
+    assert_int_equal(ka->nbytes, kb->nbytes);
+    assert_memory_equal(ka->data, kb->data, ka->nbytes);
+    vkl_st_close(a);
+    vkl_st_close(b);
+    remove(out);
+    vkl_lora_free(&l);
+    vkl_lora_targets_free(&tg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -575,6 +669,7 @@ int main(void)
         cmocka_unit_test(test_gradients),
         cmocka_unit_test(test_train_save_generate),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_sd_bake),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

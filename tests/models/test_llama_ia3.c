@@ -5,7 +5,8 @@
  *     its weights scaled on the host, rows by output vectors and columns by
  *     input vectors; multiplier 0 is the base model bit for bit; multiplier
  *     0.5 equals weights scaled by 1 + 0.5 (l - 1); baking through
- *     vkl_lora_merge_weights gives the same logits;
+ *     vkl_lora_merge_weights gives the same logits, also for IA3 wrapping a
+ *     LoRA adapter (merged: LoRA added, then the IA3 scaling);
  *   - training gradients of the vectors against central finite differences
  *     of the loss (lr 0 steps), and a few AdamW steps lower the loss;
  *   - the trained adapter saved as PEFT (keys, shapes, adapter_config.json
@@ -64,11 +65,12 @@ static vkl_llama_ia3 *ia3_build(vkl_llama *m, const vkl_lora *l, float mult)
     return d;
 }
 
-static float *logits_of(vkl_ctx *c, vkl_llama *m, const vkl_llama_ia3 *d, const int32_t *ids, int L)
+static float *logits_with(vkl_ctx *c, vkl_llama *m, const vkl_llama_ia3 *d, const vkl_lora_set *set,
+                          const int32_t *ids, int L)
 {
     vkl_tensor *tid = lm_ids(c, ids, 1, L), *mask = lm_mask(c, 1, L, 0, NULL);
     vkl_graph *g = vkl_graph_new(c);
-    vkl_llama_fwd o = {.ia3 = d, .mask = mask, .explicit_attn = 1};
+    vkl_llama_fwd o = {.ia3 = d, .lora = set, .mask = mask, .explicit_attn = 1};
     vkl_tensor *lg = vkl_llama_forward(g, m, tid, &o);
     vkl_graph_keep(g, lg);
     lm_plan(g);
@@ -78,6 +80,11 @@ static float *logits_of(vkl_ctx *c, vkl_llama *m, const vkl_llama_ia3 *d, const 
     vkl_tensor_free(tid);
     vkl_tensor_free(mask);
     return out;
+}
+
+static float *logits_of(vkl_ctx *c, vkl_llama *m, const vkl_llama_ia3 *d, const int32_t *ids, int L)
+{
+    return logits_with(c, m, d, NULL, ids, L);
 }
 
 /* The model's weights times 1 + mult (l - 1), on the host in double. */
@@ -148,6 +155,29 @@ static void test_forward(void **state)
         free(want);
         vkl_llama_free(ms);
     }
+    /* IA3 around a LoRA adapter's layers at run time = LoRA merged, then the IA3 scaling */
+    vkl_lora lr;
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_lora_load(vkl_test_shared_path(LM_DIR "/tiny-llama-lora/adapter_model.safetensors"), NULL,
+                                   &lr, &e), 0);
+    vkl_lora_use both[2] = {{&lr, 1.0f, 1.0f}, {&l, 1.0f, 1.0f}};
+    vkl_lora_set *set = NULL;
+    assert_int_equal(vkl_lora_set_build(c, &both[0], 1, &set, &e), 0);
+    vkl_llama_ia3 *d = ia3_build(m, &l, 1.0f);
+    float *mixed = logits_with(c, m, d, set, IDS, NIDS);
+    vkl_llama *mm = lm_load(c, MODEL, VKL_F32);
+    if (vkl_lora_merge_weights(c, mm->w, both, 2, &e)) {
+        print_error("merge: %s\n", e.msg);
+        fail();
+    }
+    float *want = logits_of(c, mm, NULL, IDS, NIDS);
+    lm_expect("IA3 + LoRA vs both merged", mixed, want, nl, 2e-5);
+    free(want);
+    free(mixed);
+    vkl_llama_free(mm);
+    vkl_llama_ia3_free(d);
+    vkl_lora_set_free(set);
+    vkl_lora_free(&lr);
     for (int k = 0; k < 3; k++) free(run[k]);
     free(base);
     vkl_lora_free(&l);

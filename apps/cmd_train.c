@@ -18,6 +18,7 @@ static const char *usage_text =
     "  --train-te (adapters on the text encoder too, lora_te_ names)   --te-lr X (default: --lr)\n"
     "  --lr-schedule constant|linear|cosine|cosine_with_restarts  --warmup N  --cycles N\n"
     "  --loraplus-ratio X   --weight-decay X   --max-grad-norm X   --min-snr-gamma G   --noise-offset X\n"
+    "  --optimizer adamw|adamw8bit (8-bit blockwise moments, as bitsandbytes' AdamW8bit; also --optimizer-type)\n"
     "  --caption TEXT (for images without a caption file)   --caption-ext .txt   --trigger WORD\n"
     "  --shuffle-caption   --keep-tokens N   --caption-dropout-rate P   --caption-tag-dropout-rate P\n"
     "  --flip   --no-bucket   --bucket-upscale   --checkpointing   --clip-skip N   --tokenizer PATH\n"

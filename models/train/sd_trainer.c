@@ -174,7 +174,8 @@ static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
     M("ss_noise_offset", buf);
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)c->data.seed);
     M("ss_seed", buf);
-    M("ss_optimizer", "AdamW");
+    /* kohya writes the optimizer's module.class */
+    M("ss_optimizer", c->optim_bits == 8 ? "bitsandbytes.optim.adamw.AdamW8bit" : "AdamW");
     M("ss_training_comment", "trained with vklora");
     char *tf = vkl_dataset_tag_frequency_json(t->ds), *dd = vkl_dataset_dirs_json(t->ds);
     int bad = (tf && vkl_lora_meta_set(l, "ss_tag_frequency", tf, e)) || (dd && vkl_lora_meta_set(l, "ss_dataset_dirs", dd, e));
@@ -248,15 +249,20 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
     vkl_st_writer *w = vkl_st_writer_new();
     if (!w) return vkl_fail(e, "out of host memory");
     int rc = 0;
+    /* per parameter i: m.i and v.i (f32 moments) or codes.i and absmax.i
+     * (8-bit state), each in its own dtype, so a resume restores them exactly */
     for (int i = 0; i < t->np && !rc; i++) {
-        vkl_tensor *mv[2] = {vkl_adamw_m(t->opt, i), vkl_adamw_v(t->opt, i)};
-        for (int k = 0; k < 2 && !rc; k++) {
-            size_t n = (size_t)vkl_tensor_nelem(mv[k]);
-            float *buf = malloc(sizeof(float) * (n ? n : 1));
+        vkl_tensor *st[2];
+        const char *nm[2];
+        int ns = vkl_adamw_state(t->opt, i, st, nm);
+        for (int k = 0; k < ns && !rc; k++) {
+            size_t bytes = (size_t)vkl_tensor_nelem(st[k]) * vkl_dtype_size(st[k]->dtype);
+            void *buf = malloc(bytes ? bytes : 1);
             char name[64];
-            snprintf(name, sizeof name, "%s.%d", k ? "v" : "m", i);
-            rc = !buf || vkl_tensor_download(t->ctx, mv[k], buf, VKL_F32, e) ||
-                 vkl_st_writer_add(w, name, VKL_F32, mv[k]->ndim, mv[k]->shape, buf, e);
+            snprintf(name, sizeof name, "%s.%d", nm[k], i);
+            rc = !buf ? vkl_fail(e, "out of host memory")
+                      : vkl_tensor_download(t->ctx, st[k], buf, st[k]->dtype, e) ||
+                            vkl_st_writer_add(w, name, st[k]->dtype, st[k]->ndim, st[k]->shape, buf, e);
             free(buf);
         }
     }
@@ -272,6 +278,7 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
     cJSON_AddNumberToObject(j, "epoch", epoch);
     cJSON_AddNumberToObject(j, "params", t->np);
     cJSON_AddNumberToObject(j, "grad_accum", t->c->grad_accum);
+    cJSON_AddStringToObject(j, "optimizer", vkl_train_optimizer_name(t->c));
     cJSON_AddItemToObject(j, "data", iter ? cJSON_Parse(iter) : cJSON_CreateNull());
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
@@ -319,6 +326,15 @@ static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, 
         /* the micro-batches of a step and their noise depend on it */
         return vkl_fail(e, "%s was saved with --grad-accum %d, this run has %d", path, saved_accum, t->c->grad_accum);
     }
+    /* states from before the 8-bit option hold f32 moments */
+    cJSON *op = cJSON_GetObjectItem(j, "optimizer");
+    const char *saved_opt = cJSON_IsString(op) ? op->valuestring : "adamw";
+    if (strcmp(saved_opt, vkl_train_optimizer_name(t->c))) {
+        vkl_fail(e, "%s was saved with --optimizer %.20s, this run has --optimizer %s (the optimiser state cannot "
+                    "be carried over)", path, saved_opt, vkl_train_optimizer_name(t->c));
+        cJSON_Delete(j);
+        return -1;
+    }
     *step = st->valueint;
     char *dj = cJSON_PrintUnformatted(data);
     cJSON_Delete(j);
@@ -350,20 +366,25 @@ static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, 
     snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
     vkl_st_file *f = NULL;
     if (vkl_st_open(path, &f, e)) return -1;
-    for (int i = 0; i < t->np && !rc; i++)
-        for (int k = 0; k < 2 && !rc; k++) {
+    for (int i = 0; i < t->np && !rc; i++) {
+        vkl_tensor *st[2];
+        const char *nm[2];
+        int ns = vkl_adamw_state(t->opt, i, st, nm);
+        for (int k = 0; k < ns && !rc; k++) {
             char name[64];
-            snprintf(name, sizeof name, "%s.%d", k ? "v" : "m", i);
-            vkl_tensor *dst = k ? vkl_adamw_v(t->opt, i) : vkl_adamw_m(t->opt, i);
+            snprintf(name, sizeof name, "%s.%d", nm[k], i);
             const vkl_st_tensor *x = vkl_st_find(f, name);
-            if (!x || x->nelem != (uint64_t)vkl_tensor_nelem(dst)) {
-                rc = vkl_fail(e, "%s: tensor %s is missing or has the wrong size", path, name);
+            if (!x || x->nelem != (uint64_t)vkl_tensor_nelem(st[k]) || x->dtype != st[k]->dtype) {
+                rc = vkl_fail(e, "%s: tensor %s is missing or has the wrong size or type", path, name);
                 break;
             }
-            float *buf = malloc(sizeof(float) * x->nelem);
-            rc = !buf || vkl_st_read(f, x, VKL_F32, buf, e) || vkl_tensor_upload(t->ctx, dst, buf, VKL_F32, e);
+            size_t bytes = (size_t)x->nelem * vkl_dtype_size(x->dtype);
+            void *buf = malloc(bytes ? bytes : 1);
+            rc = !buf ? vkl_fail(e, "out of host memory")
+                      : vkl_st_read(f, x, x->dtype, buf, e) || vkl_tensor_upload(t->ctx, st[k], buf, x->dtype, e);
             free(buf);
         }
+    }
     vkl_st_close(f);
     return rc ? -1 : 0;
 }
@@ -553,6 +574,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     ao.lr = c->lr;
     ao.weight_decay = c->weight_decay;
     ao.max_grad_norm = c->max_grad_norm;
+    ao.state_bits = c->optim_bits;
     t.opt = vkl_adamw_new(ctx, t.params, t.np, mult, &ao, e);
     free(mult);
     if (!t.opt) goto done;

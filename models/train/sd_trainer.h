@@ -35,6 +35,7 @@ typedef struct vkl_train_config {
     const char *lr_schedule;  /* constant, linear, cosine, cosine_with_restarts */
     int warmup, cycles;
     float weight_decay, max_grad_norm;
+    int optim_bits;           /* AdamW's moment state: 32 (adamw) or 8 (adamw8bit, bitsandbytes' AdamW8bit) */
     int max_steps, epochs;    /* max_steps wins when both are set */
     float min_snr_gamma;      /* 0: off */
     float noise_offset;
@@ -53,6 +54,8 @@ void vkl_train_config_default(vkl_train_config *c);
 /* Sets a field from a name as the command line spells it without dashes
  * ("rank", "lr", "max-steps", "shuffle-caption", ...). */
 int vkl_train_config_set(vkl_train_config *c, const char *key, const char *value, vkl_err *e);
+/* "adamw" or "adamw8bit" (as --optimizer spells them). */
+const char *vkl_train_optimizer_name(const vkl_train_config *c);
 /* The settings as JSON (what the run writes beside its output). malloc'd. */
 char *vkl_train_config_json(const vkl_train_config *c);
 

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void vkl_train_config_default(vkl_train_config *c)
 {
@@ -20,6 +21,7 @@ void vkl_train_config_default(vkl_train_config *c)
     c->lr_schedule = "constant";
     c->weight_decay = 1e-2f;
     c->max_grad_norm = 1.0f;
+    c->optim_bits = 32;
     c->clip_skip = 1;
     c->keep_last = 3;
     c->sample_steps = 20;
@@ -87,6 +89,12 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     else if (!strcmp(k, "cycles")) return as_int(v, 1, 1000, &c->cycles, k, e);
     else if (!strcmp(k, "weight-decay")) return as_float(v, &c->weight_decay, k, e);
     else if (!strcmp(k, "max-grad-norm")) return as_float(v, &c->max_grad_norm, k, e);
+    else if (!strcmp(k, "optimizer") || !strcmp(k, "optimizer-type")) {
+        /* kohya spells them AdamW and AdamW8bit */
+        if (!strcasecmp(v, "adamw")) c->optim_bits = 32;
+        else if (!strcasecmp(v, "adamw8bit")) c->optim_bits = 8;
+        else return vkl_fail(e, "%s: '%s' is not an optimizer vklora has (adamw, adamw8bit)", k, v);
+    }
     else if (!strcmp(k, "max-steps")) return as_int(v, 1, 1 << 30, &c->max_steps, k, e);
     else if (!strcmp(k, "epochs")) return as_int(v, 1, 1 << 20, &c->epochs, k, e);
     else if (!strcmp(k, "batch")) return as_int(v, 1, 256, &d->batch_size, k, e);
@@ -127,6 +135,8 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     return 0;
 }
 
+const char *vkl_train_optimizer_name(const vkl_train_config *c) { return c->optim_bits == 8 ? "adamw8bit" : "adamw"; }
+
 char *vkl_train_config_json(const vkl_train_config *c)
 {
     cJSON *j = cJSON_CreateObject();
@@ -153,6 +163,7 @@ char *vkl_train_config_json(const vkl_train_config *c)
     N("cycles", c->cycles);
     N("weight-decay", c->weight_decay);
     N("max-grad-norm", c->max_grad_norm);
+    cJSON_AddStringToObject(j, "optimizer", vkl_train_optimizer_name(c));
     N("max-steps", c->max_steps);
     N("epochs", c->epochs);
     N("batch", d->batch_size);

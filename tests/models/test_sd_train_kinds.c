@@ -8,6 +8,7 @@
  * uninterrupted run's losses. */
 #include "vkl_test.h"
 #include "lora/lora_apply.h"
+#include "lora/lora_init.h"
 #include "sd/sd_source.h"
 #include "sd/sd_weights.h"
 #include "sd/unet.h"
@@ -174,7 +175,7 @@ static void compare_forward(const char *path, vkl_lora_kind kind, int conv)
     vkl_test_ctx_done(c);
 }
 
-static void train_kind(vkl_lora_kind kind, int conv)
+static void train_kind(vkl_lora_kind kind, int conv, int checkpointing)
 {
     VKL_REQUIRE_SHARED(IMAGES);
     VKL_REQUIRE_SHARED(MODEL);
@@ -183,6 +184,7 @@ static void train_kind(vkl_lora_kind kind, int conv)
     snprintf(out, sizeof out, "%s.safetensors", stem);
     vkl_train_config c;
     config(&c, out, kind, conv, 3);
+    c.checkpointing = checkpointing; /* the deltas are then rebuilt in the backward pass */
     assert_int_equal(train(&c), 0);
     double l[8];
     assert_int_equal(losses(stem, l, 8), 3);
@@ -190,9 +192,9 @@ static void train_kind(vkl_lora_kind kind, int conv)
     compare_forward(out, kind, conv);
 }
 
-static void loha_conv(void **state) { (void)state; train_kind(VKL_LORA_KIND_LOHA, 1); }
-static void lokr_conv(void **state) { (void)state; train_kind(VKL_LORA_KIND_LOKR, 1); }
-static void dora_linear(void **state) { (void)state; train_kind(VKL_LORA_KIND_DORA, 0); }
+static void loha_conv(void **state) { (void)state; train_kind(VKL_LORA_KIND_LOHA, 1, 1); }
+static void lokr_conv(void **state) { (void)state; train_kind(VKL_LORA_KIND_LOKR, 1, 0); }
+static void dora_linear(void **state) { (void)state; train_kind(VKL_LORA_KIND_DORA, 0, 0); }
 
 static void lokr_resume(void **state)
 {
@@ -225,9 +227,85 @@ static void lokr_resume(void **state)
     }
 }
 
+static int every_layer(void *user, const char *module, int ndim, const int64_t *shape)
+{
+    (void)user;
+    return !strncmp(module, "unet.", 5) && (ndim == 2 || (ndim == 4 && shape[2] == 3));
+}
+
+/* Freshly initialised networks of every kind leave the UNet's output as it
+ * was (delta W = 0, DoRA's magnitude = the weight's norm). */
+static void starts_at_base(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(MODEL);
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    vkl_err e = {{0}};
+    vkl_sd_source *src = NULL;
+    assert_int_equal(vkl_sd_source_open(vkl_test_shared_path(MODEL), NULL, &src, &e), 0);
+    const vkl_sd_config *cfg = vkl_sd_source_config(src);
+    vkl_weights *w = vkl_weights_new();
+    assert_int_equal(vkl_sd_load_weights(c, src, "unet.", VKL_F32, w, &e), 0);
+    vkl_test_rng rng;
+    vkl_test_rng_seed(&rng, 78);
+    int D = cfg->unet.cross_attention_dim;
+    float *x = malloc(sizeof(float) * 4 * 8 * 8), *txt = malloc(sizeof(float) * 77 * (size_t)D), tv = 300;
+    vkl_test_fill(&rng, x, 4 * 8 * 8, -1, 1);
+    vkl_test_fill(&rng, txt, 77 * (size_t)D, -1, 1);
+    vkl_tensor *tx = vkl_test_upload(c, VKL_F32, 4, (int64_t[]){1, 4, 8, 8}, x);
+    vkl_tensor *tt = vkl_test_upload(c, VKL_F32, 1, (int64_t[]){1}, &tv);
+    vkl_tensor *tc = vkl_test_upload(c, VKL_F32, 3, (int64_t[]){1, 77, D}, txt);
+    float *base = NULL;
+    vkl_lora_kind kinds[] = {VKL_LORA_KIND_LORA, VKL_LORA_KIND_LOHA, VKL_LORA_KIND_LOKR, VKL_LORA_KIND_DORA};
+    for (int k = -1; k < 4; k++) {
+        vkl_lora l;
+        vkl_lora_set *set = NULL;
+        if (k >= 0) {
+            vkl_lora_init_opts o = {kinds[k], 4, 2, -1, 9, 0};
+            if (vkl_lora_init_sd_ex(cfg, every_layer, NULL, &o, &l, &e) ||
+                (kinds[k] == VKL_LORA_KIND_DORA && vkl_lora_init_dora_magnitude(c, w, &l, &e)) ||
+                vkl_lora_set_build_train(c, &l, &set, &e))
+                fail_msg("%s", e.msg);
+        }
+        vkl_unet u = {&cfg->unet, w, set, 0};
+        vkl_graph *g = vkl_graph_new(c);
+        vkl_tensor *out = vkl_unet_forward(g, &u, tx, tt, tc, NULL);
+        vkl_graph_keep(g, out);
+        vkl_test_run_graph(g);
+        float *y = vkl_test_download(c, out);
+        vkl_graph_free(g);
+        if (k < 0) {
+            base = y;
+            continue;
+        }
+        double num = 0, den = 0;
+        for (int i = 0; i < 4 * 8 * 8; i++) {
+            num += ((double)y[i] - base[i]) * ((double)y[i] - base[i]);
+            den += (double)base[i] * base[i];
+        }
+        print_message("%s: %d modules at init, output vs the base model: relative L2 %.3g\n",
+                      vkl_lora_kind_name(kinds[k]), l.n, sqrt(num / den));
+        /* exact for additive kinds; DoRA's W * (m / ||W||) rounds in f32 */
+        assert_true(kinds[k] == VKL_LORA_KIND_DORA ? sqrt(num / den) <= 5e-6 : num == 0);
+        free(y);
+        vkl_lora_set_free(set);
+        vkl_lora_free(&l);
+    }
+    free(base);
+    free(x);
+    free(txt);
+    vkl_tensor_free(tx);
+    vkl_tensor_free(tt);
+    vkl_tensor_free(tc);
+    vkl_weights_free(w);
+    vkl_sd_source_close(src);
+    vkl_test_ctx_done(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(starts_at_base),
         cmocka_unit_test(loha_conv),
         cmocka_unit_test(lokr_conv),
         cmocka_unit_test(dora_linear),

@@ -7,7 +7,10 @@
 #include "vkl_test.h"
 #include "lora/lora_apply.h"
 #include "lora/lora_delta.h"
+#include "lora/lora_init.h"
+#include "train/sd_trainer.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,9 +234,62 @@ static void dora(void **state)
     run_case(&cv);
 }
 
+/* LyCORIS's factorization(dim, factor), worked by hand from its definition. */
+static void lokr_factorization(void **state)
+{
+    (void)state;
+    const int64_t cases[][4] = {{320, -1, 16, 20}, {768, -1, 24, 32}, {64, -1, 8, 8}, {12, -1, 3, 4}, {7, -1, 1, 7},
+                                {320, 4, 4, 80}, {320, 3, 2, 160}, {10, 8, 2, 5}, {1280, -1, 32, 40}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int64_t m, n;
+        assert_int_equal(vkl_lora_factorization(cases[i][0], (int)cases[i][1], &m, &n), 0);
+        if (m != cases[i][2] || n != cases[i][3])
+            fail_msg("factorization(%lld, %lld) = (%lld, %lld), expected (%lld, %lld)", (long long)cases[i][0],
+                     (long long)cases[i][1], (long long)m, (long long)n, (long long)cases[i][2], (long long)cases[i][3]);
+    }
+}
+
+/* --network and its companions as settings (the command line and --config). */
+static void network_settings(void **state)
+{
+    (void)state;
+    vkl_train_config c;
+    vkl_err e = {{0}};
+    vkl_train_config_default(&c);
+    assert_int_equal(c.network_kind, VKL_LORA_KIND_LORA);
+    assert_int_equal(vkl_train_config_set(&c, "network-conv", "true", &e), 0);
+    assert_int_equal(vkl_train_config_set(&c, "network", "lokr", &e), 0);
+    assert_int_equal(vkl_train_config_set(&c, "lokr-factor", "8", &e), 0);
+    assert_int_equal(c.network_kind, VKL_LORA_KIND_LOKR);
+    assert_int_equal(c.network_conv, 1);
+    assert_int_equal(c.lokr_factor, 8);
+    char *js = vkl_train_config_json(&c);
+    cJSON *j = cJSON_Parse(js);
+    free(js);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(j, "network")), "lokr");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "network-conv")));
+    assert_true(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "lokr-factor")) == 8);
+    cJSON_Delete(j);
+    assert_int_equal(vkl_train_config_set(&c, "network", "loha", &e), 0);
+    assert_int_equal(c.network_kind, VKL_LORA_KIND_LOHA);
+    assert_int_equal(vkl_train_config_set(&c, "network", "dora", &e), 0);
+    assert_int_equal(c.network_kind, VKL_LORA_KIND_DORA);
+    assert_int_equal(vkl_train_config_set(&c, "network", "lora", &e), 0);
+    assert_int_equal(c.network_kind, VKL_LORA_KIND_LORA);
+    assert_int_equal(c.network_conv, 0);
+    assert_int_equal(vkl_train_config_set(&c, "network", "locon", &e), 0);
+    assert_int_equal(c.network_conv, 1);
+    assert_int_equal(vkl_train_config_set(&c, "network", "glora", &e), -1);
+    assert_non_null(strstr(e.msg, "glora"));
+    assert_int_equal(vkl_train_config_set(&c, "lokr-factor", "0", &e), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(lokr_factorization),
+        cmocka_unit_test(network_settings),
         cmocka_unit_test(loha),
         cmocka_unit_test(lokr),
         cmocka_unit_test(dora),

@@ -22,6 +22,7 @@ static const char *usage_text =
     "  --caption TEXT (for images without a caption file)   --caption-ext .txt   --trigger WORD\n"
     "  --shuffle-caption   --keep-tokens N   --caption-dropout-rate P   --caption-tag-dropout-rate P\n"
     "  --flip   --no-bucket   --bucket-upscale   --checkpointing   --clip-skip N   --tokenizer PATH\n"
+    "  --cache-latents-to-disk (keep VAE latents beside the images, keyed by content; default: memory only)\n"
     "  --save-every N   --keep-last K   --sample-prompts FILE --sample-every N   --resume STATE_DIR\n"
     "  --config FILE (JSON or TOML with the same names, without dashes)   --quiet\n"
     "Writes ADAPTER (kohya format; LyCORIS keys and lycoris.kohya metadata for loha, lokr, dora) and beside it, named after it without .safetensors: NAME.json\n"
@@ -135,6 +136,7 @@ int vkl_cmd_train(int argc, char **argv)
         const char *flags[][2] = {{"--shuffle-caption", "shuffle-caption"}, {"--flip", "flip"},
                                   {"--checkpointing", "checkpointing"},     {"--train-ff", "train-ff"},
                                   {"--train-te", "train-te"},               {"--network-conv", "network-conv"},
+                                  {"--cache-latents-to-disk", "cache-latents-to-disk"},
                                   {"--no-bucket", "bucket"},               {"--bucket-upscale", "bucket-no-upscale"}};
         int done = 0;
         for (size_t f = 0; f < sizeof flags / sizeof *flags && !done; f++)

@@ -25,7 +25,8 @@ struct vkl_graph {
     int ntensors, cap_tensors;
     char err[1024];
     int failed, planned;
-    vkl_buffer *arena;
+    vkl_buffer **arena; /* pages of at most one allocation each (see assign_memory) */
+    int narena;
     uint64_t arena_bytes, unplanned_bytes;
     dispatch *disp;
     int ndisp, cap_disp;
@@ -81,7 +82,8 @@ void vkl_graph_free(vkl_graph *g)
         free(t);
     }
     for (int i = 0; i < g->nnodes; i++) free(g->nodes[i]);
-    vkl_buffer_destroy(g->arena);
+    for (int i = 0; i < g->narena; i++) vkl_buffer_destroy(g->arena[i]);
+    free(g->arena);
     free(g->nodes);
     free(g->tensors);
     free(g->disp);
@@ -337,6 +339,11 @@ static int assign_memory(vkl_graph *g, vkl_err *e)
     }
     int nlive = 0;
     uint64_t peak = 0;
+    /* The arena is one address range cut into pages of at most one allocation
+     * (max_alloc: 2 GiB on lavapipe); no tensor straddles a page boundary, so
+     * a graph whose intermediates exceed one allocation still plans. */
+    uint64_t page = c->caps.max_alloc & ~255ull;
+    if (!page) page = 256;
     g->unplanned_bytes = 0;
     for (int ni = 0; ni < g->nnodes; ni++) {
         vkl_tensor *t = g->nodes[ni]->dst;
@@ -349,10 +356,16 @@ static int assign_memory(vkl_graph *g, vkl_err *e)
                 t->offset = 0;
             } else {
                 /* lowest gap between live ranges (kept sorted by offset) */
+                if (size > page) {
+                    vkl_fail(e, "a %.1f MiB intermediate is larger than one allocation may be (%.1f MiB) on '%s'",
+                             size / 1048576.0, page / 1048576.0, c->caps.name);
+                    goto fail;
+                }
                 uint64_t cand = 0;
                 int at = 0;
-                for (; at < nlive; at++) {
-                    if (lv[at].off >= cand + size) break;
+                for (;; at++) {
+                    if (cand / page != (cand + size - 1) / page) cand = (cand / page + 1) * page;
+                    if (at >= nlive || lv[at].off >= cand + size) break;
                     if (lv[at].off + lv[at].size > cand) cand = lv[at].off + lv[at].size;
                 }
                 memmove(&lv[at + 1], &lv[at], sizeof *lv * (size_t)(nlive - at));
@@ -374,18 +387,22 @@ static int assign_memory(vkl_graph *g, vkl_err *e)
     }
     g->arena_bytes = peak;
     if (peak) {
-        if (peak > c->caps.max_alloc) {
-            vkl_fail(e, "this graph needs %.1f MiB of intermediates at once, more than one allocation may hold "
-                        "(%.1f MiB) on '%s'", peak / 1048576.0, c->caps.max_alloc / 1048576.0, c->caps.name);
+        int pages = (int)((peak + page - 1) / page);
+        g->arena = calloc((size_t)pages, sizeof *g->arena);
+        if (!g->arena) {
+            vkl_fail(e, "out of host memory");
             goto fail;
         }
-        if (vkl_buffer_create(c, peak, VKL_MEM_DEVICE, &g->arena, e)) goto fail;
+        for (; g->narena < pages; g->narena++) {
+            uint64_t first = (uint64_t)g->narena * page, bytes = peak - first < page ? peak - first : page;
+            if (vkl_buffer_create(c, bytes, VKL_MEM_DEVICE, &g->arena[g->narena], e)) goto fail;
+        }
     }
     for (int i = 0; i < nt; i++) {
         vkl_tensor *t = g->tensors[i];
         if (!t->view_of && !t->keep && t->producer && !t->buf) {
-            t->buf = g->arena;
-            t->offset = off[i];
+            t->buf = g->arena[off[i] / page];
+            t->offset = off[i] % page;
         }
     }
     for (int i = 0; i < nt; i++) {

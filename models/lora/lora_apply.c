@@ -248,6 +248,9 @@ static int build_slot(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_use *
         const vkl_lora_module *m = vkl_lora_find(uses[i].lora, slot->module);
         if (!m) continue;
         if (check_module(slot, m, per_down, e)) return -1;
+        if (m->kind == VKL_LORA_KIND_IA3)
+            return vkl_fail(e, "module %s: IA3 scales the layer instead of adding to it; the adapter set does not run "
+                               "it (merge it into the weights, or for LLaMA use its IA3 vectors)", slot->module);
         if (s->train && !low_rank(m)) {
             if (build_trainable(s, slot, m, e)) return -1;
             continue;

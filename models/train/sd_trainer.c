@@ -556,7 +556,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     if (vkl_beta_params_from_sd(&t.m->cfg->sched, &bp, e) || vkl_noise_table_init(&t.table, &bp, VKL_ACP_F32, e))
         goto done;
     vkl_latent_cache_opts co = {encode_cb, &t, t.model_name, t.m->cfg->vae.latent_channels,
-                                1 << (t.m->cfg->vae.n_levels - 1), 1, 1};
+                                1 << (t.m->cfg->vae.n_levels - 1), 1, c->cache_to_disk};
     if (vkl_latent_cache_new(&co, t.ds, &t.cache, e)) goto done;
     if (init_network(c, t.m, &t.lora, e)) goto done;
     if (vkl_lora_set_build_train(ctx, &t.lora, &t.set, e) || vkl_sd_train_params(t.set, &t.params, &t.np, e)) goto done;

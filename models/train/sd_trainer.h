@@ -43,6 +43,7 @@ typedef struct vkl_train_config {
     float min_snr_gamma;      /* 0: off */
     float noise_offset;
     int checkpointing;
+    int cache_to_disk;        /* keep latents beside the images (<stem>.vklora-latents.safetensors) */
     int clip_skip;
     int save_every, keep_last;
     const char *sample_prompts;

@@ -30,7 +30,7 @@ static int setup(void **state)
     snprintf(tmp, sizeof tmp, "%s", vkl_test_tmpdir());
     snprintf(images, sizeof images, "%s/images", tmp);
     char cmd[1200];
-    /* the latent cache is written beside the images: a copy of them */
+    /* a copy, so no run writes beside the shared images */
     snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s'/*.png '%s'/*.txt '%s/'", images,
              vkl_test_shared_path(IMAGES), vkl_test_shared_path(IMAGES), images);
     return system(cmd) == 0 ? 0 : -1;

@@ -17,6 +17,7 @@
 #ifndef VKL_SD_TRAINER_H
 #define VKL_SD_TRAINER_H
 
+#include "lora/lora_file.h"
 #include "sd/sd_model.h"
 #include "train/dataset.h"
 
@@ -26,12 +27,15 @@ typedef struct vkl_train_config {
     int rank;
     float alpha;
     int network_conv;         /* LoCon: also the resnet 3x3 convolutions */
+    vkl_lora_kind network_kind; /* LoRA (and LoCon), LoHa, LoKr or DoRA modules */
+    int lokr_factor;          /* LoKr factorization factor (-1: most balanced) */
     int train_ff;             /* also feed-forward and proj_in/proj_out */
     int train_te;             /* also the text encoder's q/k/v/out_proj and fc1/fc2 (lora_te_ names) */
     float lr;
     float te_lr;              /* text encoder's rate (kohya text_encoder_lr); < 0: lr */
     int grad_accum;           /* micro-batches per optimiser step (1: none) */
-    float loraplus_ratio;     /* >1: up/B matrices learn this much faster (LoRA+) */
+    float loraplus_ratio;     /* >1: the zero-initialised factors learn this much faster (LoRA+):
+                               * lora_up, hada_w2_a, lokr_w2 / lokr_w2_b (DoRA: lora_up) */
     const char *lr_schedule;  /* constant, linear, cosine, cosine_with_restarts */
     int warmup, cycles;
     float weight_decay, max_grad_norm;

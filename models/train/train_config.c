@@ -18,6 +18,8 @@ void vkl_train_config_default(vkl_train_config *c)
     c->te_lr = -1;
     c->grad_accum = 1;
     c->loraplus_ratio = 1;
+    c->network_kind = VKL_LORA_KIND_LORA;
+    c->lokr_factor = -1;
     c->lr_schedule = "constant";
     c->weight_decay = 1e-2f;
     c->max_grad_norm = 1.0f;
@@ -72,10 +74,18 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     else if (!strcmp(k, "sample-prompts")) c->sample_prompts = keep(v);
     else if (!strcmp(k, "resume")) c->resume = keep(v);
     else if (!strcmp(k, "network")) {
-        if (!strcmp(v, "lora")) c->network_conv = 0;
-        else if (!strcmp(v, "locon")) c->network_conv = 1;
-        else return vkl_fail(e, "network: '%s' cannot be trained yet (lora and locon can; loha, lokr and dora "
-                                "adapters load for generation)", v);
+        /* loha, lokr and dora keep --network-conv as set (locon = lora + conv) */
+        if (!strcmp(v, "lora") || !strcmp(v, "locon")) {
+            c->network_kind = VKL_LORA_KIND_LORA;
+            c->network_conv = v[2] == 'c';
+        } else if (!strcmp(v, "loha")) c->network_kind = VKL_LORA_KIND_LOHA;
+        else if (!strcmp(v, "lokr")) c->network_kind = VKL_LORA_KIND_LOKR;
+        else if (!strcmp(v, "dora")) c->network_kind = VKL_LORA_KIND_DORA;
+        else return vkl_fail(e, "network: '%s' is not lora, locon, loha, lokr or dora", v);
+    } else if (!strcmp(k, "network-conv")) return as_bool(v, &c->network_conv, k, e);
+    else if (!strcmp(k, "lokr-factor")) {
+        if (as_int(v, -1, 1 << 20, &c->lokr_factor, k, e)) return -1;
+        if (!c->lokr_factor) return vkl_fail(e, "lokr-factor: -1 or a positive factor, not 0");
     } else if (!strcmp(k, "resolution")) return as_int(v, 64, 4096, &d->resolution, k, e);
     else if (!strcmp(k, "rank")) return as_int(v, 1, 1024, &c->rank, k, e);
     else if (!strcmp(k, "alpha")) return as_float(v, &c->alpha, k, e);
@@ -150,7 +160,11 @@ char *vkl_train_config_json(const vkl_train_config *c)
     S("caption-ext", d->caption_ext);
     S("caption", d->default_caption);
     S("trigger", d->caption.trigger);
-    cJSON_AddStringToObject(j, "network", c->network_conv ? "locon" : "lora");
+    cJSON_AddStringToObject(j, "network", c->network_kind == VKL_LORA_KIND_LORA && c->network_conv
+                                              ? "locon"
+                                              : vkl_lora_kind_name(c->network_kind));
+    if (c->network_kind != VKL_LORA_KIND_LORA) B("network-conv", c->network_conv);
+    if (c->network_kind == VKL_LORA_KIND_LOKR) N("lokr-factor", c->lokr_factor);
     N("resolution", d->resolution);
     N("rank", c->rank);
     N("alpha", c->alpha);

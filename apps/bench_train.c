@@ -62,7 +62,7 @@ done:
 int vkl_bench_train_step(int argc, char **argv)
 {
     const char *family = "sd1.5";
-    int W = 256, H = 256, rank = 16, ck = 1, batch = 1, steps = 3, mixed = 0;
+    int W = 256, H = 256, rank = 16, ck = 1, batch = 1, steps = 3, bits = 32, mixed = 0;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) goto usage;
@@ -75,6 +75,8 @@ int vkl_bench_train_step(int argc, char **argv)
         else if (!strcmp(k, "--batch")) batch = atoi(v);
         else if (!strcmp(k, "--steps")) steps = atoi(v);
         else if (!strcmp(k, "--mixed-precision") && (!strcmp(v, "no") || !strcmp(v, "fp16"))) mixed = !strcmp(v, "fp16");
+        else if (!strcmp(k, "--optimizer") && (!strcmp(v, "adamw") || !strcmp(v, "adamw8bit")))
+            bits = strcmp(v, "adamw") ? 8 : 32;
         else goto usage;
     }
     if (W <= 0 || H <= 0 || W % 64 || H % 64 || rank < 1 || rank > 1024 || (ck != 0 && ck != 1) || batch < 1 ||
@@ -109,6 +111,7 @@ int vkl_bench_train_step(int argc, char **argv)
     vkl_adamw_opts ao;
     vkl_adamw_opts_default(&ao);
     ao.max_grad_norm = 1.0f;
+    ao.state_bits = bits;
     if (!(opt = vkl_adamw_new(c, params, np, NULL, &ao, &e))) goto done;
     int f = 1 << (cfg.vae.n_levels - 1);
     vkl_sd_train_shape sh = {batch, cfg.unet.in_channels, H / f, W / f, 77, cfg.unet.cross_attention_dim};
@@ -159,12 +162,15 @@ int vkl_bench_train_step(int argc, char **argv)
     vkl_mem_get_stats(c, &ms);
     printf("train-step %s %dx%d batch %d, LoRA rank %d on %d attention projections (%.2f M parameters), "
            "checkpointing %s, activations %s: %.2f s per step (median of %d), graph build+plan %.1f s; activation arena %.0f MiB, "
-           "peak device memory %.0f MiB (weights %.0f MiB); device %s\n",
+           "peak device memory %.0f MiB (weights %.0f MiB, %s state %.2f MiB = %.3f bytes per parameter); "
+           "device %s\n",
            family, W, H, batch, rank, np / 2, nparam / 1e6, ck ? "on" : "off",
            vkl_sd_train_step_fp16(s) ? "f16 (loss scale 65536)" : mixed ? "f32 (no fp16 on this device)" : "f32",
            times[steps / 2], steps, plan_s,
            vkl_sd_train_step_arena_bytes(s) / 1048576.0, ms.total_peak / 1048576.0,
-           vkl_weights_bytes(w) / 1048576.0, vkl_ctx_caps(c)->name);
+           vkl_weights_bytes(w) / 1048576.0, bits == 8 ? "adamw8bit" : "adamw",
+           vkl_adamw_state_bytes(opt) / 1048576.0, (double)vkl_adamw_state_bytes(opt) / (double)nparam,
+           vkl_ctx_caps(c)->name);
     rc = 0;
 done:
     if (rc) fprintf(stderr, "vklora bench train-step: %s\n", e.msg);
@@ -183,6 +189,7 @@ done:
     return rc;
 usage:
     fprintf(stderr, "usage: vklora bench train-step --family sd1.5|sd2.1 --width W --height H [--rank 16] "
-                    "[--checkpointing 0|1] [--batch 1] [--steps 3 (0: plan only)] [--mixed-precision no|fp16] (sizes multiples of 64)\n");
+                    "[--checkpointing 0|1] [--batch 1] [--steps 3 (0: plan only)] [--optimizer adamw|adamw8bit] "
+                    "[--mixed-precision no|fp16] (sizes multiples of 64)\n");
     return 2;
 }

@@ -1,7 +1,7 @@
 /* vklora lm generate: greedy text generation with a LLaMA-family model
  * (HF directory: config.json, model.safetensors, tokenizer.model, or a
  * llama2.c tokenizer given with --tokenizer), optionally with PEFT adapters
- * applied at run time. Prints the continuation of the prompt. */
+ * (LoRA, DoRA, IA3) applied at run time. Prints the continuation of the prompt. */
 #include "app.h"
 
 #include "llama/llama_generate.h"
@@ -25,7 +25,9 @@ static void usage(FILE *f)
     fprintf(f, "usage: vklora lm generate --model DIR --prompt TEXT [--max-tokens N] [--lora ADAPTER_DIR[:W]]...\n"
                "                          [--tokenizer tokenizer.model|tok.bin] [--f16] [--device N]\n"
                "Greedy decoding with a KV cache; prints the continuation. The tokenizer is DIR/tokenizer.model\n"
-               "(SentencePiece) unless --tokenizer names one (a .bin file is read as llama2.c's format).\n");
+               "(SentencePiece) unless --tokenizer names one (a .bin file is read as llama2.c's format).\n"
+               "Adapters: PEFT folders (adapter_model.safetensors + adapter_config.json) of LoRA, DoRA or IA3;\n"
+               "W scales LoRA's product, and IA3's vectors as 1 + W (l - 1) (1 = as PEFT).\n");
 }
 
 static int exists(const char *p)
@@ -132,6 +134,7 @@ static int generate(int argc, char **argv)
     int nloaded = 0, rc = 0;
     vkl_lora_set *set = NULL;
     vkl_llama_dora *dora = NULL;
+    vkl_llama_ia3 *ia3 = NULL;
     int32_t *ids = NULL, *out = NULL;
     int np = 0, nout = 0;
     printer pr = {0};
@@ -160,12 +163,19 @@ static int generate(int argc, char **argv)
         uses[nloaded] = (vkl_lora_use){&ls[nloaded], w, w};
         nloaded++;
     }
-    int is_dora = 0;
-    for (int i = 0; i < nloaded; i++)
+    /* IA3 adapters go to the IA3 vectors (they wrap the others' layers), the rest to DoRA or the LoRA set */
+    int is_dora = 0, nia3 = 0, nother = 0;
+    vkl_lora_use ia3_uses[MAX_LORA], other[MAX_LORA];
+    for (int i = 0; i < nloaded; i++) {
+        int ia3 = ls[i].n > 0 && ls[i].m[0].kind == VKL_LORA_KIND_IA3;
         for (int k = 0; k < ls[i].n; k++) is_dora |= ls[i].m[k].kind == VKL_LORA_KIND_DORA;
-    if (!rc && is_dora && nloaded > 1) rc = vkl_fail(&e, "a DoRA adapter cannot be combined with other adapters");
-    if (!rc && is_dora) rc = vkl_llama_dora_build(m, &ls[0], uses[0].unet_mult, &dora, &e);
-    else if (!rc && nloaded) rc = vkl_lora_set_build(c, uses, nloaded, &set, &e);
+        if (ia3) ia3_uses[nia3++] = uses[i];
+        else other[nother++] = uses[i];
+    }
+    if (!rc && is_dora && nother > 1) rc = vkl_fail(&e, "a DoRA adapter cannot be combined with other adapters");
+    if (!rc && nia3) rc = vkl_llama_ia3_build(m, ia3_uses, nia3, &ia3, &e);
+    if (!rc && is_dora) rc = vkl_llama_dora_build(m, other[0].lora, other[0].unet_mult, &dora, &e);
+    else if (!rc && nother) rc = vkl_lora_set_build(c, other, nother, &set, &e);
     if (!rc) {
         if (tok.l2c) rc = vkl_l2c_tok_encode(tok.l2c, prompt, 1, -1, &ids, &np, &e);
         else {
@@ -201,7 +211,7 @@ static int generate(int argc, char **argv)
             pr.printed = s ? strlen(s) : 0;
             free(s);
         }
-        vkl_llama_gen_opts o = {.lora = set, .dora = dora, .max_new = max_new,
+        vkl_llama_gen_opts o = {.lora = set, .dora = dora, .ia3 = ia3, .max_new = max_new,
                                 .stop_id = tok.l2c ? 1 : m->cfg.eos, .on_token = on_token, .user = &pr};
         rc = vkl_llama_generate(m, ids, np, &o, out, &nout, &e);
         fputc('\n', stdout);
@@ -212,6 +222,7 @@ static int generate(int argc, char **argv)
     free(ids);
     vkl_lora_set_free(set);
     vkl_llama_dora_free(dora);
+    vkl_llama_ia3_free(ia3);
     for (int i = 0; i < nloaded; i++) vkl_lora_free(&ls[i]);
     vkl_sp_free(tok.sp);
     vkl_l2c_tok_free(tok.l2c);

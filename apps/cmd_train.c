@@ -13,19 +13,22 @@
 static const char *usage_text =
     "usage: vklora train --model PATH --images DIR -o ADAPTER.safetensors [options]\n"
     "  --resolution N (512)   --rank R (16)   --alpha A (16)   --lr X (1e-4)   --batch N (1)\n"
-    "  --max-steps N | --epochs N   --seed N   --network lora|locon   --train-ff\n"
+    "  --max-steps N | --epochs N   --seed N   --network lora|locon|loha|lokr|dora   --train-ff\n"
+    "  --network-conv (loha, lokr, dora: also the resnet 3x3 convolutions, as locon)   --lokr-factor N (-1)\n"
     "  --grad-accum N (micro-batches per optimiser step; steps count optimiser steps)\n"
     "  --train-te (adapters on the text encoder too, lora_te_ names)   --te-lr X (default: --lr)\n"
     "  --lr-schedule constant|linear|cosine|cosine_with_restarts  --warmup N  --cycles N\n"
     "  --loraplus-ratio X   --weight-decay X   --max-grad-norm X   --min-snr-gamma G   --noise-offset X\n"
+    "  --optimizer adamw|adamw8bit (8-bit blockwise moments, as bitsandbytes' AdamW8bit; also --optimizer-type)\n"
     "  --caption TEXT (for images without a caption file)   --caption-ext .txt   --trigger WORD\n"
     "  --shuffle-caption   --keep-tokens N   --caption-dropout-rate P   --caption-tag-dropout-rate P\n"
     "  --flip   --no-bucket   --bucket-upscale   --checkpointing   --clip-skip N   --tokenizer PATH\n"
     "  --mixed-precision no|fp16 (fp16: f16 activations and dynamic loss scaling where the device has\n"
     "    fp16 arithmetic; f32 elsewhere)   --weights f16|f32 (frozen weights, f16)\n"
+    "  --cache-latents-to-disk (keep VAE latents beside the images, keyed by content; default: memory only)\n"
     "  --save-every N   --keep-last K   --sample-prompts FILE --sample-every N   --resume STATE_DIR\n"
     "  --config FILE (JSON or TOML with the same names, without dashes)   --quiet\n"
-    "Writes ADAPTER (kohya format) and beside it, named after it without .safetensors: NAME.json\n"
+    "Writes ADAPTER (kohya format; LyCORIS keys and lycoris.kohya metadata for loha, lokr, dora) and beside it, named after it without .safetensors: NAME.json\n"
     "(settings), NAME.csv (loss per step), NAME.png (loss curve), NAME.state/ (for --resume),\n"
     "NAME-stepN.safetensors (--save-every), NAME.samples/. Ctrl-C saves the state and stops.\n";
 
@@ -135,7 +138,8 @@ int vkl_cmd_train(int argc, char **argv)
         }
         const char *flags[][2] = {{"--shuffle-caption", "shuffle-caption"}, {"--flip", "flip"},
                                   {"--checkpointing", "checkpointing"},     {"--train-ff", "train-ff"},
-                                  {"--train-te", "train-te"},
+                                  {"--train-te", "train-te"},               {"--network-conv", "network-conv"},
+                                  {"--cache-latents-to-disk", "cache-latents-to-disk"},
                                   {"--no-bucket", "bucket"},               {"--bucket-upscale", "bucket-no-upscale"}};
         int done = 0;
         for (size_t f = 0; f < sizeof flags / sizeof *flags && !done; f++)

@@ -32,6 +32,7 @@ typedef struct vkl_info_class {
     int nalphas;
     int too_many_ranks, too_many_alphas;  /* more distinct values than the lists hold */
     int dora;
+    int ia3; /* PEFT IA3 vectors (no rank, no alpha) */
     /* checkpoints: tensor counts per part */
     int unet_tensors, vae_tensors, te_tensors;
 } vkl_info_class;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { F_KOHYA = 1, F_PEFT = 2, F_DIFFUSERS = 4, F_LOHA = 8, F_LOKR = 16 };
+enum { F_KOHYA = 1, F_PEFT = 2, F_DIFFUSERS = 4, F_LOHA = 8, F_LOKR = 16, F_IA3 = 32 };
 
 typedef struct {
     char **mods;
@@ -123,6 +123,7 @@ static void peft_tensor(const vkl_st_tensor *t, vkl_info_class *c, module_set *m
         {".lora_embedding_A", F_PEFT, 0}, /* stored [r, vocab] but transposed in some versions */
         {".lora_embedding_B", F_PEFT, 0},
         {".lora_magnitude_vector", F_PEFT, 0},
+        {".ia3_l", F_IA3, 0},
         {".lora_linear_layer.down.", F_DIFFUSERS, 1},
         {".lora_linear_layer.up.", F_DIFFUSERS, 0},
         {".lora.down.", F_DIFFUSERS, 1},
@@ -136,6 +137,7 @@ static void peft_tensor(const vkl_st_tensor *t, vkl_info_class *c, module_set *m
         *flags |= marks[i].flag;
         if (marks[i].is_down && t->ndim >= 1) add_rank(c, (int)t->shape[0]);
         if (strstr(marks[i].mark, "magnitude")) c->dora = 1;
+        if (marks[i].flag == F_IA3) c->ia3 = 1;
         add_module(ms, t->name, (size_t)(at - t->name));
         return;
     }
@@ -162,7 +164,8 @@ static void set_lora_format(vkl_info_class *c, int flags)
                  {F_PEFT, "PEFT"},
                  {F_DIFFUSERS, "diffusers"},
                  {F_LOHA, "LyCORIS LoHa"},
-                 {F_LOKR, "LyCORIS LoKr"}};
+                 {F_LOKR, "LyCORIS LoKr"},
+                 {F_IA3, "PEFT IA3"}};
     c->format[0] = 0;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         if (!(flags & names[i].flag)) continue;

@@ -106,6 +106,10 @@ static void print_text(const vkl_st_file *f, const vkl_info_class *c, const dtyp
     if (c->unet_modules || c->te_modules)
         printf(" (unet %d, text encoder %d)", c->unet_modules, c->te_modules);
     putchar('\n');
+    if (c->ia3 && !c->nranks) {
+        printf("  IA3: yes (one scaling vector per module; no rank or alpha)\n");
+        return;
+    }
     printf("  rank%s: ", c->nranks == 1 ? "" : "s");
     if (!c->nranks) printf("unknown (full-rank factors)");
     for (int i = 0; i < c->nranks; i++) printf(i ? ", %d" : "%d", c->ranks[i]);
@@ -164,6 +168,7 @@ static cJSON *build_json(const vkl_st_file *f, const vkl_info_class *c, const dt
             cJSON_AddBoolToObject(l, "rslora", pc->rslora);
         }
         cJSON_AddBoolToObject(l, "dora", c->dora || pc->dora);
+        cJSON_AddBoolToObject(l, "ia3", c->ia3);
     }
     return j;
 }

@@ -25,7 +25,8 @@ struct vkl_graph {
     int ntensors, cap_tensors;
     char err[1024];
     int failed, planned;
-    vkl_buffer *arena;
+    vkl_buffer **arena; /* pages of at most one allocation each (see assign_memory) */
+    int narena;
     uint64_t arena_bytes, unplanned_bytes;
     dispatch *disp;
     int ndisp, cap_disp;
@@ -81,7 +82,8 @@ void vkl_graph_free(vkl_graph *g)
         free(t);
     }
     for (int i = 0; i < g->nnodes; i++) free(g->nodes[i]);
-    vkl_buffer_destroy(g->arena);
+    for (int i = 0; i < g->narena; i++) vkl_buffer_destroy(g->arena[i]);
+    free(g->arena);
     free(g->nodes);
     free(g->tensors);
     free(g->disp);
@@ -337,6 +339,11 @@ static int assign_memory(vkl_graph *g, vkl_err *e)
     }
     int nlive = 0;
     uint64_t peak = 0;
+    /* The arena is one address range cut into pages of at most one allocation
+     * (max_alloc: 2 GiB on lavapipe); no tensor straddles a page boundary, so
+     * a graph whose intermediates exceed one allocation still plans. */
+    uint64_t page = c->caps.max_alloc & ~255ull;
+    if (!page) page = 256;
     g->unplanned_bytes = 0;
     for (int ni = 0; ni < g->nnodes; ni++) {
         vkl_tensor *t = g->nodes[ni]->dst;
@@ -348,24 +355,31 @@ static int assign_memory(vkl_graph *g, vkl_err *e)
                 if (vkl_buffer_create(c, vkl_tensor_nbytes(t), VKL_MEM_DEVICE, &t->buf, e)) goto fail;
                 t->offset = 0;
             } else {
+                if (size > page) {
+                    vkl_fail(e, "a %.1f MiB intermediate is larger than one allocation may be (%.1f MiB) on '%s'",
+                             size / 1048576.0, page / 1048576.0, c->caps.name);
+                    goto fail;
+                }
                 /* the smallest gap between live ranges (kept sorted by
                  * offset) that fits, else the end: best fit keeps large
                  * holes for large tensors (mixed f32/f16 sizes fragment a
-                 * first-fit arena) */
+                 * first-fit arena). A start that would straddle a page
+                 * boundary moves to the next page. */
                 uint64_t cand = 0, end = 0, best_gap = UINT64_MAX;
                 int at = nlive;
                 for (int k = 0; k <= nlive; k++) {
-                    uint64_t lim = k < nlive ? lv[k].off : UINT64_MAX;
-                    if (lim >= end + size && lim - end < best_gap && k < nlive) {
-                        best_gap = lim - end;
-                        cand = end;
+                    uint64_t start = end;
+                    if (start / page != (start + size - 1) / page) start = (start / page + 1) * page;
+                    if (k == nlive) {
+                        if (best_gap == UINT64_MAX) cand = start;
+                        break;
+                    }
+                    if (lv[k].off >= start + size && lv[k].off - end < best_gap) {
+                        best_gap = lv[k].off - end;
+                        cand = start;
                         at = k;
                     }
-                    if (k < nlive && lv[k].off + lv[k].size > end) end = lv[k].off + lv[k].size;
-                }
-                if (best_gap == UINT64_MAX) {
-                    cand = end;
-                    at = nlive;
+                    if (lv[k].off + lv[k].size > end) end = lv[k].off + lv[k].size;
                 }
                 memmove(&lv[at + 1], &lv[at], sizeof *lv * (size_t)(nlive - at));
                 lv[at] = (live){cand, size, t->id};
@@ -386,18 +400,22 @@ static int assign_memory(vkl_graph *g, vkl_err *e)
     }
     g->arena_bytes = peak;
     if (peak) {
-        if (peak > c->caps.max_alloc) {
-            vkl_fail(e, "this graph needs %.1f MiB of intermediates at once, more than one allocation may hold "
-                        "(%.1f MiB) on '%s'", peak / 1048576.0, c->caps.max_alloc / 1048576.0, c->caps.name);
+        int pages = (int)((peak + page - 1) / page);
+        g->arena = calloc((size_t)pages, sizeof *g->arena);
+        if (!g->arena) {
+            vkl_fail(e, "out of host memory");
             goto fail;
         }
-        if (vkl_buffer_create(c, peak, VKL_MEM_DEVICE, &g->arena, e)) goto fail;
+        for (; g->narena < pages; g->narena++) {
+            uint64_t first = (uint64_t)g->narena * page, bytes = peak - first < page ? peak - first : page;
+            if (vkl_buffer_create(c, bytes, VKL_MEM_DEVICE, &g->arena[g->narena], e)) goto fail;
+        }
     }
     for (int i = 0; i < nt; i++) {
         vkl_tensor *t = g->tensors[i];
         if (!t->view_of && !t->keep && t->producer && !t->buf) {
-            t->buf = g->arena;
-            t->offset = off[i];
+            t->buf = g->arena[off[i] / page];
+            t->offset = off[i] % page;
         }
     }
     for (int i = 0; i < nt; i++) {

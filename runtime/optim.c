@@ -1,5 +1,6 @@
 #include "optim.h"
 
+#include "adamw8.h"
 #include "ops/op_util.h"
 
 #include <math.h>
@@ -14,6 +15,7 @@ void vkl_adamw_opts_default(vkl_adamw_opts *o)
     o->eps = 1e-8f;
     o->weight_decay = 1e-2f;
     o->max_grad_norm = 0;
+    o->state_bits = 32;
 }
 
 struct vkl_adamw {
@@ -25,7 +27,42 @@ struct vkl_adamw {
     vkl_tensor *hyper; /* f32 [9]: lr, b1, b2, eps, wd, bc1, bc2, max_norm, 1/loss scale */
     float grad_scale;  /* the loss scale the gradients carry (1: none) */
     vkl_tensor *state; /* f32 [4]: norm, clip factor, skip */
+    /* 8-bit state (state_bits 8): per parameter codes and absmax, or NULL
+     * where that parameter keeps f32 moments; qmap f32 [512] */
+    vkl_tensor **codes, **absmax, *qmap;
 };
+
+/* 8-bit state of parameter i: codes start at the map's zero entry (index 127
+ * of the signed map, 0 of the unsigned one), absmax at 0. */
+static int new_state8(vkl_adamw *a, int i, vkl_err *e)
+{
+    int64_t nb = (vkl_tensor_nelem(a->p[i]) + VKL_ADAMW8_BLOCK - 1) / VKL_ADAMW8_BLOCK;
+    a->codes[i] = vkl_tensor_new(a->ctx, VKL_U8, 3, (int64_t[]){nb, 2, VKL_ADAMW8_BLOCK}, e);
+    a->absmax[i] = a->codes[i] ? vkl_tensor_new(a->ctx, VKL_F32, 2, (int64_t[]){nb, 2}, e) : NULL;
+    if (!a->absmax[i]) return -1;
+    uint8_t *c = malloc((size_t)nb * 2 * VKL_ADAMW8_BLOCK);
+    float *z = calloc((size_t)nb * 2, sizeof(float));
+    if (c)
+        for (int64_t b = 0; b < nb; b++) {
+            memset(c + b * 2 * VKL_ADAMW8_BLOCK, 127, VKL_ADAMW8_BLOCK);
+            memset(c + (b * 2 + 1) * VKL_ADAMW8_BLOCK, 0, VKL_ADAMW8_BLOCK);
+        }
+    int rc = !c || !z ? vkl_fail(e, "out of host memory")
+                      : vkl_tensor_upload(a->ctx, a->codes[i], c, VKL_U8, e) ||
+                            vkl_tensor_upload(a->ctx, a->absmax[i], z, VKL_F32, e);
+    free(c);
+    free(z);
+    return rc ? -1 : 0;
+}
+
+static int new_qmap(vkl_adamw *a, vkl_err *e)
+{
+    float map[512];
+    vkl_adamw8_map(1, map);
+    vkl_adamw8_map(0, map + 256);
+    a->qmap = vkl_tensor_new(a->ctx, VKL_F32, 1, (int64_t[]){512}, e);
+    return !a->qmap || vkl_tensor_upload(a->ctx, a->qmap, map, VKL_F32, e) ? -1 : 0;
+}
 
 vkl_adamw *vkl_adamw_new(vkl_ctx *c, vkl_tensor *const *params, int n, const float *lr_mult,
                          const vkl_adamw_opts *o, vkl_err *e)
@@ -42,10 +79,17 @@ vkl_adamw *vkl_adamw_new(vkl_ctx *c, vkl_tensor *const *params, int n, const flo
     a->m = calloc((size_t)n + 1, sizeof *a->m);
     a->v = calloc((size_t)n + 1, sizeof *a->v);
     a->lr_mult = calloc((size_t)n + 1, sizeof *a->lr_mult);
-    if (!a->p || !a->m || !a->v || !a->lr_mult) {
+    a->codes = calloc((size_t)n + 1, sizeof *a->codes);
+    a->absmax = calloc((size_t)n + 1, sizeof *a->absmax);
+    if (!a->p || !a->m || !a->v || !a->lr_mult || !a->codes || !a->absmax) {
         vkl_fail(e, "out of host memory");
         goto fail;
     }
+    if (o->state_bits != 0 && o->state_bits != 32 && o->state_bits != 8) {
+        vkl_fail(e, "AdamW: state_bits is %d (32 or 8)", o->state_bits);
+        goto fail;
+    }
+    if (o->state_bits == 8 && new_qmap(a, e)) goto fail;
     for (int i = 0; i < n; i++) {
         if (params[i]->dtype != VKL_F32 || !vkl_tensor_is_contiguous(params[i]) || params[i]->graph) {
             vkl_fail(e, "AdamW: parameter %d must be a persistent contiguous f32 tensor", i);
@@ -53,6 +97,10 @@ vkl_adamw *vkl_adamw_new(vkl_ctx *c, vkl_tensor *const *params, int n, const flo
         }
         a->p[i] = params[i];
         a->lr_mult[i] = lr_mult ? lr_mult[i] : 1.0f;
+        if (o->state_bits == 8 && vkl_tensor_nelem(params[i]) >= VKL_ADAMW8_MIN_SIZE) {
+            if (new_state8(a, i, e)) goto fail;
+            continue;
+        }
         a->m[i] = vkl_tensor_new(c, VKL_F32, params[i]->ndim, params[i]->shape, e);
         a->v[i] = a->m[i] ? vkl_tensor_new(c, VKL_F32, params[i]->ndim, params[i]->shape, e) : NULL;
         if (!a->v[i]) goto fail;
@@ -80,7 +128,12 @@ void vkl_adamw_free(vkl_adamw *a)
     for (int i = 0; i < a->n; i++) {
         if (a->m) vkl_tensor_free(a->m[i]);
         if (a->v) vkl_tensor_free(a->v[i]);
+        if (a->codes) vkl_tensor_free(a->codes[i]);
+        if (a->absmax) vkl_tensor_free(a->absmax[i]);
     }
+    vkl_tensor_free(a->qmap);
+    free(a->codes);
+    free(a->absmax);
     vkl_tensor_free(a->hyper);
     vkl_tensor_free(a->state);
     free(a->p);
@@ -92,6 +145,28 @@ void vkl_adamw_free(vkl_adamw *a)
 
 vkl_tensor *vkl_adamw_m(vkl_adamw *a, int i) { return i >= 0 && i < a->n ? a->m[i] : NULL; }
 vkl_tensor *vkl_adamw_v(vkl_adamw *a, int i) { return i >= 0 && i < a->n ? a->v[i] : NULL; }
+
+int vkl_adamw_state(vkl_adamw *a, int i, vkl_tensor *tensors[2], const char *names[2])
+{
+    if (i < 0 || i >= a->n) return 0;
+    int q = a->codes[i] != NULL;
+    tensors[0] = q ? a->codes[i] : a->m[i];
+    tensors[1] = q ? a->absmax[i] : a->v[i];
+    names[0] = q ? "codes" : "m";
+    names[1] = q ? "absmax" : "v";
+    return 2;
+}
+
+uint64_t vkl_adamw_state_bytes(const vkl_adamw *a)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < a->n; i++) {
+        const vkl_tensor *t[4] = {a->m[i], a->v[i], a->codes[i], a->absmax[i]};
+        for (int k = 0; k < 4; k++)
+            if (t[k]) sum += (uint64_t)vkl_tensor_nelem(t[k]) * vkl_dtype_size(t[k]->dtype);
+    }
+    return sum;
+}
 
 typedef struct { float lr_mult; } adamw_params;
 
@@ -150,6 +225,12 @@ int vkl_adamw_append(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_e
         if (!grads[i]) continue;
         if (vkl_tensor_nelem(grads[i]) != vkl_tensor_nelem(a->p[i]) || !vkl_tensor_is_contiguous(grads[i]))
             return vkl_fail(e, "AdamW: gradient %d does not match its parameter", i);
+        if (a->codes[i]) {
+            if (vkl_adamw8_add_node(g, a->p[i], grads[i], a->codes[i], a->absmax[i], a->hyper, a->state, a->qmap,
+                                    a->lr_mult[i], e))
+                return -1;
+            continue;
+        }
         adamw_params ap = {a->lr_mult[i]};
         /* the update reads the state written by clip_factor (src) and writes p in place */
         vkl_tensor *src[5] = {grads[i], a->m[i], a->v[i], a->hyper, a->state};

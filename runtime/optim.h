@@ -11,9 +11,10 @@
 typedef struct vkl_adamw_opts {
     float lr, beta1, beta2, eps, weight_decay;
     float max_grad_norm; /* <= 0: no clipping */
+    int state_bits;      /* 32 (or 0): f32 moments; 8: 8-bit blockwise moments (see below) */
 } vkl_adamw_opts;
 
-void vkl_adamw_opts_default(vkl_adamw_opts *o); /* lr 1e-4, betas 0.9/0.999, eps 1e-8, wd 1e-2, no clipping */
+void vkl_adamw_opts_default(vkl_adamw_opts *o); /* lr 1e-4, betas 0.9/0.999, eps 1e-8, wd 1e-2, no clipping, f32 state */
 
 typedef struct vkl_adamw vkl_adamw;
 
@@ -36,9 +37,31 @@ int vkl_adamw_set_grad_scale(vkl_adamw *a, float scale, vkl_err *e);
 /* After the run: the global gradient norm (before clipping) and whether the
  * step was skipped for a NaN/Inf gradient. */
 int vkl_adamw_result(vkl_adamw *a, float *norm, int *skipped, vkl_err *e);
-/* The moment tensors (for checkpoints): m and v of parameter i. */
+/* The f32 moment tensors of parameter i; NULL when its state is 8-bit. */
 vkl_tensor *vkl_adamw_m(vkl_adamw *a, int i);
 vkl_tensor *vkl_adamw_v(vkl_adamw *a, int i);
+
+/* 8-bit state (state_bits 8), as bitsandbytes' AdamW8bit keeps it: a
+ * parameter of at least VKL_ADAMW8_MIN_SIZE elements stores m and v as 8-bit
+ * codes in blocks of VKL_ADAMW8_BLOCK elements, each block with one f32
+ * absmax per moment; a moment is map[code] * absmax, with bitsandbytes'
+ * dynamic maps (signed for m, unsigned for v). Each step dequantizes,
+ * updates as the f32 path does (same formula, clipping, rates and NaN skip),
+ * and requantizes every block to the nearest code of value / new absmax.
+ * Smaller parameters keep f32 moments.
+ * Layout: codes u8 [blocks, 2, 256] (a block's m codes then its v codes; the
+ * tail block's padding holds the codes of 0), absmax f32 [blocks, 2] (m, v). */
+#define VKL_ADAMW8_BLOCK 256
+#define VKL_ADAMW8_MIN_SIZE 4096
+/* bitsandbytes' create_dynamic_map(signed) (max_exponent_bits 7, 8 bits), sorted. */
+void vkl_adamw8_map(int is_signed, float map[256]);
+
+/* The state tensors of parameter i as a checkpoint saves and restores them
+ * (download/upload in their own dtype): f32 moments "m", "v", or 8-bit state
+ * "codes" (u8), "absmax" (f32). Returns how many; *names/tensors filled up to 2. */
+int vkl_adamw_state(vkl_adamw *a, int i, vkl_tensor *tensors[2], const char *names[2]);
+/* Bytes of optimiser state for all parameters. */
+uint64_t vkl_adamw_state_bytes(const vkl_adamw *a);
 
 /* Learning-rate schedules. step is 0-based; total = number of steps. */
 typedef enum { VKL_LR_CONSTANT = 0, VKL_LR_LINEAR, VKL_LR_COSINE, VKL_LR_COSINE_RESTARTS } vkl_lr_kind;

@@ -70,6 +70,38 @@ int vkl_llama_dora_norms(vkl_graph *g, const vkl_llama *m, const vkl_llama_dora 
 /* Writes W' = (m / ||W + s B A||_row) * (W + s B A) into the model's (f32) weights. */
 int vkl_llama_dora_merge(const vkl_llama *m, const vkl_llama_dora *d, vkl_err *e);
 
+/* (IA)^3 modules (PEFT IA3Config): per module one f32 vector on the device,
+ * [in] for a feed-forward module (y = W (l * x), PEFT feedforward_modules)
+ * or [out] for the others (y = l * (W x)); a mul broadcast over the tokens.
+ * IA3 wraps whatever else the layer runs (LoRA, DoRA): the input scaled
+ * before it, the output after it. User multiplier m: l' = 1 + m (l - 1), so
+ * 1 is PEFT exactly, 0 the base model; several adapters on one module
+ * multiply their l' (as PEFT multiplies active IA3 adapters). */
+typedef struct vkl_llama_ia3_mod {
+    char *module;
+    int on_input;
+    vkl_tensor *vec;
+} vkl_llama_ia3_mod;
+typedef struct vkl_llama_ia3 {
+    vkl_llama_ia3_mod *v;
+    int n;
+} vkl_llama_ia3;
+/* Every module of every adapter must be IA3 and name a projection of the model
+ * (model.layers.N.self_attn.q_proj, ...) with a vector of the fitting length. */
+int vkl_llama_ia3_build(const vkl_llama *m, const vkl_lora_use *uses, int n, vkl_llama_ia3 **out, vkl_err *e);
+void vkl_llama_ia3_free(vkl_llama_ia3 *d);
+/* A new IA3 adapter with PEFT's initial vectors (ones) on every projection
+ * whose name ends with "." + an entry of targets (e.g. "k_proj",
+ * "mlp.down_proj"); those ending with an entry of feedforward scale their
+ * input. targets NULL: PEFT's LLaMA defaults (k_proj, v_proj, down_proj;
+ * feed-forward down_proj). Modules carry internal names, ready for
+ * vkl_lora_save_peft. */
+int vkl_llama_ia3_init(const vkl_llama *m, const char *const *targets, int nt, const char *const *feedforward, int nf,
+                       vkl_lora *out, vkl_err *e);
+/* The device vectors (e.g. after training) copied into the IA3 modules of l
+ * with the same names (l as made by vkl_llama_ia3_init, or as loaded). */
+int vkl_llama_ia3_store(const vkl_llama *m, const vkl_llama_ia3 *d, vkl_lora *l, vkl_err *e);
+
 /* Receives named intermediates (layer -1 for model-level ones); names as in
  * the refkit's hidden_states vectors (q_rope, attn_probs, ...). */
 typedef void (*vkl_llama_tap_fn)(void *user, int layer, const char *name, vkl_tensor *t);
@@ -77,6 +109,7 @@ typedef void (*vkl_llama_tap_fn)(void *user, int layer, const char *name, vkl_te
 typedef struct vkl_llama_fwd {
     const vkl_lora_set *lora;   /* run-time adapters, or NULL */
     const vkl_llama_dora *dora; /* DoRA modules, or NULL */
+    const vkl_llama_ia3 *ia3;   /* IA3 vectors, or NULL */
     /* Additive attention mask f32 [B or 1, 1, L, pos0 + L] (0 or a large
      * negative value), from vkl_llama_mask; NULL: plain causal. */
     vkl_tensor *mask;

@@ -19,18 +19,32 @@ static const vkl_llama_dora_mod *dora_find(const vkl_llama_dora *d, const char *
     return NULL;
 }
 
-/* A projection of layer l: DoRA module, run-time LoRA adapters or the plain weight. */
+static const vkl_llama_ia3_mod *ia3_find(const vkl_llama_ia3 *d, const char *module)
+{
+    for (int i = 0; d && i < d->n; i++)
+        if (!strcmp(d->v[i].module, module)) return &d->v[i];
+    return NULL;
+}
+
+/* A projection of layer l: DoRA module, run-time LoRA adapters or the plain
+ * weight, inside the IA3 scaling of its input or output when it has one. */
 static vkl_tensor *proj(vkl_graph *g, const vkl_llama *m, const vkl_llama_fwd *o, int l, const char *part, vkl_tensor *x)
 {
     char mod[96];
     snprintf(mod, sizeof mod, "model.layers.%d.%s", l, part);
     vkl_tensor *w = vkl_weights_need(m->w, g, "%s.weight", mod);
+    const vkl_llama_ia3_mod *im = ia3_find(o->ia3, mod);
+    if (im && im->on_input) x = vkl_mul(g, x, im->vec);
     const vkl_llama_dora_mod *dm = dora_find(o->dora, mod);
+    vkl_tensor *y;
     if (dm) {
-        vkl_tensor *y = vkl_linear_lora(g, x, w, NULL, dm->a, dm->b, dm->scale);
-        return vkl_mul(g, y, vkl_div(g, dm->mag, dm->norm));
+        y = vkl_linear_lora(g, x, w, NULL, dm->a, dm->b, dm->scale);
+        y = vkl_mul(g, y, vkl_div(g, dm->mag, dm->norm));
+    } else {
+        y = vkl_lora_linear(g, o->lora, mod, x, w, NULL);
     }
-    return vkl_lora_linear(g, o->lora, mod, x, w, NULL);
+    if (im && !im->on_input) y = vkl_mul(g, y, im->vec);
+    return y;
 }
 
 static vkl_tensor *attention_block(vkl_graph *g, const vkl_llama *m, const vkl_llama_fwd *o, int l, vkl_tensor *x)

@@ -27,7 +27,7 @@ static int run_positions(const vkl_llama *m, const vkl_llama_gen_opts *o, vkl_ll
     int rc = !tid || (L > 1 && !mask) || vkl_tensor_upload(c, tid, ids, VKL_I32, e) ? -1 : 0;
     if (!rc) {
         g = vkl_graph_new(c);
-        vkl_llama_fwd f = {.lora = o->lora, .dora = o->dora, .mask = mask, .explicit_attn = 1, .kv = kv, .pos0 = pos0};
+        vkl_llama_fwd f = {.lora = o->lora, .dora = o->dora, .ia3 = o->ia3, .mask = mask, .explicit_attn = 1, .kv = kv, .pos0 = pos0};
         if (o->dora) vkl_llama_dora_norms(g, m, o->dora);
         vkl_tensor *logits = vkl_llama_forward(g, m, tid, &f);
         vkl_graph_keep(g, logits);

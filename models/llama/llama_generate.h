@@ -17,6 +17,7 @@
 typedef struct vkl_llama_gen_opts {
     const vkl_lora_set *lora;
     const vkl_llama_dora *dora;
+    const vkl_llama_ia3 *ia3;
     int max_new;     /* new tokens at most */
     int max_len;     /* stop when this many positions have been fed (0: prompt + max_new) */
     int stop_id;     /* stop after generating this id (e.g. eos); -1: never */

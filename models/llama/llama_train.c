@@ -58,14 +58,16 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
                         const vkl_llama_train_opts *o, vkl_llama_train **out, vkl_err *e)
 {
     *out = NULL;
-    if (!lora == !dora) return vkl_fail(e, "training needs exactly one of an adapter set and a DoRA set");
+    const vkl_llama_ia3 *ia3 = o->ia3;
+    if ((lora != NULL) + (dora != NULL) + (ia3 != NULL) != 1)
+        return vkl_fail(e, "training needs exactly one of an adapter set, a DoRA set and an IA3 set");
     if (B < 1 || L < 2) return vkl_fail(e, "training batch %d x %d: need at least one row of two tokens", B, L);
     vkl_llama_train *s = calloc(1, sizeof *s);
     if (!s) return vkl_fail(e, "out of host memory");
     s->m = m;
     s->B = B;
     s->L = L;
-    int cap = lora ? 2 * vkl_lora_set_count(lora) : 3 * dora->n;
+    int cap = lora ? 2 * vkl_lora_set_count(lora) : dora ? 3 * dora->n : ia3->n;
     s->params = calloc((size_t)cap + 1, sizeof *s->params);
     s->grads = calloc((size_t)cap + 1, sizeof *s->grads);
     s->keys = calloc((size_t)cap + 1, sizeof *s->keys);
@@ -93,6 +95,10 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
         mult[s->np] = 1.0f;
         rc = rc || add_param(s, d->mag, d->module, "lora_magnitude_vector", e);
     }
+    for (int i = 0; ia3 && !rc && i < ia3->n; i++) {
+        mult[s->np] = 1.0f;
+        rc = add_param(s, ia3->v[i].vec, ia3->v[i].module, "ia3_l", e);
+    }
     if (!rc) {
         vkl_ctx *c = m->ctx;
         s->ids = vkl_tensor_new(c, VKL_I32, 2, (int64_t[]){B, L}, e);
@@ -103,7 +109,7 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
     if (!rc) {
         s->g = vkl_graph_new(m->ctx);
         if (dora) vkl_llama_dora_norms(s->g, m, dora);
-        vkl_llama_fwd f = {.lora = lora, .dora = dora, .mask = s->mask, .explicit_attn = 1};
+        vkl_llama_fwd f = {.lora = lora, .dora = dora, .ia3 = ia3, .mask = s->mask, .explicit_attn = 1};
         s->logits = vkl_llama_forward(s->g, m, s->ids, &f);
         if (o->keep_logits) vkl_graph_keep(s->g, s->logits);
         s->loss = vkl_cross_entropy(s->g, s->logits, s->targets, VKL_LLAMA_IGNORE);

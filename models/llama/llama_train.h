@@ -18,6 +18,11 @@ typedef struct vkl_llama_train_opts {
     vkl_adamw_opts adam;
     float loraplus_ratio; /* learning-rate multiplier of the B (up) matrices; 1 = plain LoRA */
     int keep_logits;      /* keep the logits readable after a step */
+    /* IA3 vectors to train instead of an adapter set or DoRA set (both NULL
+     * then): only the vectors get gradients. Build them with multiplier 1 from
+     * one adapter (vkl_llama_ia3_init for a fresh one), so the trained tensors
+     * are PEFT's ia3_l; vkl_llama_ia3_store reads them back for saving. */
+    const vkl_llama_ia3 *ia3;
 } vkl_llama_train_opts;
 
 typedef struct vkl_llama_train vkl_llama_train;
@@ -34,7 +39,8 @@ int vkl_llama_train_step(vkl_llama_train *s, const int32_t *ids, const int32_t *
                          float lr, float *loss, vkl_err *e);
 
 /* The trainable tensors, in a fixed order, with their PEFT key names
- * (base_model.model.<module>.lora_A.weight, .lora_B.weight, .lora_magnitude_vector). */
+ * (base_model.model.<module>.lora_A.weight, .lora_B.weight, .lora_magnitude_vector;
+ * IA3: base_model.model.<module>.ia3_l, held 1-D here, [out,1] or [1,in] in PEFT's file). */
 int vkl_llama_train_count(const vkl_llama_train *s);
 vkl_tensor *vkl_llama_train_param(const vkl_llama_train *s, int i);
 const char *vkl_llama_train_key(const vkl_llama_train *s, int i);

@@ -11,6 +11,7 @@ struct vkl_lora_set {
     vkl_lora_slot *v;
     int n;
     int nuses;
+    int train; /* vkl_lora_set_build_train */
 };
 
 static int cmp_slot(const void *a, const void *b)
@@ -44,6 +45,7 @@ void vkl_lora_set_free(vkl_lora_set *s)
         }
         free(sl->full);
         vkl_tensor_free(sl->w_dora);
+        for (int r = 0; r < VKL_LORA_ROLES; r++) vkl_tensor_free(sl->tf[r]);
     }
     free(s->v);
     free(s);
@@ -215,6 +217,23 @@ static int build_full(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_modul
     return rc;
 }
 
+/* Training mode: a LoHa / LoKr / DoRA module's factors as persistent tensors. */
+static int build_trainable(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_module *m, vkl_err *e)
+{
+    if (m->t[VKL_LORA_HADA_T1].data || m->t[VKL_LORA_LOKR_T2].data)
+        return vkl_fail(e, "adapter module %s: Tucker factors cannot be trained", slot->module);
+    slot->trained = 1;
+    slot->tkind = m->kind;
+    slot->tscale = (float)m->scale;
+    for (int r = 0; r < VKL_LORA_ROLES; r++) {
+        const vkl_lora_tensor *t = &m->t[r];
+        if (!t->data) continue;
+        slot->tf[r] = vkl_tensor_new(s->ctx, VKL_F32, t->ndim, t->shape, e);
+        if (!slot->tf[r] || vkl_tensor_upload(s->ctx, slot->tf[r], t->data, VKL_F32, e)) return -1;
+    }
+    return 0;
+}
+
 /* One module: every adapter that has it, by kind. */
 static int build_slot(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_use *uses, int n, vkl_err *e)
 {
@@ -229,6 +248,15 @@ static int build_slot(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_use *
         const vkl_lora_module *m = vkl_lora_find(uses[i].lora, slot->module);
         if (!m) continue;
         if (check_module(slot, m, per_down, e)) return -1;
+        if (m->kind == VKL_LORA_KIND_IA3)
+            return vkl_fail(e, "module %s: IA3 scales the layer instead of adding to it; the adapter set does not run "
+                               "it (merge it into the weights, or for LLaMA use its IA3 vectors)", slot->module);
+        if (s->train && !low_rank(m)) {
+            if (build_trainable(s, slot, m, e)) return -1;
+            continue;
+        }
+        if (s->train && m->t[VKL_LORA_MID].data)
+            return vkl_fail(e, "adapter module %s: Tucker factors cannot be trained", slot->module);
         if (low_rank(m)) slot->R += (int)module_rank(m);
         else if (m->kind == VKL_LORA_KIND_DORA) {
             if (slot->dora_owner >= 0)
@@ -242,7 +270,8 @@ static int build_slot(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_use *
     if (n_full && !(slot->full = calloc((size_t)n_full, sizeof *slot->full))) return vkl_fail(e, "out of host memory");
     for (int i = 0; i < n; i++) {
         const vkl_lora_module *m = vkl_lora_find(uses[i].lora, slot->module);
-        if (m && (m->kind == VKL_LORA_KIND_LOHA || m->kind == VKL_LORA_KIND_LOKR) && build_full(s, slot, m, i, e))
+        if (m && !s->train && (m->kind == VKL_LORA_KIND_LOHA || m->kind == VKL_LORA_KIND_LOKR) &&
+            build_full(s, slot, m, i, e))
             return -1;
     }
     if (slot->dora_owner >= 0) {
@@ -252,13 +281,14 @@ static int build_slot(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_use *
     return upload_mults(s, slot, uses, e);
 }
 
-int vkl_lora_set_build_ex(vkl_ctx *c, const vkl_lora_use *uses, int n, const vkl_weights *base, vkl_lora_set **out,
-                          vkl_err *e)
+static int build_set(vkl_ctx *c, const vkl_lora_use *uses, int n, const vkl_weights *base, int train,
+                     vkl_lora_set **out, vkl_err *e)
 {
     *out = NULL;
     vkl_lora_set *s = calloc(1, sizeof *s);
     if (!s) return vkl_fail(e, "out of host memory");
     s->ctx = c;
+    s->train = train;
     s->base = base;
     s->nuses = n;
     int cap = 0;
@@ -289,9 +319,64 @@ int vkl_lora_set_build_ex(vkl_ctx *c, const vkl_lora_use *uses, int n, const vkl
     return 0;
 }
 
+int vkl_lora_set_build_ex(vkl_ctx *c, const vkl_lora_use *uses, int n, const vkl_weights *base, vkl_lora_set **out,
+                          vkl_err *e)
+{
+    return build_set(c, uses, n, base, 0, out, e);
+}
+
 int vkl_lora_set_build(vkl_ctx *c, const vkl_lora_use *uses, int n, vkl_lora_set **out, vkl_err *e)
 {
-    return vkl_lora_set_build_ex(c, uses, n, NULL, out, e);
+    return build_set(c, uses, n, NULL, 0, out, e);
+}
+
+int vkl_lora_set_build_train(vkl_ctx *c, const vkl_lora *l, vkl_lora_set **out, vkl_err *e)
+{
+    vkl_lora_use use = {l, 1.0f, 1.0f};
+    return build_set(c, &use, 1, NULL, 1, out, e);
+}
+
+int vkl_lora_slot_params(const vkl_lora_slot *sl, vkl_tensor **t, vkl_lora_role *roles)
+{
+    int n = 0;
+    if (sl->R) {
+        t[n] = sl->a_cat;
+        roles[n++] = VKL_LORA_DOWN;
+        t[n] = sl->b_cat;
+        roles[n++] = VKL_LORA_UP;
+    }
+    for (int r = 0; sl->trained && r < VKL_LORA_ROLES; r++)
+        if (sl->tf[r]) {
+            t[n] = sl->tf[r];
+            roles[n++] = (vkl_lora_role)r;
+        }
+    return n;
+}
+
+static int slot_transfer(vkl_ctx *c, const vkl_lora_slot *sl, vkl_lora_module *m, int down, vkl_err *e)
+{
+    vkl_tensor *t[VKL_LORA_ROLES];
+    vkl_lora_role roles[VKL_LORA_ROLES];
+    int n = vkl_lora_slot_params(sl, t, roles);
+    for (int i = 0; i < n; i++) {
+        vkl_lora_tensor *h = &m->t[roles[i]];
+        if (!h->data || vkl_lora_tensor_nelem(h) != (uint64_t)vkl_tensor_nelem(t[i]))
+            return vkl_fail(e, "adapter module %s: %s %s", sl->module, vkl_lora_role_name(roles[i]),
+                            h->data ? "has another size than the trained tensor" : "is missing");
+        if (down ? vkl_tensor_download(c, t[i], h->data, VKL_F32, e) : vkl_tensor_upload(c, t[i], h->data, VKL_F32, e))
+            return -1;
+    }
+    return 0;
+}
+
+int vkl_lora_slot_download(vkl_ctx *c, const vkl_lora_slot *sl, vkl_lora_module *m, vkl_err *e)
+{
+    return slot_transfer(c, sl, m, 1, e);
+}
+
+int vkl_lora_slot_upload(vkl_ctx *c, const vkl_lora_slot *sl, const vkl_lora_module *m, vkl_err *e)
+{
+    return slot_transfer(c, sl, (vkl_lora_module *)m, 0, e);
 }
 
 int vkl_lora_set_multipliers(vkl_lora_set *s, const vkl_lora_use *uses, int n, vkl_err *e)
@@ -314,6 +399,7 @@ vkl_tensor *vkl_lora_linear(vkl_graph *g, const vkl_lora_set *s, const char *mod
 {
     const vkl_lora_slot *slot = vkl_lora_set_find(s, module);
     if (!slot) return vkl_linear(g, x, w, bias);
+    if (slot->trained) return vkl_lora_trained_linear(g, slot, x, w, bias);
     if (slot->w_dora) w = as_matrix(g, slot->w_dora);
     vkl_tensor *y = slot->R ? vkl_linear_lora(g, x, w, bias, as_matrix(g, slot->a_cat), as_matrix(g, slot->b_cat),
                                               slot->rank_scale)
@@ -330,6 +416,7 @@ vkl_tensor *vkl_lora_conv2d(vkl_graph *g, const vkl_lora_set *s, const char *mod
 {
     const vkl_lora_slot *slot = vkl_lora_set_find(s, module);
     if (!slot) return vkl_conv2d_ex(g, x, w, bias, p);
+    if (slot->trained) return vkl_lora_trained_conv2d(g, slot, x, w, bias, p);
     if (slot->w_dora) w = slot->w_dora;
     vkl_tensor *y = slot->R ? vkl_conv2d_lora(g, x, w, bias, p, slot->a_cat, slot->b_cat, slot->rank_scale)
                             : vkl_conv2d_ex(g, x, w, bias, p);

@@ -16,6 +16,20 @@
  *    weight (so the set needs the model's weights), in place of W. Other
  *    adapters of the same layer add on top of W'. At most one DoRA module per
  *    layer.
+ *  - Training mode (vkl_lora_set_build_train, one adapter, multiplier 1):
+ *    LoRA / LoCon modules take the low-rank path as above (a_cat / b_cat are
+ *    the trainable tensors); LoHa, LoKr and DoRA modules keep their factors
+ *    as persistent trainable tensors (slot->tf, by role) and build delta W
+ *    (DoRA: W') inside the graph from them with differentiable ops, so the
+ *    gradient reaches every factor:
+ *      LoHa  y = W x + (s (w1a @ w1b) * (w2a @ w2b)) x
+ *      LoKr  y = W x + (s kron(w1, w2)) x, the Kronecker product as a
+ *            broadcast product w1[a,1,c,1] * w2[1,b,1,x] read as [a*b, c*x]
+ *      DoRA  y = W' x + bias, W' = mag * V / ||V||, V = W + s up @ down, the
+ *            norm over the axis the magnitude's shape names (lora_delta.h);
+ *            not detached (LyCORIS differentiates through it).
+ *    The formulas are lora_delta.c's, so a saved adapter applied the usual
+ *    way reproduces the training graph.
  * Changing multipliers is small uploads without rebuilding or re-planning
  * anything, except for DoRA layers whose multiplier changed: their W' is
  * recomputed on the CPU (base weight read back, delta, upload) into the same
@@ -56,6 +70,12 @@ typedef struct vkl_lora_slot {
     float dora_mult;       /* multiplier w_dora was computed for */
     int wndim;             /* the adapted weight's shape */
     int64_t wshape[4];
+    /* training mode: a LoHa / LoKr / DoRA module's trainable factors by role
+     * (NULL where the module has none), its kind and scale */
+    int trained;
+    vkl_lora_kind tkind;
+    vkl_tensor *tf[VKL_LORA_ROLES];
+    float tscale;
 } vkl_lora_slot;
 
 typedef struct vkl_lora_set vkl_lora_set;
@@ -69,6 +89,19 @@ int vkl_lora_set_build_ex(vkl_ctx *c, const vkl_lora_use *uses, int n, const vkl
                           vkl_err *e);
 int vkl_lora_set_build(vkl_ctx *c, const vkl_lora_use *uses, int n, vkl_lora_set **out, vkl_err *e);
 void vkl_lora_set_free(vkl_lora_set *s);
+/* Training mode (see the header comment): one adapter at multiplier 1, every
+ * module resolved; Tucker forms are refused. The model's weights are not
+ * needed (a DoRA layer reads the weight the layer is given). */
+int vkl_lora_set_build_train(vkl_ctx *c, const vkl_lora *l, vkl_lora_set **out, vkl_err *e);
+/* The trainable tensors of a slot in a fixed order, with their roles: LoRA
+ * a_cat (DOWN), b_cat (UP); the others the roles present in role order (LoHa
+ * w1a, w1b, w2a, w2b; LoKr w1 or w1a, w1b, then w2 or w2a, w2b; DoRA down, up,
+ * magnitude). t and roles hold VKL_LORA_ROLES entries. Returns the count. */
+int vkl_lora_slot_params(const vkl_lora_slot *sl, vkl_tensor **t, vkl_lora_role *roles);
+/* Copies a slot's trainable tensors into / from the module's host tensors of
+ * the same roles (element counts must agree). */
+int vkl_lora_slot_download(vkl_ctx *c, const vkl_lora_slot *sl, vkl_lora_module *m, vkl_err *e);
+int vkl_lora_slot_upload(vkl_ctx *c, const vkl_lora_slot *sl, const vkl_lora_module *m, vkl_err *e);
 /* New multipliers for the same adapters (same count and order as built). */
 int vkl_lora_set_multipliers(vkl_lora_set *s, const vkl_lora_use *uses, int n, vkl_err *e);
 const vkl_lora_slot *vkl_lora_set_find(const vkl_lora_set *s, const char *module);
@@ -82,5 +115,14 @@ vkl_tensor *vkl_lora_linear(vkl_graph *g, const vkl_lora_set *s, const char *mod
 /* The same for a convolution (weight [out,in,kh,kw]). */
 vkl_tensor *vkl_lora_conv2d(vkl_graph *g, const vkl_lora_set *s, const char *module, vkl_tensor *x, vkl_tensor *w,
                             vkl_tensor *bias, const vkl_conv2d_params *p);
+
+/* ---- internal: the training-mode layers (lora_train_graph.c) ---- */
+vkl_tensor *vkl_lora_trained_linear(vkl_graph *g, const vkl_lora_slot *sl, vkl_tensor *x, vkl_tensor *w,
+                                    vkl_tensor *bias);
+vkl_tensor *vkl_lora_trained_conv2d(vkl_graph *g, const vkl_lora_slot *sl, vkl_tensor *x, vkl_tensor *w,
+                                    vkl_tensor *bias, const vkl_conv2d_params *p);
+/* The slot's LoHa / LoKr delta W (scale included) or DoRA W' (from the layer's
+ * weight w) as a [out, in*kh*kw] matrix. */
+vkl_tensor *vkl_lora_trained_weight(vkl_graph *g, const vkl_lora_slot *sl, vkl_tensor *w);
 
 #endif

@@ -251,6 +251,12 @@ int vkl_lora_combine(const vkl_lora_input *in, int n_in, int rank, vkl_lora *out
     for (int i = 0; i < n_in && !rc; i++)
         for (int k = 0; k < in[i].lora->n && !rc; k++) {
             const vkl_lora_module *first = &in[i].lora->m[k];
+            if (first->kind == VKL_LORA_KIND_IA3) {
+                rc = vkl_fail(e, "%s: IA3 modules scale the weight instead of adding to it and cannot be combined "
+                                 "with adapters; apply them at run time or bake them (merge --model)",
+                              vkl_lora_module_label(first));
+                break;
+            }
             if (vkl_lora_find(out, first->kname)) continue; /* already combined */
             int nc = 0;
             for (int j = i; j < n_in; j++) {

@@ -159,6 +159,9 @@ int vkl_lora_product(const vkl_lora_module *m, double *out, vkl_err *e)
     case VKL_LORA_KIND_DORA: rc = lora(m, out, n); break;
     case VKL_LORA_KIND_LOHA: rc = loha(m, out, n); break;
     case VKL_LORA_KIND_LOKR: rc = lokr(m, out, n); break;
+    case VKL_LORA_KIND_IA3:
+        return vkl_fail(e, "%s: an IA3 module scales the weight (W * l on rows or columns); it has no additive delta W "
+                           "to combine, convert or apply as one", vkl_lora_module_label(m));
     default: rc = -1;
     }
     if (rc) return vkl_fail(e, "%s: cannot compute delta W (out of memory or inconsistent shapes)",

@@ -15,7 +15,9 @@
  *          [1,in,..] (LyCORIS wd_on_out=False); delta = W' - W. No epsilon is
  *          added to the norm (PEFT adds none; LyCORIS adds float eps, a
  *          relative difference below 1e-7 for any real weight).
- * The user multiplier is not included; for DoRA it scales delta linearly. */
+ * The user multiplier is not included; for DoRA it scales delta linearly.
+ * IA3 modules are refused: they multiply the weight instead (merged by
+ * lora_merge_weights.h / sd_bake.h as a last, multiplicative pass). */
 #ifndef VKL_LORA_DELTA_H
 #define VKL_LORA_DELTA_H
 

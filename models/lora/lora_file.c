@@ -11,8 +11,8 @@
 
 const char *vkl_lora_kind_name(vkl_lora_kind k)
 {
-    static const char *n[] = {"lora", "loha", "lokr", "dora"};
-    return (unsigned)k < 4 ? n[k] : "unknown";
+    static const char *n[] = {"lora", "loha", "lokr", "dora", "ia3"};
+    return (unsigned)k < 5 ? n[k] : "unknown";
 }
 
 const char *vkl_lora_format_name(vkl_lora_format f)
@@ -216,9 +216,42 @@ static void conv_geometry(vkl_lora_module *m)
     }
 }
 
+/* PEFT ia3_l: [out,1] scales the output, [1,in] the input. With a target the
+ * other axis comes from the weight; a [1,1] vector is told apart by it too. */
+static int ia3_finish(vkl_lora_module *m, const vkl_lora_target *target, vkl_err *e)
+{
+    const char *n = src_label(m);
+    const vkl_lora_tensor *v = &m->t[VKL_LORA_IA3];
+    for (int r = 0; r < VKL_LORA_ROLES; r++)
+        if (r != VKL_LORA_IA3 && m->t[r].data) return vkl_fail(e, "%s: mixes an IA3 vector with other factors", n);
+    if (m->has_alpha) return vkl_fail(e, "%s: an IA3 module has no alpha", n);
+    if (v->ndim != 2 || (v->shape[0] != 1 && v->shape[1] != 1))
+        return vkl_fail(e, "%s: ia3_l must be [out,1] or [1,in], is %dD [%lld,...]", n, v->ndim, (long long)v->shape[0]);
+    m->kind = VKL_LORA_KIND_IA3;
+    m->rank = 0;
+    m->alpha = 0;
+    m->scale = 1;
+    m->on_input = v->shape[0] == 1 && v->shape[1] != 1;
+    m->wndim = 2;
+    m->wshape[0] = m->on_input ? 0 : v->shape[0];
+    m->wshape[1] = m->on_input ? v->shape[1] : 0;
+    if (!target) return 0;
+    if (target->ndim != 2)
+        return vkl_fail(e, "%s: IA3 on %s.weight, which is not a linear weight (%dD)", n, target->name, target->ndim);
+    if (v->shape[0] == 1 && v->shape[1] == 1) m->on_input = target->shape[1] == 1;
+    int64_t want = m->on_input ? target->shape[1] : target->shape[0];
+    if ((int64_t)vkl_lora_tensor_nelem(v) != want)
+        return vkl_fail(e, "%s: ia3_l has %llu elements but %s.weight [%lld,%lld] has %lld %s", n,
+                        (unsigned long long)vkl_lora_tensor_nelem(v), target->name, (long long)target->shape[0],
+                        (long long)target->shape[1], (long long)want, m->on_input ? "inputs" : "outputs");
+    memcpy(m->wshape, target->shape, sizeof m->wshape);
+    return 0;
+}
+
 int vkl_lora_module_finish(vkl_lora_module *m, const vkl_lora_target *target, vkl_err *e)
 {
     const char *n = src_label(m);
+    if (m->t[VKL_LORA_IA3].data) return ia3_finish(m, target, e);
     int lora = has_role(m, VKL_LORA_DOWN, VKL_LORA_MID);
     int loha = has_role(m, VKL_LORA_HADA_W1A, VKL_LORA_HADA_T2);
     int lokr = has_role(m, VKL_LORA_LOKR_W1, VKL_LORA_LOKR_T2);

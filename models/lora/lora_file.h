@@ -30,7 +30,8 @@ typedef enum vkl_lora_kind {
     VKL_LORA_KIND_LORA = 0, /* LoRA / LoCon (optionally with a Tucker lora_mid) */
     VKL_LORA_KIND_LOHA,
     VKL_LORA_KIND_LOKR,
-    VKL_LORA_KIND_DORA      /* LoRA factors + magnitude (kohya dora_scale or PEFT lora_magnitude_vector) */
+    VKL_LORA_KIND_DORA,     /* LoRA factors + magnitude (kohya dora_scale or PEFT lora_magnitude_vector) */
+    VKL_LORA_KIND_IA3       /* (IA)^3 (PEFT IA3Config): one scaling vector, see VKL_LORA_IA3 */
 } vkl_lora_kind;
 
 typedef enum vkl_lora_format {
@@ -47,7 +48,11 @@ typedef enum vkl_lora_format {
  *   LOKR_W1 [a,c] or LOKR_W1A [a,r] @ LOKR_W1B [r,c];
  *   LOKR_W2 [b,d(,kh,kw)] or LOKR_W2A [b,r] @ LOKR_W2B [r,d*kh*kw]; with
  *     LOKR_T2 [r,r,kh,kw], LOKR_W2A [r,b], LOKR_W2B [r,d];
- *   MAG: DoRA magnitude, [out] (PEFT), [out,1(,1,1)] or [1,in(,1,1)] (LyCORIS). */
+ *   MAG: DoRA magnitude, [out] (PEFT), [out,1(,1,1)] or [1,in(,1,1)] (LyCORIS);
+ *   IA3: PEFT's ia3_l, [out,1] (scales the layer's output: y = l * (W x)) or
+ *     [1,in] (a feed-forward module: scales its input, y = W (l * x)); the
+ *     module's on_input says which. Not additive: merged it is W * l on rows
+ *     (output) or columns (input); readers of delta W refuse it. */
 typedef enum vkl_lora_role {
     VKL_LORA_DOWN = 0,
     VKL_LORA_UP,
@@ -66,6 +71,7 @@ typedef enum vkl_lora_role {
     VKL_LORA_LOKR_W2B,
     VKL_LORA_LOKR_T2,
     VKL_LORA_MAG,
+    VKL_LORA_IA3,
     VKL_LORA_ROLES
 } vkl_lora_role;
 
@@ -94,6 +100,11 @@ typedef struct vkl_lora_module {
     /* Convolution geometry of the target (kernel from wshape): the down
      * convolution of a LoCon runs with the target's stride and padding. */
     int stride, padding;
+    /* IA3 only: 1 when the vector scales the input (PEFT feedforward_modules),
+     * 0 when it scales the output. wshape holds the weight's shape when
+     * resolved against a target; without one only the scaled axis is known
+     * (the other is 0). rank 0, scale 1. */
+    int on_input;
 } vkl_lora_module;
 
 typedef struct vkl_lora {
@@ -163,7 +174,7 @@ typedef struct vkl_lora_opts {
 int vkl_lora_load(const char *path, const vkl_lora_opts *opts, vkl_lora *out, vkl_err *e);
 void vkl_lora_free(vkl_lora *l);
 
-const char *vkl_lora_kind_name(vkl_lora_kind k);     /* "lora", "loha", "lokr", "dora" */
+const char *vkl_lora_kind_name(vkl_lora_kind k);     /* "lora", "loha", "lokr", "dora", "ia3" */
 const char *vkl_lora_format_name(vkl_lora_format f); /* "kohya", "diffusers", "peft" */
 const char *vkl_lora_role_name(vkl_lora_role r);     /* kohya/LyCORIS suffix, e.g. "lora_down.weight" */
 /* Module label for messages: internal name, else kohya name. */
@@ -191,7 +202,10 @@ int vkl_lora_save_kohya(const vkl_lora *l, const char *path, vkl_err *e);
  * and adapter_config.json written to config_path with r and lora_alpha (the
  * most common pair), rank_pattern / alpha_pattern for the others, use_dora,
  * use_rslora. Only LoRA and DoRA (output-axis magnitude) modules; every module
- * needs an internal name. */
+ * needs an internal name. An adapter made only of IA3 modules is written as
+ * PEFT saves IA3: `<internal>.ia3_l` ([out,1] or [1,in]) and a config with
+ * peft_type "IA3", target_modules and feedforward_modules (the modules with
+ * on_input); IA3 mixed with other kinds is refused. */
 int vkl_lora_save_peft(const vkl_lora *l, const char *path, const char *config_path, vkl_err *e);
 
 /* ---- internal to the readers (lora_kohya.c, lora_peft.c, lora_lycoris.c) ---- */
@@ -206,8 +220,18 @@ int vkl_lora_peft_module_name(const char *prefix, char *out, size_t size);
 /* Shape checks and implied weight shape of LoHa / LoKr modules. */
 int vkl_lora_lycoris_finish(vkl_lora_module *m, vkl_err *e);
 /* Reads adapter_config.json: r, lora_alpha, use_rslora, rank_pattern, alpha_pattern;
- * sets each module's rank/alpha/scale. */
+ * sets each module's rank/alpha/scale. With peft_type "IA3": checks every
+ * module is IA3 and that feedforward_modules (a list matched as suffixes of
+ * the module path, or a regex matched against the whole path, as PEFT does)
+ * names exactly the modules whose vector scales the input. */
 int vkl_lora_peft_apply_config(vkl_lora *l, const char *config_path, vkl_err *e);
+/* IA3 parts of the PEFT reader and writer (lora_ia3.c): the checks of a parsed
+ * IA3 config (a cJSON object), a module's fitness for the writer, and the
+ * adapter_config.json text of an all-IA3 adapter (malloc'd). */
+struct cJSON;
+int vkl_lora_ia3_apply_config(vkl_lora *l, const struct cJSON *config, const char *path, vkl_err *e);
+int vkl_lora_ia3_check(const vkl_lora_module *m, vkl_err *e);
+char *vkl_lora_ia3_config_json(const vkl_lora *l, vkl_err *e);
 /* One line guessing what unmatched names were made for (SDXL, SD2, LLM, ...). */
 void vkl_lora_guess_unmatched(const vkl_lora_targets *t, const char *const *keys, int n,
                               const int64_t *in_dims, char *out, size_t size);

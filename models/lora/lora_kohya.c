@@ -11,7 +11,7 @@ const char *vkl_lora_role_name(vkl_lora_role r)
         "lora_down.weight", "lora_up.weight", "lora_mid.weight", "hada_w1_a", "hada_w1_b",
         "hada_w2_a",        "hada_w2_b",      "hada_t1",         "hada_t2",   "lokr_w1",
         "lokr_w1_a",        "lokr_w1_b",      "lokr_w2",         "lokr_w2_a", "lokr_w2_b",
-        "lokr_t2",          "dora_scale"};
+        "lokr_t2",          "dora_scale",     "ia3_l"};
     return (unsigned)r < VKL_LORA_ROLES ? n[r] : "?";
 }
 
@@ -74,6 +74,11 @@ int vkl_lora_save_kohya(const vkl_lora *l, const char *path, vkl_err *e)
         const vkl_lora_module *m = &l->m[i];
         if (!m->kname) {
             rc = vkl_fail(e, "module %s has no kohya name", vkl_lora_module_label(m));
+            break;
+        }
+        if (m->kind == VKL_LORA_KIND_IA3) {
+            rc = vkl_fail(e, "module %s: IA3 vectors have no kohya/LyCORIS form (write PEFT instead)",
+                          vkl_lora_module_label(m));
             break;
         }
         for (int r = 0; r < VKL_LORA_ROLES && !rc; r++) {

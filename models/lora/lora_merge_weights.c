@@ -66,6 +66,25 @@ static int merge_low_rank(vkl_ctx *c, vkl_tensor *w, const vkl_lora_module *m, f
     return rc;
 }
 
+/* IA3: W * (1 + m (l - 1)) on rows (output vector) or columns (input vector),
+ * in f32 as PEFT merges; with m = 1 the factor is l exactly. */
+static int merge_ia3(vkl_ctx *c, vkl_tensor *w, const vkl_lora_module *m, float mult, vkl_err *e)
+{
+    if (w->ndim != 2) return vkl_fail(e, "IA3 on a %dD weight; only linear weights are supported", w->ndim);
+    int64_t O = w->shape[0], I = w->shape[1];
+    float *f = malloc(sizeof(float) * (size_t)(O * I));
+    int rc = !f ? vkl_fail(e, "out of host memory") : vkl_tensor_download(c, w, f, VKL_F32, e);
+    const float *l = m->t[VKL_LORA_IA3].data;
+    for (int64_t o = 0; !rc && o < O; o++)
+        for (int64_t i = 0; i < I; i++) {
+            float v = l[m->on_input ? i : o];
+            f[o * I + i] *= mult == 1.0f ? v : (float)(1.0 + (double)mult * ((double)v - 1.0));
+        }
+    if (!rc) rc = vkl_tensor_upload(c, w, f, VKL_F32, e);
+    free(f);
+    return rc;
+}
+
 int vkl_lora_merge_weights(vkl_ctx *c, vkl_weights *w, const vkl_lora_use *uses, int n, vkl_err *e)
 {
     /* refuse two DoRA modules on one layer before changing anything */
@@ -80,16 +99,21 @@ int vkl_lora_merge_weights(vkl_ctx *c, vkl_weights *w, const vkl_lora_use *uses,
                                        "change a layer", m->name);
             }
         }
-    for (int pass = 0; pass < 2; pass++)
+    /* DoRA, then additive kinds, then IA3 scaling the sum (as at run time) */
+    for (int pass = 0; pass < 3; pass++)
         for (int i = 0; i < n; i++)
             for (int k = 0; k < uses[i].lora->n; k++) {
                 const vkl_lora_module *m = &uses[i].lora->m[k];
-                if ((m->kind == VKL_LORA_KIND_DORA) != (pass == 0)) continue;
+                int p = m->kind == VKL_LORA_KIND_DORA ? 0 : m->kind == VKL_LORA_KIND_IA3 ? 2 : 1;
+                if (p != pass) continue;
                 vkl_tensor *t = weight_of(w, m, e);
                 if (!t) return -1;
                 float mult = mult_of(&uses[i], m->name);
                 int plain = m->kind == VKL_LORA_KIND_LORA && !m->t[VKL_LORA_MID].data;
-                if (plain ? merge_low_rank(c, t, m, mult, e) : merge_full(c, t, m, mult, e)) {
+                int rc = pass == 2 ? merge_ia3(c, t, m, mult, e)
+                         : plain   ? merge_low_rank(c, t, m, mult, e)
+                                   : merge_full(c, t, m, mult, e);
+                if (rc) {
                     vkl_err_prefix(e, "merging %s: ", m->name);
                     return -1;
                 }

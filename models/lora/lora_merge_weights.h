@@ -5,7 +5,8 @@
  * (W += m * delta W). Plain LoRA / LoCon deltas are formed on the device from
  * the factors (vkl_lora_merge); Tucker LoCon, LoHa, LoKr and DoRA deltas are
  * computed on the host in double (lora_delta.h) and added as f32
- * (vkl_delta_merge). */
+ * (vkl_delta_merge). IA3 modules come last: the weight (with every other
+ * adapter folded in) times 1 + m (l - 1) on its rows or columns. */
 #ifndef VKL_LORA_MERGE_WEIGHTS_H
 #define VKL_LORA_MERGE_WEIGHTS_H
 

@@ -1,5 +1,6 @@
 /* diffusers and PEFT keys, adapter_config.json, and the PEFT writer.
- *   PEFT:      <module>.lora_A.weight, .lora_B.weight, .lora_magnitude_vector
+ *   PEFT:      <module>.lora_A.weight, .lora_B.weight, .lora_magnitude_vector,
+ *              <module>.ia3_l (IA3; lora_ia3.c has its config)
  *   diffusers: <module>.lora.down.weight / .lora.up.weight (UNet),
  *              <module>.lora_linear_layer.down.weight / .up.weight (text encoder),
  *              <attn>.processor.to_q_lora.down.weight (attention processors)
@@ -35,6 +36,8 @@ size_t vkl_lora_peft_part(const char *key, int *role, vkl_lora_format *fmt)
         {".lora_B.default.weight", VKL_LORA_UP, VKL_LORA_FMT_PEFT},
         {".lora_magnitude_vector.weight", VKL_LORA_MAG, VKL_LORA_FMT_PEFT},
         {".lora_magnitude_vector", VKL_LORA_MAG, VKL_LORA_FMT_PEFT},
+        {".ia3_l", VKL_LORA_IA3, VKL_LORA_FMT_PEFT},
+        {".ia3_l.default", VKL_LORA_IA3, VKL_LORA_FMT_PEFT},
         {".lora.down.weight", VKL_LORA_DOWN, VKL_LORA_FMT_DIFFUSERS},
         {".lora.up.weight", VKL_LORA_UP, VKL_LORA_FMT_DIFFUSERS},
         {".lora_linear_layer.down.weight", VKL_LORA_DOWN, VKL_LORA_FMT_DIFFUSERS},
@@ -111,10 +114,20 @@ int vkl_lora_peft_apply_config(vkl_lora *l, const char *path, vkl_err *e)
     const cJSON *rp = cJSON_GetObjectItemCaseSensitive(j, "rank_pattern");
     const cJSON *ap = cJSON_GetObjectItemCaseSensitive(j, "alpha_pattern");
     const cJSON *pt = cJSON_GetObjectItemCaseSensitive(j, "peft_type");
-    if (pt && cJSON_IsString(pt) && strcmp(pt->valuestring, "LORA")) {
-        rc = vkl_fail(e, "%s: peft_type %s (only LORA adapters are read)", path, pt->valuestring);
+    if (pt && cJSON_IsString(pt) && !strcmp(pt->valuestring, "IA3")) {
+        rc = vkl_lora_ia3_apply_config(l, j, path, e);
         goto done;
     }
+    if (pt && cJSON_IsString(pt) && strcmp(pt->valuestring, "LORA")) {
+        rc = vkl_fail(e, "%s: peft_type %s (only LORA and IA3 adapters are read)", path, pt->valuestring);
+        goto done;
+    }
+    for (int i = 0; i < l->n; i++)
+        if (l->m[i].kind == VKL_LORA_KIND_IA3) {
+            rc = vkl_fail(e, "%s: module %s has an IA3 vector but the config's peft_type is not IA3", path,
+                          l->m[i].name);
+            goto done;
+        }
     if (!cJSON_IsNumber(r) || !cJSON_IsNumber(a) || r->valuedouble < 1) {
         rc = vkl_fail(e, "%s: needs numbers r (>= 1) and lora_alpha", path);
         goto done;
@@ -255,8 +268,12 @@ static int check_module(const vkl_lora_module *m, vkl_err *e)
 int vkl_lora_save_peft(const vkl_lora *l, const char *path, const char *config_path, vkl_err *e)
 {
     if (!l->n) return vkl_fail(e, "%s: adapter has no modules", path);
+    int ia3 = 0;
+    for (int i = 0; i < l->n; i++) ia3 += l->m[i].kind == VKL_LORA_KIND_IA3;
+    if (ia3 && ia3 != l->n)
+        return vkl_fail(e, "%s: IA3 modules cannot be written together with other kinds in one PEFT adapter", path);
     for (int i = 0; i < l->n; i++)
-        if (check_module(&l->m[i], e)) return -1;
+        if (ia3 ? vkl_lora_ia3_check(&l->m[i], e) : check_module(&l->m[i], e)) return -1;
     vkl_st_writer *w = vkl_st_writer_new();
     if (!w) return vkl_fail(e, "out of memory");
     int rc = 0;
@@ -268,8 +285,8 @@ int vkl_lora_save_peft(const vkl_lora *l, const char *path, const char *config_p
             int role;
             const char *suffix;
         } parts[] = {{VKL_LORA_DOWN, "lora_A.weight"}, {VKL_LORA_UP, "lora_B.weight"},
-                     {VKL_LORA_MAG, "lora_magnitude_vector"}};
-        for (size_t k = 0; k < 3 && !rc; k++) {
+                     {VKL_LORA_MAG, "lora_magnitude_vector"}, {VKL_LORA_IA3, "ia3_l"}};
+        for (size_t k = 0; k < 4 && !rc; k++) {
             const vkl_lora_tensor *t = &m->t[parts[k].role];
             if (!t->data) continue;
             if ((size_t)snprintf(key, sizeof key, "%s%s.%s", root, m->name, parts[k].suffix) >= sizeof key) {
@@ -286,7 +303,7 @@ int vkl_lora_save_peft(const vkl_lora *l, const char *path, const char *config_p
         rc = vkl_st_writer_meta(w, l->meta_key[i], l->meta_val[i], e);
     }
     if (!rc && !has_format) rc = vkl_st_writer_meta(w, "format", "pt", e);
-    char *cfg = rc ? NULL : config_json(l, e);
+    char *cfg = rc ? NULL : ia3 ? vkl_lora_ia3_config_json(l, e) : config_json(l, e);
     if (!rc && !cfg) rc = -1;
     if (!rc) rc = vkl_st_writer_finish(w, path, e);
     if (!rc) rc = write_text_atomic(config_path, cfg, e);

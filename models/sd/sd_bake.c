@@ -48,10 +48,21 @@ static int bake_one(bake *b, baked *k, const vkl_lora_use *uses, int n, vkl_err 
     if (!rc) rc = vkl_sd_source_read_f32(b->src, k->x, k->w, ne, e);
     for (uint64_t i = 0; !rc && i < ne; i++) acc[i] = k->w[i];
     int doras = 0;
-    for (int pass = 0; pass < 2 && !rc; pass++)
+    for (int pass = 0; pass < 3 && !rc; pass++)
         for (int i = 0; i < n && !rc; i++) {
             const vkl_lora_module *m = vkl_lora_find(uses[i].lora, mod);
-            if (!m || (m->kind == VKL_LORA_KIND_DORA) != (pass == 0)) continue;
+            if (!m || (m->kind == VKL_LORA_KIND_DORA ? 0 : m->kind == VKL_LORA_KIND_IA3 ? 2 : 1) != pass) continue;
+            if (pass == 2) { /* IA3 scales the weight with everything else folded in */
+                if (vkl_lora_wnelem(m) != ne || k->x->ndim != 2)
+                    rc = vkl_fail(e, "IA3 module %s does not fit the linear weight %s", mod, k->x->name);
+                int64_t I = m->wshape[1];
+                double mu = mult_of(&uses[i], mod);
+                for (uint64_t q = 0; !rc && q < ne; q++) {
+                    double v = m->t[VKL_LORA_IA3].data[m->on_input ? (int64_t)q % I : (int64_t)q / I];
+                    acc[q] *= mu == 1.0 ? v : 1.0 + mu * (v - 1.0);
+                }
+                continue;
+            }
             if (pass == 0 && doras++)
                 rc = vkl_fail(e, "module %s has DoRA modules in two adapters; at most one DoRA adapter may change a "
                                  "layer", mod);

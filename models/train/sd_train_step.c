@@ -46,14 +46,23 @@ int vkl_sd_train_fp16_supported(const vkl_ctx *c)
 int vkl_sd_train_params(const vkl_lora_set *set, vkl_tensor ***params, int *n, vkl_err *e)
 {
     int ns = vkl_lora_set_count(set);
-    *params = calloc((size_t)(2 * ns + 1), sizeof **params);
+    *n = 0;
+    *params = calloc((size_t)(VKL_LORA_ROLES * ns + 1), sizeof **params);
     if (!*params) return vkl_fail(e, "out of host memory");
-    for (int i = 0; i < ns; i++) {
-        (*params)[2 * i] = vkl_lora_set_at(set, i)->a_cat;
-        (*params)[2 * i + 1] = vkl_lora_set_at(set, i)->b_cat;
-    }
-    *n = 2 * ns;
+    vkl_lora_role roles[VKL_LORA_ROLES];
+    for (int i = 0; i < ns; i++) *n += vkl_lora_slot_params(vkl_lora_set_at(set, i), *params + *n, roles);
     return 0;
+}
+
+/* "<module>.down" / ".up" for LoRA factors, "<module>.<LyCORIS name>" for the others. */
+static char *param_name(const char *module, vkl_lora_role r)
+{
+    const char *suffix = r == VKL_LORA_DOWN ? "down" : r == VKL_LORA_UP ? "up" : vkl_lora_role_name(r);
+    size_t len = strlen(module) + strlen(suffix) + 2;
+    char *s = malloc(len);
+    if (s) snprintf(s, len, "%s.%s", module, suffix);
+    if (s && strstr(s + strlen(module), ".weight")) *strstr(s + strlen(module), ".weight") = 0;
+    return s;
 }
 
 int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_shape *sh,
@@ -69,23 +78,22 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
     if (!s) return vkl_fail(e, "out of host memory");
     s->ctx = c;
     s->shape = *sh;
-    s->np = 2 * nslots;
-    s->params = calloc((size_t)s->np, sizeof *s->params);
+    if (vkl_sd_train_params(set, &s->params, &s->np, e)) {
+        free(s);
+        return -1;
+    }
     s->grads = calloc((size_t)s->np, sizeof *s->grads);
     s->names = calloc((size_t)s->np, sizeof *s->names);
     s->ones = malloc(sizeof(float) * (size_t)sh->batch);
-    if (!s->params || !s->grads || !s->names || !s->ones) goto oom;
+    if (!s->grads || !s->names || !s->ones) goto oom;
     for (int b = 0; b < sh->batch; b++) s->ones[b] = 1.0f;
-    for (int i = 0; i < nslots; i++) {
+    for (int i = 0, k = 0; i < nslots; i++) {
         const vkl_lora_slot *slot = vkl_lora_set_at(set, i);
-        s->params[2 * i] = slot->a_cat;
-        s->params[2 * i + 1] = slot->b_cat;
-        size_t len = strlen(slot->module) + 8;
-        s->names[2 * i] = malloc(len);
-        s->names[2 * i + 1] = malloc(len);
-        if (!s->names[2 * i] || !s->names[2 * i + 1]) goto oom;
-        snprintf(s->names[2 * i], len, "%s.down", slot->module);
-        snprintf(s->names[2 * i + 1], len, "%s.up", slot->module);
+        vkl_tensor *t[VKL_LORA_ROLES];
+        vkl_lora_role roles[VKL_LORA_ROLES];
+        int n = vkl_lora_slot_params(slot, t, roles);
+        for (int j = 0; j < n; j++, k++)
+            if (!(s->names[k] = param_name(slot->module, roles[j]))) goto oom;
     }
     int64_t ls[4] = {sh->batch, sh->channels, sh->height, sh->width};
     s->noisy = vkl_tensor_new(c, VKL_F32, 4, ls, e);

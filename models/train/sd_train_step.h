@@ -24,7 +24,8 @@ typedef struct vkl_sd_train_shape {
 } vkl_sd_train_shape;
 
 /* The trainable tensors of an adapter set, in the order the optimiser and
- * the training step use: for each slot, down (a_cat) then up (b_cat). */
+ * the training step use: slot by slot, vkl_lora_slot_params's order (LoRA:
+ * down (a_cat) then up (b_cat)). */
 int vkl_sd_train_params(const vkl_lora_set *set, vkl_tensor ***params, int *n, vkl_err *e);
 
 typedef struct vkl_sd_train_opts {
@@ -81,7 +82,7 @@ int vkl_sd_train_step_stats(vkl_sd_train_step *s, float *grad_norm, int *skipped
 int vkl_sd_train_step_param_count(const vkl_sd_train_step *s);
 vkl_tensor *vkl_sd_train_step_param(const vkl_sd_train_step *s, int i);
 vkl_tensor *vkl_sd_train_step_grad(const vkl_sd_train_step *s, int i); /* kept only without opt and accum */
-const char *vkl_sd_train_step_param_name(const vkl_sd_train_step *s, int i); /* "<module>.down" / ".up" */
+const char *vkl_sd_train_step_param_name(const vkl_sd_train_step *s, int i); /* "<module>.down" / ".up", "<module>.hada_w1_a", ... */
 vkl_adamw *vkl_sd_train_step_optimizer(vkl_sd_train_step *s);
 uint64_t vkl_sd_train_step_arena_bytes(const vkl_sd_train_step *s);
 /* Whether the step's activations are f16 (fp16_act asked and supported). */

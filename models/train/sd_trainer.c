@@ -56,15 +56,24 @@ static int wanted(void *user, const char *name, int ndim, const int64_t *shape)
     return 0;
 }
 
-/* kohya's LoRAModule init (lora/lora_init.h): down uniform, up = 0, so
- * training starts from the base model. */
-static int init_network(const vkl_train_config *c, const vkl_sd_config *cfg, vkl_lora *l, vkl_err *e)
+/* kohya's LoRAModule / LyCORIS's module inits (lora/lora_init.h): every
+ * kind's delta W starts at zero (DoRA: the magnitude is the base weight's
+ * norm), so training starts from the base model. */
+static int init_network(const vkl_train_config *c, const vkl_sd_model *sm, vkl_lora *l, vkl_err *e)
 {
-    if (vkl_lora_init_sd(cfg, wanted, (void *)c, c->rank, c->alpha, c->data.seed, 0, l, e)) {
+    vkl_lora_init_opts o = {c->network_kind, c->rank, c->alpha, c->lokr_factor, c->data.seed, 0};
+    if (vkl_lora_init_sd_ex(sm->cfg, wanted, (void *)c, &o, l, e) ||
+        (c->network_kind == VKL_LORA_KIND_DORA && vkl_lora_init_dora_magnitude(sm->ctx, sm->w, l, e))) {
         vkl_err_prefix(e, "the network: ");
         return -1;
     }
     return 0;
+}
+
+/* LoRA+ speeds up the factor that starts at zero (LoRA's B). */
+static int up_like(vkl_lora_role r)
+{
+    return r == VKL_LORA_UP || r == VKL_LORA_HADA_W2A || r == VKL_LORA_LOKR_W2 || r == VKL_LORA_LOKR_W2B;
 }
 
 /* ---- files: adapter with kohya metadata, state folder, settings, log ---- */
@@ -126,9 +135,8 @@ static int pull_adapter(trainer *t, vkl_err *e)
     for (int i = 0; i < vkl_lora_set_count(t->set); i++) {
         const vkl_lora_slot *slot = vkl_lora_set_at(t->set, i);
         vkl_lora_module *m = (vkl_lora_module *)vkl_lora_find(&t->lora, slot->module);
-        if (!m || vkl_tensor_download(t->ctx, slot->a_cat, m->t[VKL_LORA_DOWN].data, VKL_F32, e) ||
-            vkl_tensor_download(t->ctx, slot->b_cat, m->t[VKL_LORA_UP].data, VKL_F32, e))
-            return -1;
+        if (!m) return vkl_fail(e, "the network has no module %s", slot->module);
+        if (vkl_lora_slot_download(t->ctx, slot, m, e)) return -1;
     }
     return 0;
 }
@@ -139,14 +147,32 @@ static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
     char buf[64];
     vkl_lora *l = &t->lora;
 #define M(k, v) if (vkl_lora_meta_set(l, k, v, e)) return -1
-    M("ss_network_module", "networks.lora");
+    int lyco = c->network_kind != VKL_LORA_KIND_LORA;
+    M("ss_network_module", lyco ? "lycoris.kohya" : "networks.lora");
     snprintf(buf, sizeof buf, "%d", c->rank);
     M("ss_network_dim", buf);
     snprintf(buf, sizeof buf, "%g", c->alpha);
     M("ss_network_alpha", buf);
-    if (c->network_conv) {
-        snprintf(buf, sizeof buf, "{\"conv_dim\": \"%d\", \"conv_alpha\": \"%g\"}", c->rank, c->alpha);
-        M("ss_network_args", buf);
+    if (lyco || c->network_conv) {
+        /* kohya writes network_args as a JSON object of strings; LyCORIS reads
+         * algo, conv_dim/conv_alpha (0: no conv modules), factor, dora_wd */
+        char args[256] = "{", item[96];
+        if (lyco) {
+            const char *algo = c->network_kind == VKL_LORA_KIND_DORA ? (c->network_conv ? "locon" : "lora")
+                                                                     : vkl_lora_kind_name(c->network_kind);
+            snprintf(item, sizeof item, "\"algo\": \"%s\", ", algo);
+            strcat(args, item);
+        }
+        snprintf(item, sizeof item, "\"conv_dim\": \"%d\", \"conv_alpha\": \"%g\"", c->network_conv ? c->rank : 0,
+                 c->network_conv ? c->alpha : 0.0f);
+        strcat(args, item);
+        if (c->network_kind == VKL_LORA_KIND_LOKR) {
+            snprintf(item, sizeof item, ", \"factor\": \"%d\"", c->lokr_factor);
+            strcat(args, item);
+        }
+        if (c->network_kind == VKL_LORA_KIND_DORA) strcat(args, ", \"dora_wd\": \"True\"");
+        strcat(args, "}");
+        M("ss_network_args", args);
     }
     M("ss_sd_model_name", t->model_name);
     M("ss_sd_model_hash", t->base_hash);
@@ -178,7 +204,8 @@ static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
     M("ss_noise_offset", buf);
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)c->data.seed);
     M("ss_seed", buf);
-    M("ss_optimizer", "AdamW");
+    /* kohya writes the optimizer's module.class */
+    M("ss_optimizer", c->optim_bits == 8 ? "bitsandbytes.optim.adamw.AdamW8bit" : "AdamW");
     M("ss_training_comment", "trained with vklora");
     char *tf = vkl_dataset_tag_frequency_json(t->ds), *dd = vkl_dataset_dirs_json(t->ds);
     int bad = (tf && vkl_lora_meta_set(l, "ss_tag_frequency", tf, e)) || (dd && vkl_lora_meta_set(l, "ss_dataset_dirs", dd, e));
@@ -252,15 +279,20 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
     vkl_st_writer *w = vkl_st_writer_new();
     if (!w) return vkl_fail(e, "out of host memory");
     int rc = 0;
+    /* per parameter i: m.i and v.i (f32 moments) or codes.i and absmax.i
+     * (8-bit state), each in its own dtype, so a resume restores them exactly */
     for (int i = 0; i < t->np && !rc; i++) {
-        vkl_tensor *mv[2] = {vkl_adamw_m(t->opt, i), vkl_adamw_v(t->opt, i)};
-        for (int k = 0; k < 2 && !rc; k++) {
-            size_t n = (size_t)vkl_tensor_nelem(mv[k]);
-            float *buf = malloc(sizeof(float) * (n ? n : 1));
+        vkl_tensor *st[2];
+        const char *nm[2];
+        int ns = vkl_adamw_state(t->opt, i, st, nm);
+        for (int k = 0; k < ns && !rc; k++) {
+            size_t bytes = (size_t)vkl_tensor_nelem(st[k]) * vkl_dtype_size(st[k]->dtype);
+            void *buf = malloc(bytes ? bytes : 1);
             char name[64];
-            snprintf(name, sizeof name, "%s.%d", k ? "v" : "m", i);
-            rc = !buf || vkl_tensor_download(t->ctx, mv[k], buf, VKL_F32, e) ||
-                 vkl_st_writer_add(w, name, VKL_F32, mv[k]->ndim, mv[k]->shape, buf, e);
+            snprintf(name, sizeof name, "%s.%d", nm[k], i);
+            rc = !buf ? vkl_fail(e, "out of host memory")
+                      : vkl_tensor_download(t->ctx, st[k], buf, st[k]->dtype, e) ||
+                            vkl_st_writer_add(w, name, st[k]->dtype, st[k]->ndim, st[k]->shape, buf, e);
             free(buf);
         }
     }
@@ -276,6 +308,7 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
     cJSON_AddNumberToObject(j, "epoch", epoch);
     cJSON_AddNumberToObject(j, "params", t->np);
     cJSON_AddNumberToObject(j, "grad_accum", t->c->grad_accum);
+    cJSON_AddStringToObject(j, "optimizer", vkl_train_optimizer_name(t->c));
     if (t->fp16) {
         cJSON_AddNumberToObject(j, "loss_scale", t->scaler.scale);
         cJSON_AddNumberToObject(j, "loss_scale_good_steps", t->scaler.good);
@@ -327,6 +360,15 @@ static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, 
         /* the micro-batches of a step and their noise depend on it */
         return vkl_fail(e, "%s was saved with --grad-accum %d, this run has %d", path, saved_accum, t->c->grad_accum);
     }
+    /* states from before the 8-bit option hold f32 moments */
+    cJSON *op = cJSON_GetObjectItem(j, "optimizer");
+    const char *saved_opt = cJSON_IsString(op) ? op->valuestring : "adamw";
+    if (strcmp(saved_opt, vkl_train_optimizer_name(t->c))) {
+        vkl_fail(e, "%s was saved with --optimizer %.20s, this run has --optimizer %s (the optimiser state cannot "
+                    "be carried over)", path, saved_opt, vkl_train_optimizer_name(t->c));
+        cJSON_Delete(j);
+        return -1;
+    }
     *step = st->valueint;
     /* the loss scale continues where it was (a state saved without mixed
      * precision leaves the initial scale) */
@@ -357,33 +399,39 @@ static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, 
     if (rc) return -1;
     for (int i = 0; i < vkl_lora_set_count(t->set) && !rc; i++) {
         const vkl_lora_slot *slot = vkl_lora_set_at(t->set, i);
-        const vkl_lora_module *m = vkl_lora_find(&saved, slot->module);
-        if (!m || vkl_lora_tensor_nelem(&m->t[VKL_LORA_DOWN]) != (uint64_t)vkl_tensor_nelem(slot->a_cat) ||
-            vkl_lora_tensor_nelem(&m->t[VKL_LORA_UP]) != (uint64_t)vkl_tensor_nelem(slot->b_cat))
-            rc = vkl_fail(e, "%s does not match this run's network at %s", path, slot->module);
-        else
-            rc = vkl_tensor_upload(t->ctx, slot->a_cat, m->t[VKL_LORA_DOWN].data, VKL_F32, e) ||
-                 vkl_tensor_upload(t->ctx, slot->b_cat, m->t[VKL_LORA_UP].data, VKL_F32, e);
+        const vkl_lora_module *m = vkl_lora_find(&saved, slot->module), *mine = vkl_lora_find(&t->lora, slot->module);
+        if (!m || !mine || m->kind != mine->kind)
+            rc = vkl_fail(e, "%s does not match this run's network at %s (%s)", path, slot->module,
+                          m ? vkl_lora_kind_name(m->kind) : "missing");
+        else if (vkl_lora_slot_upload(t->ctx, slot, m, e)) {
+            vkl_err_prefix(e, "%s does not match this run's network: ", path);
+            rc = -1;
+        }
     }
     vkl_lora_free(&saved);
     if (rc) return -1;
     snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
     vkl_st_file *f = NULL;
     if (vkl_st_open(path, &f, e)) return -1;
-    for (int i = 0; i < t->np && !rc; i++)
-        for (int k = 0; k < 2 && !rc; k++) {
+    for (int i = 0; i < t->np && !rc; i++) {
+        vkl_tensor *st[2];
+        const char *nm[2];
+        int ns = vkl_adamw_state(t->opt, i, st, nm);
+        for (int k = 0; k < ns && !rc; k++) {
             char name[64];
-            snprintf(name, sizeof name, "%s.%d", k ? "v" : "m", i);
-            vkl_tensor *dst = k ? vkl_adamw_v(t->opt, i) : vkl_adamw_m(t->opt, i);
+            snprintf(name, sizeof name, "%s.%d", nm[k], i);
             const vkl_st_tensor *x = vkl_st_find(f, name);
-            if (!x || x->nelem != (uint64_t)vkl_tensor_nelem(dst)) {
-                rc = vkl_fail(e, "%s: tensor %s is missing or has the wrong size", path, name);
+            if (!x || x->nelem != (uint64_t)vkl_tensor_nelem(st[k]) || x->dtype != st[k]->dtype) {
+                rc = vkl_fail(e, "%s: tensor %s is missing or has the wrong size or type", path, name);
                 break;
             }
-            float *buf = malloc(sizeof(float) * x->nelem);
-            rc = !buf || vkl_st_read(f, x, VKL_F32, buf, e) || vkl_tensor_upload(t->ctx, dst, buf, VKL_F32, e);
+            size_t bytes = (size_t)x->nelem * vkl_dtype_size(x->dtype);
+            void *buf = malloc(bytes ? bytes : 1);
+            rc = !buf ? vkl_fail(e, "out of host memory")
+                      : vkl_st_read(f, x, x->dtype, buf, e) || vkl_tensor_upload(t->ctx, st[k], buf, x->dtype, e);
             free(buf);
         }
+    }
     vkl_st_close(f);
     return rc ? -1 : 0;
 }
@@ -550,11 +598,10 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     if (vkl_beta_params_from_sd(&t.m->cfg->sched, &bp, e) || vkl_noise_table_init(&t.table, &bp, VKL_ACP_F32, e))
         goto done;
     vkl_latent_cache_opts co = {encode_cb, &t, t.model_name, t.m->cfg->vae.latent_channels,
-                                1 << (t.m->cfg->vae.n_levels - 1), 1, 1};
+                                1 << (t.m->cfg->vae.n_levels - 1), 1, c->cache_to_disk};
     if (vkl_latent_cache_new(&co, t.ds, &t.cache, e)) goto done;
-    if (init_network(c, t.m->cfg, &t.lora, e)) goto done;
-    vkl_lora_use use = {&t.lora, 1.0f, 1.0f};
-    if (vkl_lora_set_build(ctx, &use, 1, &t.set, e) || vkl_sd_train_params(t.set, &t.params, &t.np, e)) goto done;
+    if (init_network(c, t.m, &t.lora, e)) goto done;
+    if (vkl_lora_set_build_train(ctx, &t.lora, &t.set, e) || vkl_sd_train_params(t.set, &t.params, &t.np, e)) goto done;
     t.m->unet.lora = t.set;
     if (c->train_te) t.m->te.lora = t.set;
     /* one schedule drives both rates: the text encoder's is a fixed multiple */
@@ -565,15 +612,20 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     }
     float *mult = malloc(sizeof(float) * (size_t)t.np);
     if (!mult) goto oom;
-    for (int i = 0; i < t.np; i++) {
-        int te = !strncmp(vkl_lora_set_at(t.set, i / 2)->module, "text_encoder", 12);
-        mult[i] = (te && c->lr > 0 ? te_lr / c->lr : 1.0f) * (i % 2 ? c->loraplus_ratio : 1.0f);
+    for (int i = 0, k = 0; i < vkl_lora_set_count(t.set); i++) {
+        const vkl_lora_slot *slot = vkl_lora_set_at(t.set, i);
+        vkl_tensor *pt[VKL_LORA_ROLES];
+        vkl_lora_role roles[VKL_LORA_ROLES];
+        int te = !strncmp(slot->module, "text_encoder", 12), n = vkl_lora_slot_params(slot, pt, roles);
+        for (int j = 0; j < n; j++, k++)
+            mult[k] = (te && c->lr > 0 ? te_lr / c->lr : 1.0f) * (up_like(roles[j]) ? c->loraplus_ratio : 1.0f);
     }
     vkl_adamw_opts ao;
     vkl_adamw_opts_default(&ao);
     ao.lr = c->lr;
     ao.weight_decay = c->weight_decay;
     ao.max_grad_norm = c->max_grad_norm;
+    ao.state_bits = c->optim_bits;
     t.opt = vkl_adamw_new(ctx, t.params, t.np, mult, &ao, e);
     free(mult);
     if (!t.opt) goto done;

@@ -17,6 +17,7 @@
 #ifndef VKL_SD_TRAINER_H
 #define VKL_SD_TRAINER_H
 
+#include "lora/lora_file.h"
 #include "sd/sd_model.h"
 #include "train/dataset.h"
 
@@ -26,19 +27,24 @@ typedef struct vkl_train_config {
     int rank;
     float alpha;
     int network_conv;         /* LoCon: also the resnet 3x3 convolutions */
+    vkl_lora_kind network_kind; /* LoRA (and LoCon), LoHa, LoKr or DoRA modules */
+    int lokr_factor;          /* LoKr factorization factor (-1: most balanced) */
     int train_ff;             /* also feed-forward and proj_in/proj_out */
     int train_te;             /* also the text encoder's q/k/v/out_proj and fc1/fc2 (lora_te_ names) */
     float lr;
     float te_lr;              /* text encoder's rate (kohya text_encoder_lr); < 0: lr */
     int grad_accum;           /* micro-batches per optimiser step (1: none) */
-    float loraplus_ratio;     /* >1: up/B matrices learn this much faster (LoRA+) */
+    float loraplus_ratio;     /* >1: the zero-initialised factors learn this much faster (LoRA+):
+                               * lora_up, hada_w2_a, lokr_w2 / lokr_w2_b (DoRA: lora_up) */
     const char *lr_schedule;  /* constant, linear, cosine, cosine_with_restarts */
     int warmup, cycles;
     float weight_decay, max_grad_norm;
+    int optim_bits;           /* AdamW's moment state: 32 (adamw) or 8 (adamw8bit, bitsandbytes' AdamW8bit) */
     int max_steps, epochs;    /* max_steps wins when both are set */
     float min_snr_gamma;      /* 0: off */
     float noise_offset;
     int checkpointing;
+    int cache_to_disk;        /* keep latents beside the images (<stem>.vklora-latents.safetensors) */
     int clip_skip;
     int save_every, keep_last;
     const char *sample_prompts;
@@ -56,6 +62,8 @@ void vkl_train_config_default(vkl_train_config *c);
 /* Sets a field from a name as the command line spells it without dashes
  * ("rank", "lr", "max-steps", "shuffle-caption", ...). */
 int vkl_train_config_set(vkl_train_config *c, const char *key, const char *value, vkl_err *e);
+/* "adamw" or "adamw8bit" (as --optimizer spells them). */
+const char *vkl_train_optimizer_name(const vkl_train_config *c);
 /* The settings as JSON (what the run writes beside its output). malloc'd. */
 char *vkl_train_config_json(const vkl_train_config *c);
 

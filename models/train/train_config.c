@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void vkl_train_config_default(vkl_train_config *c)
 {
@@ -17,9 +18,12 @@ void vkl_train_config_default(vkl_train_config *c)
     c->te_lr = -1;
     c->grad_accum = 1;
     c->loraplus_ratio = 1;
+    c->network_kind = VKL_LORA_KIND_LORA;
+    c->lokr_factor = -1;
     c->lr_schedule = "constant";
     c->weight_decay = 1e-2f;
     c->max_grad_norm = 1.0f;
+    c->optim_bits = 32;
     c->clip_skip = 1;
     c->keep_last = 3;
     c->sample_steps = 20;
@@ -70,10 +74,18 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     else if (!strcmp(k, "sample-prompts")) c->sample_prompts = keep(v);
     else if (!strcmp(k, "resume")) c->resume = keep(v);
     else if (!strcmp(k, "network")) {
-        if (!strcmp(v, "lora")) c->network_conv = 0;
-        else if (!strcmp(v, "locon")) c->network_conv = 1;
-        else return vkl_fail(e, "network: '%s' cannot be trained yet (lora and locon can; loha, lokr and dora "
-                                "adapters load for generation)", v);
+        /* loha, lokr and dora keep --network-conv as set (locon = lora + conv) */
+        if (!strcmp(v, "lora") || !strcmp(v, "locon")) {
+            c->network_kind = VKL_LORA_KIND_LORA;
+            c->network_conv = v[2] == 'c';
+        } else if (!strcmp(v, "loha")) c->network_kind = VKL_LORA_KIND_LOHA;
+        else if (!strcmp(v, "lokr")) c->network_kind = VKL_LORA_KIND_LOKR;
+        else if (!strcmp(v, "dora")) c->network_kind = VKL_LORA_KIND_DORA;
+        else return vkl_fail(e, "network: '%s' is not lora, locon, loha, lokr or dora", v);
+    } else if (!strcmp(k, "network-conv")) return as_bool(v, &c->network_conv, k, e);
+    else if (!strcmp(k, "lokr-factor")) {
+        if (as_int(v, -1, 1 << 20, &c->lokr_factor, k, e)) return -1;
+        if (!c->lokr_factor) return vkl_fail(e, "lokr-factor: -1 or a positive factor, not 0");
     } else if (!strcmp(k, "resolution")) return as_int(v, 64, 4096, &d->resolution, k, e);
     else if (!strcmp(k, "rank")) return as_int(v, 1, 1024, &c->rank, k, e);
     else if (!strcmp(k, "alpha")) return as_float(v, &c->alpha, k, e);
@@ -87,6 +99,12 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     else if (!strcmp(k, "cycles")) return as_int(v, 1, 1000, &c->cycles, k, e);
     else if (!strcmp(k, "weight-decay")) return as_float(v, &c->weight_decay, k, e);
     else if (!strcmp(k, "max-grad-norm")) return as_float(v, &c->max_grad_norm, k, e);
+    else if (!strcmp(k, "optimizer") || !strcmp(k, "optimizer-type")) {
+        /* kohya spells them AdamW and AdamW8bit */
+        if (!strcasecmp(v, "adamw")) c->optim_bits = 32;
+        else if (!strcasecmp(v, "adamw8bit")) c->optim_bits = 8;
+        else return vkl_fail(e, "%s: '%s' is not an optimizer vklora has (adamw, adamw8bit)", k, v);
+    }
     else if (!strcmp(k, "max-steps")) return as_int(v, 1, 1 << 30, &c->max_steps, k, e);
     else if (!strcmp(k, "epochs")) return as_int(v, 1, 1 << 20, &c->epochs, k, e);
     else if (!strcmp(k, "batch")) return as_int(v, 1, 256, &d->batch_size, k, e);
@@ -116,6 +134,7 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     else if (!strcmp(k, "bucket")) return as_bool(v, &d->bucket, k, e);
     else if (!strcmp(k, "bucket-no-upscale")) return as_bool(v, &d->bucket_no_upscale, k, e);
     else if (!strcmp(k, "checkpointing")) return as_bool(v, &c->checkpointing, k, e);
+    else if (!strcmp(k, "cache-latents-to-disk")) return as_bool(v, &c->cache_to_disk, k, e);
     else if (!strcmp(k, "train-ff")) return as_bool(v, &c->train_ff, k, e);
     else if (!strcmp(k, "train-te")) return as_bool(v, &c->train_te, k, e);
     else if (!strcmp(k, "weights")) {
@@ -130,6 +149,8 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     return 0;
 }
 
+const char *vkl_train_optimizer_name(const vkl_train_config *c) { return c->optim_bits == 8 ? "adamw8bit" : "adamw"; }
+
 char *vkl_train_config_json(const vkl_train_config *c)
 {
     cJSON *j = cJSON_CreateObject();
@@ -143,7 +164,11 @@ char *vkl_train_config_json(const vkl_train_config *c)
     S("caption-ext", d->caption_ext);
     S("caption", d->default_caption);
     S("trigger", d->caption.trigger);
-    cJSON_AddStringToObject(j, "network", c->network_conv ? "locon" : "lora");
+    cJSON_AddStringToObject(j, "network", c->network_kind == VKL_LORA_KIND_LORA && c->network_conv
+                                              ? "locon"
+                                              : vkl_lora_kind_name(c->network_kind));
+    if (c->network_kind != VKL_LORA_KIND_LORA) B("network-conv", c->network_conv);
+    if (c->network_kind == VKL_LORA_KIND_LOKR) N("lokr-factor", c->lokr_factor);
     N("resolution", d->resolution);
     N("rank", c->rank);
     N("alpha", c->alpha);
@@ -156,6 +181,7 @@ char *vkl_train_config_json(const vkl_train_config *c)
     N("cycles", c->cycles);
     N("weight-decay", c->weight_decay);
     N("max-grad-norm", c->max_grad_norm);
+    cJSON_AddStringToObject(j, "optimizer", vkl_train_optimizer_name(c));
     N("max-steps", c->max_steps);
     N("epochs", c->epochs);
     N("batch", d->batch_size);
@@ -173,6 +199,7 @@ char *vkl_train_config_json(const vkl_train_config *c)
     B("bucket", d->bucket);
     B("bucket-no-upscale", d->bucket_no_upscale);
     B("checkpointing", c->checkpointing);
+    B("cache-latents-to-disk", c->cache_to_disk);
     B("train-ff", c->train_ff);
     B("train-te", c->train_te);
     N("save-every", c->save_every);

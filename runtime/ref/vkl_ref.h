@@ -141,4 +141,12 @@ void vkl_ref_attention(const float *q, const int64_t sq[4], const float *k, cons
                        const int64_t sv[4], int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, double scale,
                        int causal, float *out);
 
+/* ---- optimiser (ref_adamw8.c) */
+/* One AdamW step with 8-bit blockwise state in place (layout of runtime/optim.h:
+ * codes [blocks][2][256], absmax [blocks][2]) on p [n] with gradient g [n],
+ * f32 arithmetic in the shader's order: g is multiplied by clip; lr includes
+ * the parameter's multiplier; t is the 1-based step. */
+void vkl_ref_adamw8(float *p, const float *g, int64_t n, uint8_t *codes, float *absmax, float lr, float beta1,
+                    float beta2, float eps, float wd, float clip, int t);
+
 #endif

@@ -176,7 +176,7 @@ static void adamw_steps(void **state)
     VKL_REQUIRE_SHARED(VEC);
     fixture f;
     setup(&f, 1);
-    vkl_adamw_opts o = {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 0};
+    vkl_adamw_opts o = {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 0, 32};
     vkl_sd_train_step *s = NULL;
     vkl_err e = {{0}};
     vkl_tensor **params;
@@ -217,7 +217,7 @@ static void accumulation_matches_batch(void **state)
     vkl_tensor **params;
     int np;
     assert_int_equal(vkl_sd_train_params(f.set, &params, &np, &e), 0);
-    vkl_adamw_opts o = {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 0};
+    vkl_adamw_opts o = {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 0, 32};
     vkl_adamw *opt = vkl_adamw_new(f.c, params, np, NULL, &o, &e);
     vkl_grad_accum *acc = vkl_grad_accum_new(f.c, params, np, &e);
     free(params);

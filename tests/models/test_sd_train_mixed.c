@@ -192,7 +192,7 @@ static void fp16_adamw_steps(void **state)
     vkl_tensor **params;
     int np;
     assert_int_equal(vkl_sd_train_params(f.set, &params, &np, &e), 0);
-    vkl_adamw_opts o = {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 0};
+    vkl_adamw_opts o = {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 0, 32};
     vkl_adamw *opt = vkl_adamw_new(f.c, params, np, NULL, &o, &e);
     free(params);
     assert_non_null(opt);

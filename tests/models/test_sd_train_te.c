@@ -201,7 +201,7 @@ static void te_training_lowers_the_loss(void **state)
     float *mult = malloc(sizeof(float) * (size_t)np);
     for (int i = 0; i < np; i++)
         mult[i] = !strncmp(vkl_lora_set_at(f.set, i / 2)->module, "text_encoder.", 13) ? 1.0f : 0.0f;
-    vkl_adamw_opts ao = {1e-2f, 0.9f, 0.999f, 1e-8f, 0, 0};
+    vkl_adamw_opts ao = {1e-2f, 0.9f, 0.999f, 1e-8f, 0, 0, 32};
     vkl_adamw *opt = vkl_adamw_new(f.c, params, np, mult, &ao, &e);
     assert_non_null(opt);
     vkl_tensor *unet_param = NULL;

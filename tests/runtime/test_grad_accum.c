@@ -59,7 +59,7 @@ static void sums_clear_and_update(const char *profile)
 
     /* the optimiser steps on the sums; AdamW's first step is
      * p (1 - lr wd) - lr g / (|g| + eps) */
-    vkl_adamw_opts o = {0.01f, 0.9f, 0.999f, 1e-8f, 0.1f, 0};
+    vkl_adamw_opts o = {0.01f, 0.9f, 0.999f, 1e-8f, 0.1f, 0, 32};
     vkl_adamw *opt = vkl_adamw_new(c, p, 3, NULL, &o, &e);
     assert_non_null(opt);
     vkl_graph *update = vkl_grad_accum_update_graph(a, opt, &e);

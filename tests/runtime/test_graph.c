@@ -141,12 +141,63 @@ static void tensors_larger_than_a_binding(void **state)
     }
 }
 
+/* Intermediates that together exceed one allocation are planned into several
+ * (pages of the arena); one intermediate larger than an allocation is a clear
+ * error at planning. */
+static void arena_larger_than_one_allocation(void **state)
+{
+    (void)state;
+    vkl_ctx *c = vkl_test_ctx("binding=16K,alloc=64K");
+    int64_t shape[2] = {61, 129};
+    int64_t n = shape[0] * shape[1];
+    float *x = malloc(sizeof(float) * n), *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+    vkl_test_rng r;
+    vkl_test_rng_seed(&r, 12);
+    vkl_test_fill(&r, x, n, -1, 1);
+    vkl_err e = {{0}};
+    vkl_tensor *tx = vkl_tensor_new(c, VKL_F32, 2, shape, &e);
+    assert_non_null(tx);
+    assert_int_equal(vkl_tensor_upload(c, tx, x, VKL_F32, &e), 0);
+    vkl_graph *g = vkl_graph_new(c);
+    /* eight products alive at once (31.5 KiB each), then summed */
+    vkl_tensor *part[8];
+    for (int i = 0; i < 8; i++) part[i] = vkl_scale(g, tx, (float)(i + 1));
+    vkl_tensor *sum = part[0];
+    for (int i = 1; i < 8; i++) sum = vkl_add(g, sum, part[i]);
+    vkl_graph_keep(g, sum);
+    assert_int_equal(vkl_graph_plan(g, &e), 0);
+    assert_true(vkl_graph_arena_bytes(g) > 64 * 1024);
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        for (int k = 1; k < 8; k++) v = v + x[i] * (float)(k + 1);
+        want[i] = v;
+    }
+    assert_int_equal(vkl_graph_run(g, &e), 0);
+    assert_int_equal(vkl_tensor_download(c, sum, got, VKL_F32, &e), 0);
+    vkl_test_assert_close("paged arena", got, want, (size_t)n, 1e-5f, 1e-6f);
+    vkl_graph_free(g);
+
+    /* a 123 KiB intermediate: no allocation can hold it */
+    g = vkl_graph_new(c);
+    vkl_tensor *half = vkl_concat(g, tx, vkl_scale(g, tx, 2.0f), 0);
+    vkl_tensor *big = vkl_concat(g, half, vkl_scale(g, half, 3.0f), 0);
+    vkl_graph_keep(g, vkl_scale(g, big, 1.0f));
+    memset(&e, 0, sizeof e);
+    assert_int_equal(vkl_graph_plan(g, &e), -1);
+    assert_non_null(strstr(e.msg, "larger than one allocation"));
+    vkl_graph_free(g);
+    vkl_tensor_free(tx);
+    free(x); free(want); free(got);
+    vkl_test_ctx_done(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(chain_reuses_memory_and_replays),
         cmocka_unit_test(build_errors_are_reported),
         cmocka_unit_test(tensors_larger_than_a_binding),
+        cmocka_unit_test(arena_larger_than_one_allocation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -55,7 +55,7 @@ static void rig_new(rig *r, vkl_ctx *c)
     r->P = vkl_tensor_new(c, VKL_F32, 1, &n, &e);
     r->G = vkl_tensor_new(c, VKL_F32, 1, &n, &e);
     assert_int_equal(vkl_tensor_upload(c, r->P, p0, VKL_F32, &e), 0);
-    vkl_adamw_opts o = {0.1f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f};
+    vkl_adamw_opts o = {0.1f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f, 32};
     r->a = vkl_adamw_new(c, &r->P, 1, NULL, &o, &e);
     assert_non_null(r->a);
     r->g = vkl_graph_new(c);

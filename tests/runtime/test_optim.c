@@ -152,7 +152,7 @@ static void clipping_and_nan_skip(void **state)
     vkl_tensor *P = vkl_tensor_new(c, VKL_F32, 1, &n, &e), *G = vkl_tensor_new(c, VKL_F32, 1, &n, &e);
     assert_int_equal(vkl_tensor_upload(c, P, p0, VKL_F32, &e), 0);
     assert_int_equal(vkl_tensor_upload(c, G, g0, VKL_F32, &e), 0);
-    vkl_adamw_opts o = {0.1f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
+    vkl_adamw_opts o = {0.1f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, 32};
     vkl_adamw *a = vkl_adamw_new(c, &P, 1, NULL, &o, &e);
     vkl_graph *g = vkl_graph_new(c);
     assert_int_equal(vkl_adamw_append(a, g, &G, &e), 0);

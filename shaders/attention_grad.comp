@@ -8,7 +8,7 @@
 //  attention_bwd_stats  per query row: L_i (log2 domain) and D_i -> [.., 2]
 //  attention_bwd_dq     per query row, looping over keys: dQ
 //  attention_bwd_dkv    per key row, looping over queries: dK and/or dV,
-//                       interleaved per row ([dK | dV], OUTS says which)
+//                       side by side per row ([dK | dV]; p.outs says which)
 // Each invocation owns TR rows in registers; the loop side (keys, or
 // queries) streams in unrolled blocks of BL with addresses that depend on
 // uniforms only, so on lavapipe every loop-side load is one scalar load
@@ -33,7 +33,6 @@ layout(constant_id = 3) const uint BL = 4;   // loop items per unrolled block
 layout(constant_id = 4) const uint QDT = 0;
 layout(constant_id = 5) const uint KDT = 0;
 layout(constant_id = 6) const uint VDT = 0;
-layout(constant_id = 7) const uint OUTS = 3; // dkv: bit 0 dK, bit 1 dV
 DECLARE_INPUT(0, Q)
 DECLARE_INPUT(1, K)
 DECLARE_INPUT(2, V)
@@ -50,6 +49,7 @@ layout(push_constant) uniform P {
     uint nh;          // heads: workgroup z = b * nh + h
     uint nqr, nkr;    // rows per (batch, head) of contiguous query-side / key-side tensors (0 when split)
     uint accum;
+    uint outs;        // dkv: bit 0 dK, bit 1 dV (uniform branches: one pipeline serves all)
     uint q_off, k_off, v_off, g_off, o_off, s_off, x_off, p_off;
     uint sq[4], sk[4], sv[4];   // element strides (batch, head, row, d); 0 batch/head when split
     float scale;
@@ -176,10 +176,6 @@ void main() {
 }
 #else
 // ---------------------------------------------------------------- per key row
-const bool WANT_DK = (OUTS & 1u) != 0u;
-const bool WANT_DV = (OUTS & 2u) != 0u;
-const uint W = (WANT_DK ? D : 0u) + (WANT_DV ? D : 0u);
-const uint DV0 = WANT_DK ? D : 0u;
 float kk[TR][D], vr[TR][D];
 float dk[TR][D], dv[TR][D];
 
@@ -191,14 +187,18 @@ void main() {
     uint vbase = p.v_off + b * p.sv[0] + h * p.sv[1];
     uint row0 = gl_WorkGroupID.x * WG * TR;
     float sl2 = p.scale * LOG2E;
+    bool want_dk = (p.outs & 1u) != 0u, want_dv = (p.outs & 2u) != 0u;
+    uint W = (want_dk ? D : 0u) + (want_dv ? D : 0u), DV0 = want_dk ? D : 0u;
     [[unroll]] for (uint t = 0u; t < TR; t++) {
         uint r = min(row0 + t * WG + lid, p.nrow - 1u);
         [[unroll]] for (uint d = 0u; d < D; d++) {
             kk[t][d] = K_load(kbase + r * p.sk[2] + d * p.sk[3], KDT) * sl2;
-            vr[t][d] = WANT_DK ? V_load(vbase + r * p.sv[2] + d * p.sv[3], VDT) : 0.0;
+            vr[t][d] = 0.0;
             dk[t][d] = 0.0;
             dv[t][d] = 0.0;
         }
+        if (want_dk)
+            [[unroll]] for (uint d = 0u; d < D; d++) vr[t][d] = V_load(vbase + r * p.sv[2] + d * p.sv[3], VDT);
     }
     // queries before the first one that sees the workgroup's first key add nothing
     uint i_first = p.causal != 0u ? uint(clamp(int(row0) - p.cshift, 0, int(p.nloop))) : 0u;
@@ -220,7 +220,7 @@ void main() {
                 float a = 0.0, c = 0.0;
                 [[unroll]] for (uint d = 0u; d < D; d++) {
                     a = fma(kk[t][d], qr[i][d], a);
-                    if (WANT_DK) c = fma(vr[t][d], gr[i][d], c);
+                    c = fma(vr[t][d], gr[i][d], c);
                 }
                 int r = int(row0 + t * WG + lid);
                 bool ok = i0 + i < p.nloop && visible(int(i0 + i), r);
@@ -228,23 +228,25 @@ void main() {
                 s[t][i] = pr;
                 dp[t][i] = pr * (c - di[i]);
             }
-        [[unroll]] for (uint d = 0u; d < D; d++)
-            [[unroll]] for (uint i = 0u; i < BL; i++)
-                [[unroll]] for (uint t = 0u; t < TR; t++) {
-                    if (WANT_DV) dv[t][d] = fma(s[t][i], gr[i][d], dv[t][d]);
-                    if (WANT_DK) dk[t][d] = fma(dp[t][i], qr[i][d], dk[t][d]);
-                }
+        if (want_dv)
+            [[unroll]] for (uint d = 0u; d < D; d++)
+                [[unroll]] for (uint i = 0u; i < BL; i++)
+                    [[unroll]] for (uint t = 0u; t < TR; t++) dv[t][d] = fma(s[t][i], gr[i][d], dv[t][d]);
+        if (want_dk)
+            [[unroll]] for (uint d = 0u; d < D; d++)
+                [[unroll]] for (uint i = 0u; i < BL; i++)
+                    [[unroll]] for (uint t = 0u; t < TR; t++) dk[t][d] = fma(dp[t][i], qr[i][d], dk[t][d]);
     }
     [[unroll]] for (uint t = 0u; t < TR; t++) {
         uint r = row0 + t * WG + lid;
         if (r >= p.nrow) continue;
         uint ob = (z * p.nkr + r) * W;
         [[unroll]] for (uint d = 0u; d < D; d++) {
-            if (WANT_DK) {
+            if (want_dk) {
                 float base = p.accum != 0u ? prev[p.p_off + ob + d] : 0.0;
                 x_out[p.x_off + ob + d] = fma(dk[t][d], p.scale, base);
             }
-            if (WANT_DV) {
+            if (want_dv) {
                 float base = p.accum != 0u ? prev[p.p_off + ob + DV0 + d] : 0.0;
                 x_out[p.x_off + ob + DV0 + d] = dv[t][d] + base;
             }

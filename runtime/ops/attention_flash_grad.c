@@ -29,7 +29,7 @@ typedef struct {
 typedef struct {
     uint32_t nrow, nloop;
     int32_t cshift;
-    uint32_t causal, nh, nqr, nkr, accum;
+    uint32_t causal, nh, nqr, nkr, accum, outs;
     uint32_t off[8];
     uint32_t sq[4], sk[4], sv[4];
     float scale;
@@ -41,16 +41,20 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* Launch shape. lavapipe: 8 lanes, TR rows per lane in registers, loop-side
  * blocks of BL rows whose loads are broadcasts (about 2 BL D of them per
- * block: lavapipe's compile time grows with their square). */
+ * block). lavapipe compiles a shader at its first dispatch, in a time that
+ * grows with the square of its buffer loads (each a bounds-checked branch):
+ * three kernels of 2 BL D = 320 loads take about as long as the forward's
+ * one of 640, while a block of 4 keys or more still amortises the softmax
+ * work per block. */
 static void fa_pick(const vkl_ctx *c, int kind, int64_t d, uint32_t *wg, uint32_t *tr, uint32_t *bl)
 {
     int cpu = vkl_ctx_caps(c)->type == VKL_DEV_CPU;
-    int64_t b = 320 / (d > 0 ? d : 1);
+    int64_t b = 160 / (d > 0 ? d : 1);
     *bl = b >= 16 ? 16 : b >= 8 ? 8 : b >= 4 ? 4 : b >= 2 ? 2 : 1;
     *wg = cpu ? 8 : 64;
     if (!cpu) *tr = 1;
     else if (kind == FA_STATS) *tr = d <= 40 ? 8 : d <= 64 ? 2 : 1;
-    else *tr = d <= 40 ? 4 : d <= 64 ? 2 : 1;
+    else *tr = d <= 40 ? 2 : 1;
 }
 
 /* Elements from the first to the last of n rows (row stride s2, width w,
@@ -158,6 +162,7 @@ static int emit_fa(vkl_graph *g, vkl_node *n, vkl_err *e)
             pc.nqr = whole ? (uint32_t)Lq : 0u;
             pc.nkr = whole ? (uint32_t)Lk : 0u;
             pc.accum = fp->accum ? 1u : 0u;
+            pc.outs = (uint32_t)fp->outs;
             pc.scale = fp->scale;
             for (int i = 0; i < 4; i++) {
                 int keep = whole || i >= 2;
@@ -178,10 +183,10 @@ static int emit_fa(vkl_graph *g, vkl_node *n, vkl_err *e)
             }
             for (int i = 0; i < 8; i++)
                 if (!op[i].t) bind[i] = bind[first_bound];
-            uint32_t spec[8] = {wg, (uint32_t)D, tr, bl, (uint32_t)op[0].t->dtype, (uint32_t)op[1].t->dtype,
-                                (uint32_t)op[2].t->dtype, (uint32_t)fp->outs};
+            uint32_t spec[7] = {wg, (uint32_t)D, tr, bl, (uint32_t)op[0].t->dtype, (uint32_t)op[1].t->dtype,
+                                (uint32_t)op[2].t->dtype};
             uint32_t gx = (uint32_t)((nr + blk - 1) / blk), gz = whole ? (uint32_t)(B * H) : 1u;
-            if (vkl_emit_dispatch(g, fa_kernel[kind], spec, 8, bind, 8, &pc, sizeof pc, gx, 1, gz, e)) return -1;
+            if (vkl_emit_dispatch(g, fa_kernel[kind], spec, 7, bind, 8, &pc, sizeof pc, gx, 1, gz, e)) return -1;
         }
     }
     return 0;

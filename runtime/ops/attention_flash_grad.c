@@ -53,8 +53,8 @@ static void fa_pick(const vkl_ctx *c, int kind, int64_t d, uint32_t *wg, uint32_
     *bl = b >= 16 ? 16 : b >= 8 ? 8 : b >= 4 ? 4 : b >= 2 ? 2 : 1;
     *wg = cpu ? 8 : 64;
     if (!cpu) *tr = 1;
-    else if (kind == FA_STATS) *tr = d <= 40 ? 8 : d <= 64 ? 2 : 1;
-    else *tr = d <= 40 ? 2 : 1;
+    else if (kind == FA_STATS) *tr = d <= 40 ? 8 : d <= 80 ? 4 : d <= 128 ? 2 : 1;
+    else *tr = d <= 40 ? 4 : d <= 80 ? 2 : 1;
 }
 
 /* Elements from the first to the last of n rows (row stride s2, width w,

@@ -6,8 +6,9 @@
  * strided inputs, f16 inputs, only some gradients needed) in every profile;
  * under a 64 KiB binding limit, where the passes split into (batch, head)
  * and row windows and into resumed loop chunks; the planned memory of a
- * 4096 x 4096 backward staying far below one Lq x Lk score matrix; and a
- * clear error for what the kernels cannot take. */
+ * 4096 x 4096 backward staying far below one Lq x Lk score matrix; the
+ * unfused fallback path against the same reference; and a clear error for
+ * what the kernels cannot take. */
 #include "grad_check.h"
 #include "ops.h"
 #include "ref/vkl_ref.h"
@@ -251,6 +252,53 @@ static void memory_is_linear(void **state)
     vkl_test_ctx_done(c);
 }
 
+/* The unfused path (kept for head dims the kernels do not take) on the
+ * device, chosen explicitly, against the same reference. */
+static void unfused_path(void **state)
+{
+    (void)state;
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    vkl_test_rng rng;
+    vkl_test_rng_seed(&rng, 31);
+    int64_t B = 1, H = 2, Lq = 9, Lk = 6, D = 5, nq = B * H * Lq * D, nk = B * H * Lk * D;
+    float *q = opc_random(&rng, VKL_F32, (size_t)nq, -1.5f, 1.5f), *k = opc_random(&rng, VKL_F32, (size_t)nk, -1.5f, 1.5f);
+    float *v = opc_random(&rng, VKL_F32, (size_t)nk, -1, 1), *r = opc_random(&rng, VKL_F32, (size_t)nq, -1, 1);
+    int64_t qs[4] = {B, H, Lq, D}, ks[4] = {B, H, Lk, D};
+    vkl_tensor *Q = opc_upload_f32(c, VKL_F32, 4, qs, q), *K = opc_upload_f32(c, VKL_F32, 4, ks, k);
+    vkl_tensor *V = opc_upload_f32(c, VKL_F32, 4, ks, v), *R = opc_upload_f32(c, VKL_F32, 4, qs, r);
+    vkl_graph *g = vkl_graph_new(c);
+    int need[3] = {1, 1, 1};
+    vkl_tensor *grad[3];
+    float scale = 0.4f;
+    assert_int_equal(vkl_attention_backward(g, Q, K, V, NULL, R, scale, 1, need, grad, VKL_ATTN_GRAD_UNFUSED), 0);
+    for (int i = 0; i < 3; i++) {
+        grad[i] = vkl_contiguous(g, grad[i]);
+        vkl_graph_keep(g, grad[i]);
+    }
+    opc_run(g);
+    for (int i = 0; i < vkl_graph_node_count(g); i++)
+        assert_int_not_equal(strncmp(vkl_graph_node_at(g, i)->op, "attention_bwd", 13), 0);
+    int64_t sq[4] = {H * Lq * D, Lq * D, D, 1}, sk[4] = {H * Lk * D, Lk * D, D, 1};
+    double *want[3] = {malloc(sizeof(double) * (size_t)nq), malloc(sizeof(double) * (size_t)nk),
+                       malloc(sizeof(double) * (size_t)nk)};
+    vkl_ref_attention_backward(q, sq, k, sk, v, sk, r, B, H, Lq, Lk, D, scale, 1, want[0], want[1], want[2]);
+    const char *names[3] = {"unfused dq", "unfused dk", "unfused dv"};
+    int64_t cnt[3] = {nq, nk, nk};
+    for (int i = 0; i < 3; i++) {
+        float *got = opc_download(c, grad[i]);
+        gc_assert(names[i], got, want[i], cnt[i], 2e-5);
+        free(got);
+        free(want[i]);
+    }
+    vkl_graph_free(g);
+    vkl_tensor_free(Q);
+    vkl_tensor_free(K);
+    vkl_tensor_free(V);
+    vkl_tensor_free(R);
+    free(q); free(k); free(v); free(r);
+    vkl_test_ctx_done(c);
+}
+
 static void beyond_the_kernels(void **state)
 {
     (void)state;
@@ -281,6 +329,7 @@ int main(void)
         cmocka_unit_test(device_vs_reference),
         cmocka_unit_test(small_bindings),
         cmocka_unit_test(memory_is_linear),
+        cmocka_unit_test(unfused_path),
         cmocka_unit_test(beyond_the_kernels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,11 +1,18 @@
 /* vklora bench attention [--batch B] [--heads H] [--q LQ] [--kv LK] [--dim D]
  * [--dtype f32|f16|bf16] [--causal] [--tokens] [--variant auto|stream|tiled]
- * [--reps R]: median time of scaled dot-product attention over q [B,H,LQ,D],
+ * [--reps R] [--backward [--path flash|unfused|both]]: median time of scaled dot-product attention over q [B,H,LQ,D],
  * k and v [B,H,LK,D] (default: SD 1.5's first UNet level at 512 px, 4096
  * queries and keys, 8 heads of 40), GFLOP/s counted as 4 B H LQ LK D, and
  * the peak device memory (linear in LQ + LK: the LQ x LK scores are never
  * stored). --tokens reads q, k, v from the [B,L,H*D] token layout through
- * permuted views, as the UNet does. Figures only; nothing is asserted. */
+ * permuted views, as the UNet does. --backward times the gradients of q, k
+ * and v instead (vkl_attention_backward; flash kernels, the unfused path
+ * that stores the Lq x Lk probabilities, or both): a graph of forward plus
+ * backward minus the forward alone, GFLOP/s counted as 2.5 times the
+ * forward's (10 B H LQ LK D; the flash kernels recompute the scores in each
+ * of their three passes, so they do 16 B H LQ LK D), and the peak device
+ * memory of the forward-plus-backward graph. Figures only; nothing is
+ * asserted. */
 #include "bench_attention.h"
 #include "ops.h"
 #include "vkl.h"
@@ -46,10 +53,86 @@ static vkl_tensor *as_bhld(vkl_graph *g, vkl_tensor *t, int tokens, int64_t B, i
     return vkl_permute(g, vkl_reshape(g, t, 4, s4), perm);
 }
 
+/* Median seconds of runs of a planned graph (at least min_reps, about 1 s). */
+static int median_run(vkl_graph *g, int64_t min_reps, double *med, int *nreps, double *first, vkl_err *e)
+{
+    *first = vkl_bench_now();
+    if (vkl_graph_run(g, e)) return -1;
+    *first = vkl_bench_now() - *first;
+    double times[200], start = vkl_bench_now();
+    int reps = 0;
+    while (reps < 200 && (reps < min_reps || vkl_bench_now() - start < 1.0)) {
+        double t0 = vkl_bench_now();
+        if (vkl_graph_run(g, e)) return -1;
+        times[reps++] = vkl_bench_now() - t0;
+    }
+    qsort(times, (size_t)reps, sizeof *times, vkl_bench_cmp_double);
+    *med = times[reps / 2];
+    *nreps = reps;
+    return 0;
+}
+
+/* Forward alone, then forward plus the backward along `path`. */
+static int bench_backward(vkl_ctx *c, vkl_tensor *Q, vkl_tensor *K, vkl_tensor *V, int tokens, int64_t B, int64_t H,
+                          int64_t LQ, int64_t LK, int64_t D, int causal, vkl_attn_variant want, vkl_attn_grad_path path,
+                          int64_t min_reps, vkl_err *e)
+{
+    const char *pname = path == VKL_ATTN_GRAD_FLASH ? "flash" : "unfused";
+    float scale = 1.0f / sqrtf((float)D);
+    int rc = -1, reps_f = 0, reps_b = 0;
+    double t_fwd = 0, t_all = 0, t_plan = 0, first_f = 0, first_b = 0;
+    vkl_graph *gf = vkl_graph_new(c), *gb = NULL;
+    vkl_tensor *y = vkl_attention_ex(gf, as_bhld(gf, Q, tokens, B, H, LQ, D), as_bhld(gf, K, tokens, B, H, LK, D),
+                                     as_bhld(gf, V, tokens, B, H, LK, D), scale, causal, want);
+    vkl_graph_keep(gf, y);
+    if (vkl_graph_failed(gf)) {
+        vkl_fail(e, "%s", vkl_graph_error(gf));
+        goto done;
+    }
+    if (vkl_graph_plan(gf, e) || median_run(gf, min_reps, &t_fwd, &reps_f, &first_f, e)) goto done;
+    vkl_graph_free(gf);
+    gf = NULL;
+
+    vkl_mem_reset_peak(c);
+    gb = vkl_graph_new(c);
+    vkl_tensor *q = as_bhld(gb, Q, tokens, B, H, LQ, D), *k = as_bhld(gb, K, tokens, B, H, LK, D);
+    vkl_tensor *v = as_bhld(gb, V, tokens, B, H, LK, D);
+    y = vkl_attention_ex(gb, q, k, v, scale, causal, want);
+    int need[3] = {1, 1, 1};
+    vkl_tensor *grad[3] = {NULL, NULL, NULL};
+    /* dy = y: any f32 [B,H,LQ,D] tensor serves for timing */
+    if (vkl_attention_backward(gb, q, k, v, y, y, scale, causal, need, grad, path)) {
+        vkl_fail(e, "%s", vkl_graph_error(gb));
+        goto done;
+    }
+    for (int i = 0; i < 3; i++) vkl_graph_keep(gb, grad[i]);
+    t_plan = vkl_bench_now();
+    if (vkl_graph_plan(gb, e)) goto done;
+    t_plan = vkl_bench_now() - t_plan;
+    if (median_run(gb, min_reps, &t_all, &reps_b, &first_b, e)) goto done;
+    vkl_mem_stats ms;
+    vkl_mem_get_stats(c, &ms);
+    double t_bwd = t_all - t_fwd, flops = 10.0 * B * H * LQ * LK * D;
+    printf("attention backward (%s) B=%lld H=%lld Lq=%lld Lk=%lld D=%lld%s%s: %.3f ms (forward+backward %.3f ms median "
+           "of %d, forward %.3f ms median of %d), %.2f GFLOP/s (counted as 2.5x forward)\n",
+           pname, (long long)B, (long long)H, (long long)LQ, (long long)LK, (long long)D, causal ? " causal" : "",
+           tokens ? " token layout" : "", t_bwd * 1e3, t_all * 1e3, reps_b, t_fwd * 1e3, reps_f,
+           t_bwd > 0 ? flops / t_bwd * 1e-9 : 0.0);
+    printf("  %s: peak device memory %.1f MiB (arena %.1f MiB; one [B,H,Lq,Lk] f32 matrix is %.1f MiB), %d dispatches, "
+           "plan %.2f s, first run %.2f s (forward alone %.2f s; lavapipe compiles shaders there)\n", pname, ms.total_peak / 1048576.0, vkl_graph_arena_bytes(gb) / 1048576.0,
+           4.0 * B * H * LQ * LK / 1048576.0, vkl_graph_dispatch_count(gb), t_plan, first_b,
+           first_f);
+    rc = 0;
+done:
+    vkl_graph_free(gf);
+    vkl_graph_free(gb);
+    return rc;
+}
+
 int vkl_bench_attention(int argc, char **argv)
 {
     int64_t B = 1, H = 8, LQ = 4096, LK = 4096, D = 40, min_reps = 3;
-    int causal = 0, tokens = 0;
+    int causal = 0, tokens = 0, backward = 0, paths = 1; /* bit 0 flash, bit 1 unfused */
     vkl_attn_variant want = VKL_ATTN_AUTO;
     vkl_dtype dt = VKL_F32;
     for (int i = 1; i < argc; i++) {
@@ -60,6 +143,10 @@ int vkl_bench_attention(int argc, char **argv)
         }
         if (!strcmp(a, "--tokens")) {
             tokens = 1;
+            continue;
+        }
+        if (!strcmp(a, "--backward")) {
+            backward = 1;
             continue;
         }
         int bad = !v;
@@ -76,10 +163,14 @@ int vkl_bench_attention(int argc, char **argv)
             else if (!strcmp(v, "stream")) want = VKL_ATTN_STREAM;
             else if (!strcmp(v, "tiled")) want = VKL_ATTN_TILED;
             else bad = 1;
+        } else if (!bad && !strcmp(a, "--path")) {
+            paths = !strcmp(v, "flash") ? 1 : !strcmp(v, "unfused") ? 2 : !strcmp(v, "both") ? 3 : 0;
+            bad = !paths;
         } else bad = 1;
         if (bad) {
             fprintf(stderr, "vklora bench attention: bad option '%s' (usage: --batch B --heads H --q LQ --kv LK --dim D "
-                            "--dtype f32|f16|bf16 [--causal] [--tokens] [--variant auto|stream|tiled] [--reps R<=200])\n", a);
+                            "--dtype f32|f16|bf16 [--causal] [--tokens] [--variant auto|stream|tiled] [--reps R<=200] "
+                            "[--backward [--path flash|unfused|both]])\n", a);
             return 2;
         }
         i++;
@@ -96,6 +187,15 @@ int vkl_bench_attention(int argc, char **argv)
     vkl_tensor *K = Q ? operand(c, dt, tokens, B, H, LK, D, 2, &e) : NULL;
     vkl_tensor *V = K ? operand(c, dt, tokens, B, H, LK, D, 3, &e) : NULL;
     if (!V) goto done;
+    if (backward) {
+        printf("device: %s (profile %s)\n", vkl_ctx_caps(c)->name, vkl_ctx_caps(c)->profile);
+        for (int p = 0; p < 2; p++)
+            if (paths >> p & 1 && bench_backward(c, Q, K, V, tokens, B, H, LQ, LK, D, causal, want,
+                                                  p ? VKL_ATTN_GRAD_UNFUSED : VKL_ATTN_GRAD_FLASH, min_reps, &e))
+                goto done;
+        rc = 0;
+        goto done;
+    }
     vkl_mem_reset_peak(c);
     g = vkl_graph_new(c);
     vkl_tensor *y = vkl_attention_ex(g, as_bhld(g, Q, tokens, B, H, LQ, D), as_bhld(g, K, tokens, B, H, LK, D),

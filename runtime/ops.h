@@ -99,6 +99,20 @@ vkl_tensor *vkl_attention_ex(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_ten
  * invocation, keys per unrolled block, keys per shared-memory tile. */
 vkl_attn_variant vkl_attention_pick(const vkl_ctx *c, int64_t d, vkl_attn_variant want, uint32_t *wg, uint32_t *tq,
                                     uint32_t *kb, uint32_t *kt);
+/* The gradients of attention(q, k, v, scale, causal) for dy, the gradient of
+ * its output o (o may be NULL: recomputed), as attention's backward rule
+ * appends them: grad[0..2] get dq, dk, dv (f32, possibly strided views) where
+ * need[i] is set, NULL elsewhere. FLASH: kernels with memory linear in
+ * Lq + Lk (head dimensions up to VKL_ATTN_MAX_FUSED_D); UNFUSED: the scores
+ * and probabilities stored as [B,H,Lq,Lk] tensors; AUTO: flash where it
+ * applies. Returns 0, or -1 with the graph's error set. */
+typedef enum vkl_attn_grad_path {
+    VKL_ATTN_GRAD_AUTO = 0,
+    VKL_ATTN_GRAD_FLASH = 1,
+    VKL_ATTN_GRAD_UNFUSED = 2
+} vkl_attn_grad_path;
+int vkl_attention_backward(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, vkl_tensor *o, vkl_tensor *dy,
+                           float scale, int causal, const int need[3], vkl_tensor *grad[3], vkl_attn_grad_path path);
 
 /* x [..., 2F] -> x[..., :F] * gelu(x[..., F:]) (diffusers GEGLU, exact gelu). */
 vkl_tensor *vkl_geglu(vkl_graph *g, vkl_tensor *x);

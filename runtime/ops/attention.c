@@ -176,11 +176,19 @@ static int64_t keys_per_chunk(vkl_ctx *c, const vkl_tensor *t, const int64_t st[
 
 /* Only the node producing the output carries the rule: it differentiates the
  * whole attention from q, k and v (runtime/ops/attention_grad.c), so the
- * key-chunk state passed between nodes needs no gradient of its own. */
+ * key-chunk state passed between nodes needs no gradient of its own. The
+ * output n->dst is live when the rule's ops run (a checkpoint segment
+ * replays this node first and hands the rule the replayed node). */
 static int backward_attention(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
 {
     const attn_params *ap = (const attn_params *)n->params.bytes;
-    return vkl_attention_grad(g, n->src[0], n->src[1], n->src[2], ap->scale, ap->causal, dy, need, dsrc);
+    int need3[3] = {need[0], need[1], need[2]};
+    vkl_tensor *grad[3];
+    if (vkl_attention_backward(g, n->src[0], n->src[1], n->src[2], n->dst, dy, ap->scale, ap->causal, need3, grad,
+                               VKL_ATTN_GRAD_AUTO))
+        return -1;
+    for (int i = 0; i < 3; i++) dsrc[i] = grad[i];
+    return 0;
 }
 
 vkl_tensor *vkl_attention_ex(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, float scale, int causal,

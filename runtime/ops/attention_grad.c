@@ -1,4 +1,7 @@
-/* Gradient of scaled dot-product attention, from differentiable ops:
+/* Gradient of scaled dot-product attention. vkl_attention_backward picks the
+ * flash kernels (runtime/ops/attention_flash_grad.c, memory linear in Lq + Lk)
+ * where they apply; the unfused path below serves the rest and stays
+ * selectable for comparison. Unfused, from differentiable ops:
  *   S = scale * Q K^T,  P = softmax(S),  O = P V
  *   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dP * P)),
  *   dQ = scale * dS K,  dK = scale * dS^T Q.
@@ -50,13 +53,9 @@ static vkl_tensor *t2(vkl_graph *g, vkl_tensor *x)
     return vkl_permute(g, x, perm);
 }
 
-int vkl_attention_grad(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, float scale, int causal,
-                       vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
+static int unfused_grad(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, float scale, int causal,
+                        vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
 {
-    if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4) {
-        vkl_graph_set_error(g, "attention gradient: q, k, v must be 4-D");
-        return -1;
-    }
     vkl_tensor *s = vkl_matmul(g, q, t2(g, k)); /* [B,H,Lq,Lk] */
     int64_t shift = k->shape[2] - q->shape[2];
     vkl_tensor *p = causal ? causal_mask(g, vkl_softmax(g, causal_mask(g, s, shift, -1e30f), scale), shift, 0.0f)
@@ -74,4 +73,29 @@ int vkl_attention_grad(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v
         if (need[1]) dsrc[1] = vkl_scale(g, vkl_matmul(g, t2(g, ds), q), scale);
     }
     return vkl_graph_failed(g) ? -1 : 0;
+}
+
+int vkl_attention_backward(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, vkl_tensor *o, vkl_tensor *dy,
+                           float scale, int causal, const int need[3], vkl_tensor *grad[3], vkl_attn_grad_path path)
+{
+    for (int i = 0; i < 3; i++) grad[i] = NULL;
+    if (!q || !k || !v || !dy || vkl_graph_failed(g)) return -1;
+    if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4 || k->shape[2] != v->shape[2] || q->shape[3] != k->shape[3] ||
+        v->shape[3] != q->shape[3] || dy->ndim != 4 || dy->shape[2] != q->shape[2] || dy->shape[3] != q->shape[3]) {
+        char dq[96], dk[96], dv[96], dd[96];
+        vkl_tensor_describe(q, dq, sizeof dq);
+        vkl_tensor_describe(k, dk, sizeof dk);
+        vkl_tensor_describe(v, dv, sizeof dv);
+        vkl_tensor_describe(dy, dd, sizeof dd);
+        vkl_graph_set_error(g, "attention gradient: q %s, k %s, v %s, dy %s must be 4-D [B,H,L,D] and match", dq, dk,
+                            dv, dd);
+        return -1;
+    }
+    if ((unsigned)path > VKL_ATTN_GRAD_UNFUSED) {
+        vkl_graph_set_error(g, "attention gradient: unknown path %d", (int)path);
+        return -1;
+    }
+    if (path == VKL_ATTN_GRAD_UNFUSED || (path == VKL_ATTN_GRAD_AUTO && !vkl_attention_flash_grad_fits(g, q, k, v)))
+        return unfused_grad(g, q, k, v, scale, causal, dy, need, grad);
+    return vkl_attention_flash_grad(g, q, k, v, o, scale, causal, dy, need, grad);
 }

@@ -48,8 +48,11 @@ int vkl_op_bind_operand(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, 
 int vkl_op_emit_map(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, const char *kernel, const uint32_t *spec,
                     int nspec, float alpha, float beta, vkl_err *e);
 
-/* Backward of vkl_attention (runtime/ops/attention_grad.c). */
-int vkl_attention_grad(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, float scale, int causal,
-                       vkl_tensor *dy, const int *need, vkl_tensor **dsrc);
+/* Flash attention backward (runtime/ops/attention_flash_grad.c): whether
+ * its kernels take these operands (head dimension, sizes, binding limit), and
+ * the gradients (o: the forward's output, NULL to recompute it). */
+int vkl_attention_flash_grad_fits(vkl_graph *g, const vkl_tensor *q, const vkl_tensor *k, const vkl_tensor *v);
+int vkl_attention_flash_grad(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, vkl_tensor *o, float scale,
+                             int causal, vkl_tensor *dy, const int *need, vkl_tensor **dsrc);
 
 #endif

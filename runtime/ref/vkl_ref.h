@@ -149,4 +149,11 @@ void vkl_ref_attention(const float *q, const int64_t sq[4], const float *k, cons
 void vkl_ref_adamw8(float *p, const float *g, int64_t n, uint8_t *codes, float *absmax, float lr, float beta1,
                     float beta2, float eps, float wd, float clip, int t);
 
+/* ---- attention backward (ref_attention_grad.c): the gradients of
+ * sum(attention(q, k, v) * dy) (operands as vkl_ref_attention; dy contiguous
+ * [B,H,Lq,D]) into contiguous dq [B,H,Lq,D], dk and dv [B,H,Lk,D]. Double. */
+void vkl_ref_attention_backward(const float *q, const int64_t sq[4], const float *k, const int64_t sk[4],
+                                const float *v, const int64_t sv[4], const float *dy, int64_t B, int64_t H, int64_t Lq,
+                                int64_t Lk, int64_t D, double scale, int causal, double *dq, double *dk, double *dv);
+
 #endif

@@ -1,4 +1,5 @@
-/* Gradient of causal attention (runtime/ops/attention_grad.c): q, k and v
+/* Gradient of causal attention through attention's backward rule (the flash
+ * kernels of runtime/ops/attention_flash_grad.c at these shapes): q, k and v
  * gradients of loss = sum(attention(q, k, v) * r) against central finite
  * differences of a double-precision causal attention, for self attention
  * (Lq = Lk), keys ahead of the queries (Lk > Lq, the KV-cache case) and

@@ -36,7 +36,7 @@ vkl_tensor *vkl_sd_linear(vkl_sd_net *n, vkl_tensor *x, const char *prefix)
 {
     vkl_tensor *w = NEED("%s.weight", prefix);
     char bn[256];
-    snprintf(bn, sizeof bn, "%s.bias", prefix);
+    snprintf(bn, sizeof bn, "%.240s.bias", prefix);
     if (!w) return NULL;
     return vkl_lora_linear(n->g, n->lora, prefix, x, w, vkl_weights_find(n->w, bn));
 }
@@ -45,7 +45,7 @@ vkl_tensor *vkl_sd_conv_ex(vkl_sd_net *n, vkl_tensor *x, const char *prefix, con
 {
     vkl_tensor *w = NEED("%s.weight", prefix);
     char bn[256];
-    snprintf(bn, sizeof bn, "%s.bias", prefix);
+    snprintf(bn, sizeof bn, "%.240s.bias", prefix);
     if (!w) return NULL;
     return vkl_lora_conv2d(n->g, n->lora, prefix, x, w, vkl_weights_find(n->w, bn), p);
 }
@@ -60,7 +60,7 @@ vkl_tensor *vkl_sd_proj_tokens(vkl_sd_net *n, vkl_tensor *x, const char *prefix)
 {
     vkl_tensor *w = NEED("%s.weight", prefix);
     char bn[256];
-    snprintf(bn, sizeof bn, "%s.bias", prefix);
+    snprintf(bn, sizeof bn, "%.240s.bias", prefix);
     if (!w) return NULL;
     if (w->ndim == 4) w = vkl_reshape(n->g, w, 2, (int64_t[]){w->shape[0], w->shape[1] * w->shape[2] * w->shape[3]});
     return vkl_lora_linear(n->g, n->lora, prefix, x, w, vkl_weights_find(n->w, bn));

@@ -5,8 +5,7 @@
 #include "app.h"
 
 #include "llama/llama_generate.h"
-#include "tokenizer/llama2c_tokenizer.h"
-#include "tokenizer/sp_bpe.h"
+#include "lm_tok.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,10 +14,7 @@
 
 #define MAX_LORA 8
 
-typedef struct lm_tok {
-    vkl_sp *sp;
-    vkl_l2c_tok *l2c;
-} lm_tok;
+typedef vkl_app_lm_tok lm_tok;
 
 static void usage(FILE *f)
 {
@@ -27,29 +23,14 @@ static void usage(FILE *f)
                "Greedy decoding with a KV cache; prints the continuation. The tokenizer is DIR/tokenizer.model\n"
                "(SentencePiece) unless --tokenizer names one (a .bin file is read as llama2.c's format).\n"
                "Adapters: PEFT folders (adapter_model.safetensors + adapter_config.json) of LoRA, DoRA or IA3;\n"
-               "W scales LoRA's product, and IA3's vectors as 1 + W (l - 1) (1 = as PEFT).\n");
+               "W scales LoRA's product, and IA3's vectors as 1 + W (l - 1) (1 = as PEFT).\n"
+               "       vklora lm train --model DIR --data FILE -o ADAPTER_DIR ... (lm train --help)\n");
 }
 
 static int exists(const char *p)
 {
     struct stat st;
     return stat(p, &st) == 0;
-}
-
-static int open_tok(const char *model, const char *path, int vocab, lm_tok *t, vkl_err *e)
-{
-    char buf[4096];
-    if (!path) {
-        snprintf(buf, sizeof buf, "%s/tokenizer.model", model);
-        if (!exists(buf)) return vkl_fail(e, "%s has no tokenizer.model; name a tokenizer with --tokenizer", model);
-        path = buf;
-    }
-    size_t n = strlen(path);
-    if (n > 4 && !strcmp(path + n - 4, ".bin")) return vkl_l2c_tok_load(path, vocab, &t->l2c, e);
-    if (vkl_sp_load(path, &t->sp, e)) return -1;
-    if (vkl_sp_size(t->sp) > vocab)
-        return vkl_fail(e, "%s has %d pieces, more than the model's vocabulary of %d", path, vkl_sp_size(t->sp), vocab);
-    return 0;
 }
 
 typedef struct printer {
@@ -139,7 +120,7 @@ static int generate(int argc, char **argv)
     int np = 0, nout = 0;
     printer pr = {0};
     if (vkl_ctx_create(&co, &c, &e) || vkl_llama_load(c, model, dt, &m, &e) ||
-        open_tok(model, tok_path, m->cfg.vocab, &tok, &e))
+        vkl_app_lm_tok_open(model, tok_path, m->cfg.vocab, &tok, &e))
         rc = -1;
     for (int i = 0; !rc && i < nlora; i++) {
         char dir[4096], path[4200];
@@ -177,22 +158,7 @@ static int generate(int argc, char **argv)
     if (!rc && is_dora) rc = vkl_llama_dora_build(m, other[0].lora, other[0].unet_mult, &dora, &e);
     else if (!rc && nother) rc = vkl_lora_set_build(c, other, nother, &set, &e);
     if (!rc) {
-        if (tok.l2c) rc = vkl_l2c_tok_encode(tok.l2c, prompt, 1, -1, &ids, &np, &e);
-        else {
-            int32_t *sp = NULL;
-            int n = 0;
-            rc = vkl_sp_encode(tok.sp, prompt, &sp, &n, &e);
-            if (!rc) {
-                ids = malloc(sizeof(int32_t) * (size_t)(n + 1));
-                if (!ids) rc = vkl_fail(&e, "out of host memory");
-                else {
-                    ids[0] = m->cfg.bos >= 0 ? m->cfg.bos : 1;
-                    memcpy(ids + 1, sp, sizeof(int32_t) * (size_t)n);
-                    np = n + 1;
-                }
-            }
-            free(sp);
-        }
+        rc = vkl_app_lm_tok_encode(&tok, prompt, m->cfg.bos, &ids, &np, &e);
     }
     if (!rc && np + max_new > m->cfg.max_pos)
         rc = vkl_fail(&e, "prompt (%d tokens) + %d new tokens exceed the model's %d positions", np, max_new,
@@ -224,8 +190,7 @@ static int generate(int argc, char **argv)
     vkl_llama_dora_free(dora);
     vkl_llama_ia3_free(ia3);
     for (int i = 0; i < nloaded; i++) vkl_lora_free(&ls[i]);
-    vkl_sp_free(tok.sp);
-    vkl_l2c_tok_free(tok.l2c);
+    vkl_app_lm_tok_free(&tok);
     vkl_llama_free(m);
     if (c) vkl_ctx_destroy(c);
     return rc ? 1 : 0;
@@ -234,6 +199,7 @@ static int generate(int argc, char **argv)
 int vkl_cmd_lm(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "generate")) return generate(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "train")) return vkl_cmd_lm_train(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         usage(stdout);
         return 0;

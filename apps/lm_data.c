@@ -1,0 +1,136 @@
+#include "lm_data.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IGNORE (-100)
+
+void vkl_app_lm_data_free(vkl_app_lm_data *d)
+{
+    free(d->ids);
+    free(d->labels);
+    free(d->attn);
+    memset(d, 0, sizeof *d);
+}
+
+static char *read_all(const char *path, size_t *len, vkl_err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return vkl_fail(e, "cannot open data file %s", path), NULL;
+    size_t cap = 1 << 16, n = 0, k;
+    char *s = malloc(cap);
+    while (s && (k = fread(s + n, 1, cap - n - 1, f)) > 0) {
+        n += k;
+        if (cap - n < 2) {
+            char *t = realloc(s, cap *= 2);
+            if (!t) free(s);
+            s = t;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!s) return vkl_fail(e, "out of host memory reading %s", path), NULL;
+    if (bad) {
+        free(s);
+        return vkl_fail(e, "read error on %s", path), NULL;
+    }
+    s[n] = 0;
+    *len = n;
+    return s;
+}
+
+/* Appends one row: the first min(n, L) ids, padding after. */
+static int add_row(vkl_app_lm_data *d, int *cap, const int32_t *ids, int n, int pad, vkl_err *e)
+{
+    if (d->n == *cap) {
+        int nc = *cap ? *cap * 2 : 64;
+        size_t sz = (size_t)nc * d->L;
+        int32_t *a = realloc(d->ids, sizeof(int32_t) * sz);
+        if (a) d->ids = a;
+        int32_t *b = a ? realloc(d->labels, sizeof(int32_t) * sz) : NULL;
+        if (b) d->labels = b;
+        int *c = b ? realloc(d->attn, sizeof(int) * sz) : NULL;
+        if (!c) return vkl_fail(e, "out of host memory for %d samples", nc);
+        d->attn = c;
+        *cap = nc;
+    }
+    if (n > d->L) n = d->L;
+    size_t o = (size_t)d->n * d->L;
+    for (int t = 0; t < d->L; t++) {
+        int on = t < n;
+        d->ids[o + t] = on ? ids[t] : pad;
+        d->labels[o + t] = on ? ids[t] : IGNORE;
+        d->attn[o + t] = on;
+    }
+    d->tokens += n;
+    d->n++;
+    return 0;
+}
+
+static int load_text(const char *path, const char *s, const vkl_app_lm_tok *tok, int bos, int pad,
+                     vkl_app_lm_data *d, int *cap, vkl_err *e)
+{
+    int32_t *ids = NULL;
+    int n = 0;
+    if (vkl_app_lm_tok_encode(tok, s, bos, &ids, &n, e)) return vkl_err_prefix(e, "%s: ", path), -1;
+    int rc = 0;
+    for (int o = 0; !rc && o + 2 <= n; o += d->L) rc = add_row(d, cap, ids + o, n - o, pad, e);
+    free(ids);
+    return rc;
+}
+
+static int load_jsonl(const char *path, char *s, const vkl_app_lm_tok *tok, int bos, int pad, vkl_app_lm_data *d,
+                      int *cap, vkl_err *e)
+{
+    int line = 0;
+    for (char *p = s; *p;) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = 0;
+        line++;
+        char *q = p;
+        while (*q == ' ' || *q == '\t' || *q == '\r') q++;
+        if (*q) {
+            cJSON *j = cJSON_Parse(q);
+            const cJSON *t = j ? cJSON_GetObjectItemCaseSensitive(j, "text") : NULL;
+            if (!cJSON_IsString(t)) {
+                cJSON_Delete(j);
+                return vkl_fail(e, "%s line %d: %s", path, line,
+                                j ? "no \"text\" string field" : "not a JSON object");
+            }
+            int32_t *ids = NULL;
+            int n = 0;
+            int rc = vkl_app_lm_tok_encode(tok, t->valuestring, bos, &ids, &n, e);
+            cJSON_Delete(j);
+            if (rc) return vkl_err_prefix(e, "%s line %d: ", path, line), -1;
+            rc = n >= 2 ? add_row(d, cap, ids, n, pad, e) : 0; /* a lone BOS predicts nothing */
+            free(ids);
+            if (rc) return -1;
+        }
+        if (!nl) break;
+        p = nl + 1;
+    }
+    return 0;
+}
+
+int vkl_app_lm_data_load(const char *path, const vkl_app_lm_tok *tok, int bos, int pad, int L, vkl_app_lm_data *d,
+                         vkl_err *e)
+{
+    memset(d, 0, sizeof *d);
+    d->L = L;
+    size_t len = 0, pl = strlen(path);
+    char *s = read_all(path, &len, e);
+    if (!s) return -1;
+    if (strlen(s) != len) {
+        free(s);
+        return vkl_fail(e, "%s: contains a NUL byte; not a text file", path);
+    }
+    int cap = 0;
+    int jsonl = pl > 6 && !strcmp(path + pl - 6, ".jsonl");
+    int rc = jsonl ? load_jsonl(path, s, tok, bos, pad, d, &cap, e) : load_text(path, s, tok, bos, pad, d, &cap, e);
+    free(s);
+    if (!rc && !d->n) rc = vkl_fail(e, "%s: no training sample (empty, or no text to predict)", path);
+    if (rc) vkl_app_lm_data_free(d);
+    return rc;
+}

@@ -1,0 +1,26 @@
+/* Training samples for `vklora lm train`: rows of seq-len token ids with
+ * their labels (the ids, -100 on padding) and attention mask.
+ *   plain text: the whole file tokenized once (BOS first) and cut into
+ *     consecutive seq-len windows; a shorter tail of at least two tokens is
+ *     kept, padded;
+ *   .jsonl: one sample per line from its "text" field (BOS first),
+ *     truncated to seq-len or padded, blank lines skipped. */
+#ifndef VKL_LM_DATA_H
+#define VKL_LM_DATA_H
+
+#include "lm_tok.h"
+
+typedef struct vkl_app_lm_data {
+    int n, L;        /* samples, tokens per sample */
+    int32_t *ids;    /* [n, L] */
+    int32_t *labels; /* [n, L] */
+    int *attn;       /* [n, L], 1 = token */
+    long long tokens; /* real (unpadded) tokens */
+} vkl_app_lm_data;
+
+/* pad: the id written on padded positions (masked, never a label). */
+int vkl_app_lm_data_load(const char *path, const vkl_app_lm_tok *tok, int bos, int pad, int L, vkl_app_lm_data *d,
+                         vkl_err *e);
+void vkl_app_lm_data_free(vkl_app_lm_data *d);
+
+#endif

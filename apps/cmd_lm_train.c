@@ -35,8 +35,8 @@ typedef struct args {
     uint64_t seed;
     schedule sched;
     char targets_buf[512];
-    const char *targets[MAX_TARGETS];
-    int nt;
+    const char *targets[MAX_TARGETS], *ff[MAX_TARGETS];
+    int nt, nf;
 } args;
 
 static void usage(FILE *f)
@@ -99,6 +99,21 @@ static int split_targets(args *a, const char *v)
     return a->nt ? 0 : bad("--targets", v, "no module name");
 }
 
+/* The targets in effect: the user's, else PEFT's LLaMA defaults; IA3's
+ * feed-forward modules are the down_proj entries (PEFT's LLaMA mapping). */
+static void resolve_targets(args *a)
+{
+    static const char *const lora_def[] = {"q_proj", "v_proj"}, *const ia3_def[] = {"k_proj", "v_proj", "down_proj"};
+    if (!a->nt) {
+        const char *const *d = a->net == NET_IA3 ? ia3_def : lora_def;
+        a->nt = a->net == NET_IA3 ? 3 : 2;
+        for (int i = 0; i < a->nt; i++) a->targets[i] = d[i];
+    }
+    a->nf = 0;
+    for (int i = 0; a->net == NET_IA3 && i < a->nt; i++)
+        if (strstr(a->targets[i], "down_proj")) a->ff[a->nf++] = a->targets[i];
+}
+
 static int parse(int argc, char **argv, args *a)
 {
     *a = (args){.net = NET_LORA, .rank = 8, .alpha = 16, .lr = 1e-4f, .loraplus = 1, .batch = 4, .seq_len = 128,
@@ -159,6 +174,7 @@ static int parse(int argc, char **argv, args *a)
         }
     }
     if (rc) return rc;
+    resolve_targets(a);
     if (!a->model || !a->data || !a->out) {
         fprintf(stderr, "vklora lm train: --model, --data and -o are required\n");
         usage(stderr);
@@ -266,8 +282,24 @@ static int store(vkl_ctx *c, const vkl_llama_train *s, vkl_lora *l, vkl_err *e)
     return 0;
 }
 
-/* PEFT's config gains the base model's path and the task, as PEFT writes them for a causal LM. */
-static int finish_config(const char *path, const char *model, vkl_err *e)
+static void put(cJSON *j, const char *key, cJSON *v)
+{
+    if (cJSON_GetObjectItemCaseSensitive(j, key)) cJSON_ReplaceItemInObjectCaseSensitive(j, key, v);
+    else cJSON_AddItemToObject(j, key, v);
+}
+
+static cJSON *names(const char *const *v, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
+    return a;
+}
+
+/* The config as PEFT writes it for a causal LM: the base model's path, the
+ * task, and target_modules (feedforward_modules for IA3) as the user named
+ * them (suffixes), rather than the expanded per-layer list. */
+static int finish_config(const char *path, const char *model, const char *const *t, int nt, const char *const *ff,
+                         int nf, vkl_err *e)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return vkl_fail(e, "cannot reopen %s", path);
@@ -277,8 +309,10 @@ static int finish_config(const char *path, const char *model, vkl_err *e)
     buf[n] = 0;
     cJSON *j = cJSON_Parse(buf);
     if (!j) return vkl_fail(e, "%s: not the JSON just written", path);
-    cJSON_AddStringToObject(j, "base_model_name_or_path", model);
-    cJSON_AddStringToObject(j, "task_type", "CAUSAL_LM");
+    put(j, "base_model_name_or_path", cJSON_CreateString(model));
+    put(j, "task_type", cJSON_CreateString("CAUSAL_LM"));
+    put(j, "target_modules", names(t, nt));
+    if (ff) put(j, "feedforward_modules", names(ff, nf));
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     f = s ? fopen(path, "wb") : NULL;
@@ -324,18 +358,10 @@ static void run_free(run *r)
 static int build_adapter(const args *a, run *r, vkl_err *e)
 {
     vkl_lora_use use = {&r->l, 1.0f, 1.0f};
-    if (a->net == NET_IA3) {
-        static const char *const def[] = {"k_proj", "v_proj", "down_proj"};
-        const char *const *t = a->nt ? a->targets : def;
-        int nt = a->nt ? a->nt : 3;
-        const char *ff[MAX_TARGETS];
-        int nf = 0;
-        /* PEFT's LLaMA feed-forward module: down_proj scales its input */
-        for (int i = 0; i < nt; i++)
-            if (strstr(t[i], "down_proj")) ff[nf++] = t[i];
-        return vkl_llama_ia3_init(r->m, t, nt, ff, nf, &r->l, e) || vkl_llama_ia3_build(r->m, &use, 1, &r->ia3, e);
-    }
-    vkl_llama_lora_opts o = {.targets = a->nt ? a->targets : NULL, .nt = a->nt, .rank = a->rank, .alpha = a->alpha,
+    if (a->net == NET_IA3)
+        return vkl_llama_ia3_init(r->m, a->targets, a->nt, a->ff, a->nf, &r->l, e) ||
+               vkl_llama_ia3_build(r->m, &use, 1, &r->ia3, e);
+    vkl_llama_lora_opts o = {.targets = a->targets, .nt = a->nt, .rank = a->rank, .alpha = a->alpha,
                              .rslora = a->rslora, .dora = a->net == NET_DORA, .seed = a->seed};
     if (vkl_llama_lora_init(r->m, &o, &r->l, e)) return -1;
     return a->net == NET_DORA ? vkl_llama_dora_build(r->m, &r->l, 1.0f, &r->dora, e)
@@ -413,7 +439,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.safetensors", tmp) >= sizeof st ||
         (size_t)snprintf(cj, sizeof cj, "%s/adapter_config.json", tmp) >= sizeof cj)
         return vkl_fail(e, "path too long: %s", tmp);
-    return vkl_lora_save_peft(&r->l, st, cj, e) || finish_config(cj, a->model, e);
+    return vkl_lora_save_peft(&r->l, st, cj, e) || finish_config(cj, a->model, a->targets, a->nt, a->net == NET_IA3 ? a->ff : NULL, a->nf, e);
 }
 
 int vkl_cmd_lm_train(int argc, char **argv)

@@ -3,9 +3,10 @@
  * lr as scheduled) falls; the adapter folder loads as PEFT with one module
  * per target projection of the right shapes (checked against the model's
  * weights), the config fields PEFT reads, B trained away from zero; `lm
- * generate --lora` runs with it. LoRA, rsLoRA from .jsonl, DoRA and IA3; the
- * same seed gives the same losses; bad input fails clearly, leaving no
- * output folder. */
+ * generate --lora` runs with it. LoRA, rsLoRA from .jsonl, DoRA and IA3;
+ * the same seed gives the same losses, and every network's first loss is
+ * the base model's (LoRA: B = 0; DoRA: magnitude = ||W||; IA3: ones); bad
+ * input fails clearly, leaving no output folder. */
 #include "vkl_test.h"
 #include "lora/lora_file.h"
 
@@ -20,6 +21,16 @@
 #define SENTENCE "You may convey verbatim copies of the Program's source code as you receive it. "
 
 static char *dir_;
+/* Every network starts at the base model and the same seed draws the same
+ * first batch: the first loss of each run must be LoRA's. */
+static float first_loss_ = -1;
+
+static void expect_base_start(const char *what, float loss)
+{
+    if (first_loss_ < 0) return;
+    printf("  %s: first loss %.6f, LoRA's %.6f\n", what, loss, first_loss_);
+    assert_float_equal(loss, first_loss_, 1e-5);
+}
 
 static int setup(void **state)
 {
@@ -198,6 +209,7 @@ static void test_lora(void **state)
     assert_int_equal(read_log("lora", 1e-2f, loss, 16), 10);
     printf("  lora: loss %.4f -> %.4f\n", loss[0], loss[9]);
     assert_true(loss[9] < loss[0]);
+    first_loss_ = loss[0];
     cJSON *j = read_config("lora");
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "peft_type")->valuestring, "LORA");
     assert_int_equal(cJSON_GetObjectItemCaseSensitive(j, "r")->valueint, 8);
@@ -283,6 +295,7 @@ static void test_dora(void **state)
     assert_int_equal(read_log("dora", 1e-2f, loss, 8), 5);
     printf("  dora: loss %.4f -> %.4f\n", loss[0], loss[4]);
     assert_true(loss[4] < loss[0]);
+    expect_base_start("dora", loss[0]);
     cJSON *j = read_config("dora");
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "peft_type")->valuestring, "LORA");
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "use_dora")));
@@ -307,6 +320,7 @@ static void test_ia3(void **state)
     assert_int_equal(read_log("ia3", 1e-2f, loss, 8), 5);
     printf("  ia3: loss %.4f -> %.4f\n", loss[0], loss[4]);
     assert_true(loss[4] < loss[0]);
+    expect_base_start("ia3", loss[0]);
     cJSON *j = read_config("ia3");
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "peft_type")->valuestring, "IA3");
     static const char *const t[] = {"k_proj", "v_proj", "down_proj"}, *const ff[] = {"down_proj"};

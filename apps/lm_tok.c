@@ -1,5 +1,7 @@
 #include "lm_tok.h"
 
+#include "tokenizer/tok_chunks.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,22 +32,54 @@ void vkl_app_lm_tok_free(vkl_app_lm_tok *t)
     t->l2c = NULL;
 }
 
+/* One part's ids appended to *v (BOS only on the first part). */
+static int encode_part(const vkl_app_lm_tok *t, const char *text, int bos, int32_t **v, int *n, int *cap, vkl_err *e)
+{
+    int32_t *ids = NULL;
+    int k = 0;
+    if (t->l2c) {
+        if (vkl_l2c_tok_encode(t->l2c, text, bos >= 0 ? 1 : -1, -1, &ids, &k, e)) return -1;
+    } else if (vkl_sp_encode(t->sp, text, &ids, &k, e)) {
+        return -1;
+    }
+    int need = *n + k + 1;
+    if (need > *cap) {
+        int nc = need > 2 * *cap ? need : 2 * *cap;
+        int32_t *g = realloc(*v, sizeof(int32_t) * (size_t)nc);
+        if (!g) {
+            free(ids);
+            return vkl_fail(e, "out of host memory");
+        }
+        *v = g;
+        *cap = nc;
+    }
+    if (bos >= 0 && t->sp) (*v)[(*n)++] = bos;
+    if (k) memcpy(*v + *n, ids, sizeof(int32_t) * (size_t)k);
+    *n += k;
+    free(ids);
+    return 0;
+}
+
 int vkl_app_lm_tok_encode(const vkl_app_lm_tok *t, const char *text, int bos, int32_t **ids, int *n, vkl_err *e)
 {
     *ids = NULL;
     *n = 0;
-    if (t->l2c) return vkl_l2c_tok_encode(t->l2c, text, 1, -1, ids, n, e);
-    int32_t *sp = NULL;
-    int k = 0;
-    if (vkl_sp_encode(t->sp, text, &sp, &k, e)) return -1;
-    *ids = malloc(sizeof(int32_t) * (size_t)(k + 1));
-    if (!*ids) {
-        free(sp);
-        return vkl_fail(e, "out of host memory");
+    size_t len = strlen(text);
+    char *part = malloc(len + 1);
+    int cap = 0, rc = part ? 0 : vkl_fail(e, "out of host memory");
+    /* the encoders are quadratic in the length: parts of about 256 bytes (tok_chunks.h) */
+    for (size_t s = 0; !rc && (s < len || s == 0);) {
+        size_t end = vkl_tok_chunk_end(text, s, len, 256);
+        memcpy(part, text + s, end - s);
+        part[end - s] = 0;
+        rc = encode_part(t, part, s == 0 ? (bos >= 0 ? bos : 1) : -1, ids, n, &cap, e);
+        s = end + 1;
     }
-    (*ids)[0] = bos >= 0 ? bos : 1;
-    if (k) memcpy(*ids + 1, sp, sizeof(int32_t) * (size_t)k);
-    *n = k + 1;
-    free(sp);
-    return 0;
+    free(part);
+    if (rc) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+    }
+    return rc;
 }

@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,15 @@
 #define MAX_TARGETS 16
 #define OUT_FILES 3
 static const char *const OUT_NAMES[OUT_FILES] = {"adapter_model.safetensors", "adapter_config.json", "train_log.csv"};
+
+/* Set by SIGINT / SIGTERM: the loop stops between steps so the temporary folder is removed. */
+static volatile sig_atomic_t stop_;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_ = 1;
+}
 
 typedef enum { NET_LORA, NET_DORA, NET_IA3 } network;
 typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
@@ -409,6 +419,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     vkl_progress p;
     vkl_progress_begin(&p, "lm train", total, a->quiet);
     for (int t = 1; t <= total; t++) {
+        if (stop_) return vkl_fail(e, "interrupted before step %d; nothing written", t);
         for (int b = 0; b < B; b++) {
             if (pos == n) {
                 for (int i = 0; i < n; i++) r->order[i] = i;
@@ -477,9 +488,18 @@ int vkl_cmd_lm_train(int argc, char **argv)
         fprintf(stderr, "vklora lm train: cannot create %s: %s\n", tmp, strerror(errno));
         return 1;
     }
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     run r;
     memset(&r, 0, sizeof r);
     int rc = train(&a, tmp, &r, &e);
+    if (!rc && stop_) rc = vkl_fail(&e, "interrupted; nothing written");
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     run_free(&r);
     if (!rc && exists) remove_outputs(a.out);
     if (!rc && rename(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));

@@ -392,7 +392,9 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     if (build_adapter(a, r, e)) return -1;
     int B = a->batch, L = a->seq_len, n = r->data.n;
     int per_epoch = (n + B - 1) / B;
-    int total = a->steps ? a->steps : (a->epochs ? a->epochs : 1) * per_epoch;
+    long long want = a->steps ? a->steps : (long long)(a->epochs ? a->epochs : 1) * per_epoch;
+    if (want > 100000000) return vkl_fail(e, "%lld steps (%d per epoch): more than 100000000", want, per_epoch);
+    int total = (int)want;
     vkl_llama_train_opts to = {.loraplus_ratio = a->loraplus, .ia3 = r->ia3};
     vkl_adamw_opts_default(&to.adam);
     to.adam.lr = a->lr;
@@ -400,7 +402,8 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     to.adam.max_grad_norm = a->max_grad_norm;
     if (vkl_llama_train_new(r->m, r->set, r->dora, B, L, &to, &r->tr, e)) return -1;
     char path[4200];
-    if ((size_t)snprintf(path, sizeof path, "%s/train_log.csv", tmp) >= sizeof path) return vkl_fail(e, "path too long: %s", tmp);
+    if ((size_t)snprintf(path, sizeof path, "%s/train_log.csv", tmp) >= sizeof path)
+        return vkl_fail(e, "path too long: %s", tmp);
     r->log = fopen(path, "w");
     size_t bl = (size_t)B * L;
     r->ids = malloc(sizeof(int32_t) * bl);

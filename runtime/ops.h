@@ -105,7 +105,10 @@ vkl_attn_variant vkl_attention_pick(const vkl_ctx *c, int64_t d, vkl_attn_varian
  * need[i] is set, NULL elsewhere. FLASH: kernels with memory linear in
  * Lq + Lk (head dimensions up to VKL_ATTN_MAX_FUSED_D); UNFUSED: the scores
  * and probabilities stored as [B,H,Lq,Lk] tensors; AUTO: flash where it
- * applies. Returns 0, or -1 with the graph's error set. */
+ * applies, except on CPU devices at head dimensions of 64 and more with
+ * scores of at most 64 MiB, where unfused is faster (lavapipe); the
+ * environment variable VKLORA_ATTN_GRAD = flash | unfused | auto forces
+ * AUTO's choice (tests). Returns 0, or -1 with the graph's error set. */
 typedef enum vkl_attn_grad_path {
     VKL_ATTN_GRAD_AUTO = 0,
     VKL_ATTN_GRAD_FLASH = 1,

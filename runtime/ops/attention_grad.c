@@ -1,7 +1,8 @@
 /* Gradient of scaled dot-product attention. vkl_attention_backward picks the
  * flash kernels (runtime/ops/attention_flash_grad.c, memory linear in Lq + Lk)
- * where they apply; the unfused path below serves the rest and stays
- * selectable for comparison. Unfused, from differentiable ops:
+ * where they apply, except on CPU devices for large head dimensions and
+ * modest score matrices (pick_path, from measurements); the unfused path
+ * below serves the rest and stays selectable for comparison. Unfused, from differentiable ops:
  *   S = scale * Q K^T,  P = softmax(S),  O = P V
  *   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dP * P)),
  *   dQ = scale * dS K,  dK = scale * dS^T Q.
@@ -12,6 +13,9 @@
  * softmax and the hidden probabilities to exactly 0 after it, so a row that
  * sees no key (Lk < Lq) has P = 0, as the forward kernel's zero output. */
 #include "op_util.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 typedef struct { int64_t shift; float value; } mask_params;
 
@@ -75,6 +79,40 @@ static int unfused_grad(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *
     return vkl_graph_failed(g) ? -1 : 0;
 }
 
+/* AUTO on CPU devices: the unfused path from this head dimension up, while
+ * its score matrix stays within UNFUSED_MAX_SCORES. Lavapipe on 2 busy
+ * cores, forward plus backward, ms (B=1, H=8 unless said; flash / unfused):
+ *   D=160  Lq=Lk=256   3243 / 637     Lq=Lk=64    80 / 32    Lq=64 Lk=77   183 / 50
+ *   D=80   Lq=Lk=1024  8672 / 7752    Lq=Lk=256  489 / 308   Lq=256 Lk=77  180 / 186
+ *          Lq=1024 Lk=77 1123 / 597
+ *   D=64   Lq=Lk=1024  5088 / 3364    Lq=Lk=256  352 / 214   Lq=1024 Lk=77 636 / 320
+ *   D=40   Lq=Lk=1024  1940 / 1914    Lq=Lk=4096 (H=2) 7087 / 9092
+ *          Lq=1024 Lk=77  139 / 194   Lq=4096 Lk=77 536 / 815
+ * The flash kernels keep a row of q, dq or k, v, dk, dv per invocation in
+ * registers, which lavapipe spills as D grows, and recompute the scores in
+ * each pass; the unfused path is matrix products plus elementwise passes over
+ * the scores, which cost the same at any D. At D=40 flash is as fast or
+ * faster everywhere; from D=64 on, unfused wins up to 16x (D=160). */
+#define UNFUSED_MIN_D 64
+/* The unfused path holds about three [B,H,Lq,Lk] f32 tensors at once (arena
+ * 98.6 MiB for 32 MiB of scores at Lq=Lk=1024, H=8): 64 MiB of scores is
+ * about 200 MiB of arena, small beside a UNet's weights, and covers SD's
+ * D >= 64 levels at 512 px for batches 1 and 2. Longer sequences (SD 2.1 at
+ * 768 px: 9216^2 x 5 heads is 1.6 GiB) keep flash's linear memory. */
+#define UNFUSED_MAX_SCORES ((uint64_t)64 << 20)
+
+/* AUTO's choice. VKLORA_ATTN_GRAD = flash | unfused | auto forces one (tests
+ * and comparisons; flash still gives way where the kernels do not apply). */
+static vkl_attn_grad_path pick_path(vkl_graph *g, const vkl_tensor *q, const vkl_tensor *k, const vkl_tensor *v)
+{
+    const char *env = getenv("VKLORA_ATTN_GRAD");
+    if (!vkl_attention_flash_grad_fits(g, q, k, v) || (env && !strcmp(env, "unfused"))) return VKL_ATTN_GRAD_UNFUSED;
+    if (env && !strcmp(env, "flash")) return VKL_ATTN_GRAD_FLASH;
+    if (vkl_ctx_caps(vkl_graph_ctx(g))->type != VKL_DEV_CPU) return VKL_ATTN_GRAD_FLASH;
+    uint64_t scores = (uint64_t)q->shape[0] * (uint64_t)q->shape[1] * (uint64_t)q->shape[2] * (uint64_t)k->shape[2] * 4u;
+    return q->shape[3] >= UNFUSED_MIN_D && scores <= UNFUSED_MAX_SCORES ? VKL_ATTN_GRAD_UNFUSED : VKL_ATTN_GRAD_FLASH;
+}
+
 int vkl_attention_backward(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, vkl_tensor *o, vkl_tensor *dy,
                            float scale, int causal, const int need[3], vkl_tensor *grad[3], vkl_attn_grad_path path)
 {
@@ -95,7 +133,7 @@ int vkl_attention_backward(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tenso
         vkl_graph_set_error(g, "attention gradient: unknown path %d", (int)path);
         return -1;
     }
-    if (path == VKL_ATTN_GRAD_UNFUSED || (path == VKL_ATTN_GRAD_AUTO && !vkl_attention_flash_grad_fits(g, q, k, v)))
-        return unfused_grad(g, q, k, v, scale, causal, dy, need, grad);
+    if (path == VKL_ATTN_GRAD_AUTO) path = pick_path(g, q, k, v);
+    if (path == VKL_ATTN_GRAD_UNFUSED) return unfused_grad(g, q, k, v, scale, causal, dy, need, grad);
     return vkl_attention_flash_grad(g, q, k, v, o, scale, causal, dy, need, grad);
 }

@@ -7,8 +7,12 @@
  * under a 64 KiB binding limit, where the passes split into (batch, head)
  * and row windows and into resumed loop chunks; the planned memory of a
  * 4096 x 4096 backward staying far below one Lq x Lk score matrix; the
- * unfused fallback path against the same reference; and a clear error for
- * what the kernels cannot take. */
+ * unfused path against the same reference (the device cases, forced by
+ * VKLORA_ATTN_GRAD=unfused, and an explicit request); AUTO's choice of path
+ * on the CPU device by shape; and a clear error for what the kernels cannot
+ * take. Elsewhere the device cases force the flash path
+ * (VKLORA_ATTN_GRAD=flash): AUTO takes the unfused one for some of their
+ * shapes on CPU devices. */
 #include "grad_check.h"
 #include "ops.h"
 #include "ref/vkl_ref.h"
@@ -132,6 +136,8 @@ static double *to_storage(const case_t *a, int64_t L, const double *g)
 
 static void device_case(vkl_ctx *c, const case_t *a, uint64_t seed, double tol)
 {
+    const char *forced = getenv("VKLORA_ATTN_GRAD");
+    int want_flash = !forced || strcmp(forced, "unfused");
     vkl_test_rng rng;
     vkl_test_rng_seed(&rng, seed);
     int64_t nq = a->B * a->H * a->Lq * a->D, nk = a->B * a->H * a->Lk * a->D;
@@ -153,7 +159,8 @@ static void device_case(vkl_ctx *c, const case_t *a, uint64_t seed, double tol)
     gc_run_backward(c, g, y, R, wrt, 3, got);
     int flash = 0;
     for (int i = 0; i < vkl_graph_node_count(g); i++) flash += !strncmp(vkl_graph_node_at(g, i)->op, "attention_bwd", 13);
-    assert_true(flash >= 2); /* the flash passes ran, not the unfused path */
+    if (want_flash) assert_true(flash >= 2); /* the flash passes ran, not the unfused path */
+    else assert_int_equal(flash, 0);
     /* the rows of the token layout, as the reference reads them */
     int64_t sq[4], sk[4];
     strides_of(a, a->Lq, sq);
@@ -188,21 +195,38 @@ static void device_case(vkl_ctx *c, const case_t *a, uint64_t seed, double tol)
     free(q); free(k); free(v); free(r);
 }
 
+static const case_t cases[] = {
+    /* few (dtype, head dim) pairs: lavapipe compiles each one's kernels anew */
+    {2, 3, 37, 53, 40, 0, 0, VKL_F32, 7, 0},
+    {1, 2, 45, 29, 72, 1, 1, VKL_F16, 7, 0}, /* Lq > Lk: the first 16 rows see no key */
+    {1, 3, 19, 26, 40, 0, 1, VKL_F32, 4, 0}, /* frozen q and k: dV only */
+    {1, 2, 23, 17, 40, 1, 0, VKL_F32, 3, 0}, /* dQ and dK only */
+};
+
 static void device_vs_reference(void **state)
 {
     (void)state;
-    const case_t cases[] = {
-        /* few (dtype, head dim) pairs: lavapipe compiles each one's kernels anew */
-        {2, 3, 37, 53, 40, 0, 0, VKL_F32, 7, 0},
-        {1, 2, 45, 29, 72, 1, 1, VKL_F16, 7, 0}, /* Lq > Lk: the first 16 rows see no key */
-        {1, 3, 19, 26, 40, 0, 1, VKL_F32, 4, 0}, /* frozen q and k: dV only */
-        {1, 2, 23, 17, 40, 1, 0, VKL_F32, 3, 0}, /* dQ and dK only */
-    };
+    setenv("VKLORA_ATTN_GRAD", "flash", 1); /* AUTO may take unfused on CPU devices */
     for (int p = 0; p < vkl_test_profile_count; p++) {
         vkl_ctx *c = vkl_test_ctx(vkl_test_profiles[p]);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) device_case(c, &cases[i], 100 + i, 2e-5);
         vkl_test_ctx_done(c);
     }
+    unsetenv("VKLORA_ATTN_GRAD");
+}
+
+/* The same cases along the unfused path, which AUTO takes on CPU devices
+ * for head dims of 64 and more (the D=72 f16 case: its probabilities are
+ * stored as f16, hence the looser bound). */
+static void unfused_vs_reference(void **state)
+{
+    (void)state;
+    setenv("VKLORA_ATTN_GRAD", "unfused", 1);
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        device_case(c, &cases[i], 100 + i, cases[i].dt == VKL_F16 ? 1e-3 : 2e-5);
+    vkl_test_ctx_done(c);
+    unsetenv("VKLORA_ATTN_GRAD");
 }
 
 /* 64 KiB bindings hold 16384 f32: one head's keys (600 x 40) and queries
@@ -213,12 +237,14 @@ static void device_vs_reference(void **state)
 static void small_bindings(void **state)
 {
     (void)state;
+    setenv("VKLORA_ATTN_GRAD", "flash", 1); /* AUTO may take unfused on CPU devices */
     vkl_ctx *c = vkl_test_ctx("binding=64K");
     const case_t a = {1, 2, 500, 600, 40, 1, 1, VKL_F32, 7, 1};
     device_case(c, &a, 7, 2e-5);
     const case_t b = {2, 1, 430, 410, 40, 0, 0, VKL_F32, 6, 0};
     device_case(c, &b, 8, 2e-5);
     vkl_test_ctx_done(c);
+    unsetenv("VKLORA_ATTN_GRAD");
 }
 
 /* The planned backward of one 4096 x 4096 attention (2 heads of 40) holds
@@ -226,6 +252,7 @@ static void small_bindings(void **state)
 static void memory_is_linear(void **state)
 {
     (void)state;
+    setenv("VKLORA_ATTN_GRAD", "flash", 1); /* AUTO may take unfused on CPU devices */
     vkl_ctx *c = vkl_test_ctx(NULL);
     int64_t L = 4096, s[4] = {1, 2, L, 40};
     vkl_err e = {{0}};
@@ -250,6 +277,7 @@ static void memory_is_linear(void **state)
     vkl_tensor_free(V);
     vkl_tensor_free(R);
     vkl_test_ctx_done(c);
+    unsetenv("VKLORA_ATTN_GRAD");
 }
 
 /* The unfused path (kept for head dims the kernels do not take) on the
@@ -299,6 +327,60 @@ static void unfused_path(void **state)
     vkl_test_ctx_done(c);
 }
 
+/* Which path AUTO takes: the graph's nodes for the backward of one
+ * attention of the given shape (built, not run). */
+static int auto_takes_flash(vkl_ctx *c, int64_t H, int64_t Lq, int64_t Lk, int64_t D)
+{
+    vkl_err e = {{0}};
+    int64_t sq[4] = {1, H, Lq, D}, sk[4] = {1, H, Lk, D};
+    vkl_tensor *Q = vkl_tensor_new(c, VKL_F32, 4, sq, &e), *K = vkl_tensor_new(c, VKL_F32, 4, sk, &e);
+    assert_non_null(Q && K ? Q : NULL);
+    vkl_graph *g = vkl_graph_new(c);
+    int need[3] = {1, 1, 1};
+    vkl_tensor *grad[3];
+    assert_int_equal(vkl_attention_backward(g, Q, K, K, NULL, Q, 0.1f, 0, need, grad, VKL_ATTN_GRAD_AUTO), 0);
+    int flash = 0, matmuls = 0;
+    for (int i = 0; i < vkl_graph_node_count(g); i++) {
+        const char *op = vkl_graph_node_at(g, i)->op;
+        flash += !strncmp(op, "attention_bwd", 13);
+        matmuls += !strncmp(op, "matmul", 6);
+    }
+    /* exactly one of the two paths was built */
+    assert_true(flash ? matmuls == 0 : matmuls >= 4);
+    vkl_graph_free(g);
+    vkl_tensor_free(Q);
+    vkl_tensor_free(K);
+    return flash > 0;
+}
+
+/* On the CPU device AUTO takes the unfused path for a short high-D attention
+ * (SD's D=160 levels) and flash for a long low-D one (SD's 4096-token D=40
+ * level, whose scores would be 512 MiB) and for a high-D one whose scores
+ * exceed the bound; VKLORA_ATTN_GRAD forces either. */
+static void auto_path_choice(void **state)
+{
+    (void)state;
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    if (vkl_ctx_caps(c)->type != VKL_DEV_CPU) {
+        vkl_test_ctx_done(c);
+        skip();
+    }
+    unsetenv("VKLORA_ATTN_GRAD");
+    assert_false(auto_takes_flash(c, 8, 64, 64, 160));
+    assert_false(auto_takes_flash(c, 8, 256, 77, 80));
+    assert_true(auto_takes_flash(c, 8, 4096, 4096, 40));
+    assert_true(auto_takes_flash(c, 8, 1024, 77, 40)); /* low D: flash even when the scores are small */
+    assert_true(auto_takes_flash(c, 8, 4096, 4096, 80)); /* 512 MiB of scores */
+    setenv("VKLORA_ATTN_GRAD", "flash", 1);
+    assert_true(auto_takes_flash(c, 8, 64, 64, 160));
+    setenv("VKLORA_ATTN_GRAD", "unfused", 1);
+    assert_false(auto_takes_flash(c, 2, 4096, 4096, 40));
+    setenv("VKLORA_ATTN_GRAD", "auto", 1);
+    assert_false(auto_takes_flash(c, 8, 64, 64, 160));
+    unsetenv("VKLORA_ATTN_GRAD");
+    vkl_test_ctx_done(c);
+}
+
 static void beyond_the_kernels(void **state)
 {
     (void)state;
@@ -327,9 +409,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reference_vs_finite_differences),
         cmocka_unit_test(device_vs_reference),
+        cmocka_unit_test(unfused_vs_reference),
         cmocka_unit_test(small_bindings),
         cmocka_unit_test(memory_is_linear),
         cmocka_unit_test(unfused_path),
+        cmocka_unit_test(auto_path_choice),
         cmocka_unit_test(beyond_the_kernels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

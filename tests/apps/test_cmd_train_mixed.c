@@ -14,18 +14,7 @@ static char tmp[256];
 
 static int run(const char *args, const char *env, char **output) { return vkl_test_run_cli(tmp, env, args, output); }
 
-static char *slurp(const char *name)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", tmp, name);
-    FILE *f = fopen(path, "r");
-    if (!f) return NULL;
-    char *b = calloc(1, 1 << 16);
-    size_t n = fread(b, 1, (1 << 16) - 1, f);
-    b[n] = 0;
-    fclose(f);
-    return b;
-}
+static char *slurp(const char *name) { return vkl_test_slurp(tmp, name); }
 
 static void spill(const char *name, const char *text)
 {
@@ -38,17 +27,7 @@ static void spill(const char *name, const char *text)
 }
 
 /* the step,epoch,loss columns of a loss log */
-static void loss_columns(char *csv)
-{
-    for (char *line = csv; line && *line;) {
-        char *nl = strchr(line, '\n');
-        char *c = line;
-        for (int k = 0; k < 3 && c; k++) c = strchr(c + 1, ',');
-        if (c && (!nl || c < nl)) memmove(c, nl ? nl : c + strlen(c), strlen(nl ? nl : c + strlen(c)) + 1);
-        nl = strchr(line, '\n');
-        line = nl ? nl + 1 : NULL;
-    }
-}
+static void loss_columns(char *csv) { vkl_test_csv_first_columns(csv, 3); }
 
 static void scale_of(const char *state, double *scale, int *good)
 {

@@ -36,3 +36,36 @@ int vkl_test_run_cli(const char *cwd, const char *env, const char *args, char **
     else free(out);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+char *vkl_test_slurp(const char *dir, const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0, k;
+    char *b = malloc(cap);
+    while (b && (k = fread(b + n, 1, cap - n - 1, f)) > 0) {
+        n += k;
+        if (cap - n < 4096) {
+            char *bigger = realloc(b, cap * 2);
+            if (!bigger) break;
+            b = bigger;
+            cap *= 2;
+        }
+    }
+    if (b) b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+void vkl_test_csv_first_columns(char *csv, int ncols)
+{
+    for (char *line = csv; line && *line;) {
+        char *nl = strchr(line, '\n'), *c = line;
+        for (int k = 0; k < ncols && c; k++) c = strchr(c + 1, ',');
+        if (c && (!nl || c < nl)) memmove(c, nl ? nl : c + strlen(c), strlen(nl ? nl : c + strlen(c)) + 1);
+        nl = strchr(line, '\n');
+        line = nl ? nl + 1 : NULL;
+    }
+}

@@ -73,6 +73,10 @@ void vkl_test_round_to(vkl_dtype dt, float *x, size_t n);
  * optional environment assignments env ("A=1 B=2"); stdout and stderr
  * together into *output (malloc'd; may be NULL). Returns the exit status. */
 int vkl_test_run_cli(const char *cwd, const char *env, const char *args, char **output);
+/* The whole text file dir/name (malloc'd), or NULL when it cannot be read. */
+char *vkl_test_slurp(const char *dir, const char *name);
+/* Keeps the first ncols comma-separated columns of every line, in place. */
+void vkl_test_csv_first_columns(char *csv, int ncols);
 
 /* Temporary directory for a test (created, removed by vkl_test_rmtree). */
 const char *vkl_test_tmpdir(void);

@@ -28,9 +28,10 @@ static const char *usage_text =
     "  --cache-latents-to-disk (keep VAE latents beside the images, keyed by content; default: memory only)\n"
     "  --save-every N   --keep-last K   --sample-prompts FILE --sample-every N   --resume STATE_DIR\n"
     "  --config FILE (JSON or TOML with the same names, without dashes)   --quiet\n"
-    "Writes ADAPTER (kohya format; LyCORIS keys and lycoris.kohya metadata for loha, lokr, dora) and beside it, named after it without .safetensors: NAME.json\n"
-    "(settings), NAME.csv (loss per step), NAME.png (loss curve), NAME.state/ (for --resume),\n"
-    "NAME-stepN.safetensors (--save-every), NAME.samples/. Ctrl-C saves the state and stops.\n";
+    "Writes ADAPTER (kohya format; LyCORIS keys and lycoris.kohya metadata for loha, lokr, dora)\n"
+    "and beside it, named after it without .safetensors: NAME.json (settings), NAME.csv (loss per\n"
+    "step), NAME.png (loss curve), NAME.state/ (for --resume), NAME-stepN.safetensors (--save-every),\n"
+    "NAME.samples/. Ctrl-C saves the state and stops.\n";
 
 static void on_sigint(int sig)
 {

@@ -1,5 +1,7 @@
 #include "tokenizer/llama2c_tokenizer.h"
 
+#include "tokenizer/bpe_merge.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -93,6 +95,33 @@ static int lookup(const vkl_l2c_tok *t, const char *s)
     return -1;
 }
 
+/* Symbols are piece ids; a pair merges into the piece spelling both. */
+typedef struct l2c_merge {
+    const vkl_l2c_tok *t;
+    int32_t *v;
+    char *buf;
+} l2c_merge;
+
+static int l2c_pair(void *user, int left, int right, float *score)
+{
+    l2c_merge *mc = user;
+    const vkl_l2c_tok *t = mc->t;
+    int32_t a = mc->v[left], b = mc->v[right];
+    if (a < 0 || a >= t->n || b < 0 || b >= t->n) return -1;
+    if (strlen(t->piece[a]) + strlen(t->piece[b]) > (size_t)t->max_len * 2) return -1;
+    snprintf(mc->buf, (size_t)t->max_len * 2 + 8, "%s%s", t->piece[a], t->piece[b]);
+    int id = lookup(t, mc->buf);
+    if (id >= 0) *score = t->score[id];
+    return id;
+}
+
+static void l2c_apply(void *user, int left, int right, int value)
+{
+    l2c_merge *mc = user;
+    (void)right;
+    mc->v[left] = value;
+}
+
 int vkl_l2c_tok_encode(const vkl_l2c_tok *t, const char *text, int bos, int eos, int32_t **ids, int *n, vkl_err *e)
 {
     size_t tl = strlen(text);
@@ -124,25 +153,16 @@ int vkl_l2c_tok_encode(const vkl_l2c_tok *t, const char *text, int bos, int eos,
         }
         i += len;
     }
-    for (;;) {
-        float best = -1e10f;
-        int at = -1, best_id = -1;
-        for (int i = 0; i + 1 < k; i++) {
-            if (v[i] < 0 || v[i] >= t->n || v[i + 1] < 0 || v[i + 1] >= t->n) continue;
-            if (strlen(t->piece[v[i]]) + strlen(t->piece[v[i + 1]]) > (size_t)t->max_len * 2) continue;
-            snprintf(buf, (size_t)t->max_len * 2 + 8, "%s%s", t->piece[v[i]], t->piece[v[i + 1]]);
-            int id = lookup(t, buf);
-            if (id >= 0 && t->score[id] > best) {
-                best = t->score[id];
-                at = i;
-                best_id = id;
-            }
-        }
-        if (at < 0) break;
-        v[at] = best_id;
-        memmove(&v[at + 1], &v[at + 2], sizeof(int32_t) * (size_t)(k - at - 2));
-        k--;
+    l2c_merge mc = {t, v, buf};
+    int *order = malloc(sizeof(int) * (size_t)(k ? k : 1));
+    int survivors = order ? vkl_bpe_merge(k, l2c_pair, l2c_apply, &mc, order) : -1;
+    if (survivors < 0) {
+        free(v); free(buf); free(order);
+        return vkl_fail(e, "out of host memory");
     }
+    for (int i = 0; i < survivors; i++) v[i] = v[order[i]]; /* order[i] >= i: in place is safe */
+    k = survivors;
+    free(order);
     if (eos >= 0) v[k++] = eos;
     free(buf);
     *ids = v;

@@ -1,5 +1,7 @@
 #include "tokenizer/sp_bpe.h"
 
+#include "tokenizer/bpe_merge.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,6 +240,33 @@ static int mergeable(const vkl_sp *s, const char *str)
     return t == VKL_SP_NORMAL || t == VKL_SP_USER_DEFINED ? id : -1;
 }
 
+/* Symbols are adjacent spans [st, st + ln) of the normalized text, so a
+ * pair's merged piece is the span from the left one's start. */
+typedef struct sp_merge {
+    const vkl_sp *s;
+    const char *norm;
+    size_t *st, *ln;
+    char *buf;
+} sp_merge;
+
+static int sp_pair(void *user, int left, int right, float *score)
+{
+    sp_merge *mc = user;
+    size_t l = mc->ln[left] + mc->ln[right];
+    memcpy(mc->buf, mc->norm + mc->st[left], l);
+    mc->buf[l] = 0;
+    int id = mergeable(mc->s, mc->buf);
+    if (id >= 0) *score = mc->s->p[id].score;
+    return id;
+}
+
+static void sp_apply(void *user, int left, int right, int value)
+{
+    sp_merge *mc = user;
+    (void)value;
+    mc->ln[left] += mc->ln[right];
+}
+
 static size_t utf8_len(const unsigned char *p, size_t left)
 {
     size_t n = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 1;
@@ -289,27 +318,16 @@ int vkl_sp_encode(const vkl_sp *s, const char *text, int32_t **ids, int *n, vkl_
         ln[ns++] = l;
         i += l;
     }
-    for (;;) {
-        int best = -1;
-        float bs = 0;
-        for (int i = 0; i + 1 < ns; i++) {
-            size_t l = ln[i] + ln[i + 1];
-            memcpy(buf, norm + st[i], l);
-            buf[l] = 0;
-            int id = mergeable(s, buf);
-            if (id >= 0 && (best < 0 || s->p[id].score > bs)) {
-                best = i;
-                bs = s->p[id].score;
-            }
-        }
-        if (best < 0) break;
-        ln[best] += ln[best + 1];
-        memmove(&st[best + 1], &st[best + 2], sizeof *st * (size_t)(ns - best - 2));
-        memmove(&ln[best + 1], &ln[best + 2], sizeof *ln * (size_t)(ns - best - 2));
-        ns--;
+    sp_merge mc = {s, norm, st, ln, buf};
+    int *order = malloc(sizeof(int) * (size_t)(ns ? ns : 1));
+    int survivors = order ? vkl_bpe_merge(ns, sp_pair, sp_apply, &mc, order) : -1;
+    if (survivors < 0) {
+        free(norm); free(st); free(ln); free(buf); free(out); free(order);
+        return vkl_fail(e, "out of host memory");
     }
     int m = 0;
-    for (int i = 0; i < ns; i++) {
+    for (int o = 0; o < survivors; o++) {
+        int i = order[o];
         memcpy(buf, norm + st[i], ln[i]);
         buf[ln[i]] = 0;
         int id = mergeable(s, buf);
@@ -324,7 +342,7 @@ int vkl_sp_encode(const vkl_sp *s, const char *text, int32_t **ids, int *n, vkl_
             out[m++] = s->unk;
         }
     }
-    free(norm); free(st); free(ln); free(buf);
+    free(norm); free(st); free(ln); free(buf); free(order);
     for (int i = 0; i < m; i++)
         if (out[i] < 0) {
             free(out);

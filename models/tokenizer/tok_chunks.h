@@ -1,7 +1,8 @@
-/* Long texts for the BPE encoders (sp_bpe.h, llama2c_tokenizer.h), whose
- * merge loop rescans every pair and so costs quadratic time in the text's
- * length: the text is cut at single spaces between two words and each part
- * encoded alone. The part after a cut starts with the encoder's dummy-prefix
+/* Long texts for the BPE encoders (sp_bpe.h, llama2c_tokenizer.h): the
+ * text is cut at single spaces between two words and each part encoded
+ * alone, which bounds the encoders' working memory per call (their merge
+ * loop, tokenizer/bpe_merge.h, is O(n log n) in the text's length; it was
+ * quadratic when this was written). The part after a cut starts with the encoder's dummy-prefix
  * space, which stands for the dropped space, and LLaMA vocabularies have no
  * piece spanning the start of a word, so the concatenated ids are those of
  * the whole text (tests/models/test_tok_chunks.c checks both encoders). */

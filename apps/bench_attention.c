@@ -53,25 +53,6 @@ static vkl_tensor *as_bhld(vkl_graph *g, vkl_tensor *t, int tokens, int64_t B, i
     return vkl_permute(g, vkl_reshape(g, t, 4, s4), perm);
 }
 
-/* Median seconds of runs of a planned graph (at least min_reps, about 1 s). */
-static int median_run(vkl_graph *g, int64_t min_reps, double *med, int *nreps, double *first, vkl_err *e)
-{
-    *first = vkl_bench_now();
-    if (vkl_graph_run(g, e)) return -1;
-    *first = vkl_bench_now() - *first;
-    double times[200], start = vkl_bench_now();
-    int reps = 0;
-    while (reps < 200 && (reps < min_reps || vkl_bench_now() - start < 1.0)) {
-        double t0 = vkl_bench_now();
-        if (vkl_graph_run(g, e)) return -1;
-        times[reps++] = vkl_bench_now() - t0;
-    }
-    qsort(times, (size_t)reps, sizeof *times, vkl_bench_cmp_double);
-    *med = times[reps / 2];
-    *nreps = reps;
-    return 0;
-}
-
 /* Forward alone, then forward plus the backward along `path`. */
 static int bench_backward(vkl_ctx *c, vkl_tensor *Q, vkl_tensor *K, vkl_tensor *V, int tokens, int64_t B, int64_t H,
                           int64_t LQ, int64_t LK, int64_t D, int causal, vkl_attn_variant want, vkl_attn_grad_path path,
@@ -89,7 +70,7 @@ static int bench_backward(vkl_ctx *c, vkl_tensor *Q, vkl_tensor *K, vkl_tensor *
         vkl_fail(e, "%s", vkl_graph_error(gf));
         goto done;
     }
-    if (vkl_graph_plan(gf, e) || median_run(gf, min_reps, &t_fwd, &reps_f, &first_f, e)) goto done;
+    if (vkl_graph_plan(gf, e) || vkl_bench_time_graph_ex(gf, (int)min_reps, 1.0, &t_fwd, &reps_f, &first_f, e)) goto done;
     vkl_graph_free(gf);
     gf = NULL;
 
@@ -109,7 +90,7 @@ static int bench_backward(vkl_ctx *c, vkl_tensor *Q, vkl_tensor *K, vkl_tensor *
     t_plan = vkl_bench_now();
     if (vkl_graph_plan(gb, e)) goto done;
     t_plan = vkl_bench_now() - t_plan;
-    if (median_run(gb, min_reps, &t_all, &reps_b, &first_b, e)) goto done;
+    if (vkl_bench_time_graph_ex(gb, (int)min_reps, 1.0, &t_all, &reps_b, &first_b, e)) goto done;
     vkl_mem_stats ms;
     vkl_mem_get_stats(c, &ms);
     double t_bwd = t_all - t_fwd, flops = 10.0 * B * H * LQ * LK * D;

@@ -12,24 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-/* median seconds of at least min_reps runs (and at least 1 s), after one warm-up */
-static int median_run(vkl_graph *g, int min_reps, double *median, int *reps_out, vkl_err *e)
-{
-    if (vkl_graph_run(g, e)) return -1;
-    double times[200];
-    int reps = 0;
-    double start = vkl_bench_now();
-    while (reps < 200 && (reps < min_reps || vkl_bench_now() - start < 1.0)) {
-        double t0 = vkl_bench_now();
-        if (vkl_graph_run(g, e)) return -1;
-        times[reps++] = vkl_bench_now() - t0;
-    }
-    qsort(times, (size_t)reps, sizeof *times, vkl_bench_cmp_double);
-    *median = times[reps / 2];
-    *reps_out = reps;
-    return 0;
-}
-
 static vkl_tensor *random_tensor(vkl_ctx *c, vkl_dtype dt, int nd, const int64_t *shape, float amp, uint64_t seed,
                                  vkl_err *e)
 {
@@ -103,7 +85,8 @@ int vkl_bench_linear_lora(int argc, char **argv)
     vkl_mem_reset_peak(c);
     double tl, tp;
     int nl, np;
-    if (median_run(gp, (int)reps, &tp, &np, &e) || median_run(gl, (int)reps, &tl, &nl, &e)) goto done;
+    if (vkl_bench_time_graph(gp, (int)reps, 1.0, &tp, &np, &e) || vkl_bench_time_graph(gl, (int)reps, 1.0, &tl, &nl, &e))
+        goto done;
     vkl_mem_stats ms;
     vkl_mem_get_stats(c, &ms);
     double fp = 2.0 * T * IN * OUT, fl = fp + 2.0 * T * IN * R + 2.0 * T * R * OUT;

@@ -25,9 +25,12 @@ int vkl_bench_parse_pos(const char *s, int64_t *out)
     return 0;
 }
 
-int vkl_bench_time_graph(vkl_graph *g, int min_reps, double min_seconds, double *median, int *reps_out, vkl_err *e)
+int vkl_bench_time_graph_ex(vkl_graph *g, int min_reps, double min_seconds, double *median, int *reps_out,
+                            double *first, vkl_err *e)
 {
+    double t = vkl_bench_now();
     if (vkl_graph_run(g, e)) return -1;
+    if (first) *first = vkl_bench_now() - t;
     double times[200];
     int reps = 0;
     double start = vkl_bench_now();
@@ -40,4 +43,9 @@ int vkl_bench_time_graph(vkl_graph *g, int min_reps, double min_seconds, double 
     *median = times[reps / 2];
     *reps_out = reps;
     return 0;
+}
+
+int vkl_bench_time_graph(vkl_graph *g, int min_reps, double min_seconds, double *median, int *reps_out, vkl_err *e)
+{
+    return vkl_bench_time_graph_ex(g, min_reps, min_seconds, median, reps_out, NULL, e);
 }

@@ -14,5 +14,8 @@ int vkl_bench_parse_pos(const char *s, int64_t *out);
 /* Runs g once to warm up, then at least min_reps times and for at least
  * min_seconds (at most 200 runs); the median run time in *median. */
 int vkl_bench_time_graph(vkl_graph *g, int min_reps, double min_seconds, double *median, int *reps, vkl_err *e);
+/* The same, also giving the warm-up run's time (pipeline compilation included) in *first. */
+int vkl_bench_time_graph_ex(vkl_graph *g, int min_reps, double min_seconds, double *median, int *reps, double *first,
+                            vkl_err *e);
 
 #endif

@@ -2,101 +2,20 @@
  * (refkit/sd/vectors/train_lora.safetensors): loss, the gradient of every
  * adapter tensor, min-SNR weighting, the adapter after AdamW steps, and the
  * same steps from gradients accumulated over micro-batches. */
-#include "vkl_test.h"
-#include "lora/lora_apply.h"
-#include "sd/sd_weights.h"
-#include "train/sd_train_step.h"
-
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define VEC "refkit/sd/vectors/train_lora.safetensors"
-#define INIT "refkit/sd/vectors/lora/train_lora_init.safetensors"
-
-typedef struct {
-    vkl_ctx *c;
-    vkl_sd_source *src;
-    vkl_weights *w;
-    vkl_lora lora;
-    vkl_lora_set *set;
-    vkl_unet unet;
-    float *noisy, *t, *ehs, *target, *snrw;
-} fixture;
-
-static void setup(fixture *f, int checkpoint)
-{
-    memset(f, 0, sizeof *f);
-    f->c = vkl_test_ctx(NULL);
-    vkl_err e = {{0}};
-    assert_int_equal(vkl_sd_source_open(vkl_test_shared_path("refkit/sd/tiny-sd"), NULL, &f->src, &e), 0);
-    f->w = vkl_weights_new();
-    assert_int_equal(vkl_sd_load_weights(f->c, f->src, "unet.", VKL_F32, f->w, &e), 0);
-    vkl_lora_targets tg;
-    memset(&tg, 0, sizeof tg);
-    assert_int_equal(vkl_lora_targets_from_sd(vkl_sd_source_config(f->src), &tg, &e), 0);
-    vkl_lora_opts lo = {&tg, 0, NULL, 0};
-    if (vkl_lora_load(vkl_test_shared_path(INIT), &lo, &f->lora, &e)) {
-        print_error("%s\n", e.msg);
-        fail();
-    }
-    vkl_lora_targets_free(&tg);
-    vkl_lora_use use = {&f->lora, 1.0f, 1.0f};
-    if (vkl_lora_set_build(f->c, &use, 1, &f->set, &e)) {
-        print_error("%s\n", e.msg);
-        fail();
-    }
-    f->unet = (vkl_unet){&vkl_sd_source_config(f->src)->unet, f->w, f->set, checkpoint};
-    int64_t n;
-    f->noisy = vkl_test_ref_f32(VEC, "noisy_latents", &n);
-    f->target = vkl_test_ref_f32(VEC, "target", &n);
-    f->t = vkl_test_ref_f32(VEC, "timesteps", &n);
-    f->ehs = vkl_test_ref_f32(VEC, "encoder_hidden_states", &n);
-    f->snrw = vkl_test_ref_f32(VEC, "minsnr_weight", &n);
-}
-
-static void teardown(fixture *f)
-{
-    free(f->noisy); free(f->target); free(f->t); free(f->ehs); free(f->snrw);
-    vkl_lora_set_free(f->set);
-    vkl_lora_free(&f->lora);
-    vkl_weights_free(f->w);
-    vkl_sd_source_close(f->src);
-    vkl_test_ctx_done(f->c);
-}
-
-static const vkl_sd_train_shape shape = {2, 4, 16, 16, 77, 32};
+#include "sd_train_fixture.h"
 
 static void check_grads(fixture *f, vkl_sd_train_step *s, const char *prefix)
 {
-    vkl_err e = {{0}};
     double worst = 0;
     for (int i = 0; i < vkl_sd_train_step_param_count(s); i++) {
-        const vkl_lora_slot *slot = vkl_lora_set_at(f->set, i / 2);
-        const vkl_lora_module *m = vkl_lora_find(&f->lora, slot->module);
         char name[512];
-        snprintf(name, sizeof name, "%s.%s.%s", prefix, m->kname, i % 2 ? "lora_up.weight" : "lora_down.weight");
-        int64_t n;
-        float *want = vkl_test_ref_f32(VEC, name, &n);
-        vkl_tensor *gt = vkl_sd_train_step_grad(s, i);
-        assert_int_equal(vkl_tensor_nelem(gt), n);
-        float *got = malloc(sizeof(float) * (size_t)n);
-        assert_int_equal(vkl_tensor_download(f->c, gt, got, VKL_F32, &e), 0);
-        double scale = 0, maxd = 0, num = 0, den = 0;
-        for (int64_t k = 0; k < n; k++) {
-            scale = fmax(scale, fabs(want[k]));
-            maxd = fmax(maxd, fabs((double)got[k] - want[k]));
-            num += ((double)got[k] - want[k]) * ((double)got[k] - want[k]);
-            den += (double)want[k] * want[k];
-        }
-        double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+        double rel, maxd, scale;
+        grad_error(f, s, i, prefix, 1.0f, name, sizeof name, &rel, &maxd, &scale);
         if (maxd > 1e-4 * scale || rel > 1e-4) {
             print_error("%s: max abs diff %.3g (scale %.3g), relative L2 %.3g\n", name, maxd, scale, rel);
             fail();
         }
         if (rel > worst) worst = rel;
-        free(want);
-        free(got);
     }
     print_message("%s: %d adapter gradients, worst relative L2 error %.3g\n", prefix, vkl_sd_train_step_param_count(s),
                   worst);
@@ -145,7 +64,7 @@ static void loss_and_gradients(void **state)
     VKL_REQUIRE_SHARED(VEC);
     for (int ck = 0; ck < 2; ck++) {
         fixture f;
-        setup(&f, ck);
+        setup(&f, NULL, ck);
         vkl_sd_train_step *s = NULL;
         vkl_err e = {{0}};
         if (vkl_sd_train_step_new(f.c, &f.unet, &shape, ck, NULL, &s, &e)) {
@@ -175,7 +94,7 @@ static void adamw_steps(void **state)
     (void)state;
     VKL_REQUIRE_SHARED(VEC);
     fixture f;
-    setup(&f, 1);
+    setup(&f, NULL, 1);
     vkl_adamw_opts o = {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 0, 32};
     vkl_sd_train_step *s = NULL;
     vkl_err e = {{0}};
@@ -212,7 +131,7 @@ static void accumulation_matches_batch(void **state)
     (void)state;
     VKL_REQUIRE_SHARED(VEC);
     fixture f;
-    setup(&f, 1);
+    setup(&f, NULL, 1);
     vkl_err e = {{0}};
     vkl_tensor **params;
     int np;

@@ -5,18 +5,8 @@
  * the loss scale on the gradients) land close to the reference adapter, and
  * the planned arena is smaller than f32's. Under the "portable" profile (no
  * fp16 arithmetic) the same request trains in f32, exactly as f32 does. */
-#include "vkl_test.h"
+#include "sd_train_fixture.h"
 #include "loss_scale.h"
-#include "lora/lora_apply.h"
-#include "sd/sd_weights.h"
-#include "train/sd_train_step.h"
-
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define VEC "refkit/sd/vectors/train_lora.safetensors"
-#define INIT "refkit/sd/vectors/lora/train_lora_init.safetensors"
 
 /* Tolerances. Storing an activation as f16 rounds it with a relative error of
  * at most u = 2^-11 ~ 4.9e-4 (an 11-bit significand); the arithmetic stays
@@ -29,58 +19,6 @@
  * ~2.5e-3, about 5u), tolerance 1e-2 (20u); the f32 test holds 1e-4. */
 #define LOSS_TOL 2e-4
 #define GRAD_TOL 1e-2
-
-typedef struct {
-    vkl_ctx *c;
-    vkl_sd_source *src;
-    vkl_weights *w;
-    vkl_lora lora;
-    vkl_lora_set *set;
-    vkl_unet unet;
-    float *noisy, *t, *ehs, *target;
-} fixture;
-
-static void setup(fixture *f, const char *profile)
-{
-    memset(f, 0, sizeof *f);
-    f->c = vkl_test_ctx(profile);
-    vkl_err e = {{0}};
-    assert_int_equal(vkl_sd_source_open(vkl_test_shared_path("refkit/sd/tiny-sd"), NULL, &f->src, &e), 0);
-    f->w = vkl_weights_new();
-    assert_int_equal(vkl_sd_load_weights(f->c, f->src, "unet.", VKL_F32, f->w, &e), 0);
-    vkl_lora_targets tg;
-    memset(&tg, 0, sizeof tg);
-    assert_int_equal(vkl_lora_targets_from_sd(vkl_sd_source_config(f->src), &tg, &e), 0);
-    vkl_lora_opts lo = {&tg, 0, NULL, 0};
-    if (vkl_lora_load(vkl_test_shared_path(INIT), &lo, &f->lora, &e)) {
-        print_error("%s\n", e.msg);
-        fail();
-    }
-    vkl_lora_targets_free(&tg);
-    vkl_lora_use use = {&f->lora, 1.0f, 1.0f};
-    if (vkl_lora_set_build(f->c, &use, 1, &f->set, &e)) {
-        print_error("%s\n", e.msg);
-        fail();
-    }
-    f->unet = (vkl_unet){&vkl_sd_source_config(f->src)->unet, f->w, f->set, 1};
-    int64_t n;
-    f->noisy = vkl_test_ref_f32(VEC, "noisy_latents", &n);
-    f->target = vkl_test_ref_f32(VEC, "target", &n);
-    f->t = vkl_test_ref_f32(VEC, "timesteps", &n);
-    f->ehs = vkl_test_ref_f32(VEC, "encoder_hidden_states", &n);
-}
-
-static void teardown(fixture *f)
-{
-    free(f->noisy); free(f->target); free(f->t); free(f->ehs);
-    vkl_lora_set_free(f->set);
-    vkl_lora_free(&f->lora);
-    vkl_weights_free(f->w);
-    vkl_sd_source_close(f->src);
-    vkl_test_ctx_done(f->c);
-}
-
-static const vkl_sd_train_shape shape = {2, 4, 16, 16, 77, 32};
 
 static vkl_sd_train_step *new_step(fixture *f, int ck, int fp16, vkl_adamw *opt, vkl_tensor *seed)
 {
@@ -107,33 +45,16 @@ static void check_loss(const char *what, float loss, const char *ref, double tol
 /* Every adapter gradient (divided by `scale`) against the reference. */
 static double check_grads(fixture *f, vkl_sd_train_step *s, float scale)
 {
-    vkl_err e = {{0}};
     double worst = 0;
     for (int i = 0; i < vkl_sd_train_step_param_count(s); i++) {
-        const vkl_lora_slot *slot = vkl_lora_set_at(f->set, i / 2);
-        const vkl_lora_module *m = vkl_lora_find(&f->lora, slot->module);
         char name[512];
-        snprintf(name, sizeof name, "grad.%s.%s", m->kname, i % 2 ? "lora_up.weight" : "lora_down.weight");
-        int64_t n;
-        float *want = vkl_test_ref_f32(VEC, name, &n);
-        vkl_tensor *gt = vkl_sd_train_step_grad(s, i);
-        assert_int_equal(vkl_tensor_nelem(gt), n);
-        float *got = malloc(sizeof(float) * (size_t)n);
-        assert_int_equal(vkl_tensor_download(f->c, gt, got, VKL_F32, &e), 0);
-        double num = 0, den = 0;
-        for (int64_t k = 0; k < n; k++) {
-            double d = (double)got[k] / scale - want[k];
-            num += d * d;
-            den += (double)want[k] * want[k];
-        }
-        double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+        double rel, maxd, ref_scale;
+        grad_error(f, s, i, "grad", scale, name, sizeof name, &rel, &maxd, &ref_scale);
         if (rel > GRAD_TOL) {
             print_error("%s: relative L2 error %.3g (tolerance %.3g)\n", name, rel, GRAD_TOL);
             fail();
         }
         worst = fmax(worst, rel);
-        free(want);
-        free(got);
     }
     return worst;
 }
@@ -143,7 +64,7 @@ static void fp16_loss_gradients_arena(void **state)
     (void)state;
     VKL_REQUIRE_SHARED(VEC);
     fixture f;
-    setup(&f, NULL);
+    setup(&f, NULL, 1);
     if (!vkl_sd_train_fp16_supported(f.c)) {
         teardown(&f);
         skip();
@@ -183,7 +104,7 @@ static void fp16_adamw_steps(void **state)
     (void)state;
     VKL_REQUIRE_SHARED(VEC);
     fixture f;
-    setup(&f, NULL);
+    setup(&f, NULL, 1);
     if (!vkl_sd_train_fp16_supported(f.c)) {
         teardown(&f);
         skip();
@@ -259,7 +180,7 @@ static void portable_falls_back(void **state)
     (void)state;
     VKL_REQUIRE_SHARED(VEC);
     fixture f;
-    setup(&f, "portable");
+    setup(&f, "portable", 1);
     assert_false(vkl_sd_train_fp16_supported(f.c));
     vkl_sd_train_step *s16 = new_step(&f, 1, 1, NULL, NULL), *s32 = new_step(&f, 1, 0, NULL, NULL);
     assert_false(vkl_sd_train_step_fp16(s16));

@@ -257,7 +257,9 @@ int vkl_attention_flash_grad(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_ten
     if (!o) o = vkl_attention(g, q, k, v, scale, causal);
     if (dy && dy->dtype != VKL_F32) dy = vkl_scale(g, dy, 1.0f);
     if (dy && !vkl_tensor_is_contiguous(dy)) dy = vkl_contiguous(g, dy);
-    if (o && (o->dtype != VKL_F32 || !vkl_tensor_is_contiguous(o))) o = vkl_contiguous(g, vkl_scale(g, o, 1.0f));
+    /* the kernels read f32 contiguous O; the scale writes exactly that, so only an f32 view needs a copy */
+    if (o && o->dtype != VKL_F32) o = vkl_scale(g, o, 1.0f);
+    else if (o && !vkl_tensor_is_contiguous(o)) o = vkl_contiguous(g, o);
     if (!o || !dy || vkl_graph_failed(g)) return -1;
     int64_t s[3][4], sh[4];
     vkl_op_shape4(q, sh, s[0]);

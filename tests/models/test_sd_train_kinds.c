@@ -91,6 +91,32 @@ static int losses(const char *stem, double *out, int max)
 }
 
 /* UNet output with the adapter applied the run-time way vs the training graph. */
+/* Random UNet inputs for one 8x8 latent at timestep tv: latents [1,4,8,8],
+ * timestep [1] and text states [1,77,D]. */
+typedef struct { vkl_tensor *x, *t, *ctx; } unet_inputs;
+
+static unet_inputs random_inputs(vkl_ctx *c, int D, uint64_t seed, float tv)
+{
+    vkl_test_rng rng;
+    vkl_test_rng_seed(&rng, seed);
+    float *x = malloc(sizeof(float) * 4 * 8 * 8), *txt = malloc(sizeof(float) * 77 * (size_t)D);
+    vkl_test_fill(&rng, x, 4 * 8 * 8, -1, 1);
+    vkl_test_fill(&rng, txt, 77 * (size_t)D, -1, 1);
+    unet_inputs in = {vkl_test_upload(c, VKL_F32, 4, (int64_t[]){1, 4, 8, 8}, x),
+                      vkl_test_upload(c, VKL_F32, 1, (int64_t[]){1}, &tv),
+                      vkl_test_upload(c, VKL_F32, 3, (int64_t[]){1, 77, D}, txt)};
+    free(x);
+    free(txt);
+    return in;
+}
+
+static void free_inputs(unet_inputs *in)
+{
+    vkl_tensor_free(in->x);
+    vkl_tensor_free(in->t);
+    vkl_tensor_free(in->ctx);
+}
+
 static void compare_forward(const char *path, vkl_lora_kind kind, int conv)
 {
     vkl_ctx *c = vkl_test_ctx(NULL);
@@ -128,15 +154,8 @@ static void compare_forward(const char *path, vkl_lora_kind kind, int conv)
     vkl_lora_set *plain = NULL, *trained = NULL;
     if (vkl_lora_set_build_ex(c, &use, 1, w, &plain, &e) || vkl_lora_set_build_train(c, &l, &trained, &e))
         fail_msg("%s", e.msg);
-    vkl_test_rng rng;
-    vkl_test_rng_seed(&rng, 77);
-    int D = cfg->unet.cross_attention_dim;
-    float *x = malloc(sizeof(float) * 4 * 8 * 8), *txt = malloc(sizeof(float) * 77 * (size_t)D), tv = 500;
-    vkl_test_fill(&rng, x, 4 * 8 * 8, -1, 1);
-    vkl_test_fill(&rng, txt, 77 * (size_t)D, -1, 1);
-    vkl_tensor *tx = vkl_test_upload(c, VKL_F32, 4, (int64_t[]){1, 4, 8, 8}, x);
-    vkl_tensor *tt = vkl_test_upload(c, VKL_F32, 1, (int64_t[]){1}, &tv);
-    vkl_tensor *tc = vkl_test_upload(c, VKL_F32, 3, (int64_t[]){1, 77, D}, txt);
+    unet_inputs in = random_inputs(c, cfg->unet.cross_attention_dim, 77, 500);
+    vkl_tensor *tx = in.x, *tt = in.t, *tc = in.ctx;
     float *y[2], *y0 = NULL;
     for (int k = 0; k < 3; k++) {
         vkl_unet u = {&cfg->unet, w, k == 0 ? plain : k == 1 ? trained : NULL, 0};
@@ -159,14 +178,10 @@ static void compare_forward(const char *path, vkl_lora_kind kind, int conv)
                   vkl_lora_kind_name(kind), l.n, nconv, sqrt(num / den), sqrt(moved / den));
     assert_true(sqrt(num / den) <= 1e-5);
     assert_true(sqrt(moved / den) > 1e-4); /* the training did change the model */
-    free(x);
-    free(txt);
     free(y[0]);
     free(y[1]);
     free(y0);
-    vkl_tensor_free(tx);
-    vkl_tensor_free(tt);
-    vkl_tensor_free(tc);
+    free_inputs(&in);
     vkl_lora_set_free(plain);
     vkl_lora_set_free(trained);
     vkl_lora_free(&l);
@@ -246,15 +261,8 @@ static void starts_at_base(void **state)
     const vkl_sd_config *cfg = vkl_sd_source_config(src);
     vkl_weights *w = vkl_weights_new();
     assert_int_equal(vkl_sd_load_weights(c, src, "unet.", VKL_F32, w, &e), 0);
-    vkl_test_rng rng;
-    vkl_test_rng_seed(&rng, 78);
-    int D = cfg->unet.cross_attention_dim;
-    float *x = malloc(sizeof(float) * 4 * 8 * 8), *txt = malloc(sizeof(float) * 77 * (size_t)D), tv = 300;
-    vkl_test_fill(&rng, x, 4 * 8 * 8, -1, 1);
-    vkl_test_fill(&rng, txt, 77 * (size_t)D, -1, 1);
-    vkl_tensor *tx = vkl_test_upload(c, VKL_F32, 4, (int64_t[]){1, 4, 8, 8}, x);
-    vkl_tensor *tt = vkl_test_upload(c, VKL_F32, 1, (int64_t[]){1}, &tv);
-    vkl_tensor *tc = vkl_test_upload(c, VKL_F32, 3, (int64_t[]){1, 77, D}, txt);
+    unet_inputs in = random_inputs(c, cfg->unet.cross_attention_dim, 78, 300);
+    vkl_tensor *tx = in.x, *tt = in.t, *tc = in.ctx;
     float *base = NULL;
     vkl_lora_kind kinds[] = {VKL_LORA_KIND_LORA, VKL_LORA_KIND_LOHA, VKL_LORA_KIND_LOKR, VKL_LORA_KIND_DORA};
     for (int k = -1; k < 4; k++) {
@@ -292,11 +300,7 @@ static void starts_at_base(void **state)
         vkl_lora_free(&l);
     }
     free(base);
-    free(x);
-    free(txt);
-    vkl_tensor_free(tx);
-    vkl_tensor_free(tt);
-    vkl_tensor_free(tc);
+    free_inputs(&in);
     vkl_weights_free(w);
     vkl_sd_source_close(src);
     vkl_test_ctx_done(c);

@@ -1,8 +1,12 @@
 /* vklora init-model --family sd1.5 --random -o FILE: a checkpoint with random
  * weights in the original single-file layout, for benchmarks that peers can
- * load too (no download needed). */
+ * load too (no download needed).
+ * vklora init-model --random --configs DIR [--tokenizer DIR] -o OUTDIR: a
+ * diffusers folder with random weights for any architecture its config files
+ * describe (the start of vklora's own model, trained from scratch). */
 #include "app.h"
 
+#include "sd/sd_folder_write.h"
 #include "sd/sd_random.h"
 
 #include <stdlib.h>
@@ -10,14 +14,17 @@
 
 int vkl_cmd_init_model(int argc, char **argv)
 {
-    const char *family = "sd1.5", *out = NULL;
-    int random = 0;
+    const char *family = "sd1.5", *out = NULL, *configs = NULL, *tokenizer = NULL;
+    int random = 0, force = 0;
     uint64_t seed = 0;
     vkl_dtype dt = VKL_F16;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--random")) random = 1;
         else if (!strcmp(k, "--family") && v) family = v, i++;
+        else if (!strcmp(k, "--configs") && v) configs = v, i++;
+        else if (!strcmp(k, "--tokenizer") && v) tokenizer = v, i++;
+        else if (!strcmp(k, "--force")) force = 1;
         else if ((!strcmp(k, "-o") || !strcmp(k, "--output")) && v) out = v, i++;
         else if (!strcmp(k, "--seed") && v) seed = strtoull(v, NULL, 10), i++;
         else if (!strcmp(k, "--dtype") && v) {
@@ -27,7 +34,12 @@ int vkl_cmd_init_model(int argc, char **argv)
             }
             i++;
         } else {
-            fprintf(stderr, "usage: vklora init-model --family sd1.5|sd2.1 --random -o FILE [--seed N] [--dtype f16|f32]\n");
+            fprintf(stderr, "usage: vklora init-model --family sd1.5|sd2.1 --random -o FILE [--seed N] [--dtype f16|f32]\n"
+                            "       vklora init-model --random --configs DIR [--tokenizer DIR] -o OUTDIR [--seed N]\n"
+                            "                         [--dtype f16|f32] [--force]\n"
+                            "  --configs: a folder of diffusers config files (model_index.json, scheduler/,\n"
+                            "  unet/, vae/, text_encoder/ config.json) for any SD 1.x/2.x-style architecture;\n"
+                            "  the output is a diffusers folder with random weights\n");
             return 2;
         }
     }
@@ -35,8 +47,17 @@ int vkl_cmd_init_model(int argc, char **argv)
         fprintf(stderr, "vklora init-model: only --random models can be made; give --random and -o FILE\n");
         return 2;
     }
-    vkl_sd_config cfg;
     vkl_err e = {{0}};
+    if (configs) {
+        if (vkl_sd_write_random_folder(configs, tokenizer, out, dt, seed, force, &e)) {
+            fprintf(stderr, "vklora init-model: %s\n", e.msg);
+            return 1;
+        }
+        printf("wrote %s (diffusers folder, architecture of %s, random weights, seed %llu)\n", out, configs,
+               (unsigned long long)seed);
+        return 0;
+    }
+    vkl_sd_config cfg;
     if (vkl_sd_config_preset(family, &cfg, &e)) {
         fprintf(stderr, "vklora init-model: %s\n", e.msg);
         return 2;

@@ -13,7 +13,10 @@
 static const char *usage_text =
     "usage: vklora train --model PATH --images DIR -o ADAPTER.safetensors [options]\n"
     "  --resolution N (512)   --rank R (16)   --alpha A (16)   --lr X (1e-4)   --batch N (1)\n"
-    "  --max-steps N | --epochs N   --seed N   --network lora|locon|loha|lokr|dora   --train-ff\n"
+    "  --max-steps N | --epochs N   --seed N   --network lora|locon|loha|lokr|dora|full   --train-ff\n"
+    "  --network full: every UNet weight (and the text encoder's with --train-te) trained in f32 from a\n"
+    "    diffusers folder (e.g. vklora init-model --configs); -o names the output model folder;\n"
+    "    --ema-decay D (0: none) writes the weights' moving average; --save-precision fp16|float\n"
     "  --network-conv (loha, lokr, dora: also the resnet 3x3 convolutions, as locon)   --lokr-factor N (-1)\n"
     "  --grad-accum N (micro-batches per optimiser step; steps count optimiser steps)\n"
     "  --train-te (adapters on the text encoder too, lora_te_ names)   --te-lr X (default: --lr)\n"

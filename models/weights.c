@@ -77,6 +77,18 @@ vkl_tensor *vkl_weights_need(const vkl_weights *w, vkl_graph *g, const char *fmt
 
 int vkl_weights_count(const vkl_weights *w) { return w->n; }
 
+vkl_tensor *vkl_weights_at(const vkl_weights *w, int i, const char **name)
+{
+    vkl_weights *mw = (vkl_weights *)w;
+    if (!mw->sorted) {
+        qsort(mw->v, (size_t)mw->n, sizeof *mw->v, cmp);
+        mw->sorted = 1;
+    }
+    if (i < 0 || i >= mw->n) return NULL;
+    if (name) *name = mw->v[i].name;
+    return mw->v[i].t;
+}
+
 int vkl_weights_drop_prefix(vkl_weights *w, const char *prefix)
 {
     size_t plen = strlen(prefix);

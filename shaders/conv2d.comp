@@ -13,6 +13,10 @@
 // barriers. On lavapipe every buffer load is a per-lane loop, so a tile with
 // TM*TN FMAs per TM+TN loads is what sets the speed.
 //
+// FOLD makes the columns run over every image's pixels (q = z*P + pixel):
+// with small images (the 8x8 .. 2x2 levels of a small UNet) one image's
+// pixels would fill a fraction of one tile and leave most lanes idle.
+//
 // LORA fuses the up-projection of a LoRA adapter into the same tile: T is the
 // down-projection conv(x, A_cat) [R, Ho*Wo] per image, s the per-rank scale.
 // CPU reference: runtime/ref/ref_conv2d.c. Ops: runtime/ops/conv2d.c,
@@ -28,6 +32,7 @@ layout(constant_id = 6) const uint PADDED = 1;  // 0: every tap is inside the im
 layout(constant_id = 7) const uint ACC = 0;     // add what y (1) or YIN (2) holds (later input-channel chunk)
 layout(constant_id = 8) const uint LORA = 0;
 layout(constant_id = 9) const uint BDT = 0;     // element type of the LoRA up weight
+layout(constant_id = 10) const uint FOLD = 0;   // 1: columns over all images (workgroup z unused)
 DECLARE_INPUT(0, X)
 DECLARE_INPUT(1, W)
 layout(binding = 2) buffer Y { float y[]; };
@@ -46,19 +51,24 @@ layout(push_constant) uniform P {
     uint sxn, sxc, sxh, sxw;   // input strides (batch, channel, row, column)
     uint swo, syn;             // weight row stride, output image stride
     uint t_off, b_off, s_off, R, stn, sbo;
+    uint nimg;                 // FOLD: images
 } p;
 
 void main() {
     uint P = p.Ho * p.Wo;
+    uint NP = FOLD != 0u ? p.nimg * P : P;
     uint n0 = gl_GlobalInvocationID.x * TN;
-    if (n0 >= P) return;
+    if (n0 >= NP) return;
     uint m0 = gl_WorkGroupID.y * TM;
-    uint z = gl_WorkGroupID.z;
 
+    // per column: its image and pixel
     int iy0[TN], ix0[TN];
+    uint zc[TN], pc[TN];
     for (uint j = 0u; j < TN; j++) {
-        uint q = min(n0 + j, P - 1u);
-        uint oy = q / p.Wo, ox = q - oy * p.Wo;
+        uint q = min(n0 + j, NP - 1u);
+        zc[j] = FOLD != 0u ? q / P : gl_WorkGroupID.z;
+        pc[j] = FOLD != 0u ? q - zc[j] * P : q;
+        uint oy = pc[j] / p.Wo, ox = pc[j] - oy * p.Wo;
         iy0[j] = int(oy * p.SH) - p.pt;
         ix0[j] = int(ox * p.SW) - p.pl;
     }
@@ -70,10 +80,11 @@ void main() {
         for (uint j = 0u; j < TN; j++) acc[i][j] = 0.0;
 
     int hmax = int(p.H) - 1, wmax = int(p.W) - 1;
-    uint xb = p.x_off + z * p.sxn;
+    uint xb[TN];
+    for (uint j = 0u; j < TN; j++) xb[j] = p.x_off + zc[j] * p.sxn;
     uint k = 0u;
     for (uint c = 0u; c < p.C; c++) {
-        uint xc = xb + c * p.sxc;
+        uint xc = c * p.sxc;
         for (uint ky = 0u; ky < p.KH; ky++) {
             for (uint kx = 0u; kx < p.KW; kx++, k++) {
                 float xv[TN], wv[TM];
@@ -81,10 +92,11 @@ void main() {
                     int iy = iy0[j] + int(ky), ix = ix0[j] + int(kx);
                     if (PADDED != 0u) {
                         bool inside = uint(iy) <= uint(hmax) && uint(ix) <= uint(wmax);
-                        float v = X_load(xc + uint(clamp(iy, 0, hmax)) * p.sxh + uint(clamp(ix, 0, wmax)) * p.sxw, XDT);
+                        float v = X_load(xb[j] + xc + uint(clamp(iy, 0, hmax)) * p.sxh + uint(clamp(ix, 0, wmax)) * p.sxw,
+                                         XDT);
                         xv[j] = inside ? v : 0.0;
                     } else {
-                        xv[j] = X_load(xc + uint(iy) * p.sxh + uint(ix) * p.sxw, XDT);
+                        xv[j] = X_load(xb[j] + xc + uint(iy) * p.sxh + uint(ix) * p.sxw, XDT);
                     }
                 }
                 for (uint i = 0u; i < TM; i++) wv[i] = W_load(wrow[i] + k, WDT);
@@ -95,28 +107,25 @@ void main() {
     }
 
     if (LORA != 0u) {
-        uint tb = p.t_off + z * p.stn;
         uint brow[TM];
         for (uint i = 0u; i < TM; i++) brow[i] = p.b_off + min(m0 + i, p.O - 1u) * p.sbo;
         for (uint r = 0u; r < p.R; r++) {
             float s = S_load(p.s_off + r, DT_F32);
             float tv[TN], bv[TM];
-            for (uint j = 0u; j < TN; j++) tv[j] = s * T_load(tb + r * P + min(n0 + j, P - 1u), DT_F32);
+            for (uint j = 0u; j < TN; j++) tv[j] = s * T_load(p.t_off + zc[j] * p.stn + r * P + pc[j], DT_F32);
             for (uint i = 0u; i < TM; i++) bv[i] = B_load(brow[i] + r, BDT);
             for (uint i = 0u; i < TM; i++)
                 for (uint j = 0u; j < TN; j++) acc[i][j] = fma(bv[i], tv[j], acc[i][j]);
         }
     }
 
-    uint yb = p.y_off + z * p.syn;
     for (uint i = 0u; i < TM; i++) {
         uint m = m0 + i;
         if (m >= p.O) break;
         float b = p.has_bias != 0u ? BIAS_load(p.bias_off + m, BIASDT) : 0.0;
         for (uint j = 0u; j < TN; j++) {
-            uint n = n0 + j;
-            if (n >= P) break;
-            uint yi = yb + m * P + n;
+            if (n0 + j >= NP) break;
+            uint yi = p.y_off + zc[j] * p.syn + m * P + pc[j];
             float v = acc[i][j] + b;
             if (ACC == 1u) v += y[yi];
             if (ACC == 2u) v += YIN_load(yi, DT_F32);

@@ -12,7 +12,9 @@
 // ox are the pixel's class coordinates minus the tap's, so no per-tap
 // divisibility test exists. Pixels no output reads (a phase without taps,
 // rows past the last window) get zeros. ACC adds to what dX holds (a later
-// range of output channels).
+// range of output channels). FOLD: the columns run over the class pixels of
+// every image (q = z*P + pixel, workgroup z = phase), so small images fill
+// the tiles.
 //
 // conv2d_dw: the weight gradient, a GEMM over the N*Ho*Wo output pixels:
 //   dW[s][o][k] = sum_{(n,p) in split s} dY[n][o][p] * patch(X[n])[k][p]
@@ -30,6 +32,7 @@ layout(constant_id = 2) const uint TN = 16;
 layout(constant_id = 3) const uint ADT = 0;   // dx: W's element type; dw: X's
 layout(constant_id = 4) const uint DYDT = 0;
 layout(constant_id = 5) const uint ACC = 0;
+layout(constant_id = 6) const uint FOLD = 0;  // dx: columns over all images
 DECLARE_INPUT(0, A)   // dx: W [O, C*KH*KW] (row stride swo); dw: X, strided
 DECLARE_INPUT(1, DY)  // strided [N, O, Ho, Wo]
 layout(binding = 2) buffer OUT { float outv[]; };
@@ -47,13 +50,14 @@ layout(push_constant) uniform P {
 #if PASS == 0
 void main() {
     uint phases = p.SH * p.SW;
-    uint z = gl_WorkGroupID.z / phases, ph = gl_WorkGroupID.z - z * phases;
+    uint zg = FOLD != 0u ? 0u : gl_WorkGroupID.z / phases, ph = gl_WorkGroupID.z - zg * phases;
     uint py = ph / p.SW, px = ph - py * p.SW;
     if (py >= p.H || px >= p.W) return;
     uint Hp = (p.H - py + p.SH - 1u) / p.SH, Wp = (p.W - px + p.SW - 1u) / p.SW;
     uint P = Hp * Wp;
+    uint NP = FOLD != 0u ? p.nimg * P : P;
     uint n0 = gl_GlobalInvocationID.x * TN;
-    if (n0 >= P) return;
+    if (n0 >= NP) return;
     uint m0 = gl_WorkGroupID.y * TM;
 
     // first valid tap of this class, and the output row/column it reads for class coordinate 0
@@ -63,8 +67,12 @@ void main() {
     uint NB = p.KW > kx0 ? (p.KW - kx0 + p.SW - 1u) / p.SW : 0u;
 
     int oyb[TN], oxb[TN];
+    uint zc[TN], qc[TN];
     for (uint j = 0u; j < TN; j++) {
-        uint q = min(n0 + j, P - 1u);
+        uint qq = min(n0 + j, NP - 1u);
+        zc[j] = FOLD != 0u ? qq / P : zg;
+        uint q = FOLD != 0u ? qq - zc[j] * P : qq;
+        qc[j] = q;
         uint jy = q / Wp;
         oyb[j] = int(jy) + oyc;
         oxb[j] = int(q - jy * Wp) + oxc;
@@ -80,7 +88,6 @@ void main() {
     // taps outside, output channels inside: the bounds of each tap's dy
     // element are worked out once per tap, not once per channel and tap
     int hmax = int(p.Ho) - 1, wmax = int(p.Wo) - 1;
-    uint db = p.dy_off + z * p.sdn;
     for (uint a = 0u; a < NA; a++) {
         uint ky = ky0 + a * p.SH;
         for (uint b = 0u; b < NB; b++) {
@@ -90,7 +97,7 @@ void main() {
             for (uint j = 0u; j < TN; j++) {
                 int oy = oyb[j] - int(a), ox = oxb[j] - int(b);
                 inside[j] = uint(oy) <= uint(hmax) && uint(ox) <= uint(wmax);
-                doff[j] = db + uint(clamp(oy, 0, hmax)) * p.sdh + uint(clamp(ox, 0, wmax)) * p.sdw;
+                doff[j] = p.dy_off + zc[j] * p.sdn + uint(clamp(oy, 0, hmax)) * p.sdh + uint(clamp(ox, 0, wmax)) * p.sdw;
             }
             for (uint o = 0u; o < p.O; o++) {
                 uint dyo = o * p.sdo, wo = o * p.swo + tap;
@@ -107,16 +114,15 @@ void main() {
         }
     }
 
-    uint ob = p.out_off + z * p.sxn;
     for (uint i = 0u; i < TM; i++) {
         uint m = m0 + i;
         if (m >= p.C) break;
         for (uint j = 0u; j < TN; j++) {
-            uint q = n0 + j;
-            if (q >= P) break;
+            if (n0 + j >= NP) break;
+            uint q = qc[j];
             uint jy = q / Wp;
             uint iy = py + jy * p.SH, ix = px + (q - jy * Wp) * p.SW;
-            uint oi = ob + m * p.sxc + iy * p.W + ix;
+            uint oi = p.out_off + zc[j] * p.sxn + m * p.sxc + iy * p.W + ix;
             float v = acc[i][j];
             if (ACC != 0u) v += outv[oi];
             outv[oi] = v;

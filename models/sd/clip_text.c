@@ -63,8 +63,12 @@ vkl_tensor *vkl_clip_text_forward(vkl_graph *g, const vkl_clip_text *m, vkl_tens
     vkl_tensor *tok = vkl_embedding(g, W("%stext_model.embeddings.token_embedding.weight", p), ids);
     vkl_tensor *pos_table = W("%stext_model.embeddings.position_embedding.weight", p);
     if (!tok || !pos_table) return NULL;
-    /* positions 0..L-1 are the first L rows of the table: a view, broadcast over the batch */
-    vkl_tensor *pos = vkl_view(g, pos_table, 2, (int64_t[]){L, pos_table->shape[1]}, pos_table->stride, 0);
+    /* positions 0..L-1 are the first L rows of the table: a view, broadcast
+     * over the batch (the whole table when L covers it, which also lets a
+     * fully trained encoder differentiate through it) */
+    vkl_tensor *pos = L == pos_table->shape[0]
+                          ? pos_table
+                          : vkl_view(g, pos_table, 2, (int64_t[]){L, pos_table->shape[1]}, pos_table->stride, 0);
     vkl_tensor *x = vkl_add(g, tok, pos);
     int last = c->layers - skip;
     for (int i = 0; i < last && x; i++) {

@@ -8,8 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Values of parameter number `index` (its own RNG stream). */
-static void fill(const vkl_sd_param *p, int index, uint64_t seed, float *x, uint64_t n)
+void vkl_sd_random_fill(const vkl_sd_param *p, int index, uint64_t seed, float *x, uint64_t n)
 {
     const char *name = p->name;
     size_t len = strlen(name);
@@ -66,7 +65,7 @@ int vkl_sd_random_weights(vkl_ctx *c, const vkl_sd_config *cfg, const char *pref
                 break;
             }
         }
-        fill(p, i, seed, buf, n);
+        vkl_sd_random_fill(p, i, seed, buf, n);
         vkl_tensor *t = vkl_tensor_new(c, p->ndim >= 2 ? dtype : VKL_F32, p->ndim, p->shape, e);
         if (!t || vkl_tensor_upload(c, t, buf, VKL_F32, e) || vkl_weights_put(w, p->name, t, e)) {
             if (t && !vkl_weights_find(w, p->name)) vkl_tensor_free(t);
@@ -104,7 +103,7 @@ int vkl_sd_write_random_checkpoint(const vkl_sd_config *cfg, const char *path, v
             rc = vkl_fail(e, "out of host memory");
             break;
         }
-        fill(p, i, seed, x, n);
+        vkl_sd_random_fill(p, i, seed, x, n);
         rc = vkl_convert_host(x, VKL_F32, keep[i], dt, n, e);
         free(x);
         /* the original VAE keeps its mid-block attention projections as 1x1 convolutions */

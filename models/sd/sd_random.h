@@ -6,7 +6,12 @@
 #define VKL_SD_RANDOM_H
 
 #include "sd/sd_config.h"
+#include "sd/sd_layout.h"
 #include "weights.h"
+
+/* The n values of parameter p, number `index` in vkl_sd_params_build's list
+ * (its own RNG stream). */
+void vkl_sd_random_fill(const vkl_sd_param *p, int index, uint64_t seed, float *x, uint64_t n);
 
 /* Weights whose internal name starts with prefix ("unet.", "" for all) straight
  * onto the device, matrices stored as dtype. */

@@ -70,15 +70,24 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
 {
     *out = NULL;
     const vkl_lora_set *set = unet->lora;
-    int nslots = vkl_lora_set_count(set);
-    if (!nslots) return vkl_fail(e, "training: the UNet has no trainable adapters");
+    int nslots = o->params ? 0 : vkl_lora_set_count(set);
+    if (o->params ? o->nparams < 1 : !nslots) return vkl_fail(e, "training: the UNet has no trainable adapters");
     if (o->opt && o->accum) return vkl_fail(e, "training: a fused optimiser or gradient accumulation, not both");
-    if (o->te && o->te->lora != set) return vkl_fail(e, "training: the text encoder must use the UNet's adapter set");
+    if (o->te && !o->params && o->te->lora != set)
+        return vkl_fail(e, "training: the text encoder must use the UNet's adapter set");
     vkl_sd_train_step *s = calloc(1, sizeof *s);
     if (!s) return vkl_fail(e, "out of host memory");
     s->ctx = c;
     s->shape = *sh;
-    if (vkl_sd_train_params(set, &s->params, &s->np, e)) {
+    if (o->params) {
+        s->np = o->nparams;
+        s->params = malloc(sizeof *s->params * (size_t)s->np);
+        if (!s->params) {
+            free(s);
+            return vkl_fail(e, "out of host memory");
+        }
+        memcpy(s->params, o->params, sizeof *s->params * (size_t)s->np);
+    } else if (vkl_sd_train_params(set, &s->params, &s->np, e)) {
         free(s);
         return -1;
     }
@@ -87,6 +96,8 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
     s->ones = malloc(sizeof(float) * (size_t)sh->batch);
     if (!s->grads || !s->names || !s->ones) goto oom;
     for (int b = 0; b < sh->batch; b++) s->ones[b] = 1.0f;
+    for (int i = 0; o->params && i < s->np; i++)
+        if (!(s->names[i] = strdup(o->param_names[i]))) goto oom;
     for (int i = 0, k = 0; i < nslots; i++) {
         const vkl_lora_slot *slot = vkl_lora_set_at(set, i);
         vkl_tensor *t[VKL_LORA_ROLES];
@@ -128,7 +139,7 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
     if (vkl_graph_backward(s->g, s->loss, seed, s->params, s->np, s->grads, e)) goto fail;
     for (int i = 0; i < s->np; i++)
         if (!s->grads[i]) {
-            vkl_fail(e, "training: adapter tensor %s does not affect the loss", s->names[i]);
+            vkl_fail(e, "training: %s %s does not affect the loss", o->params ? "weight" : "adapter tensor", s->names[i]);
             goto fail;
         }
     if (o->opt) {
@@ -144,6 +155,7 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
     } else {
         for (int i = 0; i < s->np; i++) vkl_graph_keep(s->g, s->grads[i]);
     }
+    if (getenv("VKLORA_TRAIN_PROFILE")) vkl_graph_enable_profiling(s->g);
     if (vkl_graph_plan(s->g, e)) goto fail;
     *out = s;
     return 0;
@@ -158,7 +170,7 @@ fail:
 int vkl_sd_train_step_new(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_shape *sh, int checkpoint,
                           vkl_adamw *opt, vkl_sd_train_step **out, vkl_err *e)
 {
-    vkl_sd_train_opts o = {checkpoint, opt, NULL, 1.0f, NULL, 0, 0, NULL};
+    vkl_sd_train_opts o = {checkpoint, opt, NULL, 1.0f, NULL, 0, 0, NULL, NULL, NULL, 0};
     return vkl_sd_train_step_new_ex(c, unet, sh, &o, out, e);
 }
 
@@ -175,6 +187,8 @@ int vkl_sd_train_step_run_batch(vkl_sd_train_step *s, const vkl_sd_train_batch *
         return -1;
     if (s->opt && vkl_adamw_prepare(s->opt, step, lr, e)) return -1;
     if (vkl_graph_run(s->g, e)) return -1;
+    const char *prof = getenv("VKLORA_TRAIN_PROFILE");
+    if (prof && step == atoi(prof)) vkl_graph_print_profile(s->g, stderr);
     return loss ? vkl_tensor_download(s->ctx, s->loss, loss, VKL_F32, e) : 0;
 }
 

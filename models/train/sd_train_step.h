@@ -45,6 +45,12 @@ typedef struct vkl_sd_train_opts {
      * before each step and tells the optimiser with vkl_adamw_set_grad_scale).
      * NULL: seed 1. Gradients read or accumulated from the step carry S. */
     vkl_tensor *loss_seed;
+    /* Full training (--network full): these tensors (the model's own f32
+     * weights) are the parameters, with these names, instead of the
+     * adapters' (unet->lora and te->lora are then NULL). */
+    vkl_tensor *const *params;
+    const char *const *param_names;
+    int nparams;
 } vkl_sd_train_opts;
 
 /* Whether the device can hold f16 activations in training: 16-bit storage

@@ -11,6 +11,9 @@
 #include "grad_accum.h"
 #include "loss_scale.h"
 #include "train/sd_train_step.h"
+#include "train/full_network.h"
+#include "io/dir.h"
+#include "sd/sd_folder_write.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -127,6 +130,7 @@ typedef struct trainer {
     struct { int w, h; vkl_sd_train_step *s; } steps[32];
     int nsteps;
     char base_hash[80], model_name[256];
+    vkl_full_net net;       /* --network full: the weights are the parameters */
 } trainer;
 
 /* Copies the trained tensors back into the in-memory adapter. */
@@ -221,6 +225,16 @@ static int save_adapter(trainer *t, const char *path, int step, int epoch, vkl_e
     return vkl_lora_save_kohya(&t->lora, path, e);
 }
 
+/* What a run produces: the adapter, or (full training) the model folder with
+ * the trained parts (their weights' average when there is one). */
+static int save_output(trainer *t, const char *path, int step, int epoch, vkl_err *e)
+{
+    if (!t->c->full) return save_adapter(t, path, step, epoch, e);
+    static const char *const parts[] = {"unet", "text_encoder"};
+    return vkl_sd_write_trained_folder(t->ctx, t->c->model, t->net.names, vkl_full_net_output(&t->net), t->net.n, parts,
+                                       t->c->train_te ? 2 : 1, path, t->c->save_dtype, 1, e);
+}
+
 /* State folder: adapter.safetensors, optimizer.safetensors, state.json (written
  * last, so a folder with a state.json is complete). */
 /* Output path without its .safetensors extension, for the files written beside it. */
@@ -233,9 +247,10 @@ static void stem_of(const char *output, char *stem, size_t n)
 
 static void remove_state_dir(const char *dir)
 {
-    const char *files[] = {"adapter.safetensors", "optimizer.safetensors", "state.json"};
+    const char *files[] = {"adapter.safetensors", "weights.safetensors", "ema.safetensors", "optimizer.safetensors",
+                           "state.json"};
     char path[1200];
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         snprintf(path, sizeof path, "%.1150s/%s", dir, files[i]);
         unlink(path);
     }
@@ -275,7 +290,7 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
     if (mkdir_p(dir)) return vkl_fail(e, "cannot create %s: %s", dir, strerror(errno));
     char path[1400];
     snprintf(path, sizeof path, "%.1200s/adapter.safetensors", dir);
-    if (save_adapter(t, path, step, epoch, e)) return -1;
+    if (t->c->full ? vkl_full_net_save_state(&t->net, dir, e) : save_adapter(t, path, step, epoch, e)) return -1;
     vkl_st_writer *w = vkl_st_writer_new();
     if (!w) return vkl_fail(e, "out of host memory");
     int rc = 0;
@@ -387,7 +402,11 @@ static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, 
     int rc = vkl_ds_iter_restore(it, dj, e);
     free(dj);
     if (rc) return -1;
-    /* adapter and optimiser moments */
+    /* adapter (or weights) and optimiser moments */
+    if (t->c->full) {
+        if (vkl_full_net_load_state(&t->net, dir, e)) return -1;
+        goto moments;
+    }
     vkl_lora saved;
     vkl_lora_targets tg;
     memset(&tg, 0, sizeof tg);
@@ -410,6 +429,7 @@ static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, 
     }
     vkl_lora_free(&saved);
     if (rc) return -1;
+moments:
     snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
     vkl_st_file *f = NULL;
     if (vkl_st_open(path, &f, e)) return -1;
@@ -490,7 +510,9 @@ static vkl_sd_train_step *step_for(trainer *t, int w, int h, vkl_err *e)
                              t->m->cfg->unet.cross_attention_dim};
     vkl_sd_train_step *s = NULL;
     vkl_sd_train_opts o = {t->c->checkpointing, t->accum ? NULL : t->opt, t->accum, 1.0f / (float)t->c->grad_accum,
-                           t->c->train_te ? &t->m->te : NULL, t->c->clip_skip - 1, t->fp16, t->seed};
+                           t->c->train_te ? &t->m->te : NULL, t->c->clip_skip - 1, t->fp16, t->seed,
+                           t->c->full ? t->net.params : NULL, t->c->full ? t->net.names : NULL,
+                           t->c->full ? t->net.n : 0};
     if (vkl_sd_train_step_new_ex(t->ctx, &t->m->unet, &sh, &o, &s, e)) return NULL;
     t->steps[t->nsteps].w = w;
     t->steps[t->nsteps].h = h;
@@ -506,6 +528,7 @@ static void trainer_free(trainer *t)
     vkl_grad_accum_free(t->accum);
     vkl_adamw_free(t->opt);
     free(t->params);
+    vkl_full_net_free(&t->net);
     vkl_lora_set_free(t->set);
     vkl_lora_free(&t->lora);
     vkl_latent_cache_free(t->cache);
@@ -586,7 +609,15 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     vkl_sd_model_opts mo;
     vkl_sd_model_opts_default(&mo);
     mo.tokenizer = c->tokenizer;
-    mo.weight_dtype = c->weight_dtype;
+    mo.weight_dtype = c->full ? VKL_F32 : c->weight_dtype;
+    if (c->full) {
+        struct stat st, so;
+        if (!stat(c->output, &so) && !stat(c->model, &st) && so.st_ino == st.st_ino && so.st_dev == st.st_dev)
+            return vkl_fail(e, "-o %s is the model being trained; write the trained model to another folder", c->output);
+        if (stat(c->model, &st) || !S_ISDIR(st.st_mode))
+            return vkl_fail(e, "--network full trains a diffusers model folder (vklora init-model --configs makes "
+                               "one); %s is not a folder", c->model);
+    }
     if (vkl_sd_model_load(ctx, c->model, &mo, &t.m, e)) goto done;
     {
         const char *sl = strrchr(c->model, '/');
@@ -600,10 +631,18 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     vkl_latent_cache_opts co = {encode_cb, &t, t.model_name, t.m->cfg->vae.latent_channels,
                                 1 << (t.m->cfg->vae.n_levels - 1), 1, c->cache_to_disk};
     if (vkl_latent_cache_new(&co, t.ds, &t.cache, e)) goto done;
-    if (init_network(c, t.m, &t.lora, e)) goto done;
-    if (vkl_lora_set_build_train(ctx, &t.lora, &t.set, e) || vkl_sd_train_params(t.set, &t.params, &t.np, e)) goto done;
-    t.m->unet.lora = t.set;
-    if (c->train_te) t.m->te.lora = t.set;
+    if (c->full) {
+        if (vkl_full_net_init(ctx, t.m->w, c->train_te, c->ema_decay, &t.net, e)) goto done;
+        t.np = t.net.n;
+        if (!(t.params = malloc(sizeof *t.params * (size_t)t.np))) goto oom;
+        memcpy(t.params, t.net.params, sizeof *t.params * (size_t)t.np);
+    } else {
+        if (init_network(c, t.m, &t.lora, e)) goto done;
+        if (vkl_lora_set_build_train(ctx, &t.lora, &t.set, e) || vkl_sd_train_params(t.set, &t.params, &t.np, e))
+            goto done;
+        t.m->unet.lora = t.set;
+        if (c->train_te) t.m->te.lora = t.set;
+    }
     /* one schedule drives both rates: the text encoder's is a fixed multiple */
     float te_lr = c->te_lr >= 0 ? c->te_lr : c->lr;
     if (c->train_te && c->lr <= 0 && te_lr != c->lr) {
@@ -612,7 +651,9 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     }
     float *mult = malloc(sizeof(float) * (size_t)t.np);
     if (!mult) goto oom;
-    for (int i = 0, k = 0; i < vkl_lora_set_count(t.set); i++) {
+    for (int i = 0; c->full && i < t.np; i++)
+        mult[i] = !strncmp(t.net.names[i], "text_encoder.", 13) && c->lr > 0 ? te_lr / c->lr : 1.0f;
+    for (int i = 0, k = 0; !c->full && i < vkl_lora_set_count(t.set); i++) {
         const vkl_lora_slot *slot = vkl_lora_set_at(t.set, i);
         vkl_tensor *pt[VKL_LORA_ROLES];
         vkl_lora_role roles[VKL_LORA_ROLES];
@@ -757,6 +798,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         if (t.update && (vkl_adamw_prepare(t.opt, step + 1, lr, e) || vkl_graph_run(t.update, e))) goto done;
         int skipped = 0;
         if (vkl_adamw_result(t.opt, &gn, &skipped, e)) goto done;
+        if (c->full && vkl_full_net_ema_update(&t.net, step + 1, e)) goto done;
         loss = (float)(loss_sum / N);
         step++;
         float old_scale = t.scaler.scale;
@@ -788,11 +830,14 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         }
         if (c->save_every && step % c->save_every == 0 && step < total) {
             char path[1200];
-            snprintf(path, sizeof path, "%s-step%06d.safetensors", stem, step);
-            if (save_adapter(&t, path, step, (int)epoch, e) || save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
+            const char *ext = c->full ? "" : ".safetensors";
+            snprintf(path, sizeof path, "%s-step%06d%s", stem, step, ext);
+            if (save_output(&t, path, step, (int)epoch, e) || save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
             if (c->keep_last > 0 && step - c->keep_last * c->save_every > 0) {
-                snprintf(path, sizeof path, "%s-step%06d.safetensors", stem, step - c->keep_last * c->save_every);
-                unlink(path);
+                snprintf(path, sizeof path, "%s-step%06d%s", stem, step - c->keep_last * c->save_every, ext);
+                vkl_err e2;
+                if (c->full) vkl_dir_remove(path, &e2);
+                else unlink(path);
             }
         }
         if (c->sample_prompts && c->sample_every && step % c->sample_every == 0 && render_samples(&t, step, e)) goto done;
@@ -806,7 +851,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         rc = 1;
         goto done;
     }
-    if (save_adapter(&t, c->output, step, (int)epoch, e)) goto done;
+    if (save_output(&t, c->output, step, (int)epoch, e)) goto done;
     rc = 0;
     goto done;
 oom:

@@ -56,6 +56,13 @@ typedef struct vkl_train_config {
      * dynamic loss scaling (runtime/loss_scale.h) where the device has fp16
      * arithmetic; f32 elsewhere (said once). 0: no. */
     int mixed_precision;
+    /* --network full: every UNet weight (and the text encoder's with
+     * --train-te) trained in f32; the output is a diffusers folder (-o DIR)
+     * from the diffusers folder --model, written as save_dtype, with the
+     * weights' moving average (ema_decay > 0) instead of the weights. */
+    int full;
+    float ema_decay;
+    vkl_dtype save_dtype;
 } vkl_train_config;
 
 void vkl_train_config_default(vkl_train_config *c);

@@ -28,6 +28,7 @@ void vkl_train_config_default(vkl_train_config *c)
     c->keep_last = 3;
     c->sample_steps = 20;
     c->weight_dtype = VKL_F16;
+    c->save_dtype = VKL_F32;
 }
 
 static int as_int(const char *v, int lo, int hi, int *out, const char *key, vkl_err *e)
@@ -81,12 +82,21 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
         } else if (!strcmp(v, "loha")) c->network_kind = VKL_LORA_KIND_LOHA;
         else if (!strcmp(v, "lokr")) c->network_kind = VKL_LORA_KIND_LOKR;
         else if (!strcmp(v, "dora")) c->network_kind = VKL_LORA_KIND_DORA;
-        else return vkl_fail(e, "network: '%s' is not lora, locon, loha, lokr or dora", v);
+        else if (!strcmp(v, "full")) c->full = 1;
+        else return vkl_fail(e, "network: '%s' is not lora, locon, loha, lokr, dora or full", v);
+        if (strcmp(v, "full")) c->full = 0;
+    } else if (!strcmp(k, "ema-decay")) {
+        if (as_float(v, &c->ema_decay, k, e)) return -1;
+        if (!(c->ema_decay >= 0 && c->ema_decay < 1)) return vkl_fail(e, "ema-decay: %s is not in [0, 1)", v);
+    } else if (!strcmp(k, "save-precision")) {
+        if (!strcmp(v, "fp16") || !strcmp(v, "f16")) c->save_dtype = VKL_F16;
+        else if (!strcmp(v, "float") || !strcmp(v, "f32") || !strcmp(v, "fp32")) c->save_dtype = VKL_F32;
+        else return vkl_fail(e, "save-precision: fp16 or float, not '%s'", v);
     } else if (!strcmp(k, "network-conv")) return as_bool(v, &c->network_conv, k, e);
     else if (!strcmp(k, "lokr-factor")) {
         if (as_int(v, -1, 1 << 20, &c->lokr_factor, k, e)) return -1;
         if (!c->lokr_factor) return vkl_fail(e, "lokr-factor: -1 or a positive factor, not 0");
-    } else if (!strcmp(k, "resolution")) return as_int(v, 64, 4096, &d->resolution, k, e);
+    } else if (!strcmp(k, "resolution")) return as_int(v, 8, 4096, &d->resolution, k, e);
     else if (!strcmp(k, "rank")) return as_int(v, 1, 1024, &c->rank, k, e);
     else if (!strcmp(k, "alpha")) return as_float(v, &c->alpha, k, e);
     else if (!strcmp(k, "lr")) return as_float(v, &c->lr, k, e);
@@ -164,9 +174,15 @@ char *vkl_train_config_json(const vkl_train_config *c)
     S("caption-ext", d->caption_ext);
     S("caption", d->default_caption);
     S("trigger", d->caption.trigger);
-    cJSON_AddStringToObject(j, "network", c->network_kind == VKL_LORA_KIND_LORA && c->network_conv
-                                              ? "locon"
-                                              : vkl_lora_kind_name(c->network_kind));
+    if (c->full) {
+        cJSON_AddStringToObject(j, "network", "full");
+        N("ema-decay", c->ema_decay);
+        cJSON_AddStringToObject(j, "save-precision", c->save_dtype == VKL_F16 ? "fp16" : "float");
+    } else {
+        cJSON_AddStringToObject(j, "network", c->network_kind == VKL_LORA_KIND_LORA && c->network_conv
+                                                  ? "locon"
+                                                  : vkl_lora_kind_name(c->network_kind));
+    }
     if (c->network_kind != VKL_LORA_KIND_LORA) B("network-conv", c->network_conv);
     if (c->network_kind == VKL_LORA_KIND_LOKR) N("lokr-factor", c->lokr_factor);
     N("resolution", d->resolution);

@@ -49,6 +49,7 @@ typedef struct {
     uint32_t sxn, sxc, sxh, sxw;
     uint32_t swo, syn;
     uint32_t t_off, b_off, s_off, R, stn, sbo;
+    uint32_t nimg;
 } conv_pc;
 
 /* Elements of one image's input channels [0, cc) as the shader reads them. */
@@ -74,9 +75,9 @@ static int emit_conv(vkl_graph *g, vkl_node *n, vkl_err *e)
     int acc = !cp->acc ? 0 : n->src[n->nsrc - 1] == y ? 1 : 2;
     int padded = cp->pt || cp->pl || (Ho - 1) * cp->sh + cp->kh > xs[2] || (Wo - 1) * cp->sw + cp->kw > xs[3];
     /* kernel size, stride and bias are push constants: fewer pipelines to compile */
-    uint32_t spec[10] = {tl->wg, tl->tm, tl->tn, (uint32_t)x->dtype, (uint32_t)w->dtype,
+    uint32_t spec[11] = {tl->wg, tl->tm, tl->tn, (uint32_t)x->dtype, (uint32_t)w->dtype,
                          bias ? (uint32_t)bias->dtype : 0u, padded ? 1u : 0u, (uint32_t)acc, t ? 1u : 0u,
-                         bc ? (uint32_t)bc->dtype : 0u};
+                         bc ? (uint32_t)bc->dtype : 0u, 0u};
 
     int64_t max_x = vkl_window_elems(c, x->dtype, 1), max_w = vkl_window_elems(c, w->dtype, 1);
     int64_t max_y = vkl_window_elems(c, VKL_F32, 1);
@@ -99,6 +100,9 @@ static int emit_conv(vkl_graph *g, vkl_node *n, vkl_err *e)
         }
     }
     int64_t images = whole ? 1 : N;
+    /* images smaller than one workgroup's columns: columns over all images */
+    int fold = whole && N > 1 && P < (int64_t)tl->tn * tl->wg && N * P <= UINT32_MAX;
+    spec[10] = fold ? 1u : 0u;
     for (int64_t z = 0; z < images; z++) {
         for (int64_t o0 = 0; o0 < O; o0 += oc) {
             int64_t on = O - o0 < oc ? O - o0 : oc;
@@ -157,10 +161,12 @@ static int emit_conv(vkl_graph *g, vkl_node *n, vkl_err *e)
                     return -1;
                 if (yin_off != pc.y_off) return vkl_fail(e, "internal: conv2d accumulation windows differ in alignment");
             }
-            uint32_t gx = (uint32_t)(((P + tl->tn - 1) / tl->tn + tl->wg - 1) / tl->wg);
+            int64_t cols = fold ? N * P : P;
+            pc.nimg = (uint32_t)N;
+            uint32_t gx = (uint32_t)(((cols + tl->tn - 1) / tl->tn + tl->wg - 1) / tl->wg);
             uint32_t gy = (uint32_t)((on + tl->tm - 1) / tl->tm);
-            uint32_t gz = whole ? (uint32_t)N : 1;
-            if (vkl_emit_dispatch(g, "conv2d", spec, 10, bind, 8, &pc, sizeof pc, gx, gy, gz, e)) return -1;
+            uint32_t gz = whole && !fold ? (uint32_t)N : 1;
+            if (vkl_emit_dispatch(g, "conv2d", spec, 11, bind, 8, &pc, sizeof pc, gx, gy, gz, e)) return -1;
         }
     }
     return 0;

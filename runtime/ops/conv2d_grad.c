@@ -94,9 +94,12 @@ static int emit_dx(vkl_graph *g, vkl_node *n, vkl_err *e)
     int64_t N = dx->shape[0], C = dx->shape[1], H = dx->shape[2], W = dx->shape[3], HW = H * W;
     int64_t KK = (int64_t)gp->k.kh * gp->k.kw, WK = C * KK;
     const vkl_conv2d_tile *tl = &gp->tile;
-    uint32_t spec[6] = {tl->wg, tl->tm, tl->tn, (uint32_t)w->dtype, (uint32_t)dy->dtype, gp->acc ? 1u : 0u};
     int64_t phases = (int64_t)gp->k.sh * gp->k.sw;
     int64_t pmax = ((H + gp->k.sh - 1) / gp->k.sh) * ((W + gp->k.sw - 1) / gp->k.sw);
+    /* images smaller than one workgroup's columns: columns over all images */
+    int fold = gp->whole && N > 1 && pmax < (int64_t)tl->tn * tl->wg;
+    uint32_t spec[7] = {tl->wg, tl->tm, tl->tn, (uint32_t)w->dtype, (uint32_t)dy->dtype, gp->acc ? 1u : 0u,
+                        fold ? 1u : 0u};
     int64_t images = gp->whole ? 1 : N, rows = gp->whole ? C : gp->rows;
     int64_t dspan = chan_span(ds, dst, gp->on);
     for (int64_t z = 0; z < images; z++) {
@@ -124,10 +127,12 @@ static int emit_dx(vkl_graph *g, vkl_node *n, vkl_err *e)
                 vkl_bind_span(g, w, gp->o0 * WK + c0 * KK, (gp->on - 1) * WK + cn * KK, &bind[0], &pc.a_off, e) ||
                 vkl_bind_span(g, dx, (z * C + c0) * HW, gp->whole ? N * C * HW : cn * HW, &bind[2], &pc.out_off, e))
                 return -1;
-            uint32_t gx = (uint32_t)(((pmax + tl->tn - 1) / tl->tn + tl->wg - 1) / tl->wg);
+            pc.nimg = (uint32_t)N;
+            int64_t cols = fold ? N * pmax : pmax;
+            uint32_t gx = (uint32_t)(((cols + tl->tn - 1) / tl->tn + tl->wg - 1) / tl->wg);
             uint32_t gy = (uint32_t)((cn + tl->tm - 1) / tl->tm);
-            uint32_t gz = (uint32_t)((gp->whole ? N : 1) * phases);
-            if (vkl_emit_dispatch(g, "conv2d_dx", spec, 6, bind, 3, &pc, sizeof pc, gx, gy, gz, e)) return -1;
+            uint32_t gz = (uint32_t)((gp->whole && !fold ? N : 1) * phases);
+            if (vkl_emit_dispatch(g, "conv2d_dx", spec, 7, bind, 3, &pc, sizeof pc, gx, gy, gz, e)) return -1;
         }
     }
     return 0;

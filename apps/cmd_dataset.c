@@ -215,7 +215,7 @@ static int collect_dir(const char *dir, const vkl_emoji_names *names, item **out
 static void file_stem(uint32_t cp, const char *caption, char *out, size_t n)
 {
     int k = snprintf(out, n, "u%04x", (unsigned)cp);
-    size_t at = (size_t)k, start = at, kept = 0;
+    size_t at = (size_t)k, kept = 0;
     int gap = 1;
     for (const char *p = caption; *p && at + 2 < n && kept < FILE_CAPTION_MAX; p++) {
         unsigned char c = (unsigned char)*p;
@@ -229,7 +229,6 @@ static void file_stem(uint32_t cp, const char *caption, char *out, size_t n)
         }
     }
     out[at] = 0;
-    (void)start;
 }
 
 static int write_text(const char *path, const char *text, vkl_err *e)

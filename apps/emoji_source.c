@@ -29,8 +29,10 @@ void vkl_dpkg_version(const char *status_path, const char *package, char *out, s
  * another file given on the command line may come from anywhere. */
 static void row(FILE *f, const char *what, const char *path, const char *default_path, const char *package)
 {
-    char version[256] = "unknown";
-    int ours = !strcmp(path, default_path);
+    char version[256] = "unknown", *real = realpath(path, NULL), *real_default = realpath(default_path, NULL);
+    int ours = real && real_default && !strcmp(real, real_default);
+    free(real);
+    free(real_default);
     if (ours) vkl_dpkg_version(NULL, package, version, sizeof version);
     fprintf(f, "| %s | `%s` | %s | %s |\n", what, path, ours ? package : "unknown (not the package's path)", version);
 }
@@ -55,7 +57,7 @@ int vkl_emoji_write_source(const char *path, const vkl_emoji_provenance *p, vkl_
         fprintf(f, "- Images: Noto Color Emoji by Google. The emoji images are under the Apache License 2.0\n"
                    "  (Apache-2.0); the font as a whole is under the SIL Open Font License 1.1 (OFL-1.1).\n");
     else
-        fprintf(f, "- Images: EmojiOne 2.x artwork as shipped by gemojione, under the Creative Commons\n"
+        fprintf(f, "- Images: EmojiOne artwork as shipped by gemojione, under the Creative Commons\n"
                    "  Attribution-ShareAlike 4.0 licence (CC-BY-SA-4.0); derived images must keep that licence\n"
                    "  and this attribution: \"Emoji artwork provided by EmojiOne\".\n");
     fprintf(f, "- Captions: Unicode Character Database and CLDR data, under the Unicode licence\n"

@@ -31,9 +31,9 @@ static int check_format12(vkl_font *f, const uint8_t *s, uint32_t avail, vkl_err
     for (uint32_t i = 0; i < ngroups; i++) {
         const uint8_t *g = s + 16 + (size_t)i * 12;
         uint32_t start = vkl_be32(g), end = vkl_be32(g + 4);
-        if (start > end || end > 0x10FFFF || (i > 0 && start <= prev_end))
-            return vkl_fail(e, "%s: cmap table: format 12 group %u (U+%04X..U+%04X) is reversed, out of Unicode or out of order",
-                            f->label, i, start, end);
+        const char *why = start > end ? "is reversed" : end > 0x10FFFF ? "goes past U+10FFFF"
+                        : i > 0 && start <= prev_end ? "overlaps or precedes the group before it" : NULL;
+        if (why) return vkl_fail(e, "%s: cmap table: format 12 group %u (U+%04X..U+%04X) %s", f->label, i, start, end, why);
         prev_end = end;
     }
     f->cmap_len = 16 + ngroups * 12;
@@ -51,9 +51,9 @@ static int check_format4(vkl_font *f, const uint8_t *s, uint32_t avail, vkl_err 
     const uint8_t *ends = s + 14, *starts = ends + segx2 + 2;
     for (uint32_t i = 0; i < segx2 / 2; i++) {
         uint32_t start = vkl_be16(starts + 2 * i), end = vkl_be16(ends + 2 * i);
-        if (start > end || (i > 0 && start <= vkl_be16(ends + 2 * (i - 1))))
-            return vkl_fail(e, "%s: cmap table: format 4 segment %u (U+%04X..U+%04X) is reversed or out of order", f->label, i,
-                            start, end);
+        const char *why = start > end ? "is reversed" : i > 0 && start <= vkl_be16(ends + 2 * (i - 1))
+                        ? "overlaps or precedes the segment before it" : NULL;
+        if (why) return vkl_fail(e, "%s: cmap table: format 4 segment %u (U+%04X..U+%04X) %s", f->label, i, start, end, why);
     }
     f->cmap_len = len;
     return 0;

@@ -19,9 +19,11 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define FILE_CAPTION_MAX 80 /* characters of the caption kept in a file name */
 
@@ -231,13 +233,25 @@ static void file_stem(uint32_t cp, const char *caption, char *out, size_t n)
     out[at] = 0;
 }
 
-static int write_text(const char *path, const char *text, vkl_err *e)
+static int write_bytes(const char *path, const void *data, size_t n, vkl_err *e)
 {
-    FILE *f = fopen(path, "w");
+    FILE *f = fopen(path, "wb");
     if (!f) return vkl_fail(e, "cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    if (fclose(f) != 0) return vkl_fail(e, "cannot write %s: %s", path, strerror(errno));
+    size_t k = fwrite(data, 1, n, f);
+    if (fclose(f) != 0 || k != n) return vkl_fail(e, "cannot write %s: %s", path, strerror(errno));
     return 0;
+}
+
+/* One flush of the finished folder before it is moved into place: a sync per
+ * file (what vkl_png_write does for a lone image) costs seconds on a busy
+ * disk for a thousand small files, and only the folder as a whole matters. */
+static int sync_dir(const char *dir, vkl_err *e)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return vkl_fail(e, "cannot open %s: %s", dir, strerror(errno));
+    int rc = syncfs(fd) ? vkl_fail(e, "cannot flush %s to disk: %s", dir, strerror(errno)) : 0;
+    close(fd);
+    return rc;
 }
 
 /* The command line as given, quoted where a shell would need it. */
@@ -306,13 +320,19 @@ static int write_items(const args *a, const vkl_font *font, const vkl_emoji_name
         char stem[160];
         file_stem(it->cp, caption, stem, sizeof stem);
         snprintf(path, dl + 256, "%s/%s.png", dir, stem);
-        rc = vkl_png_write(path, &im, NULL, 0, e);
+        uint8_t *encoded;
+        size_t encoded_size;
+        rc = vkl_png_encode(&im, NULL, 0, path, &encoded, &encoded_size, e);
         vkl_image_free(&im);
+        if (!rc) {
+            rc = write_bytes(path, encoded, encoded_size, e);
+            free(encoded);
+        }
         if (!rc) {
             snprintf(path, dl + 256, "%s/%s.txt", dir, stem);
             char line[1024];
-            snprintf(line, sizeof line, "%s\n", caption);
-            rc = write_text(path, line, e);
+            int len = snprintf(line, sizeof line, "%s\n", caption);
+            rc = write_bytes(path, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1, e);
         }
         if (!rc) {
             fprintf(tsv, "%s.png\tU+%04X\t%s\t", stem, (unsigned)it->cp, caption);
@@ -364,6 +384,7 @@ static int run_emoji(const args *a, const char *command, vkl_err *e)
                                       (int)n, a->size};
             snprintf(src_path, tl + 16, "%s/SOURCE.md", tmp);
             if (!rc) rc = vkl_emoji_write_source(src_path, &p, e);
+            if (!rc) rc = sync_dir(tmp, e);
             if (!rc) rc = vkl_dir_install(tmp, a->out, a->force, e);
             if (rc) {
                 vkl_err ignored;

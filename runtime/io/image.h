@@ -111,6 +111,12 @@ typedef struct vkl_png_text {
 int vkl_png_write(const char *path, const vkl_image *im, const vkl_png_text *texts, int ntexts,
                   vkl_err *e);
 
+/* The same PNG bytes in memory (malloc'd *out), for writers that place and
+ * sync files themselves, such as a folder written as a whole. label names the
+ * image in messages. */
+int vkl_png_encode(const vkl_image *im, const vkl_png_text *texts, int ntexts, const char *label,
+                   uint8_t **out, size_t *size, vkl_err *e);
+
 /* Reads every tEXt, zTXt and iTXt chunk of a PNG (whose chunks and CRCs are
  * checked). Compressed text is inflated with a size limit per chunk (as
  * Pillow does) and in all, so a text bomb is an error, not an allocation.

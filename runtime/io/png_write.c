@@ -98,8 +98,10 @@ static int write_png(FILE *f, const vkl_image *im, const vkl_png_text *texts, in
     return 0;
 }
 
-int vkl_png_write(const char *path, const vkl_image *im, const vkl_png_text *texts, int ntexts,
-                  vkl_err *e)
+/* Checks the arguments and gives the 8-bit image to encode (im itself, or
+ * its conversion in *u8, which the caller frees). */
+static int prepare(const char *path, const vkl_image *im, const vkl_png_text *texts, int ntexts,
+                   vkl_image *u8, const vkl_image **src, vkl_err *e)
 {
     if (!im || !im->data || im->channels < 1 || im->channels > 4 || im->width < 1 ||
         im->height < 1)
@@ -110,15 +112,55 @@ int vkl_png_write(const char *path, const vkl_image *im, const vkl_png_text *tex
         if (check_key(texts[i].key, path, e)) return -1;
         if (!texts[i].value) return vkl_fail(e, "%s: PNG text '%s' has no value", path, texts[i].key);
     }
-    vkl_image u8 = {0};
-    const vkl_image *src = im;
+    memset(u8, 0, sizeof *u8);
+    *src = im;
     if (im->type != VKL_PIX_U8) {
-        if (vkl_image_convert(im, VKL_PIX_U8, &u8, e)) {
+        if (vkl_image_convert(im, VKL_PIX_U8, u8, e)) {
             vkl_err_prefix(e, "%s: ", path);
             return -1;
         }
-        src = &u8;
+        *src = u8;
     }
+    return 0;
+}
+
+int vkl_png_encode(const vkl_image *im, const vkl_png_text *texts, int ntexts, const char *label,
+                   uint8_t **out, size_t *size, vkl_err *e)
+{
+    *out = NULL;
+    *size = 0;
+    if (!label) label = "(memory)";
+    vkl_image u8;
+    const vkl_image *src;
+    if (prepare(label, im, texts, ntexts, &u8, &src, e)) return -1;
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    png_text *pt = calloc((size_t)ntexts + 1, sizeof *pt);
+    png_err_ctx *ctx = calloc(1, sizeof *ctx);
+    int rc = -1;
+    if (!f || !pt || !ctx) {
+        vkl_fail(e, "%s: out of memory", label);
+    } else if (write_png(f, src, texts, ntexts, pt, ctx)) {
+        vkl_fail(e, "%s: encoding PNG failed: %s", label, ctx->msg);
+    } else {
+        rc = 0;
+    }
+    if (f && fclose(f) != 0 && !rc) rc = vkl_fail(e, "%s: out of memory", label);
+    if (rc) free(buf);
+    else *out = (uint8_t *)buf, *size = n;
+    free(pt);
+    free(ctx);
+    vkl_image_free(&u8);
+    return rc;
+}
+
+int vkl_png_write(const char *path, const vkl_image *im, const vkl_png_text *texts, int ntexts,
+                  vkl_err *e)
+{
+    vkl_image u8;
+    const vkl_image *src;
+    if (prepare(path, im, texts, ntexts, &u8, &src, e)) return -1;
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 16);
     png_text *pt = calloc((size_t)ntexts + 1, sizeof *pt);

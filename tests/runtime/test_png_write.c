@@ -83,6 +83,33 @@ static void roundtrip_rgb_rgba_with_texts(void **state)
     vkl_test_rmtree(dir);
 }
 
+/* vkl_png_encode gives exactly the bytes vkl_png_write puts in the file. */
+static void encode_matches_file(void **state)
+{
+    (void)state;
+    const char *dir = vkl_test_tmpdir();
+    uint8_t px[5 * 3 * 4];
+    for (size_t i = 0; i < sizeof px; i++) px[i] = (uint8_t)(i * 37);
+    vkl_image im = {5, 3, 4, VKL_PIX_U8, px};
+    vkl_png_text t = {"parameters", "a cat, caf\xc3\xa9"};
+    vkl_err e = {{0}};
+    const char *p = path_in(dir, "e.png");
+    assert_int_equal(vkl_png_write(p, &im, &t, 1, &e), 0);
+    uint8_t *file, *mem;
+    size_t nf, nm;
+    assert_int_equal(vkl_read_file_bytes(p, 1 << 20, &file, &nf, &e), 0);
+    assert_int_equal(vkl_png_encode(&im, &t, 1, "e", &mem, &nm, &e), 0);
+    assert_int_equal(nf, nm);
+    assert_memory_equal(file, mem, nf);
+    free(file);
+    free(mem);
+    vkl_image bad = {0, 3, 4, VKL_PIX_U8, px};
+    assert_int_equal(vkl_png_encode(&bad, NULL, 0, "bad", &mem, &nm, &e), -1);
+    assert_null(mem);
+    assert_non_null(strstr(e.msg, "bad"));
+    vkl_test_rmtree(dir);
+}
+
 static void float_rounds_to_8_bits(void **state)
 {
     (void)state;
@@ -257,6 +284,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(roundtrip_rgb_rgba_with_texts),
         cmocka_unit_test(float_rounds_to_8_bits),
+        cmocka_unit_test(encode_matches_file),
         cmocka_unit_test(failures_leave_nothing),
         cmocka_unit_test(text_reader_chunk_kinds),
         cmocka_unit_test(corpus_texts),

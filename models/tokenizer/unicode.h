@@ -21,6 +21,10 @@ int vkl_uc_class(uint32_t cp);
 int vkl_uc_ccc(uint32_t cp); /* canonical combining class */
 /* Unicode White_Space (what the `regex` module's \s matches). */
 int vkl_uc_is_white_space(uint32_t cp);
+/* Oniguruma's Unicode \w (what the Hugging Face tokenizers' Whitespace
+ * pre-tokenizer matches): Alphabetic, Mark, Decimal_Number,
+ * Connector_Punctuation, Join_Control. */
+int vkl_uc_is_word(uint32_t cp);
 /* Python's str.isspace() (adds U+001C..U+001F to White_Space). */
 int vkl_uc_is_py_space(uint32_t cp);
 /* 1 = Cased (and not Case_Ignorable), 2 = Case_Ignorable, 0 = neither. */

@@ -1,0 +1,81 @@
+/* Text -> words for word-level tokenizers, the same for building a vocabulary
+ * from captions and for encoding prompts, so that every caption word is found
+ * again at encoding time: added tokens are cut out of the raw text, the rest
+ * lower-cased (Hugging Face's Lowercase normalizer is Rust's to_lowercase,
+ * which is the same full mapping with Final_Sigma as CPython's str.lower) and
+ * split by the Whitespace pre-tokenizer's regex \w+|[^\w\s]+. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "word_level.h"
+
+size_t vkl_wl_find_added(const char *s, size_t len, char *const *toks, size_t n, size_t *which,
+                         size_t *mlen)
+{
+    for (size_t i = 0; i < len; i++) {
+        size_t best = 0;
+        for (size_t k = 0; k < n; k++) {
+            size_t tl = strlen(toks[k]);
+            if (tl > best && tl <= len - i && memcmp(s + i, toks[k], tl) == 0) {
+                best = tl;
+                *which = k;
+            }
+        }
+        if (best) {
+            *mlen = best;
+            return i;
+        }
+    }
+    *mlen = 0;
+    return len;
+}
+
+enum { SPACE, WORD, PUNCT };
+
+static int kind(uint32_t c)
+{
+    if (vkl_uc_is_word(c))
+        return WORD;
+    return vkl_uc_is_white_space(c) ? SPACE : PUNCT;
+}
+
+int vkl_wl_pretokenize(const char *s, size_t len, int lower, const char *what, char **norm,
+                       vkl_i32buf *spans, vkl_err *e)
+{
+    vkl_ucbuf cps = {0}, low = {0};
+    *norm = NULL;
+    if (vkl_utf8_decode(s, len, &cps, e)) {
+        vkl_ucbuf_free(&cps);
+        vkl_err_prefix(e, "%s: ", what);
+        return -1;
+    }
+    const vkl_ucbuf *src = &cps;
+    int rc = 0;
+    if (lower) {
+        rc = vkl_uc_lower(cps.v, cps.n, &low);
+        src = &low;
+    }
+    /* 4 bytes per code point at most; offsets must fit the int32 spans */
+    char *out = rc || src->n >= (size_t)INT32_MAX / 4 ? NULL : malloc(src->n * 4 + 1);
+    size_t at = 0;
+    for (size_t i = 0; out && !rc && i < src->n;) {
+        int k = kind(src->v[i]);
+        if (k == SPACE) {
+            i++;
+            continue;
+        }
+        size_t start = at;
+        for (; i < src->n && kind(src->v[i]) == k; i++)
+            at += vkl_utf8_put(src->v[i], (unsigned char *)out + at);
+        rc = vkl_i32buf_push(spans, (int32_t)start) || vkl_i32buf_push(spans, (int32_t)at);
+    }
+    vkl_ucbuf_free(&cps);
+    vkl_ucbuf_free(&low);
+    if (!out || rc) {
+        free(out);
+        return vkl_fail(e, "%s: out of memory splitting %zu bytes of text into words", what, len);
+    }
+    out[at] = 0;
+    *norm = out;
+    return 0;
+}

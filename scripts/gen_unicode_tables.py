@@ -200,10 +200,11 @@ OTHER_ALPHABETIC_SO = ((0x24B6, 0x24E9), (0x1F130, 0x1F149), (0x1F150, 0x1F169),
 
 def is_word(cp):
     """Oniguruma's Unicode \\w, the class the Hugging Face tokenizers'
-    Whitespace pre-tokenizer splits with (UTS #18): Alphabetic, Mark,
-    Decimal_Number, Connector_Punctuation, Join_Control."""
+    Whitespace pre-tokenizer splits with: Alphabetic, Mark, Decimal_Number,
+    Connector_Punctuation (its make_unicode_property_data.py; unlike UTS #18
+    without Join_Control)."""
     c = ud.category(chr(cp))
-    if c[0] in "LM" or c in ("Nd", "Nl", "Pc") or cp in (0x200C, 0x200D):
+    if c[0] in "LM" or c in ("Nd", "Nl", "Pc"):
         return 1
     return int(any(a <= cp <= b for a, b in OTHER_ALPHABETIC_SO))
 

@@ -22,8 +22,8 @@ int vkl_uc_ccc(uint32_t cp); /* canonical combining class */
 /* Unicode White_Space (what the `regex` module's \s matches). */
 int vkl_uc_is_white_space(uint32_t cp);
 /* Oniguruma's Unicode \w (what the Hugging Face tokenizers' Whitespace
- * pre-tokenizer matches): Alphabetic, Mark, Decimal_Number,
- * Connector_Punctuation, Join_Control. */
+ * pre-tokenizer matches) as its classes use it: Alphabetic, Mark,
+ * Decimal_Number, Connector_Punctuation (not ZWJ/ZWNJ, unlike UTS #18). */
 int vkl_uc_is_word(uint32_t cp);
 /* Python's str.isspace() (adds U+001C..U+001F to White_Space). */
 int vkl_uc_is_py_space(uint32_t cp);

@@ -30,13 +30,23 @@ size_t vkl_wl_find_added(const char *s, size_t len, char *const *toks, size_t n,
     return len;
 }
 
-enum { SPACE, WORD, PUNCT };
-
-static int kind(uint32_t c)
+/* Oniguruma matches a bare \w below U+0100 with its Latin-1 ctype table,
+ * where the superscript digits and the vulgar fractions are word characters,
+ * but the \w inside [^\w\s] with the Unicode property, where they are not:
+ * "x²" is one word, "!²" one run of punctuation. */
+static int latin1_word(uint32_t c)
 {
-    if (vkl_uc_is_word(c))
-        return WORD;
-    return vkl_uc_is_white_space(c) ? SPACE : PUNCT;
+    return c == 0xB2 || c == 0xB3 || c == 0xB9 || (c >= 0xBC && c <= 0xBE);
+}
+
+static int in_word(uint32_t c)
+{
+    return vkl_uc_is_word(c) || latin1_word(c);
+}
+
+static int in_punct(uint32_t c)
+{
+    return !vkl_uc_is_word(c) && !vkl_uc_is_white_space(c);
 }
 
 int vkl_wl_pretokenize(const char *s, size_t len, int lower, const char *what, char **norm,
@@ -59,13 +69,14 @@ int vkl_wl_pretokenize(const char *s, size_t len, int lower, const char *what, c
     char *out = rc || src->n >= (size_t)INT32_MAX / 4 ? NULL : malloc(src->n * 4 + 1);
     size_t at = 0;
     for (size_t i = 0; out && !rc && i < src->n;) {
-        int k = kind(src->v[i]);
-        if (k == SPACE) {
-            i++;
+        /* the regex's alternatives in order: \w+ first, then [^\w\s]+ */
+        int (*run)(uint32_t) = in_word(src->v[i]) ? in_word : in_punct(src->v[i]) ? in_punct : NULL;
+        if (!run) {
+            i++; /* white space */
             continue;
         }
         size_t start = at;
-        for (; i < src->n && kind(src->v[i]) == k; i++)
+        for (; i < src->n && run(src->v[i]); i++)
             at += vkl_utf8_put(src->v[i], (unsigned char *)out + at);
         rc = vkl_i32buf_push(spans, (int32_t)start) || vkl_i32buf_push(spans, (int32_t)at);
     }

@@ -252,8 +252,8 @@ static void test_word_class(void **state)
 {
     (void)state;
     /* \w of Oniguruma (what tokenizers' Whitespace splits with) */
-    const uint32_t word[] = {'a', 'Z', '5', '_', 0xE9, 0x301, 0x903, 0x2160, 0x24B6, 0x200D, 0x0661, 0x4E00, 0xFE0F};
-    const uint32_t other[] = {' ', '!', '-', 0xB2, 0xBD, 0x2764, 0x1F600, 0x3000, 0x2019, 0xA0, 0};
+    const uint32_t word[] = {'a', 'Z', '5', '_', 0xE9, 0x301, 0x903, 0x2160, 0x24B6, 0x0661, 0x4E00, 0xFE0F};
+    const uint32_t other[] = {' ', '!', '-', 0xB2, 0xBD, 0x2764, 0x1F600, 0x3000, 0x2019, 0xA0, 0x200D, 0};
     for (size_t i = 0; i < sizeof word / sizeof *word; i++)
         if (!vkl_uc_is_word(word[i])) fail_msg("U+%04X should be a word character", word[i]);
     for (size_t i = 0; i < sizeof other / sizeof *other; i++)

@@ -37,6 +37,9 @@ static int setup(void **state)
     write_file(d, "x.txt", "Green Apple!");
     snprintf(d, sizeof d, "%s/nothing", root);
     mkdir(d, 0755);
+    snprintf(d, sizeof d, "%s/latin1", root);
+    mkdir(d, 0755);
+    write_file(d, "caf.txt", "caf\xe9");
     return 0;
 }
 
@@ -154,6 +157,7 @@ static void test_usage(void **state)
     expect("tokenizer build --captions emoji --bogus -o x", 2, "unexpected argument --bogus");
     expect("tokenizer build --captions nothing -o x", 1, "no *.txt caption files in nothing");
     expect("tokenizer build --captions missing -o x", 1, "missing");
+    expect("tokenizer build --captions latin1 -o x", 1, "latin1/caf.txt: invalid UTF-8");
     struct stat st;
     char x[400];
     snprintf(x, sizeof x, "%s/x", root);

@@ -236,6 +236,8 @@ static void test_encode(void **state)
     IDS(t, "CAFÉ", CAFE);                        /* ... and are lower-cased */
     IDS(t, "cafe\xcc\x81", UNK);                 /* a combining mark joins the word (not NFC'd) */
     IDS(t, "red_heart", UNK);                    /* _ is a word character */
+    IDS(t, "red\xc2\xb2 !\xc2\xb2", UNK, UNK);     /* Oniguruma: "red²" one word, "!²" one run */
+    IDS(t, "heart\xe2\x9d\xa4\xef\xb8\x8f", HEART, UNK, UNK); /* "❤" punctuation, VS16 a mark */
     IDS(t, "<|startoftext|>red<|endoftext|>", BOS, RED, EOS); /* specials cut out of raw text */
     IDS(t, "<|UNK|>", UNK, UNK, UNK);            /* ... case-sensitively: "<|", "unk", "|>" */
     IDS(t, "\t\n ");

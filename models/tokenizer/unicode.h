@@ -51,5 +51,9 @@ int vkl_uc_nfc(const uint32_t *in, size_t n, vkl_ucbuf *out);
 /* CPython str.lower() of in[0..n) appended to out: full mapping (U+0130 gives
  * two code points) and the Final_Sigma rule for U+03A3. */
 int vkl_uc_lower(const uint32_t *in, size_t n, vkl_ucbuf *out);
+/* The same one character at a time, as Rust's char::to_lowercase (what the
+ * Hugging Face tokenizers' Lowercase normalizer calls): no Final_Sigma
+ * context, capital sigma always becomes U+03C3. */
+int vkl_uc_lower_chars(const uint32_t *in, size_t n, vkl_ucbuf *out);
 
 #endif

@@ -1,9 +1,9 @@
 /* Text -> words for word-level tokenizers, the same for building a vocabulary
  * from captions and for encoding prompts, so that every caption word is found
  * again at encoding time: added tokens are cut out of the raw text, the rest
- * lower-cased (Hugging Face's Lowercase normalizer is Rust's to_lowercase,
- * which is the same full mapping with Final_Sigma as CPython's str.lower) and
- * split by the Whitespace pre-tokenizer's regex \w+|[^\w\s]+. */
+ * lower-cased (Hugging Face's Lowercase normalizer maps each char with Rust's
+ * char::to_lowercase: the full mapping, but no Final_Sigma) and split by the
+ * Whitespace pre-tokenizer's regex \w+|[^\w\s]+. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,7 +62,7 @@ int vkl_wl_pretokenize(const char *s, size_t len, int lower, const char *what, c
     const vkl_ucbuf *src = &cps;
     int rc = 0;
     if (lower) {
-        rc = vkl_uc_lower(cps.v, cps.n, &low);
+        rc = vkl_uc_lower_chars(cps.v, cps.n, &low);
         src = &low;
     }
     /* 4 bytes per code point at most; offsets must fit the int32 spans */

@@ -485,6 +485,16 @@ static void test_foreign_file(void **state)
     IDS(t, "Hello [MASK]world", 0, 5, 4);
     vkl_clip_tokenizer_free(t);
 
+    /* Lowercase maps one char at a time (Rust's char::to_lowercase): a final
+     * capital sigma is σ, not ς; İ becomes i + U+0307 */
+    write_file(d, "tokenizer.json",
+               "{\"normalizer\":{\"type\":\"Lowercase\"},\"pre_tokenizer\":{\"type\":\"Whitespace\"},"
+               "\"model\":{\"type\":\"WordLevel\",\"vocab\":{" SPECIALS ",\"\u03bf\u03b4\u03bf\u03c3\":3,"
+               "\"i\u0307\":4},\"unk_token\":\"<|unk|>\"}}");
+    t = load(d);
+    IDS(t, "\xce\x9f\xce\x94\xce\x9f\xce\xa3 \xc4\xb0", 3, 4); /* "ΟΔΟΣ İ" */
+    vkl_clip_tokenizer_free(t);
+
     /* no template: BOS/EOS from tokenizer_config.json beside it */
     write_file(d, "tokenizer.json",
                "{\"pre_tokenizer\":{\"type\":\"Whitespace\"},\"model\":{\"type\":\"WordLevel\","

@@ -20,7 +20,8 @@ static int load_tokenizer(vkl_sd_model *m, const char *path, const char *explici
     if ((!where || !*where) && !getenv("VKLORA_CLIP_VOCAB"))
         return vkl_fail(e, "%s is a single-file checkpoint, which carries no tokenizer vocabulary: pass "
                            "--tokenizer PATH or set VKLORA_CLIP_VOCAB to a folder with vocab.json + merges.txt "
-                           "(e.g. a diffusers tokenizer/ folder) or to bpe_simple_vocab_16e6.txt.gz", path);
+                           "or a word-level tokenizer.json (e.g. a diffusers tokenizer/ folder) or to "
+                           "bpe_simple_vocab_16e6.txt.gz", path);
     return vkl_clip_tokenizer_load(&m->tok, where, e);
 }
 

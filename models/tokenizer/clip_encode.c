@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clip_internal.h"
+#include "word_level.h"
 
 static const char SOT[] = "<|startoftext|>", EOT[] = "<|endoftext|>";
 
@@ -77,6 +77,15 @@ int vkl_clip_encode(vkl_clip_tokenizer *t, const char *text, size_t len, unsigne
     vkl_i32buf out = {0};
     *ids = NULL;
     *n = 0;
+    if (t->word_level) {
+        if (vkl_wl_encode(t, text, len, &out, e)) {
+            vkl_i32buf_free(&out);
+            return -1;
+        }
+        *ids = out.v;
+        *n = out.n;
+        return 0;
+    }
     if (vkl_utf8_decode(text, len, &cps, e)) {
         vkl_ucbuf_free(&cps);
         return -1;

@@ -31,6 +31,15 @@ struct vkl_clip_tokenizer {
     /* per-word BPE cache: word bytes -> offset into pool ([len, ids...]) */
     vkl_strmap cache;
     vkl_i32buf pool;
+    /* word-level mode (tokenizer.json with a WordLevel model, word_level.h):
+     * no merges or byte symbols; words are looked up whole. */
+    int word_level;
+    int wl_lowercase;     /* normalizer Lowercase */
+    int32_t unk;          /* id of unknown words */
+    int32_t comma;        /* id of ",", -1 when absent: A1111's comma backtracking */
+    char **added;         /* added_tokens, cut out of the raw text before normalising */
+    int32_t *added_id;
+    size_t n_added;
 };
 
 /* The code point that byte b stands for in token strings (GPT-2's
@@ -50,6 +59,8 @@ uint32_t vkl_clip_merge_find(const vkl_clip_tokenizer *t, int32_t a, int32_t b, 
 /* Merge limit CLIP uses: lines[1 : 49152 - 256 - 2 + 1]. */
 #define VKL_CLIP_MAX_MERGES (49152 - 256 - 2)
 
+/* The whole file (up to 64 MiB) into *buf (malloc'd, NUL-terminated). */
+int vkl_clip_read_file(const char *path, char **buf, size_t *len, vkl_err *e);
 int vkl_clip_load_folder(vkl_clip_tokenizer *t, const char *dir, vkl_err *e);
 int vkl_clip_load_bpe_gz(vkl_clip_tokenizer *t, const char *file, vkl_err *e);
 

@@ -1,5 +1,6 @@
 /* Finding and reading the vocabulary: a diffusers/transformers tokenizer
- * folder (vocab.json + merges.txt) or openai/CLIP's bpe_simple_vocab_16e6.txt.gz. */
+ * folder (vocab.json + merges.txt) or openai/CLIP's bpe_simple_vocab_16e6.txt.gz,
+ * or a word-level tokenizer.json (word_level_load.c). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,7 +8,7 @@
 #include <zlib.h>
 #include <cjson/cJSON.h>
 
-#include "clip_internal.h"
+#include "word_level.h"
 
 #define MAX_FILE_BYTES (64u << 20)
 
@@ -37,6 +38,13 @@ static int folder_has(const char *dir, const char *name)
     return join(p, sizeof p, dir, name, NULL) == 0 && is_file(p);
 }
 
+/* A folder holds a BPE vocabulary (vocab.json + merges.txt) or a word-level
+ * tokenizer.json; BPE wins where both are present, as it always loaded. */
+static int folder_is_tokenizer(const char *dir)
+{
+    return (folder_has(dir, "vocab.json") && folder_has(dir, "merges.txt")) || folder_has(dir, "tokenizer.json");
+}
+
 int vkl_clip_vocab_resolve(const char *path, char *out, size_t cap, vkl_err *e)
 {
     const char *from = "argument";
@@ -46,18 +54,20 @@ int vkl_clip_vocab_resolve(const char *path, char *out, size_t cap, vkl_err *e)
     }
     if (!path || !*path)
         return vkl_fail(e, "no CLIP vocabulary given: pass a path or set VKLORA_CLIP_VOCAB to a "
-                           "tokenizer folder (vocab.json + merges.txt) or bpe_simple_vocab_16e6.txt.gz");
+                           "tokenizer folder (vocab.json + merges.txt, or a word-level tokenizer.json) "
+                           "or bpe_simple_vocab_16e6.txt.gz");
     if (is_dir(path)) {
-        if (folder_has(path, "vocab.json") && folder_has(path, "merges.txt")) {
+        char sub[4096];
+        if (folder_is_tokenizer(path)) {
             if (strlen(path) >= cap)
                 return vkl_fail(e, "path too long: %s", path);
             strcpy(out, path);
             return 0;
         }
-        if (folder_has(path, "tokenizer/vocab.json") && folder_has(path, "tokenizer/merges.txt"))
+        if (join(sub, sizeof sub, path, "tokenizer", NULL) == 0 && folder_is_tokenizer(sub))
             return join(out, cap, path, "tokenizer", e);
-        return vkl_fail(e, "CLIP vocabulary folder %s (from %s) has no vocab.json + merges.txt "
-                           "(nor tokenizer/ with them)", path, from);
+        return vkl_fail(e, "CLIP vocabulary folder %s (from %s) has no vocab.json + merges.txt nor "
+                           "tokenizer.json (nor tokenizer/ with them)", path, from);
     }
     if (!is_file(path))
         return vkl_fail(e, "CLIP vocabulary %s (from %s): %s", path, from,
@@ -68,7 +78,7 @@ int vkl_clip_vocab_resolve(const char *path, char *out, size_t cap, vkl_err *e)
     return 0;
 }
 
-static int read_all(const char *path, char **buf, size_t *len, vkl_err *e)
+int vkl_clip_read_file(const char *path, char **buf, size_t *len, vkl_err *e)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -83,7 +93,7 @@ static int read_all(const char *path, char **buf, size_t *len, vkl_err *e)
         if (cap >= MAX_FILE_BYTES) {
             free(b);
             fclose(f);
-            return vkl_fail(e, "%s: larger than %u MiB, not a CLIP vocabulary file", path,
+            return vkl_fail(e, "%s: larger than %u MiB, not a tokenizer file", path,
                             MAX_FILE_BYTES >> 20);
         }
         cap *= 2;
@@ -193,7 +203,7 @@ int vkl_clip_load_folder(vkl_clip_tokenizer *t, const char *dir, vkl_err *e)
         return -1;
     char *buf;
     size_t len;
-    if (read_all(vpath, &buf, &len, e))
+    if (vkl_clip_read_file(vpath, &buf, &len, e))
         return -1;
     cJSON *root = cJSON_ParseWithLength(buf, len);
     free(buf);
@@ -216,7 +226,7 @@ int vkl_clip_load_folder(vkl_clip_tokenizer *t, const char *dir, vkl_err *e)
     cJSON_Delete(root);
     if (rc || vkl_clip_vocab_finish(t, vpath, e))
         return -1;
-    if (read_all(mpath, &buf, &len, e))
+    if (vkl_clip_read_file(mpath, &buf, &len, e))
         return -1;
     rc = validate_utf8(buf, len, mpath, e);
     if (!rc)
@@ -288,6 +298,22 @@ int vkl_clip_load_bpe_gz(vkl_clip_tokenizer *t, const char *file, vkl_err *e)
     return vkl_clip_vocab_finish(t, file, e);
 }
 
+static int ends_with(const char *s, const char *tail)
+{
+    size_t n = strlen(s), k = strlen(tail);
+    return n >= k && strcmp(s + n - k, tail) == 0;
+}
+
+static int load_dir(vkl_clip_tokenizer *t, const char *dir, vkl_err *e)
+{
+    if (folder_has(dir, "vocab.json") && folder_has(dir, "merges.txt"))
+        return vkl_clip_load_folder(t, dir, e);
+    char file[4096], config[4096];
+    if (join(file, sizeof file, dir, "tokenizer.json", e) || join(config, sizeof config, dir, "tokenizer_config.json", e))
+        return -1;
+    return vkl_wl_load(t, file, config, e);
+}
+
 int vkl_clip_tokenizer_load(vkl_clip_tokenizer **out, const char *path, vkl_err *e)
 {
     char where[4096];
@@ -299,7 +325,9 @@ int vkl_clip_tokenizer_load(vkl_clip_tokenizer **out, const char *path, vkl_err 
         free(t);
         return vkl_fail(e, "out of memory loading %s", where);
     }
-    int rc = is_dir(where) ? vkl_clip_load_folder(t, where, e) : vkl_clip_load_bpe_gz(t, where, e);
+    int rc = is_dir(where) ? load_dir(t, where, e)
+             : ends_with(where, ".json") ? vkl_wl_load(t, where, NULL, e)
+                                         : vkl_clip_load_bpe_gz(t, where, e);
     if (rc) {
         vkl_clip_tokenizer_free(t);
         return -1;
@@ -321,5 +349,9 @@ void vkl_clip_tokenizer_free(vkl_clip_tokenizer *t)
     free(t->mres);
     vkl_strmap_free(&t->cache);
     vkl_i32buf_free(&t->pool);
+    for (size_t i = 0; i < t->n_added; i++)
+        free(t->added[i]);
+    free(t->added);
+    free(t->added_id);
     free(t);
 }

@@ -1,6 +1,11 @@
 /* CLIP byte-level BPE tokenizer, exactly as Stable Diffusion 1.x/2.x feed their
  * text encoders (Hugging Face CLIPTokenizer; optionally its ftfy behaviour),
  * plus AUTOMATIC1111 prompt weighting and long-prompt chunking.
+ * The same type also holds a word-level tokenizer (tokenizer.json with a
+ * WordLevel model, as `vklora tokenizer build` writes for vklora's own
+ * models): encoding is then lower-casing, the Whitespace split and a vocabulary
+ * lookup (unknown words give the unk token; the ftfy flag does nothing), and
+ * token strings are the words themselves; everything else is the same.
  *
  * A tokenizer is read-only after loading except for its per-word BPE cache, so
  * one tokenizer must not be used by two threads at once. */
@@ -20,7 +25,10 @@ typedef struct vkl_clip_tokenizer vkl_clip_tokenizer;
 /* Finds the vocabulary: `path` when not NULL/empty, else $VKLORA_CLIP_VOCAB.
  * Accepted: a folder with vocab.json + merges.txt (a diffusers `tokenizer/`
  * folder, or a model folder that has one), or openai/CLIP's
- * bpe_simple_vocab_16e6.txt(.gz). Writes the file or folder to use into out. */
+ * bpe_simple_vocab_16e6.txt(.gz); or a word-level tokenizer: a folder (or a
+ * model folder's tokenizer/) with a Hugging Face tokenizer.json whose model is
+ * WordLevel, or such a *.json file itself. Writes the file or folder to use
+ * into out. */
 int vkl_clip_vocab_resolve(const char *path, char *out, size_t cap, vkl_err *e);
 
 /* Loads the vocabulary found by vkl_clip_vocab_resolve(path). */

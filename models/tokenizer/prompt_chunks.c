@@ -73,7 +73,7 @@ int vkl_clip_encode_prompt(vkl_clip_tokenizer *t, const char *prompt, const vkl_
     } else if (vkl_prompt_parse(prompt, &spans, &n_spans, e)) {
         return -1;
     }
-    int32_t comma = vkl_clip_token_id(t, ",</w>");
+    int32_t comma = t->word_level ? t->comma : vkl_clip_token_id(t, ",</w>");
     packer p = {.t = t, .out = out, .last_comma = -1};
     int rc = 0;
     for (size_t s = 0; s < n_spans && !rc; s++) {

@@ -21,6 +21,10 @@ int vkl_uc_class(uint32_t cp);
 int vkl_uc_ccc(uint32_t cp); /* canonical combining class */
 /* Unicode White_Space (what the `regex` module's \s matches). */
 int vkl_uc_is_white_space(uint32_t cp);
+/* Oniguruma's Unicode \w (what the Hugging Face tokenizers' Whitespace
+ * pre-tokenizer matches) as its classes use it: Alphabetic, Mark,
+ * Decimal_Number, Connector_Punctuation (not ZWJ/ZWNJ, unlike UTS #18). */
+int vkl_uc_is_word(uint32_t cp);
 /* Python's str.isspace() (adds U+001C..U+001F to White_Space). */
 int vkl_uc_is_py_space(uint32_t cp);
 /* 1 = Cased (and not Case_Ignorable), 2 = Case_Ignorable, 0 = neither. */
@@ -47,5 +51,9 @@ int vkl_uc_nfc(const uint32_t *in, size_t n, vkl_ucbuf *out);
 /* CPython str.lower() of in[0..n) appended to out: full mapping (U+0130 gives
  * two code points) and the Final_Sigma rule for U+03A3. */
 int vkl_uc_lower(const uint32_t *in, size_t n, vkl_ucbuf *out);
+/* The same one character at a time, as Rust's char::to_lowercase (what the
+ * Hugging Face tokenizers' Lowercase normalizer calls): no Final_Sigma
+ * context, capital sigma always becomes U+03C3. */
+int vkl_uc_lower_chars(const uint32_t *in, size_t n, vkl_ucbuf *out);
 
 #endif

@@ -1,6 +1,7 @@
 /* Lower-casing exactly as CPython's str.lower(): the one-to-one mapping from
  * the tables, U+0130 -> "i\u0307", and capital sigma -> final sigma when it
- * ends a cased word (Unicode's Final_Sigma context). */
+ * ends a cased word (Unicode's Final_Sigma context); or without that context,
+ * as Rust lower-cases one char. */
 #include "unicode.h"
 
 static int final_sigma(const uint32_t *s, size_t n, size_t i)
@@ -37,6 +38,16 @@ int vkl_uc_lower(const uint32_t *in, size_t n, vkl_ucbuf *out)
         } else if (vkl_ucbuf_push(out, vkl_uc_lower1(c))) {
             return -1;
         }
+    }
+    return 0;
+}
+
+int vkl_uc_lower_chars(const uint32_t *in, size_t n, vkl_ucbuf *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (in[i] == 0x130 ? vkl_ucbuf_push(out, 'i') || vkl_ucbuf_push(out, 0x307)
+                           : vkl_ucbuf_push(out, vkl_uc_lower1(in[i])))
+            return -1;
     }
     return 0;
 }

@@ -39,6 +39,15 @@ int vkl_uc_case_prop(uint32_t cp)
     return (int)run_value(vkl_uc_case_runs, vkl_uc_case_runs_count, 2, cp);
 }
 
+int vkl_uc_is_word(uint32_t cp)
+{
+    if (cp < 0x80)
+        return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || (cp >= '0' && cp <= '9') || cp == '_';
+    if (cp > 0x10FFFF)
+        return 0;
+    return (int)run_value(vkl_uc_word_runs, vkl_uc_word_runs_count, 1, cp);
+}
+
 int vkl_uc_is_white_space(uint32_t cp)
 {
     return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||

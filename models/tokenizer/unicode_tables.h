@@ -14,6 +14,8 @@ extern const uint32_t vkl_uc_gc_runs[];
 extern const size_t vkl_uc_gc_runs_count;
 extern const uint32_t vkl_uc_case_runs[];
 extern const size_t vkl_uc_case_runs_count;
+extern const uint32_t vkl_uc_word_runs[]; /* unicode_word.c */
+extern const size_t vkl_uc_word_runs_count;
 extern const uint32_t vkl_uc_ccc_runs[];
 extern const size_t vkl_uc_ccc_runs_count;
 extern const vkl_uc_lower_run vkl_uc_lower_runs[];

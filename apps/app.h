@@ -12,6 +12,7 @@ int vkl_cmd_bench(int argc, char **argv);
 int vkl_cmd_info(int argc, char **argv);
 int vkl_cmd_generate(int argc, char **argv);
 int vkl_cmd_train(int argc, char **argv);
+int vkl_cmd_train_vae(int argc, char **argv);
 int vkl_cmd_init_model(int argc, char **argv);
 int vkl_cmd_convert(int argc, char **argv);
 int vkl_cmd_merge(int argc, char **argv);

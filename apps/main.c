@@ -14,6 +14,7 @@ typedef struct {
 static const command commands[] = {
     {"generate", vkl_cmd_generate, "txt2img / img2img with a Stable Diffusion checkpoint (generate --help)"},
     {"train", vkl_cmd_train, "train a style LoRA from an image folder (train --help)"},
+    {"train-vae", vkl_cmd_train_vae, "train an SD-architecture VAE (diffusers AutoencoderKL) from an image folder (train-vae --help)"},
     {"init-model", vkl_cmd_init_model, "write a checkpoint with random weights: init-model --family sd1.5 --random -o FILE"},
     {"devices", vkl_cmd_devices, "list Vulkan devices with their limits and features (--json)"},
     {"bench", vkl_cmd_bench, "benchmarks: bench gemm|unet|train-step|attention|conv2d|linear-lora|group-norm ..."},

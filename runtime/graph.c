@@ -129,12 +129,49 @@ vkl_tensor *vkl_graph_tensor(vkl_graph *g, vkl_dtype dt, int ndim, const int64_t
 static vkl_tensor *root_of(vkl_tensor *t) { return t->view_of ? t->view_of : t; }
 
 /* Views are nodes without dispatches, so autograd sees them like any op. */
-typedef struct { int kind; int perm[VKL_MAX_DIMS]; } view_params; /* 0 reshape, 1 permute, 2 strided */
+typedef struct {
+    int kind; /* 0 reshape, 1 permute, 2 strided */
+    int perm[VKL_MAX_DIMS];
+    int64_t offset; /* strided: elements after the source's first */
+} view_params;
 
 static int emit_view(vkl_graph *g, vkl_node *n, vkl_err *e)
 {
     (void)g; (void)n; (void)e;
     return 0;
+}
+
+/* The gradient of a slice [start, start + len) along one dimension d of a
+ * contiguous x (the view keeps x's strides; e.g. the mean and log-variance
+ * halves of the VAE's moments): dy padded with zeros to x's shape along d, as
+ * concatenations with zero blocks. NULL when the view is not such a slice. */
+static vkl_tensor *slice_grad(vkl_graph *g, vkl_tensor *x, const vkl_tensor *v, int64_t offset, vkl_tensor *dy)
+{
+    if (!vkl_tensor_is_contiguous(x) || v->ndim != x->ndim) return NULL;
+    int d = -1;
+    for (int i = 0; i < x->ndim; i++) {
+        if (v->stride[i] != x->stride[i] && v->shape[i] > 1) return NULL;
+        if (v->shape[i] != x->shape[i]) {
+            if (d >= 0) return NULL;
+            d = i;
+        }
+    }
+    if (d < 0) return offset == 0 ? dy : NULL;
+    if (offset % x->stride[d]) return NULL;
+    int64_t start = offset / x->stride[d], len = v->shape[d], rest = x->shape[d] - start - len;
+    if (start < 0 || rest < 0) return NULL;
+    int64_t shape[VKL_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    vkl_tensor *out = dy;
+    if (start > 0) {
+        shape[d] = start;
+        out = vkl_concat(g, vkl_fill(g, x->ndim, shape, 0.0f), out, d);
+    }
+    if (rest > 0) {
+        shape[d] = rest;
+        out = vkl_concat(g, out, vkl_fill(g, x->ndim, shape, 0.0f), d);
+    }
+    return out;
 }
 
 static int backward_view(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc)
@@ -150,15 +187,19 @@ static int backward_view(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *n
         for (int i = 0; i < x->ndim; i++) inv[vp->perm[i]] = i;
         dsrc[0] = vkl_permute(g, dy, inv);
     } else {
-        vkl_graph_set_error(g, "no gradient through a strided slice view (of %s)", x->name[0] ? x->name : "a tensor");
-        return -1;
+        dsrc[0] = slice_grad(g, x, n->dst, vp->offset, dy);
+        if (!dsrc[0]) {
+            vkl_graph_set_error(g, "no gradient through this strided view (of %s): only a slice along one dimension "
+                                "of a contiguous tensor has one", x->name[0] ? x->name : "a tensor");
+            return -1;
+        }
     }
     return dsrc[0] ? 0 : -1;
 }
 
-static void add_view_node(vkl_graph *g, vkl_tensor *v, vkl_tensor *src, int kind, const int *perm)
+static void add_view_node(vkl_graph *g, vkl_tensor *v, vkl_tensor *src, int kind, const int *perm, int64_t offset)
 {
-    view_params p = {kind, {0, 1, 2, 3}};
+    view_params p = {kind, {0, 1, 2, 3}, offset};
     if (perm)
         for (int i = 0; i < src->ndim; i++) p.perm[i] = perm[i];
     vkl_node *n = vkl_graph_add_node(g, kind == 0 ? "reshape" : kind == 1 ? "permute" : "view", v, &src, 1, emit_view,
@@ -181,7 +222,7 @@ vkl_tensor *vkl_reshape(vkl_graph *g, vkl_tensor *t, int ndim, const int64_t *sh
     v->view_of = root_of(t);
     v->offset = t->view_of ? t->offset : 0; /* relative to the root until planned */
     v->producer = t->producer;
-    add_view_node(g, v, t, 0, NULL);
+    add_view_node(g, v, t, 0, NULL, 0);
     return g->failed ? NULL : v;
 }
 
@@ -206,7 +247,7 @@ vkl_tensor *vkl_permute(vkl_graph *g, vkl_tensor *t, const int *perm)
     v->view_of = root_of(t);
     v->offset = t->view_of ? t->offset : 0;
     v->buf = NULL;
-    add_view_node(g, v, t, 1, perm);
+    add_view_node(g, v, t, 1, perm, 0);
     return g->failed ? NULL : v;
 }
 
@@ -264,7 +305,7 @@ vkl_tensor *vkl_view(vkl_graph *g, vkl_tensor *t, int ndim, const int64_t *shape
     v->view_of = root_of(t);
     v->offset = (t->view_of ? t->offset : 0) + (uint64_t)offset * vkl_dtype_size(t->dtype);
     v->producer = t->producer;
-    add_view_node(g, v, t, 2, NULL);
+    add_view_node(g, v, t, 2, NULL, offset);
     return g->failed ? NULL : v;
 }
 

@@ -101,6 +101,27 @@ static int validate_text(const vkl_sd_text_config *t, int i, vkl_err *e)
     return 0;
 }
 
+int vkl_sd_vae_config_validate(const vkl_sd_vae_config *v, vkl_err *e)
+{
+    if (v->n_levels < 1 || v->n_levels > VKL_SD_MAX_LEVELS)
+        return vkl_fail(e, "config: vae has %d levels (supported 1..%d)", v->n_levels,
+                        VKL_SD_MAX_LEVELS);
+    if (positive(v->layers_per_block, "vae.layers_per_block", e) ||
+        positive(v->latent_channels, "vae.latent_channels", e) ||
+        positive(v->norm_num_groups, "vae.norm_num_groups", e) ||
+        positive(v->in_channels, "vae.in_channels", e) ||
+        positive(v->out_channels, "vae.out_channels", e))
+        return -1;
+    for (int l = 0; l < v->n_levels; l++)
+        if (v->block_out_channels[l] <= 0 || v->block_out_channels[l] % v->norm_num_groups)
+            return vkl_fail(e, "config: vae level %d has %d channels, not a positive multiple of "
+                               "%d norm groups", l, v->block_out_channels[l], v->norm_num_groups);
+    if (!(v->scaling_factor > 0) || !(v->norm_eps > 0))
+        return vkl_fail(e, "config: vae scaling_factor %g and norm eps %g must be positive",
+                        v->scaling_factor, v->norm_eps);
+    return 0;
+}
+
 int vkl_sd_config_validate(const vkl_sd_config *c, vkl_err *e)
 {
     const vkl_sd_unet_config *u = &c->unet;
@@ -132,18 +153,7 @@ int vkl_sd_config_validate(const vkl_sd_config *c, vkl_err *e)
     if (u->mid_attn && (u->mid_heads <= 0 || top % u->mid_heads || u->mid_transformer_layers <= 0))
         return vkl_fail(e, "config: unet mid block: %d channels, %d heads, %d transformer layers",
                         top, u->mid_heads, u->mid_transformer_layers);
-    const vkl_sd_vae_config *v = &c->vae;
-    if (v->n_levels < 1 || v->n_levels > VKL_SD_MAX_LEVELS)
-        return vkl_fail(e, "config: vae has %d levels (supported 1..%d)", v->n_levels,
-                        VKL_SD_MAX_LEVELS);
-    if (positive(v->layers_per_block, "vae.layers_per_block", e) ||
-        positive(v->latent_channels, "vae.latent_channels", e) ||
-        positive(v->norm_num_groups, "vae.norm_num_groups", e))
-        return -1;
-    for (int l = 0; l < v->n_levels; l++)
-        if (v->block_out_channels[l] <= 0 || v->block_out_channels[l] % v->norm_num_groups)
-            return vkl_fail(e, "config: vae level %d has %d channels, not a positive multiple of "
-                               "%d norm groups", l, v->block_out_channels[l], v->norm_num_groups);
+    if (vkl_sd_vae_config_validate(&c->vae, e)) return -1;
     if (c->n_text_encoders < 1 || c->n_text_encoders > VKL_SD_MAX_TEXT_ENCODERS)
         return vkl_fail(e, "config: %d text encoders", c->n_text_encoders);
     for (int i = 0; i < c->n_text_encoders; i++)

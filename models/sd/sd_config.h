@@ -122,6 +122,9 @@ int vkl_sd_family_heads(vkl_sd_family f, int channels);
  * groups and heads, level counts in range). Error names the field. */
 int vkl_sd_config_validate(const vkl_sd_config *c, vkl_err *e);
 
+/* The VAE's part of vkl_sd_config_validate (a lone VAE folder has no UNet). */
+int vkl_sd_vae_config_validate(const vkl_sd_vae_config *v, vkl_err *e);
+
 /* Writes "field: a vs b" for every differing field, separated by "; ", into
  * buf (always NUL-terminated). Returns the number of differing fields. */
 int vkl_sd_config_diff(const vkl_sd_config *a, const vkl_sd_config *b, char *buf, size_t size);

@@ -67,6 +67,8 @@ typedef struct vkl_sd_params {
 } vkl_sd_params;
 
 int vkl_sd_params_build(const vkl_sd_config *c, vkl_sd_params *p, vkl_err *e);
+/* The VAE's parameters alone ("vae.*", same order as in the whole list). */
+int vkl_sd_vae_params_build(const vkl_sd_vae_config *v, vkl_sd_params *p, vkl_err *e);
 void vkl_sd_params_free(vkl_sd_params *p);
 
 /* ---- detection and inference from original single-file keys ---- */

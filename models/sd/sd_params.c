@@ -250,6 +250,19 @@ int vkl_sd_params_build(const vkl_sd_config *c, vkl_sd_params *p, vkl_err *e)
     return 0;
 }
 
+int vkl_sd_vae_params_build(const vkl_sd_vae_config *v, vkl_sd_params *p, vkl_err *e)
+{
+    memset(p, 0, sizeof *p);
+    if (vkl_sd_vae_config_validate(v, e)) return -1;
+    emitter m = {p, 0};
+    vae(&m, v);
+    if (m.failed) {
+        vkl_sd_params_free(p);
+        return vkl_fail(e, "out of memory listing VAE parameters");
+    }
+    return 0;
+}
+
 void vkl_sd_params_free(vkl_sd_params *p)
 {
     for (int i = 0; i < p->n; i++) free(p->v[i].name);

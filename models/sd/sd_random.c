@@ -42,18 +42,16 @@ static uint64_t nelem(const vkl_sd_param *p)
     return n;
 }
 
-int vkl_sd_random_weights(vkl_ctx *c, const vkl_sd_config *cfg, const char *prefix, vkl_dtype dtype, uint64_t seed,
-                          vkl_weights *w, vkl_err *e)
+/* Uploads the parameters of ps whose name starts with prefix. */
+static int upload_random(vkl_ctx *c, const vkl_sd_params *ps, const char *prefix, vkl_dtype dtype, uint64_t seed,
+                         vkl_weights *w, vkl_err *e)
 {
-    vkl_sd_params ps;
-    memset(&ps, 0, sizeof ps);
-    if (vkl_sd_params_build(cfg, &ps, e)) return -1;
     size_t pl = strlen(prefix);
     int rc = 0;
     float *buf = NULL;
     uint64_t cap = 0;
-    for (int i = 0; i < ps.n && !rc; i++) {
-        const vkl_sd_param *p = &ps.v[i];
+    for (int i = 0; i < ps->n && !rc; i++) {
+        const vkl_sd_param *p = &ps->v[i];
         if (strncmp(p->name, prefix, pl)) continue;
         uint64_t n = nelem(p);
         if (n > cap) {
@@ -73,6 +71,25 @@ int vkl_sd_random_weights(vkl_ctx *c, const vkl_sd_config *cfg, const char *pref
         }
     }
     free(buf);
+    return rc;
+}
+
+int vkl_sd_random_weights(vkl_ctx *c, const vkl_sd_config *cfg, const char *prefix, vkl_dtype dtype, uint64_t seed,
+                          vkl_weights *w, vkl_err *e)
+{
+    vkl_sd_params ps;
+    if (vkl_sd_params_build(cfg, &ps, e)) return -1;
+    int rc = upload_random(c, &ps, prefix, dtype, seed, w, e);
+    vkl_sd_params_free(&ps);
+    return rc;
+}
+
+int vkl_vae_random_weights(vkl_ctx *c, const vkl_sd_vae_config *cfg, vkl_dtype dtype, uint64_t seed, vkl_weights *w,
+                           vkl_err *e)
+{
+    vkl_sd_params ps;
+    if (vkl_sd_vae_params_build(cfg, &ps, e)) return -1;
+    int rc = upload_random(c, &ps, "vae.", dtype, seed, w, e);
     vkl_sd_params_free(&ps);
     return rc;
 }

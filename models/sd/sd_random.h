@@ -17,6 +17,11 @@ void vkl_sd_random_fill(const vkl_sd_param *p, int index, uint64_t seed, float *
  * onto the device, matrices stored as dtype. */
 int vkl_sd_random_weights(vkl_ctx *c, const vkl_sd_config *cfg, const char *prefix, vkl_dtype dtype, uint64_t seed,
                           vkl_weights *w, vkl_err *e);
+/* A VAE alone (every "vae.*" weight of a diffusers AutoencoderKL config),
+ * matrices and kernels stored as dtype; the streams follow the VAE's own
+ * parameter list, so these differ from a whole model's VAE of the same seed. */
+int vkl_vae_random_weights(vkl_ctx *c, const vkl_sd_vae_config *cfg, vkl_dtype dtype, uint64_t seed, vkl_weights *w,
+                           vkl_err *e);
 /* A single-file checkpoint in the original (LDM) layout, written atomically. */
 int vkl_sd_write_random_checkpoint(const vkl_sd_config *cfg, const char *path, vkl_dtype dtype, uint64_t seed,
                                    vkl_err *e);

@@ -370,9 +370,11 @@ static void make_fingerprint(vkl_dataset *d)
 static int check_opts(const vkl_dataset_opts *o, vkl_err *e)
 {
     if (!o->images_dir || !o->images_dir[0]) return vkl_fail(e, "no image folder given (--images)");
-    /* small models (vklora's own, 32 px) train below SD's usual sizes */
-    if (o->resolution < 8 || o->resolution > 8192)
-        return vkl_fail(e, "resolution %d is out of range (8..8192)", o->resolution);
+    /* buckets are kohya's, in steps of at least 8 from 64 up; a plain square
+     * crop may be as small as a VAE trained on icons wants */
+    int lo = o->bucket ? 64 : 8;
+    if (o->resolution < lo || o->resolution > 8192)
+        return vkl_fail(e, "resolution %d is out of range (%d..8192)", o->resolution, lo);
     if (o->bucket && (o->bucket_step < 8 || o->bucket_step > 1024))
         return vkl_fail(e, "bucket step %d is out of range (8..1024)", o->bucket_step);
     if (o->batch_size < 1 || o->batch_size > 4096)

@@ -11,6 +11,8 @@ int vkl_cmd_devices(int argc, char **argv);
 int vkl_cmd_bench(int argc, char **argv);
 int vkl_cmd_info(int argc, char **argv);
 int vkl_cmd_generate(int argc, char **argv);
+/* vklora's own model folder (assets/vklora-emoji), or NULL when not found. */
+const char *vkl_default_model_path(void);
 int vkl_cmd_train(int argc, char **argv);
 int vkl_cmd_train_vae(int argc, char **argv);
 int vkl_cmd_init_model(int argc, char **argv);

@@ -19,7 +19,7 @@
 static const char *usage_text =
     "usage: vklora generate --model PATH --prompt TEXT [options]\n"
     "  --model PATH           single-file .safetensors checkpoint or diffusers folder\n"
-    "                         (default: $VKLORA_MODEL)\n"
+    "                         (default: $VKLORA_MODEL, else vklora's own model, assets/vklora-emoji)\n"
     "  --prompt TEXT          prompt (AUTOMATIC1111 emphasis syntax: (word:1.2), [word])\n"
     "  --negative TEXT        negative prompt\n"
     "  --steps N              sampling steps (20)\n"
@@ -28,7 +28,7 @@ static const char *usage_text =
     "  --schedule NAME        normal | karras\n"
     "  --sampler-convention C a1111 (default) | diffusers\n"
     "  --seed N               seed (default: random, printed)\n"
-    "  --width W --height H   image size, multiples of 8 (512x512)\n"
+    "  --width W --height H   image size, multiples of 8 (default: the model's native size)\n"
     "  --batch N              images per run (1)\n"
     "  --init-image FILE      img2img input; --strength X (0.75) how much to change it\n"
     "  --clip-skip N          1 = last text-encoder layer (default), 2 = penultimate\n"
@@ -83,7 +83,7 @@ static int parse_args(int argc, char **argv, gen_args *a)
 {
     memset(a, 0, sizeof *a);
     a->steps = 20;
-    a->width = a->height = 512;
+    a->width = a->height = 0; /* the model's native size */
     a->batch = 1;
     a->clip_skip = 1;
     a->cfg = 7.0f;
@@ -167,9 +167,11 @@ static int parse_args(int argc, char **argv, gen_args *a)
             return -1;
         }
     }
+    if (!a->model) a->model = vkl_default_model_path();
     if (!a->model) {
-        fprintf(stderr, "vklora generate: no model given. Pass --model PATH (a single-file .safetensors SD 1.x/2.x "
-                        "checkpoint or a diffusers folder) or set VKLORA_MODEL.\n");
+        fprintf(stderr, "vklora generate: no model given and vklora's own model (assets/vklora-emoji) was not found. "
+                        "Pass --model PATH (a single-file .safetensors SD 1.x/2.x checkpoint or a diffusers folder) "
+                        "or set VKLORA_MODEL.\n");
         return -1;
     }
     if (!a->prompt) {
@@ -362,6 +364,14 @@ int vkl_cmd_generate(int argc, char **argv)
     if (!a.quiet)
         fprintf(stderr, "loaded %s (%s) in %.1f s on %s\n", a.model, vkl_sd_family_name(m->cfg->family), load_s,
                 vkl_ctx_caps(c)->name);
+    {
+        /* no size given: the model's native one (UNet sample size x VAE factor) */
+        int native = m->cfg->unet.sample_size * (1 << (m->cfg->vae.n_levels - 1));
+        if (!a.width) a.width = native > 0 ? native : 512;
+        if (!a.height) a.height = native > 0 ? native : 512;
+        o.width = a.width;
+        o.height = a.height;
+    }
     if (!(clean_prompt = vkl_gen_lora_from_prompt(&gl, a.prompt, a.lora_dir, &e))) goto done;
     o.prompt = clean_prompt;
     for (int i = 0; i < a.nloras; i++)

@@ -23,6 +23,7 @@ static const command commands[] = {
     {"lm", vkl_cmd_lm, "LLaMA-family text: lm generate --model DIR --prompt TEXT [--lora DIR[:W]]; lm train --model DIR --data FILE -o DIR"},
     {"dataset", vkl_cmd_dataset, "make a training image folder: dataset emoji [--font FILE | --png-dir DIR] -o OUTDIR (dataset --help)"},
     {"tokenizer", vkl_cmd_tokenizer, "build a word-level tokenizer from captions: tokenizer build --captions DIR -o OUTDIR (tokenizer --help)"},
+    {"grid", vkl_cmd_grid, "lay out images of one size in a grid: grid --columns N --scale S -o OUT.png IMAGE..."},
     {"merge", vkl_cmd_merge, "combine adapters: merge --lora A:0.7 --lora B:0.3 -o OUT [--rank R]; bake them: merge --model M --lora A -o OUT"},
 };
 

@@ -3,7 +3,9 @@
 # root), or names the missing ones. Sourced by build.sh; safe to run twice.
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libvulkan-dev glslc spirv-tools mesa-vulkan-drivers
-      vulkan-validationlayers libpng-dev libstb-dev libcmocka-dev libcjson-dev zlib1g-dev)
+      vulkan-validationlayers libpng-dev libstb-dev libcmocka-dev libcjson-dev zlib1g-dev
+      # the images and names vklora's own model is trained on (vklora dataset emoji, its tests)
+      fonts-noto-color-emoji ruby-gemojione unicode-data unicode-cldr-core)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

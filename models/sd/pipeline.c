@@ -157,7 +157,7 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
             if (vkl_sd_encode_prompt(m, o->prompt, o->clip_skip, o->plain_prompt, nu, &cond, &nc, e)) goto done;
         }
     }
-    int L = 77 * nc, rows = guide ? 2 * B : B;
+    int L = vkl_sd_text_tokens(m) * nc, rows = guide ? 2 * B : B;
     ctx = malloc(sizeof(float) * (size_t)rows * L * D);
     if (!ctx) goto oom;
     for (int b = 0; b < B; b++) {

@@ -110,9 +110,15 @@ int vkl_sd_model_pin(vkl_sd_model *m, int parts, vkl_err *e)
     return 0;
 }
 
+int vkl_sd_text_tokens(const vkl_sd_model *m)
+{
+    int p = m->cfg->te[0].max_positions;
+    return p > 0 && p < VKL_CLIP_CONTEXT ? p : VKL_CLIP_CONTEXT;
+}
+
 static int run_encoder(vkl_sd_model *m, const int32_t *ids, int rows, int skip, float *out, vkl_err *e)
 {
-    int64_t shape[2] = {rows, VKL_CLIP_CONTEXT};
+    int64_t shape[2] = {rows, vkl_sd_text_tokens(m)};
     vkl_tensor *t = vkl_tensor_new(m->ctx, VKL_I32, 2, shape, e);
     if (!t) return -1;
     int rc = -1;
@@ -154,18 +160,24 @@ int vkl_sd_encode_prompt(vkl_sd_model *m, const char *prompt, int clip_skip, int
             w[c * VKL_CLIP_CONTEXT + i] = 1.0f;
         }
     }
+    /* rows cut to the encoder's T positions (in place: row c moves down) */
+    int T = vkl_sd_text_tokens(m);
+    for (int c = 0; T < VKL_CLIP_CONTEXT && c < n; c++) {
+        memmove(ids + (size_t)c * T, ids + (size_t)c * VKL_CLIP_CONTEXT, sizeof *ids * (size_t)T);
+        memmove(w + (size_t)c * T, w + (size_t)c * VKL_CLIP_CONTEXT, sizeof *w * (size_t)T);
+    }
     int skip = clip_skip > 1 ? clip_skip - 1 : 0;
     if (vkl_sd_model_acquire(m, VKL_SD_PART_TE, e)) goto done;
     if (run_encoder(m, ids, n, skip, z, e)) goto done;
     /* emphasis: scale each token's vector by its weight, then restore the mean
      * (AUTOMATIC1111 does this per chunk group; with all weights 1 it is exact) */
     int weighted = 0;
-    for (int i = 0; i < VKL_CLIP_CONTEXT * n; i++) weighted |= w[i] != 1.0f;
+    for (int i = 0; i < T * n; i++) weighted |= w[i] != 1.0f;
     if (weighted) {
-        size_t total = (size_t)VKL_CLIP_CONTEXT * (size_t)n * (size_t)D;
+        size_t total = (size_t)T * (size_t)n * (size_t)D;
         double before = 0, after = 0;
         for (size_t i = 0; i < total; i++) before += z[i];
-        for (int t = 0; t < VKL_CLIP_CONTEXT * n; t++)
+        for (int t = 0; t < T * n; t++)
             for (int d = 0; d < D; d++) z[(size_t)t * D + d] *= w[t];
         for (size_t i = 0; i < total; i++) after += z[i];
         if (after != 0) {

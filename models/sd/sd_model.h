@@ -48,13 +48,20 @@ int vkl_sd_model_acquire(vkl_sd_model *m, int parts, vkl_err *e);
 void vkl_sd_model_release(vkl_sd_model *m, int parts);
 int vkl_sd_model_pin(vkl_sd_model *m, int parts, vkl_err *e);
 
+/* Tokens per text-encoder row: CLIP's 77, or the encoder's position count
+ * when it has fewer (a small model trained on short captions, such as
+ * vklora's own): rows are cut to their first T tokens (BOS, the prompt, EOS
+ * and padding while the prompt fits). */
+int vkl_sd_text_tokens(const vkl_sd_model *m);
+
 /* Text conditioning for one prompt (acquires the text encoder and leaves it
  * resident: the caller releases it) in AUTOMATIC1111's way: emphasis weights
  * ("(word:1.2)") applied to the encoder output with the mean restored,
  * prompts longer than 75 tokens as several 77-token chunks concatenated.
  * clip_skip as in A1111 (1 = last layer, 2 = penultimate). min_chunks pads
  * with empty-prompt chunks (so cond and uncond line up). *out is malloc'd
- * [chunks*77, hidden]; *chunks receives the chunk count. plain: no emphasis syntax. */
+ * [chunks*T, hidden] with T = vkl_sd_text_tokens(m); *chunks receives the chunk
+ * count. plain: no emphasis syntax. */
 int vkl_sd_encode_prompt(vkl_sd_model *m, const char *prompt, int clip_skip, int plain, int min_chunks, float **out,
                          int *chunks, vkl_err *e);
 

@@ -464,16 +464,21 @@ static int encode_cb(void *user, const float *chw, int w, int h, float *latents,
     return vkl_sd_encode_image(t->m, chw, 1, h, w, latents, e);
 }
 
-/* Token ids [n, 77] for n captions (truncated to 75 tokens, as kohya's
- * default max_token_length). */
+/* Token ids [n, T] for n captions: 77-token rows (75 tokens at most, as
+ * kohya's default max_token_length) cut to the encoder's T positions
+ * (vkl_sd_text_tokens). */
 static int tokenize_captions(trainer *t, char **caps, int n, int32_t *ids, vkl_err *e)
 {
-    for (int i = 0; i < n; i++)
-        if (vkl_clip_encode_padded(t->m->tok, caps[i], 0, ids + 77 * i, NULL, e)) return -1;
+    int T = vkl_sd_text_tokens(t->m);
+    int32_t row[VKL_CLIP_CONTEXT];
+    for (int i = 0; i < n; i++) {
+        if (vkl_clip_encode_padded(t->m->tok, caps[i], 0, row, NULL, e)) return -1;
+        memcpy(ids + (size_t)T * i, row, sizeof *row * (size_t)T);
+    }
     return 0;
 }
 
-/* Text states [n, 77, D] from the frozen encoder, outside the training graph. */
+/* Text states [n, T, D] from the frozen encoder, outside the training graph. */
 static int encode_captions(trainer *t, char **caps, int n, float *out, vkl_err *e)
 {
     int32_t *ids = malloc(sizeof(int32_t) * 77 * (size_t)n);
@@ -483,7 +488,7 @@ static int encode_captions(trainer *t, char **caps, int n, float *out, vkl_err *
         return -1;
     }
     int rc = -1;
-    vkl_tensor *ti = vkl_tensor_new(t->ctx, VKL_I32, 2, (int64_t[]){n, 77}, e);
+    vkl_tensor *ti = vkl_tensor_new(t->ctx, VKL_I32, 2, (int64_t[]){n, vkl_sd_text_tokens(t->m)}, e);
     vkl_graph *g = vkl_graph_new(t->ctx);
     if (!ti || vkl_tensor_upload(t->ctx, ti, ids, VKL_I32, e)) goto done;
     vkl_tensor *y = vkl_clip_text_forward(g, &t->m->te, ti, t->c->clip_skip > 1 ? t->c->clip_skip - 1 : 0, 1, NULL);
@@ -506,7 +511,7 @@ static vkl_sd_train_step *step_for(trainer *t, int w, int h, vkl_err *e)
         return NULL;
     }
     int f = 1 << (t->m->cfg->vae.n_levels - 1);
-    vkl_sd_train_shape sh = {t->c->data.batch_size, t->m->cfg->unet.in_channels, h / f, w / f, 77,
+    vkl_sd_train_shape sh = {t->c->data.batch_size, t->m->cfg->unet.in_channels, h / f, w / f, vkl_sd_text_tokens(t->m),
                              t->m->cfg->unet.cross_attention_dim};
     vkl_sd_train_step *s = NULL;
     vkl_sd_train_opts o = {t->c->checkpointing, t->accum ? NULL : t->opt, t->accum, 1.0f / (float)t->c->grad_accum,

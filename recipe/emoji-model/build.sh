@@ -67,7 +67,8 @@ if want 5; then
         $vk train --model "$W/base" --images "$W/noto32" --resolution 32 --no-bucket \
             --network full --train-te --batch 32 --lr 1e-3 --lr-schedule cosine --warmup 50 \
             --min-snr-gamma 5 --caption-dropout-rate 0.1 --ema-decay 0.995 --max-steps "$UNET_STEPS" \
-            --save-every 100 --keep-last 1 --seed 1 --save-precision fp16 $resume -o "$W/model"
+            --save-every 100 --keep-last 1 --seed 1 --save-precision fp16 \
+            --sample-prompts recipe/emoji-model/sample_prompts.txt --sample-every 100 $resume -o "$W/model"
     fi
     rm -rf assets/vklora-emoji.tmp && cp -r "$W/model" assets/vklora-emoji.tmp
     cp recipe/emoji-model/MODEL_CARD.md assets/vklora-emoji.tmp/README.md

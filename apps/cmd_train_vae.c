@@ -19,7 +19,7 @@ static const char *usage_text =
     "  --kl-weight W (1e-6)   weight of KL(N(mean, var) || N(0, 1)), mean over latent elements\n"
     "  --weight-decay X (0)   --max-grad-norm X (1; 0: no clipping)\n"
     "  --seed S (0)           initial weights (--config), batch order, flips and posterior noise\n"
-    "  --save-every N (0)     save the state and OUT_DIR every N steps (always at the end and on Ctrl-C)\n"
+    "  --save-every N (0)     write OUT_DIR and the state every N steps (the state also on Ctrl-C)\n"
     "  --resume               continue the training saved in OUT_DIR/state exactly\n"
     "  --dtype f32|f16 (f32)  of the written weights     --force: start over in an existing OUT_DIR\n"
     "  --quiet\n"

@@ -23,9 +23,9 @@ typedef enum { VKL_VAE_LOSS_L1 = 0, VKL_VAE_LOSS_MSE = 1 } vkl_vae_loss_kind;
 int vkl_vae_loss_parse(const char *name, vkl_vae_loss_kind *k);
 const char *vkl_vae_loss_name(vkl_vae_loss_kind k);
 
-/* The VAE's weights in the order of its parameter list (sd_layout.h), with
- * their internal names (pointers into w's tensors' owner; *params malloc'd).
- * Every one must be a persistent f32 tensor. */
+/* The VAE's weights (borrowed from vae->w) in the order of its parameter
+ * list (sd_layout.h: vkl_sd_vae_params_build); *params is malloc'd. Every
+ * one must be a persistent f32 tensor. */
 int vkl_vae_train_params(const vkl_vae *vae, vkl_tensor ***params, int *n, vkl_err *e);
 
 typedef struct vkl_vae_train_opts {

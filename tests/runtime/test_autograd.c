@@ -1,5 +1,6 @@
-/* Autograd and the backward rules of the core ops, against central finite
- * differences of a double-precision CPU evaluation of the same function. */
+/* Autograd and the backward rules of the core ops (views included: permutes,
+ * reshapes, slices), against central finite differences of a double-precision
+ * CPU evaluation of the same function. */
 #include "vkl_test.h"
 #include "ops.h"
 #include "ref/vkl_ref.h"
@@ -245,6 +246,79 @@ static void matmul_view_grads(void **state)
     vkl_test_ctx_done(c);
 }
 
+/* ---- slices: loss = sum(a^2 * ra) + sum(exp(b) * rb) with a = x[:, 0:2] and
+ * b = x[:, 3:6] strided views of x [2,6,3,4] (the VAE's moments split into
+ * mean and log-variance); channel 2 gets no gradient. A view that is not a
+ * slice along one dimension has none and says so. */
+typedef struct { double x[144], ra[48], rb[72]; } slice_case;
+
+static double slice_loss(void *u)
+{
+    slice_case *k = u;
+    double s = 0;
+    for (int n = 0; n < 2; n++)
+        for (int ch = 0; ch < 6; ch++)
+            for (int i = 0; i < 12; i++) {
+                double v = k->x[(n * 6 + ch) * 12 + i];
+                if (ch < 2) s += v * v * k->ra[(n * 2 + ch) * 12 + i];
+                else if (ch >= 3) s += exp(v) * k->rb[(n * 3 + ch - 3) * 12 + i];
+            }
+    return s;
+}
+
+static void slice_view_grads(void **state)
+{
+    (void)state;
+    vkl_test_rng rng;
+    vkl_test_rng_seed(&rng, 41);
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    slice_case k;
+    float xf[144], raf[48], rbf[72];
+    vkl_test_fill(&rng, xf, 144, -1, 1);
+    vkl_test_fill(&rng, raf, 48, -1, 1);
+    vkl_test_fill(&rng, rbf, 72, -1, 1);
+    for (int i = 0; i < 144; i++) k.x[i] = xf[i];
+    for (int i = 0; i < 48; i++) k.ra[i] = raf[i];
+    for (int i = 0; i < 72; i++) k.rb[i] = rbf[i];
+    vkl_tensor *X = up(c, 4, (int64_t[]){2, 6, 3, 4}, xf), *RA = up(c, 4, (int64_t[]){2, 2, 3, 4}, raf),
+               *RB = up(c, 4, (int64_t[]){2, 3, 3, 4}, rbf);
+    vkl_graph *g = vkl_graph_new(c);
+    vkl_tensor *a = vkl_view(g, X, 4, (int64_t[]){2, 2, 3, 4}, X->stride, 0);
+    vkl_tensor *b = vkl_view(g, X, 4, (int64_t[]){2, 3, 3, 4}, X->stride, 3 * 12);
+    vkl_tensor *la = vkl_sum_rows(g, vkl_reshape(g, vkl_mul(g, vkl_mul(g, a, a), RA), 2, (int64_t[]){1, 48}));
+    vkl_tensor *lb = vkl_sum_rows(g, vkl_reshape(g, vkl_mul(g, vkl_unary(g, b, VKL_UNARY_EXP, 1, 0), RB), 2,
+                                                 (int64_t[]){1, 72}));
+    vkl_tensor *l = vkl_add(g, la, lb), *gr;
+    vkl_err e = {{0}};
+    if (vkl_graph_backward(g, l, NULL, &X, 1, &gr, &e)) {
+        print_error("%s\n", e.msg);
+        fail();
+    }
+    vkl_graph_keep(g, gr);
+    if (vkl_graph_plan(g, &e) || vkl_graph_run(g, &e)) {
+        print_error("%s\n", e.msg);
+        fail();
+    }
+    float got[144];
+    double want[144];
+    down(c, gr, got);
+    finite_diff(slice_loss, &k, k.x, 144, 1e-6, want);
+    compare_grad("d x through two channel slices", got, want, 144);
+    for (int n = 0; n < 2; n++)
+        for (int i = 0; i < 12; i++) assert_true(got[(n * 6 + 2) * 12 + i] == 0.0f);
+    vkl_graph_free(g);
+
+    /* every other element of the last dimension: not a slice */
+    g = vkl_graph_new(c);
+    vkl_tensor *odd = vkl_view(g, X, 4, (int64_t[]){2, 6, 3, 2}, (int64_t[]){72, 12, 4, 2}, 1);
+    l = vkl_sum_rows(g, vkl_reshape(g, vkl_contiguous(g, odd), 2, (int64_t[]){1, 72}));
+    assert_int_equal(vkl_graph_backward(g, l, NULL, &X, 1, &gr, &e), -1);
+    assert_non_null(strstr(e.msg, "strided view"));
+    vkl_graph_free(g);
+    vkl_tensor_free(X); vkl_tensor_free(RA); vkl_tensor_free(RB);
+    vkl_test_ctx_done(c);
+}
+
 /* Frozen weights get no gradient and no gradient work; inputs still do. */
 static void frozen_weights_get_nothing(void **state)
 {
@@ -350,6 +424,7 @@ int main(void)
         cmocka_unit_test(linear_activation_grads),
         cmocka_unit_test(broadcast_binary_grads),
         cmocka_unit_test(matmul_view_grads),
+        cmocka_unit_test(slice_view_grads),
         cmocka_unit_test(frozen_weights_get_nothing),
         cmocka_unit_test(missing_rule_is_reported),
         cmocka_unit_test(checkpoint_segments),

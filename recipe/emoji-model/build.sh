@@ -22,8 +22,9 @@ root=$(pwd)
 W="${WORK:-$root/work/emoji-model}"
 STAGES="${STAGES:-1 2 3 4 5 6 7}"
 VAE_STEPS="${VAE_STEPS:-800}"
-UNET_STEPS="${UNET_STEPS:-2000}"
-LORA_STEPS="${LORA_STEPS:-300}"
+UNET_STEPS="${UNET_STEPS:-1000}"
+LORA_STEPS="${LORA_STEPS:-150}"
+CFG="${CFG:-5}"
 export VKLORA_DEVICE="${VKLORA_DEVICE:-cpu}"
 [ -x build/vklora ] || ./scripts/build.sh >/dev/null
 vk="$root/build/vklora"
@@ -73,6 +74,7 @@ if want 5; then
     rm -rf assets/vklora-emoji.tmp && cp -r "$W/model" assets/vklora-emoji.tmp
     cp recipe/emoji-model/MODEL_CARD.md assets/vklora-emoji.tmp/README.md
     cp "$W/model.csv" assets/vklora-emoji.tmp/train_log.csv
+    cp "$W/model.png" assets/vklora-emoji.tmp/loss.png
     cp "$W/vae/train_log.csv" assets/vklora-emoji.tmp/vae_train_log.csv
     cp "$W/noto32/SOURCE.md" assets/vklora-emoji.tmp/DATA_SOURCE.md
     rm -rf assets/vklora-emoji && mv assets/vklora-emoji.tmp assets/vklora-emoji
@@ -95,11 +97,16 @@ if want 7; then
     n=0
     while IFS= read -r prompt; do
         n=$((n + 1))
-        $vk --quiet generate --prompt "$prompt" --seed 1 --batch 4 -o "$W/samples/base-$(printf %02d $n).png"
-        $vk --quiet generate --prompt "$prompt" --seed 1 --lora-sweep assets/vklora-emoji-style.safetensors:0,0.5,1 \
+        $vk --quiet generate --prompt "$prompt" --seed 1 --cfg "$CFG" --batch 4 -o "$W/samples/base-$(printf %02d $n).png"
+        $vk --quiet generate --prompt "$prompt" --seed 1 --cfg "$CFG" --lora-sweep assets/vklora-emoji-style.safetensors:0,0.5,1 \
             -o "$W/samples/sweep-$(printf %02d $n).png"
     done < recipe/emoji-model/sample_prompts.txt
-    $vk grid --columns 16 --scale 3 -o assets/vklora-emoji-samples.png "$W"/samples/base-*.png
+    # one column per prompt, one row per seed (seeds 1-4: the batch's images)
+    cells=()
+    for s in "" -1 -2 -3; do
+        for i in $(seq -f %02g 1 $n); do cells+=("$W/samples/base-$i$s.png"); done
+    done
+    $vk grid --columns "$n" --scale 3 -o assets/vklora-emoji-samples.png "${cells[@]}"
     $vk grid --columns 1 --scale 3 -o assets/vklora-emoji-style-sweep.png "$W"/samples/sweep-*.png
 fi
 stamp "done"

@@ -1,5 +1,6 @@
 #include "sd/vae_folder.h"
 
+#include "io/dir.h"
 #include "io/safetensors.h"
 #include "sd/sd_layout.h"
 
@@ -209,21 +210,6 @@ int vkl_vae_folder_load(vkl_ctx *c, const char *dir, vkl_dtype dtype, vkl_sd_vae
     return rc;
 }
 
-static int write_text_atomic(const char *path, const char *text, vkl_err *e)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%.4100s.tmp%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return vkl_fail(e, "cannot write %s: %s", tmp, strerror(errno));
-    int ok = fputs(text, f) >= 0;
-    ok = (fflush(f) == 0) && ok && (fsync(fileno(f)) == 0);
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return vkl_fail(e, "cannot write %s: %s", path, strerror(errno));
-    }
-    return 0;
-}
 
 int vkl_vae_folder_save(vkl_ctx *c, const char *dir, const vkl_sd_vae_config *v, const vkl_weights *w,
                         vkl_dtype dtype, vkl_err *e)
@@ -259,7 +245,7 @@ int vkl_vae_folder_save(vkl_ctx *c, const char *dir, const vkl_sd_vae_config *v,
     char *json = vkl_vae_config_json(v);
     if (!json) return vkl_fail(e, "out of host memory");
     snprintf(path, sizeof path, "%s/config.json", dir);
-    rc = write_text_atomic(path, json, e);
+    rc = vkl_write_text_atomic(path, json, e);
     free(json);
     return rc;
 }

@@ -81,34 +81,7 @@ static int up_like(vkl_lora_role r)
 
 /* ---- files: adapter with kohya metadata, state folder, settings, log ---- */
 
-static int mkdir_p(const char *path)
-{
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0755) && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
-}
 
-static int write_text_atomic(const char *path, const char *text, vkl_err *e)
-{
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return vkl_fail(e, "cannot write %s: %s", tmp, strerror(errno));
-    int ok = fputs(text, f) >= 0;
-    ok = (fflush(f) == 0) && ok && (fsync(fileno(f)) == 0);
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return vkl_fail(e, "cannot write %s: %s", path, strerror(errno));
-    }
-    return 0;
-}
 
 typedef struct trainer {
     vkl_ctx *ctx;
@@ -273,10 +246,10 @@ static int save_state(trainer *t, const char *base, int step, int epoch, const v
         fclose(f);
         prev[strcspn(prev, "\n")] = 0;
     }
-    if (mkdir_p(base) || save_state_files(t, dir, step, epoch, it, e)) return -1;
+    if (vkl_mkdir_p(base) || save_state_files(t, dir, step, epoch, it, e)) return -1;
     char name[64];
     snprintf(name, sizeof name, "step-%06d\n", step);
-    if (write_text_atomic(latest, name, e)) return -1;
+    if (vkl_write_text_atomic(latest, name, e)) return -1;
     if (prev[0] && strncmp(prev, name, strlen(prev))) {
         char old[1200];
         snprintf(old, sizeof old, "%s/%s", base, prev);
@@ -287,7 +260,7 @@ static int save_state(trainer *t, const char *base, int step, int epoch, const v
 
 static int save_state_files(trainer *t, const char *dir, int step, int epoch, const vkl_ds_iter *it, vkl_err *e)
 {
-    if (mkdir_p(dir)) return vkl_fail(e, "cannot create %s: %s", dir, strerror(errno));
+    if (vkl_mkdir_p(dir)) return vkl_fail(e, "cannot create %s: %s", dir, strerror(errno));
     char path[1400];
     snprintf(path, sizeof path, "%.1200s/adapter.safetensors", dir);
     if (t->c->full ? vkl_full_net_save_state(&t->net, dir, e) : save_adapter(t, path, step, epoch, e)) return -1;
@@ -333,7 +306,7 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
     cJSON_Delete(j);
     free(iter);
     snprintf(path, sizeof path, "%.1200s/state.json", dir);
-    rc = text ? write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
+    rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
     free(text);
     return rc;
 }
@@ -552,7 +525,7 @@ static int render_samples(trainer *t, int step, vkl_err *e)
     char stem[1100];
     stem_of(c->output, stem, sizeof stem);
     snprintf(dir, sizeof dir, "%.1000s.samples", stem);
-    if (mkdir_p(dir)) {
+    if (vkl_mkdir_p(dir)) {
         free(text);
         return vkl_fail(e, "cannot create %s", dir);
     }
@@ -703,7 +676,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     {
         char *js = vkl_train_config_json(c), path[1200];
         snprintf(path, sizeof path, "%s.json", stem);
-        int bad = !js || write_text_atomic(path, js, e);
+        int bad = !js || vkl_write_text_atomic(path, js, e);
         free(js);
         if (bad) goto done;
     }

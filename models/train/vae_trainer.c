@@ -62,34 +62,7 @@ static int dir_empty(const char *p)
     return empty;
 }
 
-static int mkdir_p(const char *path)
-{
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0755) && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
-}
 
-static int write_text_atomic(const char *path, const char *text, vkl_err *e)
-{
-    char tmp[1200];
-    snprintf(tmp, sizeof tmp, "%.1150s.tmp%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return vkl_fail(e, "cannot write %s: %s", tmp, strerror(errno));
-    int ok = fputs(text, f) >= 0;
-    ok = (fflush(f) == 0) && ok && (fsync(fileno(f)) == 0);
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return vkl_fail(e, "cannot write %s: %s", path, strerror(errno));
-    }
-    return 0;
-}
 
 static int same_arch(const vkl_sd_vae_config *a, const vkl_sd_vae_config *b)
 {
@@ -194,7 +167,7 @@ static int save_state(run *t, int step, double seconds, const vkl_ds_iter *it, v
         fclose(lf);
         prev[strcspn(prev, "\n")] = 0;
     }
-    if (mkdir_p(dir)) return vkl_fail(e, "cannot create %s: %s", dir, strerror(errno));
+    if (vkl_mkdir_p(dir)) return vkl_fail(e, "cannot create %s: %s", dir, strerror(errno));
     /* the weights as a VAE folder of their own (f32, exact), then the moments */
     if (vkl_vae_folder_save(t->ctx, dir, &t->cfg, t->w, VKL_F32, e)) return -1;
     vkl_st_writer *w = vkl_st_writer_new();
@@ -237,14 +210,14 @@ static int save_state(run *t, int step, double seconds, const vkl_ds_iter *it, v
     cJSON_Delete(j);
     free(iter);
     snprintf(path, sizeof path, "%.1200s/state.json", dir);
-    rc = text ? write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
+    rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
     free(text);
     if (rc) return -1;
     /* latest moves only once the folder is whole, so a kill at any moment
      * leaves it naming a complete state */
     char name[64];
     snprintf(name, sizeof name, "step-%06d\n", step);
-    if (write_text_atomic(latest, name, e)) return -1;
+    if (vkl_write_text_atomic(latest, name, e)) return -1;
     if (prev[0] && strncmp(prev, name, strlen(prev))) {
         snprintf(path, sizeof path, "%.1100s/%.60s", t->state_dir, prev);
         vkl_err e2;
@@ -372,7 +345,7 @@ static int trim_log(const char *path, int step, vkl_err *e)
         len += n;
     }
     fclose(f);
-    int rc = write_text_atomic(path, out, e);
+    int rc = vkl_write_text_atomic(path, out, e);
     free(out);
     return rc;
 }
@@ -473,7 +446,7 @@ int vkl_vae_train_run(vkl_ctx *ctx, const vkl_vae_train_config *c, vkl_vae_train
         vkl_dir_remove(t.state_dir, &e2);
         unlink(log_path);
     }
-    if (mkdir_p(c->output)) return vkl_fail(e, "cannot create %s: %s", c->output, strerror(errno));
+    if (vkl_mkdir_p(c->output)) return vkl_fail(e, "cannot create %s: %s", c->output, strerror(errno));
     if (open_model(&t, c->resume ? resume_dir : NULL, e)) goto done;
     t.vae.cfg = &t.cfg;
     t.vae.w = t.w;

@@ -108,3 +108,36 @@ int vkl_dir_install(const char *tmp, const char *path, int replace, vkl_err *e)
     }
     return vkl_dir_remove(old, e);
 }
+
+int vkl_mkdir_p(const char *path)
+{
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s", path) >= sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0755) && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+int vkl_write_text_atomic(const char *path, const char *text, vkl_err *e)
+{
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%.4100s.tmp%d", path, (int)getpid()) >= (int)sizeof tmp)
+        return vkl_fail(e, "%s: path too long", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return vkl_fail(e, "cannot write %s: %s", tmp, strerror(errno));
+    int ok = fputs(text, f) >= 0;
+    ok = (fflush(f) == 0) && ok && (fsync(fileno(f)) == 0);
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return vkl_fail(e, "cannot write %s: %s", path, strerror(errno));
+    }
+    return 0;
+}

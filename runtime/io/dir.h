@@ -15,4 +15,10 @@ int vkl_dir_remove(const char *path, vkl_err *e);
  * is set: it is moved aside, tmp moved in, then the old one removed. */
 int vkl_dir_install(const char *tmp, const char *path, int replace, vkl_err *e);
 
+/* Creates path and its missing parents (0755); -1 with errno on failure. */
+int vkl_mkdir_p(const char *path);
+/* Writes text to path through a temporary file in the same folder, flushed
+ * to disk, then renamed over path: readers see the old or the new file. */
+int vkl_write_text_atomic(const char *path, const char *text, vkl_err *e);
+
 #endif

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static int usage(void)
 {
@@ -17,7 +18,7 @@ static int usage(void)
             "  --model   SD model (file or diffusers folder) or checkpoint whose weight names\n"
             "            resolve kohya names; also checks every shape\n"
             "  --config  PEFT config of IN (default: adapter_config.json next to IN)\n"
-            "  --force   replace an existing adapter_config.json\n");
+            "  --force   replace an existing OUT (and, for peft, adapter_config.json beside it)\n");
     return 2;
 }
 
@@ -46,6 +47,11 @@ int vkl_cmd_convert(int argc, char **argv)
     if (strcmp(to, "kohya") && strcmp(to, "peft")) {
         fprintf(stderr, "vklora convert: --to must be kohya or peft, not %s\n", to);
         return 2;
+    }
+    struct stat st;
+    if (!force && !stat(out, &st)) {
+        fprintf(stderr, "vklora convert: %s exists; pass --force to replace it\n", out);
+        return 1;
     }
     vkl_lora_targets t;
     vkl_err e;

@@ -1,6 +1,8 @@
 /* vklora generate: txt2img and img2img with a Stable Diffusion checkpoint. */
 #include "app.h"
 #include "gen_lora.h"
+#include "lora_args.h"
+#include "sd/sd_source.h"
 #include "grid.h"
 #include "progress.h"
 
@@ -11,10 +13,12 @@
 #include "sd/pipeline.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char *usage_text =
     "usage: vklora generate --model PATH --prompt TEXT [options]\n"
@@ -27,7 +31,7 @@ static const char *usage_text =
     "  --sampler NAME         euler | euler_a | ddim | dpmpp_2m, or A1111 names (\"DPM++ 2M Karras\")\n"
     "  --schedule NAME        normal | karras\n"
     "  --sampler-convention C a1111 (default) | diffusers\n"
-    "  --seed N               seed (default: random, printed)\n"
+    "  --seed N               seed (default or -1: random, printed and stored in the PNG)\n"
     "  --width W --height H   image size, multiples of 8 (default: the model's native size)\n"
     "  --batch N              images per run (1)\n"
     "  --init-image FILE      img2img input; --strength X (0.75) how much to change it\n"
@@ -74,8 +78,53 @@ static int parse_float(const char *s, float *out)
 {
     char *end;
     double v = strtod(s, &end);
-    if (!*s || *end || v != v) return -1;
+    if (!*s || *end || !isfinite(v)) return -1;
     *out = (float)v;
+    return 0;
+}
+
+/* What can be checked before the model is loaded (which can take minutes):
+ * the output's folder and format, the other files named, value ranges. */
+static int precheck(const gen_args *a)
+{
+    const char *dot = strrchr(a->output, '.'), *slash = strrchr(a->output, '/');
+    if (!dot || (slash && dot < slash) || strcasecmp(dot, ".png")) {
+        fprintf(stderr, "vklora generate: -o %s: vklora writes PNG images (the format that carries the generation "
+                        "parameters); name the output *.png\n", a->output);
+        return 2;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - a->output) + (slash == a->output) : 1,
+             slash ? a->output : ".");
+    struct stat st;
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "vklora generate: -o %s: the folder %s does not exist\n", a->output, dir);
+        return 1;
+    }
+    if (access(dir, W_OK)) {
+        fprintf(stderr, "vklora generate: -o %s: the folder %s is not writable\n", a->output, dir);
+        return 1;
+    }
+    if (!stat(a->output, &st) && S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "vklora generate: -o %s is a folder; name a .png file\n", a->output);
+        return 2;
+    }
+    const char *files[][2] = {{"--model", a->model},           {"--init-image", a->init_image},
+                              {"--tokenizer", a->tokenizer},   {"--init-noise", a->init_noise},
+                              {"--lora-dir", a->lora_dir}};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++)
+        if (files[i][1] && stat(files[i][1], &st)) {
+            fprintf(stderr, "vklora generate: %s %s: %s\n", files[i][0], files[i][1], strerror(errno));
+            return 1;
+        }
+    if (a->cfg < 0 || a->cfg > 100) {
+        fprintf(stderr, "vklora generate: --cfg %g is outside [0, 100]\n", a->cfg);
+        return 2;
+    }
+    if (a->strength < 0 || a->strength > 1) {
+        fprintf(stderr, "vklora generate: --strength %g is outside [0, 1]\n", a->strength);
+        return 2;
+    }
     return 0;
 }
 
@@ -152,12 +201,13 @@ static int parse_args(int argc, char **argv, gen_args *a)
         else if (!strcmp(k, "--cfg")) bad = parse_float(v, &a->cfg);
         else if (!strcmp(k, "--strength")) bad = parse_float(v, &a->strength);
         else if (!strcmp(k, "--seed")) {
+            /* -1 asks for a random seed, as AUTOMATIC1111's */
             char *end;
             errno = 0;
             unsigned long long s = strtoull(v, &end, 10);
-            bad = errno || !*v || *end;
-            a->seed = s;
-            a->have_seed = 1;
+            bad = errno || !*v || *end || v[0] == '-' || v[0] == '+';
+            if (!strcmp(v, "-1")) bad = 0;
+            else a->seed = s, a->have_seed = 1;
         } else {
             fprintf(stderr, "vklora generate: unknown option '%s'\n%s", k, usage_text);
             return -1;
@@ -252,6 +302,25 @@ static int to_u8(const float *images, int b, int w, int h, vkl_image *im, vkl_er
 
 /* --lora-sweep FILE:W1,W2,...: one image per weight, same seed, one grid. The
  * model is loaded once; only the adapter's per-rank scales change between images. */
+/* "W1,W2,...": up to 64 finite weights into w (may be NULL), their count into *n. */
+static int sweep_list(const char *weights, float *w, int *n, vkl_err *e)
+{
+    char buf[2048];
+    snprintf(buf, sizeof buf, "%s", weights);
+    int k = 0;
+    for (char *save = NULL, *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        float x;
+        if (vkl_app_parse_weight(p, &x))
+            return vkl_fail(e, "--lora-sweep: '%s' in '%s' is not a weight (a finite number)", p, weights);
+        if (k == 64) return vkl_fail(e, "--lora-sweep: at most 64 weights");
+        if (w) w[k] = x;
+        k++;
+    }
+    if (!k) return vkl_fail(e, "--lora-sweep: '%s' is not a list of weights", weights);
+    if (n) *n = k;
+    return 0;
+}
+
 static int sweep(vkl_sd_model *m, vkl_gen_lora *gl, int idx, const char *weights, vkl_gen_opts *o, const char *out,
                  int quiet, vkl_err *e)
 {
@@ -259,15 +328,10 @@ static int sweep(vkl_sd_model *m, vkl_gen_lora *gl, int idx, const char *weights
     const char *lab[64];
     char labbuf[64][32];
     int n = 0;
-    for (const char *p = weights; *p && n < 64;) {
-        char *end;
-        w[n] = strtof(p, &end);
-        if (end == p) return vkl_fail(e, "--lora-sweep: '%s' is not a list of weights", weights);
-        snprintf(labbuf[n], sizeof labbuf[n], "%g", w[n]);
-        lab[n] = labbuf[n];
-        n++;
-        p = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') return vkl_fail(e, "--lora-sweep: '%s' is not a list of weights", weights);
+    if (sweep_list(weights, w, &n, e)) return -1;
+    for (int i = 0; i < n; i++) {
+        snprintf(labbuf[i], sizeof labbuf[i], "%g", w[i]);
+        lab[i] = labbuf[i];
     }
     vkl_image imgs[64];
     int made = 0, rc = 0;
@@ -299,10 +363,26 @@ static int sweep(vkl_sd_model *m, vkl_gen_lora *gl, int idx, const char *weights
     return rc;
 }
 
+/* The image size against the model's VAE factor, from its configuration
+ * alone (the weights are not read). */
+static int size_check(const gen_args *a, vkl_err *e)
+{
+    if (!a->width && !a->height) return 0;
+    vkl_sd_source *src = NULL;
+    if (vkl_sd_source_open(a->model, NULL, &src, e)) return -1;
+    int f = 1 << (vkl_sd_source_config(src)->vae.n_levels - 1);
+    vkl_sd_source_close(src);
+    if (a->width % f) return vkl_fail(e, "--width %d: this model's VAE needs a multiple of %d", a->width, f);
+    if (a->height % f) return vkl_fail(e, "--height %d: this model's VAE needs a multiple of %d", a->height, f);
+    return 0;
+}
+
 int vkl_cmd_generate(int argc, char **argv)
 {
     gen_args a;
     if (parse_args(argc, argv, &a)) return 2;
+    int pre = precheck(&a);
+    if (pre) return pre;
     vkl_err e = {{0}};
     vkl_gen_opts o;
     vkl_gen_opts_default(&o);
@@ -344,6 +424,29 @@ int vkl_cmd_generate(int argc, char **argv)
     memset(&gl, 0, sizeof gl);
     int rc = 1;
     vkl_progress prog;
+    /* adapters named on the command line and in the prompt: parsed, and their
+     * files found, before anything is loaded */
+    int sweep_idx = -1;
+    char sweep_file[2048] = "";
+    const char *sweep_weights = NULL;
+    if (!(clean_prompt = vkl_gen_lora_from_prompt(&gl, a.prompt, a.lora_dir, &e))) goto done;
+    o.prompt = clean_prompt;
+    for (int i = 0; i < a.nloras; i++)
+        if (vkl_gen_lora_add_spec(&gl, a.loras[i], &e)) goto done;
+    if (a.sweep) {
+        snprintf(sweep_file, sizeof sweep_file, "%s", a.sweep);
+        char *colon = strrchr(sweep_file, ':');
+        if (!colon) {
+            vkl_fail(&e, "--lora-sweep takes FILE:W1,W2,...");
+            goto done;
+        }
+        *colon = 0;
+        sweep_weights = a.sweep + (colon - sweep_file) + 1;
+        sweep_idx = gl.n;
+        if (vkl_gen_lora_add_spec(&gl, sweep_file, &e)) goto done;
+    }
+    if (sweep_weights && sweep_list(sweep_weights, NULL, NULL, &e)) goto done;
+    if (size_check(&a, &e)) goto done;
     if (vkl_ctx_create(NULL, &c, &e)) goto done;
     vkl_sd_model_opts mo;
     vkl_sd_model_opts_default(&mo);
@@ -371,25 +474,6 @@ int vkl_cmd_generate(int argc, char **argv)
         if (!a.height) a.height = native > 0 ? native : 512;
         o.width = a.width;
         o.height = a.height;
-    }
-    if (!(clean_prompt = vkl_gen_lora_from_prompt(&gl, a.prompt, a.lora_dir, &e))) goto done;
-    o.prompt = clean_prompt;
-    for (int i = 0; i < a.nloras; i++)
-        if (vkl_gen_lora_add_spec(&gl, a.loras[i], &e)) goto done;
-    int sweep_idx = -1;
-    char sweep_file[2048] = "";
-    const char *sweep_weights = NULL;
-    if (a.sweep) {
-        snprintf(sweep_file, sizeof sweep_file, "%s", a.sweep);
-        char *colon = strrchr(sweep_file, ':');
-        if (!colon) {
-            vkl_fail(&e, "--lora-sweep takes FILE:W1,W2,...");
-            goto done;
-        }
-        *colon = 0;
-        sweep_weights = a.sweep + (colon - sweep_file) + 1;
-        sweep_idx = gl.n;
-        if (vkl_gen_lora_add_spec(&gl, sweep_file, &e)) goto done;
     }
     if (gl.n) {
         t0 = vkl_progress_now();

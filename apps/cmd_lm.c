@@ -5,6 +5,8 @@
 #include "app.h"
 
 #include "llama/llama_generate.h"
+#include "llama/llama_lora_init.h"
+#include "lora_args.h"
 #include "lm_tok.h"
 
 #include <stdio.h>
@@ -19,7 +21,7 @@ typedef vkl_app_lm_tok lm_tok;
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vklora lm generate --model DIR --prompt TEXT [--max-tokens N] [--lora ADAPTER_DIR[:W]]...\n"
-               "                          [--tokenizer tokenizer.model|tok.bin] [--f16] [--device N]\n"
+               "                          [--tokenizer tokenizer.model|tok.bin] [--f16] [--device N|cpu|gpu|NAME]\n"
                "Greedy decoding with a KV cache; prints the continuation. The tokenizer is DIR/tokenizer.model\n"
                "(SentencePiece) unless --tokenizer names one (a .bin file is read as llama2.c's format).\n"
                "Adapters: PEFT folders (adapter_model.safetensors + adapter_config.json) of LoRA, DoRA or IA3;\n"
@@ -66,8 +68,10 @@ static int on_token(void *user, int32_t id)
 
 static int generate(int argc, char **argv)
 {
-    const char *model = NULL, *prompt = NULL, *tok_path = NULL, *lora[MAX_LORA];
-    int nlora = 0, max_new = 64, device = -1;
+    const char *model = NULL, *prompt = NULL, *tok_path = NULL;
+    static char lora[MAX_LORA][4096];
+    float lora_w[MAX_LORA];
+    int nlora = 0, max_new = 64;
     vkl_dtype dt = VKL_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -82,14 +86,25 @@ static int generate(int argc, char **argv)
                 return 2;
             }
             max_new = (int)x;
-        } else if (!strcmp(a, "--device") && v) device = atoi(argv[++i]);
+        } else if (!strcmp(a, "--device") && v) vkl_ctx_default_device(argv[++i], "--device ");
         else if (!strcmp(a, "--f16")) dt = VKL_F16;
         else if (!strcmp(a, "--lora") && v) {
             if (nlora == MAX_LORA) {
                 fprintf(stderr, "vklora lm generate: at most %d adapters\n", MAX_LORA);
                 return 2;
             }
-            lora[nlora++] = argv[++i];
+            vkl_err pe;
+            int nw;
+            lora_w[nlora] = 1.0f;
+            if (vkl_app_lora_spec(argv[++i], lora[nlora], sizeof lora[nlora], &lora_w[nlora], 1, &nw, &pe)) {
+                fprintf(stderr, "vklora lm generate: --lora %s\n", pe.msg);
+                return 2;
+            }
+            if (!exists(lora[nlora])) {
+                fprintf(stderr, "vklora lm generate: adapter %s not found\n", lora[nlora]);
+                return 1;
+            }
+            nlora++;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -106,7 +121,6 @@ static int generate(int argc, char **argv)
     vkl_err e = {{0}};
     vkl_ctx_opts co;
     vkl_ctx_opts_default(&co);
-    co.device = device;
     vkl_ctx *c = NULL;
     vkl_llama *m = NULL;
     lm_tok tok = {0};
@@ -123,21 +137,17 @@ static int generate(int argc, char **argv)
         vkl_app_lm_tok_open(model, tok_path, m->cfg.vocab, &tok, &e))
         rc = -1;
     for (int i = 0; !rc && i < nlora; i++) {
-        char dir[4096], path[4200];
-        snprintf(dir, sizeof dir, "%s", lora[i]);
-        float w = 1.0f;
-        char *colon = strrchr(dir, ':');
-        if (colon && colon[1]) {
-            char *end;
-            double x = strtod(colon + 1, &end);
-            if (!*end) {
-                w = (float)x;
-                *colon = 0;
-            }
-        }
+        const char *dir = lora[i];
+        float w = lora_w[i];
+        char path[4200];
         snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
         if (!exists(path)) snprintf(path, sizeof path, "%s", dir);
         if (vkl_lora_load(path, NULL, &ls[nloaded], &e)) {
+            rc = -1;
+            break;
+        }
+        if (vkl_llama_lora_check(m, &ls[nloaded], dir, &e)) {
+            vkl_lora_free(&ls[nloaded]);
             rc = -1;
             break;
         }

@@ -56,7 +56,7 @@ static void usage(FILE *f)
             "         [--rank 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
             "         [--lr 1e-4] [--steps N | --epochs N] [--batch 4] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
-            "         [--tokenizer tokenizer.model|tok.bin] [--device N] [--force] [--quiet]\n"
+            "         [--tokenizer tokenizer.model|tok.bin] [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
             "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file with a\n"
             "\"text\" field per line (one sample each, truncated or padded to seq-len). Samples are shuffled\n"
             "each epoch from --seed. Default length: one epoch. Targets: module name suffixes; defaults are\n"
@@ -165,7 +165,7 @@ static int parse(int argc, char **argv, args *a)
             else if (!strcmp(o, "--batch")) rc = get_int(o, v, 1, 4096, &a->batch);
             else if (!strcmp(o, "--seq-len")) rc = get_int(o, v, 2, 1 << 20, &a->seq_len);
             else if (!strcmp(o, "--warmup")) rc = get_int(o, v, 0, 100000000, &a->warmup);
-            else if (!strcmp(o, "--device")) rc = get_int(o, v, 0, 255, &a->device);
+            else if (!strcmp(o, "--device")) vkl_ctx_default_device(v, "--device ");
             else if (!strcmp(o, "--seed")) {
                 char *end;
                 unsigned long long x = strtoull(v, &end, 10);
@@ -382,7 +382,6 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
 {
     vkl_ctx_opts co;
     vkl_ctx_opts_default(&co);
-    co.device = a->device;
     if (vkl_ctx_create(&co, &r->c, e) || vkl_llama_load(r->c, a->model, VKL_F32, &r->m, e) ||
         vkl_app_lm_tok_open(a->model, a->tok, r->m->cfg.vocab, &r->tok, e))
         return -1;

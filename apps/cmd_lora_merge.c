@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define MAX_INPUTS 64
 
@@ -29,23 +30,22 @@ static int usage(void)
             "  --model   bake the adapters (any kind) into MODEL instead: OUT is a checkpoint in\n"
             "            MODEL's layout (single file, or a diffusers folder for a folder);\n"
             "            --dtype f16|f32 converts every float tensor (default: keep each);\n"
-            "            --force replaces an existing output folder\n");
+            "            --force replaces an existing output (file or folder); --verbose: the error per module\n");
     return 2;
 }
 
-/* FILE:WEIGHT splits at the last ':' only when what follows is a number, so
- * paths containing ':' still work. */
-static void split(char *arg, const char **path, double *w)
+/* Which model an adapter is for, from its module names: adapters for
+ * different models never combine into one file. */
+static const char *family_of(const vkl_lora *l)
 {
-    char *c = strrchr(arg, ':'), *end;
-    *path = arg;
-    *w = 1;
-    if (!c) return;
-    double x = strtod(c + 1, &end);
-    if (end != c + 1 && !*end) {
-        *c = 0;
-        *w = x;
+    for (int i = 0; i < l->n; i++) {
+        const char *nm = vkl_lora_module_label(&l->m[i]);
+        if (!strncmp(nm, "unet", 4) || !strncmp(nm, "text_encoder", 12) || !strncmp(nm, "lora_unet", 9) ||
+            !strncmp(nm, "lora_te", 7))
+            return "a Stable Diffusion";
+        if (!strncmp(nm, "model.layers.", 13) || !strncmp(nm, "lora_model_layers", 17)) return "a language-model";
     }
+    return NULL;
 }
 
 static void describe(const char *const *paths, const double *weights, int n, char *desc, size_t size)
@@ -95,13 +95,20 @@ static int bake(const char *base, const char *const *paths, const double *weight
 int vkl_cmd_merge(int argc, char **argv)
 {
     const char *paths[MAX_INPUTS], *out = NULL, *to = NULL, *model = NULL, *base = NULL, *dtype = NULL;
+    static char path_buf[MAX_INPUTS][4096];
     double weights[MAX_INPUTS];
-    int n = 0, rank = 0, force = 0;
+    int n = 0, rank = 0, force = 0, verbose = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--lora") && i + 1 < argc) {
             if (n == MAX_INPUTS) return fprintf(stderr, "vklora merge: at most %d adapters\n", MAX_INPUTS), 2;
-            split(argv[++i], &paths[n], &weights[n]);
+            float w[1] = {1.0f};
+            int nw;
+            vkl_err pe;
+            if (vkl_app_lora_spec(argv[++i], path_buf[n], sizeof path_buf[n], w, 1, &nw, &pe))
+                return fprintf(stderr, "vklora merge: --lora %s\n", pe.msg), 2;
+            paths[n] = path_buf[n];
+            weights[n] = nw ? w[0] : 1.0;
             n++;
         } else if (!strcmp(a, "-o") && i + 1 < argc) {
             out = argv[++i];
@@ -120,6 +127,8 @@ int vkl_cmd_merge(int argc, char **argv)
             rank = (int)r;
         } else if (!strcmp(a, "--force")) {
             force = 1;
+        } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
+            verbose = 1;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             return usage(), 0;
         } else {
@@ -128,6 +137,13 @@ int vkl_cmd_merge(int argc, char **argv)
         }
     }
     if (!n || !out) return usage();
+    struct stat st;
+    for (int i = 0; i < n; i++)
+        if (stat(paths[i], &st)) return fprintf(stderr, "vklora merge: adapter %s not found\n", paths[i]), 1;
+    struct stat so, sb;
+    int is_model = base && !stat(out, &so) && !stat(base, &sb) && so.st_ino == sb.st_ino && so.st_dev == sb.st_dev;
+    if (!force && !is_model && !stat(out, &st)) /* the model itself: bake says why not */
+        return fprintf(stderr, "vklora merge: %s exists; pass --force to replace it\n", out), 1;
     if (base) {
         if (to || rank || model)
             return fprintf(stderr, "vklora merge: --to, --rank and --names combine adapters; --model bakes them into "
@@ -153,6 +169,14 @@ int vkl_cmd_merge(int argc, char **argv)
             break;
         }
         in[loaded] = (vkl_lora_input){&loras[loaded], weights[loaded]};
+        const char *f0 = family_of(&loras[0]), *fi = family_of(&loras[loaded]);
+        if (f0 && fi && strcmp(f0, fi)) {
+            vkl_log(VKL_LOG_ERROR, "%s is %s adapter and %s is %s adapter: they cannot be merged into one", paths[0],
+                    f0, paths[loaded], fi);
+            rc = 1;
+            loaded++;
+            break;
+        }
     }
     vkl_lora res;
     vkl_lora_combine_report rep;
@@ -167,10 +191,18 @@ int vkl_cmd_merge(int argc, char **argv)
         vkl_lora_meta_set(&res, "vklora_merge_inputs", desc, &e);
         vkl_lora_meta_set(&res, "vklora_merge_method", rank ? "svd" : "concat", &e);
         if (rank) {
-            for (int i = 0; i < res.n; i++)
-                vkl_log(VKL_LOG_INFO, "%-80s rank %d  relative error %.3e", vkl_lora_module_label(&res.m[i]),
-                        res.m[i].rank, rep.rel_err[i]);
-            vkl_log(VKL_LOG_INFO, "overall relative Frobenius error at rank %d: %.3e", rank, rep.total_err);
+            double worst = 0, mean = 0;
+            int wi = 0;
+            for (int i = 0; i < res.n; i++) {
+                if (verbose)
+                    vkl_log(VKL_LOG_INFO, "%-80s rank %d  relative error %.3e", vkl_lora_module_label(&res.m[i]),
+                            res.m[i].rank, rep.rel_err[i]);
+                mean += rep.rel_err[i] / res.n;
+                if (rep.rel_err[i] > worst) worst = rep.rel_err[i], wi = i;
+            }
+            vkl_log(VKL_LOG_INFO, "rank %d: relative Frobenius error %.3e overall, mean %.3e and max %.3e over %d "
+                    "modules (max at %s; --verbose lists each)", rank, rep.total_err, mean, worst, res.n,
+                    res.n ? vkl_lora_module_label(&res.m[wi]) : "-");
         }
         rc = vkl_app_lora_save(&res, to, out, force) ? 1 : 0;
         if (!rc) vkl_log(VKL_LOG_INFO, "%d modules from %d adapters -> %s", res.n, n, out);

@@ -30,11 +30,15 @@ static const char *usage_text =
     "    fp16 arithmetic; f32 elsewhere)   --weights f16|f32 (frozen weights, f16)\n"
     "  --cache-latents-to-disk (keep VAE latents beside the images, keyed by content; default: memory only)\n"
     "  --save-every N   --keep-last K   --sample-prompts FILE --sample-every N   --resume STATE_DIR\n"
+    "  --force (replace an earlier run's ADAPTER, log and state folder; without it they are kept)\n"
     "  --config FILE (JSON or TOML with the same names, without dashes)   --quiet\n"
     "Writes ADAPTER (kohya format; LyCORIS keys and lycoris.kohya metadata for loha, lokr, dora)\n"
     "and beside it, named after it without .safetensors: NAME.json (settings), NAME.csv (loss per\n"
     "step), NAME.png (loss curve), NAME.state/ (for --resume), NAME-stepN.safetensors (--save-every),\n"
-    "NAME.samples/. Ctrl-C saves the state and stops.\n";
+    "NAME.samples/. Ctrl-C saves the state and stops. --resume continues the run of that state: settings\n"
+    "that define it (model, images, network, rank, batch, seed, ...) must match; others (lr, schedule,\n"
+    "max-steps, ...) may change and are recorded in NAME.json. Relative paths in a --config file count\n"
+    "from the file's folder.\n";
 
 static void on_sigint(int sig)
 {
@@ -42,86 +46,13 @@ static void on_sigint(int sig)
     vkl_train_interrupt = 1;
 }
 
-/* JSON object or TOML lines `key = value` (strings quoted, # comments, [tables] ignored). */
-static int read_config(const char *path, vkl_train_config *c, vkl_err *e)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return vkl_fail(e, "cannot open config %s", path);
-    char *buf = malloc(1 << 20);
-    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-    fclose(f);
-    if (!buf) return vkl_fail(e, "out of host memory");
-    buf[n] = 0;
-    int rc = 0;
-    const char *p = buf;
-    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
-    if (*p == '{') {
-        cJSON *j = cJSON_Parse(buf);
-        if (!j) rc = vkl_fail(e, "%s: not valid JSON", path);
-        for (cJSON *it = j ? j->child : NULL; it && !rc; it = it->next) {
-            char val[64];
-            const char *v = val;
-            if (cJSON_IsString(it)) v = it->valuestring;
-            else if (cJSON_IsBool(it)) snprintf(val, sizeof val, "%s", cJSON_IsTrue(it) ? "true" : "false");
-            else if (cJSON_IsNumber(it)) snprintf(val, sizeof val, "%.17g", it->valuedouble);
-            else continue;
-            rc = vkl_train_config_set(c, it->string, v, e);
-        }
-        cJSON_Delete(j);
-    } else {
-        int lineno = 0;
-        for (char *save = NULL, *ln = strtok_r(buf, "\n", &save); ln && !rc; ln = strtok_r(NULL, "\n", &save)) {
-            lineno++;
-            while (*ln == ' ' || *ln == '\t') ln++;
-            if (!*ln || *ln == '#' || *ln == '[' || *ln == '\r') continue;
-            char *eq = strchr(ln, '=');
-            if (!eq) {
-                rc = vkl_fail(e, "%s: line %d is not 'key = value'", path, lineno);
-                break;
-            }
-            char *k = ln, *v = eq + 1, *ke = eq;
-            while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t')) ke--;
-            *ke = 0;
-            while (*v == ' ' || *v == '\t') v++;
-            char *end = v + strlen(v);
-            while (end > v && (end[-1] == ' ' || end[-1] == '\r' || end[-1] == '\t')) *--end = 0;
-            if (*v == '"' && end > v + 1 && end[-1] == '"') {
-                v++;
-                end[-1] = 0;
-            } else {
-                char *hash = strchr(v, '#');
-                if (hash) {
-                    *hash = 0;
-                    while (hash > v && (hash[-1] == ' ' || hash[-1] == '\t')) *--hash = 0;
-                }
-            }
-            for (char *q = k; *q; q++)
-                if (*q == '_') *q = '-';
-            rc = vkl_train_config_set(c, k, v, e);
-            if (rc) vkl_err_prefix(e, "%s line %d: ", path, lineno);
-        }
-    }
-    free(buf);
-    return rc;
-}
-
 typedef struct {
     vkl_progress bar;
-    float *losses;
-    int n, cap;
 } run_state;
 
 static void on_step(void *user, const vkl_train_report *r)
 {
     run_state *s = user;
-    if (s->n == s->cap) {
-        int cap = s->cap ? 2 * s->cap : 1024;
-        float *p = realloc(s->losses, sizeof(float) * (size_t)cap);
-        if (!p) return;
-        s->losses = p;
-        s->cap = cap;
-    }
-    s->losses[s->n++] = r->loss;
     s->bar.total = r->total;
     char extra[160];
     snprintf(extra, sizeof extra, "epoch %d loss %.4f (avg %.4f) lr %.2e mem %.0f MiB%s", r->epoch, r->loss, r->loss_avg,
@@ -157,12 +88,16 @@ int vkl_cmd_train(int argc, char **argv)
             c.quiet = 1;
             continue;
         }
+        if (!strcmp(k, "--force")) {
+            c.force = 1;
+            continue;
+        }
         if (i + 1 >= argc || strncmp(k, "-", 1)) {
             fprintf(stderr, "vklora train: %s %s\n%s", k, i + 1 >= argc ? "needs a value" : "is not an option", usage_text);
             return 2;
         }
         const char *v = argv[++i];
-        int rc = !strcmp(k, "--config") ? read_config(v, &c, &e)
+        int rc = !strcmp(k, "--config") ? vkl_train_config_read(&c, v, &e)
                                          : vkl_train_config_set(&c, k + (k[1] == '-' ? 2 : 1), v, &e);
         if (rc) {
             fprintf(stderr, "vklora train: %s\n", e.msg);
@@ -192,16 +127,18 @@ int vkl_cmd_train(int argc, char **argv)
     } else if (rc == 1) {
         fprintf(stderr, "vklora train: %s\n", e.msg);
         status = 130;
+    } else if (rc == 2) {
+        if (!c.quiet) printf("%s is finished: nothing to do\n", c.output);
     } else {
-        char stem[1100], plot[1120];
+        char stem[1100], plot[1120], csv[1120];
         snprintf(stem, sizeof stem, "%s", c.output);
         size_t len = strlen(stem);
         if (len > 12 && !strcmp(stem + len - 12, ".safetensors")) stem[len - 12] = 0;
         snprintf(plot, sizeof plot, "%s.png", stem);
-        if (s.n && vkl_loss_plot(plot, s.losses, s.n, &e)) fprintf(stderr, "vklora train: %s\n", e.msg);
-        if (!c.quiet) printf("wrote %s (loss log %s.csv, curve %s)\n", c.output, stem, plot);
+        snprintf(csv, sizeof csv, "%s.csv", stem);
+        if (vkl_loss_plot_csv(plot, csv, &e)) fprintf(stderr, "vklora train: %s\n", e.msg);
+        if (!c.quiet) printf("wrote %s (loss log %s, curve %s)\n", c.output, csv, plot);
     }
-    free(s.losses);
     vkl_ctx_destroy(ctx);
     return status;
 }

@@ -1,4 +1,5 @@
 #include "gen_lora.h"
+#include "lora_args.h"
 
 #include "lora/lora_merge_weights.h"
 #include "ops.h"
@@ -33,22 +34,45 @@ static int add(vkl_gen_lora *l, const char *path, float w_unet, float w_te, vkl_
 
 int vkl_gen_lora_add_spec(vkl_gen_lora *l, const char *spec, vkl_err *e)
 {
-    char buf[2048];
-    snprintf(buf, sizeof buf, "%s", spec);
-    float w[2] = {1.0f, 1.0f};
-    int nw = 0;
-    /* weights are the trailing ":number" parts (a path may itself contain ':') */
-    for (int k = 0; k < 2; k++) {
-        char *colon = strrchr(buf, ':'), *end;
-        if (!colon) break;
-        double v = strtod(colon + 1, &end);
-        if (end == colon + 1 || *end) break;
-        w[1 - k] = (float)v;
-        nw++;
-        *colon = 0;
+    char path[2048];
+    float w[2];
+    int nw;
+    /* FILE, FILE:W (both networks) or FILE:W_UNET:W_TE */
+    if (vkl_app_lora_spec(spec, path, sizeof path, w, 2, &nw, e)) return -1;
+    if (nw == 0) w[0] = w[1] = 1.0f;
+    if (nw == 1) w[1] = w[0];
+    return add(l, path, w[0], w[1], e);
+}
+
+/* The weights of <lora:NAME:...> as AUTOMATIC1111 reads them: positional
+ * te[:unet] (unet defaults to te), or named te=X / unet=X. */
+static int prompt_weights(char *args, const char *tag, float *wu, float *wt, vkl_err *e)
+{
+    int pos = 0, unet_given = 0;
+    for (char *save = NULL, *p = strtok_r(args, ":", &save); p; p = strtok_r(NULL, ":", &save)) {
+        float x;
+        char *eq = strchr(p, '=');
+        const char *val = eq ? eq + 1 : p;
+        if (vkl_app_parse_weight(val, &x))
+            return vkl_fail(e, "<lora:%s>: '%s' is not a weight (a finite number, e.g. 0.8)", tag, val);
+        if (eq) {
+            *eq = 0;
+            if (!strcmp(p, "te")) *wt = x;
+            else if (!strcmp(p, "unet")) *wu = x, unet_given = 1;
+            else return vkl_fail(e, "<lora:%s>: '%s=' is not a weight vklora knows (te=, unet=)", tag, p);
+        } else if (pos == 0) {
+            *wt = x;
+            pos++;
+        } else if (pos == 1) {
+            *wu = x;
+            unet_given = 1;
+            pos++;
+        } else {
+            return vkl_fail(e, "<lora:%s>: more than two weights", tag);
+        }
     }
-    if (nw == 1) w[0] = w[1];      /* FILE:W -> both */
-    return add(l, buf, w[0], nw ? w[1] : 1.0f, e);
+    if (!unet_given) *wu = *wt;
+    return 0;
 }
 
 char *vkl_gen_lora_from_prompt(vkl_gen_lora *l, const char *prompt, const char *lora_dir, vkl_err *e)
@@ -70,14 +94,16 @@ char *vkl_gen_lora_from_prompt(vkl_gen_lora *l, const char *prompt, const char *
             }
             char inner[1024];
             snprintf(inner, sizeof inner, "%.*s", (int)(close - prompt - i - 6), prompt + i + 6);
+            char tag[1024];
+            snprintf(tag, sizeof tag, "%s", inner);
             char *w1 = strchr(inner, ':');
             float wu = 1.0f, wt = 1.0f;
             if (w1) {
                 *w1++ = 0;
-                char *w2 = strchr(w1, ':');
-                if (w2) *w2++ = 0;
-                wt = wu = (float)atof(w1);   /* A1111: <lora:name:te_and_unet[:unet]> */
-                if (w2) wu = (float)atof(w2);
+                if (prompt_weights(w1, tag, &wu, &wt, e)) {
+                    free(out);
+                    return NULL;
+                }
             }
             if (!lora_dir) {
                 vkl_fail(e, "the prompt names <lora:%s>: give --lora-dir to say where adapters are", inner);

@@ -67,3 +67,35 @@ int vkl_loss_plot(const char *path, const float *loss, int n, vkl_err *e)
     vkl_image_free(&im);
     return rc;
 }
+
+int vkl_loss_plot_csv(const char *png, const char *csv, vkl_err *e)
+{
+    FILE *f = fopen(csv, "rb");
+    if (!f) return vkl_fail(e, "cannot read %s", csv);
+    char line[512];
+    int col = -1, n = 0, cap = 0, rc = 0;
+    float *loss = NULL;
+    if (fgets(line, sizeof line, f)) {
+        /* the column named loss, wherever the log puts it */
+        int k = 0;
+        for (char *save = NULL, *tok = strtok_r(line, ",\r\n", &save); tok; tok = strtok_r(NULL, ",\r\n", &save), k++)
+            if (!strcmp(tok, "loss")) col = k;
+    }
+    while (col >= 0 && !rc && fgets(line, sizeof line, f)) {
+        const char *p = line;
+        for (int k = 0; k < col && p; k++)
+            if ((p = strchr(p, ','))) p++;
+        if (!p) continue;
+        if (n == cap) {
+            float *q = realloc(loss, sizeof(float) * (size_t)(cap = cap ? 2 * cap : 1024));
+            if (!q) rc = vkl_fail(e, "out of host memory");
+            else loss = q;
+        }
+        if (!rc) loss[n++] = strtof(p, NULL);
+    }
+    fclose(f);
+    if (!rc && col < 0) rc = vkl_fail(e, "%s has no loss column", csv);
+    if (!rc) rc = vkl_loss_plot(png, loss, n, e);
+    free(loss);
+    return rc;
+}

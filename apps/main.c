@@ -1,5 +1,6 @@
 /* vklora command-line entry: global options, then one subcommand. */
 #include "app.h"
+#include "vkl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,9 +41,10 @@ int main(int argc, char **argv)
 {
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
-        if ((!strcmp(argv[i], "--device") || !strcmp(argv[i], "--profile")) && i + 1 < argc) {
-            setenv(!strcmp(argv[i], "--device") ? "VKLORA_DEVICE" : "VKLORA_PROFILE", argv[i + 1], 1);
-            i++;
+        if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            vkl_ctx_default_device(argv[++i], "--device ");
+        } else if (!strcmp(argv[i], "--profile") && i + 1 < argc) {
+            setenv("VKLORA_PROFILE", argv[++i], 1);
         } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) {
             vkl_log_set_level(VKL_LOG_WARN);
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {

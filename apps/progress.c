@@ -19,6 +19,8 @@ void vkl_progress_begin(vkl_progress *p, const char *label, int total, int quiet
     p->tty = isatty(2);
     p->start = vkl_progress_now();
     p->last_print = 0;
+    p->base_done = -1;
+    p->base_time = 0;
 }
 
 static void fmt_time(double s, char *buf, size_t n)
@@ -32,15 +34,20 @@ void vkl_progress_update(vkl_progress *p, int done, const char *extra)
 {
     if (p->quiet) return;
     double now = vkl_progress_now(), el = now - p->start;
+    if (p->base_done < 0) {
+        p->base_done = done;
+        p->base_time = now;
+    }
     /* plain output: at most one line every 2 s, and the last step */
     if (!p->tty && done < p->total && now - p->last_print < 2.0) return;
     p->last_print = now;
-    double rate = el > 0 ? done / el : 0;
-    char eta[32], spent[32];
-    fmt_time(rate > 0 ? (p->total - done) / rate : 0, eta, sizeof eta);
+    double rate = now > p->base_time && done > p->base_done ? (done - p->base_done) / (now - p->base_time) : 0;
+    char eta[32] = "?", spent[32];
+    if (rate > 0) fmt_time((p->total - done) / rate, eta, sizeof eta);
     fmt_time(el, spent, sizeof spent);
     char rate_s[32];
-    if (rate >= 1 || rate == 0) snprintf(rate_s, sizeof rate_s, "%.2f it/s", rate);
+    if (rate == 0) snprintf(rate_s, sizeof rate_s, "? it/s");
+    else if (rate >= 1) snprintf(rate_s, sizeof rate_s, "%.2f it/s", rate);
     else snprintf(rate_s, sizeof rate_s, "%.2f s/it", 1 / rate);
     if (p->tty) {
         int width = 24, fill = p->total ? done * width / p->total : width;

@@ -9,6 +9,10 @@ typedef struct vkl_progress {
     int quiet;
     int tty;
     double start, last_print;
+    /* the rate counts from the first update on: steps before it were resumed
+     * from a saved state, and the first one compiles the shaders */
+    int base_done;
+    double base_time;
 } vkl_progress;
 
 void vkl_progress_begin(vkl_progress *p, const char *label, int total, int quiet);

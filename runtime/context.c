@@ -6,6 +6,15 @@
 #include <string.h>
 #include <strings.h>
 
+/* The process-wide device choice of a command line's --device. */
+static const char *default_spec, *default_origin;
+
+void vkl_ctx_default_device(const char *spec, const char *origin)
+{
+    default_spec = spec;
+    default_origin = origin;
+}
+
 void vkl_ctx_opts_default(vkl_ctx_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -118,7 +127,7 @@ static int rank(vkl_dev_type t)
 
 /* Chooses a device: an index, "cpu"/"gpu", or a name substring; else the best. */
 static int choose_device(VkPhysicalDevice *pds, vkl_caps *caps, int n, int want_index,
-                         const char *want, vkl_err *e)
+                         const char *want, const char *origin, vkl_err *e)
 {
     (void)pds;
     if (want_index >= 0) {
@@ -130,7 +139,7 @@ static int choose_device(VkPhysicalDevice *pds, vkl_caps *caps, int n, int want_
         long idx = strtol(want, &end, 10);
         if (!*end) {
             if (idx < 0 || idx >= n)
-                return vkl_fail(e, "VKLORA_DEVICE=%s: only %d Vulkan device(s) exist (see 'vklora devices')", want, n);
+                return vkl_fail(e, "%s%s: only %d Vulkan device(s) exist (see 'vklora devices')", origin, want, n);
             return (int)idx;
         }
         for (int i = 0; i < n; i++) {
@@ -138,7 +147,8 @@ static int choose_device(VkPhysicalDevice *pds, vkl_caps *caps, int n, int want_
             if (!strcasecmp(want, "gpu") && (caps[i].type == VKL_DEV_DISCRETE || caps[i].type == VKL_DEV_INTEGRATED)) return i;
             if (strcasestr(caps[i].name, want)) return i;
         }
-        return vkl_fail(e, "VKLORA_DEVICE=%s matches none of the %d Vulkan device(s) (see 'vklora devices')", want, n);
+        return vkl_fail(e, "%s%s matches none of the %d Vulkan device(s) (an index, cpu, gpu or part of a name; "
+                           "see 'vklora devices')", origin, want, n);
     }
     int best = 0;
     for (int i = 1; i < n; i++)
@@ -241,7 +251,8 @@ int vkl_ctx_create(const vkl_ctx_opts *o, vkl_ctx **out, vkl_err *e)
     vkl_caps *caps = NULL;
     int n = 0, idx;
     if (create_instance(c, validation, e) || enumerate(c, profile, &pds, &caps, &n, e) ||
-        (idx = choose_device(pds, caps, n, o->device, getenv("VKLORA_DEVICE"), e)) < 0) {
+        (idx = choose_device(pds, caps, n, o->device, default_spec ? default_spec : getenv("VKLORA_DEVICE"),
+                             default_spec ? default_origin : "VKLORA_DEVICE=", e)) < 0) {
         free(pds);
         free(caps);
         vkl_ctx_destroy(c);

@@ -62,6 +62,11 @@ typedef struct vkl_ctx_opts {
 } vkl_ctx_opts;
 
 void vkl_ctx_opts_default(vkl_ctx_opts *o);
+/* A device for every context of the process made without an index (an
+ * index, "cpu", "gpu" or part of a name, as $VKLORA_DEVICE, which it
+ * overrides); origin names it in messages ("--device"). The strings must
+ * outlive the contexts. */
+void vkl_ctx_default_device(const char *spec, const char *origin);
 int vkl_ctx_create(const vkl_ctx_opts *o, vkl_ctx **out, vkl_err *e);
 void vkl_ctx_destroy(vkl_ctx *c);
 const vkl_caps *vkl_ctx_caps(const vkl_ctx *c);

@@ -77,3 +77,32 @@ int vkl_llama_lora_init(const vkl_llama *m, const vkl_llama_lora_opts *o, vkl_lo
     if (rc) vkl_lora_free(out);
     return rc;
 }
+
+int vkl_llama_lora_check(const vkl_llama *m, const vkl_lora *l, const char *what, vkl_err *e)
+{
+    int bad = 0, first = -1;
+    for (int i = 0; i < l->n; i++) {
+        const vkl_lora_module *mo = &l->m[i];
+        int proj = 0;
+        for (int k = 0; k < N_PROJ && mo->name; k++)
+            proj |= ends_dotted(mo->name, PROJ[k]) && !strncmp(mo->name, "model.layers.", 13);
+        char wn[300];
+        snprintf(wn, sizeof wn, "%s.weight", mo->name ? mo->name : "");
+        const vkl_tensor *w = proj ? vkl_weights_find(m->w, wn) : NULL;
+        if (!w) {
+            if (first < 0) first = i;
+            bad++;
+            continue;
+        }
+        /* the factors' shape against the weight's (IA3 knows one axis only) */
+        if (mo->wndim == 2 && ((mo->wshape[0] && mo->wshape[0] != w->shape[0]) ||
+                               (mo->wshape[1] && mo->wshape[1] != w->shape[1])))
+            return vkl_fail(e, "%s: module %s changes a [%lld, %lld] weight but the model's %s is [%lld, %lld] "
+                               "(an adapter for another size of model)", what, mo->name, (long long)mo->wshape[0],
+                            (long long)mo->wshape[1], wn, (long long)w->shape[0], (long long)w->shape[1]);
+    }
+    if (bad)
+        return vkl_fail(e, "%s: %d of its %d modules match no projection of this model (e.g. %s); it was made for "
+                           "another model", what, bad, l->n, vkl_lora_module_label(&l->m[first]));
+    return 0;
+}

@@ -22,4 +22,10 @@ typedef struct vkl_llama_lora_opts {
  * ready for vkl_lora_set_build_ex / vkl_llama_dora_build and vkl_lora_save_peft. */
 int vkl_llama_lora_init(const vkl_llama *m, const vkl_llama_lora_opts *o, vkl_lora *out, vkl_err *e);
 
+/* Checks that every module of an adapter read from a file (what: its name
+ * for messages) is a projection of this model with the weight's shape; an
+ * adapter for another model (an SD one, another size) is refused instead of
+ * silently doing nothing. */
+int vkl_llama_lora_check(const vkl_llama *m, const vkl_lora *l, const char *what, vkl_err *e);
+
 #endif

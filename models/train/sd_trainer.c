@@ -14,10 +14,12 @@
 #include "train/full_network.h"
 #include "io/dir.h"
 #include "sd/sd_folder_write.h"
+#include "train/train_resume.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -104,6 +106,8 @@ typedef struct trainer {
     int nsteps;
     char base_hash[80], model_name[256];
     vkl_full_net net;       /* --network full: the weights are the parameters */
+    cJSON *changes;         /* settings changed on resume: [{step, setting, was, now}] */
+    double elapsed;         /* training seconds so far, earlier runs of a resumed one included */
 } trainer;
 
 /* Copies the trained tensors back into the in-memory adapter. */
@@ -297,6 +301,11 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
     cJSON_AddNumberToObject(j, "params", t->np);
     cJSON_AddNumberToObject(j, "grad_accum", t->c->grad_accum);
     cJSON_AddStringToObject(j, "optimizer", vkl_train_optimizer_name(t->c));
+    cJSON_AddNumberToObject(j, "seconds", t->elapsed);
+    char *settings = vkl_train_config_json(t->c, NULL);
+    cJSON_AddItemToObject(j, "settings", settings ? cJSON_Parse(settings) : cJSON_CreateNull());
+    free(settings);
+    cJSON_AddItemToObject(j, "changes", cJSON_Duplicate(t->changes, 1));
     if (t->fp16) {
         cJSON_AddNumberToObject(j, "loss_scale", t->scaler.scale);
         cJSON_AddNumberToObject(j, "loss_scale_good_steps", t->scaler.good);
@@ -336,6 +345,26 @@ static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, 
         cJSON_Delete(j);
         return vkl_fail(e, "%s is not a vklora training state", path);
     }
+    /* the run's defining settings first: they explain a mismatch best */
+    cJSON *saved_set = cJSON_GetObjectItem(j, "settings"), *changes = cJSON_GetObjectItem(j, "changes");
+    cJSON_Delete(t->changes);
+    t->changes = cJSON_IsArray(changes) ? cJSON_Duplicate(changes, 1) : cJSON_CreateArray();
+    if (cJSON_IsObject(saved_set)) {
+        char *js = vkl_train_config_json(t->c, NULL);
+        cJSON *now = js ? cJSON_Parse(js) : NULL;
+        free(js);
+        int bad = !now ? vkl_fail(e, "out of host memory") : vkl_train_check_resume(saved_set, now, st->valueint, t->changes, e);
+        cJSON_Delete(now);
+        if (bad) {
+            cJSON_Delete(j);
+            vkl_err_prefix(e, "%s: ", path);
+            return -1;
+        }
+    } else {
+        vkl_log(VKL_LOG_WARN, "%s records no settings (saved by an older vklora): they are not compared", path);
+    }
+    cJSON *secs = cJSON_GetObjectItem(j, "seconds");
+    t->elapsed = cJSON_IsNumber(secs) ? secs->valuedouble : -1;
     if (np->valueint != t->np) {
         cJSON_Delete(j);
         return vkl_fail(e, "%s holds %d adapter tensors, this run trains %d (different rank or targets?)", path,
@@ -514,6 +543,7 @@ static void trainer_free(trainer *t)
     vkl_noise_table_free(&t->table);
     if (t->m) t->m->unet.lora = t->m->te.lora = NULL;
     vkl_sd_model_free(t->m);
+    cJSON_Delete(t->changes);
 }
 
 static int render_samples(trainer *t, int step, vkl_err *e)
@@ -581,6 +611,10 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     if (!c->model || !c->data.images_dir || !c->output)
         return vkl_fail(e, "training needs --model, --images and -o/--output");
     if (!c->max_steps && !c->epochs) return vkl_fail(e, "give --max-steps N or --epochs N");
+    char stem[1100], state_dir[1120], csv_path[1200];
+    stem_of(c->output, stem, sizeof stem);
+    snprintf(state_dir, sizeof state_dir, "%s.state", stem);
+    snprintf(csv_path, sizeof csv_path, "%s.csv", stem);
     vkl_lr_schedule sched = {VKL_LR_CONSTANT, c->lr, c->warmup, 0, c->cycles};
     if (vkl_lr_kind_parse(c->lr_schedule, &sched.kind))
         return vkl_fail(e, "unknown --lr-schedule '%s' (constant, linear, cosine, cosine_with_restarts)", c->lr_schedule);
@@ -595,6 +629,12 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         if (stat(c->model, &st) || !S_ISDIR(st.st_mode))
             return vkl_fail(e, "--network full trains a diffusers model folder (vklora init-model --configs makes "
                                "one); %s is not a folder", c->model);
+    }
+    if (!c->resume) {
+        /* an earlier run's adapter, log and state are hours of work */
+        const char *earlier[] = {c->output, csv_path, state_dir};
+        if (vkl_train_refuse_existing(earlier, 3, c->force, state_dir, e)) return -1;
+        if (c->force && vkl_dir_remove(state_dir, e)) return -1;
     }
     if (vkl_sd_model_load(ctx, c->model, &mo, &t.m, e)) goto done;
     {
@@ -669,19 +709,37 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     int total = c->max_steps ? c->max_steps : (c->epochs * t.ds->batches_per_epoch + N - 1) / N;
     sched.total = total;
     int step = 0;
-    char stem[1100], state_dir[1120];
-    stem_of(c->output, stem, sizeof stem);
-    snprintf(state_dir, sizeof state_dir, "%s.state", stem);
-    if (c->resume && load_state(&t, c->resume, &step, &it, e)) goto done;
+    double seconds0 = 0;
+    if (c->resume) {
+        if (load_state(&t, c->resume, &step, &it, e)) goto done;
+        struct stat st;
+        if (step >= total && !stat(c->output, &st)) {
+            vkl_log(VKL_LOG_INFO, "the state in %s is at step %d of %d and %s is written: nothing to do", c->resume,
+                    step, total, c->output);
+            rc = 2;
+            goto done;
+        }
+        vkl_log(VKL_LOG_INFO, "resuming from step %d of %d (%s)", step, total, c->resume);
+        /* rows a killed run logged after its last state are written again */
+        double logged;
+        if (vkl_train_log_cut(csv_path, step, &logged, e)) goto done;
+        seconds0 = t.elapsed >= 0 ? t.elapsed : logged;
+    }
     {
-        char *js = vkl_train_config_json(c), path[1200];
+        char path[1200];
         snprintf(path, sizeof path, "%s.json", stem);
-        int bad = !js || vkl_write_text_atomic(path, js, e);
+        char *js = vkl_train_config_json(c, path);
+        cJSON *j = js ? cJSON_Parse(js) : NULL;
+        free(js);
+        js = NULL;
+        if (j && cJSON_GetArraySize(t.changes))
+            cJSON_AddItemToObject(j, "resumed-with-changes", cJSON_Duplicate(t.changes, 1));
+        if (j) js = cJSON_Print(j);
+        cJSON_Delete(j);
+        int bad = !js ? vkl_fail(e, "out of host memory") : vkl_write_text_atomic(path, js, e);
         free(js);
         if (bad) goto done;
     }
-    char csv_path[1200];
-    snprintf(csv_path, sizeof csv_path, "%s.csv", stem);
     csv = fopen(csv_path, step ? "a" : "w");
     if (!csv) {
         vkl_fail(e, "cannot write %s: %s", csv_path, strerror(errno));
@@ -705,7 +763,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     caps = calloc((size_t)B, sizeof *caps);
     ids = malloc(sizeof(int32_t) * 77 * (size_t)B);
     if (!x0 || !noise || !noisy || !target || !text || !tt || !wts || !caps || !ids) goto oom;
-    double t0 = now_s(), avg = 0;
+    double t0 = now_s() - seconds0, avg = 0;
     int navg = 0, skipped_run = 0;
     uint32_t epoch = 0;
     while (step < total && !vkl_train_interrupt) {
@@ -810,6 +868,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
             char path[1200];
             const char *ext = c->full ? "" : ".safetensors";
             snprintf(path, sizeof path, "%s-step%06d%s", stem, step, ext);
+            t.elapsed = now_s() - t0;
             if (save_output(&t, path, step, (int)epoch, e) || save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
             if (c->keep_last > 0 && step - c->keep_last * c->save_every > 0) {
                 snprintf(path, sizeof path, "%s-step%06d%s", stem, step - c->keep_last * c->save_every, ext);
@@ -822,7 +881,11 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         /* tests stand in for Ctrl-C at an exact step */
         const char *stop = getenv("VKLORA_TRAIN_INTERRUPT_AT");
         if (stop && atoi(stop) == step) vkl_train_interrupt = 1;
+        /* and for a kill between saves (the log has rows past the last state) */
+        const char *kill_at = getenv("VKLORA_TRAIN_KILL_AT");
+        if (kill_at && atoi(kill_at) == step) raise(SIGKILL);
     }
+    t.elapsed = now_s() - t0;
     if (save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
     if (vkl_train_interrupt) {
         vkl_fail(e, "interrupted at step %d; the state is in %s (continue with --resume %s)", step, state_dir, state_dir);

@@ -50,6 +50,7 @@ typedef struct vkl_train_config {
     const char *sample_prompts;
     int sample_every, sample_steps;
     const char *resume;       /* state folder of an interrupted run */
+    int force;                /* replace an existing output, its log and state folder */
     int quiet;
     vkl_dtype weight_dtype;
     /* --mixed-precision fp16 (kohya's flag): f16 activations in the UNet and
@@ -71,8 +72,13 @@ void vkl_train_config_default(vkl_train_config *c);
 int vkl_train_config_set(vkl_train_config *c, const char *key, const char *value, vkl_err *e);
 /* "adamw" or "adamw8bit" (as --optimizer spells them). */
 const char *vkl_train_optimizer_name(const vkl_train_config *c);
-/* The settings as JSON (what the run writes beside its output). malloc'd. */
-char *vkl_train_config_json(const vkl_train_config *c);
+/* The settings as JSON (what the run writes beside its output), values as
+ * given; paths relative to json_path's folder (NULL: absolute). malloc'd. */
+char *vkl_train_config_json(const vkl_train_config *c, const char *json_path);
+/* Reads settings from a JSON object or TOML-style `key = value` lines (the
+ * names of vkl_train_config_set, `_` read as `-`); relative paths count from
+ * the file's folder, so the JSON a run writes reproduces it from anywhere. */
+int vkl_train_config_read(vkl_train_config *c, const char *path, vkl_err *e);
 
 /* Progress hook: called after every step. */
 typedef struct vkl_train_report {
@@ -89,7 +95,9 @@ typedef void (*vkl_train_progress_fn)(void *user, const vkl_train_report *r);
 extern volatile int vkl_train_interrupt;
 
 /* Runs the training; returns 0 when done, 1 when interrupted (state saved),
- * -1 on error. Writes output (kohya LoRA with ss_* metadata), its
+ * 2 when resumed from a finished state whose output exists (nothing written),
+ * -1 on error. Without resume it refuses to replace an earlier run's output,
+ * log or state folder unless force (which removes that state folder). Writes output (kohya LoRA with ss_* metadata), its
  * settings (<output>.json), the loss log (<output>.csv) and the state folder
  * (<output>.state/) for --resume. */
 int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn progress, void *user, vkl_err *e);

@@ -4,6 +4,8 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -161,22 +163,105 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
 
 const char *vkl_train_optimizer_name(const vkl_train_config *c) { return c->optim_bits == 8 ? "adamw8bit" : "adamw"; }
 
-char *vkl_train_config_json(const vkl_train_config *c)
+/* The shortest decimal that reads back as x (0.995f, not 0.99500000476837158),
+ * so the settings file shows values as they were given. */
+static double as_given(float x)
+{
+    char buf[32];
+    for (int prec = 6; prec < 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)x);
+        if (strtof(buf, NULL) == x) return strtod(buf, NULL);
+    }
+    return (double)x;
+}
+
+/* p made absolute: realpath when it exists, else its folder's realpath and
+ * its name (an output not yet written). malloc'd. */
+static char *abs_path(const char *p)
+{
+    char buf[PATH_MAX];
+    if (realpath(p, buf)) return strdup(buf);
+    const char *sl = strrchr(p, '/');
+    char dir[PATH_MAX];
+    if (!sl) snprintf(dir, sizeof dir, ".");
+    else if (sl == p) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(sl - p), p);
+    if (!realpath(dir, buf)) return strdup(p);
+    size_t n = strlen(buf);
+    snprintf(buf + n, sizeof buf - n, "%s%s", buf[n - 1] == '/' ? "" : "/", sl ? sl + 1 : p);
+    return strdup(buf);
+}
+
+/* Absolute path target relative to absolute folder base, when it lies inside
+ * it ("images/x"); NULL otherwise (the caller keeps it absolute: a folder
+ * moved with its settings file keeps its own files, and outside paths stay
+ * as they were). malloc'd. */
+static char *rel_path(const char *target, const char *base)
+{
+    size_t i = 0, common = 0;
+    while (target[i] && target[i] == base[i]) {
+        i++;
+        if (target[i - 1] == '/') common = i;
+    }
+    const char *rest;
+    int ups = 0;
+    if (!base[i] && (target[i] == '/' || !target[i])) {
+        rest = target[i] ? target + i + 1 : target + i; /* inside base */
+    } else {
+        rest = target + common;
+        for (const char *q = base + common; *q; q++)
+            if (*q != '/' && (q == base + common || q[-1] == '/')) ups++;
+    }
+    if (ups) return NULL;
+    char *out = malloc(3 * (size_t)ups + strlen(rest) + 2);
+    if (!out) return NULL;
+    out[0] = 0;
+    for (int k = 0; k < ups; k++) strcat(out, "../");
+    strcat(out, rest);
+    if (!out[0]) strcpy(out, ".");
+    size_t n = strlen(out);
+    if (n > 1 && out[n - 1] == '/') out[n - 1] = 0;
+    return out;
+}
+
+/* A path setting as written: absolute, or relative to the settings file's folder. */
+static void add_path(cJSON *j, const char *key, const char *p, const char *base_dir)
+{
+    if (!p) return;
+    char *a = abs_path(p), *r = a && base_dir && a[0] == '/' ? rel_path(a, base_dir) : NULL;
+    cJSON_AddStringToObject(j, key, r ? r : a ? a : p);
+    free(r);
+    free(a);
+}
+
+char *vkl_train_config_json(const vkl_train_config *c, const char *json_path)
 {
     cJSON *j = cJSON_CreateObject();
     const vkl_dataset_opts *d = &c->data;
+    char *base = NULL;
+    if (json_path) {
+        char *a = abs_path(json_path), *sl = a ? strrchr(a, '/') : NULL;
+        if (sl) {
+            *sl = 0;
+            base = a[0] ? a : strdup("/");
+            if (base != a) free(a);
+        } else free(a);
+    }
 #define S(k, v) if (v) cJSON_AddStringToObject(j, k, v)
+#define P(k, v) add_path(j, k, v, base)
 #define N(k, v) cJSON_AddNumberToObject(j, k, (double)(v))
+#define F(k, v) cJSON_AddNumberToObject(j, k, as_given(v))
 #define B(k, v) cJSON_AddBoolToObject(j, k, (v) != 0)
-    S("model", c->model);
-    S("images", d->images_dir);
-    S("output", c->output);
+    P("model", c->model);
+    P("images", d->images_dir);
+    P("output", c->output);
+    P("tokenizer", c->tokenizer);
     S("caption-ext", d->caption_ext);
     S("caption", d->default_caption);
     S("trigger", d->caption.trigger);
     if (c->full) {
         cJSON_AddStringToObject(j, "network", "full");
-        N("ema-decay", c->ema_decay);
+        F("ema-decay", c->ema_decay);
         cJSON_AddStringToObject(j, "save-precision", c->save_dtype == VKL_F16 ? "fp16" : "float");
     } else {
         cJSON_AddStringToObject(j, "network", c->network_kind == VKL_LORA_KIND_LORA && c->network_conv
@@ -187,29 +272,30 @@ char *vkl_train_config_json(const vkl_train_config *c)
     if (c->network_kind == VKL_LORA_KIND_LOKR) N("lokr-factor", c->lokr_factor);
     N("resolution", d->resolution);
     N("rank", c->rank);
-    N("alpha", c->alpha);
-    N("lr", c->lr);
-    if (c->te_lr >= 0) N("te-lr", c->te_lr);
+    F("alpha", c->alpha);
+    F("lr", c->lr);
+    if (c->te_lr >= 0) F("te-lr", c->te_lr);
     N("grad-accum", c->grad_accum);
-    N("loraplus-ratio", c->loraplus_ratio);
+    F("loraplus-ratio", c->loraplus_ratio);
     S("lr-schedule", c->lr_schedule);
     N("warmup", c->warmup);
-    N("cycles", c->cycles);
-    N("weight-decay", c->weight_decay);
-    N("max-grad-norm", c->max_grad_norm);
+    /* 0 is "not given" for these three, and not a value --config accepts */
+    if (c->cycles) N("cycles", c->cycles);
+    F("weight-decay", c->weight_decay);
+    F("max-grad-norm", c->max_grad_norm);
     cJSON_AddStringToObject(j, "optimizer", vkl_train_optimizer_name(c));
-    N("max-steps", c->max_steps);
-    N("epochs", c->epochs);
+    if (c->max_steps) N("max-steps", c->max_steps);
+    if (c->epochs) N("epochs", c->epochs);
     N("batch", d->batch_size);
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)d->seed);
     cJSON_AddStringToObject(j, "seed", seed);
-    N("min-snr-gamma", c->min_snr_gamma);
-    N("noise-offset", c->noise_offset);
+    F("min-snr-gamma", c->min_snr_gamma);
+    F("noise-offset", c->noise_offset);
     N("clip-skip", c->clip_skip);
     N("keep-tokens", d->caption.keep_tokens);
-    N("caption-dropout-rate", d->caption.dropout_rate);
-    N("caption-tag-dropout-rate", d->caption.tag_dropout_rate);
+    F("caption-dropout-rate", (float)d->caption.dropout_rate);
+    F("caption-tag-dropout-rate", (float)d->caption.tag_dropout_rate);
     B("shuffle-caption", d->caption.shuffle);
     B("flip", d->flip);
     B("bucket", d->bucket);
@@ -220,14 +306,114 @@ char *vkl_train_config_json(const vkl_train_config *c)
     B("train-te", c->train_te);
     N("save-every", c->save_every);
     N("keep-last", c->keep_last);
-    S("sample-prompts", c->sample_prompts);
+    P("sample-prompts", c->sample_prompts);
     N("sample-every", c->sample_every);
+    N("sample-steps", c->sample_steps);
     cJSON_AddStringToObject(j, "weights", c->weight_dtype == VKL_F32 ? "f32" : "f16");
     cJSON_AddStringToObject(j, "mixed-precision", c->mixed_precision ? "fp16" : "no");
 #undef S
+#undef P
 #undef N
+#undef F
 #undef B
+    free(base);
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     return s;
+}
+
+static int is_path_key(const char *k)
+{
+    static const char *const keys[] = {"model", "images", "output", "tokenizer", "sample-prompts", "resume"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        if (!strcmp(k, keys[i])) return 1;
+    return 0;
+}
+
+/* One setting from a file: relative paths count from the file's folder. */
+static int set_from_file(vkl_train_config *c, const char *dir, const char *k, const char *v, vkl_err *e)
+{
+    if (!is_path_key(k) || !dir || v[0] == '/' || !v[0]) return vkl_train_config_set(c, k, v, e);
+    size_t n = strlen(dir) + strlen(v) + 2;
+    char *full = malloc(n);
+    if (!full) return vkl_fail(e, "out of host memory");
+    snprintf(full, n, "%s/%s", dir, v);
+    int rc = vkl_train_config_set(c, k, full, e);
+    free(full);
+    return rc;
+}
+
+int vkl_train_config_read(vkl_train_config *c, const char *path, vkl_err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return vkl_fail(e, "cannot open config %s: %s", path, strerror(errno));
+    char *buf = malloc(1 << 20);
+    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    fclose(f);
+    if (!buf) return vkl_fail(e, "out of host memory");
+    buf[n] = 0;
+    if (n == (1 << 20) - 1) {
+        free(buf);
+        return vkl_fail(e, "%s: larger than 1 MiB, not a settings file", path);
+    }
+    const char *sl = strrchr(path, '/');
+    char *dir = sl ? strndup(path, (size_t)(sl - path) + (sl == path)) : NULL;
+    int rc = 0;
+    const char *p = buf;
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+    if (*p == '{') {
+        cJSON *j = cJSON_Parse(buf);
+        if (!j || !cJSON_IsObject(j)) rc = vkl_fail(e, "%s: not a JSON object", path);
+        for (cJSON *it = j ? j->child : NULL; it && !rc; it = it->next) {
+            char val[64];
+            const char *v = val;
+            /* what a run recorded about itself, not a setting */
+            if (!strcmp(it->string, "resumed-with-changes")) continue;
+            if (cJSON_IsString(it)) v = it->valuestring;
+            else if (cJSON_IsBool(it)) snprintf(val, sizeof val, "%s", cJSON_IsTrue(it) ? "true" : "false");
+            else if (cJSON_IsNumber(it)) snprintf(val, sizeof val, "%.17g", it->valuedouble);
+            else {
+                rc = vkl_fail(e, "%s: %s is neither a string, a number nor true/false", path, it->string);
+                break;
+            }
+            rc = set_from_file(c, dir, it->string, v, e);
+            if (rc) vkl_err_prefix(e, "%s: ", path);
+        }
+        cJSON_Delete(j);
+    } else {
+        int lineno = 0;
+        for (char *save = NULL, *ln = strtok_r(buf, "\n", &save); ln && !rc; ln = strtok_r(NULL, "\n", &save)) {
+            lineno++;
+            while (*ln == ' ' || *ln == '\t') ln++;
+            if (!*ln || *ln == '#' || *ln == '[' || *ln == '\r') continue;
+            char *eq = strchr(ln, '=');
+            if (!eq) {
+                rc = vkl_fail(e, "%s: line %d is not 'key = value'", path, lineno);
+                break;
+            }
+            char *k = ln, *v = eq + 1, *ke = eq;
+            while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t')) ke--;
+            *ke = 0;
+            while (*v == ' ' || *v == '\t') v++;
+            char *end = v + strlen(v);
+            while (end > v && (end[-1] == ' ' || end[-1] == '\r' || end[-1] == '\t')) *--end = 0;
+            if (*v == '"' && end > v + 1 && end[-1] == '"') {
+                v++;
+                end[-1] = 0;
+            } else {
+                char *hash = strchr(v, '#');
+                if (hash) {
+                    *hash = 0;
+                    while (hash > v && (hash[-1] == ' ' || hash[-1] == '\t')) *--hash = 0;
+                }
+            }
+            for (char *q = k; *q; q++)
+                if (*q == '_') *q = '-';
+            rc = set_from_file(c, dir, k, v, e);
+            if (rc) vkl_err_prefix(e, "%s line %d: ", path, lineno);
+        }
+    }
+    free(dir);
+    free(buf);
+    return rc;
 }

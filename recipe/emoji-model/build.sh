@@ -22,7 +22,10 @@ root=$(pwd)
 W="${WORK:-$root/work/emoji-model}"
 STAGES="${STAGES:-1 2 3 4 5 6 7}"
 VAE_STEPS="${VAE_STEPS:-800}"
-UNET_STEPS="${UNET_STEPS:-1000}"
+# The UNet and text encoder train in phases: each number is the step a phase
+# ends at, and each phase resumes the last one's state with a cosine schedule
+# over its own total (a warm restart: the rate jumps back up, then decays).
+UNET_STEPS="${UNET_STEPS:-1000 2500}"
 LORA_STEPS="${LORA_STEPS:-150}"
 CFG="${CFG:-5}"
 export VKLORA_DEVICE="${VKLORA_DEVICE:-cpu}"
@@ -61,16 +64,18 @@ if want 4; then
     fi
 fi
 if want 5; then
-    stamp "UNet and text encoder: $UNET_STEPS steps"
-    if [ ! -d "$W/model" ]; then
+    stamp "UNet and text encoder: phases ending at steps $UNET_STEPS"
+    for end in $UNET_STEPS; do
+        [ -f "$W/model.done-$end" ] && continue
         resume=""
         [ -f "$W/model.state/latest" ] && resume="--resume $W/model.state"
         $vk train --model "$W/base" --images "$W/noto32" --resolution 32 --no-bucket \
             --network full --train-te --batch 32 --lr 1e-3 --lr-schedule cosine --warmup 50 \
-            --min-snr-gamma 5 --caption-dropout-rate 0.1 --ema-decay 0.995 --max-steps "$UNET_STEPS" \
+            --min-snr-gamma 5 --caption-dropout-rate 0.1 --ema-decay 0.995 --max-steps "$end" \
             --save-every 100 --keep-last 1 --seed 1 --save-precision fp16 \
             --sample-prompts recipe/emoji-model/sample_prompts.txt --sample-every 100 $resume -o "$W/model"
-    fi
+        touch "$W/model.done-$end"
+    done
     rm -rf assets/vklora-emoji.tmp && cp -r "$W/model" assets/vklora-emoji.tmp
     cp recipe/emoji-model/MODEL_CARD.md assets/vklora-emoji.tmp/README.md
     cp "$W/model.csv" assets/vklora-emoji.tmp/train_log.csv

@@ -263,7 +263,7 @@ static void network_settings(void **state)
     assert_int_equal(c.network_kind, VKL_LORA_KIND_LOKR);
     assert_int_equal(c.network_conv, 1);
     assert_int_equal(c.lokr_factor, 8);
-    char *js = vkl_train_config_json(&c);
+    char *js = vkl_train_config_json(&c, NULL);
     cJSON *j = cJSON_Parse(js);
     free(js);
     assert_non_null(j);

@@ -69,3 +69,25 @@ void vkl_test_csv_first_columns(char *csv, int ncols)
         line = nl ? nl + 1 : NULL;
     }
 }
+
+/* The group's folder (vkl_test_group_setup / vkl_test_group_teardown). */
+char vkl_test_dir[256];
+
+int vkl_test_group_setup(void **state)
+{
+    (void)state;
+    snprintf(vkl_test_dir, sizeof vkl_test_dir, "%s", vkl_test_tmpdir());
+    return 0;
+}
+
+int vkl_test_group_teardown(void **state)
+{
+    (void)state;
+    vkl_test_rmtree(vkl_test_dir);
+    return 0;
+}
+
+int vkl_test_cli(const char *args, const char *env, char **output)
+{
+    return vkl_test_run_cli(vkl_test_dir, env, args, output);
+}

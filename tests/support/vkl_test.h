@@ -78,6 +78,13 @@ char *vkl_test_slurp(const char *dir, const char *name);
 /* Keeps the first ncols comma-separated columns of every line, in place. */
 void vkl_test_csv_first_columns(char *csv, int ncols);
 
+/* A CLI test group working in one temporary folder: pass these as the
+ * group's setup and teardown; vkl_test_cli runs the binary there. */
+extern char vkl_test_dir[256];
+int vkl_test_group_setup(void **state);
+int vkl_test_group_teardown(void **state);
+int vkl_test_cli(const char *args, const char *env, char **output);
+
 /* Temporary directory for a test (created, removed by vkl_test_rmtree). */
 const char *vkl_test_tmpdir(void);
 void vkl_test_rmtree(const char *path);

@@ -1,0 +1,172 @@
+/* Bad input a new (or hostile) user gives the command line, answered before
+ * any model is loaded where it can be, with the exit codes of every command
+ * (1 error, 2 usage), a message naming the bad value, and nothing written:
+ * generate's output name, folder, size, guidance, adapter weights and seed;
+ * merge's weights, mixed model families and an existing output; lm
+ * generate's adapters for another model and device names. */
+#include "vkl_test.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+
+static int exists(const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", vkl_test_dir, name);
+    struct stat st;
+    return !stat(path, &st);
+}
+
+typedef struct {
+    const char *args; /* after "generate --model TINY --prompt cat --steps 1" */
+    int status;
+    const char *says;
+} bad_case;
+
+static void generate_checks_before_loading(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/sd/tiny-sd");
+    char path[512];
+    snprintf(path, sizeof path, "%s/a.safetensors", vkl_test_dir);
+    FILE *f = fopen(path, "w"); /* found, never read: every case fails first */
+    fputs("x", f);
+    fclose(f);
+    const bad_case cases[] = {
+        {"-o out.jpg", 2, "*.png"},
+        {"-o out", 2, "*.png"},
+        {"-o nofolder/x.png", 1, "nofolder does not exist"},
+        {"-o . ", 2, "*.png"},
+        {"--width 65", 1, "--width 65"},
+        {"--height 63", 1, "--height 63"},
+        {"--cfg inf", 2, "'inf'"},
+        {"--cfg nan", 2, "'nan'"},
+        {"--cfg 1e9", 2, "--cfg"},
+        {"--strength 2", 2, "--strength"},
+        {"--seed -5", 2, "'-5'"},
+        {"--seed 1x", 2, "'1x'"},
+        {"--lora a.safetensors:abc", 1, "'abc'"},
+        {"--lora a.safetensors:nan", 1, "'nan'"},
+        {"--lora a.safetensors:1:inf", 1, "'inf'"},
+        {"--lora missing.safetensors:0.5", 1, "missing.safetensors not found"},
+        {"--prompt '<lora:a:abc>' --lora-dir .", 1, "'abc'"},
+        {"--prompt '<lora:a:dyn=4>' --lora-dir .", 1, "'dyn='"},
+        {"--prompt '<lora:a:1>'", 1, "--lora-dir"},
+        {"--prompt '<lora:a:1'", 1, "unclosed"},
+        {"--lora-sweep a.safetensors:0,x", 1, "'x'"},
+        {"--init-image missing.png", 1, "missing.png"},
+        {"--tokenizer missing-vocab", 1, "missing-vocab"},
+        {"--steps 0", 2, "--steps"},
+        {"--bogus 1", 2, "unknown option '--bogus'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char args[2048], *out;
+        snprintf(args, sizeof args, "generate --model '%s' --prompt cat --steps 1 %s", vkl_test_shared_path("refkit/sd/tiny-sd"),
+                 cases[i].args);
+        int rc = vkl_test_cli(args, NULL, &out);
+        if (rc != cases[i].status || !strstr(out, cases[i].says) || strstr(out, "loaded ")) {
+            print_error("generate ... %s: exit %d (want %d), output:\n%s(want it to say \"%s\", before loading)\n",
+                        cases[i].args, rc, cases[i].status, out, cases[i].says);
+            free(out);
+            fail();
+        }
+        free(out);
+    }
+    assert_false(exists("out.jpg") || exists("out.png") || exists("out"));
+}
+
+/* --seed -1: a random seed, printed and stored in the PNG */
+static void seed_minus_one_is_random(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/sd/tiny-sd");
+    char args[2048], *out;
+    snprintf(args, sizeof args, "generate --model '%s' --prompt cat --steps 1 --width 64 --height 64 --seed -1 -o s.png",
+             vkl_test_shared_path("refkit/sd/tiny-sd"));
+    int rc = vkl_test_cli(args, NULL, &out);
+    if (rc) print_error("%s\n", out);
+    assert_int_equal(rc, 0);
+    const char *p = strstr(out, "seed ");
+    assert_non_null(p);
+    unsigned long long seed = strtoull(p + 5, NULL, 10);
+    assert_true(seed < 4294967296ull);
+    free(out);
+    assert_int_equal(vkl_test_cli("info s.png", NULL, &out), 0);
+    char want[64];
+    snprintf(want, sizeof want, "Seed: %llu", seed);
+    assert_non_null(strstr(out, want));
+    free(out);
+}
+
+static void merge_refuses_bad_input(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/lm/tiny-llama-lora");
+    const char *sd = vkl_test_shared_path("refkit/sd/vectors/lora/lora_kohya.safetensors");
+    char sdp[1024], lmp[1024], args[4096], *out;
+    snprintf(sdp, sizeof sdp, "%s", sd);
+    snprintf(lmp, sizeof lmp, "%s", vkl_test_shared_path("refkit/lm/tiny-llama-lora/adapter_model.safetensors"));
+    snprintf(args, sizeof args, "merge --lora '%s:nan' -o m.safetensors", sdp);
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 2);
+    assert_non_null(strstr(out, "'nan'"));
+    free(out);
+    snprintf(args, sizeof args, "merge --lora '%s:0.5' --lora '%s:0.5' --to peft -o m.safetensors", sdp, lmp);
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 1);
+    assert_non_null(strstr(out, "cannot be merged"));
+    free(out);
+    assert_false(exists("m.safetensors"));
+    snprintf(args, sizeof args, "merge --lora '%s:0.5' -o m.safetensors", sdp);
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 0);
+    free(out);
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 1);
+    assert_non_null(strstr(out, "--force"));
+    free(out);
+    snprintf(args, sizeof args, "merge --lora '%s:0.5' -o m.safetensors --force", sdp);
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 0);
+    free(out);
+}
+
+static void lm_refuses_foreign_adapter_and_bad_device(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/lm/tiny-llama");
+    char args[4096], *out;
+    /* an SD adapter in PEFT layout: its modules are no projection of the LM */
+    snprintf(args, sizeof args, "lm generate --model '%s' --prompt hi --max-tokens 2 --lora '%s'",
+             vkl_test_shared_path("refkit/lm/tiny-llama"),
+             vkl_test_shared_path("refkit/sd/vectors/lora/lora_peft.safetensors"));
+    int rc = vkl_test_cli(args, NULL, &out);
+    if (rc != 1 || !strstr(out, "match no projection")) print_error("%s\n", out);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "match no projection"));
+    free(out);
+    snprintf(args, sizeof args, "lm generate --model '%s' --prompt hi --max-tokens 2 --lora '%s:abc'",
+             vkl_test_shared_path("refkit/lm/tiny-llama"), vkl_test_shared_path("refkit/lm/tiny-llama-lora"));
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 2);
+    assert_non_null(strstr(out, "'abc'"));
+    free(out);
+    snprintf(args, sizeof args, "lm generate --model '%s' --prompt hi --max-tokens 2 --device abc",
+             vkl_test_shared_path("refkit/lm/tiny-llama"));
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 1);
+    assert_non_null(strstr(out, "--device abc"));
+    free(out);
+    snprintf(args, sizeof args, "--device 5 generate --model '%s' --prompt cat --steps 1 --width 64 --height 64",
+             vkl_test_shared_path("refkit/sd/tiny-sd"));
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 1);
+    assert_non_null(strstr(out, "--device 5"));
+    assert_null(strstr(out, "VKLORA_DEVICE"));
+    free(out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(generate_checks_before_loading),
+        cmocka_unit_test(seed_minus_one_is_random),
+        cmocka_unit_test(merge_refuses_bad_input),
+        cmocka_unit_test(lm_refuses_foreign_adapter_and_bad_device),
+    };
+    return cmocka_run_group_tests(tests, vkl_test_group_setup, vkl_test_group_teardown);
+}

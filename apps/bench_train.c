@@ -61,10 +61,12 @@ done:
 
 int vkl_bench_train_step(int argc, char **argv)
 {
+    const char *bad_opt = NULL;
     const char *family = "sd1.5";
     int W = 256, H = 256, rank = 16, ck = 1, batch = 1, steps = 3, bits = 32, mixed = 0;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bad_opt = k;
         if (!v) goto usage;
         i++;
         if (!strcmp(k, "--family")) family = v;
@@ -79,6 +81,7 @@ int vkl_bench_train_step(int argc, char **argv)
             bits = strcmp(v, "adamw") ? 8 : 32;
         else goto usage;
     }
+    bad_opt = NULL; /* the options parsed; what follows checks their values */
     if (W <= 0 || H <= 0 || W % 64 || H % 64 || rank < 1 || rank > 1024 || (ck != 0 && ck != 1) || batch < 1 ||
         batch > 64 || steps < 0 || steps > 100)
         goto usage;
@@ -188,6 +191,7 @@ done:
     vkl_ctx_destroy(c);
     return rc;
 usage:
+    if (bad_opt) fprintf(stderr, "vklora bench %s: unknown option or bad value at '%s'\n", "train-step", bad_opt);
     fprintf(stderr, "usage: vklora bench train-step --family sd1.5|sd2.1 --width W --height H [--rank 16] "
                     "[--checkpointing 0|1] [--batch 1] [--steps 3 (0: plan only)] [--optimizer adamw|adamw8bit] "
                     "[--mixed-precision no|fp16] (sizes multiples of 64)\n");

@@ -11,11 +11,13 @@
 
 int vkl_bench_unet(int argc, char **argv)
 {
+    const char *bad_opt = NULL;
     const char *family = "sd1.5";
     int W = 256, H = 256, steps = 2, batch = 2, lora_rank = 0;
     vkl_dtype dt = VKL_F16;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bad_opt = k;
         if (!v) goto usage;
         i++;
         if (!strcmp(k, "--family")) family = v;
@@ -28,6 +30,7 @@ int vkl_bench_unet(int argc, char **argv)
             if (vkl_dtype_parse(v, &dt) || (dt != VKL_F16 && dt != VKL_F32)) goto usage;
         } else goto usage;
     }
+    bad_opt = NULL; /* the options parsed; what follows checks their values */
     if (W <= 0 || H <= 0 || W % 64 || H % 64 || steps < 1 || batch < 1) goto usage;
     vkl_sd_config cfg;
     vkl_err e = {{0}};
@@ -102,6 +105,7 @@ done:
     vkl_ctx_destroy(c);
     return rc;
 usage:
+    if (bad_opt) fprintf(stderr, "vklora bench %s: unknown option or bad value at '%s'\n", "unet", bad_opt);
     fprintf(stderr, "usage: vklora bench unet --family sd1.5|sd2.1 --width W --height H [--steps N] [--batch N] "
                     "[--weights f16|f32] [--lora-rank R] (sizes multiples of 64)\n");
     return 2;

@@ -83,10 +83,28 @@ done:
     return rc;
 }
 
+static const char *bench_usage =
+    "usage: vklora bench BENCHMARK [options]   (figures only: GFLOP/s or s/step, and memory; nothing asserted)\n"
+    "  gemm         --m M --n N --k K (1024) --dtype f32|f16|bf16 (f32) [--reps R (3)]\n"
+    "  unet         --family sd1.5|sd2.1 --width W --height H (256) [--steps N (2)] [--batch N (2)]\n"
+    "               [--weights f16|f32 (f16)] [--lora-rank R (0)]\n"
+    "  attention    --batch B --heads H --q LQ --kv LK --dim D ...\n"
+    "  conv2d       --c C --o O --h H --w W --k K --stride S ...\n"
+    "  linear-lora  --tokens T --in I --out O --rank R ...\n"
+    "  group-norm   --n N --c C --h H --w W --groups G ...\n"
+    "  train-step   --family sd1.5|sd2.1 --width W --height H (256) [--rank R (16)] [--batch N (1)] [--steps N (3)]\n"
+    "               [--checkpointing 0|1 (1)] [--mixed-precision no|fp16] [--optimizer adamw|adamw8bit]\n"
+    "A bad option prints that benchmark's full option list.\n";
+
 int vkl_cmd_bench(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(bench_usage, stdout);
+            return 0;
+        }
     if (argc < 2) {
-        fprintf(stderr, "usage: vklora bench gemm|unet|attention|conv2d|linear-lora|group-norm|train-step [options]\n");
+        fputs(bench_usage, stderr);
         return 2;
     }
     if (!strcmp(argv[1], "gemm")) return bench_gemm(argc - 1, argv + 1);

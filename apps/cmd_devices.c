@@ -10,7 +10,11 @@ int vkl_cmd_devices(int argc, char **argv)
     int json = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
-        else {
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: vklora devices [--json]\n"
+                   "Lists every Vulkan device with its limits and features, in the order --device N counts them.\n");
+            return 0;
+        } else {
             fprintf(stderr, "vklora devices: unknown option '%s'\n", argv[i]);
             return 2;
         }

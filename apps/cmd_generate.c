@@ -142,6 +142,7 @@ static int parse_args(int argc, char **argv, gen_args *a)
     a->model = getenv("VKLORA_MODEL");
     a->vae_tile = 64;
     a->vae_tile_overlap = 16;
+    a->quiet = vkl_app_quiet;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--quiet") || !strcmp(k, "-q")) {

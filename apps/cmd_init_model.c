@@ -12,6 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+static const char *usage_text =
+    "usage: vklora init-model --family sd1.5|sd2.1 --random -o FILE [--seed N (0)] [--dtype f16|f32 (f16)]\n"
+    "       vklora init-model --random --configs DIR [--tokenizer DIR] -o OUTDIR [--seed N (0)]\n"
+    "                         [--dtype f16|f32 (f16)] [--force]\n"
+    "  --configs: a folder of diffusers config files (model_index.json, scheduler/,\n"
+    "  unet/, vae/, text_encoder/ config.json) for any SD 1.x/2.x-style architecture;\n"
+    "  the output is a diffusers folder with random weights\n";
+
 int vkl_cmd_init_model(int argc, char **argv)
 {
     const char *family = "sd1.5", *out = NULL, *configs = NULL, *tokenizer = NULL;
@@ -26,20 +34,26 @@ int vkl_cmd_init_model(int argc, char **argv)
         else if (!strcmp(k, "--tokenizer") && v) tokenizer = v, i++;
         else if (!strcmp(k, "--force")) force = 1;
         else if ((!strcmp(k, "-o") || !strcmp(k, "--output")) && v) out = v, i++;
-        else if (!strcmp(k, "--seed") && v) seed = strtoull(v, NULL, 10), i++;
+        else if (!strcmp(k, "--seed") && v) {
+            char *end;
+            seed = strtoull(v, &end, 10);
+            if (!*v || *end || v[0] == '-') {
+                fprintf(stderr, "vklora init-model: --seed %s is not a number\n", v);
+                return 2;
+            }
+            i++;
+        }
         else if (!strcmp(k, "--dtype") && v) {
             if (vkl_dtype_parse(v, &dt) || (dt != VKL_F16 && dt != VKL_F32)) {
                 fprintf(stderr, "vklora init-model: --dtype f16 or f32\n");
                 return 2;
             }
             i++;
+        } else if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
+            fputs(usage_text, stdout);
+            return 0;
         } else {
-            fprintf(stderr, "usage: vklora init-model --family sd1.5|sd2.1 --random -o FILE [--seed N] [--dtype f16|f32]\n"
-                            "       vklora init-model --random --configs DIR [--tokenizer DIR] -o OUTDIR [--seed N]\n"
-                            "                         [--dtype f16|f32] [--force]\n"
-                            "  --configs: a folder of diffusers config files (model_index.json, scheduler/,\n"
-                            "  unet/, vae/, text_encoder/ config.json) for any SD 1.x/2.x-style architecture;\n"
-                            "  the output is a diffusers folder with random weights\n");
+            fprintf(stderr, "vklora init-model: %s %s\n%s", k, v ? "is not an option" : "needs a value", usage_text);
             return 2;
         }
     }

@@ -214,6 +214,8 @@ int vkl_cmd_lm(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (argc < 2) fprintf(stderr, "vklora lm: missing subcommand (generate, train)\n");
+    else fprintf(stderr, "vklora lm: unknown subcommand or option '%s'\n", argv[1]);
     usage(stderr);
     return 2;
 }

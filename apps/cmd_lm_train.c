@@ -510,6 +510,6 @@ int vkl_cmd_lm_train(int argc, char **argv)
         fprintf(stderr, "vklora lm train: %s\n", e.msg);
         return 1;
     }
-    if (!a.quiet) fprintf(stderr, "lm train: wrote %s\n", a.out);
+    if (!a.quiet && !vkl_app_quiet) fprintf(stderr, "lm train: wrote %s\n", a.out);
     return 0;
 }

@@ -101,7 +101,8 @@ int vkl_cmd_tokenizer(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "vklora tokenizer: %s\n", argc < 2 ? "missing subcommand" : "unknown subcommand");
+    if (argc < 2) fprintf(stderr, "vklora tokenizer: missing subcommand\n");
+    else fprintf(stderr, "vklora tokenizer: unknown subcommand or option '%s'\n", argv[1]);
     usage(stderr);
     return 2;
 }

@@ -64,6 +64,7 @@ int vkl_cmd_train(int argc, char **argv)
 {
     vkl_train_config c;
     vkl_train_config_default(&c);
+    c.quiet = vkl_app_quiet;
     vkl_err e = {{0}};
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
@@ -100,7 +101,8 @@ int vkl_cmd_train(int argc, char **argv)
         int rc = !strcmp(k, "--config") ? vkl_train_config_read(&c, v, &e)
                                          : vkl_train_config_set(&c, k + (k[1] == '-' ? 2 : 1), v, &e);
         if (rc) {
-            fprintf(stderr, "vklora train: %s\n", e.msg);
+            if (strstr(e.msg, "unknown training setting")) fprintf(stderr, "vklora train: unknown option '%s'\n", k);
+            else fprintf(stderr, "vklora train: %s %s: %s\n", k, v, e.msg);
             return 2;
         }
     }

@@ -1,10 +1,15 @@
 /* vklora command-line entry: global options, then one subcommand. */
 #include "app.h"
 #include "vkl.h"
+#include "progress.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifndef VKLORA_VERSION
+#define VKLORA_VERSION "unknown"
+#endif
 
 typedef struct {
     const char *name;
@@ -30,7 +35,8 @@ static const command commands[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vklora [--device N|cpu|gpu|NAME] [--profile P] [--quiet] COMMAND [options]\n\ncommands:\n");
+    fprintf(f, "usage: vklora [--device N|cpu|gpu|NAME] [--profile P] [--quiet] [--version] COMMAND [options]\n\n"
+               "commands (each has --help):\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nenvironment: VKLORA_DEVICE, VKLORA_PROFILE (default, portable, nosubgroup, staging,\n"
@@ -47,8 +53,12 @@ int main(int argc, char **argv)
             setenv("VKLORA_PROFILE", argv[++i], 1);
         } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) {
             vkl_log_set_level(VKL_LOG_WARN);
+            vkl_app_quiet = 1;
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) {
+            printf("vklora %s\n", VKLORA_VERSION);
             return 0;
         } else {
             fprintf(stderr, "vklora: unknown option '%s'\n", argv[i]);

@@ -11,8 +11,11 @@ double vkl_progress_now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+int vkl_app_quiet;
+
 void vkl_progress_begin(vkl_progress *p, const char *label, int total, int quiet)
 {
+    quiet |= vkl_app_quiet;
     p->label = label;
     p->total = total;
     p->quiet = quiet;

@@ -15,6 +15,9 @@ typedef struct vkl_progress {
     double base_time;
 } vkl_progress;
 
+/* Set by the program's global --quiet: every command is quiet then. */
+extern int vkl_app_quiet;
+
 void vkl_progress_begin(vkl_progress *p, const char *label, int total, int quiet);
 /* done = steps finished so far; extra = optional text appended (may be NULL). */
 void vkl_progress_update(vkl_progress *p, int done, const char *extra);

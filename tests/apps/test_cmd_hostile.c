@@ -160,6 +160,69 @@ static void lm_refuses_foreign_adapter_and_bad_device(void **state)
     free(out);
 }
 
+/* Every command and subcommand answers --help (exit 0, a usage text on
+ * stdout) and names an unknown option (exit 2); the commands are those the
+ * program lists, so a new one without --help fails here. */
+static void every_command_has_help(void **state)
+{
+    (void)state;
+    char *out;
+    assert_int_equal(vkl_test_cli("--help", NULL, &out), 0);
+    char names[64][64];
+    int n = 0;
+    const char *p = strstr(out, "commands");
+    assert_non_null(p);
+    for (p = strchr(p, '\n'); p && p[1] == ' ' && p[2] == ' ' && n < 48; p = strchr(p + 1, '\n'))
+        if (sscanf(p + 3, "%63s", names[n]) == 1) n++;
+    free(out);
+    assert_true(n >= 12);
+    const char *subs[] = {"lm generate", "lm train", "dataset emoji", "tokenizer build", "bench gemm", "bench unet",
+                          "bench attention", "bench conv2d", "bench linear-lora", "bench group-norm",
+                          "bench train-step"};
+    for (size_t i = 0; i < sizeof subs / sizeof *subs; i++) snprintf(names[n++], sizeof names[0], "%s", subs[i]);
+    for (int i = 0; i < n; i++) {
+        char args[512];
+        snprintf(args, sizeof args, "%.63s --help", names[i]);
+        int rc = vkl_test_cli(args, NULL, &out);
+        if (rc != 0 || !strstr(out, "usage")) {
+            print_error("vklora %s: exit %d\n%s\n", args, rc, out);
+            fail();
+        }
+        free(out);
+        snprintf(args, sizeof args, "%.63s --no-such-option 1", names[i]);
+        rc = vkl_test_cli(args, NULL, &out);
+        if (rc != 2 || !strstr(out, "--no-such-option")) {
+            print_error("vklora %s: exit %d (want 2, naming the option)\n%s\n", args, rc, out);
+            fail();
+        }
+        free(out);
+    }
+    assert_int_equal(vkl_test_cli("--version", NULL, &out), 0);
+    assert_true(!strncmp(out, "vklora ", 7) && out[7] >= '0' && out[7] <= '9');
+    free(out);
+    assert_int_equal(vkl_test_cli("--no-such-option generate", NULL, &out), 2);
+    assert_non_null(strstr(out, "--no-such-option"));
+    free(out);
+    assert_int_equal(vkl_test_cli("no-such-command", NULL, &out), 2);
+    assert_non_null(strstr(out, "no-such-command"));
+    free(out);
+}
+
+/* the program's --quiet silences every command (here generate) */
+static void global_quiet(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/sd/tiny-sd");
+    char args[2048], *out;
+    snprintf(args, sizeof args, "--quiet generate --model '%s' --prompt cat --steps 2 --width 64 --height 64 --seed 1 -o q.png",
+             vkl_test_shared_path("refkit/sd/tiny-sd"));
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 0);
+    if (out[0]) print_error("said: %s\n", out);
+    assert_string_equal(out, "");
+    free(out);
+    assert_true(exists("q.png"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,6 +230,8 @@ int main(void)
         cmocka_unit_test(seed_minus_one_is_random),
         cmocka_unit_test(merge_refuses_bad_input),
         cmocka_unit_test(lm_refuses_foreign_adapter_and_bad_device),
+        cmocka_unit_test(every_command_has_help),
+        cmocka_unit_test(global_quiet),
     };
     return cmocka_run_group_tests(tests, vkl_test_group_setup, vkl_test_group_teardown);
 }

@@ -36,6 +36,7 @@ static const char *usage_text =
     "  --batch N              images per run (1)\n"
     "  --init-image FILE      img2img input; --strength X (0.75) how much to change it\n"
     "  --clip-skip N          1 = last text-encoder layer (default), 2 = penultimate\n"
+    "  --model-config FILE    the original yaml of a single-file checkpoint (default: <name>.yaml beside it)\n"
     "  --tokenizer PATH       CLIP vocabulary (needed by single-file checkpoints; or $VKLORA_CLIP_VOCAB)\n"
     "  --weights f16|f32      storage of the model's matrices on the device (f16)\n"
     "  --init-noise FILE      initial noise from tensor 'latents' (and 'step_noise') of a .safetensors\n"
@@ -57,7 +58,7 @@ typedef struct gen_args {
     int nloras, merge_lora;
     const char *lora_dir, *sweep;
     const char *model, *prompt, *negative, *sampler, *schedule, *convention, *init_image, *tokenizer, *init_noise,
-        *save_latents, *output, *weights, *vae_tiling;
+        *save_latents, *output, *weights, *vae_tiling, *model_config;
     int lowvram, vae_tile, vae_tile_overlap;
     int steps, width, height, batch, clip_skip, quiet, have_seed;
     float cfg, strength;
@@ -111,6 +112,7 @@ static int precheck(const gen_args *a)
     }
     const char *files[][2] = {{"--model", a->model},           {"--init-image", a->init_image},
                               {"--tokenizer", a->tokenizer},   {"--init-noise", a->init_noise},
+                              {"--model-config", a->model_config},
                               {"--lora-dir", a->lora_dir}};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
         if (files[i][1] && stat(files[i][1], &st)) {
@@ -175,6 +177,7 @@ static int parse_args(int argc, char **argv, gen_args *a)
         else if (!strcmp(k, "--sampler-convention")) a->convention = v;
         else if (!strcmp(k, "--init-image")) a->init_image = v;
         else if (!strcmp(k, "--tokenizer")) a->tokenizer = v;
+        else if (!strcmp(k, "--model-config")) a->model_config = v;
         else if (!strcmp(k, "--init-noise")) a->init_noise = v;
         else if (!strcmp(k, "--save-latents")) a->save_latents = v;
         else if (!strcmp(k, "--weights")) a->weights = v;
@@ -370,7 +373,8 @@ static int size_check(const gen_args *a, vkl_err *e)
 {
     if (!a->width && !a->height) return 0;
     vkl_sd_source *src = NULL;
-    if (vkl_sd_source_open(a->model, NULL, &src, e)) return -1;
+    vkl_sd_source_opts so = {a->model_config, 0};
+    if (vkl_sd_source_open(a->model, &so, &src, e)) return -1;
     int f = 1 << (vkl_sd_source_config(src)->vae.n_levels - 1);
     vkl_sd_source_close(src);
     if (a->width % f) return vkl_fail(e, "--width %d: this model's VAE needs a multiple of %d", a->width, f);
@@ -452,6 +456,7 @@ int vkl_cmd_generate(int argc, char **argv)
     vkl_sd_model_opts mo;
     vkl_sd_model_opts_default(&mo);
     mo.tokenizer = a.tokenizer;
+    mo.yaml = a.model_config;
     mo.lowvram = a.lowvram;
     if (a.weights) {
         if (!strcmp(a.weights, "f32")) mo.weight_dtype = VKL_F32;

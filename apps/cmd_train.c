@@ -26,6 +26,7 @@ static const char *usage_text =
     "  --caption TEXT (for images without a caption file)   --caption-ext .txt   --trigger WORD\n"
     "  --shuffle-caption   --keep-tokens N   --caption-dropout-rate P   --caption-tag-dropout-rate P\n"
     "  --flip   --no-bucket   --bucket-upscale   --checkpointing   --clip-skip N   --tokenizer PATH\n"
+    "  --model-config FILE.yaml (the original yaml of a single-file model; default <name>.yaml beside it)\n"
     "  --mixed-precision no|fp16 (fp16: f16 activations and dynamic loss scaling where the device has\n"
     "    fp16 arithmetic; f32 elsewhere)   --weights f16|f32 (frozen weights, f16)\n"
     "  --cache-latents-to-disk (keep VAE latents beside the images, keyed by content; default: memory only)\n"

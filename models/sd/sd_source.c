@@ -81,8 +81,9 @@ static int open_single(vkl_sd_source *s, const char *path, const vkl_sd_source_o
     if (vkl_sd_detect_family(&s->keys, &fam, e) ||
         vkl_sd_config_infer_ldm(&s->keys, fam, &s->config, e))
         return -1;
-    char ypath[4096];
+    char ypath[4096], tried[4200] = "";
     const char *yp = o ? o->yaml : NULL;
+    if (yp && !is_file(yp)) return vkl_fail(e, "model config %s: not a file", yp);
     if (!yp && !(o && o->no_sidecar)) {
         size_t n = strlen(path);
         const char *ext = ".safetensors";
@@ -90,6 +91,7 @@ static int open_single(vkl_sd_source *s, const char *path, const vkl_sd_source_o
         if (n > ne && !strcmp(path + n - ne, ext) && n - ne + 6 < sizeof ypath) {
             snprintf(ypath, sizeof ypath, "%.*s.yaml", (int)(n - ne), path);
             if (is_file(ypath)) yp = ypath;
+            else snprintf(tried, sizeof tried, "%s", ypath);
         }
     }
     if (yp) {
@@ -102,10 +104,11 @@ static int open_single(vkl_sd_source *s, const char *path, const vkl_sd_source_o
         if (!s->yaml) return vkl_fail(e, "out of memory");
     }
     if (vkl_sd_config_validate(&s->config, e)) {
-        vkl_err_prefix(e, "%s configuration inferred from tensor shapes%s: ",
-                       vkl_sd_family_name(fam),
-                       yp ? " and the yaml" : " (an original yaml next to the file, <name>.yaml, "
-                                              "can state what shapes cannot)");
+        char why[4400];
+        if (yp) snprintf(why, sizeof why, " and %s", yp);
+        else snprintf(why, sizeof why, " (no original yaml: %s not found; name one with --model-config FILE.yaml: "
+                                      "it can state what shapes cannot)", tried[0] ? tried : "<name>.yaml");
+        vkl_err_prefix(e, "%s configuration inferred from tensor shapes%s: ", vkl_sd_family_name(fam), why);
         return -1;
     }
     return 0;

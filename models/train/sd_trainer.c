@@ -621,6 +621,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     vkl_sd_model_opts mo;
     vkl_sd_model_opts_default(&mo);
     mo.tokenizer = c->tokenizer;
+    mo.yaml = c->model_config;
     mo.weight_dtype = c->full ? VKL_F32 : c->weight_dtype;
     if (c->full) {
         struct stat st, so;

@@ -23,6 +23,7 @@
 
 typedef struct vkl_train_config {
     const char *model, *output, *tokenizer;
+    const char *model_config; /* original yaml of a single-file model (NULL: <name>.yaml beside it) */
     vkl_dataset_opts data;
     int rank;
     float alpha;

@@ -70,6 +70,7 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     else if (!strcmp(k, "images")) d->images_dir = keep(v);
     else if (!strcmp(k, "output") || !strcmp(k, "o")) c->output = keep(v);
     else if (!strcmp(k, "tokenizer")) c->tokenizer = keep(v);
+    else if (!strcmp(k, "model-config")) c->model_config = keep(v);
     else if (!strcmp(k, "caption-ext")) d->caption_ext = keep(v);
     else if (!strcmp(k, "caption")) d->default_caption = keep(v);
     else if (!strcmp(k, "trigger")) d->caption.trigger = keep(v);
@@ -256,6 +257,7 @@ char *vkl_train_config_json(const vkl_train_config *c, const char *json_path)
     P("images", d->images_dir);
     P("output", c->output);
     P("tokenizer", c->tokenizer);
+    P("model-config", c->model_config);
     S("caption-ext", d->caption_ext);
     S("caption", d->default_caption);
     S("trigger", d->caption.trigger);
@@ -324,7 +326,8 @@ char *vkl_train_config_json(const vkl_train_config *c, const char *json_path)
 
 static int is_path_key(const char *k)
 {
-    static const char *const keys[] = {"model", "images", "output", "tokenizer", "sample-prompts", "resume"};
+    static const char *const keys[] = {"model", "images", "output", "tokenizer", "sample-prompts", "resume",
+                                       "model-config"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         if (!strcmp(k, keys[i])) return 1;
     return 0;

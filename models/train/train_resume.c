@@ -22,7 +22,7 @@ int vkl_train_refuse_existing(const char *const *paths, int n, int force, const 
 /* Settings that make the run what it is: with another value, the saved
  * weights and moments belong to a different run. */
 static const char *const defining[] = {
-    "model",    "images", "tokenizer", "network",     "network-conv", "lokr-factor", "resolution",
+    "model",    "images", "tokenizer", "model-config", "network",     "network-conv", "lokr-factor", "resolution",
     "rank",     "alpha",  "batch",     "grad-accum",  "seed",         "train-te",    "train-ff",
     "bucket",   "bucket-no-upscale",   "flip",        "caption-ext",  "caption",     "trigger",
     "clip-skip", "weights", "optimizer", "ema-decay",

@@ -5,6 +5,7 @@
  * merge's weights, mixed model families and an existing output; lm
  * generate's adapters for another model and device names. */
 #include "vkl_test.h"
+#include "io/image.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +224,45 @@ static void global_quiet(void **state)
     assert_true(exists("q.png"));
 }
 
+/* A single-file checkpoint whose yaml is not <name>.yaml: the error names the
+ * name tried and the option; --model-config gives the same image as the
+ * sidecar does. */
+static void model_config_option(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/sd/tiny-sd-ldm.yaml");
+    char cmd[2048], args[4096], *out;
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s/model-fp16.safetensors'", vkl_test_shared_path("refkit/sd/tiny-sd-ldm.safetensors"),
+             vkl_test_dir);
+    assert_int_equal(system(cmd), 0);
+    char common[2048];
+    snprintf(common, sizeof common, "--quiet generate --tokenizer '%s' --prompt cat --steps 2 --seed 3 --width 64 --height 64",
+             vkl_test_shared_path("refkit/sd/tiny-sd/tokenizer"));
+    snprintf(args, sizeof args, "%s --model model-fp16.safetensors -o a.png", common);
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 1);
+    assert_non_null(strstr(out, "model-fp16.yaml not found"));
+    assert_non_null(strstr(out, "--model-config"));
+    free(out);
+    snprintf(args, sizeof args, "%s --model model-fp16.safetensors --model-config '%s' -o b.png", common,
+             vkl_test_shared_path("refkit/sd/tiny-sd-ldm.yaml"));
+    int rc = vkl_test_cli(args, NULL, &out);
+    if (rc) print_error("%s\n", out);
+    free(out);
+    assert_int_equal(rc, 0);
+    snprintf(args, sizeof args, "%s --model '%s' -o c.png", common, vkl_test_shared_path("refkit/sd/tiny-sd-ldm.safetensors"));
+    assert_int_equal(vkl_test_cli(args, NULL, NULL), 0);
+    vkl_image b, c;
+    vkl_err e = {{0}};
+    char pb[512], pc[512];
+    snprintf(pb, sizeof pb, "%s/b.png", vkl_test_dir);
+    snprintf(pc, sizeof pc, "%s/c.png", vkl_test_dir);
+    assert_int_equal(vkl_image_read_file(pb, 3, VKL_PIX_U8, &b, NULL, &e), 0);
+    assert_int_equal(vkl_image_read_file(pc, 3, VKL_PIX_U8, &c, NULL, &e), 0);
+    assert_int_equal(memcmp(vkl_image_u8(&b), vkl_image_u8(&c), (size_t)64 * 64 * 3), 0);
+    vkl_image_free(&b);
+    vkl_image_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +272,7 @@ int main(void)
         cmocka_unit_test(lm_refuses_foreign_adapter_and_bad_device),
         cmocka_unit_test(every_command_has_help),
         cmocka_unit_test(global_quiet),
+        cmocka_unit_test(model_config_option),
     };
     return cmocka_run_group_tests(tests, vkl_test_group_setup, vkl_test_group_teardown);
 }

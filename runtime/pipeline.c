@@ -10,6 +10,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Drivers compile a shader at its pipeline's creation or its first dispatch
+ * (lavapipe: the latter), seconds each on a CPU; the on-disk cache makes
+ * later runs skip that. With no usable cache the first pipeline says so
+ * once, so the slow first steps of a first run are not a silent mystery. */
+static void note_first_compile(vkl_ctx *c)
+{
+    if (!c->pcache_cold) return;
+    c->pcache_cold = 0;
+    vkl_log(VKL_LOG_INFO, "first run on %s: shaders are compiled as they are first used, so the first steps are slow; "
+            "they are kept in %s for the next runs", c->caps.name, c->pcache_path[0] ? c->pcache_path : "memory only");
+}
+
 int vkl_pipeline_get(vkl_ctx *c, const char *name, int nbind, const uint32_t *spec, int nspec,
                      vkl_pipeline **out, vkl_err *e)
 {
@@ -51,6 +63,7 @@ int vkl_pipeline_get(vkl_ctx *c, const char *name, int nbind, const uint32_t *sp
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                   .module = mod, .pName = "main", .pSpecializationInfo = nspec ? &si : NULL},
         .layout = p->layout};
+    note_first_compile(c);
     if (r == VK_SUCCESS) r = vk.vkCreateComputePipelines(c->dev, c->pcache, 1, &cpi, NULL, &p->pipe);
     if (mod) vk.vkDestroyShaderModule(c->dev, mod, NULL);
     if (r != VK_SUCCESS) {
@@ -92,6 +105,7 @@ int vkl_pcache_load(vkl_ctx *c, vkl_err *e)
 {
     void *data = NULL;
     size_t size = 0;
+    int seen = 0;
     if (c->pcache_path[0]) {
         FILE *f = fopen(c->pcache_path, "rb");
         if (f) {
@@ -100,16 +114,17 @@ int vkl_pcache_load(vkl_ctx *c, vkl_err *e)
                 uint64_t n, h;
                 memcpy(&n, hdr + 8, 8);
                 memcpy(&h, hdr + 16, 8);
-                if (n > 32 && n < (1ull << 30) && (data = malloc(n)) && fread(data, 1, n, f) == n &&
+                if (n == 0) seen = 1;
+                if (n >= 32 && n < (1ull << 30) && (data = malloc(n)) && fread(data, 1, n, f) == n &&
                     fnv1a(data, n) == h) {
                     /* the Vulkan cache header: length, version, vendor, device, then the
                      * driver's cache UUID, which the driver checks itself */
                     uint32_t w[4];
                     memcpy(w, data, 16);
                     if (w[0] >= 32 && w[1] == 1 && w[2] == c->caps.vendor_id && w[3] == c->caps.device_id)
-                        size = n;
+                        size = n, seen = 1;
                 }
-                if (!size) {
+                if (!size && n) {
                     free(data);
                     data = NULL;
                     vkl_log(VKL_LOG_DEBUG, "ignoring unusable pipeline cache %s", c->pcache_path);
@@ -118,6 +133,7 @@ int vkl_pcache_load(vkl_ctx *c, vkl_err *e)
             fclose(f);
         }
     }
+    c->pcache_cold = !seen;
     VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO, .initialDataSize = size,
                                     .pInitialData = data};
     VkResult r = vk.vkCreatePipelineCache(c->dev, &ci, NULL, &c->pcache);
@@ -149,10 +165,12 @@ void vkl_pcache_save(vkl_ctx *c)
 {
     if (!c->pcache || !c->pcache_path[0]) return;
     size_t n = 0;
-    if (vk.vkGetPipelineCacheData(c->dev, c->pcache, &n, NULL) != VK_SUCCESS || !n) return;
-    uint8_t *data = malloc(n);
+    /* a driver with its own shader cache (Mesa's) may give no data: the file
+     * is still written, empty, and says the device has been used */
+    if (vk.vkGetPipelineCacheData(c->dev, c->pcache, &n, NULL) != VK_SUCCESS) return;
+    uint8_t *data = malloc(n ? n : 1);
     if (!data) return;
-    if (vk.vkGetPipelineCacheData(c->dev, c->pcache, &n, data) == VK_SUCCESS && mkdirs(c->pcache_path) == 0) {
+    if ((!n || vk.vkGetPipelineCacheData(c->dev, c->pcache, &n, data) == VK_SUCCESS) && mkdirs(c->pcache_path) == 0) {
         char tmp[1100];
         snprintf(tmp, sizeof tmp, "%s.tmp%d", c->pcache_path, (int)getpid());
         FILE *f = fopen(tmp, "wb");

@@ -57,6 +57,7 @@ struct vkl_ctx {
     VkFence fence;
     VkPipelineCache pcache;
     char pcache_path[1024];
+    int pcache_cold;           /* no usable cache was found: the first pipeline says shaders compile */
     vkl_caps caps;
     VkPhysicalDeviceMemoryProperties memprops;
     int hide_host_visible;     /* profile "staging": never map device memory */

@@ -263,6 +263,21 @@ static void model_config_option(void **state)
     vkl_image_free(&c);
 }
 
+/* A first run on a device says that shaders compile (the slow first steps),
+ * once: the next run finds its cache and says nothing. */
+static void first_run_says_shaders_compile(void **state)
+{
+    (void)state;
+    char env[512], *out;
+    snprintf(env, sizeof env, "XDG_CACHE_HOME=%s/cache", vkl_test_dir);
+    assert_int_equal(vkl_test_cli("bench gemm --m 8 --n 8 --k 8 --reps 1", env, &out), 0);
+    assert_non_null(strstr(out, "first run on"));
+    free(out);
+    assert_int_equal(vkl_test_cli("bench gemm --m 8 --n 8 --k 8 --reps 1", env, &out), 0);
+    assert_null(strstr(out, "first run on"));
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -273,6 +288,7 @@ int main(void)
         cmocka_unit_test(every_command_has_help),
         cmocka_unit_test(global_quiet),
         cmocka_unit_test(model_config_option),
+        cmocka_unit_test(first_run_says_shaders_compile),
     };
     return cmocka_run_group_tests(tests, vkl_test_group_setup, vkl_test_group_teardown);
 }

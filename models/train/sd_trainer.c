@@ -108,6 +108,7 @@ typedef struct trainer {
     vkl_full_net net;       /* --network full: the weights are the parameters */
     cJSON *changes;         /* settings changed on resume: [{step, setting, was, now}] */
     double elapsed;         /* training seconds so far, earlier runs of a resumed one included */
+    int epochs_done;        /* whole passes over the data finished */
 } trainer;
 
 /* Copies the trained tensors back into the in-memory adapter. */
@@ -162,7 +163,9 @@ static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
     M("ss_resolution", buf);
     snprintf(buf, sizeof buf, "%d", step);
     M("ss_steps", buf);
-    snprintf(buf, sizeof buf, "%d", epoch);
+    /* kohya's ss_epoch counts finished epochs, not the one in progress */
+    (void)epoch;
+    snprintf(buf, sizeof buf, "%d", t->epochs_done);
     M("ss_epoch", buf);
     snprintf(buf, sizeof buf, "%g", c->lr);
     M("ss_learning_rate", buf);
@@ -713,6 +716,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     double seconds0 = 0;
     if (c->resume) {
         if (load_state(&t, c->resume, &step, &it, e)) goto done;
+        t.epochs_done = (int)it.epoch + (it.batch >= t.ds->batches_per_epoch);
         struct stat st;
         if (step >= total && !stat(c->output, &st)) {
             vkl_log(VKL_LOG_INFO, "the state in %s is at step %d of %d and %s is written: nothing to do", c->resume,
@@ -838,6 +842,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         if (c->full && vkl_full_net_ema_update(&t.net, step + 1, e)) goto done;
         loss = (float)(loss_sum / N);
         step++;
+        t.epochs_done = (int)it.epoch + (it.batch >= t.ds->batches_per_epoch);
         float old_scale = t.scaler.scale;
         if (t.fp16 && vkl_loss_scaler_update(&t.scaler, skipped)) {
             /* an overflow of the scaled gradient: a smaller scale cures it, so

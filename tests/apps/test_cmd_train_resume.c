@@ -6,6 +6,7 @@
  * rate is warned about and recorded; and the settings file a run writes is
  * accepted by --config, from another folder, and reproduces the run. */
 #include "vkl_test.h"
+#include "io/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -57,6 +58,27 @@ static char *losses(const char *name)
     assert_non_null(s);
     vkl_test_csv_first_columns(s, 3);
     return s;
+}
+
+/* kohya's ss_epoch: finished epochs (16 images, batch 4: 4 steps = 1 epoch) */
+static void ss_epoch_counts_finished_epochs(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("data/wesnoth-portraits/test16-128px");
+    prepare();
+    char args[4096];
+    snprintf(args, sizeof args,
+             "train --model '%s' --images images --resolution 64 --rank 4 --max-steps 4 --batch 4 --seed 7 --quiet "
+             "-o e.safetensors", vkl_test_shared_path("refkit/sd/tiny-sd"));
+    assert_int_equal(vkl_test_cli(args, NULL, NULL), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/e.safetensors", vkl_test_dir);
+    vkl_st_file *f;
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_st_open(path, &f, &e), 0);
+    assert_string_equal(vkl_st_meta_get(f, "ss_epoch"), "1");
+    assert_string_equal(vkl_st_meta_get(f, "ss_steps"), "4");
+    vkl_st_close(f);
 }
 
 static void existing_output_needs_force(void **state)
@@ -226,6 +248,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(existing_output_needs_force),
+        cmocka_unit_test(ss_epoch_counts_finished_epochs),
         cmocka_unit_test(kill_between_saves_resumes_cleanly),
         cmocka_unit_test(resume_settings_are_checked),
         cmocka_unit_test(settings_file_reproduces_the_run),

@@ -3,8 +3,10 @@
 #include "loss_plot.h"
 
 #include "io/image.h"
+#include "tiny_font.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,7 +34,7 @@ static void line(uint8_t *im, int W, int H, int x0, int y0, int x1, int y1, uint
 int vkl_loss_plot(const char *path, const float *loss, int n, vkl_err *e)
 {
     if (n < 1) return vkl_fail(e, "no losses to plot");
-    enum { W = 640, H = 320, L = 40, R = 10, T = 10, Bm = 30 };
+    enum { W = 640, H = 320, L = 64, R = 16, T = 24, Bm = 40 };
     vkl_image im;
     if (vkl_image_alloc(&im, W, H, 3, VKL_PIX_U8, e)) return -1;
     uint8_t *p = vkl_image_u8(&im);
@@ -47,7 +49,22 @@ int vkl_loss_plot(const char *path, const float *loss, int n, vkl_err *e)
     int pw = W - L - R, ph = H - T - Bm;
     line(p, W, H, L, T, L, T + ph, 0, 0, 0);
     line(p, W, H, L, T + ph, L + pw, T + ph, 0, 0, 0);
-    for (int k = 1; k < 4; k++) line(p, W, H, L, T + ph * k / 4, L + pw, T + ph * k / 4, 225, 225, 225);
+    /* axes: loss ticks at the quarters of its range, steps at the quarters of the run */
+    static const uint8_t ink[3] = {0, 0, 0};
+    for (int k = 0; k <= 4; k++) {
+        int y = T + ph - ph * k / 4;
+        if (k) line(p, W, H, L, y, L + pw, y, 225, 225, 225);
+        line(p, W, H, L - 4, y, L, y, 0, 0, 0);
+        char lab[32];
+        snprintf(lab, sizeof lab, "%.3g", lo + (hi - lo) * k / 4);
+        vkl_tiny_text(p, W, H, L - 8 - vkl_tiny_text_width(lab, 2), y - 5, 2, lab, ink);
+        int x = L + pw * k / 4;
+        line(p, W, H, x, T + ph, x, T + ph + 4, 0, 0, 0);
+        snprintf(lab, sizeof lab, "%d", n > 1 ? (int)((double)(n - 1) * k / 4 + 0.5) + 1 : 1);
+        vkl_tiny_text(p, W, H, x - vkl_tiny_text_width(lab, 2) / 2, T + ph + 8, 2, lab, ink);
+    }
+    vkl_tiny_text(p, W, H, L + pw / 2 - vkl_tiny_text_width("STEP", 2) / 2, H - 14, 2, "STEP", ink);
+    vkl_tiny_text(p, W, H, 4, 4, 2, "LOSS", ink);
     double sm = loss[0];
     int pxs = -1, pys = -1, pxr = -1, pyr = -1;
     for (int i = 0; i < n; i++) {

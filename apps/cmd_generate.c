@@ -339,20 +339,32 @@ static int sweep(vkl_sd_model *m, vkl_gen_lora *gl, int idx, const char *weights
     }
     vkl_image imgs[64];
     int made = 0, rc = 0;
+    double sampling = 0, switching = 0, peak = 0;
+    vkl_progress *bar = o->progress_user;
     for (int i = 0; i < n && !rc; i++) {
         double t0 = vkl_progress_now();
         rc = vkl_gen_lora_set_weight(gl, idx, w[i], w[i], e);
         double sw = vkl_progress_now() - t0;
         vkl_gen_result r;
+        /* each cell is a run of its own: its own bar, rate and ETA */
+        char label[48];
+        snprintf(label, sizeof label, "weight %g (%d/%d)", w[i], i + 1, n);
+        vkl_progress_begin(bar, label, bar->total, quiet);
         if (!rc) rc = vkl_sd_generate(m, o, &r, e);
+        vkl_progress_end(bar);
         if (!rc) {
             rc = to_u8(r.images, 0, r.width, r.height, &imgs[made], e);
             if (!rc) made++;
-            if (!quiet)
-                fprintf(stderr, "weight %g: switched in %.4f s, sampled in %.2f s\n", w[i], sw, r.seconds_sampling);
+            sampling += r.seconds_sampling;
+            switching += sw;
+            if (r.peak_device_bytes > peak) peak = (double)r.peak_device_bytes;
             vkl_gen_result_free(&r);
         }
     }
+    if (!rc && !quiet)
+        fprintf(stderr, "seed %llu; %d weights: switching %.4f s in all, sampling %.2f s (%.2f s per image); peak "
+                "device memory %.1f MiB\n", (unsigned long long)o->seed, made, switching, sampling,
+                made ? sampling / made : 0, peak / 1048576.0);
     vkl_image grid;
     if (!rc) rc = vkl_grid_row(imgs, lab, made, &grid, e);
     for (int i = 0; i < made; i++) vkl_image_free(&imgs[i]);
@@ -524,7 +536,6 @@ int vkl_cmd_generate(int argc, char **argv)
     o.progress_user = &prog;
     if (sweep_idx >= 0) {
         rc = sweep(m, &gl, sweep_idx, sweep_weights, &o, a.output, a.quiet, &e) ? 1 : 0;
-        vkl_progress_end(&prog);
         goto done;
     }
     if (vkl_sd_generate(m, &o, &r, &e)) {

@@ -21,7 +21,7 @@ typedef vkl_app_lm_tok lm_tok;
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vklora lm generate --model DIR --prompt TEXT [--max-tokens N] [--lora ADAPTER_DIR[:W]]...\n"
-               "                          [--tokenizer tokenizer.model|tok.bin] [--f16] [--device N|cpu|gpu|NAME]\n"
+               "                          [--tokenizer tokenizer.model|tok.bin] [--weights f16|f32 (f32)] [--device N|cpu|gpu|NAME]\n"
                "Greedy decoding with a KV cache; prints the continuation. The tokenizer is DIR/tokenizer.model\n"
                "(SentencePiece) unless --tokenizer names one (a .bin file is read as llama2.c's format).\n"
                "Adapters: PEFT folders (adapter_model.safetensors + adapter_config.json) of LoRA, DoRA or IA3;\n"
@@ -87,7 +87,16 @@ static int generate(int argc, char **argv)
             }
             max_new = (int)x;
         } else if (!strcmp(a, "--device") && v) vkl_ctx_default_device(argv[++i], "--device ");
-        else if (!strcmp(a, "--f16")) dt = VKL_F16;
+        else if (!strcmp(a, "--f16")) dt = VKL_F16; /* the older spelling of --weights f16 */
+        else if (!strcmp(a, "--weights") && v) {
+            i++;
+            if (!strcmp(v, "f16")) dt = VKL_F16;
+            else if (!strcmp(v, "f32")) dt = VKL_F32;
+            else {
+                fprintf(stderr, "vklora lm generate: --weights f16 or f32, not '%s'\n", v);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--lora") && v) {
             if (nlora == MAX_LORA) {
                 fprintf(stderr, "vklora lm generate: at most %d adapters\n", MAX_LORA);

@@ -54,12 +54,12 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: vklora lm train --model DIR --data FILE -o ADAPTER_DIR [--network lora|dora|ia3]\n"
             "         [--rank 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
-            "         [--lr 1e-4] [--steps N | --epochs N] [--batch 4] [--seq-len 128] [--seed N]\n"
+            "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
             "         [--tokenizer tokenizer.model|tok.bin] [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
             "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file with a\n"
             "\"text\" field per line (one sample each, truncated or padded to seq-len). Samples are shuffled\n"
-            "each epoch from --seed. Default length: one epoch. Targets: module name suffixes; defaults are\n"
+            "each epoch from --seed. Default length: one epoch (--steps is --max-steps, as before). Targets: module name suffixes; defaults are\n"
             "PEFT's for LLaMA (LoRA/DoRA q_proj,v_proj; IA3 k_proj,v_proj,down_proj, down_proj feed-forward).\n"
             "Writes ADAPTER_DIR/adapter_model.safetensors, adapter_config.json (PEFT) and train_log.csv\n"
             "(step,loss,lr). --force replaces an existing ADAPTER_DIR made by this command.\n");
@@ -160,7 +160,7 @@ static int parse(int argc, char **argv, args *a)
                 else rc = bad(o, v, "unknown schedule (constant, linear or cosine)");
             } else if (!strcmp(o, "--targets")) rc = split_targets(a, v);
             else if (!strcmp(o, "--rank")) rc = get_int(o, v, 1, 4096, &a->rank);
-            else if (!strcmp(o, "--steps")) rc = get_int(o, v, 1, 100000000, &a->steps);
+            else if (!strcmp(o, "--max-steps") || !strcmp(o, "--steps")) rc = get_int(o, v, 1, 100000000, &a->steps);
             else if (!strcmp(o, "--epochs")) rc = get_int(o, v, 1, 1000000, &a->epochs);
             else if (!strcmp(o, "--batch")) rc = get_int(o, v, 1, 4096, &a->batch);
             else if (!strcmp(o, "--seq-len")) rc = get_int(o, v, 2, 1 << 20, &a->seq_len);

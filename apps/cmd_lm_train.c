@@ -9,6 +9,7 @@
 
 #include "llama/llama_lora_init.h"
 #include "llama/llama_train.h"
+#include "optim.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -62,7 +63,7 @@ static void usage(FILE *f)
             "each epoch from --seed. Default length: one epoch (--steps is --max-steps, as before). Targets: module name suffixes; defaults are\n"
             "PEFT's for LLaMA (LoRA/DoRA q_proj,v_proj; IA3 k_proj,v_proj,down_proj, down_proj feed-forward).\n"
             "Writes ADAPTER_DIR/adapter_model.safetensors, adapter_config.json (PEFT) and train_log.csv\n"
-            "(step,loss,lr). --force replaces an existing ADAPTER_DIR made by this command.\n");
+            "(step,epoch,loss,lr,grad_norm,skipped,seconds, as vklora train's). --force replaces an existing ADAPTER_DIR made by this command.\n");
 }
 
 static int bad(const char *opt, const char *v, const char *want)
@@ -411,19 +412,22 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     r->order = malloc(sizeof(int) * (size_t)n);
     if (!r->log) return vkl_fail(e, "cannot create %s", path);
     if (!r->ids || !r->labels || !r->attn || !r->order) return vkl_fail(e, "out of host memory");
-    fprintf(r->log, "step,loss,lr\n");
+    /* the columns of vklora train's log */
+    fprintf(r->log, "step,epoch,loss,lr,grad_norm,skipped,seconds\n");
     if (!a->quiet)
         fprintf(stderr, "lm train: %s, %d modules, %d samples of %d tokens (%lld real), %d steps of batch %d\n",
                 a->net == NET_IA3 ? "IA3" : a->net == NET_DORA ? "DoRA" : "LoRA", r->l.n, n, L, r->data.tokens, total,
                 B);
     uint64_t rng = a->seed ^ 0x6c6d747261696eull;
-    int pos = n; /* next index into order; n: reshuffle first */
+    int pos = n, epoch = -1; /* next index into order; n: reshuffle first */
+    double t0 = vkl_progress_now();
     vkl_progress p;
     vkl_progress_begin(&p, "lm train", total, a->quiet);
     for (int t = 1; t <= total; t++) {
         if (stop_) return vkl_fail(e, "interrupted before step %d; nothing written", t);
         for (int b = 0; b < B; b++) {
             if (pos == n) {
+                epoch++;
                 for (int i = 0; i < n; i++) r->order[i] = i;
                 shuffle(r->order, n, &rng);
                 pos = 0;
@@ -437,7 +441,10 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         if (vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, &loss, e))
             return vkl_err_prefix(e, "step %d: ", t), -1;
         if (!isfinite(loss)) return vkl_fail(e, "step %d: the loss is %g; try a lower --lr", t, loss);
-        fprintf(r->log, "%d,%.7g,%.7g\n", t, loss, lr);
+        float gn = 0;
+        int skipped = 0;
+        if (vkl_adamw_result(vkl_llama_train_optimizer(r->tr), &gn, &skipped, e)) return -1;
+        fprintf(r->log, "%d,%d,%.7g,%.7g,%.7g,%d,%.3f\n", t, epoch, loss, lr, gn, skipped, vkl_progress_now() - t0);
         char extra[64];
         snprintf(extra, sizeof extra, "loss %.4f lr %.3g", loss, lr);
         vkl_progress_update(&p, t, extra);
@@ -508,7 +515,7 @@ int vkl_cmd_lm_train(int argc, char **argv)
     if (rc) {
         remove_outputs(tmp);
         fprintf(stderr, "vklora lm train: %s\n", e.msg);
-        return 1;
+        return stop_ ? 130 : 1;
     }
     if (!a.quiet && !vkl_app_quiet) fprintf(stderr, "lm train: wrote %s\n", a.out);
     return 0;

@@ -93,10 +93,13 @@ static int read_log(const char *out, float lr, float *loss, int cap)
     FILE *f = fopen(p, "r");
     assert_non_null(f);
     assert_non_null(fgets(line, sizeof line, f));
-    assert_string_equal(line, "step,loss,lr\n");
+    assert_string_equal(line, "step,epoch,loss,lr,grad_norm,skipped,seconds\n");
     int n = 0, step;
     float l, r;
-    while (n < cap && fscanf(f, "%d,%f,%f", &step, &l, &r) == 3) {
+    int epoch, skipped;
+    float gn, sec;
+    while (n < cap && fscanf(f, "%d,%d,%f,%f,%f,%d,%f", &step, &epoch, &l, &r, &gn, &skipped, &sec) == 7) {
+        assert_true(epoch >= 0 && isfinite(gn) && gn >= 0 && skipped == 0 && sec >= 0);
         assert_int_equal(step, n + 1);
         assert_true(isfinite(l) && l > 0);
         if (lr > 0) assert_float_equal(r, lr, 1e-9);
@@ -261,7 +264,7 @@ static void test_jsonl_rslora(void **state)
     for (int i = 0; i < 4; i++) {
         int s;
         float l, r;
-        assert_int_equal(fscanf(f, "%d,%f,%f", &s, &l, &r), 3);
+        assert_int_equal(fscanf(f, "%d,%*d,%f,%f,%*f,%*d,%*f", &s, &l, &r), 3);
         assert_float_equal(r, want_lr[i], 1e-9);
     }
     fclose(f);

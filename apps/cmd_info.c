@@ -58,6 +58,7 @@ static int info_one(const char *path, int json)
         vkl_log(VKL_LOG_ERROR, "%s: cannot open: %s", path, strerror(errno));
         return 1;
     }
+    if (S_ISDIR(st.st_mode)) return vkl_info_folder(path, json);
     if (!S_ISREG(st.st_mode)) {
         vkl_log(VKL_LOG_ERROR, "%s: not a regular file", path);
         return 1;

@@ -324,6 +324,43 @@ static void broken_files(void **state)
     vkl_test_rmtree(dir);
 }
 
+/* Folders: a diffusers model (facts from its config files), a PEFT adapter
+ * folder (its adapter file and config), a language-model folder. */
+static void folders(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/sd/tiny-sd");
+    VKL_REQUIRE_SHARED("refkit/lm/tiny-llama-lora");
+    char args[4096];
+    snprintf(args, sizeof args, "info --json '%s'", vkl_test_shared_path("refkit/sd/tiny-sd"));
+    run_result r = run(args);
+    assert_int_equal(r.status, 0);
+    cJSON *j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "kind")->valuestring, "diffusers-model");
+    assert_string_equal(cJSON_GetObjectItem(j, "family")->valuestring, "SD1");
+    /* the kit's unet/config.json: sample_size 16, block_out_channels [32, 64, 64]; VAE 8x */
+    assert_int_equal(cJSON_GetObjectItem(j, "native_size")->valueint, 128);
+    assert_string_equal(cJSON_GetObjectItem(j, "unet_channels")->valuestring, "32,64,64");
+    cJSON_Delete(j);
+    free(r.out);
+    snprintf(args, sizeof args, "info '%s'", vkl_test_shared_path("refkit/lm/tiny-llama-lora"));
+    r = run(args);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "adapter_model.safetensors"));
+    assert_non_null(strstr(r.out, "PEFT"));
+    free(r.out);
+    snprintf(args, sizeof args, "info '%s'", vkl_test_shared_path("refkit/lm/tiny-llama"));
+    r = run(args);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "LLaMA-family model folder"));
+    free(r.out);
+    r = run("info /proc/self");
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.out, "a folder vklora info does not know"));
+    free(r.out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +370,7 @@ int main(void)
         cmocka_unit_test(peft_dora_with_config),
         cmocka_unit_test(checkpoints_and_components),
         cmocka_unit_test(broken_files),
+        cmocka_unit_test(folders),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,6 +38,9 @@ typedef struct vkl_llama {
  * (VKL_F32 or VKL_F16), vectors f32. Every expected weight is checked for
  * presence and shape before anything runs. */
 int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e);
+/* A llama2.c checkpoint (.bin, run.c's legacy format) as the same model
+ * (llama2c_model.c); vkl_llama_load takes one when given a file. */
+int vkl_llama_load_llama2c(vkl_ctx *c, const char *path, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e);
 void vkl_llama_free(vkl_llama *m);
 
 /* KV cache: per layer, keys (after RoPE) and values as persistent f32

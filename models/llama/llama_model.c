@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct expect {
     char name[96];
@@ -57,6 +58,8 @@ int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llam
     *out = NULL;
     if (matrix_dtype != VKL_F32 && matrix_dtype != VKL_F16 && matrix_dtype != VKL_BF16)
         return vkl_fail(e, "LLaMA weights are stored as f32, f16 or bf16, not %s", vkl_dtype_name(matrix_dtype));
+    struct stat st;
+    if (!stat(dir, &st) && S_ISREG(st.st_mode)) return vkl_llama_load_llama2c(c, dir, matrix_dtype, out, e);
     char path[4096];
     vkl_llama *m = calloc(1, sizeof *m);
     if (!m) return vkl_fail(e, "out of host memory");

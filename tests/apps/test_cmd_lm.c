@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 typedef struct {
@@ -66,6 +67,38 @@ static void test_stories(void **state)
     assert_int_equal(r.status, 0);
     assert_string_equal(r.out, want + strlen("Once upon a time"));
     free(want);
+    free(r.out);
+}
+
+/* The llama2.c checkpoint itself (run.c's format) gives run.c's story; a
+ * truncated one is refused with the size it should have. */
+static void test_stories_llama2c_bin(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/lm/stories260K/stories260K.bin");
+    char args[4096];
+    snprintf(args, sizeof args, "lm generate --model '%s' --tokenizer '%s' --prompt 'Once upon a time' --max-tokens 60",
+             vkl_test_shared_path("refkit/lm/stories260K/stories260K.bin"),
+             vkl_test_shared_path("refkit/lm/stories260K/tok512.bin"));
+    run_result r = run(args, 0);
+    char *want = read_text("refkit/lm/stories260K/runc_greedy_prompt.txt");
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.out, want + strlen("Once upon a time"));
+    free(want);
+    free(r.out);
+    char cut[] = "/tmp/vklora-test-cut-XXXXXX";
+    int fd = mkstemp(cut);
+    assert_true(fd >= 0);
+    close(fd);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "head -c 100000 '%s' > %s", vkl_test_shared_path("refkit/lm/stories260K/stories260K.bin"), cut);
+    assert_int_equal(system(cmd), 0);
+    snprintf(args, sizeof args, "lm generate --model %s --tokenizer '%s' --prompt x --max-tokens 2", cut,
+             vkl_test_shared_path("refkit/lm/stories260K/tok512.bin"));
+    r = run(args, 1);
+    unlink(cut);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.out, "100000 bytes, but a llama2.c checkpoint"));
     free(r.out);
 }
 
@@ -128,6 +161,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories),
+        cmocka_unit_test(test_stories_llama2c_bin),
         cmocka_unit_test(test_tiny),
         cmocka_unit_test(test_errors),
     };

@@ -13,15 +13,16 @@
 static const char *usage_text =
     "usage: vklora train --model PATH --images DIR -o ADAPTER.safetensors [options]\n"
     "  --resolution N (512)   --rank R (16)   --alpha A (16)   --lr X (1e-4)   --batch N (1)\n"
-    "  --max-steps N | --epochs N   --seed N   --network lora|locon|loha|lokr|dora|full   --train-ff\n"
+    "  --max-steps N | --epochs N (default: 1 epoch)   --seed N (0)   --network lora|locon|loha|lokr|dora|full   --train-ff\n"
     "  --network full: every UNet weight (and the text encoder's with --train-te) trained in f32 from a\n"
     "    diffusers folder (e.g. vklora init-model --configs); -o names the output model folder;\n"
     "    --ema-decay D (0: none) writes the weights' moving average; --save-precision fp16|float\n"
     "  --network-conv (loha, lokr, dora: also the resnet 3x3 convolutions, as locon)   --lokr-factor N (-1)\n"
     "  --grad-accum N (micro-batches per optimiser step; steps count optimiser steps)\n"
     "  --train-te (adapters on the text encoder too, lora_te_ names)   --te-lr X (default: --lr)\n"
-    "  --lr-schedule constant|linear|cosine|cosine_with_restarts  --warmup N  --cycles N\n"
-    "  --loraplus-ratio X   --weight-decay X   --max-grad-norm X   --min-snr-gamma G   --noise-offset X\n"
+    "  --lr-schedule constant (default)|linear|cosine|cosine_with_restarts  --warmup N (0)  --cycles N\n"
+    "  --loraplus-ratio X (1)   --weight-decay X (0.01)   --max-grad-norm X (1)   --min-snr-gamma G (0: off)\n"
+    "  --noise-offset X (0)\n"
     "  --optimizer adamw|adamw8bit (8-bit blockwise moments, as bitsandbytes' AdamW8bit; also --optimizer-type)\n"
     "  --caption TEXT (for images without a caption file)   --caption-ext .txt   --trigger WORD\n"
     "  --shuffle-caption   --keep-tokens N   --caption-dropout-rate P   --caption-tag-dropout-rate P\n"
@@ -120,7 +121,7 @@ int vkl_cmd_train(int argc, char **argv)
     signal(SIGINT, on_sigint);
     run_state s;
     memset(&s, 0, sizeof s);
-    vkl_progress_begin(&s.bar, "training", c.max_steps ? c.max_steps : 0, c.quiet);
+    vkl_progress_begin(&s.bar, "training", c.max_steps, c.quiet);
     int rc = vkl_train_run(ctx, &c, on_step, &s, &e);
     vkl_progress_end(&s.bar);
     int status = 0;

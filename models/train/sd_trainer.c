@@ -613,7 +613,6 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     int rc = -1, B = c->data.batch_size;
     if (!c->model || !c->data.images_dir || !c->output)
         return vkl_fail(e, "training needs --model, --images and -o/--output");
-    if (!c->max_steps && !c->epochs) return vkl_fail(e, "give --max-steps N or --epochs N");
     char stem[1100], state_dir[1120], csv_path[1200];
     stem_of(c->output, stem, sizeof stem);
     snprintf(state_dir, sizeof state_dir, "%s.state", stem);
@@ -710,7 +709,11 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     if (t.fp16 && !(t.seed = vkl_tensor_new(ctx, VKL_F32, 1, (int64_t[]){1}, e))) goto done;
     if (vkl_ds_iter_init(&it, t.ds, e)) goto done;
     int N = c->grad_accum;
-    int total = c->max_steps ? c->max_steps : (c->epochs * t.ds->batches_per_epoch + N - 1) / N;
+    /* neither --max-steps nor --epochs: one epoch, as lm train */
+    int epochs = c->epochs ? c->epochs : 1;
+    int total = c->max_steps ? c->max_steps : (epochs * t.ds->batches_per_epoch + N - 1) / N;
+    if (!c->max_steps && !c->epochs)
+        vkl_log(VKL_LOG_INFO, "no --max-steps or --epochs: one epoch, %d steps", total);
     sched.total = total;
     int step = 0;
     double seconds0 = 0;

@@ -41,7 +41,7 @@ typedef struct vkl_train_config {
     int warmup, cycles;
     float weight_decay, max_grad_norm;
     int optim_bits;           /* AdamW's moment state: 32 (adamw) or 8 (adamw8bit, bitsandbytes' AdamW8bit) */
-    int max_steps, epochs;    /* max_steps wins when both are set */
+    int max_steps, epochs;    /* max_steps wins when both are set; neither: one epoch */
     float min_snr_gamma;      /* 0: off */
     float noise_offset;
     int checkpointing;

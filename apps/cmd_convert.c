@@ -16,7 +16,9 @@ static int usage(void)
             "  kohya (lora_unet_..., .alpha, ss_* metadata) or PEFT (<module>.lora_A/B.weight\n"
             "  + adapter_config.json in OUT's folder with r and lora_alpha).\n"
             "  --model   SD model (file or diffusers folder) or checkpoint whose weight names\n"
-            "            resolve kohya names; also checks every shape\n"
+            "            resolve kohya names; also checks every shape. Needed for kohya names in the\n"
+            "            original LDM numbering (input_blocks_...); those in diffusers' numbering\n"
+            "            (lora_unet_down_blocks_...) map without it\n"
             "  --config  PEFT config of IN (default: adapter_config.json next to IN)\n"
             "  --force   replace an existing OUT (and, for peft, adapter_config.json beside it)\n");
     return 2;
@@ -61,6 +63,20 @@ int vkl_cmd_convert(int argc, char **argv)
     }
     vkl_lora l;
     int rc = vkl_app_lora_load(in, model ? &t : NULL, config, &l);
+    /* without a model, kohya names in diffusers' numbering still map to
+     * module paths; others (the LDM numbering) need --model */
+    for (int i = 0; !rc && !model && !strcmp(to, "peft") && i < l.n; i++) {
+        vkl_lora_module *m = &l.m[i];
+        char name[512];
+        if (m->name || !m->kname) continue;
+        if (vkl_lora_kohya_guess_internal(m->kname, name, sizeof name)) {
+            vkl_log(VKL_LOG_ERROR, "%s: %s names no module vklora can place without the model (the original LDM "
+                    "numbering, input_blocks_..., depends on the model's layout): give --model", in, m->kname);
+            rc = 1;
+        } else if (!(m->name = strdup(name))) {
+            rc = 1;
+        }
+    }
     if (!rc) {
         rc = vkl_app_lora_save(&l, to, out, force);
         if (!rc)

@@ -160,6 +160,13 @@ int vkl_lora_targets_find_kohya(const vkl_lora_targets *t, const char *kname);
  * else lora_<root>), every '.' turned into '_'. Returns -1 when it does not fit. */
 int vkl_lora_kohya_name(const char *internal, int xl, char *out, size_t size);
 
+/* The internal name of a kohya name in diffusers' numbering, without a model:
+ * root prefix mapped back and '_' turned into '.' except inside the known
+ * parts of SD UNet and CLIP module paths (transformer_blocks, to_q, q_proj,
+ * ...). -1 when a part is unknown: names in the original LDM numbering
+ * (input_blocks_4_1_...) or of other models need the model's weight names. */
+int vkl_lora_kohya_guess_internal(const char *kname, char *out, size_t size);
+
 typedef struct vkl_lora_opts {
     const vkl_lora_targets *targets; /* NULL: no resolution, no shape checks */
     int allow_unmatched;             /* keep going (warning) instead of failing */

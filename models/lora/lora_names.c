@@ -236,3 +236,53 @@ void vkl_lora_guess_unmatched(const vkl_lora_targets *t, const char *const *keys
     else
         snprintf(out, size, "names of a different model or architecture");
 }
+
+/* The parts of diffusers' SD UNet and transformers' CLIP text encoder module
+ * paths that hold '_' themselves; a kohya name splits into these, numbers and
+ * the one-word parts below, or it is not guessed. */
+static const char *const multi_parts[] = {
+    "down_blocks",   "up_blocks",    "mid_block",       "transformer_blocks", "to_q",        "to_k",
+    "to_v",          "to_out",       "proj_in",         "proj_out",           "time_emb_proj", "conv_shortcut",
+    "conv_in",       "conv_out",     "conv_norm_out",   "time_embedding",     "linear_1",    "linear_2",
+    "add_embedding", "text_model",   "self_attn",       "q_proj",             "k_proj",      "v_proj",
+    "out_proj",      "final_layer_norm", "layer_norm1", "layer_norm2",        "token_embedding",
+    "position_embedding", "text_projection"};
+static const char *const single_parts[] = {"attentions", "resnets", "downsamplers", "upsamplers", "conv", "conv1",
+                                           "conv2", "norm", "norm1", "norm2", "norm3", "attn1", "attn2", "ff", "net",
+                                           "proj", "encoder", "layers", "mlp", "fc1", "fc2", "embeddings"};
+
+int vkl_lora_kohya_guess_internal(const char *kname, char *out, size_t size)
+{
+    static const char *roots[][2] = {{"lora_unet_", "unet."}, {"lora_te1_", "text_encoder."},
+                                     {"lora_te2_", "text_encoder_2."}, {"lora_te_", "text_encoder."}};
+    const char *rest = NULL, *root = NULL;
+    for (size_t i = 0; i < sizeof roots / sizeof roots[0] && !rest; i++)
+        if ((rest = after(kname, roots[i][0]))) root = roots[i][1];
+    if (!rest || !*rest) return -1;
+    size_t k = (size_t)snprintf(out, size, "%s", root);
+    while (*rest) {
+        size_t best = 0;
+        for (size_t i = 0; i < sizeof multi_parts / sizeof *multi_parts; i++) {
+            size_t n = strlen(multi_parts[i]);
+            if (n > best && !strncmp(rest, multi_parts[i], n) && (rest[n] == '_' || !rest[n])) best = n;
+        }
+        if (!best) {
+            size_t n = strcspn(rest, "_");
+            int known = n > 0 && strspn(rest, "0123456789") >= n;
+            for (size_t i = 0; i < sizeof single_parts / sizeof *single_parts && !known; i++)
+                known = strlen(single_parts[i]) == n && !strncmp(rest, single_parts[i], n);
+            if (!known) return -1; /* e.g. the LDM numbering (input_blocks_...): needs the model */
+            best = n;
+        }
+        if (k + best + 2 > size) return -1;
+        memcpy(out + k, rest, best);
+        k += best;
+        rest += best;
+        if (*rest == '_') {
+            out[k++] = '.';
+            rest++;
+        }
+        out[k] = 0;
+    }
+    return 0;
+}

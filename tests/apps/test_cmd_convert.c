@@ -116,6 +116,14 @@ static void test_kohya_peft_kohya(void **state)
         snprintf(args, sizeof args, "convert '%s' -o '%s' --to kohya", peft, back);
         run_ok(args);
         assert_same_file(src, back);
+        /* without the model: the kohya names in diffusers' numbering map to the same modules */
+        char nomodel[512];
+        snprintf(args, sizeof args, "mkdir -p %s/n%d", dir, s);
+        assert_int_equal(system(args), 0);
+        snprintf(nomodel, sizeof nomodel, "%s/n%d/adapter_model.safetensors", dir, s);
+        snprintf(args, sizeof args, "convert '%s' -o '%s' --to peft", src, nomodel);
+        run_ok(args);
+        assert_same_file(peft, nomodel);
     }
     vkl_test_rmtree(dir);
 }
@@ -126,9 +134,25 @@ static void test_errors(void **state)
     VKL_REQUIRE_SHARED(KOHYA);
     const char *dir = vkl_test_tmpdir();
     char args[4096], *o;
-    snprintf(args, sizeof args, "convert '%s' -o %s/x.safetensors --to peft", vkl_test_shared_path(KOHYA), dir);
+    /* kohya names in the original LDM numbering need the model to become module paths */
+    char ldm[512];
+    snprintf(ldm, sizeof ldm, "%s/ldm.safetensors", dir);
+    {
+        vkl_st_writer *w = vkl_st_writer_new();
+        float down[4 * 32] = {0}, up[32 * 4] = {0}, alpha = 4;
+        vkl_err we = {{0}};
+        assert_int_equal(vkl_st_writer_add(w, "lora_unet_input_blocks_1_1_proj_in.lora_down.weight", VKL_F32, 2,
+                                           (int64_t[]){4, 32}, down, &we), 0);
+        assert_int_equal(vkl_st_writer_add(w, "lora_unet_input_blocks_1_1_proj_in.lora_up.weight", VKL_F32, 2,
+                                           (int64_t[]){32, 4}, up, &we), 0);
+        assert_int_equal(vkl_st_writer_add(w, "lora_unet_input_blocks_1_1_proj_in.alpha", VKL_F32, 0, NULL, &alpha, &we), 0);
+        assert_int_equal(vkl_st_writer_finish(w, ldm, &we), 0);
+        vkl_st_writer_free(w);
+    }
+    snprintf(args, sizeof args, "convert '%s' -o %s/x.safetensors --to peft", ldm, dir);
     assert_int_equal(run(args, &o), 1);
     assert_non_null(strstr(o, "--model"));
+    assert_non_null(strstr(o, "input_blocks_1_1_proj_in"));
     free(o);
     snprintf(args, sizeof args, "%s/x.safetensors", dir);
     FILE *f = fopen(args, "rb");

@@ -22,6 +22,7 @@ static int usage(void)
             "usage: vklora merge --lora FILE[:WEIGHT] [--lora FILE[:WEIGHT] ...] -o OUT\n"
             "                    [--rank R] [--to kohya|peft] [--names MODEL] [--force]\n"
             "       vklora merge --model MODEL --lora FILE[:WEIGHT] [...] -o OUT [--dtype f16|f32] [--force]\n"
+            "                    [--model-config FILE.yaml (the yaml of a single-file MODEL; default <name>.yaml)]\n"
             "  Combines adapters into one whose delta W is sum_i WEIGHT_i * delta_i\n"
             "  (WEIGHT defaults to 1). Without --rank: ranks concatenated, exact (LoRA/LoCon).\n"
             "  --rank R  truncate each module's summed delta to rank R by SVD (any kind but\n"
@@ -56,16 +57,16 @@ static void describe(const char *const *paths, const double *weights, int n, cha
         k += (size_t)snprintf(desc + k, size - k, "%s%s:%g", i ? ", " : "", paths[i], weights[i]);
 }
 
-static int bake(const char *base, const char *const *paths, const double *weights, int n, const char *out,
-                const char *dtype, int force)
+static int bake(const char *base, const char *yaml, const char *const *paths, const double *weights, int n,
+                const char *out, const char *dtype, int force)
 {
-    vkl_sd_bake_opts o = {VKL_DTYPE_COUNT, force, NULL};
+    vkl_sd_bake_opts o = {VKL_DTYPE_COUNT, force, NULL, yaml};
     if (dtype && !strcmp(dtype, "f16")) o.dtype = VKL_F16;
     else if (dtype && !strcmp(dtype, "f32")) o.dtype = VKL_F32;
     else if (dtype) return fprintf(stderr, "vklora merge: --dtype f16|f32, not %s\n", dtype), 2;
     vkl_lora_targets t;
     vkl_err e;
-    if (vkl_lora_targets_open(base, &t, &e)) {
+    if (vkl_lora_targets_open_yaml(base, yaml, &t, &e)) {
         vkl_log(VKL_LOG_ERROR, "%s", e.msg);
         return 1;
     }
@@ -94,7 +95,7 @@ static int bake(const char *base, const char *const *paths, const double *weight
 
 int vkl_cmd_merge(int argc, char **argv)
 {
-    const char *paths[MAX_INPUTS], *out = NULL, *to = NULL, *model = NULL, *base = NULL, *dtype = NULL;
+    const char *paths[MAX_INPUTS], *out = NULL, *to = NULL, *model = NULL, *base = NULL, *dtype = NULL, *yaml = NULL;
     static char path_buf[MAX_INPUTS][4096];
     double weights[MAX_INPUTS];
     int n = 0, rank = 0, force = 0, verbose = 0;
@@ -120,6 +121,8 @@ int vkl_cmd_merge(int argc, char **argv)
             base = argv[++i];
         } else if (!strcmp(a, "--dtype") && i + 1 < argc) {
             dtype = argv[++i];
+        } else if (!strcmp(a, "--model-config") && i + 1 < argc) {
+            yaml = argv[++i];
         } else if (!strcmp(a, "--rank") && i + 1 < argc) {
             char *end;
             long r = strtol(argv[++i], &end, 10);
@@ -149,7 +152,7 @@ int vkl_cmd_merge(int argc, char **argv)
             return fprintf(stderr, "vklora merge: --to, --rank and --names combine adapters; --model bakes them into "
                                    "a model\n"),
                    2;
-        return bake(base, paths, weights, n, out, dtype, force);
+        return bake(base, yaml, paths, weights, n, out, dtype, force);
     }
     if (dtype) return fprintf(stderr, "vklora merge: --dtype applies to baking (--model)\n"), 2;
     if (!to) to = "kohya";

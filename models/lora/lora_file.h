@@ -151,6 +151,8 @@ void vkl_lora_targets_free(vkl_lora_targets *t);
 /* Targets of a model path: an SD model (single file or diffusers folder, see
  * sd_source.h) or any other safetensors checkpoint (its ".weight" tensors). */
 int vkl_lora_targets_open(const char *model_path, vkl_lora_targets *t, vkl_err *e);
+/* The same with the original yaml of a single-file SD checkpoint (NULL: <name>.yaml beside it). */
+int vkl_lora_targets_open_yaml(const char *model_path, const char *yaml, vkl_lora_targets *t, vkl_err *e);
 /* Target index for an internal name / a kohya name (either numbering), or -1. */
 int vkl_lora_targets_find(const vkl_lora_targets *t, const char *name);
 int vkl_lora_targets_find_kohya(const vkl_lora_targets *t, const char *kname);

@@ -8,9 +8,15 @@
 
 int vkl_lora_targets_open(const char *model_path, vkl_lora_targets *t, vkl_err *e)
 {
+    return vkl_lora_targets_open_yaml(model_path, NULL, t, e);
+}
+
+int vkl_lora_targets_open_yaml(const char *model_path, const char *yaml, vkl_lora_targets *t, vkl_err *e)
+{
     vkl_sd_source *s;
     vkl_err sd_err;
-    if (vkl_sd_source_open(model_path, NULL, &s, &sd_err) == 0) {
+    vkl_sd_source_opts so = {yaml, 0};
+    if (vkl_sd_source_open(model_path, &so, &s, &sd_err) == 0) {
         int rc = vkl_lora_targets_from_sd(vkl_sd_source_config(s), t, e);
         vkl_sd_source_close(s);
         return rc;

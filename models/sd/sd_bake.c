@@ -271,7 +271,8 @@ int vkl_sd_bake(const char *model, const vkl_lora_use *uses, int n, const char *
     if (o->dtype != VKL_DTYPE_COUNT && o->dtype != VKL_F32 && o->dtype != VKL_F16)
         return vkl_fail(e, "baked checkpoints are written as f32 or f16, not %s", vkl_dtype_name(o->dtype));
     vkl_sd_source *src;
-    if (vkl_sd_source_open(model, NULL, &src, e)) return -1;
+    vkl_sd_source_opts so = {o->yaml, 0};
+    if (vkl_sd_source_open(model, &so, &src, e)) return -1;
     bake b = {src, NULL, 0, o};
     int rc = bake_all(&b, uses, n, e);
     if (!rc)

@@ -23,6 +23,7 @@ typedef struct vkl_sd_bake_opts {
     vkl_dtype dtype; /* VKL_F32 or VKL_F16 for every float tensor; VKL_DTYPE_COUNT keeps each input dtype */
     int force;       /* replace an existing output folder (files are always replaced atomically) */
     const char *description; /* vklora_baked_adapters metadata value (may be NULL) */
+    const char *yaml;        /* original config of a single-file model (NULL: <name>.yaml beside it) */
 } vkl_sd_bake_opts;
 
 /* uses: adapters loaded against the model's targets (vkl_lora_targets_open). */

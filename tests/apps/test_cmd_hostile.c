@@ -261,6 +261,19 @@ static void model_config_option(void **state)
     assert_int_equal(memcmp(vkl_image_u8(&b), vkl_image_u8(&c), (size_t)64 * 64 * 3), 0);
     vkl_image_free(&b);
     vkl_image_free(&c);
+    /* merge --model (baking) takes it too */
+    const char *kohya = vkl_test_shared_path("refkit/sd/vectors/lora/lora_kohya.safetensors");
+    char kp[1024];
+    snprintf(kp, sizeof kp, "%s", kohya);
+    snprintf(args, sizeof args, "merge --model model-fp16.safetensors --lora '%s:0.5' -o baked.safetensors", kp);
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 1);
+    assert_non_null(strstr(out, "--model-config"));
+    free(out);
+    snprintf(args, sizeof args, "merge --model model-fp16.safetensors --model-config '%s' --lora '%s:0.5' -o baked.safetensors",
+             vkl_test_shared_path("refkit/sd/tiny-sd-ldm.yaml"), kp);
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 0);
+    free(out);
+    assert_true(exists("baked.safetensors"));
 }
 
 /* A first run on a device says that shaders compile (the slow first steps),

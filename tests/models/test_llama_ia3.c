@@ -645,7 +645,7 @@ static void test_sd_bake(void **state)
     char out[1100];
     snprintf(out, sizeof out, "%.1000s/ia3-baked.safetensors", vkl_test_tmpdir());
     vkl_lora_use u = {&l, 1.0f, 1.0f};
-    vkl_sd_bake_opts o = {VKL_DTYPE_COUNT, 0, "ia3"};
+    vkl_sd_bake_opts o = {VKL_DTYPE_COUNT, 0, "ia3", NULL};
     if (vkl_sd_bake(ldm, &u, 1, out, &o, &e)) {
         print_error("bake: %s\n", e.msg);
         fail();

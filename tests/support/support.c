@@ -120,6 +120,18 @@ void vkl_test_rmtree(const char *path)
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", path);
 }
 
+int vkl_test_skips;
+
+int vkl_test_exit_status(int failed)
+{
+    if (failed) return failed;
+    if (vkl_test_skips) {
+        fprintf(stderr, "%d test case(s) SKIPPED: this program is reported as skipped, not passed\n", vkl_test_skips);
+        return 77;
+    }
+    return 0;
+}
+
 void vkl_test_require_shared(const char *rel)
 {
     if (vkl_test_shared_exists(rel)) return;

@@ -497,7 +497,7 @@ int vkl_cmd_generate(int argc, char **argv)
         t0 = vkl_progress_now();
         if (vkl_gen_lora_apply(&gl, m, a.merge_lora && sweep_idx < 0, &e)) goto done;
         if (!a.quiet)
-            fprintf(stderr, "%d adapter(s) %s in %.2f s\n", gl.n, gl.merged ? "merged" : "applied at run time",
+            fprintf(stderr, "%d adapter(s) %s in %.2f s\n", gl.n, gl.ad.merged ? "merged" : "applied at run time",
                     vkl_progress_now() - t0);
     }
     int f = 1 << (m->cfg->vae.n_levels - 1);

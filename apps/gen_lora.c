@@ -1,7 +1,6 @@
 #include "gen_lora.h"
 #include "lora_args.h"
 
-#include "lora/lora_merge_weights.h"
 #include "ops.h"
 
 #include <stdlib.h>
@@ -26,8 +25,8 @@ static int add(vkl_gen_lora *l, const char *path, float w_unet, float w_te, vkl_
     if (stat(path, &st) != 0) return vkl_fail(e, "adapter file %s not found", path);
     l->path[l->n] = strdup(path);
     l->name[l->n] = base_name(path);
-    l->use[l->n].unet_mult = w_unet;
-    l->use[l->n].te_mult = w_te;
+    l->unet_mult[l->n] = w_unet;
+    l->te_mult[l->n] = w_te;
     l->n++;
     return 0;
 }
@@ -125,70 +124,21 @@ char *vkl_gen_lora_from_prompt(vkl_gen_lora *l, const char *prompt, const char *
     return out;
 }
 
-/* The networks (VKL_SD_PART_*) a lowvram model must keep on the device for
- * these adapters: those merged into (re-reading the file would undo the
- * merge), and at run time those with DoRA modules (the adapter set reads
- * their weights again when a multiplier changes). */
-static int parts_to_pin(const vkl_gen_lora *l, int merge)
-{
-    int parts = 0;
-    for (int i = 0; i < l->n; i++)
-        for (int k = 0; k < l->lora[i].n; k++) {
-            const vkl_lora_module *mod = &l->lora[i].m[k];
-            if (merge || mod->kind == VKL_LORA_KIND_DORA)
-                parts |= strncmp(mod->name, "text_encoder", 12) ? VKL_SD_PART_UNET : VKL_SD_PART_TE;
-        }
-    return parts;
-}
-
-/* Folds every module of every adapter into the model's weights. */
-static int merge_all(vkl_gen_lora *l, vkl_sd_model *m, vkl_err *e)
-{
-    if (vkl_sd_model_pin(m, parts_to_pin(l, 1), e)) return -1;
-    if (vkl_lora_merge_weights(m->ctx, m->w, l->use, l->n, e)) return -1;
-    l->merged = 1;
-    return 0;
-}
-
 int vkl_gen_lora_apply(vkl_gen_lora *l, vkl_sd_model *m, int merge, vkl_err *e)
 {
-    if (!l->n) return 0;
-    vkl_lora_targets tg;
-    memset(&tg, 0, sizeof tg);
-    if (vkl_lora_targets_from_sd(m->cfg, &tg, e)) return -1;
-    int rc = 0;
-    for (int i = 0; i < l->n && !rc; i++) {
-        vkl_lora_opts lo = {&tg, 0, NULL, 0};
-        rc = vkl_lora_load(l->path[i], &lo, &l->lora[i], e);
-        l->use[i].lora = &l->lora[i];
-    }
-    vkl_lora_targets_free(&tg);
-    if (rc) return -1;
-    if (merge) return merge_all(l, m, e);
-    if (vkl_sd_model_pin(m, parts_to_pin(l, 0), e) || vkl_lora_set_build_ex(m->ctx, l->use, l->n, m->w, &l->set, e))
-        return -1;
-    m->unet.lora = l->set;
-    m->te.lora = l->set;
-    return 0;
+    return vkl_sd_adapters_apply(m, (const char *const *)l->path, l->unet_mult, l->te_mult, l->n, merge, &l->ad, e);
 }
 
 int vkl_gen_lora_set_weight(vkl_gen_lora *l, int i, float unet, float te, vkl_err *e)
 {
-    if (l->merged) return vkl_fail(e, "merged adapters cannot change weight");
-    l->use[i].unet_mult = unet;
-    l->use[i].te_mult = te;
-    return vkl_lora_set_multipliers(l->set, l->use, l->n, e);
+    return vkl_sd_adapters_set_weight(&l->ad, i, unet, te, e);
 }
 
 void vkl_gen_lora_free(vkl_gen_lora *l, vkl_sd_model *m)
 {
-    if (m) {
-        m->unet.lora = NULL;
-        m->te.lora = NULL;
-    }
-    vkl_lora_set_free(l->set);
+    (void)m;
+    vkl_sd_adapters_free(&l->ad);
     for (int i = 0; i < l->n; i++) {
-        if (l->use[i].lora) vkl_lora_free(&l->lora[i]);
         free(l->path[i]);
         free(l->name[i]);
     }

@@ -5,19 +5,16 @@
 #ifndef VKL_GEN_LORA_H
 #define VKL_GEN_LORA_H
 
-#include "lora/lora_apply.h"
-#include "sd/sd_model.h"
+#include "sd/sd_adapters.h"
 
-#define VKL_GEN_MAX_LORAS 16
+#define VKL_GEN_MAX_LORAS VKL_SD_MAX_ADAPTERS
 
 typedef struct vkl_gen_lora {
     int n;
     char *path[VKL_GEN_MAX_LORAS];
     char *name[VKL_GEN_MAX_LORAS];  /* file name without folder and extension */
-    vkl_lora lora[VKL_GEN_MAX_LORAS];
-    vkl_lora_use use[VKL_GEN_MAX_LORAS];
-    vkl_lora_set *set;
-    int merged;
+    float unet_mult[VKL_GEN_MAX_LORAS], te_mult[VKL_GEN_MAX_LORAS];
+    vkl_sd_adapters ad;             /* once applied */
 } vkl_gen_lora;
 
 /* Parses "FILE[:W[:W_TE]]" and appends it. */
@@ -25,8 +22,8 @@ int vkl_gen_lora_add_spec(vkl_gen_lora *l, const char *spec, vkl_err *e);
 /* Removes every <lora:NAME:W> from prompt (returns the cleaned prompt,
  * malloc'd) and appends NAME from lora_dir (NAME.safetensors). */
 char *vkl_gen_lora_from_prompt(vkl_gen_lora *l, const char *prompt, const char *lora_dir, vkl_err *e);
-/* Loads every adapter against the model's layers, then either builds the
- * run-time set and hooks it into the text encoder and UNet, or merges. */
+/* Loads every adapter against the model's layers and applies them at run
+ * time, or merges them (vkl_sd_adapters_apply). */
 int vkl_gen_lora_apply(vkl_gen_lora *l, vkl_sd_model *m, int merge, vkl_err *e);
 /* New UNet / text-encoder multipliers of adapter i (run-time mode only). */
 int vkl_gen_lora_set_weight(vkl_gen_lora *l, int i, float unet, float te, vkl_err *e);

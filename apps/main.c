@@ -7,9 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef VKLORA_VERSION
-#define VKLORA_VERSION "unknown"
-#endif
 
 typedef struct {
     const char *name;
@@ -58,7 +55,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         } else if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) {
-            printf("vklora %s\n", VKLORA_VERSION);
+            printf("vklora %s\n", vkl_version());
             return 0;
         } else {
             fprintf(stderr, "vklora: unknown option '%s'\n", argv[i]);

@@ -6,6 +6,10 @@
 
 #include "vkl.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vkl_weights vkl_weights;
 
 vkl_weights *vkl_weights_new(void);
@@ -24,5 +28,9 @@ vkl_tensor *vkl_weights_at(const vkl_weights *w, int i, const char **name);
  * device between uses); returns how many were dropped. */
 int vkl_weights_drop_prefix(vkl_weights *w, const char *prefix);
 uint64_t vkl_weights_bytes(const vkl_weights *w);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

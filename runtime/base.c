@@ -172,14 +172,26 @@ static vkl_log_level log_level = VKL_LOG_INFO;
 void vkl_log_set_level(vkl_log_level l) { log_level = l; }
 vkl_log_level vkl_log_get_level(void) { return log_level; }
 
+static vkl_log_fn log_fn;
+static void *log_user;
+
+void vkl_log_set(vkl_log_fn fn, void *user)
+{
+    log_fn = fn;
+    log_user = user;
+}
+
 void vkl_log(vkl_log_level l, const char *fmt, ...)
 {
     if (l > log_level) return;
     static const char *pre[] = {"error: ", "warning: ", "", "debug: "};
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    fputs(pre[l], stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (log_fn) log_fn(l, msg, log_user);
+    else fprintf(stderr, "%s%s\n", pre[l], msg);
 }
+
+const char *vkl_version(void) { return VKL_VERSION_STRING; }

@@ -7,6 +7,10 @@
 
 #include "vkl.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Elementwise with numpy broadcasting (shapes aligned at the last dim).
  * Inputs f32, f16 or bf16, any strides. */
 vkl_tensor *vkl_add(vkl_graph *g, vkl_tensor *a, vkl_tensor *b);
@@ -208,5 +212,9 @@ vkl_tensor *vkl_accumulate_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst, 
  * d logits = dy / #valid * (softmax - one-hot) on valid rows, 0 elsewhere.
  * Causal-LM shifting (logits[:, t] predicts labels[:, t+1]) is the caller's. */
 vkl_tensor *vkl_cross_entropy(vkl_graph *g, vkl_tensor *logits, vkl_tensor *targets, int ignore_index);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 
 #include "vkl.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vkl_adamw_opts {
     float lr, beta1, beta2, eps, weight_decay;
     float max_grad_norm; /* <= 0: no clipping */
@@ -74,5 +78,9 @@ typedef struct vkl_lr_schedule {
 } vkl_lr_schedule;
 float vkl_lr_at(const vkl_lr_schedule *s, int step);
 int vkl_lr_kind_parse(const char *name, vkl_lr_kind *k); /* constant, linear, cosine, cosine_with_restarts */
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

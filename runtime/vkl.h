@@ -12,6 +12,10 @@
 
 #include "vkl_base.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define VKL_MAX_DIMS 4
 
 /* ------------------------------------------------------------------ context */
@@ -193,5 +197,9 @@ vkl_tensor *vkl_view(vkl_graph *g, vkl_tensor *t, int ndim, const int64_t *shape
 /* Records the first error of the graph (printf style); returns NULL, so a
  * builder can `return vkl_graph_set_error(g, ...)`. */
 void *vkl_graph_set_error(vkl_graph *g, const char *fmt, ...) VKL_PRINTF(2, 3);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,16 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "vkl_version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The library's version, "MAJOR.MINOR.PATCH" (VKL_VERSION_STRING of the
+ * headers an application compiled with may differ from the library it runs). */
+const char *vkl_version(void);
+
 #if defined(__GNUC__)
 #define VKL_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
@@ -60,5 +70,14 @@ typedef enum { VKL_LOG_ERROR = 0, VKL_LOG_WARN = 1, VKL_LOG_INFO = 2, VKL_LOG_DE
 void vkl_log_set_level(vkl_log_level l);
 vkl_log_level vkl_log_get_level(void);
 void vkl_log(vkl_log_level l, const char *fmt, ...) VKL_PRINTF(2, 3);
+/* Where messages go: fn(level, message without newline, user) for each one
+ * at or above the level; NULL restores the default (stderr, prefixed with
+ * "error: " / "warning: "). Process-wide: set it before creating contexts. */
+typedef void (*vkl_log_fn)(vkl_log_level level, const char *message, void *user);
+void vkl_log_set(vkl_log_fn fn, void *user);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

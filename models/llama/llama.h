@@ -15,6 +15,10 @@
 #include "lora/lora_apply.h"
 #include "weights.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vkl_llama_config {
     int hidden, layers, heads, kv_heads, head_dim, intermediate, vocab, max_pos;
     float rope_theta, rms_eps;
@@ -135,5 +139,9 @@ vkl_tensor *vkl_llama_forward(vkl_graph *g, const vkl_llama *m, vkl_tensor *ids,
 vkl_tensor *vkl_llama_mask(vkl_ctx *c, int B, int L, int pos0, const int *attn, vkl_err *e);
 /* The same values into a host array of B * L * (pos0 + L) floats (re-uploads). */
 void vkl_llama_mask_values(int B, int L, int pos0, const int *attn, float *h);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

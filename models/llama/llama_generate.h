@@ -14,6 +14,10 @@
 
 #include "llama/llama.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vkl_llama_gen_opts {
     const vkl_lora_set *lora;
     const vkl_llama_dora *dora;
@@ -30,5 +34,9 @@ typedef struct vkl_llama_gen_opts {
 /* prompt: n_prompt >= 1 ids. out: room for max_new ids; *n_out = new ids made. */
 int vkl_llama_generate(const vkl_llama *m, const int32_t *prompt, int n_prompt, const vkl_llama_gen_opts *o,
                        int32_t *out, int *n_out, vkl_err *e);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

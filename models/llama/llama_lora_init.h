@@ -7,6 +7,10 @@
 
 #include "llama/llama.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vkl_llama_lora_opts {
     const char *const *targets; /* module suffixes ("q_proj", "mlp.down_proj"); NULL: PEFT's LLaMA default q_proj, v_proj */
     int nt;
@@ -27,5 +31,9 @@ int vkl_llama_lora_init(const vkl_llama *m, const vkl_llama_lora_opts *o, vkl_lo
  * adapter for another model (an SD one, another size) is refused instead of
  * silently doing nothing. */
 int vkl_llama_lora_check(const vkl_llama *m, const vkl_lora *l, const char *what, vkl_err *e);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 #include "llama/llama.h"
 #include "optim.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define VKL_LLAMA_IGNORE (-100)
 
 /* targets[b, t] = labels[b, t+1]; the last position of each row is ignored. */
@@ -48,5 +52,9 @@ const char *vkl_llama_train_key(const vkl_llama_train *s, int i);
 vkl_tensor *vkl_llama_train_grad(const vkl_llama_train *s, int i);
 vkl_adamw *vkl_llama_train_optimizer(const vkl_llama_train *s);
 vkl_tensor *vkl_llama_train_logits(const vkl_llama_train *s); /* with keep_logits */
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

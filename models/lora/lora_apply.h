@@ -42,6 +42,10 @@
 #include "vkl.h"
 #include "weights.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vkl_lora_use {
     const vkl_lora *lora;
     float unet_mult;   /* multiplier on UNet modules */
@@ -124,5 +128,9 @@ vkl_tensor *vkl_lora_trained_conv2d(vkl_graph *g, const vkl_lora_slot *sl, vkl_t
 /* The slot's LoHa / LoKr delta W (scale included) or DoRA W' (from the layer's
  * weight w) as a [out, in*kh*kw] matrix. */
 vkl_tensor *vkl_lora_trained_weight(vkl_graph *g, const vkl_lora_slot *sl, vkl_tensor *w);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -26,6 +26,10 @@
 #include "io/safetensors.h"
 #include "sd/sd_config.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum vkl_lora_kind {
     VKL_LORA_KIND_LORA = 0, /* LoRA / LoCon (optionally with a Tucker lora_mid) */
     VKL_LORA_KIND_LOHA,
@@ -244,5 +248,9 @@ char *vkl_lora_ia3_config_json(const vkl_lora *l, vkl_err *e);
 /* One line guessing what unmatched names were made for (SDXL, SD2, LLM, ...). */
 void vkl_lora_guess_unmatched(const vkl_lora_targets *t, const char *const *keys, int n,
                               const int64_t *in_dims, char *out, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

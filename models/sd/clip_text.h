@@ -8,6 +8,10 @@
 #include "sd/sd_config.h"
 #include "weights.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vkl_clip_text {
     const vkl_sd_text_config *cfg;
     const vkl_weights *w;
@@ -23,5 +27,9 @@ typedef struct vkl_clip_text {
  * (layer_out[k] = after layer k+1, before the final norm). */
 vkl_tensor *vkl_clip_text_forward(vkl_graph *g, const vkl_clip_text *m, vkl_tensor *ids, int skip, int final_norm,
                                   vkl_tensor **layer_out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 #include "sd/sd_model.h"
 #include "sd/vae_decode.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef int (*vkl_step_fn)(void *user, int step, int steps);
 
 typedef struct vkl_gen_opts {
@@ -48,5 +52,9 @@ void vkl_gen_result_free(vkl_gen_result *r);
 /* Encodes images [batch, 3, H, W] in [-1, 1] to latent means times the
  * scaling factor. Acquires the VAE and leaves it resident. */
 int vkl_sd_encode_image(vkl_sd_model *m, const float *images, int batch, int H, int W, float *latents, vkl_err *e);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

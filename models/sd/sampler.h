@@ -21,6 +21,10 @@
 
 #include "sd/schedule.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum vkl_sampler_kind {
     VKL_SAMPLER_EULER = 0,
     VKL_SAMPLER_EULER_A, /* Euler ancestral */
@@ -114,5 +118,9 @@ typedef struct vkl_sampler_callbacks {
 /* Runs the remaining steps. x: N(0,1) noise in (scaled here when no step has
  * been taken yet), final latents out. */
 int vkl_sampler_run(vkl_sampler *s, float *x, const vkl_sampler_callbacks *cb, vkl_err *e);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -13,6 +13,10 @@
 #include "vkl_base.h"
 #include "sd/sd_config.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum vkl_convention {
     VKL_CONV_A1111 = 0, /* k-diffusion: model sigmas, float timesteps, ends at sigma 0 */
     VKL_CONV_DIFFUSERS  /* diffusers 0.25 scheduler classes */
@@ -108,5 +112,9 @@ typedef struct vkl_schedule {
 int vkl_schedule_build(const vkl_noise_table *t, const vkl_schedule_spec *spec, vkl_schedule *out,
                        vkl_err *e);
 void vkl_schedule_free(vkl_schedule *s);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -7,6 +7,10 @@
 #include "ops.h"
 #include "weights.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Adapter hook: a model applies LoRA at every linear/conv it names through
  * this table (NULL = no adapters). */
 typedef struct vkl_lora_set vkl_lora_set;
@@ -49,5 +53,9 @@ vkl_tensor *vkl_sd_attention(vkl_sd_net *n, vkl_tensor *x, vkl_tensor *ctx, cons
 /* Transformer2DModel: GN, proj_in, transformer blocks, proj_out, + input. */
 vkl_tensor *vkl_sd_spatial_transformer(vkl_sd_net *n, vkl_tensor *x, vkl_tensor *ctx, const char *prefix, int heads,
                                        int layers, int groups, float gn_eps, float ln_eps);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

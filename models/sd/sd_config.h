@@ -9,6 +9,10 @@
 
 #include "vkl_base.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define VKL_SD_MAX_LEVELS 8
 #define VKL_SD_MAX_TEXT_ENCODERS 2
 
@@ -162,5 +166,9 @@ int vkl_sd_read_text_file(const char *path, size_t max_bytes, char **out, vkl_er
  * c. Reads the block-style subset of YAML those files use. */
 int vkl_sd_config_apply_ldm_yaml(const char *text, const char *label, vkl_sd_config *c,
                                  vkl_err *e);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -23,6 +23,10 @@
 #include "io/safetensors.h"
 #include "sd/sd_config.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum vkl_sd_layout { VKL_SD_LAYOUT_LDM = 0, VKL_SD_LAYOUT_DIFFUSERS } vkl_sd_layout;
 
 /* ---- key lists: the names and shapes a checkpoint holds ---- */
@@ -136,5 +140,9 @@ int vkl_sd_diffusers_source_name(const vkl_sd_config *c, const char *internal,
 /* 1 when an unmapped source key is a known unused tensor of the layout. */
 int vkl_sd_ldm_key_ignorable(const vkl_sd_config *c, const char *name);
 int vkl_sd_diffusers_key_ignorable(const vkl_sd_config *c, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 #include "sd/vae.h"
 #include "tokenizer/clip_tokenizer.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vkl_sd_model_opts {
     const char *tokenizer;   /* vocabulary path (NULL: the model folder, then $VKLORA_CLIP_VOCAB) */
     vkl_dtype weight_dtype;  /* storage of matrices and kernels: VKL_F16 (default) or VKL_F32 */
@@ -64,5 +68,9 @@ int vkl_sd_text_tokens(const vkl_sd_model *m);
  * count. plain: no emphasis syntax. */
 int vkl_sd_encode_prompt(vkl_sd_model *m, const char *prompt, int clip_skip, int plain, int min_chunks, float **out,
                          int *chunks, vkl_err *e);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -11,6 +11,10 @@
 
 #include "sd/sd_layout.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vkl_sd_source vkl_sd_source;
 
 typedef struct vkl_sd_source_opts {
@@ -39,5 +43,9 @@ uint64_t vkl_sd_entry_nelem(const vkl_sd_entry *x);
 /* Reads one weight as f32 in its internal shape (nelem = vkl_sd_entry_nelem). */
 int vkl_sd_source_read_f32(const vkl_sd_source *s, const vkl_sd_entry *x, float *dst,
                            uint64_t nelem, vkl_err *e);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

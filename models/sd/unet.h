@@ -8,6 +8,10 @@
 #include "sd/sd_blocks.h"
 #include "sd/sd_config.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vkl_unet {
     const vkl_sd_unet_config *cfg;
     const vkl_weights *w;       /* names "unet.*" */
@@ -30,5 +34,9 @@ vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample
  * as f16 (vkl_sd_net.act16). The output is f32 either way. */
 vkl_tensor *vkl_unet_forward_ex(vkl_graph *g, const vkl_unet *m, int act16, vkl_tensor *sample, vkl_tensor *t,
                                 vkl_tensor *ctx, vkl_unet_taps *taps);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

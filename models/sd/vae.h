@@ -6,6 +6,10 @@
 #include "sd/sd_blocks.h"
 #include "sd/sd_config.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vkl_vae {
     const vkl_sd_vae_config *cfg;
     const vkl_weights *w; /* names "vae.*" */
@@ -17,5 +21,9 @@ vkl_tensor *vkl_vae_decode(vkl_graph *g, const vkl_vae *m, vkl_tensor *z);
 /* image [B, in_ch, H, W] in [-1, 1] -> moments [B, 2*latent_ch, H/8, W/8]
  * (mean then logvar, logvar unclamped). */
 vkl_tensor *vkl_vae_encode(vkl_graph *g, const vkl_vae *m, vkl_tensor *image);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

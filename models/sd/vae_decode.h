@@ -15,6 +15,10 @@
 
 #include "sd/sd_model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     VKL_VAE_TILING_AUTO = 0, /* tiles when the whole decode would not fit comfortably (vkl_vae_tiling_wanted) */
     VKL_VAE_TILING_OFF,
@@ -50,5 +54,9 @@ int vkl_vae_tiling_wanted(vkl_ctx *ctx, const vkl_sd_vae_config *c, int batch, i
 int vkl_sd_decode_ex(vkl_sd_model *m, const float *latents, int batch, int h, int w, const vkl_vae_tiling *t,
                      float *images, int *tiles, vkl_err *e);
 int vkl_sd_decode(vkl_sd_model *m, const float *latents, int batch, int h, int w, float *images, vkl_err *e);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -17,6 +17,10 @@
 
 #include "vkl_base.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define VKL_CLIP_CONTEXT 77 /* ids per encoder row: BOS + 75 + EOS */
 #define VKL_CLIP_CHUNK 75   /* content ids per row */
 
@@ -102,5 +106,9 @@ typedef struct {
 int vkl_clip_encode_prompt(vkl_clip_tokenizer *t, const char *prompt, const vkl_prompt_opts *opts,
                            vkl_prompt_tokens *out, vkl_err *e);
 void vkl_prompt_tokens_free(vkl_prompt_tokens *p);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

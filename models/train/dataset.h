@@ -33,6 +33,10 @@
 
 #include "vkl_base.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define VKL_DATASET_MAX_REPEATS 100000
 #define VKL_DATASET_MAX_DEPTH 32
 
@@ -250,5 +254,9 @@ int vkl_latent_cache_get(vkl_latent_cache *c, int image, int flip, float *out, v
 /* Path of the disk entry of an image (malloc'd). */
 char *vkl_latent_cache_path(const char *image_path);
 vkl_latent_cache_stats vkl_latent_cache_get_stats(const vkl_latent_cache *c);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -21,6 +21,10 @@
 #include "sd/sd_model.h"
 #include "train/dataset.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vkl_train_config {
     const char *model, *output, *tokenizer;
     const char *model_config; /* original yaml of a single-file model (NULL: <name>.yaml beside it) */
@@ -102,5 +106,9 @@ extern volatile int vkl_train_interrupt;
  * settings (<output>.json), the loss log (<output>.csv) and the state folder
  * (<output>.state/) for --resume. */
 int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn progress, void *user, vkl_err *e);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 
 #include "vkl_base.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define VKL_ST_MAX_DIMS 8
 
 typedef struct vkl_st_tensor {
@@ -64,5 +68,9 @@ int vkl_st_writer_add_ref(vkl_st_writer *w, const char *name, vkl_dtype dt, int 
 int vkl_st_writer_meta(vkl_st_writer *w, const char *key, const char *value, vkl_err *e);
 int vkl_st_writer_finish(vkl_st_writer *w, const char *path, vkl_err *e);
 void vkl_st_writer_free(vkl_st_writer *w);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

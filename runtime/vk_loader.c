@@ -37,11 +37,24 @@ int vkl_vk_load_global(vkl_err *e)
     return 0;
 }
 
+/* The instance-level entry points come from the first instance and serve
+ * every later one (the loader's are dispatching trampolines, valid for any
+ * instance while the library is loaded). Loading them once, under a lock,
+ * lets threads create their own contexts concurrently without writing the
+ * table another thread reads. */
+static pthread_mutex_t instance_lock = PTHREAD_MUTEX_INITIALIZER;
+static int instance_loaded;
+
 void vkl_vk_load_instance(VkInstance inst)
 {
-#define VKL_LOAD(f) vk.f = (PFN_##f)vk.vkGetInstanceProcAddr(inst, #f);
+    pthread_mutex_lock(&instance_lock);
+    /* an entry still NULL (an extension the first instance did not enable,
+     * such as debug utils without validation) is asked for again */
+#define VKL_LOAD(f) if (!instance_loaded || !vk.f) vk.f = (PFN_##f)vk.vkGetInstanceProcAddr(inst, #f);
     VKL_VK_INSTANCE_FUNCS(VKL_LOAD)
 #undef VKL_LOAD
+    instance_loaded = 1;
+    pthread_mutex_unlock(&instance_lock);
 }
 
 const char *vkl_vk_result_str(VkResult r)

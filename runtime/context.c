@@ -260,6 +260,7 @@ int vkl_ctx_create(const vkl_ctx_opts *o, vkl_ctx **out, vkl_err *e)
     }
     c->phys = pds[idx];
     c->caps = caps[idx];
+    vkl_tuning_init(&c->tuning, &c->caps);
     free(pds);
     free(caps);
     int hide = 0;

@@ -6,6 +6,7 @@
 
 #include "vk_loader.h"
 #include "vkl.h"
+#include "tuning.h"
 
 #define VKL_CHECK_VK(call, e, what)                                                                \
     do {                                                                                           \
@@ -57,6 +58,7 @@ struct vkl_ctx {
     VkFence fence;
     VkPipelineCache pcache;
     char pcache_path[1024];
+    vkl_tuning tuning;         /* per-device choices of the op builders (tuning.h) */
     int pcache_cold;           /* no usable cache was found: the first pipeline says shaders compile */
     vkl_caps caps;
     VkPhysicalDeviceMemoryProperties memprops;

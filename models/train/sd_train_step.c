@@ -1,6 +1,7 @@
 #include "train/sd_train_step.h"
 
 #include "ops.h"
+#include "tuning.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -155,7 +156,7 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
     } else {
         for (int i = 0; i < s->np; i++) vkl_graph_keep(s->g, s->grads[i]);
     }
-    if (getenv("VKLORA_TRAIN_PROFILE")) vkl_graph_enable_profiling(s->g);
+    if (vkl_ctx_tuning(s->ctx)->train_profile) vkl_graph_enable_profiling(s->g);
     if (vkl_graph_plan(s->g, e)) goto fail;
     *out = s;
     return 0;
@@ -187,8 +188,7 @@ int vkl_sd_train_step_run_batch(vkl_sd_train_step *s, const vkl_sd_train_batch *
         return -1;
     if (s->opt && vkl_adamw_prepare(s->opt, step, lr, e)) return -1;
     if (vkl_graph_run(s->g, e)) return -1;
-    const char *prof = getenv("VKLORA_TRAIN_PROFILE");
-    if (prof && step == atoi(prof)) vkl_graph_print_profile(s->g, stderr);
+    if (step == vkl_ctx_tuning(s->ctx)->train_profile) vkl_graph_print_profile(s->g, stderr);
     return loss ? vkl_tensor_download(s->ctx, s->loss, loss, VKL_F32, e) : 0;
 }
 

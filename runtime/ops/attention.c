@@ -46,7 +46,7 @@ vkl_attn_variant vkl_attention_pick(const vkl_ctx *c, int64_t d, vkl_attn_varian
                                     uint32_t *kb, uint32_t *kt)
 {
     const vkl_caps *cp = vkl_ctx_caps(c);
-    int cpu = cp->type == VKL_DEV_CPU;
+    int cpu = vkl_ctx_tuning(c)->cpu;
     vkl_attn_variant v = want != VKL_ATTN_AUTO ? want : cpu ? VKL_ATTN_STREAM : VKL_ATTN_TILED;
     if (d < 1) d = 1;
     if (v == VKL_ATTN_TILED) {
@@ -233,7 +233,8 @@ vkl_tensor *vkl_attention_ex(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_ten
      * only loops run about Lk / KB (+ Lk / KT) times, so keep a pass below that */
     uint32_t wg, tq, kb, kt;
     vkl_attention_pick(c, D, variant, &wg, &tq, &kb, &kt);
-    if (vkl_ctx_caps(c)->type == VKL_DEV_CPU && chunk > 30000 * (int64_t)kb) chunk = 30000 * (int64_t)kb;
+    int64_t budget = vkl_ctx_tuning(c)->loop_budget;
+    if (budget && chunk > budget * (int64_t)kb) chunk = budget * (int64_t)kb;
     if (chunk > Lk) chunk = Lk;
     int64_t oshape[4] = {B, H, Lq, D}, sshape[4] = {B, H, Lq, D + 2};
     vkl_tensor *state = NULL, *y = NULL;

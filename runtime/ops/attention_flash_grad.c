@@ -49,7 +49,7 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
  * longer. */
 static void fa_pick(const vkl_ctx *c, int kind, int64_t d, uint32_t *wg, uint32_t *tr, uint32_t *bl)
 {
-    int cpu = vkl_ctx_caps(c)->type == VKL_DEV_CPU;
+    int cpu = vkl_ctx_tuning(c)->cpu;
     int64_t b = 160 / (d > 0 ? d : 1);
     *bl = b >= 16 ? 16 : b >= 8 ? 8 : b >= 4 ? 4 : b >= 2 ? 2 : 1;
     *wg = cpu ? 8 : 64;
@@ -202,7 +202,7 @@ static int64_t loop_chunk(vkl_ctx *c, int kind, const vkl_tensor *const *lt, con
     for (int i = 0; i < nl; i++) chunk = min64(chunk, rows_fit(vkl_window_elems(c, lt[i]->dtype, 1), ls[i], lw[i]));
     uint32_t wg, tr, bl;
     fa_pick(c, kind, D, &wg, &tr, &bl);
-    if (vkl_ctx_caps(c)->type == VKL_DEV_CPU) chunk = min64(chunk, 30000 * (int64_t)bl);
+    if (vkl_ctx_tuning(c)->loop_budget) chunk = min64(chunk, vkl_ctx_tuning(c)->loop_budget * (int64_t)bl);
     return chunk;
 }
 

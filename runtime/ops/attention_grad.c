@@ -101,14 +101,14 @@ static int unfused_grad(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *
  * 768 px: 9216^2 x 5 heads is 1.6 GiB) keep flash's linear memory. */
 #define UNFUSED_MAX_SCORES ((uint64_t)64 << 20)
 
-/* AUTO's choice. VKLORA_ATTN_GRAD = flash | unfused | auto forces one (tests
- * and comparisons; flash still gives way where the kernels do not apply). */
+/* AUTO's choice. The context's tuning (VKLORA_ATTN_GRAD = flash | unfused |
+ * auto) forces one (tests and comparisons; flash still gives way where the
+ * kernels do not apply). */
 static vkl_attn_grad_path pick_path(vkl_graph *g, const vkl_tensor *q, const vkl_tensor *k, const vkl_tensor *v)
 {
-    const char *env = getenv("VKLORA_ATTN_GRAD");
-    if (!vkl_attention_flash_grad_fits(g, q, k, v) || (env && !strcmp(env, "unfused"))) return VKL_ATTN_GRAD_UNFUSED;
-    if (env && !strcmp(env, "flash")) return VKL_ATTN_GRAD_FLASH;
-    if (vkl_ctx_caps(vkl_graph_ctx(g))->type != VKL_DEV_CPU) return VKL_ATTN_GRAD_FLASH;
+    const vkl_tuning *t = vkl_ctx_tuning(vkl_graph_ctx(g));
+    if (!vkl_attention_flash_grad_fits(g, q, k, v) || t->attn_grad == VKL_ATTN_GRAD_UNFUSED) return VKL_ATTN_GRAD_UNFUSED;
+    if (t->attn_grad == VKL_ATTN_GRAD_FLASH || !t->cpu) return VKL_ATTN_GRAD_FLASH;
     uint64_t scores = (uint64_t)q->shape[0] * (uint64_t)q->shape[1] * (uint64_t)q->shape[2] * (uint64_t)k->shape[2] * 4u;
     return q->shape[3] >= UNFUSED_MIN_D && scores <= UNFUSED_MAX_SCORES ? VKL_ATTN_GRAD_UNFUSED : VKL_ATTN_GRAD_FLASH;
 }

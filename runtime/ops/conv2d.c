@@ -34,7 +34,7 @@ void vkl_conv2d_default_tile(const vkl_ctx *c, vkl_conv2d_tile *t)
     /* lavapipe turns every buffer load into a loop over the 8 lanes, so the
      * tile is as large as the registers allow (32 channels x 16 pixels
      * measured fastest on SD shapes); GPUs want many small tiles. */
-    int cpu = vkl_ctx_caps(c)->type == VKL_DEV_CPU;
+    int cpu = vkl_ctx_tuning(c)->cpu;
     t->wg = cpu ? 8 : 64;
     t->tm = cpu ? 32 : 4;
     t->tn = cpu ? 16 : 4;

@@ -264,7 +264,7 @@ static vkl_tensor *conv_dw(vkl_graph *g, vkl_tensor *x, vkl_tensor *dy, const co
     if (gp.whole) {
         /* enough workgroups for every core (a GPU wants many more), at least
          * 256 reduction steps each, partials within one binding */
-        int cpu = vkl_ctx_caps(c)->type == VKL_DEV_CPU;
+        int cpu = vkl_ctx_tuning(c)->cpu;
         int64_t tiles = ((WK + tile->tn - 1) / tile->tn + tile->wg - 1) / tile->wg * ((O + tile->tm - 1) / tile->tm);
         int64_t want = cpu ? 64 : 1024;
         int64_t S = (want + tiles - 1) / tiles;

@@ -1,7 +1,8 @@
 /* Batched matrix product with optional bias, column scale and a second
  * product (LoRA). Shaders: matmul.comp (register tiles, CPU devices) and
- * matmul_tiled.comp (shared-memory tiles, GPUs); VKLORA_MATMUL_VARIANT =
- * reg | scalar | tiled forces one (tests run all of them on lavapipe; scalar
+ * matmul_tiled.comp (shared-memory tiles, GPUs), chosen by the context's
+ * tuning (runtime/tuning.h: VKLORA_MATMUL_VARIANT =
+ * reg | scalar | tiled forces one; tests run all of them on lavapipe; scalar
  * is the register-tile shader with vector loads off). CPU reference:
  * runtime/ref/ref_matmul.c.
  *
@@ -16,37 +17,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { MM_REG, MM_SCALAR, MM_TILED } mm_variant;
-
-static mm_variant pick_variant(const vkl_ctx *c)
-{
-    const char *v = getenv("VKLORA_MATMUL_VARIANT");
-    if (v && !strcmp(v, "tiled")) return MM_TILED;
-    if (v && !strcmp(v, "scalar")) return MM_SCALAR;
-    if (v && !strcmp(v, "reg")) return MM_REG;
-    return vkl_ctx_caps(c)->type == VKL_DEV_CPU ? MM_REG : MM_TILED;
-}
-
 void vkl_matmul_tile(const vkl_ctx *c, uint32_t *wg, uint32_t *tm, uint32_t *tn)
 {
-    if (pick_variant(c) == MM_TILED) {
+    const vkl_tuning *t = vkl_ctx_tuning(c);
+    if (t->matmul == VKL_MM_TILED) {
         *wg = 256;
         *tm = *tn = 4;
         return;
     }
-    /* lavapipe runs 8 invocations per SIMD chunk; big register tiles keep
-     * loads per flop few. VKLORA_MATMUL_TILE=wg,tm,tn overrides (tuning). */
-    *wg = 8;
-    *tm = 8;
-    *tn = 16;
-    const char *t = getenv("VKLORA_MATMUL_TILE");
-    unsigned a, b, d;
-    if (t && sscanf(t, "%u,%u,%u", &a, &b, &d) == 3 && a >= 1 && a <= 256 && b >= 1 && b <= 16 && d >= 4 && d <= 32 &&
-        d % 4 == 0) {
-        *wg = a;
-        *tm = b;
-        *tn = d;
-    }
+    *wg = t->mm_wg;
+    *tm = t->mm_tm;
+    *tn = t->mm_tn;
 }
 
 typedef struct {
@@ -111,7 +92,7 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
         K2 = b2s[2];
     }
 
-    mm_variant var = pick_variant(c);
+    vkl_mm_variant var = vkl_ctx_tuning(c)->matmul;
     uint32_t wg, tm, tn;
     vkl_matmul_tile(c, &wg, &tm, &tn);
     uint32_t spec[SPEC_COUNT] = {0};
@@ -126,8 +107,8 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
     spec[SPEC_SEG2] = a2 != NULL;
     spec[SPEC_A2DT] = a2 ? (uint32_t)a2->dtype : 0u;
     spec[SPEC_B2DT] = b2 ? (uint32_t)b2->dtype : 0u;
-    const char *kernel = var == MM_TILED ? "matmul_tiled" : "matmul";
-    uint32_t rows_per_group = var == MM_TILED ? 64 : tm;
+    const char *kernel = var == VKL_MM_TILED ? "matmul_tiled" : "matmul";
+    uint32_t rows_per_group = var == VKL_MM_TILED ? 64 : tm;
 
     int64_t max_a = vkl_window_elems(c, a->dtype, 1), max_y = vkl_window_elems(c, VKL_F32, 1);
     /* rows one dispatch can cover (conservative when LANES_M packs wg row tiles per workgroup) */
@@ -202,11 +183,11 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
                     return -1;
             }
             int64_t nbatch = whole ? nb0 * nb1 : 1;
-            if (var == MM_TILED) {
+            if (var == VKL_MM_TILED) {
                 /* only the order of loads into shared memory depends on these */
                 spec[SPEC_AVEC] = ast[3] == 1;
                 spec[SPEC_BVEC] = bst[2] == 1 && bst[3] != 1;
-            } else if (var == MM_REG) {
+            } else if (var == VKL_MM_REG) {
                 /* vec4 loads need every start of four elements on a multiple of 4 */
                 int a_rows4 = ast[2] % 4 == 0 || mr == 1, a_batch4 = pc.sa0 % 4 == 0 && pc.sa1 % 4 == 0;
                 int b_batch4 = pc.sb0 % 4 == 0 && pc.sb1 % 4 == 0;
@@ -221,7 +202,7 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
                 spec[SPEC_AVEC] = spec[SPEC_BVEC] = 0;
             }
             uint32_t gx, gy;
-            if (var == MM_TILED) {
+            if (var == VKL_MM_TILED) {
                 gx = (uint32_t)((N + 63) / 64);
                 gy = (uint32_t)((mr + 63) / 64);
             } else {

@@ -9,7 +9,7 @@
 /* Elements of one line per apply workgroup. Every workgroup first merges its
  * segment's chunk statistics; on lavapipe those loads cost as much as element
  * loads, so CPUs take longer blocks, GPUs more workgroups. */
-int64_t vkl_seg_block(const vkl_ctx *c) { return vkl_ctx_caps(c)->type == VKL_DEV_CPU ? 4096 : 1024; }
+int64_t vkl_seg_block(const vkl_ctx *c) { return vkl_ctx_tuning(c)->seg_block; }
 
 typedef vkl_seg_params seg_params;
 

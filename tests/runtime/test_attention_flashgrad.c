@@ -365,19 +365,19 @@ static void auto_path_choice(void **state)
         vkl_test_ctx_done(c);
         skip();
     }
-    unsetenv("VKLORA_ATTN_GRAD");
+    vkl_tuning *t = vkl_ctx_tuning_edit(c);
+    t->attn_grad = VKL_ATTN_GRAD_AUTO;
     assert_false(auto_takes_flash(c, 8, 64, 64, 160));
     assert_false(auto_takes_flash(c, 8, 256, 77, 80));
     assert_true(auto_takes_flash(c, 8, 4096, 4096, 40));
     assert_true(auto_takes_flash(c, 8, 1024, 77, 40)); /* low D: flash even when the scores are small */
     assert_true(auto_takes_flash(c, 8, 4096, 4096, 80)); /* 512 MiB of scores */
-    setenv("VKLORA_ATTN_GRAD", "flash", 1);
+    t->attn_grad = VKL_ATTN_GRAD_FLASH;
     assert_true(auto_takes_flash(c, 8, 64, 64, 160));
-    setenv("VKLORA_ATTN_GRAD", "unfused", 1);
+    t->attn_grad = VKL_ATTN_GRAD_UNFUSED;
     assert_false(auto_takes_flash(c, 2, 4096, 4096, 40));
-    setenv("VKLORA_ATTN_GRAD", "auto", 1);
+    t->attn_grad = VKL_ATTN_GRAD_AUTO;
     assert_false(auto_takes_flash(c, 8, 64, 64, 160));
-    unsetenv("VKLORA_ATTN_GRAD");
     vkl_test_ctx_done(c);
 }
 

@@ -6,6 +6,50 @@
 
 #include <string.h>
 
+/* The elements of x that output elements [first, first + n) read lie in
+ * [*lo, *hi]: from the outermost dim where the window's first and last
+ * coordinates differ inward, that dim between the two and every inner dim
+ * whole. Strides are never negative (size-1 dims have stride 0: broadcast). */
+static void operand_footprint(const vkl_tensor *x, const vkl_tensor *y, int64_t first, int64_t n, int64_t *lo_out,
+                              int64_t *hi_out)
+{
+    int64_t ys[4], yst[4], xs[4], xst[4], cf[4], cl[4], a = first, z = first + n - 1;
+    vkl_op_shape4(y, ys, yst);
+    vkl_op_shape4(x, xs, xst);
+    for (int k = 3; k >= 0; k--) {
+        cf[k] = a % ys[k];
+        a /= ys[k];
+        cl[k] = z % ys[k];
+        z /= ys[k];
+    }
+    int64_t lo = 0, hi = 0;
+    int split = 0;
+    for (int k = 0; k < 4; k++) {
+        if (split) {
+            hi += (ys[k] - 1) * xst[k];
+            continue;
+        }
+        lo += cf[k] * xst[k];
+        hi += cl[k] * xst[k];
+        split = cf[k] != cl[k];
+    }
+    *lo_out = lo;
+    *hi_out = hi;
+}
+
+int64_t vkl_op_operand_window(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, int64_t first, int64_t n)
+{
+    if (vkl_op_same_layout(x, y)) return n;
+    /* a strided view may read far apart: shrink the window until what it
+     * reads fits one binding (a transposed view: a part of one row) */
+    int64_t fit = vkl_window_elems(vkl_graph_ctx(g), x->dtype, 2), lo, hi;
+    for (;;) {
+        operand_footprint(x, y, first, n, &lo, &hi);
+        if (hi - lo + 1 <= fit || n == 1) return n;
+        n = n / 2 > 0 ? n / 2 : 1;
+    }
+}
+
 int vkl_op_bind_operand(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, int64_t first, int64_t n,
                         vkl_bind *b, uint32_t *off, uint32_t *local, vkl_err *e)
 {
@@ -14,7 +58,13 @@ int vkl_op_bind_operand(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, 
         return vkl_bind_span(g, x, first, n, b, off, e);
     }
     *local = 0;
-    return vkl_bind_span(g, x, 0, vkl_tensor_span(x), b, off, e);
+    int64_t lo, hi;
+    operand_footprint(x, y, first, n, &lo, &hi);
+    uint32_t at;
+    if (vkl_bind_span(g, x, lo, hi - lo + 1, b, &at, e)) return -1;
+    /* the shader adds the view offset of each element to this (uint wraps) */
+    *off = at - (uint32_t)lo;
+    return 0;
 }
 
 /* ---- binary */
@@ -31,8 +81,10 @@ static int emit_binary(vkl_graph *g, vkl_node *n, vkl_err *e)
     vkl_op_shape4(a, as, ast);
     vkl_op_shape4(b, bs, bst);
     uint32_t spec[3] = {(uint32_t)bp->op, (uint32_t)a->dtype, (uint32_t)b->dtype};
-    for (int64_t first = 0; first < total; first += win) {
-        int64_t cnt = total - first < win ? total - first : win;
+    for (int64_t first = 0, cnt; first < total; first += cnt) {
+        cnt = total - first < win ? total - first : win;
+        cnt = vkl_op_operand_window(g, a, y, first, cnt);
+        cnt = vkl_op_operand_window(g, b, y, first, cnt);
         vkl_bind bind[3];
         struct {
             uint32_t n, first, shape[4], sa[4], sb[4], a_off, b_off, y_off, a_local, b_local;
@@ -121,8 +173,10 @@ int vkl_op_emit_map(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, cons
     int64_t ys[4], yst[4], xs[4], xst[4];
     vkl_op_shape4(y, ys, yst);
     vkl_op_shape4(x, xs, xst);
-    for (int64_t first = 0; first < total; first += win) {
-        int64_t cnt = total - first < win ? total - first : win;
+    for (int64_t first = 0, cnt; first < total; first += cnt) {
+        cnt = total - first < win ? total - first : win;
+        cnt = vkl_op_operand_window(g, x, y, first, cnt);
+        if (half_out && cnt > 1 && cnt < total - first) cnt &= ~(int64_t)1; /* 16-bit output windows stay word-aligned */
         vkl_bind bind[2];
         struct {
             uint32_t n, first, shape[4], sx[4], x_off, y_off, x_local;

@@ -63,8 +63,10 @@ static int emit_swiglu(vkl_graph *g, vkl_node *n, vkl_err *e)
     vkl_tensor *a = n->src[0], *b = n->src[1], *y = n->dst;
     int64_t total = vkl_tensor_nelem(y), win = vkl_window_elems(vkl_graph_ctx(g), VKL_F32, 256);
     uint32_t spec[3] = {1, (uint32_t)a->dtype, (uint32_t)b->dtype};
-    for (int64_t first = 0; first < total; first += win) {
-        int64_t cnt = total - first < win ? total - first : win;
+    for (int64_t first = 0, cnt; first < total; first += cnt) {
+        cnt = total - first < win ? total - first : win;
+        cnt = vkl_op_operand_window(g, a, y, first, cnt);
+        cnt = vkl_op_operand_window(g, b, y, first, cnt);
         glue_push pc;
         glue_push_init(&pc, y, a, b, first, cnt);
         vkl_bind bind[3];

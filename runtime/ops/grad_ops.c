@@ -107,8 +107,10 @@ static int emit_unary_grad(vkl_graph *g, vkl_node *n, vkl_err *e)
     vkl_op_shape4(y, ys, yst);
     vkl_op_shape4(x, xs, xst);
     uint32_t spec[2] = {(uint32_t)up->op, (uint32_t)x->dtype};
-    for (int64_t first = 0; first < total; first += win) {
-        int64_t cnt = total - first < win ? total - first : win;
+    for (int64_t first = 0, cnt; first < total; first += cnt) {
+        cnt = total - first < win ? total - first : win;
+        cnt = vkl_op_operand_window(g, x, y, first, cnt);
+        cnt = vkl_op_operand_window(g, dy, y, first, cnt);
         struct {
             uint32_t n, first, shape[4], sx[4], x_off, dy_off, y_off, x_local;
             float alpha, beta;

@@ -38,8 +38,11 @@ static inline int vkl_op_same_layout(const vkl_tensor *x, const vkl_tensor *y)
     return 1;
 }
 
+/* The largest window of output elements from first, at most n, whose reads
+ * of operand x fit one binding (n itself when x is laid out like y). */
+int64_t vkl_op_operand_window(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, int64_t first, int64_t n);
 /* Binds operand x of an elementwise op for output window [first, first+n):
- * per window when laid out like y, else its whole span. */
+ * per window when laid out like y, else the part of it the window reads. */
 int vkl_op_bind_operand(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, int64_t first, int64_t n,
                         vkl_bind *b, uint32_t *off, uint32_t *local, vkl_err *e);
 

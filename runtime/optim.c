@@ -203,6 +203,20 @@ static int emit_clip(vkl_graph *g, vkl_node *n, vkl_err *e)
     return vkl_emit_dispatch(g, "clip_factor", NULL, 0, b, 3, &pc, sizeof pc, 1, 1, 1, e);
 }
 
+/* The sum of a contiguous tensor's n elements when a row that long would not
+ * fit one binding (a long 1-D parameter): windows of at most fit elements,
+ * each summed, the sums added. */
+static vkl_tensor *sum_in_windows(vkl_graph *g, vkl_tensor *t, int64_t n, int64_t fit)
+{
+    vkl_tensor *flat = vkl_reshape(g, t, 1, &n), *s = NULL;
+    for (int64_t off = 0; off < n && flat; off += fit) {
+        int64_t len = n - off < fit ? n - off : fit;
+        vkl_tensor *part = vkl_sum_rows(g, vkl_view(g, flat, 2, (int64_t[]){1, len}, (int64_t[]){len, 1}, off));
+        s = s ? vkl_add(g, s, part) : part;
+    }
+    return s;
+}
+
 int vkl_adamw_append(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_err *e)
 {
     /* global squared norm over every gradient */
@@ -212,9 +226,14 @@ int vkl_adamw_append(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_e
         /* rows along the first dimension, then their sums: no row is longer
          * than one slice of the tensor, so large tensors stay within a binding */
         int64_t cnt = vkl_tensor_nelem(grads[i]), rows = grads[i]->ndim > 1 ? grads[i]->shape[0] : 1;
-        vkl_tensor *r = vkl_sum_rows(g, vkl_reshape(g, vkl_unary(g, grads[i], VKL_UNARY_SQUARE, 1, 0), 2,
-                                                    (int64_t[]){rows, cnt / rows}));
-        vkl_tensor *s = rows > 1 ? vkl_sum_rows(g, vkl_reshape(g, r, 2, (int64_t[]){1, rows})) : r;
+        int64_t fit = vkl_window_elems(vkl_graph_ctx(g), VKL_F32, 256);
+        vkl_tensor *squares = vkl_unary(g, grads[i], VKL_UNARY_SQUARE, 1, 0), *s;
+        if (cnt / rows <= fit && rows <= fit) {
+            vkl_tensor *r = vkl_sum_rows(g, vkl_reshape(g, squares, 2, (int64_t[]){rows, cnt / rows}));
+            s = rows > 1 ? vkl_sum_rows(g, vkl_reshape(g, r, 2, (int64_t[]){1, rows})) : r;
+        } else {
+            s = sum_in_windows(g, squares, cnt, fit);
+        }
         sq = sq ? vkl_add(g, sq, s) : s;
     }
     if (!sq) return vkl_fail(e, "AdamW: no parameter has a gradient");

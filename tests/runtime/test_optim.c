@@ -190,6 +190,56 @@ static void clipping_and_nan_skip(void **state)
     vkl_test_ctx_done(c);
 }
 
+/* A 1-D parameter longer than one binding (binding=64K: 16384 f32): the
+ * norm pass and the update still run, and the norm is the host's. */
+static void long_vector_beyond_one_binding(void **state)
+{
+    (void)state;
+    vkl_ctx *c = vkl_test_ctx("binding=64K");
+    vkl_err e = {{0}};
+    int64_t n = 50021; /* prime: no row shape divides it */
+    float *p0 = malloc(sizeof(float) * n), *g0 = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+    double sq = 0;
+    for (int64_t i = 0; i < n; i++) {
+        p0[i] = (float)(i % 97) / 97.0f;
+        g0[i] = (float)((i * 31) % 101) / 101.0f - 0.5f;
+        sq += (double)g0[i] * g0[i];
+    }
+    vkl_tensor *P = vkl_test_upload(c, VKL_F32, 1, &n, p0), *G = vkl_test_upload(c, VKL_F32, 1, &n, g0);
+    vkl_adamw_opts o = {0.01f, 0.9f, 0.999f, 1e-8f, 0.0f, 1e9f, 32};
+    vkl_adamw *a = vkl_adamw_new(c, &P, 1, NULL, &o, &e);
+    assert_non_null(a);
+    vkl_graph *g = vkl_graph_new(c);
+    if (vkl_adamw_append(a, g, &G, &e) || vkl_graph_plan(g, &e) || vkl_adamw_prepare(a, 1, 0.01f, &e) ||
+        vkl_graph_run(g, &e)) {
+        print_error("%s\n", e.msg);
+        fail();
+    }
+    float norm;
+    int skipped;
+    assert_int_equal(vkl_adamw_result(a, &norm, &skipped, &e), 0);
+    print_message("norm %.6f, host %.6f\n", norm, sqrt(sq));
+    assert_true(fabs(norm - sqrt(sq)) < 1e-4 * sqrt(sq));
+    assert_false(skipped);
+    /* Adam's first step moves every element by lr * sign(g) */
+    assert_int_equal(vkl_tensor_download(c, P, got, VKL_F32, &e), 0);
+    for (int64_t i = 0; i < n; i++) {
+        float want = g0[i] > 0 ? p0[i] - 0.01f : g0[i] < 0 ? p0[i] + 0.01f : p0[i];
+        if (fabsf(got[i] - want) > 1e-5f) {
+            print_error("element %lld: %g, want %g\n", (long long)i, got[i], want);
+            fail();
+        }
+    }
+    free(p0);
+    free(g0);
+    free(got);
+    vkl_graph_free(g);
+    vkl_adamw_free(a);
+    vkl_tensor_free(P);
+    vkl_tensor_free(G);
+    vkl_test_ctx_done(c);
+}
+
 static void lr_schedules(void **state)
 {
     (void)state;
@@ -220,6 +270,7 @@ int main(void)
         cmocka_unit_test(loraplus_matches_peft),
         cmocka_unit_test(clipping_and_nan_skip),
         cmocka_unit_test(lr_schedules),
+        cmocka_unit_test(long_vector_beyond_one_binding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -247,6 +247,24 @@ static void small_bindings(void **state)
     unsetenv("VKLORA_ATTN_GRAD");
 }
 
+/* The GPU launch shapes (workgroups, row tiles, blocks) on lavapipe, with
+ * SD-like sizes (1024 tokens, heads of 40) under binding=64K: the context's
+ * tuning says "not a CPU", so the kernels take the shapes a GPU gets, and
+ * keep lavapipe's loop budget. */
+static void gpu_launch_shape_small_bindings(void **state)
+{
+    (void)state;
+    setenv("VKLORA_ATTN_GRAD", "flash", 1);
+    vkl_ctx *c = vkl_test_ctx("binding=64K");
+    vkl_ctx_tuning_edit(c)->cpu = 0;
+    const case_t a = {1, 2, 1024, 1024, 40, 0, 0, VKL_F32, 7, 0};
+    device_case(c, &a, 17, 2e-5);
+    const case_t b = {1, 2, 1024, 77, 40, 0, 1, VKL_F32, 7, 1}; /* cross-attention, token views */
+    device_case(c, &b, 18, 2e-5);
+    vkl_test_ctx_done(c);
+    unsetenv("VKLORA_ATTN_GRAD");
+}
+
 /* The planned backward of one 4096 x 4096 attention (2 heads of 40) holds
  * no Lq x Lk matrix: its arena stays below 1/8 of one head's scores. */
 static void memory_is_linear(void **state)
@@ -411,6 +429,7 @@ int main(void)
         cmocka_unit_test(device_vs_reference),
         cmocka_unit_test(unfused_vs_reference),
         cmocka_unit_test(small_bindings),
+        cmocka_unit_test(gpu_launch_shape_small_bindings),
         cmocka_unit_test(memory_is_linear),
         cmocka_unit_test(unfused_path),
         cmocka_unit_test(auto_path_choice),

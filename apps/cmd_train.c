@@ -113,6 +113,10 @@ int vkl_cmd_train(int argc, char **argv)
         return 2;
     }
     if (c.quiet) vkl_log_set_level(VKL_LOG_WARN);
+    /* the tests' stand-ins for Ctrl-C and a kill at an exact step */
+    const char *at = getenv("VKLORA_TRAIN_INTERRUPT_AT");
+    if (at) c.interrupt_at = atoi(at);
+    if ((at = getenv("VKLORA_TRAIN_KILL_AT"))) c.kill_at = atoi(at);
     vkl_ctx *ctx = NULL;
     if (vkl_ctx_create(NULL, &ctx, &e)) {
         fprintf(stderr, "vklora: %s\n", e.msg);

@@ -152,6 +152,9 @@ int vkl_cmd_train_vae(int argc, char **argv)
         fprintf(stderr, "vklora train-vae: --init and --config exclude each other\n");
         return 2;
     }
+    /* the tests' stand-in for Ctrl-C at an exact step */
+    const char *at = getenv("VKLORA_TRAIN_INTERRUPT_AT");
+    if (at) c.interrupt_at = atoi(at);
     if (c.resume && c.force) {
         fprintf(stderr, "vklora train-vae: --resume and --force exclude each other\n");
         return 2;

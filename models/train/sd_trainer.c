@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-volatile int vkl_train_interrupt;
+volatile sig_atomic_t vkl_train_interrupt;
 
 /* Noise and timesteps of a step come from (seed, step): streams of their own. */
 enum { STREAM_NOISE = 0x7431, STREAM_TIME = 0x7432, STREAM_OFFSET = 0x7434 };
@@ -888,11 +888,9 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         }
         if (c->sample_prompts && c->sample_every && step % c->sample_every == 0 && render_samples(&t, step, e)) goto done;
         /* tests stand in for Ctrl-C at an exact step */
-        const char *stop = getenv("VKLORA_TRAIN_INTERRUPT_AT");
-        if (stop && atoi(stop) == step) vkl_train_interrupt = 1;
+        if (c->interrupt_at == step) vkl_train_interrupt = 1;
         /* and for a kill between saves (the log has rows past the last state) */
-        const char *kill_at = getenv("VKLORA_TRAIN_KILL_AT");
-        if (kill_at && atoi(kill_at) == step) raise(SIGKILL);
+        if (c->kill_at == step) raise(SIGKILL);
     }
     t.elapsed = now_s() - t0;
     if (save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;

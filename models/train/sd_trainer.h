@@ -21,6 +21,8 @@
 #include "sd/sd_model.h"
 #include "train/dataset.h"
 
+#include <signal.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -56,6 +58,9 @@ typedef struct vkl_train_config {
     int sample_every, sample_steps;
     const char *resume;       /* state folder of an interrupted run */
     int force;                /* replace an existing output, its log and state folder */
+    /* tests: stop after this step as Ctrl-C would (interrupt_at), or kill the
+     * process with SIGKILL after logging it (kill_at), between saves; 0: off */
+    int interrupt_at, kill_at;
     int quiet;
     vkl_dtype weight_dtype;
     /* --mixed-precision fp16 (kohya's flag): f16 activations in the UNet and
@@ -97,7 +102,7 @@ typedef void (*vkl_train_progress_fn)(void *user, const vkl_train_report *r);
 
 /* Set to a nonzero value (e.g. by a SIGINT handler) to stop after the current
  * step with a checkpoint written. */
-extern volatile int vkl_train_interrupt;
+extern volatile sig_atomic_t vkl_train_interrupt;
 
 /* Runs the training; returns 0 when done, 1 when interrupted (state saved),
  * 2 when resumed from a finished state whose output exists (nothing written),

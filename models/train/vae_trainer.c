@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-volatile int vkl_vae_train_interrupt;
+volatile sig_atomic_t vkl_vae_train_interrupt;
 
 /* eps of step k (0-based) is stream STREAM_EPS + k of the seed: a function of
  * (seed, k) alone, so nothing but the step count has to be saved for it */
@@ -549,8 +549,7 @@ int vkl_vae_train_run(vkl_ctx *ctx, const vkl_vae_train_config *c, vkl_vae_train
             if (save_state(&t, step, seconds0 + now_s() - t0, &it, e) || write_output(&t, NULL, e)) goto done;
         }
         /* tests stand in for Ctrl-C at an exact step */
-        const char *stop = getenv("VKLORA_TRAIN_INTERRUPT_AT");
-        if (stop && atoi(stop) == step) vkl_vae_train_interrupt = 1;
+        if (c->interrupt_at == step) vkl_vae_train_interrupt = 1;
     }
     double el = now_s() - t0;
     if (res) {

@@ -17,6 +17,8 @@
 
 #include "train/vae_train_step.h"
 
+#include <signal.h>
+
 typedef struct vkl_vae_train_config {
     const char *images;      /* --images DIR */
     const char *init;        /* --init VAE_DIR (diffusers VAE folder), or */
@@ -35,6 +37,7 @@ typedef struct vkl_vae_train_config {
     int save_every;          /* 0: only at the end (and on Ctrl-C) */
     int resume;              /* continue from OUT_DIR/state */
     int force;               /* start over in an existing OUT_DIR */
+    int interrupt_at;        /* tests: stop after this step as Ctrl-C would (0: off) */
     vkl_dtype dtype;         /* of the written weights: f32 (default) or f16 */
 } vkl_vae_train_config;
 
@@ -59,7 +62,7 @@ typedef struct vkl_vae_train_result {
 
 /* Set (e.g. from a SIGINT handler) to stop after the current step with the
  * state saved. */
-extern volatile int vkl_vae_train_interrupt;
+extern volatile sig_atomic_t vkl_vae_train_interrupt;
 
 /* Returns 0 when done, 1 when interrupted (state saved, e names it), -1 on
  * error. result may be NULL. */

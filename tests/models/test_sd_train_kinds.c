@@ -226,9 +226,9 @@ static void lokr_resume(void **state)
     config(&c, a, VKL_LORA_KIND_LOKR, 1, 3);
     assert_int_equal(train(&c), 0);
     config(&c, b, VKL_LORA_KIND_LOKR, 1, 3);
-    setenv("VKLORA_TRAIN_INTERRUPT_AT", "1", 1);
+    c.interrupt_at = 1;
     int rc = train(&c);
-    unsetenv("VKLORA_TRAIN_INTERRUPT_AT");
+    c.interrupt_at = 0;
     vkl_train_interrupt = 0;
     assert_int_equal(rc, 1);
     c.resume = st;

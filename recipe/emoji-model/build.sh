@@ -26,7 +26,7 @@ VAE_STEPS="${VAE_STEPS:-800}"
 # ends at, and each phase resumes the last one's state with a cosine schedule
 # over its own total (a warm restart: the rate jumps back up, then decays).
 UNET_STEPS="${UNET_STEPS:-1000 2500}"
-LORA_STEPS="${LORA_STEPS:-150}"
+LORA_STEPS="${LORA_STEPS:-250}"
 CFG="${CFG:-5}"
 export VKLORA_DEVICE="${VKLORA_DEVICE:-cpu}"
 [ -x build/vklora ] || ./scripts/build.sh >/dev/null
@@ -79,7 +79,7 @@ if want 5; then
     rm -rf assets/vklora-emoji.tmp && cp -r "$W/model" assets/vklora-emoji.tmp
     cp recipe/emoji-model/MODEL_CARD.md assets/vklora-emoji.tmp/README.md
     cp "$W/model.csv" assets/vklora-emoji.tmp/train_log.csv
-    cp "$W/model.png" assets/vklora-emoji.tmp/loss.png
+    $vk plot "$W/model.csv" -o assets/vklora-emoji.tmp/loss.png  # all phases
     cp "$W/vae/train_log.csv" assets/vklora-emoji.tmp/vae_train_log.csv
     cp "$W/noto32/SOURCE.md" assets/vklora-emoji.tmp/DATA_SOURCE.md
     rm -rf assets/vklora-emoji && mv assets/vklora-emoji.tmp assets/vklora-emoji

@@ -291,6 +291,34 @@ static void first_run_says_shaders_compile(void **state)
     free(out);
 }
 
+/* plot: the loss column of any vklora log, wherever it is; a log without one is refused */
+static void plot_a_log(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/log.csv", vkl_test_dir);
+    FILE *f = fopen(path, "w");
+    fputs("step,epoch,loss,lr\n1,0,0.9,1e-3\n2,0,0.7,1e-3\n3,0,0.75,1e-3\n", f);
+    fclose(f);
+    char *out;
+    assert_int_equal(vkl_test_cli("plot log.csv -o curve.png", NULL, &out), 0);
+    free(out);
+    vkl_image im;
+    vkl_err e = {{0}};
+    snprintf(path, sizeof path, "%s/curve.png", vkl_test_dir);
+    assert_int_equal(vkl_image_read_file(path, 3, VKL_PIX_U8, &im, NULL, &e), 0);
+    assert_int_equal(im.width, 640);
+    vkl_image_free(&im);
+    snprintf(path, sizeof path, "%s/nolos.csv", vkl_test_dir);
+    f = fopen(path, "w");
+    fputs("step,rec\n1,2\n", f);
+    fclose(f);
+    assert_int_equal(vkl_test_cli("plot nolos.csv -o c2.png", NULL, &out), 1);
+    assert_non_null(strstr(out, "no loss column"));
+    free(out);
+    assert_false(exists("c2.png"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -302,6 +330,7 @@ int main(void)
         cmocka_unit_test(global_quiet),
         cmocka_unit_test(model_config_option),
         cmocka_unit_test(first_run_says_shaders_compile),
+        cmocka_unit_test(plot_a_log),
     };
     return cmocka_run_group_tests(tests, vkl_test_group_setup, vkl_test_group_teardown);
 }

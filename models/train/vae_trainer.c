@@ -1,4 +1,5 @@
 #include "train/vae_trainer.h"
+#include "train/train_resume.h"
 
 #include "io/dir.h"
 #include "io/safetensors.h"
@@ -313,43 +314,6 @@ static int load_moments(run *t, const char *dir, vkl_err *e)
     return rc;
 }
 
-/* Keeps the log's header and its lines up to step (a run killed after its
- * last save logged steps the resumed run repeats). */
-static int trim_log(const char *path, int step, vkl_err *e)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    size_t cap = 1 << 16, len = 0;
-    char *out = malloc(cap), line[512];
-    if (!out) {
-        fclose(f);
-        return vkl_fail(e, "out of host memory");
-    }
-    out[0] = 0;
-    int first = 1;
-    while (fgets(line, sizeof line, f)) {
-        if (!first && atoi(line) > step) continue;
-        first = 0;
-        size_t n = strlen(line);
-        if (len + n + 1 > cap) {
-            char *p = realloc(out, cap * 2 + n);
-            if (!p) {
-                free(out);
-                fclose(f);
-                return vkl_fail(e, "out of host memory");
-            }
-            out = p;
-            cap = cap * 2 + n;
-        }
-        memcpy(out + len, line, n + 1);
-        len += n;
-    }
-    fclose(f);
-    int rc = vkl_write_text_atomic(path, out, e);
-    free(out);
-    return rc;
-}
-
 static int load_images(run *t, vkl_err *e)
 {
     int S = t->c->size, n = t->ds->nimages;
@@ -492,7 +456,8 @@ int vkl_vae_train_run(vkl_ctx *ctx, const vkl_vae_train_config *c, vkl_vae_train
         vkl_fail(e, "out of host memory");
         goto done;
     }
-    if (step && trim_log(log_path, step, e)) goto done;
+    double logged_seconds; /* the VAE log restarts its seconds per session */
+    if (step && vkl_train_log_cut(log_path, step, &logged_seconds, e)) goto done;
     csv = fopen(log_path, step ? "a" : "w");
     if (!csv) {
         vkl_fail(e, "cannot write %s: %s", log_path, strerror(errno));

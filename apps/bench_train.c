@@ -1,4 +1,5 @@
 #include "bench_train.h"
+#include "bench_util.h"
 
 #include "lora/lora_apply.h"
 #include "progress.h"
@@ -70,12 +71,24 @@ int vkl_bench_train_step(int argc, char **argv)
         if (!v) goto usage;
         i++;
         if (!strcmp(k, "--family")) family = v;
-        else if (!strcmp(k, "--width")) W = atoi(v);
-        else if (!strcmp(k, "--height")) H = atoi(v);
-        else if (!strcmp(k, "--rank")) rank = atoi(v);
-        else if (!strcmp(k, "--checkpointing")) ck = atoi(v);
-        else if (!strcmp(k, "--batch")) batch = atoi(v);
-        else if (!strcmp(k, "--steps")) steps = atoi(v);
+        else if (!strcmp(k, "--width")) {
+            if (vkl_bench_parse_int(v, 1, 65536, &W)) goto usage;
+        }
+        else if (!strcmp(k, "--height")) {
+            if (vkl_bench_parse_int(v, 1, 65536, &H)) goto usage;
+        }
+        else if (!strcmp(k, "--rank")) {
+            if (vkl_bench_parse_int(v, 1, 1024, &rank)) goto usage;
+        }
+        else if (!strcmp(k, "--checkpointing")) {
+            if (vkl_bench_parse_int(v, 0, 1, &ck)) goto usage;
+        }
+        else if (!strcmp(k, "--batch")) {
+            if (vkl_bench_parse_int(v, 1, 64, &batch)) goto usage;
+        }
+        else if (!strcmp(k, "--steps")) {
+            if (vkl_bench_parse_int(v, 0, 100, &steps)) goto usage;
+        }
         else if (!strcmp(k, "--mixed-precision") && (!strcmp(v, "no") || !strcmp(v, "fp16"))) mixed = !strcmp(v, "fp16");
         else if (!strcmp(k, "--optimizer") && (!strcmp(v, "adamw") || !strcmp(v, "adamw8bit")))
             bits = strcmp(v, "adamw") ? 8 : 32;

@@ -1,4 +1,5 @@
 #include "bench_unet.h"
+#include "bench_util.h"
 
 #include "progress.h"
 #include "lora/lora_apply.h"
@@ -21,11 +22,21 @@ int vkl_bench_unet(int argc, char **argv)
         if (!v) goto usage;
         i++;
         if (!strcmp(k, "--family")) family = v;
-        else if (!strcmp(k, "--width")) W = atoi(v);
-        else if (!strcmp(k, "--height")) H = atoi(v);
-        else if (!strcmp(k, "--steps")) steps = atoi(v);
-        else if (!strcmp(k, "--batch")) batch = atoi(v);
-        else if (!strcmp(k, "--lora-rank")) lora_rank = atoi(v);
+        else if (!strcmp(k, "--width")) {
+            if (vkl_bench_parse_int(v, 1, 65536, &W)) goto usage;
+        }
+        else if (!strcmp(k, "--height")) {
+            if (vkl_bench_parse_int(v, 1, 65536, &H)) goto usage;
+        }
+        else if (!strcmp(k, "--steps")) {
+            if (vkl_bench_parse_int(v, 1, 1000, &steps)) goto usage;
+        }
+        else if (!strcmp(k, "--batch")) {
+            if (vkl_bench_parse_int(v, 1, 64, &batch)) goto usage;
+        }
+        else if (!strcmp(k, "--lora-rank")) {
+            if (vkl_bench_parse_int(v, 0, 1024, &lora_rank)) goto usage;
+        }
         else if (!strcmp(k, "--weights")) {
             if (vkl_dtype_parse(v, &dt) || (dt != VKL_F16 && dt != VKL_F32)) goto usage;
         } else goto usage;

@@ -1,5 +1,6 @@
 #include "bench_util.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -22,6 +23,16 @@ int vkl_bench_parse_pos(const char *s, int64_t *out)
     long long v = strtoll(s, &end, 10);
     if (!*s || *end || v <= 0) return -1;
     *out = v;
+    return 0;
+}
+
+int vkl_bench_parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi) return -1;
+    *out = (int)v;
     return 0;
 }
 

@@ -11,6 +11,8 @@ double vkl_bench_now(void);
 int vkl_bench_cmp_double(const void *a, const void *b);
 /* Parses a positive integer; -1 when s is not one. */
 int vkl_bench_parse_pos(const char *s, int64_t *out);
+/* A whole decimal integer in [lo, hi], or -1. */
+int vkl_bench_parse_int(const char *s, int lo, int hi, int *out);
 /* Runs g once to warm up, then at least min_reps times and for at least
  * min_seconds (at most 200 runs); the median run time in *median. */
 int vkl_bench_time_graph(vkl_graph *g, int min_reps, double min_seconds, double *median, int *reps, vkl_err *e);

@@ -6,12 +6,12 @@
  *     the mean hue of each colour's images lies nearer its own colour than
  *     the other prompts' images do;
  *   - subjects: for caption prompts, the nearest training image (16x16 RGB
- *     distance) has the prompt's subject word in its caption at four times
+ *     distance) has the prompt's subject word in its caption at eight times
  *     the chance rate at least (chance: the share of training captions
  *     holding the word; the measured rate is printed);
  *   - the style LoRA: at weight 0 the images equal the base model's bit for
- *     bit, at weight 1 every image changes; how many nearest neighbours come
- *     from the EmojiOne set at each weight is printed. */
+ *     bit, at weight 1 every image changes and at least half of the nearest
+ *     neighbours (and 3 more than at weight 0) come from the EmojiOne set. */
 #include "vkl_test.h"
 
 #include "io/image.h"
@@ -291,9 +291,11 @@ static void subjects(void **state)
     vkl_sd_model_free(m);
     vkl_test_ctx_done(c);
     free_set(&noto);
-    /* the issue's target is half; the shipped model reaches 4 of 32 (faces):
-     * this guards "far above chance" (four times the chance rate) */
-    assert_true(hits >= 4 * chance * total);
+    /* the issue's target is half; the shipped model (2500 steps) reaches 6
+     * of 32 here (faces, hearts, star, clover): this guards "far above
+     * chance" at eight times the chance rate (4 of 32), leaving room for
+     * another CPU's rounding to move a borderline neighbour */
+    assert_true(hits >= 8 * chance * total);
 }
 
 static void style_lora(void **state)
@@ -350,10 +352,14 @@ static void style_lora(void **state)
     free_set(&noto);
     free_set(&eo);
     free(base);
-    /* the issue's target (70% of nearest neighbours in the EmojiOne set at
-     * weight 1) is not reached by the shipped adapter (printed above); what
-     * is asserted: weight 0 is the base model exactly (above), weight 1 acts */
+    /* weight 0 is the base model exactly (above), weight 1 changes every
+     * image and moves the style towards EmojiOne's: the shipped adapter takes
+     * the EmojiOne share of nearest neighbours from 4 to 10 of 16 here (the
+     * issue's target is 70%); guarded at half the prompts and 3 more than
+     * the base model, with room for another CPU's rounding */
     assert_int_equal(changed, NPROMPTS);
+    assert_true(moved[1] >= NPROMPTS / 2);
+    assert_true(moved[1] >= moved[0] + 3);
 }
 
 int main(void)

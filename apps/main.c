@@ -41,6 +41,17 @@ static void usage(FILE *f)
                "binding=BYTES, alloc=BYTES), VKLORA_VALIDATION=1 (Khronos validation layer)\n");
 }
 
+/* One error prefix for every command: the library's errors and warnings
+ * read like the commands' own ("vklora merge: ..."), not "error: ...". */
+static void app_log(vkl_log_level level, const char *message, void *user)
+{
+    const char *cmd = user;
+    if (level == VKL_LOG_ERROR) fprintf(stderr, "vklora %s: %s\n", cmd, message);
+    else if (level == VKL_LOG_WARN) fprintf(stderr, "vklora %s: warning: %s\n", cmd, message);
+    else if (level == VKL_LOG_DEBUG) fprintf(stderr, "debug: %s\n", message);
+    else fprintf(stderr, "%s\n", message);
+}
+
 int main(int argc, char **argv)
 {
     int i = 1;
@@ -69,7 +80,10 @@ int main(int argc, char **argv)
         return 2;
     }
     for (size_t k = 0; k < sizeof commands / sizeof *commands; k++)
-        if (!strcmp(argv[i], commands[k].name)) return commands[k].run(argc - i, argv + i);
+        if (!strcmp(argv[i], commands[k].name)) {
+            vkl_log_set(app_log, (void *)commands[k].name);
+            return commands[k].run(argc - i, argv + i);
+        }
     fprintf(stderr, "vklora: unknown command '%s'\n", argv[i]);
     usage(stderr);
     return 2;

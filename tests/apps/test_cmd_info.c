@@ -270,7 +270,7 @@ static void broken_files(void **state)
     snprintf(args, sizeof args, "info '%s'", path);
     run_result r = run(args);
     assert_int_equal(r.status, 1);
-    expect_in(&r, "error: ");
+    expect_in(&r, "vklora info: "); /* the one error prefix of every command */
     expect_in(&r, path);
     expect_in(&r, "header length 4096 goes past the end of the file (20 bytes)");
     free(r.out);

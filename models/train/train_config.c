@@ -199,30 +199,10 @@ static char *abs_path(const char *p)
  * as they were). malloc'd. */
 static char *rel_path(const char *target, const char *base)
 {
-    size_t i = 0, common = 0;
-    while (target[i] && target[i] == base[i]) {
-        i++;
-        if (target[i - 1] == '/') common = i;
-    }
-    const char *rest;
-    int ups = 0;
-    if (!base[i] && (target[i] == '/' || !target[i])) {
-        rest = target[i] ? target + i + 1 : target + i; /* inside base */
-    } else {
-        rest = target + common;
-        for (const char *q = base + common; *q; q++)
-            if (*q != '/' && (q == base + common || q[-1] == '/')) ups++;
-    }
-    if (ups) return NULL;
-    char *out = malloc(3 * (size_t)ups + strlen(rest) + 2);
-    if (!out) return NULL;
-    out[0] = 0;
-    for (int k = 0; k < ups; k++) strcat(out, "../");
-    strcat(out, rest);
-    if (!out[0]) strcpy(out, ".");
-    size_t n = strlen(out);
-    if (n > 1 && out[n - 1] == '/') out[n - 1] = 0;
-    return out;
+    size_t n = strlen(base);
+    if (strncmp(target, base, n) || (target[n] != '/' && target[n])) return NULL;
+    const char *rest = target[n] ? target + n + 1 : target + n;
+    return strdup(*rest ? rest : ".");
 }
 
 /* A path setting as written: absolute, or relative to the settings file's folder. */

@@ -4,6 +4,7 @@
  * of every step in train_log.csv beside it. Everything goes to a temporary
  * folder first, renamed to the output only when training succeeded. */
 #include "app.h"
+#include "io/dir.h"
 #include "lm_data.h"
 #include "progress.h"
 
@@ -511,7 +512,7 @@ int vkl_cmd_lm_train(int argc, char **argv)
     sigaction(SIGTERM, &old_term, NULL);
     run_free(&r);
     if (!rc && exists) remove_outputs(a.out);
-    if (!rc && rename(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));
+    if (!rc && vkl_rename_durable(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));
     if (rc) {
         remove_outputs(tmp);
         fprintf(stderr, "vklora lm train: %s\n", e.msg);

@@ -7,6 +7,7 @@
  * Roots: unet., text_encoder., text_encoder_2. kept; base_model.model. (PEFT
  * save_pretrained) dropped; bare UNet paths get unet. */
 #include "lora/lora_file.h"
+#include "io/dir.h"
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>
@@ -173,7 +174,7 @@ static int write_text_atomic(const char *path, const char *text, vkl_err *e)
     /* mkstemp creates 0600; a config is as readable as any other file */
     int ok = off == n && fchmod(fd, 0644) == 0 && fsync(fd) == 0;
     ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
+    if (!ok || vkl_rename_durable(tmp, path) != 0) {
         unlink(tmp);
         return vkl_fail(e, "%s: write failed", path);
     }

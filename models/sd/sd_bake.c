@@ -187,8 +187,9 @@ static int copy_text(const char *from, const char *to, vkl_err *e)
     FILE *fp = fopen(tmp, "wb");
     int rc = !fp ? vkl_fail(e, "cannot write %s: %s", tmp, strerror(errno)) : 0;
     if (!rc && fputs(text, fp) < 0) rc = vkl_fail(e, "cannot write %s", tmp);
+    if (!rc && (fflush(fp) || fsync(fileno(fp)))) rc = vkl_fail(e, "cannot write %s: %s", tmp, strerror(errno));
     if (fp && fclose(fp) && !rc) rc = vkl_fail(e, "cannot write %s", tmp);
-    if (!rc && rename(tmp, to)) rc = vkl_fail(e, "cannot rename %s to %s: %s", tmp, to, strerror(errno));
+    if (!rc && vkl_rename_durable(tmp, to)) rc = vkl_fail(e, "cannot rename %s to %s: %s", tmp, to, strerror(errno));
     if (rc) remove(tmp);
     free(text);
     return rc;

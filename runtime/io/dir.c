@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,18 +91,37 @@ int vkl_dir_remove(const char *path, vkl_err *e)
     return rc;
 }
 
+int vkl_rename_durable(const char *tmp, const char *path)
+{
+    if (rename(tmp, path)) return -1;
+    char dir[4200];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - path) >= sizeof dir) return 0; /* no folder name to open: the rename stands */
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    int err = errno;
+    close(fd);
+    if (rc && (err == EINVAL || err == ENOTSUP)) rc = 0;
+    errno = err;
+    return rc ? -1 : 0;
+}
+
 int vkl_dir_install(const char *tmp, const char *path, int replace, vkl_err *e)
 {
     struct stat st;
     if (stat(path, &st) != 0) {
-        if (rename(tmp, path)) return vkl_fail(e, "cannot move %s to %s: %s", tmp, path, strerror(errno));
+        if (vkl_rename_durable(tmp, path)) return vkl_fail(e, "cannot move %s to %s: %s", tmp, path, strerror(errno));
         return 0;
     }
     if (!replace) return vkl_fail(e, "%s exists (use --force to replace it)", path);
     char old[4200];
     snprintf(old, sizeof old, "%s.old-%ld", path, (long)getpid());
     if (rename(path, old)) return vkl_fail(e, "cannot move %s aside: %s", path, strerror(errno));
-    if (rename(tmp, path)) {
+    if (vkl_rename_durable(tmp, path)) {
         int err = errno;
         rename(old, path);
         return vkl_fail(e, "cannot move %s to %s: %s", tmp, path, strerror(err));
@@ -135,7 +155,7 @@ int vkl_write_text_atomic(const char *path, const char *text, vkl_err *e)
     int ok = fputs(text, f) >= 0;
     ok = (fflush(f) == 0) && ok && (fsync(fileno(f)) == 0);
     ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
+    if (!ok || vkl_rename_durable(tmp, path) != 0) {
         unlink(tmp);
         return vkl_fail(e, "cannot write %s: %s", path, strerror(errno));
     }

@@ -17,6 +17,11 @@ int vkl_dir_install(const char *tmp, const char *path, int replace, vkl_err *e);
 
 /* Creates path and its missing parents (0755); -1 with errno on failure. */
 int vkl_mkdir_p(const char *path);
+/* rename(tmp, path), then fsync of path's folder, so that after a crash or
+ * power cut the folder holds the new file under its name, not the old one
+ * or none (the file's own data must already be fsynced). 0, or -1 with
+ * errno. Folders whose file system cannot fsync a directory are accepted. */
+int vkl_rename_durable(const char *tmp, const char *path);
 /* Writes text to path through a temporary file in the same folder, flushed
  * to disk, then renamed over path: readers see the old or the new file. */
 int vkl_write_text_atomic(const char *path, const char *text, vkl_err *e);

@@ -2,6 +2,7 @@
  * same folder, flushed to disk and renamed over the target only when
  * complete, so an interrupted run never leaves a half-written image. */
 #include "io/image_internal.h"
+#include "io/dir.h"
 
 #include <errno.h>
 #include <png.h>
@@ -208,7 +209,7 @@ int vkl_png_write(const char *path, const vkl_image *im, const vkl_png_text *tex
         unlink(tmp);
         goto done;
     }
-    if (rename(tmp, path) != 0) {
+    if (vkl_rename_durable(tmp, path) != 0) {
         vkl_fail(e, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
         unlink(tmp);
         goto done;

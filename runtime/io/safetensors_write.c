@@ -2,6 +2,7 @@
  * all: everything goes to a temporary file in the same directory (so rename
  * stays within one file system), which is synced and then renamed over path. */
 #include "safetensors_internal.h"
+#include "io/dir.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -347,7 +348,7 @@ int vkl_st_writer_finish(vkl_st_writer *w, const char *path, vkl_err *e)
         err = errno;
         step = "close";
     }
-    if (ok && !(ok = rename(tmp, path) == 0)) {
+    if (ok && !(ok = vkl_rename_durable(tmp, path) == 0)) {
         err = errno;
         step = "rename the temporary file onto";
     }

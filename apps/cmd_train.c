@@ -148,5 +148,6 @@ int vkl_cmd_train(int argc, char **argv)
         if (!c.quiet) printf("wrote %s (loss log %s, curve %s)\n", c.output, csv, plot);
     }
     vkl_ctx_destroy(ctx);
+    vkl_train_config_free(&c);
     return status;
 }

@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -46,11 +47,17 @@ static const cJSON *item(const cJSON *o, const char *key)
     return (it && !cJSON_IsNull(it)) ? it : NULL;
 }
 
+/* A JSON number that is a whole int (no fraction, inside int's range). */
+static int is_int(const cJSON *x)
+{
+    return cJSON_IsNumber(x) && fabs(x->valuedouble) < 2147483648.0 && x->valuedouble == (double)(int)x->valuedouble;
+}
+
 static int get_int(const cJSON *o, const char *key, int *dst, const char *label, vkl_err *e)
 {
     const cJSON *it = item(o, key);
     if (!it) return 0;
-    if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble)
+    if (!is_int(it))
         return vkl_fail(e, "%s: \"%s\" is not an integer", label, key);
     *dst = (int)it->valuedouble;
     return 0;
@@ -88,6 +95,7 @@ static int get_int_per_level(const cJSON *o, const char *key, int *dst, int n, c
     const cJSON *it = item(o, key);
     if (!it) return 0;
     if (cJSON_IsNumber(it)) {
+        if (!is_int(it)) return vkl_fail(e, "%s: \"%s\" is not an integer", label, key);
         for (int i = 0; i < n; i++) dst[i] = (int)it->valuedouble;
         return 1;
     }
@@ -96,7 +104,7 @@ static int get_int_per_level(const cJSON *o, const char *key, int *dst, int n, c
     int i = 0;
     const cJSON *x;
     cJSON_ArrayForEach(x, it) {
-        if (!cJSON_IsNumber(x))
+        if (!is_int(x))
             return vkl_fail(e, "%s: \"%s\"[%d] is not an integer (nested lists are not supported)",
                             label, key, i);
         dst[i++] = (int)x->valuedouble;
@@ -116,7 +124,7 @@ static int get_int_list(const cJSON *o, const char *key, int *dst, int max, int 
     int i = 0;
     const cJSON *x;
     cJSON_ArrayForEach(x, it) {
-        if (!cJSON_IsNumber(x)) return vkl_fail(e, "%s: \"%s\"[%d] is not a number", label, key, i);
+        if (!is_int(x)) return vkl_fail(e, "%s: \"%s\"[%d] is not an integer", label, key, i);
         dst[i++] = (int)x->valuedouble;
     }
     *n = k;

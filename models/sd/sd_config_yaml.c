@@ -181,7 +181,7 @@ static int apply(const yaml_doc *d, const char *label, vkl_sd_config *c, vkl_err
     if (yint(d, k, &heads, label, e) < 0) return -1;
     snprintf(k, sizeof k, "%s.num_head_channels", U);
     if (yint(d, k, &head_ch, label, e) < 0) return -1;
-    if (heads > 0 || head_ch > 0) {
+    if ((heads > 0 || head_ch > 0) && u->n_levels > 0) {
         for (int b = 0; b < u->n_levels; b++) {
             int ch = u->block_out_channels[b];
             if (heads <= 0 && ch % head_ch)

@@ -278,7 +278,7 @@ int vkl_clip_clean_ftfy(const uint32_t *in, size_t n, vkl_ucbuf *out)
         s++;
     while (e > s && vkl_uc_is_py_space(ws.v[e - 1]))
         e--;
-    rc = vkl_uc_lower(ws.v + s, e - s, out);
+    rc = e > s ? vkl_uc_lower(ws.v + s, e - s, out) : 0; /* an empty buffer has no storage */
 done:
     vkl_ucbuf_free(&fixed);
     vkl_ucbuf_free(&ws);

@@ -20,6 +20,7 @@ struct vkl_clip_tokenizer {
     size_t strs_len, strs_cap;
     size_t *str_off;      /* per id, offset into strs */
     size_t n_vocab;
+    size_t str_off_cap;   /* ids str_off has room for (grown geometrically) */
     int32_t bos, eos;
     int32_t byte_id[256];     /* id of each byte as a word-inner symbol */
     int32_t byte_eow_id[256]; /* ... and as a word's last symbol ("x</w>") */

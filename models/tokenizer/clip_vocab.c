@@ -60,12 +60,20 @@ int vkl_clip_vocab_add(vkl_clip_tokenizer *t, const char *tok, size_t len, int32
         return -1;
     if ((size_t)id >= t->n_vocab) {
         size_t n = (size_t)id + 1;
-        size_t *off = realloc(t->str_off, n * sizeof *off);
-        if (!off)
-            return -1;
+        if (n > t->str_off_cap) {
+            /* ids mostly arrive in order: growing by one each time would copy
+             * the table once per token */
+            size_t cap = t->str_off_cap ? t->str_off_cap * 2 : 1024;
+            if (cap < n)
+                cap = n;
+            size_t *off = realloc(t->str_off, cap * sizeof *off);
+            if (!off)
+                return -1;
+            t->str_off = off;
+            t->str_off_cap = cap;
+        }
         for (size_t i = t->n_vocab; i < n; i++)
-            off[i] = (size_t)-1;
-        t->str_off = off;
+            t->str_off[i] = (size_t)-1;
         t->n_vocab = n;
     }
     if (t->strs_len + len + 1 > t->strs_cap) {

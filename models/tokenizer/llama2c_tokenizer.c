@@ -149,7 +149,17 @@ int vkl_l2c_tok_encode(const vkl_l2c_tok *t, const char *text, int bos, int eos,
         if (id >= 0) {
             v[k++] = id;
         } else {
-            for (size_t b = 0; b < len; b++) v[k++] = (unsigned char)text[i + b] + 3;
+            /* byte fallback: ids 3..258 are <0x00>..<0xFF> */
+            for (size_t b = 0; b < len; b++) {
+                int byte_id = (unsigned char)text[i + b] + 3;
+                if (byte_id >= t->n) {
+                    free(v);
+                    free(buf);
+                    return vkl_fail(e, "byte 0x%02x of the text has no token: the vocabulary of %d tokens "
+                                    "has no byte pieces", (unsigned char)text[i + b], t->n);
+                }
+                v[k++] = byte_id;
+            }
         }
         i += len;
     }

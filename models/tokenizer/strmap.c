@@ -16,7 +16,7 @@ static uint64_t hash_bytes(const char *k, size_t len)
 static int slot_is(const vkl_strmap *m, uint64_t s, const char *k, size_t len)
 {
     s -= 1;
-    return (s & 0xFFFFFF) == len && memcmp(m->keys + (s >> 24), k, len) == 0;
+    return (s & 0xFFFFFF) == len && (len == 0 || memcmp(m->keys + (s >> 24), k, len) == 0); /* "" may precede any key buffer */
 }
 
 static size_t find(const vkl_strmap *m, const char *k, size_t len)

@@ -12,23 +12,21 @@
 
 #define CAPTION_MAX_BYTES (1u << 20)
 
-/* Code point at s[i] of valid UTF-8, its length in *len. */
-static uint32_t cp_at(const unsigned char *s, size_t i, size_t *len)
+/* Code point at s[i] (s holds n bytes), its length in *len. A byte that
+ * does not start a whole, well-formed sequence inside s reads as U+FFFD of
+ * length 1, so text that is not UTF-8 is never read past its end. */
+static uint32_t cp_at(const unsigned char *s, size_t i, size_t n, size_t *len)
 {
     unsigned c = s[i];
-    if (c < 0x80) {
-        *len = 1;
-        return c;
-    }
-    if (c < 0xE0) {
-        *len = 2;
-        return (c & 0x1F) << 6 | (s[i + 1] & 0x3F);
-    }
-    if (c < 0xF0) {
-        *len = 3;
-        return (c & 0x0F) << 12 | (s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F);
-    }
-    *len = 4;
+    size_t k = c < 0x80 ? 1 : c < 0xC2 ? 0 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : c < 0xF5 ? 4 : 0;
+    *len = 1;
+    if (k == 1) return c;
+    if (k == 0 || k > n - i) return 0xFFFD;
+    for (size_t j = 1; j < k; j++)
+        if ((s[i + j] & 0xC0) != 0x80) return 0xFFFD;
+    *len = k;
+    if (k == 2) return (c & 0x1F) << 6 | (s[i + 1] & 0x3F);
+    if (k == 3) return (c & 0x0F) << 12 | (s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F);
     return (c & 0x07) << 18 | (s[i + 1] & 0x3F) << 12 | (s[i + 2] & 0x3F) << 6 | (s[i + 3] & 0x3F);
 }
 
@@ -37,12 +35,12 @@ static void py_strip(const char *s, size_t n, size_t *b, size_t *len)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, l;
-    while (i < n && vkl_uc_is_py_space(cp_at(u, i, &l))) i += l;
+    while (i < n && vkl_uc_is_py_space(cp_at(u, i, n, &l))) i += l;
     size_t end = n;
     while (end > i) {
         size_t k = end - 1;
         while (k > i && (u[k] & 0xC0) == 0x80) k--;
-        if (!vkl_uc_is_py_space(cp_at(u, k, &l))) break;
+        if (!vkl_uc_is_py_space(cp_at(u, k, n, &l))) break;
         end = k;
     }
     *b = i;
@@ -249,7 +247,7 @@ static void put_json_string(sbuf *b, const char *s, size_t n)
     put(b, "\"", 1);
     for (size_t i = 0; i < n;) {
         size_t l;
-        uint32_t c = cp_at(u, i, &l);
+        uint32_t c = cp_at(u, i, n, &l);
         i += l;
         if (c == '"') puts_(b, "\\\"");
         else if (c == '\\') puts_(b, "\\\\");

@@ -74,9 +74,14 @@ typedef struct vkl_train_config {
     int full;
     float ema_decay;
     vkl_dtype save_dtype;
+    /* the copies of string values set by name (vkl_train_config_set); a
+     * config copied by value shares them: free one copy only */
+    struct vkl_train_strings *strings;
 } vkl_train_config;
 
 void vkl_train_config_default(vkl_train_config *c);
+/* Frees the strings vkl_train_config_set / _read copied. */
+void vkl_train_config_free(vkl_train_config *c);
 /* Sets a field from a name as the command line spells it without dashes
  * ("rank", "lr", "max-steps", "shuffle-caption", ...). */
 int vkl_train_config_set(vkl_train_config *c, const char *key, const char *value, vkl_err *e);

@@ -60,8 +60,33 @@ static int as_bool(const char *v, int *out, const char *key, vkl_err *e)
     return 0;
 }
 
-/* Strings given by name are kept for the run's life (the config points at them). */
-static const char *keep(const char *v) { return strdup(v); }
+/* Strings given by name are copied into the config's list, which lives
+ * until vkl_train_config_free (the config's fields point into it). */
+struct vkl_train_strings {
+    struct vkl_train_strings *next;
+    char s[];
+};
+
+static const char *keep_in(vkl_train_config *c, const char *v)
+{
+    size_t n = strlen(v) + 1;
+    struct vkl_train_strings *k = malloc(sizeof *k + n);
+    if (!k) return NULL;
+    memcpy(k->s, v, n);
+    k->next = c->strings;
+    c->strings = k;
+    return k->s;
+}
+#define keep(v) keep_in(c, v)
+
+void vkl_train_config_free(vkl_train_config *c)
+{
+    while (c->strings) {
+        struct vkl_train_strings *n = c->strings->next;
+        free(c->strings);
+        c->strings = n;
+    }
+}
 
 int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_err *e)
 {

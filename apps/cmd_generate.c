@@ -614,7 +614,7 @@ int vkl_cmd_generate(int argc, char **argv)
     }
     rc = 0;
 done:
-    if (rc) fprintf(stderr, "vklora generate: %s\n", e.msg);
+    if (rc) vkl_app_print_error("generate", e.msg);
     vkl_gen_result_free(&r);
     vkl_gen_lora_free(&gl, m);
     free(clean_prompt);

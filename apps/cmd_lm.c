@@ -201,7 +201,7 @@ static int generate(int argc, char **argv)
         rc = vkl_llama_generate(m, ids, np, &o, out, &nout, &e);
         fputc('\n', stdout);
     }
-    if (rc) fprintf(stderr, "vklora lm generate: %s\n", e.msg);
+    if (rc) vkl_app_print_error("lm generate", e.msg);
     free(pr.all);
     free(out);
     free(ids);

@@ -515,7 +515,7 @@ int vkl_cmd_lm_train(int argc, char **argv)
     if (!rc && vkl_rename_durable(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));
     if (rc) {
         remove_outputs(tmp);
-        fprintf(stderr, "vklora lm train: %s\n", e.msg);
+        vkl_app_print_error("lm train", e.msg);
         return stop_ ? 130 : 1;
     }
     if (!a.quiet && !vkl_app_quiet) fprintf(stderr, "lm train: wrote %s\n", a.out);

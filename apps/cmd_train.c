@@ -130,7 +130,7 @@ int vkl_cmd_train(int argc, char **argv)
     vkl_progress_end(&s.bar);
     int status = 0;
     if (rc < 0) {
-        fprintf(stderr, "vklora train: %s\n", e.msg);
+        vkl_app_print_error("train", e.msg);
         status = 1;
     } else if (rc == 1) {
         fprintf(stderr, "vklora train: %s\n", e.msg);

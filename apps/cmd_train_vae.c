@@ -174,7 +174,7 @@ int vkl_cmd_train_vae(int argc, char **argv)
     vkl_progress_end(&bar);
     int status = 0;
     if (rc < 0) {
-        fprintf(stderr, "vklora train-vae: %s\n", e.msg);
+        vkl_app_print_error("train-vae", e.msg);
         status = 1;
     } else if (rc == 1) {
         fprintf(stderr, "vklora train-vae: %s\n", e.msg);

@@ -38,7 +38,7 @@ static void usage(FILE *f)
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nenvironment: VKLORA_DEVICE, VKLORA_PROFILE (default, portable, nosubgroup, staging,\n"
-               "binding=BYTES, alloc=BYTES), VKLORA_VALIDATION=1 (Khronos validation layer)\n");
+               "binding=BYTES, alloc=BYTES, memory=BYTES), VKLORA_VALIDATION=1 (Khronos validation layer)\n");
 }
 
 /* One error prefix for every command: the library's errors and warnings

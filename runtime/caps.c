@@ -111,7 +111,9 @@ int vkl_caps_read(VkPhysicalDevice pd, const char *profile, vkl_caps *c, uint64_
  *   nosubgroup       no subgroup ops
  *   staging          device memory treated as not host-visible (uploads through staging copies)
  *   binding=BYTES    maxStorageBufferRange lowered (K/M suffixes allowed)
- *   alloc=BYTES      maxMemoryAllocationSize lowered */
+ *   alloc=BYTES      maxMemoryAllocationSize lowered
+ *   memory=BYTES     the device memory a context may hold in all (a small card,
+ *                    or out-of-memory paths tested on a large one) */
 static int parse_bytes(const char *s, uint64_t *out)
 {
     char *end;
@@ -148,9 +150,12 @@ int vkl_profile_apply(const char *profile, vkl_caps *c, int *hide_host_visible, 
             if (v < c->max_storage_range) c->max_storage_range = v;
         } else if (!strncmp(tok, "alloc=", 6) && parse_bytes(tok + 6, &v) == 0) {
             if (v < c->max_alloc) c->max_alloc = v;
+        } else if (!strncmp(tok, "memory=", 7) && parse_bytes(tok + 7, &v) == 0) {
+            if (v < 65536) return vkl_fail(e, "device profile '%s': memory budget below 64 KiB", profile);
+            c->memory_budget = v;
         } else {
             return vkl_fail(e, "unknown device profile setting '%s' (known: default, portable, "
-                               "nosubgroup, staging, binding=BYTES, alloc=BYTES)", tok);
+                               "nosubgroup, staging, binding=BYTES, alloc=BYTES, memory=BYTES)", tok);
         }
     }
     return 0;

@@ -45,6 +45,12 @@ static int block_new(vkl_ctx *c, uint64_t size, vkl_mem_kind kind, int dedicated
     if (size > c->caps.max_alloc)
         return vkl_fail(e, "an allocation of %llu bytes exceeds the device's maxMemoryAllocationSize (%llu bytes)",
                         (unsigned long long)size, (unsigned long long)c->caps.max_alloc);
+    uint64_t held = 0;
+    for (int h = 0; h < 16; h++) held += c->heap_reserved[h];
+    if (c->caps.memory_budget && held + size > c->caps.memory_budget)
+        return vkl_fail(e, "out of device memory: %.2f MiB more does not fit beside the %.2f MiB held "
+                           "(device profile budget %.2f MiB)",
+                        size / 1048576.0, held / 1048576.0, c->caps.memory_budget / 1048576.0);
     vkl_block *b = calloc(1, sizeof *b);
     if (!b) return vkl_fail(e, "out of host memory");
     b->size = size;
@@ -70,6 +76,10 @@ static int block_new(vkl_ctx *c, uint64_t size, vkl_mem_kind kind, int dedicated
     r = vk.vkAllocateMemory(c->dev, &mai, NULL, &b->mem);
     if (r != VK_SUCCESS) {
         block_free(c, b);
+        if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
+            return vkl_fail(e, "out of %s memory: %.2f MiB more does not fit beside the %.2f MiB held (%s)",
+                            r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? "device" : "host", size / 1048576.0,
+                            held / 1048576.0, vkl_vk_result_str(r));
         return vkl_fail(e, "cannot allocate %.1f MiB of %s memory: %s", size / 1048576.0,
                         kind == VKL_MEM_DEVICE ? "device" : "host-visible", vkl_vk_result_str(r));
     }
@@ -149,6 +159,20 @@ static int block_give(vkl_block *b, uint64_t off, uint64_t size)
     return 0;
 }
 
+/* A new shared block: the context's block size, or under a memory budget
+ * what is left of it (at least the request), so a small budget fills up
+ * as a small card would rather than at the first block. */
+static uint64_t shared_block_size(const vkl_ctx *c, uint64_t need)
+{
+    uint64_t bs = c->block_size;
+    if (!c->caps.memory_budget) return bs;
+    uint64_t held = 0;
+    for (int h = 0; h < 16; h++) held += c->heap_reserved[h];
+    uint64_t left = held < c->caps.memory_budget ? c->caps.memory_budget - held : 0;
+    left = left / SUBALLOC_ALIGN * SUBALLOC_ALIGN;
+    return left < bs ? (left > need ? left : need) : bs;
+}
+
 int vkl_buffer_create(vkl_ctx *c, uint64_t bytes, vkl_mem_kind kind, vkl_buffer **out, vkl_err *e)
 {
     *out = NULL;
@@ -173,7 +197,7 @@ int vkl_buffer_create(vkl_ctx *c, uint64_t bytes, vkl_mem_kind kind, vkl_buffer 
         for (b = c->blocks[kind]; b; b = b->next)
             if (!b->dedicated && block_take(b, size, &off) == 0) break;
         if (!b) {
-            if (block_new(c, c->block_size, kind, 0, &b, e)) {
+            if (block_new(c, shared_block_size(c, size), kind, 0, &b, e)) {
                 free(buf);
                 return -1;
             }

@@ -48,6 +48,7 @@ typedef struct vkl_caps {
     int coopmat;          /* VK_KHR_cooperative_matrix present */
     uint64_t max_storage_range;   /* maxStorageBufferRange: the largest binding */
     uint64_t max_alloc;           /* maxMemoryAllocationSize */
+    uint64_t memory_budget;       /* 0, or the device memory a context may hold (profile memory=BYTES) */
     uint64_t storage_align;       /* minStorageBufferOffsetAlignment */
     int timestamps;
     float timestamp_period_ns;

@@ -28,8 +28,11 @@ static const char *usage_text =
     "  --negative TEXT        negative prompt\n"
     "  --steps N              sampling steps (20)\n"
     "  --cfg X                guidance scale (7)\n"
-    "  --sampler NAME         euler (default) | euler_a | ddim | dpmpp_2m, or A1111 names (\"DPM++ 2M Karras\")\n"
-    "  --schedule NAME        normal (default) | karras\n"
+    "  --sampler NAME         euler (default) | euler_a | ddim | dpmpp_2m | heun | lms | dpmpp_2m_sde | dpmpp_sde,\n"
+    "                         or A1111 names: Euler, \"Euler a\", DDIM, \"DPM++ 2M\", Heun, LMS, \"DPM++ 2M SDE\",\n"
+    "                         \"DPM++ SDE\" (a schedule may follow: \"DPM++ 2M SDE Karras\", dpmpp_sde_karras)\n"
+    "                         heun and dpmpp_sde evaluate the UNet twice per step; the SDE samplers are a1111 only\n"
+    "  --schedule NAME        normal (default) | karras | exponential | sgm_uniform (the last two: a1111 only)\n"
     "  --sampler-convention C a1111 (default) | diffusers\n"
     "  --seed N               seed (default or -1: random, printed and stored in the PNG)\n"
     "  --width W --height H   image size, multiples of 8 (default: the model's native size)\n"
@@ -257,16 +260,6 @@ static void numbered(const char *path, int i, char *buf, size_t n)
     const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
     if (!dot || (slash && dot < slash)) snprintf(buf, n, "%s-%d", path, i);
     else snprintf(buf, n, "%.*s-%d%s", (int)(dot - path), path, i, dot);
-}
-
-static const char *a1111_sampler_name(vkl_sampler_kind k)
-{
-    switch (k) {
-    case VKL_SAMPLER_EULER_A: return "Euler a";
-    case VKL_SAMPLER_DDIM: return "DDIM";
-    case VKL_SAMPLER_DPMPP_2M: return "DPM++ 2M";
-    default: return "Euler";
-    }
 }
 
 static float *read_noise(const char *path, const char *name, size_t want, int required, vkl_err *e)
@@ -564,8 +557,8 @@ int vkl_cmd_generate(int argc, char **argv)
         gs.prompt = a.prompt; /* as given, <lora:...> included, as A1111 records it */
         gs.negative_prompt = a.negative;
         gs.steps = a.steps;
-        gs.sampler = a1111_sampler_name(o.sampler.kind);
-        gs.schedule_type = o.sampler.schedule == VKL_SCHEDULE_KARRAS ? "Karras" : NULL;
+        gs.sampler = vkl_sampler_kind_a1111_name(o.sampler.kind);
+        gs.schedule_type = vkl_schedule_kind_a1111_name(o.sampler.schedule);
         gs.cfg_scale = a.cfg;
         gs.seed = a.seed; /* one seed for the whole batch */
         gs.width = a.width;

@@ -173,6 +173,7 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
     sc.prediction = m->cfg->sched.prediction;
     sc.steps_offset = m->cfg->sched.steps_offset;
     sc.set_alpha_to_one = m->cfg->sched.set_alpha_to_one;
+    sc.noise_seed = o->seed; /* the SDE samplers' Brownian noise */
     if (vkl_sampler_create(&sc, n, &s, e)) goto done;
 
     x = malloc(sizeof(float) * n);

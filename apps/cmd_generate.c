@@ -424,6 +424,14 @@ int vkl_cmd_generate(int argc, char **argv)
         fprintf(stderr, "vklora generate: %s\n", e.msg);
         return 2;
     }
+    { /* sampler, schedule and convention together, before the model loads */
+        vkl_sampler *probe = NULL;
+        if (vkl_sampler_create(&o.sampler, 1, &probe, &e)) {
+            fprintf(stderr, "vklora generate: %s\n", e.msg);
+            return 2;
+        }
+        vkl_sampler_free(probe);
+    }
     vkl_ctx *c = NULL;
     vkl_sd_model *m = NULL;
     vkl_gen_result r;

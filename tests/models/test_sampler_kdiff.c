@@ -520,6 +520,44 @@ static void perfect_denoiser(void **state)
     assert_int_equal(runs, 4 * 4 * 2 + 2 * 2 * 2); /* a1111: all; diffusers: Heun, LMS x normal, karras */
 }
 
+/* img2img: started part-way, each new sampler runs only the remaining steps
+ * and a perfect denoiser still ends at x0. */
+static void img2img_start(void **state)
+{
+    (void)state;
+    enum { N = 32, STEPS = 8, SKIP = 3 };
+    float x0[N], x[N];
+    vkl_test_rng r;
+    vkl_test_rng_seed(&r, 12);
+    vkl_test_fill(&r, x0, N, -1.0f, 1.0f);
+    static const vkl_sampler_kind kinds[] = {VKL_SAMPLER_HEUN, VKL_SAMPLER_LMS,
+                                             VKL_SAMPLER_DPMPP_2M_SDE, VKL_SAMPLER_DPMPP_SDE};
+    for (int conv = 0; conv < 2; conv++)
+        for (int k = 0; k < 4; k++) {
+            if (conv == VKL_CONV_DIFFUSERS && k >= 2) continue;
+            vkl_sampler_config c;
+            vkl_sampler_config_default(&c);
+            c.convention = (vkl_convention)conv;
+            c.kind = kinds[k];
+            c.steps = STEPS;
+            vkl_sampler *s;
+            vkl_err e = {{0}};
+            assert_int_equal(vkl_sampler_create(&c, N, &s, &e), 0);
+            vkl_test_fill(&r, x, N, -1.0f, 1.0f);
+            assert_int_equal(vkl_sampler_start_from(s, SKIP, x, x0, &e), 0);
+            oracle o = {x0, N, VKL_SD_PRED_EPSILON, 0};
+            vkl_sampler_callbacks cb = {.model = oracle_fn, .model_user = &o, .guidance_scale = 1.0f};
+            assert_int_equal(vkl_sampler_run(s, x, &cb, &e), 0);
+            const int two = c.kind == VKL_SAMPLER_HEUN || c.kind == VKL_SAMPLER_DPMPP_SDE;
+            assert_int_equal(o.calls, two ? 2 * (STEPS - SKIP) - 1 : STEPS - SKIP);
+            for (int j = 0; j < N; j++)
+                if (fabsf(x[j] - x0[j]) > 2e-5f)
+                    fail_msg("%s %s from step %d: element %d is %g, want %g", vkl_convention_name(c.convention),
+                             vkl_sampler_kind_name(c.kind), SKIP, j, (double)x[j], (double)x0[j]);
+            vkl_sampler_free(s);
+        }
+}
+
 /* The SDE samplers' noise: fixed by the seed, changed by another seed; the
  * ODE samplers ignore it. */
 static void seeds(void **state)
@@ -604,7 +642,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(kdiff_equations),  cmocka_unit_test(lms_exact_for_cubics),
-        cmocka_unit_test(perfect_denoiser), cmocka_unit_test(seeds),
+        cmocka_unit_test(perfect_denoiser), cmocka_unit_test(img2img_start),
+        cmocka_unit_test(seeds),
         cmocka_unit_test(bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

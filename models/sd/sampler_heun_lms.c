@@ -14,7 +14,8 @@
 
 /* ---- Heun ---- */
 
-/* d: the derivative (x - x0) / sigma of this evaluation. */
+/* x0: this evaluation's x0 prediction, made at sigma_eval (the step's start
+ * on the first evaluation, its end on the second). */
 static void heun_update(vkl_sampler *s, float *x, const float *x0, float sigma_eval)
 {
     const int i = s->step;
@@ -60,8 +61,10 @@ void vkl_heun_diffusers(vkl_sampler *s, float *x, const float *out)
 double vkl_lms_coefficient(const float *t, int order, int i, int j)
 {
     /* The integrand is a polynomial of degree order-1 <= 3: three-point
-     * Gauss-Legendre integrates it exactly (the references' adaptive
-     * quadrature converges to the same value on its first rule). */
+     * Gauss-Legendre integrates it exactly, as the references' adaptive
+     * quadrature (scipy quad, epsrel 1e-4) does on its first Gauss-Kronrod
+     * rule. diffusers evaluates the integrand in float32 torch scalars, so its
+     * coefficients differ from these in the last float32 bits. */
     static const double gx[3] = {-0.77459666924148337704, 0.0, 0.77459666924148337704};
     static const double gw[3] = {5.0 / 9.0, 8.0 / 9.0, 5.0 / 9.0};
     const double a = t[i], b = t[i + 1], half = 0.5 * (b - a), mid = 0.5 * (a + b);

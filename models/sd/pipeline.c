@@ -220,7 +220,7 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
         int src = guide ? vkl_sampler_step_cfg(s, x, out, out + n, o->cfg, noise, e)
                         : vkl_sampler_step(s, x, out, noise, e);
         if (src) goto done;
-        if (o->progress && o->progress(o->progress_user, k + 1, steps)) {
+        if (o->progress && vkl_sampler_step_index(s) > k && o->progress(o->progress_user, k + 1, steps)) {
             vkl_fail(e, "cancelled");
             goto done;
         }

@@ -558,6 +558,68 @@ static void img2img_start(void **state)
         }
 }
 
+/* The SDE samplers' noise scale, by a property rather than a formula: for
+ * data that is all zeros the exact denoiser answers 0 at every sigma, and the
+ * diffusion's marginal at sigma is N(0, sigma^2). Both SDE samplers solve this
+ * linear case exactly (the deterministic part shrinks x to sigma_down, the
+ * noise adds sigma_up, sigma_down^2 + sigma_up^2 = sigma_next^2), so the
+ * latents' variance must track sigma^2 after every evaluation, at any eta. */
+static void sde_marginals(void **state)
+{
+    (void)state;
+    enum { N = 40000 };
+    float *x = malloc(N * sizeof *x), *x_in = malloc(N * sizeof *x), *eps = malloc(N * sizeof *x);
+    assert_true(x && x_in && eps);
+    static const vkl_sampler_kind kinds[] = {VKL_SAMPLER_DPMPP_2M_SDE, VKL_SAMPLER_DPMPP_SDE};
+    static const float etas[] = {1.0f, 0.5f};
+    double worst = 0;
+    for (int k = 0; k < 2; k++)
+        for (int ei = 0; ei < 2; ei++) {
+            vkl_sampler_config c;
+            vkl_sampler_config_default(&c);
+            c.kind = kinds[k];
+            c.schedule = VKL_SCHEDULE_KARRAS;
+            c.steps = 10;
+            c.eta = etas[ei];
+            c.noise_seed = 31 + (uint64_t)k;
+            vkl_sampler *s;
+            vkl_err e = {{0}};
+            assert_int_equal(vkl_sampler_create(&c, N, &s, &e), 0);
+            vkl_rng g;
+            vkl_rng_init(&g, 17, VKL_RNG_STREAM_INIT);
+            vkl_rng_normal(&g, x, N);
+            vkl_sampler_init_noise(s, x);
+            while (!vkl_sampler_done(s)) {
+                float t, sg;
+                vkl_sampler_model_input(s, x, x_in, &t, &sg);
+                for (int j = 0; j < N; j++) eps[j] = x[j] / sg; /* denoised = x - sigma * eps = 0 */
+                assert_int_equal(vkl_sampler_step(s, x, eps, NULL, &e), 0);
+                if (vkl_sampler_done(s)) break;
+                /* the sigma the latents are now at: that of the next evaluation */
+                vkl_sampler_model_input(s, x, x_in, &t, &sg);
+                double m = 0, v = 0;
+                for (int j = 0; j < N; j++) m += x[j];
+                m /= N;
+                for (int j = 0; j < N; j++) v += ((double)x[j] - m) * ((double)x[j] - m);
+                v /= N - 1;
+                double ratio = v / ((double)sg * sg);
+                if (fabs(ratio - 1) > 0.04 || fabs(m) > 0.03 * sg)
+                    fail_msg("%s eta %g, evaluation %d: variance %.4g sigma^2 (mean %.3g) at sigma %g",
+                             vkl_sampler_kind_name(c.kind), (double)c.eta, vkl_sampler_eval_count(s),
+                             ratio, m, (double)sg);
+                worst = fmax(worst, fabs(ratio - 1));
+            }
+            /* the last step denoises: all zeros */
+            assert_true(max_abs(x, N) < 1e-6f);
+            vkl_sampler_free(s);
+        }
+    fprintf(stderr, "SDE marginals: variance within %.2g%% of sigma^2 after every evaluation\n",
+            100 * worst);
+    free(x);
+    free(x_in);
+    free(eps);
+}
+
 /* The SDE samplers' noise: fixed by the seed, changed by another seed; the
  * ODE samplers ignore it. */
 static void seeds(void **state)
@@ -643,7 +705,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(kdiff_equations),  cmocka_unit_test(lms_exact_for_cubics),
         cmocka_unit_test(perfect_denoiser), cmocka_unit_test(img2img_start),
-        cmocka_unit_test(seeds),
+        cmocka_unit_test(sde_marginals),    cmocka_unit_test(seeds),
         cmocka_unit_test(bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

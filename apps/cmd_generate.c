@@ -424,9 +424,12 @@ int vkl_cmd_generate(int argc, char **argv)
         fprintf(stderr, "vklora generate: %s\n", e.msg);
         return 2;
     }
-    { /* sampler, schedule and convention together, before the model loads */
+    { /* sampler, schedule and convention together, before the model loads (one
+       * step: the step count's limits depend on the model's noise schedule) */
+        vkl_sampler_config pc = o.sampler;
+        pc.steps = 1;
         vkl_sampler *probe = NULL;
-        if (vkl_sampler_create(&o.sampler, 1, &probe, &e)) {
+        if (vkl_sampler_create(&pc, 1, &probe, &e)) {
             fprintf(stderr, "vklora generate: %s\n", e.msg);
             return 2;
         }

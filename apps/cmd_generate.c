@@ -28,8 +28,11 @@ static const char *usage_text =
     "  --negative TEXT        negative prompt\n"
     "  --steps N              sampling steps (20)\n"
     "  --cfg X                guidance scale (7)\n"
-    "  --sampler NAME         euler (default) | euler_a | ddim | dpmpp_2m, or A1111 names (\"DPM++ 2M Karras\")\n"
-    "  --schedule NAME        normal (default) | karras\n"
+    "  --sampler NAME         euler (default) | euler_a | ddim | dpmpp_2m | heun | lms | dpmpp_2m_sde | dpmpp_sde,\n"
+    "                         or A1111 names: Euler, \"Euler a\", DDIM, \"DPM++ 2M\", Heun, LMS, \"DPM++ 2M SDE\",\n"
+    "                         \"DPM++ SDE\" (a schedule may follow: \"DPM++ 2M SDE Karras\", dpmpp_sde_karras)\n"
+    "                         heun and dpmpp_sde evaluate the UNet twice per step; the SDE samplers are a1111 only\n"
+    "  --schedule NAME        normal (default) | karras | exponential | sgm_uniform (the last two: a1111 only)\n"
     "  --sampler-convention C a1111 (default) | diffusers\n"
     "  --seed N               seed (default or -1: random, printed and stored in the PNG)\n"
     "  --width W --height H   image size, multiples of 8 (default: the model's native size)\n"
@@ -259,16 +262,6 @@ static void numbered(const char *path, int i, char *buf, size_t n)
     else snprintf(buf, n, "%.*s-%d%s", (int)(dot - path), path, i, dot);
 }
 
-static const char *a1111_sampler_name(vkl_sampler_kind k)
-{
-    switch (k) {
-    case VKL_SAMPLER_EULER_A: return "Euler a";
-    case VKL_SAMPLER_DDIM: return "DDIM";
-    case VKL_SAMPLER_DPMPP_2M: return "DPM++ 2M";
-    default: return "Euler";
-    }
-}
-
 static float *read_noise(const char *path, const char *name, size_t want, int required, vkl_err *e)
 {
     vkl_st_file *f = NULL;
@@ -431,6 +424,17 @@ int vkl_cmd_generate(int argc, char **argv)
         fprintf(stderr, "vklora generate: %s\n", e.msg);
         return 2;
     }
+    { /* sampler, schedule and convention together, before the model loads (one
+       * step: the step count's limits depend on the model's noise schedule) */
+        vkl_sampler_config pc = o.sampler;
+        pc.steps = 1;
+        vkl_sampler *probe = NULL;
+        if (vkl_sampler_create(&pc, 1, &probe, &e)) {
+            fprintf(stderr, "vklora generate: %s\n", e.msg);
+            return 2;
+        }
+        vkl_sampler_free(probe);
+    }
     vkl_ctx *c = NULL;
     vkl_sd_model *m = NULL;
     vkl_gen_result r;
@@ -564,8 +568,8 @@ int vkl_cmd_generate(int argc, char **argv)
         gs.prompt = a.prompt; /* as given, <lora:...> included, as A1111 records it */
         gs.negative_prompt = a.negative;
         gs.steps = a.steps;
-        gs.sampler = a1111_sampler_name(o.sampler.kind);
-        gs.schedule_type = o.sampler.schedule == VKL_SCHEDULE_KARRAS ? "Karras" : NULL;
+        gs.sampler = vkl_sampler_kind_a1111_name(o.sampler.kind);
+        gs.schedule_type = vkl_schedule_kind_a1111_name(o.sampler.schedule);
         gs.cfg_scale = a.cfg;
         gs.seed = a.seed; /* one seed for the whole batch */
         gs.width = a.width;

@@ -173,6 +173,7 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
     sc.prediction = m->cfg->sched.prediction;
     sc.steps_offset = m->cfg->sched.steps_offset;
     sc.set_alpha_to_one = m->cfg->sched.set_alpha_to_one;
+    sc.noise_seed = o->seed; /* the SDE samplers' Brownian noise */
     if (vkl_sampler_create(&sc, n, &s, e)) goto done;
 
     x = malloc(sizeof(float) * n);
@@ -219,7 +220,7 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
         int src = guide ? vkl_sampler_step_cfg(s, x, out, out + n, o->cfg, noise, e)
                         : vkl_sampler_step(s, x, out, noise, e);
         if (src) goto done;
-        if (o->progress && o->progress(o->progress_user, k + 1, steps)) {
+        if (o->progress && vkl_sampler_step_index(s) > k && o->progress(o->progress_user, k + 1, steps)) {
             vkl_fail(e, "cancelled");
             goto done;
         }

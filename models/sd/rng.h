@@ -22,9 +22,9 @@
 /* The raw generator: out = Philox4x32-10(ctr, key). */
 void vkl_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
-/* Streams by purpose, so initial noise and per-step noise never overlap
- * whatever the latent size or step count. */
-enum { VKL_RNG_STREAM_INIT = 0, VKL_RNG_STREAM_STEP = 1 };
+/* Streams by purpose, so initial noise, per-step noise and the SDE samplers'
+ * Brownian increments never overlap whatever the latent size or step count. */
+enum { VKL_RNG_STREAM_INIT = 0, VKL_RNG_STREAM_STEP = 1, VKL_RNG_STREAM_BROWNIAN = 2 };
 
 typedef struct vkl_rng {
     uint64_t seed;

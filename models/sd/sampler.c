@@ -2,24 +2,11 @@
  * scalars are float32 tensors there), so recorded runs are reproduced to the
  * last bits rather than merely to the same mathematics. */
 #include "sd/sampler.h"
+#include "sd/sampler_impl.h"
 
-#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct vkl_sampler {
-    vkl_sampler_config cfg;
-    size_t n;
-    vkl_noise_table table;
-    vkl_schedule sched;
-    int kdiff;      /* a1111 Euler / Euler a / DPM++ 2M: k-diffusion denoised space */
-    int step;
-    int have_old;   /* DPM++ 2M: old holds the previous step's x0 prediction */
-    float *den;     /* x0 prediction of the last step */
-    float *old;
-    float *mix;     /* guided model output */
-};
 
 void vkl_sampler_config_default(vkl_sampler_config *c)
 {
@@ -37,76 +24,6 @@ void vkl_sampler_config_default(vkl_sampler_config *c)
     vkl_beta_params_sd(&c->betas);
 }
 
-/* Lower case, with spaces, '-' and '+' folded so "DPM++ 2M" -> "dpmpp_2m". */
-static void fold_name(const char *in, char *out, size_t size)
-{
-    size_t o = 0;
-    for (const char *p = in; *p && o + 2 < size; p++) {
-        char ch = (char)tolower((unsigned char)*p);
-        if (ch == '+') {
-            out[o++] = 'p';
-        } else if (ch == ' ' || ch == '-') {
-            if (o && out[o - 1] != '_') out[o++] = '_';
-        } else {
-            out[o++] = ch;
-        }
-    }
-    out[o] = 0;
-}
-
-int vkl_sampler_config_set_name(vkl_sampler_config *c, const char *name, vkl_err *e)
-{
-    char f[64];
-    fold_name(name, f, sizeof f);
-    int karras = 0;
-    size_t len = strlen(f);
-    if (len > 7 && !strcmp(f + len - 7, "_karras")) {
-        karras = 1;
-        f[len - 7] = 0;
-    }
-    static const struct { const char *name; vkl_sampler_kind kind; } names[] = {
-        {"euler", VKL_SAMPLER_EULER},       {"euler_ancestral", VKL_SAMPLER_EULER_A},
-        {"euler_a", VKL_SAMPLER_EULER_A},   {"ddim", VKL_SAMPLER_DDIM},
-        {"dpmpp_2m", VKL_SAMPLER_DPMPP_2M},
-    };
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        if (strcmp(f, names[i].name)) continue;
-        if (karras && names[i].kind == VKL_SAMPLER_DDIM)
-            return vkl_fail(e, "sampler \"%s\": DDIM has no Karras schedule", name);
-        c->kind = names[i].kind;
-        if (karras) c->schedule = VKL_SCHEDULE_KARRAS;
-        if (c->kind == VKL_SAMPLER_DDIM) c->eta = 0.0f;
-        if (c->kind == VKL_SAMPLER_EULER_A) c->eta = 1.0f;
-        return 0;
-    }
-    return vkl_fail(e, "sampler \"%s\" is not known (euler, euler_ancestral/euler_a, ddim, "
-                       "dpmpp_2m; or Euler, Euler a, DDIM, DPM++ 2M, DPM++ 2M Karras)", name);
-}
-
-const char *vkl_sampler_kind_name(vkl_sampler_kind k)
-{
-    switch (k) {
-    case VKL_SAMPLER_EULER: return "euler";
-    case VKL_SAMPLER_EULER_A: return "euler_ancestral";
-    case VKL_SAMPLER_DDIM: return "ddim";
-    case VKL_SAMPLER_DPMPP_2M: return "dpmpp_2m";
-    }
-    return "unknown";
-}
-
-int vkl_convention_parse(const char *s, vkl_convention *out, vkl_err *e)
-{
-    if (!strcmp(s, "a1111")) *out = VKL_CONV_A1111;
-    else if (!strcmp(s, "diffusers")) *out = VKL_CONV_DIFFUSERS;
-    else return vkl_fail(e, "convention \"%s\" is not one of a1111, diffusers", s);
-    return 0;
-}
-
-const char *vkl_convention_name(vkl_convention c)
-{
-    return c == VKL_CONV_DIFFUSERS ? "diffusers" : "a1111";
-}
-
 void vkl_sampler_free(vkl_sampler *s)
 {
     if (!s) return;
@@ -115,6 +32,9 @@ void vkl_sampler_free(vkl_sampler *s)
     free(s->den);
     free(s->old);
     free(s->mix);
+    free(s->base);
+    free(s->first);
+    for (int k = 0; k < VKL_LMS_ORDER; k++) free(s->hist[k]);
     free(s);
 }
 
@@ -123,8 +43,15 @@ int vkl_sampler_create(const vkl_sampler_config *c, size_t n, vkl_sampler **out,
     *out = NULL;
     if (n == 0 || n > ((size_t)1 << 32))
         return vkl_fail(e, "sampler: %zu latent elements out of range", n);
-    if ((unsigned)c->kind > VKL_SAMPLER_DPMPP_2M)
+    if ((unsigned)c->kind > VKL_SAMPLER_KIND_LAST)
         return vkl_fail(e, "sampler: unknown kind %d", (int)c->kind);
+    const int sde = c->kind == VKL_SAMPLER_DPMPP_2M_SDE || c->kind == VKL_SAMPLER_DPMPP_SDE;
+    if (sde && c->convention != VKL_CONV_A1111)
+        return vkl_fail(e, "sampler %s: only in the a1111 (k-diffusion) convention; diffusers 0.25 "
+                           "draws its SDE noise differently", vkl_sampler_kind_a1111_name(c->kind));
+    if (c->kind == VKL_SAMPLER_DDIM && c->schedule != VKL_SCHEDULE_NORMAL)
+        return vkl_fail(e, "sampler DDIM: no %s schedule (DDIM spaces its own timesteps)",
+                        vkl_schedule_kind_name(c->schedule));
     if (!isfinite(c->eta) || c->eta < 0 || !isfinite(c->s_noise) || c->s_noise < 0)
         return vkl_fail(e, "sampler: eta %g and s_noise %g must be finite and >= 0",
                         (double)c->eta, (double)c->s_noise);
@@ -172,10 +99,19 @@ int vkl_sampler_create(const vkl_sampler_config *c, size_t n, vkl_sampler **out,
     s->den = malloc(n * sizeof(float));
     s->old = malloc(n * sizeof(float));
     s->mix = malloc(n * sizeof(float));
-    if (!s->den || !s->old || !s->mix) {
+    int oom = !s->den || !s->old || !s->mix;
+    if (vkl_sampler_two_stage(c->kind)) {
+        s->base = malloc(n * sizeof(float));
+        s->first = malloc(n * sizeof(float));
+        oom |= !s->base || !s->first;
+    }
+    if (c->kind == VKL_SAMPLER_LMS)
+        for (int k = 0; k < VKL_LMS_ORDER; k++) oom |= !(s->hist[k] = malloc(n * sizeof(float)));
+    if (oom) {
         vkl_sampler_free(s);
         return vkl_fail(e, "sampler: out of memory for %zu latent elements", n);
     }
+    vkl_rng_init(&s->brown, c->noise_seed, VKL_RNG_STREAM_BROWNIAN);
     memset(s->den, 0, n * sizeof(float));
     *out = s;
     return 0;
@@ -186,6 +122,39 @@ const vkl_noise_table *vkl_sampler_table(const vkl_sampler *s) { return &s->tabl
 int vkl_sampler_steps(const vkl_sampler *s) { return s->sched.steps; }
 int vkl_sampler_step_index(const vkl_sampler *s) { return s->step; }
 int vkl_sampler_done(const vkl_sampler *s) { return s->step >= s->sched.steps; }
+int vkl_sampler_eval_count(const vkl_sampler *s) { return s->evals; }
+
+int vkl_sampler_two_stage(vkl_sampler_kind k)
+{
+    return k == VKL_SAMPLER_HEUN || k == VKL_SAMPLER_DPMPP_SDE;
+}
+
+int vkl_sampler_evals(const vkl_sampler *s)
+{
+    if (!vkl_sampler_two_stage(s->cfg.kind)) return s->sched.steps;
+    int n = 0; /* the second evaluation is skipped on a step to sigma 0 */
+    for (int i = 0; i < s->sched.steps; i++) n += s->sched.sigmas[i + 1] == 0.0f ? 1 : 2;
+    return n;
+}
+
+float vkl_sampler_eval_sigma(const vkl_sampler *s)
+{
+    int i = s->step < s->sched.steps ? s->step : s->sched.steps - 1;
+    if (!s->stage) return s->sched.sigmas[i];
+    if (s->cfg.kind == VKL_SAMPLER_DPMPP_SDE) return vkl_dpmpp_sde_mid_sigma(s, i);
+    return s->sched.sigmas[i + 1]; /* Heun: the end of the step */
+}
+
+float vkl_sampler_eval_timestep(const vkl_sampler *s)
+{
+    int i = s->step < s->sched.steps ? s->step : s->sched.steps - 1;
+    if (!s->stage) return s->sched.timesteps[i];
+    if (s->cfg.kind == VKL_SAMPLER_DPMPP_SDE)
+        return vkl_kdiff_sigma_to_t(&s->table, vkl_dpmpp_sde_mid_sigma(s, i));
+    /* Heun's second evaluation is at the next step's sigma and timestep (the
+     * step to sigma 0 has none) */
+    return s->sched.timesteps[i + 1];
+}
 const float *vkl_sampler_denoised(const vkl_sampler *s) { return s->den; }
 
 void vkl_sampler_init_noise(const vkl_sampler *s, float *x)
@@ -197,14 +166,14 @@ void vkl_sampler_init_noise(const vkl_sampler *s, float *x)
 void vkl_sampler_model_input(const vkl_sampler *s, const float *x, float *x_in, float *timestep,
                              float *sigma)
 {
-    int i = s->step < s->sched.steps ? s->step : s->sched.steps - 1;
-    float sg = s->sched.sigmas[i];
-    if (timestep) *timestep = s->sched.timesteps[i];
+    float sg = vkl_sampler_eval_sigma(s);
+    if (timestep) *timestep = vkl_sampler_eval_timestep(s);
     if (sigma) *sigma = sg;
     if (s->kdiff) {
         float c_in = 1.0f / sqrtf(sg * sg + 1.0f);
         for (size_t j = 0; j < s->n; j++) x_in[j] = x[j] * c_in;
-    } else if (s->cfg.kind == VKL_SAMPLER_EULER || s->cfg.kind == VKL_SAMPLER_EULER_A) {
+    } else if (s->cfg.kind != VKL_SAMPLER_DDIM && s->cfg.kind != VKL_SAMPLER_DPMPP_2M) {
+        /* the Euler-family classes (Euler, Euler a, Heun, LMS) scale by sigma */
         float d = sqrtf(sg * sg + 1.0f);
         for (size_t j = 0; j < s->n; j++) x_in[j] = x[j] / d;
     } else {
@@ -215,12 +184,15 @@ void vkl_sampler_model_input(const vkl_sampler *s, const float *x, float *x_in, 
 /* Scalar log/exp/expm1 rounded once from double: correctly rounded in all
  * but rare cases, which is what the reference runs got (glibc's expm1f is an
  * ulp off on some DPM++ steps). */
-static float logr(float x) { return (float)log((double)x); }
-static float expr(float x) { return (float)exp((double)x); }
-static float expm1r(float x) { return (float)expm1((double)x); }
+float vkl_sampler_logr(float x) { return (float)log((double)x); }
+float vkl_sampler_expr(float x) { return (float)exp((double)x); }
+float vkl_sampler_expm1r(float x) { return (float)expm1((double)x); }
+#define logr vkl_sampler_logr
+#define expr vkl_sampler_expr
+#define expm1r vkl_sampler_expm1r
 
 /* k-diffusion get_ancestral_step, and diffusers' equivalent at eta 1. */
-static void ancestral(float from, float to, float eta, float *down, float *up)
+void vkl_sampler_ancestral(float from, float to, float eta, float *down, float *up)
 {
     if (eta == 0.0f) {
         *down = to;
@@ -238,7 +210,7 @@ int vkl_sampler_needs_noise(const vkl_sampler *s)
     const int i = s->step;
     if (s->cfg.kind == VKL_SAMPLER_EULER_A) {
         float down, up;
-        ancestral(s->sched.sigmas[i], s->sched.sigmas[i + 1], s->cfg.eta, &down, &up);
+        vkl_sampler_ancestral(s->sched.sigmas[i], s->sched.sigmas[i + 1], s->cfg.eta, &down, &up);
         return up > 0.0f;
     }
     return s->cfg.kind == VKL_SAMPLER_DDIM && s->cfg.eta > 0.0f;
@@ -265,6 +237,10 @@ static void kdiff_advance(vkl_sampler *s, float *x, const float *noise)
     const float *den = s->den;
     const size_t n = s->n;
     switch (s->cfg.kind) {
+    case VKL_SAMPLER_HEUN: vkl_heun_kdiff(s, x); break;
+    case VKL_SAMPLER_LMS: vkl_lms_kdiff(s, x); break;
+    case VKL_SAMPLER_DPMPP_2M_SDE: vkl_dpmpp_2m_sde(s, x); break;
+    case VKL_SAMPLER_DPMPP_SDE: vkl_dpmpp_sde(s, x); break;
     case VKL_SAMPLER_EULER: {
         float dt = sn - sg;
         for (size_t j = 0; j < n; j++) x[j] = x[j] + (x[j] - den[j]) / sg * dt;
@@ -272,7 +248,7 @@ static void kdiff_advance(vkl_sampler *s, float *x, const float *noise)
     }
     case VKL_SAMPLER_EULER_A: {
         float down, up;
-        ancestral(sg, sn, s->cfg.eta, &down, &up);
+        vkl_sampler_ancestral(sg, sn, s->cfg.eta, &down, &up);
         float dt = down - sg;
         for (size_t j = 0; j < n; j++) x[j] = x[j] + (x[j] - den[j]) / sg * dt;
         if (sn > 0.0f && up > 0.0f)
@@ -305,7 +281,7 @@ static void kdiff_advance(vkl_sampler *s, float *x, const float *noise)
 
 /* ---- diffusers scheduler classes and DDIM: the model output is eps or v ---- */
 
-static void euler_x0(const vkl_sampler *s, const float *x, const float *out, float sg, float *x0)
+void vkl_sampler_euler_x0(const vkl_sampler *s, const float *x, const float *out, float sg, float *x0)
 {
     if (s->cfg.prediction == VKL_SD_PRED_V) {
         float c = -sg / sqrtf(sg * sg + 1.0f), d = sg * sg + 1.0f;
@@ -319,9 +295,9 @@ static void diffusers_euler(vkl_sampler *s, float *x, const float *out, const fl
 {
     const int i = s->step;
     const float sg = s->sched.sigmas[i], sn = s->sched.sigmas[i + 1];
-    euler_x0(s, x, out, sg, s->den);
+    vkl_sampler_euler_x0(s, x, out, sg, s->den);
     float target = sn, up = 0.0f;
-    if (s->cfg.kind == VKL_SAMPLER_EULER_A) ancestral(sg, sn, s->cfg.eta, &target, &up);
+    if (s->cfg.kind == VKL_SAMPLER_EULER_A) vkl_sampler_ancestral(sg, sn, s->cfg.eta, &target, &up);
     float dt = target - sg;
     for (size_t j = 0; j < s->n; j++) x[j] = x[j] + (x[j] - s->den[j]) / sg * dt;
     if (up > 0.0f)
@@ -403,11 +379,12 @@ static int finish_step(vkl_sampler *s, float *x, vkl_err *e)
             return vkl_fail(e, "sampler %s step %d/%d: latent %zu is not finite (bad model "
                                "output?)", vkl_sampler_kind_name(s->cfg.kind), s->step + 1,
                             s->sched.steps, j);
-    if (s->cfg.kind == VKL_SAMPLER_DPMPP_2M) {
+    if (s->cfg.kind == VKL_SAMPLER_DPMPP_2M || s->cfg.kind == VKL_SAMPLER_DPMPP_2M_SDE) {
         memcpy(s->old, s->den, s->n * sizeof(float));
         s->have_old = 1;
     }
-    s->step++;
+    s->evals++;
+    if (!s->stage) s->step++; /* a two-stage step completes on its second evaluation */
     return 0;
 }
 
@@ -423,9 +400,13 @@ static int check_step(const vkl_sampler *s, const float *noise, vkl_err *e)
 
 static void advance_output(vkl_sampler *s, float *x, const float *out, const float *noise)
 {
-    if (s->cfg.kind == VKL_SAMPLER_DDIM) ddim(s, x, out, noise);
-    else if (s->cfg.kind == VKL_SAMPLER_DPMPP_2M) diffusers_dpm(s, x, out);
-    else diffusers_euler(s, x, out, noise);
+    switch (s->cfg.kind) {
+    case VKL_SAMPLER_DDIM: ddim(s, x, out, noise); break;
+    case VKL_SAMPLER_DPMPP_2M: diffusers_dpm(s, x, out); break;
+    case VKL_SAMPLER_HEUN: vkl_heun_diffusers(s, x, out); break;
+    case VKL_SAMPLER_LMS: vkl_lms_diffusers(s, x, out); break;
+    default: diffusers_euler(s, x, out, noise); /* Euler, Euler a */
+    }
 }
 
 int vkl_sampler_step(vkl_sampler *s, float *x, const float *model_out, const float *noise,
@@ -433,7 +414,7 @@ int vkl_sampler_step(vkl_sampler *s, float *x, const float *model_out, const flo
 {
     if (check_step(s, noise, e)) return -1;
     if (s->kdiff) {
-        kdiff_denoise(s, x, model_out, s->sched.sigmas[s->step], s->den);
+        kdiff_denoise(s, x, model_out, vkl_sampler_eval_sigma(s), s->den);
         kdiff_advance(s, x, noise);
     } else {
         advance_output(s, x, model_out, noise);
@@ -453,7 +434,7 @@ int vkl_sampler_step_cfg(vkl_sampler *s, float *x, const float *out_uncond, cons
     if (check_step(s, noise, e)) return -1;
     if (s->kdiff) {
         /* guidance on the denoised predictions, as A1111's CFG denoiser */
-        float sg = s->sched.sigmas[s->step];
+        float sg = vkl_sampler_eval_sigma(s);
         kdiff_denoise(s, x, out_uncond, sg, s->mix);
         kdiff_denoise(s, x, out_cond, sg, s->den);
         vkl_cfg_combine(s->den, s->mix, s->den, scale, s->n);
@@ -502,6 +483,7 @@ int vkl_sampler_run(vkl_sampler *s, float *x, const vkl_sampler_callbacks *cb, v
         if (guided ? vkl_sampler_step_cfg(s, x, out, out + n, cb->guidance_scale, nz, e)
                    : vkl_sampler_step(s, x, out, nz, e))
             goto done;
+        if (s->stage) continue; /* reported when the step completes */
         if (cb->progress && cb->progress(cb->progress_user, s->step, s->sched.steps, x, s->den)) {
             vkl_fail(e, "sampler: cancelled after step %d/%d", s->step, s->sched.steps);
             goto done;
@@ -532,6 +514,8 @@ int vkl_sampler_start_from(vkl_sampler *s, int step, float *x, const float *late
         for (size_t j = 0; j < s->n; j++) x[j] = (float)(latents[j] + sg * x[j]);
     }
     s->step = step;
+    s->stage = 0;
     s->have_old = 0;
+    s->nhist = 0;
     return 0;
 }

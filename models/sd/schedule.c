@@ -253,6 +253,34 @@ void vkl_kdiff_sigmas_karras(double sigma_min, double sigma_max, double rho, int
     sigmas[steps] = 0.0f;
 }
 
+void vkl_kdiff_sigmas_exponential(double sigma_min, double sigma_max, int steps, float *sigmas)
+{
+    /* python floats for the log endpoints, a float32 linspace, float32 exp */
+    torch_linspace_f32((float)log(sigma_max), (float)log(sigma_min), steps, sigmas);
+    for (int i = 0; i < steps; i++) sigmas[i] = expf(sigmas[i]);
+    sigmas[steps] = 0.0f;
+}
+
+void vkl_kdiff_sigmas_sgm_uniform(const vkl_noise_table *t, int steps, float *sigmas)
+{
+    /* the ends come from the table through sigma_to_t, as A1111 computes them
+     * (999 and 0 for a 1000-step table), not from the table's length */
+    float start = vkl_kdiff_sigma_to_t(t, t->sigmas[t->n - 1]);
+    float end = vkl_kdiff_sigma_to_t(t, t->sigmas[0]);
+    float *ts = malloc((size_t)(steps + 1) * sizeof *ts);
+    if (ts) {
+        torch_linspace_f32(start, end, steps + 1, ts);
+        for (int i = 0; i < steps; i++) sigmas[i] = vkl_kdiff_t_to_sigma(t, ts[i]);
+    } else { /* out of memory for a few floats: the same values one at a time */
+        for (int i = 0; i < steps; i++) {
+            float step = (end - start) / (float)steps;
+            sigmas[i] = vkl_kdiff_t_to_sigma(t, torch_lin_f32_at(start, end, step, steps + 1, i));
+        }
+    }
+    free(ts);
+    sigmas[steps] = 0.0f;
+}
+
 /* ---- diffusers ---- */
 
 int vkl_spacing_parse(const char *s, vkl_timestep_spacing *out, vkl_err *e)
@@ -331,9 +359,14 @@ static int check_range(const vkl_schedule *s, int T, vkl_err *e)
 
 static int build_kdiff(const vkl_noise_table *t, const vkl_schedule_spec *sp, vkl_schedule *s)
 {
+    /* A1111 passes the table's ends (python floats of the float32 values) */
+    const double smin = (double)t->sigmas[0], smax = (double)t->sigmas[t->n - 1];
     if (sp->kind == VKL_SCHEDULE_KARRAS)
-        vkl_kdiff_sigmas_karras((double)t->sigmas[0], (double)t->sigmas[t->n - 1], 7.0, sp->steps,
-                                s->sigmas);
+        vkl_kdiff_sigmas_karras(smin, smax, 7.0, sp->steps, s->sigmas);
+    else if (sp->kind == VKL_SCHEDULE_EXPONENTIAL)
+        vkl_kdiff_sigmas_exponential(smin, smax, sp->steps, s->sigmas);
+    else if (sp->kind == VKL_SCHEDULE_SGM_UNIFORM)
+        vkl_kdiff_sigmas_sgm_uniform(t, sp->steps, s->sigmas);
     else
         vkl_kdiff_sigmas_normal(t, sp->steps, s->sigmas);
     for (int i = 0; i < sp->steps; i++) s->timesteps[i] = vkl_kdiff_sigma_to_t(t, s->sigmas[i]);
@@ -450,6 +483,12 @@ int vkl_schedule_build(const vkl_noise_table *t, const vkl_schedule_spec *sp, vk
         vkl_fail(e, "scheduler: out of memory for %d steps", sp->steps);
         goto done;
     }
+    if (sp->rule != VKL_RULE_KDIFF &&
+        (sp->kind == VKL_SCHEDULE_EXPONENTIAL || sp->kind == VKL_SCHEDULE_SGM_UNIFORM)) {
+        vkl_fail(e, "scheduler: the %s schedule is a k-diffusion (a1111 convention) schedule; "
+                    "diffusers 0.25 has only normal and karras", vkl_schedule_kind_name(sp->kind));
+        goto done;
+    }
     switch (sp->rule) {
     case VKL_RULE_KDIFF: rc = build_kdiff(t, sp, s); break;
     case VKL_RULE_DIFFUSERS_EULER: rc = build_euler(t, sp, s, tmp, e); break;
@@ -473,18 +512,37 @@ void vkl_schedule_free(vkl_schedule *s)
 
 int vkl_schedule_kind_parse(const char *s, vkl_schedule_kind *out, vkl_err *e)
 {
-    if (!strcmp(s, "normal") || !strcmp(s, "Normal") || !strcmp(s, "Automatic")) {
-        *out = VKL_SCHEDULE_NORMAL;
-        return 0;
-    }
-    if (!strcmp(s, "karras") || !strcmp(s, "Karras")) {
-        *out = VKL_SCHEDULE_KARRAS;
-        return 0;
-    }
-    return vkl_fail(e, "schedule \"%s\" is not one of normal, karras", s);
+    static const struct { const char *name; vkl_schedule_kind kind; } names[] = {
+        {"normal", VKL_SCHEDULE_NORMAL},           {"Normal", VKL_SCHEDULE_NORMAL},
+        {"Automatic", VKL_SCHEDULE_NORMAL},        {"karras", VKL_SCHEDULE_KARRAS},
+        {"Karras", VKL_SCHEDULE_KARRAS},           {"exponential", VKL_SCHEDULE_EXPONENTIAL},
+        {"Exponential", VKL_SCHEDULE_EXPONENTIAL}, {"sgm_uniform", VKL_SCHEDULE_SGM_UNIFORM},
+        {"SGM Uniform", VKL_SCHEDULE_SGM_UNIFORM}, {"SGMUniform", VKL_SCHEDULE_SGM_UNIFORM},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(s, names[i].name)) {
+            *out = names[i].kind;
+            return 0;
+        }
+    return vkl_fail(e, "schedule \"%s\" is not one of normal, karras, exponential, sgm_uniform", s);
 }
 
 const char *vkl_schedule_kind_name(vkl_schedule_kind k)
 {
-    return k == VKL_SCHEDULE_KARRAS ? "karras" : "normal";
+    switch (k) {
+    case VKL_SCHEDULE_KARRAS: return "karras";
+    case VKL_SCHEDULE_EXPONENTIAL: return "exponential";
+    case VKL_SCHEDULE_SGM_UNIFORM: return "sgm_uniform";
+    default: return "normal";
+    }
+}
+
+const char *vkl_schedule_kind_a1111_name(vkl_schedule_kind k)
+{
+    switch (k) {
+    case VKL_SCHEDULE_KARRAS: return "Karras";
+    case VKL_SCHEDULE_EXPONENTIAL: return "Exponential";
+    case VKL_SCHEDULE_SGM_UNIFORM: return "SGM Uniform";
+    default: return NULL;
+    }
 }

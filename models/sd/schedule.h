@@ -65,6 +65,11 @@ void vkl_kdiff_sigmas_normal(const vkl_noise_table *t, int steps, float *sigmas)
 /* get_sigmas_karras(steps, sigma_min, sigma_max, rho): steps+1 values, last 0. */
 void vkl_kdiff_sigmas_karras(double sigma_min, double sigma_max, double rho, int steps,
                              float *sigmas);
+/* get_sigmas_exponential: exp(linspace(log sigma_max, log sigma_min, steps)), then 0. */
+void vkl_kdiff_sigmas_exponential(double sigma_min, double sigma_max, int steps, float *sigmas);
+/* A1111's sgm_uniform (ComfyUI's the same): t = linspace(t(sigma_max),
+ * t(sigma_min), steps + 1) without its last entry, sigma = t_to_sigma(t), then 0. */
+void vkl_kdiff_sigmas_sgm_uniform(const vkl_noise_table *t, int steps, float *sigmas);
 
 /* ---- diffusers ---- */
 typedef enum vkl_timestep_spacing {
@@ -79,9 +84,19 @@ const char *vkl_spacing_name(vkl_timestep_spacing s);
 double vkl_diffusers_sigma_to_t(const vkl_noise_table *t, double sigma);
 
 /* ---- whole schedules ---- */
-typedef enum vkl_schedule_kind { VKL_SCHEDULE_NORMAL = 0, VKL_SCHEDULE_KARRAS } vkl_schedule_kind;
+typedef enum vkl_schedule_kind {
+    VKL_SCHEDULE_NORMAL = 0,
+    VKL_SCHEDULE_KARRAS,
+    VKL_SCHEDULE_EXPONENTIAL, /* k-diffusion rule only */
+    VKL_SCHEDULE_SGM_UNIFORM  /* k-diffusion rule only */
+} vkl_schedule_kind;
+/* normal | karras | exponential | sgm_uniform, or the A1111 labels
+ * (Automatic, Karras, Exponential, SGM Uniform). */
 int vkl_schedule_kind_parse(const char *s, vkl_schedule_kind *out, vkl_err *e);
 const char *vkl_schedule_kind_name(vkl_schedule_kind k);
+/* The "Schedule type" A1111 writes in its parameters; NULL for normal (A1111
+ * leaves the field out for its automatic choice). */
+const char *vkl_schedule_kind_a1111_name(vkl_schedule_kind k);
 
 /* Which reference's rules turn a step count into timesteps and sigmas. */
 typedef enum vkl_sched_rule {
@@ -93,7 +108,7 @@ typedef enum vkl_sched_rule {
 
 typedef struct vkl_schedule_spec {
     vkl_sched_rule rule;
-    vkl_schedule_kind kind;       /* karras: not for DDIM */
+    vkl_schedule_kind kind;       /* karras: not for DDIM; exponential, sgm_uniform: KDIFF only */
     vkl_timestep_spacing spacing; /* diffusers rules only */
     int steps_offset;             /* diffusers "leading" spacing */
     int set_alpha_to_one;         /* DDIM: the last step lands on alpha 1 instead of acp[0] */

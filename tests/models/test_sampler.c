@@ -189,8 +189,10 @@ static void diffusers_loops(void **state)
     const size_t n = nelem(f, "loop.x_init");
     float *x0 = load(f, "loop.x_init", n);
     float *E = load(f, "loop.E", 0);
-    static const char *names[] = {"ddim", "dpmpp_2m", "dpmpp_2m_karras", "euler", "euler_a",
-                                  "euler_karras", "euler_leading", "euler_trailing"};
+    static const char *names[] = {"ddim",         "dpmpp_2m",      "dpmpp_2m_karras",
+                                  "euler",        "euler_a",       "euler_karras",
+                                  "euler_leading", "euler_trailing", "heun",
+                                  "lms"};
     float *x = malloc(n * sizeof *x), *x_in = malloc(n * sizeof *x), *mo = malloc(n * sizeof *x);
     assert_true(x && x_in && mo);
     for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
@@ -204,7 +206,9 @@ static void diffusers_loops(void **state)
         const char *sampler = !strcmp(cls, "DDIMScheduler") ? "ddim"
                               : !strcmp(cls, "DPMSolverMultistepScheduler") ? "dpmpp_2m"
                               : !strcmp(cls, "EulerAncestralDiscreteScheduler") ? "euler_a"
-                                                                                 : "euler";
+                              : !strcmp(cls, "HeunDiscreteScheduler") ? "heun"
+                              : !strcmp(cls, "LMSDiscreteScheduler") ? "lms"
+                                                                     : "euler";
         if (vkl_sampler_config_set_name(&cfg, sampler, &e) ||
             vkl_spacing_parse(cJSON_GetObjectItem(c, "timestep_spacing")->valuestring,
                               &cfg.spacing, &e))
@@ -213,27 +217,53 @@ static void diffusers_loops(void **state)
         cfg.steps_offset = cJSON_GetObjectItem(c, "steps_offset")->valueint;
         vkl_sampler *s;
         if (vkl_sampler_create(&cfg, n, &s, &e)) fail_msg("%s: %s", names[k], e.msg);
+        /* one recorded entry per model evaluation (Heun: 2*20 - 1) */
         char key[64];
         snprintf(key, sizeof key, "loop.%s.model_input", names[k]);
-        float *want_in = load(f, key, 20 * n);
+        const int evals = (int)(nelem(f, key) / n);
+        assert_int_equal(evals, vkl_sampler_evals(s));
+        float *want_in = load(f, key, (size_t)evals * n);
         snprintf(key, sizeof key, "loop.%s.x", names[k]);
-        float *want_x = load(f, key, 20 * n);
+        float *want_x = load(f, key, (size_t)evals * n);
+        /* the per-evaluation timesteps and sigmas, where the scheduler keeps them
+         * per evaluation (Heun interleaves them) */
+        float *want_t = NULL, *want_s = NULL;
+        snprintf(key, sizeof key, "%s.n20.timesteps", names[k]);
+        char skey[64];
+        snprintf(skey, sizeof skey, "%s.n20.sigmas", names[k]);
+        if (vkl_st_find(f, skey) && nelem(f, key) == (size_t)evals) {
+            want_t = load(f, key, (size_t)evals);
+            want_s = load(f, skey, 0);
+            assert_true(nelem(f, skey) > (size_t)evals - 1);
+        }
         float *noise = NULL;
         if (!strcmp(names[k], "euler_a")) noise = load(f, "loop.euler_a.noise", 20 * n);
         memcpy(x, x0, n * sizeof *x);
         vkl_sampler_init_noise(s, x);
         float d_in = 0, d_x = 0;
-        for (int i = 0; i < 20; i++) {
-            vkl_sampler_model_input(s, x, x_in, NULL, NULL);
+        for (int i = 0; i < evals; i++) {
+            float t, sg;
+            assert_false(vkl_sampler_done(s));
+            vkl_sampler_model_input(s, x, x_in, &t, &sg);
             d_in = fmaxf(d_in, close_to(names[k], i, x_in, want_in + i * n, n));
+            if (want_t && (fabsf(t - want_t[i]) > 1e-6f * fabsf(want_t[i]) ||
+                           fabsf(sg - want_s[i]) > 1e-6f * fabsf(want_s[i])))
+                fail_msg("%s evaluation %d: timestep %.9g sigma %.9g, want %.9g %.9g", names[k], i,
+                         (double)t, (double)sg, (double)want_t[i], (double)want_s[i]);
             for (size_t j = 0; j < n; j++) mo[j] = 0.5f * x_in[j] + 0.5f * E[i * n + j];
             if (vkl_sampler_step(s, x, mo, noise ? noise + i * n : NULL, &e)) fail_msg("%s", e.msg);
             d_x = fmaxf(d_x, close_to(names[k], i, x, want_x + i * n, n));
         }
-        fprintf(stderr, "loop.%-16s max abs diff model_input %.2g, x %.2g (|x| %.3g)\n", names[k],
-                (double)d_in, (double)d_x, (double)max_abs(want_x + 19 * n, n));
+        assert_true(vkl_sampler_done(s));
+        assert_int_equal(vkl_sampler_eval_count(s), evals);
+        assert_int_equal(vkl_sampler_step_index(s), 20);
+        fprintf(stderr, "loop.%-16s %2d evaluations, max abs diff model_input %.2g, x %.2g (|x| %.3g)\n",
+                names[k], evals, (double)d_in, (double)d_x,
+                (double)max_abs(want_x + (size_t)(evals - 1) * n, n));
         free(want_in);
         free(want_x);
+        free(want_t);
+        free(want_s);
         free(noise);
         vkl_sampler_free(s);
     }
@@ -447,6 +477,12 @@ static void names(void **state)
         {"DDIM", VKL_SAMPLER_DDIM, 0},          {"dpmpp_2m", VKL_SAMPLER_DPMPP_2M, 0},
         {"DPM++ 2M", VKL_SAMPLER_DPMPP_2M, 0},  {"DPM++ 2M Karras", VKL_SAMPLER_DPMPP_2M, 1},
         {"dpmpp_2m_karras", VKL_SAMPLER_DPMPP_2M, 1}, {"euler_karras", VKL_SAMPLER_EULER, 1},
+        {"heun", VKL_SAMPLER_HEUN, 0},          {"Heun", VKL_SAMPLER_HEUN, 0},
+        {"lms", VKL_SAMPLER_LMS, 0},            {"LMS Karras", VKL_SAMPLER_LMS, 1},
+        {"dpmpp_2m_sde", VKL_SAMPLER_DPMPP_2M_SDE, 0}, {"DPM++ 2M SDE", VKL_SAMPLER_DPMPP_2M_SDE, 0},
+        {"DPM++ 2M SDE Karras", VKL_SAMPLER_DPMPP_2M_SDE, 1},
+        {"dpmpp_sde", VKL_SAMPLER_DPMPP_SDE, 0}, {"DPM++ SDE", VKL_SAMPLER_DPMPP_SDE, 0},
+        {"DPM++ SDE Karras", VKL_SAMPLER_DPMPP_SDE, 1}, {"dpmpp_sde_karras", VKL_SAMPLER_DPMPP_SDE, 1},
     };
     vkl_err e = {{0}};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
@@ -456,8 +492,24 @@ static void names(void **state)
         assert_int_equal(c.kind, ok[i].kind);
         assert_int_equal(c.schedule, ok[i].karras ? VKL_SCHEDULE_KARRAS : VKL_SCHEDULE_NORMAL);
         assert_true(c.eta == (c.kind == VKL_SAMPLER_DDIM ? 0.0f : 1.0f));
+        /* the A1111 name of the kind reads back as the same kind */
+        vkl_sampler_config c2;
+        vkl_sampler_config_default(&c2);
+        c2.kind = VKL_SAMPLER_DDIM;
+        assert_int_equal(vkl_sampler_config_set_name(&c2, vkl_sampler_kind_a1111_name(c.kind), &e), 0);
+        assert_int_equal(c2.kind, c.kind);
     }
-    static const char *bad[] = {"heun", "DPM++ 2M SDE", "", "DDIM Karras", "euler_ancestral_x"};
+    vkl_sampler_config ce;
+    vkl_sampler_config_default(&ce);
+    assert_int_equal(vkl_sampler_config_set_name(&ce, "DPM++ 2M SDE Exponential", &e), 0);
+    assert_int_equal(ce.kind, VKL_SAMPLER_DPMPP_2M_SDE);
+    assert_int_equal(ce.schedule, VKL_SCHEDULE_EXPONENTIAL);
+    assert_string_equal(vkl_sampler_kind_a1111_name(VKL_SAMPLER_DPMPP_SDE), "DPM++ SDE");
+    assert_string_equal(vkl_sampler_kind_a1111_name(VKL_SAMPLER_DPMPP_2M_SDE), "DPM++ 2M SDE");
+    assert_string_equal(vkl_sampler_kind_a1111_name(VKL_SAMPLER_LMS), "LMS");
+    assert_string_equal(vkl_sampler_kind_name(VKL_SAMPLER_DPMPP_2M_SDE), "dpmpp_2m_sde");
+    static const char *bad[] = {"dpm2", "DPM++ 3M SDE", "", "DDIM Karras", "euler_ancestral_x",
+                                "DDIM Exponential", "heun_sgm"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         vkl_sampler_config c;
         vkl_sampler_config_default(&c);

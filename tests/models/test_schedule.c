@@ -134,8 +134,9 @@ static void diffusers_schedules(void **state)
     if (!all) fail_msg("%s: not JSON near \"%.40s\"", SCHED_JSON, cJSON_GetErrorPtr());
     vkl_noise_table t;
     table(&t, VKL_ACP_F32);
-    /* heun and pndm interleave repeated timesteps for samplers vklora does not
-     * have; every other scheduler of the set is checked. */
+    /* heun's tables are per model evaluation (repeated entries): test_sampler
+     * checks them evaluation by evaluation; pndm is no vklora sampler. Every
+     * other scheduler of the set is checked here. */
     static const char *names[] = {"ddim", "dpmpp_2m", "dpmpp_2m_karras", "euler", "euler_a",
                                   "euler_karras", "euler_leading", "euler_trailing", "lms"};
     static const int steps[] = {8, 20};
@@ -261,6 +262,89 @@ static void kdiff_interpolation(void **state)
     vkl_noise_table_free(&t);
 }
 
+/* exponential: exp(linspace(log sigma_max, log sigma_min, n)) then 0, with
+ * the table's ends (k-diffusion get_sigmas_exponential as A1111 calls it). */
+static void exponential_schedule(void **state)
+{
+    (void)state;
+    vkl_noise_table t;
+    table(&t, VKL_ACP_F64);
+    const double smin = t.sigmas[0], smax = t.sigmas[t.n - 1];
+    static const int counts[] = {1, 2, 8, 20, 37};
+    double worst = 0;
+    for (int c = 0; c < 5; c++) {
+        const int n = counts[c];
+        vkl_schedule_spec sp = {.rule = VKL_RULE_KDIFF, .kind = VKL_SCHEDULE_EXPONENTIAL, .steps = n};
+        vkl_schedule s;
+        vkl_err e = {{0}};
+        if (vkl_schedule_build(&t, &sp, &s, &e)) fail_msg("%s", e.msg);
+        float want[38];
+        for (int i = 0; i < n; i++) {
+            double frac = n == 1 ? 0.0 : (double)i / (n - 1);
+            want[i] = (float)exp(log(smax) + frac * (log(smin) - log(smax)));
+        }
+        want[n] = 0;
+        worst = fmax(worst, check_rel("exponential sigmas", s.sigmas, want, (size_t)n + 1, REL));
+        assert_true(s.sigmas[n] == 0.0f);
+        for (int i = 1; i < n; i++) assert_true(s.sigmas[i] < s.sigmas[i - 1]);
+        /* timesteps: where the sigmas sit in the table, as for every k-diffusion schedule */
+        for (int i = 0; i < n; i++)
+            assert_true(s.timesteps[i] == vkl_kdiff_sigma_to_t(&t, s.sigmas[i]));
+        assert_true(fabsf(s.timesteps[0] - 999.0f) < 1e-3f);
+        if (n > 1) assert_true(fabsf(s.timesteps[n - 1]) < 1e-3f);
+        assert_true(s.init_noise_sigma == s.sigmas[0]);
+        vkl_schedule_free(&s);
+    }
+    fprintf(stderr, "exponential: sigmas within %.2g of the formula\n", worst);
+    vkl_noise_table_free(&t);
+}
+
+/* sgm_uniform: t = linspace(t(sigma_max), t(sigma_min), n + 1)[:n],
+ * sigma = exp of the log sigma interpolated at t, then 0 (A1111's
+ * sd_schedulers.sgm_uniform, ComfyUI's normal_scheduler with sgm=True). */
+static void sgm_uniform_schedule(void **state)
+{
+    (void)state;
+    /* a 1000-step table and one of another length: the ends come from the table */
+    vkl_beta_params ps[2];
+    vkl_beta_params_sd(&ps[0]);
+    ps[1] = (vkl_beta_params){VKL_SD_BETA_LINEAR, 0.0001, 0.02, 500};
+    double worst = 0;
+    for (int tb = 0; tb < 2; tb++) {
+        vkl_noise_table t;
+        vkl_err e = {{0}};
+        if (vkl_noise_table_init(&t, &ps[tb], VKL_ACP_F64, &e)) fail_msg("%s", e.msg);
+        const double T = t.n - 1;
+        static const int counts[] = {1, 3, 8, 20};
+        for (int c = 0; c < 4; c++) {
+            const int n = counts[c];
+            vkl_schedule_spec sp = {.rule = VKL_RULE_KDIFF, .kind = VKL_SCHEDULE_SGM_UNIFORM, .steps = n};
+            vkl_schedule s;
+            if (vkl_schedule_build(&t, &sp, &s, &e)) fail_msg("%s", e.msg);
+            float want[21];
+            for (int i = 0; i < n; i++) {
+                double ti = T * (1.0 - (double)i / n), lo = floor(ti), w = ti - lo;
+                int l = (int)lo, h = l + (w > 0);
+                want[i] = (float)exp((1 - w) * t.log_sigmas[l] + w * t.log_sigmas[h]);
+            }
+            want[n] = 0;
+            worst = fmax(worst, check_rel("sgm_uniform sigmas", s.sigmas, want, (size_t)n + 1, REL));
+            assert_true(s.sigmas[0] == vkl_kdiff_t_to_sigma(&t, (float)T));
+            for (int i = 0; i < n; i++)
+                assert_true(fabs((double)s.timesteps[i] - T * (1.0 - (double)i / n)) < 2e-3);
+            /* the same timesteps as the normal schedule one step longer, without its last */
+            vkl_schedule_spec np = {.rule = VKL_RULE_KDIFF, .kind = VKL_SCHEDULE_NORMAL, .steps = n + 1};
+            vkl_schedule ns;
+            if (vkl_schedule_build(&t, &np, &ns, &e)) fail_msg("%s", e.msg);
+            assert_memory_equal(s.sigmas, ns.sigmas, (size_t)n * sizeof(float));
+            vkl_schedule_free(&ns);
+            vkl_schedule_free(&s);
+        }
+        vkl_noise_table_free(&t);
+    }
+    fprintf(stderr, "sgm_uniform: sigmas within %.2g of the formula\n", worst);
+}
+
 static void linear_betas(void **state)
 {
     (void)state;
@@ -319,9 +403,36 @@ static void bad_input(void **state)
     assert_int_equal(vkl_spacing_parse("uniform", &sc, &e), -1);
     assert_non_null(strstr(e.msg, "uniform"));
     vkl_schedule_kind k;
-    assert_int_equal(vkl_schedule_kind_parse("exponential", &k, &e), -1);
+    assert_int_equal(vkl_schedule_kind_parse("polyexponential", &k, &e), -1);
+    assert_non_null(strstr(e.msg, "polyexponential"));
     assert_int_equal(vkl_schedule_kind_parse("Karras", &k, &e), 0);
     assert_int_equal(k, VKL_SCHEDULE_KARRAS);
+    static const struct { const char *name; vkl_schedule_kind kind; const char *a1111; } names[] = {
+        {"exponential", VKL_SCHEDULE_EXPONENTIAL, "Exponential"},
+        {"Exponential", VKL_SCHEDULE_EXPONENTIAL, "Exponential"},
+        {"sgm_uniform", VKL_SCHEDULE_SGM_UNIFORM, "SGM Uniform"},
+        {"SGM Uniform", VKL_SCHEDULE_SGM_UNIFORM, "SGM Uniform"},
+        {"karras", VKL_SCHEDULE_KARRAS, "Karras"},
+        {"Automatic", VKL_SCHEDULE_NORMAL, NULL},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        assert_int_equal(vkl_schedule_kind_parse(names[i].name, &k, &e), 0);
+        assert_int_equal(k, names[i].kind);
+        const char *a = vkl_schedule_kind_a1111_name(k);
+        if (names[i].a1111) assert_string_equal(a, names[i].a1111);
+        else assert_null(a);
+    }
+    /* the k-diffusion schedules are refused by the diffusers rules */
+    sp.steps = 8;
+    sp.steps_offset = 1;
+    sp.rule = VKL_RULE_DIFFUSERS_EULER;
+    sp.kind = VKL_SCHEDULE_EXPONENTIAL;
+    assert_int_equal(vkl_schedule_build(&t, &sp, &s, &e), -1);
+    assert_non_null(strstr(e.msg, "exponential"));
+    sp.rule = VKL_RULE_DIFFUSERS_DPM;
+    sp.kind = VKL_SCHEDULE_SGM_UNIFORM;
+    assert_int_equal(vkl_schedule_build(&t, &sp, &s, &e), -1);
+    assert_non_null(strstr(e.msg, "sgm_uniform"));
     vkl_noise_table_free(&t);
 }
 
@@ -330,6 +441,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(diffusers_tables),   cmocka_unit_test(diffusers_schedules),
         cmocka_unit_test(kdiff_tables),       cmocka_unit_test(kdiff_interpolation),
+        cmocka_unit_test(exponential_schedule), cmocka_unit_test(sgm_uniform_schedule),
         cmocka_unit_test(linear_betas),       cmocka_unit_test(bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

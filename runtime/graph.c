@@ -475,8 +475,11 @@ fail:
 
 int64_t vkl_window_elems(const vkl_ctx *c, vkl_dtype dt, int64_t multiple)
 {
-    uint64_t es = vkl_dtype_size(dt);
-    int64_t n = (int64_t)((c->caps.max_storage_range - c->caps.storage_align - 4) / es);
+    uint64_t es = vkl_dtype_size(dt), slack = c->caps.storage_align + 4;
+    /* a binding no larger than its alignment slack holds nothing (and the
+     * unsigned difference must not wrap: SwiftShader aligns to 256 bytes) */
+    if (c->caps.max_storage_range <= slack) return 0;
+    int64_t n = (int64_t)((c->caps.max_storage_range - slack) / es);
     if (multiple > 1) n -= n % multiple;
     return n;
 }

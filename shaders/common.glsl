@@ -27,9 +27,19 @@ float bf16_round(float x) {
     return uintBitsToFloat(u & 0xffff0000u);
 }
 
+// packHalf2x16 with IEEE round-to-nearest at the edges: GLSL leaves values
+// beyond f16's range undefined (SwiftShader gives NaN patterns, lavapipe
+// infinity); magnitudes from 65520 up round to infinity, as the CPU does.
+uint half_bits(float a) {
+    uint h = packHalf2x16(vec2(a, 0.0)) & 0xffffu;
+    if (!isnan(a) && abs(a) >= 65520.0) h = a < 0.0 ? 0xfc00u : 0x7c00u;
+    return h;
+}
+uint pack_half2(vec2 v) { return half_bits(v.x) | (half_bits(v.y) << 16u); }
+
 // Packs two floats into one word of the 16-bit type dt.
 uint pack2(float a, float b, uint dt) {
-    if (dt == DT_F16) return packHalf2x16(vec2(a, b));
+    if (dt == DT_F16) return pack_half2(vec2(a, b));
     return (floatBitsToUint(bf16_round(a)) >> 16u) | (floatBitsToUint(bf16_round(b)) & 0xffff0000u);
 }
 

@@ -51,6 +51,6 @@ void main() {
         // f16 normals have biased f32 exponents 113..142
         v.x = step_exact(v.x, d[p.d_off + e0], 10u, 113u, 142u);
         if (e0 + 1u < p.n) v.y = step_exact(v.y, d[p.d_off + e0 + 1u], 10u, 113u, 142u);
-        w[wi] = packHalf2x16(v);
+        w[wi] = pack_half2(v);
     }
 }

@@ -341,7 +341,7 @@ vkl_node *vkl_graph_add_node(vkl_graph *g, const char *op, vkl_tensor *dst, vkl_
     vkl_node *n = calloc(1, sizeof *n);
     if (!n) return vkl_graph_set_error(g, "out of host memory");
     snprintf(n->op, sizeof n->op, "%s", op);
-    memcpy(n->src, src, sizeof *src * (size_t)nsrc);
+    if (nsrc) memcpy(n->src, src, sizeof *src * (size_t)nsrc); /* src may be NULL for a source-less node */
     n->nsrc = nsrc;
     n->dst = dst;
     n->emit = emit;

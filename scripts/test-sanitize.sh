@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds vklora with AddressSanitizer + UndefinedBehaviorSanitizer (gcc; any
+# report fails the test) into build-asan/ and runs the readers, tokenizers,
+# configs, samplers and a few op tests there: vklora's code is instrumented,
+# lavapipe is not (its own leaks are suppressed: tests/sanitize/lsan.supp).
+#   scripts/test-sanitize.sh             # what CI runs (a few minutes)
+#   scripts/test-sanitize.sh -L runtime  # any ctest selection
+set -uo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh
+san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS="$san" -DCMAKE_CXX_FLAGS="$san" \
+    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
+    -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null || exit 1
+cmake --build build-asan -j"$(nproc)" >/dev/null || exit 1
+export LSAN_OPTIONS="suppressions=$(pwd)/tests/sanitize/lsan.supp:print_suppressions=0"
+export UBSAN_OPTIONS=print_stacktrace=1 VKLORA_VALIDATION=1 VKLORA_DEVICE=cpu
+export VKLORA_SHARED="${VKLORA_SHARED:-$(cd .. && pwd)/shared}"
+quick='test_(safetensors|sha256|png_write|image_read|image_resize|image_corpus|font_cbdt|dir|log|base|parser_edges|clip_tokenizer|sp_tokenizer|word_tokenizer|bpe_merge|tok_chunks|prompt_weights|gen_params|dataset|buckets|schedule|sampler|sampler_kdiff|lora_file|sd_config|rng|lora_delta|ops_basic|layout_ops|optim|cross_entropy|llama_forward)$'
+if [ $# -eq 0 ]; then set -- -R "$quick"; fi
+cd build-asan && ctest --output-on-failure -j"$(nproc)" --timeout 900 "$@"

@@ -42,6 +42,7 @@ void vkl_lora_set_free(vkl_lora_set *s)
         for (int k = 0; k < sl->n_full; k++) {
             vkl_tensor_free(sl->full[k].delta);
             vkl_tensor_free(sl->full[k].mult);
+            for (int r = 0; r < VKL_LORA_ROLES; r++) vkl_tensor_free(sl->full[k].tf[r]);
         }
         free(sl->full);
         vkl_tensor_free(sl->w_dora);
@@ -197,24 +198,55 @@ static int build_low_rank(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_u
     return rc ? -1 : 0;
 }
 
-/* A LoHa / LoKr module as a full f32 delta on the device. */
+/* A LoHa / LoKr module on the device: its factors (composed per graph), or
+ * for Tucker forms, which have no graph form, the full f32 delta. */
 static int build_full(vkl_lora_set *s, vkl_lora_slot *slot, const vkl_lora_module *m, int owner, vkl_err *e)
 {
+    vkl_lora_full *x = &slot->full[slot->n_full++];
+    x->owner = owner;
+    x->kind = m->kind;
+    x->scale = (float)m->scale;
+    x->mult = vkl_tensor_new(s->ctx, VKL_F32, 1, (int64_t[]){1}, e);
+    if (!x->mult) return -1;
+    int lo = m->kind == VKL_LORA_KIND_LOHA ? VKL_LORA_HADA_W1A : VKL_LORA_LOKR_W1;
+    int hi = m->kind == VKL_LORA_KIND_LOHA ? VKL_LORA_HADA_W2B : VKL_LORA_LOKR_W2B;
+    /* Tucker cores and weight-decomposed (magnitude) forms keep the full delta */
+    if (!m->t[VKL_LORA_HADA_T1].data && !m->t[VKL_LORA_LOKR_T2].data && !m->t[VKL_LORA_MAG].data) {
+        for (int r = lo; r <= hi; r++) {
+            const vkl_lora_tensor *t = &m->t[r];
+            if (!t->data) continue;
+            x->tf[r] = vkl_tensor_new(s->ctx, VKL_F32, t->ndim, t->shape, e);
+            if (!x->tf[r] || vkl_tensor_upload(s->ctx, x->tf[r], t->data, VKL_F32, e)) return -1;
+        }
+        return 0;
+    }
     uint64_t n = slot_nelem(slot);
     double *d = malloc(sizeof(double) * n);
     float *f = malloc(sizeof(float) * n);
-    vkl_lora_full *x = &slot->full[slot->n_full++];
-    x->owner = owner;
     int rc = !d || !f ? vkl_fail(e, "out of host memory") : vkl_lora_delta(m, NULL, d, e);
     for (uint64_t i = 0; !rc && i < n; i++) f[i] = (float)d[i];
     if (!rc) {
         x->delta = vkl_tensor_new(s->ctx, VKL_F32, slot->wndim, slot->wshape, e);
-        x->mult = x->delta ? vkl_tensor_new(s->ctx, VKL_F32, 1, (int64_t[]){1}, e) : NULL;
-        rc = !x->mult || vkl_tensor_upload(s->ctx, x->delta, f, VKL_F32, e) ? -1 : 0;
+        rc = !x->delta || vkl_tensor_upload(s->ctx, x->delta, f, VKL_F32, e) ? -1 : 0;
     }
     free(d);
     free(f);
     return rc;
+}
+
+/* 1x1 convolutions applied as linears on tokens: their 4-D tensors as matrices */
+static vkl_tensor *as_matrix(vkl_graph *g, vkl_tensor *t)
+{
+    if (!t || t->ndim != 4) return t;
+    return vkl_reshape(g, t, 2, (int64_t[]){t->shape[0], t->shape[1] * t->shape[2] * t->shape[3]});
+}
+
+/* The delta of full module k as [out, in * kernel]: composed from its factors. */
+static vkl_tensor *full_delta(vkl_graph *g, const vkl_lora_slot *slot, int k)
+{
+    const vkl_lora_full *x = &slot->full[k];
+    if (x->delta) return as_matrix(g, x->delta);
+    return vkl_lora_factored_delta(g, x->tf, x->kind, x->scale, slot->module);
 }
 
 /* Training mode: a LoHa / LoKr / DoRA module's factors as persistent tensors. */
@@ -387,13 +419,6 @@ int vkl_lora_set_multipliers(vkl_lora_set *s, const vkl_lora_use *uses, int n, v
     return 0;
 }
 
-/* 1x1 convolutions applied as linears on tokens: their 4-D tensors as matrices */
-static vkl_tensor *as_matrix(vkl_graph *g, vkl_tensor *t)
-{
-    if (!t || t->ndim != 4) return t;
-    return vkl_reshape(g, t, 2, (int64_t[]){t->shape[0], t->shape[1] * t->shape[2] * t->shape[3]});
-}
-
 vkl_tensor *vkl_lora_linear(vkl_graph *g, const vkl_lora_set *s, const char *module, vkl_tensor *x, vkl_tensor *w,
                             vkl_tensor *bias)
 {
@@ -405,7 +430,7 @@ vkl_tensor *vkl_lora_linear(vkl_graph *g, const vkl_lora_set *s, const char *mod
                                               slot->rank_scale)
                             : vkl_linear(g, x, w, bias);
     for (int k = 0; k < slot->n_full; k++) {
-        vkl_tensor *d = vkl_linear(g, x, as_matrix(g, slot->full[k].delta), NULL);
+        vkl_tensor *d = vkl_linear(g, x, full_delta(g, slot, k), NULL);
         y = vkl_add(g, y, vkl_mul(g, d, slot->full[k].mult));
     }
     return y;
@@ -421,7 +446,7 @@ vkl_tensor *vkl_lora_conv2d(vkl_graph *g, const vkl_lora_set *s, const char *mod
     vkl_tensor *y = slot->R ? vkl_conv2d_lora(g, x, w, bias, p, slot->a_cat, slot->b_cat, slot->rank_scale)
                             : vkl_conv2d_ex(g, x, w, bias, p);
     for (int k = 0; k < slot->n_full; k++) {
-        vkl_tensor *d = vkl_conv2d_ex(g, x, slot->full[k].delta, NULL, p);
+        vkl_tensor *d = vkl_conv2d_ex(g, x, vkl_reshape(g, full_delta(g, slot, k), slot->wndim, slot->wshape), NULL, p);
         y = vkl_add(g, y, vkl_mul(g, d, slot->full[k].mult));
     }
     return y;

@@ -52,9 +52,15 @@ typedef struct vkl_lora_use {
     float te_mult;     /* multiplier on text-encoder modules */
 } vkl_lora_use;
 
-/* One LoHa / LoKr module of one adapter as a full delta. */
+/* One LoHa / LoKr module of one adapter. Its factors stay factors on the
+ * device (tf by role, f32) and each graph composes the delta where the layer
+ * runs, so the set holds the factors' memory, not a weight-sized delta per
+ * module; only Tucker forms (hada_t1, lokr_t2) are held as a full delta. */
 typedef struct vkl_lora_full {
-    vkl_tensor *delta; /* f32, the weight's shape: scale * product (multiplier not included) */
+    vkl_tensor *delta; /* Tucker forms: f32, the weight's shape, scale * product; else NULL */
+    vkl_tensor *tf[VKL_LORA_ROLES]; /* the factors by role (NULL where the module has none) */
+    vkl_lora_kind kind;
+    float scale;       /* the module's alpha / rank scale (multiplier not included) */
     vkl_tensor *mult;  /* [1] f32: the adapter's multiplier for this module */
     int owner;         /* adapter index */
 } vkl_lora_full;
@@ -97,6 +103,11 @@ void vkl_lora_set_free(vkl_lora_set *s);
  * module resolved; Tucker forms are refused. The model's weights are not
  * needed (a DoRA layer reads the weight the layer is given). */
 int vkl_lora_set_build_train(vkl_ctx *c, const vkl_lora *l, vkl_lora_set **out, vkl_err *e);
+/* A LoHa / LoKr delta composed in the graph from factors by role: scale *
+ * (w1a w1b) * (w2a w2b) element-wise, or scale * kron(w1, w2); [out, in *
+ * kernel]. Every op it uses has a backward rule (training uses it too). */
+vkl_tensor *vkl_lora_factored_delta(vkl_graph *g, vkl_tensor *const *tf, vkl_lora_kind kind, float scale,
+                                    const char *module);
 /* The trainable tensors of a slot in a fixed order, with their roles: LoRA
  * a_cat (DOWN), b_cat (UP); the others the roles present in role order (LoHa
  * w1a, w1b, w2a, w2b; LoKr w1 or w1a, w1b, then w2 or w2a, w2b; DoRA down, up,

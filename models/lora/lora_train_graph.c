@@ -3,7 +3,7 @@
  * have backward rules, so each step differentiates through the construction. */
 #include "lora/lora_apply.h"
 
-#define F(r) (sl->tf[VKL_LORA_##r])
+#define F(r) (tf[VKL_LORA_##r])
 
 static int64_t rest_of(const vkl_tensor *t)
 {
@@ -19,16 +19,16 @@ static vkl_tensor *flat(vkl_graph *g, vkl_tensor *t)
     return vkl_reshape(g, t, 2, (int64_t[]){t->shape[0], rest_of(t)});
 }
 
-static vkl_tensor *loha(vkl_graph *g, const vkl_lora_slot *sl)
+static vkl_tensor *loha(vkl_graph *g, vkl_tensor *const *tf, float scale)
 {
-    vkl_tensor *p1 = vkl_matmul(g, F(HADA_W1A), F(HADA_W1B));
-    vkl_tensor *p2 = vkl_matmul(g, F(HADA_W2A), F(HADA_W2B));
-    return vkl_scale(g, vkl_mul(g, p1, p2), sl->tscale);
+    vkl_tensor *p1 = vkl_matmul(g, F(HADA_W1A), flat(g, F(HADA_W1B)));
+    vkl_tensor *p2 = vkl_matmul(g, F(HADA_W2A), flat(g, F(HADA_W2B)));
+    return vkl_scale(g, vkl_mul(g, p1, p2), scale);
 }
 
 /* kron(w1 [A,C], w2 [B,X]) = W [A*B, C*X] with W[a*B+b, c*X+x] = w1[a,c] w2[b,x]:
  * the broadcast product of w1 as [A,1,C,1] and w2 as [1,B,1,X] is W's memory. */
-static vkl_tensor *lokr(vkl_graph *g, const vkl_lora_slot *sl)
+static vkl_tensor *lokr(vkl_graph *g, vkl_tensor *const *tf, float scale)
 {
     vkl_tensor *w1 = F(LOKR_W1) ? F(LOKR_W1) : vkl_matmul(g, F(LOKR_W1A), F(LOKR_W1B));
     vkl_tensor *w2 = F(LOKR_W2) ? flat(g, F(LOKR_W2)) : vkl_matmul(g, F(LOKR_W2A), F(LOKR_W2B));
@@ -36,7 +36,7 @@ static vkl_tensor *lokr(vkl_graph *g, const vkl_lora_slot *sl)
     int64_t A = w1->shape[0], C = w1->shape[1], B = w2->shape[0], X = w2->shape[1];
     vkl_tensor *k = vkl_mul(g, vkl_reshape(g, w1, 4, (int64_t[]){A, 1, C, 1}),
                             vkl_reshape(g, w2, 4, (int64_t[]){1, B, 1, X}));
-    return vkl_scale(g, vkl_reshape(g, k, 2, (int64_t[]){A * B, C * X}), sl->tscale);
+    return vkl_scale(g, vkl_reshape(g, k, 2, (int64_t[]){A * B, C * X}), scale);
 }
 
 /* W' = mag * V / ||V||, V = W + s up @ down, as lora_delta.c: the norm per
@@ -44,6 +44,7 @@ static vkl_tensor *lokr(vkl_graph *g, const vkl_lora_slot *sl)
  * and the kernel, LyCORIS's dora_scale [1, in, 1, 1]). */
 static vkl_tensor *dora(vkl_graph *g, const vkl_lora_slot *sl, vkl_tensor *w)
 {
+    vkl_tensor *const *tf = sl->tf;
     int64_t O = sl->wshape[0], I = sl->wndim > 1 ? sl->wshape[1] : 1, KK = 1;
     for (int i = 2; i < sl->wndim; i++) KK *= sl->wshape[i];
     vkl_tensor *mag = F(MAG);
@@ -69,11 +70,17 @@ static vkl_tensor *dora(vkl_graph *g, const vkl_lora_slot *sl, vkl_tensor *w)
 
 vkl_tensor *vkl_lora_trained_weight(vkl_graph *g, const vkl_lora_slot *sl, vkl_tensor *w)
 {
-    switch (sl->tkind) {
-    case VKL_LORA_KIND_LOHA: return loha(g, sl);
-    case VKL_LORA_KIND_LOKR: return lokr(g, sl);
-    case VKL_LORA_KIND_DORA: return dora(g, sl, w);
-    default: return vkl_graph_set_error(g, "adapter module %s: no trainable form for its kind", sl->module);
+    if (sl->tkind == VKL_LORA_KIND_DORA) return dora(g, sl, w);
+    return vkl_lora_factored_delta(g, sl->tf, sl->tkind, sl->tscale, sl->module);
+}
+
+vkl_tensor *vkl_lora_factored_delta(vkl_graph *g, vkl_tensor *const *tf, vkl_lora_kind kind, float scale,
+                                    const char *module)
+{
+    switch (kind) {
+    case VKL_LORA_KIND_LOHA: return loha(g, tf, scale);
+    case VKL_LORA_KIND_LOKR: return lokr(g, tf, scale);
+    default: return vkl_graph_set_error(g, "adapter module %s: no factored form for its kind", module);
     }
 }
 

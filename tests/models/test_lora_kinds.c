@@ -419,6 +419,84 @@ static void every_kind_at_run_time(void **state)
 }
 
 /* Two DoRA adapters on one layer are refused, at run time and when merging. */
+/* LoHa and LoKr at run time hold their factors on the device, not a
+ * weight-sized delta per module (composed in each graph instead): the set's
+ * memory is the factors' (plus one multiplier per module). */
+static void factored_forms_hold_factor_memory(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(EXP);
+    vkl_test_rng_seed(&rng, 78);
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    vkl_err e = {{0}};
+    vkl_sd_source *src;
+    assert_int_equal(vkl_sd_source_open(vkl_test_shared_path(TINY), NULL, &src, &e), 0);
+    vkl_lora_targets tg;
+    memset(&tg, 0, sizeof tg);
+    assert_int_equal(vkl_lora_targets_from_sd(vkl_sd_source_config(src), &tg, &e), 0);
+    const char *dir = vkl_test_tmpdir();
+    vkl_lora ad[2];
+    make_adapter(&ad[0], &tg, build_loha, dir, "loha.safetensors", VKL_LORA_KIND_LOHA);
+    make_adapter(&ad[1], &tg, build_lokr, dir, "lokr.safetensors", VKL_LORA_KIND_LOKR);
+    vkl_lora_targets_free(&tg);
+    /* only the LoHa / LoKr modules (the files also carry LoCon ones): moved
+     * to the front, the count cut for the build and restored for freeing */
+    int all[2];
+    for (int i = 0; i < 2; i++) {
+        all[i] = ad[i].n;
+        int k = 0;
+        for (int j = 0; j < ad[i].n; j++)
+            if (ad[i].m[j].kind == VKL_LORA_KIND_LOHA || ad[i].m[j].kind == VKL_LORA_KIND_LOKR) {
+                vkl_lora_module t = ad[i].m[k];
+                ad[i].m[k++] = ad[i].m[j];
+                ad[i].m[j] = t;
+            }
+        assert_true(k > 0);
+        ad[i].n = k;
+    }
+    uint64_t factors = 0, deltas = 0;
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < ad[i].n; k++) {
+            const vkl_lora_module *m = &ad[i].m[k];
+            uint64_t full = (vkl_lora_wnelem(m) * 4 + 255) / 256 * 256;
+            if (m->t[VKL_LORA_HADA_T1].data || m->t[VKL_LORA_LOKR_T2].data) {
+                factors += full; /* Tucker forms: the full delta */
+            } else {
+                for (int r = 0; r < VKL_LORA_ROLES; r++)
+                    if (m->t[r].data) factors += (vkl_lora_tensor_nelem(&m->t[r]) * 4 + 255) / 256 * 256;
+            }
+            factors += 256; /* the multiplier */
+            deltas += full + 256;
+        }
+    /* an upload as large as any the set makes first, so the context's
+     * staging buffer is not counted as the set's */
+    float *zeros = calloc(deltas / 4, sizeof(float));
+    vkl_tensor *warm = vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){(int64_t)(deltas / 4)}, &e);
+    assert_non_null(warm);
+    assert_int_equal(vkl_tensor_upload(c, warm, zeros, VKL_F32, &e), 0);
+    vkl_tensor_free(warm);
+    free(zeros);
+    vkl_mem_stats before, after;
+    vkl_mem_get_stats(c, &before);
+    vkl_lora_use use[2] = {{&ad[0], 1.0f, 1.0f}, {&ad[1], 0.5f, 0.5f}};
+    vkl_lora_set *set;
+    if (vkl_lora_set_build(c, use, 2, &set, &e)) fail_msg("%s", e.msg);
+    vkl_mem_get_stats(c, &after);
+    uint64_t held = after.total_current - before.total_current;
+    print_message("set holds %llu bytes; factors %llu, full deltas would be %llu\n", (unsigned long long)held,
+                  (unsigned long long)factors, (unsigned long long)deltas);
+    assert_true(held <= factors);
+    assert_true(held < deltas);
+    vkl_lora_set_free(set);
+    for (int i = 0; i < 2; i++) {
+        ad[i].n = all[i];
+        vkl_lora_free(&ad[i]);
+    }
+    vkl_sd_source_close(src);
+    vkl_test_rmtree(dir);
+    vkl_test_ctx_done(c);
+}
+
 static void two_dora_on_one_layer(void **state)
 {
     (void)state;
@@ -454,6 +532,8 @@ static void two_dora_on_one_layer(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(every_kind_at_run_time), cmocka_unit_test(two_dora_on_one_layer)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(every_kind_at_run_time),
+                                       cmocka_unit_test(factored_forms_hold_factor_memory),
+                                       cmocka_unit_test(two_dora_on_one_layer)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

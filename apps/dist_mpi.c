@@ -16,7 +16,9 @@ vkl_dist *vkl_app_dist;
 
 #ifdef VKLORA_MPI
 #include <mpi.h>
+#include <sched.h>
 #include <time.h>
+#include <unistd.h>
 
 static vkl_dist world;
 static double timeout_s = 1800;
@@ -177,6 +179,13 @@ int vkl_app_dist_init(int *argc, char ***argv, const char *device_spec)
     snprintf(transport, sizeof transport, "MPI (%.*s)", (int)strcspn(lib, ",\n"), lib);
     vkl_app_dist = &world;
     if (world.size > 1) {
+        /* mpirun binds a rank to one core by default (2 ranks or fewer): the
+         * driver's threads (all of lavapipe's work) then share that core */
+        cpu_set_t set;
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        if (!sched_getaffinity(0, sizeof set, &set) && CPU_COUNT(&set) == 1 && cpus > 1 && !world.rank)
+            vkl_log(VKL_LOG_WARN, "the launcher bound each rank to one core of %ld; the device driver's threads share "
+                    "it (mpirun --bind-to none lets them spread)", cpus);
         pick_device(device_spec);
         if (world.rank) vkl_log_set_level(VKL_LOG_WARN);
     }

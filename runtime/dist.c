@@ -93,8 +93,10 @@ int vkl_dist_sum_tensors(vkl_dist *d, vkl_ctx *c, vkl_tensor *const *t, int n, f
             from = i;
             used = 0;
         }
-        if (!rc) rc = vkl_tensor_download(c, t[i], bucket + used, VKL_F32, e);
-        if (!rc && scale != 1.0f)
+        /* scale 0: a rank with nothing to add (its own gradient may be 0/0) */
+        if (!rc && scale == 0.0f) memset(bucket + used, 0, sizeof(float) * k);
+        else if (!rc) rc = vkl_tensor_download(c, t[i], bucket + used, VKL_F32, e);
+        if (!rc && scale != 1.0f && scale != 0.0f)
             for (size_t j = 0; j < k; j++) bucket[used + j] *= scale;
         used += k;
     }

@@ -58,7 +58,8 @@ int vkl_dist_check_same(vkl_dist *d, const double *v, size_t n, const char *what
  * bucket of its own size), summed across ranks, uploaded back, bucket by
  * bucket, so the host never holds a copy of all the tensors at once. A
  * non-finite value on any rank makes the sum non-finite on every rank (the
- * optimiser's NaN skip then agrees). bucket_bytes 0: VKL_DIST_BUCKET_BYTES. */
+ * optimiser's NaN skip then agrees); scale 0 adds zeros whatever t holds.
+ * bucket_bytes 0: VKL_DIST_BUCKET_BYTES. */
 int vkl_dist_sum_tensors(vkl_dist *d, vkl_ctx *c, vkl_tensor *const *t, int n, float scale, size_t bucket_bytes,
                          vkl_err *e);
 

@@ -935,7 +935,10 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         /* tests stand in for Ctrl-C at an exact step */
         if (c->interrupt_at == step) vkl_train_interrupt = 1;
         /* and for a kill between saves (the log has rows past the last state) */
-        if (c->kill_at == step) raise(SIGKILL);
+        if (c->kill_at == step) {
+            vkl_log(VKL_LOG_WARN, "killed after step %d (test hook)", step);
+            raise(SIGKILL);
+        }
         if (vkl_dist_any(dist, vkl_train_interrupt, &stop, e)) goto done;
     }
     t.elapsed = now_s() - t0;

@@ -27,6 +27,23 @@ static inline const char *mpi_prefix(int n)
     return buf;
 }
 
+/* Runs vklora with args in the group's folder on `ranks` processes (1:
+ * without mpirun), env assignments first; prints the output of a failure. */
+static inline int run(int ranks, const char *env, const char *args, char **out)
+{
+    char pre[2048], full[8192];
+    snprintf(pre, sizeof pre, "%s %s", env ? env : "", ranks > 1 ? mpi_prefix(ranks) : "");
+    snprintf(full, sizeof full, "%s", args);
+    char *o = NULL;
+    int rc = vkl_test_cli(full, pre, &o);
+    if (rc && rc != 130) print_error("exit %d:\n%s\n", rc, o ? o : "");
+    if (out) *out = o;
+    else free(o);
+    return rc;
+}
+
+static inline void path_of(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", vkl_test_dir, name); }
+
 /* Every tensor of b within tol (relative to the tensor's largest magnitude) of
  * a's, same names and sizes; prints the worst relative difference. */
 static inline void assert_same_adapter(const char *pa, const char *pb, double tol)

@@ -42,13 +42,19 @@ static int mpi_fail(int code, const char *what, vkl_err *e)
 /* Waits for r under the deadline; past it the job ends (see above). */
 static int wait_for(MPI_Request *r, const char *what, vkl_err *e)
 {
-    double t0 = now_s();
-    long nap_ns = 20000;
+    double t0 = now_s(), t;
+    long nap_ns = 50000;
     for (;;) {
         int done = 0, rc = MPI_Test(r, &done, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) return mpi_fail(rc, what, e);
         if (done) return 0;
-        if (now_s() - t0 > timeout_s) {
+        /* a non-blocking collective advances only inside MPI_Test: poll
+         * tightly for 50 ms (the rounds of a sum in progress), then nap */
+        if ((t = now_s() - t0) < 0.05) {
+            sched_yield();
+            continue;
+        }
+        if (t > timeout_s) {
             fprintf(stderr, "vklora: rank %d of %d: no answer from the other ranks in %s for %.0f s "
                             "(a rank died or hangs; $VKLORA_DIST_TIMEOUT); ending the job\n",
                     world.rank, world.size, what, timeout_s);

@@ -942,6 +942,11 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         if (vkl_dist_any(dist, vkl_train_interrupt, &stop, e)) goto done;
     }
     t.elapsed = now_s() - t0;
+    if (P > 1)
+        vkl_log(VKL_LOG_INFO, "%d ranks: the gradient sums took %.2f s of this run's %.2f s of steps (%.1f%%; %.2f s in "
+                "the transport, %.1f MB)", P, dist->sync_seconds, now_s() - t0 - seconds0,
+                100.0 * dist->sync_seconds / fmax(1e-9, now_s() - t0 - seconds0), dist->comm_seconds,
+                dist->comm_bytes / 1e6);
     if (root && save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
     if (stop) {
         vkl_fail(e, "interrupted at step %d; the state is in %s (continue with --resume %s)", step, state_dir, state_dir);

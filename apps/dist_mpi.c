@@ -14,6 +14,21 @@
 
 vkl_dist *vkl_app_dist;
 
+/* Entry i (mod their count) of a per-rank device list "A,B,..." as the
+ * default device; a spec without a comma is no list (main sets it). */
+static void device_entry(const char *spec, int i)
+{
+    static char chosen[32];
+    if (!spec || !strchr(spec, ',')) return;
+    int n = 1;
+    for (const char *p = spec; *p; p++) n += *p == ',';
+    const char *p = spec;
+    for (int k = 0; k < i % n; k++) p = strchr(p, ',') + 1;
+    size_t len = strcspn(p, ",");
+    snprintf(chosen, sizeof chosen, "%.*s", (int)(len < 31 ? len : 31), p);
+    vkl_ctx_default_device(chosen, "--device (this rank's entry) ");
+}
+
 #ifdef VKLORA_MPI
 #include <mpi.h>
 #include <sched.h>
@@ -122,14 +137,7 @@ static void pick_device(const char *spec)
 {
     static char chosen[32];
     if (spec && strchr(spec, ',')) {
-        int n = 1;
-        for (const char *p = spec; *p; p++) n += *p == ',';
-        int want = world.local_rank % n;
-        const char *p = spec;
-        for (int i = 0; i < want; i++) p = strchr(p, ',') + 1;
-        size_t len = strcspn(p, ",");
-        snprintf(chosen, sizeof chosen, "%.*s", (int)(len < 31 ? len : 31), p);
-        vkl_ctx_default_device(chosen, "--device (this rank's entry) ");
+        device_entry(spec, world.local_rank);
         return;
     }
     if (spec || getenv("VKLORA_DEVICE")) return;
@@ -150,7 +158,10 @@ static void pick_device(const char *spec)
 
 int vkl_app_dist_init(int *argc, char ***argv, const char *device_spec)
 {
-    if (!launched()) return 0;
+    if (!launched()) {
+        device_entry(device_spec, 0);
+        return 0;
+    }
     int provided = 0;
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "vklora: MPI_Init failed\n");
@@ -194,6 +205,8 @@ int vkl_app_dist_init(int *argc, char ***argv, const char *device_spec)
                     "it (mpirun --bind-to none lets them spread)", cpus);
         pick_device(device_spec);
         if (world.rank) vkl_log_set_level(VKL_LOG_WARN);
+    } else {
+        device_entry(device_spec, 0);
     }
     return 0;
 }
@@ -218,7 +231,7 @@ int vkl_app_dist_init(int *argc, char ***argv, const char *device_spec)
 {
     (void)argc;
     (void)argv;
-    (void)device_spec;
+    device_entry(device_spec, 0);
     return 0;
 }
 

@@ -29,6 +29,12 @@ static void device_entry(const char *spec, int i)
     vkl_ctx_default_device(chosen, "--device (this rank's entry) ");
 }
 
+/* The launcher's environment: Open MPI, PMIx or PMI (MPICH, Slurm). */
+static int launched(void)
+{
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_SIZE");
+}
+
 #ifdef VKLORA_MPI
 #include <mpi.h>
 #include <sched.h>
@@ -123,12 +129,6 @@ static int bcast(vkl_dist *d, void *buf, size_t bytes, int root, vkl_err *e)
     int rc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD, &r);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "a broadcast", e);
     return wait_for(&r, "a broadcast", e);
-}
-
-/* The launcher's environment: Open MPI, PMIx or PMI (MPICH, Slurm). */
-static int launched(void)
-{
-    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_SIZE");
 }
 
 /* Local rank i takes the i-th GPU (discrete or integrated) of the machine,
@@ -231,6 +231,14 @@ int vkl_app_dist_init(int *argc, char ***argv, const char *device_spec)
 {
     (void)argc;
     (void)argv;
+    /* every process would train the whole run alone, into the same files */
+    const char *n = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!n) n = getenv("PMI_SIZE");
+    if (launched() && n && atoi(n) > 1) {
+        fprintf(stderr, "vklora: started by mpirun with %s processes, but built without MPI (cmake -DVKLORA_MPI=ON "
+                        "with libopenmpi-dev installed); run one process\n", n);
+        return -1;
+    }
     device_entry(device_spec, 0);
     return 0;
 }

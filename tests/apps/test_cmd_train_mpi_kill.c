@@ -48,7 +48,8 @@ static void killed_rank_ends_the_job(void **state)
 }
 
 /* One rank stopped (SIGSTOP) after step 1: the other waits in the gradient
- * sum of step 2 until the 5 s deadline, then ends the job with a message. */
+ * sum of step 2 until the 10 s deadline (long enough for the ranks' start-up
+ * to differ on a busy machine), then ends the job with a message. */
 static void hung_rank_ends_the_job_at_the_deadline(void **state)
 {
     (void)state;
@@ -62,7 +63,7 @@ static void hung_rank_ends_the_job_at_the_deadline(void **state)
      * one stops does not matter); the script prints the seconds from the
      * stop to the end of the job */
     snprintf(cmd, sizeof cmd,
-             "cd '%s' && (VKLORA_DIST_TIMEOUT=5 %s '%s' %s --max-steps 50 -o hang-mpi.safetensors > hang.out 2>&1; "
+             "cd '%s' && (VKLORA_DIST_TIMEOUT=10 %s '%s' %s --max-steps 50 -o hang-mpi.safetensors > hang.out 2>&1; "
              "echo \"exit $?\" >> hang.out) & "
              "cd '%s' && for i in $(seq 1 600); do sleep 0.5; [ -f hang-mpi.csv ] && [ $(wc -l < hang-mpi.csv) -ge 2 ] "
              "&& break; done; t1=$(date +%%s.%%N); kill -STOP $(pgrep -f '^[^ ]*vklora train .*hang-mpi[.]safetensors' | tail -1); wait; "
@@ -79,7 +80,7 @@ static void hung_rank_ends_the_job_at_the_deadline(void **state)
     printf("  the job ended %.1f s after a rank stopped\n%s", after, out);
     assert_non_null(strstr(out, "no answer from the other ranks"));
     assert_null(strstr(out, "exit 0"));
-    assert_true(after >= 5 && after < 30);
+    assert_true(after >= 10 && after < 10 + 30);
     free(out);
 }
 

@@ -1,5 +1,6 @@
 /* vklora bench OP ...: figures for the hot ops, never asserted on. */
 #include "app.h"
+#include "bench_allreduce.h"
 #include "bench_attention.h"
 #include "bench_conv2d.h"
 #include "bench_lora.h"
@@ -94,6 +95,8 @@ static const char *bench_usage =
     "  group-norm   --n N --c C --h H --w W --groups G ...\n"
     "  train-step   --family sd1.5|sd2.1 --width W --height H (256) [--rank R (16)] [--batch N (1)] [--steps N (3)]\n"
     "               [--checkpointing 0|1 (1)] [--mixed-precision no|fp16] [--optimizer adamw|adamw8bit]\n"
+    "  allreduce    [--family sd1.5|sd2.1|sdxl (sd1.5)] [--rank R (16)] [--bucket-mib M (4)] [--reps N (10)]\n"
+    "               (under mpirun -np N: the gradient sum of data-parallel training, MB/s)\n"
     "A bad option prints that benchmark's full option list.\n";
 
 int vkl_cmd_bench(int argc, char **argv)
@@ -114,7 +117,8 @@ int vkl_cmd_bench(int argc, char **argv)
     if (!strcmp(argv[1], "linear-lora")) return vkl_bench_linear_lora(argc - 1, argv + 1);
     if (!strcmp(argv[1], "group-norm")) return vkl_bench_group_norm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train-step")) return vkl_bench_train_step(argc - 1, argv + 1);
-    fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, unet, attention, conv2d, linear-lora, "
+    if (!strcmp(argv[1], "allreduce")) return vkl_bench_allreduce(argc - 1, argv + 1);
+    fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, unet, attention, conv2d, linear-lora, allreduce, "
                     "group-norm, train-step)\n", argv[1]);
     return 2;
 }

@@ -5,6 +5,7 @@
  * folder first, renamed to the output only when training succeeded. */
 #include "app.h"
 #include "io/dir.h"
+#include "dist_app.h"
 #include "lm_data.h"
 #include "progress.h"
 
@@ -42,7 +43,7 @@ typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
 typedef struct args {
     const char *model, *data, *out, *tok;
     network net;
-    int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force;
+    int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force, accum;
     float alpha, lr, loraplus, wd, max_grad_norm;
     uint64_t seed;
     schedule sched;
@@ -56,7 +57,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: vklora lm train --model DIR --data FILE -o ADAPTER_DIR [--network lora|dora|ia3]\n"
             "         [--rank 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
-            "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--seq-len 128] [--seed N]\n"
+            "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--grad-accum 1] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
             "         [--tokenizer tokenizer.model|tok.bin] [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
             "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file with a\n"
@@ -64,7 +65,11 @@ static void usage(FILE *f)
             "each epoch from --seed. Default length: one epoch (--steps is --max-steps, as before). Targets: module name suffixes; defaults are\n"
             "PEFT's for LLaMA (LoRA/DoRA q_proj,v_proj; IA3 k_proj,v_proj,down_proj, down_proj feed-forward).\n"
             "Writes ADAPTER_DIR/adapter_model.safetensors, adapter_config.json (PEFT) and train_log.csv\n"
-            "(step,epoch,loss,lr,grad_norm,skipped,seconds, as vklora train's). --force replaces an existing ADAPTER_DIR made by this command.\n");
+            "(step,epoch,loss,lr,grad_norm,skipped,seconds, as vklora train's). --force replaces an existing ADAPTER_DIR made by this command.\n"
+            "--grad-accum M: each step takes M batches of --batch, the loss their mean over all their tokens.\n"
+            "Under mpirun -np N each step takes N x M batches of the one sample order (rank r the r-th M of\n"
+            "them), the gradients are summed across ranks, and rank 0 alone writes: the adapter is the one a\n"
+            "single process with --grad-accum N x M makes.\n");
 }
 
 static int bad(const char *opt, const char *v, const char *want)
@@ -128,7 +133,7 @@ static void resolve_targets(args *a)
 
 static int parse(int argc, char **argv, args *a)
 {
-    *a = (args){.net = NET_LORA, .rank = 8, .alpha = 16, .lr = 1e-4f, .loraplus = 1, .batch = 4, .seq_len = 128,
+    *a = (args){.net = NET_LORA, .rank = 8, .alpha = 16, .lr = 1e-4f, .loraplus = 1, .batch = 4, .accum = 1, .seq_len = 128,
                 .max_grad_norm = 1, .device = -1, .sched = SCHED_CONSTANT};
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
@@ -165,6 +170,7 @@ static int parse(int argc, char **argv, args *a)
             else if (!strcmp(o, "--max-steps") || !strcmp(o, "--steps")) rc = get_int(o, v, 1, 100000000, &a->steps);
             else if (!strcmp(o, "--epochs")) rc = get_int(o, v, 1, 1000000, &a->epochs);
             else if (!strcmp(o, "--batch")) rc = get_int(o, v, 1, 4096, &a->batch);
+            else if (!strcmp(o, "--grad-accum")) rc = get_int(o, v, 1, 4096, &a->accum);
             else if (!strcmp(o, "--seq-len")) rc = get_int(o, v, 2, 1 << 20, &a->seq_len);
             else if (!strcmp(o, "--warmup")) rc = get_int(o, v, 0, 100000000, &a->warmup);
             else if (!strcmp(o, "--device")) vkl_ctx_default_device(v, "--device ");
@@ -228,6 +234,16 @@ static void shuffle(int *p, int n, uint64_t *rng)
         p[i] = p[j];
         p[j] = t;
     }
+}
+
+/* Tokens whose next token is predicted (a label after it that is not -100)
+ * in rows [from, to) of a batch: what the mean loss divides by. */
+static long long predicted(const int32_t *labels, int from, int to, int L)
+{
+    long long n = 0;
+    for (int b = from; b < to; b++)
+        for (int t = 1; t < L; t++) n += labels[(size_t)b * L + t] != VKL_LLAMA_IGNORE;
+    return n;
 }
 
 static void remove_outputs(const char *dir)
@@ -382,6 +398,10 @@ static int build_adapter(const args *a, run *r, vkl_err *e)
 
 static int train(const args *a, const char *tmp, run *r, vkl_err *e)
 {
+    /* P ranks share every step: the global batch is P x N micro-batches of B
+     * rows, this rank's the R-th group of N */
+    vkl_dist *dist = vkl_dist_active(vkl_app_dist) ? vkl_app_dist : NULL;
+    int P = dist ? dist->size : 1, R = dist ? dist->rank : 0;
     vkl_ctx_opts co;
     vkl_ctx_opts_default(&co);
     if (vkl_ctx_create(&co, &r->c, e) || vkl_llama_load(r->c, a->model, VKL_F32, &r->m, e) ||
@@ -391,12 +411,12 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     if (vkl_app_lm_data_load(a->data, &r->tok, cfg->bos, cfg->eos >= 0 ? cfg->eos : 0, a->seq_len, &r->data, e))
         return -1;
     if (build_adapter(a, r, e)) return -1;
-    int B = a->batch, L = a->seq_len, n = r->data.n;
-    int per_epoch = (n + B - 1) / B;
+    int B = a->batch, L = a->seq_len, n = r->data.n, N = a->accum, GB = P * N * B;
+    int per_epoch = (n + GB - 1) / GB;
     long long want = a->steps ? a->steps : (long long)(a->epochs ? a->epochs : 1) * per_epoch;
     if (want > 100000000) return vkl_fail(e, "%lld steps (%d per epoch): more than 100000000", want, per_epoch);
     int total = (int)want;
-    vkl_llama_train_opts to = {.loraplus_ratio = a->loraplus, .ia3 = r->ia3};
+    vkl_llama_train_opts to = {.loraplus_ratio = a->loraplus, .ia3 = r->ia3, .grad_accum = N, .dist = dist};
     vkl_adamw_opts_default(&to.adam);
     to.adam.lr = a->lr;
     to.adam.weight_decay = a->wd;
@@ -405,28 +425,34 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     char path[4200];
     if ((size_t)snprintf(path, sizeof path, "%s/train_log.csv", tmp) >= sizeof path)
         return vkl_fail(e, "path too long: %s", tmp);
-    r->log = fopen(path, "w");
-    size_t bl = (size_t)B * L;
+    r->log = R ? NULL : fopen(path, "w");
+    size_t bl = (size_t)GB * L;
     r->ids = malloc(sizeof(int32_t) * bl);
     r->labels = malloc(sizeof(int32_t) * bl);
     r->attn = malloc(sizeof(int) * bl);
     r->order = malloc(sizeof(int) * (size_t)n);
-    if (!r->log) return vkl_fail(e, "cannot create %s", path);
+    if (!R && !r->log) return vkl_fail(e, "cannot create %s", path);
     if (!r->ids || !r->labels || !r->attn || !r->order) return vkl_fail(e, "out of host memory");
     /* the columns of vklora train's log */
-    fprintf(r->log, "step,epoch,loss,lr,grad_norm,skipped,seconds\n");
-    if (!a->quiet)
+    if (r->log) fprintf(r->log, "step,epoch,loss,lr,grad_norm,skipped,seconds\n");
+    if (!a->quiet && !R)
         fprintf(stderr, "lm train: %s, %d modules, %d samples of %d tokens (%lld real), %d steps of batch %d\n",
                 a->net == NET_IA3 ? "IA3" : a->net == NET_DORA ? "DoRA" : "LoRA", r->l.n, n, L, r->data.tokens, total,
-                B);
+                GB);
     uint64_t rng = a->seed ^ 0x6c6d747261696eull;
     int pos = n, epoch = -1; /* next index into order; n: reshuffle first */
     double t0 = vkl_progress_now();
     vkl_progress p;
-    vkl_progress_begin(&p, "lm train", total, a->quiet);
+    vkl_progress_begin(&p, "lm train", total, a->quiet || R);
     for (int t = 1; t <= total; t++) {
-        if (stop_) return vkl_fail(e, "interrupted before step %d; nothing written", t);
-        for (int b = 0; b < B; b++) {
+        /* a signal on any rank stops every rank at the same step */
+        int stop = stop_;
+        if (vkl_dist_any(dist, stop_, &stop, e)) return -1;
+        if (stop) {
+            stop_ = 1;
+            return vkl_fail(e, "interrupted before step %d; nothing written", t);
+        }
+        for (int b = 0; b < GB; b++) {
             if (pos == n) {
                 epoch++;
                 for (int i = 0; i < n; i++) r->order[i] = i;
@@ -439,18 +465,40 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
             memcpy(r->attn + dst, r->data.attn + src, sizeof(int) * L);
         }
         float lr = lr_at(a, t - 1, total), loss = 0;
-        if (vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, &loss, e))
-            return vkl_err_prefix(e, "step %d: ", t), -1;
+        if (N == 1 && !dist) {
+            if (vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, &loss, e))
+                return vkl_err_prefix(e, "step %d: ", t), -1;
+        } else {
+            /* each micro-batch's gradient counts by its share of the step's
+             * predicted tokens: the sum is the gradient of the global mean */
+            long long all = predicted(r->labels, 0, GB, L);
+            double l = 0;
+            for (int m = R * N; m < R * N + N; m++) {
+                long long own = predicted(r->labels, m * B, m * B + B, L);
+                if (!own) continue; /* nothing to predict: no gradient (its mean would be 0/0) */
+                float w = (float)((double)own / (double)all), lm;
+                size_t at = (size_t)m * B * L;
+                if (vkl_llama_train_accumulate(r->tr, r->ids + at, r->labels + at, r->attn + at, w, &lm, e))
+                    return vkl_err_prefix(e, "step %d: ", t), -1;
+                l += (double)w * lm;
+            }
+            if (vkl_dist_sum_f64(dist, &l, 1, e) || vkl_llama_train_update(r->tr, t, lr, e))
+                return vkl_err_prefix(e, "step %d: ", t), -1;
+            loss = (float)l;
+        }
         if (!isfinite(loss)) return vkl_fail(e, "step %d: the loss is %g; try a lower --lr", t, loss);
         float gn = 0;
         int skipped = 0;
         if (vkl_adamw_result(vkl_llama_train_optimizer(r->tr), &gn, &skipped, e)) return -1;
-        fprintf(r->log, "%d,%d,%.7g,%.7g,%.7g,%d,%.3f\n", t, epoch, loss, lr, gn, skipped, vkl_progress_now() - t0);
+        double same[2] = {skipped, gn};
+        if (vkl_dist_check_same(dist, same, 2, "the gradient norm and NaN skip of a step", e)) return -1;
+        if (r->log) fprintf(r->log, "%d,%d,%.7g,%.7g,%.7g,%d,%.3f\n", t, epoch, loss, lr, gn, skipped, vkl_progress_now() - t0);
         char extra[64];
         snprintf(extra, sizeof extra, "loss %.4f lr %.3g", loss, lr);
         vkl_progress_update(&p, t, extra);
     }
     vkl_progress_end(&p);
+    if (R) return 0; /* rank 0 writes the adapter */
     int bad_log = ferror(r->log);
     bad_log |= fclose(r->log) != 0;
     r->log = NULL;
@@ -492,9 +540,11 @@ int vkl_cmd_lm_train(int argc, char **argv)
         fprintf(stderr, "vklora lm train: %s\n", e.msg);
         return 1;
     }
+    /* under mpirun rank 0 alone writes */
+    int root = vkl_dist_is_root(vkl_app_dist);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", a.out, (long)getpid());
-    if (mkdir(tmp, 0755)) {
+    if (root && mkdir(tmp, 0755)) {
         fprintf(stderr, "vklora lm train: cannot create %s: %s\n", tmp, strerror(errno));
         return 1;
     }
@@ -511,6 +561,10 @@ int vkl_cmd_lm_train(int argc, char **argv)
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     run_free(&r);
+    if (!root) {
+        if (rc && !stop_) fprintf(stderr, "vklora lm train: rank %d: %s\n", vkl_app_dist->rank, e.msg);
+        return rc ? (stop_ ? 130 : 1) : 0;
+    }
     if (!rc && exists) remove_outputs(a.out);
     if (!rc && vkl_rename_durable(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));
     if (rc) {

@@ -1,5 +1,6 @@
 /* vklora train: a style LoRA from an image folder. */
 #include "app.h"
+#include "dist_app.h"
 #include "loss_plot.h"
 #include "progress.h"
 
@@ -40,7 +41,10 @@ static const char *usage_text =
     "NAME.samples/. Ctrl-C saves the state and stops. --resume continues the run of that state: settings\n"
     "that define it (model, images, network, rank, batch, seed, ...) must match; others (lr, schedule,\n"
     "max-steps, ...) may change and are recorded in NAME.json. Relative paths in a --config file count\n"
-    "from the file's folder.\n";
+    "from the file's folder.\n"
+    "Several devices or machines: mpirun -np N vklora train ... (one device per rank; each optimiser step\n"
+    "takes N x --batch x --grad-accum samples of one global order; rank 0 writes every file; a state\n"
+    "resumes on another N when N x --grad-accum is the same; Ctrl-C or SIGTERM on any rank stops all).\n";
 
 static void on_sigint(int sig)
 {
@@ -113,16 +117,24 @@ int vkl_cmd_train(int argc, char **argv)
         return 2;
     }
     if (c.quiet) vkl_log_set_level(VKL_LOG_WARN);
-    /* the tests' stand-ins for Ctrl-C and a kill at an exact step */
-    const char *at = getenv("VKLORA_TRAIN_INTERRUPT_AT");
-    if (at) c.interrupt_at = atoi(at);
-    if ((at = getenv("VKLORA_TRAIN_KILL_AT"))) c.kill_at = atoi(at);
+    c.dist = vkl_app_dist;
+    int rank = vkl_app_dist ? vkl_app_dist->rank : 0;
+    if (rank) c.quiet = 1; /* rank 0 reports for all */
+    /* the tests' stand-ins for Ctrl-C and a kill at an exact step (under
+     * mpirun on rank $VKLORA_TRAIN_HOOK_RANK only, default every rank) */
+    const char *at = getenv("VKLORA_TRAIN_HOOK_RANK");
+    int hooked = !at || atoi(at) == rank;
+    if ((at = getenv("VKLORA_TRAIN_INTERRUPT_AT")) && hooked) c.interrupt_at = atoi(at);
+    if ((at = getenv("VKLORA_TRAIN_KILL_AT")) && hooked) c.kill_at = atoi(at);
     vkl_ctx *ctx = NULL;
     if (vkl_ctx_create(NULL, &ctx, &e)) {
         fprintf(stderr, "vklora: %s\n", e.msg);
         return 1;
     }
+    /* Ctrl-C, or a job scheduler's SIGTERM: on any rank, every rank stops
+     * after the current step and rank 0 saves the state */
     signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
     run_state s;
     memset(&s, 0, sizeof s);
     vkl_progress_begin(&s.bar, "training", c.max_steps, c.quiet);
@@ -133,11 +145,11 @@ int vkl_cmd_train(int argc, char **argv)
         vkl_app_print_error("train", e.msg);
         status = 1;
     } else if (rc == 1) {
-        fprintf(stderr, "vklora train: %s\n", e.msg);
+        if (!rank) fprintf(stderr, "vklora train: %s\n", e.msg);
         status = 130;
     } else if (rc == 2) {
-        if (!c.quiet) printf("%s is finished: nothing to do\n", c.output);
-    } else {
+        if (!c.quiet && !rank) printf("%s is finished: nothing to do\n", c.output);
+    } else if (!rank) {
         char stem[1100], plot[1120], csv[1120];
         snprintf(stem, sizeof stem, "%s", c.output);
         size_t len = strlen(stem);

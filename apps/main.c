@@ -1,5 +1,6 @@
 /* vklora command-line entry: global options, then one subcommand. */
 #include "app.h"
+#include "dist_app.h"
 #include "vkl.h"
 #include "progress.h"
 
@@ -38,7 +39,9 @@ static void usage(FILE *f)
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nenvironment: VKLORA_DEVICE, VKLORA_PROFILE (default, portable, nosubgroup, staging,\n"
-               "binding=BYTES, alloc=BYTES, memory=BYTES), VKLORA_VALIDATION=1 (Khronos validation layer)\n");
+               "binding=BYTES, alloc=BYTES, memory=BYTES), VKLORA_VALIDATION=1 (Khronos validation layer)\n"
+               "data-parallel training: mpirun -np N vklora train|lm train ... (each rank one device: round-robin\n"
+               "over the GPUs, or --device A,B,... one per local rank); VKLORA_DIST_TIMEOUT=SECONDS (1800)\n");
 }
 
 /* One error prefix for every command: the library's errors and warnings
@@ -55,9 +58,12 @@ static void app_log(vkl_log_level level, const char *message, void *user)
 int main(int argc, char **argv)
 {
     int i = 1;
+    const char *device = NULL;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--device") && i + 1 < argc) {
-            vkl_ctx_default_device(argv[++i], "--device ");
+            device = argv[++i];
+            /* "0,1": one entry per local rank under mpirun (vkl_app_dist_init) */
+            if (!strchr(device, ',')) vkl_ctx_default_device(device, "--device ");
         } else if (!strcmp(argv[i], "--profile") && i + 1 < argc) {
             setenv("VKLORA_PROFILE", argv[++i], 1);
         } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) {
@@ -82,7 +88,11 @@ int main(int argc, char **argv)
     for (size_t k = 0; k < sizeof commands / sizeof *commands; k++)
         if (!strcmp(argv[i], commands[k].name)) {
             vkl_log_set(app_log, (void *)commands[k].name);
-            return commands[k].run(argc - i, argv + i);
+            /* under mpirun every rank runs the command; the trainers share the work */
+            if (vkl_app_dist_init(&argc, &argv, device)) return 1;
+            int status = commands[k].run(argc - i, argv + i);
+            vkl_app_dist_finish(status);
+            return status;
         }
     fprintf(stderr, "vklora: unknown command '%s'\n", argv[i]);
     usage(stderr);

@@ -45,6 +45,7 @@ void vkl_grad_accum_free(vkl_grad_accum *a)
 
 int vkl_grad_accum_count(const vkl_grad_accum *a) { return a->n; }
 vkl_tensor *vkl_grad_accum_buffer(const vkl_grad_accum *a, int i) { return i >= 0 && i < a->n ? a->buf[i] : NULL; }
+vkl_tensor *const *vkl_grad_accum_buffers(const vkl_grad_accum *a) { return a->buf; }
 
 int vkl_grad_accum_append_add(vkl_grad_accum *a, vkl_graph *g, vkl_tensor *const *grads, float scale, vkl_err *e)
 {

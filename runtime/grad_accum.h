@@ -16,6 +16,8 @@ vkl_grad_accum *vkl_grad_accum_new(vkl_ctx *c, vkl_tensor *const *params, int n,
 void vkl_grad_accum_free(vkl_grad_accum *a);
 int vkl_grad_accum_count(const vkl_grad_accum *a);
 vkl_tensor *vkl_grad_accum_buffer(const vkl_grad_accum *a, int i);
+/* All the buffers, in parameter order (e.g. to sum them across ranks). */
+vkl_tensor *const *vkl_grad_accum_buffers(const vkl_grad_accum *a);
 
 /* Appends buffer_i += scale * grads[i] to g for every non-NULL gradient. */
 int vkl_grad_accum_append_add(vkl_grad_accum *a, vkl_graph *g, vkl_tensor *const *grads, float scale, vkl_err *e);

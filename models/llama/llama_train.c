@@ -1,5 +1,6 @@
 #include "llama/llama_train.h"
 
+#include "grad_accum.h"
 #include "ops.h"
 
 #include <stdio.h>
@@ -15,6 +16,13 @@ struct vkl_llama_train {
     vkl_tensor **params, **grads;
     char **keys;
     vkl_adamw *opt;
+    /* split steps (accumulation or several ranks): the update is a graph of
+     * its own, the gradients land in accum's buffers scaled by seed (the
+     * micro-batch's weight, the loss gradient's seed) */
+    vkl_dist *dist;
+    vkl_grad_accum *accum;
+    vkl_graph *update;
+    vkl_tensor *seed;
     int32_t *tbuf;
     float *mbuf;
 };
@@ -29,6 +37,9 @@ void vkl_llama_shift_labels(const int32_t *labels, int B, int L, int32_t *target
 void vkl_llama_train_free(vkl_llama_train *s)
 {
     if (!s) return;
+    vkl_graph_free(s->update);
+    vkl_grad_accum_free(s->accum);
+    vkl_tensor_free(s->seed);
     vkl_adamw_free(s->opt);
     vkl_graph_free(s->g);
     vkl_tensor_free(s->ids);
@@ -67,6 +78,8 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
     s->m = m;
     s->B = B;
     s->L = L;
+    s->dist = vkl_dist_active(o->dist) ? o->dist : NULL;
+    int split = o->grad_accum > 1 || s->dist;
     int cap = lora ? 2 * vkl_lora_set_count(lora) : dora ? 3 * dora->n : ia3->n;
     s->params = calloc((size_t)cap + 1, sizeof *s->params);
     s->grads = calloc((size_t)cap + 1, sizeof *s->grads);
@@ -104,7 +117,8 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
         s->ids = vkl_tensor_new(c, VKL_I32, 2, (int64_t[]){B, L}, e);
         s->targets = s->ids ? vkl_tensor_new(c, VKL_I32, 2, (int64_t[]){B, L}, e) : NULL;
         s->mask = s->targets ? vkl_llama_mask(c, B, L, 0, NULL, e) : NULL;
-        rc = s->mask ? 0 : -1;
+        if (s->mask && split) s->seed = vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){1}, e);
+        rc = s->mask && (!split || s->seed) ? 0 : -1;
     }
     if (!rc) {
         s->g = vkl_graph_new(m->ctx);
@@ -116,7 +130,8 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
         vkl_graph_keep(s->g, s->loss);
         if (vkl_graph_failed(s->g)) rc = vkl_fail(e, "training graph: %s", vkl_graph_error(s->g));
     }
-    rc = rc || vkl_graph_backward(s->g, s->loss, NULL, s->params, s->np, s->grads, e);
+    vkl_tensor *seed = s->seed && !rc ? vkl_reshape(s->g, s->seed, s->loss->ndim, s->loss->shape) : NULL;
+    rc = rc || vkl_graph_backward(s->g, s->loss, seed, s->params, s->np, s->grads, e);
     for (int i = 0; !rc && i < s->np; i++) {
         if (!s->grads[i]) rc = vkl_fail(e, "the loss does not depend on %s", s->keys[i]);
         else vkl_graph_keep(s->g, s->grads[i]);
@@ -124,7 +139,14 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
     if (!rc) {
         vkl_adamw_opts ao = o->adam;
         s->opt = vkl_adamw_new(m->ctx, s->params, s->np, mult, &ao, e);
-        rc = !s->opt || vkl_adamw_append(s->opt, s->g, s->grads, e) || vkl_graph_plan(s->g, e);
+        if (!s->opt) rc = -1;
+        else if (!split) rc = vkl_adamw_append(s->opt, s->g, s->grads, e) || vkl_graph_plan(s->g, e);
+        else {
+            /* the update reads the sum across ranks, so it cannot share the step's graph */
+            s->accum = vkl_grad_accum_new(m->ctx, s->params, s->np, e);
+            rc = !s->accum || vkl_grad_accum_append_add(s->accum, s->g, s->grads, 1.0f, e) || vkl_graph_plan(s->g, e) ||
+                 !(s->update = vkl_grad_accum_update_graph(s->accum, s->opt, e));
+        }
     }
     free(mult);
     if (rc) {
@@ -135,8 +157,8 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
     return 0;
 }
 
-int vkl_llama_train_step(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn, int t,
-                         float lr, float *loss, vkl_err *e)
+/* Checks and uploads one batch. */
+static int upload_batch(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn, vkl_err *e)
 {
     vkl_ctx *c = s->m->ctx;
     int64_t n = (int64_t)s->B * s->L;
@@ -150,8 +172,40 @@ int vkl_llama_train_step(vkl_llama_train *s, const int32_t *ids, const int32_t *
     vkl_llama_shift_labels(labels, s->B, s->L, s->tbuf);
     vkl_llama_mask_values(s->B, s->L, 0, attn, s->mbuf);
     if (vkl_tensor_upload(c, s->ids, ids, VKL_I32, e) || vkl_tensor_upload(c, s->targets, s->tbuf, VKL_I32, e) ||
-        vkl_tensor_upload(c, s->mask, s->mbuf, VKL_F32, e) || vkl_adamw_prepare(s->opt, t, lr, e) ||
+        vkl_tensor_upload(c, s->mask, s->mbuf, VKL_F32, e))
+        return -1;
+    return 0;
+}
+
+int vkl_llama_train_accumulate(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn,
+                               float weight, float *loss, vkl_err *e)
+{
+    vkl_ctx *c = s->m->ctx;
+    if (!s->accum) return vkl_fail(e, "training: accumulate needs a split step (grad_accum > 1 or several ranks)");
+    if (upload_batch(s, ids, labels, attn, e) || vkl_tensor_upload(c, s->seed, &weight, VKL_F32, e) ||
         vkl_graph_run(s->g, e))
+        return -1;
+    return loss ? vkl_tensor_download(c, s->loss, loss, VKL_F32, e) : 0;
+}
+
+int vkl_llama_train_update(vkl_llama_train *s, int t, float lr, vkl_err *e)
+{
+    if (!s->accum) return vkl_fail(e, "training: update needs a split step (grad_accum > 1 or several ranks)");
+    return vkl_dist_sum_tensors(s->dist, s->m->ctx, vkl_grad_accum_buffers(s->accum), s->np, 1.0f, 0, e) ||
+                   vkl_adamw_prepare(s->opt, t, lr, e) || vkl_graph_run(s->update, e)
+               ? -1
+               : 0;
+}
+
+int vkl_llama_train_step(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn, int t,
+                         float lr, float *loss, vkl_err *e)
+{
+    if (s->accum)
+        return vkl_llama_train_accumulate(s, ids, labels, attn, 1.0f, loss, e) || vkl_llama_train_update(s, t, lr, e)
+                   ? -1
+                   : 0;
+    vkl_ctx *c = s->m->ctx;
+    if (upload_batch(s, ids, labels, attn, e) || vkl_adamw_prepare(s->opt, t, lr, e) || vkl_graph_run(s->g, e))
         return -1;
     return loss ? vkl_tensor_download(c, s->loss, loss, VKL_F32, e) : 0;
 }

@@ -7,6 +7,7 @@
 #define VKL_LLAMA_TRAIN_H
 
 #include "llama/llama.h"
+#include "dist.h"
 #include "optim.h"
 
 #ifdef __cplusplus
@@ -27,6 +28,14 @@ typedef struct vkl_llama_train_opts {
      * one adapter (vkl_llama_ia3_init for a fresh one), so the trained tensors
      * are PEFT's ia3_l; vkl_llama_ia3_store reads them back for saving. */
     const vkl_llama_ia3 *ia3;
+    /* Gradient accumulation (grad_accum > 1) and data parallelism (dist of
+     * size > 1) split the step: vkl_llama_train_accumulate adds a micro-batch's
+     * gradient, weighted, into buffers; vkl_llama_train_update sums the
+     * buffers across ranks and runs the optimiser (a graph of its own), so
+     * every rank takes the same step. Otherwise (grad_accum <= 1 and one
+     * process) the update is fused into the step's graph. */
+    int grad_accum;
+    vkl_dist *dist;
 } vkl_llama_train_opts;
 
 typedef struct vkl_llama_train vkl_llama_train;
@@ -42,13 +51,23 @@ void vkl_llama_train_free(vkl_llama_train *s);
 int vkl_llama_train_step(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn, int t,
                          float lr, float *loss, vkl_err *e);
 
+/* Split steps (see vkl_llama_train_opts): adds weight x the gradient of
+ * this micro-batch's mean loss into the buffers (weight: the micro-batch's
+ * share of the step's predicted tokens, so the sum is the gradient of the
+ * global batch's mean loss); *loss = its mean loss. */
+int vkl_llama_train_accumulate(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn,
+                               float weight, float *loss, vkl_err *e);
+/* Split steps: sums the buffers over the ranks, runs AdamW step t on them and clears them. */
+int vkl_llama_train_update(vkl_llama_train *s, int t, float lr, vkl_err *e);
+
 /* The trainable tensors, in a fixed order, with their PEFT key names
  * (base_model.model.<module>.lora_A.weight, .lora_B.weight, .lora_magnitude_vector;
  * IA3: base_model.model.<module>.ia3_l, held 1-D here, [out,1] or [1,in] in PEFT's file). */
 int vkl_llama_train_count(const vkl_llama_train *s);
 vkl_tensor *vkl_llama_train_param(const vkl_llama_train *s, int i);
 const char *vkl_llama_train_key(const vkl_llama_train *s, int i);
-/* Its gradient of the last step (graph tensor, readable after a step). */
+/* Its gradient of the last step (graph tensor, readable after a step; with
+ * several ranks this rank's own gradient, before the sum). */
 vkl_tensor *vkl_llama_train_grad(const vkl_llama_train *s, int i);
 vkl_adamw *vkl_llama_train_optimizer(const vkl_llama_train *s);
 vkl_tensor *vkl_llama_train_logits(const vkl_llama_train *s); /* with keep_logits */

@@ -83,6 +83,9 @@ static int up_like(vkl_lora_role r)
 
 /* ---- files: adapter with kohya metadata, state folder, settings, log ---- */
 
+/* Processes sharing every optimiser step (1 without a communicator). */
+static int ranks_of(const vkl_train_config *c) { return vkl_dist_active(c->dist) ? c->dist->size : 1; }
+
 
 
 typedef struct trainer {
@@ -303,6 +306,7 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
     cJSON_AddNumberToObject(j, "epoch", epoch);
     cJSON_AddNumberToObject(j, "params", t->np);
     cJSON_AddNumberToObject(j, "grad_accum", t->c->grad_accum);
+    cJSON_AddNumberToObject(j, "ranks", ranks_of(t->c));
     cJSON_AddStringToObject(j, "optimizer", vkl_train_optimizer_name(t->c));
     cJSON_AddNumberToObject(j, "seconds", t->elapsed);
     char *settings = vkl_train_config_json(t->c, NULL);
@@ -352,6 +356,23 @@ static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, 
     cJSON *saved_set = cJSON_GetObjectItem(j, "settings"), *changes = cJSON_GetObjectItem(j, "changes");
     cJSON_Delete(t->changes);
     t->changes = cJSON_IsArray(changes) ? cJSON_Duplicate(changes, 1) : cJSON_CreateArray();
+    cJSON *ga = cJSON_GetObjectItem(j, "grad_accum"), *rk = cJSON_GetObjectItem(j, "ranks");
+    int saved_accum = cJSON_IsNumber(ga) ? ga->valueint : 1, saved_ranks = cJSON_IsNumber(rk) ? rk->valueint : 1;
+    int ranks = ranks_of(t->c);
+    if (saved_accum * saved_ranks != t->c->grad_accum * ranks) {
+        cJSON_Delete(j);
+        /* the micro-batches of a step and their noise depend on how many there are */
+        return vkl_fail(e, "%s was saved with %d rank(s) x --grad-accum %d = %d micro-batches per step, this run has "
+                        "%d x %d = %d (choose --grad-accum so that ranks x grad-accum = %d)", path, saved_ranks,
+                        saved_accum, saved_accum * saved_ranks, ranks, t->c->grad_accum, t->c->grad_accum * ranks,
+                        saved_accum * saved_ranks);
+    }
+    /* another split of the same global batch continues the same run */
+    if (saved_ranks != ranks && cJSON_IsObject(saved_set) && cJSON_GetObjectItem(saved_set, "grad-accum")) {
+        vkl_log(VKL_LOG_INFO, "resuming a %d-rank state on %d rank(s): --grad-accum %d here, %d there", saved_ranks,
+                ranks, t->c->grad_accum, saved_accum);
+        cJSON_ReplaceItemInObject(saved_set, "grad-accum", cJSON_CreateNumber(t->c->grad_accum));
+    }
     if (cJSON_IsObject(saved_set)) {
         char *js = vkl_train_config_json(t->c, NULL);
         cJSON *now = js ? cJSON_Parse(js) : NULL;
@@ -372,13 +393,6 @@ static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, 
         cJSON_Delete(j);
         return vkl_fail(e, "%s holds %d adapter tensors, this run trains %d (different rank or targets?)", path,
                         np->valueint, t->np);
-    }
-    cJSON *ga = cJSON_GetObjectItem(j, "grad_accum");
-    int saved_accum = cJSON_IsNumber(ga) ? ga->valueint : 1;
-    if (saved_accum != t->c->grad_accum) {
-        cJSON_Delete(j);
-        /* the micro-batches of a step and their noise depend on it */
-        return vkl_fail(e, "%s was saved with --grad-accum %d, this run has %d", path, saved_accum, t->c->grad_accum);
     }
     /* states from before the 8-bit option hold f32 moments */
     cJSON *op = cJSON_GetObjectItem(j, "optimizer");
@@ -519,7 +533,8 @@ static vkl_sd_train_step *step_for(trainer *t, int w, int h, vkl_err *e)
     vkl_sd_train_shape sh = {t->c->data.batch_size, t->m->cfg->unet.in_channels, h / f, w / f, vkl_sd_text_tokens(t->m),
                              t->m->cfg->unet.cross_attention_dim};
     vkl_sd_train_step *s = NULL;
-    vkl_sd_train_opts o = {t->c->checkpointing, t->accum ? NULL : t->opt, t->accum, 1.0f / (float)t->c->grad_accum,
+    vkl_sd_train_opts o = {t->c->checkpointing, t->accum ? NULL : t->opt, t->accum,
+                           1.0f / (float)(t->c->grad_accum * ranks_of(t->c)),
                            t->c->train_te ? &t->m->te : NULL, t->c->clip_skip - 1, t->fp16, t->seed,
                            t->c->full ? t->net.params : NULL, t->c->full ? t->net.names : NULL,
                            t->c->full ? t->net.n : 0};
@@ -633,7 +648,9 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
             return vkl_fail(e, "--network full trains a diffusers model folder (vklora init-model --configs makes "
                                "one); %s is not a folder", c->model);
     }
-    if (!c->resume) {
+    vkl_dist *dist = c->dist;
+    const int root = vkl_dist_is_root(dist), P = ranks_of(c), R = root ? 0 : dist->rank;
+    if (!c->resume && root) {
         /* an earlier run's adapter, log and state are hours of work */
         const char *earlier[] = {c->output, csv_path, state_dir};
         if (vkl_train_refuse_existing(earlier, 3, c->force, state_dir, e)) return -1;
@@ -691,7 +708,9 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     t.opt = vkl_adamw_new(ctx, t.params, t.np, mult, &ao, e);
     free(mult);
     if (!t.opt) goto done;
-    if (c->grad_accum > 1) {
+    /* several ranks: the gradients go through buffers that are summed across
+     * ranks between the backward pass and the optimiser step */
+    if (c->grad_accum > 1 || P > 1) {
         t.accum = vkl_grad_accum_new(ctx, t.params, t.np, e);
         t.update = t.accum ? vkl_grad_accum_update_graph(t.accum, t.opt, e) : NULL;
         if (!t.update) goto done;
@@ -722,6 +741,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         t.epochs_done = (int)it.epoch + (it.batch >= t.ds->batches_per_epoch);
         struct stat st;
         if (step >= total && !stat(c->output, &st)) {
+            /* every rank sees the same files: they all stop here */
             vkl_log(VKL_LOG_INFO, "the state in %s is at step %d of %d and %s is written: nothing to do", c->resume,
                     step, total, c->output);
             rc = 2;
@@ -729,11 +749,11 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         }
         vkl_log(VKL_LOG_INFO, "resuming from step %d of %d (%s)", step, total, c->resume);
         /* rows a killed run logged after its last state are written again */
-        double logged;
-        if (vkl_train_log_cut(csv_path, step, &logged, e)) goto done;
+        double logged = 0;
+        if (root && vkl_train_log_cut(csv_path, step, &logged, e)) goto done;
         seconds0 = t.elapsed >= 0 ? t.elapsed : logged;
     }
-    {
+    if (root) {
         char path[1200];
         snprintf(path, sizeof path, "%s.json", stem);
         char *js = vkl_train_config_json(c, path);
@@ -748,12 +768,12 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         free(js);
         if (bad) goto done;
     }
-    csv = fopen(csv_path, step ? "a" : "w");
-    if (!csv) {
+    csv = root ? fopen(csv_path, step ? "a" : "w") : NULL;
+    if (root && !csv) {
         vkl_fail(e, "cannot write %s: %s", csv_path, strerror(errno));
         goto done;
     }
-    if (!step) fprintf(csv, "step,epoch,loss,lr,grad_norm,skipped,seconds\n");
+    if (csv && !step) fprintf(csv, "step,epoch,loss,lr,grad_norm,skipped,seconds\n");
     int D = t.m->cfg->unet.cross_attention_dim, f = 1 << (t.m->cfg->vae.n_levels - 1);
     int maxw = 0, maxh = 0;
     for (int b = 0; b < t.ds->nbuckets; b++) {
@@ -774,7 +794,12 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     double t0 = now_s() - seconds0, avg = 0;
     int navg = 0, skipped_run = 0;
     uint32_t epoch = 0;
-    while (step < total && !vkl_train_interrupt) {
+    /* a stop must be agreed, or a rank would leave the others in a collective */
+    int stop = 0;
+    if (vkl_dist_any(dist, vkl_train_interrupt, &stop, e)) goto done;
+    /* G micro-batches per optimiser step over all ranks; this rank's are [R*N, R*N + N) */
+    const int G = N * P;
+    while (step < total && !stop) {
         /* one optimiser step: N micro-batches (N = 1 without accumulation) */
         float lr = vkl_lr_at(&sched, step), loss, gn = 0;
         double loss_sum = 0;
@@ -782,13 +807,18 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         if (t.fp16 && (vkl_tensor_upload(ctx, t.seed, &t.scaler.scale, VKL_F32, e) ||
                        vkl_adamw_set_grad_scale(t.opt, t.scaler.scale, e)))
             goto done;
-        for (int micro = 0; micro < N;) {
+        for (int micro = 0; micro < G;) {
             const vkl_ds_sample *smp;
             int cnt, bucket;
             if (vkl_ds_iter_next(&it, &smp, &cnt, &bucket, &epoch, e)) goto done;
             int bw = t.ds->buckets[bucket].reso.w, bh = t.ds->buckets[bucket].reso.h;
             size_t per = (size_t)t.m->cfg->unet.in_channels * (bh / f) * (bw / f);
             if (cnt != B) continue; /* a short batch (only at the end of a bucket): kohya drops it too */
+            /* every rank walks the whole global order; another rank's batch is only counted */
+            if (micro / N != R) {
+                micro++;
+                continue;
+            }
             for (int i = 0; i < B; i++) {
                 if (vkl_latent_cache_get(t.cache, smp[i].image, smp[i].flip, x0 + per * i, e)) {
                     vkl_err_prefix(e, "%s: ", t.ds->images[smp[i].image].path);
@@ -802,7 +832,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
             }
             if (c->train_te ? tokenize_captions(&t, caps, B, ids, e) : encode_captions(&t, caps, B, text, e)) goto done;
             /* noise, timesteps and the noisy latents: a function of (seed, micro-batch number) */
-            uint64_t key = (uint64_t)step * (uint64_t)N + (uint64_t)micro;
+            uint64_t key = (uint64_t)step * (uint64_t)G + (uint64_t)micro;
             for (size_t k = 0; k < per * B; k++) noise[k] = vkl_rng_normal_at(c->data.seed, STREAM_NOISE + (key << 8), k);
             if (c->noise_offset > 0) {
                 int C = t.m->cfg->unet.in_channels;
@@ -839,11 +869,23 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
             loss_sum += loss;
             micro++;
         }
+        if (P > 1) {
+            /* the summed gradient (mean over the global batch: each micro-batch
+             * counted 1/G) on every rank, and the global mean loss */
+            if (vkl_dist_sum_tensors(dist, ctx, vkl_grad_accum_buffers(t.accum), t.np, 1.0f, 0, e) ||
+                vkl_dist_sum_f64(dist, &loss_sum, 1, e))
+                goto done;
+        }
         if (t.update && (vkl_adamw_prepare(t.opt, step + 1, lr, e) || vkl_graph_run(t.update, e))) goto done;
         int skipped = 0;
         if (vkl_adamw_result(t.opt, &gn, &skipped, e)) goto done;
+        {
+            /* every rank must have taken the same step (or skipped it) */
+            double same[2] = {skipped, gn};
+            if (vkl_dist_check_same(dist, same, 2, "the gradient norm and NaN skip of a step", e)) goto done;
+        }
         if (c->full && vkl_full_net_ema_update(&t.net, step + 1, e)) goto done;
-        loss = (float)(loss_sum / N);
+        loss = (float)(loss_sum / G);
         step++;
         t.epochs_done = (int)it.epoch + (it.batch >= t.ds->batches_per_epoch);
         float old_scale = t.scaler.scale;
@@ -865,15 +907,17 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         }
         avg = navg < 20 ? (avg * navg + loss) / (navg + 1) : avg * 0.95 + loss * 0.05;
         navg++;
-        fprintf(csv, "%d,%u,%.7g,%.7g,%.7g,%d,%.3f\n", step, epoch, loss, lr, gn, skipped, now_s() - t0);
-        fflush(csv);
-        if (progress) {
+        if (csv) {
+            fprintf(csv, "%d,%u,%.7g,%.7g,%.7g,%d,%.3f\n", step, epoch, loss, lr, gn, skipped, now_s() - t0);
+            fflush(csv);
+        }
+        if (progress && root) {
             vkl_mem_stats ms;
             vkl_mem_get_stats(ctx, &ms);
             vkl_train_report r = {step, total, (int)epoch, loss, (float)avg, lr, gn, skipped, now_s() - t0, ms.total_current};
             progress(user, &r);
         }
-        if (c->save_every && step % c->save_every == 0 && step < total) {
+        if (root && c->save_every && step % c->save_every == 0 && step < total) {
             char path[1200];
             const char *ext = c->full ? "" : ".safetensors";
             snprintf(path, sizeof path, "%s-step%06d%s", stem, step, ext);
@@ -886,20 +930,30 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
                 else unlink(path);
             }
         }
-        if (c->sample_prompts && c->sample_every && step % c->sample_every == 0 && render_samples(&t, step, e)) goto done;
+        if (root && c->sample_prompts && c->sample_every && step % c->sample_every == 0 && render_samples(&t, step, e))
+            goto done;
         /* tests stand in for Ctrl-C at an exact step */
         if (c->interrupt_at == step) vkl_train_interrupt = 1;
         /* and for a kill between saves (the log has rows past the last state) */
-        if (c->kill_at == step) raise(SIGKILL);
+        if (c->kill_at == step) {
+            vkl_log(VKL_LOG_WARN, "killed after step %d (test hook)", step);
+            raise(SIGKILL);
+        }
+        if (vkl_dist_any(dist, vkl_train_interrupt, &stop, e)) goto done;
     }
     t.elapsed = now_s() - t0;
-    if (save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
-    if (vkl_train_interrupt) {
+    if (P > 1)
+        vkl_log(VKL_LOG_INFO, "%d ranks: the gradient sums took %.2f s of this run's %.2f s of steps (%.1f%%; %.2f s in "
+                "the transport, %.1f MB)", P, dist->sync_seconds, now_s() - t0 - seconds0,
+                100.0 * dist->sync_seconds / fmax(1e-9, now_s() - t0 - seconds0), dist->comm_seconds,
+                dist->comm_bytes / 1e6);
+    if (root && save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
+    if (stop) {
         vkl_fail(e, "interrupted at step %d; the state is in %s (continue with --resume %s)", step, state_dir, state_dir);
         rc = 1;
         goto done;
     }
-    if (save_output(&t, c->output, step, (int)epoch, e)) goto done;
+    if (root && save_output(&t, c->output, step, (int)epoch, e)) goto done;
     rc = 0;
     goto done;
 oom:

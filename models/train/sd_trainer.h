@@ -17,6 +17,7 @@
 #ifndef VKL_SD_TRAINER_H
 #define VKL_SD_TRAINER_H
 
+#include "dist.h"
 #include "lora/lora_file.h"
 #include "sd/sd_model.h"
 #include "train/dataset.h"
@@ -77,6 +78,14 @@ typedef struct vkl_train_config {
     /* the copies of string values set by name (vkl_train_config_set); a
      * config copied by value shares them: free one copy only */
     struct vkl_train_strings *strings;
+    /* Data parallelism (runtime/dist.h; NULL or size 1: one process). Each
+     * optimiser step takes size x grad_accum micro-batches of the one global
+     * sample order (rank r the r-th group of grad_accum), the gradients are
+     * summed across ranks before clipping and the step, so every rank takes
+     * the same step, as one process with grad_accum x size would. Rank 0
+     * alone writes files; a resume needs the same size x grad_accum. Not a
+     * setting: it is not written to or read from the settings file. */
+    vkl_dist *dist;
 } vkl_train_config;
 
 void vkl_train_config_default(vkl_train_config *c);

@@ -175,8 +175,9 @@ int vkl_cmd_serve(int argc, char **argv)
     if (weights && !strcmp(weights, "f32")) mo.weight_dtype = VKL_F32;
     double t0 = vkl_progress_now();
     if (vkl_sd_model_load(s.ctx, model, &mo, &s.model, &e)) goto done;
-    s.vae_factor = 1 << (s.model->cfg->vae.n_levels - 1);
-    s.native = s.model->cfg->unet.sample_size * s.vae_factor;
+    int vae_factor = 1 << (s.model->cfg->vae.n_levels - 1);
+    s.size_multiple = vae_factor * (1 << (s.model->cfg->unet.n_levels - 1));
+    s.native = s.model->cfg->unet.sample_size * vae_factor;
     if (s.native <= 0) s.native = 512;
     if (!quiet)
         fprintf(stderr, "loaded %s (%s) in %.1f s on %s\n", model, vkl_sd_family_name(s.model->cfg->family),

@@ -31,7 +31,7 @@ typedef struct vkl_server {
     const char *api_key;    /* NULL: none asked */
     serve_limits lim;
     int native;             /* the model's native image side */
-    int vae_factor;
+    int size_multiple;      /* of width and height: the VAE factor x the UNet's downsampling */
     serve_queue q;
     /* the adapters hooked into the model now; kept while requests name the
      * same files, so changing only their weights is a small upload. Only the

@@ -133,9 +133,11 @@ static int parse_request(vkl_server *s, const cJSON *o, int img2img, gen_req *g,
     if (g->batch_size * g->n_iter > s->lim.max_batch)
         return vkl_fail(e, "'batch_size' x 'n_iter' = %lld; this server makes at most %d images a request",
                         g->batch_size * g->n_iter, s->lim.max_batch);
-    if (g->width % s->vae_factor || g->height % s->vae_factor)
-        return vkl_fail(e, "'width' %lld x 'height' %lld: this model's VAE needs multiples of %d", g->width, g->height,
-                        s->vae_factor);
+    if (g->width % s->size_multiple || g->height % s->size_multiple)
+        return vkl_fail(e, "'width' %lld x 'height' %lld: this model needs multiples of %d", g->width, g->height,
+                        s->size_multiple);
+    if (img2img && g->strength <= 0)
+        return vkl_fail(e, "'denoising_strength' 0 changes nothing; give a value in (0, 1]");
     if (g->resize_mode > 1)
         return vkl_fail(e, "'resize_mode' %lld: vklora serve has 0 (just resize) and 1 (crop and resize)",
                         g->resize_mode);
@@ -276,7 +278,7 @@ static char *encode_image(vkl_server *s, const gen_req *g, const vkl_gen_opts *o
 }
 
 static cJSON *info_json(vkl_server *s, const gen_req *g, const vkl_gen_opts *o, uint64_t seed, cJSON *infotexts,
-                        int interrupted)
+                        int interrupted, int steps_done)
 {
     cJSON *i = cJSON_CreateObject(), *seeds = cJSON_CreateArray(), *prompts = cJSON_CreateArray(),
           *negs = cJSON_CreateArray();
@@ -313,6 +315,8 @@ static cJSON *info_json(vkl_server *s, const gen_req *g, const vkl_gen_opts *o, 
     pthread_mutex_unlock(&s->q.mu);
     cJSON_AddStringToObject(i, "version", "vklora");
     cJSON_AddBoolToObject(i, "interrupted", interrupted);
+    /* vklora's: the steps its last sampling run made (fewer when interrupted) */
+    cJSON_AddNumberToObject(i, "sampling_steps_done", steps_done);
     return i;
 }
 
@@ -397,6 +401,7 @@ static int generate(vkl_server *s, const serve_req *q, serve_resp *r, int img2im
     o.progress_user = &sc;
     for (int it = 0; it < g.n_iter && !rc && !interrupted; it++) {
         o.seed = seed + (uint64_t)it;
+        job.step = 0;
         vkl_gen_result res;
         memset(&res, 0, sizeof res);
         if (vkl_sd_generate(s->model, &o, &res, &e)) {
@@ -432,7 +437,7 @@ static int generate(vkl_server *s, const serve_req *q, serve_resp *r, int img2im
     cJSON *out = cJSON_CreateObject();
     cJSON_AddItemToObject(out, "images", images);
     cJSON_AddItemToObject(out, "parameters", parameters_json(&g, vkl_gen_a1111_sampler_name(o.sampler.kind)));
-    char *info = sj_print_free(info_json(s, &g, &o, seed, infotexts, interrupted));
+    char *info = sj_print_free(info_json(s, &g, &o, seed, infotexts, interrupted, job.step));
     cJSON_AddStringToObject(out, "info", info ? info : "{}");
     free(info);
     images = infotexts = NULL;

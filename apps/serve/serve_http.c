@@ -157,7 +157,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* headers are in: refuse what must be refused before reading a body */
         if (!(st = calloc(1, sizeof *st))) return MHD_NO;
         *con_cls = st;
-        if (s->api_key && !authorized(c, s->api_key))
+        /* the page itself holds nothing private (a browser cannot send a
+         * bearer key when it opens it); what it asks for needs the key */
+        int page = !strcmp(url, "/") && (!strcmp(method, "GET") || !strcmp(method, "HEAD"));
+        if (s->api_key && !page && !authorized(c, s->api_key))
             return send_error(c, 401, "Unauthorized", "this server needs 'Authorization: Bearer <key>' (its --api-key)");
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->lim.max_body) {

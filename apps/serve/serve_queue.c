@@ -101,9 +101,9 @@ int serve_queue_step(serve_queue *q, serve_job *j, int step, int steps)
 {
     int gone = serve_client_gone(j->fd);
     pthread_mutex_lock(&q->mu);
-    if (step == 0) q->started = vkl_serve_now();
     q->step = step;
     q->steps = steps;
+    j->step = step;
     if (gone) j->client_gone = 1;
     int stop = j->interrupted || j->client_gone;
     pthread_mutex_unlock(&q->mu);

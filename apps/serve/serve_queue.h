@@ -12,6 +12,7 @@ typedef struct serve_job {
     int fd;           /* the client's socket: polled for a hang-up while waiting and running */
     int interrupted;  /* set by /sdapi/v1/interrupt */
     int client_gone;
+    int step;         /* steps done in its current sampling run */
 } serve_job;
 
 typedef struct serve_queue {

@@ -390,12 +390,14 @@ static int generate(vkl_server *s, const serve_req *q, serve_resp *r, int img2im
         goto fail;
     }
     int interrupted = 0, rc = 0;
+    double t_adapters = vkl_serve_now(), t_text = 0, t_sampling = 0, t_vae = 0;
     images = cJSON_CreateArray();
     infotexts = cJSON_CreateArray();
     if (use_adapters(s, &want, &e)) {
         serve_queue_leave(&s->q, &job);
         goto fail; /* an adapter that does not fit the model: 422 */
     }
+    t_adapters = vkl_serve_now() - t_adapters;
     step_ctx sc = {s, &job};
     o.progress = on_step;
     o.progress_user = &sc;
@@ -420,6 +422,9 @@ static int generate(vkl_server *s, const serve_req *q, serve_resp *r, int img2im
             free(png);
             free(text);
         }
+        t_text += res.seconds_text;
+        t_sampling += res.seconds_sampling;
+        t_vae += res.seconds_vae;
         vkl_gen_result_free(&res);
     }
     int gone = job.client_gone;
@@ -437,7 +442,15 @@ static int generate(vkl_server *s, const serve_req *q, serve_resp *r, int img2im
     cJSON *out = cJSON_CreateObject();
     cJSON_AddItemToObject(out, "images", images);
     cJSON_AddItemToObject(out, "parameters", parameters_json(&g, vkl_gen_a1111_sampler_name(o.sampler.kind)));
-    char *info = sj_print_free(info_json(s, &g, &o, seed, infotexts, interrupted, job.step));
+    cJSON *ij = info_json(s, &g, &o, seed, infotexts, interrupted, job.step), *tm = cJSON_CreateObject();
+    /* vklora's: where the request's time went (adapters: reading and hooking
+     * in new files, or only re-weighting the same ones) */
+    cJSON_AddNumberToObject(tm, "adapters", t_adapters);
+    cJSON_AddNumberToObject(tm, "text", t_text);
+    cJSON_AddNumberToObject(tm, "sampling", t_sampling);
+    cJSON_AddNumberToObject(tm, "vae", t_vae);
+    cJSON_AddItemToObject(ij, "seconds", tm);
+    char *info = sj_print_free(ij);
     cJSON_AddStringToObject(out, "info", info ? info : "{}");
     free(info);
     images = infotexts = NULL;

@@ -2,6 +2,8 @@
  * AUTOMATIC1111's HTTP API and a web page until SIGINT/SIGTERM. */
 #include "app.h"
 #include "gen_image.h"
+#include "llama/llama_lora_init.h"
+#include "lora_args.h"
 #include "progress.h"
 #include "serve/serve.h"
 
@@ -29,10 +31,15 @@ static const char *usage_text =
     "  --model-config FILE the original yaml of a single-file checkpoint (default: <name>.yaml beside it)\n"
     "  --tokenizer PATH    CLIP vocabulary (needed by single-file checkpoints; or $VKLORA_CLIP_VOCAB)\n"
     "  --weights f16|f32   storage of the model's matrices on the device (f16)\n"
+    "  --lm-model DIR      also a LLaMA-family model (HF folder or llama2.c file) for the OpenAI-style API\n"
+    "  --lm-tokenizer PATH its tokenizer (default: DIR/tokenizer.model)\n"
+    "  --lm-lora DIR[:W]   a PEFT LoRA adapter of the LM (repeatable; ids 0, 1, ...; W: its scale when a request\n"
+    "                      names no adapters)\n"
     "  --quiet             no request log\n"
     "API (AUTOMATIC1111's field names): POST /sdapi/v1/txt2img, /sdapi/v1/img2img, /sdapi/v1/interrupt;\n"
     "GET /sdapi/v1/progress, /sdapi/v1/sd-models, /sdapi/v1/loras, /sdapi/v1/samplers, /sdapi/v1/schedulers;\n"
-    "GET|POST /sdapi/v1/options; the web page at /. SIGINT/SIGTERM: the running job finishes, then the\n"
+    "GET|POST /sdapi/v1/options; the web page at /; with --lm-model: GET /v1/models, POST /v1/completions,\n"
+    "/v1/chat/completions. SIGINT/SIGTERM: the running job finishes, then the\n"
     "server exits (a second signal stops the job at its next step).\n";
 
 static int parse_long(const char *s, long long lo, long long hi, long long *out)
@@ -66,10 +73,39 @@ static int is_loopback(const char *host)
     return all;
 }
 
+/* The LM, its tokenizer and its LoRA adapters (PEFT folders or files),
+ * each checked against the model. */
+static int load_lm(vkl_server *s, const char *dir, const char *tok, const char *const *loras, int n, vkl_err *e)
+{
+    if (vkl_llama_load(s->ctx, dir, VKL_F32, &s->lm.model, e) ||
+        vkl_app_lm_tok_open(dir, tok, s->lm.model->cfg.vocab, &s->lm.tok, e))
+        return -1;
+    vkl_gen_model_name(dir, s->lm.name, sizeof s->lm.name);
+    for (int i = 0; i < n; i++) {
+        char path[4096], file[4200];
+        float w = 1.0f;
+        int nw = 0;
+        if (vkl_app_lora_spec(loras[i], path, sizeof path, &w, 1, &nw, e)) return -1;
+        snprintf(file, sizeof file, "%s/adapter_model.safetensors", path);
+        struct stat st;
+        if (stat(file, &st)) snprintf(file, sizeof file, "%s", path);
+        if (vkl_lora_load(file, NULL, &s->lm.lora[s->lm.n], e)) return -1;
+        s->lm.n++;
+        if (vkl_llama_lora_check(s->lm.model, &s->lm.lora[i], path, e)) return -1;
+        for (int k = 0; k < s->lm.lora[i].n; k++)
+            if (s->lm.lora[i].m[k].kind != VKL_LORA_KIND_LORA)
+                return vkl_fail(e, "--lm-lora %s: serve takes LoRA adapters for the LM (not DoRA or IA3)", path);
+        s->lm.scale[i] = w;
+    }
+    return 0;
+}
+
 int vkl_cmd_serve(int argc, char **argv)
 {
     const char *model = getenv("VKLORA_MODEL"), *lora_dir = NULL, *host = "127.0.0.1", *api_key = NULL,
-               *model_config = NULL, *tokenizer = NULL, *weights = NULL;
+               *model_config = NULL, *tokenizer = NULL, *weights = NULL, *lm_model = NULL, *lm_tokenizer = NULL;
+    const char *lm_lora[VKL_SERVE_MAX_LM_LORAS];
+    int n_lm_lora = 0;
     long long port = 7860, max_body = 32 << 20, max_size = 2048, max_steps = 150, max_batch = 8;
     int quiet = vkl_app_quiet;
     for (int i = 1; i < argc; i++) {
@@ -94,6 +130,15 @@ int vkl_cmd_serve(int argc, char **argv)
         else if (!strcmp(k, "--api-key")) api_key = v;
         else if (!strcmp(k, "--model-config")) model_config = v;
         else if (!strcmp(k, "--tokenizer")) tokenizer = v;
+        else if (!strcmp(k, "--lm-model")) lm_model = v;
+        else if (!strcmp(k, "--lm-tokenizer")) lm_tokenizer = v;
+        else if (!strcmp(k, "--lm-lora")) {
+            if (n_lm_lora == VKL_SERVE_MAX_LM_LORAS) {
+                fprintf(stderr, "vklora serve: at most %d --lm-lora options\n", VKL_SERVE_MAX_LM_LORAS);
+                return 2;
+            }
+            lm_lora[n_lm_lora++] = v;
+        }
         else if (!strcmp(k, "--weights")) {
             weights = v;
             bad = strcmp(v, "f16") && strcmp(v, "f32");
@@ -130,7 +175,7 @@ int vkl_cmd_serve(int argc, char **argv)
     }
     struct stat st;
     const char *files[][2] = {{"--model", model}, {"--lora-dir", lora_dir}, {"--model-config", model_config},
-                              {"--tokenizer", tokenizer}};
+                              {"--tokenizer", tokenizer}, {"--lm-model", lm_model}, {"--lm-tokenizer", lm_tokenizer}};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
         if (files[i][1] && stat(files[i][1], &st)) {
             fprintf(stderr, "vklora serve: %s %s: %s\n", files[i][0], files[i][1], strerror(errno));
@@ -182,6 +227,7 @@ int vkl_cmd_serve(int argc, char **argv)
     if (!quiet)
         fprintf(stderr, "loaded %s (%s) in %.1f s on %s\n", model, vkl_sd_family_name(s.model->cfg->family),
                 vkl_progress_now() - t0, vkl_ctx_caps(s.ctx)->name);
+    if (lm_model && load_lm(&s, lm_model, lm_tokenizer, lm_lora, n_lm_lora, &e)) goto done;
     int bound = 0;
     if (serve_http_start(&s, host, (int)port, &d, &bound, &e)) goto done;
     int v6 = strchr(host, ':') != NULL;
@@ -208,6 +254,9 @@ done:
     if (rc) fprintf(stderr, "vklora serve: %s\n", e.msg);
     serve_http_stop(d); /* waits for the connection threads */
     vkl_gen_lora_free(&s.gl, s.model);
+    for (int i = 0; i < s.lm.n; i++) vkl_lora_free(&s.lm.lora[i]);
+    vkl_app_lm_tok_free(&s.lm.tok);
+    vkl_llama_free(s.lm.model);
     vkl_sd_model_free(s.model);
     vkl_ctx_destroy(s.ctx);
     pthread_mutex_destroy(&s.opt_mu);

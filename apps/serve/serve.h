@@ -4,11 +4,13 @@
  * (libmicrohttpd: bodies, limits, keys, routes), serve_queue.c (one device
  * job at a time), serve_sdapi.c (the lists and options), serve_generate.c
  * (txt2img / img2img), serve_json.c (typed fields, errors, base64),
- * serve_page.c (the embedded page). */
+ * serve_page.c (the embedded page), serve_openai.c (the text API). */
 #ifndef VKL_SERVE_H
 #define VKL_SERVE_H
 
 #include "gen_lora.h"
+#include "lm_tok.h"
+#include "llama/llama.h"
 #include "serve/serve_queue.h"
 #include "sd/sd_model.h"
 
@@ -21,6 +23,18 @@ typedef struct serve_limits {
     int max_steps;
     int max_batch;    /* batch_size x n_iter */
 } serve_limits;
+
+#define VKL_SERVE_MAX_LM_LORAS 8
+
+/* The language model of the OpenAI-style API (--lm-model), if any. */
+typedef struct serve_lm {
+    vkl_llama *model;       /* NULL: none loaded */
+    vkl_app_lm_tok tok;
+    char name[256];
+    int n;                  /* adapters (--lm-lora), ids 0..n-1 */
+    vkl_lora lora[VKL_SERVE_MAX_LM_LORAS];
+    float scale[VKL_SERVE_MAX_LM_LORAS]; /* when a request names none */
+} serve_lm;
 
 typedef struct vkl_server {
     vkl_ctx *ctx;
@@ -40,6 +54,7 @@ typedef struct vkl_server {
     pthread_mutex_t opt_mu; /* the options below */
     int clip_skip;          /* CLIP_stop_at_last_layers */
     int quiet;              /* no request log */
+    serve_lm lm;
 } vkl_server;
 
 /* A request as the handlers see it: the whole body (NUL-terminated) read. */
@@ -80,6 +95,9 @@ int serve_schedulers(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_options_get(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_options_set(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_page(vkl_server *s, const serve_req *q, serve_resp *r);
+int serve_completions(vkl_server *s, const serve_req *q, serve_resp *r);
+int serve_chat_completions(vkl_server *s, const serve_req *q, serve_resp *r);
+int serve_lm_models(vkl_server *s, const serve_req *q, serve_resp *r);
 
 /* The HTTP server: starts listening (port 0: any free one, *bound_port
  * receives it) on its own threads. */

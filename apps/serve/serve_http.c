@@ -77,6 +77,9 @@ static const struct {
     {"GET", "/sdapi/v1/options", serve_options_get},
     {"POST", "/sdapi/v1/options", serve_options_set},
     {"GET", "/", serve_page},
+    {"GET", "/v1/models", serve_lm_models},
+    {"POST", "/v1/completions", serve_completions},
+    {"POST", "/v1/chat/completions", serve_chat_completions},
 };
 
 void serve_route(vkl_server *s, const serve_req *q, serve_resp *r)

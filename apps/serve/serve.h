@@ -71,6 +71,7 @@ typedef struct serve_resp {
     char *body;
     size_t len;             /* 0: strlen(body) */
     const char *type;       /* NULL: application/json */
+    int pipe_fd;            /* > 0: the body is what arrives on this pipe until it closes (a stream) */
 } serve_resp;
 
 /* A 4xx/5xx JSON error {"error": what, "detail": detail}; returns 0 so

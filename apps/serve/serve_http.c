@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 int serve_error(serve_resp *r, int status, const char *what, const char *fmt, ...)
 {
@@ -111,10 +112,12 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, serve_resp *r)
 {
     size_t len = r->body ? (r->len ? r->len : strlen(r->body)) : 0;
     struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, r->body ? r->body : (char *)"", r->body ? MHD_RESPMEM_MUST_FREE
-                                                                                     : MHD_RESPMEM_PERSISTENT);
+        r->pipe_fd > 0 ? MHD_create_response_from_pipe(r->pipe_fd)
+                       : MHD_create_response_from_buffer(len, r->body ? r->body : (char *)"",
+                                                         r->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!resp) {
         free(r->body);
+        if (r->pipe_fd > 0) close(r->pipe_fd);
         return MHD_NO;
     }
     r->body = NULL;

@@ -11,10 +11,13 @@
 
 #include "llama/llama_generate.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* The text so far, decoded as `lm generate` prints it: llama2.c pieces one
  * by one, SentencePiece by decoding everything and keeping what is new. */
@@ -29,9 +32,14 @@ typedef struct lm_text {
     serve_queue *q;
     serve_job *job;
     int max_new;
-    /* streaming: bytes of text already sent */
+    /* streaming: events go to sse_fd (-1: none) as the text grows; sent
+     * counts the bytes of text already sent */
+    int sse_fd;
     size_t sent;
+    struct lm_run *run;
 } lm_text;
+
+static int stream_delta(lm_text *t, int final);
 
 static int append(lm_text *t, const char *s, size_t n)
 {
@@ -79,6 +87,10 @@ static int on_token(void *user, int32_t id)
             t->stopped = 1;
             return 1;
         }
+    }
+    if (t->sse_fd >= 0 && stream_delta(t, 0)) {
+        t->job->client_gone = 1; /* the connection is gone: MHD closed the pipe */
+        return 1;
     }
     return serve_queue_step(t->q, t->job, t->n - t->n_prompt, t->max_new);
 }
@@ -215,151 +227,240 @@ static cJSON *envelope(vkl_server *s, const lm_req *r, int chunk)
     return o;
 }
 
-/* One "data: {...}\n\n" event appended to buf. */
-static int sse(char **buf, size_t *len, cJSON *obj)
+/* One "data: ...\n\n" event written whole to fd. */
+static int write_event(int fd, const char *data)
 {
-    char *j = sj_print_free(obj);
-    if (!j) return -1;
-    size_t n = strlen(j) + 8;
-    char *b = realloc(*buf, *len + n + 1);
-    if (!b) {
-        free(j);
-        return -1;
+    size_t n = strlen(data) + 8;
+    char *b = malloc(n + 1);
+    if (!b) return -1;
+    int len = snprintf(b, n + 1, "data: %s\n\n", data);
+    int rc = 0;
+    for (int off = 0; off < len && !rc;) {
+        ssize_t k = write(fd, b + off, (size_t)(len - off));
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) rc = -1;
+        else off += (int)k;
     }
-    *len += (size_t)sprintf(b + *len, "data: %s\n\n", j);
-    *buf = b;
+    free(b);
+    return rc;
+}
+
+/* What a request needs from its start to its answer; for a stream it lives
+ * in the thread that writes the events. */
+typedef struct lm_run {
+    vkl_server *s;
+    lm_req lr;
+    int32_t *ids, *out;
+    int np;
+    lm_text t;
+    serve_job job;
+    vkl_err e;
+    int status;
+    const char *what;
+    const char *finish;
+    cJSON *body;  /* the request, which the stop strings point into */
+} lm_run;
+
+static int fail_with(lm_run *r, int status, const char *what)
+{
+    r->status = status;
+    r->what = what;
+    return -1;
+}
+
+/* The text a stream has not sent yet, as one chunk event: all of it when
+ * final, else what no stop string could still cut off. */
+static int stream_delta(lm_text *t, int final)
+{
+    lm_run *r = t->run;
+    size_t hold = 0;
+    for (int i = 0; !final && i < t->nstop; i++)
+        if (strlen(t->stop[i]) - 1 > hold) hold = strlen(t->stop[i]) - 1;
+    size_t upto = t->len > hold ? t->len - hold : 0;
+    if (upto <= t->sent) return 0;
+    char *piece = strndup(t->text + t->sent, upto - t->sent);
+    if (!piece) return -1;
+    cJSON *ev = envelope(r->s, &r->lr, 1), *a = cJSON_CreateArray();
+    cJSON_AddItemToArray(a, choice(&r->lr, piece, NULL, 1));
+    cJSON_AddItemToObject(ev, "choices", a);
+    free(piece);
+    char *j = sj_print_free(ev);
+    int rc = j ? write_event(t->sse_fd, j) : -1;
     free(j);
+    if (!rc) t->sent = upto;
+    return rc;
+}
+
+/* Parses, tokenizes and sizes the request (no device yet). */
+static int lm_prepare(lm_run *r, const cJSON *body, int chat)
+{
+    vkl_server *s = r->s;
+    r->t.sse_fd = -1;
+    r->t.run = r;
+    if (parse_lm(s, body, chat, &r->lr, &r->e)) return fail_with(r, 422, "Unprocessable Entity");
+    const vkl_llama *m = s->lm.model;
+    if (vkl_app_lm_tok_encode(&s->lm.tok, r->lr.prompt, m->cfg.bos, &r->ids, &r->np, &r->e))
+        return fail_with(r, 422, "Unprocessable Entity");
+    if (r->np + r->lr.max_tokens > m->cfg.max_pos) {
+        if (r->np >= m->cfg.max_pos) {
+            vkl_fail(&r->e, "the prompt is %d tokens; the model has %d positions", r->np, m->cfg.max_pos);
+            return fail_with(r, 422, "Unprocessable Entity");
+        }
+        r->lr.max_tokens = m->cfg.max_pos - r->np; /* as OpenAI: the answer ends with finish_reason "length" */
+    }
+    r->out = malloc(sizeof(int32_t) * (size_t)r->lr.max_tokens);
+    r->t.all = malloc(sizeof(int32_t) * (size_t)(r->np + r->lr.max_tokens));
+    if (!r->out || !r->t.all) {
+        vkl_fail(&r->e, "out of host memory");
+        return fail_with(r, 500, "Internal Server Error");
+    }
+    memcpy(r->t.all, r->ids, sizeof(int32_t) * (size_t)r->np);
+    r->t.tok = &s->lm.tok;
+    r->t.n = r->t.n_prompt = r->np;
+    r->t.stop = r->lr.stop;
+    r->t.nstop = r->lr.nstop;
+    r->t.max_new = (int)r->lr.max_tokens;
+    if (r->t.tok->sp) {
+        char *sdec = vkl_sp_decode(r->t.tok->sp, r->ids, r->np);
+        r->t.prompt_bytes = sdec ? strlen(sdec) : 0;
+        free(sdec);
+    }
     return 0;
 }
 
-static int complete(vkl_server *s, const serve_req *q, serve_resp *r, int chat)
+/* Waits for the device, builds the adapters at this request's scales (a
+ * small set of factors; the model's weights stay as they are), generates. */
+static int lm_exec(lm_run *r, int fd)
 {
-    if (!s->lm.model)
-        return serve_error(r, 404, "Not Found", "%s: this server has no language model (start it with --lm-model DIR)",
-                           q->url);
-    cJSON *body = serve_parse_object(q, r);
-    if (!body) return 0;
-    vkl_err e = {{0}};
-    lm_req lr;
-    lm_text t;
-    memset(&t, 0, sizeof t);
-    int32_t *ids = NULL, *out = NULL;
-    int np = 0, nout = 0;
-    vkl_lora_set *set = NULL;
-    int status = 422;
-    const char *what = "Unprocessable Entity";
-    if (parse_lm(s, body, chat, &lr, &e)) goto fail;
-    const vkl_llama *m = s->lm.model;
-    if (vkl_app_lm_tok_encode(&s->lm.tok, lr.prompt, m->cfg.bos, &ids, &np, &e)) goto fail;
-    if (np + lr.max_tokens > m->cfg.max_pos) {
-        if (np >= m->cfg.max_pos) {
-            vkl_fail(&e, "the prompt is %d tokens; the model has %d positions", np, m->cfg.max_pos);
-            goto fail;
-        }
-        lr.max_tokens = m->cfg.max_pos - np; /* as OpenAI: the answer ends with finish_reason "length" */
+    vkl_server *s = r->s;
+    r->job.fd = fd;
+    r->t.q = &s->q;
+    r->t.job = &r->job;
+    if (serve_queue_enter(&s->q, &r->job)) {
+        if (r->job.client_gone) vkl_fail(&r->e, "the client closed the connection");
+        else vkl_fail(&r->e, "the server is stopping");
+        return fail_with(r, r->job.client_gone ? 400 : 503, r->job.client_gone ? "Bad Request" : "Service Unavailable");
     }
-    out = malloc(sizeof(int32_t) * (size_t)lr.max_tokens);
-    t.all = malloc(sizeof(int32_t) * (size_t)(np + lr.max_tokens));
-    if (!out || !t.all) {
-        status = 500, what = "Internal Server Error";
-        vkl_fail(&e, "out of host memory");
-        goto fail;
-    }
-    memcpy(t.all, ids, sizeof(int32_t) * (size_t)np);
-    t.tok = &s->lm.tok;
-    t.n = t.n_prompt = np;
-    t.stop = lr.stop;
-    t.nstop = lr.nstop;
-    t.max_new = (int)lr.max_tokens;
-    if (t.tok->sp) {
-        char *sdec = vkl_sp_decode(t.tok->sp, ids, np);
-        t.prompt_bytes = sdec ? strlen(sdec) : 0;
-        free(sdec);
-    }
-    serve_job job = {0};
-    job.fd = q->fd;
-    t.q = &s->q;
-    t.job = &job;
-    if (serve_queue_enter(&s->q, &job)) {
-        if (job.client_gone) status = 400, what = "Bad Request", vkl_fail(&e, "the client closed the connection");
-        else status = 503, what = "Service Unavailable", vkl_fail(&e, "the server is stopping");
-        goto fail;
-    }
-    /* the adapters at this request's scales: a small set of factors, built
-     * for the request (the model's weights stay as they are) */
     vkl_lora_use uses[VKL_SERVE_MAX_LM_LORAS];
     int nu = 0;
     for (int i = 0; i < s->lm.n; i++)
-        if (lr.scale[i] != 0) uses[nu++] = (vkl_lora_use){&s->lm.lora[i], lr.scale[i], lr.scale[i]};
-    int rc = nu ? vkl_lora_set_build(s->ctx, uses, nu, &set, &e) : 0;
+        if (r->lr.scale[i] != 0) uses[nu++] = (vkl_lora_use){&s->lm.lora[i], r->lr.scale[i], r->lr.scale[i]};
+    vkl_lora_set *set = NULL;
+    int nout = 0, rc = nu ? vkl_lora_set_build(s->ctx, uses, nu, &set, &r->e) : 0;
     if (!rc) {
-        vkl_llama_gen_opts o = {.lora = set, .max_new = (int)lr.max_tokens,
-                                .stop_id = t.tok->l2c ? 1 : m->cfg.eos, .on_token = on_token, .user = &t};
-        rc = vkl_llama_generate(m, ids, np, &o, out, &nout, &e);
-        /* a stop string or an interrupt ends it early: not an error */
-        if (rc && (t.stopped || job.interrupted)) rc = 0;
+        vkl_llama_gen_opts o = {.lora = set, .max_new = (int)r->lr.max_tokens,
+                                .stop_id = r->t.tok->l2c ? 1 : s->lm.model->cfg.eos, .on_token = on_token,
+                                .user = &r->t};
+        rc = vkl_llama_generate(s->lm.model, r->ids, r->np, &o, r->out, &nout, &r->e);
     }
-    int gone = job.client_gone;
-    serve_queue_leave(&s->q, &job);
-    if (gone) {
-        status = 400, what = "Bad Request";
-        vkl_fail(&e, "the client closed the connection");
-        goto fail;
-    }
-    if (rc) {
-        status = 500, what = "Internal Server Error";
-        goto fail;
-    }
-    int made = t.n - t.n_prompt;
-    const char *finish = t.stopped || made < lr.max_tokens ? "stop" : "length";
-    if (lr.stream) {
-        /* the whole answer as server-sent events, as OpenAI streams them:
-         * the text, then the finish reason, then [DONE] */
-        char *buf = NULL;
-        size_t len = 0;
-        cJSON *c1 = envelope(s, &lr, 1), *a1 = cJSON_CreateArray();
-        cJSON_AddItemToArray(a1, choice(&lr, t.text ? t.text : "", NULL, 1));
-        cJSON_AddItemToObject(c1, "choices", a1);
-        cJSON *c2 = envelope(s, &lr, 1), *a2 = cJSON_CreateArray();
-        cJSON_AddItemToArray(a2, choice(&lr, "", finish, 1));
-        cJSON_AddItemToObject(c2, "choices", a2);
-        if (sse(&buf, &len, c1) || sse(&buf, &len, c2)) {
-            free(buf);
-            status = 500, what = "Internal Server Error";
-            vkl_fail(&e, "out of host memory");
-            goto fail;
-        }
-        char *b = realloc(buf, len + 16);
-        if (b) {
-            strcpy(b + len, "data: [DONE]\n\n");
-            len += 14;
-            buf = b;
-        }
-        r->status = 200;
-        r->body = buf;
-        r->len = len;
-        r->type = "text/event-stream";
-    } else {
-        cJSON *o = envelope(s, &lr, 0), *a = cJSON_CreateArray(), *u = cJSON_CreateObject();
-        cJSON_AddItemToArray(a, choice(&lr, t.text ? t.text : "", finish, 0));
-        cJSON_AddItemToObject(o, "choices", a);
-        cJSON_AddNumberToObject(u, "prompt_tokens", np);
-        cJSON_AddNumberToObject(u, "completion_tokens", made);
-        cJSON_AddNumberToObject(u, "total_tokens", np + made);
-        cJSON_AddItemToObject(o, "usage", u);
-        serve_json(r, o);
-    }
-    goto done;
-fail:
-    serve_error(r, status, what, "%s", e.msg);
-done:
     vkl_lora_set_free(set);
-    free(lr.prompt);
-    free(ids);
-    free(out);
-    free(t.all);
-    free(t.text);
-    cJSON_Delete(body);
+    int gone = r->job.client_gone;
+    serve_queue_leave(&s->q, &r->job);
+    if (gone) {
+        vkl_fail(&r->e, "the client closed the connection");
+        return fail_with(r, 400, "Bad Request");
+    }
+    if (rc) return fail_with(r, 500, "Internal Server Error");
+    int made = r->t.n - r->t.n_prompt;
+    r->finish = r->t.stopped || made < r->lr.max_tokens ? "stop" : "length";
+    return 0;
+}
+
+static void lm_run_free(lm_run *r)
+{
+    free(r->lr.prompt);
+    free(r->ids);
+    free(r->out);
+    free(r->t.all);
+    free(r->t.text);
+    cJSON_Delete(r->body);
+    free(r);
+}
+
+/* The stream's thread: the events as the text grows, then the finish
+ * reason (or an error event) and [DONE]; closing the pipe ends the answer. */
+static void *stream_thread(void *p)
+{
+    lm_run *r = p;
+    int fd = r->t.sse_fd;
+    if (!lm_exec(r, r->job.fd)) {
+        cJSON *ev = envelope(r->s, &r->lr, 1), *a = cJSON_CreateArray();
+        cJSON_AddItemToArray(a, choice(&r->lr, "", r->finish, 1));
+        cJSON_AddItemToObject(ev, "choices", a);
+        char *j = sj_print_free(ev);
+        if (!stream_delta(&r->t, 1) && j) write_event(fd, j);
+        free(j);
+    } else {
+        char *j = sj_error_body(r->what, r->e.msg);
+        if (j) write_event(fd, j);
+        free(j);
+    }
+    write_event(fd, "[DONE]");
+    close(fd);
+    lm_run_free(r);
+    return NULL;
+}
+
+static int complete(vkl_server *s, const serve_req *q, serve_resp *resp, int chat)
+{
+    if (!s->lm.model)
+        return serve_error(resp, 404, "Not Found",
+                           "%s: this server has no language model (start it with --lm-model DIR)", q->url);
+    cJSON *body = serve_parse_object(q, resp);
+    if (!body) return 0;
+    lm_run *r = calloc(1, sizeof *r);
+    if (!r) {
+        cJSON_Delete(body);
+        return serve_error(resp, 500, "Internal Server Error", "out of host memory");
+    }
+    r->s = s;
+    r->body = body; /* the stop strings point into it */
+    if (lm_prepare(r, body, chat)) {
+        serve_error(resp, r->status, r->what, "%s", r->e.msg);
+        lm_run_free(r);
+        return 0;
+    }
+    if (r->lr.stream) {
+        /* server-sent events as the tokens come: a thread generates into a
+         * pipe that libmicrohttpd sends on as it fills */
+        int fds[2];
+        pthread_t th;
+        pthread_attr_t at;
+        if (pipe2(fds, O_CLOEXEC)) {
+            lm_run_free(r);
+            return serve_error(resp, 500, "Internal Server Error", "cannot make a pipe: %s", strerror(errno));
+        }
+        r->t.sse_fd = fds[1];
+        r->job.fd = q->fd;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&th, &at, stream_thread, r)) {
+            close(fds[0]);
+            close(fds[1]);
+            pthread_attr_destroy(&at);
+            lm_run_free(r);
+            return serve_error(resp, 500, "Internal Server Error", "cannot start a thread");
+        }
+        pthread_attr_destroy(&at);
+        resp->status = 200;
+        resp->pipe_fd = fds[0];
+        resp->type = "text/event-stream";
+        return 0;
+    }
+    if (lm_exec(r, q->fd)) {
+        serve_error(resp, r->status, r->what, "%s", r->e.msg);
+    } else {
+        int made = r->t.n - r->t.n_prompt;
+        cJSON *o = envelope(s, &r->lr, 0), *a = cJSON_CreateArray(), *u = cJSON_CreateObject();
+        cJSON_AddItemToArray(a, choice(&r->lr, r->t.text ? r->t.text : "", r->finish, 0));
+        cJSON_AddItemToObject(o, "choices", a);
+        cJSON_AddNumberToObject(u, "prompt_tokens", r->np);
+        cJSON_AddNumberToObject(u, "completion_tokens", made);
+        cJSON_AddNumberToObject(u, "total_tokens", r->np + made);
+        cJSON_AddItemToObject(o, "usage", u);
+        serve_json(resp, o);
+    }
+    lm_run_free(r);
     return 0;
 }
 

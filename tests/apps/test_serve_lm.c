@@ -63,6 +63,32 @@ static void test_stories_as_run_c(void **state)
     if (n && want[n - 1] == '\n') want[n - 1] = 0;
     assert_string_equal(got, want + strlen("Once upon a time"));
     free(got);
+    /* streamed: events as the tokens come, whose texts join into the same
+     * story, then the finish reason, then [DONE] */
+    http_resp sr = fx_http(&srv, "POST", "/v1/completions",
+                           "{\"prompt\": \"Once upon a time\", \"max_tokens\": 60, \"stream\": true}", NULL, 0);
+    assert_int_equal(sr.status, 200);
+    char joined[4096] = "";
+    int events = 0, finished = 0;
+    for (char *ev = strstr(sr.body, "data: "); ev; ev = strstr(ev + 1, "\n\ndata: ")) {
+        ev = strstr(ev, "data: ") + 6;
+        if (!strncmp(ev, "[DONE]", 6)) break;
+        char *end = strstr(ev, "\n\n");
+        assert_non_null(end);
+        char *j = strndup(ev, (size_t)(end - ev));
+        cJSON *o = cJSON_Parse(j);
+        assert_non_null(o);
+        const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0);
+        strncat(joined, cJSON_GetObjectItem(c, "text")->valuestring, sizeof joined - strlen(joined) - 1);
+        finished |= cJSON_IsString(cJSON_GetObjectItem(c, "finish_reason"));
+        events++;
+        cJSON_Delete(o);
+        free(j);
+    }
+    assert_non_null(strstr(sr.body, "data: [DONE]\n\n"));
+    assert_true(events > 10 && finished);
+    assert_string_equal(joined, want + strlen("Once upon a time"));
+    free(sr.body);
     free(want);
     /* the models list; a stop string cuts the text before it */
     http_resp r = fx_http(&srv, "GET", "/v1/models", NULL, NULL, 0);

@@ -384,6 +384,7 @@ static int generate(vkl_server *s, const serve_req *q, serve_resp *r, int img2im
 
     serve_job job = {0};
     job.fd = q->fd;
+    job.kind = img2img ? "img2img" : "txt2img";
     if (serve_queue_enter(&s->q, &job)) {
         if (job.client_gone) status = 400, what = "Bad Request", vkl_fail(&e, "the client closed the connection");
         else status = 503, what = "Service Unavailable", vkl_fail(&e, "the server is stopping");

@@ -334,6 +334,7 @@ static int lm_exec(lm_run *r, int fd)
 {
     vkl_server *s = r->s;
     r->job.fd = fd;
+    r->job.kind = "completion";
     r->t.q = &s->q;
     r->t.job = &r->job;
     if (serve_queue_enter(&s->q, &r->job)) {

@@ -13,6 +13,7 @@ typedef struct serve_job {
     int interrupted;  /* set by /sdapi/v1/interrupt */
     int client_gone;
     int step;         /* steps done in its current sampling run */
+    const char *kind; /* "txt2img", "img2img", "completion": what /sdapi/v1/progress calls the job */
 } serve_job;
 
 typedef struct serve_queue {

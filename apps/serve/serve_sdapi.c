@@ -19,6 +19,7 @@ int serve_progress(vkl_server *s, const serve_req *q, serve_resp *r)
     pthread_mutex_lock(&qu->mu);
     int running = qu->head != NULL, step = qu->step, steps = qu->steps, waiting = qu->waiting, no = qu->job_no;
     int interrupted = running && qu->head->interrupted;
+    const char *kind = running && qu->head->kind ? qu->head->kind : "";
     double started = qu->started;
     char stamp[32];
     snprintf(stamp, sizeof stamp, "%s", qu->job_timestamp);
@@ -32,7 +33,7 @@ int serve_progress(vkl_server *s, const serve_req *q, serve_resp *r)
     cJSON_AddNumberToObject(o, "eta_relative", eta);
     cJSON_AddBoolToObject(st, "skipped", 0);
     cJSON_AddBoolToObject(st, "interrupted", interrupted);
-    cJSON_AddStringToObject(st, "job", running ? "txt2img" : "");
+    cJSON_AddStringToObject(st, "job", kind);
     cJSON_AddNumberToObject(st, "job_count", waiting);
     cJSON_AddStringToObject(st, "job_timestamp", stamp);
     cJSON_AddNumberToObject(st, "job_no", running ? no - 1 : no);

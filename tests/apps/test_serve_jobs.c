@@ -42,6 +42,7 @@ static void test_interrupt_stops_within_one_step(void **state)
     cJSON *p = progress();
     int at = state_int(p, "sampling_step");
     assert_true(cJSON_GetObjectItem(p, "progress")->valuedouble > 0);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(p, "state"), "job")->valuestring, "txt2img");
     cJSON_Delete(p);
     cJSON *o = post("/sdapi/v1/interrupt", "");
     cJSON_Delete(o);

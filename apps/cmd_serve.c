@@ -35,11 +35,14 @@ static const char *usage_text =
     "  --lm-tokenizer PATH its tokenizer (default: DIR/tokenizer.model)\n"
     "  --lm-lora DIR[:W]   a PEFT LoRA adapter of the LM (repeatable; ids 0, 1, ...; W: its scale when a request\n"
     "                      names no adapters)\n"
+    "  --data-root DIR     training jobs (POST /vklora/v1/train) read image folders inside DIR only;\n"
+    "                      their adapters go to --lora-dir\n"
     "  --quiet             no request log\n"
     "API (AUTOMATIC1111's field names): POST /sdapi/v1/txt2img, /sdapi/v1/img2img, /sdapi/v1/interrupt;\n"
     "GET /sdapi/v1/progress, /sdapi/v1/sd-models, /sdapi/v1/loras, /sdapi/v1/samplers, /sdapi/v1/schedulers;\n"
     "GET|POST /sdapi/v1/options; the web page at /; with --lm-model: GET /v1/models, POST /v1/completions,\n"
-    "/v1/chat/completions. SIGINT/SIGTERM: the running job finishes, then the\n"
+    "/v1/chat/completions; with --data-root and --lora-dir: POST /vklora/v1/train, GET|DELETE /vklora/v1/train/ID.\n"
+    "SIGINT/SIGTERM: the running job finishes (a training job saves its state at its step's end), then the\n"
     "server exits (a second signal stops the job at its next step).\n";
 
 static int parse_long(const char *s, long long lo, long long hi, long long *out)
@@ -103,7 +106,8 @@ static int load_lm(vkl_server *s, const char *dir, const char *tok, const char *
 int vkl_cmd_serve(int argc, char **argv)
 {
     const char *model = getenv("VKLORA_MODEL"), *lora_dir = NULL, *host = "127.0.0.1", *api_key = NULL,
-               *model_config = NULL, *tokenizer = NULL, *weights = NULL, *lm_model = NULL, *lm_tokenizer = NULL;
+               *model_config = NULL, *tokenizer = NULL, *weights = NULL, *lm_model = NULL, *lm_tokenizer = NULL,
+               *data_root = NULL;
     const char *lm_lora[VKL_SERVE_MAX_LM_LORAS];
     int n_lm_lora = 0;
     long long port = 7860, max_body = 32 << 20, max_size = 2048, max_steps = 150, max_batch = 8;
@@ -131,6 +135,7 @@ int vkl_cmd_serve(int argc, char **argv)
         else if (!strcmp(k, "--model-config")) model_config = v;
         else if (!strcmp(k, "--tokenizer")) tokenizer = v;
         else if (!strcmp(k, "--lm-model")) lm_model = v;
+        else if (!strcmp(k, "--data-root")) data_root = v;
         else if (!strcmp(k, "--lm-tokenizer")) lm_tokenizer = v;
         else if (!strcmp(k, "--lm-lora")) {
             if (n_lm_lora == VKL_SERVE_MAX_LM_LORAS) {
@@ -175,7 +180,8 @@ int vkl_cmd_serve(int argc, char **argv)
     }
     struct stat st;
     const char *files[][2] = {{"--model", model}, {"--lora-dir", lora_dir}, {"--model-config", model_config},
-                              {"--tokenizer", tokenizer}, {"--lm-model", lm_model}, {"--lm-tokenizer", lm_tokenizer}};
+                              {"--tokenizer", tokenizer}, {"--lm-model", lm_model}, {"--lm-tokenizer", lm_tokenizer},
+                              {"--data-root", data_root}};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
         if (files[i][1] && stat(files[i][1], &st)) {
             fprintf(stderr, "vklora serve: %s %s: %s\n", files[i][0], files[i][1], strerror(errno));
@@ -200,6 +206,9 @@ int vkl_cmd_serve(int argc, char **argv)
     s.model_path = model;
     s.lora_dir = lora_dir;
     s.api_key = api_key;
+    s.data_root = data_root;
+    s.tokenizer = tokenizer;
+    s.model_config = model_config;
     s.lim.max_body = (size_t)max_body;
     s.lim.max_side = (int)max_size;
     s.lim.max_steps = (int)max_steps;
@@ -253,6 +262,7 @@ int vkl_cmd_serve(int argc, char **argv)
 done:
     if (rc) fprintf(stderr, "vklora serve: %s\n", e.msg);
     serve_http_stop(d); /* waits for the connection threads */
+    serve_train_free_all();
     vkl_gen_lora_free(&s.gl, s.model);
     for (int i = 0; i < s.lm.n; i++) vkl_lora_free(&s.lm.lora[i]);
     vkl_app_lm_tok_free(&s.lm.tok);

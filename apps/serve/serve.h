@@ -4,7 +4,8 @@
  * (libmicrohttpd: bodies, limits, keys, routes), serve_queue.c (one device
  * job at a time), serve_sdapi.c (the lists and options), serve_generate.c
  * (txt2img / img2img), serve_json.c (typed fields, errors, base64),
- * serve_page.c (the embedded page), serve_openai.c (the text API). */
+ * serve_page.c (the embedded page), serve_openai.c (the text API),
+ * serve_train.c (training jobs). */
 #ifndef VKL_SERVE_H
 #define VKL_SERVE_H
 
@@ -43,6 +44,8 @@ typedef struct vkl_server {
     char model_name[256];
     const char *lora_dir;   /* NULL: no <lora:...> */
     const char *api_key;    /* NULL: none asked */
+    const char *data_root;  /* training images lie inside it (NULL: no training) */
+    const char *tokenizer, *model_config; /* as given for the model (for training jobs) */
     serve_limits lim;
     int native;             /* the model's native image side */
     int size_multiple;      /* of width and height: the VAE factor x the UNet's downsampling */
@@ -99,6 +102,9 @@ int serve_page(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_completions(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_chat_completions(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_lm_models(vkl_server *s, const serve_req *q, serve_resp *r);
+int serve_train_start(vkl_server *s, const serve_req *q, serve_resp *r);
+int serve_train_job(vkl_server *s, const serve_req *q, serve_resp *r); /* /vklora/v1/train/ID: GET, DELETE */
+void serve_train_free_all(void); /* waits for the jobs' threads */
 
 /* The HTTP server: starts listening (port 0: any free one, *bound_port
  * receives it) on its own threads. */

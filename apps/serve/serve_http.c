@@ -81,6 +81,7 @@ static const struct {
     {"GET", "/v1/models", serve_lm_models},
     {"POST", "/v1/completions", serve_completions},
     {"POST", "/v1/chat/completions", serve_chat_completions},
+    {"POST", "/vklora/v1/train", serve_train_start},
 };
 
 void serve_route(vkl_server *s, const serve_req *q, serve_resp *r)
@@ -95,6 +96,12 @@ void serve_route(vkl_server *s, const serve_req *q, serve_resp *r)
             return;
         }
         snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "%s%s", allow[0] ? ", " : "", routes[i].method);
+    }
+    if (!strncmp(q->url, "/vklora/v1/train/", 17)) {
+        if (!strcmp(q->method, "GET") || !strcmp(q->method, "DELETE") || !strcmp(q->method, "HEAD"))
+            serve_train_job(s, q, r);
+        else serve_error(r, 405, "Method Not Allowed", "%s %s: this path takes GET, DELETE", q->method, q->url);
+        return;
     }
     if (path_known) serve_error(r, 405, "Method Not Allowed", "%s %s: this path takes %s", q->method, q->url, allow);
     else serve_error(r, 404, "Not Found", "%s is not a path of this server", q->url);

@@ -57,7 +57,7 @@ int serve_queue_enter(serve_queue *q, serve_job *j)
         return -1;
     }
     j->next = NULL;
-    j->interrupted = j->client_gone = 0;
+    j->client_gone = 0; /* interrupted may be set already: a job stopped before its turn */
     if (q->tail) q->tail->next = j;
     else q->head = j;
     q->tail = j;
@@ -70,8 +70,8 @@ int serve_queue_enter(serve_queue *q, serve_job *j)
         if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         pthread_cond_timedwait(&q->cv, &q->mu, &ts);
         if (q->head == j) break;
-        if (q->stopping || serve_client_gone(j->fd)) {
-            j->client_gone = !q->stopping;
+        if (q->stopping || j->interrupted || serve_client_gone(j->fd)) {
+            j->client_gone = !q->stopping && !j->interrupted;
             unlink_job(q, j);
             pthread_mutex_unlock(&q->mu);
             return -1;
@@ -123,7 +123,8 @@ void serve_queue_stop(serve_queue *q, int hard)
 {
     pthread_mutex_lock(&q->mu);
     q->stopping = 1;
-    if (hard && q->head) q->head->interrupted = 1;
+    /* a training job saves its state and stops (as at Ctrl-C); others finish unless hard */
+    if (q->head && (hard || (q->head->kind && !strcmp(q->head->kind, "train")))) q->head->interrupted = 1;
     pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mu);
 }

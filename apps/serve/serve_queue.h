@@ -40,8 +40,9 @@ void serve_queue_leave(serve_queue *q, serve_job *j);
 int serve_queue_step(serve_queue *q, serve_job *j, int step, int steps);
 /* Sets the running job's interrupt flag; 1 when a job was running. */
 int serve_queue_interrupt(serve_queue *q);
-/* No new jobs; waiting ones give up. With hard, the running job stops at
- * its next step too. */
+/* No new jobs; waiting ones give up. A running training job stops at the
+ * end of its step with its state saved; with hard, any running job stops at
+ * its next step. */
 void serve_queue_stop(serve_queue *q, int hard);
 /* Blocks until no job runs or waits. */
 void serve_queue_drain(serve_queue *q);

@@ -60,8 +60,7 @@ int vkl_gen_infotext(vkl_gen_settings *gs, const vkl_gen_lora *gl, char **text, 
     }
     gs->loras = nl ? lh : NULL;
     gs->nloras = nl;
-    vkl_gen_params gp;
-    vkl_gen_params_init(&gp);
+    vkl_gen_params gp; /* initialised by vkl_gen_params_from_settings */
     *text = NULL;
     int bad = vkl_gen_params_from_settings(gs, &gp, e) || vkl_gen_params_format(&gp, text, e);
     vkl_gen_params_free(&gp);

@@ -66,7 +66,11 @@ typedef struct serve_req {
     const char *body;
     size_t body_len;
     int fd;                 /* the client's socket */
+    void *conn;             /* the libmicrohttpd connection (serve_query) */
 } serve_req;
+
+/* The value of ?key=... in the request's address, or NULL. */
+const char *serve_query(const serve_req *q, const char *key);
 
 /* What a handler answers: status and a malloc'd body. */
 typedef struct serve_resp {

@@ -109,6 +109,11 @@ void serve_route(vkl_server *s, const serve_req *q, serve_resp *r)
 
 /* ---- libmicrohttpd ---- */
 
+const char *serve_query(const serve_req *q, const char *key)
+{
+    return q->conn ? MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, key) : NULL;
+}
+
 typedef struct conn_state {
     char *buf;
     size_t len, cap;
@@ -215,7 +220,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (st->buf) st->buf[st->len] = 0;
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    serve_req q = {method, url, st->buf ? st->buf : "", st->len, ci ? ci->connect_fd : -1};
+    serve_req q = {method, url, st->buf ? st->buf : "", st->len, ci ? ci->connect_fd : -1, c};
     serve_resp r = {0};
     double t0 = vkl_serve_now();
     serve_route(s, &q, &r);

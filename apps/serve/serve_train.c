@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define MAX_JOBS 64
 #define MAX_LOSSES 100000
@@ -122,6 +123,7 @@ static void on_report(void *user, const vkl_train_report *r)
     q->step = r->step;
     q->steps = r->total;
     int stop = j->stop_asked || j->job.interrupted;
+    pthread_cond_broadcast(&q->cv); /* wakes the GETs that wait for a step */
     pthread_mutex_unlock(&q->mu);
     /* the trainer's own stop flag: the state is saved at this step's end */
     if (stop) vkl_train_interrupt = 1;
@@ -151,6 +153,7 @@ static void *train_thread(void *p)
     pthread_mutex_lock(&s->q.mu);
     snprintf(j->state, sizeof j->state, "%s", rc == 0 || rc == 2 ? "done" : rc == 1 ? "stopped" : "failed");
     if (rc != 0 && rc != 2) snprintf(j->error, sizeof j->error, "%s", e.msg);
+    pthread_cond_broadcast(&s->q.cv);
     pthread_mutex_unlock(&s->q.mu);
     return NULL;
 }
@@ -237,11 +240,27 @@ int serve_train_job(vkl_server *s, const serve_req *q, serve_resp *r)
     char *end;
     long id = strtol(idtext, &end, 10);
     if (!*idtext || *end || id < 1) return serve_error(r, 404, "Not Found", "%s: no such training job", q->url);
+    /* ?after=N: wait (up to 20 s) until the job has more than N losses or
+     * has ended, so a page follows the steps without polling */
+    const char *after_text = serve_query(q, "after");
+    long after = -1;
+    if (after_text) {
+        after = strtol(after_text, &end, 10);
+        if (!*after_text || *end || after < 0)
+            return serve_error(r, 422, "Unprocessable Entity", "'after' must be a step count, not \"%s\"", after_text);
+    }
     pthread_mutex_lock(&s->q.mu);
     train_job *j = id <= njobs ? jobs[id - 1] : NULL;
     if (j && !strcmp(q->method, "DELETE")) {
         j->stop_asked = 1;
         j->job.interrupted = 1;
+    } else if (j && after >= 0) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 20;
+        while (j->nloss <= after && (!strcmp(j->state, "queued") || !strcmp(j->state, "running")) &&
+               !s->q.stopping && !serve_client_gone(q->fd))
+            if (pthread_cond_timedwait(&s->q.cv, &s->q.mu, &until)) break;
     }
     cJSON *o = j ? job_json(s, j) : NULL;
     pthread_mutex_unlock(&s->q.mu);

@@ -3,7 +3,9 @@
  * adapter's slider at 0.5) and presses "Before / after"; the page then
  * calls the API itself and shows two images. The test reads them from the
  * page's DOM: each has the pixels the API gives for the prompt the page
- * sent (<lora:style:0> and <lora:style:0.5>), and they differ. */
+ * sent (<lora:style:0> and <lora:style:0.5>), and they differ. Then the
+ * training tab: a 3-step job started from the page, whose loss curve gets
+ * its 3 points and whose adapter then appears in the page's list. */
 #include "serve_fixture.h"
 
 static void need_chromium(void)
@@ -34,6 +36,48 @@ static int dom_image(const char *html, int n, vkl_image *im)
     free(png);
     free(b64);
     return rc;
+}
+
+static int setup(void **state)
+{
+    if (fx_setup(state)) return -1;
+    if (!srv.pid) return 0;
+    fx_server_stop(&srv); /* again, with training */
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/data/imgs' && cp '%s'/*.png '%s'/*.txt '%s/data/imgs/'", vkl_test_dir,
+             vkl_test_shared_path("data/wesnoth-portraits/test16-128px"),
+             vkl_test_shared_path("data/wesnoth-portraits/test16-128px"), vkl_test_dir);
+    if (system(cmd)) return -1;
+    char args[2048];
+    snprintf(args, sizeof args, "--model '%s' --lora-dir loras --data-root data", model());
+    return fx_server_start(&srv, vkl_test_dir, args) ? -1 : 0;
+}
+
+static void test_page_trains(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/sd/tiny-sd");
+    VKL_REQUIRE_SHARED("data/wesnoth-portraits/test16-128px");
+    need_chromium();
+    char cmd[4096];
+    /* the page follows the job with ?after=N requests that answer at each
+     * step, so the browser's virtual time waits while the job runs */
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && HOME='%s' setsid timeout 400 chromium --headless --no-sandbox --disable-gpu "
+             "--user-data-dir='%s/chromium' --virtual-time-budget=20000 --dump-dom "
+             "'%s/#train-images=imgs&train-name=webjob&train-steps=3&train-rank=4&go=train' "
+             ">train.html 2>chromium.log",
+             vkl_test_dir, vkl_test_dir, vkl_test_dir, srv.url);
+    double t0 = fx_now();
+    assert_int_equal(system(cmd), 0);
+    fprintf(stderr, "chromium (training): %.1f s\n", fx_now() - t0);
+    char *html = vkl_test_slurp(vkl_test_dir, "train.html");
+    assert_non_null(html);
+    if (!strstr(html, "done, step 3 / 3")) print_error("%s\n", strstr(html, "train-status") ? strstr(html, "train-status") : html);
+    assert_non_null(strstr(html, "done, step 3 / 3, loss "));
+    assert_non_null(strstr(html, "data-points=\"3\""));
+    assert_non_null(strstr(html, "<span class=\"name\">webjob</span>"));
+    free(html);
 }
 
 static void test_page_generates_before_after(void **state)
@@ -86,9 +130,10 @@ int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_page_trains),
         cmocka_unit_test(test_page_generates_before_after),
     };
-    int rc = cmocka_run_group_tests(tests, fx_setup, fx_teardown);
+    int rc = cmocka_run_group_tests(tests, setup, fx_teardown);
     curl_global_cleanup();
     return rc;
 }

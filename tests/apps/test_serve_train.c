@@ -167,6 +167,15 @@ static void test_bad_training_requests(void **state)
     http_resp r = fx_http(&srv, "GET", "/vklora/v1/train/abc", NULL, NULL, 0);
     assert_int_equal(r.status, 404);
     free(r.body);
+    r = fx_http(&srv, "GET", "/vklora/v1/train/1?after=x", NULL, NULL, 0);
+    assert_int_equal(r.status, 422);
+    assert_non_null(strstr(r.body, "'after'"));
+    free(r.body);
+    /* a finished job answers ?after=N at once */
+    r = fx_http(&srv, "GET", "/vklora/v1/train/1?after=100", NULL, NULL, 0);
+    assert_int_equal(r.status, 200);
+    assert_true(r.seconds < 10);
+    free(r.body);
     assert_int_equal(fx_server_stop(&srv), 0);
     fx_assert_clean_log(&srv);
 }

@@ -1,5 +1,6 @@
 /* vklora generate: txt2img and img2img with a Stable Diffusion checkpoint. */
 #include "app.h"
+#include "gen_image.h"
 #include "gen_lora.h"
 #include "lora_args.h"
 #include "sd/sd_source.h"
@@ -281,22 +282,6 @@ static float *read_noise(const char *path, const char *name, size_t want, int re
     return x;
 }
 
-/* Image b of a [batch, 3, H, W] result in [-1, 1] as 8-bit RGB. */
-static int to_u8(const float *images, int b, int w, int h, vkl_image *im, vkl_err *e)
-{
-    if (vkl_image_alloc(im, w, h, 3, VKL_PIX_U8, e)) return -1;
-    size_t hw = (size_t)w * h;
-    const float *src = images + (size_t)b * 3 * hw;
-    uint8_t *px = vkl_image_u8(im);
-    for (size_t i = 0; i < hw; i++)
-        for (int ch = 0; ch < 3; ch++) {
-            float v = src[ch * hw + i] * 0.5f + 0.5f;
-            v = v < 0 ? 0 : v > 1 ? 1 : v;
-            px[i * 3 + ch] = (uint8_t)(v * 255.0f + 0.5f);
-        }
-    return 0;
-}
-
 /* --lora-sweep FILE:W1,W2,...: one image per weight, same seed, one grid. The
  * model is loaded once; only the adapter's per-rank scales change between images. */
 /* "W1,W2,...": up to 64 finite weights into w (may be NULL), their count into *n. */
@@ -346,7 +331,7 @@ static int sweep(vkl_sd_model *m, vkl_gen_lora *gl, int idx, const char *weights
         if (!rc) rc = vkl_sd_generate(m, o, &r, e);
         vkl_progress_end(bar);
         if (!rc) {
-            rc = to_u8(r.images, 0, r.width, r.height, &imgs[made], e);
+            rc = vkl_gen_image_u8(r.images, 0, r.width, r.height, &imgs[made], e);
             if (!rc) made++;
             sampling += r.seconds_sampling;
             switching += sw;
@@ -556,14 +541,11 @@ int vkl_cmd_generate(int argc, char **argv)
         if (bad) goto done;
     }
     /* PNGs with the generation parameters as AUTOMATIC1111 writes them */
-    const char *slash = strrchr(a.model, '/');
     char model_name[256];
-    snprintf(model_name, sizeof model_name, "%s", slash && slash[1] ? slash + 1 : a.model);
-    char *dot = strrchr(model_name, '.');
-    if (dot && !strcasecmp(dot, ".safetensors")) *dot = 0;
+    vkl_gen_model_name(a.model, model_name, sizeof model_name);
     for (int b = 0; b < a.batch; b++) {
         vkl_image im;
-        if (to_u8(r.images, b, a.width, a.height, &im, &e)) goto done;
+        if (vkl_gen_image_u8(r.images, b, a.width, a.height, &im, &e)) goto done;
         vkl_gen_settings gs = {0};
         gs.prompt = a.prompt; /* as given, <lora:...> included, as A1111 records it */
         gs.negative_prompt = a.negative;
@@ -578,33 +560,15 @@ int vkl_cmd_generate(int argc, char **argv)
         gs.denoising_strength = a.init_image ? a.strength : -1;
         gs.clip_skip = a.clip_skip;
         gs.version = "vklora";
-        /* "Lora hashes" as AUTOMATIC1111 writes them: the adapter's name and the
-         * first 12 digits of its safetensors (AUTOV3) hash */
-        vkl_gen_lora_hash lh[VKL_GEN_MAX_LORAS];
-        char lhex[VKL_GEN_MAX_LORAS][VKL_SHA256_HEX];
-        int nl = 0;
-        for (int i = 0; i < gl.n; i++) {
-            vkl_err he = {{0}};
-            if (vkl_hash_safetensors_autov3(gl.path[i], lhex[nl], &he)) continue;
-            lhex[nl][12] = 0;
-            lh[nl].name = gl.name[i];
-            lh[nl].hash = lhex[nl];
-            nl++;
-        }
-        gs.loras = nl ? lh : NULL;
-        gs.nloras = nl;
-        vkl_gen_params gp;
-        vkl_gen_params_init(&gp);
         char *text = NULL;
         char path[1024];
         numbered(a.output, b, path, sizeof path);
-        int bad = vkl_gen_params_from_settings(&gs, &gp, &e) || vkl_gen_params_format(&gp, &text, &e);
+        int bad = vkl_gen_infotext(&gs, &gl, &text, &e);
         if (!bad) {
             vkl_png_text t = {"parameters", text};
             bad = vkl_png_write(path, &im, &t, 1, &e);
         }
         free(text);
-        vkl_gen_params_free(&gp);
         vkl_image_free(&im);
         if (bad) goto done;
         if (!a.quiet) printf("wrote %s\n", path);

@@ -29,6 +29,7 @@ static const command commands[] = {
     {"tokenizer", vkl_cmd_tokenizer, "build a word-level tokenizer from captions: tokenizer build --captions DIR -o OUTDIR (tokenizer --help)"},
     {"grid", vkl_cmd_grid, "lay out images of one size in a grid: grid --columns N --scale S -o OUT.png IMAGE..."},
     {"plot", vkl_cmd_plot, "the loss curve of a training log: plot LOG.csv -o CURVE.png"},
+    {"serve", vkl_cmd_serve, "an HTTP server with AUTOMATIC1111's API and a web page: serve --model M [--lora-dir D] (serve --help)"},
     {"merge", vkl_cmd_merge, "combine adapters: merge --lora A:0.7 --lora B:0.3 -o OUT [--rank R]; bake them: merge --model M --lora A -o OUT"},
 };
 

@@ -4,6 +4,8 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libvulkan-dev glslc spirv-tools mesa-vulkan-drivers
       vulkan-validationlayers libpng-dev libstb-dev libcmocka-dev libcjson-dev zlib1g-dev
+      # vklora serve (HTTP) and its tests (an HTTP client; the browser that drives its page)
+      libmicrohttpd-dev libcurl4-openssl-dev chromium
       # the images and names vklora's own model is trained on (vklora dataset emoji, its tests)
       fonts-noto-color-emoji ruby-gemojione unicode-data unicode-cldr-core)
 missing=()

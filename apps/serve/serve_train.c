@@ -1,0 +1,280 @@
+/* Training jobs: POST /vklora/v1/train starts `vklora train` (the library's
+ * vkl_train_run, the same settings by the same names) as a job in the
+ * device queue; GET /vklora/v1/train/ID reports its state, queue position
+ * and the loss of every step so far; DELETE /vklora/v1/train/ID stops it
+ * (a running one saves its state at the end of the step, as Ctrl-C does;
+ * a queued one leaves the queue). The image folder lies inside --data-root;
+ * the adapter is written to --lora-dir/NAME.safetensors (with NAME.json,
+ * NAME.csv and NAME.state/ beside it), where <lora:NAME:W> then finds it. */
+#include "serve/serve.h"
+#include "serve/serve_json.h"
+
+#include "train/sd_trainer.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define MAX_JOBS 64
+#define MAX_LOSSES 100000
+
+typedef struct train_job {
+    int id;
+    char name[128];
+    char output[4096];
+    char state[16];      /* queued, running, done, stopped, failed */
+    char error[1024];
+    int step, total;
+    float *loss;         /* per step */
+    int nloss;
+    int stop_asked;
+    serve_job job;
+    vkl_train_config cfg;
+    char images[PATH_MAX];
+    cJSON *settings;     /* the request, which cfg's strings point into */
+    vkl_server *s;
+    pthread_t thread;
+    int started;
+} train_job;
+
+/* Jobs live as long as the server (a list of at most MAX_JOBS); guarded by s->q.mu. */
+static train_job *jobs[MAX_JOBS];
+static int njobs;
+
+/* A settings value as the command line would spell it. */
+static int value_text(const cJSON *v, char *buf, size_t n)
+{
+    if (cJSON_IsString(v)) snprintf(buf, n, "%s", v->valuestring);
+    else if (cJSON_IsBool(v)) snprintf(buf, n, "%s", cJSON_IsTrue(v) ? "true" : "false");
+    else if (cJSON_IsNumber(v)) snprintf(buf, n, "%.9g", v->valuedouble);
+    else return -1;
+    return 0;
+}
+
+/* Settings a client may not give: the server decides what is read and
+ * written (and which model trains). */
+static const char *const refused[] = {"model", "output", "o", "resume", "config", "sample-prompts", "tokenizer",
+                                      "model-config", "images", "force", "cache-latents-to-disk", "quiet",
+                                      "interrupt-at", "kill-at"};
+
+static int build_config(vkl_server *s, const cJSON *body, train_job *j, vkl_err *e)
+{
+    vkl_train_config *c = &j->cfg;
+    vkl_train_config_default(c);
+    c->model = s->model_path;
+    c->tokenizer = s->tokenizer;
+    c->model_config = s->model_config;
+    c->quiet = 1;
+    const char *images = NULL, *name = NULL;
+    if (sj_str(body, "images", 4096, &images, e) || sj_str(body, "name", 100, &name, e)) return -1;
+    if (!images) return vkl_fail(e, "'images' is required: a folder inside the server's --data-root");
+    if (!name) return vkl_fail(e, "'name' is required: the adapter's name in --lora-dir");
+    if (!name[0] || name[0] == '.' || strpbrk(name, "/\\:<>"))
+        return vkl_fail(e, "'name' \"%s\": a file name without folders, ':' or '<>', not starting with '.'", name);
+    /* the folder, resolved, must lie inside the data root */
+    char joined[PATH_MAX * 2], root[PATH_MAX];
+    snprintf(joined, sizeof joined, "%s/%s", s->data_root, images);
+    if (!realpath(s->data_root, root)) return vkl_fail(e, "the server's --data-root cannot be read");
+    if (images[0] == '/' || !realpath(joined, j->images))
+        return vkl_fail(e, "'images' \"%s\" is not a folder inside --data-root", images);
+    size_t rl = strlen(root);
+    if (strncmp(j->images, root, rl) || (j->images[rl] != '/' && j->images[rl] != 0))
+        return vkl_fail(e, "'images' \"%s\" lies outside --data-root", images);
+    struct stat st;
+    if (stat(j->images, &st) || !S_ISDIR(st.st_mode)) return vkl_fail(e, "'images' \"%s\" is not a folder", images);
+    c->data.images_dir = j->images;
+    snprintf(j->name, sizeof j->name, "%s", name);
+    snprintf(j->output, sizeof j->output, "%s/%s.safetensors", s->lora_dir, name);
+    if (!stat(j->output, &st)) return vkl_fail(e, "'name' \"%s\": %s exists already", name, j->output);
+    c->output = j->output;
+    for (const cJSON *it = body->child; it; it = it->next) {
+        if (!strcmp(it->string, "images") || !strcmp(it->string, "name")) continue;
+        /* max_steps or max-steps, as a --config file takes them */
+        char key[64];
+        snprintf(key, sizeof key, "%s", it->string);
+        for (char *p = key; *p; p++)
+            if (*p == '_') *p = '-';
+        for (size_t k = 0; k < sizeof refused / sizeof *refused; k++)
+            if (!strcmp(key, refused[k]))
+                return vkl_fail(e, "'%s' is set by the server, not by a request", it->string);
+        char val[4096];
+        if (value_text(it, val, sizeof val)) return vkl_fail(e, "'%s' must be a string, number or true/false", it->string);
+        /* string settings are kept as pointers: into the request, which the job keeps */
+        vkl_err se = {{0}};
+        if (vkl_train_config_set(c, key, cJSON_IsString(it) ? it->valuestring : val, &se))
+            return vkl_fail(e, "'%s': %s", it->string, se.msg);
+    }
+    if (c->max_steps <= 0 && c->epochs <= 0) c->max_steps = 100;
+    if (c->max_steps > 100000) return vkl_fail(e, "'max-steps' %d: at most 100000", c->max_steps);
+    return 0;
+}
+
+static void on_report(void *user, const vkl_train_report *r)
+{
+    train_job *j = user;
+    serve_queue *q = &j->s->q;
+    pthread_mutex_lock(&q->mu);
+    j->step = r->step;
+    j->total = r->total;
+    if (j->nloss < MAX_LOSSES && j->loss) j->loss[j->nloss++] = r->loss;
+    q->step = r->step;
+    q->steps = r->total;
+    int stop = j->stop_asked || j->job.interrupted;
+    pthread_cond_broadcast(&q->cv); /* wakes the GETs that wait for a step */
+    pthread_mutex_unlock(&q->mu);
+    /* the trainer's own stop flag: the state is saved at this step's end */
+    if (stop) vkl_train_interrupt = 1;
+}
+
+static void *train_thread(void *p)
+{
+    train_job *j = p;
+    vkl_server *s = j->s;
+    vkl_err e = {{0}};
+    j->job.fd = -1;
+    j->job.kind = "train";
+    int entered = !serve_queue_enter(&s->q, &j->job);
+    pthread_mutex_lock(&s->q.mu);
+    int stop_first = j->stop_asked;
+    if (entered && !stop_first) snprintf(j->state, sizeof j->state, "running");
+    pthread_mutex_unlock(&s->q.mu);
+    int rc = -1;
+    if (!entered) vkl_fail(&e, "the server is stopping");
+    else if (stop_first) rc = 1, vkl_fail(&e, "stopped before it started");
+    else {
+        vkl_train_interrupt = 0;
+        rc = vkl_train_run(s->ctx, &j->cfg, on_report, j, &e);
+        vkl_train_interrupt = 0;
+    }
+    if (entered) serve_queue_leave(&s->q, &j->job);
+    pthread_mutex_lock(&s->q.mu);
+    snprintf(j->state, sizeof j->state, "%s", rc == 0 || rc == 2 ? "done" : rc == 1 ? "stopped" : "failed");
+    if (rc != 0 && rc != 2) snprintf(j->error, sizeof j->error, "%s", e.msg);
+    pthread_cond_broadcast(&s->q.cv);
+    pthread_mutex_unlock(&s->q.mu);
+    return NULL;
+}
+
+static cJSON *job_json(vkl_server *s, train_job *j)
+{
+    cJSON *o = cJSON_CreateObject(), *l = cJSON_CreateArray();
+    cJSON_AddNumberToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "name", j->name);
+    cJSON_AddStringToObject(o, "state", j->state);
+    /* place in the device queue: 0 running, 1 next, ...; -1 not queued */
+    int pos = -1, k = 0;
+    for (serve_job *it = s->q.head; it; it = it->next, k++)
+        if (it == &j->job) pos = k;
+    cJSON_AddNumberToObject(o, "queue_position", pos);
+    cJSON_AddNumberToObject(o, "step", j->step);
+    cJSON_AddNumberToObject(o, "total", j->total);
+    for (int i = 0; i < j->nloss; i++) cJSON_AddItemToArray(l, cJSON_CreateNumber(j->loss[i]));
+    cJSON_AddItemToObject(o, "loss", l);
+    if (j->error[0]) cJSON_AddStringToObject(o, "error", j->error);
+    else cJSON_AddNullToObject(o, "error");
+    cJSON_AddStringToObject(o, "adapter", j->output);
+    return o;
+}
+
+int serve_train_start(vkl_server *s, const serve_req *q, serve_resp *r)
+{
+    if (!s->data_root || !s->lora_dir)
+        return serve_error(r, 404, "Not Found", "training needs the server started with --data-root and --lora-dir");
+    cJSON *body = serve_parse_object(q, r);
+    if (!body) return 0;
+    train_job *j = calloc(1, sizeof *j);
+    vkl_err e = {{0}};
+    if (!j || !(j->loss = malloc(sizeof(float) * MAX_LOSSES))) {
+        if (j) free(j);
+        cJSON_Delete(body);
+        return serve_error(r, 500, "Internal Server Error", "out of host memory");
+    }
+    j->s = s;
+    j->settings = body;
+    if (build_config(s, body, j, &e)) {
+        serve_error(r, strstr(e.msg, "exists already") ? 409 : 422,
+                    strstr(e.msg, "exists already") ? "Conflict" : "Unprocessable Entity", "%s", e.msg);
+        free(j->loss);
+        free(j);
+        cJSON_Delete(body);
+        return 0;
+    }
+    pthread_mutex_lock(&s->q.mu);
+    int full = njobs == MAX_JOBS;
+    if (!full) {
+        j->id = njobs + 1;
+        jobs[njobs++] = j;
+        snprintf(j->state, sizeof j->state, "queued");
+    }
+    pthread_mutex_unlock(&s->q.mu);
+    if (full) {
+        free(j->loss);
+        free(j);
+        cJSON_Delete(body);
+        return serve_error(r, 429, "Too Many Requests", "this server has run %d training jobs; restart it for more",
+                           MAX_JOBS);
+    }
+    int bad = pthread_create(&j->thread, NULL, train_thread, j);
+    j->started = !bad;
+    if (bad) {
+        pthread_mutex_lock(&s->q.mu);
+        snprintf(j->state, sizeof j->state, "failed");
+        snprintf(j->error, sizeof j->error, "cannot start a thread");
+        pthread_mutex_unlock(&s->q.mu);
+    }
+    pthread_mutex_lock(&s->q.mu);
+    cJSON *o = job_json(s, j);
+    pthread_mutex_unlock(&s->q.mu);
+    serve_json(r, o);
+    r->status = 202;
+    return 0;
+}
+
+/* /vklora/v1/train/ID: GET the state, DELETE to stop. */
+int serve_train_job(vkl_server *s, const serve_req *q, serve_resp *r)
+{
+    const char *idtext = q->url + strlen("/vklora/v1/train/");
+    char *end;
+    long id = strtol(idtext, &end, 10);
+    if (!*idtext || *end || id < 1) return serve_error(r, 404, "Not Found", "%s: no such training job", q->url);
+    /* ?after=N: wait (up to 20 s) until the job has more than N losses or
+     * has ended, so a page follows the steps without polling */
+    const char *after_text = serve_query(q, "after");
+    long after = -1;
+    if (after_text) {
+        after = strtol(after_text, &end, 10);
+        if (!*after_text || *end || after < 0)
+            return serve_error(r, 422, "Unprocessable Entity", "'after' must be a step count, not \"%s\"", after_text);
+    }
+    pthread_mutex_lock(&s->q.mu);
+    train_job *j = id <= njobs ? jobs[id - 1] : NULL;
+    if (j && !strcmp(q->method, "DELETE")) {
+        j->stop_asked = 1;
+        j->job.interrupted = 1;
+    } else if (j && after >= 0) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 20;
+        while (j->nloss <= after && (!strcmp(j->state, "queued") || !strcmp(j->state, "running")) &&
+               !s->q.stopping && !serve_client_gone(q->fd))
+            if (pthread_cond_timedwait(&s->q.cv, &s->q.mu, &until)) break;
+    }
+    cJSON *o = j ? job_json(s, j) : NULL;
+    pthread_mutex_unlock(&s->q.mu);
+    if (!j) return serve_error(r, 404, "Not Found", "%s: no such training job", q->url);
+    return serve_json(r, o);
+}
+
+void serve_train_free_all(void)
+{
+    for (int i = 0; i < njobs; i++) {
+        if (jobs[i]->started) pthread_join(jobs[i]->thread, NULL);
+        free(jobs[i]->loss);
+        cJSON_Delete(jobs[i]->settings);
+        free(jobs[i]);
+    }
+    njobs = 0;
+}

@@ -24,5 +24,7 @@ int vkl_cmd_grid(int argc, char **argv);
 int vkl_cmd_plot(int argc, char **argv);
 int vkl_cmd_lm_train(int argc, char **argv); /* `lm train`, dispatched by vkl_cmd_lm */
 int vkl_cmd_dataset(int argc, char **argv);
+/* --base-dtype f32 | f16 | nf4 (NF4: QLoRA's 4-bit base, runtime/quant.h); -1 otherwise. */
+int vkl_app_base_dtype(const char *v, vkl_dtype *out);
 
 #endif

@@ -45,6 +45,10 @@ typedef struct vkl_llama {
  * f16, vectors f32 (vkl_llama_weight_dtype). Every expected weight is checked
  * for presence and shape before anything runs. */
 int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e);
+/* A model of shape cfg with random weights (uniform, about 0.02 std; norms 1)
+ * stored as for vkl_llama_load with base (llama_random.c; benchmarks). */
+int vkl_llama_random(vkl_ctx *c, const vkl_llama_config *cfg, vkl_dtype base, uint64_t seed, vkl_llama **out,
+                     vkl_err *e);
 /* The dtype a weight `name` with ndim dims is stored in for a base dtype. */
 vkl_dtype vkl_llama_weight_dtype(const char *name, int ndim, vkl_dtype base);
 /* A llama2.c checkpoint (.bin, run.c's legacy format) as the same model

@@ -176,11 +176,53 @@ static void lora_on_nf4(void **state)
     vkl_test_ctx_done(c);
 }
 
+/* A quantised weight is bound whole: one larger than a storage binding is
+ * refused when the graph is built, naming the limit; A split across
+ * bindings still works against it. */
+static void binding_limit(void **state)
+{
+    (void)state;
+    vkl_ctx *c = vkl_test_ctx("binding=64K");
+    vkl_err e = {{0}};
+    int64_t big[2] = {512, 512}, small[2] = {40, 256}, xs[2] = {300, 256};
+    vkl_tensor *W = vkl_tensor_new(c, VKL_NF4, 2, big, &e); /* 147 KiB */
+    assert_non_null(W);
+    vkl_graph *g = vkl_graph_new(c);
+    vkl_tensor *X = vkl_graph_tensor(g, VKL_F32, 2, (int64_t[]){3, 512});
+    assert_null(vkl_linear(g, X, W, NULL));
+    print_message("refused: %s\n", vkl_graph_error(g));
+    assert_non_null(strstr(vkl_graph_error(g), "storage binding limit"));
+    vkl_graph_free(g);
+    vkl_tensor_free(W);
+    /* x of 300 KiB is split into row windows; the 5.8 KiB weight is bound whole each time */
+    vkl_test_rng r;
+    vkl_test_rng_seed(&r, 22);
+    float *x = malloc(sizeof(float) * 300 * 256), *w = malloc(sizeof(float) * 40 * 256);
+    vkl_test_fill(&r, x, 300 * 256, -1, 1);
+    vkl_test_fill(&r, w, 40 * 256, -0.2f, 0.2f);
+    uint8_t *packed = malloc(40 * 256 / 2);
+    float absmax[160], *want = malloc(sizeof(float) * 300 * 40);
+    assert_int_equal(vkl_nf4_quantize(w, 40 * 256, packed, absmax, &e), 0);
+    vkl_ref_linear_nf4(x, packed, absmax, want, 300, 40, 256);
+    vkl_tensor *XT = vkl_test_upload(c, VKL_F32, 2, xs, x), *WT = vkl_test_upload(c, VKL_NF4, 2, small, w);
+    g = vkl_graph_new(c);
+    vkl_tensor *y = vkl_linear(g, XT, WT, NULL);
+    vkl_graph_keep(g, y);
+    float *got = run_get(c, g, y);
+    vkl_test_assert_close("nf4 linear with A split across bindings", got, want, 300 * 40, 2e-5f, 1e-5f);
+    vkl_graph_free(g);
+    vkl_tensor_free(XT);
+    vkl_tensor_free(WT);
+    free(x); free(w); free(packed); free(want); free(got);
+    vkl_test_ctx_done(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(linear_every_variant),
         cmocka_unit_test(lora_on_nf4),
+        cmocka_unit_test(binding_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,7 @@
  * end to end on tiny-llama: LoRA on every projection lowers the loss as on
  * the f16 base (same data, seed and steps; the first losses differ only by
  * the quantisation), the adapter drives `lm generate --base-dtype nf4`, IA3
- * trains too; DoRA and unknown dtypes are refused before anything is
+ * trains too; a trained model (stories260K) keeps its greedy text; DoRA and unknown dtypes are refused before anything is
  * written. */
 #include "vkl_test.h"
 
@@ -123,6 +123,29 @@ static void ia3_on_nf4(void **state)
     assert_true(loss[3] < loss[0]);
 }
 
+/* A trained model (llama2.c's stories260K) keeps its greedy continuation on an NF4 base. */
+static void trained_model_same_text(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/lm/stories260K/stories260K.bin");
+    char *text[2] = {NULL, NULL};
+    const char *const bases[2] = {"f32", "nf4"};
+    for (int b = 0; b < 2; b++) {
+        char args[4096];
+        snprintf(args, sizeof args,
+                 "lm generate --model '%s' --tokenizer '%s' --prompt 'Once upon a time' --max-tokens 24 --base-dtype %s",
+                 vkl_test_shared_path("refkit/lm/stories260K/stories260K.bin"),
+                 vkl_test_shared_path("refkit/lm/stories260K/tok512.bin"), bases[b]);
+        int st = run(args, &text[b]);
+        if (st) fail_msg("%s: status %d: %s", bases[b], st, text[b]);
+    }
+    printf("  stories260K on nf4: '%s'\n", text[1]);
+    assert_true(strlen(text[1]) > 40);
+    assert_string_equal(text[1], text[0]);
+    free(text[0]);
+    free(text[1]);
+}
+
 static void refusals(void **state)
 {
     (void)state;
@@ -148,6 +171,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lora_like_f16),
         cmocka_unit_test(ia3_on_nf4),
+        cmocka_unit_test(trained_model_same_text),
         cmocka_unit_test(refusals),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

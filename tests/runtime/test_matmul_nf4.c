@@ -217,12 +217,43 @@ static void binding_limit(void **state)
     vkl_test_ctx_done(c);
 }
 
+/* Ops other than the matmul refuse a quantised tensor with a message (when
+ * the graph is built or planned), never crash. */
+static void other_ops_refuse(void **state)
+{
+    (void)state;
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    vkl_err e = {{0}};
+    float w[8 * 64];
+    for (int i = 0; i < 8 * 64; i++) w[i] = (float)(i % 7) - 3.0f;
+    int64_t ws[2] = {8, 64};
+    vkl_tensor *W = vkl_test_upload(c, VKL_NF4, 2, ws, w);
+    int32_t id[2] = {1, 2};
+    vkl_tensor *ids = vkl_tensor_new(c, VKL_I32, 1, (int64_t[]){2}, &e);
+    assert_int_equal(vkl_tensor_upload(c, ids, id, VKL_I32, &e), 0);
+    for (int k = 0; k < 7; k++) {
+        vkl_graph *g = vkl_graph_new(c);
+        vkl_tensor *y = k == 0 ? vkl_scale(g, W, 2.0f) : k == 1 ? vkl_contiguous(g, W) : k == 2 ? vkl_add(g, W, W)
+                      : k == 3 ? vkl_silu(g, W) : k == 4 ? vkl_sum_rows(g, W) : k == 5 ? vkl_embedding(g, W, ids)
+                      : vkl_contiguous(g, vkl_permute(g, W, (const int[]){1, 0}));
+        int planned = y && !vkl_graph_failed(g) && (vkl_graph_keep(g, y), vkl_graph_plan(g, &e) == 0);
+        print_message("op %d on nf4: %s\n", k, vkl_graph_failed(g) ? vkl_graph_error(g) : e.msg);
+        assert_false(planned);
+        vkl_graph_free(g);
+        e.msg[0] = 0;
+    }
+    vkl_tensor_free(W);
+    vkl_tensor_free(ids);
+    vkl_test_ctx_done(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(linear_every_variant),
         cmocka_unit_test(lora_on_nf4),
         cmocka_unit_test(binding_limit),
+        cmocka_unit_test(other_ops_refuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,4 +30,7 @@ int vkl_cmd_serve(int argc, char **argv);
  * CMD's work fit (cmd as typed: "generate", "lm train", ...). */
 void vkl_app_print_error(const char *cmd, const char *msg);
 
+/* --base-dtype f32 | f16 | nf4 (NF4: QLoRA's 4-bit base, runtime/quant.h); -1 otherwise. */
+int vkl_app_base_dtype(const char *v, vkl_dtype *out);
+
 #endif

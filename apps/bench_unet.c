@@ -38,7 +38,7 @@ int vkl_bench_unet(int argc, char **argv)
             if (vkl_bench_parse_int(v, 0, 1024, &lora_rank)) goto usage;
         }
         else if (!strcmp(k, "--weights")) {
-            if (vkl_dtype_parse(v, &dt) || (dt != VKL_F16 && dt != VKL_F32)) goto usage;
+            if (vkl_dtype_parse(v, &dt) || (dt != VKL_F16 && dt != VKL_F32 && dt != VKL_NF4)) goto usage;
         } else goto usage;
     }
     bad_opt = NULL; /* the options parsed; what follows checks their values */
@@ -118,6 +118,6 @@ done:
 usage:
     if (bad_opt) fprintf(stderr, "vklora bench %s: unknown option or bad value at '%s'\n", "unet", bad_opt);
     fprintf(stderr, "usage: vklora bench unet --family sd1.5|sd2.1 --width W --height H [--steps N] [--batch N] "
-                    "[--weights f16|f32] [--lora-rank R] (sizes multiples of 64)\n");
+                    "[--weights f16|f32|nf4] [--lora-rank R] (sizes multiples of 64)\n");
     return 2;
 }

@@ -3,6 +3,7 @@
 #include "bench_allreduce.h"
 #include "bench_attention.h"
 #include "bench_conv2d.h"
+#include "bench_lm.h"
 #include "bench_lora.h"
 #include "bench_unet.h"
 #include "bench_norm.h"
@@ -33,11 +34,11 @@ static int bench_gemm(int argc, char **argv)
             min_reps = (int)r;
             i++;
         } else if (!bad && !strcmp(a, "--dtype")) {
-            bad = vkl_dtype_parse(v, &dt) || (dt != VKL_F32 && dt != VKL_F16 && dt != VKL_BF16);
+            bad = vkl_dtype_parse(v, &dt) || (dt != VKL_F32 && dt != VKL_F16 && dt != VKL_BF16 && dt != VKL_NF4);
             i++;
         } else bad = 1;
         if (bad) {
-            fprintf(stderr, "vklora bench gemm: bad option '%s' (usage: --m M --n N --k K --dtype f32|f16|bf16 [--reps R])\n", a);
+            fprintf(stderr, "vklora bench gemm: bad option '%s' (usage: --m M --n N --k K --dtype f32|f16|bf16|nf4 [--reps R])\n", a);
             return 2;
         }
     }
@@ -86,7 +87,7 @@ done:
 
 static const char *bench_usage =
     "usage: vklora bench BENCHMARK [options]   (figures only: GFLOP/s or s/step, and memory; nothing asserted)\n"
-    "  gemm         --m M --n N --k K (1024) --dtype f32|f16|bf16 (f32) [--reps R (3)]\n"
+    "  gemm         --m M --n N --k K (1024) --dtype f32|f16|bf16|nf4 (f32) [--reps R (3)]\n"
     "  unet         --family sd1.5|sd2.1 --width W --height H (256) [--steps N (2)] [--batch N (2)]\n"
     "               [--weights f16|f32 (f16)] [--lora-rank R (0)]\n"
     "  attention    --batch B --heads H --q LQ --kv LK --dim D ...\n"
@@ -97,6 +98,8 @@ static const char *bench_usage =
     "               [--checkpointing 0|1 (1)] [--mixed-precision no|fp16] [--optimizer adamw|adamw8bit]\n"
     "  allreduce    [--family sd1.5|sd2.1|sdxl (sd1.5)] [--rank R (16)] [--bucket-mib M (4)] [--reps N (10)]\n"
     "               (under mpirun -np N: the gradient sum of data-parallel training, MB/s)\n"
+    "  lm-train     [--base-dtype f32|f16|nf4 (f16)] [--layers 22] [--hidden 2048] [--seq-len 128] [--steps N (3)] ...\n"
+    "               (LoRA steps on a LLaMA with random weights; default shape TinyLlama-1.1B)\n"
     "A bad option prints that benchmark's full option list.\n";
 
 int vkl_cmd_bench(int argc, char **argv)
@@ -118,7 +121,8 @@ int vkl_cmd_bench(int argc, char **argv)
     if (!strcmp(argv[1], "group-norm")) return vkl_bench_group_norm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train-step")) return vkl_bench_train_step(argc - 1, argv + 1);
     if (!strcmp(argv[1], "allreduce")) return vkl_bench_allreduce(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "lm-train")) return vkl_bench_lm_train(argc - 1, argv + 1);
     fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, unet, attention, conv2d, linear-lora, allreduce, "
-                    "group-norm, train-step)\n", argv[1]);
+                    "group-norm, train-step, lm-train)\n", argv[1]);
     return 2;
 }

@@ -42,7 +42,8 @@ static const char *usage_text =
     "  --clip-skip N          1 = last text-encoder layer (default), 2 = penultimate\n"
     "  --model-config FILE    the original yaml of a single-file checkpoint (default: <name>.yaml beside it)\n"
     "  --tokenizer PATH       CLIP vocabulary (needed by single-file checkpoints; or $VKLORA_CLIP_VOCAB)\n"
-    "  --weights f16|f32      storage of the model's matrices on the device (f16)\n"
+    "  --weights f16|f32|nf4  storage of the model's matrices on the device (f16; also --base-dtype); nf4\n"
+    "                         quantises the UNet's linear layers to 4-bit NormalFloat (QLoRA)\n"
     "  --init-noise FILE      initial noise from tensor 'latents' (and 'step_noise') of a .safetensors\n"
     "  --save-latents FILE    write the final latents (tensor 'latents') to a .safetensors\n"
     "  -o, --output FILE      output PNG (numbered for batches: out.png, out-1.png, ...)\n"
@@ -184,7 +185,7 @@ static int parse_args(int argc, char **argv, gen_args *a)
         else if (!strcmp(k, "--model-config")) a->model_config = v;
         else if (!strcmp(k, "--init-noise")) a->init_noise = v;
         else if (!strcmp(k, "--save-latents")) a->save_latents = v;
-        else if (!strcmp(k, "--weights")) a->weights = v;
+        else if (!strcmp(k, "--weights") || !strcmp(k, "--base-dtype")) a->weights = v;
         else if (!strcmp(k, "--lora-dir")) a->lora_dir = v;
         else if (!strcmp(k, "--lora-sweep")) a->sweep = v;
         else if (!strcmp(k, "--vae-tiling")) {
@@ -460,9 +461,12 @@ int vkl_cmd_generate(int argc, char **argv)
     mo.yaml = a.model_config;
     mo.lowvram = a.lowvram;
     if (a.weights) {
-        if (!strcmp(a.weights, "f32")) mo.weight_dtype = VKL_F32;
-        else if (strcmp(a.weights, "f16")) {
-            vkl_fail(&e, "--weights takes f16 or f32, not '%s'", a.weights);
+        if (vkl_app_base_dtype(a.weights, &mo.weight_dtype)) {
+            vkl_fail(&e, "--weights takes f16, f32 or nf4, not '%s'", a.weights);
+            goto done;
+        }
+        if (mo.weight_dtype == VKL_NF4 && a.merge_lora) {
+            vkl_fail(&e, "--merge-lora needs f16 or f32 weights: adapters are not merged into an NF4 base");
             goto done;
         }
     }

@@ -21,9 +21,11 @@ typedef vkl_app_lm_tok lm_tok;
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vklora lm generate --model DIR --prompt TEXT [--max-tokens N] [--lora ADAPTER_DIR[:W]]...\n"
-               "                          [--tokenizer tokenizer.model|tok.bin] [--weights f16|f32 (f32)] [--device N|cpu|gpu|NAME]\n"
+               "                          [--tokenizer tokenizer.model|tok.bin] [--base-dtype f32|f16|nf4 (f32)] [--device N|cpu|gpu|NAME]\n"
                "Greedy decoding with a KV cache; prints the continuation. The tokenizer is DIR/tokenizer.model\n"
                "(SentencePiece) unless --tokenizer names one (a .bin file is read as llama2.c's format).\n"
+               "--base-dtype (also spelt --weights): how the model's matrices are stored on the device; nf4\n"
+               "quantises the layers' projections to 4-bit NormalFloat at load (QLoRA; embedding and lm_head f16).\n"
                "Adapters: PEFT folders (adapter_model.safetensors + adapter_config.json) of LoRA, DoRA or IA3;\n"
                "W scales LoRA's product, and IA3's vectors as 1 + W (l - 1) (1 = as PEFT).\n"
                "       vklora lm train --model DIR --data FILE -o ADAPTER_DIR ... (lm train --help)\n");
@@ -88,12 +90,10 @@ static int generate(int argc, char **argv)
             max_new = (int)x;
         } else if (!strcmp(a, "--device") && v) vkl_ctx_default_device(argv[++i], "--device ");
         else if (!strcmp(a, "--f16")) dt = VKL_F16; /* the older spelling of --weights f16 */
-        else if (!strcmp(a, "--weights") && v) {
+        else if ((!strcmp(a, "--weights") || !strcmp(a, "--base-dtype")) && v) {
             i++;
-            if (!strcmp(v, "f16")) dt = VKL_F16;
-            else if (!strcmp(v, "f32")) dt = VKL_F32;
-            else {
-                fprintf(stderr, "vklora lm generate: --weights f16 or f32, not '%s'\n", v);
+            if (vkl_app_base_dtype(v, &dt)) {
+                fprintf(stderr, "vklora lm generate: %s f32, f16 or nf4, not '%s'\n", a, v);
                 return 2;
             }
         }

@@ -47,6 +47,7 @@ typedef struct args {
     float alpha, lr, loraplus, wd, max_grad_norm;
     uint64_t seed;
     schedule sched;
+    vkl_dtype base; /* how the frozen model is stored: f32, f16 or nf4 (QLoRA) */
     char targets_buf[512];
     const char *targets[MAX_TARGETS], *ff[MAX_TARGETS];
     int nt, nf;
@@ -59,7 +60,8 @@ static void usage(FILE *f)
             "         [--rank 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
             "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--grad-accum 1] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
-            "         [--tokenizer tokenizer.model|tok.bin] [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
+            "         [--tokenizer tokenizer.model|tok.bin] [--base-dtype f32|f16|nf4 (f32)] [--device N|cpu|gpu|NAME]\n"
+            "         [--force] [--quiet]\n"
             "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file with a\n"
             "\"text\" field per line (one sample each, truncated or padded to seq-len). Samples are shuffled\n"
             "each epoch from --seed. Default length: one epoch (--steps is --max-steps, as before). Targets: module name suffixes; defaults are\n"
@@ -69,7 +71,9 @@ static void usage(FILE *f)
             "--grad-accum M: each step takes M batches of --batch, the loss their mean over all their tokens.\n"
             "Under mpirun -np N each step takes N x M batches of the one sample order (rank r the r-th M of\n"
             "them), the gradients are summed across ranks, and rank 0 alone writes: the adapter is the one a\n"
-            "single process with --grad-accum N x M makes.\n");
+            "single process with --grad-accum N x M makes.\n"
+            "--base-dtype nf4 trains on a QLoRA base: the layers' projections quantised to 4-bit NormalFloat at load,\n"
+            "dequantised inside the matmul shaders (LoRA and IA3; DoRA needs an f32 or f16 base).\n");
 }
 
 static int bad(const char *opt, const char *v, const char *want)
@@ -134,7 +138,7 @@ static void resolve_targets(args *a)
 static int parse(int argc, char **argv, args *a)
 {
     *a = (args){.net = NET_LORA, .rank = 8, .alpha = 16, .lr = 1e-4f, .loraplus = 1, .batch = 4, .accum = 1, .seq_len = 128,
-                .max_grad_norm = 1, .device = -1, .sched = SCHED_CONSTANT};
+                .max_grad_norm = 1, .device = -1, .sched = SCHED_CONSTANT, .base = VKL_F32};
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -165,6 +169,8 @@ static int parse(int argc, char **argv, args *a)
                 else if (!strcmp(v, "linear")) a->sched = SCHED_LINEAR;
                 else if (!strcmp(v, "cosine")) a->sched = SCHED_COSINE;
                 else rc = bad(o, v, "unknown schedule (constant, linear or cosine)");
+            } else if (!strcmp(o, "--base-dtype")) {
+                if (vkl_app_base_dtype(v, &a->base)) rc = bad(o, v, "expected f32, f16 or nf4");
             } else if (!strcmp(o, "--targets")) rc = split_targets(a, v);
             else if (!strcmp(o, "--rank")) rc = get_int(o, v, 1, 4096, &a->rank);
             else if (!strcmp(o, "--max-steps") || !strcmp(o, "--steps")) rc = get_int(o, v, 1, 100000000, &a->steps);
@@ -200,6 +206,10 @@ static int parse(int argc, char **argv, args *a)
     }
     if (a->steps && a->epochs) {
         fprintf(stderr, "vklora lm train: give --steps or --epochs, not both\n");
+        return 2;
+    }
+    if (a->net == NET_DORA && a->base == VKL_NF4) {
+        fprintf(stderr, "vklora lm train: --network dora needs --base-dtype f32 or f16 (DoRA's norm reads the weight)\n");
         return 2;
     }
     if (a->net == NET_IA3 && (a->rslora || a->loraplus != 1)) {
@@ -404,7 +414,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     int P = dist ? dist->size : 1, R = dist ? dist->rank : 0;
     vkl_ctx_opts co;
     vkl_ctx_opts_default(&co);
-    if (vkl_ctx_create(&co, &r->c, e) || vkl_llama_load(r->c, a->model, VKL_F32, &r->m, e) ||
+    if (vkl_ctx_create(&co, &r->c, e) || vkl_llama_load(r->c, a->model, a->base, &r->m, e) ||
         vkl_app_lm_tok_open(a->model, a->tok, r->m->cfg.vocab, &r->tok, e))
         return -1;
     const vkl_llama_config *cfg = &r->m->cfg;

@@ -2,7 +2,7 @@
 # and every project header they include, found by following #include "..."
 # from the source roots; and the linker version script that exports from
 # libvklora.so exactly the vkl_ functions those headers declare.
-set(VKL_API_HEADERS vkl.h vkl_base.h ops.h optim.h io/safetensors.h weights.h
+set(VKL_API_HEADERS vkl.h vkl_base.h quant.h ops.h optim.h io/safetensors.h weights.h
   sd/sd_model.h sd/pipeline.h sd/sd_adapters.h lora/lora_file.h lora/lora_apply.h
   llama/llama.h llama/llama_generate.h llama/llama_train.h llama/llama_lora_init.h train/sd_trainer.h)
 

@@ -1,4 +1,5 @@
 #include "vkl_base.h"
+#include "quant.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -46,9 +47,17 @@ static const struct {
     [VKL_I64] = {"i64", "int64", "I64", 8},     [VKL_U8] = {"u8", "uint8", "U8", 1},
     [VKL_I8] = {"i8", "int8", "I8", 1},         [VKL_I16] = {"i16", "int16", "I16", 2},
     [VKL_F64] = {"f64", "float64", "F64", 8},   [VKL_BOOL] = {"bool", "boolean", "BOOL", 1},
+    [VKL_NF4] = {"nf4", "normalfloat4", "NF4", 0},
 };
 
 size_t vkl_dtype_size(vkl_dtype t) { return (unsigned)t < VKL_DTYPE_COUNT ? dtype_info[t].size : 0; }
+uint64_t vkl_dtype_bytes(vkl_dtype t, uint64_t n)
+{
+    vkl_quant_layout l;
+    if (!vkl_quant_layout_of(t, n, &l)) return l.total_bytes;
+    return n * vkl_dtype_size(t);
+}
+
 const char *vkl_dtype_name(vkl_dtype t) { return (unsigned)t < VKL_DTYPE_COUNT ? dtype_info[t].name : "?"; }
 
 int vkl_dtype_parse(const char *s, vkl_dtype *out)
@@ -128,9 +137,17 @@ int vkl_convert_host(const void *src, vkl_dtype st, void *dst, vkl_dtype dt, siz
     if ((unsigned)st >= VKL_DTYPE_COUNT || (unsigned)dt >= VKL_DTYPE_COUNT)
         return vkl_fail(e, "cannot convert between element types %d and %d", (int)st, (int)dt);
     if (st == dt) {
-        memcpy(dst, src, n * vkl_dtype_size(st));
+        memcpy(dst, src, (size_t)vkl_dtype_bytes(st, n));
         return 0;
     }
+    if (st == VKL_F32 && dt == VKL_NF4) return vkl_nf4_pack(src, n, 0, dst, e);
+    if (st == VKL_NF4 && dt == VKL_F32) {
+        vkl_nf4_unpack(src, n, dst);
+        return 0;
+    }
+    if (vkl_dtype_is_quant(st) || vkl_dtype_is_quant(dt))
+        return vkl_fail(e, "cannot convert %s to %s (quantised types convert from and to f32)", vkl_dtype_name(st),
+                        vkl_dtype_name(dt));
     if (st == VKL_F16 && dt == VKL_F32) {
         for (size_t i = 0; i < n; i++) ((float *)dst)[i] = vkl_f16_to_f32(((const uint16_t *)src)[i]);
         return 0;

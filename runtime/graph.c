@@ -272,7 +272,8 @@ vkl_tensor *vkl_graph_replay_node(vkl_graph *g, const vkl_node *n, vkl_tensor *c
         if (vp->kind == 0) return vkl_reshape(g, src[0], d->ndim, d->shape);
         if (vp->kind == 1) return vkl_permute(g, src[0], vp->perm);
         /* strided view: same element offset relative to the source */
-        int64_t off = (int64_t)((d->offset - (n->src[0]->view_of ? n->src[0]->offset : 0)) / vkl_dtype_size(d->dtype));
+        uint64_t es = vkl_dtype_size(d->dtype);
+        int64_t off = es ? (int64_t)((d->offset - (n->src[0]->view_of ? n->src[0]->offset : 0)) / es) : 0;
         return vkl_view(g, src[0], d->ndim, d->shape, d->stride, off);
     }
     if (!n->dst->graph) return vkl_graph_set_error(g, "op %s writes a persistent tensor and cannot be recomputed", n->op);
@@ -478,6 +479,7 @@ int64_t vkl_window_elems(const vkl_ctx *c, vkl_dtype dt, int64_t multiple)
     uint64_t es = vkl_dtype_size(dt), slack = c->caps.storage_align + 4;
     /* a binding no larger than its alignment slack holds nothing (and the
      * unsigned difference must not wrap: SwiftShader aligns to 256 bytes) */
+    if (!es) return 0; /* a block-quantised type is bound whole by the ops that read it */
     if (c->caps.max_storage_range <= slack) return 0;
     int64_t n = (int64_t)((c->caps.max_storage_range - slack) / es);
     if (multiple > 1) n -= n % multiple;
@@ -490,6 +492,11 @@ int vkl_bind_span(vkl_graph *g, const vkl_tensor *t, int64_t first, int64_t coun
     vkl_ctx *c = g->ctx;
     if (!t->buf) return vkl_fail(e, "internal: tensor bound before it has memory");
     uint64_t es = vkl_dtype_size(t->dtype);
+    if (!es) {
+        char d[128];
+        vkl_tensor_describe(t, d, sizeof d);
+        return vkl_fail(e, "tensor %s: a quantised tensor is read only by the matmul ops", d);
+    }
     uint64_t begin = vkl_buffer_vk_offset(t->buf) + t->offset + (uint64_t)first * es;
     uint64_t end = begin + (uint64_t)(count > 0 ? count : 1) * es;
     end = (end + 3) & ~3ull;

@@ -15,7 +15,7 @@ int64_t vkl_tensor_nelem(const vkl_tensor *t)
 uint64_t vkl_tensor_nbytes(const vkl_tensor *t)
 {
     /* 16-bit types are stored in 32-bit words by some shaders: round up to 4 bytes */
-    uint64_t b = (uint64_t)vkl_tensor_nelem(t) * vkl_dtype_size(t->dtype);
+    uint64_t b = vkl_dtype_bytes(t->dtype, (uint64_t)vkl_tensor_nelem(t));
     return (b + 3) & ~3ull;
 }
 
@@ -99,12 +99,12 @@ int vkl_tensor_upload(vkl_ctx *c, vkl_tensor *t, const void *src, vkl_dtype src_
 {
     (void)c;
     if (check_host_io(t, e)) return -1;
-    size_t n = (size_t)vkl_tensor_nelem(t), es = vkl_dtype_size(t->dtype);
-    if (src_dt == t->dtype) return vkl_buffer_write(t->buf, t->offset, src, n * es, e);
-    void *tmp = malloc(n * es + 4);
+    size_t n = (size_t)vkl_tensor_nelem(t), bytes = (size_t)vkl_dtype_bytes(t->dtype, n);
+    if (src_dt == t->dtype) return vkl_buffer_write(t->buf, t->offset, src, bytes, e);
+    void *tmp = malloc(bytes + 4);
     if (!tmp) return vkl_fail(e, "out of host memory converting %zu elements", n);
     int rc = vkl_convert_host(src, src_dt, tmp, t->dtype, n, e);
-    if (!rc) rc = vkl_buffer_write(t->buf, t->offset, tmp, n * es, e);
+    if (!rc) rc = vkl_buffer_write(t->buf, t->offset, tmp, bytes, e);
     free(tmp);
     return rc;
 }
@@ -113,11 +113,11 @@ int vkl_tensor_download(vkl_ctx *c, const vkl_tensor *t, void *dst, vkl_dtype ds
 {
     (void)c;
     if (check_host_io(t, e)) return -1;
-    size_t n = (size_t)vkl_tensor_nelem(t), es = vkl_dtype_size(t->dtype);
-    if (dst_dt == t->dtype) return vkl_buffer_read(t->buf, t->offset, dst, n * es, e);
-    void *tmp = malloc(n * es + 4);
+    size_t n = (size_t)vkl_tensor_nelem(t), bytes = (size_t)vkl_dtype_bytes(t->dtype, n);
+    if (dst_dt == t->dtype) return vkl_buffer_read(t->buf, t->offset, dst, bytes, e);
+    void *tmp = malloc(bytes + 4);
     if (!tmp) return vkl_fail(e, "out of host memory converting %zu elements", n);
-    int rc = vkl_buffer_read(t->buf, t->offset, tmp, n * es, e);
+    int rc = vkl_buffer_read(t->buf, t->offset, tmp, bytes, e);
     if (!rc) rc = vkl_convert_host(tmp, t->dtype, dst, dst_dt, n, e);
     free(tmp);
     return rc;

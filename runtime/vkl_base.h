@@ -35,7 +35,8 @@ int vkl_fail(vkl_err *e, const char *fmt, ...) VKL_PRINTF(2, 3);
 void vkl_err_prefix(vkl_err *e, const char *fmt, ...) VKL_PRINTF(2, 3);
 void vkl_err_clear(vkl_err *e);
 
-/* Element types. Block-quantised types for frozen weights are added as they land. */
+/* Element types. Block-quantised types (frozen weights) have no size per
+ * element: their memory layout is in quant.h, its size vkl_dtype_bytes. */
 typedef enum vkl_dtype {
     VKL_F32 = 0,
     VKL_F16,
@@ -47,10 +48,14 @@ typedef enum vkl_dtype {
     VKL_I16,
     VKL_F64,
     VKL_BOOL,
+    VKL_NF4, /* 4-bit NormalFloat in blocks of 64 with an f32 absmax each (quant.h) */
     VKL_DTYPE_COUNT
 } vkl_dtype;
 
-size_t vkl_dtype_size(vkl_dtype t);
+size_t vkl_dtype_size(vkl_dtype t); /* bytes per element; 0 for block-quantised types */
+/* Bytes that n elements of t take in memory (for a block-quantised type: its
+ * codes and scales, quant.h). */
+uint64_t vkl_dtype_bytes(vkl_dtype t, uint64_t n);
 const char *vkl_dtype_name(vkl_dtype t); /* "f32", "f16", ... */
 /* Parses "f32"/"float32"/"F32"... returns -1 when unknown. */
 int vkl_dtype_parse(const char *s, vkl_dtype *out);
@@ -61,7 +66,8 @@ float vkl_bf16_to_f32(uint16_t h);
 uint16_t vkl_f32_to_bf16(float f);  /* round to nearest even, NaN kept NaN */
 
 /* Converts n elements between float-like and integer types on the host
- * (f32, f16, bf16, f64, i32, i64, u8, i8, i16, bool).
+ * (f32, f16, bf16, f64, i32, i64, u8, i8, i16, bool); f32 to a block-quantised
+ * type quantises (its layout, quant.h), the reverse dequantises.
  * Returns -1 (with message) for a pair it cannot convert. */
 int vkl_convert_host(const void *src, vkl_dtype st, void *dst, vkl_dtype dt, size_t n, vkl_err *e);
 

@@ -58,8 +58,8 @@ void main() {
         } else {
             for (uint j = 0u; j < TN; j++) {
                 if (BVEC == 1u) bv[j] = B_load4(bcol[j] + k);
-                else bv[j] = vec4(B_load(bcol[j] + k * p.sbk, BDT), B_load(bcol[j] + (k + 1u) * p.sbk, BDT),
-                                  B_load(bcol[j] + (k + 2u) * p.sbk, BDT), B_load(bcol[j] + (k + 3u) * p.sbk, BDT));
+                else bv[j] = vec4(B_get(bcol[j] + k * p.sbk), B_get(bcol[j] + (k + 1u) * p.sbk),
+                                  B_get(bcol[j] + (k + 2u) * p.sbk), B_get(bcol[j] + (k + 3u) * p.sbk));
             }
         }
         for (uint i = 0u; i < TM; i++)
@@ -74,7 +74,7 @@ void main() {
     for (uint k = K4; k < p.K; k++) {
         float av[TM], bv[TN];
         for (uint i = 0u; i < TM; i++) av[i] = A_load(arow[i] + k * p.sak, ADT);
-        for (uint j = 0u; j < TN; j++) bv[j] = B_load(bcol[j] + k * p.sbk, BDT);
+        for (uint j = 0u; j < TN; j++) bv[j] = B_get(bcol[j] + k * p.sbk);
         for (uint i = 0u; i < TM; i++)
             for (uint j = 0u; j < TN; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
     }

@@ -42,7 +42,7 @@ void main() {
             uint nn = BVEC == 1u ? e / BK : e % BN;
             uint n = n0 + nn;
             k = k0 + kb;
-            Bs[kb][nn] = (n < p.N && k < p.K) ? B_load(bbase + k * p.sbk + n * p.sbn, BDT) : 0.0;
+            Bs[kb][nn] = (n < p.N && k < p.K) ? B_get(bbase + k * p.sbk + n * p.sbn) : 0.0;
         }
         barrier();
         for (uint kk = 0u; kk < BK; kk++) {

@@ -39,9 +39,18 @@ typedef struct vkl_llama {
 } vkl_llama;
 
 /* dir/config.json + dir/model.safetensors; matrices stored as matrix_dtype
- * (VKL_F32 or VKL_F16), vectors f32. Every expected weight is checked for
- * presence and shape before anything runs. */
+ * (VKL_F32, VKL_F16 or VKL_BF16), vectors f32. VKL_NF4 (a QLoRA base): the
+ * seven projections of every layer are quantised to NF4 at load (runtime/quant.h;
+ * no full-precision copy reaches the device), the embedding and lm_head are
+ * f16, vectors f32 (vkl_llama_weight_dtype). Every expected weight is checked
+ * for presence and shape before anything runs. */
 int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e);
+/* A model of shape cfg with random weights (uniform, about 0.02 std; norms 1)
+ * stored as for vkl_llama_load with base (llama_random.c; benchmarks). */
+int vkl_llama_random(vkl_ctx *c, const vkl_llama_config *cfg, vkl_dtype base, uint64_t seed, vkl_llama **out,
+                     vkl_err *e);
+/* The dtype a weight `name` with ndim dims is stored in for a base dtype. */
+vkl_dtype vkl_llama_weight_dtype(const char *name, int ndim, vkl_dtype base);
 /* A llama2.c checkpoint (.bin, run.c's legacy format) as the same model
  * (llama2c_model.c); vkl_llama_load takes one when given a file. */
 int vkl_llama_load_llama2c(vkl_ctx *c, const char *path, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e);

@@ -19,7 +19,7 @@ static int put(vkl_llama *m, vkl_dtype matrix_dtype, const float *data, int ndim
     char name[128];
     snprintf(name, sizeof name, fmt, l);
     int64_t shape[2] = {s0, s1};
-    vkl_tensor *d = vkl_tensor_new(m->ctx, ndim == 2 ? matrix_dtype : VKL_F32, ndim, shape, e);
+    vkl_tensor *d = vkl_tensor_new(m->ctx, vkl_llama_weight_dtype(name, ndim, matrix_dtype), ndim, shape, e);
     if (!d) return -1;
     if (vkl_tensor_upload(m->ctx, d, data, VKL_F32, e) || vkl_weights_put(m->w, name, d, e)) {
         if (vkl_weights_find(m->w, name) != d) vkl_tensor_free(d);

@@ -3,6 +3,7 @@
  * current factors and detaches it, so n is recomputed on the device into a
  * persistent tensor that the forward reads as a constant. */
 #include "llama/llama.h"
+#include "quant.h"
 
 #include "ops.h"
 
@@ -57,6 +58,12 @@ int vkl_llama_dora_build(const vkl_llama *m, const vkl_lora *l, float mult, vkl_
         if (!w || w->shape[0] != mo->t[VKL_LORA_UP].shape[0] || w->shape[1] != mo->t[VKL_LORA_DOWN].shape[1]) {
             vkl_llama_dora_free(d);
             return vkl_fail(e, "DoRA module %s does not match a weight of the model", mo->name);
+        }
+        if (vkl_dtype_is_quant(w->dtype)) {
+            /* the norm ||W + s B A|| needs W itself, which a quantised base only has inside the matmul */
+            vkl_llama_dora_free(d);
+            return vkl_fail(e, "DoRA module %s: DoRA needs an f32 or f16 base, not %s", mo->name,
+                            vkl_dtype_name(w->dtype));
         }
         vkl_llama_dora_mod *x = &d->v[d->n++];
         x->module = strdup(mo->name);

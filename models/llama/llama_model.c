@@ -53,11 +53,21 @@ void vkl_llama_free(vkl_llama *m)
     free(m);
 }
 
+vkl_dtype vkl_llama_weight_dtype(const char *name, int ndim, vkl_dtype base)
+{
+    if (ndim != 2) return VKL_F32;
+    if (base != VKL_NF4) return base;
+    /* QLoRA quantises the layers' linear projections; the embedding (read by
+     * row, not through a matmul) and lm_head stay 16-bit */
+    size_t n = strlen(name), k = strlen("_proj.weight");
+    return n > k && !strcmp(name + n - k, "_proj.weight") && !strncmp(name, "model.layers.", 13) ? VKL_NF4 : VKL_F16;
+}
+
 int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e)
 {
     *out = NULL;
-    if (matrix_dtype != VKL_F32 && matrix_dtype != VKL_F16 && matrix_dtype != VKL_BF16)
-        return vkl_fail(e, "LLaMA weights are stored as f32, f16 or bf16, not %s", vkl_dtype_name(matrix_dtype));
+    if (matrix_dtype != VKL_F32 && matrix_dtype != VKL_F16 && matrix_dtype != VKL_BF16 && matrix_dtype != VKL_NF4)
+        return vkl_fail(e, "LLaMA weights are stored as f32, f16, bf16 or nf4, not %s", vkl_dtype_name(matrix_dtype));
     struct stat st;
     if (!stat(dir, &st) && S_ISREG(st.st_mode)) return vkl_llama_load_llama2c(c, dir, matrix_dtype, out, e);
     char path[4096];
@@ -109,7 +119,7 @@ int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llam
         }
         vkl_tensor *d = NULL;
         rc = vkl_st_read(f, t, VKL_F32, buf, e);
-        if (!rc) d = vkl_tensor_new(c, t->ndim == 2 ? matrix_dtype : VKL_F32, t->ndim, t->shape, e);
+        if (!rc) d = vkl_tensor_new(c, vkl_llama_weight_dtype(x[i].name, t->ndim, matrix_dtype), t->ndim, t->shape, e);
         if (!rc && (!d || vkl_tensor_upload(c, d, buf, VKL_F32, e) || vkl_weights_put(m->w, x[i].name, d, e))) {
             if (d && vkl_weights_find(m->w, x[i].name) != d) vkl_tensor_free(d);
             rc = -1;

@@ -3,6 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+vkl_dtype vkl_sd_weight_dtype(const char *name, int ndim, vkl_dtype matrix_dtype)
+{
+    if (ndim < 2) return VKL_F32;
+    /* NF4: the matmul reads it; the convolutions and the text encoder's embeddings do not */
+    if (matrix_dtype == VKL_NF4 && (ndim != 2 || strncmp(name, "unet.", 5))) return VKL_F16;
+    return matrix_dtype;
+}
+
 int vkl_sd_load_weights(vkl_ctx *c, const vkl_sd_source *s, const char *prefix, vkl_dtype matrix_dtype,
                         vkl_weights *w, vkl_err *e)
 {
@@ -26,7 +34,7 @@ int vkl_sd_load_weights(vkl_ctx *c, const vkl_sd_source *s, const char *prefix, 
             free(buf);
             return -1;
         }
-        vkl_dtype dt = x->ndim >= 2 ? matrix_dtype : VKL_F32;
+        vkl_dtype dt = vkl_sd_weight_dtype(x->name, x->ndim, matrix_dtype);
         vkl_tensor *t = vkl_tensor_new(c, dt, x->ndim, x->shape, e);
         if (!t || vkl_tensor_upload(c, t, buf, VKL_F32, e) || vkl_weights_put(w, x->name, t, e)) {
             if (t && !vkl_weights_find(w, x->name)) vkl_tensor_free(t);

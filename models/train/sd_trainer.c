@@ -640,6 +640,9 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     mo.tokenizer = c->tokenizer;
     mo.yaml = c->model_config;
     mo.weight_dtype = c->full ? VKL_F32 : c->weight_dtype;
+    if (c->weight_dtype == VKL_NF4 && (c->full || c->network_kind == VKL_LORA_KIND_DORA))
+        return vkl_fail(e, "--weights nf4 (a QLoRA base) trains LoRA, LoCon, LoHa or LoKr adapters; %s needs f16 or f32 "
+                           "weights", c->full ? "--network full" : "DoRA");
     if (c->full) {
         struct stat st, so;
         if (!stat(c->output, &so) && !stat(c->model, &st) && so.st_ino == st.st_ino && so.st_dev == st.st_dev)

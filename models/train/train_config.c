@@ -178,7 +178,8 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     else if (!strcmp(k, "weights")) {
         if (!strcmp(v, "f16")) c->weight_dtype = VKL_F16;
         else if (!strcmp(v, "f32")) c->weight_dtype = VKL_F32;
-        else return vkl_fail(e, "weights: f16 or f32, not '%s'", v);
+        else if (!strcmp(v, "nf4")) c->weight_dtype = VKL_NF4;
+        else return vkl_fail(e, "weights: f16, f32 or nf4, not '%s'", v);
     } else if (!strcmp(k, "mixed-precision")) {
         if (!strcmp(v, "no")) c->mixed_precision = 0;
         else if (!strcmp(v, "fp16")) c->mixed_precision = 1;
@@ -316,7 +317,7 @@ char *vkl_train_config_json(const vkl_train_config *c, const char *json_path)
     P("sample-prompts", c->sample_prompts);
     N("sample-every", c->sample_every);
     N("sample-steps", c->sample_steps);
-    cJSON_AddStringToObject(j, "weights", c->weight_dtype == VKL_F32 ? "f32" : "f16");
+    cJSON_AddStringToObject(j, "weights", c->weight_dtype == VKL_F32 ? "f32" : c->weight_dtype == VKL_NF4 ? "nf4" : "f16");
     cJSON_AddStringToObject(j, "mixed-precision", c->mixed_precision ? "fp16" : "no");
 #undef S
 #undef P

@@ -123,7 +123,7 @@ int vkl_st_read(const vkl_st_file *f, const vkl_st_tensor *t, vkl_dtype dt, void
 {
     if (!f || !t || t < f->t || t >= f->t + f->n)
         return vkl_fail(e, "%s: vkl_st_read: tensor does not belong to this file", f ? f->label : "?");
-    if ((unsigned)dt >= VKL_DTYPE_COUNT)
+    if ((unsigned)dt >= VKL_DTYPE_COUNT || !vkl_dtype_size(dt))
         return vkl_fail(e, "%s: tensor '%s': cannot convert to element type %d", f->label, t->name, (int)dt);
     if (t->nelem == 0) return 0;
     if (t->nelem > SIZE_MAX / 8)

@@ -66,6 +66,8 @@ static int add(vkl_st_writer *w, const char *name, vkl_dtype dt, int ndim, const
         return vkl_fail(e, "safetensors writer: '__metadata__' is reserved and cannot name a tensor");
     if ((unsigned)dt >= VKL_DTYPE_COUNT)
         return vkl_fail(e, "safetensors writer: tensor '%s': unknown element type %d", name, (int)dt);
+    if (!vkl_dtype_size(dt))
+        return vkl_fail(e, "safetensors writer: tensor '%s': %s has no safetensors dtype", name, vkl_dtype_name(dt));
     if (ndim < 0 || ndim > VKL_ST_MAX_DIMS)
         return vkl_fail(e, "safetensors writer: tensor '%s': %d dims (limit %d)", name, ndim, VKL_ST_MAX_DIMS);
     if (ndim > 0 && !shape) return vkl_fail(e, "safetensors writer: tensor '%s': NULL shape", name);

@@ -10,8 +10,15 @@
  * dispatch; otherwise it is split per batch and then by rows of A/C, each
  * piece bound as its own window. When B is shared by every batch and A's
  * batches follow each other like rows (a linear layer on [B, T, in]), the
- * batches are folded into M so that tiles never straddle a batch edge. */
+ * batches are folded into M so that tiles never straddle a batch edge.
+ *
+ * B may be a block-quantised weight (runtime/quant.h), a permutation of a
+ * whole 2-D tensor: it is bound whole (codes and scales) and dequantised in
+ * the shader, so a linear layer's forward and its input gradient (the
+ * transposed product, from the same backward rule) read the packed weight. */
 #include "matmul_internal.h"
+
+#include "quant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,10 +46,39 @@ typedef struct {
     uint32_t M, N, K, nb1, a_off, b_off, c_off, bias_off, sam, sak, sbk, sbn, sa0, sa1, sb0, sb1;
     uint32_t scale_off, K2, a2_off, b2_off, sa2m, sb2k, sb2n, sa2z;
     float alpha;
+    uint32_t bq_off;
 } matmul_pc;
 
 enum { SPEC_WG, SPEC_TM, SPEC_TN, SPEC_ADT, SPEC_BDT, SPEC_BIAS, SPEC_BIASDT, SPEC_AVEC, SPEC_BVEC, SPEC_SCALE,
        SPEC_SEG2, SPEC_A2DT, SPEC_B2DT, SPEC_LANES_M, SPEC_COUNT };
+
+/* Binds the whole memory of the quantised tensor t (a view of a persistent
+ * weight, at its start): code_off = twice the byte offset of the codes in the
+ * window (the shader's element offset), scale_off = index of the first f32
+ * scale. */
+static int bind_quant(vkl_graph *g, const vkl_tensor *t, vkl_bind *b, uint32_t *code_off, uint32_t *scale_off,
+                      vkl_err *e)
+{
+    vkl_ctx *c = vkl_graph_ctx(g);
+    vkl_quant_layout l;
+    vkl_quant_layout_of(t->dtype, (uint64_t)vkl_tensor_nelem(t), &l);
+    if (!t->buf) return vkl_fail(e, "internal: tensor bound before it has memory");
+    uint64_t begin = vkl_buffer_vk_offset(t->buf) + t->offset, end = begin + l.total_bytes;
+    uint64_t align = c->caps.storage_align < 4 ? 4 : c->caps.storage_align;
+    uint64_t abegin = begin / align * align;
+    if (end - abegin > c->caps.max_storage_range) {
+        char d[96];
+        vkl_tensor_describe(t, d, sizeof d);
+        return vkl_fail(e, "quantised weight %s (%llu bytes) exceeds the device's storage binding limit (%llu bytes)",
+                        d, (unsigned long long)l.total_bytes, (unsigned long long)c->caps.max_storage_range);
+    }
+    b->buf = t->buf;
+    b->offset = abegin - vkl_buffer_vk_offset(t->buf);
+    b->range = end - abegin;
+    *code_off = (uint32_t)(2 * (begin - abegin));
+    *scale_off = (uint32_t)((begin - abegin + l.scale_offset) / 4);
+    return 0;
+}
 
 /* The product after batch folding: shapes and element strides as the shader sees them. */
 typedef struct {
@@ -110,10 +146,11 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
     const char *kernel = var == VKL_MM_TILED ? "matmul_tiled" : "matmul";
     uint32_t rows_per_group = var == VKL_MM_TILED ? 64 : tm;
 
+    int bq = vkl_dtype_is_quant(b->dtype);
     int64_t max_a = vkl_window_elems(c, a->dtype, 1), max_y = vkl_window_elems(c, VKL_F32, 1);
     /* rows one dispatch can cover (conservative when LANES_M packs wg row tiles per workgroup) */
     int64_t max_rows_grid = (int64_t)rows_per_group * c->caps.max_wg_count[1];
-    int fits = vkl_tensor_span(a) <= max_a && vkl_tensor_span(b) <= vkl_window_elems(c, b->dtype, 1) &&
+    int fits = vkl_tensor_span(a) <= max_a && (bq || vkl_tensor_span(b) <= vkl_window_elems(c, b->dtype, 1)) &&
                vkl_tensor_nelem(y) <= max_y && (!a2 || vkl_tensor_span(a2) <= vkl_window_elems(c, a2->dtype, 1));
     int whole = fits && M <= max_rows_grid;
     int64_t batches = whole ? 1 : nb0 * nb1;
@@ -164,8 +201,10 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
             vkl_bind bind[7];
             int64_t a_span = whole ? vkl_tensor_span(a) : (mr - 1) * ast[2] + (K - 1) * ast[3] + 1;
             int64_t b_span = whole ? vkl_tensor_span(b) : (K - 1) * bst[2] + (N - 1) * bst[3] + 1;
+            pc.bq_off = 0;
             if (vkl_bind_span(g, a, a_first + m0 * ast[2], a_span, &bind[0], &pc.a_off, e) ||
-                vkl_bind_span(g, b, b_first, b_span, &bind[1], &pc.b_off, e) ||
+                (bq ? bind_quant(g, b, &bind[1], &pc.b_off, &pc.bq_off, e)
+                    : vkl_bind_span(g, b, b_first, b_span, &bind[1], &pc.b_off, e)) ||
                 vkl_bind_span(g, y, y_first + m0 * N, whole ? vkl_tensor_nelem(y) : mr * N, &bind[2], &pc.c_off, e))
                 return -1;
             bind[3] = bind[4] = bind[5] = bind[6] = bind[0];
@@ -253,6 +292,10 @@ static int backward_matmul(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int 
     if (mp->i_scale >= 0) dys = vkl_mul(g, dy, n->src[mp->i_scale]);
     if (mp->alpha != 1.0f) dys = vkl_scale(g, dys, mp->alpha);
     if (need[0]) dsrc[0] = vkl_sum_to(g, vkl_matmul(g, dys, transpose_last2(g, b)), a->ndim, a->shape);
+    if (need[1] && vkl_dtype_is_quant(b->dtype)) {
+        vkl_graph_set_error(g, "matmul: a quantised (%s) weight is frozen and has no gradient", vkl_dtype_name(b->dtype));
+        return -1;
+    }
     if (need[1]) dsrc[1] = grad_rhs(g, a, dys, b);
     if (mp->i_bias >= 0 && need[mp->i_bias]) {
         vkl_tensor *bias = n->src[mp->i_bias];
@@ -277,12 +320,26 @@ vkl_tensor *vkl_matmul_general(vkl_graph *g, const char *op, vkl_tensor *a, vkl_
     if (!a || !b || vkl_graph_failed(g)) return NULL;
     vkl_tensor *bias = x ? x->bias : NULL, *scale = x ? x->col_scale : NULL;
     vkl_tensor *a2 = x ? x->a2 : NULL, *b2 = x ? x->b2 : NULL;
-    if (!vkl_op_float_type(a->dtype) || !vkl_op_float_type(b->dtype) || (bias && !vkl_op_float_type(bias->dtype)) ||
-        (a2 && !vkl_op_float_type(a2->dtype)) || (b2 && !vkl_op_float_type(b2->dtype)))
-        return vkl_graph_set_error(g, "%s: operands must be f32, f16 or bf16", op);
+    int bq = vkl_dtype_is_quant(b->dtype);
+    if (!vkl_op_float_type(a->dtype) || !(bq || vkl_op_float_type(b->dtype)) ||
+        (bias && !vkl_op_float_type(bias->dtype)) || (a2 && !vkl_op_float_type(a2->dtype)) ||
+        (b2 && !vkl_op_float_type(b2->dtype)))
+        return vkl_graph_set_error(g, "%s: operands must be f32, f16 or bf16 (the right one may be quantised)", op);
     char da[96], db[96];
     vkl_tensor_describe(a, da, sizeof da);
     vkl_tensor_describe(b, db, sizeof db);
+    if (bq) {
+        /* the shader reads element i's code and scale from i alone: the whole weight, from its start */
+        const vkl_tensor *root = b->view_of ? b->view_of : b;
+        if (b->ndim != 2 || vkl_tensor_span(b) != vkl_tensor_nelem(b) || b->offset != root->offset ||
+            vkl_tensor_nelem(b) != vkl_tensor_nelem(root))
+            return vkl_graph_set_error(g, "%s: a quantised operand (%s) must be a whole 2-D weight or its transpose", op,
+                                       db);
+        const vkl_caps *caps = vkl_ctx_caps(vkl_graph_ctx(g));
+        if (vkl_dtype_bytes(b->dtype, (uint64_t)vkl_tensor_nelem(b)) + caps->storage_align > caps->max_storage_range)
+            return vkl_graph_set_error(g, "%s: quantised weight %s exceeds the device's storage binding limit (%llu bytes)",
+                                       op, db, (unsigned long long)caps->max_storage_range);
+    }
     if (a->ndim < 2 || b->ndim < 2) return vkl_graph_set_error(g, "%s: %s and %s need at least 2 dims", op, da, db);
     int64_t as[4], ast[4], bs[4], bst[4];
     vkl_op_shape4(a, as, ast);

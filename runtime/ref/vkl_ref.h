@@ -19,6 +19,13 @@ void vkl_ref_reduce_rows(int op, const float *x, int64_t rows, int64_t n, float 
  * z = z0*nb1 + z1; C contiguous. */
 void vkl_ref_matmul(const float *a, const int64_t sa[4], const float *b, const int64_t sb[4], const float *bias,
                     float *c, int64_t nb0, int64_t nb1, int64_t M, int64_t N, int64_t K);
+/* ---- quantised weights (ref_quant.c): W [N, K] as NF4 packed codes and
+ * absmax (runtime/quant.h); x [M, K], dy [M, N] contiguous.
+ * y = x W^T [M, N]; dx = dy W [M, K]. */
+void vkl_ref_linear_nf4(const float *x, const uint8_t *packed, const float *absmax, float *y, int64_t M, int64_t N,
+                        int64_t K);
+void vkl_ref_linear_nf4_grad_input(const float *dy, const uint8_t *packed, const float *absmax, float *dx, int64_t M,
+                                   int64_t N, int64_t K);
 
 /* ---- norm (ref_norm.c): x contiguous, double-precision statistics. */
 /* x [N, C, S] in `groups` groups; gamma/beta [C] or NULL; silu applied last. */

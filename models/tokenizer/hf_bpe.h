@@ -15,8 +15,9 @@
  *   4. BPE: a piece's symbols merge by rank (lowest first, leftmost among
  *      equal ranks); with ignore_merges a piece that is a token is kept whole;
  *   5. the post-processor's template (BOS/EOS ids around the text), unless
- *      tokenizer_config.json sets add_bos_token / add_eos_token, which then
- *      decide (as transformers' LlamaTokenizerFast rebuilds its template).
+ *      tokenizer_config.json sets add_bos_token / add_eos_token and its
+ *      tokenizer_class is a LLaMA/CodeLlama/Gemma one (or absent): the flags
+ *      then decide, as those transformers classes rebuild their template.
  * Decoding maps the tokens' characters back to bytes (an added token whose
  * characters are not in the byte map contributes its own UTF-8), and turns
  * invalid UTF-8 into U+FFFD per maximal invalid subsequence, as Rust's

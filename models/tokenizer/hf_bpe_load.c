@@ -342,8 +342,15 @@ static int read_config(vkl_hfbpe *t, const cJSON *cfg, const char *file, vkl_err
         return -1;
     const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token");
     const cJSON *ae = cJSON_GetObjectItemCaseSensitive(cfg, "add_eos_token");
-    /* as LlamaTokenizerFast.update_post_processor: the flags replace the template */
-    if (cJSON_IsBool(ab) || cJSON_IsBool(ae)) {
+    /* as LlamaTokenizerFast.update_post_processor: the flags replace the
+     * template; other fast classes (PreTrainedTokenizerFast of Llama 3,
+     * GPT2TokenizerFast, Qwen2TokenizerFast) keep the file's template */
+    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(cfg, "tokenizer_class");
+    static const char *const rebuilds[] = {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
+                                           "CodeLlamaTokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast"};
+    int honours = !cJSON_IsString(cls);
+    for (size_t k = 0; !honours && k < sizeof rebuilds / sizeof *rebuilds; k++) honours = !strcmp(cls->valuestring, rebuilds[k]);
+    if (honours && (cJSON_IsBool(ab) || cJSON_IsBool(ae))) {
         t->n_before = t->n_after = 0;
         if (cJSON_IsTrue(ab)) {
             if (t->bos < 0) return vkl_fail(e, "%s: add_bos_token is set but there is no bos_token", file);

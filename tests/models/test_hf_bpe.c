@@ -285,8 +285,12 @@ static void llama3_style(void **state)
     check_ids(t, 1, "hello", HELLO, -1);
     assert_int_equal(vkl_hfbpe_eos(t), END);
     vkl_hfbpe_free(t);
+    /* ... but not for a class that keeps the file's template (Llama 3's) */
+    t = load(&o, "{\"add_bos_token\":false,\"tokenizer_class\":\"PreTrainedTokenizerFast\"}");
+    check_ids(t, 1, "hello", BOS, HELLO, -1);
+    vkl_hfbpe_free(t);
     o.post = NULL;
-    t = load(&o, "{\"add_bos_token\":true,\"bos_token\":\"<|bos|>\"}");
+    t = load(&o, "{\"add_bos_token\":true,\"bos_token\":\"<|bos|>\",\"tokenizer_class\":\"LlamaTokenizerFast\"}");
     check_ids(t, 1, "hello", BOS, HELLO, -1);
     vkl_hfbpe_free(t);
 }

@@ -255,6 +255,13 @@ static void gpt2_style(void **state)
     free(s);
     vkl_hfbpe_free(t);
 
+    /* SmolLM's pre-tokenizer: digits isolated one by one before GPT-2's split */
+    o.pre = "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\",\"individual_digits\":true},"
+            "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}]}";
+    t = load(&o, NULL);
+    check_ids(t, 1, "a12 34", 'a', '1', '2', ' ', '3', '4', -1); /* without Digits: a, 12, " 34" */
+    vkl_hfbpe_free(t);
+
     o.ignore_merges = 1;
     o.array_merges = 1;
     o.pre = "{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":true}";

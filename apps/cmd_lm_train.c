@@ -39,7 +39,7 @@ typedef enum { NET_LORA, NET_DORA, NET_IA3 } network;
 typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
 
 typedef struct args {
-    const char *model, *data, *out, *tok;
+    const char *model, *data, *out, *tok, *chat;
     network net;
     int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force;
     float alpha, lr, loraplus, wd, max_grad_norm;
@@ -57,9 +57,13 @@ static void usage(FILE *f)
             "         [--rank 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
             "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
-            "         [--tokenizer tokenizer.model|tok.bin] [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
-            "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file with a\n"
-            "\"text\" field per line (one sample each, truncated or padded to seq-len). Samples are shuffled\n"
+            "         [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--chat-template llama3|chatml|mistral]\n"
+            "         [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
+            "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file, one\n"
+            "sample per line truncated or padded to seq-len: {\"text\": ...} (every token learnt),\n"
+            "{\"prompt\": ..., \"completion\": ...} (loss on the completion and EOS only) or {\"messages\":\n"
+            "[{\"role\", \"content\"}, ...]} rendered with the model's chat template (tokenizer_config.json,\n"
+            "or --chat-template), loss on the assistant's answers only. Samples are shuffled\n"
             "each epoch from --seed. Default length: one epoch (--steps is --max-steps, as before). Targets: module name suffixes; defaults are\n"
             "PEFT's for LLaMA (LoRA/DoRA q_proj,v_proj; IA3 k_proj,v_proj,down_proj, down_proj feed-forward).\n"
             "Writes ADAPTER_DIR/adapter_model.safetensors, adapter_config.json (PEFT) and train_log.csv\n"
@@ -149,7 +153,11 @@ static int parse(int argc, char **argv, args *a)
             else if (!strcmp(o, "--data")) a->data = v;
             else if (!strcmp(o, "-o") || !strcmp(o, "--output")) a->out = v;
             else if (!strcmp(o, "--tokenizer")) a->tok = v;
-            else if (!strcmp(o, "--network")) {
+            else if (!strcmp(o, "--chat-template")) {
+                if (strcmp(v, "llama3") && strcmp(v, "chatml") && strcmp(v, "mistral"))
+                    rc = bad(o, v, "unknown chat template (llama3, chatml or mistral)");
+                a->chat = v;
+            } else if (!strcmp(o, "--network")) {
                 if (!strcmp(v, "lora")) a->net = NET_LORA;
                 else if (!strcmp(v, "dora")) a->net = NET_DORA;
                 else if (!strcmp(v, "ia3")) a->net = NET_IA3;
@@ -387,7 +395,8 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         vkl_app_lm_tok_open(a->model, a->tok, r->m->cfg.vocab, &r->tok, e))
         return -1;
     const vkl_llama_config *cfg = &r->m->cfg;
-    if (vkl_app_lm_data_load(a->data, &r->tok, cfg->bos, cfg->eos >= 0 ? cfg->eos : 0, a->seq_len, &r->data, e))
+    if (a->chat && vkl_chat_from_name(a->chat, &r->tok.chat, e)) return -1;
+    if (vkl_app_lm_data_load(a->data, &r->tok, cfg->bos, cfg->eos, cfg->eos >= 0 ? cfg->eos : 0, a->seq_len, &r->data, e))
         return -1;
     if (build_adapter(a, r, e)) return -1;
     int B = a->batch, L = a->seq_len, n = r->data.n;

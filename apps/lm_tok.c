@@ -7,10 +7,38 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "sd/sd_config.h" /* vkl_sd_read_text_file */
+
+#include <cjson/cJSON.h>
+
+/* chat_template of model/tokenizer_config.json: a string, or a list of
+ * {name, template} of which "default" is used. */
+static void read_chat(const char *model, vkl_app_lm_tok *t)
+{
+    char path[4200], *text = NULL;
+    struct stat st;
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", model);
+    snprintf(t->chat_error, sizeof t->chat_error, "%.300s has no chat_template", path);
+    if (stat(path, &st) || !S_ISREG(st.st_mode) || vkl_sd_read_text_file(path, 1 << 24, &text, NULL)) return;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(j, "chat_template");
+    for (const cJSON *x = cJSON_IsArray(ct) ? ct->child : NULL; x; x = x->next) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(x, "name");
+        if (cJSON_IsString(name) && !strcmp(name->valuestring, "default"))
+            ct = cJSON_GetObjectItemCaseSensitive(x, "template");
+    }
+    vkl_err e;
+    if (cJSON_IsString(ct) && vkl_chat_from_template(ct->valuestring, &t->chat, &e))
+        snprintf(t->chat_error, sizeof t->chat_error, "%.300s: %.180s", path, e.msg);
+    cJSON_Delete(j);
+}
+
 int vkl_app_lm_tok_open(const char *model, const char *path, int vocab, vkl_app_lm_tok *t, vkl_err *e)
 {
     char buf[4096], cfg[4200];
     struct stat st;
+    if (!stat(model, &st) && S_ISDIR(st.st_mode)) read_chat(model, t);
     if (!path) {
         snprintf(buf, sizeof buf, "%s/tokenizer.model", model);
         if (stat(buf, &st)) snprintf(buf, sizeof buf, "%s/tokenizer.json", model);
@@ -44,6 +72,13 @@ void vkl_app_lm_tok_free(vkl_app_lm_tok *t)
     t->sp = NULL;
     t->l2c = NULL;
     t->bpe = NULL;
+}
+
+int vkl_app_lm_tok_encode_raw(const vkl_app_lm_tok *t, const char *text, int32_t **ids, int *n, vkl_err *e)
+{
+    if (t->bpe) return vkl_hfbpe_encode(t->bpe, text, 0, ids, n, e);
+    if (t->l2c) return vkl_l2c_tok_encode(t->l2c, text, -1, -1, ids, n, e);
+    return vkl_sp_encode(t->sp, text, ids, n, e);
 }
 
 int vkl_app_lm_tok_eos(const vkl_app_lm_tok *t, int model_eos)

@@ -6,6 +6,7 @@
 #ifndef VKL_LM_TOK_H
 #define VKL_LM_TOK_H
 
+#include "tokenizer/chat_template.h"
 #include "tokenizer/hf_bpe.h"
 #include "tokenizer/llama2c_tokenizer.h"
 #include "tokenizer/sp_bpe.h"
@@ -16,6 +17,11 @@ typedef struct vkl_app_lm_tok {
     vkl_sp *sp;
     vkl_l2c_tok *l2c;
     vkl_hfbpe *bpe;
+    /* the model folder's tokenizer_config.json chat_template as a built-in
+     * (chat_template.h); kind VKL_CHAT_NONE when it has none or an unknown
+     * one (chat_error says which) */
+    vkl_chat chat;
+    char chat_error[512];
 } vkl_app_lm_tok;
 
 /* path NULL: model/tokenizer.model, else model/tokenizer.json. Refuses a
@@ -24,6 +30,10 @@ int vkl_app_lm_tok_open(const char *model, const char *path, int vocab, vkl_app_
 void vkl_app_lm_tok_free(vkl_app_lm_tok *t);
 /* BOS (bos, or 1 when the model names none) then the text's ids; *ids malloc'd. */
 int vkl_app_lm_tok_encode(const vkl_app_lm_tok *t, const char *text, int bos, int32_t **ids, int *n, vkl_err *e);
+
+/* ids of text alone: no BOS, no template ids (added tokens in the text are
+ * recognised by a tokenizer.json). */
+int vkl_app_lm_tok_encode_raw(const vkl_app_lm_tok *t, const char *text, int32_t **ids, int *n, vkl_err *e);
 
 /* The text of ids (special tokens left out) appended to *buf as raw bytes
  * (*len used, *cap room); a byte-level BPE may end inside a character. */

@@ -1,0 +1,157 @@
+/* `vklora lm train` on {"prompt","completion"} and {"messages"} JSONL (the
+ * built binary, tiny-llama): the first logged loss is the base model's mean
+ * cross-entropy over the answer tokens only (completion + EOS; Mistral-style
+ * chat: the assistant's content + EOS), recomputed here from the model's
+ * logits with the ids derived from SentencePiece directly, and differs from
+ * the loss over every token; a "messages" file without a chat template is
+ * refused, naming --chat-template. */
+#include "../models/llama_check.h"
+#include "tokenizer/sp_bpe.h"
+
+#include <sys/stat.h>
+
+#define MODEL "refkit/lm/tiny-llama"
+#define PROMPT "You may convey"
+#define COMPLETION " verbatim copies of the Program's source code."
+
+static char *dir_;
+
+static void write_file(const char *name, const char *text)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", dir_, name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static float first_loss(const char *out, const char *data, const char *extra)
+{
+    char args[8192], *log = NULL;
+    snprintf(args, sizeof args, "lm train --model '%s' -o '%s' --data %s --seq-len 64 --batch 1 --steps 1 --lr 0 %s",
+             vkl_test_shared_path(MODEL), out, data, extra);
+    int st = vkl_test_run_cli(dir_, NULL, args, &log);
+    if (st) fail_msg("status %d: %s", st, log);
+    free(log);
+    char p[4096], line[256];
+    snprintf(p, sizeof p, "%s/%s/train_log.csv", dir_, out);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof line, f));
+    float loss = 0;
+    assert_int_equal(fscanf(f, "%*d,%*d,%f", &loss), 1);
+    fclose(f);
+    return loss;
+}
+
+/* ids: BOS + sp(head + tail) + EOS; flags from where sp(head)'s ids stop matching */
+static int build(const vkl_sp *sp, const char *head, const char *tail, int32_t *ids, unsigned char *tr)
+{
+    char both[1024];
+    snprintf(both, sizeof both, "%s%s", head, tail);
+    int32_t *a = NULL, *h = NULL;
+    int na = 0, nh = 0, c = 0;
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_sp_encode(sp, both, &a, &na, &e), 0);
+    assert_int_equal(vkl_sp_encode(sp, head, &h, &nh, &e), 0);
+    while (c < nh && c < na && a[c] == h[c]) c++;
+    int n = 0;
+    ids[n] = 1, tr[n++] = 0;
+    for (int i = 0; i < na; i++) ids[n] = a[i], tr[n++] = i >= c;
+    ids[n] = 2, tr[n++] = 1;
+    free(a);
+    free(h);
+    return n;
+}
+
+/* Mean -log p(ids[t] | ids[<t]) over flagged t (all t >= 1 when tr is NULL), float64 from the model's logits. */
+static double base_loss(vkl_ctx *c, vkl_llama *m, const int32_t *ids, const unsigned char *tr, int n)
+{
+    vkl_tensor *tid = lm_ids(c, ids, 1, n), *mask = lm_mask(c, 1, n, 0, NULL);
+    vkl_graph *g = vkl_graph_new(c);
+    vkl_llama_fwd o = {.mask = mask, .explicit_attn = 1};
+    vkl_tensor *logits = vkl_llama_forward(g, m, tid, &o);
+    vkl_graph_keep(g, logits);
+    lm_plan(g);
+    lm_run(g);
+    float *lg = lm_download(c, logits);
+    int V = m->cfg.vocab, k = 0;
+    double sum = 0;
+    for (int t = 1; t < n; t++) {
+        if (tr && !tr[t]) continue;
+        const float *row = lg + (size_t)(t - 1) * V;
+        double mx = row[0], z = 0;
+        for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+        for (int v = 0; v < V; v++) z += exp(row[v] - mx);
+        sum += -(row[ids[t]] - mx - log(z));
+        k++;
+    }
+    free(lg);
+    vkl_graph_free(g);
+    vkl_tensor_free(mask);
+    vkl_tensor_free(tid);
+    return sum / k;
+}
+
+static void answer_only_loss(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(MODEL "/model.safetensors");
+    vkl_err e = {{0}};
+    vkl_sp *sp = NULL;
+    assert_int_equal(vkl_sp_load(vkl_test_shared_path(MODEL "/tokenizer.model"), &sp, &e), 0);
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    vkl_llama *m = lm_load(c, MODEL, VKL_F32);
+    int32_t ids[128];
+    unsigned char tr[128];
+
+    write_file("pc.jsonl", "{\"prompt\": \"" PROMPT "\", \"completion\": \"" COMPLETION "\"}\n");
+    int n = build(sp, PROMPT, COMPLETION, ids, tr);
+    double want = base_loss(c, m, ids, tr, n), all = base_loss(c, m, ids, NULL, n);
+    float got = first_loss("pc", "pc.jsonl", "");
+    printf("  prompt/completion: loss %.6f, expected %.6f (every token: %.6f)\n", got, want, all);
+    assert_float_equal(got, want, 2e-4);
+    assert_true(fabs(want - all) > 0.01);
+
+    /* Mistral's template: BOS [INST] question [/INST]answer EOS, loss on answer + EOS */
+    write_file("chat.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"Who may copy?\"}, "
+                             "{\"role\": \"assistant\", \"content\": \"" PROMPT COMPLETION "\"}]}\n");
+    n = build(sp, "[INST] Who may copy? [/INST]", PROMPT COMPLETION, ids, tr);
+    want = base_loss(c, m, ids, tr, n);
+    got = first_loss("chat", "chat.jsonl", "--chat-template mistral");
+    printf("  messages (mistral): loss %.6f, expected %.6f\n", got, want);
+    assert_float_equal(got, want, 2e-4);
+
+    /* tiny-llama's tokenizer_config.json has no chat template */
+    char args[8192], *log = NULL;
+    snprintf(args, sizeof args, "lm train --model '%s' -o nochat --data chat.jsonl --steps 1",
+             vkl_test_shared_path(MODEL));
+    assert_int_equal(vkl_test_run_cli(dir_, NULL, args, &log), 1);
+    assert_non_null(strstr(log, "--chat-template"));
+    free(log);
+    vkl_llama_free(m);
+    vkl_test_ctx_done(c);
+    vkl_sp_free(sp);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    dir_ = strdup(vkl_test_tmpdir());
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    vkl_test_rmtree(dir_);
+    free(dir_);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(answer_only_loss)};
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

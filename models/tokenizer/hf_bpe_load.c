@@ -114,6 +114,10 @@ static int read_model(vkl_hfbpe *t, const cJSON *model, const cJSON *added, cons
             return vkl_fail(e, "%s: an added token lacks a valid id or a non-empty content", file);
         max_id = id > max_id ? id : max_id;
     }
+    /* ids index a table: refuse sparse ones that would make it huge */
+    size_t count = (size_t)cJSON_GetArraySize(vocab) + (added ? (size_t)cJSON_GetArraySize(added) : 0);
+    if ((size_t)max_id >= 2 * count + 1024)
+        return vkl_fail(e, "%s: token id %d is far beyond the %zu tokens (ids must be dense)", file, max_id, count);
     t->n_ids = max_id + 1;
     t->tok = calloc((size_t)t->n_ids + 1, sizeof *t->tok);
     t->special = calloc((size_t)t->n_ids + 1, 1);

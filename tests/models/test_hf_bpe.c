@@ -326,6 +326,8 @@ static void refused(void **state)
         {"\\\\p{N}{1,3}", "\\\\p{N}{1,4}", "Split regex"},
         {"\"Isolated\"", "\"Removed\"", "Isolated"},
         {"\"h e\"", "\"h q\"", "merge 0"},
+        {"\"id\":280", "\"id\":99999999", "dense"},
+        {"\"Sequence\"", "\"Metaspace\"", "Metaspace"},
     };
     opts o = {.pre = SPLIT_LLAMA3, .post = TEMPLATE_BOS};
     char *json = make_json(&o);

@@ -412,6 +412,18 @@ static void refused(void **state)
         assert_int_equal(vkl_llama_config_read(path, &cfg, &e), -1);
         if (!strstr(e.msg, cases[i].error)) fail_msg("case %zu: \"%s\" does not name %s", i, e.msg, cases[i].error);
     }
+    /* an index naming a file outside the folder */
+    char sub[400];
+    snprintf(sub, sizeof sub, "%s/badindex", root);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    write_text(sub, "config.json", QWEN2_CONFIG);
+    write_text(sub, "model.safetensors.index.json", "{\"weight_map\":{\"model.norm.weight\":\"../x.safetensors\"}}");
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    vkl_llama *m = NULL;
+    vkl_err e2 = {{0}};
+    assert_int_equal(vkl_llama_load(c, sub, VKL_F32, &m, &e2), -1);
+    if (!strstr(e2.msg, "does not name a file in the folder")) fail_msg("%s", e2.msg);
+    vkl_test_ctx_done(c);
     /* a Mistral-style sliding window caps the positions */
     write_text(root, "config.json",
                "{\"model_type\":\"mistral\",\"hidden_size\":32,\"num_hidden_layers\":2,\"num_attention_heads\":4,"

@@ -29,6 +29,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: vklora lm generate --model DIR --prompt TEXT [--max-tokens N] [--lora ADAPTER_DIR[:W]]...\n"
                "                          [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
                "                          [--seed N] [--stop STRING]... [--json]\n"
+               "                          [--chat] [--system TEXT] [--chat-template llama3|chatml|mistral]\n"
                "                          [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--weights f16|f32 (f32)]\n"
                "                          [--device N|cpu|gpu|NAME]\n"
                "Decodes with a KV cache and streams the continuation. Greedy unless --temperature T > 0 (or a\n"
@@ -36,6 +37,8 @@ static void usage(FILE *f)
                "top-k, top-p and min-p apply in that order (as transformers) and the token is drawn on the host\n"
                "from --seed (the same draws on every device; without --seed one is picked and reported).\n"
                "--stop ends generation at the first occurrence of STRING (not printed; repeatable).\n"
+               "--chat sends the prompt as a user turn (after --system's message) through the model's chat\n"
+               "template (tokenizer_config.json, or --chat-template) with the assistant's turn opened.\n"
                "--json prints one object instead: prompt_ids, ids, text, finish (eos|length|stop), seed and speeds.\n"
                "Prefill and decode tokens/s go to stderr. The tokenizer is DIR/tokenizer.model (SentencePiece),\n"
                "else DIR/tokenizer.json (byte-level BPE: GPT-2, Llama 3, Qwen2 ...), unless --tokenizer names one\n"
@@ -123,7 +126,8 @@ static void report(run_state *r, int np, int nout, const vkl_app_lm_gen_args *g,
 
 static int generate(int argc, char **argv)
 {
-    const char *model = NULL, *prompt = NULL, *tok_path = NULL;
+    const char *model = NULL, *prompt = NULL, *tok_path = NULL, *system = NULL, *chat_name = NULL;
+    int chat = 0;
     static char lora[MAX_LORA][4096];
     float lora_w[MAX_LORA];
     int nlora = 0, max_new = 64;
@@ -138,6 +142,18 @@ static int generate(int argc, char **argv)
         if (!strcmp(a, "--model") && v) model = argv[++i];
         else if (!strcmp(a, "--prompt") && v) prompt = argv[++i];
         else if (!strcmp(a, "--tokenizer") && v) tok_path = argv[++i];
+        else if (!strcmp(a, "--chat")) chat = 1;
+        else if (!strcmp(a, "--system") && v) system = argv[++i], chat = 1;
+        else if (!strcmp(a, "--chat-template") && v) {
+            vkl_chat probe;
+            vkl_err pe;
+            if (vkl_chat_from_name(v, &probe, &pe)) {
+                fprintf(stderr, "vklora lm generate: --chat-template: %s\n", pe.msg);
+                return 2;
+            }
+            chat_name = argv[++i];
+            chat = 1;
+        }
         else if (!strcmp(a, "--max-tokens") && v) {
             char *end;
             long x = strtol(argv[++i], &end, 10);
@@ -238,7 +254,12 @@ static int generate(int argc, char **argv)
     if (!rc && is_dora) rc = vkl_llama_dora_build(m, other[0].lora, other[0].unet_mult, &dora, &e);
     else if (!rc && nother) rc = vkl_lora_set_build(c, other, nother, &set, &e);
     if (!rc) {
-        rc = vkl_app_lm_tok_encode(&tok, prompt, m->cfg.bos, &ids, &np, &e);
+        if (chat_name) rc = vkl_chat_from_name(chat_name, &tok.chat, &e);
+        if (!rc && chat)
+            rc = vkl_app_lm_tok_chat_prompt(&tok, system, prompt, m->cfg.bos, vkl_app_lm_tok_eos(&tok, m->cfg.eos), &ids,
+                                            &np, &e);
+        else if (!rc)
+            rc = vkl_app_lm_tok_encode(&tok, prompt, m->cfg.bos, &ids, &np, &e);
     }
     if (!rc && np + max_new > m->cfg.max_pos)
         rc = vkl_fail(&e, "prompt (%d tokens) + %d new tokens exceed the model's %d positions", np, max_new,

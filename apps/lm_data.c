@@ -88,19 +88,6 @@ static int encode_raw(void *user, const char *text, int32_t **ids, int *n, vkl_e
     return vkl_app_lm_tok_encode_raw(user, text, ids, n, e);
 }
 
-/* The BOS id the tokenizer puts first (encoding nothing), else the model's
- * (-1: none). */
-static int lead_bos(const vkl_app_lm_tok *tok, int bos, int *adds, vkl_err *e)
-{
-    int32_t *lead = NULL;
-    int nl = 0;
-    if (vkl_app_lm_tok_encode(tok, "", bos, &lead, &nl, e)) return -2;
-    int id = nl > 0 ? lead[0] : bos;
-    *adds = nl > 0;
-    free(lead);
-    return id;
-}
-
 /* {"prompt","completion"} and {"messages"} lines as segments (chat_template.h). */
 static int line_segments(const cJSON *j, const vkl_app_lm_tok *tok, int adds_bos, int eos, vkl_chat_seg **segs,
                          int *ns, vkl_err *e)
@@ -146,7 +133,7 @@ static int line_segments(const cJSON *j, const vkl_app_lm_tok *tok, int adds_bos
 static int load_chat_line(const cJSON *j, const vkl_app_lm_tok *tok, int bos, int eos, int pad, vkl_app_lm_data *d,
                           int *cap, vkl_err *e)
 {
-    int adds = 0, bos_id = lead_bos(tok, bos, &adds, e);
+    int adds = 0, bos_id = vkl_app_lm_tok_lead_bos(tok, bos, &adds, e);
     if (bos_id == -2) return -1;
     vkl_chat_seg *s = NULL;
     int ns = 0;

@@ -81,6 +81,39 @@ int vkl_app_lm_tok_encode_raw(const vkl_app_lm_tok *t, const char *text, int32_t
     return vkl_sp_encode(t->sp, text, ids, n, e);
 }
 
+int vkl_app_lm_tok_lead_bos(const vkl_app_lm_tok *t, int bos, int *adds, vkl_err *e)
+{
+    int32_t *lead = NULL;
+    int nl = 0;
+    if (vkl_app_lm_tok_encode(t, "", bos, &lead, &nl, e)) return -2;
+    int id = nl > 0 ? lead[0] : bos;
+    *adds = nl > 0;
+    free(lead);
+    return id;
+}
+
+static int encode_raw_cb(void *user, const char *text, int32_t **ids, int *n, vkl_err *e)
+{
+    return vkl_app_lm_tok_encode_raw(user, text, ids, n, e);
+}
+
+int vkl_app_lm_tok_chat_prompt(const vkl_app_lm_tok *t, const char *system, const char *user, int bos, int eos,
+                               int32_t **ids, int *n, vkl_err *e)
+{
+    if (t->chat.kind == VKL_CHAT_NONE) return vkl_fail(e, "%s; give --chat-template llama3|chatml|mistral", t->chat_error);
+    vkl_chat_msg m[2] = {{"system", system}, {"user", user}};
+    int adds = 0, bos_id = vkl_app_lm_tok_lead_bos(t, bos, &adds, e);
+    if (bos_id == -2) return -1;
+    vkl_chat_seg *s = NULL;
+    int ns = 0;
+    if (vkl_chat_render(&t->chat, system ? m : m + 1, system ? 2 : 1, 1, &s, &ns, e)) return -1;
+    unsigned char *tr = NULL;
+    int rc = vkl_chat_tokenize(s, ns, encode_raw_cb, (void *)t, bos_id, eos, ids, &tr, n, e);
+    free(tr);
+    vkl_chat_segs_free(s, ns);
+    return rc;
+}
+
 int vkl_app_lm_tok_eos(const vkl_app_lm_tok *t, int model_eos)
 {
     if (t->l2c) return 1;

@@ -35,6 +35,14 @@ int vkl_app_lm_tok_encode(const vkl_app_lm_tok *t, const char *text, int bos, in
  * recognised by a tokenizer.json). */
 int vkl_app_lm_tok_encode_raw(const vkl_app_lm_tok *t, const char *text, int32_t **ids, int *n, vkl_err *e);
 
+/* The prompt of a chat: the user's text (after an optional system message)
+ * rendered with t->chat and its generation prompt (chat_template.h). */
+int vkl_app_lm_tok_chat_prompt(const vkl_app_lm_tok *t, const char *system, const char *user, int bos, int eos,
+                               int32_t **ids, int *n, vkl_err *e);
+/* The BOS id the tokenizer puts first (encoding nothing), else bos; *adds
+ * says whether it puts one. -2 on error. */
+int vkl_app_lm_tok_lead_bos(const vkl_app_lm_tok *t, int bos, int *adds, vkl_err *e);
+
 /* The text of ids (special tokens left out) appended to *buf as raw bytes
  * (*len used, *cap room); a byte-level BPE may end inside a character. */
 int vkl_app_lm_tok_text(const vkl_app_lm_tok *t, const int32_t *ids, int n, char **buf, size_t *len, size_t *cap);

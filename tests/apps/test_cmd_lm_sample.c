@@ -218,6 +218,40 @@ static void tokenizer_json_folder(void **state)
     vkl_test_rmtree(tmp);
 }
 
+/* --chat-template mistral: BOS then "[INST] question [/INST]" as SentencePiece encodes it */
+static void chat_prompt(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/lm/tiny-llama/model.safetensors");
+    const char *model = vkl_test_shared_path("refkit/lm/tiny-llama");
+    vkl_err e = {{0}};
+    vkl_sp *sp = NULL;
+    assert_int_equal(vkl_sp_load(vkl_test_shared_path("refkit/lm/tiny-llama/tokenizer.model"), &sp, &e), 0);
+    int32_t *want = NULL, ids[64];
+    int n = 0;
+    assert_int_equal(vkl_sp_encode(sp, "[INST] Who may copy? [/INST]", &want, &n, &e), 0);
+    ids[0] = 1;
+    memcpy(ids + 1, want, sizeof(int32_t) * (size_t)n);
+    char args[4096];
+    snprintf(args, sizeof args, "lm generate --model '%s' --prompt 'Who may copy?' --chat-template mistral --max-tokens 2 --json",
+             model);
+    run_result r = run(args, 0);
+    if (r.status) fail_msg("exit %d: %s", r.status, r.out);
+    cJSON *j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    expect_ids(cJSON_GetObjectItem(j, "prompt_ids"), ids, n + 1);
+    cJSON_Delete(j);
+    free(r.out);
+    /* the folder has no template of its own */
+    snprintf(args, sizeof args, "lm generate --model '%s' --prompt hi --chat --max-tokens 2", model);
+    r = run(args, 1);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.out, "--chat-template"));
+    free(r.out);
+    free(want);
+    vkl_sp_free(sp);
+}
+
 static void bad_values(void **state)
 {
     (void)state;
@@ -225,7 +259,7 @@ static void bad_values(void **state)
     const char *cases[][2] = {
         {"--temperature -1", "--temperature"}, {"--top-p 0", "--top-p"}, {"--top-k 2x", "--top-k"},
         {"--min-p 1.5", "--min-p"},            {"--seed abc", "--seed"}, {"--stop ''", "--stop"},
-        {"--repeat-penalty 0", "--repeat-penalty"},
+        {"--repeat-penalty 0", "--repeat-penalty"}, {"--chat-template vicuna", "vicuna"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char args[4096];
@@ -244,6 +278,7 @@ int main(void)
         cmocka_unit_test(greedy_json_and_stop),
         cmocka_unit_test(seeded),
         cmocka_unit_test(tokenizer_json_folder),
+        cmocka_unit_test(chat_prompt),
         cmocka_unit_test(bad_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

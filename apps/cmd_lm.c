@@ -30,7 +30,7 @@ static void usage(FILE *f)
                "                          [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
                "                          [--seed N] [--stop STRING]... [--json]\n"
                "                          [--chat] [--system TEXT] [--chat-template llama3|chatml|mistral]\n"
-               "                          [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--weights f16|f32 (f32)]\n"
+               "                          [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--weights f16|bf16|f32]\n"
                "                          [--device N|cpu|gpu|NAME]\n"
                "Decodes with a KV cache and streams the continuation. Greedy unless --temperature T > 0 (or a\n"
                "filter is given, which samples at temperature 1): then the repetition penalty, temperature,\n"
@@ -39,6 +39,7 @@ static void usage(FILE *f)
                "--stop ends generation at the first occurrence of STRING (not printed; repeatable).\n"
                "--chat sends the prompt as a user turn (after --system's message) through the model's chat\n"
                "template (tokenizer_config.json, or --chat-template) with the assistant's turn opened.\n"
+               "Weight matrices stay in the dtype of config.json's torch_dtype (f16, bf16; else f32) unless --weights.\n"
                "--json prints one object instead: prompt_ids, ids, text, finish (eos|length|stop), seed and speeds.\n"
                "Prefill and decode tokens/s go to stderr. The tokenizer is DIR/tokenizer.model (SentencePiece),\n"
                "else DIR/tokenizer.json (byte-level BPE: GPT-2, Llama 3, Qwen2 ...), unless --tokenizer names one\n"
@@ -87,7 +88,7 @@ static cJSON *id_array(const int32_t *ids, int n)
 }
 
 /* Speeds: the prompt's pass until the first new token; each later token is one decode step. */
-static void report(run_state *r, int np, int nout, const vkl_app_lm_gen_args *g, int stop_id, int json)
+static void report(run_state *r, int np, int nout, const vkl_app_lm_gen_args *g, int stop_id, int json, vkl_dtype dt)
 {
     double pre = r->t_first - r->t_start, dec = r->t_last - r->t_first;
     double pre_tps = pre > 0 ? np / pre : 0, dec_tps = nout > 1 && dec > 0 ? (nout - 1) / dec : 0;
@@ -105,6 +106,7 @@ static void report(run_state *r, int np, int nout, const vkl_app_lm_gen_args *g,
         char seed[32];
         snprintf(seed, sizeof seed, "%llu", (unsigned long long)g->s.seed);
         cJSON_AddStringToObject(o, "seed", g->s.temperature > 0 ? seed : "");
+        cJSON_AddStringToObject(o, "weights", vkl_dtype_name(dt));
         cJSON_AddNumberToObject(o, "prefill_tokens_per_s", pre_tps);
         cJSON_AddNumberToObject(o, "decode_tokens_per_s", dec_tps);
         char *s = cJSON_PrintUnformatted(o);
@@ -132,6 +134,7 @@ static int generate(int argc, char **argv)
     float lora_w[MAX_LORA];
     int nlora = 0, max_new = 64;
     vkl_dtype dt = VKL_F32;
+    int dt_given = 0;
     vkl_app_lm_gen_args ga;
     vkl_app_lm_gen_args_default(&ga);
     for (int i = 1; i < argc; i++) {
@@ -163,13 +166,15 @@ static int generate(int argc, char **argv)
             }
             max_new = (int)x;
         } else if (!strcmp(a, "--device") && v) vkl_ctx_default_device(argv[++i], "--device ");
-        else if (!strcmp(a, "--f16")) dt = VKL_F16; /* the older spelling of --weights f16 */
+        else if (!strcmp(a, "--f16")) dt = VKL_F16, dt_given = 1; /* the older spelling of --weights f16 */
         else if (!strcmp(a, "--weights") && v) {
             i++;
+            dt_given = 1;
             if (!strcmp(v, "f16")) dt = VKL_F16;
+            else if (!strcmp(v, "bf16")) dt = VKL_BF16;
             else if (!strcmp(v, "f32")) dt = VKL_F32;
             else {
-                fprintf(stderr, "vklora lm generate: --weights f16 or f32, not '%s'\n", v);
+                fprintf(stderr, "vklora lm generate: --weights f16, bf16 or f32, not '%s'\n", v);
                 return 2;
             }
         }
@@ -204,6 +209,7 @@ static int generate(int argc, char **argv)
         return 2;
     }
     vkl_app_lm_gen_args_finish(&ga);
+    if (!dt_given) dt = vkl_app_lm_model_dtype(model);
     vkl_err e = {{0}};
     vkl_ctx_opts co;
     vkl_ctx_opts_default(&co);
@@ -278,7 +284,7 @@ static int generate(int argc, char **argv)
         rs.t_start = vkl_progress_now();
         rc = vkl_llama_generate(m, ids, np, &o, out, &nout, &e);
         if (!rc && rs.failed) rc = vkl_fail(&e, "out of host memory");
-        if (!rc) report(&rs, np, nout, &ga, stop_id, ga.json);
+        if (!rc) report(&rs, np, nout, &ga, stop_id, ga.json, dt);
     }
     if (rc) fprintf(stderr, "vklora lm generate: %s\n", e.msg);
     vkl_app_lm_stream_free(&rs.st);

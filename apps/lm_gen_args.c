@@ -1,5 +1,9 @@
 #include "lm_gen_args.h"
 
+#include "sd/sd_config.h" /* vkl_sd_read_text_file */
+
+#include <cjson/cJSON.h>
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -105,4 +109,19 @@ void vkl_app_lm_gen_args_finish(vkl_app_lm_gen_args *g)
         clock_gettime(CLOCK_REALTIME, &ts);
         g->s.seed = ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
     }
+}
+
+vkl_dtype vkl_app_lm_model_dtype(const char *model)
+{
+    char path[4200], *text = NULL;
+    snprintf(path, sizeof path, "%s/config.json", model);
+    if (vkl_sd_read_text_file(path, 1 << 20, &text, NULL)) return VKL_F32;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "torch_dtype");
+    vkl_dtype dt = VKL_F32;
+    if (cJSON_IsString(d) && !strcmp(d->valuestring, "float16")) dt = VKL_F16;
+    if (cJSON_IsString(d) && !strcmp(d->valuestring, "bfloat16")) dt = VKL_BF16;
+    cJSON_Delete(j);
+    return dt;
 }

@@ -4,6 +4,7 @@
 #define VKL_LM_GEN_ARGS_H
 
 #include "llama/lm_sample.h"
+#include "vkl.h"
 
 #define VKL_LM_MAX_STOPS 16
 
@@ -22,5 +23,10 @@ int vkl_app_lm_gen_arg(int argc, char **argv, int *i, vkl_app_lm_gen_args *g);
 /* After parsing: a filter without --temperature samples at temperature 1;
  * without --seed the seed comes from the clock (and is reported). */
 void vkl_app_lm_gen_args_finish(vkl_app_lm_gen_args *g);
+
+/* The dtype the model folder's config.json stores its weights in
+ * (torch_dtype float16 / bfloat16; anything else, or no folder: f32), which
+ * `lm generate` keeps on the device unless --weights says otherwise. */
+vkl_dtype vkl_app_lm_model_dtype(const char *model);
 
 #endif

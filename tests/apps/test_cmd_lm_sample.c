@@ -75,6 +75,7 @@ static void greedy_json_and_stop(void **state)
     expect_ids(cJSON_GetObjectItem(j, "prompt_ids"), prompt, np);
     expect_ids(cJSON_GetObjectItem(j, "ids"), want, nn);
     assert_string_equal(cJSON_GetObjectItem(j, "finish")->valuestring, "length");
+    assert_string_equal(cJSON_GetObjectItem(j, "weights")->valuestring, "f32"); /* the file's torch_dtype */
     /* the text is the reference ids' continuation as SentencePiece decodes it */
     vkl_err e = {{0}};
     vkl_sp *sp = NULL;
@@ -166,12 +167,18 @@ static void tokenizer_json_folder(void **state)
     snprintf(tmp, sizeof tmp, "%s", vkl_test_tmpdir());
     snprintf(dir, sizeof dir, "%s/bpe-model", tmp);
     assert_int_equal(mkdir(dir, 0755), 0);
-    const char *files[] = {"config.json", "model.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
-        snprintf(q, sizeof q, "refkit/lm/tiny-llama/%s", files[i]);
-        assert_int_equal(symlink(vkl_test_shared_path(q), p), 0);
-    }
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    assert_int_equal(symlink(vkl_test_shared_path("refkit/lm/tiny-llama/model.safetensors"), p), 0);
+    /* the config says bfloat16: the weights stay 16-bit on the device */
+    char *cfg = vkl_test_slurp(vkl_test_shared_path("refkit/lm/tiny-llama"), "config.json");
+    char *at = strstr(cfg, "\"float32\"");
+    assert_non_null(at);
+    snprintf(q, sizeof q, "%s/config.json", dir);
+    FILE *cf = fopen(q, "wb");
+    assert_non_null(cf);
+    fprintf(cf, "%.*s\"bfloat16\"%s", (int)(at - cfg), cfg, at + strlen("\"float32\""));
+    fclose(cf);
+    free(cfg);
     cJSON *root = cJSON_CreateObject(), *model = cJSON_CreateObject(), *vocab = cJSON_CreateObject();
     cJSON *merges = cJSON_CreateArray();
     char s[16];
@@ -213,6 +220,7 @@ static void tokenizer_json_folder(void **state)
     cJSON *j = cJSON_Parse(r.out);
     assert_non_null(j);
     expect_ids(cJSON_GetObjectItem(j, "prompt_ids"), (int32_t[]){300, 259, 32, 259}, 4);
+    assert_string_equal(cJSON_GetObjectItem(j, "weights")->valuestring, "bf16");
     cJSON_Delete(j);
     free(r.out);
     vkl_test_rmtree(tmp);

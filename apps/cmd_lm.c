@@ -10,6 +10,7 @@
 #include "llama/llama_lora_init.h"
 #include "lm_gen_args.h"
 #include "lm_stream.h"
+#include "lm_prompts.h"
 #include "lm_tok.h"
 #include "lora_args.h"
 #include "progress.h"
@@ -27,6 +28,7 @@ typedef vkl_app_lm_tok lm_tok;
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vklora lm generate --model DIR --prompt TEXT [--max-tokens N] [--lora ADAPTER_DIR[:W]]...\n"
+               "       vklora lm generate --model DIR --prompts FILE.jsonl [--max-tokens N] [sampling options]\n"
                "                          [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
                "                          [--seed N] [--stop STRING]... [--json]\n"
                "                          [--chat] [--system TEXT] [--chat-template llama3|chatml|mistral]\n"
@@ -40,6 +42,8 @@ static void usage(FILE *f)
                "--chat sends the prompt as a user turn (after --system's message) through the model's chat\n"
                "template (tokenizer_config.json, or --chat-template) with the assistant's turn opened.\n"
                "Weight matrices stay in the dtype of config.json's torch_dtype (f16, bf16; else f32) unless --weights.\n"
+               "--prompts: one {\"prompt\": TEXT, \"lora\": [\"DIR[:W]\", ...]} per line, each with its own LoRA adapters\n"
+               "(each read once) in one process; one JSON object per line.\n"
                "--json prints one object instead: prompt_ids, ids, text, finish (eos|length|stop), seed and speeds.\n"
                "Prefill and decode tokens/s go to stderr. The tokenizer is DIR/tokenizer.model (SentencePiece),\n"
                "else DIR/tokenizer.json (byte-level BPE: GPT-2, Llama 3, Qwen2 ...), unless --tokenizer names one\n"
@@ -128,7 +132,7 @@ static void report(run_state *r, int np, int nout, const vkl_app_lm_gen_args *g,
 
 static int generate(int argc, char **argv)
 {
-    const char *model = NULL, *prompt = NULL, *tok_path = NULL, *system = NULL, *chat_name = NULL;
+    const char *model = NULL, *prompt = NULL, *tok_path = NULL, *system = NULL, *chat_name = NULL, *prompts = NULL;
     int chat = 0;
     static char lora[MAX_LORA][4096];
     float lora_w[MAX_LORA];
@@ -144,6 +148,7 @@ static int generate(int argc, char **argv)
         if (took) continue;
         if (!strcmp(a, "--model") && v) model = argv[++i];
         else if (!strcmp(a, "--prompt") && v) prompt = argv[++i];
+        else if (!strcmp(a, "--prompts") && v) prompts = argv[++i];
         else if (!strcmp(a, "--tokenizer") && v) tok_path = argv[++i];
         else if (!strcmp(a, "--chat")) chat = 1;
         else if (!strcmp(a, "--system") && v) system = argv[++i], chat = 1;
@@ -204,8 +209,13 @@ static int generate(int argc, char **argv)
             return 2;
         }
     }
-    if (!model || !prompt) {
+    if (!model || !prompt == !prompts) {
+        if (prompt && prompts) fprintf(stderr, "vklora lm generate: give --prompt or --prompts, not both\n");
         usage(stderr);
+        return 2;
+    }
+    if (prompts && (nlora || chat)) {
+        fprintf(stderr, "vklora lm generate: with --prompts the adapters come from each line (no --lora, --chat)\n");
         return 2;
     }
     vkl_app_lm_gen_args_finish(&ga);
@@ -228,6 +238,14 @@ static int generate(int argc, char **argv)
     if (vkl_ctx_create(&co, &c, &e) || vkl_llama_load(c, model, dt, &m, &e) ||
         vkl_app_lm_tok_open(model, tok_path, m->cfg.vocab, &tok, &e))
         rc = -1;
+    if (!rc && prompts) {
+        rc = vkl_app_lm_prompts(m, &tok, prompts, &ga, max_new, &e);
+        if (rc) fprintf(stderr, "vklora lm generate: %s\n", e.msg);
+        vkl_app_lm_tok_free(&tok);
+        vkl_llama_free(m);
+        vkl_ctx_destroy(c);
+        return rc ? 1 : 0;
+    }
     for (int i = 0; !rc && i < nlora; i++) {
         const char *dir = lora[i];
         float w = lora_w[i];

@@ -260,6 +260,71 @@ static void chat_prompt(void **state)
     vkl_sp_free(sp);
 }
 
+static char *ids_of(const char *json_line)
+{
+    cJSON *j = cJSON_Parse(json_line);
+    if (!j) fail_msg("not JSON: %s", json_line);
+    char *s = cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "ids"));
+    cJSON_Delete(j);
+    return s;
+}
+
+/* --prompts: each line's adapters, in one process, give the ids of a separate run with --lora */
+static void prompts_file(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/lm/tiny-llama-lora/adapter_model.safetensors");
+    const char *model = vkl_test_shared_path("refkit/lm/tiny-llama");
+    char a[512], b[512], d[512], tmp[256], file[400], args[8192];
+    snprintf(a, sizeof a, "%s", vkl_test_shared_path("refkit/lm/tiny-llama-lora"));
+    snprintf(b, sizeof b, "%s", vkl_test_shared_path("refkit/lm/tiny-llama-lora-qv-r4"));
+    snprintf(d, sizeof d, "%s", vkl_test_shared_path("refkit/lm/tiny-llama-dora"));
+    snprintf(tmp, sizeof tmp, "%s", vkl_test_tmpdir());
+    snprintf(file, sizeof file, "%s/prompts.jsonl", tmp);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"prompt\": \"" PROMPT "\"}\n\n{\"prompt\": \"" PROMPT "\", \"lora\": [\"%s\"]}\n"
+               "{\"prompt\": \"" PROMPT "\", \"lora\": [\"%s:0.5\", \"%s\"]}\n",
+            a, b, a);
+    fclose(f);
+    snprintf(args, sizeof args, "lm generate --model '%s' --prompts '%s' --max-tokens 12", model, file);
+    run_result r = run(args, 0);
+    if (r.status) fail_msg("exit %d: %s", r.status, r.out);
+    char *lines[3], *save = NULL;
+    int n = 0;
+    for (char *t = strtok_r(r.out, "\n", &save); t && n < 3; t = strtok_r(NULL, "\n", &save)) lines[n++] = t;
+    assert_int_equal(n, 3);
+    const char *single[3] = {"", "--lora '%s'", "--lora '%s:0.5' --lora '%s'"};
+    char *got[3];
+    for (int i = 0; i < 3; i++) {
+        char opt[2048];
+        snprintf(opt, sizeof opt, single[i], i == 2 ? b : a, a);
+        snprintf(args, sizeof args, "lm generate --model '%s' --prompt '" PROMPT "' --max-tokens 12 --json %s", model, opt);
+        run_result one = run(args, 0);
+        if (one.status) fail_msg("exit %d: %s", one.status, one.out);
+        char *want = ids_of(one.out);
+        got[i] = ids_of(lines[i]);
+        printf("  line %d: %s\n", i + 1, got[i]);
+        assert_string_equal(got[i], want);
+        free(want);
+        free(one.out);
+    }
+    assert_true(strcmp(got[0], got[1]) || strcmp(got[1], got[2])); /* the adapters changed something */
+    for (int i = 0; i < 3; i++) free(got[i]);
+    free(r.out);
+    /* a DoRA adapter on a line is refused, naming the line */
+    f = fopen(file, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"prompt\": \"hi\"}\n{\"prompt\": \"hi\", \"lora\": [\"%s\"]}\n", d);
+    fclose(f);
+    snprintf(args, sizeof args, "lm generate --model '%s' --prompts '%s' --max-tokens 2", model, file);
+    r = run(args, 1);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.out, "line 2"));
+    free(r.out);
+    vkl_test_rmtree(tmp);
+}
+
 static void bad_values(void **state)
 {
     (void)state;
@@ -287,6 +352,7 @@ int main(void)
         cmocka_unit_test(seeded),
         cmocka_unit_test(tokenizer_json_folder),
         cmocka_unit_test(chat_prompt),
+        cmocka_unit_test(prompts_file),
         cmocka_unit_test(bad_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

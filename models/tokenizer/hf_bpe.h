@@ -66,5 +66,11 @@ int vkl_hfbpe_decode_bytes(const vkl_hfbpe *t, const int32_t *ids, int n, int sk
 char *vkl_hfbpe_decode(const vkl_hfbpe *t, const int32_t *ids, int n, int skip_special);
 /* from_utf8_lossy of s[0..len): malloc'd, NUL-terminated. */
 char *vkl_utf8_lossy(const char *s, size_t len);
+/* transformers' clean_up_tokenization, in place: " ." " ?" " !" " ,"
+ * " ' " " n't" " 'm" " 's" " 've" " 're" lose their space, replaced in that
+ * order over the whole string. vkl_hfbpe_decode applies it when
+ * tokenizer_config.json sets clean_up_tokenization_spaces (Llama 3, GPT-2). */
+void vkl_hf_clean_up_spaces(char *s);
+int vkl_hfbpe_cleans_up(const vkl_hfbpe *t);
 
 #endif

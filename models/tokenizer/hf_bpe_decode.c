@@ -103,6 +103,26 @@ char *vkl_utf8_lossy(const char *s, size_t len)
     return out;
 }
 
+void vkl_hf_clean_up_spaces(char *s)
+{
+    static const char *const from[] = {" .", " ?", " !", " ,", " ' ", " n't", " 'm", " 's", " 've", " 're"};
+    static const char *const to[] = {".", "?", "!", ",", "'", "n't", "'m", "'s", "'ve", "'re"};
+    for (size_t k = 0; k < sizeof from / sizeof *from; k++) {
+        size_t fl = strlen(from[k]), tl = strlen(to[k]);
+        char *w = s;
+        for (const char *r = s; *r;) {
+            if (!strncmp(r, from[k], fl)) {
+                memcpy(w, to[k], tl); /* shorter than from: never overtakes r */
+                w += tl;
+                r += fl;
+            } else {
+                *w++ = *r++;
+            }
+        }
+        *w = 0;
+    }
+}
+
 char *vkl_hfbpe_decode(const vkl_hfbpe *t, const int32_t *ids, int n, int skip_special)
 {
     char *buf = NULL;
@@ -113,5 +133,6 @@ char *vkl_hfbpe_decode(const vkl_hfbpe *t, const int32_t *ids, int n, int skip_s
     }
     char *s = vkl_utf8_lossy(buf ? buf : "", len);
     free(buf);
+    if (s && t->cleanup) vkl_hf_clean_up_spaces(s);
     return s;
 }

@@ -59,6 +59,7 @@ struct vkl_hfbpe {
     int32_t before[VKL_HF_MAX_AROUND], after[VKL_HF_MAX_AROUND]; /* add_special ids around the text */
     int n_before, n_after;
     int32_t bos, eos;
+    int cleanup;            /* clean_up_tokenization_spaces */
     uint32_t byte_cp[256];  /* byte -> GPT-2's printable code point */
     int16_t cp_byte[512];   /* and back (-1: not a byte's code point) */
 };

@@ -344,6 +344,7 @@ static int read_config(vkl_hfbpe *t, const cJSON *cfg, const char *file, vkl_err
     if (!cfg) return 0;
     if (config_token(t, cfg, "bos_token", &t->bos, file, e) || config_token(t, cfg, "eos_token", &t->eos, file, e))
         return -1;
+    t->cleanup = is_true(cfg, "clean_up_tokenization_spaces", 0);
     const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token");
     const cJSON *ae = cJSON_GetObjectItemCaseSensitive(cfg, "add_eos_token");
     /* as LlamaTokenizerFast.update_post_processor: the flags replace the
@@ -437,6 +438,7 @@ int vkl_hfbpe_size(const vkl_hfbpe *t) { return t->n_ids; }
 const char *vkl_hfbpe_token(const vkl_hfbpe *t, int id) { return id >= 0 && id < t->n_ids ? t->tok[id] : NULL; }
 int vkl_hfbpe_is_special(const vkl_hfbpe *t, int id) { return id >= 0 && id < t->n_ids && t->special[id]; }
 int vkl_hfbpe_bos(const vkl_hfbpe *t) { return t->bos; }
+int vkl_hfbpe_cleans_up(const vkl_hfbpe *t) { return t->cleanup; }
 int vkl_hfbpe_eos(const vkl_hfbpe *t) { return t->eos; }
 
 int vkl_hfbpe_find(const vkl_hfbpe *t, const char *token)

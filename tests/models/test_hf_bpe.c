@@ -292,6 +292,17 @@ static void llama3_style(void **state)
     check_ids(t, 1, "hello", HELLO, -1);
     assert_int_equal(vkl_hfbpe_eos(t), END);
     vkl_hfbpe_free(t);
+    /* clean_up_tokenization_spaces: transformers' replaces, in order */
+    t = load(&o, "{\"clean_up_tokenization_spaces\":true}");
+    int32_t *ids = NULL;
+    int n = 0;
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_hfbpe_encode(t, "I do n't know , he said ' hi ' .", 0, &ids, &n, &e), 0);
+    char *text = vkl_hfbpe_decode(t, ids, n, 1);
+    assert_string_equal(text, "I don't know, he said'hi '.");
+    free(text);
+    free(ids);
+    vkl_hfbpe_free(t);
     /* ... but not for a class that keeps the file's template (Llama 3's) */
     t = load(&o, "{\"add_bos_token\":false,\"tokenizer_class\":\"PreTrainedTokenizerFast\"}");
     check_ids(t, 1, "hello", BOS, HELLO, -1);

@@ -2,6 +2,7 @@
 #include "app.h"
 #include "bench_attention.h"
 #include "bench_conv2d.h"
+#include "bench_lm.h"
 #include "bench_lora.h"
 #include "bench_unet.h"
 #include "bench_norm.h"
@@ -94,6 +95,8 @@ static const char *bench_usage =
     "  group-norm   --n N --c C --h H --w W --groups G ...\n"
     "  train-step   --family sd1.5|sd2.1 --width W --height H (256) [--rank R (16)] [--batch N (1)] [--steps N (3)]\n"
     "               [--checkpointing 0|1 (1)] [--mixed-precision no|fp16] [--optimizer adamw|adamw8bit]\n"
+    "  lm           --shape tinyllama|llama3-8b|tiny (tinyllama) [--prompt-tokens N (128)] [--new-tokens N (32)]\n"
+    "               [--weights f16|bf16|f32 (f16)] [--steps 1|0 (0: plan the prefill only)]\n"
     "A bad option prints that benchmark's full option list.\n";
 
 int vkl_cmd_bench(int argc, char **argv)
@@ -114,7 +117,8 @@ int vkl_cmd_bench(int argc, char **argv)
     if (!strcmp(argv[1], "linear-lora")) return vkl_bench_linear_lora(argc - 1, argv + 1);
     if (!strcmp(argv[1], "group-norm")) return vkl_bench_group_norm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train-step")) return vkl_bench_train_step(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "lm")) return vkl_bench_lm(argc - 1, argv + 1);
     fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, unet, attention, conv2d, linear-lora, "
-                    "group-norm, train-step)\n", argv[1]);
+                    "group-norm, train-step, lm)\n", argv[1]);
     return 2;
 }

@@ -3,7 +3,9 @@
  * run repeats with its --seed and changes with another; --stop cuts the
  * streamed and the JSON text before the stop string; the speeds are
  * reported; a model folder with a byte-level BPE tokenizer.json encodes the
- * prompt with it; bad option values are refused by name. */
+ * prompt with it (and keeps its config's bfloat16 weights); --chat and
+ * --prompts; `bench lm` runs on a tiny shape; bad option values are refused
+ * by name. */
 #include "vkl_test.h"
 #include "tokenizer/sp_bpe.h"
 
@@ -325,6 +327,25 @@ static void prompts_file(void **state)
     vkl_test_rmtree(tmp);
 }
 
+/* vklora bench lm on the tiny shape: the figures are printed (never asserted on) */
+static void bench_lm(void **state)
+{
+    (void)state;
+    run_result r = run("bench lm --shape tiny --prompt-tokens 8 --new-tokens 4", 0);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "prefill 8 tokens"));
+    assert_non_null(strstr(r.out, "decode 3 tokens"));
+    free(r.out);
+    r = run("bench lm --shape tiny --steps 0", 0);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "planned"));
+    free(r.out);
+    r = run("bench lm --shape gpt5", 1);
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.out, "gpt5"));
+    free(r.out);
+}
+
 static void bad_values(void **state)
 {
     (void)state;
@@ -353,6 +374,7 @@ int main(void)
         cmocka_unit_test(tokenizer_json_folder),
         cmocka_unit_test(chat_prompt),
         cmocka_unit_test(prompts_file),
+        cmocka_unit_test(bench_lm),
         cmocka_unit_test(bad_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

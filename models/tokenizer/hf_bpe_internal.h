@@ -64,6 +64,13 @@ struct vkl_hfbpe {
     int16_t cp_byte[512];   /* and back (-1: not a byte's code point) */
 };
 
+/* The post-processor (NULL or null: none) and tokenizer_config.json (NULL:
+ * none) of a tokenizer whose vocabulary and added tokens are read
+ * (hf_bpe_special.c). */
+struct cJSON;
+int vkl_hfbpe_read_post(vkl_hfbpe *t, const struct cJSON *post, const char *file, vkl_err *e);
+int vkl_hfbpe_read_config(vkl_hfbpe *t, const struct cJSON *cfg, const char *file, vkl_err *e);
+
 /* Merge lookup: rank and merged id of the pair, or -1. */
 int vkl_hfbpe_merge_find(const vkl_hfbpe *t, int32_t left, int32_t right, int32_t *merged);
 

@@ -1,6 +1,7 @@
 /* Reading tokenizer.json (+ tokenizer_config.json) into a vkl_hfbpe: the
- * BPE model (vocab, merges), added tokens, normalizer, pre-tokenizer and
- * post-processor, each checked against what hf_bpe.h can reproduce. */
+ * BPE model (vocab, merges), added tokens, normalizer and pre-tokenizer, each
+ * checked against what hf_bpe.h can reproduce (the post-processor and the
+ * config: hf_bpe_special.c). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,97 +279,6 @@ static int read_pre(vkl_hfbpe *t, const cJSON *pre, const char *file, vkl_err *e
     return vkl_fail(e, "%s: pre_tokenizer \"%s\" is not supported (ByteLevel, Split, Digits, Sequence)", file, pt);
 }
 
-/* A template's special-token name -> its ids (tokenizers' special_tokens map). */
-static int template_ids(vkl_hfbpe *t, const cJSON *post, const char *name, int before, const char *file, vkl_err *e)
-{
-    const cJSON *st = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(post, "special_tokens"), name);
-    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(st, "ids");
-    if (!cJSON_IsArray(ids)) return vkl_fail(e, "%s: template token \"%.64s\" has no ids", file, name);
-    for (const cJSON *v = ids->child; v; v = v->next) {
-        int32_t id;
-        int *n = before ? &t->n_before : &t->n_after;
-        if (get_id(v, &id) || id >= t->n_ids) return vkl_fail(e, "%s: template token \"%.64s\" has a bad id", file, name);
-        if (*n == VKL_HF_MAX_AROUND) return vkl_fail(e, "%s: template has too many special tokens", file);
-        (before ? t->before : t->after)[(*n)++] = id;
-    }
-    return 0;
-}
-
-static int read_post(vkl_hfbpe *t, const cJSON *post, const char *file, vkl_err *e)
-{
-    if (!post || cJSON_IsNull(post)) return 0;
-    const char *pt = type_of(post);
-    if (pt && !strcmp(pt, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(post, "processors");
-        for (const cJSON *s = cJSON_IsArray(list) ? list->child : NULL; s; s = s->next)
-            if (read_post(t, s, file, e)) return -1;
-        return 0;
-    }
-    if (pt && !strcmp(pt, "ByteLevel")) return 0; /* offsets only */
-    if (!pt || strcmp(pt, "TemplateProcessing"))
-        return vkl_fail(e, "%s: post_processor \"%s\" is not supported (TemplateProcessing, ByteLevel)", file,
-                        pt ? pt : "?");
-    const cJSON *single = cJSON_GetObjectItemCaseSensitive(post, "single");
-    int seen_a = 0;
-    for (const cJSON *it = cJSON_IsArray(single) ? single->child : NULL; it; it = it->next) {
-        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(it, "SpecialToken");
-        const cJSON *seq = cJSON_GetObjectItemCaseSensitive(it, "Sequence");
-        const cJSON *sid = cJSON_GetObjectItemCaseSensitive(sp ? sp : seq, "id");
-        if (!cJSON_IsString(sid)) return vkl_fail(e, "%s: a template item is neither SpecialToken nor Sequence", file);
-        if (seq) {
-            if (strcmp(sid->valuestring, "A") || seen_a) return vkl_fail(e, "%s: the single template must hold A once", file);
-            seen_a = 1;
-        } else if (template_ids(t, post, sid->valuestring, !seen_a, file, e)) {
-            return -1;
-        }
-    }
-    if (!seen_a) return vkl_fail(e, "%s: the single template has no sequence A", file);
-    return 0;
-}
-
-/* bos_token / eos_token: a string, or an object with "content". */
-static int config_token(const vkl_hfbpe *t, const cJSON *cfg, const char *key, int32_t *id, const char *file, vkl_err *e)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
-    if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
-    if (!cJSON_IsString(v)) return 0;
-    *id = vkl_hfbpe_find(t, v->valuestring);
-    if (*id < 0) return vkl_fail(e, "%s: %s \"%.64s\" is not a token", file, key, v->valuestring);
-    return 0;
-}
-
-static int read_config(vkl_hfbpe *t, const cJSON *cfg, const char *file, vkl_err *e)
-{
-    t->bos = t->n_before ? t->before[0] : -1;
-    t->eos = -1;
-    if (!cfg) return 0;
-    if (config_token(t, cfg, "bos_token", &t->bos, file, e) || config_token(t, cfg, "eos_token", &t->eos, file, e))
-        return -1;
-    t->cleanup = is_true(cfg, "clean_up_tokenization_spaces", 0);
-    const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token");
-    const cJSON *ae = cJSON_GetObjectItemCaseSensitive(cfg, "add_eos_token");
-    /* as LlamaTokenizerFast.update_post_processor: the flags replace the
-     * template; other fast classes (PreTrainedTokenizerFast of Llama 3,
-     * GPT2TokenizerFast, Qwen2TokenizerFast) keep the file's template */
-    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(cfg, "tokenizer_class");
-    static const char *const rebuilds[] = {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
-                                           "CodeLlamaTokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast"};
-    int honours = !cJSON_IsString(cls);
-    for (size_t k = 0; !honours && k < sizeof rebuilds / sizeof *rebuilds; k++) honours = !strcmp(cls->valuestring, rebuilds[k]);
-    if (honours && (cJSON_IsBool(ab) || cJSON_IsBool(ae))) {
-        t->n_before = t->n_after = 0;
-        if (cJSON_IsTrue(ab)) {
-            if (t->bos < 0) return vkl_fail(e, "%s: add_bos_token is set but there is no bos_token", file);
-            t->before[t->n_before++] = t->bos;
-        }
-        if (cJSON_IsTrue(ae)) {
-            if (t->eos < 0) return vkl_fail(e, "%s: add_eos_token is set but there is no eos_token", file);
-            t->after[t->n_after++] = t->eos;
-        }
-    }
-    return 0;
-}
-
 int vkl_hfbpe_load_text(const char *json, const char *config_json, const char *label, vkl_hfbpe **out, vkl_err *e)
 {
     *out = NULL;
@@ -391,8 +301,8 @@ int vkl_hfbpe_load_text(const char *json, const char *config_json, const char *l
              read_merges(t, model, label, e) ||
              read_normalizer(t, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), label, e) ||
              (pre && !cJSON_IsNull(pre) ? read_pre(t, pre, label, e) : 0) ||
-             read_post(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), label, e) ||
-             read_config(t, cfg, label, e);
+             vkl_hfbpe_read_post(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), label, e) ||
+             vkl_hfbpe_read_config(t, cfg, label, e);
         if (!rc && (!t->n_steps || t->steps[t->n_steps - 1].kind != VKL_PRE_BYTELEVEL))
             rc = vkl_fail(e, "%s: the pre_tokenizer has no ByteLevel step (not a byte-level BPE)", label);
     }

@@ -1,7 +1,8 @@
 /* Architectures from config.json, against a plain float64 forward written
  * here from the published definitions (transformers' Qwen2/LLaMA modelling):
  *   - a tiny Qwen2-style model written by the test (random weights, q/k/v
- *     biases, tied embeddings, rope_theta 1e6): logits;
+ *     biases, tied embeddings, rope_theta 1e6): logits, and greedy
+ *     generation with the KV cache token for token;
  *   - the same weights as LLaMA 3 with rope_scaling llama3 and an eos list:
  *     the scaled frequencies from the formula, then logits;
  *   - the Qwen2 model split into two shards with model.safetensors.index.json
@@ -9,10 +10,11 @@
  *   - unsupported architectures and bad rope_scaling are refused by name. */
 #include "llama_check.h"
 #include "io/safetensors.h"
+#include "llama/llama_generate.h"
 
 #include <sys/stat.h>
 
-enum { HID = 32, LAYERS = 2, HEADS = 4, KVH = 2, HD = 8, INTER = 48, VOCAB = 64, SEQ = 11 };
+enum { HID = 32, LAYERS = 2, HEADS = 4, KVH = 2, HD = 8, INTER = 48, VOCAB = 64, SEQ = 11, MAXSEQ = 24 };
 #define QD (HEADS * HD)
 #define KD (KVH * HD)
 
@@ -154,10 +156,11 @@ static void rope(double *v, int pos, const double *f)
     }
 }
 
-/* logits [SEQ, VOCAB] of ids, tied embeddings */
-static void reference(const model *m, int biases, const double *freq, const int32_t *ids, double *logits)
+/* logits [L, VOCAB] of ids[0..L), tied embeddings */
+static void reference_len(const model *m, int biases, const double *freq, const int32_t *ids, int L, double *logits)
 {
-    static double x[SEQ][HID], q[SEQ][QD], k[SEQ][KD], v[SEQ][KD], ctx[SEQ][QD];
+    static double x[MAXSEQ][HID], q[MAXSEQ][QD], k[MAXSEQ][KD], v[MAXSEQ][KD], ctx[MAXSEQ][QD];
+    const int SEQ = L; /* the loops below read the length as SEQ */
     double n[HID], t[INTER], u[INTER], o[HID];
     const double *emb = find(m, "model.embed_tokens.weight", 0);
     for (int p = 0; p < SEQ; p++) memcpy(x[p], emb + (size_t)ids[p] * HID, sizeof x[p]);
@@ -176,7 +179,7 @@ static void reference(const model *m, int biases, const double *freq, const int3
         for (int p = 0; p < SEQ; p++)
             for (int h = 0; h < HEADS; h++) {
                 int kh = h / (HEADS / KVH);
-                double s[SEQ], mx = -1e300, sum = 0;
+                double s[MAXSEQ], mx = -1e300, sum = 0;
                 for (int j = 0; j <= p; j++) {
                     s[j] = 0;
                     for (int d = 0; d < HD; d++) s[j] += q[p][h * HD + d] * k[j][kh * HD + d];
@@ -205,6 +208,11 @@ static void reference(const model *m, int biases, const double *freq, const int3
         rms(x[p], find(m, "model.norm.weight", 0), n);
         lin(emb, NULL, n, VOCAB, HID, logits + (size_t)p * VOCAB);
     }
+}
+
+static void reference(const model *m, int biases, const double *freq, const int32_t *ids, double *logits)
+{
+    reference_len(m, biases, freq, ids, SEQ, logits);
 }
 
 static const int32_t IDS[SEQ] = {1, 17, 5, 63, 0, 42, 42, 8, 31, 2, 50};
@@ -304,6 +312,38 @@ static void qwen2_logits(void **state)
     reference(&m0, 1, freq, IDS, nob);
     for (int i = 0; i < SEQ * VOCAB; i++) d = fmax(d, fabs(nob[i] - want[i]));
     assert_true(d > 0.05);
+    /* greedy generation with the KV cache (positions past the prompt, biases
+     * on the cached keys/values) against the float64 forward re-run on the
+     * whole sequence for each new token */
+    {
+        vkl_err e = {{0}};
+        vkl_llama *lm = NULL;
+        if (vkl_llama_load(c, dir, VKL_F32, &lm, &e)) fail_msg("%s", e.msg);
+        enum { NEW = MAXSEQ - SEQ };
+        int32_t seq[MAXSEQ], out[NEW];
+        int n = 0;
+        memcpy(seq, IDS, sizeof IDS);
+        vkl_llama_gen_opts o = {.max_new = NEW, .stop_id = -1};
+        if (vkl_llama_generate(lm, IDS, SEQ, &o, out, &n, &e)) fail_msg("generate: %s", e.msg);
+        assert_int_equal(n, NEW);
+        double *lg = malloc(sizeof(double) * MAXSEQ * VOCAB);
+        for (int t = 0; t < NEW; t++) {
+            reference_len(&m, 1, freq, seq, SEQ + t, lg);
+            const double *row = lg + (size_t)(SEQ + t - 1) * VOCAB;
+            int best = 0;
+            for (int i = 1; i < VOCAB; i++)
+                if (row[i] > row[best]) best = i;
+            double second = -1e300;
+            for (int i = 0; i < VOCAB; i++)
+                if (i != best && row[i] > second) second = row[i];
+            if (out[t] != best) fail_msg("new token %d: %d, the reference's argmax is %d (margin %.2g)", t, out[t], best,
+                                         row[best] - second);
+            seq[SEQ + t] = best;
+        }
+        printf("  qwen2 greedy: %d new tokens as the float64 reference\n", NEW);
+        free(lg);
+        vkl_llama_free(lm);
+    }
     /* sharded: the same logits, bit for bit */
     snprintf(dir, sizeof dir, "%s/qwen2-sharded", root);
     make_dir(dir, QWEN2_CONFIG, &m, 1);

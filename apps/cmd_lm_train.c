@@ -5,6 +5,7 @@
  * folder first, renamed to the output only when training succeeded. */
 #include "app.h"
 #include "lm_data.h"
+#include "lm_eval.h"
 #include "progress.h"
 
 #include "llama/llama_lora_init.h"
@@ -23,8 +24,9 @@
 #include <unistd.h>
 
 #define MAX_TARGETS 16
-#define OUT_FILES 3
-static const char *const OUT_NAMES[OUT_FILES] = {"adapter_model.safetensors", "adapter_config.json", "train_log.csv"};
+#define OUT_FILES 4
+static const char *const OUT_NAMES[OUT_FILES] = {"adapter_model.safetensors", "adapter_config.json", "train_log.csv",
+                                                 "eval_log.csv"};
 
 /* Set by SIGINT / SIGTERM: the loop stops between steps so the temporary folder is removed. */
 static volatile sig_atomic_t stop_;
@@ -39,7 +41,9 @@ typedef enum { NET_LORA, NET_DORA, NET_IA3 } network;
 typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
 
 typedef struct args {
-    const char *model, *data, *out, *tok, *chat;
+    const char *model, *data, *out, *tok, *chat, *val_data;
+    float val_fraction;
+    int eval_every;
     network net;
     int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force;
     float alpha, lr, loraplus, wd, max_grad_norm;
@@ -58,7 +62,7 @@ static void usage(FILE *f)
             "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
             "         [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--chat-template llama3|chatml|mistral]\n"
-            "         [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
+            "         [--val-data FILE | --val-fraction F] [--eval-every N] [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
             "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file, one\n"
             "sample per line truncated or padded to seq-len: {\"text\": ...} (every token learnt),\n"
             "{\"prompt\": ..., \"completion\": ...} (loss on the completion and EOS only) or {\"messages\":\n"
@@ -67,7 +71,9 @@ static void usage(FILE *f)
             "each epoch from --seed. Default length: one epoch (--steps is --max-steps, as before). Targets: module name suffixes; defaults are\n"
             "PEFT's for LLaMA (LoRA/DoRA q_proj,v_proj; IA3 k_proj,v_proj,down_proj, down_proj feed-forward).\n"
             "Writes ADAPTER_DIR/adapter_model.safetensors, adapter_config.json (PEFT) and train_log.csv\n"
-            "(step,epoch,loss,lr,grad_norm,skipped,seconds, as vklora train's). --force replaces an existing ADAPTER_DIR made by this command.\n");
+            "(step,epoch,loss,lr,grad_norm,skipped,seconds, as vklora train's). Held-out samples (--val-data, or a\n"
+            "seeded --val-fraction of the data kept out of training) are scored before training, every --eval-every\n"
+            "steps and at the end: eval_log.csv (step,loss,perplexity,tokens). --force replaces an existing ADAPTER_DIR made by this command.\n");
 }
 
 static int bad(const char *opt, const char *v, const char *want)
@@ -157,7 +163,12 @@ static int parse(int argc, char **argv, args *a)
                 if (strcmp(v, "llama3") && strcmp(v, "chatml") && strcmp(v, "mistral"))
                     rc = bad(o, v, "unknown chat template (llama3, chatml or mistral)");
                 a->chat = v;
-            } else if (!strcmp(o, "--network")) {
+            } else if (!strcmp(o, "--val-data")) a->val_data = v;
+            else if (!strcmp(o, "--val-fraction")) {
+                rc = get_float(o, v, 0, &a->val_fraction);
+                if (!rc && !(a->val_fraction > 0 && a->val_fraction < 1)) rc = bad(o, v, "expected a fraction in (0, 1)");
+            } else if (!strcmp(o, "--eval-every")) rc = get_int(o, v, 1, 100000000, &a->eval_every);
+            else if (!strcmp(o, "--network")) {
                 if (!strcmp(v, "lora")) a->net = NET_LORA;
                 else if (!strcmp(v, "dora")) a->net = NET_DORA;
                 else if (!strcmp(v, "ia3")) a->net = NET_IA3;
@@ -197,6 +208,14 @@ static int parse(int argc, char **argv, args *a)
     if (!a->model || !a->data || !a->out) {
         fprintf(stderr, "vklora lm train: --model, --data and -o are required\n");
         usage(stderr);
+        return 2;
+    }
+    if (a->val_data && a->val_fraction > 0) {
+        fprintf(stderr, "vklora lm train: give --val-data or --val-fraction, not both\n");
+        return 2;
+    }
+    if (a->eval_every && !a->val_data && !(a->val_fraction > 0)) {
+        fprintf(stderr, "vklora lm train: --eval-every needs --val-data or --val-fraction\n");
         return 2;
     }
     if (a->steps && a->epochs) {
@@ -345,7 +364,9 @@ typedef struct run {
     vkl_ctx *c;
     vkl_llama *m;
     vkl_app_lm_tok tok;
-    vkl_app_lm_data data;
+    vkl_app_lm_data data, val;
+    vkl_app_lm_eval *ev;
+    FILE *elog;
     vkl_lora l;
     vkl_lora_set *set;
     vkl_llama_dora *dora;
@@ -359,6 +380,9 @@ typedef struct run {
 static void run_free(run *r)
 {
     if (r->log) fclose(r->log);
+    if (r->elog) fclose(r->elog);
+    vkl_app_lm_eval_free(r->ev);
+    vkl_app_lm_data_free(&r->val);
     free(r->ids);
     free(r->labels);
     free(r->attn);
@@ -372,6 +396,58 @@ static void run_free(run *r)
     vkl_app_lm_tok_free(&r->tok);
     vkl_llama_free(r->m);
     if (r->c) vkl_ctx_destroy(r->c);
+}
+
+/* Moves ceil(fraction * n) rows, picked by a permutation drawn from seed,
+ * out of d into val (at least one row stays on each side). */
+static int hold_out(vkl_app_lm_data *d, vkl_app_lm_data *val, float fraction, uint64_t seed, vkl_err *e)
+{
+    int n = d->n, nv = (int)ceil(fraction * n), L = d->L;
+    if (nv >= n) nv = n - 1;
+    if (nv < 1) return vkl_fail(e, "--val-fraction %g of %d samples leaves no sample on one side", fraction, n);
+    int *perm = malloc(sizeof(int) * (size_t)n);
+    unsigned char *is_val = calloc((size_t)n, 1);
+    size_t sz = (size_t)nv * L;
+    *val = (vkl_app_lm_data){.n = nv, .L = L, .ids = malloc(sizeof(int32_t) * sz), .labels = malloc(sizeof(int32_t) * sz),
+                             .attn = malloc(sizeof(int) * sz)};
+    if (!perm || !is_val || !val->ids || !val->labels || !val->attn) {
+        free(perm);
+        free(is_val);
+        return vkl_fail(e, "out of host memory");
+    }
+    uint64_t rng = seed ^ 0x686f6c646f7574ull;
+    for (int i = 0; i < n; i++) perm[i] = i;
+    shuffle(perm, n, &rng);
+    for (int i = 0; i < nv; i++) is_val[perm[i]] = 1;
+    int kv = 0, kt = 0;
+    for (int i = 0; i < n; i++) {
+        size_t src = (size_t)i * L;
+        vkl_app_lm_data *to = is_val[i] ? val : d;
+        size_t dst = (size_t)(is_val[i] ? kv++ : kt++) * L;
+        memmove(to->ids + dst, d->ids + src, sizeof(int32_t) * L);
+        memmove(to->labels + dst, d->labels + src, sizeof(int32_t) * L);
+        memmove(to->attn + dst, d->attn + src, sizeof(int) * L);
+    }
+    d->n = kt;
+    d->tokens = 0;
+    for (size_t i = 0; i < (size_t)kt * L; i++) d->tokens += d->attn[i];
+    for (size_t i = 0; i < sz; i++) val->tokens += val->attn[i];
+    free(perm);
+    free(is_val);
+    return 0;
+}
+
+static int evaluate(const args *a, run *r, int step, vkl_err *e)
+{
+    double loss;
+    long long tokens;
+    if (vkl_app_lm_eval_run(r->ev, &r->val, &loss, &tokens, e)) return vkl_err_prefix(e, "held-out loss: "), -1;
+    fprintf(r->elog, "%d,%.7g,%.7g,%lld\n", step, loss, exp(loss), tokens);
+    fflush(r->elog);
+    if (!a->quiet && !vkl_app_quiet)
+        fprintf(stderr, "lm train: step %d held-out loss %.4f, perplexity %.3f (%lld tokens)\n", step, loss, exp(loss),
+                tokens);
+    return 0;
 }
 
 static int build_adapter(const args *a, run *r, vkl_err *e)
@@ -398,6 +474,10 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     if (a->chat && vkl_chat_from_name(a->chat, &r->tok.chat, e)) return -1;
     if (vkl_app_lm_data_load(a->data, &r->tok, cfg->bos, cfg->eos, cfg->eos >= 0 ? cfg->eos : 0, a->seq_len, &r->data, e))
         return -1;
+    if (a->val_data && vkl_app_lm_data_load(a->val_data, &r->tok, cfg->bos, cfg->eos, cfg->eos >= 0 ? cfg->eos : 0,
+                                            a->seq_len, &r->val, e))
+        return -1;
+    if (a->val_fraction > 0 && hold_out(&r->data, &r->val, a->val_fraction, a->seed, e)) return -1;
     if (build_adapter(a, r, e)) return -1;
     int B = a->batch, L = a->seq_len, n = r->data.n;
     int per_epoch = (n + B - 1) / B;
@@ -430,6 +510,13 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     uint64_t rng = a->seed ^ 0x6c6d747261696eull;
     int pos = n, epoch = -1; /* next index into order; n: reshuffle first */
     double t0 = vkl_progress_now();
+    if (r->val.n) {
+        if ((size_t)snprintf(path, sizeof path, "%s/eval_log.csv", tmp) >= sizeof path)
+            return vkl_fail(e, "path too long: %s", tmp);
+        if (!(r->elog = fopen(path, "w"))) return vkl_fail(e, "cannot create %s", path);
+        fprintf(r->elog, "step,loss,perplexity,tokens\n");
+        if (vkl_app_lm_eval_new(r->m, r->set, r->dora, r->ia3, L, &r->ev, e) || evaluate(a, r, 0, e)) return -1;
+    }
     vkl_progress p;
     vkl_progress_begin(&p, "lm train", total, a->quiet);
     for (int t = 1; t <= total; t++) {
@@ -457,8 +544,15 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         char extra[64];
         snprintf(extra, sizeof extra, "loss %.4f lr %.3g", loss, lr);
         vkl_progress_update(&p, t, extra);
+        if (r->ev && ((a->eval_every && t % a->eval_every == 0) || t == total) && evaluate(a, r, t, e)) return -1;
     }
     vkl_progress_end(&p);
+    if (r->elog) {
+        int bad = ferror(r->elog);
+        bad |= fclose(r->elog) != 0;
+        r->elog = NULL;
+        if (bad) return vkl_fail(e, "cannot write %s/eval_log.csv", tmp);
+    }
     int bad_log = ferror(r->log);
     bad_log |= fclose(r->log) != 0;
     r->log = NULL;

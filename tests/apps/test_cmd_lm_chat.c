@@ -4,7 +4,8 @@
  * chat: the assistant's content + EOS), recomputed here from the model's
  * logits with the ids derived from SentencePiece directly, and differs from
  * the loss over every token; a "messages" file without a chat template is
- * refused, naming --chat-template. */
+ * refused, naming --chat-template. Held-out scoring (--val-data,
+ * --val-fraction, --eval-every) into eval_log.csv. */
 #include "../models/llama_check.h"
 #include "tokenizer/sp_bpe.h"
 
@@ -135,6 +136,61 @@ static void answer_only_loss(void **state)
     vkl_sp_free(sp);
 }
 
+/* Held-out scoring: the data itself as --val-data at batch = all samples, so
+ * the step-0 held-out loss is the first training loss; it falls as the
+ * adapter learns (the evaluation sees the trained tensors); perplexity is
+ * exp(loss); --val-fraction keeps samples out of training. */
+static void held_out(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(MODEL "/model.safetensors");
+    write_file("two.jsonl", "{\"text\": \"You may convey verbatim copies of the Program.\"}\n"
+                            "{\"text\": \"You may charge any price or no price for each copy.\"}\n");
+    char args[8192], *log = NULL;
+    snprintf(args, sizeof args, "lm train --model '%s' -o ev --data two.jsonl --val-data two.jsonl --seq-len 32 --batch 2 "
+             "--steps 4 --lr 1e-2 --eval-every 2", vkl_test_shared_path(MODEL));
+    int st = vkl_test_run_cli(dir_, NULL, args, &log);
+    if (st) fail_msg("status %d: %s", st, log);
+    assert_non_null(strstr(log, "held-out loss"));
+    free(log);
+    char p[4096], line[256];
+    snprintf(p, sizeof p, "%s/ev/train_log.csv", dir_);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    float first = 0;
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_int_equal(fscanf(f, "%*d,%*d,%f", &first), 1);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/ev/eval_log.csv", dir_);
+    f = fopen(p, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_string_equal(line, "step,loss,perplexity,tokens\n");
+    int steps[3];
+    float loss[3], ppl[3];
+    long long tokens[3];
+    for (int i = 0; i < 3; i++) assert_int_equal(fscanf(f, "%d,%f,%f,%lld", &steps[i], &loss[i], &ppl[i], &tokens[i]), 4);
+    fclose(f);
+    printf("  held-out loss %.5f (first training loss %.5f) -> %.5f -> %.5f\n", loss[0], first, loss[1], loss[2]);
+    assert_true(steps[0] == 0 && steps[1] == 2 && steps[2] == 4);
+    assert_float_equal(loss[0], first, 1e-4);
+    assert_true(loss[2] < loss[0]);
+    for (int i = 0; i < 3; i++) assert_float_equal(ppl[i], exp(loss[i]), 1e-3 * ppl[i]);
+    assert_true(tokens[0] > 10 && tokens[0] == tokens[2]);
+    /* a fraction held out: one sample trains, one is scored */
+    snprintf(args, sizeof args, "lm train --model '%s' -o frac --data two.jsonl --val-fraction 0.5 --seq-len 32 --steps 1",
+             vkl_test_shared_path(MODEL));
+    st = vkl_test_run_cli(dir_, NULL, args, &log);
+    if (st) fail_msg("status %d: %s", st, log);
+    assert_non_null(strstr(log, "1 samples of 32 tokens"));
+    assert_non_null(strstr(log, "step 1 held-out loss"));
+    free(log);
+    snprintf(args, sizeof args, "lm train --model '%s' -o bad --data two.jsonl --val-fraction 1.5", vkl_test_shared_path(MODEL));
+    assert_int_equal(vkl_test_run_cli(dir_, NULL, args, &log), 2);
+    assert_non_null(strstr(log, "--val-fraction"));
+    free(log);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -152,6 +208,6 @@ static int teardown(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(answer_only_loss)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(answer_only_loss), cmocka_unit_test(held_out)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,5 +1,6 @@
 #include "llama/llama_train.h"
 
+#include "grad_accum.h"
 #include "ops.h"
 
 #include <stdio.h>
@@ -15,6 +16,8 @@ struct vkl_llama_train {
     vkl_tensor **params, **grads;
     char **keys;
     vkl_adamw *opt;
+    vkl_grad_accum *acc; /* grad_accum > 1 */
+    vkl_graph *update;
     int32_t *tbuf;
     float *mbuf;
 };
@@ -29,6 +32,8 @@ void vkl_llama_shift_labels(const int32_t *labels, int B, int L, int32_t *target
 void vkl_llama_train_free(vkl_llama_train *s)
 {
     if (!s) return;
+    vkl_graph_free(s->update);
+    vkl_grad_accum_free(s->acc);
     vkl_adamw_free(s->opt);
     vkl_graph_free(s->g);
     vkl_tensor_free(s->ids);
@@ -124,7 +129,13 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
     if (!rc) {
         vkl_adamw_opts ao = o->adam;
         s->opt = vkl_adamw_new(m->ctx, s->params, s->np, mult, &ao, e);
-        rc = !s->opt || vkl_adamw_append(s->opt, s->g, s->grads, e) || vkl_graph_plan(s->g, e);
+        if (s->opt && o->grad_accum > 1) {
+            s->acc = vkl_grad_accum_new(m->ctx, s->params, s->np, e);
+            rc = !s->acc || vkl_grad_accum_append_add(s->acc, s->g, s->grads, 1.0f / (float)o->grad_accum, e) ||
+                 vkl_graph_plan(s->g, e) || !(s->update = vkl_grad_accum_update_graph(s->acc, s->opt, e));
+        } else {
+            rc = !s->opt || vkl_adamw_append(s->opt, s->g, s->grads, e) || vkl_graph_plan(s->g, e);
+        }
     }
     free(mult);
     if (rc) {
@@ -135,8 +146,8 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
     return 0;
 }
 
-int vkl_llama_train_step(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn, int t,
-                         float lr, float *loss, vkl_err *e)
+/* Checks and uploads one batch. */
+static int upload(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn, vkl_err *e)
 {
     vkl_ctx *c = s->m->ctx;
     int64_t n = (int64_t)s->B * s->L;
@@ -149,11 +160,32 @@ int vkl_llama_train_step(vkl_llama_train *s, const int32_t *ids, const int32_t *
             return vkl_fail(e, "label %d at %lld is neither -100 nor a token id", labels[i], (long long)i);
     vkl_llama_shift_labels(labels, s->B, s->L, s->tbuf);
     vkl_llama_mask_values(s->B, s->L, 0, attn, s->mbuf);
-    if (vkl_tensor_upload(c, s->ids, ids, VKL_I32, e) || vkl_tensor_upload(c, s->targets, s->tbuf, VKL_I32, e) ||
-        vkl_tensor_upload(c, s->mask, s->mbuf, VKL_F32, e) || vkl_adamw_prepare(s->opt, t, lr, e) ||
-        vkl_graph_run(s->g, e))
-        return -1;
-    return loss ? vkl_tensor_download(c, s->loss, loss, VKL_F32, e) : 0;
+    return vkl_tensor_upload(c, s->ids, ids, VKL_I32, e) || vkl_tensor_upload(c, s->targets, s->tbuf, VKL_I32, e) ||
+                   vkl_tensor_upload(c, s->mask, s->mbuf, VKL_F32, e)
+               ? -1
+               : 0;
+}
+
+int vkl_llama_train_step(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn, int t,
+                         float lr, float *loss, vkl_err *e)
+{
+    if (s->acc) return vkl_fail(e, "with gradient accumulation a step is micro-batches, then an update");
+    if (upload(s, ids, labels, attn, e) || vkl_adamw_prepare(s->opt, t, lr, e) || vkl_graph_run(s->g, e)) return -1;
+    return loss ? vkl_tensor_download(s->m->ctx, s->loss, loss, VKL_F32, e) : 0;
+}
+
+int vkl_llama_train_micro(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn, float *loss,
+                          vkl_err *e)
+{
+    if (!s->acc) return vkl_fail(e, "micro-batches need gradient accumulation (grad_accum > 1)");
+    if (upload(s, ids, labels, attn, e) || vkl_graph_run(s->g, e)) return -1;
+    return loss ? vkl_tensor_download(s->m->ctx, s->loss, loss, VKL_F32, e) : 0;
+}
+
+int vkl_llama_train_apply(vkl_llama_train *s, int t, float lr, vkl_err *e)
+{
+    if (!s->acc) return vkl_fail(e, "no accumulated gradients (grad_accum > 1)");
+    return vkl_adamw_prepare(s->opt, t, lr, e) || vkl_graph_run(s->update, e) ? -1 : 0;
 }
 
 int vkl_llama_train_count(const vkl_llama_train *s) { return s->np; }

@@ -27,6 +27,10 @@ typedef struct vkl_llama_train_opts {
      * one adapter (vkl_llama_ia3_init for a fresh one), so the trained tensors
      * are PEFT's ia3_l; vkl_llama_ia3_store reads them back for saving. */
     const vkl_llama_ia3 *ia3;
+    /* > 1: gradients of that many micro-batches are summed, each scaled by
+     * 1/grad_accum (grad_accum.h), and the optimiser steps once on them:
+     * vkl_llama_train_micro per micro-batch, then vkl_llama_train_apply. */
+    int grad_accum;
 } vkl_llama_train_opts;
 
 typedef struct vkl_llama_train vkl_llama_train;
@@ -41,6 +45,13 @@ void vkl_llama_train_free(vkl_llama_train *s);
  * 0 = padding; NULL = all tokens). *loss = the loss before the update. */
 int vkl_llama_train_step(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn, int t,
                          float lr, float *loss, vkl_err *e);
+
+/* With grad_accum > 1: one micro-batch's forward and backward, its
+ * gradients (scaled) added to the sums; *loss its loss. */
+int vkl_llama_train_micro(vkl_llama_train *s, const int32_t *ids, const int32_t *labels, const int *attn, float *loss,
+                          vkl_err *e);
+/* The optimiser step t on the summed gradients, which are then cleared. */
+int vkl_llama_train_apply(vkl_llama_train *s, int t, float lr, vkl_err *e);
 
 /* The trainable tensors, in a fixed order, with their PEFT key names
  * (base_model.model.<module>.lora_A.weight, .lora_B.weight, .lora_magnitude_vector;

@@ -43,7 +43,7 @@ typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
 typedef struct args {
     const char *model, *data, *out, *tok, *chat, *val_data;
     float val_fraction;
-    int eval_every;
+    int eval_every, grad_accum;
     network net;
     int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force;
     float alpha, lr, loraplus, wd, max_grad_norm;
@@ -62,7 +62,8 @@ static void usage(FILE *f)
             "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
             "         [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--chat-template llama3|chatml|mistral]\n"
-            "         [--val-data FILE | --val-fraction F] [--eval-every N] [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
+            "         [--val-data FILE | --val-fraction F] [--eval-every N] [--grad-accum N]\n"
+            "         [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
             "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file, one\n"
             "sample per line truncated or padded to seq-len: {\"text\": ...} (every token learnt),\n"
             "{\"prompt\": ..., \"completion\": ...} (loss on the completion and EOS only) or {\"messages\":\n"
@@ -73,7 +74,8 @@ static void usage(FILE *f)
             "Writes ADAPTER_DIR/adapter_model.safetensors, adapter_config.json (PEFT) and train_log.csv\n"
             "(step,epoch,loss,lr,grad_norm,skipped,seconds, as vklora train's). Held-out samples (--val-data, or a\n"
             "seeded --val-fraction of the data kept out of training) are scored before training, every --eval-every\n"
-            "steps and at the end: eval_log.csv (step,loss,perplexity,tokens). --force replaces an existing ADAPTER_DIR made by this command.\n");
+            "steps and at the end: eval_log.csv (step,loss,perplexity,tokens). --grad-accum N: each step sums the\n"
+            "gradients of N batches (each 1/N) before one update; an epoch is then ceil(batches / N) steps. --force replaces an existing ADAPTER_DIR made by this command.\n");
 }
 
 static int bad(const char *opt, const char *v, const char *want)
@@ -168,6 +170,7 @@ static int parse(int argc, char **argv, args *a)
                 rc = get_float(o, v, 0, &a->val_fraction);
                 if (!rc && !(a->val_fraction > 0 && a->val_fraction < 1)) rc = bad(o, v, "expected a fraction in (0, 1)");
             } else if (!strcmp(o, "--eval-every")) rc = get_int(o, v, 1, 100000000, &a->eval_every);
+            else if (!strcmp(o, "--grad-accum")) rc = get_int(o, v, 1, 4096, &a->grad_accum);
             else if (!strcmp(o, "--network")) {
                 if (!strcmp(v, "lora")) a->net = NET_LORA;
                 else if (!strcmp(v, "dora")) a->net = NET_DORA;
@@ -480,11 +483,12 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     if (a->val_fraction > 0 && hold_out(&r->data, &r->val, a->val_fraction, a->seed, e)) return -1;
     if (build_adapter(a, r, e)) return -1;
     int B = a->batch, L = a->seq_len, n = r->data.n;
-    int per_epoch = (n + B - 1) / B;
+    int N = a->grad_accum > 1 ? a->grad_accum : 1;
+    int per_epoch = ((n + B - 1) / B + N - 1) / N;
     long long want = a->steps ? a->steps : (long long)(a->epochs ? a->epochs : 1) * per_epoch;
     if (want > 100000000) return vkl_fail(e, "%lld steps (%d per epoch): more than 100000000", want, per_epoch);
     int total = (int)want;
-    vkl_llama_train_opts to = {.loraplus_ratio = a->loraplus, .ia3 = r->ia3};
+    vkl_llama_train_opts to = {.loraplus_ratio = a->loraplus, .ia3 = r->ia3, .grad_accum = N};
     vkl_adamw_opts_default(&to.adam);
     to.adam.lr = a->lr;
     to.adam.weight_decay = a->wd;
@@ -504,9 +508,9 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     /* the columns of vklora train's log */
     fprintf(r->log, "step,epoch,loss,lr,grad_norm,skipped,seconds\n");
     if (!a->quiet)
-        fprintf(stderr, "lm train: %s, %d modules, %d samples of %d tokens (%lld real), %d steps of batch %d\n",
+        fprintf(stderr, "lm train: %s, %d modules, %d samples of %d tokens (%lld real), %d steps of batch %d%s%.0d\n",
                 a->net == NET_IA3 ? "IA3" : a->net == NET_DORA ? "DoRA" : "LoRA", r->l.n, n, L, r->data.tokens, total,
-                B);
+                B, N > 1 ? " x gradient accumulation " : "", N > 1 ? N : 0);
     uint64_t rng = a->seed ^ 0x6c6d747261696eull;
     int pos = n, epoch = -1; /* next index into order; n: reshuffle first */
     double t0 = vkl_progress_now();
@@ -521,21 +525,27 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     vkl_progress_begin(&p, "lm train", total, a->quiet);
     for (int t = 1; t <= total; t++) {
         if (stop_) return vkl_fail(e, "interrupted before step %d; nothing written", t);
-        for (int b = 0; b < B; b++) {
-            if (pos == n) {
-                epoch++;
-                for (int i = 0; i < n; i++) r->order[i] = i;
-                shuffle(r->order, n, &rng);
-                pos = 0;
-            }
-            size_t src = (size_t)r->order[pos++] * L, dst = (size_t)b * L;
-            memcpy(r->ids + dst, r->data.ids + src, sizeof(int32_t) * L);
-            memcpy(r->labels + dst, r->data.labels + src, sizeof(int32_t) * L);
-            memcpy(r->attn + dst, r->data.attn + src, sizeof(int) * L);
-        }
         float lr = lr_at(a, t - 1, total), loss = 0;
-        if (vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, &loss, e))
-            return vkl_err_prefix(e, "step %d: ", t), -1;
+        for (int k = 0; k < N; k++) { /* N = 1: one batch and its update */
+            for (int b = 0; b < B; b++) {
+                if (pos == n) {
+                    epoch++;
+                    for (int i = 0; i < n; i++) r->order[i] = i;
+                    shuffle(r->order, n, &rng);
+                    pos = 0;
+                }
+                size_t src = (size_t)r->order[pos++] * L, dst = (size_t)b * L;
+                memcpy(r->ids + dst, r->data.ids + src, sizeof(int32_t) * L);
+                memcpy(r->labels + dst, r->data.labels + src, sizeof(int32_t) * L);
+                memcpy(r->attn + dst, r->data.attn + src, sizeof(int) * L);
+            }
+            float part = 0;
+            int bad = N > 1 ? vkl_llama_train_micro(r->tr, r->ids, r->labels, r->attn, &part, e)
+                            : vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, &part, e);
+            if (bad) return vkl_err_prefix(e, "step %d: ", t), -1;
+            loss += part / (float)N; /* the mean over the step's batches, as accelerate logs it */
+        }
+        if (N > 1 && vkl_llama_train_apply(r->tr, t, lr, e)) return vkl_err_prefix(e, "step %d: ", t), -1;
         if (!isfinite(loss)) return vkl_fail(e, "step %d: the loss is %g; try a lower --lr", t, loss);
         float gn = 0;
         int skipped = 0;

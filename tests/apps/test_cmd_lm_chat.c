@@ -191,6 +191,34 @@ static void held_out(void **state)
     free(log);
 }
 
+/* --grad-accum 2 at batch 1 over two samples: one step per epoch */
+static void grad_accum_cli(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(MODEL "/model.safetensors");
+    write_file("pair.jsonl", "{\"text\": \"You may convey verbatim copies of the Program.\"}\n"
+                             "{\"text\": \"You may charge any price or no price for each copy.\"}\n");
+    char args[8192], *log = NULL;
+    snprintf(args, sizeof args, "lm train --model '%s' -o acc --data pair.jsonl --seq-len 32 --batch 1 --grad-accum 2 "
+             "--epochs 3 --lr 1e-2", vkl_test_shared_path(MODEL));
+    int st = vkl_test_run_cli(dir_, NULL, args, &log);
+    if (st) fail_msg("status %d: %s", st, log);
+    assert_non_null(strstr(log, "3 steps of batch 1 x gradient accumulation 2"));
+    free(log);
+    char p[4096], line[256];
+    snprintf(p, sizeof p, "%s/acc/train_log.csv", dir_);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof line, f));
+    float loss[3];
+    int epoch[3];
+    for (int i = 0; i < 3; i++) assert_int_equal(fscanf(f, "%*d,%d,%f,%*f,%*f,%*d,%*f", &epoch[i], &loss[i]), 2);
+    fclose(f);
+    printf("  accumulated steps: loss %.4f -> %.4f -> %.4f\n", loss[0], loss[1], loss[2]);
+    assert_true(epoch[0] == 0 && epoch[1] == 1 && epoch[2] == 2);
+    assert_true(loss[2] < loss[0]);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -208,6 +236,7 @@ static int teardown(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(answer_only_loss), cmocka_unit_test(held_out)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(answer_only_loss), cmocka_unit_test(held_out),
+                                       cmocka_unit_test(grad_accum_cli)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -43,7 +43,7 @@ typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
 typedef struct args {
     const char *model, *data, *out, *tok, *chat, *val_data;
     float val_fraction;
-    int eval_every, grad_accum;
+    int eval_every, grad_accum, packing;
     network net;
     int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force;
     float alpha, lr, loraplus, wd, max_grad_norm;
@@ -62,7 +62,7 @@ static void usage(FILE *f)
             "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
             "         [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--chat-template llama3|chatml|mistral]\n"
-            "         [--val-data FILE | --val-fraction F] [--eval-every N] [--grad-accum N]\n"
+            "         [--val-data FILE | --val-fraction F] [--eval-every N] [--grad-accum N] [--packing]\n"
             "         [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
             "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file, one\n"
             "sample per line truncated or padded to seq-len: {\"text\": ...} (every token learnt),\n"
@@ -75,7 +75,8 @@ static void usage(FILE *f)
             "(step,epoch,loss,lr,grad_norm,skipped,seconds, as vklora train's). Held-out samples (--val-data, or a\n"
             "seeded --val-fraction of the data kept out of training) are scored before training, every --eval-every\n"
             "steps and at the end: eval_log.csv (step,loss,perplexity,tokens). --grad-accum N: each step sums the\n"
-            "gradients of N batches (each 1/N) before one update; an epoch is then ceil(batches / N) steps. --force replaces an existing ADAPTER_DIR made by this command.\n");
+            "gradients of N batches (each 1/N) before one update; an epoch is then ceil(batches / N) steps.\n"
+            "--packing (.jsonl): samples, each ended by EOS, fill rows of --seq-len one after another. --force replaces an existing ADAPTER_DIR made by this command.\n");
 }
 
 static int bad(const char *opt, const char *v, const char *want)
@@ -151,6 +152,7 @@ static int parse(int argc, char **argv, args *a)
         if (!strcmp(o, "--rslora")) a->rslora = 1;
         else if (!strcmp(o, "--quiet") || !strcmp(o, "-q")) a->quiet = 1;
         else if (!strcmp(o, "--force")) a->force = 1;
+        else if (!strcmp(o, "--packing")) a->packing = 1;
         else if (!v) {
             fprintf(stderr, "vklora lm train: unknown or incomplete argument %s\n", o);
             usage(stderr);
@@ -475,10 +477,11 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         return -1;
     const vkl_llama_config *cfg = &r->m->cfg;
     if (a->chat && vkl_chat_from_name(a->chat, &r->tok.chat, e)) return -1;
-    if (vkl_app_lm_data_load(a->data, &r->tok, cfg->bos, cfg->eos, cfg->eos >= 0 ? cfg->eos : 0, a->seq_len, &r->data, e))
+    if (vkl_app_lm_data_load(a->data, &r->tok, cfg->bos, cfg->eos, cfg->eos >= 0 ? cfg->eos : 0, a->seq_len, a->packing,
+                             &r->data, e))
         return -1;
     if (a->val_data && vkl_app_lm_data_load(a->val_data, &r->tok, cfg->bos, cfg->eos, cfg->eos >= 0 ? cfg->eos : 0,
-                                            a->seq_len, &r->val, e))
+                                            a->seq_len, a->packing, &r->val, e))
         return -1;
     if (a->val_fraction > 0 && hold_out(&r->data, &r->val, a->val_fraction, a->seed, e)) return -1;
     if (build_adapter(a, r, e)) return -1;

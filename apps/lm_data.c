@@ -71,6 +71,58 @@ static int add_row(vkl_app_lm_data *d, int *cap, const int32_t *ids, const unsig
     return 0;
 }
 
+/* Where samples go: one row each, or (packing) a stream of ids and their
+ * label flags, each sample ended by EOS, cut into rows of L. */
+typedef struct sink {
+    vkl_app_lm_data *d;
+    int cap, pad, pack, eos;
+    int32_t *ids;
+    unsigned char *tr;
+    int n, ncap;
+} sink;
+
+static int emit(sink *k, const int32_t *ids, const unsigned char *tr, int n, vkl_err *e)
+{
+    if (!k->pack) return add_row(k->d, &k->cap, ids, tr, n, k->pad, e);
+    int need = k->n + n + 1, L = k->d->L;
+    if (need > k->ncap) {
+        int nc = need > 2 * k->ncap ? need : 2 * k->ncap;
+        int32_t *a = realloc(k->ids, sizeof(int32_t) * (size_t)nc);
+        if (a) k->ids = a;
+        unsigned char *b = a ? realloc(k->tr, (size_t)nc) : NULL;
+        if (!b) return vkl_fail(e, "out of host memory packing samples");
+        k->tr = b;
+        k->ncap = nc;
+    }
+    for (int i = 0; i < n; i++) {
+        k->ids[k->n] = ids[i];
+        k->tr[k->n++] = tr ? tr[i] : 1;
+    }
+    if (k->eos >= 0 && (!n || ids[n - 1] != k->eos)) {
+        k->ids[k->n] = k->eos;
+        k->tr[k->n++] = 1;
+    }
+    int done = 0;
+    for (; k->n - done >= L; done += L)
+        if (add_row(k->d, &k->cap, k->ids + done, k->tr + done, L, k->pad, e)) return -1;
+    memmove(k->ids, k->ids + done, sizeof(int32_t) * (size_t)(k->n - done));
+    memmove(k->tr, k->tr + done, (size_t)(k->n - done));
+    k->n -= done;
+    return 0;
+}
+
+/* The packed tail, when it has a token to predict. */
+static int flush(sink *k, vkl_err *e)
+{
+    int rc = k->pack && k->n >= 2 ? add_row(k->d, &k->cap, k->ids, k->tr, k->n, k->pad, e) : 0;
+    free(k->ids);
+    free(k->tr);
+    k->ids = NULL;
+    k->tr = NULL;
+    k->n = 0;
+    return rc;
+}
+
 static int load_text(const char *path, const char *s, const vkl_app_lm_tok *tok, int bos, int pad,
                      vkl_app_lm_data *d, int *cap, vkl_err *e)
 {
@@ -130,8 +182,7 @@ static int line_segments(const cJSON *j, const vkl_app_lm_tok *tok, int adds_bos
     return 0;
 }
 
-static int load_chat_line(const cJSON *j, const vkl_app_lm_tok *tok, int bos, int eos, int pad, vkl_app_lm_data *d,
-                          int *cap, vkl_err *e)
+static int load_chat_line(const cJSON *j, const vkl_app_lm_tok *tok, int bos, int eos, sink *k, vkl_err *e)
 {
     int adds = 0, bos_id = vkl_app_lm_tok_lead_bos(tok, bos, &adds, e);
     if (bos_id == -2) return -1;
@@ -144,15 +195,14 @@ static int load_chat_line(const cJSON *j, const vkl_app_lm_tok *tok, int bos, in
     int rc = vkl_chat_tokenize(s, ns, encode_raw, (void *)tok, bos_id, eos, &ids, &tr, &n, e);
     vkl_chat_segs_free(s, ns);
     int any = 0;
-    for (int i = 1; !rc && i < n && i < d->L; i++) any |= tr[i]; /* position 0 predicts nothing */
-    if (!rc && any) rc = add_row(d, cap, ids, tr, n, pad, e);
+    for (int i = 1; !rc && i < n && (k->pack || i < k->d->L); i++) any |= tr[i]; /* position 0 predicts nothing */
+    if (!rc && any) rc = emit(k, ids, tr, n, e);
     free(ids);
     free(tr);
     return rc;
 }
 
-static int load_jsonl(const char *path, char *s, const vkl_app_lm_tok *tok, int bos, int eos, int pad,
-                      vkl_app_lm_data *d, int *cap, vkl_err *e)
+static int load_jsonl(const char *path, char *s, const vkl_app_lm_tok *tok, int bos, int eos, sink *k, vkl_err *e)
 {
     int line = 0;
     for (char *p = s; *p;) {
@@ -169,7 +219,7 @@ static int load_jsonl(const char *path, char *s, const vkl_app_lm_tok *tok, int 
                 return vkl_fail(e, "%s line %d: not a JSON object", path, line);
             }
             if (!cJSON_IsString(t)) {
-                int rc = load_chat_line(j, tok, bos, eos, pad, d, cap, e);
+                int rc = load_chat_line(j, tok, bos, eos, k, e);
                 cJSON_Delete(j);
                 if (rc) return vkl_err_prefix(e, "%s line %d: ", path, line), -1;
                 if (!nl) break;
@@ -181,7 +231,7 @@ static int load_jsonl(const char *path, char *s, const vkl_app_lm_tok *tok, int 
             int rc = vkl_app_lm_tok_encode(tok, t->valuestring, bos, &ids, &n, e);
             cJSON_Delete(j);
             if (rc) return vkl_err_prefix(e, "%s line %d: ", path, line), -1;
-            rc = n >= 2 ? add_row(d, cap, ids, NULL, n, pad, e) : 0; /* a lone BOS predicts nothing */
+            rc = n >= 2 || k->pack ? emit(k, ids, NULL, n, e) : 0; /* a lone BOS predicts nothing */
             free(ids);
             if (rc) return -1;
         }
@@ -191,7 +241,7 @@ static int load_jsonl(const char *path, char *s, const vkl_app_lm_tok *tok, int 
     return 0;
 }
 
-int vkl_app_lm_data_load(const char *path, const vkl_app_lm_tok *tok, int bos, int eos, int pad, int L,
+int vkl_app_lm_data_load(const char *path, const vkl_app_lm_tok *tok, int bos, int eos, int pad, int L, int pack,
                          vkl_app_lm_data *d, vkl_err *e)
 {
     memset(d, 0, sizeof *d);
@@ -205,7 +255,11 @@ int vkl_app_lm_data_load(const char *path, const vkl_app_lm_tok *tok, int bos, i
     }
     int cap = 0;
     int jsonl = pl > 6 && !strcmp(path + pl - 6, ".jsonl");
-    int rc = jsonl ? load_jsonl(path, s, tok, bos, eos, pad, d, &cap, e) : load_text(path, s, tok, bos, pad, d, &cap, e);
+    sink k = {.d = d, .pad = pad, .pack = pack && jsonl, .eos = eos};
+    int rc = jsonl ? load_jsonl(path, s, tok, bos, eos, &k, e) || flush(&k, e)
+                   : load_text(path, s, tok, bos, pad, d, &cap, e);
+    free(k.ids);
+    free(k.tr);
     free(s);
     if (!rc && !d->n) rc = vkl_fail(e, "%s: no training sample (empty, or no text to predict)", path);
     if (rc) vkl_app_lm_data_free(d);

@@ -27,8 +27,11 @@ typedef struct vkl_app_lm_data {
 } vkl_app_lm_data;
 
 /* pad: the id written on padded positions (masked, never a label); eos: the
- * model's end id (-1: none; then completions end without one). */
-int vkl_app_lm_data_load(const char *path, const vkl_app_lm_tok *tok, int bos, int eos, int pad, int L,
+ * model's end id (-1: none; then completions end without one). pack (.jsonl):
+ * the samples, each ended by EOS, run on one after another and are cut into
+ * full rows of L (the last one padded), their label flags kept; attention
+ * crosses the sample boundaries, as in a plain concatenation. */
+int vkl_app_lm_data_load(const char *path, const vkl_app_lm_tok *tok, int bos, int eos, int pad, int L, int pack,
                          vkl_app_lm_data *d, vkl_err *e);
 void vkl_app_lm_data_free(vkl_app_lm_data *d);
 

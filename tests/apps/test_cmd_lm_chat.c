@@ -5,7 +5,8 @@
  * logits with the ids derived from SentencePiece directly, and differs from
  * the loss over every token; a "messages" file without a chat template is
  * refused, naming --chat-template. Held-out scoring (--val-data,
- * --val-fraction, --eval-every) into eval_log.csv. */
+ * --val-fraction, --eval-every) into eval_log.csv; --packing's rows and
+ * loss; --grad-accum. */
 #include "../models/llama_check.h"
 #include "tokenizer/sp_bpe.h"
 
@@ -123,6 +124,42 @@ static void answer_only_loss(void **state)
     got = first_loss("chat", "chat.jsonl", "--chat-template mistral");
     printf("  messages (mistral): loss %.6f, expected %.6f\n", got, want);
     assert_float_equal(got, want, 2e-4);
+
+    /* packing: both samples, each BOS ... EOS, in one row, every token a label */
+    {
+        const char *s1 = "You may convey verbatim copies.", *s2 = "You may charge any price.";
+        write_file("pack.jsonl", "{\"text\": \"You may convey verbatim copies.\"}\n"
+                                 "{\"text\": \"You may charge any price.\"}\n");
+        int32_t *a = NULL, *b = NULL;
+        int na = 0, nb = 0, k = 0;
+        assert_int_equal(vkl_sp_encode(sp, s1, &a, &na, &e), 0);
+        assert_int_equal(vkl_sp_encode(sp, s2, &b, &nb, &e), 0);
+        ids[k++] = 1;
+        for (int i = 0; i < na; i++) ids[k++] = a[i];
+        ids[k++] = 2;
+        ids[k++] = 1;
+        for (int i = 0; i < nb; i++) ids[k++] = b[i];
+        ids[k++] = 2;
+        free(a);
+        free(b);
+        want = base_loss(c, m, ids, NULL, k);
+        char *plog = NULL, pargs[8192];
+        snprintf(pargs, sizeof pargs, "lm train --model '%s' -o pack --data pack.jsonl --packing --seq-len 64 --batch 1 "
+                 "--steps 1 --lr 0", vkl_test_shared_path(MODEL));
+        int pst = vkl_test_run_cli(dir_, NULL, pargs, &plog);
+        if (pst) fail_msg("status %d: %s", pst, plog);
+        assert_non_null(strstr(plog, "1 samples of 64 tokens"));
+        free(plog);
+        char p[4096], line[256];
+        snprintf(p, sizeof p, "%s/pack/train_log.csv", dir_);
+        FILE *f = fopen(p, "r");
+        assert_non_null(f);
+        assert_non_null(fgets(line, sizeof line, f));
+        assert_int_equal(fscanf(f, "%*d,%*d,%f", &got), 1);
+        fclose(f);
+        printf("  packed: loss %.6f, expected %.6f (%d tokens)\n", got, want, k);
+        assert_float_equal(got, want, 2e-4);
+    }
 
     /* tiny-llama's tokenizer_config.json has no chat template */
     char args[8192], *log = NULL;

@@ -6,6 +6,7 @@
 #include "app.h"
 #include "lm_data.h"
 #include "lm_eval.h"
+#include "lm_gen_args.h"
 #include "progress.h"
 
 #include "llama/llama_lora_init.h"
@@ -44,6 +45,8 @@ typedef struct args {
     const char *model, *data, *out, *tok, *chat, *val_data;
     float val_fraction;
     int eval_every, grad_accum, packing;
+    vkl_dtype weights; /* frozen base matrices; VKL_F32 + weights_given 0: config.json's torch_dtype */
+    int weights_given;
     network net;
     int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force;
     float alpha, lr, loraplus, wd, max_grad_norm;
@@ -63,6 +66,7 @@ static void usage(FILE *f)
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
             "         [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--chat-template llama3|chatml|mistral]\n"
             "         [--val-data FILE | --val-fraction F] [--eval-every N] [--grad-accum N] [--packing]\n"
+            "         [--weights f16|bf16|f32 (config.json's torch_dtype)]\n"
             "         [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
             "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file, one\n"
             "sample per line truncated or padded to seq-len: {\"text\": ...} (every token learnt),\n"
@@ -76,7 +80,8 @@ static void usage(FILE *f)
             "seeded --val-fraction of the data kept out of training) are scored before training, every --eval-every\n"
             "steps and at the end: eval_log.csv (step,loss,perplexity,tokens). --grad-accum N: each step sums the\n"
             "gradients of N batches (each 1/N) before one update; an epoch is then ceil(batches / N) steps.\n"
-            "--packing (.jsonl): samples, each ended by EOS, fill rows of --seq-len one after another. --force replaces an existing ADAPTER_DIR made by this command.\n");
+            "--packing (.jsonl): samples, each ended by EOS, fill rows of --seq-len one after another.\n"
+            "The frozen base stays in its file's dtype (16-bit where config.json says float16/bfloat16). --force replaces an existing ADAPTER_DIR made by this command.\n");
 }
 
 static int bad(const char *opt, const char *v, const char *want)
@@ -173,6 +178,13 @@ static int parse(int argc, char **argv, args *a)
                 if (!rc && !(a->val_fraction > 0 && a->val_fraction < 1)) rc = bad(o, v, "expected a fraction in (0, 1)");
             } else if (!strcmp(o, "--eval-every")) rc = get_int(o, v, 1, 100000000, &a->eval_every);
             else if (!strcmp(o, "--grad-accum")) rc = get_int(o, v, 1, 4096, &a->grad_accum);
+            else if (!strcmp(o, "--weights")) {
+                a->weights_given = 1;
+                if (!strcmp(v, "f32")) a->weights = VKL_F32;
+                else if (!strcmp(v, "f16")) a->weights = VKL_F16;
+                else if (!strcmp(v, "bf16")) a->weights = VKL_BF16;
+                else rc = bad(o, v, "expected f16, bf16 or f32");
+            }
             else if (!strcmp(o, "--network")) {
                 if (!strcmp(v, "lora")) a->net = NET_LORA;
                 else if (!strcmp(v, "dora")) a->net = NET_DORA;
@@ -472,7 +484,8 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
 {
     vkl_ctx_opts co;
     vkl_ctx_opts_default(&co);
-    if (vkl_ctx_create(&co, &r->c, e) || vkl_llama_load(r->c, a->model, VKL_F32, &r->m, e) ||
+    vkl_dtype wdt = a->weights_given ? a->weights : vkl_app_lm_model_dtype(a->model);
+    if (vkl_ctx_create(&co, &r->c, e) || vkl_llama_load(r->c, a->model, wdt, &r->m, e) ||
         vkl_app_lm_tok_open(a->model, a->tok, r->m->cfg.vocab, &r->tok, e))
         return -1;
     const vkl_llama_config *cfg = &r->m->cfg;

@@ -6,7 +6,7 @@
  * the loss over every token; a "messages" file without a chat template is
  * refused, naming --chat-template. Held-out scoring (--val-data,
  * --val-fraction, --eval-every) into eval_log.csv; --packing's rows and
- * loss; --grad-accum. */
+ * loss; --grad-accum; a 16-bit frozen base (--weights). */
 #include "../models/llama_check.h"
 #include "tokenizer/sp_bpe.h"
 
@@ -256,6 +256,48 @@ static void grad_accum_cli(void **state)
     assert_true(loss[2] < loss[0]);
 }
 
+static float first_logged(const char *out)
+{
+    char p[4096], line[256];
+    snprintf(p, sizeof p, "%s/%s/train_log.csv", dir_, out);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof line, f));
+    float loss = 0;
+    assert_int_equal(fscanf(f, "%*d,%*d,%f", &loss), 1);
+    fclose(f);
+    return loss;
+}
+
+/* --weights f16 / bf16: the frozen base in 16 bits trains, starting within
+ * the rounding of the f32 base's loss; an unknown dtype is refused */
+static void frozen_16bit(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(MODEL "/model.safetensors");
+    write_file("w.jsonl", "{\"text\": \"You may convey verbatim copies of the Program.\"}\n");
+    const char *w[] = {"f32", "f16", "bf16"};
+    float first[3];
+    for (int i = 0; i < 3; i++) {
+        char args[8192], *log = NULL, out[16];
+        snprintf(out, sizeof out, "w%s", w[i]);
+        snprintf(args, sizeof args, "lm train --model '%s' -o %s --data w.jsonl --seq-len 32 --batch 1 --steps 2 "
+                 "--weights %s", vkl_test_shared_path(MODEL), out, w[i]);
+        int st = vkl_test_run_cli(dir_, NULL, args, &log);
+        if (st) fail_msg("%s: status %d: %s", w[i], st, log);
+        free(log);
+        first[i] = first_logged(out);
+    }
+    printf("  first loss: f32 %.6f, f16 %.6f, bf16 %.6f\n", first[0], first[1], first[2]);
+    assert_float_equal(first[1], first[0], 1e-3);
+    assert_float_equal(first[2], first[0], 1e-2);
+    char args[8192], *log = NULL;
+    snprintf(args, sizeof args, "lm train --model '%s' -o wx --data w.jsonl --weights q4", vkl_test_shared_path(MODEL));
+    assert_int_equal(vkl_test_run_cli(dir_, NULL, args, &log), 2);
+    assert_non_null(strstr(log, "--weights"));
+    free(log);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -274,6 +316,6 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(answer_only_loss), cmocka_unit_test(held_out),
-                                       cmocka_unit_test(grad_accum_cli)};
+                                       cmocka_unit_test(grad_accum_cli), cmocka_unit_test(frozen_16bit)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }

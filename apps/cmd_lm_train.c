@@ -7,6 +7,7 @@
 #include "lm_data.h"
 #include "lm_eval.h"
 #include "lm_gen_args.h"
+#include "lm_train_state.h"
 #include "progress.h"
 
 #include "llama/llama_lora_init.h"
@@ -44,7 +45,7 @@ typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
 typedef struct args {
     const char *model, *data, *out, *tok, *chat, *val_data;
     float val_fraction;
-    int eval_every, grad_accum, packing;
+    int eval_every, grad_accum, packing, save_every, resume;
     vkl_dtype weights; /* frozen base matrices; VKL_F32 + weights_given 0: config.json's torch_dtype */
     int weights_given;
     network net;
@@ -66,7 +67,7 @@ static void usage(FILE *f)
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
             "         [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--chat-template llama3|chatml|mistral]\n"
             "         [--val-data FILE | --val-fraction F] [--eval-every N] [--grad-accum N] [--packing]\n"
-            "         [--weights f16|bf16|f32 (config.json's torch_dtype)]\n"
+            "         [--weights f16|bf16|f32 (config.json's torch_dtype)] [--save-every N] [--resume]\n"
             "         [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
             "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file, one\n"
             "sample per line truncated or padded to seq-len: {\"text\": ...} (every token learnt),\n"
@@ -81,7 +82,9 @@ static void usage(FILE *f)
             "steps and at the end: eval_log.csv (step,loss,perplexity,tokens). --grad-accum N: each step sums the\n"
             "gradients of N batches (each 1/N) before one update; an epoch is then ceil(batches / N) steps.\n"
             "--packing (.jsonl): samples, each ended by EOS, fill rows of --seq-len one after another.\n"
-            "The frozen base stays in its file's dtype (16-bit where config.json says float16/bfloat16). --force replaces an existing ADAPTER_DIR made by this command.\n");
+            "The frozen base stays in its file's dtype (16-bit where config.json says float16/bfloat16).\n"
+            "--save-every N keeps ADAPTER_DIR.state (adapter, AdamW state, sample order, log) every N steps;\n"
+            "--resume continues from it exactly (same options; a larger --max-steps extends the run). --force replaces an existing ADAPTER_DIR made by this command.\n");
 }
 
 static int bad(const char *opt, const char *v, const char *want)
@@ -158,6 +161,7 @@ static int parse(int argc, char **argv, args *a)
         else if (!strcmp(o, "--quiet") || !strcmp(o, "-q")) a->quiet = 1;
         else if (!strcmp(o, "--force")) a->force = 1;
         else if (!strcmp(o, "--packing")) a->packing = 1;
+        else if (!strcmp(o, "--resume")) a->resume = 1;
         else if (!v) {
             fprintf(stderr, "vklora lm train: unknown or incomplete argument %s\n", o);
             usage(stderr);
@@ -178,6 +182,7 @@ static int parse(int argc, char **argv, args *a)
                 if (!rc && !(a->val_fraction > 0 && a->val_fraction < 1)) rc = bad(o, v, "expected a fraction in (0, 1)");
             } else if (!strcmp(o, "--eval-every")) rc = get_int(o, v, 1, 100000000, &a->eval_every);
             else if (!strcmp(o, "--grad-accum")) rc = get_int(o, v, 1, 4096, &a->grad_accum);
+            else if (!strcmp(o, "--save-every")) rc = get_int(o, v, 1, 100000000, &a->save_every);
             else if (!strcmp(o, "--weights")) {
                 a->weights_given = 1;
                 if (!strcmp(v, "f32")) a->weights = VKL_F32;
@@ -384,6 +389,7 @@ typedef struct run {
     vkl_app_lm_data data, val;
     vkl_app_lm_eval *ev;
     FILE *elog;
+    char *opts; /* the options a resume must find again */
     vkl_lora l;
     vkl_lora_set *set;
     vkl_llama_dora *dora;
@@ -398,6 +404,7 @@ static void run_free(run *r)
 {
     if (r->log) fclose(r->log);
     if (r->elog) fclose(r->elog);
+    free(r->opts);
     vkl_app_lm_eval_free(r->ev);
     vkl_app_lm_data_free(&r->val);
     free(r->ids);
@@ -467,6 +474,36 @@ static int evaluate(const args *a, run *r, int step, vkl_err *e)
     return 0;
 }
 
+/* What a resumed run must share with the saved one (not its length). */
+static char *options_json(const args *a)
+{
+    cJSON *j = cJSON_CreateObject();
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->seed);
+    cJSON_AddStringToObject(j, "model", a->model);
+    cJSON_AddStringToObject(j, "data", a->data);
+    cJSON_AddStringToObject(j, "network", a->net == NET_IA3 ? "ia3" : a->net == NET_DORA ? "dora" : "lora");
+    cJSON_AddItemToObject(j, "targets", names(a->targets, a->nt));
+    cJSON_AddStringToObject(j, "seed", seed);
+    cJSON_AddNumberToObject(j, "rank", a->rank);
+    cJSON_AddNumberToObject(j, "alpha", a->alpha);
+    cJSON_AddNumberToObject(j, "rslora", a->rslora);
+    cJSON_AddNumberToObject(j, "loraplus", a->loraplus);
+    cJSON_AddNumberToObject(j, "batch", a->batch);
+    cJSON_AddNumberToObject(j, "seq_len", a->seq_len);
+    cJSON_AddNumberToObject(j, "grad_accum", a->grad_accum);
+    cJSON_AddNumberToObject(j, "packing", a->packing);
+    cJSON_AddNumberToObject(j, "lr", a->lr);
+    cJSON_AddNumberToObject(j, "weight_decay", a->wd);
+    cJSON_AddNumberToObject(j, "max_grad_norm", a->max_grad_norm);
+    cJSON_AddNumberToObject(j, "schedule", (double)a->sched);
+    cJSON_AddNumberToObject(j, "warmup", a->warmup);
+    cJSON_AddNumberToObject(j, "val_fraction", a->val_fraction);
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return s;
+}
+
 static int build_adapter(const args *a, run *r, vkl_err *e)
 {
     vkl_lora_use use = {&r->l, 1.0f, 1.0f};
@@ -528,18 +565,33 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
                 a->net == NET_IA3 ? "IA3" : a->net == NET_DORA ? "DoRA" : "LoRA", r->l.n, n, L, r->data.tokens, total,
                 B, N > 1 ? " x gradient accumulation " : "", N > 1 ? N : 0);
     uint64_t rng = a->seed ^ 0x6c6d747261696eull;
-    int pos = n, epoch = -1; /* next index into order; n: reshuffle first */
+    int pos = n, epoch = -1, start = 1; /* next index into order; n: reshuffle first */
+    char statedir[4200], *opts = options_json(a);
+    snprintf(statedir, sizeof statedir, "%s.state", a->out);
+    vkl_app_lm_state ls = {.n = n, .order = r->order};
+    r->opts = opts;
+    if (!opts) return vkl_fail(e, "out of host memory");
+    if (a->resume) {
+        if (vkl_app_lm_state_load(statedir, r->c, r->tr, &ls, opts, r->log, e)) return -1;
+        start = ls.step + 1;
+        epoch = ls.epoch;
+        pos = ls.pos;
+        rng = ls.rng;
+        if (start > total) return vkl_fail(e, "%s is at step %d of %d: nothing to do", statedir, ls.step, total);
+        if (!a->quiet) fprintf(stderr, "lm train: resuming from step %d of %d (%s)\n", ls.step, total, statedir);
+    }
     double t0 = vkl_progress_now();
     if (r->val.n) {
         if ((size_t)snprintf(path, sizeof path, "%s/eval_log.csv", tmp) >= sizeof path)
             return vkl_fail(e, "path too long: %s", tmp);
         if (!(r->elog = fopen(path, "w"))) return vkl_fail(e, "cannot create %s", path);
         fprintf(r->elog, "step,loss,perplexity,tokens\n");
-        if (vkl_app_lm_eval_new(r->m, r->set, r->dora, r->ia3, L, &r->ev, e) || evaluate(a, r, 0, e)) return -1;
+        if (vkl_app_lm_eval_new(r->m, r->set, r->dora, r->ia3, L, &r->ev, e) || (start == 1 && evaluate(a, r, 0, e)))
+            return -1;
     }
     vkl_progress p;
     vkl_progress_begin(&p, "lm train", total, a->quiet);
-    for (int t = 1; t <= total; t++) {
+    for (int t = start; t <= total; t++) {
         if (stop_) return vkl_fail(e, "interrupted before step %d; nothing written", t);
         float lr = lr_at(a, t - 1, total), loss = 0;
         for (int k = 0; k < N; k++) { /* N = 1: one batch and its update */
@@ -570,6 +622,10 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         char extra[64];
         snprintf(extra, sizeof extra, "loss %.4f lr %.3g", loss, lr);
         vkl_progress_update(&p, t, extra);
+        if (a->save_every && t % a->save_every == 0) {
+            ls = (vkl_app_lm_state){t, epoch, pos, n, rng, r->order};
+            if (fflush(r->log) || vkl_app_lm_state_save(statedir, r->c, r->tr, &ls, opts, path, e)) return -1;
+        }
         if (r->ev && ((a->eval_every && t % a->eval_every == 0) || t == total) && evaluate(a, r, t, e)) return -1;
     }
     vkl_progress_end(&p);
@@ -615,7 +671,7 @@ int vkl_cmd_lm_train(int argc, char **argv)
         fprintf(stderr, "vklora lm train: data file %s: %s\n", a.data, missing ? strerror(errno) : "not a file");
         return 1;
     }
-    int exists = check_out(a.out, a.force, &e);
+    int exists = check_out(a.out, a.force || a.resume, &e); /* a resumed run replaces its own earlier output */
     if (exists < 0) {
         fprintf(stderr, "vklora lm train: %s\n", e.msg);
         return 1;

@@ -6,7 +6,7 @@
  * the loss over every token; a "messages" file without a chat template is
  * refused, naming --chat-template. Held-out scoring (--val-data,
  * --val-fraction, --eval-every) into eval_log.csv; --packing's rows and
- * loss; --grad-accum; a 16-bit frozen base (--weights). */
+ * loss; --grad-accum; a 16-bit frozen base (--weights); --resume exact. */
 #include "../models/llama_check.h"
 #include "tokenizer/sp_bpe.h"
 
@@ -298,6 +298,65 @@ static void frozen_16bit(void **state)
     free(log);
 }
 
+static char *slurp_bytes(const char *rel, size_t *n)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", dir_, rel);
+    FILE *f = fopen(p, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(*n + 1);
+    assert_int_equal(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+/* --save-every / --resume: 2 steps, then resumed to 4, equal 4 straight
+ * steps: every logged loss and the adapter file byte for byte (3 samples
+ * in batches of 2, so the order state crosses an epoch) */
+static void resume_exact(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(MODEL "/model.safetensors");
+    write_file("three.jsonl", "{\"text\": \"You may convey verbatim copies of the Program.\"}\n"
+                              "{\"text\": \"You may charge any price or no price for each copy.\"}\n"
+                              "{\"text\": \"You may offer support or warranty protection for a fee.\"}\n");
+    const char *common = "--data three.jsonl --seq-len 32 --batch 2 --lr 1e-2 --seed 11";
+    const char *runs[][2] = {{"straight", "--steps 4"}, {"resumed", "--steps 2 --save-every 2"},
+                             {"resumed", "--steps 4 --save-every 2 --resume"}};
+    for (int i = 0; i < 3; i++) {
+        char args[8192], *log = NULL;
+        snprintf(args, sizeof args, "lm train --model '%s' -o %s %s %s", vkl_test_shared_path(MODEL), runs[i][0], common,
+                 runs[i][1]);
+        int st = vkl_test_run_cli(dir_, NULL, args, &log);
+        if (st) fail_msg("%s: status %d: %s", runs[i][1], st, log);
+        if (i == 2) assert_non_null(strstr(log, "resuming from step 2 of 4"));
+        free(log);
+    }
+    char *a = vkl_test_slurp(dir_, "straight/train_log.csv"), *b = vkl_test_slurp(dir_, "resumed/train_log.csv");
+    vkl_test_csv_first_columns(a, 3); /* step, epoch, loss: the rest holds times */
+    vkl_test_csv_first_columns(b, 3);
+    printf("  straight:\n%s  resumed:\n%s", a, b);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    size_t na, nb;
+    char *fa = slurp_bytes("straight/adapter_model.safetensors", &na), *fb = slurp_bytes("resumed/adapter_model.safetensors", &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(fa, fb, na);
+    free(fa);
+    free(fb);
+    /* other options than the saved ones are refused */
+    char args[8192], *log = NULL;
+    snprintf(args, sizeof args, "lm train --model '%s' -o resumed %s --steps 6 --resume --rank 4", vkl_test_shared_path(MODEL),
+             common);
+    assert_int_equal(vkl_test_run_cli(dir_, NULL, args, &log), 1);
+    assert_non_null(strstr(log, "other options"));
+    free(log);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -316,6 +375,7 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(answer_only_loss), cmocka_unit_test(held_out),
-                                       cmocka_unit_test(grad_accum_cli), cmocka_unit_test(frozen_16bit)};
+                                       cmocka_unit_test(grad_accum_cli), cmocka_unit_test(frozen_16bit),
+                                       cmocka_unit_test(resume_exact)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,4 +1,4 @@
-/* --base-dtype: how a command stores a model's frozen weights on the device. */
+/* --base-dtype (also --weights): how a command stores a model's frozen weights on the device. */
 #include "app.h"
 
 #include <string.h>
@@ -7,6 +7,7 @@ int vkl_app_base_dtype(const char *v, vkl_dtype *out)
 {
     if (!strcmp(v, "f32")) *out = VKL_F32;
     else if (!strcmp(v, "f16")) *out = VKL_F16;
+    else if (!strcmp(v, "bf16")) *out = VKL_BF16;
     else if (!strcmp(v, "nf4")) *out = VKL_NF4;
     else return -1;
     return 0;

@@ -5,4 +5,9 @@
  * shape with random weights; the base's bytes, peak device memory and
  * seconds per step. The default shape is TinyLlama-1.1B's. */
 int vkl_bench_lm_train(int argc, char **argv);
+/* vklora bench lm --shape tinyllama|llama3-8b|tiny: prefill and decode
+ * tokens/s of greedy generation with the KV cache and peak device memory,
+ * random weights of the named shape; --steps 0 builds and plans the prefill
+ * graph only (its memory, no run). */
+int vkl_bench_lm(int argc, char **argv);
 #endif

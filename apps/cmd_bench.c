@@ -100,6 +100,8 @@ static const char *bench_usage =
     "               (under mpirun -np N: the gradient sum of data-parallel training, MB/s)\n"
     "  lm-train     [--base-dtype f32|f16|nf4 (f16)] [--layers 22] [--hidden 2048] [--seq-len 128] [--steps N (3)] ...\n"
     "               (LoRA steps on a LLaMA with random weights; default shape TinyLlama-1.1B)\n"
+    "  lm           --shape tinyllama|llama3-8b|tiny (tinyllama) [--prompt-tokens N (128)] [--new-tokens N (32)]\n"
+    "               [--weights f16|bf16|f32 (f16)] [--steps 1|0 (0: plan the prefill only)]\n"
     "A bad option prints that benchmark's full option list.\n";
 
 int vkl_cmd_bench(int argc, char **argv)
@@ -122,7 +124,8 @@ int vkl_cmd_bench(int argc, char **argv)
     if (!strcmp(argv[1], "train-step")) return vkl_bench_train_step(argc - 1, argv + 1);
     if (!strcmp(argv[1], "allreduce")) return vkl_bench_allreduce(argc - 1, argv + 1);
     if (!strcmp(argv[1], "lm-train")) return vkl_bench_lm_train(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "lm")) return vkl_bench_lm(argc - 1, argv + 1);
     fprintf(stderr, "vklora bench: unknown benchmark '%s' (known: gemm, unet, attention, conv2d, linear-lora, allreduce, "
-                    "group-norm, train-step, lm-train)\n", argv[1]);
+                    "group-norm, train-step, lm, lm-train)\n", argv[1]);
     return 2;
 }

@@ -1,14 +1,21 @@
-/* vklora lm generate: greedy text generation with a LLaMA-family model
- * (HF directory: config.json, model.safetensors, tokenizer.model, or a
- * llama2.c tokenizer given with --tokenizer), optionally with PEFT adapters
- * (LoRA, DoRA, IA3) applied at run time. Prints the continuation of the prompt. */
+/* vklora lm generate: text generation with a LLaMA-family model (HF
+ * directory: config.json, model.safetensors, tokenizer.model or
+ * tokenizer.json, or a llama2.c tokenizer given with --tokenizer), optionally
+ * with PEFT adapters (LoRA, DoRA, IA3) applied at run time. Greedy, or
+ * sampled on the host (lm_sample.h); streams the continuation of the prompt
+ * and reports prefill and decode speed. */
 #include "app.h"
 
 #include "llama/llama_generate.h"
 #include "llama/llama_lora_init.h"
-#include "lora_args.h"
+#include "lm_gen_args.h"
+#include "lm_stream.h"
+#include "lm_prompts.h"
 #include "lm_tok.h"
+#include "lora_args.h"
+#include "progress.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,14 +28,31 @@ typedef vkl_app_lm_tok lm_tok;
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vklora lm generate --model DIR --prompt TEXT [--max-tokens N] [--lora ADAPTER_DIR[:W]]...\n"
-               "                          [--tokenizer tokenizer.model|tok.bin] [--base-dtype f32|f16|nf4 (f32)] [--device N|cpu|gpu|NAME]\n"
-               "Greedy decoding with a KV cache; prints the continuation. The tokenizer is DIR/tokenizer.model\n"
-               "(SentencePiece) unless --tokenizer names one (a .bin file is read as llama2.c's format).\n"
-               "--base-dtype (also spelt --weights): how the model's matrices are stored on the device; nf4\n"
-               "quantises the layers' projections to 4-bit NormalFloat at load (QLoRA; embedding and lm_head f16).\n"
+               "       vklora lm generate --model DIR --prompts FILE.jsonl [--max-tokens N] [sampling options]\n"
+               "                          [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
+               "                          [--seed N] [--stop STRING]... [--json]\n"
+               "                          [--chat] [--system TEXT] [--chat-template llama3|chatml|mistral]\n"
+               "                          [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--base-dtype f32|f16|bf16|nf4]\n"
+               "                          [--device N|cpu|gpu|NAME]\n"
+               "Decodes with a KV cache and streams the continuation. Greedy unless --temperature T > 0 (or a\n"
+               "filter is given, which samples at temperature 1): then the repetition penalty, temperature,\n"
+               "top-k, top-p and min-p apply in that order (as transformers) and the token is drawn on the host\n"
+               "from --seed (the same draws on every device; without --seed one is picked and reported).\n"
+               "--stop ends generation at the first occurrence of STRING (not printed; repeatable).\n"
+               "--chat sends the prompt as a user turn (after --system's message) through the model's chat\n"
+               "template (tokenizer_config.json, or --chat-template) with the assistant's turn opened.\n"
+               "Weight matrices stay in the dtype of config.json's torch_dtype (f16, bf16; else f32) unless --base-dtype\n"
+                "(also spelt --weights); nf4 quantises the layers' projections to 4-bit NormalFloat at load (QLoRA).\n"
+               "--prompts: one {\"prompt\": TEXT, \"lora\": [\"DIR[:W]\", ...]} per line, each with its own LoRA adapters\n"
+               "(each read once) in one process; one JSON object per line.\n"
+               "--json prints one object instead: prompt_ids, ids, text, finish (eos|length|stop), seed and speeds.\n"
+               "Prefill and decode tokens/s go to stderr. The tokenizer is DIR/tokenizer.model (SentencePiece),\n"
+               "else DIR/tokenizer.json (byte-level BPE: GPT-2, Llama 3, Qwen2 ...), unless --tokenizer names one\n"
+               "(a .bin file is read as llama2.c's format).\n"
                "Adapters: PEFT folders (adapter_model.safetensors + adapter_config.json) of LoRA, DoRA or IA3;\n"
                "W scales LoRA's product, and IA3's vectors as 1 + W (l - 1) (1 = as PEFT).\n"
-               "       vklora lm train --model DIR --data FILE -o ADAPTER_DIR ... (lm train --help)\n");
+               "       vklora lm train --model DIR --data FILE -o ADAPTER_DIR ... (lm train --help)\n"
+               "       vklora lm merge --model DIR --lora ADAPTER_DIR[:W] -o OUTDIR ... (lm merge --help)\n");
 }
 
 static int exists(const char *p)
@@ -37,49 +61,109 @@ static int exists(const char *p)
     return stat(p, &st) == 0;
 }
 
-typedef struct printer {
-    const lm_tok *tok;
-    int32_t *all; /* prompt + new ids */
-    int n;
-    size_t printed; /* bytes of the SentencePiece decode already printed */
-} printer;
+typedef struct run_state {
+    vkl_app_lm_stream st;
+    double t_start, t_first, t_last;
+    int failed;
+    const int *eos_extra; /* the further ids of the config's eos_token_id list */
+    int n_eos_extra;
+} run_state;
 
-/* Streams the text as tokens come: llama2.c pieces directly; SentencePiece
- * by decoding everything and printing what is new (pieces that merge into
- * one character print once complete). */
+static int is_extra_eos(const run_state *r, int32_t id)
+{
+    for (int i = 0; i < r->n_eos_extra; i++)
+        if (r->eos_extra[i] == id) return 1;
+    return 0;
+}
+
 static int on_token(void *user, int32_t id)
 {
-    printer *p = user;
-    int prev = p->all[p->n - 1];
-    p->all[p->n++] = id;
-    if (p->tok->l2c) {
-        char piece[256];
-        if (id != 1) fputs((vkl_l2c_tok_decode(p->tok->l2c, prev, id, piece, sizeof piece), piece), stdout);
+    run_state *r = user;
+    r->t_last = vkl_progress_now();
+    if (r->st.n == r->st.n_prompt) r->t_first = r->t_last;
+    int rc = vkl_app_lm_stream_token(&r->st, id);
+    if (rc < 0) r->failed = 1;
+    return rc != 0 || is_extra_eos(r, id);
+}
+
+static cJSON *id_array(const int32_t *ids, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(ids[i]));
+    return a;
+}
+
+/* Speeds: the prompt's pass until the first new token; each later token is one decode step. */
+static void report(run_state *r, int np, int nout, const vkl_app_lm_gen_args *g, int stop_id, int json, vkl_dtype dt)
+{
+    double pre = r->t_first - r->t_start, dec = r->t_last - r->t_first;
+    double pre_tps = pre > 0 ? np / pre : 0, dec_tps = nout > 1 && dec > 0 ? (nout - 1) / dec : 0;
+    const int32_t *out = r->st.all + np;
+    const char *finish = r->st.stopped                                                      ? "stop"
+                         : nout && (out[nout - 1] == stop_id || is_extra_eos(r, out[nout - 1])) ? "eos"
+                                                                                                : "length";
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        char *text = vkl_app_lm_stream_text(&r->st);
+        cJSON_AddItemToObject(o, "prompt_ids", id_array(r->st.all, np));
+        cJSON_AddItemToObject(o, "ids", id_array(out, nout));
+        cJSON_AddStringToObject(o, "text", text ? text : "");
+        cJSON_AddStringToObject(o, "finish", finish);
+        char seed[32];
+        snprintf(seed, sizeof seed, "%llu", (unsigned long long)g->s.seed);
+        cJSON_AddStringToObject(o, "seed", g->s.temperature > 0 ? seed : "");
+        cJSON_AddStringToObject(o, "weights", vkl_dtype_name(dt));
+        cJSON_AddNumberToObject(o, "prefill_tokens_per_s", pre_tps);
+        cJSON_AddNumberToObject(o, "decode_tokens_per_s", dec_tps);
+        char *s = cJSON_PrintUnformatted(o);
+        if (s) puts(s);
+        free(s);
+        free(text);
+        cJSON_Delete(o);
     } else {
-        char *s = vkl_sp_decode(p->tok->sp, p->all, p->n);
-        if (s) {
-            size_t len = strlen(s);
-            if (len > p->printed) fputs(s + p->printed, stdout);
-            p->printed = len > p->printed ? len : p->printed;
-            free(s);
-        }
+        vkl_app_lm_stream_finish(&r->st);
+        fputc('\n', stdout);
     }
     fflush(stdout);
-    return 0;
+    fprintf(stderr, "vklora lm generate: prefill %d tokens in %.3f s (%.1f tokens/s); decode %d tokens in %.3f s "
+                    "(%.1f tokens/s); finish %s",
+            np, pre, pre_tps, nout > 1 ? nout - 1 : 0, dec, dec_tps, finish);
+    if (g->s.temperature > 0) fprintf(stderr, "; seed %llu", (unsigned long long)g->s.seed);
+    fputc('\n', stderr);
 }
 
 static int generate(int argc, char **argv)
 {
-    const char *model = NULL, *prompt = NULL, *tok_path = NULL;
+    const char *model = NULL, *prompt = NULL, *tok_path = NULL, *system = NULL, *chat_name = NULL, *prompts = NULL;
+    int chat = 0;
     static char lora[MAX_LORA][4096];
     float lora_w[MAX_LORA];
     int nlora = 0, max_new = 64;
     vkl_dtype dt = VKL_F32;
+    int dt_given = 0;
+    vkl_app_lm_gen_args ga;
+    vkl_app_lm_gen_args_default(&ga);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int took = vkl_app_lm_gen_arg(argc, argv, &i, &ga);
+        if (took < 0) return 2;
+        if (took) continue;
         if (!strcmp(a, "--model") && v) model = argv[++i];
         else if (!strcmp(a, "--prompt") && v) prompt = argv[++i];
+        else if (!strcmp(a, "--prompts") && v) prompts = argv[++i];
         else if (!strcmp(a, "--tokenizer") && v) tok_path = argv[++i];
+        else if (!strcmp(a, "--chat")) chat = 1;
+        else if (!strcmp(a, "--system") && v) system = argv[++i], chat = 1;
+        else if (!strcmp(a, "--chat-template") && v) {
+            vkl_chat probe;
+            vkl_err pe;
+            if (vkl_chat_from_name(v, &probe, &pe)) {
+                fprintf(stderr, "vklora lm generate: --chat-template: %s\n", pe.msg);
+                return 2;
+            }
+            chat_name = argv[++i];
+            chat = 1;
+        }
         else if (!strcmp(a, "--max-tokens") && v) {
             char *end;
             long x = strtol(argv[++i], &end, 10);
@@ -89,11 +173,12 @@ static int generate(int argc, char **argv)
             }
             max_new = (int)x;
         } else if (!strcmp(a, "--device") && v) vkl_ctx_default_device(argv[++i], "--device ");
-        else if (!strcmp(a, "--f16")) dt = VKL_F16; /* the older spelling of --weights f16 */
+        else if (!strcmp(a, "--f16")) dt = VKL_F16, dt_given = 1; /* the older spelling of --weights f16 */
         else if ((!strcmp(a, "--weights") || !strcmp(a, "--base-dtype")) && v) {
             i++;
+            dt_given = 1;
             if (vkl_app_base_dtype(v, &dt)) {
-                fprintf(stderr, "vklora lm generate: %s f32, f16 or nf4, not '%s'\n", a, v);
+                fprintf(stderr, "vklora lm generate: %s f32, f16, bf16 or nf4, not '%s'\n", a, v);
                 return 2;
             }
         }
@@ -123,10 +208,17 @@ static int generate(int argc, char **argv)
             return 2;
         }
     }
-    if (!model || !prompt) {
+    if (!model || !prompt == !prompts) {
+        if (prompt && prompts) fprintf(stderr, "vklora lm generate: give --prompt or --prompts, not both\n");
         usage(stderr);
         return 2;
     }
+    if (prompts && (nlora || chat)) {
+        fprintf(stderr, "vklora lm generate: with --prompts the adapters come from each line (no --lora, --chat)\n");
+        return 2;
+    }
+    vkl_app_lm_gen_args_finish(&ga);
+    if (!dt_given) dt = vkl_app_lm_model_dtype(model);
     vkl_err e = {{0}};
     vkl_ctx_opts co;
     vkl_ctx_opts_default(&co);
@@ -141,10 +233,18 @@ static int generate(int argc, char **argv)
     vkl_llama_ia3 *ia3 = NULL;
     int32_t *ids = NULL, *out = NULL;
     int np = 0, nout = 0;
-    printer pr = {0};
+    run_state rs = {0};
     if (vkl_ctx_create(&co, &c, &e) || vkl_llama_load(c, model, dt, &m, &e) ||
         vkl_app_lm_tok_open(model, tok_path, m->cfg.vocab, &tok, &e))
         rc = -1;
+    if (!rc && prompts) {
+        rc = vkl_app_lm_prompts(m, &tok, prompts, &ga, max_new, &e);
+        if (rc) fprintf(stderr, "vklora lm generate: %s\n", e.msg);
+        vkl_app_lm_tok_free(&tok);
+        vkl_llama_free(m);
+        vkl_ctx_destroy(c);
+        return rc ? 1 : 0;
+    }
     for (int i = 0; !rc && i < nlora; i++) {
         const char *dir = lora[i];
         float w = lora_w[i];
@@ -177,32 +277,34 @@ static int generate(int argc, char **argv)
     if (!rc && is_dora) rc = vkl_llama_dora_build(m, other[0].lora, other[0].unet_mult, &dora, &e);
     else if (!rc && nother) rc = vkl_lora_set_build(c, other, nother, &set, &e);
     if (!rc) {
-        rc = vkl_app_lm_tok_encode(&tok, prompt, m->cfg.bos, &ids, &np, &e);
+        if (chat_name) rc = vkl_chat_from_name(chat_name, &tok.chat, &e);
+        if (!rc && chat)
+            rc = vkl_app_lm_tok_chat_prompt(&tok, system, prompt, m->cfg.bos, vkl_app_lm_tok_eos(&tok, m->cfg.eos), &ids,
+                                            &np, &e);
+        else if (!rc)
+            rc = vkl_app_lm_tok_encode(&tok, prompt, m->cfg.bos, &ids, &np, &e);
     }
     if (!rc && np + max_new > m->cfg.max_pos)
         rc = vkl_fail(&e, "prompt (%d tokens) + %d new tokens exceed the model's %d positions", np, max_new,
                       m->cfg.max_pos);
     if (!rc) {
         out = malloc(sizeof(int32_t) * (size_t)max_new);
-        pr.tok = &tok;
-        pr.all = malloc(sizeof(int32_t) * (size_t)(np + max_new));
-        if (!out || !pr.all) rc = vkl_fail(&e, "out of host memory");
+        if (!out) rc = vkl_fail(&e, "out of host memory");
     }
+    if (!rc) rc = vkl_app_lm_stream_start(&rs.st, &tok, ids, np, max_new, ga.stops, ga.n_stops, ga.json ? NULL : stdout, &e);
     if (!rc) {
-        memcpy(pr.all, ids, sizeof(int32_t) * (size_t)np);
-        pr.n = np;
-        if (tok.sp) {
-            char *s = vkl_sp_decode(tok.sp, ids, np);
-            pr.printed = s ? strlen(s) : 0;
-            free(s);
-        }
-        vkl_llama_gen_opts o = {.lora = set, .dora = dora, .ia3 = ia3, .max_new = max_new,
-                                .stop_id = tok.l2c ? 1 : m->cfg.eos, .on_token = on_token, .user = &pr};
+        int stop_id = vkl_app_lm_tok_eos(&tok, m->cfg.eos);
+        vkl_llama_gen_opts o = {.lora = set, .dora = dora, .ia3 = ia3, .max_new = max_new, .stop_id = stop_id,
+                                .sampling = &ga.s, .on_token = on_token, .user = &rs};
+        rs.eos_extra = m->cfg.eos_extra;
+        rs.n_eos_extra = m->cfg.n_eos_extra;
+        rs.t_start = vkl_progress_now();
         rc = vkl_llama_generate(m, ids, np, &o, out, &nout, &e);
-        fputc('\n', stdout);
+        if (!rc && rs.failed) rc = vkl_fail(&e, "out of host memory");
+        if (!rc) report(&rs, np, nout, &ga, stop_id, ga.json, dt);
     }
     if (rc) vkl_app_print_error("lm generate", e.msg);
-    free(pr.all);
+    vkl_app_lm_stream_free(&rs.st);
     free(out);
     free(ids);
     vkl_lora_set_free(set);
@@ -219,11 +321,12 @@ int vkl_cmd_lm(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "generate")) return generate(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "train")) return vkl_cmd_lm_train(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "merge")) return vkl_cmd_lm_merge(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         usage(stdout);
         return 0;
     }
-    if (argc < 2) fprintf(stderr, "vklora lm: missing subcommand (generate, train)\n");
+    if (argc < 2) fprintf(stderr, "vklora lm: missing subcommand (generate, train, merge)\n");
     else fprintf(stderr, "vklora lm: unknown subcommand or option '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -7,6 +7,9 @@
 #include "io/dir.h"
 #include "dist_app.h"
 #include "lm_data.h"
+#include "lm_eval.h"
+#include "lm_gen_args.h"
+#include "lm_train_state.h"
 #include "progress.h"
 
 #include "llama/llama_lora_init.h"
@@ -25,8 +28,9 @@
 #include <unistd.h>
 
 #define MAX_TARGETS 16
-#define OUT_FILES 3
-static const char *const OUT_NAMES[OUT_FILES] = {"adapter_model.safetensors", "adapter_config.json", "train_log.csv"};
+#define OUT_FILES 4
+static const char *const OUT_NAMES[OUT_FILES] = {"adapter_model.safetensors", "adapter_config.json", "train_log.csv",
+                                                 "eval_log.csv"};
 
 /* Set by SIGINT / SIGTERM: the loop stops between steps so the temporary folder is removed. */
 static volatile sig_atomic_t stop_;
@@ -41,9 +45,13 @@ typedef enum { NET_LORA, NET_DORA, NET_IA3 } network;
 typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
 
 typedef struct args {
-    const char *model, *data, *out, *tok;
+    const char *model, *data, *out, *tok, *chat, *val_data;
+    float val_fraction;
+    int eval_every, grad_accum, packing, save_every, resume;
+    vkl_dtype weights; /* frozen base matrices; VKL_F32 + weights_given 0: config.json's torch_dtype */
+    int weights_given;
     network net;
-    int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force, accum;
+    int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force;
     float alpha, lr, loraplus, wd, max_grad_norm;
     uint64_t seed;
     schedule sched;
@@ -60,17 +68,28 @@ static void usage(FILE *f)
             "         [--rank 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
             "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--grad-accum 1] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
-            "         [--tokenizer tokenizer.model|tok.bin] [--base-dtype f32|f16|nf4 (f32)] [--device N|cpu|gpu|NAME]\n"
-            "         [--force] [--quiet]\n"
-            "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file with a\n"
-            "\"text\" field per line (one sample each, truncated or padded to seq-len). Samples are shuffled\n"
+            "         [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--chat-template llama3|chatml|mistral]\n"
+            "         [--val-data FILE | --val-fraction F] [--eval-every N] [--grad-accum N] [--packing]\n"
+            "         [--base-dtype f32|f16|bf16|nf4 (config.json's torch_dtype; also --weights)] [--save-every N] [--resume]\n"
+            "         [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
+            "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file, one\n"
+            "sample per line truncated or padded to seq-len: {\"text\": ...} (every token learnt),\n"
+            "{\"prompt\": ..., \"completion\": ...} (loss on the completion and EOS only) or {\"messages\":\n"
+            "[{\"role\", \"content\"}, ...]} rendered with the model's chat template (tokenizer_config.json,\n"
+            "or --chat-template), loss on the assistant's answers only. Samples are shuffled\n"
             "each epoch from --seed. Default length: one epoch (--steps is --max-steps, as before). Targets: module name suffixes; defaults are\n"
             "PEFT's for LLaMA (LoRA/DoRA q_proj,v_proj; IA3 k_proj,v_proj,down_proj, down_proj feed-forward).\n"
             "Writes ADAPTER_DIR/adapter_model.safetensors, adapter_config.json (PEFT) and train_log.csv\n"
-            "(step,epoch,loss,lr,grad_norm,skipped,seconds, as vklora train's). --force replaces an existing ADAPTER_DIR made by this command.\n"
-            "--grad-accum M: each step takes M batches of --batch, the loss their mean over all their tokens.\n"
-            "Under mpirun -np N each step takes N x M batches of the one sample order (rank r the r-th M of\n"
-            "them), the gradients are summed across ranks, and rank 0 alone writes: the adapter is the one a\n"
+            "(step,epoch,loss,lr,grad_norm,skipped,seconds, as vklora train's). Held-out samples (--val-data, or a\n"
+            "seeded --val-fraction of the data kept out of training) are scored before training, every --eval-every\n"
+            "steps and at the end: eval_log.csv (step,loss,perplexity,tokens). --grad-accum N: each step sums the\n"
+            "gradients of N batches (each 1/N) before one update; an epoch is then ceil(batches / N) steps.\n"
+            "--packing (.jsonl): samples, each ended by EOS, fill rows of --seq-len one after another.\n"
+            "The frozen base stays in its file's dtype (16-bit where config.json says float16/bfloat16).\n"
+            "--save-every N keeps ADAPTER_DIR.state (adapter, AdamW state, sample order, log) every N steps;\n"
+            "--resume continues from it exactly (same options; a larger --max-steps extends the run). --force replaces an existing ADAPTER_DIR made by this command.\n"
+            "Under mpirun -np N each step takes N x --grad-accum batches of the one sample order (rank r the r-th\n"
+            "group), the gradients are summed across ranks, and rank 0 alone writes: the adapter is the one a\n"
             "single process with --grad-accum N x M makes.\n"
             "--base-dtype nf4 trains on a QLoRA base: the layers' projections quantised to 4-bit NormalFloat at load,\n"
             "dequantised inside the matmul shaders (LoRA and IA3; DoRA needs an f32 or f16 base).\n");
@@ -137,8 +156,8 @@ static void resolve_targets(args *a)
 
 static int parse(int argc, char **argv, args *a)
 {
-    *a = (args){.net = NET_LORA, .rank = 8, .alpha = 16, .lr = 1e-4f, .loraplus = 1, .batch = 4, .accum = 1, .seq_len = 128,
-                .max_grad_norm = 1, .device = -1, .sched = SCHED_CONSTANT, .base = VKL_F32};
+    *a = (args){.net = NET_LORA, .rank = 8, .alpha = 16, .lr = 1e-4f, .loraplus = 1, .batch = 4, .grad_accum = 1, .seq_len = 128,
+                .max_grad_norm = 1, .device = -1, .sched = SCHED_CONSTANT};
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -149,6 +168,8 @@ static int parse(int argc, char **argv, args *a)
         if (!strcmp(o, "--rslora")) a->rslora = 1;
         else if (!strcmp(o, "--quiet") || !strcmp(o, "-q")) a->quiet = 1;
         else if (!strcmp(o, "--force")) a->force = 1;
+        else if (!strcmp(o, "--packing")) a->packing = 1;
+        else if (!strcmp(o, "--resume")) a->resume = 1;
         else if (!v) {
             fprintf(stderr, "vklora lm train: unknown or incomplete argument %s\n", o);
             usage(stderr);
@@ -159,6 +180,21 @@ static int parse(int argc, char **argv, args *a)
             else if (!strcmp(o, "--data")) a->data = v;
             else if (!strcmp(o, "-o") || !strcmp(o, "--output")) a->out = v;
             else if (!strcmp(o, "--tokenizer")) a->tok = v;
+            else if (!strcmp(o, "--chat-template")) {
+                if (strcmp(v, "llama3") && strcmp(v, "chatml") && strcmp(v, "mistral"))
+                    rc = bad(o, v, "unknown chat template (llama3, chatml or mistral)");
+                a->chat = v;
+            } else if (!strcmp(o, "--val-data")) a->val_data = v;
+            else if (!strcmp(o, "--val-fraction")) {
+                rc = get_float(o, v, 0, &a->val_fraction);
+                if (!rc && !(a->val_fraction > 0 && a->val_fraction < 1)) rc = bad(o, v, "expected a fraction in (0, 1)");
+            } else if (!strcmp(o, "--eval-every")) rc = get_int(o, v, 1, 100000000, &a->eval_every);
+            else if (!strcmp(o, "--grad-accum")) rc = get_int(o, v, 1, 4096, &a->grad_accum);
+            else if (!strcmp(o, "--save-every")) rc = get_int(o, v, 1, 100000000, &a->save_every);
+            else if (!strcmp(o, "--weights") || !strcmp(o, "--base-dtype")) {
+                a->weights_given = 1;
+                if (vkl_app_base_dtype(v, &a->weights)) rc = bad(o, v, "expected f32, f16, bf16 or nf4");
+            }
             else if (!strcmp(o, "--network")) {
                 if (!strcmp(v, "lora")) a->net = NET_LORA;
                 else if (!strcmp(v, "dora")) a->net = NET_DORA;
@@ -169,14 +205,11 @@ static int parse(int argc, char **argv, args *a)
                 else if (!strcmp(v, "linear")) a->sched = SCHED_LINEAR;
                 else if (!strcmp(v, "cosine")) a->sched = SCHED_COSINE;
                 else rc = bad(o, v, "unknown schedule (constant, linear or cosine)");
-            } else if (!strcmp(o, "--base-dtype")) {
-                if (vkl_app_base_dtype(v, &a->base)) rc = bad(o, v, "expected f32, f16 or nf4");
             } else if (!strcmp(o, "--targets")) rc = split_targets(a, v);
             else if (!strcmp(o, "--rank")) rc = get_int(o, v, 1, 4096, &a->rank);
             else if (!strcmp(o, "--max-steps") || !strcmp(o, "--steps")) rc = get_int(o, v, 1, 100000000, &a->steps);
             else if (!strcmp(o, "--epochs")) rc = get_int(o, v, 1, 1000000, &a->epochs);
             else if (!strcmp(o, "--batch")) rc = get_int(o, v, 1, 4096, &a->batch);
-            else if (!strcmp(o, "--grad-accum")) rc = get_int(o, v, 1, 4096, &a->accum);
             else if (!strcmp(o, "--seq-len")) rc = get_int(o, v, 2, 1 << 20, &a->seq_len);
             else if (!strcmp(o, "--warmup")) rc = get_int(o, v, 0, 100000000, &a->warmup);
             else if (!strcmp(o, "--device")) vkl_ctx_default_device(v, "--device ");
@@ -204,11 +237,19 @@ static int parse(int argc, char **argv, args *a)
         usage(stderr);
         return 2;
     }
+    if (a->val_data && a->val_fraction > 0) {
+        fprintf(stderr, "vklora lm train: give --val-data or --val-fraction, not both\n");
+        return 2;
+    }
+    if (a->eval_every && !a->val_data && !(a->val_fraction > 0)) {
+        fprintf(stderr, "vklora lm train: --eval-every needs --val-data or --val-fraction\n");
+        return 2;
+    }
     if (a->steps && a->epochs) {
         fprintf(stderr, "vklora lm train: give --steps or --epochs, not both\n");
         return 2;
     }
-    if (a->net == NET_DORA && a->base == VKL_NF4) {
+    if (a->net == NET_DORA && a->weights_given && a->weights == VKL_NF4) {
         fprintf(stderr, "vklora lm train: --network dora needs --base-dtype f32 or f16 (DoRA's norm reads the weight)\n");
         return 2;
     }
@@ -364,7 +405,10 @@ typedef struct run {
     vkl_ctx *c;
     vkl_llama *m;
     vkl_app_lm_tok tok;
-    vkl_app_lm_data data;
+    vkl_app_lm_data data, val;
+    vkl_app_lm_eval *ev;
+    FILE *elog;
+    char *opts; /* the options a resume must find again */
     vkl_lora l;
     vkl_lora_set *set;
     vkl_llama_dora *dora;
@@ -378,6 +422,10 @@ typedef struct run {
 static void run_free(run *r)
 {
     if (r->log) fclose(r->log);
+    if (r->elog) fclose(r->elog);
+    free(r->opts);
+    vkl_app_lm_eval_free(r->ev);
+    vkl_app_lm_data_free(&r->val);
     free(r->ids);
     free(r->labels);
     free(r->attn);
@@ -391,6 +439,88 @@ static void run_free(run *r)
     vkl_app_lm_tok_free(&r->tok);
     vkl_llama_free(r->m);
     if (r->c) vkl_ctx_destroy(r->c);
+}
+
+/* Moves ceil(fraction * n) rows, picked by a permutation drawn from seed,
+ * out of d into val (at least one row stays on each side). */
+static int hold_out(vkl_app_lm_data *d, vkl_app_lm_data *val, float fraction, uint64_t seed, vkl_err *e)
+{
+    int n = d->n, nv = (int)ceil(fraction * n), L = d->L;
+    if (nv >= n) nv = n - 1;
+    if (nv < 1) return vkl_fail(e, "--val-fraction %g of %d samples leaves no sample on one side", fraction, n);
+    int *perm = malloc(sizeof(int) * (size_t)n);
+    unsigned char *is_val = calloc((size_t)n, 1);
+    size_t sz = (size_t)nv * L;
+    *val = (vkl_app_lm_data){.n = nv, .L = L, .ids = malloc(sizeof(int32_t) * sz), .labels = malloc(sizeof(int32_t) * sz),
+                             .attn = malloc(sizeof(int) * sz)};
+    if (!perm || !is_val || !val->ids || !val->labels || !val->attn) {
+        free(perm);
+        free(is_val);
+        return vkl_fail(e, "out of host memory");
+    }
+    uint64_t rng = seed ^ 0x686f6c646f7574ull;
+    for (int i = 0; i < n; i++) perm[i] = i;
+    shuffle(perm, n, &rng);
+    for (int i = 0; i < nv; i++) is_val[perm[i]] = 1;
+    int kv = 0, kt = 0;
+    for (int i = 0; i < n; i++) {
+        size_t src = (size_t)i * L;
+        vkl_app_lm_data *to = is_val[i] ? val : d;
+        size_t dst = (size_t)(is_val[i] ? kv++ : kt++) * L;
+        memmove(to->ids + dst, d->ids + src, sizeof(int32_t) * L);
+        memmove(to->labels + dst, d->labels + src, sizeof(int32_t) * L);
+        memmove(to->attn + dst, d->attn + src, sizeof(int) * L);
+    }
+    d->n = kt;
+    d->tokens = 0;
+    for (size_t i = 0; i < (size_t)kt * L; i++) d->tokens += d->attn[i];
+    for (size_t i = 0; i < sz; i++) val->tokens += val->attn[i];
+    free(perm);
+    free(is_val);
+    return 0;
+}
+
+static int evaluate(const args *a, run *r, int step, vkl_err *e)
+{
+    double loss;
+    long long tokens;
+    if (vkl_app_lm_eval_run(r->ev, &r->val, &loss, &tokens, e)) return vkl_err_prefix(e, "held-out loss: "), -1;
+    fprintf(r->elog, "%d,%.7g,%.7g,%lld\n", step, loss, exp(loss), tokens);
+    fflush(r->elog);
+    if (!a->quiet && !vkl_app_quiet)
+        fprintf(stderr, "lm train: step %d held-out loss %.4f, perplexity %.3f (%lld tokens)\n", step, loss, exp(loss),
+                tokens);
+    return 0;
+}
+
+/* What a resumed run must share with the saved one (not its length). */
+static char *options_json(const args *a)
+{
+    cJSON *j = cJSON_CreateObject();
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->seed);
+    cJSON_AddStringToObject(j, "model", a->model);
+    cJSON_AddStringToObject(j, "data", a->data);
+    cJSON_AddStringToObject(j, "network", a->net == NET_IA3 ? "ia3" : a->net == NET_DORA ? "dora" : "lora");
+    cJSON_AddItemToObject(j, "targets", names(a->targets, a->nt));
+    cJSON_AddStringToObject(j, "seed", seed);
+    cJSON_AddNumberToObject(j, "rank", a->rank);
+    cJSON_AddNumberToObject(j, "alpha", a->alpha);
+    cJSON_AddNumberToObject(j, "rslora", a->rslora);
+    cJSON_AddNumberToObject(j, "loraplus", a->loraplus);
+    cJSON_AddNumberToObject(j, "batch", a->batch);
+    cJSON_AddNumberToObject(j, "seq_len", a->seq_len);
+    cJSON_AddNumberToObject(j, "grad_accum", a->grad_accum);
+    cJSON_AddNumberToObject(j, "packing", a->packing);
+    cJSON_AddNumberToObject(j, "lr", a->lr);
+    cJSON_AddNumberToObject(j, "weight_decay", a->wd);
+    cJSON_AddNumberToObject(j, "max_grad_norm", a->max_grad_norm);
+    cJSON_AddNumberToObject(j, "schedule", (double)a->sched);
+    cJSON_AddNumberToObject(j, "warmup", a->warmup);
+    cJSON_AddNumberToObject(j, "val_fraction", a->val_fraction);
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return s;
 }
 
 static int build_adapter(const args *a, run *r, vkl_err *e)
@@ -414,14 +544,21 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     int P = dist ? dist->size : 1, R = dist ? dist->rank : 0;
     vkl_ctx_opts co;
     vkl_ctx_opts_default(&co);
-    if (vkl_ctx_create(&co, &r->c, e) || vkl_llama_load(r->c, a->model, a->base, &r->m, e) ||
+    vkl_dtype wdt = a->weights_given ? a->weights : vkl_app_lm_model_dtype(a->model);
+    if (vkl_ctx_create(&co, &r->c, e) || vkl_llama_load(r->c, a->model, wdt, &r->m, e) ||
         vkl_app_lm_tok_open(a->model, a->tok, r->m->cfg.vocab, &r->tok, e))
         return -1;
     const vkl_llama_config *cfg = &r->m->cfg;
-    if (vkl_app_lm_data_load(a->data, &r->tok, cfg->bos, cfg->eos >= 0 ? cfg->eos : 0, a->seq_len, &r->data, e))
+    if (a->chat && vkl_chat_from_name(a->chat, &r->tok.chat, e)) return -1;
+    if (vkl_app_lm_data_load(a->data, &r->tok, cfg->bos, cfg->eos, cfg->eos >= 0 ? cfg->eos : 0, a->seq_len, a->packing,
+                             &r->data, e))
         return -1;
+    if (a->val_data && vkl_app_lm_data_load(a->val_data, &r->tok, cfg->bos, cfg->eos, cfg->eos >= 0 ? cfg->eos : 0,
+                                            a->seq_len, a->packing, &r->val, e))
+        return -1;
+    if (a->val_fraction > 0 && hold_out(&r->data, &r->val, a->val_fraction, a->seed, e)) return -1;
     if (build_adapter(a, r, e)) return -1;
-    int B = a->batch, L = a->seq_len, n = r->data.n, N = a->accum, GB = P * N * B;
+    int B = a->batch, L = a->seq_len, n = r->data.n, N = a->grad_accum, GB = P * N * B;
     int per_epoch = (n + GB - 1) / GB;
     long long want = a->steps ? a->steps : (long long)(a->epochs ? a->epochs : 1) * per_epoch;
     if (want > 100000000) return vkl_fail(e, "%lld steps (%d per epoch): more than 100000000", want, per_epoch);
@@ -450,11 +587,33 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
                 a->net == NET_IA3 ? "IA3" : a->net == NET_DORA ? "DoRA" : "LoRA", r->l.n, n, L, r->data.tokens, total,
                 GB);
     uint64_t rng = a->seed ^ 0x6c6d747261696eull;
-    int pos = n, epoch = -1; /* next index into order; n: reshuffle first */
+    int pos = n, epoch = -1, start = 1; /* next index into order; n: reshuffle first */
+    char statedir[4200], *opts = options_json(a);
+    snprintf(statedir, sizeof statedir, "%s.state", a->out);
+    vkl_app_lm_state ls = {.n = n, .order = r->order};
+    r->opts = opts;
+    if (!opts) return vkl_fail(e, "out of host memory");
+    if (a->resume) {
+        if (vkl_app_lm_state_load(statedir, r->c, r->tr, &ls, opts, r->log, e)) return -1;
+        start = ls.step + 1;
+        epoch = ls.epoch;
+        pos = ls.pos;
+        rng = ls.rng;
+        if (start > total) return vkl_fail(e, "%s is at step %d of %d: nothing to do", statedir, ls.step, total);
+        if (!a->quiet) fprintf(stderr, "lm train: resuming from step %d of %d (%s)\n", ls.step, total, statedir);
+    }
     double t0 = vkl_progress_now();
+    if (r->val.n && !R) { /* held-out scores: rank 0's, as its files */
+        if ((size_t)snprintf(path, sizeof path, "%s/eval_log.csv", tmp) >= sizeof path)
+            return vkl_fail(e, "path too long: %s", tmp);
+        if (!(r->elog = fopen(path, "w"))) return vkl_fail(e, "cannot create %s", path);
+        fprintf(r->elog, "step,loss,perplexity,tokens\n");
+        if (vkl_app_lm_eval_new(r->m, r->set, r->dora, r->ia3, L, &r->ev, e) || (start == 1 && evaluate(a, r, 0, e)))
+            return -1;
+    }
     vkl_progress p;
     vkl_progress_begin(&p, "lm train", total, a->quiet || R);
-    for (int t = 1; t <= total; t++) {
+    for (int t = start; t <= total; t++) {
         /* a signal on any rank stops every rank at the same step */
         int stop = stop_;
         if (vkl_dist_any(dist, stop_, &stop, e)) return -1;
@@ -506,8 +665,19 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         char extra[64];
         snprintf(extra, sizeof extra, "loss %.4f lr %.3g", loss, lr);
         vkl_progress_update(&p, t, extra);
+        if (a->save_every && t % a->save_every == 0 && !R) { /* rank 0 alone writes */
+            ls = (vkl_app_lm_state){t, epoch, pos, n, rng, r->order};
+            if (fflush(r->log) || vkl_app_lm_state_save(statedir, r->c, r->tr, &ls, opts, path, e)) return -1;
+        }
+        if (r->ev && ((a->eval_every && t % a->eval_every == 0) || t == total) && evaluate(a, r, t, e)) return -1;
     }
     vkl_progress_end(&p);
+    if (r->elog) {
+        int bad = ferror(r->elog);
+        bad |= fclose(r->elog) != 0;
+        r->elog = NULL;
+        if (bad) return vkl_fail(e, "cannot write %s/eval_log.csv", tmp);
+    }
     if (R) return 0; /* rank 0 writes the adapter */
     int bad_log = ferror(r->log);
     bad_log |= fclose(r->log) != 0;
@@ -545,7 +715,7 @@ int vkl_cmd_lm_train(int argc, char **argv)
         fprintf(stderr, "vklora lm train: data file %s: %s\n", a.data, missing ? strerror(errno) : "not a file");
         return 1;
     }
-    int exists = check_out(a.out, a.force, &e);
+    int exists = check_out(a.out, a.force || a.resume, &e); /* a resumed run replaces its own earlier output */
     if (exists < 0) {
         fprintf(stderr, "vklora lm train: %s\n", e.msg);
         return 1;

@@ -143,6 +143,16 @@ vkl_tensor *vkl_embedding(vkl_graph *g, vkl_tensor *table, vkl_tensor *ids);
  * (0 <= pos0 + l <= 2^17); inv_freq_k = theta^(-2k/D) in transformers'
  * float32 steps. */
 vkl_tensor *vkl_rope(vkl_graph *g, vkl_tensor *x, int pos0, float theta);
+/* Llama 3's rope_scaling (type "llama3"), applied to each inv_freq_k with
+ * wavelength w = 2 pi / inv_freq_k: w > old_ctx / low_freq_factor: divided by
+ * factor; w < old_ctx / high_freq_factor: kept; in between blended with
+ * s = (old_ctx / w - low_freq_factor) / (high_freq_factor - low_freq_factor)
+ * as (1 - s) inv_freq / factor + s inv_freq. factor 0: no scaling. */
+typedef struct vkl_rope_scaling {
+    float factor, low_freq_factor, high_freq_factor, old_ctx;
+} vkl_rope_scaling;
+/* vkl_rope with the frequencies scaled (s NULL or factor 0: vkl_rope). */
+vkl_tensor *vkl_rope_scaled(vkl_graph *g, vkl_tensor *x, int pos0, float theta, const vkl_rope_scaling *s);
 
 /* LoRA-fused linear and convolution:
  *   y = W x + b + sum_i s_i * B_i (A_i x)

@@ -6,7 +6,8 @@
 // theta^e is exp(e ln theta) with ln theta in two parts, and the angle is
 // reduced exactly (precise_math.glsl), so long contexts keep their accuracy.
 // One invocation per (row, k) pair. y f32, contiguous. INVERSE rotates by
-// -angle: the backward (dx = R(-angle) dy).
+// -angle: the backward (dx = R(-angle) dy). sc_factor > 0: Llama 3's rope_scaling
+// of inv_freq (ops.h, vkl_rope_scaling), in float32 as transformers computes it.
 // CPU reference: runtime/ref/ref_embed.c. Op: runtime/ops/embed.c.
 #include "common.glsl"
 #include "precise_math.glsl"
@@ -21,6 +22,7 @@ layout(push_constant) uniform P {
     uint sd, x_off, y_off, x_contig;
     int pos0;
     float ln_theta_hi, ln_theta_lo;
+    float sc_factor, sc_low, sc_high, sc_old_ctx;
 } p;
 
 void main() {
@@ -37,6 +39,18 @@ void main() {
     precise float corr = tl + e * p.ln_theta_lo;
     float pw = exp_ff(th, corr);
     float inv_freq = div_precise(1.0, pw);
+    if (p.sc_factor > 0.0) {
+        // transformers: wavelen = 2 pi / inv_freq, evaluated as (1 / inv_freq) * 2 pi
+        precise float wavelen = div_precise(1.0, inv_freq) * 6.2831855;
+        float low_wavelen = div_precise(p.sc_old_ctx, p.sc_low), high_wavelen = div_precise(p.sc_old_ctx, p.sc_high);
+        if (wavelen > low_wavelen) {
+            inv_freq = div_precise(inv_freq, p.sc_factor);
+        } else if (!(wavelen < high_wavelen)) {
+            precise float smooth_f = div_precise(div_precise(1.0, wavelen) * p.sc_old_ctx - p.sc_low, p.sc_high - p.sc_low);
+            precise float blended = (1.0 - smooth_f) * div_precise(inv_freq, p.sc_factor) + smooth_f * inv_freq;
+            inv_freq = blended;
+        }
+    }
     precise float angle = float(p.pos0 + int(l)) * inv_freq;
     float s, c;
     sincos_precise(angle, s, c);

@@ -24,10 +24,17 @@ typedef struct vkl_llama_config {
     float rope_theta, rms_eps;
     int tie_embeddings;
     int bos, eos; /* -1 when absent */
+    /* Qwen2 (model_type qwen2): biases on q/k/v; LLaMA attention_bias: on
+     * q/k/v/o (model.layers.N.self_attn.*_proj.bias, f32). */
+    int qkv_bias, o_bias;
+    int eos_extra[3], n_eos_extra; /* further ids of an eos_token_id list (Llama 3) */
+    vkl_rope_scaling rope_scaling; /* rope_scaling type llama3; factor 0: none */
 } vkl_llama_config;
 
-/* HF config.json (model_type llama or mistral-style fields); missing
- * head_dim = hidden / heads, missing kv heads = heads. */
+/* HF config.json: model_type llama, mistral or qwen2 (qwen2: q/k/v biases;
+ * a sliding window only caps max_pos, since inside it attention is full);
+ * missing head_dim = hidden / heads, missing kv heads = heads;
+ * rope_scaling null or type llama3; eos_token_id a number or a list. */
 int vkl_llama_config_read(const char *path, vkl_llama_config *c, vkl_err *e);
 /* Shape checks between the fields; message names the field. */
 int vkl_llama_config_check(const vkl_llama_config *c, vkl_err *e);

@@ -42,6 +42,69 @@ int vkl_llama_config_check(const vkl_llama_config *c, vkl_err *e)
     return 0;
 }
 
+/* model_type and what it implies: Qwen2 has q/k/v biases; LLaMA's
+ * attention_bias puts one on o_proj too; MLP biases are refused. */
+static int read_arch(const cJSON *j, vkl_llama_config *c, const char *path, vkl_err *e)
+{
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
+    const char *type = cJSON_IsString(mt) ? mt->valuestring : "llama";
+    if (strcmp(type, "llama") && strcmp(type, "mistral") && strcmp(type, "qwen2"))
+        return vkl_fail(e, "%s: model_type %s is not supported (llama, mistral, qwen2)", path, type);
+    c->qkv_bias = !strcmp(type, "qwen2");
+    const cJSON *ab = cJSON_GetObjectItemCaseSensitive(j, "attention_bias");
+    if (cJSON_IsTrue(ab)) c->qkv_bias = c->o_bias = 1;
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "mlp_bias")))
+        return vkl_fail(e, "%s: mlp_bias true is not supported", path);
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
+    if (!rs || cJSON_IsNull(rs)) return 0;
+    const cJSON *rt = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!cJSON_IsString(rt)) rt = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    if (!cJSON_IsString(rt) || strcmp(rt->valuestring, "llama3"))
+        return vkl_fail(e, "%s: rope_scaling type %s is not supported (llama3)", path,
+                        cJSON_IsString(rt) ? rt->valuestring : "(none)");
+    vkl_rope_scaling *r = &c->rope_scaling;
+    int old_ctx = 0;
+    if (get_float(rs, "factor", &r->factor, path, e) || get_float(rs, "low_freq_factor", &r->low_freq_factor, path, e) ||
+        get_float(rs, "high_freq_factor", &r->high_freq_factor, path, e) ||
+        get_int(rs, "original_max_position_embeddings", &old_ctx, 1, path, e))
+        return -1;
+    r->old_ctx = (float)old_ctx;
+    if (!(r->factor > 0) || !(r->low_freq_factor > 0) || !(r->high_freq_factor > r->low_freq_factor) || old_ctx < 1)
+        return vkl_fail(e, "%s: rope_scaling llama3 needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
+                           "original_max_position_embeddings >= 1", path);
+    return 0;
+}
+
+/* eos_token_id: one id, or a list (Llama 3 stops at any of them). */
+static int read_eos(const cJSON *j, vkl_llama_config *c, const char *path, vkl_err *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "eos_token_id");
+    if (!cJSON_IsArray(v)) return get_int(j, "eos_token_id", &c->eos, 0, path, e);
+    int k = 0;
+    for (const cJSON *x = v->child; x; x = x->next, k++) {
+        if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble > 1e9 || x->valuedouble != floor(x->valuedouble))
+            return vkl_fail(e, "%s: eos_token_id must hold non-negative integers", path);
+        if (k == 0) c->eos = (int)x->valuedouble;
+        else if (k <= 3) c->eos_extra[c->n_eos_extra++] = (int)x->valuedouble;
+        else return vkl_fail(e, "%s: eos_token_id lists more than 4 ids", path);
+    }
+    return 0;
+}
+
+/* A sliding window (Mistral 7B v0.1, Qwen2 with use_sliding_window) equals
+ * full attention up to its width: the positions are capped there. */
+static int read_window(const cJSON *j, vkl_llama_config *c, const char *path, vkl_err *e)
+{
+    const cJSON *use = cJSON_GetObjectItemCaseSensitive(j, "use_sliding_window");
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
+    int qwen = cJSON_IsString(mt) && !strcmp(mt->valuestring, "qwen2");
+    if (qwen && !cJSON_IsTrue(use)) return 0; /* Qwen2 carries the field but leaves it off */
+    int w = 0;
+    if (get_int(j, "sliding_window", &w, 0, path, e)) return -1;
+    if (w > 0 && w < c->max_pos) c->max_pos = w;
+    return 0;
+}
+
 int vkl_llama_config_read(const char *path, vkl_llama_config *c, vkl_err *e)
 {
     char *text = NULL;
@@ -54,8 +117,7 @@ int vkl_llama_config_read(const char *path, vkl_llama_config *c, vkl_err *e)
     }
     *c = (vkl_llama_config){.rope_theta = 10000.0f, .rms_eps = 1e-6f, .bos = -1, .eos = -1, .max_pos = 2048};
     int rc = 0;
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
-    if (rs && !cJSON_IsNull(rs)) rc = vkl_fail(e, "%s: rope_scaling is not supported", path);
+    rc = read_arch(j, c, path, e);
     rc = rc || get_int(j, "hidden_size", &c->hidden, 1, path, e) ||
          get_int(j, "num_hidden_layers", &c->layers, 1, path, e) ||
          get_int(j, "num_attention_heads", &c->heads, 1, path, e) ||
@@ -67,15 +129,14 @@ int vkl_llama_config_read(const char *path, vkl_llama_config *c, vkl_err *e)
         rc = get_int(j, "num_key_value_heads", &c->kv_heads, 0, path, e) ||
              get_int(j, "head_dim", &c->head_dim, 0, path, e) ||
              get_int(j, "max_position_embeddings", &c->max_pos, 0, path, e) ||
-             get_int(j, "bos_token_id", &c->bos, 0, path, e) || get_int(j, "eos_token_id", &c->eos, 0, path, e) ||
+             get_int(j, "bos_token_id", &c->bos, 0, path, e) || read_eos(j, c, path, e) ||
              get_float(j, "rope_theta", &c->rope_theta, path, e) ||
              get_float(j, "rms_norm_eps", &c->rms_eps, path, e);
     }
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
     if (!rc && act && cJSON_IsString(act) && strcmp(act->valuestring, "silu"))
         rc = vkl_fail(e, "%s: hidden_act %s (only silu)", path, act->valuestring);
-    const cJSON *ab = cJSON_GetObjectItemCaseSensitive(j, "attention_bias");
-    if (!rc && ab && cJSON_IsTrue(ab)) rc = vkl_fail(e, "%s: attention_bias true is not supported", path);
+    if (!rc) rc = read_window(j, c, path, e);
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
     c->tie_embeddings = tie && cJSON_IsTrue(tie);
     cJSON_Delete(j);

@@ -33,6 +33,9 @@ static vkl_tensor *proj(vkl_graph *g, const vkl_llama *m, const vkl_llama_fwd *o
     char mod[96];
     snprintf(mod, sizeof mod, "model.layers.%d.%s", l, part);
     vkl_tensor *w = vkl_weights_need(m->w, g, "%s.weight", mod);
+    char bname[112];
+    snprintf(bname, sizeof bname, "%s.bias", mod);
+    vkl_tensor *bias = vkl_weights_find(m->w, bname); /* Qwen2's q/k/v, attention_bias */
     const vkl_llama_ia3_mod *im = ia3_find(o->ia3, mod);
     if (im && im->on_input) x = vkl_mul(g, x, im->vec);
     const vkl_llama_dora_mod *dm = dora_find(o->dora, mod);
@@ -40,8 +43,9 @@ static vkl_tensor *proj(vkl_graph *g, const vkl_llama *m, const vkl_llama_fwd *o
     if (dm) {
         y = vkl_linear_lora(g, x, w, NULL, dm->a, dm->b, dm->scale);
         y = vkl_mul(g, y, vkl_div(g, dm->mag, dm->norm));
+        if (bias) y = vkl_add(g, y, bias); /* PEFT's DoRA scales the product without the bias */
     } else {
-        y = vkl_lora_linear(g, o->lora, mod, x, w, NULL);
+        y = vkl_lora_linear(g, o->lora, mod, x, w, bias);
     }
     if (im && !im->on_input) y = vkl_mul(g, y, im->vec);
     return y;
@@ -63,8 +67,8 @@ static vkl_tensor *attention_block(vkl_graph *g, const vkl_llama *m, const vkl_l
     vkl_tensor *qh = vkl_permute(g, vkl_reshape(g, q, 4, (int64_t[]){B, L, H, D}), heads_first);
     vkl_tensor *kh = vkl_permute(g, vkl_reshape(g, k, 4, (int64_t[]){B, L, KV, D}), heads_first);
     vkl_tensor *vh = vkl_permute(g, vkl_reshape(g, v, 4, (int64_t[]){B, L, KV, D}), heads_first);
-    vkl_tensor *qr = vkl_rope(g, qh, o->pos0, c->rope_theta); /* contiguous [B, H, L, D] */
-    vkl_tensor *kr = vkl_rope(g, kh, o->pos0, c->rope_theta);
+    vkl_tensor *qr = vkl_rope_scaled(g, qh, o->pos0, c->rope_theta, &c->rope_scaling); /* contiguous [B, H, L, D] */
+    vkl_tensor *kr = vkl_rope_scaled(g, kh, o->pos0, c->rope_theta, &c->rope_scaling);
     tap(o, l, "q_rope", qr);
     tap(o, l, "k_rope", kr);
     /* keys/values as [B*KV, Lk, D] with one uniform stride over (batch, kv head) */

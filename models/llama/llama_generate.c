@@ -58,16 +58,29 @@ int vkl_llama_generate(const vkl_llama *m, const int32_t *prompt, int n_prompt, 
     if (o->max_new < 1) return 0;
     vkl_llama_kv *kv = NULL;
     float *logits = malloc(sizeof(float) * (size_t)V);
-    if (!logits) return vkl_fail(e, "out of host memory");
+    int32_t *hist = malloc(sizeof(int32_t) * (size_t)(n_prompt + o->max_new)); /* what the penalty looks at */
+    if (!logits || !hist) {
+        free(logits);
+        free(hist);
+        return vkl_fail(e, "out of host memory");
+    }
+    memcpy(hist, prompt, sizeof(int32_t) * (size_t)n_prompt);
     if (vkl_llama_kv_new(m, 1, max_len, &kv, e)) {
         free(logits);
+        free(hist);
         return -1;
     }
     int rc = run_positions(m, o, kv, prompt, n_prompt, 0, logits, e);
     int pos = n_prompt;
     while (!rc) {
-        int32_t id = argmax(logits, V);
         if (o->step_logits) memcpy(o->step_logits + (size_t)*n_out * V, logits, sizeof(float) * (size_t)V);
+        int32_t id = o->sampling ? vkl_lm_sample(o->sampling, logits, V, hist, n_prompt + *n_out, (uint64_t)*n_out)
+                                 : argmax(logits, V);
+        if (id < 0) {
+            rc = vkl_fail(e, "out of host memory");
+            break;
+        }
+        hist[n_prompt + *n_out] = id;
         out[(*n_out)++] = id;
         if ((o->on_token && o->on_token(o->user, id)) || id == o->stop_id || *n_out >= o->max_new || pos >= max_len)
             break;
@@ -75,5 +88,6 @@ int vkl_llama_generate(const vkl_llama *m, const int32_t *prompt, int n_prompt, 
     }
     vkl_llama_kv_free(kv);
     free(logits);
+    free(hist);
     return rc;
 }

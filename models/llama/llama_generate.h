@@ -13,6 +13,7 @@
 #define VKL_LLAMA_GENERATE_H
 
 #include "llama/llama.h"
+#include "llama/lm_sample.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -26,6 +27,7 @@ typedef struct vkl_llama_gen_opts {
     int max_len;     /* stop when this many positions have been fed (0: prompt + max_new) */
     int stop_id;     /* stop after generating this id (e.g. eos); -1: never */
     float *step_logits; /* if not NULL: [max_new, V], the logits each new token was taken from */
+    const vkl_lm_sampling *sampling; /* NULL: greedy (lm_sample.h) */
     /* called after each new token (may be NULL); returning non-zero stops */
     int (*on_token)(void *user, int32_t id);
     void *user;

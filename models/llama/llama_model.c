@@ -2,6 +2,7 @@
 #include "llama/llama.h"
 
 #include "io/safetensors.h"
+#include "llama/llama_shards.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,12 @@ static int expected_weights(const vkl_llama_config *c, expect *x, int cap)
         ADD(2, kd, H, "model.layers.%d.self_attn.k_proj.weight", l);
         ADD(2, kd, H, "model.layers.%d.self_attn.v_proj.weight", l);
         ADD(2, H, qd, "model.layers.%d.self_attn.o_proj.weight", l);
+        if (c->qkv_bias) {
+            ADD(1, qd, 1, "model.layers.%d.self_attn.q_proj.bias", l);
+            ADD(1, kd, 1, "model.layers.%d.self_attn.k_proj.bias", l);
+            ADD(1, kd, 1, "model.layers.%d.self_attn.v_proj.bias", l);
+        }
+        if (c->o_bias) ADD(1, H, 1, "model.layers.%d.self_attn.o_proj.bias", l);
         ADD(2, I, H, "model.layers.%d.mlp.gate_proj.weight", l);
         ADD(2, I, H, "model.layers.%d.mlp.up_proj.weight", l);
         ADD(2, H, I, "model.layers.%d.mlp.down_proj.weight", l);
@@ -79,12 +86,12 @@ int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llam
         free(m);
         return -1;
     }
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    vkl_st_file *f = NULL;
-    if (vkl_st_open(path, &f, e)) {
+    vkl_llama_shards sh; /* model.safetensors or its shards */
+    if (vkl_llama_shards_open(dir, &sh, e)) {
         free(m);
         return -1;
     }
+    snprintf(path, sizeof path, "%s", sh.label);
     int n = expected_weights(&m->cfg, NULL, 0);
     expect *x = calloc((size_t)n, sizeof *x);
     m->w = vkl_weights_new();
@@ -93,7 +100,8 @@ int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llam
     if (!rc) expected_weights(&m->cfg, x, n);
     /* shapes first, so a wrong file fails before any upload */
     for (int i = 0; i < n && !rc; i++) {
-        const vkl_st_tensor *t = vkl_st_find(f, x[i].name);
+        const vkl_st_file *f;
+        const vkl_st_tensor *t = vkl_llama_shards_find(&sh, x[i].name, &f);
         if (!t) {
             rc = vkl_fail(e, "%s: weight %s is missing", path, x[i].name);
             break;
@@ -107,7 +115,8 @@ int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llam
     }
     uint64_t cap = 0;
     for (int i = 0; i < n && !rc; i++) {
-        const vkl_st_tensor *t = vkl_st_find(f, x[i].name);
+        const vkl_st_file *f;
+        const vkl_st_tensor *t = vkl_llama_shards_find(&sh, x[i].name, &f);
         if (t->nelem > cap) {
             float *nb = realloc(buf, sizeof(float) * t->nelem);
             if (!nb) {
@@ -128,7 +137,7 @@ int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llam
     }
     free(buf);
     free(x);
-    vkl_st_close(f);
+    vkl_llama_shards_close(&sh);
     if (rc) {
         vkl_llama_free(m);
         return -1;

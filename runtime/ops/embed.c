@@ -227,7 +227,7 @@ vkl_tensor *vkl_embedding(vkl_graph *g, vkl_tensor *table, vkl_tensor *ids)
 /* ---- rotary position embedding */
 
 /* inverse: rotation by the negative angle (the backward: the rotation is orthogonal) */
-typedef struct { int pos0; float theta; int inverse; } rope_params;
+typedef struct { int pos0; float theta; int inverse; vkl_rope_scaling sc; } rope_params;
 
 static int emit_rope(vkl_graph *g, vkl_node *n, vkl_err *e)
 {
@@ -248,6 +248,7 @@ static int emit_rope(vkl_graph *g, vkl_node *n, vkl_err *e)
             uint32_t nrows, row_first, D, L, rshape[4], sx[4], sd, x_off, y_off, x_contig;
             int32_t pos0;
             float ln_theta_hi, ln_theta_lo;
+            float sc_factor, sc_low, sc_high, sc_old_ctx;
         } pc;
         memset(&pc, 0, sizeof pc);
         pc.nrows = (uint32_t)nr;
@@ -264,6 +265,10 @@ static int emit_rope(vkl_graph *g, vkl_node *n, vkl_err *e)
         pc.pos0 = rp->pos0;
         pc.ln_theta_hi = (float)ln_theta;
         pc.ln_theta_lo = (float)(ln_theta - (double)pc.ln_theta_hi);
+        pc.sc_factor = rp->sc.factor;
+        pc.sc_low = rp->sc.low_freq_factor;
+        pc.sc_high = rp->sc.high_freq_factor;
+        pc.sc_old_ctx = rp->sc.old_ctx;
         vkl_bind bind[2];
         if ((contiguous ? vkl_bind_span(g, x, r0 * D, nr * D, &bind[0], &pc.x_off, e)
                         : vkl_bind_span(g, x, 0, vkl_tensor_span(x), &bind[0], &pc.x_off, e)) ||
@@ -293,6 +298,11 @@ static int backward_rope(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *n
 
 vkl_tensor *vkl_rope(vkl_graph *g, vkl_tensor *x, int pos0, float theta)
 {
+    return vkl_rope_scaled(g, x, pos0, theta, NULL);
+}
+
+vkl_tensor *vkl_rope_scaled(vkl_graph *g, vkl_tensor *x, int pos0, float theta, const vkl_rope_scaling *sc)
+{
     if (!x || vkl_graph_failed(g)) return NULL;
     char s[96];
     vkl_tensor_describe(x, s, sizeof s);
@@ -304,8 +314,15 @@ vkl_tensor *vkl_rope(vkl_graph *g, vkl_tensor *x, int pos0, float theta)
     /* angles up to 2^17 radians keep an exact range reduction (precise_math.glsl) */
     if (pos0 < 0 || (int64_t)pos0 + L > (1 << 17))
         return vkl_graph_set_error(g, "rope: positions %d..%lld must lie in [0, 2^17]", pos0, (long long)(pos0 + L));
+    rope_params p = {pos0, theta, 0, {0, 0, 0, 0}};
+    if (sc && sc->factor != 0) {
+        if (!(sc->factor > 0) || !(sc->low_freq_factor > 0) || !(sc->high_freq_factor > sc->low_freq_factor) ||
+            !(sc->old_ctx > 0))
+            return vkl_graph_set_error(g, "rope: llama3 scaling needs factor > 0, 0 < low_freq_factor < "
+                                          "high_freq_factor and original_max_position_embeddings > 0");
+        p.sc = *sc;
+    }
     vkl_tensor *y = vkl_graph_tensor(g, VKL_F32, x->ndim, x->shape);
-    rope_params p = {pos0, theta, 0};
     vkl_node *n = y ? vkl_graph_add_node(g, "rope", y, &x, 1, emit_rope, &p, sizeof p) : NULL;
     if (!n) return NULL;
     n->backward = backward_rope;

@@ -1,0 +1,119 @@
+/* vklora bench lm-train: what a frozen base costs in memory and time per
+ * LoRA step, f16 against NF4 (QLoRA) and f32, on a LLaMA with random weights. */
+#include "bench_lm.h" /* declares both LLaMA benchmarks */
+#include "bench_util.h"
+
+#include "app.h"
+#include "llama/llama_lora_init.h"
+#include "llama/llama_train.h"
+#include "lora/lora_apply.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int vkl_bench_lm_train(int argc, char **argv)
+{
+    /* TinyLlama-1.1B: 22 layers of hidden 2048, 32 query and 4 key/value heads, MLP 5632, vocabulary 32000 */
+    vkl_llama_config cfg = {.hidden = 2048, .layers = 22, .heads = 32, .kv_heads = 4, .head_dim = 64,
+                            .intermediate = 5632, .vocab = 32000, .max_pos = 2048, .rope_theta = 10000.0f,
+                            .rms_eps = 1e-5f, .bos = 1, .eos = 2};
+    int batch = 1, seq = 128, rank = 8, steps = 3;
+    vkl_dtype base = VKL_F16;
+    const char *bad_opt = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bad_opt = k;
+        if (!v) goto usage;
+        i++;
+        int bad = 0;
+        if (!strcmp(k, "--base-dtype")) bad = vkl_app_base_dtype(v, &base);
+        else if (!strcmp(k, "--hidden")) bad = vkl_bench_parse_int(v, 1, 65536, &cfg.hidden);
+        else if (!strcmp(k, "--layers")) bad = vkl_bench_parse_int(v, 1, 1024, &cfg.layers);
+        else if (!strcmp(k, "--heads")) bad = vkl_bench_parse_int(v, 1, 1024, &cfg.heads);
+        else if (!strcmp(k, "--kv-heads")) bad = vkl_bench_parse_int(v, 1, 1024, &cfg.kv_heads);
+        else if (!strcmp(k, "--intermediate")) bad = vkl_bench_parse_int(v, 1, 1 << 20, &cfg.intermediate);
+        else if (!strcmp(k, "--vocab")) bad = vkl_bench_parse_int(v, 2, 1 << 22, &cfg.vocab);
+        else if (!strcmp(k, "--seq-len")) bad = vkl_bench_parse_int(v, 2, 1 << 16, &seq);
+        else if (!strcmp(k, "--batch")) bad = vkl_bench_parse_int(v, 1, 1024, &batch);
+        else if (!strcmp(k, "--rank")) bad = vkl_bench_parse_int(v, 1, 1024, &rank);
+        else if (!strcmp(k, "--steps")) bad = vkl_bench_parse_int(v, 0, 100, &steps);
+        else bad = 1;
+        if (bad) goto usage;
+    }
+    bad_opt = NULL;
+    if (cfg.heads < 1 || cfg.hidden % cfg.heads) {
+        fprintf(stderr, "vklora bench lm-train: --hidden %d is not a multiple of --heads %d\n", cfg.hidden, cfg.heads);
+        return 2;
+    }
+    cfg.head_dim = cfg.hidden / cfg.heads;
+    if (cfg.max_pos < seq) cfg.max_pos = seq;
+
+    vkl_err e = {{0}};
+    vkl_ctx *c = NULL;
+    vkl_llama *m = NULL;
+    vkl_lora lora;
+    memset(&lora, 0, sizeof lora);
+    vkl_lora_set *set = NULL;
+    vkl_llama_train *tr = NULL;
+    int32_t *ids = NULL;
+    double *times = NULL;
+    int rc = 1;
+    if (vkl_ctx_create(NULL, &c, &e)) goto done;
+    double t0 = vkl_bench_now();
+    if (vkl_llama_random(c, &cfg, base, 1, &m, &e)) goto done;
+    double load_s = vkl_bench_now() - t0;
+    uint64_t base_bytes = vkl_weights_bytes(m->w);
+    fprintf(stderr, "random LLaMA (%d layers, hidden %d) with a %s base: %.1f MiB in %.1f s\n", cfg.layers, cfg.hidden,
+            vkl_dtype_name(base), base_bytes / 1048576.0, load_s);
+    vkl_llama_lora_opts lo = {.rank = rank, .alpha = (float)(2 * rank), .seed = 3};
+    vkl_lora_use use = {&lora, 1.0f, 1.0f};
+    if (vkl_llama_lora_init(m, &lo, &lora, &e) || vkl_lora_set_build(c, &use, 1, &set, &e)) goto done;
+    vkl_llama_train_opts to = {.loraplus_ratio = 1.0f};
+    vkl_adamw_opts_default(&to.adam);
+    t0 = vkl_bench_now();
+    if (vkl_llama_train_new(m, set, NULL, batch, seq, &to, &tr, &e)) goto done;
+    double plan_s = vkl_bench_now() - t0;
+    size_t n = (size_t)batch * seq;
+    ids = malloc(sizeof(int32_t) * n);
+    times = malloc(sizeof(double) * (size_t)(steps + 1));
+    if (!ids || !times) {
+        vkl_fail(&e, "out of host memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) ids[i] = (int32_t)(3 + (i * 7919) % (size_t)(cfg.vocab - 3));
+    /* the first step also compiles the pipelines: timed apart; --steps 0 plans only */
+    float loss = 0;
+    for (int k = 0; k <= steps && steps; k++) {
+        t0 = vkl_bench_now();
+        if (vkl_llama_train_step(tr, ids, ids, NULL, k + 1, 1e-4f, &loss, &e)) goto done;
+        double dt = vkl_bench_now() - t0;
+        fprintf(stderr, "%s %d: %.2f s, loss %.4f\n", k ? "step" : "warm-up", k, dt, loss);
+        if (k) times[k - 1] = dt;
+    }
+    if (steps) qsort(times, (size_t)steps, sizeof *times, vkl_bench_cmp_double);
+    else times[0] = 0;
+    vkl_mem_stats ms;
+    vkl_mem_get_stats(c, &ms);
+    printf("lm-train %d layers hidden %d heads %d/%d mlp %d vocab %d, batch %d x %d tokens, LoRA rank %d on q_proj,v_proj, "
+           "base %s: base %.1f MiB, peak device memory %.1f MiB, %.2f s per step (median of %d), plan %.1f s; device %s\n",
+           cfg.layers, cfg.hidden, cfg.heads, cfg.kv_heads, cfg.intermediate, cfg.vocab, batch, seq, rank,
+           vkl_dtype_name(base), base_bytes / 1048576.0, ms.total_peak / 1048576.0, times[steps / 2], steps, plan_s,
+           vkl_ctx_caps(c)->name);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "vklora bench lm-train: %s\n", e.msg);
+    free(ids);
+    free(times);
+    vkl_llama_train_free(tr);
+    vkl_lora_set_free(set);
+    vkl_lora_free(&lora);
+    vkl_llama_free(m);
+    vkl_ctx_destroy(c);
+    return rc;
+usage:
+    if (bad_opt) fprintf(stderr, "vklora bench lm-train: unknown option or bad value at '%s'\n", bad_opt);
+    fprintf(stderr, "usage: vklora bench lm-train [--base-dtype f32|f16|nf4 (f16)] [--layers 22] [--hidden 2048] "
+                    "[--heads 32] [--kv-heads 4] [--intermediate 5632] [--vocab 32000] [--seq-len 128] [--batch 1] "
+                    "[--rank 8] [--steps 3 (0: plan only)] (default shape: TinyLlama-1.1B)\n");
+    return 2;
+}

@@ -582,10 +582,13 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     if (!r->ids || !r->labels || !r->attn || !r->order) return vkl_fail(e, "out of host memory");
     /* the columns of vklora train's log */
     if (r->log) fprintf(r->log, "step,epoch,loss,lr,grad_norm,skipped,seconds\n");
-    if (!a->quiet && !R)
-        fprintf(stderr, "lm train: %s, %d modules, %d samples of %d tokens (%lld real), %d steps of batch %d\n",
+    if (!a->quiet && !R) {
+        char split[96] = "";
+        if (GB != B) snprintf(split, sizeof split, " (batch %d x gradient accumulation %d x %d ranks)", B, N, P);
+        fprintf(stderr, "lm train: %s, %d modules, %d samples of %d tokens (%lld real), %d steps of batch %d%s\n",
                 a->net == NET_IA3 ? "IA3" : a->net == NET_DORA ? "DoRA" : "LoRA", r->l.n, n, L, r->data.tokens, total,
-                GB);
+                GB, split);
+    }
     uint64_t rng = a->seed ^ 0x6c6d747261696eull;
     int pos = n, epoch = -1, start = 1; /* next index into order; n: reshuffle first */
     char statedir[4200], *opts = options_json(a);

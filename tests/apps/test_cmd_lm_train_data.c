@@ -240,7 +240,7 @@ static void grad_accum_cli(void **state)
              "--epochs 3 --lr 1e-2", vkl_test_shared_path(MODEL));
     int st = vkl_test_run_cli(dir_, NULL, args, &log);
     if (st) fail_msg("status %d: %s", st, log);
-    assert_non_null(strstr(log, "3 steps of batch 1 x gradient accumulation 2"));
+    assert_non_null(strstr(log, "3 steps of batch 2 (batch 1 x gradient accumulation 2 x 1 ranks)"));
     free(log);
     char p[4096], line[256];
     snprintf(p, sizeof p, "%s/acc/train_log.csv", dir_);

@@ -154,9 +154,9 @@ int vkl_sd_encode_prompt(vkl_sd_model *m, const char *prompt, int clip_skip, int
     }
     memcpy(ids, pt.ids, sizeof(int32_t) * VKL_CLIP_CONTEXT * pt.n_chunks);
     memcpy(w, pt.weights, sizeof(float) * VKL_CLIP_CONTEXT * pt.n_chunks);
-    for (int c = (int)pt.n_chunks; c < n; c++) { /* empty chunks: BOS, then EOS padding */
+    for (int c = (int)pt.n_chunks; c < n; c++) { /* empty chunks: BOS, EOS, then padding */
         for (int i = 0; i < VKL_CLIP_CONTEXT; i++) {
-            ids[c * VKL_CLIP_CONTEXT + i] = i == 0 ? vkl_clip_bos(m->tok) : vkl_clip_eos(m->tok);
+            ids[c * VKL_CLIP_CONTEXT + i] = i == 0 ? vkl_clip_bos(m->tok) : i == 1 ? vkl_clip_eos(m->tok) : vkl_clip_pad(m->tok);
             w[c * VKL_CLIP_CONTEXT + i] = 1.0f;
         }
     }

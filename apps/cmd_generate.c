@@ -25,7 +25,7 @@ static const char *usage_text =
     "  --model PATH           single-file .safetensors checkpoint or diffusers folder\n"
     "                         (default: $VKLORA_MODEL, else vklora's own model, assets/vklora-emoji)\n"
     "  --prompt TEXT          prompt (AUTOMATIC1111 emphasis syntax: (word:1.2), [word])\n"
-    "  --negative TEXT        negative prompt\n"
+    "  --negative TEXT        negative prompt (none: the empty prompt; SDXL: zero conditioning, as diffusers)\n"
     "  --steps N              sampling steps (20)\n"
     "  --cfg X                guidance scale (7)\n"
     "  --sampler NAME         euler (default) | euler_a | ddim | dpmpp_2m, or A1111 names (\"DPM++ 2M Karras\")\n"
@@ -35,7 +35,8 @@ static const char *usage_text =
     "  --width W --height H   image size, multiples of 8 (default: the model's native size)\n"
     "  --batch N              images per run (1)\n"
     "  --init-image FILE      img2img input; --strength X (0.75) how much to change it\n"
-    "  --clip-skip N          1 = last text-encoder layer (default), 2 = penultimate\n"
+    "  --clip-skip N          1 = last text-encoder layer (default), 2 = penultimate (SDXL: 1 = the\n"
+    "                         penultimate layers it is conditioned on, 2 = one earlier)\n"
     "  --model-config FILE    the original yaml of a single-file checkpoint (default: <name>.yaml beside it)\n"
     "  --tokenizer PATH       CLIP vocabulary (needed by single-file checkpoints; or $VKLORA_CLIP_VOCAB)\n"
     "  --weights f16|f32      storage of the model's matrices on the device (f16)\n"
@@ -140,7 +141,7 @@ static int parse_args(int argc, char **argv, gen_args *a)
     a->cfg = 7.0f;
     a->strength = 0.75f;
     a->output = "out.png";
-    a->negative = "";
+    a->negative = NULL; /* none: "" for SD 1.x/2.x, zeros for SDXL (force_zeros_for_empty_prompt) */
     a->model = getenv("VKLORA_MODEL");
     a->vae_tile = 64;
     a->vae_tile_overlap = 16;
@@ -562,7 +563,7 @@ int vkl_cmd_generate(int argc, char **argv)
         if (to_u8(r.images, b, a.width, a.height, &im, &e)) goto done;
         vkl_gen_settings gs = {0};
         gs.prompt = a.prompt; /* as given, <lora:...> included, as A1111 records it */
-        gs.negative_prompt = a.negative;
+        gs.negative_prompt = a.negative ? a.negative : "";
         gs.steps = a.steps;
         gs.sampler = a1111_sampler_name(o.sampler.kind);
         gs.schedule_type = o.sampler.schedule == VKL_SCHEDULE_KARRAS ? "Karras" : NULL;

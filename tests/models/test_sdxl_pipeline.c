@@ -1,0 +1,112 @@
+/* Full SDXL txt2img runs of the tiny model against diffusers 0.25.1's
+ * StableDiffusionXLPipeline (refkit/sdxl/vectors/pipeline_*.safetensors):
+ * Euler with a negative prompt and DPM++ 2M Karras without one (the
+ * unconditional rows are zeros: force_zeros_for_empty_prompt), 4 steps, CFG 5,
+ * 128x128, "leading" timesteps from the scheduler config; the final latents
+ * and the decoded image (VAE scaling factor 0.13025 from the config), from the
+ * diffusers folder and from the SGM single file. */
+#include "vkl_test.h"
+#include "sd/pipeline.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define KIT "refkit/sdxl/"
+
+static vkl_sd_model *load(vkl_ctx *c, const char *rel, const char *yaml_rel)
+{
+    vkl_sd_model_opts mo;
+    vkl_sd_model_opts_default(&mo);
+    mo.weight_dtype = VKL_F32;
+    char yaml[1024], tok[1024];
+    if (yaml_rel) {
+        snprintf(yaml, sizeof yaml, "%s", vkl_test_shared_path(yaml_rel));
+        mo.yaml = yaml;
+        /* a single file carries no vocabulary: the folder's first tokenizer */
+        snprintf(tok, sizeof tok, "%s", vkl_test_shared_path(KIT "tiny-sdxl/tokenizer"));
+        mo.tokenizer = tok;
+    }
+    vkl_sd_model *m = NULL;
+    vkl_err e = {{0}};
+    if (vkl_sd_model_load(c, vkl_test_shared_path(rel), &mo, &m, &e)) fail_msg("%s", e.msg);
+    return m;
+}
+
+static void run_case(const char *model_rel, const char *yaml_rel, const char *file, const char *sampler,
+                     const char *negative)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, KIT "vectors/%s.safetensors", file);
+    VKL_REQUIRE_SHARED(rel);
+    VKL_REQUIRE_SHARED(model_rel);
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    vkl_sd_model *m = load(c, model_rel, yaml_rel);
+    assert_int_equal(m->cfg->family, VKL_SD_FAMILY_SDXL);
+    assert_int_equal(m->force_zeros_for_empty_prompt, 1);
+    vkl_gen_opts o;
+    vkl_gen_opts_default(&o);
+    o.prompt = "a photograph of an astronaut riding a horse";
+    o.negative = negative;
+    o.width = o.height = 128;
+    o.cfg = 5.0f;
+    o.plain_prompt = 1;
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_sampler_config_set_name(&o.sampler, sampler, &e), 0);
+    o.sampler.convention = VKL_CONV_DIFFUSERS;
+    o.sampler.steps = 4;
+    int64_t n;
+    float *init = vkl_test_ref_f32(rel, "init_latents", &n);
+    o.init_noise = init;
+    vkl_gen_result r;
+    if (vkl_sd_generate(m, &o, &r, &e)) fail_msg("%s: %s", file, e.msg);
+    char what[256];
+    float *want = vkl_test_ref_f32(rel, "final_latents", &n);
+    snprintf(what, sizeof what, "%s %s final_latents", model_rel, file);
+    vkl_test_assert_scaled(what, r.latents, want, (size_t)n, 1e-4);
+    free(want);
+    want = vkl_test_ref_f32(rel, "decoded", &n);
+    snprintf(what, sizeof what, "%s %s decoded", model_rel, file);
+    vkl_test_assert_scaled(what, r.images, want, (size_t)n, 1e-4);
+    free(want);
+    free(init);
+    vkl_gen_result_free(&r);
+    vkl_sd_model_free(m);
+    vkl_test_ctx_done(c);
+}
+
+static void folder_euler(void **s)
+{
+    (void)s;
+    run_case(KIT "tiny-sdxl", NULL, "pipeline_euler", "euler", "blurry, low quality");
+}
+
+static void folder_dpmpp_2m_karras(void **s)
+{
+    (void)s;
+    run_case(KIT "tiny-sdxl", NULL, "pipeline_dpmpp_2m_karras", "DPM++ 2M Karras", NULL);
+}
+
+static void sgm_file_euler(void **s)
+{
+    (void)s;
+    run_case(KIT "tiny-sdxl-sgm.safetensors", KIT "tiny-sdxl-sgm.yaml", "pipeline_euler", "euler",
+             "blurry, low quality");
+}
+
+static void sgm_file_dpmpp_2m_karras(void **s)
+{
+    (void)s;
+    run_case(KIT "tiny-sdxl-sgm.safetensors", KIT "tiny-sdxl-sgm.yaml", "pipeline_dpmpp_2m_karras",
+             "DPM++ 2M Karras", NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(folder_euler),
+        cmocka_unit_test(folder_dpmpp_2m_karras),
+        cmocka_unit_test(sgm_file_euler),
+        cmocka_unit_test(sgm_file_dpmpp_2m_karras),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

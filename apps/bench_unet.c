@@ -48,7 +48,7 @@ int vkl_bench_unet(int argc, char **argv)
     vkl_ctx *c = NULL;
     vkl_weights *w = NULL;
     vkl_graph *g = NULL;
-    vkl_tensor *x = NULL, *t = NULL, *ctx = NULL;
+    vkl_tensor *x = NULL, *t = NULL, *ctx = NULL, *pooled = NULL, *time_ids = NULL;
     vkl_lora lora;
     memset(&lora, 0, sizeof lora);
     vkl_lora_set *set = NULL;
@@ -70,6 +70,19 @@ int vkl_bench_unet(int argc, char **argv)
     for (int i = 0; i < batch && i < 64; i++) tv[i] = 500.0f;
     int up = !hx || vkl_tensor_upload(c, x, hx, VKL_F32, &e) || vkl_tensor_upload(c, ctx, hx, VKL_F32, &e) ||
              vkl_tensor_upload(c, t, tv, VKL_F32, &e);
+    /* SDXL: a pooled text embedding and the size/crop ids of a WxH image */
+    vkl_unet_added add = {NULL, NULL};
+    if (!up && cfg.unet.add_text_time) {
+        int P = cfg.unet.projection_class_embeddings_input_dim - 6 * cfg.unet.addition_time_embed_dim;
+        float ids[6] = {(float)H, (float)W, 0, 0, (float)H, (float)W}, *rows = malloc(sizeof(float) * 6 * batch);
+        pooled = P > 0 ? vkl_tensor_new(c, VKL_F32, 2, (int64_t[]){batch, P}, &e) : NULL;
+        time_ids = pooled ? vkl_tensor_new(c, VKL_F32, 2, (int64_t[]){batch, 6}, &e) : NULL;
+        for (int b = 0; rows && b < batch; b++) memcpy(rows + 6 * b, ids, sizeof ids);
+        up = !rows || !time_ids || vkl_tensor_upload(c, pooled, hx, VKL_F32, &e) ||
+             vkl_tensor_upload(c, time_ids, rows, VKL_F32, &e);
+        free(rows);
+        add = (vkl_unet_added){pooled, time_ids};
+    }
     free(hx);
     if (up) goto done;
     /* with --lora-rank: run-time adapters on every attention projection, as a
@@ -82,7 +95,7 @@ int vkl_bench_unet(int argc, char **argv)
     }
     vkl_unet m = {&cfg.unet, w, set, 0};
     g = vkl_graph_new(c);
-    vkl_tensor *y = vkl_unet_forward(g, &m, x, t, ctx, NULL);
+    vkl_tensor *y = vkl_unet_forward_added(g, &m, 0, x, t, ctx, &add, NULL);
     vkl_graph_keep(g, y);
     vkl_mem_reset_peak(c);
     t0 = vkl_progress_now();
@@ -112,12 +125,14 @@ done:
     vkl_tensor_free(x);
     vkl_tensor_free(t);
     vkl_tensor_free(ctx);
+    vkl_tensor_free(pooled);
+    vkl_tensor_free(time_ids);
     vkl_weights_free(w);
     vkl_ctx_destroy(c);
     return rc;
 usage:
     if (bad_opt) fprintf(stderr, "vklora bench %s: unknown option or bad value at '%s'\n", "unet", bad_opt);
-    fprintf(stderr, "usage: vklora bench unet --family sd1.5|sd2.1 --width W --height H [--steps N] [--batch N] "
+    fprintf(stderr, "usage: vklora bench unet --family sd1.5|sd2.1|sdxl --width W --height H [--steps N] [--batch N] "
                     "[--weights f16|f32] [--lora-rank R] (sizes multiples of 64)\n");
     return 2;
 }

@@ -83,6 +83,12 @@ int vkl_sd_model_load(vkl_ctx *c, const char *path, const vkl_sd_model_opts *o, 
     m->cfg = vkl_sd_source_config(m->src);
     if (load_tokenizer(m, path, o->tokenizer, &m->tok, e)) goto fail;
     if (m->cfg->n_text_encoders == 2 && load_tokenizer2(m, path, o->tokenizer, e)) goto fail;
+    /* an SD 2.x single file carries no tokenizer config: pad with "!" (id 0)
+     * as SD 2.x's own tokenizer (and OpenCLIP, and AUTOMATIC1111) does */
+    struct stat pst;
+    if (m->cfg->family == VKL_SD_FAMILY_SD2 && stat(path, &pst) == 0 && !S_ISDIR(pst.st_mode) &&
+        vkl_clip_token_id(m->tok, "!") >= 0 && vkl_clip_set_pad(m->tok, "!", e))
+        goto fail;
     m->force_zeros_for_empty_prompt = read_force_zeros(path, m->cfg->family == VKL_SD_FAMILY_SDXL);
     m->w = vkl_weights_new();
     if (!m->w) {

@@ -4,9 +4,11 @@
  * unconditional rows are zeros: force_zeros_for_empty_prompt), 4 steps, CFG 5,
  * 128x128, "leading" timesteps from the scheduler config; the final latents
  * and the decoded image (VAE scaling factor 0.13025 from the config), from the
- * diffusers folder and from the SGM single file. */
+ * diffusers folder and from the SGM single file; and the Euler run with the
+ * kohya LoRA at 0.8 on the UNet and both text encoders, applied at run time. */
 #include "vkl_test.h"
 #include "sd/pipeline.h"
+#include "sd/sd_adapters.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +34,10 @@ static vkl_sd_model *load(vkl_ctx *c, const char *rel, const char *yaml_rel)
     return m;
 }
 
-static void run_case(const char *model_rel, const char *yaml_rel, const char *file, const char *sampler,
-                     const char *negative)
+/* lora_rel: a LoRA applied at run time at multiplier 0.8 (UNet and both text
+ * encoders), or NULL */
+static void run_case_lora(const char *model_rel, const char *yaml_rel, const char *file, const char *sampler,
+                          const char *negative, const char *lora_rel)
 {
     char rel[256];
     snprintf(rel, sizeof rel, KIT "vectors/%s.safetensors", file);
@@ -43,6 +47,14 @@ static void run_case(const char *model_rel, const char *yaml_rel, const char *fi
     vkl_sd_model *m = load(c, model_rel, yaml_rel);
     assert_int_equal(m->cfg->family, VKL_SD_FAMILY_SDXL);
     assert_int_equal(m->force_zeros_for_empty_prompt, 1);
+    vkl_sd_adapters ad;
+    memset(&ad, 0, sizeof ad);
+    vkl_err le = {{0}};
+    if (lora_rel) {
+        const char *lp = vkl_test_shared_path(lora_rel);
+        float w = 0.8f;
+        if (vkl_sd_adapters_apply(m, &lp, &w, &w, 1, 0, &ad, &le)) fail_msg("%s", le.msg);
+    }
     vkl_gen_opts o;
     vkl_gen_opts_default(&o);
     o.prompt = "a photograph of an astronaut riding a horse";
@@ -70,8 +82,22 @@ static void run_case(const char *model_rel, const char *yaml_rel, const char *fi
     free(want);
     free(init);
     vkl_gen_result_free(&r);
+    vkl_sd_adapters_free(&ad);
     vkl_sd_model_free(m);
     vkl_test_ctx_done(c);
+}
+
+static void run_case(const char *model_rel, const char *yaml_rel, const char *file, const char *sampler,
+                     const char *negative)
+{
+    run_case_lora(model_rel, yaml_rel, file, sampler, negative, NULL);
+}
+
+static void folder_euler_lora(void **s)
+{
+    (void)s;
+    run_case_lora(KIT "tiny-sdxl", NULL, "pipeline_euler_lora08", "euler", "blurry, low quality",
+                  KIT "vectors/lora/lora_kohya.safetensors");
 }
 
 static void folder_euler(void **s)
@@ -107,6 +133,7 @@ int main(void)
         cmocka_unit_test(folder_dpmpp_2m_karras),
         cmocka_unit_test(sgm_file_euler),
         cmocka_unit_test(sgm_file_dpmpp_2m_karras),
+        cmocka_unit_test(folder_euler_lora),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

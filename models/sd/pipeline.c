@@ -21,6 +21,16 @@ void vkl_gen_opts_default(vkl_gen_opts *o)
     vkl_sampler_config_default(&o->sampler);
 }
 
+void vkl_gen_time_ids(const vkl_gen_opts *o, float ids[6])
+{
+    ids[0] = (float)(o->original_height > 0 ? o->original_height : o->height);
+    ids[1] = (float)(o->original_width > 0 ? o->original_width : o->width);
+    ids[2] = (float)o->crop_top;
+    ids[3] = (float)o->crop_left;
+    ids[4] = (float)(o->target_height > 0 ? o->target_height : o->height);
+    ids[5] = (float)(o->target_width > 0 ? o->target_width : o->width);
+}
+
 void vkl_gen_result_free(vkl_gen_result *r)
 {
     free(r->latents);
@@ -189,11 +199,8 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
     pooled = malloc(sizeof(float) * (size_t)rows * (P ? P : 1));
     time_ids = malloc(sizeof(float) * (size_t)rows * 6);
     if (!ctx || !pooled || !time_ids) goto oom;
-    /* add_time_ids: [orig_h, orig_w, crop_top, crop_left, target_h, target_w] */
-    float tid[6] = {(float)(o->original_height > 0 ? o->original_height : o->height),
-                    (float)(o->original_width > 0 ? o->original_width : o->width), (float)o->crop_top,
-                    (float)o->crop_left, (float)(o->target_height > 0 ? o->target_height : o->height),
-                    (float)(o->target_width > 0 ? o->target_width : o->width)};
+    float tid[6];
+    vkl_gen_time_ids(o, tid);
     for (int b = 0; b < B; b++) {
         if (guide) memcpy(ctx + (size_t)b * L * D, uncond, sizeof(float) * (size_t)L * D);
         memcpy(ctx + (size_t)((guide ? B : 0) + b) * L * D, cond, sizeof(float) * (size_t)L * D);

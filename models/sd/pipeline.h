@@ -41,6 +41,10 @@ typedef struct vkl_gen_opts {
 
 void vkl_gen_opts_default(vkl_gen_opts *o);
 
+/* SDXL's add_time_ids for o: [orig_h, orig_w, crop_top, crop_left, target_h,
+ * target_w], the sizes defaulting to o's image size (diffusers' defaults). */
+void vkl_gen_time_ids(const vkl_gen_opts *o, float ids[6]);
+
 typedef struct vkl_gen_result {
     int batch, width, height;
     float *latents;  /* [batch, C, h, w] final latents (before the VAE) */

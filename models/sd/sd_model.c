@@ -15,8 +15,7 @@ void vkl_sd_model_opts_default(vkl_sd_model_opts *o)
     o->weight_dtype = VKL_F16;
 }
 
-static int load_tokenizer(vkl_sd_model *m, const char *path, const char *explicit_path, vkl_clip_tokenizer **out,
-                          vkl_err *e)
+static int load_tokenizer(const char *path, const char *explicit_path, vkl_clip_tokenizer **out, vkl_err *e)
 {
     const char *where = explicit_path;
     struct stat st;
@@ -26,7 +25,6 @@ static int load_tokenizer(vkl_sd_model *m, const char *path, const char *explici
                            "--tokenizer PATH or set VKLORA_CLIP_VOCAB to a folder with vocab.json + merges.txt "
                            "or a word-level tokenizer.json (e.g. a diffusers tokenizer/ folder) or to "
                            "bpe_simple_vocab_16e6.txt.gz", path);
-    (void)m;
     return vkl_clip_tokenizer_load(out, where, e);
 }
 
@@ -43,7 +41,7 @@ static int load_tokenizer2(vkl_sd_model *m, const char *path, const char *explic
         snprintf(sub, sizeof sub, "%s/tokenizer_2", bases[i]);
         if (stat(sub, &st) == 0 && S_ISDIR(st.st_mode)) return vkl_clip_tokenizer_load(&m->tok2, sub, e);
     }
-    if (load_tokenizer(m, path, explicit_path, &m->tok2, e)) return -1;
+    if (load_tokenizer(path, explicit_path, &m->tok2, e)) return -1;
     if (vkl_clip_set_pad(m->tok2, "!", e)) return -1;
     return 0;
 }
@@ -81,7 +79,7 @@ int vkl_sd_model_load(vkl_ctx *c, const char *path, const vkl_sd_model_opts *o, 
     vkl_sd_source_opts so = {o->yaml, 0};
     if (vkl_sd_source_open(path, &so, &m->src, e)) goto fail;
     m->cfg = vkl_sd_source_config(m->src);
-    if (load_tokenizer(m, path, o->tokenizer, &m->tok, e)) goto fail;
+    if (load_tokenizer(path, o->tokenizer, &m->tok, e)) goto fail;
     if (m->cfg->n_text_encoders == 2 && load_tokenizer2(m, path, o->tokenizer, e)) goto fail;
     /* an SD 2.x single file carries no tokenizer config: pad with "!" (id 0)
      * as SD 2.x's own tokenizer (and OpenCLIP, and AUTOMATIC1111) does */

@@ -15,11 +15,14 @@
 
 #define KIT "refkit/sdxl/"
 
+static int lowvram; /* the next load keeps one network at a time on the device */
+
 static vkl_sd_model *load(vkl_ctx *c, const char *rel, const char *yaml_rel)
 {
     vkl_sd_model_opts mo;
     vkl_sd_model_opts_default(&mo);
     mo.weight_dtype = VKL_F32;
+    mo.lowvram = lowvram;
     char yaml[1024], tok[1024];
     if (yaml_rel) {
         snprintf(yaml, sizeof yaml, "%s", vkl_test_shared_path(yaml_rel));
@@ -71,6 +74,7 @@ static void run_case_lora(const char *model_rel, const char *yaml_rel, const cha
     o.init_noise = init;
     vkl_gen_result r;
     if (vkl_sd_generate(m, &o, &r, &e)) fail_msg("%s: %s", file, e.msg);
+    if (lowvram) assert_int_equal(m->resident, 0); /* nothing left on the device */
     char what[256];
     float *want = vkl_test_ref_f32(rel, "final_latents", &n);
     snprintf(what, sizeof what, "%s %s final_latents", model_rel, file);
@@ -93,6 +97,38 @@ static void run_case(const char *model_rel, const char *yaml_rel, const char *fi
     run_case_lora(model_rel, yaml_rel, file, sampler, negative, NULL);
 }
 
+/* add_time_ids against encode_prompt's (refkit prompt_embeds add_time_ids.*) */
+static void time_ids(void **s)
+{
+    (void)s;
+    VKL_REQUIRE_SHARED(KIT "vectors/prompt_embeds.safetensors");
+    struct { const char *name; int w, h, ow, oh, ct, cl, tw, th; } cases[] = {
+        {"add_time_ids.default", 128, 128, 0, 0, 0, 0, 0, 0},
+        {"add_time_ids.sizes", 128, 128, 768, 1024, 32, 16, 128, 128},
+        {"add_time_ids.hidden_like", 160, 96, 0, 0, 0, 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        vkl_gen_opts o;
+        vkl_gen_opts_default(&o);
+        o.width = cases[i].w;
+        o.height = cases[i].h;
+        o.original_width = cases[i].ow;
+        o.original_height = cases[i].oh;
+        o.crop_top = cases[i].ct;
+        o.crop_left = cases[i].cl;
+        o.target_width = cases[i].tw;
+        o.target_height = cases[i].th;
+        float got[6];
+        vkl_gen_time_ids(&o, got);
+        int64_t n;
+        float *want = vkl_test_ref_f32(KIT "vectors/prompt_embeds.safetensors", cases[i].name, &n);
+        assert_int_equal(n, 6);
+        for (int k = 0; k < 6; k++)
+            if (got[k] != want[k]) fail_msg("%s[%d]: %g, want %g", cases[i].name, k, got[k], want[k]);
+        free(want);
+    }
+}
+
 static void folder_euler_lora(void **s)
 {
     (void)s;
@@ -112,26 +148,22 @@ static void folder_dpmpp_2m_karras(void **s)
     run_case(KIT "tiny-sdxl", NULL, "pipeline_dpmpp_2m_karras", "DPM++ 2M Karras", NULL);
 }
 
-static void sgm_file_euler(void **s)
-{
-    (void)s;
-    run_case(KIT "tiny-sdxl-sgm.safetensors", KIT "tiny-sdxl-sgm.yaml", "pipeline_euler", "euler",
-             "blurry, low quality");
-}
-
 static void sgm_file_dpmpp_2m_karras(void **s)
 {
     (void)s;
+    /* with lowvram: both text encoders come and go as one network */
+    lowvram = 1;
     run_case(KIT "tiny-sdxl-sgm.safetensors", KIT "tiny-sdxl-sgm.yaml", "pipeline_dpmpp_2m_karras",
              "DPM++ 2M Karras", NULL);
+    lowvram = 0;
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(time_ids),
         cmocka_unit_test(folder_euler),
         cmocka_unit_test(folder_dpmpp_2m_karras),
-        cmocka_unit_test(sgm_file_euler),
         cmocka_unit_test(sgm_file_dpmpp_2m_karras),
         cmocka_unit_test(folder_euler_lora),
     };

@@ -48,7 +48,8 @@ vkl_tensor *vkl_sdxl_text_forward(vkl_graph *g, const vkl_clip_text *te1, const 
     if (!ids1 || !ids2 || vkl_graph_failed(g)) return NULL;
     int n1 = te1->cfg->layers, n2 = te2->cfg->layers;
     if (skip < 0 || skip > n1 - 2 || skip > n2 - 2)
-        return vkl_graph_set_error(g, "text encoders: clip skip %d needs more than %d and %d layers", skip + 1, n1, n2);
+        return vkl_graph_set_error(g, "text encoders: clip skip %d needs %d layers in each encoder (they have %d and %d)",
+                                   skip + 1, skip + 2, n1, n2);
     /* hidden_states[-(2+skip)] is the output of layer n-1-skip */
     vkl_tensor *h1 = vkl_clip_text_forward(g, te1, ids1, 1 + skip, 0, NULL);
     vkl_tensor **layers = calloc((size_t)n2, sizeof *layers);

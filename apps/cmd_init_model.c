@@ -17,8 +17,9 @@ static const char *usage_text =
     "       vklora init-model --random --configs DIR [--tokenizer DIR] -o OUTDIR [--seed N (0)]\n"
     "                         [--dtype f16|f32 (f16)] [--force]\n"
     "  --configs: a folder of diffusers config files (model_index.json, scheduler/,\n"
-    "  unet/, vae/, text_encoder/ config.json) for any SD 1.x/2.x-style architecture;\n"
-    "  the output is a diffusers folder with random weights\n";
+    "  unet/, vae/, text_encoder/ config.json; SDXL-style: also text_encoder_2/ and\n"
+    "  tokenizer_2/) for any SD 1.x/2.x/XL-style architecture; the output is a\n"
+    "  diffusers folder with random weights\n";
 
 int vkl_cmd_init_model(int argc, char **argv)
 {

@@ -29,7 +29,7 @@ int vkl_bench_unet(int argc, char **argv)
             if (vkl_bench_parse_int(v, 1, 65536, &H)) goto usage;
         }
         else if (!strcmp(k, "--steps")) {
-            if (vkl_bench_parse_int(v, 1, 1000, &steps)) goto usage;
+            if (vkl_bench_parse_int(v, 0, 1000, &steps)) goto usage; /* 0: plan only (memory figures) */
         }
         else if (!strcmp(k, "--batch")) {
             if (vkl_bench_parse_int(v, 1, 64, &batch)) goto usage;
@@ -42,7 +42,7 @@ int vkl_bench_unet(int argc, char **argv)
         } else goto usage;
     }
     bad_opt = NULL; /* the options parsed; what follows checks their values */
-    if (W <= 0 || H <= 0 || W % 64 || H % 64 || steps < 1 || batch < 1) goto usage;
+    if (W <= 0 || H <= 0 || W % 64 || H % 64 || steps < 0 || batch < 1) goto usage;
     vkl_sd_config cfg;
     vkl_err e = {{0}};
     vkl_ctx *c = NULL;
@@ -112,10 +112,17 @@ int vkl_bench_unet(int argc, char **argv)
     }
     vkl_mem_stats ms;
     vkl_mem_get_stats(c, &ms);
-    printf("unet %s %dx%d batch %d (%s weights%s): %.2f s per step (best of %d, mean %.2f), plan %.1f s; "
-           "activation arena %.0f MiB, peak device memory %.0f MiB; device %s\n",
-           family, W, H, batch, vkl_dtype_name(dt), lora_rank ? ", run-time LoRA on attention" : "", best, steps, sum / steps, plan_s,
-           vkl_graph_arena_bytes(g) / 1048576.0, ms.total_peak / 1048576.0, vkl_ctx_caps(c)->name);
+    if (steps)
+        printf("unet %s %dx%d batch %d (%s weights%s): %.2f s per step (best of %d, mean %.2f), plan %.1f s; "
+               "activation arena %.0f MiB, peak device memory %.0f MiB; device %s\n",
+               family, W, H, batch, vkl_dtype_name(dt), lora_rank ? ", run-time LoRA on attention" : "", best, steps,
+               sum / steps, plan_s, vkl_graph_arena_bytes(g) / 1048576.0, ms.total_peak / 1048576.0,
+               vkl_ctx_caps(c)->name);
+    else
+        printf("unet %s %dx%d batch %d (%s weights%s): planned only (--steps 0), plan %.1f s; activation arena "
+               "%.0f MiB, peak device memory %.0f MiB; device %s\n",
+               family, W, H, batch, vkl_dtype_name(dt), lora_rank ? ", run-time LoRA on attention" : "", plan_s,
+               vkl_graph_arena_bytes(g) / 1048576.0, ms.total_peak / 1048576.0, vkl_ctx_caps(c)->name);
     rc = 0;
 done:
     if (rc) fprintf(stderr, "vklora bench unet: %s\n", e.msg);
@@ -132,7 +139,7 @@ done:
     return rc;
 usage:
     if (bad_opt) fprintf(stderr, "vklora bench %s: unknown option or bad value at '%s'\n", "unet", bad_opt);
-    fprintf(stderr, "usage: vklora bench unet --family sd1.5|sd2.1|sdxl --width W --height H [--steps N] [--batch N] "
+    fprintf(stderr, "usage: vklora bench unet --family sd1.5|sd2.1|sdxl --width W --height H [--steps N (0: plan only)] [--batch N] "
                     "[--weights f16|f32] [--lora-rank R] (sizes multiples of 64)\n");
     return 2;
 }

@@ -29,7 +29,7 @@ int vkl_bench_unet(int argc, char **argv)
             if (vkl_bench_parse_int(v, 1, 65536, &H)) goto usage;
         }
         else if (!strcmp(k, "--steps")) {
-            if (vkl_bench_parse_int(v, 1, 1000, &steps)) goto usage;
+            if (vkl_bench_parse_int(v, 0, 1000, &steps)) goto usage; /* 0: plan only (memory figures) */
         }
         else if (!strcmp(k, "--batch")) {
             if (vkl_bench_parse_int(v, 1, 64, &batch)) goto usage;
@@ -42,13 +42,13 @@ int vkl_bench_unet(int argc, char **argv)
         } else goto usage;
     }
     bad_opt = NULL; /* the options parsed; what follows checks their values */
-    if (W <= 0 || H <= 0 || W % 64 || H % 64 || steps < 1 || batch < 1) goto usage;
+    if (W <= 0 || H <= 0 || W % 64 || H % 64 || steps < 0 || batch < 1) goto usage;
     vkl_sd_config cfg;
     vkl_err e = {{0}};
     vkl_ctx *c = NULL;
     vkl_weights *w = NULL;
     vkl_graph *g = NULL;
-    vkl_tensor *x = NULL, *t = NULL, *ctx = NULL;
+    vkl_tensor *x = NULL, *t = NULL, *ctx = NULL, *pooled = NULL, *time_ids = NULL;
     vkl_lora lora;
     memset(&lora, 0, sizeof lora);
     vkl_lora_set *set = NULL;
@@ -70,6 +70,19 @@ int vkl_bench_unet(int argc, char **argv)
     for (int i = 0; i < batch && i < 64; i++) tv[i] = 500.0f;
     int up = !hx || vkl_tensor_upload(c, x, hx, VKL_F32, &e) || vkl_tensor_upload(c, ctx, hx, VKL_F32, &e) ||
              vkl_tensor_upload(c, t, tv, VKL_F32, &e);
+    /* SDXL: a pooled text embedding and the size/crop ids of a WxH image */
+    vkl_unet_added add = {NULL, NULL};
+    if (!up && cfg.unet.add_text_time) {
+        int P = cfg.unet.projection_class_embeddings_input_dim - 6 * cfg.unet.addition_time_embed_dim;
+        float ids[6] = {(float)H, (float)W, 0, 0, (float)H, (float)W}, *rows = malloc(sizeof(float) * 6 * batch);
+        pooled = P > 0 ? vkl_tensor_new(c, VKL_F32, 2, (int64_t[]){batch, P}, &e) : NULL;
+        time_ids = pooled ? vkl_tensor_new(c, VKL_F32, 2, (int64_t[]){batch, 6}, &e) : NULL;
+        for (int b = 0; rows && b < batch; b++) memcpy(rows + 6 * b, ids, sizeof ids);
+        up = !rows || !time_ids || vkl_tensor_upload(c, pooled, hx, VKL_F32, &e) ||
+             vkl_tensor_upload(c, time_ids, rows, VKL_F32, &e);
+        free(rows);
+        add = (vkl_unet_added){pooled, time_ids};
+    }
     free(hx);
     if (up) goto done;
     /* with --lora-rank: run-time adapters on every attention projection, as a
@@ -82,7 +95,7 @@ int vkl_bench_unet(int argc, char **argv)
     }
     vkl_unet m = {&cfg.unet, w, set, 0};
     g = vkl_graph_new(c);
-    vkl_tensor *y = vkl_unet_forward(g, &m, x, t, ctx, NULL);
+    vkl_tensor *y = vkl_unet_forward_added(g, &m, 0, x, t, ctx, &add, NULL);
     vkl_graph_keep(g, y);
     vkl_mem_reset_peak(c);
     t0 = vkl_progress_now();
@@ -99,10 +112,17 @@ int vkl_bench_unet(int argc, char **argv)
     }
     vkl_mem_stats ms;
     vkl_mem_get_stats(c, &ms);
-    printf("unet %s %dx%d batch %d (%s weights%s): %.2f s per step (best of %d, mean %.2f), plan %.1f s; "
-           "activation arena %.0f MiB, peak device memory %.0f MiB; device %s\n",
-           family, W, H, batch, vkl_dtype_name(dt), lora_rank ? ", run-time LoRA on attention" : "", best, steps, sum / steps, plan_s,
-           vkl_graph_arena_bytes(g) / 1048576.0, ms.total_peak / 1048576.0, vkl_ctx_caps(c)->name);
+    if (steps)
+        printf("unet %s %dx%d batch %d (%s weights%s): %.2f s per step (best of %d, mean %.2f), plan %.1f s; "
+               "activation arena %.0f MiB, peak device memory %.0f MiB; device %s\n",
+               family, W, H, batch, vkl_dtype_name(dt), lora_rank ? ", run-time LoRA on attention" : "", best, steps,
+               sum / steps, plan_s, vkl_graph_arena_bytes(g) / 1048576.0, ms.total_peak / 1048576.0,
+               vkl_ctx_caps(c)->name);
+    else
+        printf("unet %s %dx%d batch %d (%s weights%s): planned only (--steps 0), plan %.1f s; activation arena "
+               "%.0f MiB, peak device memory %.0f MiB; device %s\n",
+               family, W, H, batch, vkl_dtype_name(dt), lora_rank ? ", run-time LoRA on attention" : "", plan_s,
+               vkl_graph_arena_bytes(g) / 1048576.0, ms.total_peak / 1048576.0, vkl_ctx_caps(c)->name);
     rc = 0;
 done:
     if (rc) fprintf(stderr, "vklora bench unet: %s\n", e.msg);
@@ -112,12 +132,14 @@ done:
     vkl_tensor_free(x);
     vkl_tensor_free(t);
     vkl_tensor_free(ctx);
+    vkl_tensor_free(pooled);
+    vkl_tensor_free(time_ids);
     vkl_weights_free(w);
     vkl_ctx_destroy(c);
     return rc;
 usage:
     if (bad_opt) fprintf(stderr, "vklora bench %s: unknown option or bad value at '%s'\n", "unet", bad_opt);
-    fprintf(stderr, "usage: vklora bench unet --family sd1.5|sd2.1 --width W --height H [--steps N] [--batch N] "
+    fprintf(stderr, "usage: vklora bench unet --family sd1.5|sd2.1|sdxl --width W --height H [--steps N (0: plan only)] [--batch N] "
                     "[--weights f16|f32|nf4] [--lora-rank R] (sizes multiples of 64)\n");
     return 2;
 }

@@ -26,7 +26,7 @@ static const char *usage_text =
     "  --model PATH           single-file .safetensors checkpoint or diffusers folder\n"
     "                         (default: $VKLORA_MODEL, else vklora's own model, assets/vklora-emoji)\n"
     "  --prompt TEXT          prompt (AUTOMATIC1111 emphasis syntax: (word:1.2), [word])\n"
-    "  --negative TEXT        negative prompt\n"
+    "  --negative TEXT        negative prompt (none: the empty prompt; SDXL: zero conditioning, as diffusers)\n"
     "  --steps N              sampling steps (20)\n"
     "  --cfg X                guidance scale (7)\n"
     "  --sampler NAME         euler (default) | euler_a | ddim | dpmpp_2m | heun | lms | dpmpp_2m_sde | dpmpp_sde,\n"
@@ -39,7 +39,10 @@ static const char *usage_text =
     "  --width W --height H   image size, multiples of 8 (default: the model's native size)\n"
     "  --batch N              images per run (1)\n"
     "  --init-image FILE      img2img input; --strength X (0.75) how much to change it\n"
-    "  --clip-skip N          1 = last text-encoder layer (default), 2 = penultimate\n"
+    "  --clip-skip N          1 = last text-encoder layer (default), 2 = penultimate (SDXL: 1 = the\n"
+    "                         penultimate layers it is conditioned on, 2 = one earlier)\n"
+    "  --original-size WxH    SDXL size conditioning: original size (default: the image size),\n"
+    "  --target-size WxH      target size (the image size), --crop-left N --crop-top N (0)\n"
     "  --model-config FILE    the original yaml of a single-file checkpoint (default: <name>.yaml beside it)\n"
     "  --tokenizer PATH       CLIP vocabulary (needed by single-file checkpoints; or $VKLORA_CLIP_VOCAB)\n"
     "  --weights f16|f32|nf4  storage of the model's matrices on the device (f16; also --base-dtype); nf4\n"
@@ -66,6 +69,7 @@ typedef struct gen_args {
         *save_latents, *output, *weights, *vae_tiling, *model_config;
     int lowvram, vae_tile, vae_tile_overlap;
     int steps, width, height, batch, clip_skip, quiet, have_seed;
+    int orig_w, orig_h, target_w, target_h, crop_left, crop_top; /* SDXL size conditioning, 0: the image's */
     float cfg, strength;
     uint64_t seed;
 } gen_args;
@@ -78,6 +82,16 @@ static int parse_int(const char *s, int lo, int hi, int *out)
     if (errno || !*s || *end || v < lo || v > hi) return -1;
     *out = (int)v;
     return 0;
+}
+
+/* "WxH" with both in [1, 65536] */
+static int parse_size(const char *s, int *w, int *h)
+{
+    char buf[64];
+    const char *x = strchr(s, 'x');
+    if (!x || x == s || (size_t)(x - s) >= sizeof buf) return -1;
+    snprintf(buf, sizeof buf, "%.*s", (int)(x - s), s);
+    return parse_int(buf, 1, 65536, w) || parse_int(x + 1, 1, 65536, h) ? -1 : 0;
 }
 
 static int parse_float(const char *s, float *out)
@@ -145,7 +159,7 @@ static int parse_args(int argc, char **argv, gen_args *a)
     a->cfg = 7.0f;
     a->strength = 0.75f;
     a->output = "out.png";
-    a->negative = "";
+    a->negative = NULL; /* none: "" for SD 1.x/2.x, zeros for SDXL (force_zeros_for_empty_prompt) */
     a->model = getenv("VKLORA_MODEL");
     a->vae_tile = 64;
     a->vae_tile_overlap = 16;
@@ -207,6 +221,10 @@ static int parse_args(int argc, char **argv, gen_args *a)
         else if (!strcmp(k, "--height")) bad = parse_int(v, 8, 16384, &a->height);
         else if (!strcmp(k, "--batch")) bad = parse_int(v, 1, 64, &a->batch);
         else if (!strcmp(k, "--clip-skip")) bad = parse_int(v, 1, 12, &a->clip_skip);
+        else if (!strcmp(k, "--original-size")) bad = parse_size(v, &a->orig_w, &a->orig_h);
+        else if (!strcmp(k, "--target-size")) bad = parse_size(v, &a->target_w, &a->target_h);
+        else if (!strcmp(k, "--crop-left")) bad = parse_int(v, 0, 65536, &a->crop_left);
+        else if (!strcmp(k, "--crop-top")) bad = parse_int(v, 0, 65536, &a->crop_top);
         else if (!strcmp(k, "--cfg")) bad = parse_float(v, &a->cfg);
         else if (!strcmp(k, "--strength")) bad = parse_float(v, &a->strength);
         else if (!strcmp(k, "--seed")) {
@@ -389,6 +407,12 @@ int vkl_cmd_generate(int argc, char **argv)
     o.batch = a.batch;
     o.cfg = a.cfg;
     o.clip_skip = a.clip_skip;
+    o.original_width = a.orig_w;
+    o.original_height = a.orig_h;
+    o.target_width = a.target_w;
+    o.target_height = a.target_h;
+    o.crop_left = a.crop_left;
+    o.crop_top = a.crop_top;
     o.strength = a.strength;
     o.sampler.steps = a.steps;
     o.vae_tiling.tile = a.vae_tile;
@@ -552,7 +576,7 @@ int vkl_cmd_generate(int argc, char **argv)
         if (vkl_gen_image_u8(r.images, b, a.width, a.height, &im, &e)) goto done;
         vkl_gen_settings gs = {0};
         gs.prompt = a.prompt; /* as given, <lora:...> included, as A1111 records it */
-        gs.negative_prompt = a.negative;
+        gs.negative_prompt = a.negative ? a.negative : "";
         gs.steps = a.steps;
         gs.sampler = vkl_sampler_kind_a1111_name(o.sampler.kind);
         gs.schedule_type = vkl_schedule_kind_a1111_name(o.sampler.schedule);

@@ -13,12 +13,13 @@
 #include <string.h>
 
 static const char *usage_text =
-    "usage: vklora init-model --family sd1.5|sd2.1 --random -o FILE [--seed N (0)] [--dtype f16|f32 (f16)]\n"
+    "usage: vklora init-model --family sd1.5|sd2.1|sdxl --random -o FILE [--seed N (0)] [--dtype f16|f32 (f16)]\n"
     "       vklora init-model --random --configs DIR [--tokenizer DIR] -o OUTDIR [--seed N (0)]\n"
     "                         [--dtype f16|f32 (f16)] [--force]\n"
     "  --configs: a folder of diffusers config files (model_index.json, scheduler/,\n"
-    "  unet/, vae/, text_encoder/ config.json) for any SD 1.x/2.x-style architecture;\n"
-    "  the output is a diffusers folder with random weights\n";
+    "  unet/, vae/, text_encoder/ config.json; SDXL-style: also text_encoder_2/ and\n"
+    "  tokenizer_2/) for any SD 1.x/2.x/XL-style architecture; the output is a\n"
+    "  diffusers folder with random weights\n";
 
 int vkl_cmd_init_model(int argc, char **argv)
 {
@@ -74,10 +75,6 @@ int vkl_cmd_init_model(int argc, char **argv)
     vkl_sd_config cfg;
     if (vkl_sd_config_preset(family, &cfg, &e)) {
         fprintf(stderr, "vklora init-model: %s\n", e.msg);
-        return 2;
-    }
-    if (cfg.family == VKL_SD_FAMILY_SDXL) {
-        fprintf(stderr, "vklora init-model: sdxl checkpoints are not written yet (sd1.5, sd2.1)\n");
         return 2;
     }
     if (vkl_sd_write_random_checkpoint(&cfg, out, dt, seed, &e)) {

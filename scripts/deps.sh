@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages vklora needs to build and test (when run as
+# Installs the Debian 12 packages vklora needs to build (and test) (when run as
 # root), or names the missing ones. Sourced by build.sh; safe to run twice.
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libvulkan-dev glslc spirv-tools mesa-vulkan-drivers
       vulkan-validationlayers libpng-dev libstb-dev libcmocka-dev libcjson-dev zlib1g-dev
-      # vklora serve (HTTP) and its tests (an HTTP client; the browser that drives its page)
-      libmicrohttpd-dev libcurl4-openssl-dev chromium
+      # vklora serve (HTTP) and its tests' HTTP client
+      libmicrohttpd-dev libcurl4-openssl-dev
       # the images and names vklora's own model is trained on (vklora dataset emoji, its tests)
       fonts-noto-color-emoji ruby-gemojione unicode-data unicode-cldr-core)
+# scripts/test.sh sets VKLORA_TEST_DEPS=1: what only the tests need (a browser for
+# serve's page, SwiftShader in chromium-common, clang for the fuzzers, Open MPI
+# for data-parallel training and its tests), so the first command stays lean
+if [ "${VKLORA_TEST_DEPS:-0}" = 1 ]; then
+    PKGS+=(chromium chromium-common clang libopenmpi-dev openmpi-bin)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

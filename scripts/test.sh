@@ -4,7 +4,7 @@
 # Reference data comes from $VKLORA_SHARED (default: ../shared).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-./scripts/build.sh || exit 1
+VKLORA_TEST_DEPS=1 ./scripts/build.sh || exit 1
 export VKLORA_SHARED="${VKLORA_SHARED:-$(cd .. && pwd)/shared}"
 export VKLORA_VALIDATION=1
 # Tests run on lavapipe unless VKLORA_TEST_DEVICE names another device.

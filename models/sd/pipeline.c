@@ -21,6 +21,16 @@ void vkl_gen_opts_default(vkl_gen_opts *o)
     vkl_sampler_config_default(&o->sampler);
 }
 
+void vkl_gen_time_ids(const vkl_gen_opts *o, float ids[6])
+{
+    ids[0] = (float)(o->original_height > 0 ? o->original_height : o->height);
+    ids[1] = (float)(o->original_width > 0 ? o->original_width : o->width);
+    ids[2] = (float)o->crop_top;
+    ids[3] = (float)o->crop_left;
+    ids[4] = (float)(o->target_height > 0 ? o->target_height : o->height);
+    ids[5] = (float)(o->target_width > 0 ? o->target_width : o->width);
+}
+
 void vkl_gen_result_free(vkl_gen_result *r)
 {
     free(r->latents);
@@ -68,6 +78,7 @@ typedef struct unet_runner {
     vkl_sd_model *m;
     vkl_graph *g;
     vkl_tensor *sample, *t, *ctx, *out;
+    vkl_tensor *text_embeds, *time_ids; /* SDXL added conditioning, NULL otherwise */
     int rows; /* UNet batch: 2*batch with guidance, batch without */
     size_t per; /* floats per latent image */
     float *x2, *t2;
@@ -79,18 +90,23 @@ static void runner_free(unet_runner *u)
     vkl_tensor_free(u->sample);
     vkl_tensor_free(u->t);
     vkl_tensor_free(u->ctx);
+    vkl_tensor_free(u->text_embeds);
+    vkl_tensor_free(u->time_ids);
     free(u->x2);
     free(u->t2);
 }
 
-static int runner_init(unet_runner *u, vkl_sd_model *m, int rows, int h, int w, const float *ctx, int L, vkl_err *e)
+/* pooled [rows, P] and time_ids [rows, 6] are used when the UNet has added
+ * conditioning (SDXL) */
+static int runner_init(unet_runner *u, vkl_sd_model *m, int rows, int h, int w, const float *ctx, int L,
+                       const float *pooled, const float *time_ids, vkl_err *e)
 {
     memset(u, 0, sizeof *u);
     u->m = m;
     u->rows = rows;
     const vkl_sd_unet_config *uc = &m->cfg->unet;
     u->per = (size_t)uc->in_channels * h * w;
-    int D = uc->cross_attention_dim;
+    int D = uc->cross_attention_dim, P = vkl_sd_pooled_width(m);
     u->sample = vkl_tensor_new(m->ctx, VKL_F32, 4, (int64_t[]){rows, uc->in_channels, h, w}, e);
     u->t = u->sample ? vkl_tensor_new(m->ctx, VKL_F32, 1, (int64_t[]){rows}, e) : NULL;
     u->ctx = u->t ? vkl_tensor_new(m->ctx, VKL_F32, 3, (int64_t[]){rows, L, D}, e) : NULL;
@@ -98,8 +114,17 @@ static int runner_init(unet_runner *u, vkl_sd_model *m, int rows, int h, int w, 
     u->t2 = malloc(sizeof(float) * rows);
     if (!u->ctx || !u->x2 || !u->t2) return -1;
     if (vkl_tensor_upload(m->ctx, u->ctx, ctx, VKL_F32, e)) return -1;
+    vkl_unet_added add = {NULL, NULL};
+    if (uc->add_text_time) {
+        u->text_embeds = vkl_tensor_new(m->ctx, VKL_F32, 2, (int64_t[]){rows, P}, e);
+        u->time_ids = u->text_embeds ? vkl_tensor_new(m->ctx, VKL_F32, 2, (int64_t[]){rows, 6}, e) : NULL;
+        if (!u->time_ids || vkl_tensor_upload(m->ctx, u->text_embeds, pooled, VKL_F32, e) ||
+            vkl_tensor_upload(m->ctx, u->time_ids, time_ids, VKL_F32, e))
+            return -1;
+        add = (vkl_unet_added){u->text_embeds, u->time_ids};
+    }
     u->g = vkl_graph_new(m->ctx);
-    u->out = vkl_unet_forward(u->g, &m->unet, u->sample, u->t, u->ctx, NULL);
+    u->out = vkl_unet_forward_added(u->g, &m->unet, 0, u->sample, u->t, u->ctx, &add, NULL);
     vkl_graph_keep(u->g, u->out);
     if (vkl_graph_plan(u->g, e)) {
         vkl_err_prefix(e, "UNet: ");
@@ -138,32 +163,53 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
     int B = o->batch, guide = o->cfg > 1.0f;
     int C = m->cfg->unet.in_channels;
     size_t per = (size_t)C * h * w, n = per * B;
-    int D = m->cfg->te[0].hidden;
+    int D = vkl_sd_context_width(m), P = vkl_sd_pooled_width(m);
     if (D != m->cfg->unet.cross_attention_dim)
         return vkl_fail(e, "text encoder width %d differs from the UNet's context width %d", D,
                         m->cfg->unet.cross_attention_dim);
+    if (m->cfg->unet.add_text_time && !P)
+        return vkl_fail(e, "the UNet takes a pooled text embedding but the model has no second text encoder");
     double t0 = now_s();
     float *cond = NULL, *uncond = NULL, *ctx = NULL, *x = NULL, *x_in = NULL, *xin_rows = NULL, *out = NULL, *noise = NULL;
+    float *pc = NULL, *pu = NULL, *pooled = NULL, *time_ids = NULL;
     int rc = -1, nc = 0, nu = 0;
     vkl_sampler *s = NULL;
     unet_runner u;
     memset(&u, 0, sizeof u);
-    if (vkl_sd_encode_prompt(m, o->prompt, o->clip_skip, o->plain_prompt, 1, &cond, &nc, e)) goto done;
-    if (guide) {
-        if (vkl_sd_encode_prompt(m, o->negative ? o->negative : "", o->clip_skip, o->plain_prompt, nc, &uncond, &nu, e))
+    if (vkl_sd_encode_prompt_pooled(m, o->prompt, o->clip_skip, o->plain_prompt, 1, &cond, &pc, &nc, e)) goto done;
+    int zero_uncond = guide && !o->negative && m->force_zeros_for_empty_prompt;
+    if (guide && !zero_uncond) {
+        if (vkl_sd_encode_prompt_pooled(m, o->negative ? o->negative : "", o->clip_skip, o->plain_prompt, nc, &uncond,
+                                        &pu, &nu, e))
             goto done;
         if (nu > nc) { /* the negative prompt is longer: pad the prompt to match */
             free(cond);
-            if (vkl_sd_encode_prompt(m, o->prompt, o->clip_skip, o->plain_prompt, nu, &cond, &nc, e)) goto done;
+            free(pc);
+            pc = NULL;
+            if (vkl_sd_encode_prompt_pooled(m, o->prompt, o->clip_skip, o->plain_prompt, nu, &cond, &pc, &nc, e))
+                goto done;
         }
+    } else if (zero_uncond) { /* force_zeros_for_empty_prompt: zeros, not the encoding of "" */
+        uncond = calloc((size_t)vkl_sd_text_tokens(m) * nc * D, sizeof(float));
+        pu = calloc(P ? (size_t)P : 1, sizeof(float));
+        if (!uncond || !pu) goto oom;
     }
     int L = vkl_sd_text_tokens(m) * nc, rows = guide ? 2 * B : B;
     ctx = malloc(sizeof(float) * (size_t)rows * L * D);
-    if (!ctx) goto oom;
+    pooled = malloc(sizeof(float) * (size_t)rows * (P ? P : 1));
+    time_ids = malloc(sizeof(float) * (size_t)rows * 6);
+    if (!ctx || !pooled || !time_ids) goto oom;
+    float tid[6];
+    vkl_gen_time_ids(o, tid);
     for (int b = 0; b < B; b++) {
         if (guide) memcpy(ctx + (size_t)b * L * D, uncond, sizeof(float) * (size_t)L * D);
         memcpy(ctx + (size_t)((guide ? B : 0) + b) * L * D, cond, sizeof(float) * (size_t)L * D);
+        if (P) {
+            if (guide) memcpy(pooled + (size_t)b * P, pu, sizeof(float) * (size_t)P);
+            memcpy(pooled + (size_t)((guide ? B : 0) + b) * P, pc, sizeof(float) * (size_t)P);
+        }
     }
+    for (int r = 0; r < rows; r++) memcpy(time_ids + (size_t)r * 6, tid, sizeof tid);
     vkl_sd_model_release(m, VKL_SD_PART_TE);
     r->seconds_text = now_s() - t0;
     t0 = now_s();
@@ -172,6 +218,9 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
     if (vkl_beta_params_from_sd(&m->cfg->sched, &sc.betas, e)) goto done;
     sc.prediction = m->cfg->sched.prediction;
     sc.steps_offset = m->cfg->sched.steps_offset;
+    /* the model's scheduler config chooses the spacing unless the caller did
+     * (the values of vkl_timestep_spacing) */
+    if (sc.spacing == VKL_SPACING_DEFAULT) sc.spacing = (vkl_timestep_spacing)m->cfg->sched.timestep_spacing;
     sc.set_alpha_to_one = m->cfg->sched.set_alpha_to_one;
     sc.noise_seed = o->seed; /* the SDE samplers' Brownian noise */
     if (vkl_sampler_create(&sc, n, &s, e)) goto done;
@@ -205,7 +254,7 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
     } else {
         vkl_sampler_init_noise(s, x);
     }
-    if (vkl_sd_model_acquire(m, VKL_SD_PART_UNET, e) || runner_init(&u, m, rows, h, w, ctx, L, e)) goto done;
+    if (vkl_sd_model_acquire(m, VKL_SD_PART_UNET, e) || runner_init(&u, m, rows, h, w, ctx, L, pooled, time_ids, e)) goto done;
     int steps = vkl_sampler_steps(s);
     while (!vkl_sampler_done(s)) {
         int k = vkl_sampler_step_index(s);
@@ -254,6 +303,7 @@ done:
     vkl_sd_model_release(m, VKL_SD_PART_ALL);
     vkl_sampler_free(s);
     free(cond); free(uncond); free(ctx); free(x); free(x_in); free(xin_rows); free(out); free(noise);
+    free(pc); free(pu); free(pooled); free(time_ids);
     if (rc) {
         free(r->images);
         r->images = NULL;

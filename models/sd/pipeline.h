@@ -15,6 +15,8 @@ extern "C" {
 typedef int (*vkl_step_fn)(void *user, int step, int steps);
 
 typedef struct vkl_gen_opts {
+    /* negative NULL: the encoding of "" (SD 1.x/2.x), or zeros for a model with
+     * force_zeros_for_empty_prompt (SDXL), as diffusers' pipelines */
     const char *prompt, *negative;
     int width, height;          /* multiples of 8 (of the VAE factor) */
     int batch;
@@ -30,9 +32,18 @@ typedef struct vkl_gen_opts {
     vkl_vae_tiling vae_tiling;  /* decoding in tiles (default: AUTO, 64 with 16 of overlap) */
     vkl_step_fn progress;
     void *progress_user;
+    /* SDXL size conditioning (add_time_ids): original size, crop top-left and
+     * target size; 0 sizes mean the image size (diffusers' defaults) */
+    int original_width, original_height;
+    int crop_left, crop_top;
+    int target_width, target_height;
 } vkl_gen_opts;
 
 void vkl_gen_opts_default(vkl_gen_opts *o);
+
+/* SDXL's add_time_ids for o: [orig_h, orig_w, crop_top, crop_left, target_h,
+ * target_w], the sizes defaulting to o's image size (diffusers' defaults). */
+void vkl_gen_time_ids(const vkl_gen_opts *o, float ids[6]);
 
 typedef struct vkl_gen_result {
     int batch, width, height;

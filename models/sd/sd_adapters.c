@@ -49,6 +49,7 @@ int vkl_sd_adapters_apply(vkl_sd_model *m, const char *const *paths, const float
         return -1;
     m->unet.lora = a->set;
     m->te.lora = a->set;
+    m->te2.lora = a->set; /* SDXL's text_encoder_2 modules; unused otherwise */
     return 0;
 }
 
@@ -66,6 +67,7 @@ void vkl_sd_adapters_free(vkl_sd_adapters *a)
     if (a->m && a->set) {
         a->m->unet.lora = NULL;
         a->m->te.lora = NULL;
+        a->m->te2.lora = NULL;
     }
     vkl_lora_set_free(a->set);
     for (int i = 0; i < a->n; i++) vkl_lora_free(&a->lora[i]);

@@ -77,6 +77,9 @@ void vkl_sd_config_family_defaults(vkl_sd_config *c, vkl_sd_family f)
     s->steps_offset = 1;
     s->set_alpha_to_one = 0;
     s->clip_sample = 0;
+    /* SDXL base's scheduler_config.json: "leading" (diffusers uses it for
+     * single files too) */
+    s->timestep_spacing = f == VKL_SD_FAMILY_SDXL ? 1 : 0;
 }
 
 static int positive(int v, const char *field, vkl_err *e)
@@ -258,7 +261,7 @@ int vkl_sd_config_diff(const vkl_sd_config *a, const vkl_sd_config *b, char *buf
         diff_text(&d, &a->te[i], &b->te[i], i ? "text_encoder_2" : "text_encoder");
     const vkl_sd_sched_config *sa = &a->sched, *sb = &b->sched;
 #define SI(x) di(&d, "scheduler." #x, sa->x, sb->x)
-    SI(beta_schedule); SI(train_steps); SI(prediction); SI(steps_offset); SI(set_alpha_to_one);
+    SI(beta_schedule); SI(train_steps); SI(prediction); SI(steps_offset); SI(set_alpha_to_one); SI(timestep_spacing);
     SI(clip_sample);
 #undef SI
     df(&d, "scheduler.beta_start", sa->beta_start, sb->beta_start);

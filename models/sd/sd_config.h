@@ -97,6 +97,10 @@ typedef struct vkl_sd_sched_config {
     int steps_offset;
     int set_alpha_to_one;
     int clip_sample;
+    /* scheduler_config.json's timestep_spacing as a vkl_timestep_spacing value
+     * (0: not stated, the scheduler class's default; 1 leading, 2 linspace,
+     * 3 trailing); SDXL's config says "leading" */
+    int timestep_spacing;
 } vkl_sd_sched_config;
 
 typedef struct vkl_sd_config {

@@ -385,6 +385,16 @@ int vkl_sd_sched_config_from_json(const char *text, const char *label, vkl_sd_sc
             goto done;
         }
     }
+    const char *sp = get_str(j, "timestep_spacing");
+    if (sp) {
+        if (!strcmp(sp, "leading")) s->timestep_spacing = 1;
+        else if (!strcmp(sp, "linspace")) s->timestep_spacing = 2;
+        else if (!strcmp(sp, "trailing")) s->timestep_spacing = 3;
+        else {
+            vkl_fail(e, "%s: timestep_spacing \"%s\" is not supported (leading, linspace, trailing)", label, sp);
+            goto done;
+        }
+    }
     const char *p = get_str(j, "prediction_type");
     if (p) {
         if (!strcmp(p, "epsilon")) s->prediction = VKL_SD_PRED_EPSILON;

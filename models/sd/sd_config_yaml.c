@@ -65,7 +65,9 @@ static void strip_comment(char *s)
 
 static int yaml_parse(const char *text, const char *label, yaml_doc *d, vkl_err *e)
 {
-    struct { int indent; char key[96]; int items; } st[YAML_MAX_DEPTH];
+    /* item: the frame is a mapping that is a list item ("- key: value"),
+     * named by its index; the next "-" at its indentation ends it */
+    struct { int indent; char key[96]; int items; int item; } st[YAML_MAX_DEPTH];
     int depth = 0, lineno = 0;
     const char *p = text;
     char line[1024];
@@ -89,16 +91,32 @@ static int yaml_parse(const char *text, const char *label, yaml_doc *d, vkl_err 
         int item = c[0] == '-' && (c[1] == ' ' || c[1] == 0);
         if (item) {
             /* Items may sit at their parent key's indentation. */
-            while (depth && st[depth - 1].indent > indent) depth--;
+            while (depth && (st[depth - 1].indent > indent || (st[depth - 1].item && st[depth - 1].indent >= indent)))
+                depth--;
             if (!depth) return vkl_fail(e, "%s:%d: list item outside a mapping", label, lineno);
-            char path[320] = "";
-            for (int i = 0; i < depth; i++)
-                snprintf(path + strlen(path), sizeof path - strlen(path), "%s%s", i ? "." : "",
-                         st[i].key);
-            snprintf(path + strlen(path), sizeof path - strlen(path), ".%d",
-                     st[depth - 1].items++);
-            if (yaml_add(d, path, trim(c + 1))) return vkl_fail(e, "%s: out of memory", label);
-            continue;
+            int idx = st[depth - 1].items++;
+            char *body = c + 1;
+            body += strspn(body, " ");
+            int is_map = (strstr(body, ": ") || (*body && body[strlen(body) - 1] == ':')) && body[0] != '"' &&
+                         body[0] != '\'' && body[0] != '{' && body[0] != '[';
+            if (!is_map) {
+                char path[320] = "";
+                for (int i = 0; i < depth; i++)
+                    snprintf(path + strlen(path), sizeof path - strlen(path), "%s%s", i ? "." : "", st[i].key);
+                snprintf(path + strlen(path), sizeof path - strlen(path), ".%d", idx);
+                if (yaml_add(d, path, trim(body))) return vkl_fail(e, "%s: out of memory", label);
+                continue;
+            }
+            /* "- key: value": a mapping item; its keys sit at the body's column */
+            if (depth == YAML_MAX_DEPTH)
+                return vkl_fail(e, "%s:%d: nested more than %d levels", label, lineno, YAML_MAX_DEPTH);
+            st[depth].indent = indent;
+            st[depth].items = 0;
+            st[depth].item = 1;
+            snprintf(st[depth].key, sizeof st[depth].key, "%d", idx);
+            depth++;
+            indent = (int)(body - line);
+            c = body;
         }
         char *colon = strstr(c, ": ");
         if (!colon) {
@@ -115,6 +133,7 @@ static int yaml_parse(const char *text, const char *label, yaml_doc *d, vkl_err 
                                 YAML_MAX_DEPTH);
             st[depth].indent = indent;
             st[depth].items = 0;
+            st[depth].item = 0;
             snprintf(st[depth].key, sizeof st[depth].key, "%s", key);
             depth++;
             continue;
@@ -155,6 +174,16 @@ static int yfloat(const yaml_doc *d, const char *path, float *dst, const char *l
     if (*end || end == s) return vkl_fail(e, "%s: %s: \"%s\" is not a number", label, path, s);
     *dst = v;
     return 1;
+}
+
+static int read_act(const yaml_doc *d, const char *key, vkl_sd_act *act, const char *label, vkl_err *e)
+{
+    const char *a = yget(d, key);
+    if (!a) return 0;
+    if (!strcmp(a, "quick_gelu")) *act = VKL_SD_ACT_QUICK_GELU;
+    else if (!strcmp(a, "gelu")) *act = VKL_SD_ACT_GELU;
+    else return vkl_fail(e, "%s: %s \"%s\" is not supported", label, key, a);
+    return 0;
 }
 
 static int apply(const yaml_doc *d, const char *label, vkl_sd_config *c, vkl_err *e)
@@ -206,11 +235,21 @@ static int apply(const yaml_doc *d, const char *label, vkl_sd_config *c, vkl_err
     snprintf(k, sizeof k, "%s.heads", T);
     if (yint(d, k, &c->te[0].heads, label, e) < 0) return -1;
     snprintf(k, sizeof k, "%s.act", T);
-    const char *act = yget(d, k);
-    if (act) {
-        if (!strcmp(act, "quick_gelu")) c->te[0].act = VKL_SD_ACT_QUICK_GELU;
-        else if (!strcmp(act, "gelu")) c->te[0].act = VKL_SD_ACT_GELU;
-        else return vkl_fail(e, "%s: %s \"%s\" is not supported", label, k, act);
+    if (read_act(d, k, &c->te[0].act, label, e)) return -1;
+    /* SGM (XL): the text embedders are items of conditioner_config's
+     * emb_models; small test models record their sizes the same way */
+    for (int i = 0; i < 16; i++) {
+        char base[200];
+        snprintf(base, sizeof base, "model.params.conditioner_config.params.emb_models.%d", i);
+        snprintf(k, sizeof k, "%s.target", base);
+        const char *target = yget(d, k);
+        if (!target) continue;
+        int which = strstr(target, "FrozenOpenCLIPEmbedder2") ? 1 : strstr(target, "FrozenCLIPEmbedder") ? 0 : -1;
+        if (which < 0 || which >= c->n_text_encoders) continue;
+        snprintf(k, sizeof k, "%s.params.heads", base);
+        if (yint(d, k, &c->te[which].heads, label, e) < 0) return -1;
+        snprintf(k, sizeof k, "%s.params.act", base);
+        if (read_act(d, k, &c->te[which].act, label, e)) return -1;
     }
     return 0;
 }

@@ -102,11 +102,12 @@ int vkl_sd_write_random_folder(const char *configs_dir, const char *tokenizer_di
         rc = vkl_sd_config_read_diffusers(tmp, &cfg, e);
         if (rc) vkl_err_prefix(e, "%s: ", configs_dir);
     }
-    if (!rc && cfg.n_text_encoders != 1)
-        rc = vkl_fail(e, "%s: one text encoder is written (SD 1.x/2.x architecture)", configs_dir);
     if (!rc) rc = vkl_sd_params_build(&cfg, &ps, e);
-    static const char *parts[] = {"unet", "vae", "text_encoder"};
-    for (int i = 0; i < 3 && !rc; i++) rc = write_random_part(&cfg, &ps, parts[i], tmp, dtype, seed, e);
+    /* SDXL-style configs also get text_encoder_2 (their tokenizer_2/ is copied
+     * with the configs) */
+    static const char *parts[] = {"unet", "vae", "text_encoder", "text_encoder_2"};
+    for (int i = 0; i < 2 + cfg.n_text_encoders && !rc; i++)
+        rc = write_random_part(&cfg, &ps, parts[i], tmp, dtype, seed, e);
     vkl_sd_params_free(&ps);
     if (!rc) rc = vkl_dir_install(tmp, out, force, e);
     if (rc) vkl_dir_remove(tmp, &e2);

@@ -13,7 +13,8 @@
 /* A diffusers folder with random weights (sd_random.h's rule) for the
  * architecture that configs_dir's config files describe (model_index.json,
  * scheduler/scheduler_config.json, unet/config.json, vae/config.json,
- * text_encoder/config.json; other files there are copied too). The files of
+ * text_encoder/config.json, and text_encoder_2/config.json for SDXL-style
+ * configs; other files there, such as tokenizer_2/, are copied too). The files of
  * tokenizer_dir (may be NULL when configs_dir has tokenizer/) become
  * out/tokenizer/. Matrices are written as dtype (f16 or f32), vectors f32. */
 int vkl_sd_write_random_folder(const char *configs_dir, const char *tokenizer_dir, const char *out, vkl_dtype dtype,

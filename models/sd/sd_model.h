@@ -30,6 +30,13 @@ typedef struct vkl_sd_model {
     vkl_weights *w;
     vkl_clip_tokenizer *tok;
     vkl_clip_text te;
+    /* SDXL: the second tokenizer and text encoder (NULL / unused otherwise) */
+    vkl_clip_tokenizer *tok2;
+    vkl_clip_text te2;
+    /* diffusers' force_zeros_for_empty_prompt (model_index.json; SDXL single
+     * files: on, as diffusers loads them): without a negative prompt the
+     * unconditional context and pooled embedding are zeros */
+    int force_zeros_for_empty_prompt;
     vkl_unet unet;
     vkl_vae vae;
     char path[1024];
@@ -68,6 +75,22 @@ int vkl_sd_text_tokens(const vkl_sd_model *m);
  * count. plain: no emphasis syntax. */
 int vkl_sd_encode_prompt(vkl_sd_model *m, const char *prompt, int clip_skip, int plain, int min_chunks, float **out,
                          int *chunks, vkl_err *e);
+
+/* Width of the context rows vkl_sd_encode_prompt writes: the text encoder's,
+ * or for SDXL both encoders' together. */
+int vkl_sd_context_width(const vkl_sd_model *m);
+/* Width of the pooled embedding (SDXL's projected text_encoder_2 output), 0
+ * for models without one. */
+int vkl_sd_pooled_width(const vkl_sd_model *m);
+
+/* vkl_sd_encode_prompt that also returns SDXL's pooled embedding of the
+ * prompt's first chunk (as AUTOMATIC1111 pools long prompts): *pooled is
+ * malloc'd [vkl_sd_pooled_width] (pooled may be NULL; set to NULL for models
+ * without one). For SDXL both tokenizers encode the prompt, each encoder's
+ * context gets its own emphasis, and clip_skip 1 is the penultimate layers
+ * SDXL conditions on (2: one layer earlier, diffusers' clip_skip=1). */
+int vkl_sd_encode_prompt_pooled(vkl_sd_model *m, const char *prompt, int clip_skip, int plain, int min_chunks,
+                                float **out, float **pooled, int *chunks, vkl_err *e);
 
 #ifdef __cplusplus
 }

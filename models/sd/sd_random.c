@@ -95,6 +95,67 @@ int vkl_vae_random_weights(vkl_ctx *c, const vkl_sd_vae_config *cfg, vkl_dtype d
     return rc;
 }
 
+/* A fused original tensor (OpenCLIP's in_proj: q, k, v stacked along rows)
+ * collected from its parts. */
+typedef struct fused {
+    char name[256];
+    float *data;
+    int filled, parts, ndim;
+    int64_t shape[4];
+} fused;
+
+/* Adds x, the values of p, to the checkpoint under its original name; fused
+ * parts wait in fu until every part is in. keep collects what the writer
+ * references until it finishes. */
+static int add_original(vkl_st_writer *w, const vkl_sd_param *p, const vkl_sd_src_name *cand, const float *x,
+                        vkl_dtype dt, fused *fu, int *nfu, void **keep, int *nkeep, vkl_err *e)
+{
+    uint64_t n = nelem(p);
+    int64_t shape[4] = {p->shape[0], p->shape[1], p->shape[2], p->shape[3]};
+    int ndim = p->ndim;
+    const float *src = x;
+    float *tmp = NULL;
+    if (cand->xform == VKL_SD_X_SPLIT) {
+        fused *f = NULL;
+        for (int k = 0; k < *nfu && !f; k++)
+            if (!strcmp(fu[k].name, cand->name)) f = &fu[k];
+        if (!f) {
+            f = &fu[(*nfu)++];
+            snprintf(f->name, sizeof f->name, "%s", cand->name);
+            f->parts = cand->parts;
+            f->ndim = ndim;
+            memcpy(f->shape, shape, sizeof shape);
+            f->shape[0] *= cand->parts;
+            if (!(f->data = malloc(sizeof(float) * n * (size_t)cand->parts))) return vkl_fail(e, "out of host memory");
+        }
+        memcpy(f->data + (size_t)cand->part * n, x, sizeof(float) * n);
+        if (++f->filled < f->parts) return 0;
+        src = f->data;
+        n *= (uint64_t)f->parts;
+        ndim = f->ndim;
+        memcpy(shape, f->shape, sizeof shape);
+    } else if (cand->xform == VKL_SD_X_TRANSPOSE) {
+        /* OpenCLIP's text_projection is x @ P: the Linear weight transposed */
+        int64_t a = p->shape[0], b = p->shape[1];
+        if (!(tmp = malloc(sizeof(float) * n))) return vkl_fail(e, "out of host memory");
+        for (int64_t i = 0; i < a; i++)
+            for (int64_t j = 0; j < b; j++) tmp[j * a + i] = x[i * b + j];
+        shape[0] = b;
+        shape[1] = a;
+        src = tmp;
+    } else if (!strncmp(p->name, "vae.", 4) && strstr(p->name, "mid_block.attentions") && p->ndim == 2) {
+        /* the original VAE keeps its mid-block attention projections as 1x1 convolutions */
+        shape[2] = shape[3] = 1;
+        ndim = 4;
+    }
+    void *out = malloc(vkl_dtype_size(dt) * (n ? n : 1));
+    int rc = out ? vkl_convert_host(src, VKL_F32, out, dt, n, e) : vkl_fail(e, "out of host memory");
+    free(tmp);
+    if (out) keep[(*nkeep)++] = out;
+    if (!rc) rc = vkl_st_writer_add_ref(w, cand->name, dt, ndim, shape, out, e);
+    return rc;
+}
+
 int vkl_sd_write_random_checkpoint(const vkl_sd_config *cfg, const char *path, vkl_dtype dtype, uint64_t seed,
                                    vkl_err *e)
 {
@@ -102,8 +163,10 @@ int vkl_sd_write_random_checkpoint(const vkl_sd_config *cfg, const char *path, v
     memset(&ps, 0, sizeof ps);
     if (vkl_sd_params_build(cfg, &ps, e)) return -1;
     vkl_st_writer *w = vkl_st_writer_new();
-    void **keep = calloc((size_t)ps.n, sizeof *keep);
-    int rc = (!w || !keep) ? vkl_fail(e, "out of host memory") : 0;
+    void **keep = calloc((size_t)ps.n + 1, sizeof *keep);
+    fused *fu = calloc((size_t)ps.n + 1, sizeof *fu);
+    int nkeep = 0, nfu = 0;
+    int rc = (!w || !keep || !fu) ? vkl_fail(e, "out of host memory") : 0;
     for (int i = 0; i < ps.n && !rc; i++) {
         const vkl_sd_param *p = &ps.v[i];
         vkl_sd_src_name cand[4];
@@ -114,30 +177,23 @@ int vkl_sd_write_random_checkpoint(const vkl_sd_config *cfg, const char *path, v
         }
         uint64_t n = nelem(p);
         float *x = malloc(sizeof(float) * (n ? n : 1));
-        vkl_dtype dt = p->ndim >= 2 ? dtype : VKL_F32;
-        keep[i] = malloc(vkl_dtype_size(dt) * (n ? n : 1));
-        if (!x || !keep[i]) {
-            free(x);
+        if (!x) {
             rc = vkl_fail(e, "out of host memory");
             break;
         }
         vkl_sd_random_fill(p, i, seed, x, n);
-        rc = vkl_convert_host(x, VKL_F32, keep[i], dt, n, e);
+        rc = add_original(w, p, &cand[0], x, p->ndim >= 2 ? dtype : VKL_F32, fu, &nfu, keep, &nkeep, e);
         free(x);
-        /* the original VAE keeps its mid-block attention projections as 1x1 convolutions */
-        int64_t shape[4] = {p->shape[0], p->shape[1], p->shape[2], p->shape[3]};
-        int ndim = p->ndim;
-        if (!strncmp(p->name, "vae.", 4) && strstr(p->name, "mid_block.attentions") && p->ndim == 2) {
-            shape[2] = shape[3] = 1;
-            ndim = 4;
-        }
-        if (!rc) rc = vkl_st_writer_add_ref(w, cand[0].name, dt, ndim, shape, keep[i], e);
     }
+    for (int k = 0; k < nfu && !rc; k++)
+        if (fu[k].filled != fu[k].parts) rc = vkl_fail(e, "%s: %d of %d parts", fu[k].name, fu[k].filled, fu[k].parts);
     if (!rc) rc = vkl_st_writer_meta(w, "vklora", "random weights (vklora init-model)", e);
     if (!rc) rc = vkl_st_writer_finish(w, path, e);
     vkl_st_writer_free(w);
-    for (int i = 0; keep && i < ps.n; i++) free(keep[i]);
+    for (int i = 0; keep && i < nkeep; i++) free(keep[i]);
+    for (int k = 0; fu && k < nfu; k++) free(fu[k].data);
     free(keep);
+    free(fu);
     vkl_sd_params_free(&ps);
     return rc;
 }

@@ -22,7 +22,8 @@ int vkl_sd_random_weights(vkl_ctx *c, const vkl_sd_config *cfg, const char *pref
  * parameter list, so these differ from a whole model's VAE of the same seed. */
 int vkl_vae_random_weights(vkl_ctx *c, const vkl_sd_vae_config *cfg, vkl_dtype dtype, uint64_t seed, vkl_weights *w,
                            vkl_err *e);
-/* A single-file checkpoint in the original (LDM) layout, written atomically. */
+/* A single-file checkpoint in the original layout (LDM; SGM for SDXL, with
+ * OpenCLIP's fused in_proj and transposed text_projection), written atomically. */
 int vkl_sd_write_random_checkpoint(const vkl_sd_config *cfg, const char *path, vkl_dtype dtype, uint64_t seed,
                                    vkl_err *e);
 

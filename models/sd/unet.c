@@ -16,6 +16,38 @@ vkl_tensor *vkl_unet_forward(vkl_graph *g, const vkl_unet *m, vkl_tensor *sample
 vkl_tensor *vkl_unet_forward_ex(vkl_graph *g, const vkl_unet *m, int act16, vkl_tensor *sample, vkl_tensor *t,
                                 vkl_tensor *ctx, vkl_unet_taps *taps)
 {
+    return vkl_unet_forward_added(g, m, act16, sample, t, ctx, NULL, taps);
+}
+
+/* SDXL's aug_emb: add_embedding([text_embeds | sinusoids of the 6 time ids]).
+ * Each id gets the same sinusoid as the timestep, of width
+ * addition_time_embed_dim, id 0's values first. */
+static vkl_tensor *added_embedding(vkl_sd_net *n, const vkl_sd_unet_config *c, const vkl_unet_added *add,
+                                   int64_t B, vkl_unet_taps *taps)
+{
+    vkl_graph *g = n->g;
+    vkl_tensor *te = add->text_embeds, *ids = add->time_ids;
+    if (te->ndim != 2 || te->shape[0] != B || ids->ndim != 2 || ids->shape[0] != B || ids->shape[1] != 6)
+        return vkl_graph_set_error(g, "unet: added conditioning needs text_embeds [%lld, P] and time_ids [%lld, 6]",
+                                   (long long)B, (long long)B);
+    int dim = c->addition_time_embed_dim;
+    if (te->shape[1] + 6 * dim != c->projection_class_embeddings_input_dim)
+        return vkl_graph_set_error(g, "unet: pooled text width %lld + 6 x %d time-id sinusoids is not add_embedding's "
+                                      "input width %d", (long long)te->shape[1], dim,
+                                   c->projection_class_embeddings_input_dim);
+    vkl_tensor *flat = vkl_reshape(g, vkl_contiguous(g, ids), 1, (int64_t[]){6 * B});
+    vkl_tensor *tp = vkl_timestep_embedding(g, flat, dim, c->flip_sin_to_cos, (float)c->freq_shift, 10000.0f);
+    if (taps) taps->add_time_proj = tp;
+    vkl_tensor *x = vkl_concat(g, te, vkl_reshape(g, tp, 2, (int64_t[]){B, 6 * (int64_t)dim}), 1);
+    x = vkl_sd_linear(n, x, "unet.add_embedding.linear_1");
+    x = vkl_sd_linear(n, vkl_silu(g, x), "unet.add_embedding.linear_2");
+    if (taps) taps->add_embedding = x;
+    return x;
+}
+
+vkl_tensor *vkl_unet_forward_added(vkl_graph *g, const vkl_unet *m, int act16, vkl_tensor *sample, vkl_tensor *t,
+                                   vkl_tensor *ctx, const vkl_unet_added *add, vkl_unet_taps *taps)
+{
     if (!sample || !t || !ctx || vkl_graph_failed(g)) return NULL;
     const vkl_sd_unet_config *c = m->cfg;
     vkl_sd_net n = {g, m->w, m->lora, act16};
@@ -34,6 +66,13 @@ vkl_tensor *vkl_unet_forward_ex(vkl_graph *g, const vkl_unet *m, int act16, vkl_
     temb = vkl_sd_linear(&n, temb, "unet.time_embedding.linear_1");
     temb = vkl_sd_linear(&n, vkl_silu(g, temb), "unet.time_embedding.linear_2");
     if (taps) taps->time_embedding = temb;
+    int has_add = add && add->text_embeds && add->time_ids;
+    if (c->add_text_time != has_add)
+        return vkl_graph_set_error(g, c->add_text_time ? "unet: this model needs the added conditioning (pooled text "
+                                                         "embedding and size/crop time ids)"
+                                                       : "unet: this model takes no added conditioning");
+    if (has_add) temb = vkl_add(g, temb, added_embedding(&n, c, add, sample->shape[0], taps));
+    if (taps) taps->emb = temb;
     vkl_tensor *temb_silu = vkl_silu(g, temb);
 
     /* with act16 the skip connections (kept until the up blocks) and every

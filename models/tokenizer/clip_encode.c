@@ -1,5 +1,6 @@
-/* Prompt -> token ids: special tokens are cut out of the raw text first (as
- * transformers' added-token split does, case-sensitively), each piece between
+/* Prompt -> token ids: special tokens (BOS, EOS, and a pad token such as "!")
+ * are cut out of the raw text first (as transformers' added-token split does,
+ * case-sensitively), each piece between
  * them is cleaned, pre-split and BPE-encoded. */
 #include <stdlib.h>
 #include <string.h>
@@ -19,15 +20,24 @@ static int span_is(const uint32_t *s, size_t n, const char *lit)
     return 1;
 }
 
-static size_t special_at(const uint32_t *s, size_t n, size_t i)
+/* Length of the special token at s[i] (0 when none) and its id. The pad
+ * token counts when it is not BOS/EOS (see clip_pad.c). */
+static size_t special_at(const vkl_clip_tokenizer *t, const uint32_t *s, size_t n, size_t i, int32_t *id)
 {
-    if (s[i] != '<')
-        return 0;
     size_t a = strlen(SOT), b = strlen(EOT);
-    if (i + a <= n && span_is(s + i, a, SOT))
+    if (s[i] == '<' && i + a <= n && span_is(s + i, a, SOT)) {
+        *id = t->bos;
         return a;
-    if (i + b <= n && span_is(s + i, b, EOT))
+    }
+    if (s[i] == '<' && i + b <= n && span_is(s + i, b, EOT)) {
+        *id = t->eos;
         return b;
+    }
+    size_t k = t->pad_text.n;
+    if (k && i + k <= n && memcmp(s + i, t->pad_text.v, k * sizeof *s) == 0) {
+        *id = t->pad;
+        return k;
+    }
     return 0;
 }
 
@@ -93,14 +103,15 @@ int vkl_clip_encode(vkl_clip_tokenizer *t, const char *text, size_t len, unsigne
     size_t piece = 0, i = 0;
     int rc = 0;
     while (i <= cps.n && !rc) {
-        size_t sp = i < cps.n ? special_at(cps.v, cps.n, i) : 0;
+        int32_t sp_id = -1;
+        size_t sp = i < cps.n ? special_at(t, cps.v, cps.n, i, &sp_id) : 0;
         if (i < cps.n && !sp) {
             i++;
             continue;
         }
         if (i > piece)
             rc = encode_piece(t, cps.v + piece, i - piece, flags, &out, e);
-        if (!rc && sp && vkl_i32buf_push(&out, sp == strlen(SOT) ? t->bos : t->eos))
+        if (!rc && sp && vkl_i32buf_push(&out, sp_id))
             rc = vkl_fail(e, "out of memory");
         if (i == cps.n)
             break;
@@ -129,7 +140,7 @@ int vkl_clip_encode_padded(vkl_clip_tokenizer *t, const char *text, unsigned fla
     if (keep)
         memcpy(out + 1, ids, keep * sizeof *ids);
     for (size_t i = keep + 1; i < VKL_CLIP_CONTEXT; i++)
-        out[i] = t->eos;
+        out[i] = i == keep + 1 ? t->eos : t->pad;
     free(ids);
     if (n_content)
         *n_content = n;

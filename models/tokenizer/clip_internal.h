@@ -22,6 +22,12 @@ struct vkl_clip_tokenizer {
     size_t n_vocab;
     size_t str_off_cap;   /* ids str_off has room for (grown geometrically) */
     int32_t bos, eos;
+    /* Padding after EOS: the tokenizer config's pad_token (EOS when none).
+     * A pad token other than BOS/EOS is also a special token that
+     * transformers cuts out of the raw text (SDXL's tokenizer_2 and SD 2.x
+     * pad with "!"): pad_text holds its code points then (n 0 otherwise). */
+    int32_t pad;
+    vkl_ucbuf pad_text;
     int32_t byte_id[256];     /* id of each byte as a word-inner symbol */
     int32_t byte_eow_id[256]; /* ... and as a word's last symbol ("x</w>") */
     /* merges: (left id, right id) -> rank and merged id */
@@ -63,6 +69,9 @@ uint32_t vkl_clip_merge_find(const vkl_clip_tokenizer *t, int32_t a, int32_t b, 
 /* The whole file (up to 64 MiB) into *buf (malloc'd, NUL-terminated). */
 int vkl_clip_read_file(const char *path, char **buf, size_t *len, vkl_err *e);
 int vkl_clip_load_folder(vkl_clip_tokenizer *t, const char *dir, vkl_err *e);
+/* pad_token of a tokenizer folder's tokenizer_config.json, overridden by its
+ * special_tokens_map.json as transformers does (clip_pad.c); EOS without one. */
+int vkl_clip_pad_from_folder(vkl_clip_tokenizer *t, const char *dir, vkl_err *e);
 int vkl_clip_load_bpe_gz(vkl_clip_tokenizer *t, const char *file, vkl_err *e);
 
 /* Byte-level BPE of one pre-split word (raw UTF-8 bytes); ids appended. */

@@ -307,7 +307,7 @@ static int ends_with(const char *s, const char *tail)
 static int load_dir(vkl_clip_tokenizer *t, const char *dir, vkl_err *e)
 {
     if (folder_has(dir, "vocab.json") && folder_has(dir, "merges.txt"))
-        return vkl_clip_load_folder(t, dir, e);
+        return vkl_clip_load_folder(t, dir, e) || vkl_clip_pad_from_folder(t, dir, e) ? -1 : 0;
     char file[4096], config[4096];
     if (join(file, sizeof file, dir, "tokenizer.json", e) || join(config, sizeof config, dir, "tokenizer_config.json", e))
         return -1;
@@ -325,6 +325,7 @@ int vkl_clip_tokenizer_load(vkl_clip_tokenizer **out, const char *path, vkl_err 
         free(t);
         return vkl_fail(e, "out of memory loading %s", where);
     }
+    t->pad = -1;
     int rc = is_dir(where) ? load_dir(t, where, e)
              : ends_with(where, ".json") ? vkl_wl_load(t, where, NULL, e)
                                          : vkl_clip_load_bpe_gz(t, where, e);
@@ -332,6 +333,8 @@ int vkl_clip_tokenizer_load(vkl_clip_tokenizer **out, const char *path, vkl_err 
         vkl_clip_tokenizer_free(t);
         return -1;
     }
+    if (t->pad < 0)
+        t->pad = t->eos; /* no pad_token in a config: pad with EOS, as SD 1.x */
     *out = t;
     return 0;
 }
@@ -341,6 +344,7 @@ void vkl_clip_tokenizer_free(vkl_clip_tokenizer *t)
     if (!t)
         return;
     free(t->source);
+    vkl_ucbuf_free(&t->pad_text);
     vkl_strmap_free(&t->vocab);
     free(t->strs);
     free(t->str_off);

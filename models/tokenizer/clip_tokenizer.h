@@ -42,6 +42,15 @@ void vkl_clip_tokenizer_free(vkl_clip_tokenizer *t);
 size_t vkl_clip_vocab_size(const vkl_clip_tokenizer *t);
 int32_t vkl_clip_bos(const vkl_clip_tokenizer *t); /* <|startoftext|>, 49406 for CLIP */
 int32_t vkl_clip_eos(const vkl_clip_tokenizer *t); /* <|endoftext|>, 49407; SD 1.x pads with it */
+/* The id rows are padded with after their EOS: the folder's pad_token
+ * (tokenizer_config.json / special_tokens_map.json), else EOS. SDXL's
+ * tokenizer_2 and SD 2.x tokenizers pad with "!" (id 0). */
+int32_t vkl_clip_pad(const vkl_clip_tokenizer *t);
+/* Sets the pad token (byte-level string, e.g. "!" or "<|endoftext|>"), for a
+ * vocabulary that came without a config (a single-file checkpoint's second
+ * encoder). A pad token other than BOS/EOS is split out of prompts as a
+ * special token, as transformers does; "" or NULL restores EOS padding. */
+int vkl_clip_set_pad(vkl_clip_tokenizer *t, const char *token, vkl_err *e);
 /* Token string in byte-level form ("photo</w>", "Ã©"); NULL when id is out of range. */
 const char *vkl_clip_token_str(const vkl_clip_tokenizer *t, int32_t id);
 /* Id of a token string in byte-level form, -1 when absent. */
@@ -63,7 +72,7 @@ int vkl_clip_encode(vkl_clip_tokenizer *t, const char *text, size_t len, unsigne
                     int32_t **ids, size_t *n, vkl_err *e);
 
 /* One encoder row as SD pipelines build it: BOS, the first 75 content ids,
- * EOS, then EOS padding up to 77. *n_content (may be NULL) gets the untruncated
+ * EOS, then the pad id up to 77. *n_content (may be NULL) gets the untruncated
  * content length so callers can warn about truncation. */
 int vkl_clip_encode_padded(vkl_clip_tokenizer *t, const char *text, unsigned flags,
                            int32_t out[VKL_CLIP_CONTEXT], size_t *n_content, vkl_err *e);
@@ -92,7 +101,8 @@ typedef struct {
 } vkl_prompt_opts;
 
 /* A prompt as rows for the text encoder: n_chunks rows of 77 ids
- * (BOS, 75 ids or EOS padding, EOS) and a weight per id (1.0 for BOS, EOS and
+ * (BOS, up to 75 ids, EOS, then the pad id; A1111 likewise pads after the
+ * first EOS with the model's pad id) and a weight per id (1.0 for BOS, EOS and
  * padding). Prompts longer than 75 ids, or with BREAK, take several rows, cut
  * as A1111 cuts them (moving the words after a recent comma to the next row). */
 typedef struct {

@@ -37,11 +37,12 @@ static int next_chunk(packer *p, int is_last)
     float *wr = o->weights + o->n_chunks * VKL_CLIP_CONTEXT;
     row[0] = p->t->bos;
     wr[0] = 1.0f;
-    for (size_t i = 0; i < VKL_CLIP_CHUNK; i++) {
-        row[1 + i] = i < p->n ? p->ids[i] : p->t->eos;
+    /* BOS, ids, EOS, then padding: A1111 also pads after the first EOS with
+     * the model's pad id (0 for OpenCLIP encoders) */
+    for (size_t i = 0; i < VKL_CLIP_CHUNK + 1; i++) {
+        row[1 + i] = i < p->n ? p->ids[i] : i == p->n ? p->t->eos : p->t->pad;
         wr[1 + i] = i < p->n ? p->w[i] : 1.0f;
     }
-    row[VKL_CLIP_CONTEXT - 1] = p->t->eos;
     wr[VKL_CLIP_CONTEXT - 1] = 1.0f;
     o->n_chunks++;
     p->n = 0;

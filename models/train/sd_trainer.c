@@ -660,6 +660,10 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         if (c->force && vkl_dir_remove(state_dir, e)) return -1;
     }
     if (vkl_sd_model_load(ctx, c->model, &mo, &t.m, e)) goto done;
+    if (t.m->cfg->n_text_encoders != 1) {
+        vkl_fail(e, "%s is an SDXL model: vklora generates with SDXL but does not train it yet", c->model);
+        goto done;
+    }
     {
         const char *sl = strrchr(c->model, '/');
         snprintf(t.model_name, sizeof t.model_name, "%s", sl && sl[1] ? sl + 1 : c->model);

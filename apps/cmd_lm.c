@@ -20,13 +20,15 @@ typedef vkl_app_lm_tok lm_tok;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vklora lm generate --model DIR --prompt TEXT [--max-tokens N] [--lora ADAPTER_DIR[:W]]...\n"
+    fprintf(f, "usage: vklora lm generate --model DIR|FILE.gguf --prompt TEXT [--max-tokens N] [--lora ADAPTER_DIR[:W]]...\n"
                "                          [--tokenizer tokenizer.model|tok.bin] [--weights f16|f32 (f32)] [--device N|cpu|gpu|NAME]\n"
                "Greedy decoding with a KV cache; prints the continuation. The tokenizer is DIR/tokenizer.model\n"
-               "(SentencePiece) unless --tokenizer names one (a .bin file is read as llama2.c's format).\n"
+               "(SentencePiece) unless --tokenizer names one (a .bin file is read as llama2.c's format); a GGUF\n"
+               "model (llama.cpp's format, any of F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K) carries its own.\n"
                "Adapters: PEFT folders (adapter_model.safetensors + adapter_config.json) of LoRA, DoRA or IA3;\n"
                "W scales LoRA's product, and IA3's vectors as 1 + W (l - 1) (1 = as PEFT).\n"
-               "       vklora lm train --model DIR --data FILE -o ADAPTER_DIR ... (lm train --help)\n");
+               "       vklora lm train --model DIR --data FILE -o ADAPTER_DIR ... (lm train --help)\n"
+               "       vklora lm convert --model DIR -o FILE.gguf [--quant TYPE] ... (lm convert --help)\n");
 }
 
 static int exists(const char *p)
@@ -219,11 +221,12 @@ int vkl_cmd_lm(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "generate")) return generate(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "train")) return vkl_cmd_lm_train(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "convert")) return vkl_cmd_lm_convert(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         usage(stdout);
         return 0;
     }
-    if (argc < 2) fprintf(stderr, "vklora lm: missing subcommand (generate, train)\n");
+    if (argc < 2) fprintf(stderr, "vklora lm: missing subcommand (generate, train, convert)\n");
     else fprintf(stderr, "vklora lm: unknown subcommand or option '%s'\n", argv[1]);
     usage(stderr);
     return 2;

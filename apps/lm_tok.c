@@ -1,5 +1,7 @@
 #include "lm_tok.h"
 
+#include "llama/llama_gguf.h"
+#include "tokenizer/sp_gguf.h"
 #include "tokenizer/tok_chunks.h"
 
 #include <stdio.h>
@@ -11,6 +13,13 @@ int vkl_app_lm_tok_open(const char *model, const char *path, int vocab, vkl_app_
 {
     char buf[4096];
     struct stat st;
+    if (!path && vkl_llama_is_gguf(model)) {
+        if (vkl_sp_load_gguf(model, &t->sp, e)) return -1;
+        if (vkl_sp_size(t->sp) > vocab)
+            return vkl_fail(e, "%s: the tokenizer has %d pieces, more than the model's vocabulary of %d", model,
+                            vkl_sp_size(t->sp), vocab);
+        return 0;
+    }
     if (!path) {
         snprintf(buf, sizeof buf, "%s/tokenizer.model", model);
         if (stat(buf, &st)) return vkl_fail(e, "%s has no tokenizer.model; name a tokenizer with --tokenizer", model);

@@ -12,7 +12,8 @@ typedef struct vkl_app_lm_tok {
     vkl_l2c_tok *l2c;
 } vkl_app_lm_tok;
 
-/* path NULL: model/tokenizer.model. Refuses a tokenizer larger than vocab. */
+/* path NULL: model/tokenizer.model, or the tokenizer in the metadata when
+ * model is a GGUF file. Refuses a tokenizer larger than vocab. */
 int vkl_app_lm_tok_open(const char *model, const char *path, int vocab, vkl_app_lm_tok *t, vkl_err *e);
 void vkl_app_lm_tok_free(vkl_app_lm_tok *t);
 /* BOS (bos, or 1 when the model names none) then the text's ids; *ids malloc'd. */

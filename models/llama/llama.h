@@ -43,7 +43,8 @@ typedef struct vkl_llama {
  * presence and shape before anything runs. */
 int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e);
 /* A llama2.c checkpoint (.bin, run.c's legacy format) as the same model
- * (llama2c_model.c); vkl_llama_load takes one when given a file. */
+ * (llama2c_model.c); vkl_llama_load takes one when given a file, or a GGUF
+ * file (llama_gguf.h) when the file starts with the GGUF magic. */
 int vkl_llama_load_llama2c(vkl_ctx *c, const char *path, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e);
 void vkl_llama_free(vkl_llama *m);
 

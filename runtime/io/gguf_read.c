@@ -227,9 +227,11 @@ static int parse_tensor_info(vkl_gguf_file *f, cur *c, vkl_gguf_tensor *t, int i
         t->nelem *= t->ne[i];
     }
     if (take(c, 4, &type) || take(c, 8, &t->offset)) return fail_trunc(e, L, "a tensor's type and offset");
-    if (t->nelem && overflow) return vkl_fail(e, "%s: tensor '%s': element count overflows 64 bits", L, t->name);
-    for (int i = 0; i < t->ndim; i++)
-        if (!t->ne[i]) t->nelem = 0;
+    /* an empty dimension makes an empty tensor however large the others are */
+    int empty = 0;
+    for (int i = 0; i < t->ndim; i++) empty |= !t->ne[i];
+    if (empty) t->nelem = 0;
+    else if (overflow) return vkl_fail(e, "%s: tensor '%s': element count overflows 64 bits", L, t->name);
     t->type = type > 1000 ? -1 : (int)type;
     int blk = vkl_gguf_type_block(t->type), bytes = vkl_gguf_type_bytes(t->type);
     if (!blk)
@@ -313,9 +315,9 @@ static int parse(vkl_gguf_file *f, vkl_err *e)
     if (version != 2 && version != 3)
         return vkl_fail(e, "%s: GGUF version %llu is not supported (2 and 3 are)", L, (unsigned long long)version);
     f->version = (uint32_t)version;
-    /* smallest entries: key length + 1 byte + type + 1-byte value; a tensor
+    /* smallest entries: key length + type + 1-byte value; a tensor
      * info is at least 8 + 1 + 4 + 8 + 4 + 8 bytes */
-    if (nkv > left(&c) / 14)
+    if (nkv > left(&c) / 13)
         return vkl_fail(e, "%s: %llu metadata entries cannot fit in the file (truncated or a lying count)", L,
                         (unsigned long long)nkv);
     if (nt > left(&c) / 33)

@@ -7,6 +7,7 @@
 #include "lm_data.h"
 #include "progress.h"
 
+#include "llama/llama_gguf.h"
 #include "llama/llama_lora_init.h"
 #include "llama/llama_train.h"
 #include "optim.h"
@@ -53,7 +54,7 @@ typedef struct args {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: vklora lm train --model DIR --data FILE -o ADAPTER_DIR [--network lora|dora|ia3]\n"
+            "usage: vklora lm train --model DIR|FILE.gguf --data FILE -o ADAPTER_DIR [--network lora|dora|ia3]\n"
             "         [--rank 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
             "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
@@ -470,14 +471,15 @@ int vkl_cmd_lm_train(int argc, char **argv)
     vkl_err e = {{0}};
     char cfgp[4200];
     vkl_llama_config cfg;
-    snprintf(cfgp, sizeof cfgp, "%s/config.json", a.model);
-    if (vkl_llama_config_read(cfgp, &cfg, &e)) {
+    int gguf = vkl_llama_is_gguf(a.model);
+    snprintf(cfgp, sizeof cfgp, gguf ? "%s" : "%s/config.json", a.model);
+    if (gguf ? vkl_llama_gguf_config(cfgp, &cfg, &e) : vkl_llama_config_read(cfgp, &cfg, &e)) {
         fprintf(stderr, "vklora lm train: %s\n", e.msg);
         return 1;
     }
     if (a.seq_len > cfg.max_pos) {
         fprintf(stderr, "vklora lm train: --seq-len %d exceeds the model's context of %d positions "
-                        "(max_position_embeddings in %s)\n", a.seq_len, cfg.max_pos, cfgp);
+                        "(max_position_embeddings or llama.context_length in %s)\n", a.seq_len, cfg.max_pos, cfgp);
         return 2;
     }
     struct stat sd;

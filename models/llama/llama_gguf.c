@@ -123,6 +123,15 @@ static int read_config(const vkl_gguf_file *f, vkl_llama_config *c, vkl_err *e)
     return 0;
 }
 
+int vkl_llama_gguf_config(const char *path, vkl_llama_config *c, vkl_err *e)
+{
+    vkl_gguf_file *f = NULL;
+    if (vkl_gguf_open(path, &f, e)) return -1;
+    int rc = read_config(f, c, e);
+    vkl_gguf_close(f);
+    return rc;
+}
+
 typedef struct want {
     char hf[96], gg[64];
     int ndim;

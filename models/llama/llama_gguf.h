@@ -28,6 +28,9 @@ int vkl_llama_gguf_permute_rows(uint8_t *rows, int heads, int hd, size_t row_byt
 /* True when the file at path starts with the GGUF magic. */
 int vkl_llama_is_gguf(const char *path);
 
+/* Only the hyper-parameters of a GGUF model (no upload). */
+int vkl_llama_gguf_config(const char *path, vkl_llama_config *c, vkl_err *e);
+
 /* The model of a GGUF file (general.architecture llama): hyper-parameters
  * from the llama.* keys, weights dequantised on the device into matrix_dtype
  * (vectors f32). */

@@ -5,6 +5,8 @@
 #include "app.h"
 
 #include "llama/llama_generate.h"
+#include "llama/llama_gguf.h"
+#include "llama/llama_lora_gguf.h"
 #include "llama/llama_lora_init.h"
 #include "lora_args.h"
 #include "lm_tok.h"
@@ -25,7 +27,8 @@ static void usage(FILE *f)
                "Greedy decoding with a KV cache; prints the continuation. The tokenizer is DIR/tokenizer.model\n"
                "(SentencePiece) unless --tokenizer names one (a .bin file is read as llama2.c's format); a GGUF\n"
                "model (llama.cpp's format, any of F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K) carries its own.\n"
-               "Adapters: PEFT folders (adapter_model.safetensors + adapter_config.json) of LoRA, DoRA or IA3;\n"
+               "Adapters: PEFT folders (adapter_model.safetensors + adapter_config.json) of LoRA, DoRA or IA3,\n"
+               "or GGUF LoRA adapters (llama.cpp's layout, e.g. lm train --format gguf's adapter_model.gguf);\n"
                "W scales LoRA's product, and IA3's vectors as 1 + W (l - 1) (1 = as PEFT).\n"
                "       vklora lm train --model DIR --data FILE -o ADAPTER_DIR ... (lm train --help)\n"
                "       vklora lm convert --model DIR -o FILE.gguf [--quant TYPE] ... (lm convert --help)\n");
@@ -153,7 +156,8 @@ static int generate(int argc, char **argv)
         char path[4200];
         snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
         if (!exists(path)) snprintf(path, sizeof path, "%s", dir);
-        if (vkl_lora_load(path, NULL, &ls[nloaded], &e)) {
+        if (vkl_llama_is_gguf(path) ? vkl_llama_lora_load_gguf(path, &m->cfg, &ls[nloaded], &e)
+                                    : vkl_lora_load(path, NULL, &ls[nloaded], &e)) {
             rc = -1;
             break;
         }

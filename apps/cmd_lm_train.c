@@ -8,6 +8,7 @@
 #include "progress.h"
 
 #include "llama/llama_gguf.h"
+#include "llama/llama_lora_gguf.h"
 #include "llama/llama_lora_init.h"
 #include "llama/llama_train.h"
 #include "optim.h"
@@ -24,8 +25,9 @@
 #include <unistd.h>
 
 #define MAX_TARGETS 16
-#define OUT_FILES 3
-static const char *const OUT_NAMES[OUT_FILES] = {"adapter_model.safetensors", "adapter_config.json", "train_log.csv"};
+#define OUT_FILES 4
+static const char *const OUT_NAMES[OUT_FILES] = {"adapter_model.safetensors", "adapter_config.json", "train_log.csv",
+                                                 "adapter_model.gguf"};
 
 /* Set by SIGINT / SIGTERM: the loop stops between steps so the temporary folder is removed. */
 static volatile sig_atomic_t stop_;
@@ -42,7 +44,7 @@ typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
 typedef struct args {
     const char *model, *data, *out, *tok;
     network net;
-    int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force;
+    int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force, gguf;
     float alpha, lr, loraplus, wd, max_grad_norm;
     uint64_t seed;
     schedule sched;
@@ -58,13 +60,14 @@ static void usage(FILE *f)
             "         [--rank 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
             "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
-            "         [--tokenizer tokenizer.model|tok.bin] [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
+            "         [--tokenizer tokenizer.model|tok.bin] [--format peft|gguf] [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
             "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file with a\n"
             "\"text\" field per line (one sample each, truncated or padded to seq-len). Samples are shuffled\n"
             "each epoch from --seed. Default length: one epoch (--steps is --max-steps, as before). Targets: module name suffixes; defaults are\n"
             "PEFT's for LLaMA (LoRA/DoRA q_proj,v_proj; IA3 k_proj,v_proj,down_proj, down_proj feed-forward).\n"
             "Writes ADAPTER_DIR/adapter_model.safetensors, adapter_config.json (PEFT) and train_log.csv\n"
-            "(step,epoch,loss,lr,grad_norm,skipped,seconds, as vklora train's). --force replaces an existing ADAPTER_DIR made by this command.\n");
+            "(step,epoch,loss,lr,grad_norm,skipped,seconds, as vklora train's). --force replaces an existing ADAPTER_DIR made by this command.\n"
+            "--format gguf (LoRA only) also writes ADAPTER_DIR/adapter_model.gguf, the adapter as llama.cpp's --lora loads it.\n");
 }
 
 static int bad(const char *opt, const char *v, const char *want)
@@ -155,6 +158,10 @@ static int parse(int argc, char **argv, args *a)
                 else if (!strcmp(v, "dora")) a->net = NET_DORA;
                 else if (!strcmp(v, "ia3")) a->net = NET_IA3;
                 else rc = bad(o, v, "unknown network (lora, dora or ia3)");
+            } else if (!strcmp(o, "--format")) {
+                if (!strcmp(v, "peft")) a->gguf = 0;
+                else if (!strcmp(v, "gguf")) a->gguf = 1;
+                else rc = bad(o, v, "unknown adapter format (peft or gguf)");
             } else if (!strcmp(o, "--lr-schedule")) {
                 if (!strcmp(v, "constant")) a->sched = SCHED_CONSTANT;
                 else if (!strcmp(v, "linear")) a->sched = SCHED_LINEAR;
@@ -194,6 +201,11 @@ static int parse(int argc, char **argv, args *a)
     }
     if (a->steps && a->epochs) {
         fprintf(stderr, "vklora lm train: give --steps or --epochs, not both\n");
+        return 2;
+    }
+    if (a->gguf && a->net != NET_LORA) {
+        fprintf(stderr, "vklora lm train: --format gguf holds LoRA adapters only, not --network %s\n",
+                a->net == NET_DORA ? "dora" : "ia3");
         return 2;
     }
     if (a->net == NET_IA3 && (a->rslora || a->loraplus != 1)) {
@@ -460,7 +472,12 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.safetensors", tmp) >= sizeof st ||
         (size_t)snprintf(cj, sizeof cj, "%s/adapter_config.json", tmp) >= sizeof cj)
         return vkl_fail(e, "path too long: %s", tmp);
-    return vkl_lora_save_peft(&r->l, st, cj, e) || finish_config(cj, a->model, a->targets, a->nt, a->net == NET_IA3 ? a->ff : NULL, a->nf, e);
+    if (vkl_lora_save_peft(&r->l, st, cj, e) ||
+        finish_config(cj, a->model, a->targets, a->nt, a->net == NET_IA3 ? a->ff : NULL, a->nf, e))
+        return -1;
+    if (!a->gguf) return 0;
+    if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.gguf", tmp) >= sizeof st) return vkl_fail(e, "path too long: %s", tmp);
+    return vkl_llama_lora_save_gguf(&r->m->cfg, &r->l, st, e);
 }
 
 int vkl_cmd_lm_train(int argc, char **argv)

@@ -2,7 +2,8 @@
  * tiny-llama converted to Q8_0 prints the text of transformers' 20 greedy
  * tokens for the refkit prompt (reference ids decoded), with f32 and f16
  * weights; the tokenizer comes from the file. A LoRA trained on the GGUF
- * base lowers the loss and changes the file's output. Bad options, an existing
+ * base lowers the loss and changes the file's output, and its GGUF form
+ * (--format gguf) gives the same text as its PEFT form. Bad options, an existing
  * output, a truncated file and a non-LLaMA file fail with clear messages. */
 #include "vkl_test.h"
 
@@ -97,7 +98,7 @@ static void train_on_gguf(void **state)
     for (int i = 0; i < 40; i++) fputs("You may convey verbatim copies of the Program's source code as you receive it.\n", f);
     fclose(f);
     assert_int_equal(vkl_test_cli("lm train --model tiny-q8.gguf --data data.txt -o ad --max-steps 20 --lr 1e-2 "
-                                  "--seq-len 32 --batch 2 --quiet", NULL, &out), 0);
+                                  "--seq-len 32 --batch 2 --quiet --format gguf --targets q_proj,k_proj,v_proj", NULL, &out), 0);
     free(out);
     char *log = vkl_test_slurp(vkl_test_dir, "ad/train_log.csv");
     assert_non_null(log);
@@ -122,6 +123,12 @@ static void train_on_gguf(void **state)
                                   &zero), 0);
     assert_string_not_equal(out, base);
     assert_string_equal(zero, base);
+    /* the GGUF adapter written beside the PEFT one gives the same text */
+    char *viagguf = NULL;
+    assert_int_equal(vkl_test_cli("lm generate --model tiny-q8.gguf --lora ad/adapter_model.gguf --prompt 'You may' "
+                                  "--max-tokens 8", NULL, &viagguf), 0);
+    assert_string_equal(viagguf, out);
+    free(viagguf);
     free(out);
     free(base);
     free(zero);

@@ -5,13 +5,17 @@
  * llama.cpp's (names, shapes innermost first, q/k rows permuted as its
  * converter does, written out independently here); a model with rows of
  * whole 256-blocks stored as Q4_K gives logits within a stated tolerance of
- * its F32 file. */
+ * its F32 file. A PEFT LoRA written as a GGUF adapter has llama.cpp's
+ * adapter layout (keys, lora_a/lora_b shapes, B rows of q/k permuted) and
+ * reads back to the same factors and scales. */
 #include "llama_check.h"
 
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "llama/llama_generate.h"
 #include "llama/llama_gguf.h"
+#include "llama/llama_lora_gguf.h"
+#include "lora/lora_file.h"
 #include "tokenizer/sp_gguf.h"
 
 #define GEN_REL LM_DIR "/vectors/generation.safetensors"
@@ -327,6 +331,84 @@ static void q4_k_logits(void **state)
     vkl_test_ctx_done(c);
 }
 
+static const float *module_tensor(const vkl_lora *l, const char *name, vkl_lora_role role)
+{
+    const vkl_lora_module *m = vkl_lora_find(l, name);
+    assert_non_null(m);
+    return m->t[role].data;
+}
+
+static void lora_adapter_layout(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(LM_DIR "/tiny-llama-lora/adapter_model.safetensors");
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    vkl_llama *m = lm_load(c, LM_DIR "/tiny-llama", VKL_F32);
+    vkl_lora l, back;
+    vkl_err e = {{0}};
+    if (vkl_lora_load(vkl_test_shared_path(LM_DIR "/tiny-llama-lora/adapter_model.safetensors"), NULL, &l, &e)) {
+        print_error("%s\n", e.msg);
+        fail();
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/lora.gguf", tmp);
+    assert_int_equal(vkl_llama_lora_save_gguf(&m->cfg, &l, path, &e), 0);
+    vkl_gguf_file *f = NULL;
+    assert_int_equal(vkl_gguf_open(path, &f, &e), 0);
+    const char *s = NULL;
+    assert_int_equal(vkl_gguf_get_str(f, "general.type", &s, &e), 1);
+    assert_string_equal(s, "adapter");
+    assert_int_equal(vkl_gguf_get_str(f, "adapter.type", &s, &e), 1);
+    assert_string_equal(s, "lora");
+    double alpha = 0;
+    assert_int_equal(vkl_gguf_get_float(f, "adapter.lora.alpha", &alpha, &e), 1);
+    assert_true(alpha == 16); /* adapter_config.json: lora_alpha 16, r 8 */
+    assert_int_equal(vkl_gguf_count(f), 2 * 7 * 3);
+    /* A: ne [in, r], bytes as PEFT's [r, in]; B: ne [r, out], q/k rows as llama.cpp permutes them */
+    const vkl_gguf_tensor *qa = vkl_gguf_find(f, "blk.1.attn_q.weight.lora_a");
+    const vkl_gguf_tensor *qb = vkl_gguf_find(f, "blk.1.attn_q.weight.lora_b");
+    const vkl_gguf_tensor *vb = vkl_gguf_find(f, "blk.1.attn_v.weight.lora_b");
+    assert_non_null(qa);
+    assert_non_null(qb);
+    assert_non_null(vb);
+    assert_int_equal(qa->ne[0], 64);
+    assert_int_equal(qa->ne[1], 8);
+    assert_int_equal(qb->ne[0], 8);
+    assert_int_equal(qb->ne[1], 64);
+    assert_memory_equal(qa->data, module_tensor(&l, "model.layers.1.self_attn.q_proj", VKL_LORA_DOWN), 64 * 8 * 4);
+    assert_memory_equal(vb->data, module_tensor(&l, "model.layers.1.self_attn.v_proj", VKL_LORA_UP), 32 * 8 * 4);
+    check_permuted(qb, module_tensor(&l, "model.layers.1.self_attn.q_proj", VKL_LORA_UP), 4, 16, 8);
+    check_permuted(vkl_gguf_find(f, "blk.2.attn_k.weight.lora_b"),
+                   module_tensor(&l, "model.layers.2.self_attn.k_proj", VKL_LORA_UP), 2, 16, 8);
+    vkl_gguf_close(f);
+    /* read back: the same factors and scales */
+    if (vkl_llama_lora_load_gguf(path, &m->cfg, &back, &e)) {
+        print_error("%s\n", e.msg);
+        fail();
+    }
+    assert_int_equal(back.n, l.n);
+    for (int i = 0; i < l.n; i++) {
+        const vkl_lora_module *a = &l.m[i], *b = vkl_lora_find(&back, a->name);
+        assert_non_null(b);
+        assert_true(fabs(a->scale - b->scale) < 1e-12);
+        for (int r = VKL_LORA_DOWN; r <= VKL_LORA_UP; r++) {
+            assert_int_equal(vkl_lora_tensor_nelem(&a->t[r]), vkl_lora_tensor_nelem(&b->t[r]));
+            assert_memory_equal(a->t[r].data, b->t[r].data, 4 * vkl_lora_tensor_nelem(&a->t[r]));
+        }
+    }
+    vkl_lora_free(&back);
+    /* a file that is no adapter, and one for other shapes */
+    assert_int_equal(vkl_llama_lora_load_gguf(convert(c, VKL_GQ_F32), &m->cfg, &back, &e), -1);
+    assert_non_null(strstr(e.msg, "not a LoRA adapter"));
+    vkl_llama_config small = m->cfg;
+    small.hidden = 32;
+    assert_int_equal(vkl_llama_lora_load_gguf(path, &small, &back, &e), -1);
+    assert_non_null(strstr(e.msg, "the model's is"));
+    vkl_lora_free(&l);
+    vkl_llama_free(m);
+    vkl_test_ctx_done(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +416,7 @@ int main(void)
         cmocka_unit_test(q8_0_same_tokens),
         cmocka_unit_test(layout_is_llama_cpp),
         cmocka_unit_test(q4_k_logits),
+        cmocka_unit_test(lora_adapter_layout),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -3,7 +3,8 @@
  * tokens for the refkit prompt (reference ids decoded), with f32 and f16
  * weights; the tokenizer comes from the file. A LoRA trained on the GGUF
  * base lowers the loss and changes the file's output, and its GGUF form
- * (--format gguf) gives the same text as its PEFT form. Bad options, an existing
+ * (--format gguf) gives the same text as its PEFT form; `vklora convert`
+ * takes the refkit LoRA to GGUF and back with the same text. Bad options, an existing
  * output, a truncated file and a non-LLaMA file fail with clear messages. */
 #include "vkl_test.h"
 
@@ -134,6 +135,42 @@ static void train_on_gguf(void **state)
     free(zero);
 }
 
+/* `vklora convert` between PEFT and GGUF adapters: the refkit LoRA there and
+ * back prints the same text as the original; DoRA is refused */
+static void convert_adapters(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("refkit/lm/tiny-llama-lora/adapter_model.safetensors");
+    char args[2048], *out = NULL, *want = NULL, *got = NULL;
+    const char *model = vkl_test_shared_path("refkit/lm/tiny-llama");
+    snprintf(args, sizeof args, "convert '%s' -o lora.gguf --to gguf --model '%s'",
+             vkl_test_shared_path("refkit/lm/tiny-llama-lora/adapter_model.safetensors"), model);
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 0);
+    expect_in(out, "21 modules");
+    free(out);
+    assert_int_equal(vkl_test_cli("convert lora.gguf -o back.safetensors --to peft --model tiny-q8.gguf", NULL, &out), 0);
+    free(out);
+    const char *loras[] = {vkl_test_shared_path("refkit/lm/tiny-llama-lora"), "lora.gguf", "back.safetensors"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, "lm generate --model '%s' --lora '%s' --prompt 'You may' --max-tokens 12", model,
+                 loras[i]);
+        assert_int_equal(vkl_test_cli(args, NULL, i ? &got : &want), 0);
+        if (i) {
+            assert_string_equal(got, want);
+            free(got);
+        }
+    }
+    free(want);
+    snprintf(args, sizeof args, "convert '%s' -o dora.gguf --to gguf --model '%s'",
+             vkl_test_shared_path("refkit/lm/tiny-llama-dora/adapter_model.safetensors"), model);
+    assert_int_equal(vkl_test_cli(args, NULL, &out), 1);
+    expect_in(out, "only plain LoRA modules");
+    free(out);
+    assert_int_equal(vkl_test_cli("convert lora.gguf -o x.safetensors --to peft", NULL, &out), 2);
+    expect_in(out, "need --model");
+    free(out);
+}
+
 static void refusals(void **state)
 {
     (void)state;
@@ -176,6 +213,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(convert_then_generate),
         cmocka_unit_test(train_on_gguf),
+        cmocka_unit_test(convert_adapters),
         cmocka_unit_test(refusals),
     };
     return cmocka_run_group_tests(tests, vkl_test_group_setup, vkl_test_group_teardown);

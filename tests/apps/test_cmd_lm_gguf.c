@@ -1,10 +1,9 @@
 /* `vklora lm convert` and `vklora lm generate --model FILE.gguf` end to end:
  * tiny-llama converted to Q8_0 prints the text of transformers' 20 greedy
  * tokens for the refkit prompt (reference ids decoded), with f32 and f16
- * weights; the tokenizer comes from the file. A LoRA trained on the GGUF
- * base lowers the loss and changes the file's output, and its GGUF form
- * (--format gguf) gives the same text as its PEFT form; `vklora convert`
- * takes the refkit LoRA to GGUF and back with the same text. Bad options, an existing
+ * weights; the tokenizer comes from the file. `vklora convert` takes the
+ * refkit LoRA to GGUF and back with the same text (training on GGUF bases:
+ * test_cmd_lm_gguf_train.c). Bad options, an existing
  * output, a truncated file and a non-LLaMA file fail with clear messages. */
 #include "vkl_test.h"
 
@@ -86,55 +85,6 @@ static void convert_then_generate(void **state)
     vkl_gguf_close(f);
 }
 
-/* LoRA training on a GGUF base (run after convert_then_generate made tiny-q8.gguf):
- * the loss falls and the adapter applies to the same file */
-static void train_on_gguf(void **state)
-{
-    (void)state;
-    VKL_REQUIRE_SHARED(GEN_REL);
-    char path[512], *out = NULL;
-    snprintf(path, sizeof path, "%s/data.txt", vkl_test_dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    for (int i = 0; i < 40; i++) fputs("You may convey verbatim copies of the Program's source code as you receive it.\n", f);
-    fclose(f);
-    assert_int_equal(vkl_test_cli("lm train --model tiny-q8.gguf --data data.txt -o ad --max-steps 20 --lr 1e-2 "
-                                  "--seq-len 32 --batch 2 --quiet --format gguf --targets q_proj,k_proj,v_proj", NULL, &out), 0);
-    free(out);
-    char *log = vkl_test_slurp(vkl_test_dir, "ad/train_log.csv");
-    assert_non_null(log);
-    double first = -1, last = -1;
-    for (char *line = strchr(log, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
-        int step;
-        double epoch, loss;
-        if (sscanf(line + 1, "%d,%lf,%lf", &step, &epoch, &loss) == 3) {
-            if (first < 0) first = loss;
-            last = loss;
-        }
-    }
-    free(log);
-    printf("  LoRA on the Q8_0 GGUF base: loss %.3f -> %.3f in 20 steps\n", first, last);
-    assert_true(first > 0 && last < 0.8 * first);
-    /* the adapter changes the continuation; at weight 0 it is the base's */
-    char *base = NULL, *zero = NULL;
-    assert_int_equal(vkl_test_cli("lm generate --model tiny-q8.gguf --prompt 'You may' --max-tokens 8", NULL, &base), 0);
-    assert_int_equal(vkl_test_cli("lm generate --model tiny-q8.gguf --lora ad --prompt 'You may' --max-tokens 8", NULL,
-                                  &out), 0);
-    assert_int_equal(vkl_test_cli("lm generate --model tiny-q8.gguf --lora ad:0 --prompt 'You may' --max-tokens 8", NULL,
-                                  &zero), 0);
-    assert_string_not_equal(out, base);
-    assert_string_equal(zero, base);
-    /* the GGUF adapter written beside the PEFT one gives the same text */
-    char *viagguf = NULL;
-    assert_int_equal(vkl_test_cli("lm generate --model tiny-q8.gguf --lora ad/adapter_model.gguf --prompt 'You may' "
-                                  "--max-tokens 8", NULL, &viagguf), 0);
-    assert_string_equal(viagguf, out);
-    free(viagguf);
-    free(out);
-    free(base);
-    free(zero);
-}
-
 /* `vklora convert` between PEFT and GGUF adapters: the refkit LoRA there and
  * back prints the same text as the original; DoRA is refused */
 static void convert_adapters(void **state)
@@ -212,7 +162,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(convert_then_generate),
-        cmocka_unit_test(train_on_gguf),
         cmocka_unit_test(convert_adapters),
         cmocka_unit_test(refusals),
     };

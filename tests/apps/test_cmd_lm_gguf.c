@@ -144,6 +144,29 @@ static void refusals(void **state)
     assert_int_equal(vkl_test_cli("lm generate --model gpt2.gguf --prompt hi", NULL, &out), 1);
     expect_in(out, "general.architecture is 'gpt2'; only llama models are read");
     free(out);
+    /* a llama file without its hyper-parameters, and one whose shapes disagree with them */
+    snprintf(path, sizeof path, "%s/nometa.gguf", vkl_test_dir);
+    w = vkl_gguf_writer_new();
+    float z[64] = {0};
+    assert_int_equal(vkl_gguf_w_str(w, "general.architecture", "llama", &e), 0);
+    assert_int_equal(vkl_gguf_w_tensor(w, "token_embd.weight", VKL_GQ_F32, 2, (uint64_t[]){8, 8}, z, 256, &e), 0);
+    assert_int_equal(vkl_gguf_writer_finish(w, path, &e), 0);
+    vkl_gguf_writer_free(w);
+    assert_int_equal(vkl_test_cli("lm generate --model nometa.gguf --prompt hi", NULL, &out), 1);
+    expect_in(out, "metadata key llama.embedding_length is missing");
+    free(out);
+    snprintf(path, sizeof path, "%s/shape.gguf", vkl_test_dir);
+    w = vkl_gguf_writer_new();
+    assert_int_equal(vkl_gguf_w_str(w, "general.architecture", "llama", &e), 0);
+    const char *keys[] = {"llama.embedding_length", "llama.block_count", "llama.feed_forward_length",
+                          "llama.attention.head_count"};
+    for (int i = 0; i < 4; i++) assert_int_equal(vkl_gguf_w_u32(w, keys[i], i == 1 ? 1 : i == 3 ? 2 : 4, &e), 0);
+    assert_int_equal(vkl_gguf_w_tensor(w, "token_embd.weight", VKL_GQ_F32, 2, (uint64_t[]){8, 8}, z, 256, &e), 0);
+    assert_int_equal(vkl_gguf_writer_finish(w, path, &e), 0);
+    vkl_gguf_writer_free(w);
+    assert_int_equal(vkl_test_cli("lm generate --model shape.gguf --prompt hi", NULL, &out), 1);
+    expect_in(out, "tensor token_embd.weight has ne [8, 8] (2 dims); the metadata implies [4, 8]");
+    free(out);
     snprintf(path, sizeof path, "%s/cut.gguf", vkl_test_dir);
     w = vkl_gguf_writer_new();
     float x[64] = {0};

@@ -214,6 +214,49 @@ static void layout_is_llama_cpp(void **state)
     vkl_test_ctx_done(c);
 }
 
+/* llama2.c checkpoints keep Meta's original q/k row order, which is the one
+ * llama.cpp's converter produces: stories260K.bin written as GGUF has the
+ * .bin's q and k bytes exactly (while vklora holds HF's order in between) */
+static void llama2c_rows_are_gguf_rows(void **state)
+{
+    (void)state;
+    const char *rel = LM_DIR "/stories260K/stories260K.bin";
+    VKL_REQUIRE_SHARED(rel);
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    vkl_llama *m = lm_load(c, rel, VKL_F32);
+    char path[512];
+    snprintf(path, sizeof path, "%s/stories.gguf", tmp);
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_llama_save_gguf(m, NULL, VKL_GQ_F32, "stories260K", path, NULL, &e), 0);
+    FILE *fp = fopen(vkl_test_shared_path(rel), "rb");
+    assert_non_null(fp);
+    int32_t h[7];
+    assert_int_equal(fread(h, 4, 7, fp), 7);
+    int dim = h[0], L = h[2], heads = h[3], kvh = h[4], vocab = h[5] < 0 ? -h[5] : h[5], kvd = kvh * (dim / heads);
+    size_t nq = (size_t)L * dim * dim, nk = (size_t)L * kvd * dim;
+    float *wq = malloc(4 * nq), *wk = malloc(4 * nk);
+    fseek(fp, 28 + 4 * ((long)vocab * dim + (long)L * dim), SEEK_SET);
+    assert_int_equal(fread(wq, 4, nq, fp), nq);
+    assert_int_equal(fread(wk, 4, nk, fp), nk);
+    fclose(fp);
+    vkl_gguf_file *f = NULL;
+    assert_int_equal(vkl_gguf_open(path, &f, &e), 0);
+    assert_null(vkl_gguf_find(f, "output.weight")); /* shared classifier: tied */
+    for (int l = 0; l < L; l++) {
+        char n[64];
+        snprintf(n, sizeof n, "blk.%d.attn_q.weight", l);
+        assert_memory_equal(vkl_gguf_find(f, n)->data, wq + (size_t)l * dim * dim, 4 * (size_t)dim * dim);
+        snprintf(n, sizeof n, "blk.%d.attn_k.weight", l);
+        assert_memory_equal(vkl_gguf_find(f, n)->data, wk + (size_t)l * kvd * dim, 4 * (size_t)kvd * dim);
+    }
+    printf("  stories260K: %d layers, %d/%d heads: q and k rows as in the .bin\n", L, heads, kvh);
+    vkl_gguf_close(f);
+    free(wq);
+    free(wk);
+    vkl_llama_free(m);
+    vkl_test_ctx_done(c);
+}
+
 /* ---- Q4_K: a random model whose rows are whole 256-blocks */
 
 static void put_matrix(vkl_gguf_writer *w, vkl_test_rng *r, const char *name, int type, uint64_t in, uint64_t out,
@@ -415,6 +458,7 @@ int main(void)
         cmocka_unit_test(f32_same_tokens),
         cmocka_unit_test(q8_0_same_tokens),
         cmocka_unit_test(layout_is_llama_cpp),
+        cmocka_unit_test(llama2c_rows_are_gguf_rows),
         cmocka_unit_test(q4_k_logits),
         cmocka_unit_test(lora_adapter_layout),
     };

@@ -1,7 +1,8 @@
 /* `vklora lm convert` and `vklora lm generate --model FILE.gguf` end to end:
  * tiny-llama converted to Q8_0 prints the text of transformers' 20 greedy
  * tokens for the refkit prompt (reference ids decoded), with f32 and f16
- * weights; the tokenizer comes from the file. `vklora convert` takes the
+ * weights; the tokenizer comes from the file; `vklora info` describes the
+ * file. `vklora convert` takes the
  * refkit LoRA to GGUF and back with the same text (training on GGUF bases:
  * test_cmd_lm_gguf_train.c). Bad options, an existing
  * output, a truncated file and a non-LLaMA file fail with clear messages. */
@@ -68,6 +69,17 @@ static void convert_then_generate(void **state)
         free(out);
     }
     free(want);
+    /* vklora info describes the file */
+    assert_int_equal(vkl_test_cli("info tiny-q8.gguf", NULL, &out), 0);
+    expect_in(out, "GGUF v3 (alignment 32), llama model, 30 tensors");
+    expect_in(out, "Q8_0    20 tensors");
+    expect_in(out, "tokenizer.ggml.tokens = [1000 x string]");
+    expect_in(out, "llama.attention.head_count_kv = 2");
+    free(out);
+    assert_int_equal(vkl_test_cli("info --json tiny-q8.gguf", NULL, &out), 0);
+    expect_in(out, "\"Q8_0\":\t20");
+    expect_in(out, "\"llama.block_count\":\t3");
+    free(out);
     /* an existing output needs --force */
     snprintf(args, sizeof args, "lm convert --model '%s' -o tiny-q8.gguf", vkl_test_shared_path("refkit/lm/tiny-llama"));
     assert_int_equal(vkl_test_cli(args, NULL, &out), 1);

@@ -54,6 +54,7 @@ int vkl_weights_put(vkl_weights *w, const char *name, vkl_tensor *t, vkl_err *e)
 vkl_tensor *vkl_weights_find(const vkl_weights *w, const char *name)
 {
     vkl_weights *mw = (vkl_weights *)w;
+    if (!mw->n) return NULL; /* qsort/bsearch take no NULL array, even for 0 elements */
     if (!mw->sorted) {
         qsort(mw->v, (size_t)mw->n, sizeof *mw->v, cmp);
         mw->sorted = 1;
@@ -80,6 +81,7 @@ int vkl_weights_count(const vkl_weights *w) { return w->n; }
 vkl_tensor *vkl_weights_at(const vkl_weights *w, int i, const char **name)
 {
     vkl_weights *mw = (vkl_weights *)w;
+    if (!mw->n) return NULL; /* qsort/bsearch take no NULL array, even for 0 elements */
     if (!mw->sorted) {
         qsort(mw->v, (size_t)mw->n, sizeof *mw->v, cmp);
         mw->sorted = 1;

@@ -37,8 +37,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const vkl_gguf_tensor *t = vkl_gguf_at(f, i);
         if (vkl_gguf_find(f, t->name) != t) abort();
         if (t->data < data || t->nbytes > size || t->data + t->nbytes > data + size) abort();
-        /* small tensors only: a valid header may describe gigabytes of zeros-sized rows */
-        if (t->nelem <= (1u << 16)) {
+        /* small tensors only (the values' bytes are inside the input, but the
+         * element count of a large F32 tensor makes each run slow; the
+         * dequantisers are checked exhaustively by test_gguf_dequant) */
+        if (t->nelem <= (1u << 12)) {
             float *y = malloc(sizeof(float) * (size_t)t->nelem + 1);
             if (!y || vkl_ref_gguf_dequant(t->type, t->data, t->nelem, y)) abort();
             free(y);

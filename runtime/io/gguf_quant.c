@@ -148,6 +148,13 @@ int vkl_gguf_quantize(int type, const float *x, uint64_t nelem, void *out, vkl_e
     if (nelem % (uint64_t)blk)
         return vkl_fail(e, "%llu values are not whole %s blocks of %d", (unsigned long long)nelem,
                         vkl_gguf_type_name(type), blk);
+    /* a block's scale comes from its extremes: one NaN or inf would make
+     * every code of the block meaningless without any sign of it */
+    if (blk > 1)
+        for (uint64_t i = 0; i < nelem; i++)
+            if (!isfinite(x[i]))
+                return vkl_fail(e, "value %llu is %g; %s blocks hold finite values only", (unsigned long long)i,
+                                (double)x[i], vkl_gguf_type_name(type));
     uint8_t *o = out;
     for (uint64_t i = 0; i < nelem; i += (uint64_t)blk, o += bytes) {
         const float *v = x + i;

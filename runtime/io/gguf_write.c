@@ -85,6 +85,15 @@ void vkl_gguf_writer_free(vkl_gguf_writer *w)
     free(w);
 }
 
+/* Takes back the entry begun last (its key and bytes) when its value could
+ * not be written, so a failed call leaves the writer as it was. */
+static int undo_kv(vkl_gguf_writer *w, size_t meta_n, vkl_err *e)
+{
+    w->meta.n = meta_n;
+    free(w->keys[--w->nkv]);
+    return vkl_fail(e, "GGUF writer: out of memory");
+}
+
 /* Records the key and writes it with the value type; the value follows. */
 static int begin_kv(vkl_gguf_writer *w, const char *key, int vtype, vkl_err *e)
 {
@@ -96,7 +105,8 @@ static int begin_kv(vkl_gguf_writer *w, const char *key, int vtype, vkl_err *e)
     w->keys = k;
     if (!(k[w->nkv] = strdup(key))) return vkl_fail(e, "GGUF writer: out of memory");
     w->nkv++;
-    if (put_str(&w->meta, key) || put_le(&w->meta, (uint64_t)vtype, 4)) return vkl_fail(e, "GGUF writer: out of memory");
+    size_t n0 = w->meta.n;
+    if (put_str(&w->meta, key) || put_le(&w->meta, (uint64_t)vtype, 4)) return undo_kv(w, n0, e);
     return 0;
 }
 
@@ -119,14 +129,15 @@ int vkl_gguf_w_scalar(vkl_gguf_writer *w, const char *key, int vtype, const void
     if (!numeric(vtype)) return vkl_fail(e, "GGUF writer: '%s': value type %d is not a scalar type", key, vtype);
     if (vtype == VKL_GGUF_BOOL && *(const uint8_t *)val > 1)
         return vkl_fail(e, "GGUF writer: '%s': bool must be 0 or 1", key);
-    if (!strcmp(key, "general.alignment")) {
-        uint32_t a = *(const uint32_t *)val;
-        if (vtype != VKL_GGUF_U32 || !a || (a & (a - 1)))
-            return vkl_fail(e, "GGUF writer: general.alignment must be a u32 power of two");
-        w->alignment = a;
-    }
+    int is_alignment = !strcmp(key, "general.alignment");
+    if (is_alignment && (vtype != VKL_GGUF_U32 || !*(const uint32_t *)val ||
+                         (*(const uint32_t *)val & (*(const uint32_t *)val - 1))))
+        return vkl_fail(e, "GGUF writer: general.alignment must be a u32 power of two");
+    size_t n0 = w->meta.n;
     if (begin_kv(w, key, vtype, e)) return -1;
-    return put_scalar(&w->meta, vtype, val) ? vkl_fail(e, "GGUF writer: out of memory") : 0;
+    if (put_scalar(&w->meta, vtype, val)) return undo_kv(w, n0, e);
+    if (is_alignment) w->alignment = *(const uint32_t *)val;
+    return 0;
 }
 
 int vkl_gguf_w_u32(vkl_gguf_writer *w, const char *key, uint32_t v, vkl_err *e)
@@ -145,21 +156,23 @@ int vkl_gguf_w_bool(vkl_gguf_writer *w, const char *key, int v, vkl_err *e)
 
 int vkl_gguf_w_str(vkl_gguf_writer *w, const char *key, const char *s, vkl_err *e)
 {
+    size_t n0 = w->meta.n;
     if (begin_kv(w, key, VKL_GGUF_STRING, e)) return -1;
-    return put_str(&w->meta, s) ? vkl_fail(e, "GGUF writer: out of memory") : 0;
+    return put_str(&w->meta, s) ? undo_kv(w, n0, e) : 0;
 }
 
 int vkl_gguf_w_array(vkl_gguf_writer *w, const char *key, int atype, uint64_t n, const void *vals, vkl_err *e)
 {
     if (atype != VKL_GGUF_STRING && !numeric(atype))
         return vkl_fail(e, "GGUF writer: '%s': arrays of %s are not written", key, vkl_gguf_vtype_name(atype));
+    size_t n0 = w->meta.n;
     if (begin_kv(w, key, VKL_GGUF_ARRAY, e)) return -1;
     int bad = put_le(&w->meta, (uint64_t)atype, 4) || put_le(&w->meta, n, 8);
     for (uint64_t i = 0; i < n && !bad; i++) {
         if (atype == VKL_GGUF_STRING) bad = put_str(&w->meta, ((const char *const *)vals)[i]);
         else bad = put_scalar(&w->meta, atype, (const uint8_t *)vals + i * (uint64_t)scalar_size[atype]);
     }
-    return bad ? vkl_fail(e, "GGUF writer: out of memory") : 0;
+    return bad ? undo_kv(w, n0, e) : 0;
 }
 
 int vkl_gguf_w_tensor(vkl_gguf_writer *w, const char *name, int type, int ndim, const uint64_t *ne, const void *data,

@@ -8,6 +8,7 @@
 
 #include "io/gguf.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -445,6 +446,13 @@ static void writer_refuses(void **state)
     assert_int_equal(vkl_gguf_w_tensor(w, "t", VKL_GQ_F32, 1, (uint64_t[]){4}, f, 16, &e), 0);
     assert_int_equal(vkl_gguf_w_tensor(w, "t", VKL_GQ_F32, 1, (uint64_t[]){4}, f, 16, &e), -1);
     assert_non_null(strstr(e.msg, "added twice"));
+    /* block types hold finite values only; plain floats keep what they are given */
+    float nan4[32] = {0};
+    nan4[5] = NAN;
+    uint8_t q[34];
+    assert_int_equal(vkl_gguf_quantize(VKL_GQ_Q8_0, nan4, 32, q, &e), -1);
+    assert_non_null(strstr(e.msg, "value 5 is nan"));
+    assert_int_equal(vkl_gguf_quantize(VKL_GQ_F32, nan4, 32, (float[32]){0}, &e), 0);
     /* a folder that does not exist: a message, nothing written */
     const char *dir = vkl_test_tmpdir();
     char path[512];

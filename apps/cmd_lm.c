@@ -59,7 +59,7 @@ static int on_token(void *user, int32_t id)
         char piece[256];
         if (id != 1) fputs((vkl_l2c_tok_decode(p->tok->l2c, prev, id, piece, sizeof piece), piece), stdout);
     } else {
-        char *s = vkl_sp_decode(p->tok->sp, p->all, p->n);
+        char *s = vkl_app_lm_tok_decode(p->tok, p->all, p->n);
         if (s) {
             size_t len = strlen(s);
             if (len > p->printed) fputs(s + p->printed, stdout);
@@ -197,8 +197,8 @@ static int generate(int argc, char **argv)
     if (!rc) {
         memcpy(pr.all, ids, sizeof(int32_t) * (size_t)np);
         pr.n = np;
-        if (tok.sp) {
-            char *s = vkl_sp_decode(tok.sp, ids, np);
+        if (!tok.l2c) {
+            char *s = vkl_app_lm_tok_decode(&tok, ids, np);
             pr.printed = s ? strlen(s) : 0;
             free(s);
         }

@@ -1,10 +1,12 @@
 /* libFuzzer target: any byte string either opens as a GGUF file whose every
  * metadata value and tensor can then be used (values read, tensors within
- * the input, dequantised on the CPU, the tokenizer built when there is one),
+ * the input, dequantised on the CPU, either tokenizer built and run when the
+ * metadata holds one),
  * or is rejected with a message naming its source; never a crash, leak or
  * out-of-bounds access. */
 #include "io/gguf.h"
 #include "ref/ref_gguf.h"
+#include "tokenizer/bbpe.h"
 #include "tokenizer/sp_gguf.h"
 
 #include <stdlib.h>
@@ -53,6 +55,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!vkl_sp_encode(sp, "Hello w\xc3\xb6rld 12", &ids, &n, &e)) free(vkl_sp_decode(sp, ids, n));
         free(ids);
         vkl_sp_free(sp);
+    }
+    vkl_bbpe *bp = NULL;
+    if (!vkl_bbpe_from_gguf(f, &bp, &e)) {
+        int32_t *ids = NULL;
+        int n = 0;
+        if (!vkl_bbpe_encode(bp, "Hello w\xc3\xb6rld's  12!\n", &ids, &n, &e)) free(vkl_bbpe_decode(bp, ids, n));
+        free(ids);
+        vkl_bbpe_free(bp);
     }
     vkl_gguf_close(f);
     return 0;

@@ -3,13 +3,12 @@
  * cannot make us allocate or loop beyond the file), every string length,
  * every value and block type, the alignment, every tensor's shape, size,
  * offset, alignment and its overlap with the other tensors. */
-#include "io/gguf.h"
+#include "gguf_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,67 +18,16 @@
 /* keys are short identifiers; a longer one is damage */
 #define MAX_KEY 65535
 
-struct vkl_gguf_file {
-    char *label;
-    const uint8_t *buf;
-    size_t size;
-    void *map;
-    uint32_t version, alignment;
-    int nkv, nt;
-    vkl_gguf_kv *kv;
-    vkl_gguf_tensor *t;
-    int *by_name; /* indices of t sorted by name */
-    int *kv_by_key; /* indices of kv sorted by key */
-};
-
-/* ---- types */
-
-static const struct { int type, block, bytes; const char *name; } types[] = {
-    {VKL_GQ_F32, 1, 4, "F32"},       {VKL_GQ_F16, 1, 2, "F16"},       {VKL_GQ_BF16, 1, 2, "BF16"},
-    {VKL_GQ_Q4_0, 32, 18, "Q4_0"},   {VKL_GQ_Q4_1, 32, 20, "Q4_1"},   {VKL_GQ_Q5_0, 32, 22, "Q5_0"},
-    {VKL_GQ_Q5_1, 32, 24, "Q5_1"},   {VKL_GQ_Q8_0, 32, 34, "Q8_0"},   {VKL_GQ_Q4_K, 256, 144, "Q4_K"},
-    {VKL_GQ_Q5_K, 256, 176, "Q5_K"}, {VKL_GQ_Q6_K, 256, 210, "Q6_K"},
-};
-#define NTYPES (int)(sizeof types / sizeof *types)
-
-static int type_index(int type)
-{
-    for (int i = 0; i < NTYPES; i++)
-        if (types[i].type == type) return i;
-    return -1;
-}
-int vkl_gguf_type_block(int type) { int i = type_index(type); return i < 0 ? 0 : types[i].block; }
-int vkl_gguf_type_bytes(int type) { int i = type_index(type); return i < 0 ? 0 : types[i].bytes; }
-const char *vkl_gguf_type_name(int type) { int i = type_index(type); return i < 0 ? "?" : types[i].name; }
-int vkl_gguf_type_parse(const char *s, int *type)
-{
-    for (int i = 0; i < NTYPES; i++)
-        if (!strcasecmp(s, types[i].name)) return *type = types[i].type, 0;
-    return -1;
-}
-
-static const char *const vtype_names[] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32",
-                                          "bool", "string", "array", "u64", "i64", "f64"};
-static const int vtype_size[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
-const char *vkl_gguf_vtype_name(int t) { return t >= 0 && t < VKL_GGUF_VTYPE_COUNT ? vtype_names[t] : "?"; }
-
 /* ---- a bounds-checked cursor */
 
 typedef struct cur {
     const uint8_t *p, *end;
 } cur;
 
-static uint64_t le(const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
-
 static int take(cur *c, int n, uint64_t *v)
 {
     if ((size_t)(c->end - c->p) < (size_t)n) return -1;
-    *v = le(c->p, n);
+    *v = vkl_gguf__le(c->p, n);
     c->p += n;
     return 0;
 }
@@ -115,7 +63,7 @@ static int fail_trunc(vkl_err *e, const char *L, const char *what)
 static int parse_scalar(cur *c, int type, vkl_gguf_kv *kv)
 {
     uint64_t v;
-    if (take(c, vtype_size[type], &v)) return -1;
+    if (take(c, vkl_gguf__vtype_size(type), &v)) return -1;
     switch (type) {
     case VKL_GGUF_I8: kv->v.i = (int8_t)v; break;
     case VKL_GGUF_I16: kv->v.i = (int16_t)v; break;
@@ -140,10 +88,10 @@ static int parse_array(vkl_gguf_file *f, cur *c, vkl_gguf_kv *kv, vkl_err *e)
     kv->n = n;
     kv->raw = c->p;
     if (at != VKL_GGUF_STRING) {
-        if (n > left(c) / (uint64_t)vtype_size[at])
+        if (n > left(c) / (uint64_t)vkl_gguf__vtype_size(at))
             return vkl_fail(e, "%s: key '%s': array of %llu %s values goes past the end of the file", L, kv->key,
-                            (unsigned long long)n, vtype_names[at]);
-        c->p += n * (uint64_t)vtype_size[at];
+                            (unsigned long long)n, vkl_gguf_vtype_name(at));
+        c->p += n * (uint64_t)vkl_gguf__vtype_size(at);
         if (at == VKL_GGUF_BOOL)
             for (uint64_t i = 0; i < n; i++)
                 if (kv->raw[i] > 1) return vkl_fail(e, "%s: key '%s': bool %llu is %u, not 0 or 1", L, kv->key,
@@ -341,7 +289,7 @@ static int parse(vkl_gguf_file *f, vkl_err *e)
     const vkl_gguf_kv *al = vkl_gguf_kv_find(f, "general.alignment");
     if (al) {
         if (al->type != VKL_GGUF_U32)
-            return vkl_fail(e, "%s: general.alignment is a %s, not a u32", L, vtype_names[al->type]);
+            return vkl_fail(e, "%s: general.alignment is a %s, not a u32", L, vkl_gguf_vtype_name(al->type));
         if (!al->v.u || (al->v.u & (al->v.u - 1)))
             return vkl_fail(e, "%s: general.alignment %llu is not a power of two", L, (unsigned long long)al->v.u);
         f->alignment = (uint32_t)al->v.u;
@@ -439,98 +387,4 @@ int vkl_gguf_open(const char *path, vkl_gguf_file **out, vkl_err *e)
     }
     close(fd);
     return finish_open(f, out, e);
-}
-
-/* ---- look-ups */
-
-const char *vkl_gguf_label(const vkl_gguf_file *f) { return f->label; }
-uint32_t vkl_gguf_version(const vkl_gguf_file *f) { return f->version; }
-uint32_t vkl_gguf_alignment(const vkl_gguf_file *f) { return f->alignment; }
-int vkl_gguf_kv_count(const vkl_gguf_file *f) { return f->nkv; }
-const vkl_gguf_kv *vkl_gguf_kv_at(const vkl_gguf_file *f, int i) { return i >= 0 && i < f->nkv ? &f->kv[i] : NULL; }
-int vkl_gguf_count(const vkl_gguf_file *f) { return f->nt; }
-const vkl_gguf_tensor *vkl_gguf_at(const vkl_gguf_file *f, int i) { return i >= 0 && i < f->nt ? &f->t[i] : NULL; }
-
-const vkl_gguf_kv *vkl_gguf_kv_find(const vkl_gguf_file *f, const char *key)
-{
-    int lo = 0, hi = f->nkv - 1;
-    while (f->kv_by_key && lo <= hi) {
-        int mid = (lo + hi) / 2, c = strcmp(f->kv[f->kv_by_key[mid]].key, key);
-        if (!c) return &f->kv[f->kv_by_key[mid]];
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
-    }
-    return NULL;
-}
-
-const vkl_gguf_tensor *vkl_gguf_find(const vkl_gguf_file *f, const char *name)
-{
-    int lo = 0, hi = f->nt - 1;
-    while (f->by_name && lo <= hi) {
-        int mid = (lo + hi) / 2, c = strcmp(f->t[f->by_name[mid]].name, name);
-        if (!c) return &f->t[f->by_name[mid]];
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
-    }
-    return NULL;
-}
-
-static int is_int(int t) { return t <= VKL_GGUF_I32 || t == VKL_GGUF_U64 || t == VKL_GGUF_I64; }
-static int is_signed(int t) { return t == VKL_GGUF_I8 || t == VKL_GGUF_I16 || t == VKL_GGUF_I32 || t == VKL_GGUF_I64; }
-
-int vkl_gguf_get_uint(const vkl_gguf_file *f, const char *key, uint64_t *out, vkl_err *e)
-{
-    const vkl_gguf_kv *kv = vkl_gguf_kv_find(f, key);
-    if (!kv) return 0;
-    if (!is_int(kv->type))
-        return vkl_fail(e, "%s: %s is a %s, not an integer", f->label, key, vtype_names[kv->type]);
-    if (is_signed(kv->type) && kv->v.i < 0)
-        return vkl_fail(e, "%s: %s is %lld, not a count", f->label, key, (long long)kv->v.i);
-    *out = kv->v.u;
-    return 1;
-}
-
-int vkl_gguf_get_float(const vkl_gguf_file *f, const char *key, double *out, vkl_err *e)
-{
-    const vkl_gguf_kv *kv = vkl_gguf_kv_find(f, key);
-    if (!kv) return 0;
-    if (kv->type != VKL_GGUF_F32 && kv->type != VKL_GGUF_F64)
-        return vkl_fail(e, "%s: %s is a %s, not a float", f->label, key, vtype_names[kv->type]);
-    *out = kv->v.f;
-    return 1;
-}
-
-int vkl_gguf_get_bool(const vkl_gguf_file *f, const char *key, int *out, vkl_err *e)
-{
-    const vkl_gguf_kv *kv = vkl_gguf_kv_find(f, key);
-    if (!kv) return 0;
-    if (kv->type != VKL_GGUF_BOOL) return vkl_fail(e, "%s: %s is a %s, not a bool", f->label, key, vtype_names[kv->type]);
-    *out = kv->v.u != 0;
-    return 1;
-}
-
-int vkl_gguf_get_str(const vkl_gguf_file *f, const char *key, const char **out, vkl_err *e)
-{
-    const vkl_gguf_kv *kv = vkl_gguf_kv_find(f, key);
-    if (!kv) return 0;
-    if (kv->type != VKL_GGUF_STRING)
-        return vkl_fail(e, "%s: %s is a %s, not a string", f->label, key, vtype_names[kv->type]);
-    *out = kv->s;
-    return 1;
-}
-
-double vkl_gguf_arr_num(const vkl_gguf_kv *kv, uint64_t i)
-{
-    if (kv->type != VKL_GGUF_ARRAY || i >= kv->n || kv->atype == VKL_GGUF_STRING) return 0;
-    int sz = vtype_size[kv->atype];
-    uint64_t v = le(kv->raw + i * (uint64_t)sz, sz);
-    switch (kv->atype) {
-    case VKL_GGUF_I8: return (int8_t)v;
-    case VKL_GGUF_I16: return (int16_t)v;
-    case VKL_GGUF_I32: return (int32_t)v;
-    case VKL_GGUF_I64: return (double)(int64_t)v;
-    case VKL_GGUF_F32: { uint32_t w = (uint32_t)v; float x; memcpy(&x, &w, 4); return x; }
-    case VKL_GGUF_F64: { double d; memcpy(&d, &v, 8); return d; }
-    default: return (double)v;
-    }
 }

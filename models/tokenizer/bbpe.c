@@ -62,7 +62,10 @@ int vkl_bbpe_from_gguf(const vkl_gguf_file *f, vkl_bbpe **out, vkl_err *e)
         t->n = (int)i + 1;
         if (!(t->tok[i] = strdup(tok->strs[i])) || vkl_strmap_put(&t->vocab, tok->strs[i], tok->lens[i], (int32_t)i))
             rc = vkl_fail(e, "out of host memory");
-        t->type[i] = ty ? (int)vkl_gguf_arr_num(ty, i) : 1;
+        double type = ty ? vkl_gguf_arr_num(ty, i) : 1;
+        if (!rc && !(type >= 1 && type <= 6)) /* checked as a double: a u32 past INT_MAX must not reach int */
+            rc = vkl_fail(e, "%s: token %llu has type %g (1 to 6 expected)", L, (unsigned long long)i, type);
+        t->type[i] = rc ? 0 : (int)type;
     }
     for (uint64_t i = 0; i < mer->n && !rc; i++) {
         const char *sp = memchr(mer->strs[i], ' ', mer->lens[i]);

@@ -30,7 +30,7 @@ static void utf8(uint32_t cp, char *o)
 
 static char toks[270][8];
 
-static const char *write_vocab(const char *dir, const char *pre, int bad_merge)
+static const char *write_vocab(const char *dir, const char *pre, int bad_merge, uint32_t bad_type)
 {
     static char path[512];
     snprintf(path, sizeof path, "%s/tok.gguf", dir);
@@ -50,12 +50,15 @@ static const char *write_vocab(const char *dir, const char *pre, int bad_merge)
         types[256 + i] = i == 9 ? 3 : 1;
     }
     if (bad_merge) merges[3] = "hello";
+    if (bad_type) types[7] = (int32_t)bad_type;
     vkl_gguf_writer *w = vkl_gguf_writer_new();
     vkl_err e;
     assert_int_equal(vkl_gguf_w_str(w, "tokenizer.ggml.model", "gpt2", &e), 0);
     if (pre) assert_int_equal(vkl_gguf_w_str(w, "tokenizer.ggml.pre", pre, &e), 0);
     assert_int_equal(vkl_gguf_w_array(w, "tokenizer.ggml.tokens", VKL_GGUF_STRING, 266, tp, &e), 0);
-    assert_int_equal(vkl_gguf_w_array(w, "tokenizer.ggml.token_type", VKL_GGUF_I32, 266, types, &e), 0);
+    /* a type past INT_MAX needs the u32 array form llama.cpp also accepts */
+    assert_int_equal(vkl_gguf_w_array(w, "tokenizer.ggml.token_type", bad_type > 0x7fffffffu ? VKL_GGUF_U32 : VKL_GGUF_I32,
+                                      266, types, &e), 0);
     assert_int_equal(vkl_gguf_w_array(w, "tokenizer.ggml.merges", VKL_GGUF_STRING, 9, merges, &e), 0);
     assert_int_equal(vkl_gguf_writer_finish(w, path, &e), 0);
     vkl_gguf_writer_free(w);
@@ -77,7 +80,7 @@ static void encodes_as_gpt2(void **state)
     (void)state;
     const char *dir = vkl_test_tmpdir();
     vkl_err e = {{0}};
-    vkl_bbpe *t = open_tok(write_vocab(dir, "default", 0), &e);
+    vkl_bbpe *t = open_tok(write_vocab(dir, "default", 0, 0), &e);
     assert_non_null(t);
     /* pieces: "hello" " world" "," " the" " I" "'m" " " " 42" "!" "\n" */
     const char *text = "hello world, the I'm  42!\n";
@@ -111,10 +114,15 @@ static void refuses_bad_metadata(void **state)
     (void)state;
     const char *dir = vkl_test_tmpdir();
     vkl_err e = {{0}};
-    assert_null(open_tok(write_vocab(dir, "llama-bpe", 0), &e));
+    assert_null(open_tok(write_vocab(dir, "llama-bpe", 0, 0), &e));
     assert_non_null(strstr(e.msg, "tokenizer.ggml.pre 'llama-bpe' is not supported"));
-    assert_null(open_tok(write_vocab(dir, NULL, 1), &e));
+    assert_null(open_tok(write_vocab(dir, NULL, 1, 0), &e));
     assert_non_null(strstr(e.msg, "merge 3 'hello' is not two tokens"));
+    /* found by fuzz_gguf (UBSan: a u32 type past INT_MAX converted to int) */
+    assert_null(open_tok(write_vocab(dir, NULL, 0, 0xffffffffu), &e));
+    assert_non_null(strstr(e.msg, "token 7 has type 4.29497e+09"));
+    assert_null(open_tok(write_vocab(dir, NULL, 0, 9), &e));
+    assert_non_null(strstr(e.msg, "token 7 has type 9"));
     vkl_test_rmtree(dir);
 }
 

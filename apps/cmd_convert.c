@@ -1,8 +1,13 @@
-/* `vklora convert IN -o OUT --to kohya|peft [--model M]`: rewrites an adapter
- * in another layout, keeping alpha (PEFT: adapter_config.json beside OUT) and
- * metadata. Kohya names need the model (--model) to become module paths. */
+/* `vklora convert IN -o OUT --to kohya|peft|gguf [--model M]`: rewrites an
+ * adapter in another layout, keeping alpha (PEFT: adapter_config.json beside
+ * OUT) and metadata. Kohya names need the model (--model) to become module
+ * paths; LLaMA LoRA adapters go between PEFT and GGUF (llama.cpp's layout)
+ * with the LLaMA model (--model) giving the heads whose rows GGUF reorders. */
 #include "app.h"
 #include "lora_args.h"
+
+#include "llama/llama_gguf.h"
+#include "llama/llama_lora_gguf.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -11,7 +16,7 @@
 static int usage(void)
 {
     fprintf(stderr,
-            "usage: vklora convert IN -o OUT --to kohya|peft [--model MODEL] [--config adapter_config.json] [--force]\n"
+            "usage: vklora convert IN -o OUT --to kohya|peft|gguf [--model MODEL] [--config adapter_config.json] [--force]\n"
             "  Reads a kohya / LyCORIS / diffusers / PEFT adapter and writes it as\n"
             "  kohya (lora_unet_..., .alpha, ss_* metadata) or PEFT (<module>.lora_A/B.weight\n"
             "  + adapter_config.json in OUT's folder with r and lora_alpha).\n"
@@ -19,9 +24,40 @@ static int usage(void)
             "            resolve kohya names; also checks every shape. Needed for kohya names in the\n"
             "            original LDM numbering (input_blocks_...); those in diffusers' numbering\n"
             "            (lora_unet_down_blocks_...) map without it\n"
+            "            For GGUF (IN a .gguf LoRA adapter, or --to gguf: llama.cpp's adapter layout) MODEL is the\n"
+            "            LLaMA model (HF folder or GGUF file) the adapter belongs to\n"
             "  --config  PEFT config of IN (default: adapter_config.json next to IN)\n"
             "  --force   replace an existing OUT (and, for peft, adapter_config.json beside it)\n");
     return 2;
+}
+
+/* LLaMA LoRA adapters between PEFT and GGUF. */
+static int convert_gguf(const char *in, const char *out, const char *to, const char *model, const char *config, int force)
+{
+    vkl_err e = {{0}};
+    vkl_llama_config c;
+    char cfg[4200];
+    snprintf(cfg, sizeof cfg, "%s/config.json", model);
+    if (vkl_llama_is_gguf(model) ? vkl_llama_gguf_config(model, &c, &e) : vkl_llama_config_read(cfg, &c, &e)) {
+        vkl_log(VKL_LOG_ERROR, "%s", e.msg);
+        return 1;
+    }
+    vkl_lora l;
+    int in_gguf = vkl_llama_is_gguf(in);
+    if (in_gguf ? vkl_llama_lora_load_gguf(in, &c, &l, &e) : vkl_app_lora_load(in, NULL, config, &l) ? -1 : 0) {
+        if (in_gguf) vkl_log(VKL_LOG_ERROR, "%s", e.msg);
+        return 1;
+    }
+    int rc = 0;
+    if (!strcmp(to, "gguf")) {
+        rc = vkl_llama_lora_save_gguf(&c, &l, out, &e);
+        if (rc) vkl_log(VKL_LOG_ERROR, "%s", e.msg);
+    } else {
+        rc = vkl_app_lora_save(&l, to, out, force);
+    }
+    if (!rc) vkl_log(VKL_LOG_INFO, "%s: %d modules -> %s (%s)", in, l.n, out, to);
+    vkl_lora_free(&l);
+    return rc ? 1 : 0;
 }
 
 int vkl_cmd_convert(int argc, char **argv)
@@ -46,14 +82,21 @@ int vkl_cmd_convert(int argc, char **argv)
         }
     }
     if (!in || !out || !to) return usage();
-    if (strcmp(to, "kohya") && strcmp(to, "peft")) {
-        fprintf(stderr, "vklora convert: --to must be kohya or peft, not %s\n", to);
+    if (strcmp(to, "kohya") && strcmp(to, "peft") && strcmp(to, "gguf")) {
+        fprintf(stderr, "vklora convert: --to must be kohya, peft or gguf, not %s\n", to);
         return 2;
     }
     struct stat st;
     if (!force && !stat(out, &st)) {
         fprintf(stderr, "vklora convert: %s exists; pass --force to replace it\n", out);
         return 1;
+    }
+    if (!strcmp(to, "gguf") || vkl_llama_is_gguf(in)) {
+        if (!model) {
+            fprintf(stderr, "vklora convert: GGUF adapters need --model, the LLaMA model they belong to\n");
+            return 2;
+        }
+        return convert_gguf(in, out, to, model, config, force);
     }
     vkl_lora_targets t;
     vkl_err e;

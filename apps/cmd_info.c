@@ -46,7 +46,13 @@ static int sniff_image(const char *path, const uint8_t *head, size_t n)
     return 0;
 }
 
+static int sniff_gguf(const char *path, const uint8_t *head, size_t n)
+{
+    return (n >= 4 && !memcmp(head, "GGUF", 4)) || ends_with(path, ".gguf");
+}
+
 static const file_type types[] = {
+    {"gguf", sniff_gguf, vkl_info_gguf},
     {"safetensors", sniff_safetensors, vkl_info_safetensors},
     {"image", sniff_image, vkl_info_image},
 };
@@ -73,7 +79,7 @@ static int info_one(const char *path, int json)
     fclose(fp);
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (types[i].sniff(path, head, n)) return types[i].report(path, json);
-    vkl_log(VKL_LOG_ERROR, "%s: unrecognised file type (vklora info reads: safetensors, PNG, JPEG, BMP, GIF, TGA)", path);
+    vkl_log(VKL_LOG_ERROR, "%s: unrecognised file type (vklora info reads: safetensors, GGUF, PNG, JPEG, BMP, GIF, TGA)", path);
     return 1;
 }
 
@@ -82,7 +88,8 @@ static int usage(void)
     fprintf(stderr, "usage: vklora info [--json] FILE...\n"
                     "  Describes each FILE: for .safetensors the tensor count, bytes per dtype,\n"
                     "  metadata, and what it holds (SD checkpoint, diffusers component, LoRA\n"
-                    "  adapter with its format, ranks, alphas and target modules); for images\n"
+                    "  adapter with its format, ranks, alphas and target modules); for GGUF the\n"
+                    "  version, model or adapter, tensors per block type and the metadata; for images\n"
                     "  (PNG, JPEG, BMP, GIF, TGA) the format, size and channels, and the\n"
                     "  generation parameters stored in a PNG (AUTOMATIC1111's PNG Info).\n"
                     "  --json  print the same as JSON (an array when there are several files)\n");

@@ -7,6 +7,8 @@
 #include "app.h"
 
 #include "llama/llama_generate.h"
+#include "llama/llama_gguf.h"
+#include "llama/llama_lora_gguf.h"
 #include "llama/llama_lora_init.h"
 #include "lm_gen_args.h"
 #include "lm_stream.h"
@@ -27,7 +29,7 @@ typedef vkl_app_lm_tok lm_tok;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vklora lm generate --model DIR --prompt TEXT [--max-tokens N] [--lora ADAPTER_DIR[:W]]...\n"
+    fprintf(f, "usage: vklora lm generate --model DIR|FILE.gguf --prompt TEXT [--max-tokens N] [--lora ADAPTER_DIR[:W]]...\n"
                "       vklora lm generate --model DIR --prompts FILE.jsonl [--max-tokens N] [sampling options]\n"
                "                          [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
                "                          [--seed N] [--stop STRING]... [--json]\n"
@@ -48,11 +50,14 @@ static void usage(FILE *f)
                "--json prints one object instead: prompt_ids, ids, text, finish (eos|length|stop), seed and speeds.\n"
                "Prefill and decode tokens/s go to stderr. The tokenizer is DIR/tokenizer.model (SentencePiece),\n"
                "else DIR/tokenizer.json (byte-level BPE: GPT-2, Llama 3, Qwen2 ...), unless --tokenizer names one\n"
-               "(a .bin file is read as llama2.c's format).\n"
-               "Adapters: PEFT folders (adapter_model.safetensors + adapter_config.json) of LoRA, DoRA or IA3;\n"
+               "(a .bin file is read as llama2.c's format); a GGUF model (llama.cpp's format, any of F32 F16 BF16\n"
+               "Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K) carries its own.\n"
+               "Adapters: PEFT folders (adapter_model.safetensors + adapter_config.json) of LoRA, DoRA or IA3,\n"
+               "or GGUF LoRA adapters (llama.cpp's layout, e.g. lm train --format gguf's adapter_model.gguf);\n"
                "W scales LoRA's product, and IA3's vectors as 1 + W (l - 1) (1 = as PEFT).\n"
                "       vklora lm train --model DIR --data FILE -o ADAPTER_DIR ... (lm train --help)\n"
-               "       vklora lm merge --model DIR --lora ADAPTER_DIR[:W] -o OUTDIR ... (lm merge --help)\n");
+               "       vklora lm merge --model DIR --lora ADAPTER_DIR[:W] -o OUTDIR ... (lm merge --help)\n"
+               "       vklora lm convert --model DIR -o FILE.gguf [--quant TYPE] ... (lm convert --help)\n");
 }
 
 static int exists(const char *p)
@@ -251,7 +256,8 @@ static int generate(int argc, char **argv)
         char path[4200];
         snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
         if (!exists(path)) snprintf(path, sizeof path, "%s", dir);
-        if (vkl_lora_load(path, NULL, &ls[nloaded], &e)) {
+        if (vkl_llama_is_gguf(path) ? vkl_llama_lora_load_gguf(path, &m->cfg, &ls[nloaded], &e)
+                                    : vkl_lora_load(path, NULL, &ls[nloaded], &e)) {
             rc = -1;
             break;
         }
@@ -322,11 +328,12 @@ int vkl_cmd_lm(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "generate")) return generate(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "train")) return vkl_cmd_lm_train(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "merge")) return vkl_cmd_lm_merge(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "convert")) return vkl_cmd_lm_convert(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         usage(stdout);
         return 0;
     }
-    if (argc < 2) fprintf(stderr, "vklora lm: missing subcommand (generate, train, merge)\n");
+    if (argc < 2) fprintf(stderr, "vklora lm: missing subcommand (generate, train, merge, convert)\n");
     else fprintf(stderr, "vklora lm: unknown subcommand or option '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -12,6 +12,8 @@
 #include "lm_train_state.h"
 #include "progress.h"
 
+#include "llama/llama_gguf.h"
+#include "llama/llama_lora_gguf.h"
 #include "llama/llama_lora_init.h"
 #include "llama/llama_train.h"
 #include "optim.h"
@@ -28,9 +30,9 @@
 #include <unistd.h>
 
 #define MAX_TARGETS 16
-#define OUT_FILES 4
+#define OUT_FILES 5
 static const char *const OUT_NAMES[OUT_FILES] = {"adapter_model.safetensors", "adapter_config.json", "train_log.csv",
-                                                 "eval_log.csv"};
+                                                 "eval_log.csv", "adapter_model.gguf"};
 
 /* Set by SIGINT / SIGTERM: the loop stops between steps so the temporary folder is removed. */
 static volatile sig_atomic_t stop_;
@@ -51,7 +53,7 @@ typedef struct args {
     vkl_dtype weights; /* frozen base matrices; VKL_F32 + weights_given 0: config.json's torch_dtype */
     int weights_given;
     network net;
-    int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force;
+    int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force, gguf;
     float alpha, lr, loraplus, wd, max_grad_norm;
     uint64_t seed;
     schedule sched;
@@ -64,11 +66,11 @@ typedef struct args {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: vklora lm train --model DIR --data FILE -o ADAPTER_DIR [--network lora|dora|ia3]\n"
+            "usage: vklora lm train --model DIR|FILE.gguf --data FILE -o ADAPTER_DIR [--network lora|dora|ia3]\n"
             "         [--rank 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
             "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--grad-accum 1] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
-            "         [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--chat-template llama3|chatml|mistral]\n"
+            "         [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--chat-template llama3|chatml|mistral] [--format peft|gguf]\n"
             "         [--val-data FILE | --val-fraction F] [--eval-every N] [--grad-accum N] [--packing]\n"
             "         [--base-dtype f32|f16|bf16|nf4 (config.json's torch_dtype; also --weights)] [--save-every N] [--resume]\n"
             "         [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
@@ -92,7 +94,9 @@ static void usage(FILE *f)
             "group), the gradients are summed across ranks, and rank 0 alone writes: the adapter is the one a\n"
             "single process with --grad-accum N x M makes.\n"
             "--base-dtype nf4 trains on a QLoRA base: the layers' projections quantised to 4-bit NormalFloat at load,\n"
-            "dequantised inside the matmul shaders (LoRA and IA3; DoRA needs an f32 or f16 base).\n");
+            "dequantised inside the matmul shaders (LoRA and IA3; DoRA needs an f32 or f16 base).\n"
+            "--model FILE.gguf trains on a llama.cpp model (dequantised at load). --format gguf (LoRA only) also\n"
+            "writes ADAPTER_DIR/adapter_model.gguf, the adapter as llama.cpp's --lora loads it.\n");
 }
 
 static int bad(const char *opt, const char *v, const char *want)
@@ -200,6 +204,10 @@ static int parse(int argc, char **argv, args *a)
                 else if (!strcmp(v, "dora")) a->net = NET_DORA;
                 else if (!strcmp(v, "ia3")) a->net = NET_IA3;
                 else rc = bad(o, v, "unknown network (lora, dora or ia3)");
+            } else if (!strcmp(o, "--format")) {
+                if (!strcmp(v, "peft")) a->gguf = 0;
+                else if (!strcmp(v, "gguf")) a->gguf = 1;
+                else rc = bad(o, v, "unknown adapter format (peft or gguf)");
             } else if (!strcmp(o, "--lr-schedule")) {
                 if (!strcmp(v, "constant")) a->sched = SCHED_CONSTANT;
                 else if (!strcmp(v, "linear")) a->sched = SCHED_LINEAR;
@@ -251,6 +259,11 @@ static int parse(int argc, char **argv, args *a)
     }
     if (a->net == NET_DORA && a->weights_given && a->weights == VKL_NF4) {
         fprintf(stderr, "vklora lm train: --network dora needs --base-dtype f32 or f16 (DoRA's norm reads the weight)\n");
+        return 2;
+    }
+    if (a->gguf && a->net != NET_LORA) {
+        fprintf(stderr, "vklora lm train: --format gguf holds LoRA adapters only, not --network %s\n",
+                a->net == NET_DORA ? "dora" : "ia3");
         return 2;
     }
     if (a->net == NET_IA3 && (a->rslora || a->loraplus != 1)) {
@@ -691,7 +704,12 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.safetensors", tmp) >= sizeof st ||
         (size_t)snprintf(cj, sizeof cj, "%s/adapter_config.json", tmp) >= sizeof cj)
         return vkl_fail(e, "path too long: %s", tmp);
-    return vkl_lora_save_peft(&r->l, st, cj, e) || finish_config(cj, a->model, a->targets, a->nt, a->net == NET_IA3 ? a->ff : NULL, a->nf, e);
+    if (vkl_lora_save_peft(&r->l, st, cj, e) ||
+        finish_config(cj, a->model, a->targets, a->nt, a->net == NET_IA3 ? a->ff : NULL, a->nf, e))
+        return -1;
+    if (!a->gguf) return 0;
+    if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.gguf", tmp) >= sizeof st) return vkl_fail(e, "path too long: %s", tmp);
+    return vkl_llama_lora_save_gguf(&r->m->cfg, &r->l, st, e);
 }
 
 int vkl_cmd_lm_train(int argc, char **argv)
@@ -702,14 +720,15 @@ int vkl_cmd_lm_train(int argc, char **argv)
     vkl_err e = {{0}};
     char cfgp[4200];
     vkl_llama_config cfg;
-    snprintf(cfgp, sizeof cfgp, "%s/config.json", a.model);
-    if (vkl_llama_config_read(cfgp, &cfg, &e)) {
+    int gguf = vkl_llama_is_gguf(a.model);
+    snprintf(cfgp, sizeof cfgp, gguf ? "%s" : "%s/config.json", a.model);
+    if (gguf ? vkl_llama_gguf_config(cfgp, &cfg, &e) : vkl_llama_config_read(cfgp, &cfg, &e)) {
         fprintf(stderr, "vklora lm train: %s\n", e.msg);
         return 1;
     }
     if (a.seq_len > cfg.max_pos) {
         fprintf(stderr, "vklora lm train: --seq-len %d exceeds the model's context of %d positions "
-                        "(max_position_embeddings in %s)\n", a.seq_len, cfg.max_pos, cfgp);
+                        "(max_position_embeddings or llama.context_length in %s)\n", a.seq_len, cfg.max_pos, cfgp);
         return 2;
     }
     struct stat sd;

@@ -9,6 +9,7 @@
  * the exit status: 0, or 1 after printing the error on stderr. */
 int vkl_info_safetensors(const char *path, int json);
 int vkl_info_image(const char *path, int json);
+int vkl_info_gguf(const char *path, int json);
 /* A diffusers model, PEFT adapter or language-model folder. */
 int vkl_info_folder(const char *path, int json);
 

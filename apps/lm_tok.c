@@ -1,5 +1,7 @@
 #include "lm_tok.h"
 
+#include "llama/llama_gguf.h"
+#include "tokenizer/sp_gguf.h"
 #include "tokenizer/tok_chunks.h"
 
 #include <stdio.h>
@@ -38,6 +40,20 @@ int vkl_app_lm_tok_open(const char *model, const char *path, int vocab, vkl_app_
 {
     char buf[4096], cfg[4200];
     struct stat st;
+    if (!path && vkl_llama_is_gguf(model)) {
+        vkl_gguf_file *f = NULL;
+        const char *kind = NULL;
+        if (vkl_gguf_open(model, &f, e)) return -1;
+        int rc = vkl_gguf_get_str(f, "tokenizer.ggml.model", &kind, e) < 0 ? -1 : 0;
+        if (!rc) rc = kind && !strcmp(kind, "gpt2") ? vkl_bbpe_from_gguf(f, &t->bbpe, e) : vkl_sp_from_gguf(f, &t->sp, e);
+        vkl_gguf_close(f);
+        if (rc) return -1;
+        int size = t->sp ? vkl_sp_size(t->sp) : vkl_bbpe_size(t->bbpe);
+        if (size > vocab)
+            return vkl_fail(e, "%s: the tokenizer has %d pieces, more than the model's vocabulary of %d", model, size,
+                            vocab);
+        return 0;
+    }
     if (!stat(model, &st) && S_ISDIR(st.st_mode)) read_chat(model, t);
     if (!path) {
         snprintf(buf, sizeof buf, "%s/tokenizer.model", model);
@@ -69,6 +85,8 @@ void vkl_app_lm_tok_free(vkl_app_lm_tok *t)
     vkl_sp_free(t->sp);
     vkl_l2c_tok_free(t->l2c);
     vkl_hfbpe_free(t->bpe);
+    vkl_bbpe_free(t->bbpe);
+    t->bbpe = NULL;
     t->sp = NULL;
     t->l2c = NULL;
     t->bpe = NULL;
@@ -77,6 +95,7 @@ void vkl_app_lm_tok_free(vkl_app_lm_tok *t)
 int vkl_app_lm_tok_encode_raw(const vkl_app_lm_tok *t, const char *text, int32_t **ids, int *n, vkl_err *e)
 {
     if (t->bpe) return vkl_hfbpe_encode(t->bpe, text, 0, ids, n, e);
+    if (t->bbpe) return vkl_bbpe_encode(t->bbpe, text, ids, n, e);
     if (t->l2c) return vkl_l2c_tok_encode(t->l2c, text, -1, -1, ids, n, e);
     return vkl_sp_encode(t->sp, text, ids, n, e);
 }
@@ -143,6 +162,12 @@ int vkl_app_lm_tok_text(const vkl_app_lm_tok *t, const int32_t *ids, int n, char
         if (vkl_hfbpe_decode_bytes(t->bpe, ids, n, 1, buf, len, cap)) return -1;
         return append(buf, len, cap, "", 0);
     }
+    if (t->bbpe) {
+        char *s = vkl_bbpe_decode(t->bbpe, ids, n);
+        int rc = s ? append(buf, len, cap, s, strlen(s)) : -1;
+        free(s);
+        return rc;
+    }
     if (t->l2c) {
         char piece[256];
         for (int i = 1; i < n; i++) { /* the first id is the prompt's BOS */
@@ -167,6 +192,8 @@ static int encode_part(const vkl_app_lm_tok *t, const char *text, int bos, int32
         if (vkl_hfbpe_encode(t->bpe, text, bos >= 0, &ids, &k, e)) return -1;
     } else if (t->l2c) {
         if (vkl_l2c_tok_encode(t->l2c, text, bos >= 0 ? 1 : -1, -1, &ids, &k, e)) return -1;
+    } else if (t->bbpe) {
+        if (vkl_bbpe_encode(t->bbpe, text, &ids, &k, e)) return -1;
     } else if (vkl_sp_encode(t->sp, text, &ids, &k, e)) {
         return -1;
     }
@@ -181,7 +208,7 @@ static int encode_part(const vkl_app_lm_tok *t, const char *text, int bos, int32
         *v = g;
         *cap = nc;
     }
-    if (bos >= 0 && t->sp) (*v)[(*n)++] = bos;
+    if (bos >= 0 && !t->l2c) (*v)[(*n)++] = bos;
     if (k) memcpy(*v + *n, ids, sizeof(int32_t) * (size_t)k);
     *n += k;
     free(ids);
@@ -198,6 +225,19 @@ int vkl_app_lm_tok_encode(const vkl_app_lm_tok *t, const char *text, int bos, in
     /* the SentencePiece and llama2.c encoders are quadratic in the length:
      * parts of about 256 bytes (tok_chunks.h); the byte-level BPE merges
      * within its pre-tokens and takes the text whole */
+    /* the encoders are quadratic in the length: parts of about 256 bytes
+     * (tok_chunks.h); byte-level BPE keeps every space (no dummy prefix to
+     * restore one at a cut) and merges within pre-tokenized words: whole */
+    if (t->bbpe) {
+        free(part);
+        rc = encode_part(t, text, bos >= 0 ? bos : 1, ids, n, &cap, e);
+        if (rc) {
+            free(*ids);
+            *ids = NULL;
+            *n = 0;
+        }
+        return rc;
+    }
     for (size_t s = 0; !rc && (s < len || s == 0);) {
         size_t end = t->bpe ? len : vkl_tok_chunk_end(text, s, len, 256);
         memcpy(part, text + s, end - s);
@@ -212,4 +252,10 @@ int vkl_app_lm_tok_encode(const vkl_app_lm_tok *t, const char *text, int bos, in
         *n = 0;
     }
     return rc;
+}
+
+char *vkl_app_lm_tok_decode(const vkl_app_lm_tok *t, const int32_t *ids, int n)
+{
+    if (t->bbpe) return vkl_bbpe_decode(t->bbpe, ids, n);
+    return t->sp ? vkl_sp_decode(t->sp, ids, n) : NULL;
 }

@@ -6,6 +6,7 @@
 #ifndef VKL_LM_TOK_H
 #define VKL_LM_TOK_H
 
+#include "tokenizer/bbpe.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/hf_bpe.h"
 #include "tokenizer/llama2c_tokenizer.h"
@@ -16,7 +17,8 @@
 typedef struct vkl_app_lm_tok {
     vkl_sp *sp;
     vkl_l2c_tok *l2c;
-    vkl_hfbpe *bpe;
+    vkl_hfbpe *bpe;  /* byte-level BPE of a tokenizer.json */
+    vkl_bbpe *bbpe;  /* byte-level BPE of a GGUF file (tokenizer.ggml.model gpt2) */
     /* the model folder's tokenizer_config.json chat_template as a built-in
      * (chat_template.h); kind VKL_CHAT_NONE when it has none or an unknown
      * one (chat_error says which) */
@@ -24,11 +26,14 @@ typedef struct vkl_app_lm_tok {
     char chat_error[512];
 } vkl_app_lm_tok;
 
-/* path NULL: model/tokenizer.model, else model/tokenizer.json. Refuses a
- * tokenizer larger than vocab. */
+/* path NULL: model/tokenizer.model, else model/tokenizer.json, or the
+ * tokenizer in the metadata when model is a GGUF file. Refuses a tokenizer
+ * larger than vocab. */
 int vkl_app_lm_tok_open(const char *model, const char *path, int vocab, vkl_app_lm_tok *t, vkl_err *e);
 void vkl_app_lm_tok_free(vkl_app_lm_tok *t);
 /* BOS (bos, or 1 when the model names none) then the text's ids; *ids malloc'd. */
+/* The text of ids (SentencePiece or byte-level BPE; not llama2.c), malloc'd. */
+char *vkl_app_lm_tok_decode(const vkl_app_lm_tok *t, const int32_t *ids, int n);
 int vkl_app_lm_tok_encode(const vkl_app_lm_tok *t, const char *text, int bos, int32_t **ids, int *n, vkl_err *e);
 
 /* ids of text alone: no BOS, no template ids (added tokens in the text are

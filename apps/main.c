@@ -24,7 +24,7 @@ static const command commands[] = {
     {"bench", vkl_cmd_bench, "benchmarks: bench gemm|unet|train-step|attention|conv2d|linear-lora|group-norm ..."},
     {"info", vkl_cmd_info, "describe a .safetensors file or an image (--json)"},
     {"convert", vkl_cmd_convert, "rewrite a LoRA adapter as kohya or PEFT: convert IN -o OUT --to kohya|peft"},
-    {"lm", vkl_cmd_lm, "LLaMA-family text: lm generate --model DIR --prompt TEXT [--lora DIR[:W]]; lm train --model DIR --data FILE -o DIR; lm merge --model DIR --lora DIR -o DIR"},
+    {"lm", vkl_cmd_lm, "LLaMA-family text: lm generate --model DIR|FILE.gguf --prompt TEXT [--lora DIR[:W]]; lm train --model DIR --data FILE -o DIR; lm merge --model DIR --lora DIR -o DIR; lm convert --model DIR -o FILE.gguf --quant TYPE"},
     {"dataset", vkl_cmd_dataset, "make a training image folder: dataset emoji [--font FILE | --png-dir DIR] -o OUTDIR (dataset --help)"},
     {"tokenizer", vkl_cmd_tokenizer, "build a word-level tokenizer from captions: tokenizer build --captions DIR -o OUTDIR (tokenizer --help)"},
     {"grid", vkl_cmd_grid, "lay out images of one size in a grid: grid --columns N --scale S -o OUT.png IMAGE..."},

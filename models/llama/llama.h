@@ -59,7 +59,8 @@ int vkl_llama_random(vkl_ctx *c, const vkl_llama_config *cfg, vkl_dtype base, ui
 /* The dtype a weight `name` with ndim dims is stored in for a base dtype. */
 vkl_dtype vkl_llama_weight_dtype(const char *name, int ndim, vkl_dtype base);
 /* A llama2.c checkpoint (.bin, run.c's legacy format) as the same model
- * (llama2c_model.c); vkl_llama_load takes one when given a file. */
+ * (llama2c_model.c); vkl_llama_load takes one when given a file, or a GGUF
+ * file (llama_gguf.h) when the file starts with the GGUF magic. */
 int vkl_llama_load_llama2c(vkl_ctx *c, const char *path, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e);
 void vkl_llama_free(vkl_llama *m);
 

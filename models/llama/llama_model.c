@@ -1,5 +1,6 @@
 /* Loading an HF LLaMA directory into the weights store; KV cache and mask tensors. */
 #include "llama/llama.h"
+#include "llama/llama_gguf.h"
 
 #include "io/safetensors.h"
 #include "llama/llama_shards.h"
@@ -76,7 +77,9 @@ int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llam
     if (matrix_dtype != VKL_F32 && matrix_dtype != VKL_F16 && matrix_dtype != VKL_BF16 && matrix_dtype != VKL_NF4)
         return vkl_fail(e, "LLaMA weights are stored as f32, f16, bf16 or nf4, not %s", vkl_dtype_name(matrix_dtype));
     struct stat st;
-    if (!stat(dir, &st) && S_ISREG(st.st_mode)) return vkl_llama_load_llama2c(c, dir, matrix_dtype, out, e);
+    if (!stat(dir, &st) && S_ISREG(st.st_mode))
+        return vkl_llama_is_gguf(dir) ? vkl_llama_load_gguf(c, dir, matrix_dtype, out, e)
+                                      : vkl_llama_load_llama2c(c, dir, matrix_dtype, out, e);
     char path[4096];
     vkl_llama *m = calloc(1, sizeof *m);
     if (!m) return vkl_fail(e, "out of host memory");

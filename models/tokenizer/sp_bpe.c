@@ -218,6 +218,7 @@ const char *vkl_sp_piece(const vkl_sp *s, int id) { return id >= 0 && id < s->n 
 float vkl_sp_score(const vkl_sp *s, int id) { return id >= 0 && id < s->n ? s->p[id].score : 0; }
 int vkl_sp_type_of(const vkl_sp *s, int id) { return id >= 0 && id < s->n ? s->p[id].type : 0; }
 int vkl_sp_unk(const vkl_sp *s) { return s->unk; }
+int vkl_sp_add_dummy_prefix(const vkl_sp *s) { return s->add_dummy_prefix; }
 
 int vkl_sp_find(const vkl_sp *s, const char *piece)
 {

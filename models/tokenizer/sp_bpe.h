@@ -29,6 +29,8 @@ float vkl_sp_score(const vkl_sp *s, int id);
 int vkl_sp_type_of(const vkl_sp *s, int id);
 int vkl_sp_find(const vkl_sp *s, const char *piece); /* id or -1 */
 int vkl_sp_unk(const vkl_sp *s);
+/* normalizer_spec.add_dummy_prefix (a space before the text) */
+int vkl_sp_add_dummy_prefix(const vkl_sp *s);
 
 /* text: UTF-8 (other bytes are byte-fallback symbols). ids malloc'd. */
 int vkl_sp_encode(const vkl_sp *s, const char *text, int32_t **ids, int *n, vkl_err *e);

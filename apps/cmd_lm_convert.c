@@ -1,0 +1,85 @@
+/* vklora lm convert: a LLaMA model (HF folder, llama2.c checkpoint or GGUF
+ * file) written as a GGUF file in llama.cpp's layout, its matrices quantised
+ * to one block type, with the tokenizer in the metadata. */
+#include "app.h"
+
+#include "io/gguf.h"
+#include "llama/llama_gguf.h"
+#include "lm_tok.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: vklora lm convert --model DIR|FILE -o OUT.gguf [--quant TYPE (F32)] [--tokenizer tokenizer.model]\n"
+               "                         [--name NAME] [--device N|cpu|gpu|NAME] [--force]\n"
+               "Writes the model as GGUF (llama.cpp's names, q/k rows in its RoPE order, hyper-parameters and the\n"
+               "SentencePiece tokenizer in the metadata). TYPE: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K.\n"
+               "A matrix whose rows are not whole blocks of TYPE gets the next type that fits, as llama.cpp does\n"
+               "(Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16); norm weights stay F32.\n");
+}
+
+int vkl_cmd_lm_convert(int argc, char **argv)
+{
+    const char *model = NULL, *out = NULL, *tok_path = NULL, *name = NULL;
+    int type = VKL_GQ_F32, force = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--model") && v) model = argv[++i];
+        else if (!strcmp(a, "-o") && v) out = argv[++i];
+        else if (!strcmp(a, "--tokenizer") && v) tok_path = argv[++i];
+        else if (!strcmp(a, "--name") && v) name = argv[++i];
+        else if (!strcmp(a, "--device") && v) vkl_ctx_default_device(argv[++i], "--device ");
+        else if (!strcmp(a, "--quant") && v) {
+            if (vkl_gguf_type_parse(argv[++i], &type)) {
+                fprintf(stderr, "vklora lm convert: --quant %s is not one of F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 "
+                                "Q4_K Q5_K Q6_K\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--force")) force = 1;
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "vklora lm convert: unknown or incomplete argument %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!model || !out) {
+        usage(stderr);
+        return 2;
+    }
+    struct stat st;
+    if (!force && !stat(out, &st)) {
+        fprintf(stderr, "vklora lm convert: %s exists; pass --force to replace it\n", out);
+        return 1;
+    }
+    vkl_err e = {{0}};
+    vkl_ctx_opts co;
+    vkl_ctx_opts_default(&co);
+    vkl_ctx *c = NULL;
+    vkl_llama *m = NULL;
+    vkl_app_lm_tok tok = {0};
+    int counts[32] = {0};
+    int rc = vkl_ctx_create(&co, &c, &e) || vkl_llama_load(c, model, VKL_F32, &m, &e) ||
+             vkl_app_lm_tok_open(model, tok_path, m->cfg.vocab, &tok, &e);
+    if (!rc && !tok.sp) rc = vkl_fail(&e, "only SentencePiece tokenizers (tokenizer.model) go into GGUF files");
+    if (!rc) rc = vkl_llama_save_gguf(m, tok.sp, type, name, out, counts, &e);
+    if (rc) {
+        fprintf(stderr, "vklora lm convert: %s\n", e.msg);
+    } else {
+        char summary[256] = "";
+        for (int t = 0; t < 32; t++)
+            if (counts[t])
+                snprintf(summary + strlen(summary), sizeof summary - strlen(summary), "%s%d %s", summary[0] ? ", " : "",
+                         counts[t], vkl_gguf_type_name(t));
+        vkl_log(VKL_LOG_INFO, "%s -> %s: tensors %s", model, out, summary);
+    }
+    vkl_app_lm_tok_free(&tok);
+    vkl_llama_free(m);
+    if (c) vkl_ctx_destroy(c);
+    return rc ? 1 : 0;
+}

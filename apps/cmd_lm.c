@@ -130,6 +130,7 @@ static void report(run_state *r, int np, int nout, const vkl_app_lm_gen_args *g,
         fputc('\n', stdout);
     }
     fflush(stdout);
+    if (vkl_app_quiet) return; /* vklora --quiet: the text alone */
     fprintf(stderr, "vklora lm generate: prefill %d tokens in %.3f s (%.1f tokens/s); decode %d tokens in %.3f s "
                     "(%.1f tokens/s); finish %s",
             np, pre, pre_tps, nout > 1 ? nout - 1 : 0, dec, dec_tps, finish);

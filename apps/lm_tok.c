@@ -208,7 +208,7 @@ static int encode_part(const vkl_app_lm_tok *t, const char *text, int bos, int32
         *v = g;
         *cap = nc;
     }
-    if (bos >= 0 && !t->l2c) (*v)[(*n)++] = bos;
+    if (bos >= 0 && (t->sp || t->bbpe)) (*v)[(*n)++] = bos; /* tokenizer.json and llama2.c add their own */
     if (k) memcpy(*v + *n, ids, sizeof(int32_t) * (size_t)k);
     *n += k;
     free(ids);

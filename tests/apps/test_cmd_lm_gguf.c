@@ -59,7 +59,7 @@ static void convert_then_generate(void **state)
     char *want = reference_continuation();
     const char *weights[] = {"f32", "f16"};
     for (int i = 0; i < 2; i++) {
-        snprintf(args, sizeof args, "lm generate --model tiny-q8.gguf --prompt '" PROMPT "' --max-tokens 20 --weights %s",
+        snprintf(args, sizeof args, "--quiet lm generate --model tiny-q8.gguf --prompt '" PROMPT "' --max-tokens 20 --weights %s",
                  weights[i]);
         assert_int_equal(vkl_test_cli(args, NULL, &out), 0);
         if (strncmp(out, want, strlen(want)) || strcmp(out + strlen(want), "\n")) {
@@ -114,7 +114,7 @@ static void convert_adapters(void **state)
     free(out);
     const char *loras[] = {vkl_test_shared_path("refkit/lm/tiny-llama-lora"), "lora.gguf", "back.safetensors"};
     for (int i = 0; i < 3; i++) {
-        snprintf(args, sizeof args, "lm generate --model '%s' --lora '%s' --prompt 'You may' --max-tokens 12", model,
+        snprintf(args, sizeof args, "--quiet lm generate --model '%s' --lora '%s' --prompt 'You may' --max-tokens 12", model,
                  loras[i]);
         assert_int_equal(vkl_test_cli(args, NULL, i ? &got : &want), 0);
         if (i) {
@@ -153,7 +153,7 @@ static void refusals(void **state)
     snprintf(path, sizeof path, "%s/gpt2.gguf", vkl_test_dir);
     assert_int_equal(vkl_gguf_writer_finish(w, path, &e), 0);
     vkl_gguf_writer_free(w);
-    assert_int_equal(vkl_test_cli("lm generate --model gpt2.gguf --prompt hi", NULL, &out), 1);
+    assert_int_equal(vkl_test_cli("--quiet lm generate --model gpt2.gguf --prompt hi", NULL, &out), 1);
     expect_in(out, "general.architecture is 'gpt2'; only llama models are read");
     free(out);
     /* a llama file without its hyper-parameters, and one whose shapes disagree with them */
@@ -164,7 +164,7 @@ static void refusals(void **state)
     assert_int_equal(vkl_gguf_w_tensor(w, "token_embd.weight", VKL_GQ_F32, 2, (uint64_t[]){8, 8}, z, 256, &e), 0);
     assert_int_equal(vkl_gguf_writer_finish(w, path, &e), 0);
     vkl_gguf_writer_free(w);
-    assert_int_equal(vkl_test_cli("lm generate --model nometa.gguf --prompt hi", NULL, &out), 1);
+    assert_int_equal(vkl_test_cli("--quiet lm generate --model nometa.gguf --prompt hi", NULL, &out), 1);
     expect_in(out, "metadata key llama.embedding_length is missing");
     free(out);
     snprintf(path, sizeof path, "%s/shape.gguf", vkl_test_dir);
@@ -176,7 +176,7 @@ static void refusals(void **state)
     assert_int_equal(vkl_gguf_w_tensor(w, "token_embd.weight", VKL_GQ_F32, 2, (uint64_t[]){8, 8}, z, 256, &e), 0);
     assert_int_equal(vkl_gguf_writer_finish(w, path, &e), 0);
     vkl_gguf_writer_free(w);
-    assert_int_equal(vkl_test_cli("lm generate --model shape.gguf --prompt hi", NULL, &out), 1);
+    assert_int_equal(vkl_test_cli("--quiet lm generate --model shape.gguf --prompt hi", NULL, &out), 1);
     expect_in(out, "tensor token_embd.weight has ne [8, 8] (2 dims); the metadata implies [4, 8]");
     free(out);
     snprintf(path, sizeof path, "%s/cut.gguf", vkl_test_dir);
@@ -187,7 +187,7 @@ static void refusals(void **state)
     assert_int_equal(vkl_gguf_writer_finish(w, path, &e), 0);
     vkl_gguf_writer_free(w);
     assert_int_equal(truncate(path, 200), 0);
-    assert_int_equal(vkl_test_cli("lm generate --model cut.gguf --prompt hi", NULL, &out), 1);
+    assert_int_equal(vkl_test_cli("--quiet lm generate --model cut.gguf --prompt hi", NULL, &out), 1);
     expect_in(out, "cut.gguf: tensor 'token_embd.weight': data");
     expect_in(out, "truncated?");
     free(out);

@@ -11,7 +11,7 @@ static void generate_and_train(void **state)
     char path[512], *out = NULL;
     snprintf(path, sizeof path, "%s/bpe.gguf", vkl_test_dir);
     write_q4k_model(path, 1);
-    assert_int_equal(vkl_test_cli("lm generate --model bpe.gguf --prompt 'the other theme' --max-tokens 6", NULL, &out), 0);
+    assert_int_equal(vkl_test_cli("--quiet lm generate --model bpe.gguf --prompt 'the other theme' --max-tokens 6", NULL, &out), 0);
     assert_true(strlen(out) >= 1 && out[strlen(out) - 1] == '\n');
     free(out);
     snprintf(path, sizeof path, "%s/data.txt", vkl_test_dir);

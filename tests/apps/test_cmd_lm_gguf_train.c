@@ -49,16 +49,16 @@ static void train_on_gguf(void **state)
     assert_true(first > 0 && last < 0.8 * first);
     /* the adapter changes the continuation; at weight 0 it is the base's */
     char *base = NULL, *zero = NULL;
-    assert_int_equal(vkl_test_cli("lm generate --model tiny-q8.gguf --prompt 'You may' --max-tokens 8", NULL, &base), 0);
-    assert_int_equal(vkl_test_cli("lm generate --model tiny-q8.gguf --lora ad --prompt 'You may' --max-tokens 8", NULL,
+    assert_int_equal(vkl_test_cli("--quiet lm generate --model tiny-q8.gguf --prompt 'You may' --max-tokens 8", NULL, &base), 0);
+    assert_int_equal(vkl_test_cli("--quiet lm generate --model tiny-q8.gguf --lora ad --prompt 'You may' --max-tokens 8", NULL,
                                   &out), 0);
-    assert_int_equal(vkl_test_cli("lm generate --model tiny-q8.gguf --lora ad:0 --prompt 'You may' --max-tokens 8", NULL,
+    assert_int_equal(vkl_test_cli("--quiet lm generate --model tiny-q8.gguf --lora ad:0 --prompt 'You may' --max-tokens 8", NULL,
                                   &zero), 0);
     assert_string_not_equal(out, base);
     assert_string_equal(zero, base);
     /* the GGUF adapter written beside the PEFT one gives the same text */
     char *viagguf = NULL;
-    assert_int_equal(vkl_test_cli("lm generate --model tiny-q8.gguf --lora ad/adapter_model.gguf --prompt 'You may' "
+    assert_int_equal(vkl_test_cli("--quiet lm generate --model tiny-q8.gguf --lora ad/adapter_model.gguf --prompt 'You may' "
                                   "--max-tokens 8", NULL, &viagguf), 0);
     assert_string_equal(viagguf, out);
     free(viagguf);

@@ -615,8 +615,18 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         epoch = ls.epoch;
         pos = ls.pos;
         rng = ls.rng;
-        if (start > total) return vkl_fail(e, "%s is at step %d of %d: nothing to do", statedir, ls.step, total);
-        if (!a->quiet) fprintf(stderr, "lm train: resuming from step %d of %d (%s)\n", ls.step, total, statedir);
+        if (start > total) {
+            /* a run killed after its last state but before its output was
+             * written: write it now from the state; with the output there,
+             * there is nothing to do */
+            char done[4300];
+            struct stat sd;
+            snprintf(done, sizeof done, "%s/adapter_model.safetensors", a->out);
+            if (!stat(done, &sd)) return vkl_fail(e, "%s is at step %d of %d: nothing to do", statedir, ls.step, total);
+        }
+        if (!a->quiet)
+            fprintf(stderr, "lm train: resuming from step %d of %d (%s)%s\n", ls.step, total, statedir,
+                    start > total ? ": writing the adapter" : "");
     }
     double t0 = vkl_progress_now();
     if (r->val.n && !R) { /* held-out scores: rank 0's, as its files */

@@ -1,5 +1,6 @@
 #include "lm_train_state.h"
 
+#include "io/dir.h"
 #include "io/safetensors.h"
 #include "sd/sd_config.h" /* vkl_sd_read_text_file */
 
@@ -62,6 +63,7 @@ static int write_text(const char *path, const char *text, vkl_err *e)
 {
     FILE *f = fopen(path, "wb");
     int ok = f && fputs(text, f) >= 0;
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0; /* on disk before the folder is swapped in */
     ok = (f && fclose(f) == 0) && ok;
     return ok ? 0 : vkl_fail(e, "cannot write %s", path);
 }
@@ -95,10 +97,8 @@ int vkl_app_lm_state_save(const char *dir, vkl_ctx *c, vkl_llama_train *tr, cons
     snprintf(p, sizeof p, "%s/train_log.csv", tmp);
     if (!rc) rc = vkl_sd_read_text_file(log_path, (size_t)1 << 30, &log, e) || write_text(p, log, e);
     free(log);
-    if (!rc) {
-        remove_dir(dir);
-        if (rename(tmp, dir)) rc = vkl_fail(e, "cannot rename %s to %s", tmp, dir);
-    }
+    /* swapped in whole: a kill at any moment leaves the previous state or this one */
+    if (!rc) rc = vkl_dir_replace_atomic(tmp, dir, e);
     if (rc) remove_dir(tmp);
     return rc;
 }

@@ -129,6 +129,27 @@ int vkl_dir_install(const char *tmp, const char *path, int replace, vkl_err *e)
     return vkl_dir_remove(old, e);
 }
 
+int vkl_dir_replace_atomic(const char *tmp, const char *path, vkl_err *e)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return vkl_dir_install(tmp, path, 0, e);
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_EXCHANGE) != 0) {
+        if (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP) return vkl_dir_install(tmp, path, 1, e);
+        return vkl_fail(e, "cannot replace %s by %s: %s", path, tmp, strerror(errno));
+    }
+    /* the exchange is durable once the folder holding both names is synced */
+    char parent[4200];
+    const char *slash = strrchr(path, '/');
+    snprintf(parent, sizeof parent, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    if (slash == path) snprintf(parent, sizeof parent, "/");
+    int fd = open(parent, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    return vkl_dir_remove(tmp, e); /* the old state, now under the temporary name */
+}
+
 int vkl_mkdir_p(const char *path)
 {
     char tmp[4096];

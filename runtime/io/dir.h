@@ -15,6 +15,12 @@ int vkl_dir_remove(const char *path, vkl_err *e);
  * is set: it is moved aside, tmp moved in, then the old one removed. */
 int vkl_dir_install(const char *tmp, const char *path, int replace, vkl_err *e);
 
+/* Replaces folder path by folder tmp in one step (Linux renameat2 with
+ * RENAME_EXCHANGE, then the old folder, now at tmp, removed): a crash at
+ * any moment leaves path either whole-old or whole-new, never absent once it
+ * existed. Where the file system cannot exchange, falls back to
+ * vkl_dir_install (moved aside, moved in). */
+int vkl_dir_replace_atomic(const char *tmp, const char *path, vkl_err *e);
 /* Creates path and its missing parents (0755); -1 with errno on failure. */
 int vkl_mkdir_p(const char *path);
 /* rename(tmp, path), then fsync of path's folder, so that after a crash or

@@ -130,6 +130,32 @@ static void dir_install_refuses_then_replaces(void **state)
     vkl_test_rmtree(d);
 }
 
+static void replace_atomic_swaps_whole_folders(void **state)
+{
+    (void)state;
+    const char *d = vkl_test_tmpdir();
+    char tmp[512], dst[512];
+    snprintf(tmp, sizeof tmp, "%s/s.tmp", d);
+    snprintf(dst, sizeof dst, "%s/s", d);
+    vkl_err e = {0};
+    assert_int_equal(vkl_mkdir_p(tmp), 0);
+    put(tmp, "state.json", "1");
+    assert_int_equal(vkl_dir_replace_atomic(tmp, dst, &e), 0); /* absent: moved in */
+    assert_int_equal(vkl_mkdir_p(tmp), 0);
+    put(tmp, "state.json", "2");
+    put(tmp, "extra", "x");
+    assert_int_equal(vkl_dir_replace_atomic(tmp, dst, &e), 0); /* present: exchanged, old removed */
+    char *text = vkl_test_slurp(dst, "state.json");
+    assert_string_equal(text, "2");
+    free(text);
+    assert_true(exists(d, "s/extra"));
+    assert_false(exists(d, "s.tmp"));
+    /* a missing source is refused and the folder stays */
+    assert_int_not_equal(vkl_dir_replace_atomic(tmp, dst, &e), 0);
+    assert_true(exists(d, "s/state.json"));
+    vkl_test_rmtree(d);
+}
+
 static void mkdir_p_nested_and_too_long(void **state)
 {
     (void)state;
@@ -157,6 +183,7 @@ int main(void)
         cmocka_unit_test(rename_durable_replaces_and_reports),
         cmocka_unit_test(text_atomic_leaves_no_temporary),
         cmocka_unit_test(dir_install_refuses_then_replaces),
+        cmocka_unit_test(replace_atomic_swaps_whole_folders),
         cmocka_unit_test(mkdir_p_nested_and_too_long),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

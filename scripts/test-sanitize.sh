@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 # VKLORA_ASAN instruments everything; any UBSan report aborts instead of printing
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVKLORA_ASAN=ON \
-    -DCMAKE_C_FLAGS="-fno-sanitize-recover=all" -DCMAKE_CXX_FLAGS="-fno-sanitize-recover=all" >/dev/null || exit 1
+    -DCMAKE_C_FLAGS="-fno-sanitize-recover=all" >/dev/null || exit 1
 cmake --build build-asan -j"$(nproc)" >/dev/null || exit 1
 export LSAN_OPTIONS="suppressions=$(pwd)/tests/sanitize/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS=print_stacktrace=1 VKLORA_VALIDATION=1 VKLORA_DEVICE=cpu

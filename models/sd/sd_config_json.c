@@ -419,7 +419,7 @@ int vkl_sd_family_from_json(const char *unet_json, const char *te_json, int has_
         cJSON *j = parse(unet_json, "unet/config.json", e);
         if (!j) return -1;
         const cJSON *c = item(j, "cross_attention_dim");
-        if (cJSON_IsNumber(c)) cross = (int)c->valuedouble;
+        if (is_int(c)) cross = (int)c->valuedouble; /* a width beyond int is no known family */
         const char *add = get_str(j, "addition_embed_type");
         text_time = add && !strcmp(add, "text_time");
         cJSON_Delete(j);

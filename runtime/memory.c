@@ -40,13 +40,20 @@ static void block_free(vkl_ctx *c, vkl_block *b)
     free(b);
 }
 
+/* Device memory the context's blocks hold, all heaps. */
+static uint64_t held_bytes(const vkl_ctx *c)
+{
+    uint64_t held = 0;
+    for (int h = 0; h < 16; h++) held += c->heap_reserved[h];
+    return held;
+}
+
 static int block_new(vkl_ctx *c, uint64_t size, vkl_mem_kind kind, int dedicated, vkl_block **out, vkl_err *e)
 {
     if (size > c->caps.max_alloc)
         return vkl_fail(e, "an allocation of %llu bytes exceeds the device's maxMemoryAllocationSize (%llu bytes)",
                         (unsigned long long)size, (unsigned long long)c->caps.max_alloc);
-    uint64_t held = 0;
-    for (int h = 0; h < 16; h++) held += c->heap_reserved[h];
+    uint64_t held = held_bytes(c);
     if (c->caps.memory_budget && held + size > c->caps.memory_budget)
         return vkl_fail(e, "out of device memory: %.2f MiB more does not fit beside the %.2f MiB held "
                            "(device profile budget %.2f MiB)",
@@ -166,8 +173,7 @@ static uint64_t shared_block_size(const vkl_ctx *c, uint64_t need)
 {
     uint64_t bs = c->block_size;
     if (!c->caps.memory_budget) return bs;
-    uint64_t held = 0;
-    for (int h = 0; h < 16; h++) held += c->heap_reserved[h];
+    uint64_t held = held_bytes(c);
     uint64_t left = held < c->caps.memory_budget ? c->caps.memory_budget - held : 0;
     left = left / SUBALLOC_ALIGN * SUBALLOC_ALIGN;
     return left < bs ? (left > need ? left : need) : bs;

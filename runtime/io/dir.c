@@ -91,9 +91,10 @@ int vkl_dir_remove(const char *path, vkl_err *e)
     return rc;
 }
 
-int vkl_rename_durable(const char *tmp, const char *path)
+/* fsync of the folder holding path, so renames into it survive a power cut;
+ * file systems that cannot sync a folder count as done. */
+static int sync_parent(const char *path)
 {
-    if (rename(tmp, path)) return -1;
     char dir[4200];
     const char *slash = strrchr(path, '/');
     if (!slash) snprintf(dir, sizeof dir, ".");
@@ -108,6 +109,12 @@ int vkl_rename_durable(const char *tmp, const char *path)
     if (rc && (err == EINVAL || err == ENOTSUP)) rc = 0;
     errno = err;
     return rc ? -1 : 0;
+}
+
+int vkl_rename_durable(const char *tmp, const char *path)
+{
+    if (rename(tmp, path)) return -1;
+    return sync_parent(path);
 }
 
 int vkl_dir_install(const char *tmp, const char *path, int replace, vkl_err *e)
@@ -138,15 +145,7 @@ int vkl_dir_replace_atomic(const char *tmp, const char *path, vkl_err *e)
         return vkl_fail(e, "cannot replace %s by %s: %s", path, tmp, strerror(errno));
     }
     /* the exchange is durable once the folder holding both names is synced */
-    char parent[4200];
-    const char *slash = strrchr(path, '/');
-    snprintf(parent, sizeof parent, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
-    if (slash == path) snprintf(parent, sizeof parent, "/");
-    int fd = open(parent, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
+    if (sync_parent(path)) return vkl_fail(e, "cannot sync the folder of %s: %s", path, strerror(errno));
     return vkl_dir_remove(tmp, e); /* the old state, now under the temporary name */
 }
 

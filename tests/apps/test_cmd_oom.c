@@ -56,11 +56,8 @@ static void train_out_of_memory(void **state)
 {
     (void)state;
     VKL_REQUIRE_SHARED("data/wesnoth-portraits/test16-128px");
-    char cmd[1024], args[1024];
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s/images' && cp '%s'/*.png '%s'/*.txt '%s/images/'", vkl_test_dir,
-             vkl_test_shared_path("data/wesnoth-portraits/test16-128px"),
-             vkl_test_shared_path("data/wesnoth-portraits/test16-128px"), vkl_test_dir);
-    assert_int_equal(system(cmd), 0);
+    char args[1024];
+    vkl_test_copy_images("data/wesnoth-portraits/test16-128px");
     snprintf(args, sizeof args,
              "train --quiet --model '%s' --images images --resolution 64 --rank 4 --max-steps 2 -o t.safetensors",
              vkl_test_shared_path("refkit/sd/tiny-sd"));

@@ -24,11 +24,7 @@ static char common[2048];
 
 static void prepare(void)
 {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s/images' && cp '%s'/*.png '%s'/*.txt '%s/images/'", vkl_test_dir,
-             vkl_test_shared_path("data/wesnoth-portraits/test16-128px"),
-             vkl_test_shared_path("data/wesnoth-portraits/test16-128px"), vkl_test_dir);
-    assert_int_equal(system(cmd), 0);
+    vkl_test_copy_images("data/wesnoth-portraits/test16-128px");
     snprintf(common, sizeof common,
              "train --model '%s' --images images --resolution 64 --rank 4 --alpha 2 --lr 1e-3 --max-steps 6 "
              "--batch 1 --seed 7 --save-every 1 --keep-last 2 --quiet",

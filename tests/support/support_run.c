@@ -91,3 +91,15 @@ int vkl_test_cli(const char *args, const char *env, char **output)
 {
     return vkl_test_run_cli(vkl_test_dir, env, args, output);
 }
+
+void vkl_test_copy_images(const char *rel)
+{
+    const char *src = vkl_test_shared_path(rel);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/images' && cp '%s'/*.png '%s'/*.txt '%s/images/'", vkl_test_dir, src, src,
+             vkl_test_dir);
+    if (system(cmd) != 0) {
+        print_error("cannot copy %s into %s/images\n", src, vkl_test_dir);
+        fail();
+    }
+}

@@ -97,6 +97,8 @@ extern char vkl_test_dir[256];
 int vkl_test_group_setup(void **state);
 int vkl_test_group_teardown(void **state);
 int vkl_test_cli(const char *args, const char *env, char **output);
+/* Copies the images and captions of shared folder rel into vkl_test_dir/images. */
+void vkl_test_copy_images(const char *rel);
 
 /* Temporary directory for a test (created, removed by vkl_test_rmtree). */
 const char *vkl_test_tmpdir(void);

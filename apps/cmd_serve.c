@@ -3,6 +3,7 @@
 #include "app.h"
 #include "gen_image.h"
 #include "llama/llama_lora_init.h"
+#include "lm_gen_args.h"
 #include "lora_args.h"
 #include "progress.h"
 #include "serve/serve.h"
@@ -32,7 +33,10 @@ static const char *usage_text =
     "  --tokenizer PATH    CLIP vocabulary (needed by single-file checkpoints; or $VKLORA_CLIP_VOCAB)\n"
     "  --weights f16|f32   storage of the model's matrices on the device (f16)\n"
     "  --lm-model DIR      also a LLaMA-family model (HF folder or llama2.c file) for the OpenAI-style API\n"
-    "  --lm-tokenizer PATH its tokenizer (default: DIR/tokenizer.model)\n"
+    "  --lm-tokenizer PATH its tokenizer (default: DIR/tokenizer.model, else DIR/tokenizer.json)\n"
+    "  --lm-chat-template llama3|chatml|mistral  the chat template of /v1/chat/completions (default: the\n"
+    "                      folder's tokenizer_config.json; none: \"role: content\" lines)\n"
+    "  --lm-base-dtype f32|f16|bf16|nf4  the LM's weights on the device (default: config.json's torch_dtype)\n"
     "  --lm-lora DIR[:W]   a PEFT LoRA adapter of the LM (repeatable; ids 0, 1, ...; W: its scale when a request\n"
     "                      names no adapters)\n"
     "  --data-root DIR     training jobs (POST /vklora/v1/train) read image folders inside DIR only;\n"
@@ -78,10 +82,12 @@ static int is_loopback(const char *host)
 
 /* The LM, its tokenizer and its LoRA adapters (PEFT folders or files),
  * each checked against the model. */
-static int load_lm(vkl_server *s, const char *dir, const char *tok, const char *const *loras, int n, vkl_err *e)
+static int load_lm(vkl_server *s, const char *dir, const char *tok, const char *chat, vkl_dtype dt,
+                   const char *const *loras, int n, vkl_err *e)
 {
-    if (vkl_llama_load(s->ctx, dir, VKL_F32, &s->lm.model, e) ||
-        vkl_app_lm_tok_open(dir, tok, s->lm.model->cfg.vocab, &s->lm.tok, e))
+    if (vkl_llama_load(s->ctx, dir, dt, &s->lm.model, e) ||
+        vkl_app_lm_tok_open(dir, tok, s->lm.model->cfg.vocab, &s->lm.tok, e) ||
+        (chat && vkl_chat_from_name(chat, &s->lm.tok.chat, e)))
         return -1;
     vkl_gen_model_name(dir, s->lm.name, sizeof s->lm.name);
     for (int i = 0; i < n; i++) {
@@ -107,7 +113,9 @@ int vkl_cmd_serve(int argc, char **argv)
 {
     const char *model = getenv("VKLORA_MODEL"), *lora_dir = NULL, *host = "127.0.0.1", *api_key = NULL,
                *model_config = NULL, *tokenizer = NULL, *weights = NULL, *lm_model = NULL, *lm_tokenizer = NULL,
-               *data_root = NULL;
+               *data_root = NULL, *lm_chat = NULL;
+    vkl_dtype lm_dtype = VKL_F32;
+    int lm_dtype_given = 0;
     const char *lm_lora[VKL_SERVE_MAX_LM_LORAS];
     int n_lm_lora = 0;
     long long port = 7860, max_body = 32 << 20, max_size = 2048, max_steps = 150, max_batch = 8;
@@ -137,6 +145,19 @@ int vkl_cmd_serve(int argc, char **argv)
         else if (!strcmp(k, "--lm-model")) lm_model = v;
         else if (!strcmp(k, "--data-root")) data_root = v;
         else if (!strcmp(k, "--lm-tokenizer")) lm_tokenizer = v;
+        else if (!strcmp(k, "--lm-chat-template")) {
+            vkl_chat probe;
+            vkl_err pe = {{0}};
+            lm_chat = v;
+            if (vkl_chat_from_name(v, &probe, &pe)) {
+                fprintf(stderr, "vklora serve: --lm-chat-template: %s\n", pe.msg);
+                return 2;
+            }
+        }
+        else if (!strcmp(k, "--lm-base-dtype")) {
+            bad = vkl_app_base_dtype(v, &lm_dtype);
+            lm_dtype_given = 1;
+        }
         else if (!strcmp(k, "--lm-lora")) {
             if (n_lm_lora == VKL_SERVE_MAX_LM_LORAS) {
                 fprintf(stderr, "vklora serve: at most %d --lm-lora options\n", VKL_SERVE_MAX_LM_LORAS);
@@ -236,7 +257,8 @@ int vkl_cmd_serve(int argc, char **argv)
     if (!quiet)
         fprintf(stderr, "loaded %s (%s) in %.1f s on %s\n", model, vkl_sd_family_name(s.model->cfg->family),
                 vkl_progress_now() - t0, vkl_ctx_caps(s.ctx)->name);
-    if (lm_model && load_lm(&s, lm_model, lm_tokenizer, lm_lora, n_lm_lora, &e)) goto done;
+    if (lm_model && !lm_dtype_given) lm_dtype = vkl_app_lm_model_dtype(lm_model);
+    if (lm_model && load_lm(&s, lm_model, lm_tokenizer, lm_chat, lm_dtype, lm_lora, n_lm_lora, &e)) goto done;
     int bound = 0;
     if (serve_http_start(&s, host, (int)port, &d, &bound, &e)) goto done;
     int v6 = strchr(host, ':') != NULL;

@@ -66,15 +66,16 @@ static size_t hold_space(const char *g, size_t n)
 
 static void print_upto(vkl_app_lm_stream *s, size_t end)
 {
-    if (!s->out) return;
+    if (!s->out && !s->emit) return;
     char *t = shown(s, end);
     size_t tl = t ? strlen(t) : 0;
     if (tl > s->printed) {
-        fputs(t + s->printed, s->out);
+        if (s->out) fputs(t + s->printed, s->out);
+        if (s->emit && !s->emit_failed && s->emit(s->emit_user, t + s->printed)) s->emit_failed = 1;
         s->printed = tl;
     }
     free(t);
-    fflush(s->out);
+    if (s->out) fflush(s->out);
 }
 
 /* First occurrence of pat in g (which may hold NUL bytes), or glen. */

@@ -19,6 +19,11 @@ typedef struct vkl_app_lm_stream {
     char *const *stops;
     int n_stops;
     FILE *out; /* NULL: keep the text, print nothing */
+    /* when set, each newly printable piece is also handed here (the server's
+     * event stream); a non-zero return sets emit_failed */
+    int (*emit)(void *user, const char *piece);
+    void *emit_user;
+    int emit_failed;
     char *text; /* decoded prompt + new ids */
     size_t len, cap;
     size_t printed; /* bytes of the output text written to out */

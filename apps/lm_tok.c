@@ -116,21 +116,27 @@ static int encode_raw_cb(void *user, const char *text, int32_t **ids, int *n, vk
     return vkl_app_lm_tok_encode_raw(user, text, ids, n, e);
 }
 
-int vkl_app_lm_tok_chat_prompt(const vkl_app_lm_tok *t, const char *system, const char *user, int bos, int eos,
-                               int32_t **ids, int *n, vkl_err *e)
+int vkl_app_lm_tok_chat_messages(const vkl_app_lm_tok *t, const vkl_chat_msg *m, int n, int bos, int eos,
+                                 int32_t **ids, int *n_ids, vkl_err *e)
 {
     if (t->chat.kind == VKL_CHAT_NONE) return vkl_fail(e, "%s; give --chat-template llama3|chatml|mistral", t->chat_error);
-    vkl_chat_msg m[2] = {{"system", system}, {"user", user}};
     int adds = 0, bos_id = vkl_app_lm_tok_lead_bos(t, bos, &adds, e);
     if (bos_id == -2) return -1;
     vkl_chat_seg *s = NULL;
     int ns = 0;
-    if (vkl_chat_render(&t->chat, system ? m : m + 1, system ? 2 : 1, 1, &s, &ns, e)) return -1;
+    if (vkl_chat_render(&t->chat, m, n, 1, &s, &ns, e)) return -1;
     unsigned char *tr = NULL;
-    int rc = vkl_chat_tokenize(s, ns, encode_raw_cb, (void *)t, bos_id, eos, ids, &tr, n, e);
+    int rc = vkl_chat_tokenize(s, ns, encode_raw_cb, (void *)t, bos_id, eos, ids, &tr, n_ids, e);
     free(tr);
     vkl_chat_segs_free(s, ns);
     return rc;
+}
+
+int vkl_app_lm_tok_chat_prompt(const vkl_app_lm_tok *t, const char *system, const char *user, int bos, int eos,
+                               int32_t **ids, int *n, vkl_err *e)
+{
+    vkl_chat_msg m[2] = {{"system", system}, {"user", user}};
+    return vkl_app_lm_tok_chat_messages(t, system ? m : m + 1, system ? 2 : 1, bos, eos, ids, n, e);
 }
 
 int vkl_app_lm_tok_eos(const vkl_app_lm_tok *t, int model_eos)

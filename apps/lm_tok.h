@@ -44,6 +44,10 @@ int vkl_app_lm_tok_encode_raw(const vkl_app_lm_tok *t, const char *text, int32_t
  * rendered with t->chat and its generation prompt (chat_template.h). */
 int vkl_app_lm_tok_chat_prompt(const vkl_app_lm_tok *t, const char *system, const char *user, int bos, int eos,
                                int32_t **ids, int *n, vkl_err *e);
+/* The prompt of a whole conversation (n messages; roles system, user,
+ * assistant) rendered with t->chat, the assistant's turn opened. */
+int vkl_app_lm_tok_chat_messages(const vkl_app_lm_tok *t, const vkl_chat_msg *m, int n, int bos, int eos,
+                                 int32_t **ids, int *n_ids, vkl_err *e);
 /* The BOS id the tokenizer puts first (encoding nothing), else bos; *adds
  * says whether it puts one. -2 on error. */
 int vkl_app_lm_tok_lead_bos(const vkl_app_lm_tok *t, int bos, int *adds, vkl_err *e);

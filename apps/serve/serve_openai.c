@@ -4,12 +4,23 @@
  * "stream": true). Adapters are loaded at start (--lm-lora DIR[:W], ids 0,
  * 1, ... in order) and each request may set their scales as llama.cpp's
  * server takes them: "lora": [{"id": 0, "scale": 0.5}] (an adapter left out
- * of the list is off for that request). Decoding is greedy, as `vklora lm
- * generate`'s: the same prompt gives the same text. */
+ * of the list is off for that request).
+ *
+ * The text is made as `vklora lm generate` makes it (the same tokenizers,
+ * stop strings, sampling and decoding, through lm_stream and lm_sample), so
+ * a request equals the command with the same settings. Sampling follows the
+ * request's temperature, top_p, top_k, min_p, repeat_penalty and seed; with
+ * no temperature the answer is greedy (OpenAI's default is 1: vklora keeps
+ * a request repeatable unless it asks otherwise), and a sampled request
+ * without a seed gets one from the clock, returned in "seed". Chat messages
+ * go through the model's chat template (tokenizer_config.json, or
+ * --lm-chat-template); a model without one gets "role: content" lines and
+ * "assistant:". */
 #include "serve/serve.h"
 #include "serve/serve_json.h"
 
 #include "llama/llama_generate.h"
+#include "lm_stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,87 +30,15 @@
 #include <time.h>
 #include <unistd.h>
 
-/* The text so far, decoded as `lm generate` prints it: llama2.c pieces one
- * by one, SentencePiece by decoding everything and keeping what is new. */
-typedef struct lm_text {
-    const vkl_app_lm_tok *tok;
-    int32_t *all; /* prompt + new ids */
-    int n, n_prompt;
-    char *text;   /* the continuation */
-    size_t len, cap, prompt_bytes;
-    const char *const *stop;
-    int nstop, stopped;
-    serve_queue *q;
-    serve_job *job;
-    int max_new;
-    /* streaming: events go to sse_fd (-1: none) as the text grows; sent
-     * counts the bytes of text already sent */
-    int sse_fd;
-    size_t sent;
-    struct lm_run *run;
-} lm_text;
-
-static int stream_delta(lm_text *t, int final);
-
-static int append(lm_text *t, const char *s, size_t n)
-{
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 256;
-        while (cap < t->len + n + 1) cap *= 2;
-        char *b = realloc(t->text, cap);
-        if (!b) return -1;
-        t->text = b;
-        t->cap = cap;
-    }
-    memcpy(t->text + t->len, s, n);
-    t->len += n;
-    t->text[t->len] = 0;
-    return 0;
-}
-
-static int on_token(void *user, int32_t id)
-{
-    lm_text *t = user;
-    int prev = t->all[t->n - 1];
-    t->all[t->n++] = id;
-    if (t->tok->l2c) {
-        char piece[256];
-        if (id != 1) {
-            vkl_l2c_tok_decode(t->tok->l2c, prev, id, piece, sizeof piece);
-            if (append(t, piece, strlen(piece))) return 1;
-        }
-    } else {
-        char *s = vkl_sp_decode(t->tok->sp, t->all, t->n);
-        if (!s) return 1;
-        size_t len = strlen(s);
-        if (len > t->prompt_bytes + t->len && append(t, s + t->prompt_bytes + t->len, len - t->prompt_bytes - t->len)) {
-            free(s);
-            return 1;
-        }
-        free(s);
-    }
-    /* a stop string ends the text before it, as OpenAI's "stop" does */
-    for (int i = 0; i < t->nstop; i++) {
-        char *at = strstr(t->text ? t->text : "", t->stop[i]);
-        if (at) {
-            t->len = (size_t)(at - t->text);
-            t->text[t->len] = 0;
-            t->stopped = 1;
-            return 1;
-        }
-    }
-    if (t->sse_fd >= 0 && stream_delta(t, 0)) {
-        t->job->client_gone = 1; /* the connection is gone: MHD closed the pipe */
-        return 1;
-    }
-    return serve_queue_step(t->q, t->job, t->n - t->n_prompt, t->max_new);
-}
-
 typedef struct lm_req {
-    char *prompt;        /* malloc'd */
+    char *prompt;        /* malloc'd; NULL for a chat rendered by the template */
+    vkl_chat_msg *msgs;  /* chat: the messages (strings point into the request) */
+    int nmsgs;
     long long max_tokens;
     const char *stop[4];
     int nstop, stream, chat;
+    vkl_lm_sampling sampling;
+    int seed_given;
     float scale[VKL_SERVE_MAX_LM_LORAS];
 } lm_req;
 
@@ -145,34 +84,77 @@ static int parse_stop(const cJSON *o, lm_req *r, vkl_err *e)
     return 0;
 }
 
-/* Chat messages as one prompt: "role: content" lines and "assistant:" (a
- * plain template; vklora's LMs have no chat template of their own). */
-static char *chat_prompt(const cJSON *o, vkl_err *e)
+/* temperature, top_p, top_k, min_p, repeat_penalty (llama.cpp's name) and
+ * seed; OpenAI's frequency and presence penalties are not made, so a
+ * non-zero one is refused rather than silently ignored. */
+static int parse_sampling(const cJSON *o, lm_req *r, vkl_err *e)
+{
+    vkl_lm_sampling *sm = &r->sampling;
+    vkl_lm_sampling_default(sm);
+    double t = 0, top_p = 1, min_p = 0, rep = 1, pen = 0;
+    long long top_k = 0, seed = -1;
+    if (sj_num(o, "temperature", 0, 2, &t, e) || sj_num(o, "top_p", 0, 1, &top_p, e) ||
+        sj_int(o, "top_k", 0, 1 << 24, &top_k, e) || sj_num(o, "min_p", 0, 1, &min_p, e) ||
+        sj_num(o, "repeat_penalty", 0.01, 100, &rep, e) || sj_int(o, "seed", -1, 9007199254740991LL, &seed, e))
+        return -1;
+    const char *penalties[] = {"frequency_penalty", "presence_penalty"};
+    for (int i = 0; i < 2; i++) {
+        pen = 0;
+        if (sj_num(o, penalties[i], -2, 2, &pen, e)) return -1;
+        if (pen != 0)
+            return vkl_fail(e, "'%s' is not supported by vklora serve (use 'repeat_penalty')", penalties[i]);
+    }
+    if (top_p <= 0) return vkl_fail(e, "'top_p' must be above 0");
+    sm->temperature = (float)t;
+    sm->top_p = (float)top_p;
+    sm->top_k = (int)top_k;
+    sm->min_p = (float)min_p;
+    sm->repeat_penalty = (float)rep;
+    r->seed_given = seed >= 0;
+    if (r->seed_given) {
+        sm->seed = (uint64_t)seed;
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        sm->seed = ((uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec) & ((1ULL << 53) - 1);
+    }
+    return 0;
+}
+
+static int parse_messages(const cJSON *o, lm_req *r, vkl_err *e)
 {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "messages");
-    if (!cJSON_IsArray(m) || !m->child) {
-        vkl_fail(e, "'messages' is required: a list of {\"role\": ..., \"content\": ...}");
-        return NULL;
-    }
-    size_t cap = 64;
+    if (!cJSON_IsArray(m) || !m->child)
+        return vkl_fail(e, "'messages' is required: a list of {\"role\": ..., \"content\": ...}");
+    int n = cJSON_GetArraySize(m);
+    r->msgs = calloc((size_t)n, sizeof *r->msgs);
+    if (!r->msgs) return vkl_fail(e, "out of host memory");
     for (const cJSON *it = m->child; it; it = it->next) {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(it, "role"), *c = cJSON_GetObjectItemCaseSensitive(it, "content");
-        if (!cJSON_IsString(role) || !cJSON_IsString(c)) {
-            vkl_fail(e, "'messages': each message needs string 'role' and 'content'");
-            return NULL;
-        }
-        cap += strlen(role->valuestring) + strlen(c->valuestring) + 4;
+        if (!cJSON_IsString(role) || !cJSON_IsString(c))
+            return vkl_fail(e, "'messages': each message needs string 'role' and 'content' (message %d)", r->nmsgs);
+        const char *ro = role->valuestring;
+        if (strcmp(ro, "system") && strcmp(ro, "user") && strcmp(ro, "assistant"))
+            return vkl_fail(e, "'messages': role \"%s\" of message %d is not system, user or assistant", ro, r->nmsgs);
+        r->msgs[r->nmsgs++] = (vkl_chat_msg){ro, c->valuestring};
     }
+    return 0;
+}
+
+/* A model without a chat template: "role: content" lines and "assistant:". */
+static char *plain_chat(const lm_req *r, vkl_err *e)
+{
+    size_t cap = 64;
+    for (int i = 0; i < r->nmsgs; i++) cap += strlen(r->msgs[i].role) + strlen(r->msgs[i].content) + 4;
     char *p = malloc(cap);
     if (!p) {
         vkl_fail(e, "out of host memory");
         return NULL;
     }
-    p[0] = 0;
-    for (const cJSON *it = m->child; it; it = it->next)
-        sprintf(p + strlen(p), "%s: %s\n", cJSON_GetObjectItemCaseSensitive(it, "role")->valuestring,
-                cJSON_GetObjectItemCaseSensitive(it, "content")->valuestring);
-    strcat(p, "assistant:");
+    size_t len = 0;
+    for (int i = 0; i < r->nmsgs; i++)
+        len += (size_t)snprintf(p + len, cap - len, "%s: %s\n", r->msgs[i].role, r->msgs[i].content);
+    snprintf(p + len, cap - len, "assistant:");
     return p;
 }
 
@@ -182,14 +164,16 @@ static int parse_lm(vkl_server *s, const cJSON *o, int chat, lm_req *r, vkl_err 
     r->chat = chat;
     r->max_tokens = 16; /* OpenAI's default for completions */
     const char *prompt = NULL;
-    double ignored = 0;
     if (sj_int(o, "max_tokens", 1, 4096, &r->max_tokens, e) || sj_bool(o, "stream", &r->stream, e) ||
-        sj_num(o, "temperature", 0, 2, &ignored, e) || sj_num(o, "top_p", 0, 1, &ignored, e) ||
-        parse_stop(o, r, e) || parse_lora(s, o, r, e))
+        parse_sampling(o, r, e) || parse_stop(o, r, e) || parse_lora(s, o, r, e))
         return -1;
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, "n");
     if (n && !(cJSON_IsNumber(n) && n->valuedouble == 1)) return vkl_fail(e, "'n': vklora serve makes one choice");
-    if (chat) return (r->prompt = chat_prompt(o, e)) ? 0 : -1;
+    if (chat) {
+        if (parse_messages(o, r, e)) return -1;
+        if (s->lm.tok.chat.kind == VKL_CHAT_NONE && !(r->prompt = plain_chat(r, e))) return -1;
+        return 0;
+    }
     if (sj_str(o, "prompt", 256 * 1024, &prompt, e)) return -1;
     if (!prompt) return vkl_fail(e, "'prompt' is required: a string");
     if (!(r->prompt = strdup(prompt))) return vkl_fail(e, "out of host memory");
@@ -224,6 +208,11 @@ static cJSON *envelope(vkl_server *s, const lm_req *r, int chunk)
                                                  : "text_completion");
     cJSON_AddNumberToObject(o, "created", (double)time(NULL));
     cJSON_AddStringToObject(o, "model", s->lm.name);
+    if (r->sampling.temperature > 0) {
+        char seed[32]; /* a string: 53-bit seeds lose nothing in any JSON reader */
+        snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->sampling.seed);
+        cJSON_AddStringToObject(o, "seed", seed);
+    }
     return o;
 }
 
@@ -252,13 +241,15 @@ typedef struct lm_run {
     lm_req lr;
     int32_t *ids, *out;
     int np;
-    lm_text t;
+    vkl_app_lm_stream st; /* the text as the ids come */
+    int sse_fd;           /* streaming: the pipe the events go to; -1: none */
+    int oom;
     serve_job job;
     vkl_err e;
     int status;
     const char *what;
     const char *finish;
-    cJSON *body;  /* the request, which the stop strings point into */
+    cJSON *body;  /* the request, which the stop strings and messages point into */
 } lm_run;
 
 static int fail_with(lm_run *r, int status, const char *what)
@@ -268,39 +259,54 @@ static int fail_with(lm_run *r, int status, const char *what)
     return -1;
 }
 
-/* The text a stream has not sent yet, as one chunk event: all of it when
- * final, else what no stop string could still cut off. */
-static int stream_delta(lm_text *t, int final)
+/* lm_stream's printable pieces as chunk events. */
+static int emit_chunk(void *user, const char *piece)
 {
-    lm_run *r = t->run;
-    size_t hold = 0;
-    for (int i = 0; !final && i < t->nstop; i++)
-        if (strlen(t->stop[i]) - 1 > hold) hold = strlen(t->stop[i]) - 1;
-    size_t upto = t->len > hold ? t->len - hold : 0;
-    if (upto <= t->sent) return 0;
-    char *piece = strndup(t->text + t->sent, upto - t->sent);
-    if (!piece) return -1;
+    lm_run *r = user;
     cJSON *ev = envelope(r->s, &r->lr, 1), *a = cJSON_CreateArray();
     cJSON_AddItemToArray(a, choice(&r->lr, piece, NULL, 1));
     cJSON_AddItemToObject(ev, "choices", a);
-    free(piece);
     char *j = sj_print_free(ev);
-    int rc = j ? write_event(t->sse_fd, j) : -1;
+    int rc = j ? write_event(r->sse_fd, j) : -1;
     free(j);
-    if (!rc) t->sent = upto;
     return rc;
+}
+
+static int is_extra_eos(const vkl_llama *m, int32_t id)
+{
+    for (int i = 0; i < m->cfg.n_eos_extra; i++)
+        if (m->cfg.eos_extra[i] == id) return 1;
+    return 0;
+}
+
+static int on_token(void *user, int32_t id)
+{
+    lm_run *r = user;
+    int rc = vkl_app_lm_stream_token(&r->st, id);
+    if (rc < 0) {
+        r->oom = 1;
+        return 1;
+    }
+    if (r->st.emit_failed) {
+        r->job.client_gone = 1; /* the connection is gone: MHD closed the pipe */
+        return 1;
+    }
+    if (rc || is_extra_eos(r->s->lm.model, id)) return 1;
+    return serve_queue_step(&r->s->q, &r->job, r->st.n - r->st.n_prompt, (int)r->lr.max_tokens);
 }
 
 /* Parses, tokenizes and sizes the request (no device yet). */
 static int lm_prepare(lm_run *r, const cJSON *body, int chat)
 {
     vkl_server *s = r->s;
-    r->t.sse_fd = -1;
-    r->t.run = r;
+    r->sse_fd = -1;
     if (parse_lm(s, body, chat, &r->lr, &r->e)) return fail_with(r, 422, "Unprocessable Entity");
     const vkl_llama *m = s->lm.model;
-    if (vkl_app_lm_tok_encode(&s->lm.tok, r->lr.prompt, m->cfg.bos, &r->ids, &r->np, &r->e))
-        return fail_with(r, 422, "Unprocessable Entity");
+    int rc = r->lr.prompt ? vkl_app_lm_tok_encode(&s->lm.tok, r->lr.prompt, m->cfg.bos, &r->ids, &r->np, &r->e)
+                          : vkl_app_lm_tok_chat_messages(&s->lm.tok, r->lr.msgs, r->lr.nmsgs, m->cfg.bos,
+                                                         vkl_app_lm_tok_eos(&s->lm.tok, m->cfg.eos), &r->ids, &r->np,
+                                                         &r->e);
+    if (rc) return fail_with(r, 422, "Unprocessable Entity");
     if (r->np + r->lr.max_tokens > m->cfg.max_pos) {
         if (r->np >= m->cfg.max_pos) {
             vkl_fail(&r->e, "the prompt is %d tokens; the model has %d positions", r->np, m->cfg.max_pos);
@@ -309,21 +315,10 @@ static int lm_prepare(lm_run *r, const cJSON *body, int chat)
         r->lr.max_tokens = m->cfg.max_pos - r->np; /* as OpenAI: the answer ends with finish_reason "length" */
     }
     r->out = malloc(sizeof(int32_t) * (size_t)r->lr.max_tokens);
-    r->t.all = malloc(sizeof(int32_t) * (size_t)(r->np + r->lr.max_tokens));
-    if (!r->out || !r->t.all) {
+    if (!r->out || vkl_app_lm_stream_start(&r->st, &s->lm.tok, r->ids, r->np, (int)r->lr.max_tokens,
+                                           (char *const *)r->lr.stop, r->lr.nstop, NULL, &r->e)) {
         vkl_fail(&r->e, "out of host memory");
         return fail_with(r, 500, "Internal Server Error");
-    }
-    memcpy(r->t.all, r->ids, sizeof(int32_t) * (size_t)r->np);
-    r->t.tok = &s->lm.tok;
-    r->t.n = r->t.n_prompt = r->np;
-    r->t.stop = r->lr.stop;
-    r->t.nstop = r->lr.nstop;
-    r->t.max_new = (int)r->lr.max_tokens;
-    if (r->t.tok->sp) {
-        char *sdec = vkl_sp_decode(r->t.tok->sp, r->ids, r->np);
-        r->t.prompt_bytes = sdec ? strlen(sdec) : 0;
-        free(sdec);
     }
     return 0;
 }
@@ -335,8 +330,10 @@ static int lm_exec(lm_run *r, int fd)
     vkl_server *s = r->s;
     r->job.fd = fd;
     r->job.kind = "completion";
-    r->t.q = &s->q;
-    r->t.job = &r->job;
+    if (r->sse_fd >= 0) {
+        r->st.emit = emit_chunk;
+        r->st.emit_user = r;
+    }
     if (serve_queue_enter(&s->q, &r->job)) {
         if (r->job.client_gone) vkl_fail(&r->e, "the client closed the connection");
         else vkl_fail(&r->e, "the server is stopping");
@@ -350,9 +347,10 @@ static int lm_exec(lm_run *r, int fd)
     int nout = 0, rc = nu ? vkl_lora_set_build(s->ctx, uses, nu, &set, &r->e) : 0;
     if (!rc) {
         vkl_llama_gen_opts o = {.lora = set, .max_new = (int)r->lr.max_tokens,
-                                .stop_id = r->t.tok->l2c ? 1 : s->lm.model->cfg.eos, .on_token = on_token,
-                                .user = &r->t};
+                                .stop_id = vkl_app_lm_tok_eos(&s->lm.tok, s->lm.model->cfg.eos),
+                                .sampling = &r->lr.sampling, .on_token = on_token, .user = r};
         rc = vkl_llama_generate(s->lm.model, r->ids, r->np, &o, r->out, &nout, &r->e);
+        if (!rc && r->oom) rc = vkl_fail(&r->e, "out of host memory");
     }
     vkl_lora_set_free(set);
     int gone = r->job.client_gone;
@@ -362,18 +360,18 @@ static int lm_exec(lm_run *r, int fd)
         return fail_with(r, 400, "Bad Request");
     }
     if (rc) return fail_with(r, 500, "Internal Server Error");
-    int made = r->t.n - r->t.n_prompt;
-    r->finish = r->t.stopped || made < r->lr.max_tokens ? "stop" : "length";
+    int made = r->st.n - r->st.n_prompt;
+    r->finish = r->st.stopped || made < r->lr.max_tokens ? "stop" : "length";
     return 0;
 }
 
 static void lm_run_free(lm_run *r)
 {
     free(r->lr.prompt);
+    free(r->lr.msgs);
     free(r->ids);
     free(r->out);
-    free(r->t.all);
-    free(r->t.text);
+    vkl_app_lm_stream_free(&r->st);
     cJSON_Delete(r->body);
     free(r);
 }
@@ -383,13 +381,14 @@ static void lm_run_free(lm_run *r)
 static void *stream_thread(void *p)
 {
     lm_run *r = p;
-    int fd = r->t.sse_fd;
+    int fd = r->sse_fd;
     if (!lm_exec(r, r->job.fd)) {
+        vkl_app_lm_stream_finish(&r->st); /* what was held back for a stop string that never came */
         cJSON *ev = envelope(r->s, &r->lr, 1), *a = cJSON_CreateArray();
         cJSON_AddItemToArray(a, choice(&r->lr, "", r->finish, 1));
         cJSON_AddItemToObject(ev, "choices", a);
         char *j = sj_print_free(ev);
-        if (!stream_delta(&r->t, 1) && j) write_event(fd, j);
+        if (!r->st.emit_failed && j) write_event(fd, j);
         free(j);
     } else {
         char *j = sj_error_body(r->what, r->e.msg);
@@ -431,7 +430,7 @@ static int complete(vkl_server *s, const serve_req *q, serve_resp *resp, int cha
             lm_run_free(r);
             return serve_error(resp, 500, "Internal Server Error", "cannot make a pipe: %s", strerror(errno));
         }
-        r->t.sse_fd = fds[1];
+        r->sse_fd = fds[1];
         r->job.fd = q->fd;
         pthread_attr_init(&at);
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
@@ -451,9 +450,11 @@ static int complete(vkl_server *s, const serve_req *q, serve_resp *resp, int cha
     if (lm_exec(r, q->fd)) {
         serve_error(resp, r->status, r->what, "%s", r->e.msg);
     } else {
-        int made = r->t.n - r->t.n_prompt;
+        int made = r->st.n - r->st.n_prompt;
+        char *text = vkl_app_lm_stream_text(&r->st);
         cJSON *o = envelope(s, &r->lr, 0), *a = cJSON_CreateArray(), *u = cJSON_CreateObject();
-        cJSON_AddItemToArray(a, choice(&r->lr, r->t.text ? r->t.text : "", r->finish, 0));
+        cJSON_AddItemToArray(a, choice(&r->lr, text ? text : "", r->finish, 0));
+        free(text);
         cJSON_AddItemToObject(o, "choices", a);
         cJSON_AddNumberToObject(u, "prompt_tokens", r->np);
         cJSON_AddNumberToObject(u, "completion_tokens", made);

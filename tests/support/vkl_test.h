@@ -101,6 +101,10 @@ int vkl_test_cli(const char *args, const char *env, char **output);
 void vkl_test_copy_images(const char *rel);
 
 /* Temporary directory for a test (created, removed by vkl_test_rmtree). */
+/* A LLaMA model folder at dir (created) with the refkit's tiny-llama weights,
+ * its config.json saying torch_dtype, and a small byte-level BPE
+ * tokenizer.json (support_lm.c says which ids). */
+void vkl_test_bpe_model_folder(const char *dir, const char *torch_dtype);
 const char *vkl_test_tmpdir(void);
 void vkl_test_rmtree(const char *path);
 

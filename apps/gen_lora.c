@@ -1,4 +1,5 @@
 #include "gen_lora.h"
+#include "lora_dir.h"
 #include "lora_args.h"
 
 #include "ops.h"
@@ -109,9 +110,8 @@ char *vkl_gen_lora_from_prompt(vkl_gen_lora *l, const char *prompt, const char *
                 free(out);
                 return NULL;
             }
-            char path[2048];
-            snprintf(path, sizeof path, "%s/%s.safetensors", lora_dir, inner);
-            if (add(l, path, wu, wt, e)) {
+            char path[4096];
+            if (vkl_lora_dir_find(lora_dir, inner, path, sizeof path, e) || add(l, path, wu, wt, e)) {
                 free(out);
                 return NULL;
             }

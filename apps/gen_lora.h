@@ -20,7 +20,8 @@ typedef struct vkl_gen_lora {
 /* Parses "FILE[:W[:W_TE]]" and appends it. */
 int vkl_gen_lora_add_spec(vkl_gen_lora *l, const char *spec, vkl_err *e);
 /* Removes every <lora:NAME:W> from prompt (returns the cleaned prompt,
- * malloc'd) and appends NAME from lora_dir (NAME.safetensors). */
+ * malloc'd) and appends NAME from lora_dir (NAME.safetensors there or in a
+ * subfolder: lora_dir.h). */
 char *vkl_gen_lora_from_prompt(vkl_gen_lora *l, const char *prompt, const char *lora_dir, vkl_err *e);
 /* Loads every adapter against the model's layers and applies them at run
  * time, or merges them (vkl_sd_adapters_apply). */

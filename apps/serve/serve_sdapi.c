@@ -2,6 +2,7 @@
  * sampler and scheduler lists, and the options. Field names and shapes are
  * A1111's (modules/api/models.py), so its clients read them unchanged. */
 #include "serve/serve.h"
+#include "lora_dir.h"
 #include "sd/sampler.h"
 #include "serve/serve_json.h"
 
@@ -68,35 +69,33 @@ int serve_sd_models(vkl_server *s, const serve_req *q, serve_resp *r)
     return serve_json(r, a);
 }
 
-/* The safetensors files of --lora-dir, as <lora:NAME:W> finds them. */
+/* The safetensors files of --lora-dir and its subfolders, as <lora:NAME:W>
+ * finds them (lora_dir.h). */
 int serve_loras(vkl_server *s, const serve_req *q, serve_resp *r)
 {
     (void)q;
+    vkl_lora_dir_entry *l = NULL;
+    int n = 0;
+    vkl_err e = {{0}};
+    if (s->lora_dir && vkl_lora_dir_list(s->lora_dir, &l, &n, &e))
+        return serve_error(r, 500, "Internal Server Error", "%s", e.msg);
     cJSON *a = cJSON_CreateArray();
-    DIR *d = s->lora_dir ? opendir(s->lora_dir) : NULL;
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        size_t n = strlen(de->d_name);
-        if (n <= 12 || strcasecmp(de->d_name + n - 12, ".safetensors") || de->d_name[0] == '.') continue;
-        char path[4096], name[256];
-        snprintf(path, sizeof path, "%s/%s", s->lora_dir, de->d_name);
-        snprintf(name, sizeof name, "%.*s", (int)(n - 12), de->d_name);
-        cJSON *l = cJSON_CreateObject(), *meta = cJSON_CreateObject();
-        cJSON_AddStringToObject(l, "name", name);
-        cJSON_AddStringToObject(l, "alias", name);
-        cJSON_AddStringToObject(l, "path", path);
+    for (int i = 0; i < n; i++) {
+        cJSON *o = cJSON_CreateObject(), *meta = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", l[i].name);
+        cJSON_AddStringToObject(o, "alias", l[i].name);
+        cJSON_AddStringToObject(o, "path", l[i].path);
         /* the training metadata (ss_* keys), as A1111 shows it */
         vkl_st_file *f = NULL;
-        vkl_err e = {{0}};
-        if (!vkl_st_open(path, &f, &e)) {
-            for (int i = 0; i < vkl_st_meta_count(f); i++)
-                cJSON_AddStringToObject(meta, vkl_st_meta_key(f, i), vkl_st_meta_value(f, i));
+        if (!vkl_st_open(l[i].path, &f, &e)) {
+            for (int k = 0; k < vkl_st_meta_count(f); k++)
+                cJSON_AddStringToObject(meta, vkl_st_meta_key(f, k), vkl_st_meta_value(f, k));
             vkl_st_close(f);
         }
-        cJSON_AddItemToObject(l, "metadata", meta);
-        cJSON_AddItemToArray(a, l);
+        cJSON_AddItemToObject(o, "metadata", meta);
+        cJSON_AddItemToArray(a, o);
     }
-    if (d) closedir(d);
+    vkl_lora_dir_free(l, n);
     return serve_json(r, a);
 }
 

@@ -135,6 +135,54 @@ static void test_adapters_equal_lora_option(void **state)
     cJSON_Delete(l);
 }
 
+/* Adapters in subfolders of --lora-dir are found by file name, as A1111
+ * finds them in models/Lora; hidden folders are not; a name two subfolders
+ * hold is refused naming both files. */
+static void test_adapters_in_subfolders(void **state)
+{
+    (void)state;
+    need_model();
+    char cmd[4096], args[2048];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && mkdir -p loras/sd15/styles loras/.trash && cp '%s' loras/sd15/styles/deep.safetensors && "
+             "cp '%s' loras/.trash/gone.safetensors",
+             vkl_test_dir, lora_file(), lora_file());
+    assert_int_equal(system(cmd), 0);
+    if (!exists("l08.png")) {
+        snprintf(args, sizeof args, PLAIN_CLI " --lora '%s':0.8 -o l08.png", lora_file());
+        generate_cli(args);
+    }
+    cJSON *o = post("/sdapi/v1/txt2img", "{\"prompt\": \"a red cube <lora:deep:0.8>\", " PLAIN_JSON_FIELDS "}");
+    vkl_image got, want;
+    answer_image(o, 0, &got, NULL);
+    file_image("l08.png", &want, NULL);
+    assert_true(same_pixels(&got, &want));
+    vkl_image_free(&got);
+    vkl_image_free(&want);
+    cJSON_Delete(o);
+    http_resp r = fx_http(&srv, "GET", "/sdapi/v1/loras", NULL, NULL, 0);
+    cJSON *l = ok_json(&r);
+    assert_int_equal(cJSON_GetArraySize(l), 2); /* deep and style; not the hidden folder's */
+    const cJSON *deep = cJSON_GetArrayItem(l, 0);
+    assert_string_equal(cJSON_GetObjectItem(deep, "name")->valuestring, "deep");
+    assert_non_null(strstr(cJSON_GetObjectItem(deep, "path")->valuestring, "loras/sd15/styles/deep.safetensors"));
+    cJSON_Delete(l);
+    snprintf(cmd, sizeof cmd, "cd '%s' && mkdir -p loras/other && cp '%s' loras/other/deep.safetensors", vkl_test_dir,
+             lora_file());
+    assert_int_equal(system(cmd), 0);
+    r = fx_http(&srv, "POST", "/sdapi/v1/txt2img", "{\"prompt\": \"a <lora:deep:0.8>\", " PLAIN_JSON_FIELDS "}", NULL, 0);
+    if (r.status != 422 || !strstr(r.body, "2 adapters have that name")) print_error("%ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 422);
+    assert_non_null(strstr(r.body, "loras/other/deep.safetensors"));
+    free(r.body);
+    r = fx_http(&srv, "POST", "/sdapi/v1/txt2img", "{\"prompt\": \"a <lora:gone:0.8>\", " PLAIN_JSON_FIELDS "}", NULL, 0);
+    assert_int_equal(r.status, 422);
+    assert_non_null(strstr(r.body, "no gone.safetensors"));
+    free(r.body);
+    snprintf(cmd, sizeof cmd, "cd '%s' && rm -r loras/other loras/sd15 loras/.trash", vkl_test_dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_lists_and_options(void **state)
 {
     (void)state;
@@ -169,6 +217,7 @@ int main(void)
         cmocka_unit_test(test_txt2img_equals_generate),
         cmocka_unit_test(test_img2img_equals_generate),
         cmocka_unit_test(test_adapters_equal_lora_option),
+        cmocka_unit_test(test_adapters_in_subfolders),
         cmocka_unit_test(test_lists_and_options),
     };
     int rc = cmocka_run_group_tests(tests, fx_setup, fx_teardown);

@@ -109,6 +109,9 @@ int serve_lm_models(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_train_start(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_train_job(vkl_server *s, const serve_req *q, serve_resp *r); /* /vklora/v1/train/ID: GET, DELETE */
 void serve_train_free_all(void); /* waits for the jobs' threads */
+/* A training request's "uploads" written as the image folder
+ * --data-root/uploads/NAME (serve_upload.c); rel gets "uploads/NAME". */
+int serve_train_uploads(vkl_server *s, const cJSON *uploads, const char *name, char *rel, size_t cap, vkl_err *e);
 
 /* The HTTP server: starts listening (port 0: any free one, *bound_port
  * receives it) on its own threads. */

@@ -3,7 +3,8 @@
  * device queue; GET /vklora/v1/train/ID reports its state, queue position
  * and the loss of every step so far; DELETE /vklora/v1/train/ID stops it
  * (a running one saves its state at the end of the step, as Ctrl-C does;
- * a queued one leaves the queue). The image folder lies inside --data-root;
+ * a queued one leaves the queue). The image folder lies inside --data-root,
+ * or the request uploads the images (serve_upload.c);
  * the adapter is written to --lora-dir/NAME.safetensors (with NAME.json,
  * NAME.csv and NAME.state/ beside it), where <lora:NAME:W> then finds it. */
 #include "serve/serve.h"
@@ -60,39 +61,12 @@ static const char *const refused[] = {"model", "output", "o", "resume", "config"
                                       "model-config", "images", "force", "cache-latents-to-disk", "quiet",
                                       "interrupt-at", "kill-at"};
 
-static int build_config(vkl_server *s, const cJSON *body, train_job *j, vkl_err *e)
+/* Every setting of the request but images, uploads and name, by its
+ * option name (max_steps or max-steps, as a --config file takes them). */
+static int set_options(vkl_train_config *c, const cJSON *body, vkl_err *e)
 {
-    vkl_train_config *c = &j->cfg;
-    vkl_train_config_default(c);
-    c->model = s->model_path;
-    c->tokenizer = s->tokenizer;
-    c->model_config = s->model_config;
-    c->quiet = 1;
-    const char *images = NULL, *name = NULL;
-    if (sj_str(body, "images", 4096, &images, e) || sj_str(body, "name", 100, &name, e)) return -1;
-    if (!images) return vkl_fail(e, "'images' is required: a folder inside the server's --data-root");
-    if (!name) return vkl_fail(e, "'name' is required: the adapter's name in --lora-dir");
-    if (!name[0] || name[0] == '.' || strpbrk(name, "/\\:<>"))
-        return vkl_fail(e, "'name' \"%s\": a file name without folders, ':' or '<>', not starting with '.'", name);
-    /* the folder, resolved, must lie inside the data root */
-    char joined[PATH_MAX * 2], root[PATH_MAX];
-    snprintf(joined, sizeof joined, "%s/%s", s->data_root, images);
-    if (!realpath(s->data_root, root)) return vkl_fail(e, "the server's --data-root cannot be read");
-    if (images[0] == '/' || !realpath(joined, j->images))
-        return vkl_fail(e, "'images' \"%s\" is not a folder inside --data-root", images);
-    size_t rl = strlen(root);
-    if (strncmp(j->images, root, rl) || (j->images[rl] != '/' && j->images[rl] != 0))
-        return vkl_fail(e, "'images' \"%s\" lies outside --data-root", images);
-    struct stat st;
-    if (stat(j->images, &st) || !S_ISDIR(st.st_mode)) return vkl_fail(e, "'images' \"%s\" is not a folder", images);
-    c->data.images_dir = j->images;
-    snprintf(j->name, sizeof j->name, "%s", name);
-    snprintf(j->output, sizeof j->output, "%s/%s.safetensors", s->lora_dir, name);
-    if (!stat(j->output, &st)) return vkl_fail(e, "'name' \"%s\": %s exists already", name, j->output);
-    c->output = j->output;
     for (const cJSON *it = body->child; it; it = it->next) {
-        if (!strcmp(it->string, "images") || !strcmp(it->string, "name")) continue;
-        /* max_steps or max-steps, as a --config file takes them */
+        if (!strcmp(it->string, "images") || !strcmp(it->string, "name") || !strcmp(it->string, "uploads")) continue;
         char key[64];
         snprintf(key, sizeof key, "%s", it->string);
         for (char *p = key; *p; p++)
@@ -109,6 +83,49 @@ static int build_config(vkl_server *s, const cJSON *body, train_job *j, vkl_err 
     }
     if (c->max_steps <= 0 && c->epochs <= 0) c->max_steps = 100;
     if (c->max_steps > 100000) return vkl_fail(e, "'max-steps' %d: at most 100000", c->max_steps);
+    return 0;
+}
+
+static int build_config(vkl_server *s, const cJSON *body, train_job *j, vkl_err *e)
+{
+    vkl_train_config *c = &j->cfg;
+    vkl_train_config_default(c);
+    c->model = s->model_path;
+    c->tokenizer = s->tokenizer;
+    c->model_config = s->model_config;
+    c->quiet = 1;
+    const char *images = NULL, *name = NULL;
+    if (sj_str(body, "images", 4096, &images, e) || sj_str(body, "name", 100, &name, e)) return -1;
+    const cJSON *uploads = cJSON_GetObjectItemCaseSensitive(body, "uploads");
+    if (!images && !uploads)
+        return vkl_fail(e, "'images' (a folder inside the server's --data-root) or 'uploads' (a list of images) is required");
+    if (images && uploads) return vkl_fail(e, "give 'images' or 'uploads', not both");
+    if (!name) return vkl_fail(e, "'name' is required: the adapter's name in --lora-dir");
+    if (!name[0] || name[0] == '.' || strpbrk(name, "/\\:<>"))
+        return vkl_fail(e, "'name' \"%s\": a file name without folders, ':' or '<>', not starting with '.'", name);
+    struct stat st;
+    snprintf(j->output, sizeof j->output, "%s/%s.safetensors", s->lora_dir, name);
+    if (!stat(j->output, &st)) return vkl_fail(e, "'name' \"%s\": %s exists already", name, j->output);
+    /* the settings are checked before any upload is written */
+    if (set_options(c, body, e)) return -1;
+    char uploaded[512];
+    if (uploads) {
+        if (serve_train_uploads(s, uploads, name, uploaded, sizeof uploaded, e)) return -1;
+        images = uploaded;
+    }
+    /* the folder, resolved, must lie inside the data root */
+    char joined[PATH_MAX * 2], root[PATH_MAX];
+    snprintf(joined, sizeof joined, "%s/%s", s->data_root, images);
+    if (!realpath(s->data_root, root)) return vkl_fail(e, "the server's --data-root cannot be read");
+    if (images[0] == '/' || !realpath(joined, j->images))
+        return vkl_fail(e, "'images' \"%s\" is not a folder inside --data-root", images);
+    size_t rl = strlen(root);
+    if (strncmp(j->images, root, rl) || (j->images[rl] != '/' && j->images[rl] != 0))
+        return vkl_fail(e, "'images' \"%s\" lies outside --data-root", images);
+    if (stat(j->images, &st) || !S_ISDIR(st.st_mode)) return vkl_fail(e, "'images' \"%s\" is not a folder", images);
+    c->data.images_dir = j->images;
+    snprintf(j->name, sizeof j->name, "%s", name);
+    c->output = j->output;
     return 0;
 }
 

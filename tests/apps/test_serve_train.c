@@ -3,7 +3,10 @@
  * (the same values as the run's own loss log), and its adapter is then
  * listed and usable by name in a prompt; DELETE stops a running job with its
  * state saved, as Ctrl-C does; paths outside the data root, settings the
- * server owns and a name in use are refused by name. */
+ * server owns and a name in use are refused by name. Uploaded images
+ * (base64 with captions) become an image folder in the data root that
+ * trains exactly as the same files on disk do; bad uploads leave nothing
+ * behind. */
 #include "serve_fixture.h"
 
 #include <math.h>
@@ -137,6 +140,161 @@ static void test_delete_stops_with_state_saved(void **state)
     assert_int_equal(stat(state_dir, &st), 0);
 }
 
+/* Standard base64 (RFC 4648), written here so the test does not lean on
+ * the server's own encoder. */
+static char *b64(const unsigned char *d, size_t n)
+{
+    static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *o = malloc(4 * ((n + 2) / 3) + 1), *p = o;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)d[i] << 16 | (i + 1 < n ? (unsigned)d[i + 1] << 8 : 0) | (i + 2 < n ? d[i + 2] : 0);
+        *p++ = A[v >> 18 & 63];
+        *p++ = A[v >> 12 & 63];
+        *p++ = i + 1 < n ? A[v >> 6 & 63] : '=';
+        *p++ = i + 2 < n ? A[v & 63] : '=';
+    }
+    *p = 0;
+    return o;
+}
+
+static unsigned char *file_bytes(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(*n + 1);
+    assert_int_equal(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+/* The loss column of a run's log. */
+static int csv_losses(const char *rel, float *out, int max)
+{
+    char *csv = vkl_test_slurp(vkl_test_dir, rel);
+    assert_non_null(csv);
+    int n = 0;
+    for (char *line = strchr(csv, '\n'); line && line[1] && n < max; line = strchr(line + 1, '\n')) {
+        int step, epoch;
+        if (sscanf(line + 1, "%d,%d,%f", &step, &epoch, &out[n]) == 3) n++;
+    }
+    free(csv);
+    return n;
+}
+
+static void test_uploaded_images_train_as_the_folder(void **state)
+{
+    (void)state;
+    need();
+    const char *src = vkl_test_shared_path("data/wesnoth-portraits/test16-128px");
+    char list[4096];
+    snprintf(list, sizeof list, "cd '%s/data/imgs' && ls *.png | sort", vkl_test_dir);
+    FILE *p = popen(list, "r");
+    assert_non_null(p);
+    cJSON *body = cJSON_CreateObject(), *ups = cJSON_CreateArray();
+    char name[256], first[256] = "";
+    int n = 0;
+    while (fgets(name, sizeof name, p)) {
+        name[strcspn(name, "\n")] = 0;
+        if (!first[0]) snprintf(first, sizeof first, "%s", name);
+        char path[2048], txt[2048];
+        snprintf(path, sizeof path, "%s/%s", src, name);
+        snprintf(txt, sizeof txt, "%.*s.txt", (int)(strlen(name) - 4), name);
+        size_t len;
+        unsigned char *bytes = file_bytes(path, &len);
+        char *enc = b64(bytes, len), *caption = vkl_test_slurp(src, txt);
+        cJSON *u = cJSON_CreateObject();
+        cJSON_AddStringToObject(u, "image", enc);
+        cJSON_AddStringToObject(u, "caption", caption ? caption : "");
+        cJSON_AddItemToArray(ups, u);
+        free(bytes), free(enc), free(caption);
+        n++;
+    }
+    pclose(p);
+    assert_true(n >= 2);
+    cJSON_AddStringToObject(body, "name", "up1");
+    cJSON_AddItemToObject(body, "uploads", ups);
+    /* the settings of job1, which trained on the same files in data/imgs */
+    const char *settings = "{\"max_steps\": 3, \"resolution\": 64, \"rank\": 4, \"alpha\": 2, \"lr\": 1e-3, \"seed\": 5}";
+    cJSON *set = cJSON_Parse(settings);
+    for (cJSON *it = set->child; it; it = it->next) cJSON_AddItemToObject(body, it->string, cJSON_Duplicate(it, 1));
+    cJSON_Delete(set);
+    char *text = cJSON_PrintUnformatted(body);
+    struct stat st;
+    char job1_csv[2048];
+    snprintf(job1_csv, sizeof job1_csv, "%s/loras/job1.csv", vkl_test_dir);
+    if (stat(job1_csv, &st)) {
+        char b[512];
+        snprintf(b, sizeof b, "{\"images\": \"imgs\", \"name\": \"job1\", %s", settings + 1);
+        cJSON_Delete(wait_job(start_job(b), 600));
+    }
+    cJSON *o = wait_job(start_job(text), 600);
+    if (strcmp(job_state(o), "done")) print_error("%s\n", cJSON_PrintUnformatted(o));
+    assert_string_equal(job_state(o), "done");
+    cJSON_Delete(o);
+    free(text);
+    cJSON_Delete(body);
+    /* the folder holds the files as sent, in order, with their captions */
+    char want_path[2048], got_dir[2048];
+    snprintf(want_path, sizeof want_path, "%s/%s", src, first);
+    snprintf(got_dir, sizeof got_dir, "%s/data/uploads/up1/0001.png", vkl_test_dir);
+    size_t wl, gl;
+    unsigned char *w = file_bytes(want_path, &wl), *g = file_bytes(got_dir, &gl);
+    assert_int_equal(wl, gl);
+    assert_memory_equal(w, g, wl);
+    free(w), free(g);
+    snprintf(got_dir, sizeof got_dir, "%s/data/uploads/up1", vkl_test_dir);
+    char txt[300];
+    snprintf(txt, sizeof txt, "%.*s.txt", (int)(strlen(first) - 4), first);
+    char *want_caption = vkl_test_slurp(src, txt), *got_caption = vkl_test_slurp(got_dir, "0001.txt");
+    assert_string_equal(got_caption, want_caption);
+    free(want_caption), free(got_caption);
+    /* and train as the same files on disk: the same losses */
+    float a[8], b[8];
+    int na = csv_losses("loras/job1.csv", a, 8), nb = csv_losses("loras/up1.csv", b, 8);
+    assert_int_equal(na, 3);
+    assert_int_equal(nb, 3);
+    for (int i = 0; i < 3; i++) assert_true(fabsf(a[i] - b[i]) <= 1e-6f * fabsf(a[i]));
+    /* bad uploads: refused by name, nothing left in the data root */
+    size_t len;
+    unsigned char *png = file_bytes(want_path, &len);
+    char *half = b64(png, len / 2), *whole = b64(png, len);
+    free(png);
+    char *bad_body = malloc(strlen(whole) + strlen(half) + 512);
+    sprintf(bad_body, "{\"name\": \"bad\", \"max_steps\": 1, \"uploads\": [{\"image\": \"%s\"}, {\"image\": \"%s\"}]}", whole,
+            half);
+    const char *bad[][2] = {
+        {bad_body, "uploads[1]"},
+        {"{\"name\": \"bad\", \"uploads\": [{\"image\": \"@@@\"}]}", "'uploads[0].image'"},
+        {"{\"name\": \"bad\", \"uploads\": []}", "'uploads'"},
+        {"{\"name\": \"bad\", \"uploads\": [{\"image\": \"AAAA\", \"path\": \"/etc\"}]}", "'uploads[0].path'"},
+        {"{\"name\": \"bad\", \"uploads\": [5]}", "'uploads[0]'"},
+        {"{\"name\": \"bad\", \"images\": \"imgs\", \"uploads\": [{\"image\": \"AAAA\"}]}", "not both"},
+        {"{\"name\": \"bad\", \"bogus\": 1, \"uploads\": [{\"image\": \"AAAA\"}]}", "'bogus'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        http_resp r = fx_http(&srv, "POST", "/vklora/v1/train", bad[i][0], NULL, 0);
+        if (r.status != 422 || !strstr(r.body, bad[i][1])) print_error("%.80s: %ld %s\n", bad[i][0], r.status, r.body);
+        assert_int_equal(r.status, 422);
+        assert_non_null(strstr(r.body, bad[i][1]));
+        free(r.body);
+    }
+    free(bad_body), free(half), free(whole);
+    snprintf(list, sizeof list, "ls -A '%s/data/uploads'", vkl_test_dir);
+    p = popen(list, "r");
+    char left[4096] = "";
+    size_t k = fread(left, 1, sizeof left - 1, p);
+    left[k] = 0;
+    pclose(p);
+    assert_string_equal(left, "up1\n");
+    /* the same name again: 409 */
+    http_resp r = fx_http(&srv, "POST", "/vklora/v1/train", "{\"name\": \"up1\", \"uploads\": [{\"image\": \"AAAA\"}]}", NULL, 0);
+    assert_int_equal(r.status, 409);
+    free(r.body);
+}
+
 static void test_bad_training_requests(void **state)
 {
     (void)state;
@@ -185,6 +343,7 @@ int main(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_job_trains_and_adapter_is_usable),
+        cmocka_unit_test(test_uploaded_images_train_as_the_folder),
         cmocka_unit_test(test_delete_stops_with_state_saved),
         cmocka_unit_test(test_bad_training_requests),
     };

@@ -110,6 +110,33 @@ int serve_queue_step(serve_queue *q, serve_job *j, int step, int steps)
     return stop;
 }
 
+static int is_train(const serve_job *j) { return j->kind && !strcmp(j->kind, "train"); }
+
+int serve_queue_yield(serve_queue *q, serve_job *j)
+{
+    pthread_mutex_lock(&q->mu);
+    serve_job *last = NULL;
+    if (q->head == j && !q->stopping)
+        for (serve_job *it = j->next; it && !is_train(it); it = it->next) last = it;
+    if (!last) {
+        pthread_mutex_unlock(&q->mu);
+        return 0;
+    }
+    int step = q->step, steps = q->steps;
+    q->head = j->next;
+    j->next = last->next;
+    last->next = j;
+    if (q->tail == last) q->tail = j;
+    pthread_cond_broadcast(&q->cv);
+    while (q->head != j) pthread_cond_wait(&q->cv, &q->mu);
+    if (q->stopping) j->interrupted = 1;
+    q->step = step;
+    q->steps = steps;
+    q->started = vkl_serve_now();
+    pthread_mutex_unlock(&q->mu);
+    return 1;
+}
+
 int serve_queue_interrupt(serve_queue *q)
 {
     pthread_mutex_lock(&q->mu);

@@ -1,5 +1,8 @@
 /* One device job at a time. Requests that need the device wait in a FIFO;
- * the job at its head runs. The running job's progress is what
+ * the job at its head runs. A training job (kind "train") runs for minutes
+ * or hours, so it gives way between its steps: the requests waiting behind
+ * it at that moment run first, then it runs at least one more step before
+ * it gives way again (serve_queue_yield), so neither side starves. The running job's progress is what
  * /sdapi/v1/progress shows, and its stop flag is what /sdapi/v1/interrupt,
  * a vanished client and a stopping server set. */
 #ifndef VKL_SERVE_QUEUE_H
@@ -38,6 +41,11 @@ void serve_queue_leave(serve_queue *q, serve_job *j);
 /* The running job's step callback: records progress; nonzero asks the
  * sampler to stop (interrupted, client gone, second signal). */
 int serve_queue_step(serve_queue *q, serve_job *j, int step, int steps);
+/* Called by the running job between units of work (a training step): when
+ * jobs of another kind wait behind it, moves j behind them (ahead of other
+ * training jobs) and waits until it is at the head again; 1 when it gave
+ * way. A server that began stopping meanwhile sets j->interrupted. */
+int serve_queue_yield(serve_queue *q, serve_job *j);
 /* Sets the running job's interrupt flag; 1 when a job was running. */
 int serve_queue_interrupt(serve_queue *q);
 /* No new jobs; waiting ones give up. A running training job stops at the

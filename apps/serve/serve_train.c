@@ -139,8 +139,13 @@ static void on_report(void *user, const vkl_train_report *r)
     if (j->nloss < MAX_LOSSES && j->loss) j->loss[j->nloss++] = r->loss;
     q->step = r->step;
     q->steps = r->total;
-    int stop = j->stop_asked || j->job.interrupted;
     pthread_cond_broadcast(&q->cv); /* wakes the GETs that wait for a step */
+    pthread_mutex_unlock(&q->mu);
+    /* generation requests that came during the step run now (the device
+     * is idle between steps); then the next step */
+    serve_queue_yield(q, &j->job);
+    pthread_mutex_lock(&q->mu);
+    int stop = j->stop_asked || j->job.interrupted;
     pthread_mutex_unlock(&q->mu);
     /* the trainer's own stop flag: the state is saved at this step's end */
     if (stop) vkl_train_interrupt = 1;

@@ -1,7 +1,8 @@
 /* vklora serve's training jobs through libcurl: a job trains the library's
  * `vklora train` on a folder inside --data-root, reports its loss per step
  * (the same values as the run's own loss log), and its adapter is then
- * listed and usable by name in a prompt; DELETE stops a running job with its
+ * listed and usable by name in a prompt; a generation request sent during
+ * a long job runs between two of its steps; DELETE stops a running job with its
  * state saved, as Ctrl-C does; paths outside the data root, settings the
  * server owns and a name in use are refused by name. Uploaded images
  * (base64 with captions) become an image folder in the data root that
@@ -119,6 +120,25 @@ static void test_delete_stops_with_state_saved(void **state)
         int step = (int)cJSON_GetObjectItem(o, "step")->valuedouble;
         cJSON_Delete(o);
         if (step >= 1) break;
+        assert_true(fx_now() - t0 < 600);
+        usleep(200000);
+    }
+    /* a generation request during the job runs between two of its steps
+     * (not after its 5000), then the job goes on */
+    double tg = fx_now();
+    cJSON *img = post("/sdapi/v1/txt2img", "{\"prompt\": \"a portrait\", \"steps\": 2, \"width\": 32, \"height\": 32}");
+    fprintf(stderr, "txt2img during training: %.2f s\n", fx_now() - tg);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(img, "images")), 1);
+    cJSON_Delete(img);
+    cJSON *mid = job(id);
+    assert_string_equal(job_state(mid), "running");
+    int step_then = (int)cJSON_GetObjectItem(mid, "step")->valuedouble;
+    cJSON_Delete(mid);
+    for (;;) {
+        cJSON *o = job(id);
+        int step = (int)cJSON_GetObjectItem(o, "step")->valuedouble;
+        cJSON_Delete(o);
+        if (step > step_then) break;
         assert_true(fx_now() - t0 < 600);
         usleep(200000);
     }

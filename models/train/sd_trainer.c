@@ -218,8 +218,6 @@ static int save_output(trainer *t, const char *path, int step, int epoch, vkl_er
                                        t->c->train_te ? 2 : 1, path, t->c->save_dtype, 1, e);
 }
 
-/* State folder: adapter.safetensors, optimizer.safetensors, state.json (written
- * last, so a folder with a state.json is complete). */
 /* Output path without its .safetensors extension, for the files written beside it. */
 static void stem_of(const char *output, char *stem, size_t n)
 {
@@ -228,49 +226,33 @@ static void stem_of(const char *output, char *stem, size_t n)
     if (len > 12 && !strcmp(stem + len - 12, ".safetensors")) stem[len - 12] = 0;
 }
 
-static void remove_state_dir(const char *dir)
-{
-    const char *files[] = {"adapter.safetensors", "weights.safetensors", "ema.safetensors", "optimizer.safetensors",
-                           "state.json"};
-    char path[1200];
-    for (int i = 0; i < 5; i++) {
-        snprintf(path, sizeof path, "%.1150s/%s", dir, files[i]);
-        unlink(path);
-    }
-    rmdir(dir);
-}
-
-/* The state of step `step` goes into base/step-NNNNNN/; base/latest (replaced
- * atomically once that folder is complete) names it, so a kill at any moment
- * leaves `latest` pointing at a whole state. */
+/* The state of step `step` (adapter.safetensors, or the full network's
+ * weights and EMA; optimizer.safetensors; state.json) goes into
+ * base/step-NNNNNN/, whole or not at all
+ * (vkl_train_state_commit); base/latest names it once it is complete, so a
+ * kill or a full disk at any moment leaves `latest` naming a whole state. */
 static int save_state_files(trainer *t, const char *dir, int step, int epoch, const vkl_ds_iter *it, vkl_err *e);
+
+typedef struct state_job {
+    trainer *t;
+    int step, epoch;
+    const vkl_ds_iter *it;
+} state_job;
+
+static int write_state(void *user, const char *dir, vkl_err *e)
+{
+    state_job *j = user;
+    return save_state_files(j->t, dir, j->step, j->epoch, j->it, e);
+}
 
 static int save_state(trainer *t, const char *base, int step, int epoch, const vkl_ds_iter *it, vkl_err *e)
 {
-    char dir[1200], latest[1200], prev[64] = "";
-    snprintf(dir, sizeof dir, "%.1100s/step-%06d", base, step);
-    snprintf(latest, sizeof latest, "%.1100s/latest", base);
-    FILE *f = fopen(latest, "r");
-    if (f) {
-        if (!fgets(prev, sizeof prev, f)) prev[0] = 0;
-        fclose(f);
-        prev[strcspn(prev, "\n")] = 0;
-    }
-    if (vkl_mkdir_p(base) || save_state_files(t, dir, step, epoch, it, e)) return -1;
-    char name[64];
-    snprintf(name, sizeof name, "step-%06d\n", step);
-    if (vkl_write_text_atomic(latest, name, e)) return -1;
-    if (prev[0] && strncmp(prev, name, strlen(prev))) {
-        char old[1200];
-        snprintf(old, sizeof old, "%s/%s", base, prev);
-        remove_state_dir(old);
-    }
-    return 0;
+    state_job j = {t, step, epoch, it};
+    return vkl_train_state_commit(base, step, write_state, &j, e);
 }
 
 static int save_state_files(trainer *t, const char *dir, int step, int epoch, const vkl_ds_iter *it, vkl_err *e)
 {
-    if (vkl_mkdir_p(dir)) return vkl_fail(e, "cannot create %s: %s", dir, strerror(errno));
     char path[1400];
     snprintf(path, sizeof path, "%.1200s/adapter.safetensors", dir);
     if (t->c->full ? vkl_full_net_save_state(&t->net, dir, e) : save_adapter(t, path, step, epoch, e)) return -1;

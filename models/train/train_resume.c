@@ -123,3 +123,35 @@ int vkl_train_log_cut(const char *path, int step, double *seconds, vkl_err *e)
     free(out);
     return rc;
 }
+
+int vkl_train_state_commit(const char *base, int step, int (*write)(void *user, const char *dir, vkl_err *e),
+                           void *user, vkl_err *e)
+{
+    char dir[1200], tmp[1300], latest[1200], prev[64] = "";
+    snprintf(dir, sizeof dir, "%.1100s/step-%06d", base, step);
+    snprintf(tmp, sizeof tmp, "%.1100s/.step-%06d.tmp", base, step);
+    snprintf(latest, sizeof latest, "%.1100s/latest", base);
+    FILE *f = fopen(latest, "r");
+    if (f) {
+        if (!fgets(prev, sizeof prev, f)) prev[0] = 0;
+        fclose(f);
+        prev[strcspn(prev, "\n")] = 0;
+    }
+    vkl_err ig = {{0}};
+    if (vkl_mkdir_p(base)) return vkl_fail(e, "cannot create %s: %s", base, strerror(errno));
+    vkl_dir_remove(tmp, &ig); /* a leftover of a run killed while saving */
+    if (vkl_mkdir_p(tmp)) return vkl_fail(e, "cannot create %s: %s", tmp, strerror(errno));
+    if (write(user, tmp, e) || vkl_dir_replace_atomic(tmp, dir, e)) {
+        vkl_dir_remove(tmp, &ig);
+        return -1;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "step-%06d\n", step);
+    if (vkl_write_text_atomic(latest, name, e)) return -1;
+    if (prev[0] && strncmp(prev, name, strlen(prev))) {
+        char old[1200];
+        snprintf(old, sizeof old, "%.1100s/%.60s", base, prev);
+        vkl_dir_remove(old, &ig);
+    }
+    return 0;
+}

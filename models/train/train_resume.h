@@ -24,5 +24,14 @@ int vkl_train_check_resume(const cJSON *saved, const cJSON *now, int step, cJSON
  * of steps <= step; *seconds gets the `seconds` column of the last row kept
  * (0 when none). A missing log is not an error (*seconds = 0). */
 int vkl_train_log_cut(const char *path, int step, double *seconds, vkl_err *e);
+/* Saves the state of a step as base/step-NNNNNN, whole or not at all:
+ * write(user, dir) fills a hidden temporary folder beside it, which then
+ * takes the final name in one step (replacing a folder of that name); only
+ * then does base/latest name it (atomically) and the folder it named before
+ * go. A failed write (a full disk, an I/O error) removes the temporary
+ * folder and leaves latest and the earlier state as they were, so a
+ * half-written state is never there under a name that says complete. */
+int vkl_train_state_commit(const char *base, int step, int (*write)(void *user, const char *dir, vkl_err *e),
+                           void *user, vkl_err *e);
 
 #endif

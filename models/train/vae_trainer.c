@@ -157,19 +157,20 @@ static int write_output(run *t, vkl_vae_train_result *res, vkl_err *e)
     return 0;
 }
 
-static int save_state(run *t, int step, double seconds, const vkl_ds_iter *it, vkl_err *e)
+typedef struct state_job {
+    run *t;
+    int step;
+    double seconds;
+    const vkl_ds_iter *it;
+} state_job;
+
+/* The state's files into dir: the weights as a VAE folder of their own
+ * (f32, exact), the moments, the position in the data. */
+static int write_state(void *user, const char *dir, vkl_err *e)
 {
-    char dir[1200], path[1300], latest[1200], prev[64] = "";
-    snprintf(dir, sizeof dir, "%.1100s/step-%06d", t->state_dir, step);
-    snprintf(latest, sizeof latest, "%.1100s/latest", t->state_dir);
-    FILE *lf = fopen(latest, "r");
-    if (lf) {
-        if (!fgets(prev, sizeof prev, lf)) prev[0] = 0;
-        fclose(lf);
-        prev[strcspn(prev, "\n")] = 0;
-    }
-    if (vkl_mkdir_p(dir)) return vkl_fail(e, "cannot create %s: %s", dir, strerror(errno));
-    /* the weights as a VAE folder of their own (f32, exact), then the moments */
+    state_job *sj = user;
+    run *t = sj->t;
+    char path[1300];
     if (vkl_vae_folder_save(t->ctx, dir, &t->cfg, t->w, VKL_F32, e)) return -1;
     vkl_st_writer *w = vkl_st_writer_new();
     if (!w) return vkl_fail(e, "out of host memory");
@@ -193,12 +194,12 @@ static int save_state(run *t, int step, double seconds, const vkl_ds_iter *it, v
     if (!rc) rc = vkl_st_writer_finish(w, path, e);
     vkl_st_writer_free(w);
     if (rc) return -1;
-    char *iter = vkl_ds_iter_save(it);
+    char *iter = vkl_ds_iter_save(sj->it);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "format", "vklora-vae-train-state");
     cJSON_AddNumberToObject(j, "version", 1);
-    cJSON_AddNumberToObject(j, "step", step);
-    cJSON_AddNumberToObject(j, "seconds", seconds);
+    cJSON_AddNumberToObject(j, "step", sj->step);
+    cJSON_AddNumberToObject(j, "seconds", sj->seconds);
     cJSON_AddNumberToObject(j, "params", t->np);
     cJSON_AddNumberToObject(j, "size", t->c->size);
     cJSON_AddNumberToObject(j, "batch", t->c->batch);
@@ -213,18 +214,14 @@ static int save_state(run *t, int step, double seconds, const vkl_ds_iter *it, v
     snprintf(path, sizeof path, "%.1200s/state.json", dir);
     rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
     free(text);
-    if (rc) return -1;
-    /* latest moves only once the folder is whole, so a kill at any moment
-     * leaves it naming a complete state */
-    char name[64];
-    snprintf(name, sizeof name, "step-%06d\n", step);
-    if (vkl_write_text_atomic(latest, name, e)) return -1;
-    if (prev[0] && strncmp(prev, name, strlen(prev))) {
-        snprintf(path, sizeof path, "%.1100s/%.60s", t->state_dir, prev);
-        vkl_err e2;
-        vkl_dir_remove(path, &e2);
-    }
-    return 0;
+    return rc;
+}
+
+/* Whole or not at all, latest moved only once it is (vkl_train_state_commit). */
+static int save_state(run *t, int step, double seconds, const vkl_ds_iter *it, vkl_err *e)
+{
+    state_job j = {t, step, seconds, it};
+    return vkl_train_state_commit(t->state_dir, step, write_state, &j, e);
 }
 
 /* The newest state folder's path into dir; -1 (no message) when there is none. */

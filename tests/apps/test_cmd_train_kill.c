@@ -10,9 +10,7 @@
  * when none was saved yet). Each run that gets to the end must give the
  * uninterrupted run's losses digit for digit and its adapter bit for bit. */
 #include "vkl_test.h"
-#include "io/safetensors.h"
 
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -60,46 +58,14 @@ static char *losses(const char *name)
     return s;
 }
 
-/* every finished-looking .safetensors (no temporary marker) must open */
-static int check_files_whole(void)
-{
-    DIR *d = opendir(vkl_test_dir);
-    assert_non_null(d);
-    struct dirent *x;
-    int n = 0;
-    while ((x = readdir(d))) {
-        const char *dot = strrchr(x->d_name, '.');
-        if (!dot || strcmp(dot, ".safetensors") || strstr(x->d_name, ".tmp")) continue;
-        char path[600];
-        snprintf(path, sizeof path, "%s/%s", vkl_test_dir, x->d_name);
-        vkl_st_file *f = NULL;
-        vkl_err e = {0};
-        if (vkl_st_open(path, &f, &e)) {
-            print_error("a killed run left %s half-written under its final name: %s\n", x->d_name, e.msg);
-            fail();
-        }
-        vkl_st_close(f);
-        n++;
-    }
-    closedir(d);
-    return n;
-}
+static void check_files_whole(void) { vkl_test_safetensors_whole(vkl_test_dir); }
 
 /* `latest` names a whole step folder, or there is no state yet */
 static int state_saved(void)
 {
-    char *latest = vkl_test_slurp(vkl_test_dir, "k.state/latest");
-    if (!latest) return 0;
-    latest[strcspn(latest, "\n")] = 0;
-    char path[700];
-    snprintf(path, sizeof path, "%s/k.state/%s", vkl_test_dir, latest);
-    struct stat st;
-    if (stat(path, &st) || !S_ISDIR(st.st_mode)) {
-        print_error("k.state/latest names %s, which is not there\n", latest);
-        fail();
-    }
-    free(latest);
-    return 1;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/k.state", vkl_test_dir);
+    return vkl_test_state_whole(dir, NULL, 0);
 }
 
 static void same_adapter(const char *a, const char *b)
@@ -107,27 +73,7 @@ static void same_adapter(const char *a, const char *b)
     char pa[600], pb[600];
     snprintf(pa, sizeof pa, "%s/%s", vkl_test_dir, a);
     snprintf(pb, sizeof pb, "%s/%s", vkl_test_dir, b);
-    vkl_st_file *fa = NULL, *fb = NULL;
-    vkl_err e = {0};
-    assert_int_equal(vkl_st_open(pa, &fa, &e), 0);
-    assert_int_equal(vkl_st_open(pb, &fb, &e), 0);
-    assert_int_equal(vkl_st_count(fa), vkl_st_count(fb));
-    for (int i = 0; i < vkl_st_count(fa); i++) {
-        const vkl_st_tensor *ta = vkl_st_at(fa, i), *tb = vkl_st_find(fb, ta->name);
-        assert_non_null(tb);
-        assert_int_equal(ta->nbytes, tb->nbytes);
-        void *da = malloc(ta->nbytes), *db = malloc(tb->nbytes);
-        assert_int_equal(vkl_st_read(fa, ta, ta->dtype, da, &e), 0);
-        assert_int_equal(vkl_st_read(fb, tb, tb->dtype, db, &e), 0);
-        if (memcmp(da, db, ta->nbytes)) {
-            print_error("%s differs after the killed and resumed run\n", ta->name);
-            fail();
-        }
-        free(da);
-        free(db);
-    }
-    vkl_st_close(fa);
-    vkl_st_close(fb);
+    vkl_test_same_safetensors(pa, pb);
 }
 
 static void killed_twenty_times_loses_nothing(void **state)

@@ -105,6 +105,13 @@ void vkl_test_copy_images(const char *rel);
  * its config.json saying torch_dtype, and a small byte-level BPE
  * tokenizer.json (support_lm.c says which ids). */
 void vkl_test_bpe_model_folder(const char *dir, const char *torch_dtype);
+/* support_files.c: every *.safetensors in dir (temporaries aside) opens
+ * whole (fails the test otherwise; returns how many); state_dir/latest, if
+ * there, names a folder holding state.json (its name into name; 0: no
+ * latest); two safetensors files hold the same tensors bit for bit. */
+int vkl_test_safetensors_whole(const char *dir);
+int vkl_test_state_whole(const char *state_dir, char *name, size_t cap);
+void vkl_test_same_safetensors(const char *a, const char *b);
 const char *vkl_test_tmpdir(void);
 void vkl_test_rmtree(const char *path);
 

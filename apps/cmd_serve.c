@@ -109,6 +109,18 @@ static int load_lm(vkl_server *s, const char *dir, const char *tok, const char *
     return 0;
 }
 
+void serve_device_check(vkl_server *s)
+{
+    if (!vkl_ctx_lost(s->ctx)) return;
+    pthread_mutex_lock(&s->q.mu);
+    int first = !s->device_lost;
+    s->device_lost = 1;
+    pthread_mutex_unlock(&s->q.mu);
+    if (!first) return;
+    fprintf(stderr, "vklora serve: the device was lost; stopping (start the server again)\n");
+    kill(getpid(), SIGTERM); /* the main thread's sigwait takes it */
+}
+
 int vkl_cmd_serve(int argc, char **argv)
 {
     const char *model = getenv("VKLORA_MODEL"), *lora_dir = NULL, *host = "127.0.0.1", *api_key = NULL,
@@ -280,7 +292,8 @@ int vkl_cmd_serve(int argc, char **argv)
             serve_queue_stop(&s.q, 1);
         }
     }
-    rc = 0;
+    rc = s.device_lost;
+    if (rc) vkl_fail(&e, "stopped: the device was lost");
 done:
     if (rc) fprintf(stderr, "vklora serve: %s\n", e.msg);
     serve_http_stop(d); /* waits for the connection threads */

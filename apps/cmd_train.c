@@ -67,6 +67,25 @@ static void on_step(void *user, const vkl_train_report *r)
     vkl_progress_update(&s->bar, r->step, extra);
 }
 
+/* After a failure (a lost device, a full disk, a diverged run): where the
+ * run can go on from, when a state was saved. */
+static void say_saved_state(const char *output)
+{
+    char stem[1100], path[1200], latest[64] = "";
+    snprintf(stem, sizeof stem, "%s", output);
+    size_t len = strlen(stem);
+    if (len > 12 && !strcmp(stem + len - 12, ".safetensors")) stem[len - 12] = 0;
+    snprintf(path, sizeof path, "%s.state/latest", stem);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    if (fgets(latest, sizeof latest, f)) {
+        latest[strcspn(latest, "\n")] = 0;
+        fprintf(stderr, "vklora train: the last saved state is %s.state/%s: continue with --resume %s.state\n", stem,
+                latest, stem);
+    }
+    fclose(f);
+}
+
 int vkl_cmd_train(int argc, char **argv)
 {
     vkl_train_config c;
@@ -144,6 +163,7 @@ int vkl_cmd_train(int argc, char **argv)
     int status = 0;
     if (rc < 0) {
         vkl_app_print_error("train", e.msg);
+        if (!rank) say_saved_state(c.output);
         status = 1;
     } else if (rc == 1) {
         if (!rank) fprintf(stderr, "vklora train: %s\n", e.msg);

@@ -246,6 +246,9 @@ int vkl_ctx_create(const vkl_ctx_opts *o, vkl_ctx **out, vkl_err *e)
         validation = v && *v && strcmp(v, "0") != 0;
     }
     c->validation = validation;
+    /* fault injection for the tests of what a lost device leaves behind */
+    const char *fault = getenv("VKLORA_FAULT_DEVICE_LOST_AT");
+    if (fault && *fault) c->fault_lost_at = strtol(fault, NULL, 10);
     const char *profile = o->profile ? o->profile : getenv("VKLORA_PROFILE");
     VkPhysicalDevice *pds = NULL;
     vkl_caps *caps = NULL;
@@ -306,7 +309,7 @@ void vkl_ctx_destroy(vkl_ctx *c)
 {
     if (!c) return;
     if (c->dev) {
-        vk.vkDeviceWaitIdle(c->dev);
+        vk.vkDeviceWaitIdle(c->dev); /* VK_ERROR_DEVICE_LOST on a lost device: everything is idle then */
         if (c->staging) vkl_buffer_destroy(c->staging);
         vkl_pcache_save(c);
         vkl_pipelines_destroy(c);
@@ -320,6 +323,8 @@ void vkl_ctx_destroy(vkl_ctx *c)
     if (c->inst) vk.vkDestroyInstance(c->inst, NULL);
     free(c);
 }
+
+int vkl_ctx_lost(const vkl_ctx *c) { return c->lost; }
 
 const vkl_caps *vkl_ctx_caps(const vkl_ctx *c) { return &c->caps; }
 uint64_t vkl_ctx_validation_count(const vkl_ctx *c) { return atomic_load(&((vkl_ctx *)c)->validation_count); }

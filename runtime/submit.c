@@ -25,17 +25,29 @@ int vkl_oneshot_begin(vkl_ctx *c, VkCommandBuffer *cb, vkl_err *e)
     return 0;
 }
 
+static int device_lost(vkl_ctx *c, vkl_err *e)
+{
+    c->lost = 1;
+    return vkl_fail(e, "the device was lost (VK_ERROR_DEVICE_LOST: a driver reset, a GPU hang or the device "
+                       "removed); nothing more can run on it: start again (training: --resume from the last "
+                       "saved state)");
+}
+
 int vkl_submit_wait(vkl_ctx *c, VkCommandBuffer cb, vkl_err *e)
 {
+    if (c->lost) return device_lost(c, e);
+    if (c->fault_lost_at > 0 && ++c->submits == c->fault_lost_at) return device_lost(c, e);
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cb};
     VKL_CHECK_VK(vk.vkResetFences(c->dev, 1, &c->fence), e, "vkResetFences");
-    VKL_CHECK_VK(vk.vkQueueSubmit(c->queue, 1, &si, c->fence), e, "vkQueueSubmit");
-    VkResult r;
+    VkResult r = vk.vkQueueSubmit(c->queue, 1, &si, c->fence);
+    if (r == VK_ERROR_DEVICE_LOST) return device_lost(c, e);
+    if (r != VK_SUCCESS) return vkl_fail(e, "vkQueueSubmit failed: %s", vkl_vk_result_str(r));
     /* wait in slices so a hung device is reported rather than waited on forever */
     int waited_s = 0;
     while ((r = vk.vkWaitForFences(c->dev, 1, &c->fence, VK_TRUE, 1000000000ull)) == VK_TIMEOUT) {
         if (++waited_s >= 3600) return vkl_fail(e, "the device did not finish its work within an hour");
     }
+    if (r == VK_ERROR_DEVICE_LOST) return device_lost(c, e);
     if (r != VK_SUCCESS) return vkl_fail(e, "waiting for the device failed: %s", vkl_vk_result_str(r));
     return 0;
 }

@@ -75,6 +75,11 @@ void vkl_ctx_default_device(const char *spec, const char *origin);
 int vkl_ctx_create(const vkl_ctx_opts *o, vkl_ctx **out, vkl_err *e);
 void vkl_ctx_destroy(vkl_ctx *c);
 const vkl_caps *vkl_ctx_caps(const vkl_ctx *c);
+/* 1 once the device was lost (VK_ERROR_DEVICE_LOST: a driver reset, a hang
+ * or the device removed): every later run fails at once with the same
+ * message; the context can only be destroyed. Work saved before (training
+ * states, written files) is whole: start again from it. */
+int vkl_ctx_lost(const vkl_ctx *c);
 /* Validation-layer messages (warnings and errors) seen so far; each is also printed. */
 uint64_t vkl_ctx_validation_count(const vkl_ctx *c);
 int vkl_ctx_validation_enabled(const vkl_ctx *c);

@@ -70,6 +70,9 @@ struct vkl_ctx {
     atomic_uint_fast64_t validation_count;
     int validation;
     vkl_buffer *staging;       /* reused for uploads/downloads on non-UMA devices */
+    int lost;                  /* the device was lost: nothing more is submitted (submit.c) */
+    long submits;              /* submissions so far */
+    long fault_lost_at;        /* VKLORA_FAULT_DEVICE_LOST_AT=N: submission N reports a lost device (tests) */
 };
 
 /* Device selection and caps (context.c, caps.c). */

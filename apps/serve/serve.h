@@ -58,6 +58,7 @@ typedef struct vkl_server {
     int clip_skip;          /* CLIP_stop_at_last_layers */
     int quiet;              /* no request log */
     serve_lm lm;
+    int device_lost;        /* set once: the server stops and exits with status 1 */
 } vkl_server;
 
 /* A request as the handlers see it: the whole body (NUL-terminated) read. */
@@ -106,6 +107,10 @@ int serve_page(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_completions(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_chat_completions(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_lm_models(vkl_server *s, const serve_req *q, serve_resp *r);
+/* After a device job: a lost device (vkl_ctx_lost) cannot run anything
+ * more, so the server stops as at SIGTERM (waiting requests get 503) and
+ * exits with status 1, for a supervisor to start it again. */
+void serve_device_check(vkl_server *s);
 int serve_train_start(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_train_job(vkl_server *s, const serve_req *q, serve_resp *r); /* /vklora/v1/train/ID: GET, DELETE */
 void serve_train_free_all(void); /* waits for the jobs' threads */

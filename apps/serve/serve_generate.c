@@ -397,6 +397,7 @@ static int generate(vkl_server *s, const serve_req *q, serve_resp *r, int img2im
     infotexts = cJSON_CreateArray();
     if (use_adapters(s, &want, &e)) {
         serve_queue_leave(&s->q, &job);
+        serve_device_check(s);
         goto fail; /* an adapter that does not fit the model: 422 */
     }
     t_adapters = vkl_serve_now() - t_adapters;
@@ -431,6 +432,7 @@ static int generate(vkl_server *s, const serve_req *q, serve_resp *r, int img2im
     }
     int gone = job.client_gone;
     serve_queue_leave(&s->q, &job);
+    serve_device_check(s);
     if (gone) {
         status = 400, what = "Bad Request";
         vkl_fail(&e, "the client closed the connection");

@@ -9,6 +9,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,7 +119,13 @@ typedef struct conn_state {
     char *buf;
     size_t len, cap;
     int too_big;
+    int answering; /* counted in answering below */
 } conn_state;
+
+/* Requests whose handler has started and whose answer is not yet sent:
+ * stopping waits for them, so an answer made just before a SIGTERM (or a
+ * lost device's stop) still reaches its client. */
+static atomic_int answering;
 
 static enum MHD_Result send_resp(struct MHD_Connection *c, serve_resp *r)
 {
@@ -223,6 +230,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     serve_req q = {method, url, st->buf ? st->buf : "", st->len, ci ? ci->connect_fd : -1, c};
     serve_resp r = {0};
     double t0 = vkl_serve_now();
+    st->answering = 1;
+    atomic_fetch_add(&answering, 1);
     serve_route(s, &q, &r);
     if (!r.status) serve_error(&r, 500, "Internal Server Error", "the handler gave no answer");
     if (!s->quiet) fprintf(stderr, "%s %s %d %.2f s\n", method, url, r.status, vkl_serve_now() - t0);
@@ -235,6 +244,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     (void)cls, (void)c, (void)toe;
     conn_state *st = *con_cls;
     if (st) {
+        if (st->answering) atomic_fetch_sub(&answering, 1);
         free(st->buf);
         free(st);
     }
@@ -270,5 +280,8 @@ int serve_http_start(vkl_server *s, const char *host, int port, struct MHD_Daemo
 
 void serve_http_stop(struct MHD_Daemon *d)
 {
+    /* the answers being made and sent go out first (at most 10 s) */
+    for (double t0 = vkl_serve_now(); d && atomic_load(&answering) > 0 && vkl_serve_now() - t0 < 10;)
+        usleep(10000);
     if (d) MHD_stop_daemon(d);
 }

@@ -355,6 +355,7 @@ static int lm_exec(lm_run *r, int fd)
     vkl_lora_set_free(set);
     int gone = r->job.client_gone;
     serve_queue_leave(&s->q, &r->job);
+    serve_device_check(s);
     if (gone) {
         vkl_fail(&r->e, "the client closed the connection");
         return fail_with(r, 400, "Bad Request");

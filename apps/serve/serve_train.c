@@ -171,7 +171,10 @@ static void *train_thread(void *p)
         rc = vkl_train_run(s->ctx, &j->cfg, on_report, j, &e);
         vkl_train_interrupt = 0;
     }
-    if (entered) serve_queue_leave(&s->q, &j->job);
+    if (entered) {
+        serve_queue_leave(&s->q, &j->job);
+        serve_device_check(s);
+    }
     pthread_mutex_lock(&s->q.mu);
     snprintf(j->state, sizeof j->state, "%s", rc == 0 || rc == 2 ? "done" : rc == 1 ? "stopped" : "failed");
     if (rc != 0 && rc != 2) snprintf(j->error, sizeof j->error, "%s", e.msg);

@@ -1,7 +1,9 @@
 /* A rank of `mpirun -np 2 vklora train` that dies, or hangs, ends the job
  * with a message, well within 30 s (the hang: past the collectives' deadline
  * $VKLORA_DIST_TIMEOUT), instead of leaving the other rank waiting in the
- * gradient sum. */
+ * gradient sum; a real SIGTERM sent to one rank (as a job scheduler does)
+ * stops every rank at the end of the step with the state saved, and the run
+ * resumes from it. */
 #include "test_mpi_support_sd.h"
 
 #include <time.h>
@@ -84,11 +86,52 @@ static void hung_rank_ends_the_job_at_the_deadline(void **state)
     free(out);
 }
 
+/* SIGTERM to one rank's process (not the launcher): the ranks agree to stop
+ * after the step in flight, rank 0 saves the state, every rank exits 130;
+ * the job then resumes from that state to the end. */
+static void sigterm_to_one_rank_stops_all_with_the_state(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("data/wesnoth-portraits/test16-128px");
+    const char *bin = getenv("VKLORA_BINARY");
+    if (!bin) skip();
+    const char *pre = mpi_prefix(2);
+    prepare_images();
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && (%s '%s' %s --max-steps 50 -o term-mpi.safetensors > term.out 2>&1; "
+             "echo \"exit $?\" >> term.out) & "
+             "cd '%s' && for i in $(seq 1 600); do sleep 0.5; [ -f term-mpi.csv ] && [ $(wc -l < term-mpi.csv) -ge 2 ] "
+             "&& break; done; kill -TERM $(pgrep -f '^[^ ]*vklora train .*term-mpi[.]safetensors' | tail -1); wait",
+             vkl_test_dir, pre, bin, sd_common, vkl_test_dir);
+    assert_int_equal(system(cmd), 0);
+    char *out = vkl_test_slurp(vkl_test_dir, "term.out");
+    assert_non_null(out);
+    printf("%s", out);
+    assert_non_null(strstr(out, "exit 130"));
+    free(out);
+    char sdir[1200], latest[64];
+    snprintf(sdir, sizeof sdir, "%s/term-mpi.state", vkl_test_dir);
+    assert_int_equal(vkl_test_state_whole(sdir, latest, sizeof latest), 1);
+    int step = atoi(latest + strlen("step-"));
+    assert_true(step >= 1 && step < 50);
+    /* resumed, two ranks again, to a few steps past the stop */
+    snprintf(cmd, sizeof cmd, "cd '%s' && %s '%s' %s --max-steps %d -o term-mpi.safetensors --resume term-mpi.state 2>&1",
+             vkl_test_dir, pre, bin, sd_common, step + 2);
+    assert_int_equal(system(cmd), 0);
+    char *csv = vkl_test_slurp(vkl_test_dir, "term-mpi.csv");
+    int rows = 0;
+    for (char *c = csv; (c = strchr(c, '\n')); c++) rows++;
+    assert_int_equal(rows, 1 + step + 2);
+    free(csv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(killed_rank_ends_the_job),
         cmocka_unit_test(hung_rank_ends_the_job_at_the_deadline),
+        cmocka_unit_test(sigterm_to_one_rank_stops_all_with_the_state),
     };
     return cmocka_run_group_tests(tests, vkl_test_group_setup, vkl_test_group_teardown);
 }

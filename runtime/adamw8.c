@@ -28,7 +28,7 @@ static int emit_adamw8(vkl_graph *g, vkl_node *n, vkl_err *e)
         pc.c_off = c_bytes / 4;
         uint32_t gx, gy;
         vkl_op_grid((uint64_t)nblk, &gx, &gy);
-        if (vkl_emit_dispatch(g, "adamw8", NULL, 0, b, 7, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_ADAMW8, NULL, 0, b, 7, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }

@@ -2,6 +2,7 @@
  * once: liveness of intermediates, memory reuse in one arena, one descriptor
  * set per dispatch, one command buffer recorded and replayed on every run. */
 #include "vkl_internal.h"
+#include "shader_table.h"
 #include "ops.h"
 
 #include <stdarg.h>
@@ -516,10 +517,12 @@ int vkl_bind_span(vkl_graph *g, const vkl_tensor *t, int64_t first, int64_t coun
     return 0;
 }
 
-int vkl_emit_dispatch(vkl_graph *g, const char *kernel, const uint32_t *spec, int nspec, const vkl_bind *binds,
+int vkl_emit_dispatch(vkl_graph *g, vkl_kernel k, const uint32_t *spec, int nspec, const vkl_bind *binds,
                       int nbind, const void *push, size_t push_size, uint32_t gx, uint32_t gy, uint32_t gz, vkl_err *e)
 {
     vkl_ctx *c = g->ctx;
+    if ((unsigned)k >= VKL_KERNEL_COUNT) return vkl_fail(e, "kernel %d is not built into this program", (int)k);
+    const char *kernel = vkl_shader_table[k].name;
     if (gx == 0 || gy == 0 || gz == 0) return 0;
     if (gx > c->caps.max_wg_count[0] || gy > c->caps.max_wg_count[1] || gz > c->caps.max_wg_count[2])
         return vkl_fail(e, "%s: %u x %u x %u workgroups exceed the device's limit %u x %u x %u", kernel, gx, gy, gz,
@@ -528,7 +531,7 @@ int vkl_emit_dispatch(vkl_graph *g, const char *kernel, const uint32_t *spec, in
     if (grow((void **)&g->disp, &g->cap_disp, g->ndisp + 1, sizeof *g->disp)) return vkl_fail(e, "out of host memory");
     dispatch *d = &g->disp[g->ndisp];
     memset(d, 0, sizeof *d);
-    if (vkl_pipeline_get(c, kernel, nbind, spec, nspec, &d->pipe, e)) return -1;
+    if (vkl_pipeline_get(c, k, nbind, spec, nspec, &d->pipe, e)) return -1;
     memcpy(d->binds, binds, sizeof *binds * (size_t)nbind);
     d->nbind = nbind;
     if (push_size) memcpy(d->push, push, push_size);

@@ -187,7 +187,7 @@ static int emit_adamw(vkl_graph *g, vkl_node *n, vkl_err *e)
         if (dummy) return vkl_fail(e, "internal: optimiser state not aligned");
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "adamw", NULL, 0, b, 6, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_ADAMW, NULL, 0, b, 6, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }
@@ -200,7 +200,7 @@ static int emit_clip(vkl_graph *g, vkl_node *n, vkl_err *e)
         vkl_bind_span(g, n->dst, 0, 4, &b[2], &d2, e))
         return -1;
     struct { uint32_t sq_off; } pc = {off};
-    return vkl_emit_dispatch(g, "clip_factor", NULL, 0, b, 3, &pc, sizeof pc, 1, 1, 1, e);
+    return vkl_emit_dispatch(g, VKL_KERNEL_CLIP_FACTOR, NULL, 0, b, 3, &pc, sizeof pc, 1, 1, 1, e);
 }
 
 /* The sum of a contiguous tensor's n elements when a row that long would not

@@ -22,9 +22,12 @@ static void note_first_compile(vkl_ctx *c)
             "they are kept in %s for the next runs", c->caps.name, c->pcache_path[0] ? c->pcache_path : "memory only");
 }
 
-int vkl_pipeline_get(vkl_ctx *c, const char *name, int nbind, const uint32_t *spec, int nspec,
+int vkl_pipeline_get(vkl_ctx *c, vkl_kernel k, int nbind, const uint32_t *spec, int nspec,
                      vkl_pipeline **out, vkl_err *e)
 {
+    if ((unsigned)k >= VKL_KERNEL_COUNT) return vkl_fail(e, "kernel %d is not built into this program", (int)k);
+    const vkl_shader_blob *blob = &vkl_shader_table[k];
+    const char *name = blob->name;
     char key[160];
     int n = snprintf(key, sizeof key, "%s/%d", name, nbind);
     for (int i = 0; i < nspec && n < (int)sizeof key - 12; i++) n += snprintf(key + n, sizeof key - n, ",%u", spec[i]);
@@ -33,8 +36,6 @@ int vkl_pipeline_get(vkl_ctx *c, const char *name, int nbind, const uint32_t *sp
             *out = p;
             return 0;
         }
-    const vkl_shader_blob *blob = vkl_shader_find(name);
-    if (!blob) return vkl_fail(e, "no shader variant named '%s' is built into this program", name);
     if (nbind > VKL_MAX_BIND || nspec > 16) return vkl_fail(e, "shader '%s': too many bindings or constants", name);
     vkl_pipeline *p = calloc(1, sizeof *p);
     if (!p) return vkl_fail(e, "out of host memory");

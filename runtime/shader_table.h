@@ -1,9 +1,12 @@
 /* The SPIR-V of every shader variant, embedded at build time by
- * cmake/embed_spirv.cmake from the shaders folder. Looked up by variant name. */
+ * cmake/embed_spirv.cmake from the shaders folder, indexed by the variant's
+ * vkl_kernel constant (shader_ids.h, generated with it). */
 #ifndef VKL_SHADER_TABLE_H
 #define VKL_SHADER_TABLE_H
 #include <stddef.h>
 #include <stdint.h>
+
+#include "shader_ids.h"
 
 typedef struct vkl_shader_blob {
     const char *name;
@@ -11,9 +14,7 @@ typedef struct vkl_shader_blob {
     size_t bytes;
 } vkl_shader_blob;
 
-extern const vkl_shader_blob vkl_shader_table[];
+extern const vkl_shader_blob vkl_shader_table[]; /* [VKL_KERNEL_COUNT] */
 extern const int vkl_shader_count;
 
-/* NULL when no variant has that name. */
-const vkl_shader_blob *vkl_shader_find(const char *name);
 #endif

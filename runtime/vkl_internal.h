@@ -6,6 +6,7 @@
 
 #include "vk_loader.h"
 #include "vkl.h"
+#include "shader_ids.h"
 #include "tuning.h"
 
 #define VKL_CHECK_VK(call, e, what)                                                                \
@@ -97,7 +98,7 @@ void vkl_cmd_full_barrier(VkCommandBuffer cb);
 /* Pipelines (pipeline.c): compute pipeline for shader variant `name` with
  * nbind storage buffers at bindings 0..nbind-1, 128 bytes of push constants
  * and specialization constants 0..nspec-1. Created once, cached in ctx. */
-int vkl_pipeline_get(vkl_ctx *c, const char *name, int nbind, const uint32_t *spec, int nspec,
+int vkl_pipeline_get(vkl_ctx *c, vkl_kernel k, int nbind, const uint32_t *spec, int nspec,
                      vkl_pipeline **out, vkl_err *e);
 void vkl_pipelines_destroy(vkl_ctx *c);
 int vkl_pcache_load(vkl_ctx *c, vkl_err *e);
@@ -143,8 +144,8 @@ int vkl_graph_tensor_count(const vkl_graph *g);
 /* Appends a node producing dst from src[0..nsrc-1]; params copied. */
 vkl_node *vkl_graph_add_node(vkl_graph *g, const char *op, vkl_tensor *dst, vkl_tensor *const *src,
                              int nsrc, vkl_emit_fn emit, const void *params, size_t params_size);
-/* During emit: one dispatch of shader variant `kernel`. */
-int vkl_emit_dispatch(vkl_graph *g, const char *kernel, const uint32_t *spec, int nspec,
+/* During emit: one dispatch of shader variant k (shader_ids.h). */
+int vkl_emit_dispatch(vkl_graph *g, vkl_kernel k, const uint32_t *spec, int nspec,
                       const vkl_bind *binds, int nbind, const void *push, size_t push_size,
                       uint32_t gx, uint32_t gy, uint32_t gz, vkl_err *e);
 /* During emit: binds elements [first, first+count) of t's memory (element

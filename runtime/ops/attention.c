@@ -92,7 +92,7 @@ static int emit_attention(vkl_graph *g, vkl_node *n, vkl_err *e)
     vkl_attn_variant var = vkl_attention_pick(c, D, (vkl_attn_variant)ap->variant, &wg, &tq, &kb, &kt);
     uint32_t spec[11] = {wg, (uint32_t)D, tq, kb, (uint32_t)q->dtype, (uint32_t)k->dtype, (uint32_t)v->dtype,
                          ap->causal ? 1u : 0u, ap->state_in ? 1u : 0u, ap->state_out ? 1u : 0u, kt};
-    const char *kernel = var == VKL_ATTN_TILED ? "attention_tiled" : "attention";
+    vkl_kernel kernel = var == VKL_ATTN_TILED ? VKL_KERNEL_ATTENTION_TILED : VKL_KERNEL_ATTENTION;
 
     int64_t maxq = vkl_window_elems(c, q->dtype, 1), maxk = vkl_window_elems(c, k->dtype, 1);
     int64_t maxv = vkl_window_elems(c, v->dtype, 1), maxf = vkl_window_elems(c, VKL_F32, 1);

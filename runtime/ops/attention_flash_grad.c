@@ -14,6 +14,7 @@
  * dispatches split by (batch, head) and by rows when the tensors do not fit
  * one binding. */
 #include "op_util.h"
+#include "shader_table.h"
 
 #include <string.h>
 
@@ -35,7 +36,8 @@ typedef struct {
     float scale;
 } fa_pc;
 
-static const char *const fa_kernel[3] = {"attention_bwd_stats", "attention_bwd_dq", "attention_bwd_dkv"};
+static const vkl_kernel fa_kernel[3] = {VKL_KERNEL_ATTENTION_BWD_STATS, VKL_KERNEL_ATTENTION_BWD_DQ,
+                                        VKL_KERNEL_ATTENTION_BWD_DKV};
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -219,7 +221,7 @@ static vkl_tensor *fa_pass(vkl_graph *g, int kind, vkl_tensor *const src5[5], co
         p.accum = prev != NULL;
         vkl_tensor *dst = vkl_graph_tensor(g, VKL_F32, 4, shape);
         vkl_tensor *src[6] = {src5[0], src5[1], src5[2], src5[3], src5[4], prev};
-        if (!vkl_graph_add_node(g, fa_kernel[kind], dst, src, prev ? 6 : 5, emit_fa, &p, sizeof p)) return NULL;
+        if (!vkl_graph_add_node(g, vkl_shader_table[fa_kernel[kind]].name, dst, src, prev ? 6 : 5, emit_fa, &p, sizeof p)) return NULL;
         prev = dst;
     }
     return prev;

@@ -34,7 +34,7 @@ static int emit_causal_mask(vkl_graph *g, vkl_node *n, vkl_err *e)
             return -1;
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "causal_mask", NULL, 0, b, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_CAUSAL_MASK, NULL, 0, b, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }

@@ -166,7 +166,7 @@ static int emit_conv(vkl_graph *g, vkl_node *n, vkl_err *e)
             uint32_t gx = (uint32_t)(((cols + tl->tn - 1) / tl->tn + tl->wg - 1) / tl->wg);
             uint32_t gy = (uint32_t)((on + tl->tm - 1) / tl->tm);
             uint32_t gz = whole && !fold ? (uint32_t)N : 1;
-            if (vkl_emit_dispatch(g, "conv2d", spec, 11, bind, 8, &pc, sizeof pc, gx, gy, gz, e)) return -1;
+            if (vkl_emit_dispatch(g, VKL_KERNEL_CONV2D, spec, 11, bind, 8, &pc, sizeof pc, gx, gy, gz, e)) return -1;
         }
     }
     return 0;

@@ -132,7 +132,7 @@ static int emit_dx(vkl_graph *g, vkl_node *n, vkl_err *e)
             uint32_t gx = (uint32_t)(((cols + tl->tn - 1) / tl->tn + tl->wg - 1) / tl->wg);
             uint32_t gy = (uint32_t)((cn + tl->tm - 1) / tl->tm);
             uint32_t gz = (uint32_t)((gp->whole && !fold ? N : 1) * phases);
-            if (vkl_emit_dispatch(g, "conv2d_dx", spec, 7, bind, 3, &pc, sizeof pc, gx, gy, gz, e)) return -1;
+            if (vkl_emit_dispatch(g, VKL_KERNEL_CONV2D_DX, spec, 7, bind, 3, &pc, sizeof pc, gx, gy, gz, e)) return -1;
         }
     }
     return 0;
@@ -236,7 +236,7 @@ static int emit_dw(vkl_graph *g, vkl_node *n, vkl_err *e)
                 return -1;
             uint32_t gx = (uint32_t)(((cn * KK + tl->tn - 1) / tl->tn + tl->wg - 1) / tl->wg);
             uint32_t gy = (uint32_t)((on + tl->tm - 1) / tl->tm);
-            if (vkl_emit_dispatch(g, "conv2d_dw", spec, 6, bind, 3, &pc, sizeof pc, gx, gy, (uint32_t)S, e)) return -1;
+            if (vkl_emit_dispatch(g, VKL_KERNEL_CONV2D_DW, spec, 6, bind, 3, &pc, sizeof pc, gx, gy, (uint32_t)S, e)) return -1;
         }
     }
     return 0;

@@ -9,7 +9,7 @@
 static int emit_copy(vkl_graph *g, vkl_node *n, vkl_err *e)
 {
     uint32_t spec[2] = {(uint32_t)VKL_UNARY_IDENTITY, (uint32_t)n->src[0]->dtype};
-    return vkl_op_emit_map(g, n->src[0], n->dst, "unary", spec, 2, 1.0f, 0.0f, e);
+    return vkl_op_emit_map(g, n->src[0], n->dst, VKL_KERNEL_UNARY, spec, 2, 1.0f, 0.0f, e);
 }
 
 /* What is read back from persistent memory is a constant to autograd (a
@@ -55,7 +55,7 @@ static int emit_accumulate(vkl_graph *g, vkl_node *n, vkl_err *e)
     const accum_params *ap = (const accum_params *)n->params.bytes;
     vkl_tensor *y = n->dst, *x = n->nsrc ? n->src[0] : n->dst;
     uint32_t spec[1] = {(uint32_t)x->dtype};
-    return vkl_op_emit_map(g, x, y, "accumulate", spec, 1, n->nsrc ? ap->alpha : 0.0f, ap->beta, e);
+    return vkl_op_emit_map(g, x, y, VKL_KERNEL_ACCUMULATE, spec, 1, n->nsrc ? ap->alpha : 0.0f, ap->beta, e);
 }
 
 vkl_tensor *vkl_accumulate_into(vkl_graph *g, vkl_tensor *src, vkl_tensor *dst, float alpha, float beta)

@@ -15,9 +15,9 @@ typedef struct {
     int32_t ignore_index;
 } ce_push;
 
-static const char *kernel(vkl_graph *g)
+static vkl_kernel kernel(vkl_graph *g)
 {
-    return vkl_ctx_caps(vkl_graph_ctx(g))->subgroup_arith ? "cross_entropy_subgroup" : "cross_entropy";
+    return vkl_ctx_caps(vkl_graph_ctx(g))->subgroup_arith ? VKL_KERNEL_CROSS_ENTROPY_SUBGROUP : VKL_KERNEL_CROSS_ENTROPY;
 }
 
 /* Modes 0 (src: logits, targets) and 1 (src: logits, targets, d rows); dst:

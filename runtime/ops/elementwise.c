@@ -103,7 +103,7 @@ static int emit_binary(vkl_graph *g, vkl_node *n, vkl_err *e)
             return -1;
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "binary", spec, 3, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_BINARY, spec, 3, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }
@@ -164,7 +164,7 @@ vkl_tensor *vkl_div(vkl_graph *g, vkl_tensor *a, vkl_tensor *b) { return binary(
 
 typedef struct { int op; float alpha, beta; int convert; } unary_params;
 
-int vkl_op_emit_map(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, const char *kernel, const uint32_t *spec,
+int vkl_op_emit_map(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, vkl_kernel kernel, const uint32_t *spec,
                     int nspec, float alpha, float beta, vkl_err *e)
 {
     int half_out = y->dtype != VKL_F32;
@@ -210,10 +210,10 @@ static int emit_unary(vkl_graph *g, vkl_node *n, vkl_err *e)
     vkl_tensor *x = n->src[0], *y = n->dst;
     if (up->convert) {
         uint32_t spec[2] = {(uint32_t)x->dtype, (uint32_t)y->dtype};
-        return vkl_op_emit_map(g, x, y, "convert", spec, 2, 1.0f, 0.0f, e);
+        return vkl_op_emit_map(g, x, y, VKL_KERNEL_CONVERT, spec, 2, 1.0f, 0.0f, e);
     }
     uint32_t spec[2] = {(uint32_t)up->op, (uint32_t)x->dtype};
-    return vkl_op_emit_map(g, x, y, "unary", spec, 2, up->alpha, up->beta, e);
+    return vkl_op_emit_map(g, x, y, VKL_KERNEL_UNARY, spec, 2, up->alpha, up->beta, e);
 }
 
 static const char *unary_names[VKL_UNARY_COUNT] = {"scale", "silu", "gelu", "gelu_tanh", "quick_gelu", "relu",

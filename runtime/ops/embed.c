@@ -53,7 +53,7 @@ static int emit_temb(vkl_graph *g, vkl_node *n, vkl_err *e)
         return -1;
     uint32_t spec[1] = {(uint32_t)t->dtype}, gx, gy;
     vkl_op_grid(((uint64_t)pc.n + 63) / 64, &gx, &gy);
-    return vkl_emit_dispatch(g, "timestep_embed", spec, 1, bind, 2, &pc, sizeof pc, gx, gy, 1, e);
+    return vkl_emit_dispatch(g, VKL_KERNEL_TIMESTEP_EMBED, spec, 1, bind, 2, &pc, sizeof pc, gx, gy, 1, e);
 }
 
 /* No backward rule: the input is the timestep, never trained; a loss that
@@ -133,7 +133,7 @@ static int emit_embedding(vkl_graph *g, vkl_node *n, vkl_err *e)
             return -1;
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)pc.n + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "embedding", spec, 1, bind, 8, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_EMBEDDING, spec, 1, bind, 8, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }
@@ -151,7 +151,7 @@ static int emit_embedding_index(vkl_graph *g, vkl_node *n, vkl_err *e)
         return -1;
     uint32_t gx, gy;
     vkl_op_grid(((uint64_t)(V + nid) + 63) / 64, &gx, &gy);
-    return vkl_emit_dispatch(g, "embedding_grad_index", NULL, 0, b, 2, &pc, sizeof pc, gx, gy, 1, e);
+    return vkl_emit_dispatch(g, VKL_KERNEL_EMBEDDING_GRAD_INDEX, NULL, 0, b, 2, &pc, sizeof pc, gx, gy, 1, e);
 }
 
 static int emit_embedding_grad(vkl_graph *g, vkl_node *n, vkl_err *e)
@@ -173,7 +173,7 @@ static int emit_embedding_grad(vkl_graph *g, vkl_node *n, vkl_err *e)
         if (vkl_bind_span(g, dt, r0 * D, nr * D, &b[2], &pc.dt_off, e)) return -1;
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)(nr * D) + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "embedding_grad", NULL, 0, b, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_EMBEDDING_GRAD, NULL, 0, b, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }
@@ -276,7 +276,7 @@ static int emit_rope(vkl_graph *g, vkl_node *n, vkl_err *e)
             return -1;
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)(nr * (D / 2)) + 63) / 64, &gx, &gy);
-        if (vkl_emit_dispatch(g, "rope", spec, 2, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_ROPE, spec, 2, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }

@@ -39,7 +39,7 @@ static int emit_dequant(vkl_graph *g, vkl_node *n, vkl_err *e)
         uint64_t inv = y->dtype == VKL_F32 ? pc.n : (pc.n + 1u) / 2u;
         uint32_t spec[2] = {(uint32_t)dp->type, (uint32_t)y->dtype}, gx, gy;
         vkl_op_grid((inv + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "gguf_dequant", spec, 2, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_GGUF_DEQUANT, spec, 2, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }

@@ -53,7 +53,7 @@ static int emit_geglu(vkl_graph *g, vkl_node *n, vkl_err *e)
         bind[1] = bind[0];
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)(nr * F) + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "glue", spec, 3, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_GLUE, spec, 3, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }
@@ -76,7 +76,7 @@ static int emit_swiglu(vkl_graph *g, vkl_node *n, vkl_err *e)
             return -1;
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "glue", spec, 3, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_GLUE, spec, 3, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }
@@ -120,7 +120,7 @@ static int emit_geglu_grad(vkl_graph *g, vkl_node *n, vkl_err *e)
             return -1;
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)(nr * F) + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "glue_grad", spec, 1, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_GLUE_GRAD, spec, 1, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }

@@ -21,7 +21,7 @@ static int emit_fill(vkl_graph *g, vkl_node *n, vkl_err *e)
         if (vkl_bind_span(g, y, first, cnt, &b, &pc.y_off, e)) return -1;
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "fill", NULL, 0, &b, 1, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_FILL, NULL, 0, &b, 1, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }
@@ -60,7 +60,7 @@ static int emit_sum_to(vkl_graph *g, vkl_node *n, vkl_err *e)
         return -1;
     uint32_t gx, gy;
     vkl_op_grid(((uint64_t)pc.n + 63) / 64, &gx, &gy);
-    return vkl_emit_dispatch(g, "sum_to", NULL, 0, b, 2, &pc, sizeof pc, gx, gy, 1, e);
+    return vkl_emit_dispatch(g, VKL_KERNEL_SUM_TO, NULL, 0, b, 2, &pc, sizeof pc, gx, gy, 1, e);
 }
 
 vkl_tensor *vkl_sum_to(vkl_graph *g, vkl_tensor *x, int ndim, const int64_t *shape)
@@ -133,7 +133,7 @@ static int emit_unary_grad(vkl_graph *g, vkl_node *n, vkl_err *e)
         if (!dloc) return vkl_fail(e, "internal: unary_grad needs a contiguous dy");
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "unary_grad", spec, 2, b, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_UNARY_GRAD, spec, 2, b, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }

@@ -73,7 +73,7 @@ static int copy_block(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, co
         uint32_t spec[3] = {(uint32_t)x->dtype, (uint32_t)up, 0u};
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)n + 255) / 256, &gx, &gy);
-        return vkl_emit_dispatch(g, "copy_strided", spec, 3, bind, 2, &pc, sizeof pc, gx, gy, 1, e);
+        return vkl_emit_dispatch(g, VKL_KERNEL_COPY_STRIDED, spec, 3, bind, 2, &pc, sizeof pc, gx, gy, 1, e);
     }
     int L = 0;
     while (L < 4 && b->shape[L] == 1) L++;
@@ -162,7 +162,7 @@ static int emit_copy(vkl_graph *g, vkl_node *n, vkl_err *e)
         uint32_t spec[3] = {(uint32_t)x->dtype, 0u, (uint32_t)y->dtype};
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)cnt / 2 + 1 + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, "copy_strided", spec, 3, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_COPY_STRIDED, spec, 3, bind, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }

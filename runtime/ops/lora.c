@@ -65,7 +65,7 @@ static int emit_apply(vkl_graph *g, vkl_node *n, vkl_err *e)
         uint64_t items = w->dtype == VKL_F16 ? (uint64_t)(cnt + 1) / 2 : (uint64_t)cnt;
         uint32_t gx, gy;
         vkl_op_grid((items + 63) / 64, &gx, &gy);
-        if (vkl_emit_dispatch(g, "lora_apply", spec, 2, b, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_LORA_APPLY, spec, 2, b, 2, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }

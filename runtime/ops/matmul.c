@@ -143,7 +143,7 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
     spec[SPEC_SEG2] = a2 != NULL;
     spec[SPEC_A2DT] = a2 ? (uint32_t)a2->dtype : 0u;
     spec[SPEC_B2DT] = b2 ? (uint32_t)b2->dtype : 0u;
-    const char *kernel = var == VKL_MM_TILED ? "matmul_tiled" : "matmul";
+    vkl_kernel kernel = var == VKL_MM_TILED ? VKL_KERNEL_MATMUL_TILED : VKL_KERNEL_MATMUL;
     uint32_t rows_per_group = var == VKL_MM_TILED ? 64 : tm;
 
     int bq = vkl_dtype_is_quant(b->dtype);

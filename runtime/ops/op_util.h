@@ -48,7 +48,7 @@ int vkl_op_bind_operand(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, 
 
 /* One window-split dispatch series of a single-input map kernel (unary,
  * convert, accumulate: they share one push-constant layout) from x to y. */
-int vkl_op_emit_map(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, const char *kernel, const uint32_t *spec,
+int vkl_op_emit_map(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, vkl_kernel kernel, const uint32_t *spec,
                     int nspec, float alpha, float beta, vkl_err *e);
 
 /* Flash attention backward (runtime/ops/attention_flash_grad.c): whether

@@ -20,7 +20,7 @@ static int emit_reduce(vkl_graph *g, vkl_node *n, vkl_err *e)
     int64_t max_elems = vkl_window_elems(c, x->dtype, 1);
     int64_t per = contiguous ? (len ? max_elems / len : rows) : rows;
     if (per < 1) return vkl_fail(e, "a row of %lld elements exceeds the storage binding limit", (long long)len);
-    const char *kernel = c->caps.subgroup_arith ? "reduce_rows_subgroup" : "reduce_rows";
+    vkl_kernel kernel = c->caps.subgroup_arith ? VKL_KERNEL_REDUCE_ROWS_SUBGROUP : VKL_KERNEL_REDUCE_ROWS;
     uint32_t spec[2] = {(uint32_t)rp->op, (uint32_t)x->dtype};
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;

@@ -71,7 +71,7 @@ static int emit_stats(vkl_graph *g, vkl_node *n, vkl_err *e)
     vkl_tensor *x = n->src[0], *st = n->dst;
     int64_t per;
     if (seg_window(g, x, sp, &per, e)) return -1;
-    const char *kernel = c->caps.subgroup_arith ? "norm_stats_subgroup" : "norm_stats";
+    vkl_kernel kernel = c->caps.subgroup_arith ? VKL_KERNEL_NORM_STATS_SUBGROUP : VKL_KERNEL_NORM_STATS;
     uint32_t spec[2] = {(uint32_t)d->mode, (uint32_t)x->dtype};
     for (int64_t s0 = 0; s0 < d->nseg; s0 += per) {
         int64_t ns = d->nseg - s0 < per ? d->nseg - s0 : per;
@@ -142,7 +142,7 @@ static int emit_apply(vkl_graph *g, vkl_node *n, vkl_err *e)
         if (beta && vkl_bind_span(g, beta, 0, vkl_tensor_nelem(beta), &bind[3], &pc.b_off, e)) return -1;
         uint32_t gx, gy;
         vkl_op_grid((uint64_t)(ns * lines * nblk), &gx, &gy);
-        if (vkl_emit_dispatch(g, "norm_apply", spec, 9, bind, 5, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_NORM_APPLY, spec, 9, bind, 5, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }

@@ -67,8 +67,10 @@ static int emit_grad(vkl_graph *g, vkl_node *n, vkl_err *e)
     uint32_t spec[10] = {(uint32_t)d->mode, (uint32_t)x->dtype, gamma ? (uint32_t)gamma->dtype : 0,
                          beta ? (uint32_t)beta->dtype : 0, gamma != NULL, beta != NULL, (uint32_t)d->per_elem,
                          (uint32_t)d->silu, (uint32_t)gp->block, (uint32_t)contig};
-    const char *kernel = gp->pass == 1 ? "norm_grad_apply" : gp->pass == 2 ? "norm_grad_param"
-                         : c->caps.subgroup_arith ? "norm_grad_part_subgroup" : "norm_grad_part";
+    vkl_kernel kernel = gp->pass == 1   ? VKL_KERNEL_NORM_GRAD_APPLY
+                        : gp->pass == 2 ? VKL_KERNEL_NORM_GRAD_PARAM
+                        : c->caps.subgroup_arith ? VKL_KERNEL_NORM_GRAD_PART_SUBGROUP
+                                                 : VKL_KERNEL_NORM_GRAD_PART;
     int64_t pw = gp->lines * gp->nblk * 2;   /* part sums per segment (passes 0, 1) */
     for (int64_t s0 = 0; s0 < d->nseg; s0 += gp->per) {
         int64_t ns = d->nseg - s0 < gp->per ? d->nseg - s0 : gp->per;

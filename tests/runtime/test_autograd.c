@@ -353,6 +353,32 @@ static void frozen_weights_get_nothing(void **state)
     vkl_test_ctx_done(c);
 }
 
+/* vkl_convert's rule passes the gradient through in the source's dtype:
+ * d/dx sum(c * f32(f16(x))) = c, the closed form (c exact in f16). */
+static void convert_grads(void **state)
+{
+    (void)state;
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    float x[6] = {0.3f, -1.7f, 2.25f, 5.0f, -0.01f, 100.5f}, k[6] = {1, -2, 0.5f, 4, -0.25f, 3};
+    vkl_tensor *X = up(c, 2, (int64_t[]){2, 3}, x), *C = up(c, 2, (int64_t[]){2, 3}, k);
+    vkl_graph *g = vkl_graph_new(c);
+    vkl_tensor *h = vkl_convert(g, vkl_convert(g, X, VKL_F16), VKL_F32);
+    vkl_tensor *l = vkl_sum_rows(g, vkl_reshape(g, vkl_mul(g, h, C), 2, (int64_t[]){1, 6}));
+    vkl_tensor *gr = NULL;
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_graph_backward(g, l, NULL, &X, 1, &gr, &e), 0);
+    vkl_graph_keep(g, gr);
+    assert_int_equal(vkl_graph_plan(g, &e), 0);
+    assert_int_equal(vkl_graph_run(g, &e), 0);
+    float got[6];
+    down(c, gr, got);
+    vkl_test_assert_close("d/dx", got, k, 6, 0, 0);
+    vkl_graph_free(g);
+    vkl_tensor_free(X);
+    vkl_tensor_free(C);
+    vkl_test_ctx_done(c);
+}
+
 static void missing_rule_is_reported(void **state)
 {
     (void)state;
@@ -426,6 +452,7 @@ int main(void)
         cmocka_unit_test(matmul_view_grads),
         cmocka_unit_test(slice_view_grads),
         cmocka_unit_test(frozen_weights_get_nothing),
+        cmocka_unit_test(convert_grads),
         cmocka_unit_test(missing_rule_is_reported),
         cmocka_unit_test(checkpoint_segments),
     };

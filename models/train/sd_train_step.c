@@ -11,6 +11,7 @@ struct vkl_sd_train_step {
     vkl_sd_train_shape shape;
     vkl_graph *g;
     vkl_tensor *noisy, *t, *text, *ids, *target, *weights, *loss;
+    vkl_tensor *pooled, *time_ids; /* SDXL's added conditioning, else NULL */
     int np;
     vkl_tensor **params, **grads;
     char **names;
@@ -30,6 +31,8 @@ void vkl_sd_train_step_free(vkl_sd_train_step *s)
     vkl_tensor_free(s->ids);
     vkl_tensor_free(s->target);
     vkl_tensor_free(s->weights);
+    vkl_tensor_free(s->pooled);
+    vkl_tensor_free(s->time_ids);
     for (int i = 0; i < s->np; i++) free(s->names ? s->names[i] : NULL);
     free(s->names);
     free(s->params);
@@ -76,6 +79,12 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
     if (o->opt && o->accum) return vkl_fail(e, "training: a fused optimiser or gradient accumulation, not both");
     if (o->te && !o->params && o->te->lora != set)
         return vkl_fail(e, "training: the text encoder must use the UNet's adapter set");
+    if (unet->cfg->add_text_time && sh->pooled <= 0)
+        return vkl_fail(e, "training: this UNet takes added conditioning; the step needs the pooled text width");
+    if (!unet->cfg->add_text_time && sh->pooled)
+        return vkl_fail(e, "training: this UNet takes no added conditioning (pooled width %d given)", sh->pooled);
+    if (o->te && unet->cfg->add_text_time)
+        return vkl_fail(e, "training: the text encoder in the graph is one encoder; SDXL's two are not trained yet");
     vkl_sd_train_step *s = calloc(1, sizeof *s);
     if (!s) return vkl_fail(e, "out of host memory");
     s->ctx = c;
@@ -113,6 +122,11 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
     s->t = s->target ? vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){sh->batch}, e) : NULL;
     s->weights = s->t ? vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){sh->batch}, e) : NULL;
     if (!s->weights) goto fail;
+    if (sh->pooled) {
+        s->pooled = vkl_tensor_new(c, VKL_F32, 2, (int64_t[]){sh->batch, sh->pooled}, e);
+        s->time_ids = s->pooled ? vkl_tensor_new(c, VKL_F32, 2, (int64_t[]){sh->batch, 6}, e) : NULL;
+        if (!s->time_ids) goto fail;
+    }
     s->g = vkl_graph_new(c);
     vkl_tensor *text;
     if (o->te) {
@@ -129,7 +143,8 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
     vkl_unet u = *unet;
     u.checkpoint = o->checkpoint;
     s->fp16 = o->fp16_act && vkl_sd_train_fp16_supported(c);
-    vkl_tensor *pred = vkl_unet_forward_ex(s->g, &u, s->fp16, s->noisy, s->t, text, NULL);
+    vkl_unet_added add = {s->pooled, s->time_ids};
+    vkl_tensor *pred = vkl_unet_forward_added(s->g, &u, s->fp16, s->noisy, s->t, text, sh->pooled ? &add : NULL, NULL);
     s->loss = vkl_mse_loss(s->g, pred, s->target, s->weights, NULL);
     vkl_graph_keep(s->g, s->loss);
     if (o->loss_seed && (vkl_tensor_nelem(o->loss_seed) != 1 || o->loss_seed->dtype != VKL_F32 || o->loss_seed->graph)) {
@@ -180,6 +195,11 @@ int vkl_sd_train_step_run_batch(vkl_sd_train_step *s, const vkl_sd_train_batch *
 {
     if (s->ids ? !b->ids : !b->text)
         return vkl_fail(e, "training step: the batch needs %s", s->ids ? "token ids" : "text states");
+    if (s->pooled && (!b->pooled || !b->time_ids))
+        return vkl_fail(e, "training step: an SDXL batch needs the pooled text embedding and the time ids");
+    if (s->pooled && (vkl_tensor_upload(s->ctx, s->pooled, b->pooled, VKL_F32, e) ||
+                      vkl_tensor_upload(s->ctx, s->time_ids, b->time_ids, VKL_F32, e)))
+        return -1;
     if (vkl_tensor_upload(s->ctx, s->noisy, b->noisy, VKL_F32, e) || vkl_tensor_upload(s->ctx, s->t, b->t, VKL_F32, e) ||
         (s->ids ? vkl_tensor_upload(s->ctx, s->ids, b->ids, VKL_I32, e)
                 : vkl_tensor_upload(s->ctx, s->text, b->text, VKL_F32, e)) ||
@@ -195,7 +215,7 @@ int vkl_sd_train_step_run_batch(vkl_sd_train_step *s, const vkl_sd_train_batch *
 int vkl_sd_train_step_run(vkl_sd_train_step *s, const float *noisy, const float *t, const float *ctx,
                           const float *target, const float *weights, int step, float lr, float *loss, vkl_err *e)
 {
-    vkl_sd_train_batch b = {noisy, t, ctx, target, weights, NULL};
+    vkl_sd_train_batch b = {noisy, t, ctx, target, weights, NULL, NULL, NULL};
     return vkl_sd_train_step_run_batch(s, &b, step, lr, loss, e);
 }
 

@@ -1,5 +1,7 @@
 /* One LoRA training step of a Stable Diffusion UNet on the device:
  *   pred = UNet(noisy latents, t, text states) with trainable adapters,
+ *          plus, for SDXL, the added conditioning (pooled text embedding
+ *          and the size/crop time ids of each sample),
  *   loss = mean_b(w_b * mean((pred - target)^2)),
  *   gradients of every adapter tensor, then AdamW, or (gradient
  *   accumulation) the gradients times 1/N added into persistent buffers.
@@ -21,6 +23,10 @@ typedef struct vkl_sd_train_step vkl_sd_train_step;
 typedef struct vkl_sd_train_shape {
     int batch, channels, height, width; /* latents */
     int tokens, context;                /* text states [batch, tokens, context] */
+    /* SDXL (a UNet with "text_time" conditioning): the pooled text width;
+     * each batch then brings pooled [batch, pooled] and time_ids [batch, 6].
+     * 0 otherwise. */
+    int pooled;
 } vkl_sd_train_shape;
 
 /* The trainable tensors of an adapter set, in the order the optimiser and
@@ -70,10 +76,13 @@ void vkl_sd_train_step_free(vkl_sd_train_step *s);
 
 /* One batch: noisy latents and target [batch, C, H, W], t and weights
  * [batch] (weights NULL: all 1), and text states [batch, tokens, context]
- * or, with a text encoder in the graph, token ids [batch, tokens]. */
+ * or, with a text encoder in the graph, token ids [batch, tokens]. SDXL
+ * adds the pooled text embedding [batch, pooled] and the time ids
+ * [batch, 6] = (original h, w, crop top, left, target h, w). */
 typedef struct vkl_sd_train_batch {
     const float *noisy, *t, *text, *target, *weights;
     const int32_t *ids;
+    const float *pooled, *time_ids;
 } vkl_sd_train_batch;
 
 /* Runs one step; step: 1-based optimiser step and lr its learning rate

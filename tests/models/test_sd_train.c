@@ -159,7 +159,7 @@ static void accumulation_matches_batch(void **state)
     for (int step = 1; step <= 2; step++) {
         double loss_sum = 0;
         for (int b = 0; b < 2; b++) {
-            vkl_sd_train_batch mb = {f.noisy + lat * b, f.t + b, f.ehs + txt * b, f.target + lat * b, NULL, NULL};
+            vkl_sd_train_batch mb = {f.noisy + lat * b, f.t + b, f.ehs + txt * b, f.target + lat * b, NULL, NULL, NULL, NULL};
             float loss;
             assert_int_equal(vkl_sd_train_step_run_batch(s, &mb, step, 0, &loss, &e), 0);
             loss_sum += loss;

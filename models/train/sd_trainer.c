@@ -15,6 +15,7 @@
 #include "io/dir.h"
 #include "sd/sd_folder_write.h"
 #include "train/train_resume.h"
+#include "train/sdxl_train_cond.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -108,6 +109,8 @@ typedef struct trainer {
     struct { int w, h; vkl_sd_train_step *s; } steps[32];
     int nsteps;
     char base_hash[80], model_name[256];
+    int xl;                           /* SDXL: two text encoders, added conditioning */
+    vkl_sdxl_text_cache *text_cache;  /* SDXL: encoded captions */
     vkl_full_net net;       /* --network full: the weights are the parameters */
     cJSON *changes;         /* settings changed on resume: [{step, setting, was, now}] */
     double elapsed;         /* training seconds so far, earlier runs of a resumed one included */
@@ -162,6 +165,12 @@ static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
     M("ss_sd_model_name", t->model_name);
     M("ss_sd_model_hash", t->base_hash);
     M("ss_v2", t->m->cfg->family == VKL_SD_FAMILY_SD2 ? "True" : "False");
+    /* kohya: sdxl_model_util.MODEL_VERSION_SDXL_BASE_V1_0, else
+     * model_util.get_model_version_str_for_sd1_sd2 */
+    int v_pred = t->m->cfg->sched.prediction == VKL_SD_PRED_V;
+    M("ss_base_model_version", t->xl ? "sdxl_base_v1-0"
+                               : t->m->cfg->family == VKL_SD_FAMILY_SD2 ? (v_pred ? "sd_v2_v" : "sd_v2")
+                                                                        : (v_pred ? "sd_v1_v" : "sd_v1"));
     snprintf(buf, sizeof buf, "(%d, %d)", c->data.resolution, c->data.resolution);
     M("ss_resolution", buf);
     snprintf(buf, sizeof buf, "%d", step);
@@ -531,7 +540,7 @@ static vkl_sd_train_step *step_for(trainer *t, int w, int h, vkl_err *e)
     }
     int f = 1 << (t->m->cfg->vae.n_levels - 1);
     vkl_sd_train_shape sh = {t->c->data.batch_size, t->m->cfg->unet.in_channels, h / f, w / f, vkl_sd_text_tokens(t->m),
-                             t->m->cfg->unet.cross_attention_dim};
+                             t->m->cfg->unet.cross_attention_dim, t->xl ? vkl_sd_pooled_width(t->m) : 0};
     vkl_sd_train_step *s = NULL;
     vkl_sd_train_opts o = {t->c->checkpointing, t->accum ? NULL : t->opt, t->accum,
                            1.0f / (float)(t->c->grad_accum * ranks_of(t->c)),
@@ -559,6 +568,7 @@ static void trainer_free(trainer *t)
     vkl_latent_cache_free(t->cache);
     vkl_dataset_free(t->ds);
     vkl_noise_table_free(&t->table);
+    vkl_sdxl_text_cache_free(t->text_cache);
     if (t->m) t->m->unet.lora = t->m->te.lora = NULL;
     vkl_sd_model_free(t->m);
     cJSON_Delete(t->changes);
@@ -623,6 +633,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     memset(&it, 0, sizeof it);
     FILE *csv = NULL;
     float *x0 = NULL, *noise = NULL, *noisy = NULL, *target = NULL, *text = NULL, *lat = NULL, *tt = NULL, *wts = NULL;
+    float *pooled = NULL, *tids = NULL; /* SDXL's added conditioning */
     int32_t *ids = NULL;
     char **caps = NULL;
     int rc = -1, B = c->data.batch_size;
@@ -660,20 +671,33 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         if (c->force && vkl_dir_remove(state_dir, e)) return -1;
     }
     if (vkl_sd_model_load(ctx, c->model, &mo, &t.m, e)) goto done;
-    if (t.m->cfg->n_text_encoders != 1) {
-        vkl_fail(e, "%s is an SDXL model: vklora generates with SDXL but does not train it yet", c->model);
+    t.xl = t.m->cfg->n_text_encoders > 1;
+    if (t.xl && (c->train_te || c->full)) {
+        vkl_fail(e, "%s is an SDXL model: vklora trains SDXL LoRA/LyCORIS networks on the UNet; %s is not "
+                 "supported for SDXL yet", c->model, c->full ? "--network full" : "--train-te");
         goto done;
     }
+    if (t.xl && t.m->cfg->unet.add_text_time != 1) {
+        vkl_fail(e, "%s has two text encoders but its UNet takes no added conditioning", c->model);
+        goto done;
+    }
+    /* frozen encoders: each caption's states are kept (up to 1 GiB) */
+    if (t.xl && !(t.text_cache = vkl_sdxl_text_cache_new((size_t)1 << 30))) goto oom;
+    char cache_id[300];
     {
         const char *sl = strrchr(c->model, '/');
         snprintf(t.model_name, sizeof t.model_name, "%s", sl && sl[1] ? sl + 1 : c->model);
         snprintf(t.base_hash, sizeof t.base_hash, "unknown");
+        /* the family is part of the latent cache key: an SD 1.x entry is never
+         * read for SDXL (another VAE scaling) even under the same file name */
+        snprintf(cache_id, sizeof cache_id, "%s:%s:%.9g", vkl_sd_family_name(t.m->cfg->family), t.model_name,
+                 t.m->cfg->vae.scaling_factor);
     }
     if (vkl_dataset_open(&c->data, &t.ds, e)) goto done;
     vkl_beta_params bp;
     if (vkl_beta_params_from_sd(&t.m->cfg->sched, &bp, e) || vkl_noise_table_init(&t.table, &bp, VKL_ACP_F32, e))
         goto done;
-    vkl_latent_cache_opts co = {encode_cb, &t, t.model_name, t.m->cfg->vae.latent_channels,
+    vkl_latent_cache_opts co = {encode_cb, &t, cache_id, t.m->cfg->vae.latent_channels,
                                 1 << (t.m->cfg->vae.n_levels - 1), 1, c->cache_to_disk};
     if (vkl_latent_cache_new(&co, t.ds, &t.cache, e)) goto done;
     if (c->full) {
@@ -793,11 +817,13 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     noisy = malloc(sizeof(float) * maxper * B);
     target = malloc(sizeof(float) * maxper * B);
     text = malloc(sizeof(float) * 77 * (size_t)D * B);
+    pooled = malloc(sizeof(float) * ((size_t)vkl_sd_pooled_width(t.m) + 1) * B);
+    tids = malloc(sizeof(float) * 6 * B);
     tt = malloc(sizeof(float) * B);
     wts = malloc(sizeof(float) * B);
     caps = calloc((size_t)B, sizeof *caps);
     ids = malloc(sizeof(int32_t) * 77 * (size_t)B);
-    if (!x0 || !noise || !noisy || !target || !text || !tt || !wts || !caps || !ids) goto oom;
+    if (!x0 || !noise || !noisy || !target || !text || !tt || !wts || !caps || !ids || !pooled || !tids) goto oom;
     double t0 = now_s() - seconds0, avg = 0;
     int navg = 0, skipped_run = 0;
     uint32_t epoch = 0;
@@ -836,8 +862,13 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
                 if (vkl_caption_process(&c->data.caption, t.ds->images[smp[i].image].caption, c->data.seed, epoch,
                                         smp[i].slot, &caps[i], e))
                     goto done;
+                const vkl_ds_image *im = &t.ds->images[smp[i].image];
+                vkl_sdxl_time_ids(im->width, im->height, bw, bh, smp[i].flip, tids + 6 * i);
             }
-            if (c->train_te ? tokenize_captions(&t, caps, B, ids, e) : encode_captions(&t, caps, B, text, e)) goto done;
+            if (t.xl ? vkl_sdxl_encode_captions(t.m, t.text_cache, caps, B, c->clip_skip > 1 ? c->clip_skip - 1 : 0,
+                                                text, pooled, e)
+                     : c->train_te ? tokenize_captions(&t, caps, B, ids, e) : encode_captions(&t, caps, B, text, e))
+                goto done;
             /* noise, timesteps and the noisy latents: a function of (seed, micro-batch number) */
             uint64_t key = (uint64_t)step * (uint64_t)G + (uint64_t)micro;
             for (size_t k = 0; k < per * B; k++) noise[k] = vkl_rng_normal_at(c->data.seed, STREAM_NOISE + (key << 8), k);
@@ -871,7 +902,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
             }
             vkl_sd_train_step *s = step_for(&t, bw, bh, e);
             if (!s) goto done;
-            vkl_sd_train_batch tb = {noisy, tt, text, target, wts, ids};
+            vkl_sd_train_batch tb = {noisy, tt, text, target, wts, ids, pooled, tids};
             if (vkl_sd_train_step_run_batch(s, &tb, step + 1, lr, &loss, e)) goto done;
             loss_sum += loss;
             micro++;
@@ -971,6 +1002,7 @@ done:
         for (int i = 0; i < B; i++) free(caps[i]);
     free(caps);
     free(x0); free(noise); free(noisy); free(target); free(text); free(lat); free(tt); free(wts); free(ids);
+    free(pooled); free(tids);
     vkl_ds_iter_free(&it);
     trainer_free(&t);
     return rc;

@@ -189,6 +189,16 @@ static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
     }
     snprintf(buf, sizeof buf, "%d", c->grad_accum);
     M("ss_gradient_accumulation_steps", buf);
+    /* kohya writes str() of each argument: Python's True/False */
+    M("ss_gradient_checkpointing", c->checkpointing ? "True" : "False");
+    M("ss_mixed_precision", c->mixed_precision ? "fp16" : "no");
+    M("ss_cache_latents", "True"); /* latents are always encoded once */
+    snprintf(buf, sizeof buf, "%d", c->warmup);
+    M("ss_lr_warmup_steps", buf);
+    snprintf(buf, sizeof buf, "%g", c->max_grad_norm);
+    M("ss_max_grad_norm", buf);
+    snprintf(buf, sizeof buf, "%d", c->clip_skip);
+    M("ss_clip_skip", buf);
     M("ss_lr_scheduler", c->lr_schedule);
     snprintf(buf, sizeof buf, "%d", c->data.batch_size);
     M("ss_batch_size_per_device", buf);

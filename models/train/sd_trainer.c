@@ -691,6 +691,14 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         vkl_fail(e, "%s has two text encoders but its UNet takes no added conditioning", c->model);
         goto done;
     }
+    vkl_train_config xl_config;
+    if (t.xl && !c->resolution_given && c->data.resolution != 1024) {
+        /* the effective setting is what the settings file and state record */
+        xl_config = *c;
+        xl_config.data.resolution = 1024;
+        c = t.c = &xl_config;
+        vkl_log(VKL_LOG_INFO, "SDXL: resolution 1024 (SDXL's default; --resolution sets another)");
+    }
     /* frozen encoders: each caption's states are kept (up to 1 GiB) */
     if (t.xl && !(t.text_cache = vkl_sdxl_text_cache_new((size_t)1 << 30))) goto oom;
     char cache_id[300];

@@ -1,9 +1,11 @@
 /* The latent cache on disk keeps SD 1.x and SDXL apart: an SD 1.x model and
  * an SDXL model reached under the same name (m) train on one image folder
- * with --cache-latents-to-disk; the SDXL run must encode again (another VAE,
- * another scaling factor) instead of reading the SD 1.x entry, and a second
- * SDXL run reads its own entry back unchanged. */
+ * with --cache-latents-to-disk (default resolutions, 512 and 1024: both
+ * bucket the 128-pixel images at 128x128); the SDXL run must encode again
+ * (another VAE, another scaling factor) instead of reading the SD 1.x entry,
+ * and a second SDXL run reads its own entry back unchanged. */
 #include "vkl_test.h"
+#include "io/safetensors.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +16,7 @@ static void train(const char *model_dir)
 {
     char args[2048], *out = NULL;
     snprintf(args, sizeof args,
-             "train --model %s/m --images images --resolution 64 --max-steps 1 --batch 1 --seed 2 "
+             "train --model %s/m --images images --max-steps 1 --batch 1 --seed 2 "
              "--cache-latents-to-disk --force --quiet -o out.safetensors",
              model_dir);
     int rc = vkl_test_cli(args, NULL, &out);
@@ -54,6 +56,14 @@ static void families_never_share_entries(void **state)
     train("xl");
     save_entries("xl.bin");
     assert_false(same_files("sd.bin", "xl.bin"));
+    /* SDXL's default resolution, recorded as kohya does */
+    char path[512];
+    snprintf(path, sizeof path, "%s/out.safetensors", vkl_test_dir);
+    vkl_st_file *f;
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_st_open(path, &f, &e), 0);
+    assert_string_equal(vkl_st_meta_get(f, "ss_resolution"), "(1024, 1024)");
+    vkl_st_close(f);
     train("xl");
     save_entries("xl2.bin");
     assert_true(same_files("xl.bin", "xl2.bin"));

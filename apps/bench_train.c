@@ -151,7 +151,7 @@ int vkl_bench_train_step(int argc, char **argv)
     vkl_mem_reset_peak(c);
     t0 = vkl_progress_now();
     /* fp16 as the trainer runs it: f16 activations and a loss scale */
-    vkl_sd_train_opts so = {ck, opt, NULL, 1.0f, NULL, 0, mixed, NULL, NULL, NULL, 0};
+    vkl_sd_train_opts so = {ck, opt, NULL, 1.0f, NULL, 0, mixed, NULL, NULL, NULL, 0, NULL};
     if (mixed) {
         float S = 65536.0f;
         if (!(seed = vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){1}, &e)) || vkl_tensor_upload(c, seed, &S, VKL_F32, &e) ||

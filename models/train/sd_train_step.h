@@ -57,6 +57,10 @@ typedef struct vkl_sd_train_opts {
     vkl_tensor *const *params;
     const char *const *param_names;
     int nparams;
+    /* SDXL with trainable text encoders: te and te2 both run in the graph
+     * (their lora = the trainable set) and give the context and the pooled
+     * embedding; NULL otherwise. */
+    const vkl_clip_text *te2;
 } vkl_sd_train_opts;
 
 /* Whether the device can hold f16 activations in training: 16-bit storage
@@ -77,8 +81,10 @@ void vkl_sd_train_step_free(vkl_sd_train_step *s);
 /* One batch: noisy latents and target [batch, C, H, W], t and weights
  * [batch] (weights NULL: all 1), and text states [batch, tokens, context]
  * or, with a text encoder in the graph, token ids [batch, tokens]. SDXL
- * adds the pooled text embedding [batch, pooled] and the time ids
- * [batch, 6] = (original h, w, crop top, left, target h, w). */
+ * adds the time ids [batch, 6] = (original h, w, crop top, left, target h,
+ * w) and the pooled text embedding [batch, pooled], or with its encoders in
+ * the graph both tokenizers' ids [2][batch][tokens] in ids instead of the
+ * text states and the pooled embedding. */
 typedef struct vkl_sd_train_batch {
     const float *noisy, *t, *text, *target, *weights;
     const int32_t *ids;

@@ -41,14 +41,32 @@ static double now_s(void)
 
 /* ---- the network: which modules get adapters, initial values ---- */
 
+typedef struct selection {
+    const vkl_train_config *c;
+    /* per text encoder: its layers below this index reach the loss (the
+     * layers after the one the UNet reads train nothing; SDXL's second
+     * encoder is read to its end by the pooled embedding) */
+    int te_used[2];
+} selection;
+
+/* "text_model.encoder.layers.N." of an encoder module: N, else -1 */
+static int encoder_layer(const char *name)
+{
+    const char *p = strstr(name, ".encoder.layers.");
+    return p ? atoi(p + 16) : -1;
+}
+
 /* vkl_lora_select_fn: the layers the network trains (1x1 shortcut convs never). */
 static int wanted(void *user, const char *name, int ndim, const int64_t *shape)
 {
-    const vkl_train_config *c = user;
+    const selection *sel = user;
+    const vkl_train_config *c = sel->c;
     if (ndim == 4 && shape[2] == 1 && !strstr(name, "proj_")) return 0;
-    /* kohya's text-encoder targets: CLIPAttention and CLIPMLP linears */
-    if (!strncmp(name, "text_encoder.", 13))
-        return c->train_te && (strstr(name, ".self_attn.q_proj") || strstr(name, ".self_attn.k_proj") ||
+    /* kohya's text-encoder targets: CLIPAttention and CLIPMLP linears (SDXL: of both encoders) */
+    int te2 = !strncmp(name, "text_encoder_2.", 15);
+    if (!strncmp(name, "text_encoder.", 13) || te2)
+        return c->train_te && encoder_layer(name) < sel->te_used[te2] &&
+               (strstr(name, ".self_attn.q_proj") || strstr(name, ".self_attn.k_proj") ||
                                strstr(name, ".self_attn.v_proj") || strstr(name, ".self_attn.out_proj") ||
                                strstr(name, ".mlp.fc1") || strstr(name, ".mlp.fc2"));
     if (strncmp(name, "unet.", 5)) return 0;
@@ -68,7 +86,9 @@ static int wanted(void *user, const char *name, int ndim, const int64_t *shape)
 static int init_network(const vkl_train_config *c, const vkl_sd_model *sm, vkl_lora *l, vkl_err *e)
 {
     vkl_lora_init_opts o = {c->network_kind, c->rank, c->alpha, c->lokr_factor, c->data.seed, 0};
-    if (vkl_lora_init_sd_ex(sm->cfg, wanted, (void *)c, &o, l, e) ||
+    int skip = c->clip_skip > 1 ? c->clip_skip - 1 : 0, xl = sm->cfg->n_text_encoders > 1;
+    selection sel = {c, {sm->cfg->te[0].layers - skip - xl, sm->cfg->te[1].layers - (xl ? 0 : skip)}};
+    if (vkl_lora_init_sd_ex(sm->cfg, wanted, &sel, &o, l, e) ||
         (c->network_kind == VKL_LORA_KIND_DORA && vkl_lora_init_dora_magnitude(sm->ctx, sm->w, l, e))) {
         vkl_err_prefix(e, "the network: ");
         return -1;
@@ -556,7 +576,7 @@ static vkl_sd_train_step *step_for(trainer *t, int w, int h, vkl_err *e)
                            1.0f / (float)(t->c->grad_accum * ranks_of(t->c)),
                            t->c->train_te ? &t->m->te : NULL, t->c->clip_skip - 1, t->fp16, t->seed,
                            t->c->full ? t->net.params : NULL, t->c->full ? t->net.names : NULL,
-                           t->c->full ? t->net.n : 0};
+                           t->c->full ? t->net.n : 0, t->xl && t->c->train_te ? &t->m->te2 : NULL};
     if (vkl_sd_train_step_new_ex(t->ctx, &t->m->unet, &sh, &o, &s, e)) return NULL;
     t->steps[t->nsteps].w = w;
     t->steps[t->nsteps].h = h;
@@ -579,7 +599,7 @@ static void trainer_free(trainer *t)
     vkl_dataset_free(t->ds);
     vkl_noise_table_free(&t->table);
     vkl_sdxl_text_cache_free(t->text_cache);
-    if (t->m) t->m->unet.lora = t->m->te.lora = NULL;
+    if (t->m) t->m->unet.lora = t->m->te.lora = t->m->te2.lora = NULL;
     vkl_sd_model_free(t->m);
     cJSON_Delete(t->changes);
 }
@@ -682,9 +702,9 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     }
     if (vkl_sd_model_load(ctx, c->model, &mo, &t.m, e)) goto done;
     t.xl = t.m->cfg->n_text_encoders > 1;
-    if (t.xl && (c->train_te || c->full)) {
-        vkl_fail(e, "%s is an SDXL model: vklora trains SDXL LoRA/LyCORIS networks on the UNet; %s is not "
-                 "supported for SDXL yet", c->model, c->full ? "--network full" : "--train-te");
+    if (t.xl && c->full) {
+        vkl_fail(e, "%s is an SDXL model: vklora trains SDXL LoRA/LyCORIS networks; --network full is not "
+                 "supported for SDXL yet", c->model);
         goto done;
     }
     if (t.xl && t.m->cfg->unet.add_text_time != 1) {
@@ -700,7 +720,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         vkl_log(VKL_LOG_INFO, "SDXL: resolution 1024 (SDXL's default; --resolution sets another)");
     }
     /* frozen encoders: each caption's states are kept (up to 1 GiB) */
-    if (t.xl && !(t.text_cache = vkl_sdxl_text_cache_new((size_t)1 << 30))) goto oom;
+    if (t.xl && !c->train_te && !(t.text_cache = vkl_sdxl_text_cache_new((size_t)1 << 30))) goto oom;
     char cache_id[300];
     {
         const char *sl = strrchr(c->model, '/');
@@ -729,6 +749,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
             goto done;
         t.m->unet.lora = t.set;
         if (c->train_te) t.m->te.lora = t.set;
+        if (c->train_te && t.xl) t.m->te2.lora = t.set;
     }
     /* one schedule drives both rates: the text encoder's is a fixed multiple */
     float te_lr = c->te_lr >= 0 ? c->te_lr : c->lr;
@@ -840,7 +861,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     tt = malloc(sizeof(float) * B);
     wts = malloc(sizeof(float) * B);
     caps = calloc((size_t)B, sizeof *caps);
-    ids = malloc(sizeof(int32_t) * 77 * (size_t)B);
+    ids = malloc(sizeof(int32_t) * 2 * 77 * (size_t)B); /* SDXL: both tokenizers' rows */
     if (!x0 || !noise || !noisy || !target || !text || !tt || !wts || !caps || !ids || !pooled || !tids) goto oom;
     double t0 = now_s() - seconds0, avg = 0;
     int navg = 0, skipped_run = 0;
@@ -883,9 +904,10 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
                 const vkl_ds_image *im = &t.ds->images[smp[i].image];
                 vkl_sdxl_time_ids(im->width, im->height, bw, bh, smp[i].flip, tids + 6 * i);
             }
-            if (t.xl ? vkl_sdxl_encode_captions(t.m, t.text_cache, caps, B, c->clip_skip > 1 ? c->clip_skip - 1 : 0,
-                                                text, pooled, e)
-                     : c->train_te ? tokenize_captions(&t, caps, B, ids, e) : encode_captions(&t, caps, B, text, e))
+            if (t.xl && c->train_te ? vkl_sdxl_tokenize_captions(t.m, caps, B, ids, e)
+                : t.xl ? vkl_sdxl_encode_captions(t.m, t.text_cache, caps, B, c->clip_skip > 1 ? c->clip_skip - 1 : 0,
+                                                  text, pooled, e)
+                : c->train_te ? tokenize_captions(&t, caps, B, ids, e) : encode_captions(&t, caps, B, text, e))
                 goto done;
             /* noise, timesteps and the noisy latents: a function of (seed, micro-batch number) */
             uint64_t key = (uint64_t)step * (uint64_t)G + (uint64_t)micro;

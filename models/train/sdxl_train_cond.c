@@ -128,25 +128,33 @@ static vkl_tensor *upload_i32(vkl_ctx *c, int nd, const int64_t *shape, const in
     return t;
 }
 
+int vkl_sdxl_tokenize_captions(vkl_sd_model *m, char *const *caps, int n, int32_t *ids, vkl_err *e)
+{
+    if (!m->tok2) return vkl_fail(e, "the model has no second tokenizer");
+    int T = vkl_sd_text_tokens(m);
+    int32_t row[VKL_CLIP_CONTEXT];
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < n; i++) {
+            if (vkl_clip_encode_padded(k ? m->tok2 : m->tok, caps[i], 0, row, NULL, e)) return -1;
+            memcpy(ids + (size_t)T * ((size_t)k * n + i), row, sizeof *row * (size_t)T);
+        }
+    return 0;
+}
+
 /* Both encoders on n captions (no cache). */
 static int encode(vkl_sd_model *m, char *const *caps, int n, int skip, float *ctx, float *pooled, vkl_err *e)
 {
     int T = vkl_sd_text_tokens(m);
-    int32_t *ids1 = malloc(sizeof(int32_t) * (size_t)n * T), *ids2 = malloc(sizeof(int32_t) * (size_t)n * T);
-    int32_t *rows = malloc(sizeof(int32_t) * (size_t)n), row[VKL_CLIP_CONTEXT];
+    int32_t *ids1 = malloc(sizeof(int32_t) * 2 * (size_t)n * T), *ids2 = ids1 ? ids1 + (size_t)n * T : NULL;
+    int32_t *rows = malloc(sizeof(int32_t) * (size_t)n);
     vkl_tensor *t1 = NULL, *t2 = NULL, *tr = NULL;
     vkl_graph *g = NULL;
     int rc = -1;
-    if (!ids1 || !ids2 || !rows) {
+    if (!ids1 || !rows) {
         vkl_fail(e, "out of host memory");
         goto done;
     }
-    for (int i = 0; i < n; i++) {
-        if (vkl_clip_encode_padded(m->tok, caps[i], 0, row, NULL, e)) goto done;
-        memcpy(ids1 + (size_t)T * i, row, sizeof *row * (size_t)T);
-        if (vkl_clip_encode_padded(m->tok2, caps[i], 0, row, NULL, e)) goto done;
-        memcpy(ids2 + (size_t)T * i, row, sizeof *row * (size_t)T);
-    }
+    if (vkl_sdxl_tokenize_captions(m, caps, n, ids1, e)) goto done;
     vkl_clip_pool_rows(&m->cfg->te[1], ids2, n, T, rows);
     if (vkl_sd_model_acquire(m, VKL_SD_PART_TE, e)) goto done;
     t1 = upload_i32(m->ctx, 2, (int64_t[]){n, T}, ids1, e);
@@ -170,7 +178,6 @@ done:
     vkl_tensor_free(t2);
     vkl_tensor_free(tr);
     free(ids1);
-    free(ids2);
     free(rows);
     return rc;
 }

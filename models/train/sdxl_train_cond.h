@@ -31,6 +31,10 @@ void vkl_sdxl_text_cache_stats(const vkl_sdxl_text_cache *c, int *encoded, int *
  * vkl_sd_pooled_width(m)]: each tokenizer's 77-token row (75 tokens at
  * most, kohya's default max_token_length, no emphasis syntax) cut to T =
  * vkl_sd_text_tokens(m), skip = clip skip - 1. cache may be NULL. */
+/* Token ids of n captions for encoders trained in the graph: [2][n][T],
+ * tokenizer 1's rows then tokenizer 2's (the same rows as above). */
+int vkl_sdxl_tokenize_captions(vkl_sd_model *m, char *const *caps, int n, int32_t *ids, vkl_err *e);
+
 int vkl_sdxl_encode_captions(vkl_sd_model *m, vkl_sdxl_text_cache *cache, char *const *caps, int n, int skip,
                              float *ctx, float *pooled, vkl_err *e);
 

@@ -134,7 +134,7 @@ static void te_gradient_matches_difference(void **state)
     fixture f;
     setup(&f);
     vkl_err e = {{0}};
-    vkl_sd_train_opts o = {0, NULL, NULL, 1.0f, &f.te, 0, 0, NULL, NULL, NULL, 0};
+    vkl_sd_train_opts o = {0, NULL, NULL, 1.0f, &f.te, 0, 0, NULL, NULL, NULL, 0, NULL};
     vkl_sd_train_step *s = NULL;
     if (vkl_sd_train_step_new_ex(f.c, &f.unet, &shape, &o, &s, &e)) {
         print_error("%s\n", e.msg);
@@ -212,7 +212,7 @@ static void te_training_lowers_the_loss(void **state)
     int64_t un = vkl_tensor_nelem(unet_param);
     float *u0 = malloc(sizeof(float) * (size_t)un), *u1 = malloc(sizeof(float) * (size_t)un);
     assert_int_equal(vkl_tensor_download(f.c, unet_param, u0, VKL_F32, &e), 0);
-    vkl_sd_train_opts o = {0, opt, NULL, 1.0f, &f.te, 0, 0, NULL, NULL, NULL, 0};
+    vkl_sd_train_opts o = {0, opt, NULL, 1.0f, &f.te, 0, 0, NULL, NULL, NULL, 0, NULL};
     vkl_sd_train_step *s = NULL;
     if (vkl_sd_train_step_new_ex(f.c, &f.unet, &shape, &o, &s, &e)) {
         print_error("%s\n", e.msg);

@@ -3,8 +3,7 @@
  * keys and shapes for the default attention network, SGM block names, ss_*
  * metadata with ss_base_model_version sdxl_base_v1-0), every key resolves
  * against the model, and vklora generate on SDXL loads it and its output
- * changes; the SGM single file trains to the same losses as the diffusers
- * folder, also when interrupted and resumed. */
+ * changes; --network full is refused for SDXL. */
 #include "vkl_test.h"
 #include "io/image.h"
 #include "io/safetensors.h"
@@ -116,37 +115,6 @@ static void adapter_loads_in_generate(void **state)
     check_png_differs("g0.png", "g1.png");
 }
 
-/* The SGM single file (its own tokenizer folder given) interrupted after
- * step 1 and resumed gives the diffusers folder's losses digit for digit. */
-static void single_file_resumes_to_folder_losses(void **state)
-{
-    (void)state;
-    VKL_REQUIRE_SHARED(IMAGES);
-    VKL_REQUIRE_SHARED(KIT "tiny-sdxl-sgm.safetensors");
-    set_common();
-    vkl_test_copy_images(IMAGES);
-    char *a = vkl_test_slurp(vkl_test_dir, "a.csv");
-    if (!a) {
-        assert_int_equal(train(KIT "tiny-sdxl", "-o a.safetensors", NULL), 0);
-        a = vkl_test_slurp(vkl_test_dir, "a.csv");
-    }
-    char extra[1024];
-    snprintf(extra, sizeof extra, "--tokenizer '%s' -o b.safetensors", vkl_test_shared_path(KIT "tiny-sdxl/tokenizer"));
-    assert_int_equal(train(KIT "tiny-sdxl-sgm.safetensors", extra, "VKLORA_TRAIN_INTERRUPT_AT=1"), 130);
-    snprintf(extra, sizeof extra, "--tokenizer '%s' -o b.safetensors --resume b.state",
-             vkl_test_shared_path(KIT "tiny-sdxl/tokenizer"));
-    assert_int_equal(train(KIT "tiny-sdxl-sgm.safetensors", extra, NULL), 0);
-    char *b = vkl_test_slurp(vkl_test_dir, "b.csv");
-    assert_non_null(a);
-    assert_non_null(b);
-    vkl_test_csv_first_columns(a, 3);
-    vkl_test_csv_first_columns(b, 3);
-    print_message("folder:\n%s\nsingle file, resumed:\n%s\n", a, b);
-    assert_string_equal(a, b);
-    free(a);
-    free(b);
-}
-
 static void refused_options(void **state)
 {
     (void)state;
@@ -154,10 +122,10 @@ static void refused_options(void **state)
     set_common();
     vkl_test_copy_images(IMAGES);
     char args[2048], *out = NULL;
-    snprintf(args, sizeof args, "train --model '%s' %s --train-te -o te.safetensors",
-             vkl_test_shared_path(KIT "tiny-sdxl"), common);
+    snprintf(args, sizeof args, "train --model '%s' %s --network full -o full", vkl_test_shared_path(KIT "tiny-sdxl"),
+             common);
     assert_int_equal(vkl_test_cli(args, NULL, &out), 1);
-    assert_non_null(strstr(out, "--train-te"));
+    assert_non_null(strstr(out, "--network full"));
     free(out);
 }
 
@@ -165,7 +133,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(adapter_loads_in_generate),
-        cmocka_unit_test(single_file_resumes_to_folder_losses),
         cmocka_unit_test(refused_options),
     };
     return cmocka_run_group_tests(tests, vkl_test_group_setup, vkl_test_group_teardown);

@@ -3,7 +3,9 @@
  * before the penultimate one SDXL reads) and lora_te2_ modules (every layer
  * of the second, whose last layer feeds the pooled embedding), every key
  * resolves against the model, each encoder up matrix (zero at the start)
- * moved, and the metadata records the text encoder's rate. */
+ * moved, and the metadata records the text encoder's rate. The same rule on
+ * SD 1.x: with --clip-skip 2 the encoder's last layer, which the UNet never
+ * reads, gets no adapters (it would train nothing). */
 #include "vkl_test.h"
 #include "io/safetensors.h"
 #include "lora/lora_file.h"
@@ -69,10 +71,46 @@ static void both_encoders_train(void **state)
     vkl_lora_targets_free(&tg);
 }
 
+static void clip_skip_leaves_out_unread_layers(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(IMAGES);
+    vkl_test_copy_images(IMAGES);
+    char args[2048], *out = NULL;
+    snprintf(args, sizeof args,
+             "train --model '%s' --images images --resolution 64 --rank 4 --alpha 4 --lr 1e-3 --train-te "
+             "--clip-skip 2 --max-steps 1 --batch 1 --seed 9 --quiet -o skip.safetensors",
+             vkl_test_shared_path("refkit/sd/tiny-sd"));
+    int rc = vkl_test_cli(args, NULL, &out);
+    if (rc) print_error("%s\n", out);
+    free(out);
+    assert_int_equal(rc, 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/skip.safetensors", vkl_test_dir);
+    vkl_err e = {{0}};
+    vkl_st_file *f;
+    assert_int_equal(vkl_st_open(path, &f, &e), 0);
+    int per_layer[3] = {0, 0, 0};
+    for (int i = 0; i < vkl_st_count(f); i++) {
+        const char *n = vkl_st_at(f, i)->name;
+        if (!strncmp(n, "lora_te_text_model_encoder_layers_", 34) && strstr(n, ".lora_up.weight")) {
+            int layer = atoi(n + 34);
+            assert_true(layer >= 0 && layer < 3);
+            per_layer[layer]++;
+        }
+    }
+    vkl_st_close(f);
+    /* the tiny encoder has 3 layers; clip skip 2 reads the output of the second */
+    assert_int_equal(per_layer[0], 6);
+    assert_int_equal(per_layer[1], 6);
+    assert_int_equal(per_layer[2], 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(both_encoders_train),
+        cmocka_unit_test(clip_skip_leaves_out_unread_layers),
     };
     return cmocka_run_group_tests(tests, vkl_test_group_setup, vkl_test_group_teardown);
 }

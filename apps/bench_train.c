@@ -1,10 +1,12 @@
 #include "bench_train.h"
+#include "bench_flops.h"
 #include "bench_util.h"
 
 #include "lora/lora_apply.h"
 #include "progress.h"
 #include "sd/rng.h"
 #include "sd/sd_random.h"
+#include "sd/sd_source.h"
 #include "train/sd_train_step.h"
 
 #include <stdlib.h>
@@ -63,7 +65,7 @@ done:
 int vkl_bench_train_step(int argc, char **argv)
 {
     const char *bad_opt = NULL;
-    const char *family = "sd1.5";
+    const char *family = "sd1.5", *model = NULL;
     int W = 256, H = 256, rank = 16, ck = 1, batch = 1, steps = 3, bits = 32, mixed = 0;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -71,6 +73,7 @@ int vkl_bench_train_step(int argc, char **argv)
         if (!v) goto usage;
         i++;
         if (!strcmp(k, "--family")) family = v;
+        else if (!strcmp(k, "--model")) model = v;
         else if (!strcmp(k, "--width")) {
             if (vkl_bench_parse_int(v, 1, 65536, &W)) goto usage;
         }
@@ -109,10 +112,20 @@ int vkl_bench_train_step(int argc, char **argv)
     vkl_adamw *opt = NULL;
     vkl_sd_train_step *s = NULL;
     vkl_tensor *seed = NULL;
-    float *noisy = NULL, *target = NULL, *text = NULL;
+    float *noisy = NULL, *target = NULL, *text = NULL, *pooled = NULL, *time_ids = NULL;
     double *times = NULL;
     int rc = 1, np = 0;
-    if (vkl_sd_config_preset(family, &cfg, &e) || vkl_ctx_create(NULL, &c, &e)) goto done;
+    if (model) {
+        /* the sizes of a model file or folder (its weights are not read) */
+        vkl_sd_source *src = NULL;
+        if (vkl_sd_source_open(model, NULL, &src, &e)) goto done;
+        cfg = *vkl_sd_source_config(src);
+        vkl_sd_source_close(src);
+        family = vkl_sd_family_name(cfg.family);
+    } else if (vkl_sd_config_preset(family, &cfg, &e)) {
+        goto done;
+    }
+    if (vkl_ctx_create(NULL, &c, &e)) goto done;
     w = vkl_weights_new();
     double t0 = vkl_progress_now();
     if (vkl_sd_random_weights(c, &cfg, "unet.", VKL_F16, 1, w, &e)) goto done;
@@ -130,12 +143,15 @@ int vkl_bench_train_step(int argc, char **argv)
     ao.state_bits = bits;
     if (!(opt = vkl_adamw_new(c, params, np, NULL, &ao, &e))) goto done;
     int f = 1 << (cfg.vae.n_levels - 1);
-    vkl_sd_train_shape sh = {batch, cfg.unet.in_channels, H / f, W / f, 77, cfg.unet.cross_attention_dim};
+    /* SDXL: the pooled text embedding is what add_embedding takes besides the 6 time-id sinusoids */
+    int P = cfg.unet.add_text_time
+                ? cfg.unet.projection_class_embeddings_input_dim - 6 * cfg.unet.addition_time_embed_dim : 0;
+    vkl_sd_train_shape sh = {batch, cfg.unet.in_channels, H / f, W / f, 77, cfg.unet.cross_attention_dim, P};
     vkl_unet unet = {&cfg.unet, w, set, ck};
     vkl_mem_reset_peak(c);
     t0 = vkl_progress_now();
     /* fp16 as the trainer runs it: f16 activations and a loss scale */
-    vkl_sd_train_opts so = {ck, opt, NULL, 1.0f, NULL, 0, mixed, NULL, NULL, NULL, 0};
+    vkl_sd_train_opts so = {ck, opt, NULL, 1.0f, NULL, 0, mixed, NULL, NULL, NULL, 0, NULL};
     if (mixed) {
         float S = 65536.0f;
         if (!(seed = vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){1}, &e)) || vkl_tensor_upload(c, seed, &S, VKL_F32, &e) ||
@@ -150,8 +166,10 @@ int vkl_bench_train_step(int argc, char **argv)
     target = malloc(sizeof(float) * nl);
     text = malloc(sizeof(float) * nt);
     times = malloc(sizeof(double) * (size_t)(steps + 1));
+    pooled = malloc(sizeof(float) * (size_t)batch * (P + 1));
+    time_ids = malloc(sizeof(float) * (size_t)batch * 6);
     float tv[64], loss = 0, gn = 0;
-    if (!noisy || !target || !text || !times) {
+    if (!noisy || !target || !text || !times || !pooled || !time_ids) {
         vkl_fail(&e, "out of host memory");
         goto done;
     }
@@ -160,12 +178,19 @@ int vkl_bench_train_step(int argc, char **argv)
         target[i] = vkl_rng_normal_at(7, 2, i);
     }
     for (size_t i = 0; i < nt; i++) text[i] = vkl_rng_normal_at(7, 3, i);
+    for (size_t i = 0; i < (size_t)batch * P; i++) pooled[i] = vkl_rng_normal_at(7, 4, i);
+    for (int b = 0; b < batch; b++) {
+        /* an uncropped sample of the benchmarked size */
+        float ids[6] = {(float)H, (float)W, 0, 0, (float)H, (float)W};
+        memcpy(time_ids + 6 * b, ids, sizeof ids);
+    }
     for (int b = 0; b < batch && b < 64; b++) tv[b] = (float)(100 + 397 * b % 900);
     /* the first run also compiles the pipelines: timed apart. --steps 0
      * plans only: the memory figures without the time (slow devices) */
     for (int k = 0; k <= steps && steps; k++) {
         t0 = vkl_progress_now();
-        if (vkl_sd_train_step_run(s, noisy, tv, text, target, NULL, k + 1, 1e-4f, &loss, &e) ||
+        vkl_sd_train_batch tb = {noisy, tv, text, target, NULL, NULL, P ? pooled : NULL, P ? time_ids : NULL};
+        if (vkl_sd_train_step_run_batch(s, &tb, k + 1, 1e-4f, &loss, &e) ||
             vkl_sd_train_step_stats(s, &gn, NULL, &e))
             goto done;
         double dt = vkl_progress_now() - t0;
@@ -176,6 +201,13 @@ int vkl_bench_train_step(int argc, char **argv)
     else times[0] = 0;
     vkl_mem_stats ms;
     vkl_mem_get_stats(c, &ms);
+    /* a LoRA step runs the forward, the activation gradients (as much work
+     * again; frozen weights need no weight gradients) and with checkpointing
+     * the forward once more */
+    double fwd = vkl_bench_unet_forward_flops(&cfg.unet, batch, H / f, W / f, 77);
+    printf("train-step %s %dx%d: UNet forward %.1f GFLOP (counted), a step about %.1f GFLOP%s", family, W, H,
+           fwd / 1e9, (2 + ck) * fwd / 1e9, steps ? "" : "\n");
+    if (steps) printf(", %.2f GFLOP/s\n", (2 + ck) * fwd / 1e9 / times[steps / 2]);
     printf("train-step %s %dx%d batch %d, LoRA rank %d on %d attention projections (%.2f M parameters), "
            "checkpointing %s, activations %s: %.2f s per step (median of %d), graph build+plan %.1f s; activation arena %.0f MiB, "
            "peak device memory %.0f MiB (weights %.0f MiB, %s state %.2f MiB = %.3f bytes per parameter); "
@@ -194,6 +226,8 @@ done:
     free(target);
     free(text);
     free(times);
+    free(pooled);
+    free(time_ids);
     vkl_sd_train_step_free(s);
     vkl_tensor_free(seed);
     vkl_adamw_free(opt);
@@ -205,7 +239,8 @@ done:
     return rc;
 usage:
     if (bad_opt) fprintf(stderr, "vklora bench %s: unknown option or bad value at '%s'\n", "train-step", bad_opt);
-    fprintf(stderr, "usage: vklora bench train-step --family sd1.5|sd2.1 --width W --height H [--rank 16] "
+    fprintf(stderr, "usage: vklora bench train-step --family sd1.5|sd2.1|sdxl (random weights of that size) or --model "
+                    "PATH (random weights of that model's size) --width W --height H [--rank 16] "
                     "[--checkpointing 0|1] [--batch 1] [--steps 3 (0: plan only)] [--optimizer adamw|adamw8bit] "
                     "[--mixed-precision no|fp16] (sizes multiples of 64)\n");
     return 2;

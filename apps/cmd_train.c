@@ -13,7 +13,7 @@
 
 static const char *usage_text =
     "usage: vklora train --model PATH --images DIR -o ADAPTER.safetensors [options]\n"
-    "  --resolution N (512)   --rank R (16)   --alpha A (16)   --lr X (1e-4)   --batch N (1)\n"
+    "  --resolution N (512; SDXL 1024)   --rank R (16)   --alpha A (16)   --lr X (1e-4)   --batch N (1)\n"
     "  --max-steps N | --epochs N (default: 1 epoch)   --seed N (0)   --network lora|locon|loha|lokr|dora|full   --train-ff\n"
     "  --network full: every UNet weight (and the text encoder's with --train-te) trained in f32 from a\n"
     "    diffusers folder (e.g. vklora init-model --configs); -o names the output model folder;\n"

@@ -142,9 +142,13 @@ int vkl_lora_init_sd_ex(const vkl_sd_config *cfg, vkl_lora_select_fn select, voi
         if ((t->ndim != 2 && t->ndim != 4) || !select(user, t->name, t->ndim, t->shape)) continue;
         vkl_lora_module *m = vkl_lora_add_module(l, e);
         if (!m) goto done;
+        /* kohya's sdxl_train_network names UNet modules by the SGM block
+         * numbering (lora_unet_input_blocks_4_1_...), its SD 1.x/2.x trainer
+         * by the diffusers paths */
+        const char *kname = tg.has_te2 && t->ldm ? t->ldm : t->kname;
         m->name = strdup(t->name);
-        m->kname = strdup(t->kname);
-        m->source = strdup(t->kname);
+        m->kname = strdup(kname);
+        m->source = strdup(kname);
         if (!m->name || !m->kname || !m->source) {
             vkl_fail(e, "out of host memory");
             goto done;

@@ -1,6 +1,7 @@
 #include "train/sd_train_step.h"
 
 #include "ops.h"
+#include "sd/sdxl_text.h"
 #include "tuning.h"
 
 #include <stdlib.h>
@@ -11,6 +12,10 @@ struct vkl_sd_train_step {
     vkl_sd_train_shape shape;
     vkl_graph *g;
     vkl_tensor *noisy, *t, *text, *ids, *target, *weights, *loss;
+    vkl_tensor *pooled, *time_ids; /* SDXL's added conditioning, else NULL (pooled: when no encoder is in the graph) */
+    vkl_tensor *ids2, *pool_rows;  /* SDXL's encoders in the graph: tokenizer 2's ids, its pooling rows */
+    const vkl_sd_text_config *te2_cfg;
+    int32_t *rows;
     int np;
     vkl_tensor **params, **grads;
     char **names;
@@ -30,6 +35,11 @@ void vkl_sd_train_step_free(vkl_sd_train_step *s)
     vkl_tensor_free(s->ids);
     vkl_tensor_free(s->target);
     vkl_tensor_free(s->weights);
+    vkl_tensor_free(s->pooled);
+    vkl_tensor_free(s->time_ids);
+    vkl_tensor_free(s->ids2);
+    vkl_tensor_free(s->pool_rows);
+    free(s->rows);
     for (int i = 0; i < s->np; i++) free(s->names ? s->names[i] : NULL);
     free(s->names);
     free(s->params);
@@ -76,6 +86,14 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
     if (o->opt && o->accum) return vkl_fail(e, "training: a fused optimiser or gradient accumulation, not both");
     if (o->te && !o->params && o->te->lora != set)
         return vkl_fail(e, "training: the text encoder must use the UNet's adapter set");
+    if (unet->cfg->add_text_time && sh->pooled <= 0)
+        return vkl_fail(e, "training: this UNet takes added conditioning; the step needs the pooled text width");
+    if (!unet->cfg->add_text_time && sh->pooled)
+        return vkl_fail(e, "training: this UNet takes no added conditioning (pooled width %d given)", sh->pooled);
+    if (o->te && unet->cfg->add_text_time && !o->te2)
+        return vkl_fail(e, "training: SDXL's text encoders train together (the step needs both)");
+    if (o->te2 && (!o->te || !unet->cfg->add_text_time || (!o->params && o->te2->lora != set)))
+        return vkl_fail(e, "training: a second text encoder needs the first, an SDXL UNet and the UNet's adapter set");
     vkl_sd_train_step *s = calloc(1, sizeof *s);
     if (!s) return vkl_fail(e, "out of host memory");
     s->ctx = c;
@@ -113,9 +131,25 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
     s->t = s->target ? vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){sh->batch}, e) : NULL;
     s->weights = s->t ? vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){sh->batch}, e) : NULL;
     if (!s->weights) goto fail;
+    if (sh->pooled) {
+        s->pooled = o->te2 ? NULL : vkl_tensor_new(c, VKL_F32, 2, (int64_t[]){sh->batch, sh->pooled}, e);
+        s->time_ids = s->pooled || o->te2 ? vkl_tensor_new(c, VKL_F32, 2, (int64_t[]){sh->batch, 6}, e) : NULL;
+        if (!s->time_ids) goto fail;
+    }
     s->g = vkl_graph_new(c);
-    vkl_tensor *text;
-    if (o->te) {
+    vkl_tensor *text, *pooled = s->pooled;
+    if (o->te2) {
+        /* SDXL: both encoders with gradients, the context and the pooled embedding from them */
+        int64_t is[2] = {sh->batch, sh->tokens};
+        s->ids = vkl_tensor_new(c, VKL_I32, 2, is, e);
+        s->ids2 = s->ids ? vkl_tensor_new(c, VKL_I32, 2, is, e) : NULL;
+        s->pool_rows = s->ids2 ? vkl_tensor_new(c, VKL_I32, 1, (int64_t[]){sh->batch}, e) : NULL;
+        s->rows = malloc(sizeof(int32_t) * (size_t)sh->batch);
+        if (!s->pool_rows) goto fail;
+        if (!s->rows) goto oom;
+        s->te2_cfg = o->te2->cfg;
+        text = vkl_sdxl_text_forward(s->g, o->te, o->te2, s->ids, s->ids2, s->pool_rows, o->te_skip, &pooled);
+    } else if (o->te) {
         /* the encoder runs with gradients; its activations stay live (it is
          * small next to the UNet), so it is not checkpointed */
         s->ids = vkl_tensor_new(c, VKL_I32, 2, (int64_t[]){sh->batch, sh->tokens}, e);
@@ -129,7 +163,8 @@ int vkl_sd_train_step_new_ex(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_trai
     vkl_unet u = *unet;
     u.checkpoint = o->checkpoint;
     s->fp16 = o->fp16_act && vkl_sd_train_fp16_supported(c);
-    vkl_tensor *pred = vkl_unet_forward_ex(s->g, &u, s->fp16, s->noisy, s->t, text, NULL);
+    vkl_unet_added add = {pooled, s->time_ids};
+    vkl_tensor *pred = vkl_unet_forward_added(s->g, &u, s->fp16, s->noisy, s->t, text, sh->pooled ? &add : NULL, NULL);
     s->loss = vkl_mse_loss(s->g, pred, s->target, s->weights, NULL);
     vkl_graph_keep(s->g, s->loss);
     if (o->loss_seed && (vkl_tensor_nelem(o->loss_seed) != 1 || o->loss_seed->dtype != VKL_F32 || o->loss_seed->graph)) {
@@ -171,7 +206,7 @@ fail:
 int vkl_sd_train_step_new(vkl_ctx *c, const vkl_unet *unet, const vkl_sd_train_shape *sh, int checkpoint,
                           vkl_adamw *opt, vkl_sd_train_step **out, vkl_err *e)
 {
-    vkl_sd_train_opts o = {checkpoint, opt, NULL, 1.0f, NULL, 0, 0, NULL, NULL, NULL, 0};
+    vkl_sd_train_opts o = {checkpoint, opt, NULL, 1.0f, NULL, 0, 0, NULL, NULL, NULL, 0, NULL};
     return vkl_sd_train_step_new_ex(c, unet, sh, &o, out, e);
 }
 
@@ -180,6 +215,21 @@ int vkl_sd_train_step_run_batch(vkl_sd_train_step *s, const vkl_sd_train_batch *
 {
     if (s->ids ? !b->ids : !b->text)
         return vkl_fail(e, "training step: the batch needs %s", s->ids ? "token ids" : "text states");
+    if (s->time_ids && (!b->time_ids || (s->pooled && !b->pooled)))
+        return vkl_fail(e, "training step: an SDXL batch needs the time ids%s",
+                        s->pooled ? " and the pooled text embedding" : "");
+    if ((s->pooled && vkl_tensor_upload(s->ctx, s->pooled, b->pooled, VKL_F32, e)) ||
+        (s->time_ids && vkl_tensor_upload(s->ctx, s->time_ids, b->time_ids, VKL_F32, e)))
+        return -1;
+    if (s->ids2) {
+        /* ids = [tokenizer 1 rows | tokenizer 2 rows]; the pooled row is
+         * chosen from tokenizer 2's ids as the encoder's config says */
+        const int32_t *ids2 = b->ids + (size_t)s->shape.batch * s->shape.tokens;
+        vkl_clip_pool_rows(s->te2_cfg, ids2, s->shape.batch, s->shape.tokens, s->rows);
+        if (vkl_tensor_upload(s->ctx, s->ids2, ids2, VKL_I32, e) ||
+            vkl_tensor_upload(s->ctx, s->pool_rows, s->rows, VKL_I32, e))
+            return -1;
+    }
     if (vkl_tensor_upload(s->ctx, s->noisy, b->noisy, VKL_F32, e) || vkl_tensor_upload(s->ctx, s->t, b->t, VKL_F32, e) ||
         (s->ids ? vkl_tensor_upload(s->ctx, s->ids, b->ids, VKL_I32, e)
                 : vkl_tensor_upload(s->ctx, s->text, b->text, VKL_F32, e)) ||
@@ -195,7 +245,7 @@ int vkl_sd_train_step_run_batch(vkl_sd_train_step *s, const vkl_sd_train_batch *
 int vkl_sd_train_step_run(vkl_sd_train_step *s, const float *noisy, const float *t, const float *ctx,
                           const float *target, const float *weights, int step, float lr, float *loss, vkl_err *e)
 {
-    vkl_sd_train_batch b = {noisy, t, ctx, target, weights, NULL};
+    vkl_sd_train_batch b = {noisy, t, ctx, target, weights, NULL, NULL, NULL};
     return vkl_sd_train_step_run_batch(s, &b, step, lr, loss, e);
 }
 

@@ -1,5 +1,7 @@
 /* One LoRA training step of a Stable Diffusion UNet on the device:
  *   pred = UNet(noisy latents, t, text states) with trainable adapters,
+ *          plus, for SDXL, the added conditioning (pooled text embedding
+ *          and the size/crop time ids of each sample),
  *   loss = mean_b(w_b * mean((pred - target)^2)),
  *   gradients of every adapter tensor, then AdamW, or (gradient
  *   accumulation) the gradients times 1/N added into persistent buffers.
@@ -21,6 +23,10 @@ typedef struct vkl_sd_train_step vkl_sd_train_step;
 typedef struct vkl_sd_train_shape {
     int batch, channels, height, width; /* latents */
     int tokens, context;                /* text states [batch, tokens, context] */
+    /* SDXL (a UNet with "text_time" conditioning): the pooled text width;
+     * each batch then brings pooled [batch, pooled] and time_ids [batch, 6].
+     * 0 otherwise. */
+    int pooled;
 } vkl_sd_train_shape;
 
 /* The trainable tensors of an adapter set, in the order the optimiser and
@@ -51,6 +57,10 @@ typedef struct vkl_sd_train_opts {
     vkl_tensor *const *params;
     const char *const *param_names;
     int nparams;
+    /* SDXL with trainable text encoders: te and te2 both run in the graph
+     * (their lora = the trainable set) and give the context and the pooled
+     * embedding; NULL otherwise. */
+    const vkl_clip_text *te2;
 } vkl_sd_train_opts;
 
 /* Whether the device can hold f16 activations in training: 16-bit storage
@@ -70,10 +80,15 @@ void vkl_sd_train_step_free(vkl_sd_train_step *s);
 
 /* One batch: noisy latents and target [batch, C, H, W], t and weights
  * [batch] (weights NULL: all 1), and text states [batch, tokens, context]
- * or, with a text encoder in the graph, token ids [batch, tokens]. */
+ * or, with a text encoder in the graph, token ids [batch, tokens]. SDXL
+ * adds the time ids [batch, 6] = (original h, w, crop top, left, target h,
+ * w) and the pooled text embedding [batch, pooled], or with its encoders in
+ * the graph both tokenizers' ids [2][batch][tokens] in ids instead of the
+ * text states and the pooled embedding. */
 typedef struct vkl_sd_train_batch {
     const float *noisy, *t, *text, *target, *weights;
     const int32_t *ids;
+    const float *pooled, *time_ids;
 } vkl_sd_train_batch;
 
 /* Runs one step; step: 1-based optimiser step and lr its learning rate

@@ -15,6 +15,7 @@
 #include "io/dir.h"
 #include "sd/sd_folder_write.h"
 #include "train/train_resume.h"
+#include "train/sdxl_train_cond.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -40,14 +41,32 @@ static double now_s(void)
 
 /* ---- the network: which modules get adapters, initial values ---- */
 
+typedef struct selection {
+    const vkl_train_config *c;
+    /* per text encoder: its layers below this index reach the loss (the
+     * layers after the one the UNet reads train nothing; SDXL's second
+     * encoder is read to its end by the pooled embedding) */
+    int te_used[2];
+} selection;
+
+/* "text_model.encoder.layers.N." of an encoder module: N, else -1 */
+static int encoder_layer(const char *name)
+{
+    const char *p = strstr(name, ".encoder.layers.");
+    return p ? atoi(p + 16) : -1;
+}
+
 /* vkl_lora_select_fn: the layers the network trains (1x1 shortcut convs never). */
 static int wanted(void *user, const char *name, int ndim, const int64_t *shape)
 {
-    const vkl_train_config *c = user;
+    const selection *sel = user;
+    const vkl_train_config *c = sel->c;
     if (ndim == 4 && shape[2] == 1 && !strstr(name, "proj_")) return 0;
-    /* kohya's text-encoder targets: CLIPAttention and CLIPMLP linears */
-    if (!strncmp(name, "text_encoder.", 13))
-        return c->train_te && (strstr(name, ".self_attn.q_proj") || strstr(name, ".self_attn.k_proj") ||
+    /* kohya's text-encoder targets: CLIPAttention and CLIPMLP linears (SDXL: of both encoders) */
+    int te2 = !strncmp(name, "text_encoder_2.", 15);
+    if (!strncmp(name, "text_encoder.", 13) || te2)
+        return c->train_te && encoder_layer(name) < sel->te_used[te2] &&
+               (strstr(name, ".self_attn.q_proj") || strstr(name, ".self_attn.k_proj") ||
                                strstr(name, ".self_attn.v_proj") || strstr(name, ".self_attn.out_proj") ||
                                strstr(name, ".mlp.fc1") || strstr(name, ".mlp.fc2"));
     if (strncmp(name, "unet.", 5)) return 0;
@@ -67,7 +86,9 @@ static int wanted(void *user, const char *name, int ndim, const int64_t *shape)
 static int init_network(const vkl_train_config *c, const vkl_sd_model *sm, vkl_lora *l, vkl_err *e)
 {
     vkl_lora_init_opts o = {c->network_kind, c->rank, c->alpha, c->lokr_factor, c->data.seed, 0};
-    if (vkl_lora_init_sd_ex(sm->cfg, wanted, (void *)c, &o, l, e) ||
+    int skip = c->clip_skip > 1 ? c->clip_skip - 1 : 0, xl = sm->cfg->n_text_encoders > 1;
+    selection sel = {c, {sm->cfg->te[0].layers - skip - xl, sm->cfg->te[1].layers - (xl ? 0 : skip)}};
+    if (vkl_lora_init_sd_ex(sm->cfg, wanted, &sel, &o, l, e) ||
         (c->network_kind == VKL_LORA_KIND_DORA && vkl_lora_init_dora_magnitude(sm->ctx, sm->w, l, e))) {
         vkl_err_prefix(e, "the network: ");
         return -1;
@@ -108,6 +129,8 @@ typedef struct trainer {
     struct { int w, h; vkl_sd_train_step *s; } steps[32];
     int nsteps;
     char base_hash[80], model_name[256];
+    int xl;                           /* SDXL: two text encoders, added conditioning */
+    vkl_sdxl_text_cache *text_cache;  /* SDXL: encoded captions */
     vkl_full_net net;       /* --network full: the weights are the parameters */
     cJSON *changes;         /* settings changed on resume: [{step, setting, was, now}] */
     double elapsed;         /* training seconds so far, earlier runs of a resumed one included */
@@ -162,6 +185,12 @@ static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
     M("ss_sd_model_name", t->model_name);
     M("ss_sd_model_hash", t->base_hash);
     M("ss_v2", t->m->cfg->family == VKL_SD_FAMILY_SD2 ? "True" : "False");
+    /* kohya: sdxl_model_util.MODEL_VERSION_SDXL_BASE_V1_0, else
+     * model_util.get_model_version_str_for_sd1_sd2 */
+    int v_pred = t->m->cfg->sched.prediction == VKL_SD_PRED_V;
+    M("ss_base_model_version", t->xl ? "sdxl_base_v1-0"
+                               : t->m->cfg->family == VKL_SD_FAMILY_SD2 ? (v_pred ? "sd_v2_v" : "sd_v2")
+                                                                        : (v_pred ? "sd_v1_v" : "sd_v1"));
     snprintf(buf, sizeof buf, "(%d, %d)", c->data.resolution, c->data.resolution);
     M("ss_resolution", buf);
     snprintf(buf, sizeof buf, "%d", step);
@@ -180,6 +209,16 @@ static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
     }
     snprintf(buf, sizeof buf, "%d", c->grad_accum);
     M("ss_gradient_accumulation_steps", buf);
+    /* kohya writes str() of each argument: Python's True/False */
+    M("ss_gradient_checkpointing", c->checkpointing ? "True" : "False");
+    M("ss_mixed_precision", c->mixed_precision ? "fp16" : "no");
+    M("ss_cache_latents", "True"); /* latents are always encoded once */
+    snprintf(buf, sizeof buf, "%d", c->warmup);
+    M("ss_lr_warmup_steps", buf);
+    snprintf(buf, sizeof buf, "%g", c->max_grad_norm);
+    M("ss_max_grad_norm", buf);
+    snprintf(buf, sizeof buf, "%d", c->clip_skip);
+    M("ss_clip_skip", buf);
     M("ss_lr_scheduler", c->lr_schedule);
     snprintf(buf, sizeof buf, "%d", c->data.batch_size);
     M("ss_batch_size_per_device", buf);
@@ -513,13 +552,13 @@ static vkl_sd_train_step *step_for(trainer *t, int w, int h, vkl_err *e)
     }
     int f = 1 << (t->m->cfg->vae.n_levels - 1);
     vkl_sd_train_shape sh = {t->c->data.batch_size, t->m->cfg->unet.in_channels, h / f, w / f, vkl_sd_text_tokens(t->m),
-                             t->m->cfg->unet.cross_attention_dim};
+                             t->m->cfg->unet.cross_attention_dim, t->xl ? vkl_sd_pooled_width(t->m) : 0};
     vkl_sd_train_step *s = NULL;
     vkl_sd_train_opts o = {t->c->checkpointing, t->accum ? NULL : t->opt, t->accum,
                            1.0f / (float)(t->c->grad_accum * ranks_of(t->c)),
                            t->c->train_te ? &t->m->te : NULL, t->c->clip_skip - 1, t->fp16, t->seed,
                            t->c->full ? t->net.params : NULL, t->c->full ? t->net.names : NULL,
-                           t->c->full ? t->net.n : 0};
+                           t->c->full ? t->net.n : 0, t->xl && t->c->train_te ? &t->m->te2 : NULL};
     if (vkl_sd_train_step_new_ex(t->ctx, &t->m->unet, &sh, &o, &s, e)) return NULL;
     t->steps[t->nsteps].w = w;
     t->steps[t->nsteps].h = h;
@@ -541,7 +580,8 @@ static void trainer_free(trainer *t)
     vkl_latent_cache_free(t->cache);
     vkl_dataset_free(t->ds);
     vkl_noise_table_free(&t->table);
-    if (t->m) t->m->unet.lora = t->m->te.lora = NULL;
+    vkl_sdxl_text_cache_free(t->text_cache);
+    if (t->m) t->m->unet.lora = t->m->te.lora = t->m->te2.lora = NULL;
     vkl_sd_model_free(t->m);
     cJSON_Delete(t->changes);
 }
@@ -605,6 +645,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     memset(&it, 0, sizeof it);
     FILE *csv = NULL;
     float *x0 = NULL, *noise = NULL, *noisy = NULL, *target = NULL, *text = NULL, *lat = NULL, *tt = NULL, *wts = NULL;
+    float *pooled = NULL, *tids = NULL; /* SDXL's added conditioning */
     int32_t *ids = NULL;
     char **caps = NULL;
     int rc = -1, B = c->data.batch_size;
@@ -642,20 +683,41 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         if (c->force && vkl_dir_remove(state_dir, e)) return -1;
     }
     if (vkl_sd_model_load(ctx, c->model, &mo, &t.m, e)) goto done;
-    if (t.m->cfg->n_text_encoders != 1) {
-        vkl_fail(e, "%s is an SDXL model: vklora generates with SDXL but does not train it yet", c->model);
+    t.xl = t.m->cfg->n_text_encoders > 1;
+    if (t.xl && c->full) {
+        vkl_fail(e, "%s is an SDXL model: vklora trains SDXL LoRA/LyCORIS networks; --network full is not "
+                 "supported for SDXL yet", c->model);
         goto done;
     }
+    if (t.xl && t.m->cfg->unet.add_text_time != 1) {
+        vkl_fail(e, "%s has two text encoders but its UNet takes no added conditioning", c->model);
+        goto done;
+    }
+    vkl_train_config xl_config;
+    if (t.xl && !c->resolution_given && c->data.resolution != 1024) {
+        /* the effective setting is what the settings file and state record */
+        xl_config = *c;
+        xl_config.data.resolution = 1024;
+        c = t.c = &xl_config;
+        vkl_log(VKL_LOG_INFO, "SDXL: resolution 1024 (SDXL's default; --resolution sets another)");
+    }
+    /* frozen encoders: each caption's states are kept (up to 1 GiB) */
+    if (t.xl && !c->train_te && !(t.text_cache = vkl_sdxl_text_cache_new((size_t)1 << 30))) goto oom;
+    char cache_id[300];
     {
         const char *sl = strrchr(c->model, '/');
         snprintf(t.model_name, sizeof t.model_name, "%s", sl && sl[1] ? sl + 1 : c->model);
         snprintf(t.base_hash, sizeof t.base_hash, "unknown");
+        /* the family is part of the latent cache key: an SD 1.x entry is never
+         * read for SDXL (another VAE scaling) even under the same file name */
+        snprintf(cache_id, sizeof cache_id, "%s:%s:%.9g", vkl_sd_family_name(t.m->cfg->family), t.model_name,
+                 t.m->cfg->vae.scaling_factor);
     }
     if (vkl_dataset_open(&c->data, &t.ds, e)) goto done;
     vkl_beta_params bp;
     if (vkl_beta_params_from_sd(&t.m->cfg->sched, &bp, e) || vkl_noise_table_init(&t.table, &bp, VKL_ACP_F32, e))
         goto done;
-    vkl_latent_cache_opts co = {encode_cb, &t, t.model_name, t.m->cfg->vae.latent_channels,
+    vkl_latent_cache_opts co = {encode_cb, &t, cache_id, t.m->cfg->vae.latent_channels,
                                 1 << (t.m->cfg->vae.n_levels - 1), 1, c->cache_to_disk};
     if (vkl_latent_cache_new(&co, t.ds, &t.cache, e)) goto done;
     if (c->full) {
@@ -669,6 +731,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
             goto done;
         t.m->unet.lora = t.set;
         if (c->train_te) t.m->te.lora = t.set;
+        if (c->train_te && t.xl) t.m->te2.lora = t.set;
     }
     /* one schedule drives both rates: the text encoder's is a fixed multiple */
     float te_lr = c->te_lr >= 0 ? c->te_lr : c->lr;
@@ -775,11 +838,13 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     noisy = malloc(sizeof(float) * maxper * B);
     target = malloc(sizeof(float) * maxper * B);
     text = malloc(sizeof(float) * 77 * (size_t)D * B);
+    pooled = malloc(sizeof(float) * ((size_t)vkl_sd_pooled_width(t.m) + 1) * B);
+    tids = malloc(sizeof(float) * 6 * B);
     tt = malloc(sizeof(float) * B);
     wts = malloc(sizeof(float) * B);
     caps = calloc((size_t)B, sizeof *caps);
-    ids = malloc(sizeof(int32_t) * 77 * (size_t)B);
-    if (!x0 || !noise || !noisy || !target || !text || !tt || !wts || !caps || !ids) goto oom;
+    ids = malloc(sizeof(int32_t) * 2 * 77 * (size_t)B); /* SDXL: both tokenizers' rows */
+    if (!x0 || !noise || !noisy || !target || !text || !tt || !wts || !caps || !ids || !pooled || !tids) goto oom;
     double t0 = now_s() - seconds0, avg = 0;
     int navg = 0, skipped_run = 0;
     uint32_t epoch = 0;
@@ -818,8 +883,14 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
                 if (vkl_caption_process(&c->data.caption, t.ds->images[smp[i].image].caption, c->data.seed, epoch,
                                         smp[i].slot, &caps[i], e))
                     goto done;
+                const vkl_ds_image *im = &t.ds->images[smp[i].image];
+                vkl_sdxl_time_ids(im->width, im->height, bw, bh, smp[i].flip, tids + 6 * i);
             }
-            if (c->train_te ? tokenize_captions(&t, caps, B, ids, e) : encode_captions(&t, caps, B, text, e)) goto done;
+            if (t.xl && c->train_te ? vkl_sdxl_tokenize_captions(t.m, caps, B, ids, e)
+                : t.xl ? vkl_sdxl_encode_captions(t.m, t.text_cache, caps, B, c->clip_skip > 1 ? c->clip_skip - 1 : 0,
+                                                  text, pooled, e)
+                : c->train_te ? tokenize_captions(&t, caps, B, ids, e) : encode_captions(&t, caps, B, text, e))
+                goto done;
             /* noise, timesteps and the noisy latents: a function of (seed, micro-batch number) */
             uint64_t key = (uint64_t)step * (uint64_t)G + (uint64_t)micro;
             for (size_t k = 0; k < per * B; k++) noise[k] = vkl_rng_normal_at(c->data.seed, STREAM_NOISE + (key << 8), k);
@@ -853,7 +924,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
             }
             vkl_sd_train_step *s = step_for(&t, bw, bh, e);
             if (!s) goto done;
-            vkl_sd_train_batch tb = {noisy, tt, text, target, wts, ids};
+            vkl_sd_train_batch tb = {noisy, tt, text, target, wts, ids, pooled, tids};
             if (vkl_sd_train_step_run_batch(s, &tb, step + 1, lr, &loss, e)) goto done;
             loss_sum += loss;
             micro++;
@@ -953,6 +1024,7 @@ done:
         for (int i = 0; i < B; i++) free(caps[i]);
     free(caps);
     free(x0); free(noise); free(noisy); free(target); free(text); free(lat); free(tt); free(wts); free(ids);
+    free(pooled); free(tids);
     vkl_ds_iter_free(&it);
     trainer_free(&t);
     return rc;

@@ -32,6 +32,7 @@ typedef struct vkl_train_config {
     const char *model, *output, *tokenizer;
     const char *model_config; /* original yaml of a single-file model (NULL: <name>.yaml beside it) */
     vkl_dataset_opts data;
+    int resolution_given;     /* data.resolution was set by name; if not, SDXL trains at 1024 (kohya's SDXL default) */
     int rank;
     float alpha;
     int network_conv;         /* LoCon: also the resnet 3x3 convolutions */

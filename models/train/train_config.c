@@ -124,7 +124,10 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     else if (!strcmp(k, "lokr-factor")) {
         if (as_int(v, -1, 1 << 20, &c->lokr_factor, k, e)) return -1;
         if (!c->lokr_factor) return vkl_fail(e, "lokr-factor: -1 or a positive factor, not 0");
-    } else if (!strcmp(k, "resolution")) return as_int(v, 8, 4096, &d->resolution, k, e);
+    } else if (!strcmp(k, "resolution")) {
+        c->resolution_given = 1;
+        return as_int(v, 8, 4096, &d->resolution, k, e);
+    }
     else if (!strcmp(k, "rank")) return as_int(v, 1, 1024, &c->rank, k, e);
     else if (!strcmp(k, "alpha")) return as_float(v, &c->alpha, k, e);
     else if (!strcmp(k, "lr")) return as_float(v, &c->lr, k, e);

@@ -27,7 +27,7 @@ typedef struct {
 } fixture;
 
 /* the kit's batch: latents [2,4,16,16], text states [2,77,32] */
-static const vkl_sd_train_shape shape = {2, 4, 16, 16, 77, 32};
+static const vkl_sd_train_shape shape = {2, 4, 16, 16, 77, 32, 0};
 
 static void setup(fixture *f, const char *profile, int checkpoint)
 {

@@ -140,7 +140,7 @@ static void full_gradients(void **state)
         print_error("%s\n", e.msg);
         fail();
     }
-    vkl_sd_train_opts o = {0, NULL, NULL, 1.0f, NULL, 0, 0, NULL, net.params, net.names, net.n};
+    vkl_sd_train_opts o = {0, NULL, NULL, 1.0f, NULL, 0, 0, NULL, net.params, net.names, net.n, NULL};
     vkl_sd_train_step *s;
     if (vkl_sd_train_step_new_ex(f.c, &f.unet, &shape, &o, &s, &e)) {
         print_error("%s\n", e.msg);

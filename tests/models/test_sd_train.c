@@ -144,7 +144,7 @@ static void accumulation_matches_batch(void **state)
     assert_non_null(acc);
     vkl_sd_train_shape one = shape;
     one.batch = 1;
-    vkl_sd_train_opts so = {1, NULL, acc, 0.5f, NULL, 0, 0, NULL, NULL, NULL, 0};
+    vkl_sd_train_opts so = {1, NULL, acc, 0.5f, NULL, 0, 0, NULL, NULL, NULL, 0, NULL};
     vkl_sd_train_step *s = NULL;
     if (vkl_sd_train_step_new_ex(f.c, &f.unet, &one, &so, &s, &e)) {
         print_error("%s\n", e.msg);
@@ -159,7 +159,7 @@ static void accumulation_matches_batch(void **state)
     for (int step = 1; step <= 2; step++) {
         double loss_sum = 0;
         for (int b = 0; b < 2; b++) {
-            vkl_sd_train_batch mb = {f.noisy + lat * b, f.t + b, f.ehs + txt * b, f.target + lat * b, NULL, NULL};
+            vkl_sd_train_batch mb = {f.noisy + lat * b, f.t + b, f.ehs + txt * b, f.target + lat * b, NULL, NULL, NULL, NULL};
             float loss;
             assert_int_equal(vkl_sd_train_step_run_batch(s, &mb, step, 0, &loss, &e), 0);
             loss_sum += loss;

@@ -22,7 +22,7 @@
 
 static vkl_sd_train_step *new_step(fixture *f, int ck, int fp16, vkl_adamw *opt, vkl_tensor *seed)
 {
-    vkl_sd_train_opts o = {ck, opt, NULL, 1.0f, NULL, 0, fp16, seed, NULL, NULL, 0};
+    vkl_sd_train_opts o = {ck, opt, NULL, 1.0f, NULL, 0, fp16, seed, NULL, NULL, 0, NULL};
     vkl_sd_train_step *s = NULL;
     vkl_err e = {{0}};
     if (vkl_sd_train_step_new_ex(f->c, &f->unet, &shape, &o, &s, &e)) {

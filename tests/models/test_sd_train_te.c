@@ -107,7 +107,7 @@ static void teardown(fixture *f)
     vkl_test_ctx_done(f->c);
 }
 
-static const vkl_sd_train_shape shape = {2, 4, 16, 16, 77, 32};
+static const vkl_sd_train_shape shape = {2, 4, 16, 16, 77, 32, 0};
 
 static int is_te(const vkl_sd_train_step *s, int i)
 {
@@ -117,7 +117,7 @@ static int is_te(const vkl_sd_train_step *s, int i)
 static float run_loss(fixture *f, vkl_sd_train_step *s)
 {
     vkl_err e = {{0}};
-    vkl_sd_train_batch b = {f->noisy, f->t, NULL, f->target, NULL, f->ids};
+    vkl_sd_train_batch b = {f->noisy, f->t, NULL, f->target, NULL, f->ids, NULL, NULL};
     float loss;
     if (vkl_sd_train_step_run_batch(s, &b, 1, 0, &loss, &e)) {
         print_error("%s\n", e.msg);
@@ -134,7 +134,7 @@ static void te_gradient_matches_difference(void **state)
     fixture f;
     setup(&f);
     vkl_err e = {{0}};
-    vkl_sd_train_opts o = {0, NULL, NULL, 1.0f, &f.te, 0, 0, NULL, NULL, NULL, 0};
+    vkl_sd_train_opts o = {0, NULL, NULL, 1.0f, &f.te, 0, 0, NULL, NULL, NULL, 0, NULL};
     vkl_sd_train_step *s = NULL;
     if (vkl_sd_train_step_new_ex(f.c, &f.unet, &shape, &o, &s, &e)) {
         print_error("%s\n", e.msg);
@@ -212,13 +212,13 @@ static void te_training_lowers_the_loss(void **state)
     int64_t un = vkl_tensor_nelem(unet_param);
     float *u0 = malloc(sizeof(float) * (size_t)un), *u1 = malloc(sizeof(float) * (size_t)un);
     assert_int_equal(vkl_tensor_download(f.c, unet_param, u0, VKL_F32, &e), 0);
-    vkl_sd_train_opts o = {0, opt, NULL, 1.0f, &f.te, 0, 0, NULL, NULL, NULL, 0};
+    vkl_sd_train_opts o = {0, opt, NULL, 1.0f, &f.te, 0, 0, NULL, NULL, NULL, 0, NULL};
     vkl_sd_train_step *s = NULL;
     if (vkl_sd_train_step_new_ex(f.c, &f.unet, &shape, &o, &s, &e)) {
         print_error("%s\n", e.msg);
         fail();
     }
-    vkl_sd_train_batch b = {f.noisy, f.t, NULL, f.target, NULL, f.ids};
+    vkl_sd_train_batch b = {f.noisy, f.t, NULL, f.target, NULL, f.ids, NULL, NULL};
     float first = 0, loss = 0;
     for (int step = 1; step <= 4; step++) {
         assert_int_equal(vkl_sd_train_step_run_batch(s, &b, step, 1e-2f, &loss, &e), 0);

@@ -1,0 +1,264 @@
+/* SDXL training with both text encoders in the graph (--train-te): adapters
+ * on q/k/v/out_proj and fc1/fc2 of text_encoder (the layers before the
+ * penultimate one the UNet reads) and of every text_encoder_2 layer (the
+ * pooled embedding reads its last). With the encoders' adapters at zero the
+ * step reproduces the reference kit's loss and UNet adapter gradients from
+ * token ids alone (refkit/sdxl/vectors/train_lora.safetensors: input_ids,
+ * input_ids_2), so the context and the pooled embedding built in the graph
+ * are the kit's; the encoders' gradients are nonzero and, with random
+ * adapters, match a central difference of the loss along them. */
+#include "vkl_test.h"
+#include "lora/lora_apply.h"
+#include "sd/sd_weights.h"
+#include "train/sd_train_step.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VEC "refkit/sdxl/vectors/train_lora.safetensors"
+#define INIT "refkit/sdxl/vectors/lora/train_lora_init.safetensors"
+
+typedef struct {
+    vkl_ctx *c;
+    vkl_sd_source *src;
+    vkl_weights *w;
+    vkl_lora lora;
+    vkl_lora_set *set;
+    vkl_unet unet;
+    vkl_clip_text te, te2;
+    float *noisy, *t, *target, *time_ids;
+    int32_t ids[2 * 2 * 77];
+    int nte[2];
+} fixture;
+
+/* which encoder (0, 1) a module trains in, or -1 */
+static int te_target(const vkl_sd_config *cfg, const char *name)
+{
+    int k = !strncmp(name, "text_encoder.", 13) ? 0 : !strncmp(name, "text_encoder_2.", 15) ? 1 : -1;
+    if (k < 0 || !(strstr(name, "_proj") || strstr(name, ".mlp.fc1") || strstr(name, ".mlp.fc2"))) return -1;
+    if (strstr(name, "text_projection")) return -1;
+    const char *l = strstr(name, ".layers.");
+    int layer = l ? atoi(l + 8) : -1;
+    return layer >= 0 && (k == 1 || layer < cfg->te[0].layers - 1) ? k : -1;
+}
+
+static void setup(fixture *f, int random_up)
+{
+    memset(f, 0, sizeof *f);
+    f->c = vkl_test_ctx(NULL);
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_sd_source_open(vkl_test_shared_path("refkit/sdxl/tiny-sdxl"), NULL, &f->src, &e), 0);
+    const vkl_sd_config *cfg = vkl_sd_source_config(f->src);
+    f->w = vkl_weights_new();
+    const char *parts[3] = {"unet.", "text_encoder.", "text_encoder_2."};
+    for (int i = 0; i < 3; i++) assert_int_equal(vkl_sd_load_weights(f->c, f->src, parts[i], VKL_F32, f->w, &e), 0);
+    vkl_lora_targets tg;
+    memset(&tg, 0, sizeof tg);
+    assert_int_equal(vkl_lora_targets_from_sd(cfg, &tg, &e), 0);
+    vkl_lora_opts lo = {&tg, 0, NULL, 0};
+    if (vkl_lora_load(vkl_test_shared_path(INIT), &lo, &f->lora, &e)) fail_msg("%s", e.msg);
+    vkl_test_rng r;
+    vkl_test_rng_seed(&r, 31);
+    for (int i = 0; i < tg.n; i++) {
+        const vkl_lora_target *t = &tg.v[i];
+        int k = te_target(cfg, t->name);
+        if (k < 0 || t->ndim != 2) continue;
+        vkl_lora_module *m = vkl_lora_add_module(&f->lora, &e);
+        assert_non_null(m);
+        m->name = strdup(t->name);
+        m->kname = strdup(t->kname);
+        m->source = strdup(t->kname);
+        m->kind = VKL_LORA_KIND_LORA;
+        m->alpha = 4;
+        m->has_alpha = 1;
+        m->alpha_dtype = VKL_F32;
+        int64_t ds[2] = {4, t->shape[1]}, us[2] = {t->shape[0], 4};
+        float *down = vkl_lora_tensor_alloc(&m->t[VKL_LORA_DOWN], 2, ds, &e);
+        float *up = vkl_lora_tensor_alloc(&m->t[VKL_LORA_UP], 2, us, &e);
+        m->t[VKL_LORA_DOWN].dtype = m->t[VKL_LORA_UP].dtype = VKL_F32;
+        vkl_test_fill(&r, down, (size_t)(ds[0] * ds[1]), -0.2f, 0.2f);
+        if (random_up) vkl_test_fill(&r, up, (size_t)(us[0] * us[1]), -0.1f, 0.1f);
+        else memset(up, 0, sizeof(float) * (size_t)(us[0] * us[1]));
+        assert_int_equal(vkl_lora_module_finish(m, t, &e), 0);
+        f->nte[k]++;
+    }
+    vkl_lora_targets_free(&tg);
+    assert_int_equal(f->nte[0], 6 * (cfg->te[0].layers - 1));
+    assert_int_equal(f->nte[1], 6 * cfg->te[1].layers);
+    vkl_lora_use use = {&f->lora, 1.0f, 1.0f};
+    if (vkl_lora_set_build(f->c, &use, 1, &f->set, &e)) fail_msg("%s", e.msg);
+    f->unet = (vkl_unet){&cfg->unet, f->w, f->set, 1};
+    f->te = (vkl_clip_text){&cfg->te[0], f->w, "text_encoder.", f->set};
+    f->te2 = (vkl_clip_text){&cfg->te[1], f->w, "text_encoder_2.", f->set};
+    int64_t n;
+    f->noisy = vkl_test_ref_f32(VEC, "noisy_latents", &n);
+    f->target = vkl_test_ref_f32(VEC, "noise", &n);
+    f->time_ids = vkl_test_ref_f32(VEC, "time_ids", &n);
+    int32_t *ts = vkl_test_ref_i32(VEC, "timesteps", &n);
+    f->t = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) f->t[i] = (float)ts[i];
+    free(ts);
+    for (int k = 0; k < 2; k++) {
+        int32_t *ids = vkl_test_ref_i32(VEC, k ? "input_ids_2" : "input_ids", &n);
+        assert_int_equal(n, 2 * 77);
+        memcpy(f->ids + k * 2 * 77, ids, sizeof(int32_t) * 2 * 77);
+        free(ids);
+    }
+}
+
+static void teardown(fixture *f)
+{
+    free(f->noisy); free(f->target); free(f->t); free(f->time_ids);
+    vkl_lora_set_free(f->set);
+    vkl_lora_free(&f->lora);
+    vkl_weights_free(f->w);
+    vkl_sd_source_close(f->src);
+    vkl_test_ctx_done(f->c);
+}
+
+static const vkl_sd_train_shape shape = {2, 4, 16, 16, 77, 80, 32};
+
+static vkl_sd_train_step *new_step(fixture *f)
+{
+    vkl_err e = {{0}};
+    vkl_sd_train_opts o = {1, NULL, NULL, 1.0f, &f->te, 0, 0, NULL, NULL, NULL, 0, &f->te2};
+    vkl_sd_train_step *s = NULL;
+    if (vkl_sd_train_step_new_ex(f->c, &f->unet, &shape, &o, &s, &e)) fail_msg("%s", e.msg);
+    return s;
+}
+
+static float run_loss(fixture *f, vkl_sd_train_step *s)
+{
+    vkl_err e = {{0}};
+    vkl_sd_train_batch b = {f->noisy, f->t, NULL, f->target, NULL, f->ids, NULL, f->time_ids};
+    float loss;
+    if (vkl_sd_train_step_run_batch(s, &b, 1, 0, &loss, &e)) fail_msg("%s", e.msg);
+    return loss;
+}
+
+/* -1: a UNet parameter; 0 / 1: the first / second encoder's */
+static int encoder_of(const vkl_sd_train_step *s, int i)
+{
+    const char *n = vkl_sd_train_step_param_name(s, i);
+    return !strncmp(n, "text_encoder_2.", 15) ? 1 : !strncmp(n, "text_encoder.", 13) ? 0 : -1;
+}
+
+static float *download(fixture *f, vkl_tensor *t)
+{
+    vkl_err e = {{0}};
+    float *v = malloc(sizeof(float) * (size_t)vkl_tensor_nelem(t));
+    assert_int_equal(vkl_tensor_download(f->c, t, v, VKL_F32, &e), 0);
+    return v;
+}
+
+static void zero_te_adapters_give_the_kit_step(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(VEC);
+    fixture f;
+    setup(&f, 0);
+    vkl_sd_train_step *s = new_step(&f);
+    float loss = run_loss(&f, s);
+    int64_t n;
+    float *want = vkl_test_ref_f32(VEC, "loss", &n);
+    vkl_test_assert_scaled("loss, encoders in the graph", &loss, want, 1, 1e-4);
+    free(want);
+    double worst = 0;
+    int moved[2] = {0, 0}, unet = 0;
+    for (int i = 0; i < vkl_sd_train_step_param_count(s); i++) {
+        int k = encoder_of(s, i);
+        float *g = download(&f, vkl_sd_train_step_grad(s, i));
+        int64_t ng = vkl_tensor_nelem(vkl_sd_train_step_grad(s, i));
+        if (k >= 0) {
+            /* an up matrix at zero: its gradient is what training moves */
+            double mx = 0;
+            for (int64_t j = 0; j < ng; j++) mx = fmax(mx, fabs(g[j]));
+            const char *name = vkl_sd_train_step_param_name(s, i);
+            if (strstr(name, ".up")) moved[k] += mx > 0;
+        } else {
+            const vkl_lora_module *m = vkl_lora_find(&f.lora, vkl_lora_set_at(f.set, i / 2)->module);
+            char name[512];
+            snprintf(name, sizeof name, "grad.%s.%s", m->source, i % 2 ? "lora_up.weight" : "lora_down.weight");
+            float *w = vkl_test_ref_f32(VEC, name, &n);
+            assert_int_equal(n, ng);
+            double num = 0, den = 0, maxd = 0, scale = 0;
+            for (int64_t j = 0; j < n; j++) {
+                double d = (double)g[j] - w[j];
+                num += d * d;
+                den += (double)w[j] * w[j];
+                maxd = fmax(maxd, fabs(d));
+                scale = fmax(scale, fabs(w[j]));
+            }
+            double rel = sqrt(num / den);
+            if (rel > 1e-4 || maxd > 1e-4 * scale) fail_msg("%s: relative L2 %.3g, max abs diff %.3g", name, rel, maxd);
+            worst = fmax(worst, rel);
+            unet++;
+            free(w);
+        }
+        free(g);
+    }
+    print_message("%d UNet gradients, worst relative L2 error %.3g; up gradients nonzero in %d + %d encoder "
+                  "modules\n", unet, worst, moved[0], moved[1]);
+    assert_int_equal(unet, 2 * 136);
+    assert_int_equal(moved[0], f.nte[0]);
+    assert_int_equal(moved[1], f.nte[1]);
+    vkl_sd_train_step_free(s);
+    teardown(&f);
+}
+
+static void te_gradient_matches_difference(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(VEC);
+    fixture f;
+    setup(&f, 1);
+    vkl_err e = {{0}};
+    vkl_sd_train_step *s = new_step(&f);
+    run_loss(&f, s);
+    int np = vkl_sd_train_step_param_count(s);
+    float **p0 = calloc((size_t)np, sizeof *p0), **g = calloc((size_t)np, sizeof *g);
+    double norm2[2] = {0, 0};
+    for (int i = 0; i < np; i++) {
+        int k = encoder_of(s, i);
+        if (k < 0) continue;
+        p0[i] = download(&f, vkl_sd_train_step_param(s, i));
+        g[i] = download(&f, vkl_sd_train_step_grad(s, i));
+        for (int64_t j = 0; j < vkl_tensor_nelem(vkl_sd_train_step_param(s, i)); j++) norm2[k] += (double)g[i][j] * g[i][j];
+    }
+    assert_true(norm2[0] > 0 && norm2[1] > 0);
+    /* the loss along the normalised encoder gradient u moves at |g| per unit step */
+    double gnorm = sqrt(norm2[0] + norm2[1]), h = 0.02, lp = 0, lm = 0;
+    for (int side = -1; side <= 1; side += 2) {
+        for (int i = 0; i < np; i++) {
+            if (!p0[i]) continue;
+            int64_t n = vkl_tensor_nelem(vkl_sd_train_step_param(s, i));
+            float *q = malloc(sizeof(float) * (size_t)n);
+            for (int64_t j = 0; j < n; j++) q[j] = (float)(p0[i][j] + side * h * g[i][j] / gnorm);
+            assert_int_equal(vkl_tensor_upload(f.c, vkl_sd_train_step_param(s, i), q, VKL_F32, &e), 0);
+            free(q);
+        }
+        *(side < 0 ? &lm : &lp) = run_loss(&f, s);
+    }
+    double slope = (lp - lm) / (2 * h);
+    print_message("encoder gradient norm %.6g (first %.4g, second %.4g), central difference along it %.6g\n", gnorm,
+                  sqrt(norm2[0]), sqrt(norm2[1]), slope);
+    assert_true(fabs(slope - gnorm) <= 0.03 * gnorm);
+    for (int i = 0; i < np; i++) {
+        free(p0[i]);
+        free(g[i]);
+    }
+    free(p0);
+    free(g);
+    vkl_sd_train_step_free(s);
+    teardown(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(zero_te_adapters_give_the_kit_step),
+        cmocka_unit_test(te_gradient_matches_difference),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

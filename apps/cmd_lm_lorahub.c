@@ -234,7 +234,10 @@ static int load_adapter(run *r, const char *given, vkl_err *e)
         snprintf(cfg, sizeof cfg, "%.*sadapter_config.json", slash ? (int)(slash - given + 1) : 0, given);
     }
     int i = r->nin;
-    if (vkl_lora_load(path, NULL, &r->in[i], e)) return -1;
+    if (vkl_lora_load(path, NULL, &r->in[i], e)) {
+        if (!strstr(e->msg, path)) vkl_err_prefix(e, "adapter %s: ", given);
+        return -1;
+    }
     r->nin++;
     r->inp[i] = &r->in[i];
     if (vkl_llama_lora_check(r->m, &r->in[i], given, e)) return -1;

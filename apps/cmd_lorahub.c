@@ -199,7 +199,10 @@ static int lorahub(const args *a, const char *log_path, run *r, vkl_err *e)
         return -1;
     vkl_lora_opts lo = {.targets = &r->targets};
     for (int i = 0; i < a->k; i++) {
-        if (vkl_lora_load(a->adapters[i], &lo, &r->in[i], e)) return -1;
+        if (vkl_lora_load(a->adapters[i], &lo, &r->in[i], e)) {
+            if (!strstr(e->msg, a->adapters[i])) vkl_err_prefix(e, "adapter %s: ", a->adapters[i]);
+            return -1;
+        }
         r->inp[i] = &r->in[i];
         r->nin++;
     }

@@ -43,10 +43,10 @@ static inline int setup(void **state)
 
 static inline char *run_ok(const char *args)
 {
-    char *log = NULL;
-    int st = vkl_test_cli(args, NULL, &log);
-    if (st) fail_msg("vklora %s: status %d\n%s", args, st, log ? log : "");
-    return log;
+    char *text = NULL;
+    int st = vkl_test_cli(args, NULL, &text);
+    if (st) fail_msg("vklora %s: status %d\n%s", args, st, text ? text : "");
+    return text;
 }
 
 static inline void train(const char *data, const char *out, const char *extra)

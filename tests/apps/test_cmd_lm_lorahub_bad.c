@@ -1,9 +1,9 @@
 /* `vklora lm lorahub` on bad input: one adapter, an empty list entry, a
  * missing adapter, other ranks, other targets, another recorded base, a DoRA
- * adapter, bad --steps / --l1: each fails with a message naming the cause and
- * leaves no output or temporary folder; an existing output is replaced only
- * with --force. The adapters are trained here for one step (only their
- * shapes and kinds matter). */
+ * adapter, bad --steps / --l1, an unknown option: each fails with a message
+ * naming the cause and leaves no output or temporary folder; --help prints
+ * the usage; an existing output is replaced only with --force. The adapters
+ * are trained here for one step (only their shapes and kinds matter). */
 #include "lm_lorahub_fixture.h"
 
 #include <dirent.h>
@@ -88,6 +88,13 @@ static void test_bad_input(void **state)
     snprintf(base, sizeof base, "\"%s\"", vkl_test_shared_path(MODEL));
     copy_replacing("Q/adapter_config.json", "OTHER/adapter_config.json", base, "\"/models/another-llama\"");
 
+    char *text = NULL;
+    assert_int_equal(vkl_test_cli("lm lorahub --help", NULL, &text), 0);
+    assert_non_null(strstr(text, "usage: vklora lm lorahub"));
+    free(text);
+    assert_int_equal(vkl_test_cli("lm lorahub --no-such-option 1", NULL, &text), 2);
+    assert_non_null(strstr(text, "--no-such-option"));
+    free(text);
     expect_fail("P", "", 2, "at least 2", NULL);
     expect_fail("P,,Q", "", 2, "empty entry", NULL);
     expect_fail("P,MISSING", "", 1, "MISSING", "No such file");

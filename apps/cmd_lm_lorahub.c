@@ -270,6 +270,7 @@ static int check_bases(const run *r, const args *a, vkl_err *e)
 static int candidate_loss(void *user, const double *w, double *loss, vkl_err *e)
 {
     run *r = user;
+    if (vkl_app_lorahub_check_stop(e)) return -1;
     vkl_lorahub_compose(r->inp, r->nin, w, &r->mix);
     for (int j = 0; j < r->mix.n; j++) {
         const vkl_lora_slot *sl = vkl_lora_set_find(r->set, r->mix.m[j].name);
@@ -399,14 +400,16 @@ int vkl_cmd_lm_lorahub(int argc, char **argv)
     }
     run r;
     memset(&r, 0, sizeof r);
+    vkl_app_lorahub_catch_signals();
     int rc = lorahub(&a, tmp, &r, &e);
+    vkl_app_lorahub_restore_signals();
     run_free(&r);
     if (!rc && exists) remove_outputs(a.out);
     if (!rc && vkl_rename_durable(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));
     if (rc) {
         remove_outputs(tmp);
         vkl_app_print_error(CMD, e.msg);
-        return 1;
+        return vkl_app_lorahub_stopped() ? 130 : 1;
     }
     if (!vkl_app_quiet) fprintf(stderr, CMD ": wrote %s\n", a.out);
     return 0;

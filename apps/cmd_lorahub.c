@@ -222,7 +222,7 @@ static int lorahub(const args *a, const char *log_path, run *r, vkl_err *e)
     dopt.seed = a->seed;
     if (vkl_dataset_open(&dopt, &r->ds, e)) return -1;
     int te = 0;
-    for (int j = 0; j < r->in[0].n; j++) te |= !strncmp(r->in[0].m[j].name, "text_encoder", 12);
+    for (int j = 0; j < r->in[0].n; j++) te |= r->in[0].m[j].name && !strncmp(r->in[0].m[j].name, "text_encoder", 12);
     /* the set is built once from the composed adapter; candidates rewrite its factors */
     vkl_lora_use use = {&r->mix, 1.0f, 1.0f};
     if (vkl_lorahub_prepare(r->inp, a->k, &r->mix, e) || vkl_lora_set_build(r->c, &use, 1, &r->set, e)) return -1;

@@ -54,6 +54,7 @@ static int check_module_kind(const vkl_lora_module *m, const char *name, vkl_err
 int vkl_lorahub_check(const vkl_lora *const *in, const char *const *names, int k, vkl_err *e)
 {
     if (k < 2) return vkl_fail(e, "LoRAHub mixes at least 2 adapters, %d given", k);
+    if (k > VKL_LORAHUB_MAX_INPUTS) return vkl_fail(e, "LoRAHub mixes at most %d adapters, %d given", VKL_LORAHUB_MAX_INPUTS, k);
     for (int i = 0; i < k; i++) {
         if (!in[i]->n) return vkl_fail(e, "%s: the adapter has no module", label_of(names, i));
         for (int j = 0; j < in[i]->n; j++)
@@ -138,8 +139,8 @@ void vkl_lorahub_compose(const vkl_lora *const *in, int k, const double *w, vkl_
 {
     for (int j = 0; j < out->n; j++) {
         vkl_lora_module *d = &out->m[j];
-        const vkl_lora_module *src[64];
-        int kk = k < 64 ? k : 64;
+        const vkl_lora_module *src[VKL_LORAHUB_MAX_INPUTS];
+        int kk = k < VKL_LORAHUB_MAX_INPUTS ? k : VKL_LORAHUB_MAX_INPUTS; /* vkl_lorahub_check refused more */
         for (int i = 0; i < kk; i++) src[i] = i ? match(in[i], d) : &in[0]->m[j];
         for (int r = VKL_LORA_DOWN; r <= VKL_LORA_UP; r++) {
             uint64_t n = vkl_lora_tensor_nelem(&d->t[r]);
@@ -195,7 +196,8 @@ int vkl_lorahub_search(const vkl_lorahub_opts *o, vkl_lorahub_loss_fn loss, void
                        vkl_err *e)
 {
     int k = o->k;
-    if (k < 2 || k > 64) return vkl_fail(e, "LoRAHub mixes 2 to 64 adapters, not %d", k);
+    if (k < 2 || k > VKL_LORAHUB_MAX_INPUTS)
+        return vkl_fail(e, "LoRAHub mixes 2 to %d adapters, not %d", VKL_LORAHUB_MAX_INPUTS, k);
     if (o->budget < 1) return vkl_fail(e, "LoRAHub: a budget of %d evaluations (at least 1)", o->budget);
     if (!(o->l1 >= 0) || !isfinite(o->l1)) return vkl_fail(e, "LoRAHub: L1 weight %g is not a number >= 0", o->l1);
     if (!(o->lo <= 0 && 1 <= o->hi))

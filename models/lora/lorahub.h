@@ -35,7 +35,9 @@
 extern "C" {
 #endif
 
-/* Checks that the K >= 2 adapters can be composed: LoRA modules only (no
+#define VKL_LORAHUB_MAX_INPUTS 64
+
+/* Checks that the 2 <= K <= VKL_LORAHUB_MAX_INPUTS adapters can be composed: LoRA modules only (no
  * DoRA, LoHa, LoKr, IA3), the same module names in every input (in any
  * order), per module the same factor shapes (rank, in, out) and scale.
  * names: what to call each input in messages (its path). */

@@ -59,7 +59,7 @@ static inline char *run_ok(const char *args)
 static inline void train(const char *images, const char *out, int steps)
 {
     char args[2048];
-    snprintf(args, sizeof args, "--quiet train --model '%s' --images %s --resolution 64 --rank 4 --alpha 4 --lr 3e-3 "
+    snprintf(args, sizeof args, "--quiet train --model '%s' --images %s --resolution 64 --rank 4 --alpha 4 --lr 1e-2 "
              "--max-steps %d --batch 2 --seed 1 -o %s", vkl_test_shared_path(SD), images, steps, out);
     free(run_ok(args));
 }

@@ -45,8 +45,8 @@ static void test_mix(void **state)
     (void)state;
     VKL_REQUIRE_SHARED(IMAGES);
     VKL_REQUIRE_SHARED(SD);
-    train("ta", "a.safetensors", 6);
-    train("tb", "b.safetensors", 6);
+    train("ta", "a.safetensors", 3);
+    train("tb", "b.safetensors", 3);
     char args[2048];
     snprintf(args, sizeof args, "lorahub --model '%s' --adapters a.safetensors,b.safetensors --images few -o hub.safetensors "
              "--steps 12 " COMMON, vkl_test_shared_path(SD));

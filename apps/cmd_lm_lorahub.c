@@ -203,6 +203,7 @@ typedef struct run {
     vkl_lora_set *set;
     vkl_app_lm_eval *ev;
     char base[VKL_LORAHUB_MAX][PATH_MAX]; /* each adapter's base_model_name_or_path, resolved ("" if none) */
+    int resolved[VKL_LORAHUB_MAX];        /* 1: base names a folder here (a real path), 0: kept as written */
 } run;
 
 static void run_free(run *r)
@@ -246,23 +247,30 @@ static int load_adapter(run *r, const char *given, vkl_err *e)
     const cJSON *b = j ? cJSON_GetObjectItemCaseSensitive(j, "base_model_name_or_path") : NULL;
     if (cJSON_IsString(b) && b->valuestring[0]) {
         /* the same model may be named by other relative paths: compare resolved paths where they exist */
-        if (!realpath(b->valuestring, r->base[i])) snprintf(r->base[i], sizeof r->base[i], "%s", b->valuestring);
+        r->resolved[i] = realpath(b->valuestring, r->base[i]) != NULL;
+        if (!r->resolved[i]) snprintf(r->base[i], sizeof r->base[i], "%s", b->valuestring);
     }
     cJSON_Delete(j);
     return 0;
 }
 
-/* The recorded bases (where adapter_config.json names one) must agree. */
+/* The recorded bases (where adapter_config.json names one) must agree: two
+ * paths that exist here by their real paths, two names that do not (hub ids)
+ * as written. A path that exists against one that does not (a relative path
+ * recorded elsewhere) cannot be compared: a warning; the shapes were checked
+ * against the model anyway. */
 static int check_bases(const run *r, const args *a, vkl_err *e)
 {
-    int first = -1;
-    for (int i = 0; i < r->nin; i++) {
-        if (!r->base[i][0]) continue;
-        if (first < 0) first = i;
-        else if (strcmp(r->base[first], r->base[i]))
-            return vkl_fail(e, "%s was trained on %s but %s on %s: LoRAHub mixes adapters of one base model",
-                            a->adapters[first], r->base[first], a->adapters[i], r->base[i]);
-    }
+    for (int i = 0; i < r->nin; i++)
+        for (int j = i + 1; j < r->nin; j++) {
+            if (!r->base[i][0] || !r->base[j][0] || !strcmp(r->base[i], r->base[j])) continue;
+            if (r->resolved[i] == r->resolved[j])
+                return vkl_fail(e, "%s was trained on %s but %s on %s: LoRAHub mixes adapters of one base model",
+                                a->adapters[i], r->base[i], a->adapters[j], r->base[j]);
+            if (!vkl_app_quiet)
+                fprintf(stderr, "vklora " CMD ": warning: %s names its base %s and %s names %s; vklora cannot tell "
+                                "whether they are one model\n", a->adapters[i], r->base[i], a->adapters[j], r->base[j]);
+        }
     return 0;
 }
 

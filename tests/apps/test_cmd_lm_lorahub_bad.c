@@ -1,9 +1,11 @@
 /* `vklora lm lorahub` on bad input: one adapter, an empty list entry, a
  * missing adapter, other ranks, other targets, another recorded base, a DoRA
  * adapter, bad --steps / --l1, an unknown option: each fails with a message
- * naming the cause and leaves no output or temporary folder; --help prints
- * the usage; an existing output is replaced only with --force. The adapters
- * are trained here for one step (only their shapes and kinds matter). */
+ * naming the cause and leaves no output or temporary folder. A recorded base
+ * path that does not exist here cannot be compared: a warning, and the mix
+ * runs. --help prints the usage; an existing output is replaced only with
+ * --force. The adapters are trained here for one step (only their shapes and
+ * kinds matter). */
 #include "lm_lorahub_fixture.h"
 
 #include <dirent.h>
@@ -86,7 +88,13 @@ static void test_bad_input(void **state)
     copy_binary("Q/adapter_model.safetensors", "OTHER/adapter_model.safetensors");
     char base[1100];
     snprintf(base, sizeof base, "\"%s\"", vkl_test_shared_path(MODEL));
-    copy_replacing("Q/adapter_config.json", "OTHER/adapter_config.json", base, "\"/models/another-llama\"");
+    char other[1100];
+    snprintf(other, sizeof other, "\"%s\"", vkl_test_shared_path("refkit/lm/stories260K"));
+    copy_replacing("Q/adapter_config.json", "OTHER/adapter_config.json", base, other);
+    /* and as made for a base named by a path that does not exist here: not comparable, a warning */
+    assert_int_equal(mkdir(path_in("ELSEWHERE", NULL), 0755), 0);
+    copy_binary("Q/adapter_model.safetensors", "ELSEWHERE/adapter_model.safetensors");
+    copy_replacing("Q/adapter_config.json", "ELSEWHERE/adapter_config.json", base, "\"../models/tiny-llama\"");
 
     char *text = NULL;
     assert_int_equal(vkl_test_cli("lm lorahub --help", NULL, &text), 0);
@@ -100,7 +108,7 @@ static void test_bad_input(void **state)
     expect_fail("P,MISSING", "", 1, "MISSING", "No such file");
     expect_fail("P,R2", "", 1, "ranks", "R2");
     expect_fail("P,QONLY", "", 1, "same modules", "QONLY");
-    expect_fail("P,OTHER", "", 1, "another-llama", "one base model");
+    expect_fail("P,OTHER", "", 1, "stories260K", "one base model");
     expect_fail("P,DORA", "", 1, "dora", "plain LoRA");
     expect_fail("P,Q", "--steps 0", 2, "--steps", NULL);
     expect_fail("P,Q", "--l1 -1", 2, "--l1", NULL);
@@ -109,6 +117,14 @@ static void test_bad_input(void **state)
     snprintf(args, sizeof args, "lm lorahub --model '%s' --adapters P,Q --data few.jsonl -o BAD --seq-len 16 --steps 3",
              vkl_test_shared_path(MODEL));
     free(run_ok(args));
+    snprintf(args, sizeof args, "lm lorahub --model '%s' --adapters P,ELSEWHERE --data few.jsonl -o WARNED --seq-len 16 "
+             "--steps 3", vkl_test_shared_path(MODEL));
+    char *warned = run_ok(args);
+    assert_non_null(strstr(warned, "warning: P names its base"));
+    assert_non_null(strstr(warned, "../models/tiny-llama"));
+    free(warned);
+    snprintf(args, sizeof args, "lm lorahub --model '%s' --adapters P,Q --data few.jsonl -o BAD --seq-len 16 --steps 3",
+             vkl_test_shared_path(MODEL));
     int st = vkl_test_cli(args, NULL, &log);
     assert_int_equal(st, 1);
     assert_non_null(strstr(log, "--force"));

@@ -25,8 +25,10 @@ int vkl_cmd_plot(int argc, char **argv);
 int vkl_cmd_lm_train(int argc, char **argv); /* `lm train`, dispatched by vkl_cmd_lm */
 int vkl_cmd_lm_merge(int argc, char **argv); /* `lm merge`, dispatched by vkl_cmd_lm */
 int vkl_cmd_lm_convert(int argc, char **argv); /* `lm convert`, dispatched by vkl_cmd_lm */
+int vkl_cmd_lm_lorahub(int argc, char **argv); /* `lm lorahub`, dispatched by vkl_cmd_lm */
 int vkl_cmd_dataset(int argc, char **argv);
 int vkl_cmd_serve(int argc, char **argv);
+int vkl_cmd_lorahub(int argc, char **argv);
 
 /* Prints "vklora CMD: MSG"; when MSG says memory ran out, adds what makes
  * CMD's work fit (cmd as typed: "generate", "lm train", ...). */

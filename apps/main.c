@@ -24,12 +24,13 @@ static const command commands[] = {
     {"bench", vkl_cmd_bench, "benchmarks: bench gemm|unet|train-step|attention|conv2d|linear-lora|group-norm ..."},
     {"info", vkl_cmd_info, "describe a .safetensors file or an image (--json)"},
     {"convert", vkl_cmd_convert, "rewrite a LoRA adapter as kohya or PEFT: convert IN -o OUT --to kohya|peft"},
-    {"lm", vkl_cmd_lm, "LLaMA-family text: lm generate --model DIR|FILE.gguf --prompt TEXT [--lora DIR[:W]]; lm train --model DIR --data FILE -o DIR; lm merge --model DIR --lora DIR -o DIR; lm convert --model DIR -o FILE.gguf --quant TYPE"},
+    {"lm", vkl_cmd_lm, "LLaMA-family text: lm generate --model DIR|FILE.gguf --prompt TEXT [--lora DIR[:W]]; lm train --model DIR --data FILE -o DIR; lm merge --model DIR --lora DIR -o DIR; lm convert --model DIR -o FILE.gguf --quant TYPE; lm lorahub --model DIR --adapters A,B --data FEW.jsonl -o DIR"},
     {"dataset", vkl_cmd_dataset, "make a training image folder: dataset emoji [--font FILE | --png-dir DIR] -o OUTDIR (dataset --help)"},
     {"tokenizer", vkl_cmd_tokenizer, "build a word-level tokenizer from captions: tokenizer build --captions DIR -o OUTDIR (tokenizer --help)"},
     {"grid", vkl_cmd_grid, "lay out images of one size in a grid: grid --columns N --scale S -o OUT.png IMAGE..."},
     {"plot", vkl_cmd_plot, "the loss curve of a training log: plot LOG.csv -o CURVE.png"},
     {"serve", vkl_cmd_serve, "an HTTP server with AUTOMATIC1111's API and a web page: serve --model M [--lora-dir D] (serve --help)"},
+    {"lorahub", vkl_cmd_lorahub, "learn the mix of K image adapters on a few images: lorahub --model M --adapters A,B --images DIR -o OUT"},
     {"merge", vkl_cmd_merge, "combine adapters: merge --lora A:0.7 --lora B:0.3 -o OUT [--rank R]; bake them: merge --model M --lora A -o OUT"},
 };
 

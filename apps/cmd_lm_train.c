@@ -8,10 +8,12 @@
 #include "dist_app.h"
 #include "lm_data.h"
 #include "lm_eval.h"
+#include "lm_adalora_args.h"
 #include "lm_gen_args.h"
 #include "lm_train_state.h"
 #include "progress.h"
 
+#include "llama/llama_adalora.h"
 #include "llama/llama_gguf.h"
 #include "llama/llama_lora_gguf.h"
 #include "llama/llama_lora_init.h"
@@ -43,7 +45,7 @@ static void on_signal(int sig)
     stop_ = 1;
 }
 
-typedef enum { NET_LORA, NET_DORA, NET_IA3 } network;
+typedef enum { NET_LORA, NET_DORA, NET_IA3, NET_ADALORA } network;
 typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
 
 typedef struct args {
@@ -53,6 +55,8 @@ typedef struct args {
     vkl_dtype weights; /* frozen base matrices; VKL_F32 + weights_given 0: config.json's torch_dtype */
     int weights_given;
     network net;
+    vkl_adalora_config ada; /* --network adalora */
+    int ada_given, alpha_given, rank_given;
     int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force, gguf;
     float alpha, lr, loraplus, wd, max_grad_norm;
     uint64_t seed;
@@ -66,7 +70,7 @@ typedef struct args {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: vklora lm train --model DIR|FILE.gguf --data FILE -o ADAPTER_DIR [--network lora|dora|ia3]\n"
+            "usage: vklora lm train --model DIR|FILE.gguf --data FILE -o ADAPTER_DIR [--network lora|dora|ia3|adalora]\n"
             "         [--rank 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
             "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--grad-accum 1] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
@@ -97,6 +101,7 @@ static void usage(FILE *f)
             "dequantised inside the matmul shaders (LoRA and IA3; DoRA needs an f32 or f16 base).\n"
             "--model FILE.gguf trains on a llama.cpp model (dequantised at load). --format gguf (LoRA only) also\n"
             "writes ADAPTER_DIR/adapter_model.gguf, the adapter as llama.cpp's --lora loads it.\n");
+    vkl_app_adalora_usage(f);
 }
 
 static int bad(const char *opt, const char *v, const char *want)
@@ -162,6 +167,7 @@ static int parse(int argc, char **argv, args *a)
 {
     *a = (args){.net = NET_LORA, .rank = 8, .alpha = 16, .lr = 1e-4f, .loraplus = 1, .batch = 4, .grad_accum = 1, .seq_len = 128,
                 .max_grad_norm = 1, .device = -1, .sched = SCHED_CONSTANT};
+    vkl_adalora_config_default(&a->ada);
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -203,7 +209,8 @@ static int parse(int argc, char **argv, args *a)
                 if (!strcmp(v, "lora")) a->net = NET_LORA;
                 else if (!strcmp(v, "dora")) a->net = NET_DORA;
                 else if (!strcmp(v, "ia3")) a->net = NET_IA3;
-                else rc = bad(o, v, "unknown network (lora, dora or ia3)");
+                else if (!strcmp(v, "adalora")) a->net = NET_ADALORA;
+                else rc = bad(o, v, "unknown network (lora, dora, ia3 or adalora)");
             } else if (!strcmp(o, "--format")) {
                 if (!strcmp(v, "peft")) a->gguf = 0;
                 else if (!strcmp(v, "gguf")) a->gguf = 1;
@@ -214,7 +221,7 @@ static int parse(int argc, char **argv, args *a)
                 else if (!strcmp(v, "cosine")) a->sched = SCHED_COSINE;
                 else rc = bad(o, v, "unknown schedule (constant, linear or cosine)");
             } else if (!strcmp(o, "--targets")) rc = split_targets(a, v);
-            else if (!strcmp(o, "--rank")) rc = get_int(o, v, 1, 4096, &a->rank);
+            else if (!strcmp(o, "--rank")) rc = get_int(o, v, 1, 4096, &a->rank), a->rank_given = 1;
             else if (!strcmp(o, "--max-steps") || !strcmp(o, "--steps")) rc = get_int(o, v, 1, 100000000, &a->steps);
             else if (!strcmp(o, "--epochs")) rc = get_int(o, v, 1, 1000000, &a->epochs);
             else if (!strcmp(o, "--batch")) rc = get_int(o, v, 1, 4096, &a->batch);
@@ -226,11 +233,12 @@ static int parse(int argc, char **argv, args *a)
                 unsigned long long x = strtoull(v, &end, 10);
                 if (!*v || *end || *v == '-') rc = bad(o, v, "expected a non-negative integer");
                 a->seed = x;
-            } else if (!strcmp(o, "--alpha")) rc = get_float(o, v, 0, &a->alpha);
+            } else if (!strcmp(o, "--alpha")) rc = get_float(o, v, 0, &a->alpha), a->alpha_given = 1;
             else if (!strcmp(o, "--lr")) rc = get_float(o, v, 0, &a->lr);
             else if (!strcmp(o, "--loraplus-ratio")) rc = get_float(o, v, 1e-6, &a->loraplus);
             else if (!strcmp(o, "--weight-decay")) rc = get_float(o, v, 0, &a->wd);
             else if (!strcmp(o, "--max-grad-norm")) rc = get_float(o, v, 0, &a->max_grad_norm);
+            else if (vkl_app_adalora_option(o, v, &a->ada, &a->ada_given, &rc)) continue;
             else {
                 fprintf(stderr, "vklora lm train: unknown argument %s\n", o);
                 usage(stderr);
@@ -265,6 +273,22 @@ static int parse(int argc, char **argv, args *a)
         fprintf(stderr, "vklora lm train: --format gguf holds LoRA adapters only, not --network %s\n",
                 a->net == NET_DORA ? "dora" : "ia3");
         return 2;
+    }
+    if (a->ada_given && a->net != NET_ADALORA) {
+        fprintf(stderr, "vklora lm train: --init-r, --target-r, --tinit, --tfinal, --delta-t, --orth-reg-weight and "
+                        "--beta1/2 need --network adalora\n");
+        return 2;
+    }
+    if (a->net == NET_ADALORA) {
+        const char *no = a->rank_given ? "--rank (AdaLoRA's rank is --init-r)" : a->rslora ? "--rslora"
+                         : a->loraplus != 1 ? "--loraplus-ratio" : a->grad_accum > 1 ? "--grad-accum"
+                         : a->save_every ? "--save-every" : a->resume ? "--resume" : a->gguf ? "--format gguf"
+                         : a->val_data || a->val_fraction > 0 ? "held-out evaluation" : NULL;
+        if (no) {
+            fprintf(stderr, "vklora lm train: --network adalora does not take %s\n", no);
+            return 2;
+        }
+        a->ada.lora_alpha = a->alpha_given ? a->alpha : 8; /* PEFT's lora_alpha default */
     }
     if (a->net == NET_IA3 && (a->rslora || a->loraplus != 1)) {
         fprintf(stderr, "vklora lm train: --rslora and --loraplus-ratio apply to LoRA and DoRA, not IA3\n");
@@ -426,6 +450,8 @@ typedef struct run {
     vkl_lora_set *set;
     vkl_llama_dora *dora;
     vkl_llama_ia3 *ia3;
+    vkl_llama_adalora *ada;
+    vkl_adalora_alloc *alloc;
     vkl_llama_train *tr;
     int32_t *ids, *labels;
     int *attn, *order;
@@ -447,6 +473,8 @@ static void run_free(run *r)
     vkl_lora_set_free(r->set);
     vkl_llama_dora_free(r->dora);
     vkl_llama_ia3_free(r->ia3);
+    vkl_llama_adalora_free(r->ada);
+    vkl_adalora_alloc_free(r->alloc);
     vkl_lora_free(&r->l);
     vkl_app_lm_data_free(&r->data);
     vkl_app_lm_tok_free(&r->tok);
@@ -506,6 +534,11 @@ static int evaluate(const args *a, run *r, int step, vkl_err *e)
     return 0;
 }
 
+static const char *net_name(network n)
+{
+    return n == NET_IA3 ? "ia3" : n == NET_DORA ? "dora" : n == NET_ADALORA ? "adalora" : "lora";
+}
+
 /* What a resumed run must share with the saved one (not its length). */
 static char *options_json(const args *a)
 {
@@ -514,7 +547,7 @@ static char *options_json(const args *a)
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->seed);
     cJSON_AddStringToObject(j, "model", a->model);
     cJSON_AddStringToObject(j, "data", a->data);
-    cJSON_AddStringToObject(j, "network", a->net == NET_IA3 ? "ia3" : a->net == NET_DORA ? "dora" : "lora");
+    cJSON_AddStringToObject(j, "network", net_name(a->net));
     cJSON_AddItemToObject(j, "targets", names(a->targets, a->nt));
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddNumberToObject(j, "rank", a->rank);
@@ -539,6 +572,7 @@ static char *options_json(const args *a)
 static int build_adapter(const args *a, run *r, vkl_err *e)
 {
     vkl_lora_use use = {&r->l, 1.0f, 1.0f};
+    if (a->net == NET_ADALORA) return 0; /* built once the run's length (its total_step) is known */
     if (a->net == NET_IA3)
         return vkl_llama_ia3_init(r->m, a->targets, a->nt, a->ff, a->nf, &r->l, e) ||
                vkl_llama_ia3_build(r->m, &use, 1, &r->ia3, e);
@@ -576,7 +610,16 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     long long want = a->steps ? a->steps : (long long)(a->epochs ? a->epochs : 1) * per_epoch;
     if (want > 100000000) return vkl_fail(e, "%lld steps (%d per epoch): more than 100000000", want, per_epoch);
     int total = (int)want;
-    vkl_llama_train_opts to = {.loraplus_ratio = a->loraplus, .ia3 = r->ia3, .grad_accum = N, .dist = dist};
+    if (a->net == NET_ADALORA) {
+        if (dist) return vkl_fail(e, "--network adalora trains in one process (its rank allocator is not shared)");
+        vkl_adalora_config ac = a->ada;
+        ac.total_step = total;
+        if (vkl_llama_adalora_init(r->m, &ac, a->targets, a->nt, a->seed, &r->ada, e) ||
+            vkl_llama_adalora_alloc_new(r->ada, &r->alloc, e))
+            return -1;
+    }
+    vkl_llama_train_opts to = {.loraplus_ratio = a->loraplus, .ia3 = r->ia3, .adalora = r->ada, .grad_accum = N,
+                               .dist = dist};
     vkl_adamw_opts_default(&to.adam);
     to.adam.lr = a->lr;
     to.adam.weight_decay = a->wd;
@@ -599,8 +642,8 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         char split[96] = "";
         if (GB != B) snprintf(split, sizeof split, " (batch %d x gradient accumulation %d x %d ranks)", B, N, P);
         fprintf(stderr, "lm train: %s, %d modules, %d samples of %d tokens (%lld real), %d steps of batch %d%s\n",
-                a->net == NET_IA3 ? "IA3" : a->net == NET_DORA ? "DoRA" : "LoRA", r->l.n, n, L, r->data.tokens, total,
-                GB, split);
+                a->net == NET_IA3 ? "IA3" : a->net == NET_DORA ? "DoRA" : a->net == NET_ADALORA ? "AdaLoRA" : "LoRA",
+                r->ada ? r->ada->n : r->l.n, n, L, r->data.tokens, total, GB, split);
     }
     uint64_t rng = a->seed ^ 0x6c6d747261696eull;
     int pos = n, epoch = -1, start = 1; /* next index into order; n: reshuffle first */
@@ -661,7 +704,9 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         }
         float lr = lr_at(a, t - 1, total), loss = 0;
         if (N == 1 && !dist) {
-            if (vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, &loss, e))
+            int budget = 0;
+            if (vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, &loss, e) ||
+                (r->ada && vkl_llama_adalora_allocate(r->ada, r->alloc, r->tr, t, &budget, e)))
                 return vkl_err_prefix(e, "step %d: ", t), -1;
         } else {
             /* each micro-batch's gradient counts by its share of the step's
@@ -709,11 +754,17 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     bad_log |= fclose(r->log) != 0;
     r->log = NULL;
     if (bad_log) return vkl_fail(e, "cannot write %s", path);
-    if (r->ia3 ? vkl_llama_ia3_store(r->m, r->ia3, &r->l, e) : store(r->c, r->tr, &r->l, e)) return -1;
     char st[4200], cj[4200];
     if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.safetensors", tmp) >= sizeof st ||
         (size_t)snprintf(cj, sizeof cj, "%s/adapter_config.json", tmp) >= sizeof cj)
         return vkl_fail(e, "path too long: %s", tmp);
+    if (r->ada) {
+        if (!a->quiet)
+            fprintf(stderr, "lm train: AdaLoRA total rank %d (target %d = %d x %d modules)\n",
+                    vkl_adalora_alloc_total_rank(r->alloc), a->ada.target_r * r->ada->n, a->ada.target_r, r->ada->n);
+        return vkl_llama_adalora_save(r->ada, r->alloc, a->targets, a->nt, a->model, st, cj, e);
+    }
+    if (r->ia3 ? vkl_llama_ia3_store(r->m, r->ia3, &r->l, e) : store(r->c, r->tr, &r->l, e)) return -1;
     if (vkl_lora_save_peft(&r->l, st, cj, e) ||
         finish_config(cj, a->model, a->targets, a->nt, a->net == NET_IA3 ? a->ff : NULL, a->nf, e))
         return -1;

@@ -1,4 +1,5 @@
 #include "llama/llama_train.h"
+#include "llama/llama_adalora.h"
 
 #include "grad_accum.h"
 #include "ops.h"
@@ -11,7 +12,7 @@ struct vkl_llama_train {
     const vkl_llama *m;
     int B, L;
     vkl_graph *g;
-    vkl_tensor *ids, *targets, *mask, *loss, *logits;
+    vkl_tensor *ids, *targets, *mask, *loss, *logits, *reg;
     int np;
     vkl_tensor **params, **grads;
     char **keys;
@@ -70,8 +71,9 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
 {
     *out = NULL;
     const vkl_llama_ia3 *ia3 = o->ia3;
-    if ((lora != NULL) + (dora != NULL) + (ia3 != NULL) != 1)
-        return vkl_fail(e, "training needs exactly one of an adapter set, a DoRA set and an IA3 set");
+    const vkl_llama_adalora *ada = o->adalora;
+    if ((lora != NULL) + (dora != NULL) + (ia3 != NULL) + (ada != NULL) != 1)
+        return vkl_fail(e, "training needs exactly one of an adapter set, a DoRA set, an IA3 set and an AdaLoRA set");
     if (B < 1 || L < 2) return vkl_fail(e, "training batch %d x %d: need at least one row of two tokens", B, L);
     vkl_llama_train *s = calloc(1, sizeof *s);
     if (!s) return vkl_fail(e, "out of host memory");
@@ -80,7 +82,7 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
     s->L = L;
     s->dist = vkl_dist_active(o->dist) ? o->dist : NULL;
     int split = o->grad_accum > 1 || s->dist;
-    int cap = lora ? 2 * vkl_lora_set_count(lora) : dora ? 3 * dora->n : ia3->n;
+    int cap = lora ? 2 * vkl_lora_set_count(lora) : dora ? 3 * dora->n : ada ? 3 * ada->n : ia3->n;
     s->params = calloc((size_t)cap + 1, sizeof *s->params);
     s->grads = calloc((size_t)cap + 1, sizeof *s->grads);
     s->keys = calloc((size_t)cap + 1, sizeof *s->keys);
@@ -108,6 +110,12 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
         mult[s->np] = 1.0f;
         rc = rc || add_param(s, d->mag, d->module, "lora_magnitude_vector", e);
     }
+    for (int i = 0; ada && !rc && i < ada->n; i++) {
+        const vkl_llama_adalora_mod *d = &ada->v[i];
+        mult[s->np] = mult[s->np + 1] = mult[s->np + 2] = 1.0f;
+        rc = add_param(s, d->a, d->module, "lora_A", e) || add_param(s, d->e, d->module, "lora_E", e) ||
+             add_param(s, d->b, d->module, "lora_B", e);
+    }
     for (int i = 0; ia3 && !rc && i < ia3->n; i++) {
         mult[s->np] = 1.0f;
         rc = add_param(s, ia3->v[i].vec, ia3->v[i].module, "ia3_l", e);
@@ -120,18 +128,24 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
         if (s->mask && split) s->seed = vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){1}, e);
         rc = s->mask && (!split || s->seed) ? 0 : -1;
     }
+    vkl_tensor *objective = NULL;
     if (!rc) {
         s->g = vkl_graph_new(m->ctx);
         if (dora) vkl_llama_dora_norms(s->g, m, dora);
-        vkl_llama_fwd f = {.lora = lora, .dora = dora, .ia3 = ia3, .mask = s->mask, .explicit_attn = 1};
+        vkl_llama_fwd f = {.lora = lora, .dora = dora, .ia3 = ia3, .adalora = ada, .mask = s->mask, .explicit_attn = 1};
         s->logits = vkl_llama_forward(s->g, m, s->ids, &f);
         if (o->keep_logits) vkl_graph_keep(s->g, s->logits);
         s->loss = vkl_cross_entropy(s->g, s->logits, s->targets, VKL_LLAMA_IGNORE);
         vkl_graph_keep(s->g, s->loss);
+        if (ada) { /* PEFT adds the weighted regulariser to the loss it minimises */
+            s->reg = vkl_llama_adalora_orth(s->g, ada);
+            vkl_graph_keep(s->g, s->reg);
+            objective = vkl_add(s->g, s->loss, vkl_scale(s->g, s->reg, ada->cfg.orth_reg_weight));
+        }
         if (vkl_graph_failed(s->g)) rc = vkl_fail(e, "training graph: %s", vkl_graph_error(s->g));
     }
     vkl_tensor *seed = s->seed && !rc ? vkl_reshape(s->g, s->seed, s->loss->ndim, s->loss->shape) : NULL;
-    rc = rc || vkl_graph_backward(s->g, s->loss, seed, s->params, s->np, s->grads, e);
+    rc = rc || vkl_graph_backward(s->g, objective ? objective : s->loss, seed, s->params, s->np, s->grads, e);
     for (int i = 0; !rc && i < s->np; i++) {
         if (!s->grads[i]) rc = vkl_fail(e, "the loss does not depend on %s", s->keys[i]);
         else vkl_graph_keep(s->g, s->grads[i]);
@@ -216,3 +230,4 @@ const char *vkl_llama_train_key(const vkl_llama_train *s, int i) { return s->key
 vkl_tensor *vkl_llama_train_grad(const vkl_llama_train *s, int i) { return s->grads[i]; }
 vkl_adamw *vkl_llama_train_optimizer(const vkl_llama_train *s) { return s->opt; }
 vkl_tensor *vkl_llama_train_logits(const vkl_llama_train *s) { return s->logits; }
+vkl_tensor *vkl_llama_train_reg(const vkl_llama_train *s) { return s->reg; }

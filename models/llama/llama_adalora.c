@@ -165,7 +165,8 @@ static int index_of(const vkl_llama_train *s, const vkl_tensor *t)
     return -1;
 }
 
-static int read_back(const vkl_llama_adalora *d, const vkl_llama_train *s, host *h, vkl_err *e)
+/* s NULL: values only; e_only: E alone (the final phase re-applies a fixed pattern). */
+static int read_back(const vkl_llama_adalora *d, const vkl_llama_train *s, int e_only, host *h, vkl_err *e)
 {
     vkl_ctx *c = d->ctx;
     size_t total = 0, r = (size_t)d->cfg.init_r;
@@ -181,12 +182,13 @@ static int read_back(const vkl_llama_adalora *d, const vkl_llama_train *s, host 
         for (int k = 0; k < 3; k++) {
             dst[k] = p;
             p += vkl_tensor_nelem(t[k]);
-            if (vkl_tensor_download(c, t[k], dst[k], VKL_F32, e)) return vkl_err_prefix(e, "%s: ", x->module), -1;
+            if ((!e_only || k == 1) && vkl_tensor_download(c, t[k], dst[k], VKL_F32, e))
+                return vkl_err_prefix(e, "%s: ", x->module), -1;
         }
-        h->v[i].a = dst[0];
+        h->v[i].a = e_only ? NULL : dst[0];
         h->v[i].e = dst[1];
-        h->v[i].b = dst[2];
-        if (!s) continue;
+        h->v[i].b = e_only ? NULL : dst[2];
+        if (!s || e_only) continue;
         float *gd[3];
         for (int k = 0; k < 3; k++) {
             int at = index_of(s, t[k]);
@@ -214,7 +216,8 @@ int vkl_llama_adalora_allocate(const vkl_llama_adalora *d, vkl_adalora_alloc *a,
 {
     host h = {0};
     int changed = 0;
-    int rc = read_back(d, s, &h, e) || vkl_adalora_alloc_step(a, step, h.v, budget, &changed, e);
+    int rc = read_back(d, s, step > d->cfg.total_step - d->cfg.tfinal, &h, e) ||
+             vkl_adalora_alloc_step(a, step, h.v, budget, &changed, e);
     for (int i = 0; !rc && changed && i < d->n; i++)
         rc = vkl_tensor_upload(d->ctx, d->v[i].e, h.v[i].e, VKL_F32, e);
     host_free(&h);
@@ -226,7 +229,7 @@ int vkl_llama_adalora_save(const vkl_llama_adalora *d, const vkl_adalora_alloc *
 {
     host h = {0};
     vkl_adalora_module *m = calloc((size_t)d->n, sizeof *m);
-    int rc = m ? read_back(d, NULL, &h, e) : vkl_fail(e, "out of host memory");
+    int rc = m ? read_back(d, NULL, 0, &h, e) : vkl_fail(e, "out of host memory");
     int have = a && vkl_adalora_alloc_pattern(a, 0) != NULL;
     for (int i = 0; !rc && i < d->n; i++)
         m[i] = (vkl_adalora_module){.name = d->v[i].module, .r = d->cfg.init_r, .in = d->v[i].in, .out = d->v[i].out,

@@ -61,7 +61,8 @@ float vkl_adalora_scale(const vkl_adalora_config *c);
 int vkl_adalora_budget(const vkl_adalora_config *c, int init_bgt, int target_bgt, int step, int *mask);
 
 /* One module as the allocator sees it after a step: its parameters and
- * their gradients (host copies), E written when ranks are masked. */
+ * their gradients (host copies), E written when ranks are masked. After
+ * step total_step - tfinal only e is read (the others may be NULL). */
 typedef struct vkl_adalora_view {
     const float *a, *b, *ga, *gb, *ge; /* [r, in], [out, r], and the gradients */
     float *e;                          /* [r] */

@@ -198,8 +198,9 @@ int vkl_adalora_alloc_step(vkl_adalora_alloc *a, int step, vkl_adalora_view *v, 
     int mask = 0, last = a->c.total_step - a->c.tfinal;
     *budget = vkl_adalora_budget(&a->c, a->init_bgt, a->target_bgt, step, &mask);
     if (step < 1) return vkl_fail(e, "AdaLoRA allocator: step %d (steps count from 1)", step);
+    /* after total_step - tfinal only E is read (the fixed pattern is re-applied) */
     for (int i = 0; i < a->n; i++)
-        if (!v[i].a || !v[i].b || !v[i].e || !v[i].ga || !v[i].gb || !v[i].ge)
+        if (!v[i].e || (step <= last && (!v[i].a || !v[i].b || !v[i].ga || !v[i].gb || !v[i].ge)))
             return vkl_fail(e, "AdaLoRA allocator: module %d lacks a value or a gradient", i);
     if (step < last) {
         for (int i = 0; i < a->n; i++) {

@@ -189,8 +189,12 @@ static int build(const vkl_st_file *f, const group *g, const cJSON *pattern, int
 {
     const vkl_st_tensor *A = g->t[0], *E = g->t[1], *B = g->t[2];
     *unmatched = 0;
-    for (int p = 0; p < 3; p++)
+    for (int p = 0; p < 3; p++) {
         if (!g->t[p]) return vkl_fail(e, "module %s has no %s tensor", g->prefix, PART[p]);
+        vkl_dtype dt = g->t[p]->dtype;
+        if (dt != VKL_F32 && dt != VKL_F16 && dt != VKL_BF16 && dt != VKL_F64)
+            return vkl_fail(e, "tensor %s: dtype %s, expected f32, f16 or bf16", g->t[p]->name, vkl_dtype_name(dt));
+    }
     int64_t k = A->ndim == 2 ? A->shape[0] : -1, in = A->ndim == 2 ? A->shape[1] : -1;
     int64_t out = B->ndim == 2 ? B->shape[0] : -1;
     int e_ok = (E->ndim == 2 && E->shape[1] == 1 && E->shape[0] == k) || (E->ndim == 1 && E->shape[0] == k);

@@ -704,10 +704,16 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         }
         float lr = lr_at(a, t - 1, total), loss = 0;
         if (N == 1 && !dist) {
-            int budget = 0;
-            if (vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, &loss, e) ||
-                (r->ada && vkl_llama_adalora_allocate(r->ada, r->alloc, r->tr, t, &budget, e)))
+            if (vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, &loss, e))
                 return vkl_err_prefix(e, "step %d: ", t), -1;
+            if (r->ada) { /* PEFT's update_and_allocate, after the optimiser step, on the clipped gradients */
+                float norm = 0;
+                int budget = 0, skip = 0;
+                if (vkl_adamw_result(vkl_llama_train_optimizer(r->tr), &norm, &skip, e) ||
+                    vkl_llama_adalora_allocate(r->ada, r->alloc, r->tr, t,
+                                               vkl_llama_adalora_clip_factor(a->max_grad_norm, norm), &budget, e))
+                    return vkl_err_prefix(e, "step %d: ", t), -1;
+            }
         } else {
             /* each micro-batch's gradient counts by its share of the step's
              * predicted tokens: the sum is the gradient of the global mean */

@@ -165,8 +165,10 @@ static int index_of(const vkl_llama_train *s, const vkl_tensor *t)
     return -1;
 }
 
-/* s NULL: values only; e_only: E alone (the final phase re-applies a fixed pattern). */
-static int read_back(const vkl_llama_adalora *d, const vkl_llama_train *s, int e_only, host *h, vkl_err *e)
+/* s NULL: values only; e_only: E alone (the final phase re-applies a fixed
+ * pattern); the gradients times grad_factor. */
+static int read_back(const vkl_llama_adalora *d, const vkl_llama_train *s, int e_only, float grad_factor, host *h,
+                     vkl_err *e)
 {
     vkl_ctx *c = d->ctx;
     size_t total = 0, r = (size_t)d->cfg.init_r;
@@ -197,6 +199,7 @@ static int read_back(const vkl_llama_adalora *d, const vkl_llama_train *s, int e
             p += vkl_tensor_nelem(t[k]);
             if (vkl_tensor_download(c, vkl_llama_train_grad(s, at), gd[k], VKL_F32, e))
                 return vkl_err_prefix(e, "%s gradient: ", x->module), -1;
+            for (int64_t q = 0; grad_factor != 1.0f && q < vkl_tensor_nelem(t[k]); q++) gd[k][q] *= grad_factor;
         }
         h->v[i].ga = gd[0];
         h->v[i].ge = gd[1];
@@ -211,13 +214,19 @@ static void host_free(host *h)
     free(h->v);
 }
 
+float vkl_llama_adalora_clip_factor(float max_grad_norm, float norm)
+{
+    if (!(max_grad_norm > 0)) return 1.0f;
+    float f = max_grad_norm / (norm + 1e-6f);
+    return f < 1.0f ? f : 1.0f;
+}
+
 int vkl_llama_adalora_allocate(const vkl_llama_adalora *d, vkl_adalora_alloc *a, const vkl_llama_train *s, int step,
-                               int *budget, vkl_err *e)
+                               float grad_factor, int *budget, vkl_err *e)
 {
     host h = {0};
-    int changed = 0;
-    int rc = read_back(d, s, step > d->cfg.total_step - d->cfg.tfinal, &h, e) ||
-             vkl_adalora_alloc_step(a, step, h.v, budget, &changed, e);
+    int changed = 0, e_only = step > d->cfg.total_step - d->cfg.tfinal;
+    int rc = read_back(d, s, e_only, grad_factor, &h, e) || vkl_adalora_alloc_step(a, step, h.v, budget, &changed, e);
     for (int i = 0; !rc && changed && i < d->n; i++)
         rc = vkl_tensor_upload(d->ctx, d->v[i].e, h.v[i].e, VKL_F32, e);
     host_free(&h);
@@ -229,7 +238,7 @@ int vkl_llama_adalora_save(const vkl_llama_adalora *d, const vkl_adalora_alloc *
 {
     host h = {0};
     vkl_adalora_module *m = calloc((size_t)d->n, sizeof *m);
-    int rc = m ? read_back(d, NULL, 0, &h, e) : vkl_fail(e, "out of host memory");
+    int rc = m ? read_back(d, NULL, 0, 1.0f, &h, e) : vkl_fail(e, "out of host memory");
     int have = a && vkl_adalora_alloc_pattern(a, 0) != NULL;
     for (int i = 0; !rc && i < d->n; i++)
         m[i] = (vkl_adalora_module){.name = d->v[i].module, .r = d->cfg.init_r, .in = d->v[i].in, .out = d->v[i].out,

@@ -47,9 +47,14 @@ vkl_tensor *vkl_llama_adalora_orth(vkl_graph *g, const vkl_llama_adalora *d);
 struct vkl_llama_train;
 /* After training step `step` (1-based) of a trainer made with this set:
  * reads every A, E, B and their gradients back, runs the allocator
- * (vkl_adalora_alloc_step) and uploads E when ranks were masked. */
+ * (vkl_adalora_alloc_step) and uploads E when ranks were masked. The
+ * gradients are taken times grad_factor: the clipping factor the optimiser
+ * applied (min(1, max_grad_norm / (norm + 1e-6)), torch's clip_grad_norm_),
+ * since PEFT scores the gradients a Trainer has clipped in place. */
 int vkl_llama_adalora_allocate(const vkl_llama_adalora *d, vkl_adalora_alloc *a, const struct vkl_llama_train *s,
-                               int step, int *budget, vkl_err *e);
+                               int step, float grad_factor, int *budget, vkl_err *e);
+/* The clipping factor of a step with global gradient norm `norm`. */
+float vkl_llama_adalora_clip_factor(float max_grad_norm, float norm);
 /* A new allocator sized for the set's modules. */
 int vkl_llama_adalora_alloc_new(const vkl_llama_adalora *d, vkl_adalora_alloc **a, vkl_err *e);
 /* Writes the set as PEFT saves it (vkl_adalora_save_peft) with the

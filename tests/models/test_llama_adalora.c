@@ -17,9 +17,12 @@
  *     reading it back as LoRA modules (down = A*E); a file still holding
  *     every rank with a rank_pattern; bad files refused with a message;
  *   - tiny-llama's logits with the trained-form modules (device A, E, B)
- *     equal those with the saved file loaded as an ordinary LoRA set. */
+ *     equal those with the saved file loaded as an ordinary LoRA set;
+ *   - the trainer: E = 0 at the start leaves A and B exactly the weighted
+ *     regulariser's gradient; the allocator's masks land in the device's E. */
 #include "llama_check.h"
 #include "llama/llama_adalora.h"
+#include "llama/llama_train.h"
 #include "lora/lora_adalora.h"
 
 #include <cjson/cJSON.h>
@@ -609,6 +612,162 @@ static void test_file_and_logits(void **state)
     vkl_test_ctx_done(c);
 }
 
+/* The trainer on tiny-llama: at the start E = 0, so the cross-entropy gives A
+ * and B no gradient and theirs is exactly orth_reg_weight x the
+ * regulariser's (closed form from the downloaded A, B); the reported loss is
+ * the base model's cross-entropy; after each step the allocator's pattern is
+ * what the device's E holds (masked entries 0), ending at the target. */
+static void test_trainer(void **state)
+{
+    (void)state;
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    vkl_llama *m = lm_load(c, MODEL, VKL_F32);
+    vkl_adalora_config cfg;
+    vkl_adalora_config_default(&cfg);
+    cfg.init_r = 4;
+    cfg.target_r = 2;
+    cfg.tinit = 1;
+    cfg.tfinal = 1;
+    cfg.total_step = 4;
+    cfg.orth_reg_weight = 0.3f;
+    vkl_llama_adalora *d = NULL;
+    vkl_adalora_alloc *al = NULL;
+    vkl_err e = {{0}};
+    const char *targets[] = {"k_proj", "down_proj"};
+    if (vkl_llama_adalora_init(m, &cfg, targets, 2, 5, &d, &e) || vkl_llama_adalora_alloc_new(d, &al, &e)) {
+        print_error("init: %s\n", e.msg);
+        fail();
+    }
+    assert_int_equal(d->n, 2 * m->cfg.layers);
+    enum { B = 2, L = 8 };
+    int32_t ids[B * L];
+    vkl_test_rng rng;
+    vkl_test_rng_seed(&rng, 3);
+    for (int i = 0; i < B * L; i++) ids[i] = vkl_test_rng_int(&rng, 3, 999);
+    vkl_llama_train_opts o = {.adalora = d};
+    vkl_adamw_opts_default(&o.adam);
+    o.adam.lr = 1e-2f;
+    o.adam.weight_decay = 0;
+    vkl_llama_train *s = NULL;
+    if (vkl_llama_train_new(m, NULL, NULL, B, L, &o, &s, &e)) {
+        print_error("trainer: %s\n", e.msg);
+        fail();
+    }
+    assert_int_equal(vkl_llama_train_count(s), 3 * d->n);
+    assert_string_equal(vkl_llama_train_key(s, 1), "base_model.model.model.layers.0.self_attn.k_proj.lora_E");
+    int r = cfg.init_r, n = d->n;
+    float **a0 = calloc((size_t)n, sizeof *a0), **b0 = calloc((size_t)n, sizeof *b0);
+    for (int i = 0; i < n; i++) {
+        a0[i] = lm_download(c, d->v[i].a);
+        b0[i] = lm_download(c, d->v[i].b);
+    }
+    /* the base model's loss on the same batch */
+    vkl_graph *g = vkl_graph_new(c);
+    vkl_tensor *idt = lm_ids(c, ids, B, L), *mask = lm_mask(c, B, L, 0, NULL);
+    vkl_llama_fwd f0 = {.mask = mask, .explicit_attn = 1};
+    int32_t tg[B * L];
+    vkl_llama_shift_labels(ids, B, L, tg);
+    vkl_tensor *tgt = vkl_tensor_new(c, VKL_I32, 2, (int64_t[]){B, L}, &e);
+    assert_int_equal(vkl_tensor_upload(c, tgt, tg, VKL_I32, &e), 0);
+    vkl_tensor *base = vkl_cross_entropy(g, vkl_llama_forward(g, m, idt, &f0), tgt, VKL_LLAMA_IGNORE);
+    vkl_graph_keep(g, base);
+    lm_plan(g);
+    lm_run(g);
+    float *bl = lm_download(c, base);
+    for (int t = 1; t <= cfg.total_step; t++) {
+        float loss = 0;
+        if (vkl_llama_train_step(s, ids, ids, NULL, t, 1e-2f, &loss, &e)) {
+            print_error("step %d: %s\n", t, e.msg);
+            fail();
+        }
+        if (t == 1) {
+            printf("  step 1 loss %.6f, base model %.6f\n", loss, bl[0]);
+            assert_true(fabs(loss - bl[0]) <= 1e-5);
+            float *reg = lm_download(c, vkl_llama_train_reg(s));
+            double want_reg = 0;
+            for (int i = 0; i < n; i++)
+                want_reg += off_identity(a0[i], r, d->v[i].in, 1, NULL) + off_identity(b0[i], d->v[i].out, r, 0, NULL);
+            want_reg /= 2 * n;
+            printf("  regulariser %.6f, closed form %.6f\n", reg[0], want_reg);
+            assert_true(fabs(reg[0] - want_reg) <= 1e-5 * want_reg);
+            free(reg);
+            for (int i = 0; i < n; i++) {
+                int in = d->v[i].in, out = d->v[i].out;
+                double mm[16];
+                double fa = off_identity(a0[i], r, in, 1, mm);
+                float *ga = lm_download(c, vkl_llama_train_grad(s, 3 * i)), *gb = lm_download(c, vkl_llama_train_grad(s, 3 * i + 2));
+                float *wa = malloc(sizeof(float) * (size_t)(r * in)), *wb = malloc(sizeof(float) * (size_t)(out * r));
+                for (int k = 0; k < r; k++)
+                    for (int j = 0; j < in; j++) {
+                        double acc = 0;
+                        for (int q = 0; q < r; q++) acc += mm[k * r + q] * a0[i][q * in + j];
+                        wa[k * in + j] = (float)(cfg.orth_reg_weight * 2 * acc / fa / (2 * n));
+                    }
+                double fb = off_identity(b0[i], out, r, 0, mm);
+                for (int oo = 0; oo < out; oo++)
+                    for (int k = 0; k < r; k++) {
+                        double acc = 0;
+                        for (int q = 0; q < r; q++) acc += b0[i][oo * r + q] * mm[q * r + k];
+                        wb[oo * r + k] = (float)(cfg.orth_reg_weight * 2 * acc / fb / (2 * n));
+                    }
+                if (i == 0) {
+                    lm_expect("step 1 dA = w x d reg/dA (E = 0)", ga, wa, (size_t)(r * in), 1e-6);
+                    lm_expect("step 1 dB = w x d reg/dB (E = 0)", gb, wb, (size_t)(out * r), 1e-6);
+                } else {
+                    assert_true(vkl_test_max_abs_diff(ga, wa, (size_t)(r * in)) <= 1e-6);
+                    assert_true(vkl_test_max_abs_diff(gb, wb, (size_t)(out * r)) <= 1e-6);
+                }
+                free(ga);
+                free(gb);
+                free(wa);
+                free(wb);
+            }
+        }
+        int budget = 0;
+        float norm = 0;
+        int skipped = 0;
+        assert_int_equal(vkl_adamw_result(vkl_llama_train_optimizer(s), &norm, &skipped, &e), 0);
+        if (vkl_llama_adalora_allocate(d, al, s, t, vkl_llama_adalora_clip_factor(o.adam.max_grad_norm, norm), &budget, &e)) {
+            print_error("allocate %d: %s\n", t, e.msg);
+            fail();
+        }
+        int zeros = 0, masked = 0;
+        for (int i = 0; i < n; i++) {
+            float *ev = lm_download(c, d->v[i].e);
+            const unsigned char *p = vkl_adalora_alloc_pattern(al, i);
+            for (int q = 0; q < r; q++) {
+                zeros += ev[q] == 0.0f;
+                if (p && !p[q]) {
+                    masked++;
+                    assert_true(ev[q] == 0.0f);
+                }
+            }
+            free(ev);
+        }
+        printf("  step %d: budget %d, %d ranks masked, %d E entries zero\n", t, budget, masked, zeros);
+        assert_int_equal(masked, t == 1 ? 0 : r * n - budget);
+    }
+    assert_int_equal(vkl_adalora_alloc_total_rank(al), cfg.target_r * n);
+    assert_true(fabs(vkl_llama_adalora_clip_factor(1.0f, 4.0f) - 1.0f / (4.0f + 1e-6f)) < 1e-9);
+    assert_true(vkl_llama_adalora_clip_factor(1.0f, 0.5f) == 1.0f && vkl_llama_adalora_clip_factor(0, 9) == 1.0f);
+    for (int i = 0; i < n; i++) {
+        free(a0[i]);
+        free(b0[i]);
+    }
+    free(a0);
+    free(b0);
+    free(bl);
+    vkl_graph_free(g);
+    vkl_tensor_free(idt);
+    vkl_tensor_free(mask);
+    vkl_tensor_free(tgt);
+    vkl_llama_train_free(s);
+    vkl_adalora_alloc_free(al);
+    vkl_llama_adalora_free(d);
+    vkl_llama_free(m);
+    vkl_test_ctx_done(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -618,6 +777,7 @@ int main(void)
         cmocka_unit_test(test_allocator_scores),
         cmocka_unit_test(test_allocator_uncertainty),
         cmocka_unit_test(test_file_and_logits),
+        cmocka_unit_test(test_trainer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

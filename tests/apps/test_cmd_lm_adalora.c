@@ -7,7 +7,8 @@
  *     away from its zero start; the config's AdaLoRA fields are the options;
  *   - `lm generate --lora DIR` and `lm merge` of the folder: the merged
  *     model's greedy text is the text with the adapter applied at run time,
- *     and differs from the base model's;
+ *     and differs from the base model's; `info` calls the folder a PEFT
+ *     adapter of 6 modules;
  *   - bad options fail with a message naming them and leave no folder. */
 #include "vkl_test.h"
 #include "io/safetensors.h"
@@ -191,6 +192,11 @@ static void test_generate_merge(void **state)
     char *m = generate(merged, 0, NULL);
     printf("  merged:  %s\n", m);
     assert_string_equal(m, with);
+    /* `vklora info` tells it for a PEFT adapter */
+    st = run("info ada", &log);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(log, "kind: LoRA adapter (PEFT)\n  target modules: 6\n"));
+    free(log);
     free(with);
     free(base);
     free(m);

@@ -283,7 +283,7 @@ static int parse(int argc, char **argv, args *a)
         const char *no = a->rank_given ? "--rank (AdaLoRA's rank is --init-r)" : a->rslora ? "--rslora"
                          : a->loraplus != 1 ? "--loraplus-ratio" : a->grad_accum > 1 ? "--grad-accum"
                          : a->save_every ? "--save-every" : a->resume ? "--resume" : a->gguf ? "--format gguf"
-                         : a->val_data || a->val_fraction > 0 ? "held-out evaluation" : NULL;
+                         : NULL;
         if (no) {
             fprintf(stderr, "vklora lm train: --network adalora does not take %s\n", no);
             return 2;
@@ -677,7 +677,8 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
             return vkl_fail(e, "path too long: %s", tmp);
         if (!(r->elog = fopen(path, "w"))) return vkl_fail(e, "cannot create %s", path);
         fprintf(r->elog, "step,loss,perplexity,tokens\n");
-        if (vkl_app_lm_eval_new(r->m, r->set, r->dora, r->ia3, L, &r->ev, e) || (start == 1 && evaluate(a, r, 0, e)))
+        if (vkl_app_lm_eval_new_ada(r->m, r->set, r->dora, r->ia3, r->ada, L, &r->ev, e) ||
+            (start == 1 && evaluate(a, r, 0, e)))
             return -1;
     }
     vkl_progress p;

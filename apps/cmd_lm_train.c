@@ -534,11 +534,6 @@ static int evaluate(const args *a, run *r, int step, vkl_err *e)
     return 0;
 }
 
-static const char *net_name(network n)
-{
-    return n == NET_IA3 ? "ia3" : n == NET_DORA ? "dora" : n == NET_ADALORA ? "adalora" : "lora";
-}
-
 /* What a resumed run must share with the saved one (not its length). */
 static char *options_json(const args *a)
 {
@@ -547,7 +542,7 @@ static char *options_json(const args *a)
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->seed);
     cJSON_AddStringToObject(j, "model", a->model);
     cJSON_AddStringToObject(j, "data", a->data);
-    cJSON_AddStringToObject(j, "network", net_name(a->net));
+    cJSON_AddStringToObject(j, "network", a->net == NET_IA3 ? "ia3" : a->net == NET_DORA ? "dora" : "lora");
     cJSON_AddItemToObject(j, "targets", names(a->targets, a->nt));
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddNumberToObject(j, "rank", a->rank);

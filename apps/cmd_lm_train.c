@@ -281,8 +281,7 @@ static int parse(int argc, char **argv, args *a)
     }
     if (a->net == NET_ADALORA) {
         const char *no = a->rank_given ? "--rank (AdaLoRA's rank is --init-r)" : a->rslora ? "--rslora"
-                         : a->loraplus != 1 ? "--loraplus-ratio" : a->grad_accum > 1 ? "--grad-accum"
-                         : a->save_every ? "--save-every" : a->resume ? "--resume" : a->gguf ? "--format gguf"
+                         : a->loraplus != 1 ? "--loraplus-ratio" : a->save_every ? "--save-every" : a->resume ? "--resume" : a->gguf ? "--format gguf"
                          : NULL;
         if (no) {
             fprintf(stderr, "vklora lm train: --network adalora does not take %s\n", no);
@@ -606,7 +605,6 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     if (want > 100000000) return vkl_fail(e, "%lld steps (%d per epoch): more than 100000000", want, per_epoch);
     int total = (int)want;
     if (a->net == NET_ADALORA) {
-        if (dist) return vkl_fail(e, "--network adalora trains in one process (its rank allocator is not shared)");
         vkl_adalora_config ac = a->ada;
         ac.total_step = total;
         if (vkl_llama_adalora_init(r->m, &ac, a->targets, a->nt, a->seed, &r->ada, e) ||
@@ -702,14 +700,6 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         if (N == 1 && !dist) {
             if (vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, &loss, e))
                 return vkl_err_prefix(e, "step %d: ", t), -1;
-            if (r->ada) { /* PEFT's update_and_allocate, after the optimiser step, on the clipped gradients */
-                float norm = 0;
-                int budget = 0, skip = 0;
-                if (vkl_adamw_result(vkl_llama_train_optimizer(r->tr), &norm, &skip, e) ||
-                    vkl_llama_adalora_allocate(r->ada, r->alloc, r->tr, t,
-                                               vkl_llama_adalora_clip_factor(a->max_grad_norm, norm), &budget, e))
-                    return vkl_err_prefix(e, "step %d: ", t), -1;
-            }
         } else {
             /* each micro-batch's gradient counts by its share of the step's
              * predicted tokens: the sum is the gradient of the global mean */
@@ -730,8 +720,13 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         }
         if (!isfinite(loss)) return vkl_fail(e, "step %d: the loss is %g; try a lower --lr", t, loss);
         float gn = 0;
-        int skipped = 0;
+        int skipped = 0, budget = 0;
         if (vkl_adamw_result(vkl_llama_train_optimizer(r->tr), &gn, &skipped, e)) return -1;
+        /* PEFT's update_and_allocate after the optimiser step, on the gradient as clipped; every
+         * rank holds the same summed gradient and parameters, so every rank masks the same ranks */
+        if (r->ada && vkl_llama_adalora_allocate(r->ada, r->alloc, r->tr, t,
+                                                 vkl_llama_adalora_clip_factor(a->max_grad_norm, gn), &budget, e))
+            return vkl_err_prefix(e, "step %d: ", t), -1;
         double same[2] = {skipped, gn};
         if (vkl_dist_check_same(dist, same, 2, "the gradient norm and NaN skip of a step", e)) return -1;
         if (r->log) fprintf(r->log, "%d,%d,%.7g,%.7g,%.7g,%d,%.3f\n", t, epoch, loss, lr, gn, skipped, vkl_progress_now() - t0);

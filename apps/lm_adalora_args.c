@@ -64,6 +64,5 @@ void vkl_app_adalora_usage(FILE *f)
             "budget falls cubically to target-r per module between step tinit and total - tfinal, the least\n"
             "important ranks (smoothed |p x grad| scores) masked every delta-t steps; the adapter is saved cut\n"
             "to the kept ranks with rank_pattern in adapter_config.json. The loss column is the cross-entropy\n"
-            "(the regulariser is added to what is minimised). Not with --grad-accum, mpirun, --resume,\n"
-            "--save-every or --format gguf.\n");
+            "(the regulariser is added to what is minimised). Not with --resume, --save-every or --format gguf.\n");
 }

@@ -197,7 +197,7 @@ static int read_back(const vkl_llama_adalora *d, const vkl_llama_train *s, int e
             if (at < 0) return vkl_fail(e, "AdaLoRA module %s is not trained by this trainer", x->module);
             gd[k] = p;
             p += vkl_tensor_nelem(t[k]);
-            if (vkl_tensor_download(c, vkl_llama_train_grad(s, at), gd[k], VKL_F32, e))
+            if (vkl_tensor_download(c, vkl_llama_train_step_grad(s, at), gd[k], VKL_F32, e))
                 return vkl_err_prefix(e, "%s gradient: ", x->module), -1;
             for (int64_t q = 0; grad_factor != 1.0f && q < vkl_tensor_nelem(t[k]); q++) gd[k][q] *= grad_factor;
         }

@@ -24,6 +24,10 @@ struct vkl_llama_train {
     vkl_grad_accum *accum;
     vkl_graph *update;
     vkl_tensor *seed;
+    /* AdaLoRA with split steps: the summed gradient of each update, copied
+     * out of the buffers before the update clears them (its rank allocator reads it) */
+    vkl_tensor **sums;
+    vkl_graph *copy;
     int32_t *tbuf;
     float *mbuf;
 };
@@ -39,6 +43,9 @@ void vkl_llama_train_free(vkl_llama_train *s)
 {
     if (!s) return;
     vkl_graph_free(s->update);
+    vkl_graph_free(s->copy);
+    for (int i = 0; s->sums && i < s->np; i++) vkl_tensor_free(s->sums[i]);
+    free(s->sums);
     vkl_grad_accum_free(s->accum);
     vkl_tensor_free(s->seed);
     vkl_adamw_free(s->opt);
@@ -64,6 +71,21 @@ static int add_param(vkl_llama_train *s, vkl_tensor *t, const char *module, cons
     s->params[s->np] = t;
     s->keys[s->np++] = k;
     return 0;
+}
+
+/* The graph copying every accumulation buffer into a tensor of its own. */
+static int keep_sums(vkl_llama_train *s, vkl_err *e)
+{
+    s->sums = calloc((size_t)s->np, sizeof *s->sums);
+    if (!s->sums) return vkl_fail(e, "out of host memory");
+    s->copy = vkl_graph_new(s->m->ctx);
+    for (int i = 0; i < s->np; i++) {
+        vkl_tensor *p = s->params[i];
+        if (!(s->sums[i] = vkl_tensor_new(s->m->ctx, VKL_F32, p->ndim, p->shape, e))) return -1;
+        vkl_copy_into(s->copy, vkl_grad_accum_buffer(s->accum, i), s->sums[i]);
+    }
+    if (vkl_graph_failed(s->copy)) return vkl_fail(e, "gradient copy: %s", vkl_graph_error(s->copy));
+    return vkl_graph_plan(s->copy, e);
 }
 
 int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_llama_dora *dora, int B, int L,
@@ -160,6 +182,7 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
             s->accum = vkl_grad_accum_new(m->ctx, s->params, s->np, e);
             rc = !s->accum || vkl_grad_accum_append_add(s->accum, s->g, s->grads, 1.0f, e) || vkl_graph_plan(s->g, e) ||
                  !(s->update = vkl_grad_accum_update_graph(s->accum, s->opt, e));
+            if (!rc && ada) rc = keep_sums(s, e);
         }
     }
     free(mult);
@@ -206,7 +229,8 @@ int vkl_llama_train_update(vkl_llama_train *s, int t, float lr, vkl_err *e)
 {
     if (!s->accum) return vkl_fail(e, "training: update needs a split step (grad_accum > 1 or several ranks)");
     return vkl_dist_sum_tensors(s->dist, s->m->ctx, vkl_grad_accum_buffers(s->accum), s->np, 1.0f, 0, e) ||
-                   vkl_adamw_prepare(s->opt, t, lr, e) || vkl_graph_run(s->update, e)
+                   (s->copy && vkl_graph_run(s->copy, e)) || vkl_adamw_prepare(s->opt, t, lr, e) ||
+                   vkl_graph_run(s->update, e)
                ? -1
                : 0;
 }
@@ -231,3 +255,4 @@ vkl_tensor *vkl_llama_train_grad(const vkl_llama_train *s, int i) { return s->gr
 vkl_adamw *vkl_llama_train_optimizer(const vkl_llama_train *s) { return s->opt; }
 vkl_tensor *vkl_llama_train_logits(const vkl_llama_train *s) { return s->logits; }
 vkl_tensor *vkl_llama_train_reg(const vkl_llama_train *s) { return s->reg; }
+vkl_tensor *vkl_llama_train_step_grad(const vkl_llama_train *s, int i) { return s->sums ? s->sums[i] : s->grads[i]; }

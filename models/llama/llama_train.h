@@ -79,6 +79,10 @@ vkl_adamw *vkl_llama_train_optimizer(const vkl_llama_train *s);
 vkl_tensor *vkl_llama_train_logits(const vkl_llama_train *s); /* with keep_logits */
 /* AdaLoRA: the orthogonal regulariser (without its weight) of the last step, [1, 1]; NULL otherwise. */
 vkl_tensor *vkl_llama_train_reg(const vkl_llama_train *s);
+/* The gradient the last update used: the step's own (vkl_llama_train_grad),
+ * or with AdaLoRA and split steps the sum over micro-batches and ranks,
+ * copied before the update cleared its buffers. */
+vkl_tensor *vkl_llama_train_step_grad(const vkl_llama_train *s, int i);
 
 #ifdef __cplusplus
 }

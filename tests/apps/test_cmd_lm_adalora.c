@@ -248,7 +248,8 @@ static void test_refusals(void **state)
     expect_refused("--max-steps 20 --tinit 15 --tfinal 5", "tinit");
     expect_refused("--max-steps 5 --init-r 4 --target-r 6", "target_r");
     expect_refused("--max-steps 5 --rank 4", "--init-r");
-    expect_refused("--max-steps 5 --grad-accum 2", "--grad-accum");
+    expect_refused("--max-steps 5 --save-every 2", "--save-every");
+    expect_refused("--max-steps 5 --format gguf", "--format gguf");
     expect_refused("--max-steps 5 --beta1 1", "--beta1");
     expect_refused("--max-steps 5 --delta-t 0", "--delta-t");
     /* AdaLoRA options without the network */

@@ -281,8 +281,7 @@ static int parse(int argc, char **argv, args *a)
     }
     if (a->net == NET_ADALORA) {
         const char *no = a->rank_given ? "--rank (AdaLoRA's rank is --init-r)" : a->rslora ? "--rslora"
-                         : a->loraplus != 1 ? "--loraplus-ratio" : a->save_every ? "--save-every" : a->resume ? "--resume" : a->gguf ? "--format gguf"
-                         : NULL;
+                         : a->loraplus != 1 ? "--loraplus-ratio" : a->gguf ? "--format gguf" : NULL;
         if (no) {
             fprintf(stderr, "vklora lm train: --network adalora does not take %s\n", no);
             return 2;
@@ -451,6 +450,7 @@ typedef struct run {
     vkl_llama_ia3 *ia3;
     vkl_llama_adalora *ada;
     vkl_adalora_alloc *alloc;
+    float *ada_state; /* the allocator's state for --save-every / --resume */
     vkl_llama_train *tr;
     int32_t *ids, *labels;
     int *attn, *order;
@@ -474,6 +474,7 @@ static void run_free(run *r)
     vkl_llama_ia3_free(r->ia3);
     vkl_llama_adalora_free(r->ada);
     vkl_adalora_alloc_free(r->alloc);
+    free(r->ada_state);
     vkl_lora_free(&r->l);
     vkl_app_lm_data_free(&r->data);
     vkl_app_lm_tok_free(&r->tok);
@@ -541,7 +542,8 @@ static char *options_json(const args *a)
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->seed);
     cJSON_AddStringToObject(j, "model", a->model);
     cJSON_AddStringToObject(j, "data", a->data);
-    cJSON_AddStringToObject(j, "network", a->net == NET_IA3 ? "ia3" : a->net == NET_DORA ? "dora" : "lora");
+    cJSON_AddStringToObject(j, "network", a->net == NET_IA3 ? "ia3" : a->net == NET_DORA ? "dora"
+                                          : a->net == NET_ADALORA ? "adalora" : "lora");
     cJSON_AddItemToObject(j, "targets", names(a->targets, a->nt));
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddNumberToObject(j, "rank", a->rank);
@@ -606,7 +608,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     int total = (int)want;
     if (a->net == NET_ADALORA) {
         vkl_adalora_config ac = a->ada;
-        ac.total_step = total;
+        if (!ac.total_step) ac.total_step = total;
         if (vkl_llama_adalora_init(r->m, &ac, a->targets, a->nt, a->seed, &r->ada, e) ||
             vkl_llama_adalora_alloc_new(r->ada, &r->alloc, e))
             return -1;
@@ -643,10 +645,20 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     char statedir[4200], *opts = options_json(a);
     snprintf(statedir, sizeof statedir, "%s.state", a->out);
     vkl_app_lm_state ls = {.n = n, .order = r->order};
+    if (r->ada && opts) { /* a resume must also find the same AdaLoRA schedule */
+        char *o2 = vkl_app_adalora_options(opts, &r->ada->cfg);
+        free(opts);
+        opts = o2;
+        ls.n_extra = vkl_adalora_alloc_state_size(r->alloc);
+        ls.extra = r->ada_state = malloc(sizeof(float) * ls.n_extra);
+        if (!ls.extra) return vkl_fail(e, "out of host memory");
+    }
     r->opts = opts;
     if (!opts) return vkl_fail(e, "out of host memory");
     if (a->resume) {
-        if (vkl_app_lm_state_load(statedir, r->c, r->tr, &ls, opts, r->log, e)) return -1;
+        if (vkl_app_lm_state_load(statedir, r->c, r->tr, &ls, opts, r->log, e) ||
+            (r->alloc && vkl_adalora_alloc_state_set(r->alloc, r->ada_state, e)))
+            return -1;
         start = ls.step + 1;
         epoch = ls.epoch;
         pos = ls.pos;
@@ -734,7 +746,8 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         snprintf(extra, sizeof extra, "loss %.4f lr %.3g", loss, lr);
         vkl_progress_update(&p, t, extra);
         if (a->save_every && t % a->save_every == 0 && !R) { /* rank 0 alone writes */
-            ls = (vkl_app_lm_state){t, epoch, pos, n, rng, r->order};
+            ls = (vkl_app_lm_state){t, epoch, pos, n, rng, r->order, r->ada_state, ls.n_extra};
+            if (r->alloc) vkl_adalora_alloc_state_get(r->alloc, r->ada_state);
             if (fflush(r->log) || vkl_app_lm_state_save(statedir, r->c, r->tr, &ls, opts, path, e)) return -1;
         }
         if (r->ev && ((a->eval_every && t % a->eval_every == 0) || t == total) && evaluate(a, r, t, e)) return -1;

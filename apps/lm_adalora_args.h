@@ -12,5 +12,9 @@
 int vkl_app_adalora_option(const char *opt, const char *v, vkl_adalora_config *c, int *given, int *rc);
 /* The options' lines of `lm train --help`. */
 void vkl_app_adalora_usage(FILE *f);
+/* The JSON object text of a run's options (what a resume must find again)
+ * with the AdaLoRA config in effect added as "adalora" (total_step
+ * included); malloc'd, NULL when out of memory. */
+char *vkl_app_adalora_options(const char *options, const vkl_adalora_config *c);
 
 #endif

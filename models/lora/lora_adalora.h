@@ -85,6 +85,11 @@ int vkl_adalora_alloc_step(vkl_adalora_alloc *a, int step, vkl_adalora_view *v, 
 const unsigned char *vkl_adalora_alloc_pattern(const vkl_adalora_alloc *a, int i);
 /* Ranks kept in all modules. */
 int vkl_adalora_alloc_total_rank(const vkl_adalora_alloc *a);
+/* The allocator's whole state (smoothed scores, pattern) as floats, for a
+ * resumable run: its size, a copy out, and a copy back in (checked). */
+size_t vkl_adalora_alloc_state_size(const vkl_adalora_alloc *a);
+void vkl_adalora_alloc_state_get(const vkl_adalora_alloc *a, float *dst);
+int vkl_adalora_alloc_state_set(vkl_adalora_alloc *a, const float *src, vkl_err *e);
 
 /* A trained module for the writer: init_r rows, keep flags (NULL: all kept). */
 typedef struct vkl_adalora_module {

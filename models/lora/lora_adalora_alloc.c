@@ -243,3 +243,57 @@ int vkl_adalora_alloc_total_rank(const vkl_adalora_alloc *a)
         for (int q = 0; q < a->c.init_r; q++) t += a->m[i].keep[q];
     return t;
 }
+
+/* Layout: per module avg and unc of A, E, B, then every module's keep flags, then have_pattern. */
+static size_t module_floats(const vkl_adalora_alloc *a, int i)
+{
+    size_t r = (size_t)a->c.init_r;
+    return 2 * (r * (size_t)a->m[i].in + r + (size_t)a->m[i].out * r);
+}
+
+size_t vkl_adalora_alloc_state_size(const vkl_adalora_alloc *a)
+{
+    size_t n = 1 + (size_t)a->init_bgt;
+    for (int i = 0; i < a->n; i++) n += module_floats(a, i);
+    return n;
+}
+
+static size_t part_size(const vkl_adalora_alloc *a, int i, int k)
+{
+    size_t r = (size_t)a->c.init_r;
+    return k == 0 ? r * (size_t)a->m[i].in : k == 1 ? r : (size_t)a->m[i].out * r;
+}
+
+void vkl_adalora_alloc_state_get(const vkl_adalora_alloc *a, float *dst)
+{
+    for (int i = 0; i < a->n; i++)
+        for (int k = 0; k < 3; k++) {
+            size_t n = part_size(a, i, k);
+            memcpy(dst, a->m[i].avg[k], sizeof(float) * n);
+            memcpy(dst + n, a->m[i].unc[k], sizeof(float) * n);
+            dst += 2 * n;
+        }
+    for (int i = 0; i < a->n; i++)
+        for (int q = 0; q < a->c.init_r; q++) *dst++ = a->m[i].keep[q];
+    *dst = (float)a->have_pattern;
+}
+
+int vkl_adalora_alloc_state_set(vkl_adalora_alloc *a, const float *src, vkl_err *e)
+{
+    const float *flags = src;
+    for (int i = 0; i < a->n; i++) flags += module_floats(a, i);
+    for (int q = 0; q <= a->init_bgt; q++)
+        if (flags[q] != 0.0f && flags[q] != 1.0f)
+            return vkl_fail(e, "AdaLoRA allocator state: flag %d is %g, not 0 or 1", q, flags[q]);
+    for (int i = 0; i < a->n; i++)
+        for (int k = 0; k < 3; k++) {
+            size_t n = part_size(a, i, k);
+            memcpy(a->m[i].avg[k], src, sizeof(float) * n);
+            memcpy(a->m[i].unc[k], src + n, sizeof(float) * n);
+            src += 2 * n;
+        }
+    for (int i = 0; i < a->n; i++)
+        for (int q = 0; q < a->c.init_r; q++) a->m[i].keep[q] = *src++ != 0.0f;
+    a->have_pattern = *src != 0.0f;
+    return 0;
+}

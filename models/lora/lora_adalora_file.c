@@ -203,9 +203,12 @@ static int build(const vkl_st_file *f, const group *g, const cJSON *pattern, int
                         g->prefix, (long long)(A->ndim ? A->shape[0] : 0), (long long)(A->ndim > 1 ? A->shape[1] : 0));
     char name[512];
     if (vkl_lora_peft_module_name(g->prefix, name, sizeof name)) return vkl_fail(e, "key too long: %s", g->prefix);
-    /* rank_pattern names the E parameter: "<module>.lora_E" */
+    /* rank_pattern names the E parameter as the adapted model's named_parameters
+     * do: the key's path without PEFT's base_model.model. root, + ".lora_E" */
+    const char *path = g->prefix;
+    if (!strncmp(path, "base_model.model.", 17)) path += 17;
     char pkey[600];
-    snprintf(pkey, sizeof pkey, "%s.lora_E", name);
+    snprintf(pkey, sizeof pkey, "%s.lora_E", path);
     const cJSON *pat = pattern ? cJSON_GetObjectItemCaseSensitive(pattern, pkey) : NULL;
     if (pattern && cJSON_IsObject(pattern) && !pat)
         return vkl_fail(e, "module %s: rank_pattern has no entry %s", g->prefix, pkey);

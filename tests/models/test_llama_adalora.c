@@ -15,7 +15,8 @@
  *     pattern re-applied after total_step - tfinal;
  *   - the PEFT file: keys, shapes cut to the kept ranks, config fields;
  *     reading it back as LoRA modules (down = A*E); a file still holding
- *     every rank with a rank_pattern; bad files refused with a message;
+ *     every rank with a rank_pattern; a UNet module (PEFT's own path in
+ *     rank_pattern, unet. in the internal name); bad files refused;
  *   - tiny-llama's logits with the trained-form modules (device A, E, B)
  *     equal those with the saved file loaded as an ordinary LoRA set;
  *   - the trainer: E = 0 at the start leaves A and B exactly the weighted
@@ -589,6 +590,33 @@ static void test_file_and_logits(void **state)
     assert_int_not_equal(vkl_lora_load(st2, NULL, &l2f, &e), 0);
     printf("  refused: %s\n", e.msg);
     assert_non_null(strstr(e.msg, "init_r"));
+    /* a UNet module: the internal name gets the unet. root, the rank_pattern key is PEFT's own path */
+    {
+        vkl_st_writer *w = vkl_st_writer_new();
+        const char *unet = "base_model.model.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q";
+        float av[3 * 4] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, evv[3] = {0.5f, 2, -1}, bv[2 * 3] = {1, 0, 0, 1, 1, 1};
+        char key[256];
+        snprintf(key, sizeof key, "%s.lora_A", unet);
+        assert_int_equal(vkl_st_writer_add(w, key, VKL_F32, 2, (int64_t[]){3, 4}, av, &e), 0);
+        snprintf(key, sizeof key, "%s.lora_E", unet);
+        assert_int_equal(vkl_st_writer_add(w, key, VKL_F32, 2, (int64_t[]){3, 1}, evv, &e), 0);
+        snprintf(key, sizeof key, "%s.lora_B", unet);
+        assert_int_equal(vkl_st_writer_add(w, key, VKL_F32, 2, (int64_t[]){2, 3}, bv, &e), 0);
+        assert_int_equal(vkl_st_writer_finish(w, st2, &e), 0);
+        vkl_st_writer_free(w);
+        write_text(cj2, "{\"peft_type\": \"ADALORA\", \"init_r\": 3, \"lora_alpha\": 3, \"rank_pattern\": "
+                        "{\"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_E\": [true, false, true]}}");
+        vkl_lora lu;
+        if (vkl_lora_load(st2, NULL, &lu, &e)) fail_msg("%s", e.msg);
+        assert_int_equal(lu.n, 1);
+        assert_string_equal(lu.m[0].name, "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q");
+        assert_int_equal(lu.m[0].rank, 2);
+        const float want_down[8] = {0.5f, 1, 1.5f, 2, -9, -10, -11, -12}, want_up[4] = {1, 0, 1, 1}; /* B [[1,0,0],[1,1,1]], columns 0 and 2 */
+        assert_memory_equal(lu.m[0].t[VKL_LORA_DOWN].data, want_down, sizeof want_down);
+        assert_memory_equal(lu.m[0].t[VKL_LORA_UP].data, want_up, sizeof want_up);
+        assert_true(fabs(lu.m[0].scale - peft_scale(3, 3)) < 1e-7);
+        vkl_lora_free(&lu);
+    }
     /* the LoRA file of another run is not an AdaLoRA one */
     write_text(cj, "{\"peft_type\": \"ADALORA\", \"init_r\": 4}");
     vkl_lora lw;

@@ -99,7 +99,7 @@ static void usage(FILE *f)
             "single process with --grad-accum N x M makes.\n"
             "--base-dtype nf4 trains on a QLoRA base: the layers' projections quantised to 4-bit NormalFloat at load,\n"
             "dequantised inside the matmul shaders (LoRA and IA3; DoRA needs an f32 or f16 base).\n"
-            "--model FILE.gguf trains on a llama.cpp model (dequantised at load). --format gguf (LoRA only) also\n"
+            "--model FILE.gguf trains on a llama.cpp model (dequantised at load). --format gguf (LoRA, AdaLoRA) also\n"
             "writes ADAPTER_DIR/adapter_model.gguf, the adapter as llama.cpp's --lora loads it.\n");
     vkl_app_adalora_usage(f);
 }
@@ -269,7 +269,7 @@ static int parse(int argc, char **argv, args *a)
         fprintf(stderr, "vklora lm train: --network dora needs --base-dtype f32 or f16 (DoRA's norm reads the weight)\n");
         return 2;
     }
-    if (a->gguf && a->net != NET_LORA) {
+    if (a->gguf && a->net != NET_LORA && a->net != NET_ADALORA) {
         fprintf(stderr, "vklora lm train: --format gguf holds LoRA adapters only, not --network %s\n",
                 a->net == NET_DORA ? "dora" : "ia3");
         return 2;
@@ -281,7 +281,7 @@ static int parse(int argc, char **argv, args *a)
     }
     if (a->net == NET_ADALORA) {
         const char *no = a->rank_given ? "--rank (AdaLoRA's rank is --init-r)" : a->rslora ? "--rslora"
-                         : a->loraplus != 1 ? "--loraplus-ratio" : a->gguf ? "--format gguf" : NULL;
+                         : a->loraplus != 1 ? "--loraplus-ratio" : NULL;
         if (no) {
             fprintf(stderr, "vklora lm train: --network adalora does not take %s\n", no);
             return 2;
@@ -772,7 +772,18 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         if (!a->quiet)
             fprintf(stderr, "lm train: AdaLoRA total rank %d (target %d = %d x %d modules)\n",
                     vkl_adalora_alloc_total_rank(r->alloc), a->ada.target_r * r->ada->n, a->ada.target_r, r->ada->n);
-        return vkl_llama_adalora_save(r->ada, r->alloc, a->targets, a->nt, a->model, st, cj, e);
+        if (vkl_llama_adalora_save(r->ada, r->alloc, a->targets, a->nt, a->model, st, cj, e)) return -1;
+        if (!a->gguf) return 0;
+        /* llama.cpp has no AdaLoRA: the LoRA the folder reads as (down = A * E) */
+        vkl_lora fold;
+        if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.gguf", tmp) >= sizeof st)
+            return vkl_fail(e, "path too long: %s", tmp);
+        if ((size_t)snprintf(cj, sizeof cj, "%s/adapter_model.safetensors", tmp) >= sizeof cj ||
+            vkl_lora_load(cj, NULL, &fold, e))
+            return -1;
+        int grc = vkl_llama_lora_save_gguf(&r->m->cfg, &fold, st, e);
+        vkl_lora_free(&fold);
+        return grc;
     }
     if (r->ia3 ? vkl_llama_ia3_store(r->m, r->ia3, &r->l, e) : store(r->c, r->tr, &r->l, e)) return -1;
     if (vkl_lora_save_peft(&r->l, st, cj, e) ||

@@ -68,7 +68,8 @@ void vkl_app_adalora_usage(FILE *f)
             "important ranks (smoothed |p x grad| scores) masked every delta-t steps; the adapter is saved cut\n"
             "to the kept ranks with rank_pattern in adapter_config.json. The loss column is the cross-entropy\n"
             "(the regulariser is added to what is minimised). --resume needs the same AdaLoRA options and\n"
-            "total step (give --total-step to stop early and extend the run later). Not with --format gguf.\n");
+            "total step (give --total-step to stop early and extend the run later). --format gguf also writes\n"
+            "the LoRA it reads as (down = A * E) for llama.cpp.\n");
 }
 
 char *vkl_app_adalora_options(const char *options, const vkl_adalora_config *c)

@@ -6,7 +6,8 @@
  *     lora_E / lora_B, no ranknum) cut to those ranks, every kept E trained
  *     away from its zero start; the config's AdaLoRA fields are the options;
  *   - `lm generate --lora DIR` and `lm merge` of the folder: the merged
- *     model's greedy text is the text with the adapter applied at run time,
+ *     model's greedy text, and that with --format gguf's adapter_model.gguf,
+ *     is the text with the adapter applied at run time,
  *     and differs from the base model's; `info` calls the folder a PEFT
  *     adapter of 6 modules;
  *   - bad options fail with a message naming them and leave no folder. */
@@ -87,8 +88,8 @@ static void test_train_layout(void **state)
     (void)state;
     VKL_REQUIRE_SHARED(MODEL "/model.safetensors");
     char *log = NULL;
-    int st = train("ada", "--init-r 6 --target-r 4 --tinit 4 --tfinal 6 --delta-t 2 --max-steps 30 --lr 3e-2 --alpha 32",
-                   &log);
+    int st = train("ada", "--init-r 6 --target-r 4 --tinit 4 --tfinal 6 --delta-t 2 --max-steps 30 --lr 3e-2 --alpha 32 "
+                   "--format gguf", &log);
     if (st) fail_msg("status %d: %s", st, log);
     printf("%s", strstr(log, "lm train: AdaLoRA") ? strstr(log, "lm train: AdaLoRA") : log);
     assert_non_null(strstr(log, "total rank 24 (target 24"));
@@ -192,6 +193,11 @@ static void test_generate_merge(void **state)
     char *m = generate(merged, 0, NULL);
     printf("  merged:  %s\n", m);
     assert_string_equal(m, with);
+    /* --format gguf: llama.cpp's LoRA layout of the same adapter */
+    char *gg = generate(MODEL, 1, "ada/adapter_model.gguf");
+    printf("  gguf:    %s\n", gg);
+    assert_string_equal(gg, with);
+    free(gg);
     /* `vklora info` tells it for a PEFT adapter */
     st = run("info ada", &log);
     assert_int_equal(st, 0);
@@ -220,7 +226,6 @@ static void test_refusals(void **state)
     expect_refused("--max-steps 20 --tinit 15 --tfinal 5", "tinit");
     expect_refused("--max-steps 5 --init-r 4 --target-r 6", "target_r");
     expect_refused("--max-steps 5 --rank 4", "--init-r");
-    expect_refused("--max-steps 5 --format gguf", "--format gguf");
     expect_refused("--max-steps 5 --beta1 1", "--beta1");
     expect_refused("--max-steps 5 --delta-t 0", "--delta-t");
     /* AdaLoRA options without the network */

@@ -8,10 +8,12 @@
 #include "dist_app.h"
 #include "lm_data.h"
 #include "lm_eval.h"
+#include "lm_adalora_args.h"
 #include "lm_gen_args.h"
 #include "lm_train_state.h"
 #include "progress.h"
 
+#include "llama/llama_adalora.h"
 #include "llama/llama_gguf.h"
 #include "llama/llama_lora_gguf.h"
 #include "llama/llama_lora_init.h"
@@ -43,7 +45,7 @@ static void on_signal(int sig)
     stop_ = 1;
 }
 
-typedef enum { NET_LORA, NET_DORA, NET_IA3 } network;
+typedef enum { NET_LORA, NET_DORA, NET_IA3, NET_ADALORA } network;
 typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
 
 typedef struct args {
@@ -53,6 +55,8 @@ typedef struct args {
     vkl_dtype weights; /* frozen base matrices; VKL_F32 + weights_given 0: config.json's torch_dtype */
     int weights_given;
     network net;
+    vkl_adalora_config ada; /* --network adalora */
+    int ada_given, alpha_given, rank_given;
     int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force, gguf;
     float alpha, lr, loraplus, wd, max_grad_norm;
     uint64_t seed;
@@ -66,7 +70,7 @@ typedef struct args {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: vklora lm train --model DIR|FILE.gguf --data FILE -o ADAPTER_DIR [--network lora|dora|ia3]\n"
+            "usage: vklora lm train --model DIR|FILE.gguf --data FILE -o ADAPTER_DIR [--network lora|dora|ia3|adalora]\n"
             "         [--rank 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
             "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--grad-accum 1] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
@@ -95,8 +99,9 @@ static void usage(FILE *f)
             "single process with --grad-accum N x M makes.\n"
             "--base-dtype nf4 trains on a QLoRA base: the layers' projections quantised to 4-bit NormalFloat at load,\n"
             "dequantised inside the matmul shaders (LoRA and IA3; DoRA needs an f32 or f16 base).\n"
-            "--model FILE.gguf trains on a llama.cpp model (dequantised at load). --format gguf (LoRA only) also\n"
+            "--model FILE.gguf trains on a llama.cpp model (dequantised at load). --format gguf (LoRA, AdaLoRA) also\n"
             "writes ADAPTER_DIR/adapter_model.gguf, the adapter as llama.cpp's --lora loads it.\n");
+    vkl_app_adalora_usage(f);
 }
 
 static int bad(const char *opt, const char *v, const char *want)
@@ -162,6 +167,7 @@ static int parse(int argc, char **argv, args *a)
 {
     *a = (args){.net = NET_LORA, .rank = 8, .alpha = 16, .lr = 1e-4f, .loraplus = 1, .batch = 4, .grad_accum = 1, .seq_len = 128,
                 .max_grad_norm = 1, .device = -1, .sched = SCHED_CONSTANT};
+    vkl_adalora_config_default(&a->ada);
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -203,7 +209,8 @@ static int parse(int argc, char **argv, args *a)
                 if (!strcmp(v, "lora")) a->net = NET_LORA;
                 else if (!strcmp(v, "dora")) a->net = NET_DORA;
                 else if (!strcmp(v, "ia3")) a->net = NET_IA3;
-                else rc = bad(o, v, "unknown network (lora, dora or ia3)");
+                else if (!strcmp(v, "adalora")) a->net = NET_ADALORA;
+                else rc = bad(o, v, "unknown network (lora, dora, ia3 or adalora)");
             } else if (!strcmp(o, "--format")) {
                 if (!strcmp(v, "peft")) a->gguf = 0;
                 else if (!strcmp(v, "gguf")) a->gguf = 1;
@@ -214,7 +221,7 @@ static int parse(int argc, char **argv, args *a)
                 else if (!strcmp(v, "cosine")) a->sched = SCHED_COSINE;
                 else rc = bad(o, v, "unknown schedule (constant, linear or cosine)");
             } else if (!strcmp(o, "--targets")) rc = split_targets(a, v);
-            else if (!strcmp(o, "--rank")) rc = get_int(o, v, 1, 4096, &a->rank);
+            else if (!strcmp(o, "--rank")) rc = get_int(o, v, 1, 4096, &a->rank), a->rank_given = 1;
             else if (!strcmp(o, "--max-steps") || !strcmp(o, "--steps")) rc = get_int(o, v, 1, 100000000, &a->steps);
             else if (!strcmp(o, "--epochs")) rc = get_int(o, v, 1, 1000000, &a->epochs);
             else if (!strcmp(o, "--batch")) rc = get_int(o, v, 1, 4096, &a->batch);
@@ -226,11 +233,12 @@ static int parse(int argc, char **argv, args *a)
                 unsigned long long x = strtoull(v, &end, 10);
                 if (!*v || *end || *v == '-') rc = bad(o, v, "expected a non-negative integer");
                 a->seed = x;
-            } else if (!strcmp(o, "--alpha")) rc = get_float(o, v, 0, &a->alpha);
+            } else if (!strcmp(o, "--alpha")) rc = get_float(o, v, 0, &a->alpha), a->alpha_given = 1;
             else if (!strcmp(o, "--lr")) rc = get_float(o, v, 0, &a->lr);
             else if (!strcmp(o, "--loraplus-ratio")) rc = get_float(o, v, 1e-6, &a->loraplus);
             else if (!strcmp(o, "--weight-decay")) rc = get_float(o, v, 0, &a->wd);
             else if (!strcmp(o, "--max-grad-norm")) rc = get_float(o, v, 0, &a->max_grad_norm);
+            else if (vkl_app_adalora_option(o, v, &a->ada, &a->ada_given, &rc)) continue;
             else {
                 fprintf(stderr, "vklora lm train: unknown argument %s\n", o);
                 usage(stderr);
@@ -261,10 +269,24 @@ static int parse(int argc, char **argv, args *a)
         fprintf(stderr, "vklora lm train: --network dora needs --base-dtype f32 or f16 (DoRA's norm reads the weight)\n");
         return 2;
     }
-    if (a->gguf && a->net != NET_LORA) {
+    if (a->gguf && a->net != NET_LORA && a->net != NET_ADALORA) {
         fprintf(stderr, "vklora lm train: --format gguf holds LoRA adapters only, not --network %s\n",
                 a->net == NET_DORA ? "dora" : "ia3");
         return 2;
+    }
+    if (a->ada_given && a->net != NET_ADALORA) {
+        fprintf(stderr, "vklora lm train: --init-r, --target-r, --tinit, --tfinal, --delta-t, --orth-reg-weight and "
+                        "--beta1/2 need --network adalora\n");
+        return 2;
+    }
+    if (a->net == NET_ADALORA) {
+        const char *no = a->rank_given ? "--rank (AdaLoRA's rank is --init-r)" : a->rslora ? "--rslora"
+                         : a->loraplus != 1 ? "--loraplus-ratio" : NULL;
+        if (no) {
+            fprintf(stderr, "vklora lm train: --network adalora does not take %s\n", no);
+            return 2;
+        }
+        a->ada.lora_alpha = a->alpha_given ? a->alpha : 8; /* PEFT's lora_alpha default */
     }
     if (a->net == NET_IA3 && (a->rslora || a->loraplus != 1)) {
         fprintf(stderr, "vklora lm train: --rslora and --loraplus-ratio apply to LoRA and DoRA, not IA3\n");
@@ -426,6 +448,9 @@ typedef struct run {
     vkl_lora_set *set;
     vkl_llama_dora *dora;
     vkl_llama_ia3 *ia3;
+    vkl_llama_adalora *ada;
+    vkl_adalora_alloc *alloc;
+    float *ada_state; /* the allocator's state for --save-every / --resume */
     vkl_llama_train *tr;
     int32_t *ids, *labels;
     int *attn, *order;
@@ -447,6 +472,9 @@ static void run_free(run *r)
     vkl_lora_set_free(r->set);
     vkl_llama_dora_free(r->dora);
     vkl_llama_ia3_free(r->ia3);
+    vkl_llama_adalora_free(r->ada);
+    vkl_adalora_alloc_free(r->alloc);
+    free(r->ada_state);
     vkl_lora_free(&r->l);
     vkl_app_lm_data_free(&r->data);
     vkl_app_lm_tok_free(&r->tok);
@@ -514,7 +542,8 @@ static char *options_json(const args *a)
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->seed);
     cJSON_AddStringToObject(j, "model", a->model);
     cJSON_AddStringToObject(j, "data", a->data);
-    cJSON_AddStringToObject(j, "network", a->net == NET_IA3 ? "ia3" : a->net == NET_DORA ? "dora" : "lora");
+    cJSON_AddStringToObject(j, "network", a->net == NET_IA3 ? "ia3" : a->net == NET_DORA ? "dora"
+                                          : a->net == NET_ADALORA ? "adalora" : "lora");
     cJSON_AddItemToObject(j, "targets", names(a->targets, a->nt));
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddNumberToObject(j, "rank", a->rank);
@@ -539,6 +568,7 @@ static char *options_json(const args *a)
 static int build_adapter(const args *a, run *r, vkl_err *e)
 {
     vkl_lora_use use = {&r->l, 1.0f, 1.0f};
+    if (a->net == NET_ADALORA) return 0; /* built once the run's length (its total_step) is known */
     if (a->net == NET_IA3)
         return vkl_llama_ia3_init(r->m, a->targets, a->nt, a->ff, a->nf, &r->l, e) ||
                vkl_llama_ia3_build(r->m, &use, 1, &r->ia3, e);
@@ -576,7 +606,15 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     long long want = a->steps ? a->steps : (long long)(a->epochs ? a->epochs : 1) * per_epoch;
     if (want > 100000000) return vkl_fail(e, "%lld steps (%d per epoch): more than 100000000", want, per_epoch);
     int total = (int)want;
-    vkl_llama_train_opts to = {.loraplus_ratio = a->loraplus, .ia3 = r->ia3, .grad_accum = N, .dist = dist};
+    if (a->net == NET_ADALORA) {
+        vkl_adalora_config ac = a->ada;
+        if (!ac.total_step) ac.total_step = total;
+        if (vkl_llama_adalora_init(r->m, &ac, a->targets, a->nt, a->seed, &r->ada, e) ||
+            vkl_llama_adalora_alloc_new(r->ada, &r->alloc, e))
+            return -1;
+    }
+    vkl_llama_train_opts to = {.loraplus_ratio = a->loraplus, .ia3 = r->ia3, .adalora = r->ada, .grad_accum = N,
+                               .dist = dist};
     vkl_adamw_opts_default(&to.adam);
     to.adam.lr = a->lr;
     to.adam.weight_decay = a->wd;
@@ -599,18 +637,28 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         char split[96] = "";
         if (GB != B) snprintf(split, sizeof split, " (batch %d x gradient accumulation %d x %d ranks)", B, N, P);
         fprintf(stderr, "lm train: %s, %d modules, %d samples of %d tokens (%lld real), %d steps of batch %d%s\n",
-                a->net == NET_IA3 ? "IA3" : a->net == NET_DORA ? "DoRA" : "LoRA", r->l.n, n, L, r->data.tokens, total,
-                GB, split);
+                a->net == NET_IA3 ? "IA3" : a->net == NET_DORA ? "DoRA" : a->net == NET_ADALORA ? "AdaLoRA" : "LoRA",
+                r->ada ? r->ada->n : r->l.n, n, L, r->data.tokens, total, GB, split);
     }
     uint64_t rng = a->seed ^ 0x6c6d747261696eull;
     int pos = n, epoch = -1, start = 1; /* next index into order; n: reshuffle first */
     char statedir[4200], *opts = options_json(a);
     snprintf(statedir, sizeof statedir, "%s.state", a->out);
     vkl_app_lm_state ls = {.n = n, .order = r->order};
+    if (r->ada && opts) { /* a resume must also find the same AdaLoRA schedule */
+        char *o2 = vkl_app_adalora_options(opts, &r->ada->cfg);
+        free(opts);
+        opts = o2;
+        ls.n_extra = vkl_adalora_alloc_state_size(r->alloc);
+        ls.extra = r->ada_state = malloc(sizeof(float) * ls.n_extra);
+        if (!ls.extra) return vkl_fail(e, "out of host memory");
+    }
     r->opts = opts;
     if (!opts) return vkl_fail(e, "out of host memory");
     if (a->resume) {
-        if (vkl_app_lm_state_load(statedir, r->c, r->tr, &ls, opts, r->log, e)) return -1;
+        if (vkl_app_lm_state_load(statedir, r->c, r->tr, &ls, opts, r->log, e) ||
+            (r->alloc && vkl_adalora_alloc_state_set(r->alloc, r->ada_state, e)))
+            return -1;
         start = ls.step + 1;
         epoch = ls.epoch;
         pos = ls.pos;
@@ -634,7 +682,8 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
             return vkl_fail(e, "path too long: %s", tmp);
         if (!(r->elog = fopen(path, "w"))) return vkl_fail(e, "cannot create %s", path);
         fprintf(r->elog, "step,loss,perplexity,tokens\n");
-        if (vkl_app_lm_eval_new(r->m, r->set, r->dora, r->ia3, L, &r->ev, e) || (start == 1 && evaluate(a, r, 0, e)))
+        if (vkl_app_lm_eval_new_ada(r->m, r->set, r->dora, r->ia3, r->ada, L, &r->ev, e) ||
+            (start == 1 && evaluate(a, r, 0, e)))
             return -1;
     }
     vkl_progress p;
@@ -683,8 +732,13 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         }
         if (!isfinite(loss)) return vkl_fail(e, "step %d: the loss is %g; try a lower --lr", t, loss);
         float gn = 0;
-        int skipped = 0;
+        int skipped = 0, budget = 0;
         if (vkl_adamw_result(vkl_llama_train_optimizer(r->tr), &gn, &skipped, e)) return -1;
+        /* PEFT's update_and_allocate after the optimiser step, on the gradient as clipped; every
+         * rank holds the same summed gradient and parameters, so every rank masks the same ranks */
+        if (r->ada && vkl_llama_adalora_allocate(r->ada, r->alloc, r->tr, t,
+                                                 vkl_llama_adalora_clip_factor(a->max_grad_norm, gn), &budget, e))
+            return vkl_err_prefix(e, "step %d: ", t), -1;
         double same[2] = {skipped, gn};
         if (vkl_dist_check_same(dist, same, 2, "the gradient norm and NaN skip of a step", e)) return -1;
         if (r->log) fprintf(r->log, "%d,%d,%.7g,%.7g,%.7g,%d,%.3f\n", t, epoch, loss, lr, gn, skipped, vkl_progress_now() - t0);
@@ -692,7 +746,8 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         snprintf(extra, sizeof extra, "loss %.4f lr %.3g", loss, lr);
         vkl_progress_update(&p, t, extra);
         if (a->save_every && t % a->save_every == 0 && !R) { /* rank 0 alone writes */
-            ls = (vkl_app_lm_state){t, epoch, pos, n, rng, r->order};
+            ls = (vkl_app_lm_state){t, epoch, pos, n, rng, r->order, r->ada_state, ls.n_extra};
+            if (r->alloc) vkl_adalora_alloc_state_get(r->alloc, r->ada_state);
             if (fflush(r->log) || vkl_app_lm_state_save(statedir, r->c, r->tr, &ls, opts, path, e)) return -1;
         }
         if (r->ev && ((a->eval_every && t % a->eval_every == 0) || t == total) && evaluate(a, r, t, e)) return -1;
@@ -709,11 +764,28 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     bad_log |= fclose(r->log) != 0;
     r->log = NULL;
     if (bad_log) return vkl_fail(e, "cannot write %s", path);
-    if (r->ia3 ? vkl_llama_ia3_store(r->m, r->ia3, &r->l, e) : store(r->c, r->tr, &r->l, e)) return -1;
     char st[4200], cj[4200];
     if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.safetensors", tmp) >= sizeof st ||
         (size_t)snprintf(cj, sizeof cj, "%s/adapter_config.json", tmp) >= sizeof cj)
         return vkl_fail(e, "path too long: %s", tmp);
+    if (r->ada) {
+        if (!a->quiet)
+            fprintf(stderr, "lm train: AdaLoRA total rank %d (target %d = %d x %d modules)\n",
+                    vkl_adalora_alloc_total_rank(r->alloc), a->ada.target_r * r->ada->n, a->ada.target_r, r->ada->n);
+        if (vkl_llama_adalora_save(r->ada, r->alloc, a->targets, a->nt, a->model, st, cj, e)) return -1;
+        if (!a->gguf) return 0;
+        /* llama.cpp has no AdaLoRA: the LoRA the folder reads as (down = A * E) */
+        vkl_lora fold;
+        if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.gguf", tmp) >= sizeof st)
+            return vkl_fail(e, "path too long: %s", tmp);
+        if ((size_t)snprintf(cj, sizeof cj, "%s/adapter_model.safetensors", tmp) >= sizeof cj ||
+            vkl_lora_load(cj, NULL, &fold, e))
+            return -1;
+        int grc = vkl_llama_lora_save_gguf(&r->m->cfg, &fold, st, e);
+        vkl_lora_free(&fold);
+        return grc;
+    }
+    if (r->ia3 ? vkl_llama_ia3_store(r->m, r->ia3, &r->l, e) : store(r->c, r->tr, &r->l, e)) return -1;
     if (vkl_lora_save_peft(&r->l, st, cj, e) ||
         finish_config(cj, a->model, a->targets, a->nt, a->net == NET_IA3 ? a->ff : NULL, a->nf, e))
         return -1;

@@ -124,6 +124,10 @@ static void peft_tensor(const vkl_st_tensor *t, vkl_info_class *c, module_set *m
         {".lora_embedding_B", F_PEFT, 0},
         {".lora_magnitude_vector", F_PEFT, 0},
         {".ia3_l", F_IA3, 0},
+        /* AdaLoRA holds its factors as parameters: <module>.lora_A, .lora_E, .lora_B */
+        {".lora_A", F_PEFT, 1},
+        {".lora_B", F_PEFT, 0},
+        {".lora_E", F_PEFT, 0},
         {".lora_linear_layer.down.", F_DIFFUSERS, 1},
         {".lora_linear_layer.up.", F_DIFFUSERS, 0},
         {".lora.down.", F_DIFFUSERS, 1},

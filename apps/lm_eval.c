@@ -30,6 +30,13 @@ void vkl_app_lm_eval_free(vkl_app_lm_eval *ev)
 int vkl_app_lm_eval_new(const vkl_llama *m, const vkl_lora_set *set, const vkl_llama_dora *dora,
                         const vkl_llama_ia3 *ia3, int L, vkl_app_lm_eval **out, vkl_err *e)
 {
+    return vkl_app_lm_eval_new_ada(m, set, dora, ia3, NULL, L, out, e);
+}
+
+int vkl_app_lm_eval_new_ada(const vkl_llama *m, const vkl_lora_set *set, const vkl_llama_dora *dora,
+                            const vkl_llama_ia3 *ia3, const struct vkl_llama_adalora *ada, int L,
+                            vkl_app_lm_eval **out, vkl_err *e)
+{
     vkl_app_lm_eval *ev = calloc(1, sizeof *ev);
     *out = NULL;
     if (!ev) return vkl_fail(e, "out of host memory");
@@ -46,7 +53,7 @@ int vkl_app_lm_eval_new(const vkl_llama *m, const vkl_lora_set *set, const vkl_l
     }
     ev->g = vkl_graph_new(m->ctx);
     if (dora) vkl_llama_dora_norms(ev->g, m, dora);
-    vkl_llama_fwd f = {.lora = set, .dora = dora, .ia3 = ia3, .mask = ev->mask, .explicit_attn = 1};
+    vkl_llama_fwd f = {.lora = set, .dora = dora, .ia3 = ia3, .adalora = ada, .mask = ev->mask, .explicit_attn = 1};
     ev->logits = vkl_llama_forward(ev->g, m, ev->ids, &f);
     vkl_graph_keep(ev->g, ev->logits);
     if (vkl_graph_failed(ev->g)) {

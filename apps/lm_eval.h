@@ -13,6 +13,10 @@ typedef struct vkl_app_lm_eval vkl_app_lm_eval;
 
 int vkl_app_lm_eval_new(const vkl_llama *m, const vkl_lora_set *set, const vkl_llama_dora *dora,
                         const vkl_llama_ia3 *ia3, int L, vkl_app_lm_eval **out, vkl_err *e);
+/* The same with AdaLoRA modules being trained (llama_adalora.h; may be NULL). */
+int vkl_app_lm_eval_new_ada(const vkl_llama *m, const vkl_lora_set *set, const vkl_llama_dora *dora,
+                            const vkl_llama_ia3 *ia3, const struct vkl_llama_adalora *ada, int L,
+                            vkl_app_lm_eval **out, vkl_err *e);
 int vkl_app_lm_eval_run(vkl_app_lm_eval *ev, const vkl_app_lm_data *d, double *loss, long long *tokens, vkl_err *e);
 void vkl_app_lm_eval_free(vkl_app_lm_eval *ev);
 

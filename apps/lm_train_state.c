@@ -77,7 +77,10 @@ int vkl_app_lm_state_save(const char *dir, vkl_ctx *c, vkl_llama_train *tr, cons
     if (mkdir(tmp, 0755)) return vkl_fail(e, "cannot create %s", tmp);
     writer wr = {vkl_st_writer_new(), c};
     snprintf(p, sizeof p, "%s/state.safetensors", tmp);
-    int rc = !wr.w ? vkl_fail(e, "out of host memory") : each(tr, add_one, &wr, e) || vkl_st_writer_finish(wr.w, p, e);
+    int64_t nx = (int64_t)s->n_extra;
+    int rc = !wr.w ? vkl_fail(e, "out of host memory")
+                   : each(tr, add_one, &wr, e) || (s->extra && vkl_st_writer_add(wr.w, "extra", VKL_F32, 1, &nx, s->extra, e)) ||
+                         vkl_st_writer_finish(wr.w, p, e);
     vkl_st_writer_free(wr.w);
     cJSON *j = cJSON_CreateObject();
     char rng[32];
@@ -155,6 +158,13 @@ int vkl_app_lm_state_load(const char *dir, vkl_ctx *c, vkl_llama_train *tr, vkl_
     reader r = {NULL, c};
     snprintf(p, sizeof p, "%s/state.safetensors", dir);
     if (!rc) rc = vkl_st_open(p, &r.f, e) || each(tr, read_one, &r, e);
+    if (!rc && s->extra) {
+        const vkl_st_tensor *x = vkl_st_find(r.f, "extra");
+        if (!x || x->nelem != (uint64_t)s->n_extra)
+            rc = vkl_fail(e, "%s: the saved state has no extra array of %zu values (AdaLoRA's allocator)", p, s->n_extra);
+        else
+            rc = vkl_st_read(r.f, x, VKL_F32, s->extra, e);
+    }
     vkl_st_close(r.f);
     /* the log's rows up to the saved step (its header is already written) */
     snprintf(p, sizeof p, "%s/train_log.csv", dir);

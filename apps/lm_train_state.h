@@ -16,6 +16,11 @@ typedef struct vkl_app_lm_state {
     int step, epoch, pos, n; /* n: samples; order[n] */
     uint64_t rng;
     int *order;
+    /* One more host array kept with the tensors as "extra" (AdaLoRA's
+     * rank-allocator state), loaded back into the same buffer with its
+     * length checked; NULL: none. */
+    float *extra;
+    size_t n_extra;
 } vkl_app_lm_state;
 
 /* options: a JSON object text the resume must find again unchanged. */

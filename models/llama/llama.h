@@ -134,6 +134,7 @@ typedef struct vkl_llama_fwd {
     const vkl_lora_set *lora;   /* run-time adapters, or NULL */
     const vkl_llama_dora *dora; /* DoRA modules, or NULL */
     const vkl_llama_ia3 *ia3;   /* IA3 vectors, or NULL */
+    const struct vkl_llama_adalora *adalora; /* AdaLoRA modules being trained (llama_adalora.h), or NULL */
     /* Additive attention mask f32 [B or 1, 1, L, pos0 + L] (0 or a large
      * negative value), from vkl_llama_mask; NULL: plain causal. */
     vkl_tensor *mask;

@@ -1,5 +1,6 @@
 /* The LLaMA forward graph (see llama.h). */
 #include "llama/llama.h"
+#include "llama/llama_adalora.h"
 
 #include "ops.h"
 
@@ -26,7 +27,7 @@ static const vkl_llama_ia3_mod *ia3_find(const vkl_llama_ia3 *d, const char *mod
     return NULL;
 }
 
-/* A projection of layer l: DoRA module, run-time LoRA adapters or the plain
+/* A projection of layer l: AdaLoRA or DoRA module, run-time LoRA adapters or the plain
  * weight, inside the IA3 scaling of its input or output when it has one. */
 static vkl_tensor *proj(vkl_graph *g, const vkl_llama *m, const vkl_llama_fwd *o, int l, const char *part, vkl_tensor *x)
 {
@@ -39,8 +40,11 @@ static vkl_tensor *proj(vkl_graph *g, const vkl_llama *m, const vkl_llama_fwd *o
     const vkl_llama_ia3_mod *im = ia3_find(o->ia3, mod);
     if (im && im->on_input) x = vkl_mul(g, x, im->vec);
     const vkl_llama_dora_mod *dm = dora_find(o->dora, mod);
+    const vkl_llama_adalora_mod *am = vkl_llama_adalora_find(o->adalora, mod);
     vkl_tensor *y;
-    if (dm) {
+    if (am) {
+        y = vkl_llama_adalora_linear(g, o->adalora, am, x, w, bias);
+    } else if (dm) {
         y = vkl_linear_lora(g, x, w, NULL, dm->a, dm->b, dm->scale);
         y = vkl_mul(g, y, vkl_div(g, dm->mag, dm->norm));
         if (bias) y = vkl_add(g, y, bias); /* PEFT's DoRA scales the product without the bias */

@@ -1,4 +1,5 @@
 #include "llama/llama_train.h"
+#include "llama/llama_adalora.h"
 
 #include "grad_accum.h"
 #include "ops.h"
@@ -11,7 +12,7 @@ struct vkl_llama_train {
     const vkl_llama *m;
     int B, L;
     vkl_graph *g;
-    vkl_tensor *ids, *targets, *mask, *loss, *logits;
+    vkl_tensor *ids, *targets, *mask, *loss, *logits, *reg;
     int np;
     vkl_tensor **params, **grads;
     char **keys;
@@ -23,6 +24,10 @@ struct vkl_llama_train {
     vkl_grad_accum *accum;
     vkl_graph *update;
     vkl_tensor *seed;
+    /* AdaLoRA with split steps: the summed gradient of each update, copied
+     * out of the buffers before the update clears them (its rank allocator reads it) */
+    vkl_tensor **sums;
+    vkl_graph *copy;
     int32_t *tbuf;
     float *mbuf;
 };
@@ -38,6 +43,9 @@ void vkl_llama_train_free(vkl_llama_train *s)
 {
     if (!s) return;
     vkl_graph_free(s->update);
+    vkl_graph_free(s->copy);
+    for (int i = 0; s->sums && i < s->np; i++) vkl_tensor_free(s->sums[i]);
+    free(s->sums);
     vkl_grad_accum_free(s->accum);
     vkl_tensor_free(s->seed);
     vkl_adamw_free(s->opt);
@@ -65,13 +73,29 @@ static int add_param(vkl_llama_train *s, vkl_tensor *t, const char *module, cons
     return 0;
 }
 
+/* The graph copying every accumulation buffer into a tensor of its own. */
+static int keep_sums(vkl_llama_train *s, vkl_err *e)
+{
+    s->sums = calloc((size_t)s->np, sizeof *s->sums);
+    if (!s->sums) return vkl_fail(e, "out of host memory");
+    s->copy = vkl_graph_new(s->m->ctx);
+    for (int i = 0; i < s->np; i++) {
+        vkl_tensor *p = s->params[i];
+        if (!(s->sums[i] = vkl_tensor_new(s->m->ctx, VKL_F32, p->ndim, p->shape, e))) return -1;
+        vkl_copy_into(s->copy, vkl_grad_accum_buffer(s->accum, i), s->sums[i]);
+    }
+    if (vkl_graph_failed(s->copy)) return vkl_fail(e, "gradient copy: %s", vkl_graph_error(s->copy));
+    return vkl_graph_plan(s->copy, e);
+}
+
 int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_llama_dora *dora, int B, int L,
                         const vkl_llama_train_opts *o, vkl_llama_train **out, vkl_err *e)
 {
     *out = NULL;
     const vkl_llama_ia3 *ia3 = o->ia3;
-    if ((lora != NULL) + (dora != NULL) + (ia3 != NULL) != 1)
-        return vkl_fail(e, "training needs exactly one of an adapter set, a DoRA set and an IA3 set");
+    const vkl_llama_adalora *ada = o->adalora;
+    if ((lora != NULL) + (dora != NULL) + (ia3 != NULL) + (ada != NULL) != 1)
+        return vkl_fail(e, "training needs exactly one of an adapter set, a DoRA set, an IA3 set and an AdaLoRA set");
     if (B < 1 || L < 2) return vkl_fail(e, "training batch %d x %d: need at least one row of two tokens", B, L);
     vkl_llama_train *s = calloc(1, sizeof *s);
     if (!s) return vkl_fail(e, "out of host memory");
@@ -80,7 +104,7 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
     s->L = L;
     s->dist = vkl_dist_active(o->dist) ? o->dist : NULL;
     int split = o->grad_accum > 1 || s->dist;
-    int cap = lora ? 2 * vkl_lora_set_count(lora) : dora ? 3 * dora->n : ia3->n;
+    int cap = lora ? 2 * vkl_lora_set_count(lora) : dora ? 3 * dora->n : ada ? 3 * ada->n : ia3->n;
     s->params = calloc((size_t)cap + 1, sizeof *s->params);
     s->grads = calloc((size_t)cap + 1, sizeof *s->grads);
     s->keys = calloc((size_t)cap + 1, sizeof *s->keys);
@@ -108,6 +132,12 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
         mult[s->np] = 1.0f;
         rc = rc || add_param(s, d->mag, d->module, "lora_magnitude_vector", e);
     }
+    for (int i = 0; ada && !rc && i < ada->n; i++) {
+        const vkl_llama_adalora_mod *d = &ada->v[i];
+        mult[s->np] = mult[s->np + 1] = mult[s->np + 2] = 1.0f;
+        rc = add_param(s, d->a, d->module, "lora_A", e) || add_param(s, d->e, d->module, "lora_E", e) ||
+             add_param(s, d->b, d->module, "lora_B", e);
+    }
     for (int i = 0; ia3 && !rc && i < ia3->n; i++) {
         mult[s->np] = 1.0f;
         rc = add_param(s, ia3->v[i].vec, ia3->v[i].module, "ia3_l", e);
@@ -120,18 +150,24 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
         if (s->mask && split) s->seed = vkl_tensor_new(c, VKL_F32, 1, (int64_t[]){1}, e);
         rc = s->mask && (!split || s->seed) ? 0 : -1;
     }
+    vkl_tensor *objective = NULL;
     if (!rc) {
         s->g = vkl_graph_new(m->ctx);
         if (dora) vkl_llama_dora_norms(s->g, m, dora);
-        vkl_llama_fwd f = {.lora = lora, .dora = dora, .ia3 = ia3, .mask = s->mask, .explicit_attn = 1};
+        vkl_llama_fwd f = {.lora = lora, .dora = dora, .ia3 = ia3, .adalora = ada, .mask = s->mask, .explicit_attn = 1};
         s->logits = vkl_llama_forward(s->g, m, s->ids, &f);
         if (o->keep_logits) vkl_graph_keep(s->g, s->logits);
         s->loss = vkl_cross_entropy(s->g, s->logits, s->targets, VKL_LLAMA_IGNORE);
         vkl_graph_keep(s->g, s->loss);
+        if (ada) { /* PEFT adds the weighted regulariser to the loss it minimises */
+            s->reg = vkl_llama_adalora_orth(s->g, ada);
+            vkl_graph_keep(s->g, s->reg);
+            objective = vkl_add(s->g, s->loss, vkl_scale(s->g, s->reg, ada->cfg.orth_reg_weight));
+        }
         if (vkl_graph_failed(s->g)) rc = vkl_fail(e, "training graph: %s", vkl_graph_error(s->g));
     }
     vkl_tensor *seed = s->seed && !rc ? vkl_reshape(s->g, s->seed, s->loss->ndim, s->loss->shape) : NULL;
-    rc = rc || vkl_graph_backward(s->g, s->loss, seed, s->params, s->np, s->grads, e);
+    rc = rc || vkl_graph_backward(s->g, objective ? objective : s->loss, seed, s->params, s->np, s->grads, e);
     for (int i = 0; !rc && i < s->np; i++) {
         if (!s->grads[i]) rc = vkl_fail(e, "the loss does not depend on %s", s->keys[i]);
         else vkl_graph_keep(s->g, s->grads[i]);
@@ -146,6 +182,7 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
             s->accum = vkl_grad_accum_new(m->ctx, s->params, s->np, e);
             rc = !s->accum || vkl_grad_accum_append_add(s->accum, s->g, s->grads, 1.0f, e) || vkl_graph_plan(s->g, e) ||
                  !(s->update = vkl_grad_accum_update_graph(s->accum, s->opt, e));
+            if (!rc && ada) rc = keep_sums(s, e);
         }
     }
     free(mult);
@@ -192,7 +229,8 @@ int vkl_llama_train_update(vkl_llama_train *s, int t, float lr, vkl_err *e)
 {
     if (!s->accum) return vkl_fail(e, "training: update needs a split step (grad_accum > 1 or several ranks)");
     return vkl_dist_sum_tensors(s->dist, s->m->ctx, vkl_grad_accum_buffers(s->accum), s->np, 1.0f, 0, e) ||
-                   vkl_adamw_prepare(s->opt, t, lr, e) || vkl_graph_run(s->update, e)
+                   (s->copy && vkl_graph_run(s->copy, e)) || vkl_adamw_prepare(s->opt, t, lr, e) ||
+                   vkl_graph_run(s->update, e)
                ? -1
                : 0;
 }
@@ -216,3 +254,5 @@ const char *vkl_llama_train_key(const vkl_llama_train *s, int i) { return s->key
 vkl_tensor *vkl_llama_train_grad(const vkl_llama_train *s, int i) { return s->grads[i]; }
 vkl_adamw *vkl_llama_train_optimizer(const vkl_llama_train *s) { return s->opt; }
 vkl_tensor *vkl_llama_train_logits(const vkl_llama_train *s) { return s->logits; }
+vkl_tensor *vkl_llama_train_reg(const vkl_llama_train *s) { return s->reg; }
+vkl_tensor *vkl_llama_train_step_grad(const vkl_llama_train *s, int i) { return s->sums ? s->sums[i] : s->grads[i]; }

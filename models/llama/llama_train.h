@@ -28,6 +28,12 @@ typedef struct vkl_llama_train_opts {
      * one adapter (vkl_llama_ia3_init for a fresh one), so the trained tensors
      * are PEFT's ia3_l; vkl_llama_ia3_store reads them back for saving. */
     const vkl_llama_ia3 *ia3;
+    /* AdaLoRA modules to train instead (llama_adalora.h; the others NULL):
+     * A, E and B get gradients, keys base_model.model.<module>.lora_A /
+     * .lora_E / .lora_B, and the loss minimised is the cross-entropy plus
+     * cfg.orth_reg_weight x the orthogonal regulariser (the reported loss
+     * stays the cross-entropy; vkl_llama_train_reg reads the regulariser). */
+    const struct vkl_llama_adalora *adalora;
     /* Gradient accumulation (grad_accum > 1) and data parallelism (dist of
      * size > 1) split the step: vkl_llama_train_accumulate adds a micro-batch's
      * gradient, weighted, into buffers; vkl_llama_train_update sums the
@@ -71,6 +77,12 @@ const char *vkl_llama_train_key(const vkl_llama_train *s, int i);
 vkl_tensor *vkl_llama_train_grad(const vkl_llama_train *s, int i);
 vkl_adamw *vkl_llama_train_optimizer(const vkl_llama_train *s);
 vkl_tensor *vkl_llama_train_logits(const vkl_llama_train *s); /* with keep_logits */
+/* AdaLoRA: the orthogonal regulariser (without its weight) of the last step, [1, 1]; NULL otherwise. */
+vkl_tensor *vkl_llama_train_reg(const vkl_llama_train *s);
+/* The gradient the last update used: the step's own (vkl_llama_train_grad),
+ * or with AdaLoRA and split steps the sum over micro-batches and ranks,
+ * copied before the update cleared its buffers. */
+vkl_tensor *vkl_llama_train_step_grad(const vkl_llama_train *s, int i);
 
 #ifdef __cplusplus
 }

@@ -2,6 +2,7 @@
  * minus its format suffix), each group is named, read as f32, checked, and
  * resolved against the targets. Every key must be accounted for. */
 #include "lora/lora_file.h"
+#include "lora/lora_adalora.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -509,26 +510,30 @@ done:
     return rc;
 }
 
+/* The PEFT config in effect: the one given, else adapter_config.json beside the file, else NULL. */
+static const char *config_for(const char *path, const vkl_lora_opts *opts, char *side, size_t size)
+{
+    if (opts && opts->config_path) return opts->config_path;
+    const char *slash = strrchr(path, '/');
+    int dl = slash ? (int)(slash - path) : 0;
+    snprintf(side, size, "%.*s%sadapter_config.json", dl, path, slash ? "/" : "");
+    return file_exists(side) ? side : NULL;
+}
+
 int vkl_lora_load(const char *path, const vkl_lora_opts *opts, vkl_lora *out, vkl_err *e)
 {
     memset(out, 0, sizeof *out);
+    char side[4096];
+    const char *cfg = config_for(path, opts, side, sizeof side);
+    /* AdaLoRA's tensors (lora_A, lora_E, lora_B) become plain LoRA modules */
+    if (cfg && vkl_adalora_config_file_is(cfg)) return vkl_adalora_load(path, cfg, opts, out, e);
     vkl_st_file *f;
     if (vkl_st_open(path, &f, e)) return -1;
     int rc = load_parts(f, path, opts, out, e);
     for (int i = 0; !rc && i < vkl_st_meta_count(f); i++)
         rc = vkl_lora_meta_set(out, vkl_st_meta_key(f, i), vkl_st_meta_value(f, i), e);
     vkl_st_close(f);
-    if (!rc && out->format == VKL_LORA_FMT_PEFT) {
-        const char *cfg = opts ? opts->config_path : NULL;
-        char side[4096];
-        if (!cfg) {
-            const char *slash = strrchr(path, '/');
-            int dl = slash ? (int)(slash - path) : 0;
-            snprintf(side, sizeof side, "%.*s%sadapter_config.json", dl, path, slash ? "/" : "");
-            if (file_exists(side)) cfg = side;
-        }
-        if (cfg) rc = vkl_lora_peft_apply_config(out, cfg, e);
-    }
+    if (!rc && out->format == VKL_LORA_FMT_PEFT && cfg) rc = vkl_lora_peft_apply_config(out, cfg, e);
     if (rc) vkl_lora_free(out);
     return rc;
 }

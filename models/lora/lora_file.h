@@ -183,7 +183,8 @@ typedef struct vkl_lora_opts {
 /* Reads an adapter file. Fails, naming the file and tensor, on unknown or
  * incomplete keys, keys matching no target (count, examples and a guess of what
  * the adapter was made for), shapes that disagree with each other or with the
- * target weight. opts may be NULL. */
+ * target weight. opts may be NULL. A PEFT AdaLoRA adapter (its config's
+ * peft_type "ADALORA") is read as LoRA modules (lora_adalora.h). */
 int vkl_lora_load(const char *path, const vkl_lora_opts *opts, vkl_lora *out, vkl_err *e);
 void vkl_lora_free(vkl_lora *l);
 

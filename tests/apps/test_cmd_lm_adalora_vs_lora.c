@@ -16,28 +16,7 @@
 #define SENTENCE "You may convey verbatim copies of the Program's source code as you receive it. "
 #define STEPS 80
 
-static char *dir_;
-
-static int setup(void **state)
-{
-    (void)state;
-    dir_ = strdup(vkl_test_tmpdir());
-    char p[4096];
-    snprintf(p, sizeof p, "%s/story.txt", dir_);
-    FILE *f = fopen(p, "w");
-    if (!f) return -1;
-    for (int i = 0; i < 40; i++) fputs(SENTENCE, f);
-    fclose(f);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    vkl_test_rmtree(dir_);
-    free(dir_);
-    return 0;
-}
+static char *dir_ = vkl_test_dir; /* with story.txt: vkl_test_story_setup */
 
 /* Trains into out; returns the mean loss of the last 10 steps, *first the first step's. */
 static double train(const char *out, const char *extra, double *first)
@@ -110,5 +89,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adalora_vs_lora),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, vkl_test_story_setup, vkl_test_group_teardown);
 }

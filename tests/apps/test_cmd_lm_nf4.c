@@ -15,28 +15,7 @@
 #define SENTENCE "You may convey verbatim copies of the Program's source code as you receive it. "
 #define ALL_PROJ "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
-static char *dir_;
-
-static int setup(void **state)
-{
-    (void)state;
-    dir_ = strdup(vkl_test_tmpdir());
-    char p[4096];
-    snprintf(p, sizeof p, "%s/story.txt", dir_);
-    FILE *f = fopen(p, "w");
-    if (!f) return -1;
-    for (int i = 0; i < 40; i++) fputs(SENTENCE, f);
-    fclose(f);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    vkl_test_rmtree(dir_);
-    free(dir_);
-    return 0;
-}
+static char *dir_ = vkl_test_dir; /* with story.txt: vkl_test_story_setup */
 
 static int run(const char *args, char **log)
 {
@@ -176,5 +155,5 @@ int main(void)
         cmocka_unit_test(trained_model_same_text),
         cmocka_unit_test(refusals),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, vkl_test_story_setup, vkl_test_group_teardown);
 }

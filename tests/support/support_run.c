@@ -103,3 +103,15 @@ void vkl_test_copy_images(const char *rel)
         fail();
     }
 }
+
+int vkl_test_story_setup(void **state)
+{
+    vkl_test_group_setup(state);
+    char p[512];
+    snprintf(p, sizeof p, "%s/story.txt", vkl_test_dir);
+    FILE *f = fopen(p, "w");
+    if (!f) return -1;
+    for (int i = 0; i < 40; i++)
+        fputs("You may convey verbatim copies of the Program's source code as you receive it. ", f);
+    return fclose(f) ? -1 : 0;
+}

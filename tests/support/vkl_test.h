@@ -96,6 +96,9 @@ void vkl_test_csv_first_columns(char *csv, int ncols);
 extern char vkl_test_dir[256];
 int vkl_test_group_setup(void **state);
 int vkl_test_group_teardown(void **state);
+/* vkl_test_group_setup, then story.txt in the group's folder: one sentence
+ * of the GPL forty times, the text the lm train tests learn. */
+int vkl_test_story_setup(void **state);
 int vkl_test_cli(const char *args, const char *env, char **output);
 /* Copies the images and captions of shared folder rel into vkl_test_dir/images. */
 void vkl_test_copy_images(const char *rel);

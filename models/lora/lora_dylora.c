@@ -153,6 +153,11 @@ int vkl_dylora_new(vkl_ctx *c, const vkl_lora_set *set, const vkl_lora *l, int u
             break;
         }
         s->D = m->rank;
+        if (s->D != d->s[0].D) {
+            rc = vkl_fail(e, "DyLoRA: module %s has rank %d, %s has %d; one rank is drawn for all", s->sl->module, s->D,
+                          d->s[0].sl->module, d->s[0].D);
+            break;
+        }
         if (s->D % unit) {
             rc = vkl_fail(e, "DyLoRA: rank %d of %s is not a multiple of the unit %d", s->D, s->sl->module, unit);
             break;
@@ -204,10 +209,12 @@ static uint64_t splitmix(uint64_t *x)
 
 int vkl_dylora_draw(vkl_dylora *d, vkl_err *e)
 {
+    if (!d->n) return 0;
+    /* one draw for every module: the configuration a file cut to b runs */
+    int t = (int)(splitmix(&d->rng) % (uint64_t)d->s[0].D);
+    t -= t % d->unit;
     for (int i = 0; i < d->n; i++) {
         dy_slot *s = &d->s[i];
-        int t = (int)(splitmix(&d->rng) % (uint64_t)s->D);
-        t -= t % d->unit;
         s->b = t + d->unit;
         int cnt = ++s->steps[t / d->unit];
         for (int r = 0; r < s->D; r++) {

@@ -2,8 +2,11 @@
  * one LoRA of rank D trained so that its first r rank rows serve alone, for
  * every r that is a multiple of the unit U (D % U == 0).
  *
- * Training, per step and per module: t is drawn uniformly from 0..D-1 and
- * rounded down to a multiple of U (kohya's rule), b = t + U. The forward uses
+ * Training, per step: t is drawn uniformly from 0..D-1 and rounded down to a
+ * multiple of U (kohya's rule), b = t + U, one draw for every module (kohya
+ * draws in each module's forward, which there only picks the block that
+ * learns; here the draw also sets the rank the forward runs, and one rank
+ * for all modules is the configuration a file cut to b computes). The forward uses
  * the first b rows of down / columns of up at scale alpha / b (the scale an
  * ordinary loader gives the file cut to rank b, so the function trained at
  * rank b is the one the cut file computes); only the block of rows [t, b)
@@ -44,8 +47,8 @@ int vkl_dylora_cut(vkl_lora *l, int r, vkl_err *e);
 /* The adapter's largest module rank (0 when none has one). */
 int vkl_dylora_max_rank(const vkl_lora *l);
 
-/* Training: the per-step rank draw of every module of a set built from one
- * DyLoRA adapter (LoRA modules only, rank a multiple of unit). */
+/* Training: the per-step rank draw for a set built from one DyLoRA adapter
+ * (LoRA modules only, all of one rank, a multiple of unit). */
 typedef struct vkl_dylora vkl_dylora;
 int vkl_dylora_new(vkl_ctx *c, const vkl_lora_set *set, const vkl_lora *l, int unit, uint64_t seed, vkl_dylora **out,
                    vkl_err *e);
@@ -53,7 +56,7 @@ void vkl_dylora_free(vkl_dylora *d);
 /* Gates the optimiser's parameters that are the set's down / up tensors
  * (vkl_adamw_set_rank_gate); every parameter must be one. Before append. */
 int vkl_dylora_gate(const vkl_dylora *d, vkl_adamw *a, vkl_tensor *const *params, int n, vkl_err *e);
-/* Draws this step's rank of every module and uploads its forward scales,
+/* Draws this step's rank and uploads every module's forward scales,
  * gradient masks and step counts. Once per optimiser step. */
 int vkl_dylora_draw(vkl_dylora *d, vkl_err *e);
 /* Sets every module's forward to its full rank D (scale alpha / D), e.g. to

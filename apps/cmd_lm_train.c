@@ -286,9 +286,8 @@ static int parse(int argc, char **argv, args *a)
         fprintf(stderr, "vklora lm train: --dylora-unit applies to --network dylora\n");
         return 2;
     }
-    if (a->net == NET_DYLORA && (a->rslora || a->resume || a->save_every)) {
-        fprintf(stderr, "vklora lm train: --network dylora does not take %s (its rank draw is not in the saved state)\n",
-                a->rslora ? "--rslora (its scale is alpha/rank)" : a->resume ? "--resume" : "--save-every");
+    if (a->net == NET_DYLORA && a->rslora) {
+        fprintf(stderr, "vklora lm train: --network dylora does not take --rslora (its scale is alpha/rank)\n");
         return 2;
     }
     if (a->net == NET_IA3 && (a->rslora || a->loraplus != 1)) {
@@ -647,6 +646,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     if (a->resume) {
         if (vkl_app_lm_state_load(statedir, r->c, r->tr, &ls, opts, r->log, e)) return -1;
         start = ls.step + 1;
+        if (r->dy) vkl_dylora_skip(r->dy, ls.step); /* the ranks the saved steps drew */
         epoch = ls.epoch;
         pos = ls.pos;
         rng = ls.rng;

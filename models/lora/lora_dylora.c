@@ -207,16 +207,31 @@ static uint64_t splitmix(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-int vkl_dylora_draw(vkl_dylora *d, vkl_err *e)
+/* The next draw: t, with every module's b and block step count advanced. */
+static int next_draw(vkl_dylora *d)
 {
-    if (!d->n) return 0;
     /* one draw for every module: the configuration a file cut to b runs */
     int t = (int)(splitmix(&d->rng) % (uint64_t)d->s[0].D);
     t -= t % d->unit;
     for (int i = 0; i < d->n; i++) {
+        d->s[i].b = t + d->unit;
+        d->s[i].steps[t / d->unit]++;
+    }
+    return t;
+}
+
+void vkl_dylora_skip(vkl_dylora *d, int steps)
+{
+    for (int k = 0; d->n && k < steps; k++) next_draw(d);
+}
+
+int vkl_dylora_draw(vkl_dylora *d, vkl_err *e)
+{
+    if (!d->n) return 0;
+    int t = next_draw(d);
+    for (int i = 0; i < d->n; i++) {
         dy_slot *s = &d->s[i];
-        s->b = t + d->unit;
-        int cnt = ++s->steps[t / d->unit];
+        int cnt = s->steps[t / d->unit];
         for (int r = 0; r < s->D; r++) {
             int on = r >= t && r < s->b;
             s->scale_h[r] = r < s->b ? s->alpha / (float)s->b : 0.0f;

@@ -59,6 +59,10 @@ int vkl_dylora_gate(const vkl_dylora *d, vkl_adamw *a, vkl_tensor *const *params
 /* Draws this step's rank and uploads every module's forward scales,
  * gradient masks and step counts. Once per optimiser step. */
 int vkl_dylora_draw(vkl_dylora *d, vkl_err *e);
+/* Advances the draw past `steps` steps without uploading anything: a resumed
+ * run at step k skips k draws and continues with the same ranks and per-block
+ * step counts as an uninterrupted one (the draw depends on the seed only). */
+void vkl_dylora_skip(vkl_dylora *d, int steps);
 /* Sets every module's forward to its full rank D (scale alpha / D), e.g. to
  * score the adapter between steps; the next draw replaces it. */
 int vkl_dylora_full(vkl_dylora *d, vkl_err *e);

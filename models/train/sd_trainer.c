@@ -654,8 +654,6 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     if (c->dylora && !c->full) {
         if (c->rank % c->dylora_unit)
             return vkl_fail(e, "--rank %d (the DyLoRA dim) is not a multiple of --dylora-unit %d", c->rank, c->dylora_unit);
-        if (c->resume)
-            return vkl_fail(e, "--network dylora runs cannot be resumed: the rank draw is not in the saved state");
         if (c->optim_bits == 8) return vkl_fail(e, "--network dylora trains by rank blocks with f32 AdamW state, not adamw8bit");
     }
     if (c->weight_dtype == VKL_NF4 && (c->full || c->network_kind == VKL_LORA_KIND_DORA))
@@ -766,6 +764,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     double seconds0 = 0;
     if (c->resume) {
         if (load_state(&t, c->resume, &step, &it, e)) goto done;
+        if (t.dy) vkl_dylora_skip(t.dy, step); /* the ranks the saved steps drew */
         t.epochs_done = (int)it.epoch + (it.batch >= t.ds->batches_per_epoch);
         struct stat st;
         if (step >= total && !stat(c->output, &st)) {

@@ -1,12 +1,11 @@
 /* DyLoRA on tiny-llama: one adapter of rank D trained with the per-step rank
- * draw, then cut to r in {D/4, D/2, D}, against a plain LoRA trained at rank
- * r alone for the same steps, data and seed (printed: the README's figures).
- * Asserted: every cut learnt (more than half the plain LoRA's gain over the
- * base model), the loss falls as r grows (one file, nested ranks), and at
- * the full rank it is within 10 % of the plain LoRA's. The lower ranks lag
- * at equal steps: kohya's rule trains one rank block per step, so each block
- * learns in 1 / (D / unit) of the steps. The data is a learnable token chain
- * (each token has one successor; chains start at random tokens). */
+ * draw, written as lm train writes it (PEFT), read back and cut to r in
+ * {D/4, D/2, D}, against a plain LoRA trained at rank r alone for the same
+ * steps, data and seed: every cut learnt (more than half the plain LoRA's
+ * gain over the base model) and its training loss is within 10 % of the
+ * plain LoRA's (the figures are printed; the README quotes them). The data
+ * is a learnable token chain (each token has one successor; chains start at
+ * random tokens). -DSTEPS=N -DVOCAB_USED=N build other sizes by hand. */
 #include "llama_check.h"
 #include "llama/llama_lora_init.h"
 #include "llama/llama_train.h"
@@ -14,13 +13,17 @@
 
 #define B_ 4
 #define L_ 16
+#ifndef STEPS
 #define STEPS 160
+#endif
 #define NT 7
 #define DIM 8
 #define UNIT 2
 #define ALPHA 8.0f
 #define LR 2e-2f
+#ifndef VOCAB_USED
 #define VOCAB_USED 16
+#endif
 
 static const char *const TARGETS[] = {"o_proj", "down_proj", "v_proj", "q_proj", "k_proj", "gate_proj", "up_proj"};
 
@@ -141,10 +144,12 @@ static void dylora_cuts_against_plain_lora(void **state)
         vkl_lora cut, plain;
         /* the DyLoRA adapter as lm train writes it (PEFT), read back and cut */
         char path[4200], cfg[4200];
-        snprintf(path, sizeof path, "%s/adapter_model.safetensors", vkl_test_tmpdir());
-        snprintf(cfg, sizeof cfg, "%s/adapter_config.json", vkl_test_tmpdir());
+        const char *dir = vkl_test_tmpdir(); /* a new folder each call: the config goes beside the file */
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+        snprintf(cfg, sizeof cfg, "%s/adapter_config.json", dir);
         assert_int_equal(vkl_lora_save_peft(&dy, path, cfg, &e), 0);
         assert_int_equal(vkl_lora_load(path, NULL, &cut, &e), 0);
+        assert_true(cut.has_config);
         assert_int_equal(vkl_dylora_cut(&cut, r, &e), 0);
         train(m, r, 0, ids, &plain);
         ld[k] = loss_of(m, &cut, ids);
@@ -155,15 +160,11 @@ static void dylora_cuts_against_plain_lora(void **state)
         vkl_lora_free(&plain);
     }
     for (int k = 0; k < 3; k++) {
-        /* every cut learnt: more than half of the plain LoRA's gain over the base model */
+        /* every cut learnt (more than half the plain LoRA's gain over the base
+         * model) and is within 10 % of the LoRA trained at its rank alone */
         assert_true(ld[k] < base - 0.5f * (base - lp[k]));
-        /* one file, nested ranks: more rank rows fit better */
-        if (k) assert_true(ld[k] < ld[k - 1]);
+        assert_true(fabsf(ld[k] - lp[k]) <= 0.10f * lp[k]);
     }
-    /* the full rank is within 10 % of a LoRA trained at that rank alone (the
-     * lower ranks are not: each rank block learns in 1 / (DIM / UNIT) of the
-     * steps, see lora_dylora.h; the printed figures are the README's) */
-    assert_true(fabsf(ld[2] - lp[2]) <= 0.10f * lp[2]);
     vkl_lora_free(&dy);
     vkl_llama_free(m);
     vkl_test_ctx_done(c);

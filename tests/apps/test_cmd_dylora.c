@@ -5,7 +5,8 @@
  * generates the same tokens as the cut folder. SD: `train --network dylora
  * --network-dim D --dylora-unit U` writes a kohya file with the metadata;
  * `generate --rank-at-inference R` draws the same pixels as the file `merge`
- * cut. Wrong ranks and options are refused by name, leaving no output. */
+ * cut. A resumed DyLoRA run equals the uninterrupted one. Wrong ranks and
+ * options are refused by name, leaving no output. */
 #include "vkl_test.h"
 #include "io/image.h"
 #include "lora/lora_file.h"
@@ -138,6 +139,50 @@ static void lm_train_cut_and_generate(void **state)
     vkl_lora_free(&cut);
 }
 
+static char *loss_log(const char *dir)
+{
+    char rel[300];
+    snprintf(rel, sizeof rel, "%s/train_log.csv", dir);
+    char *log = vkl_test_slurp(vkl_test_dir, rel);
+    if (!log) fail_msg("no %s", rel);
+    vkl_test_csv_first_columns(log, 3); /* step, epoch, loss */
+    return log;
+}
+
+/* A DyLoRA run resumed from its state at step 3 is the uninterrupted run:
+ * the same losses and the same adapter, bit for bit (the rank draws replay). */
+static void lm_resume_is_exact(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED(LM);
+    char common[2048], args[4096];
+    snprintf(common, sizeof common,
+             "lm train --model '%s' --data story.txt --network dylora --rank 4 --alpha 4 --dylora-unit 1 --seq-len 32 "
+             "--batch 2 --lr 2e-2 --seed 9 --save-every 3 --quiet", vkl_test_shared_path(LM));
+    snprintf(args, sizeof args, "%s --steps 6 -o ra", common);
+    run(args, 0, NULL);
+    snprintf(args, sizeof args, "%s --steps 3 -o rb", common);
+    run(args, 0, NULL);
+    snprintf(args, sizeof args, "%s --steps 6 -o rb --resume", common);
+    run(args, 0, NULL);
+    char *la = loss_log("ra"), *lb = loss_log("rb");
+    assert_string_equal(la, lb);
+    free(la);
+    free(lb);
+    vkl_lora a, b;
+    load("ra/adapter_model.safetensors", &a);
+    load("rb/adapter_model.safetensors", &b);
+    assert_int_equal(a.n, b.n);
+    for (int i = 0; i < a.n; i++) {
+        const vkl_lora_module *mb = vkl_lora_find(&b, a.m[i].name);
+        assert_non_null(mb);
+        for (int r = VKL_LORA_DOWN; r <= VKL_LORA_UP; r++)
+            assert_memory_equal(a.m[i].t[r].data, mb->t[r].data, sizeof(float) * vkl_lora_tensor_nelem(&a.m[i].t[r]));
+    }
+    vkl_lora_free(&a);
+    vkl_lora_free(&b);
+}
+
 static void sd_train_cut_and_generate(void **state)
 {
     (void)state;
@@ -191,6 +236,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lm_train_cut_and_generate),
+        cmocka_unit_test(lm_resume_is_exact),
         cmocka_unit_test(sd_train_cut_and_generate),
     };
     return cmocka_run_group_tests(tests, vkl_test_group_setup, vkl_test_group_teardown);

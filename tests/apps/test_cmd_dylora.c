@@ -221,6 +221,27 @@ static void sd_train_cut_and_generate(void **state)
     assert_memory_equal(vkl_image_u8(&a), vkl_image_u8(&b), (size_t)a.width * a.height * 3);
     vkl_image_free(&a);
     vkl_image_free(&b);
+    /* a run interrupted at step 2 and resumed logs the uninterrupted run's losses */
+    char common[2048];
+    snprintf(common, sizeof common,
+             "train --model '%s' --images images --resolution 64 --network dylora --network-dim 4 --dylora-unit 1 "
+             "--alpha 4 --lr 1e-2 --max-steps 4 --batch 2 --seed 6 --quiet", model);
+    snprintf(args, sizeof args, "%s -o sa.safetensors", common);
+    run(args, 0, NULL);
+    snprintf(args, sizeof args, "%s -o sb.safetensors", common);
+    char *out = NULL;
+    assert_int_equal(vkl_test_cli(args, "VKLORA_TRAIN_INTERRUPT_AT=2", &out), 130);
+    free(out);
+    snprintf(args, sizeof args, "%s -o sb.safetensors --resume sb.state", common);
+    run(args, 0, NULL);
+    char *la = vkl_test_slurp(vkl_test_dir, "sa.csv"), *lb = vkl_test_slurp(vkl_test_dir, "sb.csv");
+    assert_non_null(la);
+    assert_non_null(lb);
+    vkl_test_csv_first_columns(la, 3);
+    vkl_test_csv_first_columns(lb, 3);
+    assert_string_equal(la, lb);
+    free(la);
+    free(lb);
     snprintf(args, sizeof args, "%s --lora sd.safetensors --rank-at-inference 3 -o c.png", g);
     run(args, 1, "not a multiple of the adapter's DyLoRA unit 2");
     snprintf(args, sizeof args,

@@ -98,8 +98,8 @@ static void usage(FILE *f)
             "dequantised inside the matmul shaders (LoRA and IA3; DoRA needs an f32 or f16 base).\n"
             "--model FILE.gguf trains on a llama.cpp model (dequantised at load). --format gguf (LoRA only) also\n"
             "writes ADAPTER_DIR/adapter_model.gguf, the adapter as llama.cpp's --lora loads it.\n"
-            "--network dylora: DyLoRA (kohya's networks/dylora.py rule): each step every module draws a rank b, a\n"
-            "multiple of --dylora-unit up to --rank, runs its first b rank rows at scale alpha/b and trains the\n"
+            "--network dylora: DyLoRA (kohya's networks/dylora.py rule): each step draws one rank b, a multiple of\n"
+            "--dylora-unit up to --rank; every module runs its first b rank rows at scale alpha/b and trains the\n"
             "last unit of them; the PEFT file at --rank serves every such rank (lm generate --rank-at-inference R,\n"
             "or vklora merge --lora DIR --rank-at-inference R -o OUT to write the cut adapter).\n");
 }

@@ -58,6 +58,8 @@ static const char *usage_text =
     "  --vae-tile N           tile side in latent pixels (64 = 512 image pixels); --vae-tile-overlap N (16)\n"
     "                         tiles see only their part of the image: results differ slightly from untiled\n"
     "  --merge-lora           fold the adapters into the weights (fastest steps) instead of run-time\n"
+    "  --rank-at-inference R  cut every adapter to its first R rank rows (a DyLoRA file serves every rank\n"
+    "                         that is a multiple of its unit; alpha kept, so the scale is alpha/R)\n"
     "  --lora-sweep FILE:W1,W2,...  render the same seed at each weight of FILE into one labelled grid\n"
     "  --quiet                no progress output\n";
 
@@ -67,7 +69,7 @@ typedef struct gen_args {
     const char *lora_dir, *sweep;
     const char *model, *prompt, *negative, *sampler, *schedule, *convention, *init_image, *tokenizer, *init_noise,
         *save_latents, *output, *weights, *vae_tiling, *model_config;
-    int lowvram, vae_tile, vae_tile_overlap;
+    int lowvram, vae_tile, vae_tile_overlap, rank_at;
     int steps, width, height, batch, clip_skip, quiet, have_seed;
     int orig_w, orig_h, target_w, target_h, crop_left, crop_top; /* SDXL size conditioning, 0: the image's */
     float cfg, strength;
@@ -206,6 +208,7 @@ static int parse_args(int argc, char **argv, gen_args *a)
             a->vae_tiling = v;
             bad = strcmp(v, "auto") && strcmp(v, "on") && strcmp(v, "off");
         }
+        else if (!strcmp(k, "--rank-at-inference")) bad = parse_int(v, 1, 100000, &a->rank_at);
         else if (!strcmp(k, "--vae-tile")) bad = parse_int(v, 1, 4096, &a->vae_tile);
         else if (!strcmp(k, "--vae-tile-overlap")) bad = parse_int(v, 0, 4095, &a->vae_tile_overlap);
         else if (!strcmp(k, "--lora")) {
@@ -477,6 +480,11 @@ int vkl_cmd_generate(int argc, char **argv)
         if (vkl_gen_lora_add_spec(&gl, sweep_file, &e)) goto done;
     }
     if (sweep_weights && sweep_list(sweep_weights, NULL, NULL, &e)) goto done;
+    if (a.rank_at && !gl.n) {
+        vkl_fail(&e, "--rank-at-inference cuts the adapters; no --lora or <lora:...> is given");
+        goto done;
+    }
+    gl.rank_at = a.rank_at;
     if (size_check(&a, &e)) goto done;
     if (vkl_ctx_create(NULL, &c, &e)) goto done;
     vkl_sd_model_opts mo;

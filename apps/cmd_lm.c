@@ -15,6 +15,7 @@
 #include "lm_prompts.h"
 #include "lm_tok.h"
 #include "lora_args.h"
+#include "lora/lora_dylora.h"
 #include "progress.h"
 
 #include <cjson/cJSON.h>
@@ -35,7 +36,7 @@ static void usage(FILE *f)
                "                          [--seed N] [--stop STRING]... [--json]\n"
                "                          [--chat] [--system TEXT] [--chat-template llama3|chatml|mistral]\n"
                "                          [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--base-dtype f32|f16|bf16|nf4]\n"
-               "                          [--device N|cpu|gpu|NAME]\n"
+               "                          [--rank-at-inference R] [--device N|cpu|gpu|NAME]\n"
                "Decodes with a KV cache and streams the continuation. Greedy unless --temperature T > 0 (or a\n"
                "filter is given, which samples at temperature 1): then the repetition penalty, temperature,\n"
                "top-k, top-p and min-p apply in that order (as transformers) and the token is drawn on the host\n"
@@ -55,6 +56,8 @@ static void usage(FILE *f)
                "Adapters: PEFT folders (adapter_model.safetensors + adapter_config.json) of LoRA, DoRA or IA3,\n"
                "or GGUF LoRA adapters (llama.cpp's layout, e.g. lm train --format gguf's adapter_model.gguf);\n"
                "W scales LoRA's product, and IA3's vectors as 1 + W (l - 1) (1 = as PEFT).\n"
+               "--rank-at-inference R cuts every LoRA adapter to its first R rank rows (a DyLoRA file serves every\n"
+               "rank that is a multiple of its unit; alpha is kept, so the scale is alpha/R) before applying it.\n"
                "       vklora lm train --model DIR --data FILE -o ADAPTER_DIR ... (lm train --help)\n"
                "       vklora lm merge --model DIR --lora ADAPTER_DIR[:W] -o OUTDIR ... (lm merge --help)\n"
                "       vklora lm convert --model DIR -o FILE.gguf [--quant TYPE] ... (lm convert --help)\n"
@@ -145,7 +148,7 @@ static int generate(int argc, char **argv)
     int chat = 0;
     static char lora[MAX_LORA][4096];
     float lora_w[MAX_LORA];
-    int nlora = 0, max_new = 64;
+    int nlora = 0, max_new = 64, rank_at = 0;
     vkl_dtype dt = VKL_F32;
     int dt_given = 0;
     vkl_app_lm_gen_args ga;
@@ -180,6 +183,15 @@ static int generate(int argc, char **argv)
             }
             max_new = (int)x;
         } else if (!strcmp(a, "--device") && v) vkl_ctx_default_device(argv[++i], "--device ");
+        else if (!strcmp(a, "--rank-at-inference") && v) {
+            char *end;
+            long x = strtol(argv[++i], &end, 10);
+            if (*end || x < 1 || x > 1000000) {
+                fprintf(stderr, "vklora lm generate: --rank-at-inference %s is not a positive rank\n", argv[i]);
+                return 2;
+            }
+            rank_at = (int)x;
+        }
         else if (!strcmp(a, "--f16")) dt = VKL_F16, dt_given = 1; /* the older spelling of --weights f16 */
         else if ((!strcmp(a, "--weights") || !strcmp(a, "--base-dtype")) && v) {
             i++;
@@ -218,6 +230,10 @@ static int generate(int argc, char **argv)
     if (!model || !prompt == !prompts) {
         if (prompt && prompts) fprintf(stderr, "vklora lm generate: give --prompt or --prompts, not both\n");
         usage(stderr);
+        return 2;
+    }
+    if (rank_at && !nlora) {
+        fprintf(stderr, "vklora lm generate: --rank-at-inference cuts the --lora adapters; none is given\n");
         return 2;
     }
     if (prompts && (nlora || chat)) {
@@ -260,6 +276,12 @@ static int generate(int argc, char **argv)
         if (!exists(path)) snprintf(path, sizeof path, "%s", dir);
         if (vkl_llama_is_gguf(path) ? vkl_llama_lora_load_gguf(path, &m->cfg, &ls[nloaded], &e)
                                     : vkl_lora_load(path, NULL, &ls[nloaded], &e)) {
+            rc = -1;
+            break;
+        }
+        if (rank_at && vkl_dylora_cut(&ls[nloaded], rank_at, &e)) {
+            vkl_err_prefix(&e, "%s: --rank-at-inference %d: ", dir, rank_at);
+            vkl_lora_free(&ls[nloaded]);
             rc = -1;
             break;
         }

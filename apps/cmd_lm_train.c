@@ -18,6 +18,7 @@
 #include "llama/llama_lora_gguf.h"
 #include "llama/llama_lora_init.h"
 #include "llama/llama_train.h"
+#include "lora/lora_dylora.h"
 #include "optim.h"
 
 #include <cjson/cJSON.h>
@@ -45,7 +46,7 @@ static void on_signal(int sig)
     stop_ = 1;
 }
 
-typedef enum { NET_LORA, NET_DORA, NET_IA3, NET_ADALORA } network;
+typedef enum { NET_LORA, NET_DORA, NET_IA3, NET_ADALORA, NET_DYLORA } network;
 typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
 
 typedef struct args {
@@ -57,7 +58,7 @@ typedef struct args {
     network net;
     vkl_adalora_config ada; /* --network adalora */
     int ada_given, alpha_given, rank_given;
-    int rank, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force, gguf;
+    int rank, unit, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force, gguf;
     float alpha, lr, loraplus, wd, max_grad_norm;
     uint64_t seed;
     schedule sched;
@@ -70,8 +71,8 @@ typedef struct args {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: vklora lm train --model DIR|FILE.gguf --data FILE -o ADAPTER_DIR [--network lora|dora|ia3|adalora]\n"
-            "         [--rank 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
+            "usage: vklora lm train --model DIR|FILE.gguf --data FILE -o ADAPTER_DIR [--network lora|dora|ia3|adalora|dylora]\n"
+            "         [--rank 8] [--dylora-unit 1] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--loraplus-ratio X]\n"
             "         [--lr 1e-4] [--max-steps N | --epochs N] [--batch 4] [--grad-accum 1] [--seq-len 128] [--seed N]\n"
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
             "         [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--chat-template llama3|chatml|mistral] [--format peft|gguf]\n"
@@ -99,8 +100,12 @@ static void usage(FILE *f)
             "single process with --grad-accum N x M makes.\n"
             "--base-dtype nf4 trains on a QLoRA base: the layers' projections quantised to 4-bit NormalFloat at load,\n"
             "dequantised inside the matmul shaders (LoRA and IA3; DoRA needs an f32 or f16 base).\n"
-            "--model FILE.gguf trains on a llama.cpp model (dequantised at load). --format gguf (LoRA, AdaLoRA) also\n"
-            "writes ADAPTER_DIR/adapter_model.gguf, the adapter as llama.cpp's --lora loads it.\n");
+            "--model FILE.gguf trains on a llama.cpp model (dequantised at load). --format gguf (LoRA, AdaLoRA, DyLoRA)\n"
+            "also writes ADAPTER_DIR/adapter_model.gguf, the adapter as llama.cpp's --lora loads it.\n"
+            "--network dylora: DyLoRA (kohya's networks/dylora.py rule): each step draws one rank b, a multiple of\n"
+            "--dylora-unit up to --rank; every module runs its first b rank rows at scale alpha/b and trains the\n"
+            "last unit of them; the PEFT file at --rank serves every such rank (lm generate --rank-at-inference R,\n"
+            "or vklora merge --lora DIR --rank-at-inference R -o OUT to write the cut adapter).\n");
     vkl_app_adalora_usage(f);
 }
 
@@ -163,9 +168,14 @@ static void resolve_targets(args *a)
         if (strstr(a->targets[i], "down_proj")) a->ff[a->nf++] = a->targets[i];
 }
 
+static const char *net_name(network n)
+{
+    return n == NET_IA3 ? "ia3" : n == NET_DORA ? "dora" : n == NET_ADALORA ? "adalora" : n == NET_DYLORA ? "dylora" : "lora";
+}
+
 static int parse(int argc, char **argv, args *a)
 {
-    *a = (args){.net = NET_LORA, .rank = 8, .alpha = 16, .lr = 1e-4f, .loraplus = 1, .batch = 4, .grad_accum = 1, .seq_len = 128,
+    *a = (args){.net = NET_LORA, .rank = 8, .unit = 1, .alpha = 16, .lr = 1e-4f, .loraplus = 1, .batch = 4, .grad_accum = 1, .seq_len = 128,
                 .max_grad_norm = 1, .device = -1, .sched = SCHED_CONSTANT};
     vkl_adalora_config_default(&a->ada);
     int rc = 0;
@@ -210,7 +220,8 @@ static int parse(int argc, char **argv, args *a)
                 else if (!strcmp(v, "dora")) a->net = NET_DORA;
                 else if (!strcmp(v, "ia3")) a->net = NET_IA3;
                 else if (!strcmp(v, "adalora")) a->net = NET_ADALORA;
-                else rc = bad(o, v, "unknown network (lora, dora, ia3 or adalora)");
+                else if (!strcmp(v, "dylora")) a->net = NET_DYLORA;
+                else rc = bad(o, v, "unknown network (lora, dora, ia3, adalora or dylora)");
             } else if (!strcmp(o, "--format")) {
                 if (!strcmp(v, "peft")) a->gguf = 0;
                 else if (!strcmp(v, "gguf")) a->gguf = 1;
@@ -222,6 +233,7 @@ static int parse(int argc, char **argv, args *a)
                 else rc = bad(o, v, "unknown schedule (constant, linear or cosine)");
             } else if (!strcmp(o, "--targets")) rc = split_targets(a, v);
             else if (!strcmp(o, "--rank")) rc = get_int(o, v, 1, 4096, &a->rank), a->rank_given = 1;
+            else if (!strcmp(o, "--dylora-unit")) rc = get_int(o, v, 1, 4096, &a->unit);
             else if (!strcmp(o, "--max-steps") || !strcmp(o, "--steps")) rc = get_int(o, v, 1, 100000000, &a->steps);
             else if (!strcmp(o, "--epochs")) rc = get_int(o, v, 1, 1000000, &a->epochs);
             else if (!strcmp(o, "--batch")) rc = get_int(o, v, 1, 4096, &a->batch);
@@ -269,9 +281,21 @@ static int parse(int argc, char **argv, args *a)
         fprintf(stderr, "vklora lm train: --network dora needs --base-dtype f32 or f16 (DoRA's norm reads the weight)\n");
         return 2;
     }
-    if (a->gguf && a->net != NET_LORA && a->net != NET_ADALORA) {
+    if (a->gguf && a->net != NET_LORA && a->net != NET_ADALORA && a->net != NET_DYLORA) {
         fprintf(stderr, "vklora lm train: --format gguf holds LoRA adapters only, not --network %s\n",
-                a->net == NET_DORA ? "dora" : "ia3");
+                net_name(a->net));
+        return 2;
+    }
+    if (a->net == NET_DYLORA && a->rank % a->unit) {
+        fprintf(stderr, "vklora lm train: --rank %d is not a multiple of --dylora-unit %d\n", a->rank, a->unit);
+        return 2;
+    }
+    if (a->net != NET_DYLORA && a->unit != 1) {
+        fprintf(stderr, "vklora lm train: --dylora-unit applies to --network dylora\n");
+        return 2;
+    }
+    if (a->net == NET_DYLORA && a->rslora) {
+        fprintf(stderr, "vklora lm train: --network dylora does not take --rslora (its scale is alpha/rank)\n");
         return 2;
     }
     if (a->ada_given && a->net != NET_ADALORA) {
@@ -452,6 +476,7 @@ typedef struct run {
     vkl_adalora_alloc *alloc;
     float *ada_state; /* the allocator's state for --save-every / --resume */
     vkl_llama_train *tr;
+    vkl_dylora *dy;
     int32_t *ids, *labels;
     int *attn, *order;
     FILE *log;
@@ -469,6 +494,7 @@ static void run_free(run *r)
     free(r->attn);
     free(r->order);
     vkl_llama_train_free(r->tr);
+    vkl_dylora_free(r->dy);
     vkl_lora_set_free(r->set);
     vkl_llama_dora_free(r->dora);
     vkl_llama_ia3_free(r->ia3);
@@ -525,6 +551,8 @@ static int evaluate(const args *a, run *r, int step, vkl_err *e)
 {
     double loss;
     long long tokens;
+    /* a DyLoRA adapter is scored at its full rank, not the last step's draw */
+    if (r->dy && vkl_dylora_full(r->dy, e)) return -1;
     if (vkl_app_lm_eval_run(r->ev, &r->val, &loss, &tokens, e)) return vkl_err_prefix(e, "held-out loss: "), -1;
     fprintf(r->elog, "%d,%.7g,%.7g,%lld\n", step, loss, exp(loss), tokens);
     fflush(r->elog);
@@ -542,8 +570,8 @@ static char *options_json(const args *a)
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->seed);
     cJSON_AddStringToObject(j, "model", a->model);
     cJSON_AddStringToObject(j, "data", a->data);
-    cJSON_AddStringToObject(j, "network", a->net == NET_IA3 ? "ia3" : a->net == NET_DORA ? "dora"
-                                          : a->net == NET_ADALORA ? "adalora" : "lora");
+    cJSON_AddStringToObject(j, "network", net_name(a->net));
+    if (a->net == NET_DYLORA) cJSON_AddNumberToObject(j, "dylora_unit", a->unit);
     cJSON_AddItemToObject(j, "targets", names(a->targets, a->nt));
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddNumberToObject(j, "rank", a->rank);
@@ -575,6 +603,11 @@ static int build_adapter(const args *a, run *r, vkl_err *e)
     vkl_llama_lora_opts o = {.targets = a->targets, .nt = a->nt, .rank = a->rank, .alpha = a->alpha,
                              .rslora = a->rslora, .dora = a->net == NET_DORA, .seed = a->seed};
     if (vkl_llama_lora_init(r->m, &o, &r->l, e)) return -1;
+    if (a->net == NET_DYLORA)
+        return vkl_dylora_mark(&r->l, a->unit, a->rank, a->alpha, e) || vkl_lora_set_build(r->c, &use, 1, &r->set, e) ||
+                       vkl_dylora_new(r->c, r->set, &r->l, a->unit, a->seed, &r->dy, e)
+                   ? -1
+                   : 0;
     return a->net == NET_DORA ? vkl_llama_dora_build(r->m, &r->l, 1.0f, &r->dora, e)
                               : vkl_lora_set_build(r->c, &use, 1, &r->set, e);
 }
@@ -614,7 +647,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
             return -1;
     }
     vkl_llama_train_opts to = {.loraplus_ratio = a->loraplus, .ia3 = r->ia3, .adalora = r->ada, .grad_accum = N,
-                               .dist = dist};
+                               .dist = dist, .dylora = r->dy};
     vkl_adamw_opts_default(&to.adam);
     to.adam.lr = a->lr;
     to.adam.weight_decay = a->wd;
@@ -637,7 +670,11 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         char split[96] = "";
         if (GB != B) snprintf(split, sizeof split, " (batch %d x gradient accumulation %d x %d ranks)", B, N, P);
         fprintf(stderr, "lm train: %s, %d modules, %d samples of %d tokens (%lld real), %d steps of batch %d%s\n",
-                a->net == NET_IA3 ? "IA3" : a->net == NET_DORA ? "DoRA" : a->net == NET_ADALORA ? "AdaLoRA" : "LoRA",
+                a->net == NET_IA3       ? "IA3"
+                : a->net == NET_DORA    ? "DoRA"
+                : a->net == NET_ADALORA ? "AdaLoRA"
+                : a->net == NET_DYLORA  ? "DyLoRA"
+                                        : "LoRA",
                 r->ada ? r->ada->n : r->l.n, n, L, r->data.tokens, total, GB, split);
     }
     uint64_t rng = a->seed ^ 0x6c6d747261696eull;
@@ -660,6 +697,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
             (r->alloc && vkl_adalora_alloc_state_set(r->alloc, r->ada_state, e)))
             return -1;
         start = ls.step + 1;
+        if (r->dy) vkl_dylora_skip(r->dy, ls.step); /* the ranks the saved steps drew */
         epoch = ls.epoch;
         pos = ls.pos;
         rng = ls.rng;
@@ -709,6 +747,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
             memcpy(r->attn + dst, r->data.attn + src, sizeof(int) * L);
         }
         float lr = lr_at(a, t - 1, total), loss = 0;
+        if (r->dy && vkl_dylora_draw(r->dy, e)) return vkl_err_prefix(e, "step %d: ", t), -1;
         if (N == 1 && !dist) {
             if (vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, &loss, e))
                 return vkl_err_prefix(e, "step %d: ", t), -1;

@@ -8,6 +8,9 @@
 #include "lora/lora_combine.h"
 #include "sd/sd_bake.h"
 #include "lora_args.h"
+#include "lora/lora_dylora.h"
+
+#include <errno.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +24,7 @@ static int usage(void)
     fprintf(stderr,
             "usage: vklora merge --lora FILE[:WEIGHT] [--lora FILE[:WEIGHT] ...] -o OUT\n"
             "                    [--rank R] [--to kohya|peft] [--names MODEL] [--force]\n"
+            "       vklora merge --lora FILE|PEFT_DIR --rank-at-inference R -o OUT [--to kohya|peft] [--force]\n"
             "       vklora merge --model MODEL --lora FILE[:WEIGHT] [...] -o OUT [--dtype f16|f32] [--force]\n"
             "                    [--model-config FILE.yaml (the yaml of a single-file MODEL; default <name>.yaml)]\n"
             "  Combines adapters into one whose delta W is sum_i WEIGHT_i * delta_i\n"
@@ -31,7 +35,10 @@ static int usage(void)
             "  --model   bake the adapters (any kind) into MODEL instead: OUT is a checkpoint in\n"
             "            MODEL's layout (single file, or a diffusers folder for a folder);\n"
             "            --dtype f16|f32 converts every float tensor (default: keep each);\n"
-            "            --force replaces an existing output (file or folder); --verbose: the error per module\n");
+            "            --force replaces an existing output (file or folder); --verbose: the error per module\n"
+            "  --rank-at-inference R  cut one adapter (a DyLoRA file, or any LoRA) to its first R rank rows,\n"
+            "            alpha kept; R must be a multiple of a DyLoRA file's unit. OUT keeps the input's format\n"
+            "            (a PEFT folder: OUT is a folder with adapter_model.safetensors and adapter_config.json)\n");
     return 2;
 }
 
@@ -93,12 +100,56 @@ static int bake(const char *base, const char *yaml, const char *const *paths, co
     return rc;
 }
 
+/* One adapter cut to rank r (lora_dylora.h) and written in its own format,
+ * or in `to`'s. A PEFT output without a .safetensors name is a folder. */
+static int cut(const char *path, const char *names, int r, const char *to, const char *out, int force)
+{
+    char in[4200], file[4200];
+    struct stat st;
+    if (!stat(path, &st) && S_ISDIR(st.st_mode)) snprintf(in, sizeof in, "%s/adapter_model.safetensors", path);
+    else snprintf(in, sizeof in, "%s", path);
+    vkl_lora_targets t;
+    vkl_err e;
+    if (names && vkl_lora_targets_open(names, &t, &e)) {
+        vkl_log(VKL_LOG_ERROR, "%s", e.msg);
+        return 1;
+    }
+    vkl_lora l;
+    int rc = vkl_app_lora_load(in, names ? &t : NULL, NULL, &l) ? 1 : 0;
+    if (names) vkl_lora_targets_free(&t);
+    if (rc) return rc;
+    int from = vkl_dylora_max_rank(&l);
+    if (vkl_dylora_cut(&l, r, &e)) {
+        vkl_log(VKL_LOG_ERROR, "%s: --rank-at-inference %d: %s", path, r, e.msg);
+        vkl_lora_free(&l);
+        return 1;
+    }
+    if (!to) to = l.format == VKL_LORA_FMT_PEFT ? "peft" : "kohya";
+    size_t ol = strlen(out);
+    int folder = !strcmp(to, "peft") && (ol < 12 || strcmp(out + ol - 12, ".safetensors"));
+    snprintf(file, sizeof file, folder ? "%s/adapter_model.safetensors" : "%s", out);
+    if (folder && mkdir(out, 0755) && errno != EEXIST) {
+        vkl_log(VKL_LOG_ERROR, "cannot create folder %s: %s", out, strerror(errno));
+        rc = 1;
+    }
+    char comment[160];
+    snprintf(comment, sizeof comment, "cut from rank %d to %d by vklora merge --rank-at-inference", from, r);
+    if (!rc && vkl_lora_meta_set(&l, "ss_training_comment", comment, &e)) {
+        vkl_log(VKL_LOG_ERROR, "%s", e.msg);
+        rc = 1;
+    }
+    if (!rc) rc = vkl_app_lora_save(&l, to, file, force) ? 1 : 0;
+    if (!rc) vkl_log(VKL_LOG_INFO, "%s: %d modules cut from rank %d to %d -> %s", path, l.n, from, r, out);
+    vkl_lora_free(&l);
+    return rc;
+}
+
 int vkl_cmd_merge(int argc, char **argv)
 {
     const char *paths[MAX_INPUTS], *out = NULL, *to = NULL, *model = NULL, *base = NULL, *dtype = NULL, *yaml = NULL;
     static char path_buf[MAX_INPUTS][4096];
     double weights[MAX_INPUTS];
-    int n = 0, rank = 0, force = 0, verbose = 0;
+    int n = 0, rank = 0, force = 0, verbose = 0, rank_at = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--lora") && i + 1 < argc) {
@@ -128,6 +179,12 @@ int vkl_cmd_merge(int argc, char **argv)
             long r = strtol(argv[++i], &end, 10);
             if (*end || r < 1 || r > 100000) return fprintf(stderr, "vklora merge: bad --rank %s\n", argv[i]), 2;
             rank = (int)r;
+        } else if (!strcmp(a, "--rank-at-inference") && i + 1 < argc) {
+            char *end;
+            long r = strtol(argv[++i], &end, 10);
+            if (*end || r < 1 || r > 100000)
+                return fprintf(stderr, "vklora merge: bad --rank-at-inference %s (a positive rank)\n", argv[i]), 2;
+            rank_at = (int)r;
         } else if (!strcmp(a, "--force")) {
             force = 1;
         } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
@@ -147,6 +204,14 @@ int vkl_cmd_merge(int argc, char **argv)
     int is_model = base && !stat(out, &so) && !stat(base, &sb) && so.st_ino == sb.st_ino && so.st_dev == sb.st_dev;
     if (!force && !is_model && !stat(out, &st)) /* the model itself: bake says why not */
         return fprintf(stderr, "vklora merge: %s exists; pass --force to replace it\n", out), 1;
+    if (rank_at) {
+        if (n != 1 || weights[0] != 1.0 || rank || base || dtype)
+            return fprintf(stderr, "vklora merge: --rank-at-inference cuts one adapter (one --lora without a weight; "
+                                   "no --rank, --model or --dtype)\n"),
+                   2;
+        if (to && strcmp(to, "kohya") && strcmp(to, "peft")) return fprintf(stderr, "vklora merge: --to kohya|peft\n"), 2;
+        return cut(paths[0], model, rank_at, to, out, force);
+    }
     if (base) {
         if (to || rank || model)
             return fprintf(stderr, "vklora merge: --to, --rank and --names combine adapters; --model bakes them into "

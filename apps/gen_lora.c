@@ -126,7 +126,8 @@ char *vkl_gen_lora_from_prompt(vkl_gen_lora *l, const char *prompt, const char *
 
 int vkl_gen_lora_apply(vkl_gen_lora *l, vkl_sd_model *m, int merge, vkl_err *e)
 {
-    return vkl_sd_adapters_apply(m, (const char *const *)l->path, l->unet_mult, l->te_mult, l->n, merge, &l->ad, e);
+    return vkl_sd_adapters_apply_ex(m, (const char *const *)l->path, l->unet_mult, l->te_mult, l->n, merge, l->rank_at,
+                                    &l->ad, e);
 }
 
 int vkl_gen_lora_set_weight(vkl_gen_lora *l, int i, float unet, float te, vkl_err *e)

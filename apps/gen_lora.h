@@ -14,6 +14,7 @@ typedef struct vkl_gen_lora {
     char *path[VKL_GEN_MAX_LORAS];
     char *name[VKL_GEN_MAX_LORAS];  /* file name without folder and extension */
     float unet_mult[VKL_GEN_MAX_LORAS], te_mult[VKL_GEN_MAX_LORAS];
+    int rank_at;                    /* >0: every adapter cut to this rank (DyLoRA) */
     vkl_sd_adapters ad;             /* once applied */
 } vkl_gen_lora;
 

@@ -30,6 +30,9 @@ struct vkl_adamw {
     /* 8-bit state (state_bits 8): per parameter codes and absmax, or NULL
      * where that parameter keeps f32 moments; qmap f32 [512] */
     vkl_tensor **codes, **absmax, *qmap;
+    /* rank gates (vkl_adamw_set_rank_gate): per parameter, or NULL */
+    vkl_tensor **gate_count, **gate_mask;
+    int *gate_axis;
 };
 
 /* 8-bit state of parameter i: codes start at the map's zero entry (index 127
@@ -81,7 +84,11 @@ vkl_adamw *vkl_adamw_new(vkl_ctx *c, vkl_tensor *const *params, int n, const flo
     a->lr_mult = calloc((size_t)n + 1, sizeof *a->lr_mult);
     a->codes = calloc((size_t)n + 1, sizeof *a->codes);
     a->absmax = calloc((size_t)n + 1, sizeof *a->absmax);
-    if (!a->p || !a->m || !a->v || !a->lr_mult || !a->codes || !a->absmax) {
+    a->gate_count = calloc((size_t)n + 1, sizeof *a->gate_count);
+    a->gate_mask = calloc((size_t)n + 1, sizeof *a->gate_mask);
+    a->gate_axis = calloc((size_t)n + 1, sizeof *a->gate_axis);
+    if (!a->p || !a->m || !a->v || !a->lr_mult || !a->codes || !a->absmax || !a->gate_count || !a->gate_mask ||
+        !a->gate_axis) {
         vkl_fail(e, "out of host memory");
         goto fail;
     }
@@ -134,6 +141,9 @@ void vkl_adamw_free(vkl_adamw *a)
     vkl_tensor_free(a->qmap);
     free(a->codes);
     free(a->absmax);
+    free(a->gate_count);
+    free(a->gate_mask);
+    free(a->gate_axis);
     vkl_tensor_free(a->hyper);
     vkl_tensor_free(a->state);
     free(a->p);
@@ -192,6 +202,67 @@ static int emit_adamw(vkl_graph *g, vkl_node *n, vkl_err *e)
     return 0;
 }
 
+/* Elements after the rank axis of the gated parameter, and the rank. */
+typedef struct { float lr_mult; uint32_t inner, rank; } adamw_gated_params;
+
+static int emit_adamw_gated(vkl_graph *g, vkl_node *n, vkl_err *e)
+{
+    const adamw_gated_params *ap = (const adamw_gated_params *)n->params.bytes;
+    vkl_tensor *p = n->dst, *gr = n->src[0], *m = n->src[1], *v = n->src[2], *h = n->src[3], *s = n->src[4],
+               *cnt = n->src[5];
+    int64_t total = vkl_tensor_nelem(p), win = vkl_window_elems(vkl_graph_ctx(g), VKL_F32, 256);
+    for (int64_t first = 0; first < total; first += win) {
+        int64_t count = total - first < win ? total - first : win;
+        struct {
+            uint32_t n, p_off, g_off, m_off, v_off;
+            float lr_mult;
+            uint32_t first, inner, rank, c_off;
+        } pc = {(uint32_t)count, 0, 0, 0, 0, ap->lr_mult, (uint32_t)first, ap->inner, ap->rank, 0};
+        vkl_bind b[7];
+        uint32_t dummy;
+        if (vkl_bind_span(g, p, first, count, &b[0], &pc.p_off, e) ||
+            vkl_bind_span(g, gr, first, count, &b[1], &pc.g_off, e) ||
+            vkl_bind_span(g, m, first, count, &b[2], &pc.m_off, e) || vkl_bind_span(g, v, first, count, &b[3], &pc.v_off, e) ||
+            vkl_bind_span(g, h, 0, 8, &b[4], &dummy, e) || vkl_bind_span(g, s, 0, 4, &b[5], &dummy, e) ||
+            vkl_bind_span(g, cnt, 0, ap->rank, &b[6], &pc.c_off, e))
+            return -1;
+        if (dummy) return vkl_fail(e, "internal: optimiser state not aligned");
+        uint32_t gx, gy;
+        vkl_op_grid(((uint64_t)count + 255) / 256, &gx, &gy);
+        if (vkl_emit_dispatch(g, VKL_KERNEL_ADAMW_GATED, NULL, 0, b, 7, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+    }
+    return 0;
+}
+
+int vkl_adamw_set_rank_gate(vkl_adamw *a, int i, vkl_tensor *count, vkl_tensor *mask, int axis, vkl_err *e)
+{
+    if (i < 0 || i >= a->n) return vkl_fail(e, "AdamW: no parameter %d to gate", i);
+    const vkl_tensor *p = a->p[i];
+    if (axis < 0 || axis >= p->ndim) return vkl_fail(e, "AdamW: parameter %d has no axis %d", i, axis);
+    int64_t R = p->shape[axis];
+    if (a->codes[i]) return vkl_fail(e, "AdamW: a rank-gated parameter needs f32 optimiser state, not 8-bit");
+    if (!count || !mask || count->graph || mask->graph || count->dtype != VKL_F32 || mask->dtype != VKL_F32 ||
+        vkl_tensor_nelem(count) != R || vkl_tensor_nelem(mask) != R || !vkl_tensor_is_contiguous(count) ||
+        !vkl_tensor_is_contiguous(mask))
+        return vkl_fail(e, "AdamW: the rank gate of parameter %d needs persistent contiguous f32 count and mask of %lld "
+                           "elements", i, (long long)R);
+    a->gate_count[i] = count;
+    a->gate_mask[i] = mask;
+    a->gate_axis[i] = axis;
+    return 0;
+}
+
+/* The gradient with the rows of the rank axis outside this step's block
+ * zeroed (mask broadcast along the other axes): what the global norm sees. */
+static vkl_tensor *gated_grad(vkl_adamw *a, vkl_graph *g, int i, vkl_tensor *grad)
+{
+    const vkl_tensor *p = a->p[i];
+    int64_t shape[4] = {1, 1, 1, 1};
+    shape[a->gate_axis[i]] = p->shape[a->gate_axis[i]];
+    vkl_tensor *gp = vkl_reshape(g, grad, p->ndim, p->shape);
+    return vkl_mul(g, gp, vkl_reshape(g, a->gate_mask[i], p->ndim, shape));
+}
+
 static int emit_clip(vkl_graph *g, vkl_node *n, vkl_err *e)
 {
     vkl_bind b[3];
@@ -217,7 +288,21 @@ static vkl_tensor *sum_in_windows(vkl_graph *g, vkl_tensor *t, int64_t n, int64_
     return s;
 }
 
+static int append_grads(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_err *e);
+
 int vkl_adamw_append(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_err *e)
+{
+    /* rank-gated parameters: the masked gradient feeds the norm and the update */
+    vkl_tensor **gated = calloc((size_t)a->n + 1, sizeof *gated);
+    if (!gated) return vkl_fail(e, "out of host memory");
+    for (int i = 0; i < a->n; i++)
+        gated[i] = grads[i] && a->gate_count[i] ? gated_grad(a, g, i, grads[i]) : grads[i];
+    int rc = append_grads(a, g, gated, e);
+    free(gated);
+    return rc;
+}
+
+static int append_grads(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_err *e)
 {
     /* global squared norm over every gradient */
     vkl_tensor *sq = NULL;
@@ -248,6 +333,16 @@ int vkl_adamw_append(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_e
             if (vkl_adamw8_add_node(g, a->p[i], grads[i], a->codes[i], a->absmax[i], a->hyper, a->state, a->qmap,
                                     a->lr_mult[i], e))
                 return -1;
+            continue;
+        }
+        if (a->gate_count[i]) {
+            int ax = a->gate_axis[i];
+            int64_t inner = 1;
+            for (int d = ax + 1; d < a->p[i]->ndim; d++) inner *= a->p[i]->shape[d];
+            adamw_gated_params gp = {a->lr_mult[i], (uint32_t)inner, (uint32_t)a->p[i]->shape[ax]};
+            vkl_tensor *src[6] = {grads[i], a->m[i], a->v[i], a->hyper, a->state, a->gate_count[i]};
+            if (!vkl_graph_add_node(g, "adamw_gated", a->p[i], src, 6, emit_adamw_gated, &gp, sizeof gp))
+                return vkl_fail(e, "%s", vkl_graph_error(g));
             continue;
         }
         adamw_params ap = {a->lr_mult[i]};

@@ -29,6 +29,15 @@ void vkl_adamw_free(vkl_adamw *a);
 /* Appends the update of every parameter to g, given their gradients (a NULL
  * gradient leaves that parameter unchanged). Also computes the global norm. */
 int vkl_adamw_append(vkl_adamw *a, vkl_graph *g, vkl_tensor *const *grads, vkl_err *e);
+/* DyLoRA trains a LoRA by rank blocks: parameter i (an f32-state one) then
+ * has a rank axis (`axis`: 0 for down [r,in,...], 1 for up [out,r,...]) and
+ * two persistent f32 [r] tensors the caller uploads before each step: mask
+ * (1 where that rank row is trained this step, else 0) multiplies the
+ * gradient before the global norm and the update; count (the row's own step
+ * count, 0 where the row is frozen this step) gives the bias corrections,
+ * and a row with count 0 is left as it is (parameter, moments, no decay), as
+ * torch's AdamW skips a tensor without a gradient. Call before append. */
+int vkl_adamw_set_rank_gate(vkl_adamw *a, int i, vkl_tensor *count, vkl_tensor *mask, int axis, vkl_err *e);
 /* Before running step t (1-based) with learning rate lr: uploads the values
  * the recorded update reads. */
 int vkl_adamw_prepare(vkl_adamw *a, int t, float lr, vkl_err *e);

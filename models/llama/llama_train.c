@@ -2,6 +2,7 @@
 #include "llama/llama_adalora.h"
 
 #include "grad_accum.h"
+#include "lora/lora_dylora.h"
 #include "ops.h"
 
 #include <stdio.h>
@@ -175,7 +176,7 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
     if (!rc) {
         vkl_adamw_opts ao = o->adam;
         s->opt = vkl_adamw_new(m->ctx, s->params, s->np, mult, &ao, e);
-        if (!s->opt) rc = -1;
+        if (!s->opt || (o->dylora && vkl_dylora_gate(o->dylora, s->opt, s->params, s->np, e))) rc = -1;
         else if (!split) rc = vkl_adamw_append(s->opt, s->g, s->grads, e) || vkl_graph_plan(s->g, e);
         else {
             /* the update reads the sum across ranks, so it cannot share the step's graph */

@@ -42,6 +42,9 @@ typedef struct vkl_llama_train_opts {
      * process) the update is fused into the step's graph. */
     int grad_accum;
     vkl_dist *dist;
+    /* DyLoRA (lora/lora_dylora.h): the adapter set's down / up tensors are
+     * trained by rank blocks; the caller draws the ranks before each step */
+    const struct vkl_dylora *dylora;
 } vkl_llama_train_opts;
 
 typedef struct vkl_llama_train vkl_llama_train;

@@ -1,5 +1,6 @@
 #include "sd/sd_adapters.h"
 
+#include "lora/lora_dylora.h"
 #include "lora/lora_merge_weights.h"
 
 #include <string.h>
@@ -23,6 +24,12 @@ static int parts_to_pin(const vkl_sd_adapters *a, int merge)
 int vkl_sd_adapters_apply(vkl_sd_model *m, const char *const *paths, const float *unet_mult, const float *te_mult,
                           int n, int merge, vkl_sd_adapters *a, vkl_err *e)
 {
+    return vkl_sd_adapters_apply_ex(m, paths, unet_mult, te_mult, n, merge, 0, a, e);
+}
+
+int vkl_sd_adapters_apply_ex(vkl_sd_model *m, const char *const *paths, const float *unet_mult, const float *te_mult,
+                             int n, int merge, int rank_at, vkl_sd_adapters *a, vkl_err *e)
+{
     memset(a, 0, sizeof *a);
     a->m = m;
     if (n < 0 || n > VKL_SD_MAX_ADAPTERS) return vkl_fail(e, "at most %d adapters at once", VKL_SD_MAX_ADAPTERS);
@@ -35,6 +42,12 @@ int vkl_sd_adapters_apply(vkl_sd_model *m, const char *const *paths, const float
         vkl_lora_opts lo = {&tg, 0, NULL, 0};
         rc = vkl_lora_load(paths[a->n], &lo, &a->lora[a->n], e);
         if (rc) break;
+        if (rank_at && vkl_dylora_cut(&a->lora[a->n], rank_at, e)) {
+            vkl_err_prefix(e, "%s: --rank-at-inference %d: ", paths[a->n], rank_at);
+            vkl_lora_free(&a->lora[a->n]);
+            rc = -1;
+            break;
+        }
         a->use[a->n] = (vkl_lora_use){&a->lora[a->n], unet_mult[a->n], te_mult[a->n]};
     }
     vkl_lora_targets_free(&tg);

@@ -29,6 +29,10 @@ typedef struct vkl_sd_adapters {
  * vkl_sd_adapters_free (which unhooks them) before the model. */
 int vkl_sd_adapters_apply(vkl_sd_model *m, const char *const *paths, const float *unet_mult, const float *te_mult,
                           int n, int merge, vkl_sd_adapters *out, vkl_err *e);
+/* The same with every adapter cut to its first rank_at rank rows first
+ * (vkl_dylora_cut: a DyLoRA file at a lower rank; 0: as read). */
+int vkl_sd_adapters_apply_ex(vkl_sd_model *m, const char *const *paths, const float *unet_mult, const float *te_mult,
+                             int n, int merge, int rank_at, vkl_sd_adapters *out, vkl_err *e);
 /* New multipliers of adapter i (run time only): no reload, a small upload. */
 int vkl_sd_adapters_set_weight(vkl_sd_adapters *a, int i, float unet_mult, float te_mult, vkl_err *e);
 void vkl_sd_adapters_free(vkl_sd_adapters *a);

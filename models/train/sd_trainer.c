@@ -12,6 +12,7 @@
 #include "loss_scale.h"
 #include "train/sd_train_step.h"
 #include "train/full_network.h"
+#include "lora/lora_dylora.h"
 #include "io/dir.h"
 #include "sd/sd_folder_write.h"
 #include "train/train_resume.h"
@@ -132,6 +133,7 @@ typedef struct trainer {
     int xl;                           /* SDXL: two text encoders, added conditioning */
     vkl_sdxl_text_cache *text_cache;  /* SDXL: encoded captions */
     vkl_full_net net;       /* --network full: the weights are the parameters */
+    vkl_dylora *dy;         /* --network dylora: the per-step rank draw */
     cJSON *changes;         /* settings changed on resume: [{step, setting, was, now}] */
     double elapsed;         /* training seconds so far, earlier runs of a resumed one included */
     int epochs_done;        /* whole passes over the data finished */
@@ -156,12 +158,20 @@ static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
     vkl_lora *l = &t->lora;
 #define M(k, v) if (vkl_lora_meta_set(l, k, v, e)) return -1
     int lyco = c->network_kind != VKL_LORA_KIND_LORA;
-    M("ss_network_module", lyco ? "lycoris.kohya" : "networks.lora");
+    M("ss_network_module", lyco ? "lycoris.kohya" : c->dylora ? VKL_DYLORA_MODULE : "networks.lora");
     snprintf(buf, sizeof buf, "%d", c->rank);
     M("ss_network_dim", buf);
     snprintf(buf, sizeof buf, "%g", c->alpha);
     M("ss_network_alpha", buf);
-    if (lyco || c->network_conv) {
+    if (c->dylora) {
+        /* kohya's DyLoRA arguments: unit, and conv_dim (= network_dim) when 3x3 convolutions are trained */
+        char args[128];
+        if (c->network_conv)
+            snprintf(args, sizeof args, "{\"unit\": \"%d\", \"conv_dim\": \"%d\", \"conv_alpha\": \"%g\"}",
+                     c->dylora_unit, c->rank, c->alpha);
+        else snprintf(args, sizeof args, "{\"unit\": \"%d\"}", c->dylora_unit);
+        M("ss_network_args", args);
+    } else if (lyco || c->network_conv) {
         /* kohya writes network_args as a JSON object of strings; LyCORIS reads
          * algo, conv_dim/conv_alpha (0: no conv modules), factor, dora_wd */
         char args[256] = "{", item[96];
@@ -573,6 +583,7 @@ static void trainer_free(trainer *t)
     vkl_tensor_free(t->seed);
     vkl_grad_accum_free(t->accum);
     vkl_adamw_free(t->opt);
+    vkl_dylora_free(t->dy);
     free(t->params);
     vkl_full_net_free(&t->net);
     vkl_lora_set_free(t->set);
@@ -663,6 +674,11 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     mo.tokenizer = c->tokenizer;
     mo.yaml = c->model_config;
     mo.weight_dtype = c->full ? VKL_F32 : c->weight_dtype;
+    if (c->dylora && !c->full) {
+        if (c->rank % c->dylora_unit)
+            return vkl_fail(e, "--rank %d (the DyLoRA dim) is not a multiple of --dylora-unit %d", c->rank, c->dylora_unit);
+        if (c->optim_bits == 8) return vkl_fail(e, "--network dylora trains by rank blocks with f32 AdamW state, not adamw8bit");
+    }
     if (c->weight_dtype == VKL_NF4 && (c->full || c->network_kind == VKL_LORA_KIND_DORA))
         return vkl_fail(e, "--weights nf4 (a QLoRA base) trains LoRA, LoCon, LoHa or LoKr adapters; %s needs f16 or f32 "
                            "weights", c->full ? "--network full" : "DoRA");
@@ -760,6 +776,9 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     t.opt = vkl_adamw_new(ctx, t.params, t.np, mult, &ao, e);
     free(mult);
     if (!t.opt) goto done;
+    if (c->dylora && (vkl_dylora_new(ctx, t.set, &t.lora, c->dylora_unit, c->data.seed, &t.dy, e) ||
+                      vkl_dylora_gate(t.dy, t.opt, t.params, t.np, e)))
+        goto done;
     /* several ranks: the gradients go through buffers that are summed across
      * ranks between the backward pass and the optimiser step */
     if (c->grad_accum > 1 || P > 1) {
@@ -790,6 +809,7 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     double seconds0 = 0;
     if (c->resume) {
         if (load_state(&t, c->resume, &step, &it, e)) goto done;
+        if (t.dy) vkl_dylora_skip(t.dy, step); /* the ranks the saved steps drew */
         t.epochs_done = (int)it.epoch + (it.batch >= t.ds->batches_per_epoch);
         struct stat st;
         if (step >= total && !stat(c->output, &st)) {
@@ -857,6 +877,8 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
         /* one optimiser step: N micro-batches (N = 1 without accumulation) */
         float lr = vkl_lr_at(&sched, step), loss, gn = 0;
         double loss_sum = 0;
+        /* DyLoRA: one rank per module for the whole optimiser step (every rank draws the same) */
+        if (t.dy && vkl_dylora_draw(t.dy, e)) goto done;
         /* S is fixed for a whole accumulation cycle; the update unscales once */
         if (t.fp16 && (vkl_tensor_upload(ctx, t.seed, &t.scaler.scale, VKL_F32, e) ||
                        vkl_adamw_set_grad_scale(t.opt, t.scaler.scale, e)))
@@ -990,7 +1012,8 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
                 else unlink(path);
             }
         }
-        if (root && c->sample_prompts && c->sample_every && step % c->sample_every == 0 && render_samples(&t, step, e))
+        if (root && c->sample_prompts && c->sample_every && step % c->sample_every == 0 &&
+            ((t.dy && vkl_dylora_full(t.dy, e)) || render_samples(&t, step, e)))
             goto done;
         /* tests stand in for Ctrl-C at an exact step */
         if (c->interrupt_at == step) vkl_train_interrupt = 1;

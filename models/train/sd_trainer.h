@@ -37,6 +37,8 @@ typedef struct vkl_train_config {
     float alpha;
     int network_conv;         /* LoCon: also the resnet 3x3 convolutions */
     vkl_lora_kind network_kind; /* LoRA (and LoCon), LoHa, LoKr or DoRA modules */
+    int dylora;               /* LoRA modules trained as DyLoRA (lora/lora_dylora.h) in blocks of dylora_unit ranks */
+    int dylora_unit;
     int lokr_factor;          /* LoKr factorization factor (-1: most balanced) */
     int train_ff;             /* also feed-forward and proj_in/proj_out */
     int train_te;             /* also the text encoder's q/k/v/out_proj and fc1/fc2 (lora_te_ names) */

@@ -21,6 +21,7 @@ void vkl_train_config_default(vkl_train_config *c)
     c->grad_accum = 1;
     c->loraplus_ratio = 1;
     c->network_kind = VKL_LORA_KIND_LORA;
+    c->dylora_unit = 1;
     c->lokr_factor = -1;
     c->lr_schedule = "constant";
     c->weight_decay = 1e-2f;
@@ -110,8 +111,10 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
         } else if (!strcmp(v, "loha")) c->network_kind = VKL_LORA_KIND_LOHA;
         else if (!strcmp(v, "lokr")) c->network_kind = VKL_LORA_KIND_LOKR;
         else if (!strcmp(v, "dora")) c->network_kind = VKL_LORA_KIND_DORA;
+        else if (!strcmp(v, "dylora")) c->network_kind = VKL_LORA_KIND_LORA; /* --network-conv as set */
         else if (!strcmp(v, "full")) c->full = 1;
-        else return vkl_fail(e, "network: '%s' is not lora, locon, loha, lokr, dora or full", v);
+        else return vkl_fail(e, "network: '%s' is not lora, locon, loha, lokr, dora, dylora or full", v);
+        c->dylora = !strcmp(v, "dylora");
         if (strcmp(v, "full")) c->full = 0;
     } else if (!strcmp(k, "ema-decay")) {
         if (as_float(v, &c->ema_decay, k, e)) return -1;
@@ -128,7 +131,8 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
         c->resolution_given = 1;
         return as_int(v, 8, 4096, &d->resolution, k, e);
     }
-    else if (!strcmp(k, "rank")) return as_int(v, 1, 1024, &c->rank, k, e);
+    else if (!strcmp(k, "rank") || !strcmp(k, "network-dim")) return as_int(v, 1, 1024, &c->rank, k, e);
+    else if (!strcmp(k, "dylora-unit")) return as_int(v, 1, 1024, &c->dylora_unit, k, e);
     else if (!strcmp(k, "alpha")) return as_float(v, &c->alpha, k, e);
     else if (!strcmp(k, "lr")) return as_float(v, &c->lr, k, e);
     else if (!strcmp(k, "te-lr")) {
@@ -275,9 +279,14 @@ char *vkl_train_config_json(const vkl_train_config *c, const char *json_path)
         F("ema-decay", c->ema_decay);
         cJSON_AddStringToObject(j, "save-precision", c->save_dtype == VKL_F16 ? "fp16" : "float");
     } else {
-        cJSON_AddStringToObject(j, "network", c->network_kind == VKL_LORA_KIND_LORA && c->network_conv
+        cJSON_AddStringToObject(j, "network", c->dylora ? "dylora"
+                                              : c->network_kind == VKL_LORA_KIND_LORA && c->network_conv
                                                   ? "locon"
                                                   : vkl_lora_kind_name(c->network_kind));
+    }
+    if (c->dylora) {
+        B("network-conv", c->network_conv);
+        N("dylora-unit", c->dylora_unit);
     }
     if (c->network_kind != VKL_LORA_KIND_LORA) B("network-conv", c->network_conv);
     if (c->network_kind == VKL_LORA_KIND_LOKR) N("lokr-factor", c->lokr_factor);

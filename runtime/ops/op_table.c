@@ -120,7 +120,9 @@ const vkl_op_info vkl_op_table[] = {
     {"vkl_gguf_dequant_into", FN(vkl_gguf_dequant_into), "runtime/ops/gguf_dequant.c", K(VKL_KERNEL_GGUF_DEQUANT),
      FN(vkl_ref_gguf_dequant), NULL, "none", "tests/runtime/test_gguf_dequant.c", NULL, NULL},
     /* optimisers (their nodes update parameters; no gradient flows through them) */
-    {"vkl_adamw_append", FN(vkl_adamw_append), "runtime/optim.c", K(VKL_KERNEL_ADAMW, VKL_KERNEL_CLIP_FACTOR), NULL,
+    /* rank-gated rows (DyLoRA: vkl_adamw_set_rank_gate) use the adamw_gated variant */
+    {"vkl_adamw_append", FN(vkl_adamw_append), "runtime/optim.c",
+     K(VKL_KERNEL_ADAMW, VKL_KERNEL_ADAMW_GATED, VKL_KERNEL_CLIP_FACTOR), NULL,
      "the update formula is computed in the test and compared with the refkit's torch AdamW steps", "none",
      "tests/runtime/test_optim.c", NULL, NULL},
     {"vkl_adamw8_add_node", FN(vkl_adamw8_add_node), "runtime/adamw8.c", K(VKL_KERNEL_ADAMW8), FN(vkl_ref_adamw8), NULL,

@@ -4,7 +4,7 @@
 
 #include "lora/lora_apply.h"
 #include "progress.h"
-#include "sd/rng.h"
+#include "rng.h"
 #include "sd/sd_random.h"
 #include "sd/sd_source.h"
 #include "train/sd_train_step.h"

@@ -7,7 +7,7 @@
 #include "llama/llama_train.h"
 
 #include "ops.h"
-#include "sd/rng.h"
+#include "rng.h"
 
 #include <stdlib.h>
 #include <string.h>

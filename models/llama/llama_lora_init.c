@@ -2,7 +2,7 @@
 #include "llama/llama_lora_init.h"
 
 #include "lora/lora_init.h"
-#include "sd/rng.h"
+#include "rng.h"
 
 #include <math.h>
 #include <stdio.h>

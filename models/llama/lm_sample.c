@@ -1,11 +1,11 @@
 #include "llama/lm_sample.h"
 
-#include "sd/rng.h"
+#include "rng.h"
 
 #include <math.h>
 #include <stdlib.h>
 
-enum { LM_SAMPLE_STREAM = 2 }; /* beside the image streams of sd/rng.h */
+enum { LM_SAMPLE_STREAM = 2 }; /* beside the image streams of rng.h */
 
 void vkl_lm_sampling_default(vkl_lm_sampling *s)
 {

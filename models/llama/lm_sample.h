@@ -9,7 +9,7 @@
  *   5. min-p: drop tokens whose probability is below min_p x the top one's;
  *   6. draw from the softmax of what is kept with a uniform number u:
  *      the first id (vocabulary order) whose cumulative probability exceeds u.
- * u for the k-th new token is Philox4x32-10 (sd/rng.h) with key = seed and
+ * u for the k-th new token is Philox4x32-10 (runtime/rng.h) with key = seed and
  * counter (k, 0, stream 2, 0): the draws depend on the seed and the token's
  * index only, so a seed gives the same choices on every device (up to logits
  * that differ at the decision boundary). */

@@ -1,6 +1,6 @@
 #include "lora/lora_init.h"
 
-#include "sd/rng.h"
+#include "rng.h"
 
 #include <stdio.h>
 

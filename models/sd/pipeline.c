@@ -1,7 +1,7 @@
 #include "sd/pipeline.h"
 
 #include "ops.h"
-#include "sd/rng.h"
+#include "rng.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,7 @@
 #ifndef VKL_SD_SAMPLER_IMPL_H
 #define VKL_SD_SAMPLER_IMPL_H
 
-#include "sd/rng.h"
+#include "rng.h"
 #include "sd/sampler.h"
 
 #define VKL_LMS_ORDER 4

@@ -1,7 +1,7 @@
 #include "sd/sd_random.h"
 
 #include "io/safetensors.h"
-#include "sd/rng.h"
+#include "rng.h"
 #include "sd/sd_layout.h"
 #include "sd/sd_weights.h"
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sd/rng.h"
+#include "rng.h"
 
 uint32_t vkl_ds_rand_u32(uint64_t seed, uint32_t purpose, uint32_t epoch, uint32_t slot,
                          uint32_t draw)

@@ -2,7 +2,7 @@
 
 #include "ops.h"
 #include "sd/pipeline.h"
-#include "sd/rng.h"
+#include "rng.h"
 #include "sd/schedule.h"
 #include "sd/unet.h"
 

@@ -6,7 +6,7 @@
 #include "lora/lora_init.h"
 #include "optim.h"
 #include "sd/pipeline.h"
-#include "sd/rng.h"
+#include "rng.h"
 #include "sd/schedule.h"
 #include "grad_accum.h"
 #include "loss_scale.h"

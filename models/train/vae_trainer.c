@@ -3,7 +3,7 @@
 
 #include "io/dir.h"
 #include "io/safetensors.h"
-#include "sd/rng.h"
+#include "rng.h"
 #include "sd/sd_random.h"
 #include "sd/vae_folder.h"
 #include "train/dataset.h"

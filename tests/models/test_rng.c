@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sd/rng.h"
+#include "rng.h"
 
 static void philox_known_answers(void **state)
 {

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "io/safetensors.h"
-#include "sd/rng.h"
+#include "rng.h"
 #include "sd/sampler.h"
 
 #define VEC "refkit/sd/vectors/"

@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "io/safetensors.h"
-#include "sd/rng.h"
+#include "rng.h"
 #include "sd/sampler.h"
 
 #define LOOPS "refkit/sd/vectors/schedulers.safetensors"

@@ -7,7 +7,7 @@
 #include "vkl_test.h"
 #include "ops.h"
 #include "sd/pipeline.h"
-#include "sd/rng.h"
+#include "rng.h"
 #include "sd/schedule.h"
 #include "sd/sd_model.h"
 #include "sd/unet.h"

@@ -1,4 +1,4 @@
-#include "sd/rng.h"
+#include "rng.h"
 
 #include <math.h>
 

@@ -13,8 +13,8 @@
  *   z0 = sqrt(-2 ln u1) cos(2 pi u2),  z1 = sqrt(-2 ln u1) sin(2 pi u2)
  * evaluated in double and rounded once to float. Noise is drawn on the host,
  * so a seed gives the same image on every GPU. */
-#ifndef VKL_SD_RNG_H
-#define VKL_SD_RNG_H
+#ifndef VKL_RNG_H
+#define VKL_RNG_H
 
 #include <stddef.h>
 #include <stdint.h>

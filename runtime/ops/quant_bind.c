@@ -15,11 +15,15 @@ int vkl_bind_quant(vkl_graph *g, const vkl_tensor *t, vkl_bind *b, vkl_quant_off
     uint64_t begin = vkl_buffer_vk_offset(t->buf) + t->offset, end = begin + l.total_bytes;
     uint64_t align = c->caps.storage_align < 4 ? 4 : c->caps.storage_align;
     uint64_t abegin = begin / align * align;
-    if (end - abegin > c->caps.max_storage_range || (begin - abegin) % 4) {
-        char d[96];
+    char d[96];
+    if (end - abegin > c->caps.max_storage_range) {
         vkl_tensor_describe(t, d, sizeof d);
         return vkl_fail(e, "quantised weight %s (%llu bytes) exceeds the device's storage binding limit (%llu bytes)",
                         d, (unsigned long long)l.total_bytes, (unsigned long long)c->caps.max_storage_range);
+    }
+    if ((begin - abegin) % 4) { /* the shaders read its scales as f32 words */
+        vkl_tensor_describe(t, d, sizeof d);
+        return vkl_fail(e, "internal: quantised weight %s does not start on a 4-byte boundary", d);
     }
     b->buf = t->buf;
     b->offset = abegin - vkl_buffer_vk_offset(t->buf);

@@ -9,6 +9,7 @@ int vkl_app_base_dtype(const char *v, vkl_dtype *out)
     else if (!strcmp(v, "f16")) *out = VKL_F16;
     else if (!strcmp(v, "bf16")) *out = VKL_BF16;
     else if (!strcmp(v, "nf4")) *out = VKL_NF4;
+    else if (!strcmp(v, "nf4dq")) *out = VKL_NF4_DQ;
     else return -1;
     return 0;
 }

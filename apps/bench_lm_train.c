@@ -1,5 +1,6 @@
 /* vklora bench lm-train: what a frozen base costs in memory and time per
- * LoRA step, f16 against NF4 (QLoRA) and f32, on a LLaMA with random weights. */
+ * LoRA step, f16 against NF4 (QLoRA), NF4 with double-quantised scales and
+ * NF4 embeddings (nf4dq) and f32, on a LLaMA with random weights. */
 #include "bench_lm.h" /* declares both LLaMA benchmarks */
 #include "bench_util.h"
 
@@ -112,7 +113,7 @@ done:
     return rc;
 usage:
     if (bad_opt) fprintf(stderr, "vklora bench lm-train: unknown option or bad value at '%s'\n", bad_opt);
-    fprintf(stderr, "usage: vklora bench lm-train [--base-dtype f32|f16|nf4 (f16)] [--layers 22] [--hidden 2048] "
+    fprintf(stderr, "usage: vklora bench lm-train [--base-dtype f32|f16|nf4|nf4dq (f16)] [--layers 22] [--hidden 2048] "
                     "[--heads 32] [--kv-heads 4] [--intermediate 5632] [--vocab 32000] [--seq-len 128] [--batch 1] "
                     "[--rank 8] [--steps 3 (0: plan only)] (default shape: TinyLlama-1.1B)\n");
     return 2;

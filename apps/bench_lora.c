@@ -49,13 +49,13 @@ int vkl_bench_linear_lora(int argc, char **argv)
             bad = *end || x <= 0 || x > (1ll << 30);
             *dst = x;
         } else if (!bad && !strcmp(a, "--dtype")) {
-            bad = vkl_dtype_parse(v, &wdt) || (wdt != VKL_F32 && wdt != VKL_F16 && wdt != VKL_NF4);
+            bad = vkl_dtype_parse(v, &wdt) || (wdt != VKL_F32 && wdt != VKL_F16 && wdt != VKL_NF4 && wdt != VKL_NF4_DQ);
         } else {
             bad = 1;
         }
         if (bad) {
             fprintf(stderr, "vklora bench linear-lora: bad option '%s' (usage: --tokens T --in I --out O --rank R "
-                            "[--dtype f32|f16|nf4] [--reps N])\n", a);
+                            "[--dtype f32|f16|nf4|nf4dq] [--reps N])\n", a);
             return 2;
         }
         i++;
@@ -71,7 +71,7 @@ int vkl_bench_linear_lora(int argc, char **argv)
     vkl_tensor *X = random_tensor(c, VKL_F32, 2, xs, 1.0f, 1, &e);
     vkl_tensor *W = X ? random_tensor(c, wdt, 2, ws, 0.05f, 2, &e) : NULL;
     vkl_tensor *BI = W ? random_tensor(c, VKL_F32, 1, bs, 0.1f, 3, &e) : NULL;
-    vkl_dtype adt = wdt == VKL_NF4 ? VKL_F32 : wdt; /* adapters are never quantised */
+    vkl_dtype adt = wdt == VKL_NF4 || wdt == VKL_NF4_DQ ? VKL_F32 : wdt; /* adapters are never quantised */
     vkl_tensor *A = BI ? random_tensor(c, adt, 2, as, 0.05f, 4, &e) : NULL;
     vkl_tensor *U = A ? random_tensor(c, adt, 2, us, 0.05f, 5, &e) : NULL;
     vkl_tensor *S = U ? random_tensor(c, VKL_F32, 1, rs, 1.0f, 6, &e) : NULL;

@@ -34,11 +34,12 @@ static int bench_gemm(int argc, char **argv)
             min_reps = (int)r;
             i++;
         } else if (!bad && !strcmp(a, "--dtype")) {
-            bad = vkl_dtype_parse(v, &dt) || (dt != VKL_F32 && dt != VKL_F16 && dt != VKL_BF16 && dt != VKL_NF4);
+            bad = vkl_dtype_parse(v, &dt) || (dt != VKL_F32 && dt != VKL_F16 && dt != VKL_BF16 && dt != VKL_NF4 &&
+                                                 dt != VKL_NF4_DQ);
             i++;
         } else bad = 1;
         if (bad) {
-            fprintf(stderr, "vklora bench gemm: bad option '%s' (usage: --m M --n N --k K --dtype f32|f16|bf16|nf4 [--reps R])\n", a);
+            fprintf(stderr, "vklora bench gemm: bad option '%s' (usage: --m M --n N --k K --dtype f32|f16|bf16|nf4|nf4dq [--reps R])\n", a);
             return 2;
         }
     }
@@ -87,7 +88,7 @@ done:
 
 static const char *bench_usage =
     "usage: vklora bench BENCHMARK [options]   (figures only: GFLOP/s or s/step, and memory; nothing asserted)\n"
-    "  gemm         --m M --n N --k K (1024) --dtype f32|f16|bf16|nf4 (f32) [--reps R (3)]\n"
+    "  gemm         --m M --n N --k K (1024) --dtype f32|f16|bf16|nf4|nf4dq (f32) [--reps R (3)]\n"
     "  unet         --family sd1.5|sd2.1 --width W --height H (256) [--steps N (2)] [--batch N (2)]\n"
     "               [--weights f16|f32 (f16)] [--lora-rank R (0)]\n"
     "  attention    --batch B --heads H --q LQ --kv LK --dim D ...\n"
@@ -99,7 +100,7 @@ static const char *bench_usage =
     "               [--checkpointing 0|1 (1)] [--mixed-precision no|fp16] [--optimizer adamw|adamw8bit]\n"
     "  allreduce    [--family sd1.5|sd2.1|sdxl (sd1.5)] [--rank R (16)] [--bucket-mib M (4)] [--reps N (10)]\n"
     "               (under mpirun -np N: the gradient sum of data-parallel training, MB/s)\n"
-    "  lm-train     [--base-dtype f32|f16|nf4 (f16)] [--layers 22] [--hidden 2048] [--seq-len 128] [--steps N (3)] ...\n"
+    "  lm-train     [--base-dtype f32|f16|nf4|nf4dq (f16)] [--layers 22] [--hidden 2048] [--seq-len 128] [--steps N (3)] ...\n"
     "               (LoRA steps on a LLaMA with random weights; default shape TinyLlama-1.1B)\n"
     "  lm           --shape tinyllama|llama3-8b|tiny (tinyllama) [--prompt-tokens N (128)] [--new-tokens N (32)]\n"
     "               [--weights f16|bf16|f32 (f16)] [--steps 1|0 (0: plan the prefill only)]\n"

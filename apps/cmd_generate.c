@@ -493,7 +493,7 @@ int vkl_cmd_generate(int argc, char **argv)
     mo.yaml = a.model_config;
     mo.lowvram = a.lowvram;
     if (a.weights) {
-        if (vkl_app_base_dtype(a.weights, &mo.weight_dtype)) {
+        if (vkl_app_base_dtype(a.weights, &mo.weight_dtype) || mo.weight_dtype == VKL_NF4_DQ) {
             vkl_fail(&e, "--weights takes f16, f32 or nf4, not '%s'", a.weights);
             goto done;
         }

@@ -35,7 +35,7 @@ static void usage(FILE *f)
                "                          [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
                "                          [--seed N] [--stop STRING]... [--json]\n"
                "                          [--chat] [--system TEXT] [--chat-template llama3|chatml|mistral]\n"
-               "                          [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--base-dtype f32|f16|bf16|nf4]\n"
+               "                          [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--base-dtype f32|f16|bf16|nf4|nf4dq]\n"
                "                          [--rank-at-inference R] [--device N|cpu|gpu|NAME]\n"
                "Decodes with a KV cache and streams the continuation. Greedy unless --temperature T > 0 (or a\n"
                "filter is given, which samples at temperature 1): then the repetition penalty, temperature,\n"
@@ -45,7 +45,8 @@ static void usage(FILE *f)
                "--chat sends the prompt as a user turn (after --system's message) through the model's chat\n"
                "template (tokenizer_config.json, or --chat-template) with the assistant's turn opened.\n"
                "Weight matrices stay in the dtype of config.json's torch_dtype (f16, bf16; else f32) unless --base-dtype\n"
-                "(also spelt --weights); nf4 quantises the layers' projections to 4-bit NormalFloat at load (QLoRA).\n"
+                "(also spelt --weights); nf4 quantises the layers' projections to 4-bit NormalFloat at load (QLoRA);\n"
+               "nf4dq every matrix (embedding and lm_head too) with double-quantised scales (about 1/4 of f16).\n"
                "--prompts: one {\"prompt\": TEXT, \"lora\": [\"DIR[:W]\", ...]} per line, each with its own LoRA adapters\n"
                "(each read once) in one process; one JSON object per line.\n"
                "--json prints one object instead: prompt_ids, ids, text, finish (eos|length|stop), seed and speeds.\n"
@@ -197,7 +198,7 @@ static int generate(int argc, char **argv)
             i++;
             dt_given = 1;
             if (vkl_app_base_dtype(v, &dt)) {
-                fprintf(stderr, "vklora lm generate: %s f32, f16, bf16 or nf4, not '%s'\n", a, v);
+                fprintf(stderr, "vklora lm generate: %s f32, f16, bf16, nf4 or nf4dq, not '%s'\n", a, v);
                 return 2;
             }
         }

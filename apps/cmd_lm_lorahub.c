@@ -7,6 +7,7 @@
  * once. The output folder is an ordinary PEFT adapter (`lm generate --lora`)
  * with the weights in its metadata and the search in lorahub_log.csv. */
 #include "app.h"
+#include "quant.h"
 #include "io/dir.h"
 #include "lm_data.h"
 #include "lm_eval.h"
@@ -126,7 +127,7 @@ static int parse(int argc, char **argv, args *a)
             if (!*v || *end || errno || v[0] == '-') return bad(o, v, "expected an integer >= 0");
             a->seed = x;
         } else if (!strcmp(o, "--base-dtype") || !strcmp(o, "--weights")) {
-            if (vkl_app_base_dtype(v, &a->weights) || a->weights == VKL_NF4) return bad(o, v, "expected f32, f16 or bf16");
+            if (vkl_app_base_dtype(v, &a->weights) || vkl_dtype_is_quant(a->weights)) return bad(o, v, "expected f32, f16 or bf16");
             a->weights_given = 1;
         } else if (!strcmp(o, "--device")) vkl_ctx_default_device(v, "--device ");
         else {

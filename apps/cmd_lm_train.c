@@ -4,6 +4,7 @@
  * of every step in train_log.csv beside it. Everything goes to a temporary
  * folder first, renamed to the output only when training succeeded. */
 #include "app.h"
+#include "quant.h"
 #include "io/dir.h"
 #include "dist_app.h"
 #include "lm_data.h"
@@ -77,7 +78,7 @@ static void usage(FILE *f)
             "         [--weight-decay 0] [--max-grad-norm 1] [--lr-schedule constant|linear|cosine] [--warmup N]\n"
             "         [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--chat-template llama3|chatml|mistral] [--format peft|gguf]\n"
             "         [--val-data FILE | --val-fraction F] [--eval-every N] [--grad-accum N] [--packing]\n"
-            "         [--base-dtype f32|f16|bf16|nf4 (config.json's torch_dtype; also --weights)] [--save-every N] [--resume]\n"
+            "         [--base-dtype f32|f16|bf16|nf4|nf4dq (config.json's torch_dtype; also --weights)] [--save-every N] [--resume]\n"
             "         [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
             "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file, one\n"
             "sample per line truncated or padded to seq-len: {\"text\": ...} (every token learnt),\n"
@@ -99,7 +100,8 @@ static void usage(FILE *f)
             "group), the gradients are summed across ranks, and rank 0 alone writes: the adapter is the one a\n"
             "single process with --grad-accum N x M makes.\n"
             "--base-dtype nf4 trains on a QLoRA base: the layers' projections quantised to 4-bit NormalFloat at load,\n"
-            "dequantised inside the matmul shaders (LoRA and IA3; DoRA needs an f32 or f16 base).\n"
+            "dequantised inside the matmul shaders (LoRA and IA3; DoRA needs an f32 or f16 base); nf4dq quantises\n"
+            "every matrix, the embedding and lm_head too, with QLoRA's double-quantised scales (about 1/4 of f16).\n"
             "--model FILE.gguf trains on a llama.cpp model (dequantised at load). --format gguf (LoRA, AdaLoRA, DyLoRA)\n"
             "also writes ADAPTER_DIR/adapter_model.gguf, the adapter as llama.cpp's --lora loads it.\n"
             "--network dylora: DyLoRA (kohya's networks/dylora.py rule): each step draws one rank b, a multiple of\n"
@@ -213,7 +215,7 @@ static int parse(int argc, char **argv, args *a)
             else if (!strcmp(o, "--save-every")) rc = get_int(o, v, 1, 100000000, &a->save_every);
             else if (!strcmp(o, "--weights") || !strcmp(o, "--base-dtype")) {
                 a->weights_given = 1;
-                if (vkl_app_base_dtype(v, &a->weights)) rc = bad(o, v, "expected f32, f16, bf16 or nf4");
+                if (vkl_app_base_dtype(v, &a->weights)) rc = bad(o, v, "expected f32, f16, bf16, nf4 or nf4dq");
             }
             else if (!strcmp(o, "--network")) {
                 if (!strcmp(v, "lora")) a->net = NET_LORA;
@@ -277,7 +279,7 @@ static int parse(int argc, char **argv, args *a)
         fprintf(stderr, "vklora lm train: give --steps or --epochs, not both\n");
         return 2;
     }
-    if (a->net == NET_DORA && a->weights_given && a->weights == VKL_NF4) {
+    if (a->net == NET_DORA && a->weights_given && vkl_dtype_is_quant(a->weights)) {
         fprintf(stderr, "vklora lm train: --network dora needs --base-dtype f32 or f16 (DoRA's norm reads the weight)\n");
         return 2;
     }

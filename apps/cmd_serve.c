@@ -36,7 +36,7 @@ static const char *usage_text =
     "  --lm-tokenizer PATH its tokenizer (default: DIR/tokenizer.model, else DIR/tokenizer.json)\n"
     "  --lm-chat-template llama3|chatml|mistral  the chat template of /v1/chat/completions (default: the\n"
     "                      folder's tokenizer_config.json; none: \"role: content\" lines)\n"
-    "  --lm-base-dtype f32|f16|bf16|nf4  the LM's weights on the device (default: config.json's torch_dtype)\n"
+    "  --lm-base-dtype f32|f16|bf16|nf4|nf4dq  the LM's weights on the device (default: config.json's torch_dtype)\n"
     "  --lm-lora DIR[:W]   a PEFT LoRA adapter of the LM (repeatable; ids 0, 1, ...; W: its scale when a request\n"
     "                      names no adapters)\n"
     "  --data-root DIR     training jobs (POST /vklora/v1/train) read image folders inside DIR only;\n"

@@ -48,6 +48,7 @@ static const struct {
     [VKL_I8] = {"i8", "int8", "I8", 1},         [VKL_I16] = {"i16", "int16", "I16", 2},
     [VKL_F64] = {"f64", "float64", "F64", 8},   [VKL_BOOL] = {"bool", "boolean", "BOOL", 1},
     [VKL_NF4] = {"nf4", "normalfloat4", "NF4", 0},
+    [VKL_NF4_DQ] = {"nf4dq", "normalfloat4_dq", "NF4_DQ", 0},
 };
 
 size_t vkl_dtype_size(vkl_dtype t) { return (unsigned)t < VKL_DTYPE_COUNT ? dtype_info[t].size : 0; }
@@ -143,6 +144,11 @@ int vkl_convert_host(const void *src, vkl_dtype st, void *dst, vkl_dtype dt, siz
     if (st == VKL_F32 && dt == VKL_NF4) return vkl_nf4_pack(src, n, 0, dst, e);
     if (st == VKL_NF4 && dt == VKL_F32) {
         vkl_nf4_unpack(src, n, dst);
+        return 0;
+    }
+    if (st == VKL_F32 && dt == VKL_NF4_DQ) return vkl_nf4dq_pack(src, n, dst, e);
+    if (st == VKL_NF4_DQ && dt == VKL_F32) {
+        vkl_nf4dq_unpack(src, n, dst);
         return 0;
     }
     if (vkl_dtype_is_quant(st) || vkl_dtype_is_quant(dt))

@@ -496,7 +496,7 @@ int vkl_bind_span(vkl_graph *g, const vkl_tensor *t, int64_t first, int64_t coun
     if (!es) {
         char d[128];
         vkl_tensor_describe(t, d, sizeof d);
-        return vkl_fail(e, "tensor %s: a quantised tensor is read only by the matmul ops", d);
+        return vkl_fail(e, "tensor %s: a quantised tensor is read only by the matmul ops and the embedding lookup", d);
     }
     uint64_t begin = vkl_buffer_vk_offset(t->buf) + t->offset + (uint64_t)first * es;
     uint64_t end = begin + (uint64_t)(count > 0 ? count : 1) * es;

@@ -31,11 +31,27 @@
  * An all-zero block has absmax 0 and codes 7 (exact zeros; bitsandbytes'
  * 1/0 would make them NaN before the decision tree).
  *
- * Double quantisation (QLoRA's, optional, host side): the absmax values less
- * their mean (f32 "offset") quantised blockwise, block 256, to 8 bits against
- * bitsandbytes' signed dynamic map, nearest value by its binary search; the
- * device then holds the dequantised absmax (table[q] * absmax2 + offset) as
- * its f32 scales, so the weight's values are QLoRA's double-quantised ones. */
+ * Double quantisation (QLoRA's): the absmax values less their mean (f32
+ * "offset") quantised blockwise, block 256, to 8 bits against bitsandbytes'
+ * signed dynamic map, nearest value by its binary search. vkl_nf4_pack with
+ * double_quant keeps the NF4 layout and stores the dequantised absmax
+ * (table[q] * absmax2 + offset) as f32 scales.
+ *
+ * VKL_NF4_DQ keeps the double-quantised scales themselves on the device
+ * (about 0.516 bytes a weight against NF4's 0.5625 and f16's 2), every part
+ * starting on a multiple of 16 bytes:
+ *
+ *   codes    the NF4 codes as above (code_bytes)
+ *   map      at scale_offset: bitsandbytes' 256-entry signed dynamic map (f32),
+ *            then the f32 offset (the mean absmax), then 12 zero bytes
+ *   absmax2  at absmax2_offset: one f32 per 256 blocks (nblocks2)
+ *   qcodes   at qcode_offset: one u8 per 64-block (nblocks), zero padding up
+ *            to a multiple of 16 bytes
+ *
+ * A shader forms block b's scale as map[q[b]] * absmax2[b / 256] + offset
+ * (one multiply and one add, never fused: `precise`) and the element as
+ * level[code] * scale, the same f32 operations as vkl_nf4_double_dequant and
+ * vkl_nf4_dequantize, so host and device values agree bit for bit. */
 #ifndef VKL_QUANT_H
 #define VKL_QUANT_H
 
@@ -47,13 +63,19 @@ extern "C" {
 
 #define VKL_NF4_BLOCK 64
 #define VKL_NF4_DQ_BLOCK 256
+/* NF4_DQ: f32 values from the map's start to absmax2 (map, offset, padding) */
+#define VKL_NF4_DQ_MAP_WORDS 260
 
 typedef struct vkl_quant_layout {
     int block;              /* elements per scale */
     uint64_t nblocks;       /* scales */
     uint64_t code_bytes;    /* packed codes */
-    uint64_t scale_offset;  /* byte offset of the scales (multiple of 16) */
+    uint64_t scale_offset;  /* byte offset of the scales (multiple of 16); NF4_DQ: of the map */
     uint64_t total_bytes;   /* the whole tensor's memory */
+    /* NF4_DQ only (0 otherwise) */
+    uint64_t nblocks2;       /* absmax2 values (blocks of 256 scales) */
+    uint64_t absmax2_offset; /* byte offset of absmax2 */
+    uint64_t qcode_offset;   /* byte offset of the u8 scale codes */
 } vkl_quant_layout;
 
 /* 1 for block-quantised dtypes. */
@@ -90,6 +112,11 @@ void vkl_nf4_double_dequant(const uint8_t *q, const float *absmax2, float offset
 int vkl_nf4_pack(const float *x, uint64_t n, int double_quant, void *dst, vkl_err *e);
 /* The layout -> f32. */
 void vkl_nf4_unpack(const void *src, uint64_t n, float *y);
+
+/* f32 -> the VKL_NF4_DQ layout (dst holds vkl_dtype_bytes(VKL_NF4_DQ, n) bytes). */
+int vkl_nf4dq_pack(const float *x, uint64_t n, void *dst, vkl_err *e);
+/* The VKL_NF4_DQ layout -> f32. */
+void vkl_nf4dq_unpack(const void *src, uint64_t n, float *y);
 
 #ifdef __cplusplus
 }

@@ -21,16 +21,26 @@ const float vkl_nf4_midpoints[15] = {
     0x1.2b05a8p-2f,  0x1.8ea7f2p-2f,  0x1.00da08p-1f,  0x1.491b5ep-1f,  0x1.b913b4p-1f,
 };
 
-int vkl_dtype_is_quant(vkl_dtype t) { return t == VKL_NF4; }
+int vkl_dtype_is_quant(vkl_dtype t) { return t == VKL_NF4 || t == VKL_NF4_DQ; }
+
+static uint64_t round16(uint64_t v) { return (v + 15) & ~(uint64_t)15; }
 
 int vkl_quant_layout_of(vkl_dtype t, uint64_t n, vkl_quant_layout *l)
 {
-    if (t != VKL_NF4) return -1;
+    if (!vkl_dtype_is_quant(t)) return -1;
+    memset(l, 0, sizeof *l);
     l->block = VKL_NF4_BLOCK;
     l->nblocks = (n + VKL_NF4_BLOCK - 1) / VKL_NF4_BLOCK;
     l->code_bytes = (n + 1) / 2;
-    l->scale_offset = (l->code_bytes + 15) & ~(uint64_t)15;
-    l->total_bytes = l->scale_offset + 4 * l->nblocks;
+    l->scale_offset = round16(l->code_bytes);
+    if (t == VKL_NF4) {
+        l->total_bytes = l->scale_offset + 4 * l->nblocks;
+        return 0;
+    }
+    l->nblocks2 = (l->nblocks + VKL_NF4_DQ_BLOCK - 1) / VKL_NF4_DQ_BLOCK;
+    l->absmax2_offset = l->scale_offset + 4 * VKL_NF4_DQ_MAP_WORDS;
+    l->qcode_offset = round16(l->absmax2_offset + 4 * l->nblocks2);
+    l->total_bytes = round16(l->qcode_offset + l->nblocks);
     return 0;
 }
 

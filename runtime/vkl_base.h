@@ -49,6 +49,7 @@ typedef enum vkl_dtype {
     VKL_F64,
     VKL_BOOL,
     VKL_NF4, /* 4-bit NormalFloat in blocks of 64 with an f32 absmax each (quant.h) */
+    VKL_NF4_DQ, /* NF4 whose absmax values are double-quantised to 8 bits on the device (quant.h) */
     VKL_DTYPE_COUNT
 } vkl_dtype;
 

@@ -3,13 +3,14 @@
 // 16-bit element types (f16, bf16) are read and written through 32-bit words
 // (two elements per word) so that every shader runs on devices without 16-bit
 // storage; element i of such a tensor lives in word i>>1, half i&1.
-// Element-type codes match vkl_dtype: 0 = f32, 1 = f16, 2 = bf16; 10 = NF4
-// (block-quantised, runtime/quant.h: read only through its own loaders,
-// nf4.glsl).
+// Element-type codes match vkl_dtype: 0 = f32, 1 = f16, 2 = bf16; 10 = NF4,
+// 11 = NF4 with double-quantised scales (block-quantised, runtime/quant.h:
+// read only through their own loaders, nf4.glsl).
 #define DT_F32 0u
 #define DT_F16 1u
 #define DT_BF16 2u
 #define DT_NF4 10u
+#define DT_NF4_DQ 11u
 
 // Declares an input tensor bound at binding B under the name N, readable as
 // f32 or as packed 16-bit words, and a loader N_load(index, dtype).

@@ -35,6 +35,13 @@ void main() {
     for (uint i = 0u; i < TM; i++)
         for (uint j = 0u; j < TN; j++) acc[i][j] = 0.0;
 
+    // a quantised B read along K: each column's block scale, recomputed only
+    // when its block changes (every 16 vector loads; NF4_DQ's scale costs
+    // three loads)
+    float bscale[TN];
+    uint bblock[TN];
+    for (uint j = 0u; j < TN; j++) bblock[j] = 0xffffffffu;
+
     uint K4 = p.K & ~3u;
     for (uint k = 0u; k < K4; k += 4u) {
         vec4 av[TM];   // A[m_i][k..k+3]
@@ -57,7 +64,14 @@ void main() {
             }
         } else {
             for (uint j = 0u; j < TN; j++) {
-                if (BVEC == 1u) bv[j] = B_load4(bcol[j] + k);
+                if (BVEC == 1u && is_nf4(BDT)) {
+                    uint i = bcol[j] + k, blk = (i - p.b_off) >> 6u;
+                    if (blk != bblock[j]) {
+                        bblock[j] = blk;
+                        bscale[j] = B_scale(i);
+                    }
+                    bv[j] = nf4_value4(B_u[i >> 3u] >> (((i >> 2u) & 1u) * 16u), bscale[j]);
+                } else if (BVEC == 1u) bv[j] = B_load4(bcol[j] + k);
                 else bv[j] = vec4(B_get(bcol[j] + k * p.sbk), B_get(bcol[j] + (k + 1u) * p.sbk),
                                   B_get(bcol[j] + (k + 2u) * p.sbk), B_get(bcol[j] + (k + 3u) * p.sbk));
             }

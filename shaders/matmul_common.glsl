@@ -3,7 +3,7 @@
 // memory tiles for GPUs). Both compute
 //   C[z] = alpha * (A[z] . B[z]) * colscale + bias + A2[z] . B2
 // with A [M,K] and B [K,N] as strided views (B may be a quantised weight,
-// BDT = DT_NF4, dequantised here in registers: see B_get / B_load4), the optional second product
+// BDT = DT_NF4 or DT_NF4_DQ, dequantised here in registers: see B_get / B_load4), the optional second product
 // (a LoRA up-projection added to a linear layer) over K2, and C f32
 // contiguous per batch. Op: runtime/ops/matmul.c.
 #include "common.glsl"
@@ -43,17 +43,22 @@ layout(push_constant) uniform P {
     uint scale_off, K2, a2_off, b2_off;
     uint sa2m, sb2k, sb2n, sa2z;
     float alpha;
-    // quantised B (runtime/quant.h): index of its first f32 scale in binding 1;
-    // b_off is then twice the byte offset of its codes, so that element i's
-    // code is in byte i >> 1 and i - b_off is its index in the weight
-    uint bq_off;
+    // quantised B (runtime/quant.h): index of its first f32 scale (NF4_DQ:
+    // of its map) in binding 1 and, for NF4_DQ, the word index of its u8
+    // scale codes; b_off is then twice the byte offset of its codes, so that
+    // element i's code is in byte i >> 1 and i - b_off is its index in the weight
+    uint bq_off, bq2_off;
 } p;
 
 #include "nf4.glsl"
+DECLARE_NF4_SCALE(B)
+
+// The scale of B's element i (quantised B).
+float B_scale(uint i) { return B_nf4_scale(BDT, (i - p.b_off) >> 6u, p.bq_off, p.bq2_off); }
 
 // Element i of B (quantised or not).
 float B_get(uint i) {
-    if (BDT == DT_NF4) return nf4_value(B_u[(i >> 1u) >> 2u] >> (((i >> 1u) & 3u) * 8u), i, B_f[p.bq_off + ((i - p.b_off) >> 6u)]);
+    if (is_nf4(BDT)) return nf4_value(B_u[(i >> 1u) >> 2u] >> (((i >> 1u) & 3u) * 8u), i, B_scale(i));
     return B_load(i, BDT);
 }
 
@@ -69,7 +74,7 @@ vec4 A_load4(uint i) {
     return unpack4(A_u2[i >> 2u], ADT);
 }
 vec4 B_load4(uint i) {
-    if (BDT == DT_NF4) return nf4_value4(B_u[i >> 3u] >> (((i >> 2u) & 1u) * 16u), B_f[p.bq_off + ((i - p.b_off) >> 6u)]);
+    if (is_nf4(BDT)) return nf4_value4(B_u[i >> 3u] >> (((i >> 2u) & 1u) * 16u), B_scale(i));
     if (BDT == DT_F32) return B_v4[i >> 2u];
     return unpack4(B_u2[i >> 2u], BDT);
 }

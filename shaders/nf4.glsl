@@ -30,3 +30,20 @@ vec4 nf4_value4(uint w, float absmax) {
     return vec4(nf4_level((w >> 4u) & 15u), nf4_level(w & 15u), nf4_level((w >> 12u) & 15u),
                 nf4_level((w >> 8u) & 15u)) * absmax;
 }
+
+bool is_nf4(uint dt) { return dt == DT_NF4 || dt == DT_NF4_DQ; }
+
+// Declares N_nf4_scale(dt, blk, soff, qoff): block blk's scale in the NF4 or
+// NF4_DQ tensor bound as input N (runtime/quant.h). soff is the f32 index of
+// its scales (NF4) or of its map (NF4_DQ: the offset follows at soff + 256,
+// absmax2 at soff + 260); qoff the word index of NF4_DQ's u8 scale codes.
+// The double-quantised scale is map[q] * absmax2 + offset rounded after the
+// multiply and after the add, as on the host (`precise`: never fused).
+#define DECLARE_NF4_SCALE(N)                                                   \
+    float N##_nf4_scale(uint dt, uint blk, uint soff, uint qoff) {             \
+        if (dt != DT_NF4_DQ) return N##_f[soff + blk];                         \
+        uint q = (N##_u[qoff + (blk >> 2u)] >> ((blk & 3u) * 8u)) & 255u;      \
+        precise float s = N##_f[soff + q] * N##_f[soff + 260u + (blk >> 8u)];  \
+        precise float r = s + N##_f[soff + 256u];                              \
+        return r;                                                              \
+    }

@@ -49,7 +49,9 @@ typedef struct vkl_llama {
  * (VKL_F32, VKL_F16 or VKL_BF16), vectors f32. VKL_NF4 (a QLoRA base): the
  * seven projections of every layer are quantised to NF4 at load (runtime/quant.h;
  * no full-precision copy reaches the device), the embedding and lm_head are
- * f16, vectors f32 (vkl_llama_weight_dtype). Every expected weight is checked
+ * f16, vectors f32 (vkl_llama_weight_dtype). VKL_NF4_DQ: every matrix
+ * (embedding and lm_head included) in NF4 with QLoRA's double-quantised scales
+ * kept quantised on the device. Every expected weight is checked
  * for presence and shape before anything runs. */
 int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e);
 /* A model of shape cfg with random weights (uniform, about 0.02 std; norms 1)

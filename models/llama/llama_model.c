@@ -64,6 +64,9 @@ void vkl_llama_free(vkl_llama *m)
 vkl_dtype vkl_llama_weight_dtype(const char *name, int ndim, vkl_dtype base)
 {
     if (ndim != 2) return VKL_F32;
+    /* nf4dq: every matrix, the embedding (read by embedding.comp) and lm_head
+     * too, with double-quantised scales: the smallest base (about 3.9x under f16) */
+    if (base == VKL_NF4_DQ) return VKL_NF4_DQ;
     if (base != VKL_NF4) return base;
     /* QLoRA quantises the layers' linear projections; the embedding (read by
      * row, not through a matmul) and lm_head stay 16-bit */
@@ -74,8 +77,10 @@ vkl_dtype vkl_llama_weight_dtype(const char *name, int ndim, vkl_dtype base)
 int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e)
 {
     *out = NULL;
-    if (matrix_dtype != VKL_F32 && matrix_dtype != VKL_F16 && matrix_dtype != VKL_BF16 && matrix_dtype != VKL_NF4)
-        return vkl_fail(e, "LLaMA weights are stored as f32, f16, bf16 or nf4, not %s", vkl_dtype_name(matrix_dtype));
+    if (matrix_dtype != VKL_F32 && matrix_dtype != VKL_F16 && matrix_dtype != VKL_BF16 && matrix_dtype != VKL_NF4 &&
+        matrix_dtype != VKL_NF4_DQ)
+        return vkl_fail(e, "LLaMA weights are stored as f32, f16, bf16, nf4 or nf4dq, not %s",
+                        vkl_dtype_name(matrix_dtype));
     struct stat st;
     if (!stat(dir, &st) && S_ISREG(st.st_mode))
         return vkl_llama_is_gguf(dir) ? vkl_llama_load_gguf(c, dir, matrix_dtype, out, e)

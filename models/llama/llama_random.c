@@ -42,8 +42,8 @@ int vkl_llama_random(vkl_ctx *c, const vkl_llama_config *cfg, vkl_dtype base, ui
                      vkl_err *e)
 {
     *out = NULL;
-    if (base != VKL_F32 && base != VKL_F16 && base != VKL_BF16 && base != VKL_NF4)
-        return vkl_fail(e, "LLaMA weights are stored as f32, f16, bf16 or nf4, not %s", vkl_dtype_name(base));
+    if (base != VKL_F32 && base != VKL_F16 && base != VKL_BF16 && base != VKL_NF4 && base != VKL_NF4_DQ)
+        return vkl_fail(e, "LLaMA weights are stored as f32, f16, bf16, nf4 or nf4dq, not %s", vkl_dtype_name(base));
     if (vkl_llama_config_check(cfg, e)) return -1;
     vkl_llama *m = calloc(1, sizeof *m);
     if (!m || !(m->w = vkl_weights_new())) {

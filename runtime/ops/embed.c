@@ -2,8 +2,12 @@
  * (token embeddings) and rotary position embedding (LLaMA). Shaders:
  * timestep_embed.comp, embedding.comp, rope.comp. CPU reference:
  * runtime/ref/ref_embed.c. Backward: embedding_grad.comp (table), rope.comp
- * with negated angles (input); the timestep embedding has none. */
+ * with negated angles (input); the timestep embedding has none. The lookup's
+ * table may be a block-quantised weight (NF4, NF4_DQ: runtime/quant.h), bound
+ * whole and dequantised per element in the shader; it is frozen (no gradient). */
 #include "op_util.h"
+
+#include "quant.h"
 
 #include <math.h>
 #include <string.h>
@@ -85,7 +89,7 @@ static int emit_embedding(vkl_graph *g, vkl_node *n, vkl_err *e)
     int64_t V = table->shape[0], D = table->shape[1], rows = vkl_tensor_nelem(ids);
     /* table windows of whole rows (a strided table is bound whole) */
     int64_t tper = V, nwin = 1;
-    if (vkl_tensor_is_contiguous(table)) {
+    if (vkl_tensor_is_contiguous(table) && !vkl_dtype_is_quant(table->dtype)) {
         tper = vkl_window_elems(c, table->dtype, 1) / D;
         if (tper < 1) return vkl_fail(e, "an embedding row of %lld elements exceeds the storage binding limit", (long long)D);
         if (tper > V) tper = V;
@@ -100,7 +104,16 @@ static int emit_embedding(vkl_graph *g, vkl_node *n, vkl_err *e)
     }
     vkl_bind bind[8];
     uint32_t toff[EMBED_MAX_WINDOWS] = {0};
-    for (int64_t w = 0; w < EMBED_MAX_WINDOWS; w++) {
+    vkl_quant_offsets qo = {0, 0, 0};
+    int quant = vkl_dtype_is_quant(table->dtype);
+    if (quant) {
+        /* one window: the whole weight (the builder checked it is one) */
+        tper = V;
+        nwin = 1;
+        if (vkl_bind_quant(g, table, &bind[0], &qo, e)) return -1;
+        toff[0] = qo.code_off;
+    }
+    for (int64_t w = quant ? 1 : 0; w < EMBED_MAX_WINDOWS; w++) {
         if (w >= nwin) {
             bind[w] = bind[0];   /* never read: ids never select it */
             continue;
@@ -117,6 +130,7 @@ static int emit_embedding(vkl_graph *g, vkl_node *n, vkl_err *e)
         int64_t nr = rows - r0 < per ? rows - r0 : per;
         struct {
             uint32_t n, D, V, rows_per_win, ids_off, y_off, st_row, st_col, toff[4], toff_hi[4];
+            uint32_t tq_scale, tq_qcode; /* a quantised table: vkl_quant_offsets' scale_off, qcode_off */
         } pc;
         memset(&pc, 0, sizeof pc);
         pc.n = (uint32_t)(nr * D);
@@ -128,6 +142,8 @@ static int emit_embedding(vkl_graph *g, vkl_node *n, vkl_err *e)
         for (int w = 0; w < 4; w++) pc.toff[w] = toff[w];
         pc.toff_hi[0] = toff[4];
         pc.toff_hi[1] = toff[5];
+        pc.tq_scale = qo.scale_off;
+        pc.tq_qcode = qo.qcode_off;
         if (vkl_bind_span(g, ids, r0, nr, &bind[6], &pc.ids_off, e) ||
             vkl_bind_span(g, y, r0 * D, nr * D, &bind[7], &pc.y_off, e))
             return -1;
@@ -185,6 +201,11 @@ static int backward_embedding(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const i
 {
     if (!need[0]) return 0;
     vkl_tensor *table = n->src[0], *ids = n->src[1];
+    if (vkl_dtype_is_quant(table->dtype)) {
+        vkl_graph_set_error(g, "embedding: a quantised (%s) table is frozen and has no gradient",
+                            vkl_dtype_name(table->dtype));
+        return -1;
+    }
     if (dy->dtype != VKL_F32 || !vkl_tensor_is_contiguous(dy)) dy = vkl_scale(g, dy, 1.0f);
     int64_t nid = vkl_tensor_nelem(ids), ishape[1] = {table->shape[0] + nid};
     if (ishape[0] > INT32_MAX) {
@@ -206,8 +227,22 @@ vkl_tensor *vkl_embedding(vkl_graph *g, vkl_tensor *table, vkl_tensor *ids)
     char st[96], si[96];
     vkl_tensor_describe(table, st, sizeof st);
     vkl_tensor_describe(ids, si, sizeof si);
-    if (table->ndim != 2 || !vkl_op_float_type(table->dtype))
-        return vkl_graph_set_error(g, "embedding: table %s must be a 2-D f32, f16 or bf16 tensor", st);
+    int quant = vkl_dtype_is_quant(table->dtype);
+    if (table->ndim != 2 || !(quant || vkl_op_float_type(table->dtype)))
+        return vkl_graph_set_error(g, "embedding: table %s must be a 2-D f32, f16, bf16 or quantised tensor", st);
+    if (quant) {
+        /* the shader finds element i's code and scale from i alone: the whole weight, unpermuted */
+        const vkl_tensor *root = table->view_of ? table->view_of : table;
+        const vkl_caps *caps = vkl_ctx_caps(vkl_graph_ctx(g));
+        if (!vkl_tensor_is_contiguous(table) || table->offset != root->offset ||
+            vkl_tensor_nelem(table) != vkl_tensor_nelem(root))
+            return vkl_graph_set_error(g, "embedding: a quantised table (%s) must be a whole 2-D weight", st);
+        if (vkl_dtype_bytes(table->dtype, (uint64_t)vkl_tensor_nelem(table)) + caps->storage_align >
+                caps->max_storage_range ||
+            vkl_tensor_nelem(table) > UINT32_MAX / 2)
+            return vkl_graph_set_error(g, "embedding: quantised table %s exceeds the device's storage binding limit "
+                                          "(%llu bytes)", st, (unsigned long long)caps->max_storage_range);
+    }
     if (ids->dtype != VKL_I32 || !vkl_tensor_is_contiguous(ids) || ids->ndim >= VKL_MAX_DIMS)
         return vkl_graph_set_error(g, "embedding: ids %s must be a contiguous i32 tensor of at most %d dims", si,
                                    VKL_MAX_DIMS - 1);

@@ -46,39 +46,11 @@ typedef struct {
     uint32_t M, N, K, nb1, a_off, b_off, c_off, bias_off, sam, sak, sbk, sbn, sa0, sa1, sb0, sb1;
     uint32_t scale_off, K2, a2_off, b2_off, sa2m, sb2k, sb2n, sa2z;
     float alpha;
-    uint32_t bq_off;
+    uint32_t bq_off, bq2_off; /* quantised B: vkl_quant_offsets' scale_off and qcode_off */
 } matmul_pc;
 
 enum { SPEC_WG, SPEC_TM, SPEC_TN, SPEC_ADT, SPEC_BDT, SPEC_BIAS, SPEC_BIASDT, SPEC_AVEC, SPEC_BVEC, SPEC_SCALE,
        SPEC_SEG2, SPEC_A2DT, SPEC_B2DT, SPEC_LANES_M, SPEC_COUNT };
-
-/* Binds the whole memory of the quantised tensor t (a view of a persistent
- * weight, at its start): code_off = twice the byte offset of the codes in the
- * window (the shader's element offset), scale_off = index of the first f32
- * scale. */
-static int bind_quant(vkl_graph *g, const vkl_tensor *t, vkl_bind *b, uint32_t *code_off, uint32_t *scale_off,
-                      vkl_err *e)
-{
-    vkl_ctx *c = vkl_graph_ctx(g);
-    vkl_quant_layout l;
-    vkl_quant_layout_of(t->dtype, (uint64_t)vkl_tensor_nelem(t), &l);
-    if (!t->buf) return vkl_fail(e, "internal: tensor bound before it has memory");
-    uint64_t begin = vkl_buffer_vk_offset(t->buf) + t->offset, end = begin + l.total_bytes;
-    uint64_t align = c->caps.storage_align < 4 ? 4 : c->caps.storage_align;
-    uint64_t abegin = begin / align * align;
-    if (end - abegin > c->caps.max_storage_range) {
-        char d[96];
-        vkl_tensor_describe(t, d, sizeof d);
-        return vkl_fail(e, "quantised weight %s (%llu bytes) exceeds the device's storage binding limit (%llu bytes)",
-                        d, (unsigned long long)l.total_bytes, (unsigned long long)c->caps.max_storage_range);
-    }
-    b->buf = t->buf;
-    b->offset = abegin - vkl_buffer_vk_offset(t->buf);
-    b->range = end - abegin;
-    *code_off = (uint32_t)(2 * (begin - abegin));
-    *scale_off = (uint32_t)((begin - abegin + l.scale_offset) / 4);
-    return 0;
-}
 
 /* The product after batch folding: shapes and element strides as the shader sees them. */
 typedef struct {
@@ -201,12 +173,17 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
             vkl_bind bind[7];
             int64_t a_span = whole ? vkl_tensor_span(a) : (mr - 1) * ast[2] + (K - 1) * ast[3] + 1;
             int64_t b_span = whole ? vkl_tensor_span(b) : (K - 1) * bst[2] + (N - 1) * bst[3] + 1;
-            pc.bq_off = 0;
+            vkl_quant_offsets qo = {0, 0, 0};
             if (vkl_bind_span(g, a, a_first + m0 * ast[2], a_span, &bind[0], &pc.a_off, e) ||
-                (bq ? bind_quant(g, b, &bind[1], &pc.b_off, &pc.bq_off, e)
+                (bq ? vkl_bind_quant(g, b, &bind[1], &qo, e)
                     : vkl_bind_span(g, b, b_first, b_span, &bind[1], &pc.b_off, e)) ||
                 vkl_bind_span(g, y, y_first + m0 * N, whole ? vkl_tensor_nelem(y) : mr * N, &bind[2], &pc.c_off, e))
                 return -1;
+            if (bq) {
+                pc.b_off = qo.code_off;
+                pc.bq_off = qo.scale_off;
+                pc.bq2_off = qo.qcode_off;
+            }
             bind[3] = bind[4] = bind[5] = bind[6] = bind[0];
             if (bias && vkl_bind_span(g, bias, 0, vkl_tensor_span(bias), &bind[3], &pc.bias_off, e)) return -1;
             if (scale && vkl_bind_span(g, scale, 0, N, &bind[4], &pc.scale_off, e)) return -1;

@@ -58,4 +58,16 @@ int vkl_attention_flash_grad_fits(vkl_graph *g, const vkl_tensor *q, const vkl_t
 int vkl_attention_flash_grad(vkl_graph *g, vkl_tensor *q, vkl_tensor *k, vkl_tensor *v, vkl_tensor *o, float scale,
                              int causal, vkl_tensor *dy, const int *need, vkl_tensor **dsrc);
 
+/* Where a shader finds a bound quantised weight's parts (nf4.glsl), in
+ * units of the binding: code_off = twice the byte offset of the codes (the
+ * element offset), scale_off = f32 index of the scales (NF4) or of the map
+ * (NF4_DQ), qcode_off = word index of NF4_DQ's u8 scale codes. */
+typedef struct vkl_quant_offsets {
+    uint32_t code_off, scale_off, qcode_off;
+} vkl_quant_offsets;
+/* During emit: binds the whole memory of the quantised tensor t (a view of a
+ * persistent weight, at its start); fails naming t when it exceeds one
+ * storage binding. quant_bind.c */
+int vkl_bind_quant(vkl_graph *g, const vkl_tensor *t, vkl_bind *b, vkl_quant_offsets *q, vkl_err *e);
+
 #endif

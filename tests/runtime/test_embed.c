@@ -3,9 +3,11 @@
  * output recorded by diffusers, transformers' RoPE tables (inv_freq, cos, sin
  * for positions 0..255) and the tiny LLaMA's q/k after RoPE. Random odd
  * shapes, strided inputs, out-of-range ids, every device profile and a
- * 64 KiB binding limit. */
+ * 64 KiB binding limit; NF4 and NF4_DQ tables (runtime/quant.h) against the
+ * host's dequantisation, and their refusals. */
 #include "op_check.h"
 #include "ops.h"
+#include "quant.h"
 #include "ref/vkl_ref.h"
 
 #include <math.h>
@@ -151,6 +153,84 @@ static void embedding_under_small_binding(void **state)
     vkl_graph_keep(g, y);
     assert_int_not_equal(vkl_graph_plan(g, &e), 0);
     assert_non_null(strstr(e.msg, "maxStorageBufferRange"));
+    vkl_graph_free(g);
+    vkl_tensor_free(T);
+    vkl_tensor_free(I);
+    vkl_test_ctx_done(c);
+}
+
+/* A quantised table: rows read through the shader's dequantisation equal the
+ * host's dequantised table's rows exactly (the host values are checked bit
+ * for bit against the reference kit in test_nf4). */
+static void check_quant_embedding(vkl_ctx *c, vkl_test_rng *r, int64_t V, int64_t D, vkl_dtype dt)
+{
+    int64_t nt = V * D, n = 3 * 29;
+    float *table = malloc(sizeof(float) * (size_t)nt), *deq = malloc(sizeof(float) * (size_t)nt);
+    vkl_test_fill(r, table, (size_t)nt, -0.5f, 0.5f);
+    void *packed = malloc((size_t)vkl_dtype_bytes(dt, (uint64_t)nt));
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_convert_host(table, VKL_F32, packed, dt, (size_t)nt, &e), 0);
+    assert_int_equal(vkl_convert_host(packed, dt, deq, VKL_F32, (size_t)nt, &e), 0);
+    int32_t ids[3 * 29];
+    for (int64_t i = 0; i < n; i++) ids[i] = vkl_test_rng_int(r, 0, (int)V - 1);
+    ids[0] = -1;
+    ids[5] = (int32_t)V;
+    ids[13] = (int32_t)V - 1;
+    int64_t tshape[2] = {V, D}, ishape[2] = {3, 29};
+    vkl_tensor *T = vkl_tensor_new(c, dt, 2, tshape, &e);
+    assert_non_null(T);
+    assert_int_equal(vkl_tensor_upload(c, T, table, VKL_F32, &e), 0);
+    vkl_tensor *I = opc_upload(c, VKL_I32, 2, ishape, ids, VKL_I32);
+    vkl_graph *g = vkl_graph_new(c);
+    vkl_tensor *y = vkl_embedding(g, T, I);
+    vkl_graph_keep(g, y);
+    opc_run(g);
+    float *got = opc_download(c, y), *want = malloc(sizeof(float) * (size_t)(n * D));
+    vkl_ref_embedding(deq, V, D, ids, n, want);
+    char what[160];
+    snprintf(what, sizeof what, "embedding [%lld,%lld] %s (%s)", (long long)V, (long long)D, vkl_dtype_name(dt),
+             vkl_ctx_caps(c)->profile);
+    vkl_test_assert_close(what, got, want, (size_t)(n * D), 0, 0);
+    vkl_graph_free(g);
+    /* refusals: a transposed table, a gradient for the table */
+    g = vkl_graph_new(c);
+    assert_null(vkl_embedding(g, vkl_permute(g, T, (const int[]){1, 0}), I));
+    assert_non_null(strstr(vkl_graph_error(g), "whole 2-D weight"));
+    vkl_graph_free(g);
+    g = vkl_graph_new(c);
+    y = vkl_embedding(g, T, I);
+    vkl_tensor *wrt[1] = {T}, *gr[1] = {NULL};
+    assert_int_equal(vkl_graph_backward(g, y, NULL, wrt, 1, gr, &e), -1);
+    assert_non_null(strstr(vkl_graph_error(g), "frozen"));
+    vkl_graph_free(g);
+    vkl_tensor_free(T);
+    vkl_tensor_free(I);
+    free(table); free(deq); free(packed); free(got); free(want);
+}
+
+static void embedding_quantised(void **state)
+{
+    (void)state;
+    vkl_test_rng r;
+    vkl_test_rng_seed(&r, 304);
+    for (int p = 0; p < vkl_test_profile_count; p++) {
+        vkl_ctx *c = vkl_test_ctx(vkl_test_profiles[p]);
+        /* odd element count (partial last block, blocks across rows); past
+         * 256 blocks (NF4_DQ's second-level scales) */
+        check_quant_embedding(c, &r, 37, 33, VKL_NF4);
+        check_quant_embedding(c, &r, 37, 33, VKL_NF4_DQ);
+        check_quant_embedding(c, &r, 300, 70, VKL_NF4);
+        check_quant_embedding(c, &r, 300, 70, VKL_NF4_DQ);
+        vkl_test_ctx_done(c);
+    }
+    /* a quantised table is bound whole: one past the binding limit is refused */
+    vkl_ctx *c = vkl_test_ctx("binding=64K");
+    vkl_err e = {{0}};
+    int64_t big[2] = {2000, 128}, is[1] = {4};
+    vkl_tensor *T = vkl_tensor_new(c, VKL_NF4_DQ, 2, big, &e), *I = vkl_tensor_new(c, VKL_I32, 1, is, &e);
+    vkl_graph *g = vkl_graph_new(c);
+    assert_null(vkl_embedding(g, T, I));
+    assert_non_null(strstr(vkl_graph_error(g), "storage binding limit"));
     vkl_graph_free(g);
     vkl_tensor_free(T);
     vkl_tensor_free(I);
@@ -343,6 +423,7 @@ int main(void)
         cmocka_unit_test(timestep_embedding_matches_diffusers),
         cmocka_unit_test(embedding_random),
         cmocka_unit_test(embedding_under_small_binding),
+        cmocka_unit_test(embedding_quantised),
         cmocka_unit_test(rope_random),
         cmocka_unit_test(rope_under_small_binding),
         cmocka_unit_test(rope_matches_transformers_tables),

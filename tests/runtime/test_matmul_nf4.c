@@ -1,4 +1,5 @@
-/* The matmul family with an NF4 weight as its right operand (runtime/quant.h):
+/* The matmul family with an NF4 or NF4_DQ (double-quantised scales on the
+ * device) weight as its right operand (runtime/quant.h):
  * a linear layer x W^T and, through autograd, its input gradient dy W, for
  * every matmul variant and device profile, on odd shapes (partial last block,
  * odd element count, K not a multiple of 4) and aligned ones (the vector-load
@@ -38,7 +39,7 @@ typedef struct {
     int64_t B, T, N, K;
 } shape;
 
-static void one_linear(vkl_ctx *c, vkl_test_rng *r, const char *variant, shape s)
+static void one_linear(vkl_ctx *c, vkl_test_rng *r, const char *variant, shape s, vkl_dtype wdt)
 {
     int64_t M = s.B * s.T, N = s.N, K = s.K, nw = N * K;
     float *x = malloc(sizeof(float) * M * K), *w = malloc(sizeof(float) * nw), *dy = malloc(sizeof(float) * M * N);
@@ -50,14 +51,24 @@ static void one_linear(vkl_ctx *c, vkl_test_rng *r, const char *variant, shape s
     float *absmax = malloc(sizeof(float) * (size_t)((nw + 63) / 64)), *wdq = malloc(sizeof(float) * nw);
     vkl_err e = {{0}};
     assert_int_equal(vkl_nf4_quantize(w, (uint64_t)nw, packed, absmax, &e), 0);
+    if (wdt == VKL_NF4_DQ) {
+        /* QLoRA's double quantisation of the absmax, dequantised on the host */
+        uint64_t nb = (uint64_t)(nw + 63) / 64;
+        uint8_t *q = malloc(nb);
+        float *a2 = malloc(sizeof(float) * ((nb + 255) / 256)), off;
+        vkl_nf4_double_quant(absmax, nb, &off, q, a2);
+        vkl_nf4_double_dequant(q, a2, off, nb, absmax);
+        free(q);
+        free(a2);
+    }
     vkl_nf4_dequantize(packed, absmax, (uint64_t)nw, wdq);
 
     int64_t xs[3] = {s.B, s.T, K}, ws[2] = {N, K}, ys[3] = {s.B, s.T, N};
     vkl_tensor *X = vkl_test_upload(c, VKL_F32, 3, xs, x), *DY = vkl_test_upload(c, VKL_F32, 3, ys, dy);
-    vkl_tensor *W = vkl_tensor_new(c, VKL_NF4, 2, ws, &e);
+    vkl_tensor *W = vkl_tensor_new(c, wdt, 2, ws, &e);
     assert_non_null(W);
     assert_int_equal(vkl_tensor_upload(c, W, w, VKL_F32, &e), 0); /* quantised on upload */
-    assert_int_equal(vkl_tensor_nbytes(W), (vkl_dtype_bytes(VKL_NF4, (uint64_t)nw) + 3) & ~3ull);
+    assert_int_equal(vkl_tensor_nbytes(W), (vkl_dtype_bytes(wdt, (uint64_t)nw) + 3) & ~3ull);
 
     vkl_graph *g = vkl_graph_new(c);
     vkl_tensor *y = vkl_linear(g, X, W, NULL);
@@ -78,11 +89,13 @@ static void one_linear(vkl_ctx *c, vkl_test_rng *r, const char *variant, shape s
     vkl_ref_matmul(x, ast, wdq, bst, NULL, want2, 1, 1, M, N, K);
     vkl_ref_matmul(dy, dst, wdq, wst, NULL, wdx2, 1, 1, M, K, N);
     char what[160];
-    snprintf(what, sizeof what, "%s nf4 linear [%lld,%lld,%lld] x [%lld,%lld]^T (%s)", variant, (long long)s.B,
+    snprintf(what, sizeof what, "%s %s linear [%lld,%lld,%lld] x [%lld,%lld]^T (%s)", variant, vkl_dtype_name(wdt),
+             (long long)s.B,
              (long long)s.T, (long long)K, (long long)N, (long long)K, vkl_ctx_caps(c)->profile);
     vkl_test_assert_close(what, got, want, (size_t)(M * N), 2e-5f, 1e-5f);
     vkl_test_assert_close(what, got, want2, (size_t)(M * N), 2e-5f, 1e-5f);
-    snprintf(what, sizeof what, "%s nf4 input gradient [%lld,%lld] x [%lld,%lld] (%s)", variant, (long long)M,
+    snprintf(what, sizeof what, "%s %s input gradient [%lld,%lld] x [%lld,%lld] (%s)", variant, vkl_dtype_name(wdt),
+             (long long)M,
              (long long)N, (long long)N, (long long)K, vkl_ctx_caps(c)->profile);
     vkl_test_assert_close(what, gdx, wdx, (size_t)(M * K), 2e-5f, 1e-5f);
     vkl_test_assert_close(what, gdx, wdx2, (size_t)(M * K), 2e-5f, 1e-5f);
@@ -103,11 +116,15 @@ static void linear_every_variant(void **state)
      * aligned: vector loads along K (forward) and along N (gradient);
      * 172 x 64 is the tiny LLaMA's gate projection; 65 x 36 puts blocks across rows */
     const shape shapes[] = {{1, 5, 33, 71}, {2, 3, 172, 64}, {1, 7, 65, 36}, {2, 9, 64, 172}, {1, 1, 3, 5}};
+    /* NF4_DQ also past 256 blocks (its second-level scales): 130 x 260 = 529 blocks, 3 absmax2 */
+    const shape dq_shapes[] = {{1, 5, 33, 71}, {1, 3, 130, 260}, {1, 2, 260, 131}};
     for (int v = 0; v < 3; v++) {
         setenv("VKLORA_MATMUL_VARIANT", variants[v], 1);
         for (int p = 0; p < (v == 0 ? 2 : 1); p++) { /* the portable profile changes nothing NF4 reads but A's loads */
             vkl_ctx *c = vkl_test_ctx(profiles[p]);
-            for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) one_linear(c, &r, variants[v], shapes[i]);
+            for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) one_linear(c, &r, variants[v], shapes[i], VKL_NF4);
+            for (size_t i = 0; i < sizeof dq_shapes / sizeof *dq_shapes; i++)
+                one_linear(c, &r, variants[v], dq_shapes[i], VKL_NF4_DQ);
             vkl_test_ctx_done(c);
         }
     }
@@ -234,7 +251,7 @@ static void other_ops_refuse(void **state)
     for (int k = 0; k < 7; k++) {
         vkl_graph *g = vkl_graph_new(c);
         vkl_tensor *y = k == 0 ? vkl_scale(g, W, 2.0f) : k == 1 ? vkl_contiguous(g, W) : k == 2 ? vkl_add(g, W, W)
-                      : k == 3 ? vkl_silu(g, W) : k == 4 ? vkl_sum_rows(g, W) : k == 5 ? vkl_embedding(g, W, ids)
+                      : k == 3 ? vkl_silu(g, W) : k == 4 ? vkl_sum_rows(g, W) : k == 5 ? vkl_embedding(g, vkl_permute(g, W, (const int[]){1, 0}), ids)
                       : vkl_contiguous(g, vkl_permute(g, W, (const int[]){1, 0}));
         int planned = y && !vkl_graph_failed(g) && (vkl_graph_keep(g, y), vkl_graph_plan(g, &e) == 0);
         print_message("op %d on nf4: %s\n", k, vkl_graph_failed(g) ? vkl_graph_error(g) : e.msg);

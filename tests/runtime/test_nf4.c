@@ -117,6 +117,26 @@ static void one_matrix(const char *m, int dq)
         assert_int_equal(vkl_nf4_pack(w, (uint64_t)n, 1, lay, &e), 0);
         vkl_nf4_unpack(lay, (uint64_t)n, dq_vals);
         assert_bits("double-quantised layout", dq_vals, want_dqdq, n);
+        free(lay);
+        /* VKL_NF4_DQ keeps the double quantisation's own parts: the same codes,
+         * u8 scale codes, absmax2, offset and map, and the same values */
+        assert_int_equal(vkl_quant_layout_of(VKL_NF4_DQ, (uint64_t)n, &l), 0);
+        assert_int_equal(l.nblocks2, nb2);
+        lay = malloc(l.total_bytes);
+        assert_int_equal(vkl_convert_host(w, VKL_F32, lay, VKL_NF4_DQ, (size_t)n, &e), 0);
+        assert_memory_equal(lay, packed, (size_t)(n + 1) / 2);
+        assert_memory_equal((uint8_t *)lay + l.qcode_offset, q, (size_t)nb);
+        float stored[260], d8[256];
+        memcpy(stored, (uint8_t *)lay + l.scale_offset, sizeof stored);
+        vkl_dynamic8_table(d8);
+        assert_bits("nf4dq map", stored, d8, 256);
+        assert_bits("nf4dq offset", &stored[256], want_off, 1);
+        float *a2s = malloc(sizeof(float) * nb2);
+        memcpy(a2s, (uint8_t *)lay + l.absmax2_offset, sizeof(float) * nb2);
+        assert_bits("nf4dq absmax2", a2s, want_a2, (int64_t)nb2);
+        assert_int_equal(vkl_convert_host(lay, VKL_NF4_DQ, dq_vals, VKL_F32, (size_t)n, &e), 0);
+        assert_bits("nf4dq -> f32", dq_vals, want_dqdq, n);
+        free(a2s);
         free(lay); free(q); free(a2); free(qf); free(adq); free(want_off); free(want_q); free(want_a2);
         free(want_adq); free(want_dqdq);
     }
@@ -179,7 +199,32 @@ static void layout_and_refusals(void **state)
     z[3] = NAN;
     assert_int_equal(vkl_convert_host(z, VKL_F32, lay, VKL_NF4, 70, &e), -1);
     assert_non_null(strstr(e.msg, "element 3"));
+    /* NF4_DQ: codes 1172 bytes, map at 1184 (+1040), absmax2 at 2224 (one),
+     * u8 scale codes at 2240 (37), end rounded to 16 */
+    assert_int_equal(vkl_quant_layout_of(VKL_NF4_DQ, (uint64_t)n, &l), 0);
+    assert_int_equal(l.scale_offset, 1184);
+    assert_int_equal(l.absmax2_offset, 2224);
+    assert_int_equal(l.nblocks2, 1);
+    assert_int_equal(l.qcode_offset, 2240);
+    assert_int_equal(vkl_dtype_bytes(VKL_NF4_DQ, (uint64_t)n), 2288);
+    /* a big weight: about 0.516 bytes per element (f16: 2) */
+    uint64_t big = 2048ull * 5632;
+    assert_true(vkl_dtype_bytes(VKL_NF4_DQ, big) < big / 2 + big / 64 + big / 4096 + 2048);
+    /* zeros and refusals as NF4 */
+    float zz[70] = {0};
+    zz[69] = 0.5f;
+    void *lay2 = malloc(vkl_dtype_bytes(VKL_NF4_DQ, 70));
+    assert_int_equal(vkl_convert_host(zz, VKL_F32, lay2, VKL_NF4_DQ, 70, &e), 0);
+    assert_int_equal(vkl_convert_host(lay2, VKL_NF4_DQ, back, VKL_F32, 70, &e), 0);
+    for (int i = 0; i < 69; i++) assert_true(back[i] == 0.0f && !signbit(back[i]));
+    print_message("nf4dq of a zero block and 0.5: %.9g\n", back[69]);
+    zz[5] = INFINITY;
+    assert_int_equal(vkl_convert_host(zz, VKL_F32, lay2, VKL_NF4_DQ, 70, &e), -1);
+    assert_non_null(strstr(e.msg, "element 5"));
+    free(lay2);
     vkl_dtype dt;
+    assert_int_equal(vkl_dtype_parse("nf4dq", &dt), 0);
+    assert_int_equal(dt, VKL_NF4_DQ);
     assert_int_equal(vkl_dtype_parse("nf4", &dt), 0);
     assert_int_equal(dt, VKL_NF4);
     assert_int_equal(vkl_dtype_size(VKL_NF4), 0);

@@ -1,23 +1,15 @@
-#include "train/sd_trainer.h"
+/* The SD trainer (train/sd_trainer.h): the trainer object in parts (open,
+ * step, checkpoint, sample, finish, close) and vkl_train_run, the loop over
+ * them. The files it writes and reads are sd_trainer_files.c's. */
+#include "train/sd_trainer_internal.h"
 
-#include "io/image.h"
-#include "io/safetensors.h"
+#include "io/dir.h"
 #include "lora/lora_apply.h"
 #include "lora/lora_init.h"
-#include "optim.h"
 #include "sd/pipeline.h"
 #include "sd/rng.h"
-#include "sd/schedule.h"
-#include "grad_accum.h"
-#include "loss_scale.h"
-#include "train/sd_train_step.h"
-#include "train/full_network.h"
-#include "io/dir.h"
-#include "sd/sd_folder_write.h"
 #include "train/train_resume.h"
-#include "train/sdxl_train_cond.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -102,420 +94,6 @@ static int up_like(vkl_lora_role r)
     return r == VKL_LORA_UP || r == VKL_LORA_HADA_W2A || r == VKL_LORA_LOKR_W2 || r == VKL_LORA_LOKR_W2B;
 }
 
-/* ---- files: adapter with kohya metadata, state folder, settings, log ---- */
-
-/* Processes sharing every optimiser step (1 without a communicator). */
-static int ranks_of(const vkl_train_config *c) { return vkl_dist_active(c->dist) ? c->dist->size : 1; }
-
-
-
-/* The trainer object (vkl_trainer): the model, network, optimiser and data,
- * and the loop's position (step, data order, log, running average), so the
- * loop can be driven a step at a time. */
-typedef struct vkl_trainer {
-    vkl_ctx *ctx;
-    const vkl_train_config *c; /* &cfg */
-    vkl_train_config cfg;      /* the caller's settings (strings shared), SDXL's default resolution applied */
-    vkl_sd_model *m;
-    vkl_dataset *ds;
-    vkl_latent_cache *cache;
-    vkl_lora lora;
-    vkl_lora_set *set;
-    vkl_tensor **params;
-    int np;
-    vkl_adamw *opt;
-    vkl_grad_accum *accum;  /* grad_accum > 1: gradients summed over micro-batches */
-    vkl_graph *update;      /* and the optimiser step on the sums */
-    int fp16;               /* mixed precision in force: f16 activations, loss scaling */
-    vkl_loss_scaler scaler; /* with fp16: the loss scale S and its good-step count */
-    vkl_tensor *seed;       /* with fp16: f32 [1] holding S, the loss gradient seed */
-    vkl_noise_table table;
-    struct { int w, h; vkl_sd_train_step *s; } steps[32];
-    int nsteps;
-    char base_hash[80], model_name[256];
-    int xl;                           /* SDXL: two text encoders, added conditioning */
-    vkl_sdxl_text_cache *text_cache;  /* SDXL: encoded captions */
-    vkl_full_net net;       /* --network full: the weights are the parameters */
-    cJSON *changes;         /* settings changed on resume: [{step, setting, was, now}] */
-    double elapsed;         /* training seconds so far, earlier runs of a resumed one included */
-    int epochs_done;        /* whole passes over the data finished */
-    /* the loop */
-    int root, P, R, N, G;   /* rank 0?, ranks, this rank, micro-batches per step (this rank's, all ranks') */
-    char stem[1100], state_dir[1120], csv_path[1200];
-    vkl_lr_schedule sched;
-    vkl_ds_iter it;
-    FILE *csv;              /* the loss log (rank 0) */
-    int step, total;        /* optimiser steps done, and to do */
-    int saved_step;         /* the step whose state was saved last (-1: none by this object) */
-    int steps_run;          /* steps taken by this object */
-    uint32_t epoch;
-    double t0, seconds0;    /* clock at step 0 (earlier runs' time subtracted); training seconds before this run */
-    double avg;             /* the reported running loss average, over navg steps */
-    int navg, skipped_run;  /* skipped_run: non-finite steps in a row */
-    /* one micro-batch's host buffers */
-    float *x0, *noise, *noisy, *target, *text, *tt, *wts, *pooled, *tids; /* pooled, tids: SDXL's added conditioning */
-    int32_t *ids;
-    char **caps;
-} trainer;
-
-/* Copies the trained tensors back into the in-memory adapter. */
-static int pull_adapter(trainer *t, vkl_err *e)
-{
-    for (int i = 0; i < vkl_lora_set_count(t->set); i++) {
-        const vkl_lora_slot *slot = vkl_lora_set_at(t->set, i);
-        vkl_lora_module *m = (vkl_lora_module *)vkl_lora_find(&t->lora, slot->module);
-        if (!m) return vkl_fail(e, "the network has no module %s", slot->module);
-        if (vkl_lora_slot_download(t->ctx, slot, m, e)) return -1;
-    }
-    return 0;
-}
-
-static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
-{
-    const vkl_train_config *c = t->c;
-    char buf[64];
-    vkl_lora *l = &t->lora;
-#define M(k, v) if (vkl_lora_meta_set(l, k, v, e)) return -1
-    int lyco = c->network_kind != VKL_LORA_KIND_LORA;
-    M("ss_network_module", lyco ? "lycoris.kohya" : "networks.lora");
-    snprintf(buf, sizeof buf, "%d", c->rank);
-    M("ss_network_dim", buf);
-    snprintf(buf, sizeof buf, "%g", c->alpha);
-    M("ss_network_alpha", buf);
-    if (lyco || c->network_conv) {
-        /* kohya writes network_args as a JSON object of strings; LyCORIS reads
-         * algo, conv_dim/conv_alpha (0: no conv modules), factor, dora_wd */
-        char args[256] = "{", item[96];
-        if (lyco) {
-            const char *algo = c->network_kind == VKL_LORA_KIND_DORA ? (c->network_conv ? "locon" : "lora")
-                                                                     : vkl_lora_kind_name(c->network_kind);
-            snprintf(item, sizeof item, "\"algo\": \"%s\", ", algo);
-            strcat(args, item);
-        }
-        snprintf(item, sizeof item, "\"conv_dim\": \"%d\", \"conv_alpha\": \"%g\"", c->network_conv ? c->rank : 0,
-                 c->network_conv ? c->alpha : 0.0f);
-        strcat(args, item);
-        if (c->network_kind == VKL_LORA_KIND_LOKR) {
-            snprintf(item, sizeof item, ", \"factor\": \"%d\"", c->lokr_factor);
-            strcat(args, item);
-        }
-        if (c->network_kind == VKL_LORA_KIND_DORA) strcat(args, ", \"dora_wd\": \"True\"");
-        strcat(args, "}");
-        M("ss_network_args", args);
-    }
-    M("ss_sd_model_name", t->model_name);
-    M("ss_sd_model_hash", t->base_hash);
-    M("ss_v2", t->m->cfg->family == VKL_SD_FAMILY_SD2 ? "True" : "False");
-    /* kohya: sdxl_model_util.MODEL_VERSION_SDXL_BASE_V1_0, else
-     * model_util.get_model_version_str_for_sd1_sd2 */
-    int v_pred = t->m->cfg->sched.prediction == VKL_SD_PRED_V;
-    M("ss_base_model_version", t->xl ? "sdxl_base_v1-0"
-                               : t->m->cfg->family == VKL_SD_FAMILY_SD2 ? (v_pred ? "sd_v2_v" : "sd_v2")
-                                                                        : (v_pred ? "sd_v1_v" : "sd_v1"));
-    snprintf(buf, sizeof buf, "(%d, %d)", c->data.resolution, c->data.resolution);
-    M("ss_resolution", buf);
-    snprintf(buf, sizeof buf, "%d", step);
-    M("ss_steps", buf);
-    /* kohya's ss_epoch counts finished epochs, not the one in progress */
-    (void)epoch;
-    snprintf(buf, sizeof buf, "%d", t->epochs_done);
-    M("ss_epoch", buf);
-    snprintf(buf, sizeof buf, "%g", c->lr);
-    M("ss_learning_rate", buf);
-    M("ss_unet_lr", buf);
-    M("ss_network_train_unet_only", c->train_te ? "False" : "True");
-    if (c->train_te) {
-        snprintf(buf, sizeof buf, "%g", c->te_lr >= 0 ? c->te_lr : c->lr);
-        M("ss_text_encoder_lr", buf);
-    }
-    snprintf(buf, sizeof buf, "%d", c->grad_accum);
-    M("ss_gradient_accumulation_steps", buf);
-    /* kohya writes str() of each argument: Python's True/False */
-    M("ss_gradient_checkpointing", c->checkpointing ? "True" : "False");
-    M("ss_mixed_precision", c->mixed_precision ? "fp16" : "no");
-    M("ss_cache_latents", "True"); /* latents are always encoded once */
-    snprintf(buf, sizeof buf, "%d", c->warmup);
-    M("ss_lr_warmup_steps", buf);
-    snprintf(buf, sizeof buf, "%g", c->max_grad_norm);
-    M("ss_max_grad_norm", buf);
-    snprintf(buf, sizeof buf, "%d", c->clip_skip);
-    M("ss_clip_skip", buf);
-    M("ss_lr_scheduler", c->lr_schedule);
-    snprintf(buf, sizeof buf, "%d", c->data.batch_size);
-    M("ss_batch_size_per_device", buf);
-    snprintf(buf, sizeof buf, "%d", t->ds->nimages);
-    M("ss_num_train_images", buf);
-    snprintf(buf, sizeof buf, "%g", c->min_snr_gamma);
-    if (c->min_snr_gamma > 0) M("ss_min_snr_gamma", buf);
-    snprintf(buf, sizeof buf, "%g", c->noise_offset);
-    M("ss_noise_offset", buf);
-    snprintf(buf, sizeof buf, "%llu", (unsigned long long)c->data.seed);
-    M("ss_seed", buf);
-    /* kohya writes the optimizer's module.class */
-    M("ss_optimizer", c->optim_bits == 8 ? "bitsandbytes.optim.adamw.AdamW8bit" : "AdamW");
-    M("ss_training_comment", "trained with vklora");
-    char *tf = vkl_dataset_tag_frequency_json(t->ds), *dd = vkl_dataset_dirs_json(t->ds);
-    int bad = (tf && vkl_lora_meta_set(l, "ss_tag_frequency", tf, e)) || (dd && vkl_lora_meta_set(l, "ss_dataset_dirs", dd, e));
-    free(tf);
-    free(dd);
-#undef M
-    return bad ? -1 : 0;
-}
-
-static int save_adapter(trainer *t, const char *path, int step, int epoch, vkl_err *e)
-{
-    if (pull_adapter(t, e) || set_meta(t, step, epoch, e)) return -1;
-    return vkl_lora_save_kohya(&t->lora, path, e);
-}
-
-/* What a run produces: the adapter, or (full training) the model folder with
- * the trained parts (their weights' average when there is one). */
-static int save_output(trainer *t, const char *path, int step, int epoch, vkl_err *e)
-{
-    if (!t->c->full) return save_adapter(t, path, step, epoch, e);
-    static const char *const parts[] = {"unet", "text_encoder"};
-    return vkl_sd_write_trained_folder(t->ctx, t->c->model, t->net.names, vkl_full_net_output(&t->net), t->net.n, parts,
-                                       t->c->train_te ? 2 : 1, path, t->c->save_dtype, 1, e);
-}
-
-/* Output path without its .safetensors extension, for the files written beside it. */
-static void stem_of(const char *output, char *stem, size_t n)
-{
-    snprintf(stem, n, "%s", output);
-    size_t len = strlen(stem);
-    if (len > 12 && !strcmp(stem + len - 12, ".safetensors")) stem[len - 12] = 0;
-}
-
-/* The state of step `step` (adapter.safetensors, or the full network's
- * weights and EMA; optimizer.safetensors; state.json) goes into
- * base/step-NNNNNN/, whole or not at all
- * (vkl_train_state_commit); base/latest names it once it is complete, so a
- * kill or a full disk at any moment leaves `latest` naming a whole state. */
-static int save_state_files(trainer *t, const char *dir, int step, int epoch, const vkl_ds_iter *it, vkl_err *e);
-
-typedef struct state_job {
-    trainer *t;
-    int step, epoch;
-    const vkl_ds_iter *it;
-} state_job;
-
-static int write_state(void *user, const char *dir, vkl_err *e)
-{
-    state_job *j = user;
-    return save_state_files(j->t, dir, j->step, j->epoch, j->it, e);
-}
-
-static int save_state(trainer *t, const char *base, int step, int epoch, const vkl_ds_iter *it, vkl_err *e)
-{
-    state_job j = {t, step, epoch, it};
-    return vkl_train_state_commit(base, step, write_state, &j, e);
-}
-
-static int save_state_files(trainer *t, const char *dir, int step, int epoch, const vkl_ds_iter *it, vkl_err *e)
-{
-    char path[1400];
-    snprintf(path, sizeof path, "%.1200s/adapter.safetensors", dir);
-    if (t->c->full ? vkl_full_net_save_state(&t->net, dir, e) : save_adapter(t, path, step, epoch, e)) return -1;
-    vkl_st_writer *w = vkl_st_writer_new();
-    if (!w) return vkl_fail(e, "out of host memory");
-    int rc = 0;
-    /* per parameter i: m.i and v.i (f32 moments) or codes.i and absmax.i
-     * (8-bit state), each in its own dtype, so a resume restores them exactly */
-    for (int i = 0; i < t->np && !rc; i++) {
-        vkl_tensor *st[2];
-        const char *nm[2];
-        int ns = vkl_adamw_state(t->opt, i, st, nm);
-        for (int k = 0; k < ns && !rc; k++) {
-            size_t bytes = (size_t)vkl_tensor_nelem(st[k]) * vkl_dtype_size(st[k]->dtype);
-            void *buf = malloc(bytes ? bytes : 1);
-            char name[64];
-            snprintf(name, sizeof name, "%s.%d", nm[k], i);
-            rc = !buf ? vkl_fail(e, "out of host memory")
-                      : vkl_tensor_download(t->ctx, st[k], buf, st[k]->dtype, e) ||
-                            vkl_st_writer_add(w, name, st[k]->dtype, st[k]->ndim, st[k]->shape, buf, e);
-            free(buf);
-        }
-    }
-    snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
-    if (!rc) rc = vkl_st_writer_finish(w, path, e);
-    vkl_st_writer_free(w);
-    if (rc) return -1;
-    char *iter = vkl_ds_iter_save(it);
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "format", "vklora-train-state");
-    cJSON_AddNumberToObject(j, "version", 1);
-    cJSON_AddNumberToObject(j, "step", step);
-    cJSON_AddNumberToObject(j, "epoch", epoch);
-    cJSON_AddNumberToObject(j, "params", t->np);
-    cJSON_AddNumberToObject(j, "grad_accum", t->c->grad_accum);
-    cJSON_AddNumberToObject(j, "ranks", ranks_of(t->c));
-    cJSON_AddStringToObject(j, "optimizer", vkl_train_optimizer_name(t->c));
-    cJSON_AddNumberToObject(j, "seconds", t->elapsed);
-    char *settings = vkl_train_config_json(t->c, NULL);
-    cJSON_AddItemToObject(j, "settings", settings ? cJSON_Parse(settings) : cJSON_CreateNull());
-    free(settings);
-    cJSON_AddItemToObject(j, "changes", cJSON_Duplicate(t->changes, 1));
-    if (t->fp16) {
-        cJSON_AddNumberToObject(j, "loss_scale", t->scaler.scale);
-        cJSON_AddNumberToObject(j, "loss_scale_good_steps", t->scaler.good);
-    }
-    cJSON_AddItemToObject(j, "data", iter ? cJSON_Parse(iter) : cJSON_CreateNull());
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    free(iter);
-    snprintf(path, sizeof path, "%.1200s/state.json", dir);
-    rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
-    free(text);
-    return rc;
-}
-
-static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, vkl_err *e)
-{
-    char path[1400], dirbuf[1400];
-    const char *dir = base;
-    snprintf(path, sizeof path, "%.1200s/latest", base);
-    FILE *lf = fopen(path, "r");
-    if (lf) {
-        char name[64] = "";
-        if (!fgets(name, sizeof name, lf)) name[0] = 0;
-        fclose(lf);
-        name[strcspn(name, "\n")] = 0;
-        snprintf(dirbuf, sizeof dirbuf, "%.1200s/%.60s", base, name);
-        dir = dirbuf;
-    }
-    snprintf(path, sizeof path, "%.1200s/state.json", dir);
-    char *text = NULL;
-    if (vkl_sd_read_text_file(path, 1 << 20, &text, e)) return -1;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    cJSON *st = j ? cJSON_GetObjectItem(j, "step") : NULL, *np = j ? cJSON_GetObjectItem(j, "params") : NULL;
-    cJSON *data = j ? cJSON_GetObjectItem(j, "data") : NULL;
-    if (!cJSON_IsNumber(st) || !cJSON_IsNumber(np) || !cJSON_IsObject(data)) {
-        cJSON_Delete(j);
-        return vkl_fail(e, "%s is not a vklora training state", path);
-    }
-    /* the run's defining settings first: they explain a mismatch best */
-    cJSON *saved_set = cJSON_GetObjectItem(j, "settings"), *changes = cJSON_GetObjectItem(j, "changes");
-    cJSON_Delete(t->changes);
-    t->changes = cJSON_IsArray(changes) ? cJSON_Duplicate(changes, 1) : cJSON_CreateArray();
-    cJSON *ga = cJSON_GetObjectItem(j, "grad_accum"), *rk = cJSON_GetObjectItem(j, "ranks");
-    int saved_accum = cJSON_IsNumber(ga) ? ga->valueint : 1, saved_ranks = cJSON_IsNumber(rk) ? rk->valueint : 1;
-    int ranks = ranks_of(t->c);
-    if (saved_accum * saved_ranks != t->c->grad_accum * ranks) {
-        cJSON_Delete(j);
-        /* the micro-batches of a step and their noise depend on how many there are */
-        return vkl_fail(e, "%s was saved with %d rank(s) x --grad-accum %d = %d micro-batches per step, this run has "
-                        "%d x %d = %d (choose --grad-accum so that ranks x grad-accum = %d)", path, saved_ranks,
-                        saved_accum, saved_accum * saved_ranks, ranks, t->c->grad_accum, t->c->grad_accum * ranks,
-                        saved_accum * saved_ranks);
-    }
-    /* another split of the same global batch continues the same run */
-    if (saved_ranks != ranks && cJSON_IsObject(saved_set) && cJSON_GetObjectItem(saved_set, "grad-accum")) {
-        vkl_log(VKL_LOG_INFO, "resuming a %d-rank state on %d rank(s): --grad-accum %d here, %d there", saved_ranks,
-                ranks, t->c->grad_accum, saved_accum);
-        cJSON_ReplaceItemInObject(saved_set, "grad-accum", cJSON_CreateNumber(t->c->grad_accum));
-    }
-    if (cJSON_IsObject(saved_set)) {
-        char *js = vkl_train_config_json(t->c, NULL);
-        cJSON *now = js ? cJSON_Parse(js) : NULL;
-        free(js);
-        int bad = !now ? vkl_fail(e, "out of host memory") : vkl_train_check_resume(saved_set, now, st->valueint, t->changes, e);
-        cJSON_Delete(now);
-        if (bad) {
-            cJSON_Delete(j);
-            vkl_err_prefix(e, "%s: ", path);
-            return -1;
-        }
-    } else {
-        vkl_log(VKL_LOG_WARN, "%s records no settings (saved by an older vklora): they are not compared", path);
-    }
-    cJSON *secs = cJSON_GetObjectItem(j, "seconds");
-    t->elapsed = cJSON_IsNumber(secs) ? secs->valuedouble : -1;
-    if (np->valueint != t->np) {
-        cJSON_Delete(j);
-        return vkl_fail(e, "%s holds %d adapter tensors, this run trains %d (different rank or targets?)", path,
-                        np->valueint, t->np);
-    }
-    /* states from before the 8-bit option hold f32 moments */
-    cJSON *op = cJSON_GetObjectItem(j, "optimizer");
-    const char *saved_opt = cJSON_IsString(op) ? op->valuestring : "adamw";
-    if (strcmp(saved_opt, vkl_train_optimizer_name(t->c))) {
-        vkl_fail(e, "%s was saved with --optimizer %.20s, this run has --optimizer %s (the optimiser state cannot "
-                    "be carried over)", path, saved_opt, vkl_train_optimizer_name(t->c));
-        cJSON_Delete(j);
-        return -1;
-    }
-    *step = st->valueint;
-    /* the loss scale continues where it was (a state saved without mixed
-     * precision leaves the initial scale) */
-    cJSON *ls = cJSON_GetObjectItem(j, "loss_scale"), *lg = cJSON_GetObjectItem(j, "loss_scale_good_steps");
-    if (t->fp16 && cJSON_IsNumber(ls)) {
-        if (!(ls->valuedouble >= t->scaler.min_scale && ls->valuedouble <= t->scaler.max_scale)) {
-            cJSON_Delete(j);
-            return vkl_fail(e, "%s: loss_scale %g is outside [%g, %g]", path, ls->valuedouble, t->scaler.min_scale,
-                            t->scaler.max_scale);
-        }
-        t->scaler.scale = (float)ls->valuedouble;
-        t->scaler.good = cJSON_IsNumber(lg) && lg->valueint >= 0 ? lg->valueint : 0;
-    }
-    char *dj = cJSON_PrintUnformatted(data);
-    cJSON_Delete(j);
-    int rc = vkl_ds_iter_restore(it, dj, e);
-    free(dj);
-    if (rc) return -1;
-    /* adapter (or weights) and optimiser moments */
-    if (t->c->full) {
-        if (vkl_full_net_load_state(&t->net, dir, e)) return -1;
-        goto moments;
-    }
-    vkl_lora saved;
-    vkl_lora_targets tg;
-    memset(&tg, 0, sizeof tg);
-    if (vkl_lora_targets_from_sd(t->m->cfg, &tg, e)) return -1;
-    vkl_lora_opts lo = {&tg, 0, NULL, 0};
-    snprintf(path, sizeof path, "%.1200s/adapter.safetensors", dir);
-    rc = vkl_lora_load(path, &lo, &saved, e);
-    vkl_lora_targets_free(&tg);
-    if (rc) return -1;
-    for (int i = 0; i < vkl_lora_set_count(t->set) && !rc; i++) {
-        const vkl_lora_slot *slot = vkl_lora_set_at(t->set, i);
-        const vkl_lora_module *m = vkl_lora_find(&saved, slot->module), *mine = vkl_lora_find(&t->lora, slot->module);
-        if (!m || !mine || m->kind != mine->kind)
-            rc = vkl_fail(e, "%s does not match this run's network at %s (%s)", path, slot->module,
-                          m ? vkl_lora_kind_name(m->kind) : "missing");
-        else if (vkl_lora_slot_upload(t->ctx, slot, m, e)) {
-            vkl_err_prefix(e, "%s does not match this run's network: ", path);
-            rc = -1;
-        }
-    }
-    vkl_lora_free(&saved);
-    if (rc) return -1;
-moments:
-    snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
-    vkl_st_file *f = NULL;
-    if (vkl_st_open(path, &f, e)) return -1;
-    for (int i = 0; i < t->np && !rc; i++) {
-        vkl_tensor *st[2];
-        const char *nm[2];
-        int ns = vkl_adamw_state(t->opt, i, st, nm);
-        for (int k = 0; k < ns && !rc; k++) {
-            char name[64];
-            snprintf(name, sizeof name, "%s.%d", nm[k], i);
-            const vkl_st_tensor *x = vkl_st_find(f, name);
-            if (!x || x->nelem != (uint64_t)vkl_tensor_nelem(st[k]) || x->dtype != st[k]->dtype) {
-                rc = vkl_fail(e, "%s: tensor %s is missing or has the wrong size or type", path, name);
-                break;
-            }
-            size_t bytes = (size_t)x->nelem * vkl_dtype_size(x->dtype);
-            void *buf = malloc(bytes ? bytes : 1);
-            rc = !buf ? vkl_fail(e, "out of host memory")
-                      : vkl_st_read(f, x, x->dtype, buf, e) || vkl_tensor_upload(t->ctx, st[k], buf, x->dtype, e);
-            free(buf);
-        }
-    }
-    vkl_st_close(f);
-    return rc ? -1 : 0;
-}
 
 /* ---- data to tensors ---- */
 
@@ -576,7 +154,7 @@ static vkl_sd_train_step *step_for(trainer *t, int w, int h, vkl_err *e)
                              t->m->cfg->unet.cross_attention_dim, t->xl ? vkl_sd_pooled_width(t->m) : 0};
     vkl_sd_train_step *s = NULL;
     vkl_sd_train_opts o = {t->c->checkpointing, t->accum ? NULL : t->opt, t->accum,
-                           1.0f / (float)(t->c->grad_accum * ranks_of(t->c)),
+                           1.0f / (float)(t->c->grad_accum * vkl_sd_trainer_ranks(t->c)),
                            t->c->train_te ? &t->m->te : NULL, t->c->clip_skip - 1, t->fp16, t->seed,
                            t->c->full ? t->net.params : NULL, t->c->full ? t->net.names : NULL,
                            t->c->full ? t->net.n : 0, t->xl && t->c->train_te ? &t->m->te2 : NULL};
@@ -614,54 +192,6 @@ static void trainer_free(trainer *t)
     vkl_ds_iter_free(&t->it);
 }
 
-static int render_samples(trainer *t, int step, vkl_err *e)
-{
-    const vkl_train_config *c = t->c;
-    char *text = NULL;
-    if (vkl_sd_read_text_file(c->sample_prompts, 1 << 20, &text, e)) return -1;
-    char dir[1100];
-    char stem[1100];
-    stem_of(c->output, stem, sizeof stem);
-    snprintf(dir, sizeof dir, "%.1000s.samples", stem);
-    if (vkl_mkdir_p(dir)) {
-        free(text);
-        return vkl_fail(e, "cannot create %s", dir);
-    }
-    int idx = 0, rc = 0;
-    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line && !rc; line = strtok_r(NULL, "\n", &save)) {
-        while (*line == ' ' || *line == '\t') line++;
-        if (!*line || *line == '#') continue;
-        vkl_gen_opts o;
-        vkl_gen_opts_default(&o);
-        o.prompt = line;
-        o.width = o.height = c->data.resolution;
-        o.seed = c->data.seed + (uint64_t)idx;
-        o.sampler.steps = c->sample_steps;
-        vkl_gen_result r;
-        rc = vkl_sd_generate(t->m, &o, &r, e);
-        if (!rc) {
-            vkl_image im;
-            rc = vkl_image_alloc(&im, r.width, r.height, 3, VKL_PIX_U8, e);
-            if (!rc) {
-                size_t hw = (size_t)r.width * r.height;
-                for (size_t i = 0; i < hw; i++)
-                    for (int ch = 0; ch < 3; ch++) {
-                        float v = r.images[ch * hw + i] * 0.5f + 0.5f;
-                        vkl_image_u8(&im)[i * 3 + ch] = (uint8_t)((v < 0 ? 0 : v > 1 ? 1 : v) * 255.0f + 0.5f);
-                    }
-                char path[1300];
-                snprintf(path, sizeof path, "%s/step%06d-%d.png", dir, step, idx);
-                vkl_png_text pt = {"parameters", line};
-                rc = vkl_png_write(path, &im, &pt, 1, e);
-                vkl_image_free(&im);
-            }
-            vkl_gen_result_free(&r);
-        }
-        idx++;
-    }
-    free(text);
-    return rc;
-}
 
 /* ---- the trainer object: open, step, checkpoint, sample, finish ---- */
 
@@ -849,14 +379,14 @@ static int trainer_open(trainer *t, vkl_err *e)
 {
     const vkl_train_config *c = t->c;
     if (check_config(c, e)) return -1;
-    stem_of(c->output, t->stem, sizeof t->stem);
+    vkl_sd_trainer_stem(c->output, t->stem, sizeof t->stem);
     snprintf(t->state_dir, sizeof t->state_dir, "%s.state", t->stem);
     snprintf(t->csv_path, sizeof t->csv_path, "%s.csv", t->stem);
     t->sched = (vkl_lr_schedule){VKL_LR_CONSTANT, c->lr, c->warmup, 0, c->cycles};
     vkl_lr_kind_parse(c->lr_schedule, &t->sched.kind);
     vkl_dist *dist = c->dist;
     t->root = vkl_dist_is_root(dist);
-    t->P = ranks_of(c);
+    t->P = vkl_sd_trainer_ranks(c);
     t->R = t->root ? 0 : dist->rank;
     if (!c->resume && t->root) {
         /* an earlier run's adapter, log and state are hours of work */
@@ -875,7 +405,7 @@ static int trainer_open(trainer *t, vkl_err *e)
         vkl_log(VKL_LOG_INFO, "no --max-steps or --epochs: one epoch, %d steps", t->total);
     t->sched.total = t->total;
     if (c->resume) {
-        if (load_state(t, c->resume, &t->step, &t->it, e)) return -1;
+        if (vkl_sd_trainer_load_state(t, c->resume, &t->step, &t->it, e)) return -1;
         t->epochs_done = (int)t->it.epoch + (t->it.batch >= t->ds->batches_per_epoch);
         struct stat st;
         if (t->step >= t->total && !stat(c->output, &st)) {
@@ -1068,7 +598,7 @@ int vkl_trainer_checkpoint(vkl_trainer *t, vkl_err *e)
         char path[1200];
         const char *ext = c->full ? "" : ".safetensors";
         snprintf(path, sizeof path, "%s-step%06d%s", t->stem, t->step, ext);
-        if (save_output(t, path, t->step, (int)t->epoch, e)) return -1;
+        if (vkl_sd_trainer_save_output(t, path, t->step, (int)t->epoch, e)) return -1;
         int old = t->step - c->keep_last * c->save_every;
         if (c->keep_last > 0 && old > 0) {
             snprintf(path, sizeof path, "%s-step%06d%s", t->stem, old, ext);
@@ -1077,7 +607,7 @@ int vkl_trainer_checkpoint(vkl_trainer *t, vkl_err *e)
             else unlink(path);
         }
     }
-    if (save_state(t, t->state_dir, t->step, (int)t->epoch, &t->it, e)) return -1;
+    if (vkl_sd_trainer_save_state(t, t->state_dir, t->step, (int)t->epoch, &t->it, e)) return -1;
     t->saved_step = t->step;
     return 0;
 }
@@ -1085,14 +615,14 @@ int vkl_trainer_checkpoint(vkl_trainer *t, vkl_err *e)
 int vkl_trainer_sample(vkl_trainer *t, vkl_err *e)
 {
     if (!t->root || !t->c->sample_prompts) return 0;
-    return render_samples(t, t->step, e);
+    return vkl_sd_trainer_render_samples(t, t->step, e);
 }
 
 int vkl_trainer_finish(vkl_trainer *t, vkl_err *e)
 {
     if (t->step < t->total) return vkl_fail(e, "the training is at step %d of %d: not finished", t->step, t->total);
     if (vkl_trainer_checkpoint(t, e)) return -1;
-    return t->root ? save_output(t, t->c->output, t->step, (int)t->epoch, e) : 0;
+    return t->root ? vkl_sd_trainer_save_output(t, t->c->output, t->step, (int)t->epoch, e) : 0;
 }
 
 const char *vkl_trainer_state_dir(const vkl_trainer *t) { return t->state_dir; }

@@ -165,7 +165,8 @@ static int run_training(train_job *j, vkl_err *e)
     int step, total;
     vkl_trainer_position(t, &step, &total);
     pthread_mutex_lock(&s->q.mu);
-    j->step = step;
+    /* the job's length is known (GET, /sdapi/v1/progress) before its first step ends */
+    j->step = s->q.step = step;
     j->total = s->q.steps = total;
     pthread_mutex_unlock(&s->q.mu);
     int stop = stop_asked(j);

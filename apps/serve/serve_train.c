@@ -1,6 +1,6 @@
 /* Training jobs: POST /vklora/v1/train starts `vklora train` (the library's
- * vkl_train_run, the same settings by the same names) as a job in the
- * device queue; GET /vklora/v1/train/ID reports its state, queue position
+ * trainer, vkl_trainer_*, driven a step at a time; the same settings by the
+ * same names) as a job in the device queue; GET /vklora/v1/train/ID reports its state, queue position
  * and the loss of every step so far; DELETE /vklora/v1/train/ID stops it
  * (a running one saves its state at the end of the step, as Ctrl-C does;
  * a queued one leaves the queue). The image folder lies inside --data-root,
@@ -129,9 +129,9 @@ static int build_config(vkl_server *s, const cJSON *body, train_job *j, vkl_err 
     return 0;
 }
 
-static void on_report(void *user, const vkl_train_report *r)
+/* After a step: its loss for GET, and the GETs waiting for it woken. */
+static void record_step(train_job *j, const vkl_train_report *r)
 {
-    train_job *j = user;
     serve_queue *q = &j->s->q;
     pthread_mutex_lock(&q->mu);
     j->step = r->step;
@@ -139,16 +139,57 @@ static void on_report(void *user, const vkl_train_report *r)
     if (j->nloss < MAX_LOSSES && j->loss) j->loss[j->nloss++] = r->loss;
     q->step = r->step;
     q->steps = r->total;
-    pthread_cond_broadcast(&q->cv); /* wakes the GETs that wait for a step */
+    pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mu);
-    /* generation requests that came during the step run now (the device
-     * is idle between steps); then the next step */
-    serve_queue_yield(q, &j->job);
-    pthread_mutex_lock(&q->mu);
+}
+
+/* A DELETE, or the server stopping. */
+static int stop_asked(train_job *j)
+{
+    pthread_mutex_lock(&j->s->q.mu);
     int stop = j->stop_asked || j->job.interrupted;
-    pthread_mutex_unlock(&q->mu);
-    /* the trainer's own stop flag: the state is saved at this step's end */
-    if (stop) vkl_train_interrupt = 1;
+    pthread_mutex_unlock(&j->s->q.mu);
+    return stop;
+}
+
+/* The job's training, a step at a time (vkl_train_run's loop): between
+ * steps the generation requests that came during one run (the device is
+ * idle then), and a stop ends it at the step's end with the state saved.
+ * Returns 0 done, 1 stopped (state saved), 2 nothing to do, -1 (e set). */
+static int run_training(train_job *j, vkl_err *e)
+{
+    vkl_server *s = j->s;
+    vkl_trainer *t;
+    int rc = vkl_trainer_open(s->ctx, &j->cfg, &t, e);
+    if (rc) return rc;
+    int step, total;
+    vkl_trainer_position(t, &step, &total);
+    pthread_mutex_lock(&s->q.mu);
+    /* the job's length is known (GET, /sdapi/v1/progress) before its first step ends */
+    j->step = s->q.step = step;
+    j->total = s->q.steps = total;
+    pthread_mutex_unlock(&s->q.mu);
+    int stop = stop_asked(j);
+    rc = -1;
+    while (step < total && !stop) {
+        vkl_train_report r;
+        if (vkl_trainer_step(t, &r, e)) goto done;
+        record_step(j, &r);
+        if ((r.save_due && vkl_trainer_checkpoint(t, e)) || (r.sample_due && vkl_trainer_sample(t, e))) goto done;
+        serve_queue_yield(&s->q, &j->job);
+        stop = stop_asked(j);
+        vkl_trainer_position(t, &step, &total);
+    }
+    if (stop) {
+        if (vkl_trainer_checkpoint(t, e)) goto done;
+        vkl_fail(e, "stopped at step %d; the state is in %s", step, vkl_trainer_state_dir(t));
+        rc = 1;
+    } else {
+        rc = vkl_trainer_finish(t, e) ? -1 : 0;
+    }
+done:
+    vkl_trainer_close(t);
+    return rc;
 }
 
 static void *train_thread(void *p)
@@ -166,11 +207,7 @@ static void *train_thread(void *p)
     int rc = -1;
     if (!entered) vkl_fail(&e, "the server is stopping");
     else if (stop_first) rc = 1, vkl_fail(&e, "stopped before it started");
-    else {
-        vkl_train_interrupt = 0;
-        rc = vkl_train_run(s->ctx, &j->cfg, on_report, j, &e);
-        vkl_train_interrupt = 0;
-    }
+    else rc = run_training(j, &e);
     if (entered) {
         serve_queue_leave(&s->q, &j->job);
         serve_device_check(s);

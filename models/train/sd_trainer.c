@@ -1,24 +1,15 @@
-#include "train/sd_trainer.h"
+/* The SD trainer (train/sd_trainer.h): the trainer object in parts (open,
+ * step, checkpoint, sample, finish, close) and vkl_train_run, the loop over
+ * them. The files it writes and reads are sd_trainer_files.c's. */
+#include "train/sd_trainer_internal.h"
 
-#include "io/image.h"
-#include "io/safetensors.h"
+#include "io/dir.h"
 #include "lora/lora_apply.h"
 #include "lora/lora_init.h"
-#include "optim.h"
 #include "sd/pipeline.h"
 #include "rng.h"
-#include "sd/schedule.h"
-#include "grad_accum.h"
-#include "loss_scale.h"
-#include "train/sd_train_step.h"
-#include "train/full_network.h"
-#include "lora/lora_dylora.h"
-#include "io/dir.h"
-#include "sd/sd_folder_write.h"
 #include "train/train_resume.h"
-#include "train/sdxl_train_cond.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -103,408 +94,6 @@ static int up_like(vkl_lora_role r)
     return r == VKL_LORA_UP || r == VKL_LORA_HADA_W2A || r == VKL_LORA_LOKR_W2 || r == VKL_LORA_LOKR_W2B;
 }
 
-/* ---- files: adapter with kohya metadata, state folder, settings, log ---- */
-
-/* Processes sharing every optimiser step (1 without a communicator). */
-static int ranks_of(const vkl_train_config *c) { return vkl_dist_active(c->dist) ? c->dist->size : 1; }
-
-
-
-typedef struct trainer {
-    vkl_ctx *ctx;
-    const vkl_train_config *c;
-    vkl_sd_model *m;
-    vkl_dataset *ds;
-    vkl_latent_cache *cache;
-    vkl_lora lora;
-    vkl_lora_set *set;
-    vkl_tensor **params;
-    int np;
-    vkl_adamw *opt;
-    vkl_grad_accum *accum;  /* grad_accum > 1: gradients summed over micro-batches */
-    vkl_graph *update;      /* and the optimiser step on the sums */
-    int fp16;               /* mixed precision in force: f16 activations, loss scaling */
-    vkl_loss_scaler scaler; /* with fp16: the loss scale S and its good-step count */
-    vkl_tensor *seed;       /* with fp16: f32 [1] holding S, the loss gradient seed */
-    vkl_noise_table table;
-    struct { int w, h; vkl_sd_train_step *s; } steps[32];
-    int nsteps;
-    char base_hash[80], model_name[256];
-    int xl;                           /* SDXL: two text encoders, added conditioning */
-    vkl_sdxl_text_cache *text_cache;  /* SDXL: encoded captions */
-    vkl_full_net net;       /* --network full: the weights are the parameters */
-    vkl_dylora *dy;         /* --network dylora: the per-step rank draw */
-    cJSON *changes;         /* settings changed on resume: [{step, setting, was, now}] */
-    double elapsed;         /* training seconds so far, earlier runs of a resumed one included */
-    int epochs_done;        /* whole passes over the data finished */
-} trainer;
-
-/* Copies the trained tensors back into the in-memory adapter. */
-static int pull_adapter(trainer *t, vkl_err *e)
-{
-    for (int i = 0; i < vkl_lora_set_count(t->set); i++) {
-        const vkl_lora_slot *slot = vkl_lora_set_at(t->set, i);
-        vkl_lora_module *m = (vkl_lora_module *)vkl_lora_find(&t->lora, slot->module);
-        if (!m) return vkl_fail(e, "the network has no module %s", slot->module);
-        if (vkl_lora_slot_download(t->ctx, slot, m, e)) return -1;
-    }
-    return 0;
-}
-
-static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
-{
-    const vkl_train_config *c = t->c;
-    char buf[64];
-    vkl_lora *l = &t->lora;
-#define M(k, v) if (vkl_lora_meta_set(l, k, v, e)) return -1
-    int lyco = c->network_kind != VKL_LORA_KIND_LORA;
-    M("ss_network_module", lyco ? "lycoris.kohya" : c->dylora ? VKL_DYLORA_MODULE : "networks.lora");
-    snprintf(buf, sizeof buf, "%d", c->rank);
-    M("ss_network_dim", buf);
-    snprintf(buf, sizeof buf, "%g", c->alpha);
-    M("ss_network_alpha", buf);
-    if (c->dylora) {
-        /* kohya's DyLoRA arguments: unit, and conv_dim (= network_dim) when 3x3 convolutions are trained */
-        char args[128];
-        if (c->network_conv)
-            snprintf(args, sizeof args, "{\"unit\": \"%d\", \"conv_dim\": \"%d\", \"conv_alpha\": \"%g\"}",
-                     c->dylora_unit, c->rank, c->alpha);
-        else snprintf(args, sizeof args, "{\"unit\": \"%d\"}", c->dylora_unit);
-        M("ss_network_args", args);
-    } else if (lyco || c->network_conv) {
-        /* kohya writes network_args as a JSON object of strings; LyCORIS reads
-         * algo, conv_dim/conv_alpha (0: no conv modules), factor, dora_wd */
-        char args[256] = "{", item[96];
-        if (lyco) {
-            const char *algo = c->network_kind == VKL_LORA_KIND_DORA ? (c->network_conv ? "locon" : "lora")
-                                                                     : vkl_lora_kind_name(c->network_kind);
-            snprintf(item, sizeof item, "\"algo\": \"%s\", ", algo);
-            strcat(args, item);
-        }
-        snprintf(item, sizeof item, "\"conv_dim\": \"%d\", \"conv_alpha\": \"%g\"", c->network_conv ? c->rank : 0,
-                 c->network_conv ? c->alpha : 0.0f);
-        strcat(args, item);
-        if (c->network_kind == VKL_LORA_KIND_LOKR) {
-            snprintf(item, sizeof item, ", \"factor\": \"%d\"", c->lokr_factor);
-            strcat(args, item);
-        }
-        if (c->network_kind == VKL_LORA_KIND_DORA) strcat(args, ", \"dora_wd\": \"True\"");
-        strcat(args, "}");
-        M("ss_network_args", args);
-    }
-    M("ss_sd_model_name", t->model_name);
-    M("ss_sd_model_hash", t->base_hash);
-    M("ss_v2", t->m->cfg->family == VKL_SD_FAMILY_SD2 ? "True" : "False");
-    /* kohya: sdxl_model_util.MODEL_VERSION_SDXL_BASE_V1_0, else
-     * model_util.get_model_version_str_for_sd1_sd2 */
-    int v_pred = t->m->cfg->sched.prediction == VKL_SD_PRED_V;
-    M("ss_base_model_version", t->xl ? "sdxl_base_v1-0"
-                               : t->m->cfg->family == VKL_SD_FAMILY_SD2 ? (v_pred ? "sd_v2_v" : "sd_v2")
-                                                                        : (v_pred ? "sd_v1_v" : "sd_v1"));
-    snprintf(buf, sizeof buf, "(%d, %d)", c->data.resolution, c->data.resolution);
-    M("ss_resolution", buf);
-    snprintf(buf, sizeof buf, "%d", step);
-    M("ss_steps", buf);
-    /* kohya's ss_epoch counts finished epochs, not the one in progress */
-    (void)epoch;
-    snprintf(buf, sizeof buf, "%d", t->epochs_done);
-    M("ss_epoch", buf);
-    snprintf(buf, sizeof buf, "%g", c->lr);
-    M("ss_learning_rate", buf);
-    M("ss_unet_lr", buf);
-    M("ss_network_train_unet_only", c->train_te ? "False" : "True");
-    if (c->train_te) {
-        snprintf(buf, sizeof buf, "%g", c->te_lr >= 0 ? c->te_lr : c->lr);
-        M("ss_text_encoder_lr", buf);
-    }
-    snprintf(buf, sizeof buf, "%d", c->grad_accum);
-    M("ss_gradient_accumulation_steps", buf);
-    /* kohya writes str() of each argument: Python's True/False */
-    M("ss_gradient_checkpointing", c->checkpointing ? "True" : "False");
-    M("ss_mixed_precision", c->mixed_precision ? "fp16" : "no");
-    M("ss_cache_latents", "True"); /* latents are always encoded once */
-    snprintf(buf, sizeof buf, "%d", c->warmup);
-    M("ss_lr_warmup_steps", buf);
-    snprintf(buf, sizeof buf, "%g", c->max_grad_norm);
-    M("ss_max_grad_norm", buf);
-    snprintf(buf, sizeof buf, "%d", c->clip_skip);
-    M("ss_clip_skip", buf);
-    M("ss_lr_scheduler", c->lr_schedule);
-    snprintf(buf, sizeof buf, "%d", c->data.batch_size);
-    M("ss_batch_size_per_device", buf);
-    snprintf(buf, sizeof buf, "%d", t->ds->nimages);
-    M("ss_num_train_images", buf);
-    snprintf(buf, sizeof buf, "%g", c->min_snr_gamma);
-    if (c->min_snr_gamma > 0) M("ss_min_snr_gamma", buf);
-    snprintf(buf, sizeof buf, "%g", c->noise_offset);
-    M("ss_noise_offset", buf);
-    snprintf(buf, sizeof buf, "%llu", (unsigned long long)c->data.seed);
-    M("ss_seed", buf);
-    /* kohya writes the optimizer's module.class */
-    M("ss_optimizer", c->optim_bits == 8 ? "bitsandbytes.optim.adamw.AdamW8bit" : "AdamW");
-    M("ss_training_comment", "trained with vklora");
-    char *tf = vkl_dataset_tag_frequency_json(t->ds), *dd = vkl_dataset_dirs_json(t->ds);
-    int bad = (tf && vkl_lora_meta_set(l, "ss_tag_frequency", tf, e)) || (dd && vkl_lora_meta_set(l, "ss_dataset_dirs", dd, e));
-    free(tf);
-    free(dd);
-#undef M
-    return bad ? -1 : 0;
-}
-
-static int save_adapter(trainer *t, const char *path, int step, int epoch, vkl_err *e)
-{
-    if (pull_adapter(t, e) || set_meta(t, step, epoch, e)) return -1;
-    return vkl_lora_save_kohya(&t->lora, path, e);
-}
-
-/* What a run produces: the adapter, or (full training) the model folder with
- * the trained parts (their weights' average when there is one). */
-static int save_output(trainer *t, const char *path, int step, int epoch, vkl_err *e)
-{
-    if (!t->c->full) return save_adapter(t, path, step, epoch, e);
-    static const char *const parts[] = {"unet", "text_encoder"};
-    return vkl_sd_write_trained_folder(t->ctx, t->c->model, t->net.names, vkl_full_net_output(&t->net), t->net.n, parts,
-                                       t->c->train_te ? 2 : 1, path, t->c->save_dtype, 1, e);
-}
-
-/* Output path without its .safetensors extension, for the files written beside it. */
-static void stem_of(const char *output, char *stem, size_t n)
-{
-    snprintf(stem, n, "%s", output);
-    size_t len = strlen(stem);
-    if (len > 12 && !strcmp(stem + len - 12, ".safetensors")) stem[len - 12] = 0;
-}
-
-/* The state of step `step` (adapter.safetensors, or the full network's
- * weights and EMA; optimizer.safetensors; state.json) goes into
- * base/step-NNNNNN/, whole or not at all
- * (vkl_train_state_commit); base/latest names it once it is complete, so a
- * kill or a full disk at any moment leaves `latest` naming a whole state. */
-static int save_state_files(trainer *t, const char *dir, int step, int epoch, const vkl_ds_iter *it, vkl_err *e);
-
-typedef struct state_job {
-    trainer *t;
-    int step, epoch;
-    const vkl_ds_iter *it;
-} state_job;
-
-static int write_state(void *user, const char *dir, vkl_err *e)
-{
-    state_job *j = user;
-    return save_state_files(j->t, dir, j->step, j->epoch, j->it, e);
-}
-
-static int save_state(trainer *t, const char *base, int step, int epoch, const vkl_ds_iter *it, vkl_err *e)
-{
-    state_job j = {t, step, epoch, it};
-    return vkl_train_state_commit(base, step, write_state, &j, e);
-}
-
-static int save_state_files(trainer *t, const char *dir, int step, int epoch, const vkl_ds_iter *it, vkl_err *e)
-{
-    char path[1400];
-    snprintf(path, sizeof path, "%.1200s/adapter.safetensors", dir);
-    if (t->c->full ? vkl_full_net_save_state(&t->net, dir, e) : save_adapter(t, path, step, epoch, e)) return -1;
-    vkl_st_writer *w = vkl_st_writer_new();
-    if (!w) return vkl_fail(e, "out of host memory");
-    int rc = 0;
-    /* per parameter i: m.i and v.i (f32 moments) or codes.i and absmax.i
-     * (8-bit state), each in its own dtype, so a resume restores them exactly */
-    for (int i = 0; i < t->np && !rc; i++) {
-        vkl_tensor *st[2];
-        const char *nm[2];
-        int ns = vkl_adamw_state(t->opt, i, st, nm);
-        for (int k = 0; k < ns && !rc; k++) {
-            size_t bytes = (size_t)vkl_tensor_nelem(st[k]) * vkl_dtype_size(st[k]->dtype);
-            void *buf = malloc(bytes ? bytes : 1);
-            char name[64];
-            snprintf(name, sizeof name, "%s.%d", nm[k], i);
-            rc = !buf ? vkl_fail(e, "out of host memory")
-                      : vkl_tensor_download(t->ctx, st[k], buf, st[k]->dtype, e) ||
-                            vkl_st_writer_add(w, name, st[k]->dtype, st[k]->ndim, st[k]->shape, buf, e);
-            free(buf);
-        }
-    }
-    snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
-    if (!rc) rc = vkl_st_writer_finish(w, path, e);
-    vkl_st_writer_free(w);
-    if (rc) return -1;
-    char *iter = vkl_ds_iter_save(it);
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "format", "vklora-train-state");
-    cJSON_AddNumberToObject(j, "version", 1);
-    cJSON_AddNumberToObject(j, "step", step);
-    cJSON_AddNumberToObject(j, "epoch", epoch);
-    cJSON_AddNumberToObject(j, "params", t->np);
-    cJSON_AddNumberToObject(j, "grad_accum", t->c->grad_accum);
-    cJSON_AddNumberToObject(j, "ranks", ranks_of(t->c));
-    cJSON_AddStringToObject(j, "optimizer", vkl_train_optimizer_name(t->c));
-    cJSON_AddNumberToObject(j, "seconds", t->elapsed);
-    char *settings = vkl_train_config_json(t->c, NULL);
-    cJSON_AddItemToObject(j, "settings", settings ? cJSON_Parse(settings) : cJSON_CreateNull());
-    free(settings);
-    cJSON_AddItemToObject(j, "changes", cJSON_Duplicate(t->changes, 1));
-    if (t->fp16) {
-        cJSON_AddNumberToObject(j, "loss_scale", t->scaler.scale);
-        cJSON_AddNumberToObject(j, "loss_scale_good_steps", t->scaler.good);
-    }
-    cJSON_AddItemToObject(j, "data", iter ? cJSON_Parse(iter) : cJSON_CreateNull());
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    free(iter);
-    snprintf(path, sizeof path, "%.1200s/state.json", dir);
-    rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
-    free(text);
-    return rc;
-}
-
-static int load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, vkl_err *e)
-{
-    char path[1400], dirbuf[1400];
-    const char *dir = base;
-    snprintf(path, sizeof path, "%.1200s/latest", base);
-    FILE *lf = fopen(path, "r");
-    if (lf) {
-        char name[64] = "";
-        if (!fgets(name, sizeof name, lf)) name[0] = 0;
-        fclose(lf);
-        name[strcspn(name, "\n")] = 0;
-        snprintf(dirbuf, sizeof dirbuf, "%.1200s/%.60s", base, name);
-        dir = dirbuf;
-    }
-    snprintf(path, sizeof path, "%.1200s/state.json", dir);
-    char *text = NULL;
-    if (vkl_sd_read_text_file(path, 1 << 20, &text, e)) return -1;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    cJSON *st = j ? cJSON_GetObjectItem(j, "step") : NULL, *np = j ? cJSON_GetObjectItem(j, "params") : NULL;
-    cJSON *data = j ? cJSON_GetObjectItem(j, "data") : NULL;
-    if (!cJSON_IsNumber(st) || !cJSON_IsNumber(np) || !cJSON_IsObject(data)) {
-        cJSON_Delete(j);
-        return vkl_fail(e, "%s is not a vklora training state", path);
-    }
-    /* the run's defining settings first: they explain a mismatch best */
-    cJSON *saved_set = cJSON_GetObjectItem(j, "settings"), *changes = cJSON_GetObjectItem(j, "changes");
-    cJSON_Delete(t->changes);
-    t->changes = cJSON_IsArray(changes) ? cJSON_Duplicate(changes, 1) : cJSON_CreateArray();
-    cJSON *ga = cJSON_GetObjectItem(j, "grad_accum"), *rk = cJSON_GetObjectItem(j, "ranks");
-    int saved_accum = cJSON_IsNumber(ga) ? ga->valueint : 1, saved_ranks = cJSON_IsNumber(rk) ? rk->valueint : 1;
-    int ranks = ranks_of(t->c);
-    if (saved_accum * saved_ranks != t->c->grad_accum * ranks) {
-        cJSON_Delete(j);
-        /* the micro-batches of a step and their noise depend on how many there are */
-        return vkl_fail(e, "%s was saved with %d rank(s) x --grad-accum %d = %d micro-batches per step, this run has "
-                        "%d x %d = %d (choose --grad-accum so that ranks x grad-accum = %d)", path, saved_ranks,
-                        saved_accum, saved_accum * saved_ranks, ranks, t->c->grad_accum, t->c->grad_accum * ranks,
-                        saved_accum * saved_ranks);
-    }
-    /* another split of the same global batch continues the same run */
-    if (saved_ranks != ranks && cJSON_IsObject(saved_set) && cJSON_GetObjectItem(saved_set, "grad-accum")) {
-        vkl_log(VKL_LOG_INFO, "resuming a %d-rank state on %d rank(s): --grad-accum %d here, %d there", saved_ranks,
-                ranks, t->c->grad_accum, saved_accum);
-        cJSON_ReplaceItemInObject(saved_set, "grad-accum", cJSON_CreateNumber(t->c->grad_accum));
-    }
-    if (cJSON_IsObject(saved_set)) {
-        char *js = vkl_train_config_json(t->c, NULL);
-        cJSON *now = js ? cJSON_Parse(js) : NULL;
-        free(js);
-        int bad = !now ? vkl_fail(e, "out of host memory") : vkl_train_check_resume(saved_set, now, st->valueint, t->changes, e);
-        cJSON_Delete(now);
-        if (bad) {
-            cJSON_Delete(j);
-            vkl_err_prefix(e, "%s: ", path);
-            return -1;
-        }
-    } else {
-        vkl_log(VKL_LOG_WARN, "%s records no settings (saved by an older vklora): they are not compared", path);
-    }
-    cJSON *secs = cJSON_GetObjectItem(j, "seconds");
-    t->elapsed = cJSON_IsNumber(secs) ? secs->valuedouble : -1;
-    if (np->valueint != t->np) {
-        cJSON_Delete(j);
-        return vkl_fail(e, "%s holds %d adapter tensors, this run trains %d (different rank or targets?)", path,
-                        np->valueint, t->np);
-    }
-    /* states from before the 8-bit option hold f32 moments */
-    cJSON *op = cJSON_GetObjectItem(j, "optimizer");
-    const char *saved_opt = cJSON_IsString(op) ? op->valuestring : "adamw";
-    if (strcmp(saved_opt, vkl_train_optimizer_name(t->c))) {
-        vkl_fail(e, "%s was saved with --optimizer %.20s, this run has --optimizer %s (the optimiser state cannot "
-                    "be carried over)", path, saved_opt, vkl_train_optimizer_name(t->c));
-        cJSON_Delete(j);
-        return -1;
-    }
-    *step = st->valueint;
-    /* the loss scale continues where it was (a state saved without mixed
-     * precision leaves the initial scale) */
-    cJSON *ls = cJSON_GetObjectItem(j, "loss_scale"), *lg = cJSON_GetObjectItem(j, "loss_scale_good_steps");
-    if (t->fp16 && cJSON_IsNumber(ls)) {
-        if (!(ls->valuedouble >= t->scaler.min_scale && ls->valuedouble <= t->scaler.max_scale)) {
-            cJSON_Delete(j);
-            return vkl_fail(e, "%s: loss_scale %g is outside [%g, %g]", path, ls->valuedouble, t->scaler.min_scale,
-                            t->scaler.max_scale);
-        }
-        t->scaler.scale = (float)ls->valuedouble;
-        t->scaler.good = cJSON_IsNumber(lg) && lg->valueint >= 0 ? lg->valueint : 0;
-    }
-    char *dj = cJSON_PrintUnformatted(data);
-    cJSON_Delete(j);
-    int rc = vkl_ds_iter_restore(it, dj, e);
-    free(dj);
-    if (rc) return -1;
-    /* adapter (or weights) and optimiser moments */
-    if (t->c->full) {
-        if (vkl_full_net_load_state(&t->net, dir, e)) return -1;
-        goto moments;
-    }
-    vkl_lora saved;
-    vkl_lora_targets tg;
-    memset(&tg, 0, sizeof tg);
-    if (vkl_lora_targets_from_sd(t->m->cfg, &tg, e)) return -1;
-    vkl_lora_opts lo = {&tg, 0, NULL, 0};
-    snprintf(path, sizeof path, "%.1200s/adapter.safetensors", dir);
-    rc = vkl_lora_load(path, &lo, &saved, e);
-    vkl_lora_targets_free(&tg);
-    if (rc) return -1;
-    for (int i = 0; i < vkl_lora_set_count(t->set) && !rc; i++) {
-        const vkl_lora_slot *slot = vkl_lora_set_at(t->set, i);
-        const vkl_lora_module *m = vkl_lora_find(&saved, slot->module), *mine = vkl_lora_find(&t->lora, slot->module);
-        if (!m || !mine || m->kind != mine->kind)
-            rc = vkl_fail(e, "%s does not match this run's network at %s (%s)", path, slot->module,
-                          m ? vkl_lora_kind_name(m->kind) : "missing");
-        else if (vkl_lora_slot_upload(t->ctx, slot, m, e)) {
-            vkl_err_prefix(e, "%s does not match this run's network: ", path);
-            rc = -1;
-        }
-    }
-    vkl_lora_free(&saved);
-    if (rc) return -1;
-moments:
-    snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
-    vkl_st_file *f = NULL;
-    if (vkl_st_open(path, &f, e)) return -1;
-    for (int i = 0; i < t->np && !rc; i++) {
-        vkl_tensor *st[2];
-        const char *nm[2];
-        int ns = vkl_adamw_state(t->opt, i, st, nm);
-        for (int k = 0; k < ns && !rc; k++) {
-            char name[64];
-            snprintf(name, sizeof name, "%s.%d", nm[k], i);
-            const vkl_st_tensor *x = vkl_st_find(f, name);
-            if (!x || x->nelem != (uint64_t)vkl_tensor_nelem(st[k]) || x->dtype != st[k]->dtype) {
-                rc = vkl_fail(e, "%s: tensor %s is missing or has the wrong size or type", path, name);
-                break;
-            }
-            size_t bytes = (size_t)x->nelem * vkl_dtype_size(x->dtype);
-            void *buf = malloc(bytes ? bytes : 1);
-            rc = !buf ? vkl_fail(e, "out of host memory")
-                      : vkl_st_read(f, x, x->dtype, buf, e) || vkl_tensor_upload(t->ctx, st[k], buf, x->dtype, e);
-            free(buf);
-        }
-    }
-    vkl_st_close(f);
-    return rc ? -1 : 0;
-}
 
 /* ---- data to tensors ---- */
 
@@ -565,7 +154,7 @@ static vkl_sd_train_step *step_for(trainer *t, int w, int h, vkl_err *e)
                              t->m->cfg->unet.cross_attention_dim, t->xl ? vkl_sd_pooled_width(t->m) : 0};
     vkl_sd_train_step *s = NULL;
     vkl_sd_train_opts o = {t->c->checkpointing, t->accum ? NULL : t->opt, t->accum,
-                           1.0f / (float)(t->c->grad_accum * ranks_of(t->c)),
+                           1.0f / (float)(t->c->grad_accum * vkl_sd_trainer_ranks(t->c)),
                            t->c->train_te ? &t->m->te : NULL, t->c->clip_skip - 1, t->fp16, t->seed,
                            t->c->full ? t->net.params : NULL, t->c->full ? t->net.names : NULL,
                            t->c->full ? t->net.n : 0, t->xl && t->c->train_te ? &t->m->te2 : NULL};
@@ -595,85 +184,26 @@ static void trainer_free(trainer *t)
     if (t->m) t->m->unet.lora = t->m->te.lora = t->m->te2.lora = NULL;
     vkl_sd_model_free(t->m);
     cJSON_Delete(t->changes);
+    if (t->csv) fclose(t->csv);
+    if (t->caps)
+        for (int i = 0; i < t->c->data.batch_size; i++) free(t->caps[i]);
+    free(t->caps);
+    free(t->x0); free(t->noise); free(t->noisy); free(t->target); free(t->text); free(t->tt); free(t->wts);
+    free(t->ids); free(t->pooled); free(t->tids);
+    vkl_ds_iter_free(&t->it);
 }
 
-static int render_samples(trainer *t, int step, vkl_err *e)
-{
-    const vkl_train_config *c = t->c;
-    char *text = NULL;
-    if (vkl_sd_read_text_file(c->sample_prompts, 1 << 20, &text, e)) return -1;
-    char dir[1100];
-    char stem[1100];
-    stem_of(c->output, stem, sizeof stem);
-    snprintf(dir, sizeof dir, "%.1000s.samples", stem);
-    if (vkl_mkdir_p(dir)) {
-        free(text);
-        return vkl_fail(e, "cannot create %s", dir);
-    }
-    int idx = 0, rc = 0;
-    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line && !rc; line = strtok_r(NULL, "\n", &save)) {
-        while (*line == ' ' || *line == '\t') line++;
-        if (!*line || *line == '#') continue;
-        vkl_gen_opts o;
-        vkl_gen_opts_default(&o);
-        o.prompt = line;
-        o.width = o.height = c->data.resolution;
-        o.seed = c->data.seed + (uint64_t)idx;
-        o.sampler.steps = c->sample_steps;
-        vkl_gen_result r;
-        rc = vkl_sd_generate(t->m, &o, &r, e);
-        if (!rc) {
-            vkl_image im;
-            rc = vkl_image_alloc(&im, r.width, r.height, 3, VKL_PIX_U8, e);
-            if (!rc) {
-                size_t hw = (size_t)r.width * r.height;
-                for (size_t i = 0; i < hw; i++)
-                    for (int ch = 0; ch < 3; ch++) {
-                        float v = r.images[ch * hw + i] * 0.5f + 0.5f;
-                        vkl_image_u8(&im)[i * 3 + ch] = (uint8_t)((v < 0 ? 0 : v > 1 ? 1 : v) * 255.0f + 0.5f);
-                    }
-                char path[1300];
-                snprintf(path, sizeof path, "%s/step%06d-%d.png", dir, step, idx);
-                vkl_png_text pt = {"parameters", line};
-                rc = vkl_png_write(path, &im, &pt, 1, e);
-                vkl_image_free(&im);
-            }
-            vkl_gen_result_free(&r);
-        }
-        idx++;
-    }
-    free(text);
-    return rc;
-}
 
-int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn progress, void *user, vkl_err *e)
+/* ---- the trainer object: open, step, checkpoint, sample, finish ---- */
+
+/* Settings the run cannot start with, before anything is loaded. */
+static int check_config(const vkl_train_config *c, vkl_err *e)
 {
-    trainer t;
-    memset(&t, 0, sizeof t);
-    t.ctx = ctx;
-    t.c = c;
-    vkl_ds_iter it;
-    memset(&it, 0, sizeof it);
-    FILE *csv = NULL;
-    float *x0 = NULL, *noise = NULL, *noisy = NULL, *target = NULL, *text = NULL, *lat = NULL, *tt = NULL, *wts = NULL;
-    float *pooled = NULL, *tids = NULL; /* SDXL's added conditioning */
-    int32_t *ids = NULL;
-    char **caps = NULL;
-    int rc = -1, B = c->data.batch_size;
     if (!c->model || !c->data.images_dir || !c->output)
         return vkl_fail(e, "training needs --model, --images and -o/--output");
-    char stem[1100], state_dir[1120], csv_path[1200];
-    stem_of(c->output, stem, sizeof stem);
-    snprintf(state_dir, sizeof state_dir, "%s.state", stem);
-    snprintf(csv_path, sizeof csv_path, "%s.csv", stem);
-    vkl_lr_schedule sched = {VKL_LR_CONSTANT, c->lr, c->warmup, 0, c->cycles};
-    if (vkl_lr_kind_parse(c->lr_schedule, &sched.kind))
+    vkl_lr_kind kind;
+    if (vkl_lr_kind_parse(c->lr_schedule, &kind))
         return vkl_fail(e, "unknown --lr-schedule '%s' (constant, linear, cosine, cosine_with_restarts)", c->lr_schedule);
-    vkl_sd_model_opts mo;
-    vkl_sd_model_opts_default(&mo);
-    mo.tokenizer = c->tokenizer;
-    mo.yaml = c->model_config;
-    mo.weight_dtype = c->full ? VKL_F32 : c->weight_dtype;
     if (c->dylora && !c->full) {
         if (c->rank % c->dylora_unit)
             return vkl_fail(e, "--rank %d (the DyLoRA dim) is not a multiple of --dylora-unit %d", c->rank, c->dylora_unit);
@@ -690,77 +220,80 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
             return vkl_fail(e, "--network full trains a diffusers model folder (vklora init-model --configs makes "
                                "one); %s is not a folder", c->model);
     }
-    vkl_dist *dist = c->dist;
-    const int root = vkl_dist_is_root(dist), P = ranks_of(c), R = root ? 0 : dist->rank;
-    if (!c->resume && root) {
-        /* an earlier run's adapter, log and state are hours of work */
-        const char *earlier[] = {c->output, csv_path, state_dir};
-        if (vkl_train_refuse_existing(earlier, 3, c->force, state_dir, e)) return -1;
-        if (c->force && vkl_dir_remove(state_dir, e)) return -1;
-    }
-    if (vkl_sd_model_load(ctx, c->model, &mo, &t.m, e)) goto done;
-    t.xl = t.m->cfg->n_text_encoders > 1;
-    if (t.xl && c->full) {
-        vkl_fail(e, "%s is an SDXL model: vklora trains SDXL LoRA/LyCORIS networks; --network full is not "
-                 "supported for SDXL yet", c->model);
-        goto done;
-    }
-    if (t.xl && t.m->cfg->unet.add_text_time != 1) {
-        vkl_fail(e, "%s has two text encoders but its UNet takes no added conditioning", c->model);
-        goto done;
-    }
-    vkl_train_config xl_config;
-    if (t.xl && !c->resolution_given && c->data.resolution != 1024) {
+    return 0;
+}
+
+/* The model, the data (with its latent cache) and the trainable network. */
+static int open_model(trainer *t, vkl_err *e)
+{
+    vkl_sd_model_opts mo;
+    vkl_sd_model_opts_default(&mo);
+    mo.tokenizer = t->cfg.tokenizer;
+    mo.yaml = t->cfg.model_config;
+    mo.weight_dtype = t->cfg.full ? VKL_F32 : t->cfg.weight_dtype;
+    if (vkl_sd_model_load(t->ctx, t->cfg.model, &mo, &t->m, e)) return -1;
+    t->xl = t->m->cfg->n_text_encoders > 1;
+    if (t->xl && t->cfg.full)
+        return vkl_fail(e, "%s is an SDXL model: vklora trains SDXL LoRA/LyCORIS networks; --network full is not "
+                        "supported for SDXL yet", t->cfg.model);
+    if (t->xl && t->m->cfg->unet.add_text_time != 1)
+        return vkl_fail(e, "%s has two text encoders but its UNet takes no added conditioning", t->cfg.model);
+    if (t->xl && !t->cfg.resolution_given && t->cfg.data.resolution != 1024) {
         /* the effective setting is what the settings file and state record */
-        xl_config = *c;
-        xl_config.data.resolution = 1024;
-        c = t.c = &xl_config;
+        t->cfg.data.resolution = 1024;
         vkl_log(VKL_LOG_INFO, "SDXL: resolution 1024 (SDXL's default; --resolution sets another)");
     }
+    const vkl_train_config *c = t->c;
     /* frozen encoders: each caption's states are kept (up to 1 GiB) */
-    if (t.xl && !c->train_te && !(t.text_cache = vkl_sdxl_text_cache_new((size_t)1 << 30))) goto oom;
+    if (t->xl && !c->train_te && !(t->text_cache = vkl_sdxl_text_cache_new((size_t)1 << 30)))
+        return vkl_fail(e, "out of host memory");
     char cache_id[300];
-    {
-        const char *sl = strrchr(c->model, '/');
-        snprintf(t.model_name, sizeof t.model_name, "%s", sl && sl[1] ? sl + 1 : c->model);
-        snprintf(t.base_hash, sizeof t.base_hash, "unknown");
-        /* the family is part of the latent cache key: an SD 1.x entry is never
-         * read for SDXL (another VAE scaling) even under the same file name */
-        snprintf(cache_id, sizeof cache_id, "%s:%s:%.9g", vkl_sd_family_name(t.m->cfg->family), t.model_name,
-                 t.m->cfg->vae.scaling_factor);
-    }
-    if (vkl_dataset_open(&c->data, &t.ds, e)) goto done;
+    const char *sl = strrchr(c->model, '/');
+    snprintf(t->model_name, sizeof t->model_name, "%s", sl && sl[1] ? sl + 1 : c->model);
+    snprintf(t->base_hash, sizeof t->base_hash, "unknown");
+    /* the family is part of the latent cache key: an SD 1.x entry is never
+     * read for SDXL (another VAE scaling) even under the same file name */
+    snprintf(cache_id, sizeof cache_id, "%s:%s:%.9g", vkl_sd_family_name(t->m->cfg->family), t->model_name,
+             t->m->cfg->vae.scaling_factor);
+    if (vkl_dataset_open(&c->data, &t->ds, e)) return -1;
     vkl_beta_params bp;
-    if (vkl_beta_params_from_sd(&t.m->cfg->sched, &bp, e) || vkl_noise_table_init(&t.table, &bp, VKL_ACP_F32, e))
-        goto done;
-    vkl_latent_cache_opts co = {encode_cb, &t, cache_id, t.m->cfg->vae.latent_channels,
-                                1 << (t.m->cfg->vae.n_levels - 1), 1, c->cache_to_disk};
-    if (vkl_latent_cache_new(&co, t.ds, &t.cache, e)) goto done;
+    if (vkl_beta_params_from_sd(&t->m->cfg->sched, &bp, e) || vkl_noise_table_init(&t->table, &bp, VKL_ACP_F32, e))
+        return -1;
+    vkl_latent_cache_opts co = {encode_cb, t, cache_id, t->m->cfg->vae.latent_channels,
+                                1 << (t->m->cfg->vae.n_levels - 1), 1, c->cache_to_disk};
+    if (vkl_latent_cache_new(&co, t->ds, &t->cache, e)) return -1;
     if (c->full) {
-        if (vkl_full_net_init(ctx, t.m->w, c->train_te, c->ema_decay, &t.net, e)) goto done;
-        t.np = t.net.n;
-        if (!(t.params = malloc(sizeof *t.params * (size_t)t.np))) goto oom;
-        memcpy(t.params, t.net.params, sizeof *t.params * (size_t)t.np);
-    } else {
-        if (init_network(c, t.m, &t.lora, e)) goto done;
-        if (vkl_lora_set_build_train(ctx, &t.lora, &t.set, e) || vkl_sd_train_params(t.set, &t.params, &t.np, e))
-            goto done;
-        t.m->unet.lora = t.set;
-        if (c->train_te) t.m->te.lora = t.set;
-        if (c->train_te && t.xl) t.m->te2.lora = t.set;
+        if (vkl_full_net_init(t->ctx, t->m->w, c->train_te, c->ema_decay, &t->net, e)) return -1;
+        t->np = t->net.n;
+        if (!(t->params = malloc(sizeof *t->params * (size_t)t->np))) return vkl_fail(e, "out of host memory");
+        memcpy(t->params, t->net.params, sizeof *t->params * (size_t)t->np);
+        return 0;
     }
+    if (init_network(c, t->m, &t->lora, e)) return -1;
+    if (vkl_lora_set_build_train(t->ctx, &t->lora, &t->set, e) || vkl_sd_train_params(t->set, &t->params, &t->np, e))
+        return -1;
+    t->m->unet.lora = t->set;
+    if (c->train_te) t->m->te.lora = t->set;
+    if (c->train_te && t->xl) t->m->te2.lora = t->set;
+    return 0;
+}
+
+/* AdamW over the parameters (per-parameter rate multipliers: the text
+ * encoder's rate, LoRA+), gradient sums across micro-batches or ranks, and
+ * the loss scaler of mixed precision. */
+static int open_optimiser(trainer *t, vkl_err *e)
+{
+    const vkl_train_config *c = t->c;
     /* one schedule drives both rates: the text encoder's is a fixed multiple */
     float te_lr = c->te_lr >= 0 ? c->te_lr : c->lr;
-    if (c->train_te && c->lr <= 0 && te_lr != c->lr) {
-        vkl_fail(e, "--te-lr needs a positive --lr (the text encoder's rate follows the UNet's schedule)");
-        goto done;
-    }
-    float *mult = malloc(sizeof(float) * (size_t)t.np);
-    if (!mult) goto oom;
-    for (int i = 0; c->full && i < t.np; i++)
-        mult[i] = !strncmp(t.net.names[i], "text_encoder.", 13) && c->lr > 0 ? te_lr / c->lr : 1.0f;
-    for (int i = 0, k = 0; !c->full && i < vkl_lora_set_count(t.set); i++) {
-        const vkl_lora_slot *slot = vkl_lora_set_at(t.set, i);
+    if (c->train_te && c->lr <= 0 && te_lr != c->lr)
+        return vkl_fail(e, "--te-lr needs a positive --lr (the text encoder's rate follows the UNet's schedule)");
+    float *mult = malloc(sizeof(float) * (size_t)(t->np ? t->np : 1));
+    if (!mult) return vkl_fail(e, "out of host memory");
+    for (int i = 0; c->full && i < t->np; i++)
+        mult[i] = !strncmp(t->net.names[i], "text_encoder.", 13) && c->lr > 0 ? te_lr / c->lr : 1.0f;
+    for (int i = 0, k = 0; !c->full && i < vkl_lora_set_count(t->set); i++) {
+        const vkl_lora_slot *slot = vkl_lora_set_at(t->set, i);
         vkl_tensor *pt[VKL_LORA_ROLES];
         vkl_lora_role roles[VKL_LORA_ROLES];
         int te = !strncmp(slot->module, "text_encoder", 12), n = vkl_lora_slot_params(slot, pt, roles);
@@ -773,282 +306,387 @@ int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn
     ao.weight_decay = c->weight_decay;
     ao.max_grad_norm = c->max_grad_norm;
     ao.state_bits = c->optim_bits;
-    t.opt = vkl_adamw_new(ctx, t.params, t.np, mult, &ao, e);
+    t->opt = vkl_adamw_new(t->ctx, t->params, t->np, mult, &ao, e);
     free(mult);
-    if (!t.opt) goto done;
-    if (c->dylora && (vkl_dylora_new(ctx, t.set, &t.lora, c->dylora_unit, c->data.seed, &t.dy, e) ||
-                      vkl_dylora_gate(t.dy, t.opt, t.params, t.np, e)))
-        goto done;
+    if (!t->opt) return -1;
+    if (c->dylora && (vkl_dylora_new(t->ctx, t->set, &t->lora, c->dylora_unit, c->data.seed, &t->dy, e) ||
+                      vkl_dylora_gate(t->dy, t->opt, t->params, t->np, e)))
+        return -1;
     /* several ranks: the gradients go through buffers that are summed across
      * ranks between the backward pass and the optimiser step */
-    if (c->grad_accum > 1 || P > 1) {
-        t.accum = vkl_grad_accum_new(ctx, t.params, t.np, e);
-        t.update = t.accum ? vkl_grad_accum_update_graph(t.accum, t.opt, e) : NULL;
-        if (!t.update) goto done;
+    if (c->grad_accum > 1 || t->P > 1) {
+        t->accum = vkl_grad_accum_new(t->ctx, t->params, t->np, e);
+        t->update = t->accum ? vkl_grad_accum_update_graph(t->accum, t->opt, e) : NULL;
+        if (!t->update) return -1;
     }
     if (c->mixed_precision) {
-        const vkl_caps *caps = vkl_ctx_caps(ctx);
-        t.fp16 = vkl_sd_train_fp16_supported(ctx);
-        if (!t.fp16)
+        const vkl_caps *caps = vkl_ctx_caps(t->ctx);
+        t->fp16 = vkl_sd_train_fp16_supported(t->ctx);
+        if (!t->fp16)
             vkl_log(VKL_LOG_WARN, "mixed precision: %s (profile %s) has no fp16 arithmetic or 16-bit storage; "
                     "training in f32", caps->name, caps->profile);
         else
             vkl_log(VKL_LOG_INFO, "mixed precision: f16 activations, dynamic loss scaling");
     }
-    vkl_loss_scaler_init(&t.scaler);
-    if (t.fp16 && !(t.seed = vkl_tensor_new(ctx, VKL_F32, 1, (int64_t[]){1}, e))) goto done;
-    if (vkl_ds_iter_init(&it, t.ds, e)) goto done;
-    int N = c->grad_accum;
+    vkl_loss_scaler_init(&t->scaler);
+    if (t->fp16 && !(t->seed = vkl_tensor_new(t->ctx, VKL_F32, 1, (int64_t[]){1}, e))) return -1;
+    return 0;
+}
+
+/* Rank 0: the settings file (with the changes of resumes) and the loss log,
+ * continued at the step a resume starts from. */
+static int open_log(trainer *t, vkl_err *e)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s.json", t->stem);
+    char *js = vkl_train_config_json(t->c, path);
+    cJSON *j = js ? cJSON_Parse(js) : NULL;
+    free(js);
+    js = NULL;
+    if (j && cJSON_GetArraySize(t->changes))
+        cJSON_AddItemToObject(j, "resumed-with-changes", cJSON_Duplicate(t->changes, 1));
+    if (j) js = cJSON_Print(j);
+    cJSON_Delete(j);
+    int bad = !js ? vkl_fail(e, "out of host memory") : vkl_write_text_atomic(path, js, e);
+    free(js);
+    if (bad) return -1;
+    t->csv = fopen(t->csv_path, t->step ? "a" : "w");
+    if (!t->csv) return vkl_fail(e, "cannot write %s: %s", t->csv_path, strerror(errno));
+    if (!t->step) fprintf(t->csv, "step,epoch,loss,lr,grad_norm,skipped,seconds\n");
+    return 0;
+}
+
+/* One micro-batch's host buffers, sized for the largest bucket. */
+static int alloc_buffers(trainer *t, vkl_err *e)
+{
+    int B = t->c->data.batch_size, D = t->m->cfg->unet.cross_attention_dim, f = 1 << (t->m->cfg->vae.n_levels - 1);
+    int maxw = 0, maxh = 0;
+    for (int b = 0; b < t->ds->nbuckets; b++) {
+        if (t->ds->buckets[b].reso.w > maxw) maxw = t->ds->buckets[b].reso.w;
+        if (t->ds->buckets[b].reso.h > maxh) maxh = t->ds->buckets[b].reso.h;
+    }
+    size_t maxper = (size_t)t->m->cfg->unet.in_channels * (maxw / f) * (maxh / f);
+    t->x0 = malloc(sizeof(float) * maxper * B);
+    t->noise = malloc(sizeof(float) * maxper * B);
+    t->noisy = malloc(sizeof(float) * maxper * B);
+    t->target = malloc(sizeof(float) * maxper * B);
+    t->text = malloc(sizeof(float) * 77 * (size_t)D * B);
+    t->pooled = malloc(sizeof(float) * ((size_t)vkl_sd_pooled_width(t->m) + 1) * B);
+    t->tids = malloc(sizeof(float) * 6 * B);
+    t->tt = malloc(sizeof(float) * B);
+    t->wts = malloc(sizeof(float) * B);
+    t->caps = calloc((size_t)B, sizeof *t->caps);
+    t->ids = malloc(sizeof(int32_t) * 2 * 77 * (size_t)B); /* SDXL: both tokenizers' rows */
+    if (!t->x0 || !t->noise || !t->noisy || !t->target || !t->text || !t->tt || !t->wts || !t->caps || !t->ids ||
+        !t->pooled || !t->tids)
+        return vkl_fail(e, "out of host memory");
+    return 0;
+}
+
+/* Everything before the first step; 2: a finished state to resume (nothing to do). */
+static int trainer_open(trainer *t, vkl_err *e)
+{
+    const vkl_train_config *c = t->c;
+    if (check_config(c, e)) return -1;
+    vkl_sd_trainer_stem(c->output, t->stem, sizeof t->stem);
+    snprintf(t->state_dir, sizeof t->state_dir, "%s.state", t->stem);
+    snprintf(t->csv_path, sizeof t->csv_path, "%s.csv", t->stem);
+    t->sched = (vkl_lr_schedule){VKL_LR_CONSTANT, c->lr, c->warmup, 0, c->cycles};
+    vkl_lr_kind_parse(c->lr_schedule, &t->sched.kind);
+    vkl_dist *dist = c->dist;
+    t->root = vkl_dist_is_root(dist);
+    t->P = vkl_sd_trainer_ranks(c);
+    t->R = t->root ? 0 : dist->rank;
+    if (!c->resume && t->root) {
+        /* an earlier run's adapter, log and state are hours of work */
+        const char *earlier[] = {c->output, t->csv_path, t->state_dir};
+        if (vkl_train_refuse_existing(earlier, 3, c->force, t->state_dir, e)) return -1;
+        if (c->force && vkl_dir_remove(t->state_dir, e)) return -1;
+    }
+    if (open_model(t, e) || open_optimiser(t, e) || vkl_ds_iter_init(&t->it, t->ds, e)) return -1;
+    t->N = c->grad_accum;
+    /* G micro-batches per optimiser step over all ranks; this rank's are [R*N, R*N + N) */
+    t->G = t->N * t->P;
     /* neither --max-steps nor --epochs: one epoch, as lm train */
     int epochs = c->epochs ? c->epochs : 1;
-    int total = c->max_steps ? c->max_steps : (epochs * t.ds->batches_per_epoch + N - 1) / N;
+    t->total = c->max_steps ? c->max_steps : (epochs * t->ds->batches_per_epoch + t->N - 1) / t->N;
     if (!c->max_steps && !c->epochs)
-        vkl_log(VKL_LOG_INFO, "no --max-steps or --epochs: one epoch, %d steps", total);
-    sched.total = total;
-    int step = 0;
-    double seconds0 = 0;
+        vkl_log(VKL_LOG_INFO, "no --max-steps or --epochs: one epoch, %d steps", t->total);
+    t->sched.total = t->total;
     if (c->resume) {
-        if (load_state(&t, c->resume, &step, &it, e)) goto done;
-        if (t.dy) vkl_dylora_skip(t.dy, step); /* the ranks the saved steps drew */
-        t.epochs_done = (int)it.epoch + (it.batch >= t.ds->batches_per_epoch);
+        if (vkl_sd_trainer_load_state(t, c->resume, &t->step, &t->it, e)) return -1;
+        if (t->dy) vkl_dylora_skip(t->dy, t->step); /* the ranks the saved steps drew */
+        t->epochs_done = (int)t->it.epoch + (t->it.batch >= t->ds->batches_per_epoch);
         struct stat st;
-        if (step >= total && !stat(c->output, &st)) {
+        if (t->step >= t->total && !stat(c->output, &st)) {
             /* every rank sees the same files: they all stop here */
             vkl_log(VKL_LOG_INFO, "the state in %s is at step %d of %d and %s is written: nothing to do", c->resume,
-                    step, total, c->output);
-            rc = 2;
-            goto done;
+                    t->step, t->total, c->output);
+            return 2;
         }
-        vkl_log(VKL_LOG_INFO, "resuming from step %d of %d (%s)", step, total, c->resume);
+        vkl_log(VKL_LOG_INFO, "resuming from step %d of %d (%s)", t->step, t->total, c->resume);
         /* rows a killed run logged after its last state are written again */
         double logged = 0;
-        if (root && vkl_train_log_cut(csv_path, step, &logged, e)) goto done;
-        seconds0 = t.elapsed >= 0 ? t.elapsed : logged;
+        if (t->root && vkl_train_log_cut(t->csv_path, t->step, &logged, e)) return -1;
+        t->seconds0 = t->elapsed >= 0 ? t->elapsed : logged;
     }
-    if (root) {
+    if ((t->root && open_log(t, e)) || alloc_buffers(t, e)) return -1;
+    t->t0 = now_s() - t->seconds0;
+    t->saved_step = -1;
+    return 0;
+}
+
+int vkl_trainer_open(vkl_ctx *ctx, const vkl_train_config *c, vkl_trainer **out, vkl_err *e)
+{
+    *out = NULL;
+    trainer *t = calloc(1, sizeof *t);
+    if (!t) return vkl_fail(e, "out of host memory");
+    t->ctx = ctx;
+    t->cfg = *c;
+    t->c = &t->cfg;
+    int rc = trainer_open(t, e);
+    if (rc) {
+        vkl_trainer_close(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+void vkl_trainer_position(const vkl_trainer *t, int *step, int *total)
+{
+    *step = t->step;
+    *total = t->total;
+}
+
+/* One micro-batch of this rank: the batch's latents, captions (encoded, or
+ * tokens when the text encoder trains), noise and timesteps (a function of
+ * the seed and the micro-batch's number only), then the forward and
+ * backward pass; *loss its loss. */
+static int micro_batch(trainer *t, const vkl_ds_sample *smp, int bucket, uint64_t key, float lr, float *loss, vkl_err *e)
+{
+    const vkl_train_config *c = t->c;
+    int B = c->data.batch_size, f = 1 << (t->m->cfg->vae.n_levels - 1);
+    int bw = t->ds->buckets[bucket].reso.w, bh = t->ds->buckets[bucket].reso.h;
+    size_t per = (size_t)t->m->cfg->unet.in_channels * (bh / f) * (bw / f);
+    float *x0 = t->x0, *noise = t->noise;
+    for (int i = 0; i < B; i++) {
+        if (vkl_latent_cache_get(t->cache, smp[i].image, smp[i].flip, x0 + per * i, e)) {
+            vkl_err_prefix(e, "%s: ", t->ds->images[smp[i].image].path);
+            return -1;
+        }
+        free(t->caps[i]);
+        t->caps[i] = NULL;
+        if (vkl_caption_process(&c->data.caption, t->ds->images[smp[i].image].caption, c->data.seed, t->epoch,
+                                smp[i].slot, &t->caps[i], e))
+            return -1;
+        const vkl_ds_image *im = &t->ds->images[smp[i].image];
+        vkl_sdxl_time_ids(im->width, im->height, bw, bh, smp[i].flip, t->tids + 6 * i);
+    }
+    if (t->xl && c->train_te ? vkl_sdxl_tokenize_captions(t->m, t->caps, B, t->ids, e)
+        : t->xl ? vkl_sdxl_encode_captions(t->m, t->text_cache, t->caps, B, c->clip_skip > 1 ? c->clip_skip - 1 : 0,
+                                           t->text, t->pooled, e)
+        : c->train_te ? tokenize_captions(t, t->caps, B, t->ids, e) : encode_captions(t, t->caps, B, t->text, e))
+        return -1;
+    for (size_t k = 0; k < per * B; k++) noise[k] = vkl_rng_normal_at(c->data.seed, STREAM_NOISE + (key << 8), k);
+    if (c->noise_offset > 0) {
+        int C = t->m->cfg->unet.in_channels;
+        for (int b = 0; b < B; b++)
+            for (int ch = 0; ch < C; ch++) {
+                float o = c->noise_offset * vkl_rng_normal_at(c->data.seed, STREAM_OFFSET + (key << 8),
+                                                              (uint64_t)(b * C + ch));
+                for (size_t k = 0; k < per / C; k++) noise[b * per + ch * (per / C) + k] += o;
+            }
+    }
+    int v_pred = t->m->cfg->sched.prediction == VKL_SD_PRED_V;
+    for (int b = 0; b < B; b++) {
+        float u = 0.5f * (1.0f + (float)erf(vkl_rng_normal_at(c->data.seed, STREAM_TIME + (key << 8), b) / sqrt(2.0)));
+        int ts = (int)(u * t->table.n);
+        if (ts >= t->table.n) ts = t->table.n - 1;
+        t->tt[b] = (float)ts;
+        double acp = t->table.alphas_cumprod[ts], sa = sqrt(acp), sb = sqrt(1 - acp);
+        for (size_t k = 0; k < per; k++) {
+            size_t j = b * per + k;
+            t->noisy[j] = (float)(sa * x0[j] + sb * noise[j]);
+            t->target[j] = v_pred ? (float)(sa * noise[j] - sb * x0[j]) : noise[j];
+        }
+        double snr = acp / (1 - acp);
+        t->wts[b] = 1.0f;
+        if (c->min_snr_gamma > 0)
+            t->wts[b] = (float)(v_pred ? fmin(snr, c->min_snr_gamma) / (snr + 1) : fmin(snr, c->min_snr_gamma) / snr);
+    }
+    vkl_sd_train_step *s = step_for(t, bw, bh, e);
+    if (!s) return -1;
+    vkl_sd_train_batch tb = {t->noisy, t->tt, t->text, t->target, t->wts, t->ids, t->pooled, t->tids};
+    return vkl_sd_train_step_run_batch(s, &tb, t->step + 1, lr, loss, e);
+}
+
+int vkl_trainer_step(vkl_trainer *t, vkl_train_report *r, vkl_err *e)
+{
+    const vkl_train_config *c = t->c;
+    vkl_dist *dist = c->dist;
+    if (t->step >= t->total) return vkl_fail(e, "the training is at its last step (%d)", t->total);
+    /* one optimiser step: N micro-batches (N = 1 without accumulation) */
+    float lr = vkl_lr_at(&t->sched, t->step), loss, gn = 0;
+    double loss_sum = 0;
+    /* DyLoRA: one rank per module for the whole optimiser step (every rank draws the same) */
+    if (t->dy && vkl_dylora_draw(t->dy, e)) return -1;
+    /* S is fixed for a whole accumulation cycle; the update unscales once */
+    if (t->fp16 && (vkl_tensor_upload(t->ctx, t->seed, &t->scaler.scale, VKL_F32, e) ||
+                    vkl_adamw_set_grad_scale(t->opt, t->scaler.scale, e)))
+        return -1;
+    for (int micro = 0; micro < t->G;) {
+        const vkl_ds_sample *smp;
+        int cnt, bucket;
+        if (vkl_ds_iter_next(&t->it, &smp, &cnt, &bucket, &t->epoch, e)) return -1;
+        if (cnt != c->data.batch_size) continue; /* a short batch (only at the end of a bucket): kohya drops it too */
+        /* every rank walks the whole global order; another rank's batch is only counted */
+        if (micro / t->N != t->R) {
+            micro++;
+            continue;
+        }
+        /* noise and timesteps: a function of (seed, micro-batch number) */
+        uint64_t key = (uint64_t)t->step * (uint64_t)t->G + (uint64_t)micro;
+        if (micro_batch(t, smp, bucket, key, lr, &loss, e)) return -1;
+        loss_sum += loss;
+        micro++;
+    }
+    if (t->P > 1) {
+        /* the summed gradient (mean over the global batch: each micro-batch
+         * counted 1/G) on every rank, and the global mean loss */
+        if (vkl_dist_sum_tensors(dist, t->ctx, vkl_grad_accum_buffers(t->accum), t->np, 1.0f, 0, e) ||
+            vkl_dist_sum_f64(dist, &loss_sum, 1, e))
+            return -1;
+    }
+    if (t->update && (vkl_adamw_prepare(t->opt, t->step + 1, lr, e) || vkl_graph_run(t->update, e))) return -1;
+    int skipped = 0;
+    if (vkl_adamw_result(t->opt, &gn, &skipped, e)) return -1;
+    /* every rank must have taken the same step (or skipped it) */
+    double same[2] = {skipped, gn};
+    if (vkl_dist_check_same(dist, same, 2, "the gradient norm and NaN skip of a step", e)) return -1;
+    if (c->full && vkl_full_net_ema_update(&t->net, t->step + 1, e)) return -1;
+    loss = (float)(loss_sum / t->G);
+    int step = ++t->step;
+    t->steps_run++;
+    t->epochs_done = (int)t->it.epoch + (t->it.batch >= t->ds->batches_per_epoch);
+    float old_scale = t->scaler.scale;
+    if (t->fp16 && vkl_loss_scaler_update(&t->scaler, skipped)) {
+        /* an overflow of the scaled gradient: a smaller scale cures it, so
+         * it is not a divergence and does not count towards the stop */
+        vkl_log(VKL_LOG_INFO, "step %d: the gradient overflowed at loss scale %g; the update was skipped, "
+                "loss scale now %g", step, old_scale, t->scaler.scale);
+    } else if (skipped) {
+        t->skipped_run++;
+        vkl_log(VKL_LOG_WARN, "step %d: the gradient was not finite%s; the update was skipped", step,
+                t->fp16 ? " at the minimum loss scale" : "");
+        if (t->skipped_run >= 10)
+            return vkl_fail(e, "10 steps in a row had non-finite gradients; stopping (try a lower --lr)");
+    } else {
+        t->skipped_run = 0;
+    }
+    t->avg = t->navg < 20 ? (t->avg * t->navg + loss) / (t->navg + 1) : t->avg * 0.95 + loss * 0.05;
+    t->navg++;
+    if (t->csv) {
+        fprintf(t->csv, "%d,%u,%.7g,%.7g,%.7g,%d,%.3f\n", step, t->epoch, loss, lr, gn, skipped, now_s() - t->t0);
+        fflush(t->csv);
+    }
+    vkl_mem_stats ms;
+    vkl_mem_get_stats(t->ctx, &ms);
+    *r = (vkl_train_report){step, t->total, (int)t->epoch, loss, (float)t->avg, lr, gn, skipped, now_s() - t->t0,
+                            ms.total_current, 0, 0};
+    r->save_due = t->root && c->save_every && step % c->save_every == 0 && step < t->total;
+    r->sample_due = t->root && c->sample_prompts && c->sample_every && step % c->sample_every == 0;
+    return 0;
+}
+
+int vkl_trainer_checkpoint(vkl_trainer *t, vkl_err *e)
+{
+    const vkl_train_config *c = t->c;
+    if (!t->root || t->saved_step == t->step) return 0;
+    t->elapsed = now_s() - t->t0;
+    if (t->step > 0 && c->save_every && t->step % c->save_every == 0 && t->step < t->total) {
+        /* --save-every: the adapter of this step beside the output, the
+         * --keep-last newest of them kept */
         char path[1200];
-        snprintf(path, sizeof path, "%s.json", stem);
-        char *js = vkl_train_config_json(c, path);
-        cJSON *j = js ? cJSON_Parse(js) : NULL;
-        free(js);
-        js = NULL;
-        if (j && cJSON_GetArraySize(t.changes))
-            cJSON_AddItemToObject(j, "resumed-with-changes", cJSON_Duplicate(t.changes, 1));
-        if (j) js = cJSON_Print(j);
-        cJSON_Delete(j);
-        int bad = !js ? vkl_fail(e, "out of host memory") : vkl_write_text_atomic(path, js, e);
-        free(js);
-        if (bad) goto done;
+        const char *ext = c->full ? "" : ".safetensors";
+        snprintf(path, sizeof path, "%s-step%06d%s", t->stem, t->step, ext);
+        if (vkl_sd_trainer_save_output(t, path, t->step, (int)t->epoch, e)) return -1;
+        int old = t->step - c->keep_last * c->save_every;
+        if (c->keep_last > 0 && old > 0) {
+            snprintf(path, sizeof path, "%s-step%06d%s", t->stem, old, ext);
+            vkl_err e2;
+            if (c->full) vkl_dir_remove(path, &e2);
+            else unlink(path);
+        }
     }
-    csv = root ? fopen(csv_path, step ? "a" : "w") : NULL;
-    if (root && !csv) {
-        vkl_fail(e, "cannot write %s: %s", csv_path, strerror(errno));
-        goto done;
+    if (vkl_sd_trainer_save_state(t, t->state_dir, t->step, (int)t->epoch, &t->it, e)) return -1;
+    t->saved_step = t->step;
+    return 0;
+}
+
+int vkl_trainer_sample(vkl_trainer *t, vkl_err *e)
+{
+    if (!t->root || !t->c->sample_prompts) return 0;
+    /* DyLoRA samples with every rank row (the file's full rank) */
+    if (t->dy && vkl_dylora_full(t->dy, e)) return -1;
+    return vkl_sd_trainer_render_samples(t, t->step, e);
+}
+
+int vkl_trainer_finish(vkl_trainer *t, vkl_err *e)
+{
+    if (t->step < t->total) return vkl_fail(e, "the training is at step %d of %d: not finished", t->step, t->total);
+    if (vkl_trainer_checkpoint(t, e)) return -1;
+    return t->root ? vkl_sd_trainer_save_output(t, t->c->output, t->step, (int)t->epoch, e) : 0;
+}
+
+const char *vkl_trainer_state_dir(const vkl_trainer *t) { return t->state_dir; }
+
+void vkl_trainer_close(vkl_trainer *t)
+{
+    if (!t) return;
+    vkl_dist *dist = t->c->dist;
+    if (t->P > 1 && t->steps_run) {
+        double run = now_s() - t->t0 - t->seconds0;
+        vkl_log(VKL_LOG_INFO, "%d ranks: the gradient sums took %.2f s of this run's %.2f s of steps (%.1f%%; %.2f s in "
+                "the transport, %.1f MB)", t->P, dist->sync_seconds, run, 100.0 * dist->sync_seconds / fmax(1e-9, run),
+                dist->comm_seconds, dist->comm_bytes / 1e6);
     }
-    if (csv && !step) fprintf(csv, "step,epoch,loss,lr,grad_norm,skipped,seconds\n");
-    int D = t.m->cfg->unet.cross_attention_dim, f = 1 << (t.m->cfg->vae.n_levels - 1);
-    int maxw = 0, maxh = 0;
-    for (int b = 0; b < t.ds->nbuckets; b++) {
-        if (t.ds->buckets[b].reso.w > maxw) maxw = t.ds->buckets[b].reso.w;
-        if (t.ds->buckets[b].reso.h > maxh) maxh = t.ds->buckets[b].reso.h;
-    }
-    size_t maxper = (size_t)t.m->cfg->unet.in_channels * (maxw / f) * (maxh / f);
-    x0 = malloc(sizeof(float) * maxper * B);
-    noise = malloc(sizeof(float) * maxper * B);
-    noisy = malloc(sizeof(float) * maxper * B);
-    target = malloc(sizeof(float) * maxper * B);
-    text = malloc(sizeof(float) * 77 * (size_t)D * B);
-    pooled = malloc(sizeof(float) * ((size_t)vkl_sd_pooled_width(t.m) + 1) * B);
-    tids = malloc(sizeof(float) * 6 * B);
-    tt = malloc(sizeof(float) * B);
-    wts = malloc(sizeof(float) * B);
-    caps = calloc((size_t)B, sizeof *caps);
-    ids = malloc(sizeof(int32_t) * 2 * 77 * (size_t)B); /* SDXL: both tokenizers' rows */
-    if (!x0 || !noise || !noisy || !target || !text || !tt || !wts || !caps || !ids || !pooled || !tids) goto oom;
-    double t0 = now_s() - seconds0, avg = 0;
-    int navg = 0, skipped_run = 0;
-    uint32_t epoch = 0;
+    trainer_free(t);
+    free(t);
+}
+
+int vkl_train_run(vkl_ctx *ctx, const vkl_train_config *c, vkl_train_progress_fn progress, void *user, vkl_err *e)
+{
+    vkl_trainer *t;
+    int rc = vkl_trainer_open(ctx, c, &t, e);
+    if (rc) return rc;
+    rc = -1;
     /* a stop must be agreed, or a rank would leave the others in a collective */
     int stop = 0;
-    if (vkl_dist_any(dist, vkl_train_interrupt, &stop, e)) goto done;
-    /* G micro-batches per optimiser step over all ranks; this rank's are [R*N, R*N + N) */
-    const int G = N * P;
-    while (step < total && !stop) {
-        /* one optimiser step: N micro-batches (N = 1 without accumulation) */
-        float lr = vkl_lr_at(&sched, step), loss, gn = 0;
-        double loss_sum = 0;
-        /* DyLoRA: one rank per module for the whole optimiser step (every rank draws the same) */
-        if (t.dy && vkl_dylora_draw(t.dy, e)) goto done;
-        /* S is fixed for a whole accumulation cycle; the update unscales once */
-        if (t.fp16 && (vkl_tensor_upload(ctx, t.seed, &t.scaler.scale, VKL_F32, e) ||
-                       vkl_adamw_set_grad_scale(t.opt, t.scaler.scale, e)))
-            goto done;
-        for (int micro = 0; micro < G;) {
-            const vkl_ds_sample *smp;
-            int cnt, bucket;
-            if (vkl_ds_iter_next(&it, &smp, &cnt, &bucket, &epoch, e)) goto done;
-            int bw = t.ds->buckets[bucket].reso.w, bh = t.ds->buckets[bucket].reso.h;
-            size_t per = (size_t)t.m->cfg->unet.in_channels * (bh / f) * (bw / f);
-            if (cnt != B) continue; /* a short batch (only at the end of a bucket): kohya drops it too */
-            /* every rank walks the whole global order; another rank's batch is only counted */
-            if (micro / N != R) {
-                micro++;
-                continue;
-            }
-            for (int i = 0; i < B; i++) {
-                if (vkl_latent_cache_get(t.cache, smp[i].image, smp[i].flip, x0 + per * i, e)) {
-                    vkl_err_prefix(e, "%s: ", t.ds->images[smp[i].image].path);
-                    goto done;
-                }
-                free(caps[i]);
-                caps[i] = NULL;
-                if (vkl_caption_process(&c->data.caption, t.ds->images[smp[i].image].caption, c->data.seed, epoch,
-                                        smp[i].slot, &caps[i], e))
-                    goto done;
-                const vkl_ds_image *im = &t.ds->images[smp[i].image];
-                vkl_sdxl_time_ids(im->width, im->height, bw, bh, smp[i].flip, tids + 6 * i);
-            }
-            if (t.xl && c->train_te ? vkl_sdxl_tokenize_captions(t.m, caps, B, ids, e)
-                : t.xl ? vkl_sdxl_encode_captions(t.m, t.text_cache, caps, B, c->clip_skip > 1 ? c->clip_skip - 1 : 0,
-                                                  text, pooled, e)
-                : c->train_te ? tokenize_captions(&t, caps, B, ids, e) : encode_captions(&t, caps, B, text, e))
-                goto done;
-            /* noise, timesteps and the noisy latents: a function of (seed, micro-batch number) */
-            uint64_t key = (uint64_t)step * (uint64_t)G + (uint64_t)micro;
-            for (size_t k = 0; k < per * B; k++) noise[k] = vkl_rng_normal_at(c->data.seed, STREAM_NOISE + (key << 8), k);
-            if (c->noise_offset > 0) {
-                int C = t.m->cfg->unet.in_channels;
-                for (int b = 0; b < B; b++)
-                    for (int ch = 0; ch < C; ch++) {
-                        float o = c->noise_offset * vkl_rng_normal_at(c->data.seed, STREAM_OFFSET + (key << 8),
-                                                                      (uint64_t)(b * C + ch));
-                        for (size_t k = 0; k < per / C; k++) noise[b * per + ch * (per / C) + k] += o;
-                    }
-            }
-            for (int b = 0; b < B; b++) {
-                float u = 0.5f * (1.0f + (float)erf(vkl_rng_normal_at(c->data.seed, STREAM_TIME + (key << 8), b) / sqrt(2.0)));
-                int ts = (int)(u * t.table.n);
-                if (ts >= t.table.n) ts = t.table.n - 1;
-                tt[b] = (float)ts;
-                double acp = t.table.alphas_cumprod[ts], sa = sqrt(acp), sb = sqrt(1 - acp);
-                for (size_t k = 0; k < per; k++) {
-                    size_t j = b * per + k;
-                    noisy[j] = (float)(sa * x0[j] + sb * noise[j]);
-                    target[j] = t.m->cfg->sched.prediction == VKL_SD_PRED_V ? (float)(sa * noise[j] - sb * x0[j]) : noise[j];
-                }
-                double snr = acp / (1 - acp);
-                wts[b] = 1.0f;
-                if (c->min_snr_gamma > 0) {
-                    double w = fmin(snr, c->min_snr_gamma) / snr;
-                    if (t.m->cfg->sched.prediction == VKL_SD_PRED_V) w = fmin(snr, c->min_snr_gamma) / (snr + 1);
-                    wts[b] = (float)w;
-                }
-            }
-            vkl_sd_train_step *s = step_for(&t, bw, bh, e);
-            if (!s) goto done;
-            vkl_sd_train_batch tb = {noisy, tt, text, target, wts, ids, pooled, tids};
-            if (vkl_sd_train_step_run_batch(s, &tb, step + 1, lr, &loss, e)) goto done;
-            loss_sum += loss;
-            micro++;
-        }
-        if (P > 1) {
-            /* the summed gradient (mean over the global batch: each micro-batch
-             * counted 1/G) on every rank, and the global mean loss */
-            if (vkl_dist_sum_tensors(dist, ctx, vkl_grad_accum_buffers(t.accum), t.np, 1.0f, 0, e) ||
-                vkl_dist_sum_f64(dist, &loss_sum, 1, e))
-                goto done;
-        }
-        if (t.update && (vkl_adamw_prepare(t.opt, step + 1, lr, e) || vkl_graph_run(t.update, e))) goto done;
-        int skipped = 0;
-        if (vkl_adamw_result(t.opt, &gn, &skipped, e)) goto done;
-        {
-            /* every rank must have taken the same step (or skipped it) */
-            double same[2] = {skipped, gn};
-            if (vkl_dist_check_same(dist, same, 2, "the gradient norm and NaN skip of a step", e)) goto done;
-        }
-        if (c->full && vkl_full_net_ema_update(&t.net, step + 1, e)) goto done;
-        loss = (float)(loss_sum / G);
-        step++;
-        t.epochs_done = (int)it.epoch + (it.batch >= t.ds->batches_per_epoch);
-        float old_scale = t.scaler.scale;
-        if (t.fp16 && vkl_loss_scaler_update(&t.scaler, skipped)) {
-            /* an overflow of the scaled gradient: a smaller scale cures it, so
-             * it is not a divergence and does not count towards the stop */
-            vkl_log(VKL_LOG_INFO, "step %d: the gradient overflowed at loss scale %g; the update was skipped, "
-                    "loss scale now %g", step, old_scale, t.scaler.scale);
-        } else if (skipped) {
-            skipped_run++;
-            vkl_log(VKL_LOG_WARN, "step %d: the gradient was not finite%s; the update was skipped", step,
-                    t.fp16 ? " at the minimum loss scale" : "");
-            if (skipped_run >= 10) {
-                vkl_fail(e, "10 steps in a row had non-finite gradients; stopping (try a lower --lr)");
-                goto done;
-            }
-        } else {
-            skipped_run = 0;
-        }
-        avg = navg < 20 ? (avg * navg + loss) / (navg + 1) : avg * 0.95 + loss * 0.05;
-        navg++;
-        if (csv) {
-            fprintf(csv, "%d,%u,%.7g,%.7g,%.7g,%d,%.3f\n", step, epoch, loss, lr, gn, skipped, now_s() - t0);
-            fflush(csv);
-        }
-        if (progress && root) {
-            vkl_mem_stats ms;
-            vkl_mem_get_stats(ctx, &ms);
-            vkl_train_report r = {step, total, (int)epoch, loss, (float)avg, lr, gn, skipped, now_s() - t0, ms.total_current};
-            progress(user, &r);
-        }
-        if (root && c->save_every && step % c->save_every == 0 && step < total) {
-            char path[1200];
-            const char *ext = c->full ? "" : ".safetensors";
-            snprintf(path, sizeof path, "%s-step%06d%s", stem, step, ext);
-            t.elapsed = now_s() - t0;
-            if (save_output(&t, path, step, (int)epoch, e) || save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
-            if (c->keep_last > 0 && step - c->keep_last * c->save_every > 0) {
-                snprintf(path, sizeof path, "%s-step%06d%s", stem, step - c->keep_last * c->save_every, ext);
-                vkl_err e2;
-                if (c->full) vkl_dir_remove(path, &e2);
-                else unlink(path);
-            }
-        }
-        if (root && c->sample_prompts && c->sample_every && step % c->sample_every == 0 &&
-            ((t.dy && vkl_dylora_full(t.dy, e)) || render_samples(&t, step, e)))
-            goto done;
+    if (vkl_dist_any(c->dist, vkl_train_interrupt, &stop, e)) goto done;
+    while (t->step < t->total && !stop) {
+        vkl_train_report r;
+        if (vkl_trainer_step(t, &r, e)) goto done;
+        if (progress && t->root) progress(user, &r);
+        if ((r.save_due && vkl_trainer_checkpoint(t, e)) || (r.sample_due && vkl_trainer_sample(t, e))) goto done;
         /* tests stand in for Ctrl-C at an exact step */
-        if (c->interrupt_at == step) vkl_train_interrupt = 1;
+        int stop_here = vkl_train_interrupt || c->interrupt_at == r.step;
         /* and for a kill between saves (the log has rows past the last state) */
-        if (c->kill_at == step) {
-            vkl_log(VKL_LOG_WARN, "killed after step %d (test hook)", step);
+        if (c->kill_at == r.step) {
+            vkl_log(VKL_LOG_WARN, "killed after step %d (test hook)", r.step);
             raise(SIGKILL);
         }
-        if (vkl_dist_any(dist, vkl_train_interrupt, &stop, e)) goto done;
+        if (vkl_dist_any(c->dist, stop_here, &stop, e)) goto done;
     }
-    t.elapsed = now_s() - t0;
-    if (P > 1)
-        vkl_log(VKL_LOG_INFO, "%d ranks: the gradient sums took %.2f s of this run's %.2f s of steps (%.1f%%; %.2f s in "
-                "the transport, %.1f MB)", P, dist->sync_seconds, now_s() - t0 - seconds0,
-                100.0 * dist->sync_seconds / fmax(1e-9, now_s() - t0 - seconds0), dist->comm_seconds,
-                dist->comm_bytes / 1e6);
-    if (root && save_state(&t, state_dir, step, (int)epoch, &it, e)) goto done;
     if (stop) {
-        vkl_fail(e, "interrupted at step %d; the state is in %s (continue with --resume %s)", step, state_dir, state_dir);
+        if (vkl_trainer_checkpoint(t, e)) goto done;
+        vkl_fail(e, "interrupted at step %d; the state is in %s (continue with --resume %s)", t->step, t->state_dir,
+                 t->state_dir);
         rc = 1;
-        goto done;
+    } else {
+        rc = vkl_trainer_finish(t, e) ? -1 : 0;
     }
-    if (root && save_output(&t, c->output, step, (int)epoch, e)) goto done;
-    rc = 0;
-    goto done;
-oom:
-    vkl_fail(e, "out of host memory");
 done:
-    if (csv) fclose(csv);
-    if (caps)
-        for (int i = 0; i < B; i++) free(caps[i]);
-    free(caps);
-    free(x0); free(noise); free(noisy); free(target); free(text); free(lat); free(tt); free(wts); free(ids);
-    free(pooled); free(tids);
-    vkl_ds_iter_free(&it);
-    trainer_free(&t);
+    vkl_trainer_close(t);
     return rc;
 }

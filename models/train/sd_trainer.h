@@ -107,21 +107,67 @@ char *vkl_train_config_json(const vkl_train_config *c, const char *json_path);
  * the file's folder, so the JSON a run writes reproduces it from anywhere. */
 int vkl_train_config_read(vkl_train_config *c, const char *path, vkl_err *e);
 
-/* Progress hook: called after every step. */
+/* What a step did (the row of the loss log) and what its end calls for. */
 typedef struct vkl_train_report {
-    int step, total, epoch;
+    int step, total, epoch;   /* step: optimiser steps done (1 after the first) */
     float loss, loss_avg, lr, grad_norm;
-    int skipped;
-    double seconds;
+    int skipped;              /* the update was skipped (a non-finite gradient) */
+    double seconds;           /* training time so far, earlier runs of a resumed one included */
     uint64_t device_bytes;
+    int save_due;             /* a --save-every step: vkl_trainer_checkpoint now */
+    int sample_due;           /* a --sample-every step: vkl_trainer_sample now */
 } vkl_train_report;
 typedef void (*vkl_train_progress_fn)(void *user, const vkl_train_report *r);
 
-/* Set to a nonzero value (e.g. by a SIGINT handler) to stop after the current
- * step with a checkpoint written. */
+/* Set to a nonzero value (e.g. by a SIGINT handler) to make vkl_train_run
+ * stop after the current step with a checkpoint written. */
 extern volatile sig_atomic_t vkl_train_interrupt;
 
-/* Runs the training; returns 0 when done, 1 when interrupted (state saved),
+/* The training loop in parts, for a program that drives it a step at a time
+ * (serve's training jobs: other work runs between steps, a stop request
+ * ends the job at a step's end). vkl_train_run is this loop:
+ *
+ *     vkl_trainer_open(ctx, &cfg, &t, &e);            (0, or 2: a finished state, nothing to do)
+ *     while (step < total && !stop) {
+ *         vkl_trainer_step(t, &r, &e);
+ *         if (r.save_due) vkl_trainer_checkpoint(t, &e);
+ *         if (r.sample_due) vkl_trainer_sample(t, &e);
+ *     }
+ *     stop ? vkl_trainer_checkpoint(t, &e) : vkl_trainer_finish(t, &e);
+ *     vkl_trainer_close(t);
+ *
+ * Every call returns 0 or -1 with e set. The trainer reads cfg's strings
+ * (not copied) until it is closed. One thread at a time per trainer. */
+typedef struct vkl_trainer vkl_trainer;
+
+/* Checks the settings, refuses to replace an earlier run (unless force),
+ * loads the model, opens the data (encoding latents not cached yet), builds
+ * the network and optimiser, restores cfg->resume's state, writes the
+ * settings file and opens the loss log. Returns 0 (*t set), 2 when resuming
+ * a finished state whose output exists (*t NULL, nothing written), -1. */
+int vkl_trainer_open(vkl_ctx *ctx, const vkl_train_config *cfg, vkl_trainer **t, vkl_err *e);
+/* Optimiser steps done (a resumed run starts at its state's) and to do. */
+void vkl_trainer_position(const vkl_trainer *t, int *step, int *total);
+/* One optimiser step (grad_accum micro-batches, on every rank), its row in
+ * the loss log; *r describes it. Fails past the last step, and after 10
+ * non-finite steps in a row. */
+int vkl_trainer_step(vkl_trainer *t, vkl_train_report *r, vkl_err *e);
+/* Saves the state of the current step (NAME.state/, what --resume reads),
+ * and on a --save-every step the adapter NAME-stepNNNNNN.safetensors too
+ * (the --keep-last newest kept). Once per step: a second call saves nothing.
+ * Rank 0 writes; other ranks return 0. */
+int vkl_trainer_checkpoint(vkl_trainer *t, vkl_err *e);
+/* Renders cfg->sample_prompts with the network as trained so far into NAME.samples/. */
+int vkl_trainer_sample(vkl_trainer *t, vkl_err *e);
+/* After the last step: the state and the output (adapter, or model folder). */
+int vkl_trainer_finish(vkl_trainer *t, vkl_err *e);
+/* NAME.state: the folder to --resume from. */
+const char *vkl_trainer_state_dir(const vkl_trainer *t);
+/* Frees everything (NULL: nothing); unsaved steps are lost. */
+void vkl_trainer_close(vkl_trainer *t);
+
+/* Runs the training (the loop above; stops when vkl_train_interrupt is set,
+ * or after step cfg->interrupt_at); returns 0 when done, 1 when interrupted (state saved),
  * 2 when resumed from a finished state whose output exists (nothing written),
  * -1 on error. Without resume it refuses to replace an earlier run's output,
  * log or state folder unless force (which removes that state folder). Writes output (kohya LoRA with ss_* metadata), its

@@ -152,12 +152,22 @@ static void test_delete_stops_with_state_saved(void **state)
     free(r.body);
     cJSON *o = wait_job(id, 120);
     assert_string_equal(job_state(o), "stopped");
-    assert_true(cJSON_GetObjectItem(o, "step")->valuedouble < 5000);
+    int stopped_at = (int)cJSON_GetObjectItem(o, "step")->valuedouble;
+    assert_true(stopped_at < 5000);
     cJSON_Delete(o);
     char state_dir[1024];
     snprintf(state_dir, sizeof state_dir, "%s/loras/long.state", vkl_test_dir);
     struct stat st;
     assert_int_equal(stat(state_dir, &st), 0);
+    /* the state saved is the last step's: the job stopped at that step's end */
+    char latest_path[1100], latest[64] = "", want[64];
+    snprintf(latest_path, sizeof latest_path, "%s/latest", state_dir);
+    FILE *lf = fopen(latest_path, "r");
+    assert_non_null(lf);
+    assert_non_null(fgets(latest, sizeof latest, lf));
+    fclose(lf);
+    snprintf(want, sizeof want, "step-%06d\n", stopped_at);
+    assert_string_equal(latest, want);
 }
 
 /* Standard base64 (RFC 4648), written here so the test does not lean on

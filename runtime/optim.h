@@ -73,6 +73,12 @@ void vkl_adamw8_map(int is_signed, float map[256]);
  * (download/upload in their own dtype): f32 moments "m", "v", or 8-bit state
  * "codes" (u8), "absmax" (f32). Returns how many; *names/tensors filled up to 2. */
 int vkl_adamw_state(vkl_adamw *a, int i, vkl_tensor *tensors[2], const char *names[2]);
+/* Every parameter's state (of the first np) as one safetensors file,
+ * tensors NAME.i (m/v, or codes/absmax) in their own dtypes, so a resume
+ * restores them exactly (optim_state.c); the load checks each tensor's
+ * presence, size and dtype. */
+int vkl_adamw_state_save(vkl_adamw *a, vkl_ctx *c, int np, const char *path, vkl_err *e);
+int vkl_adamw_state_load(vkl_adamw *a, vkl_ctx *c, int np, const char *path, vkl_err *e);
 /* Bytes of optimiser state for all parameters. */
 uint64_t vkl_adamw_state_bytes(const vkl_adamw *a);
 

@@ -180,30 +180,10 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
     char path[1400];
     snprintf(path, sizeof path, "%.1200s/adapter.safetensors", dir);
     if (t->c->full ? vkl_full_net_save_state(&t->net, dir, e) : save_adapter(t, path, step, epoch, e)) return -1;
-    vkl_st_writer *w = vkl_st_writer_new();
-    if (!w) return vkl_fail(e, "out of host memory");
-    int rc = 0;
     /* per parameter i: m.i and v.i (f32 moments) or codes.i and absmax.i
      * (8-bit state), each in its own dtype, so a resume restores them exactly */
-    for (int i = 0; i < t->np && !rc; i++) {
-        vkl_tensor *st[2];
-        const char *nm[2];
-        int ns = vkl_adamw_state(t->opt, i, st, nm);
-        for (int k = 0; k < ns && !rc; k++) {
-            size_t bytes = (size_t)vkl_tensor_nelem(st[k]) * vkl_dtype_size(st[k]->dtype);
-            void *buf = malloc(bytes ? bytes : 1);
-            char name[64];
-            snprintf(name, sizeof name, "%s.%d", nm[k], i);
-            rc = !buf ? vkl_fail(e, "out of host memory")
-                      : vkl_tensor_download(t->ctx, st[k], buf, st[k]->dtype, e) ||
-                            vkl_st_writer_add(w, name, st[k]->dtype, st[k]->ndim, st[k]->shape, buf, e);
-            free(buf);
-        }
-    }
     snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
-    if (!rc) rc = vkl_st_writer_finish(w, path, e);
-    vkl_st_writer_free(w);
-    if (rc) return -1;
+    if (vkl_adamw_state_save(t->opt, t->ctx, t->np, path, e)) return -1;
     char *iter = vkl_ds_iter_save(it);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "format", "vklora-train-state");
@@ -228,7 +208,7 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
     cJSON_Delete(j);
     free(iter);
     snprintf(path, sizeof path, "%.1200s/state.json", dir);
-    rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
+    int rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
     free(text);
     return rc;
 }
@@ -356,28 +336,7 @@ int vkl_sd_trainer_load_state(trainer *t, const char *base, int *step, vkl_ds_it
     if (rc) return -1;
 moments:
     snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
-    vkl_st_file *f = NULL;
-    if (vkl_st_open(path, &f, e)) return -1;
-    for (int i = 0; i < t->np && !rc; i++) {
-        vkl_tensor *st[2];
-        const char *nm[2];
-        int ns = vkl_adamw_state(t->opt, i, st, nm);
-        for (int k = 0; k < ns && !rc; k++) {
-            char name[64];
-            snprintf(name, sizeof name, "%s.%d", nm[k], i);
-            const vkl_st_tensor *x = vkl_st_find(f, name);
-            if (!x || x->nelem != (uint64_t)vkl_tensor_nelem(st[k]) || x->dtype != st[k]->dtype) {
-                rc = vkl_fail(e, "%s: tensor %s is missing or has the wrong size or type", path, name);
-                break;
-            }
-            size_t bytes = (size_t)x->nelem * vkl_dtype_size(x->dtype);
-            void *buf = malloc(bytes ? bytes : 1);
-            rc = !buf ? vkl_fail(e, "out of host memory")
-                      : vkl_st_read(f, x, x->dtype, buf, e) || vkl_tensor_upload(t->ctx, st[k], buf, x->dtype, e);
-            free(buf);
-        }
-    }
-    vkl_st_close(f);
+    rc = vkl_adamw_state_load(t->opt, t->ctx, t->np, path, e);
     return rc ? -1 : 0;
 }
 

@@ -172,28 +172,8 @@ static int write_state(void *user, const char *dir, vkl_err *e)
     run *t = sj->t;
     char path[1300];
     if (vkl_vae_folder_save(t->ctx, dir, &t->cfg, t->w, VKL_F32, e)) return -1;
-    vkl_st_writer *w = vkl_st_writer_new();
-    if (!w) return vkl_fail(e, "out of host memory");
-    int rc = 0;
-    for (int i = 0; i < t->np && !rc; i++) {
-        vkl_tensor *st[2];
-        const char *nm[2];
-        int ns = vkl_adamw_state(t->opt, i, st, nm);
-        for (int k = 0; k < ns && !rc; k++) {
-            size_t bytes = (size_t)vkl_tensor_nelem(st[k]) * vkl_dtype_size(st[k]->dtype);
-            void *buf = malloc(bytes ? bytes : 1);
-            char name[64];
-            snprintf(name, sizeof name, "%s.%d", nm[k], i);
-            rc = !buf ? vkl_fail(e, "out of host memory")
-                      : vkl_tensor_download(t->ctx, st[k], buf, st[k]->dtype, e) ||
-                            vkl_st_writer_add(w, name, st[k]->dtype, st[k]->ndim, st[k]->shape, buf, e);
-            free(buf);
-        }
-    }
     snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
-    if (!rc) rc = vkl_st_writer_finish(w, path, e);
-    vkl_st_writer_free(w);
-    if (rc) return -1;
+    if (vkl_adamw_state_save(t->opt, t->ctx, t->np, path, e)) return -1;
     char *iter = vkl_ds_iter_save(sj->it);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "format", "vklora-vae-train-state");
@@ -212,7 +192,7 @@ static int write_state(void *user, const char *dir, vkl_err *e)
     cJSON_Delete(j);
     free(iter);
     snprintf(path, sizeof path, "%.1200s/state.json", dir);
-    rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
+    int rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
     free(text);
     return rc;
 }
@@ -285,30 +265,7 @@ static int load_moments(run *t, const char *dir, vkl_err *e)
 {
     char path[1300];
     snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
-    vkl_st_file *f = NULL;
-    if (vkl_st_open(path, &f, e)) return -1;
-    int rc = 0;
-    for (int i = 0; i < t->np && !rc; i++) {
-        vkl_tensor *st[2];
-        const char *nm[2];
-        int ns = vkl_adamw_state(t->opt, i, st, nm);
-        for (int k = 0; k < ns && !rc; k++) {
-            char name[64];
-            snprintf(name, sizeof name, "%s.%d", nm[k], i);
-            const vkl_st_tensor *x = vkl_st_find(f, name);
-            if (!x || x->nelem != (uint64_t)vkl_tensor_nelem(st[k]) || x->dtype != st[k]->dtype) {
-                rc = vkl_fail(e, "%s: tensor %s is missing or has the wrong size or type", path, name);
-                break;
-            }
-            size_t bytes = (size_t)x->nelem * vkl_dtype_size(x->dtype);
-            void *buf = malloc(bytes ? bytes : 1);
-            rc = !buf ? vkl_fail(e, "out of host memory")
-                      : vkl_st_read(f, x, x->dtype, buf, e) || vkl_tensor_upload(t->ctx, st[k], buf, x->dtype, e);
-            free(buf);
-        }
-    }
-    vkl_st_close(f);
-    return rc;
+    return vkl_adamw_state_load(t->opt, t->ctx, t->np, path, e);
 }
 
 static int load_images(run *t, vkl_err *e)

@@ -41,11 +41,11 @@ run_one() {
     log=build-fuzz/logs/$t.log
     if "build-fuzz/$t" "$budget" -timeout=20 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
         -artifact_prefix="build-fuzz/crashes/$t-" "$work" "${seeds[@]}" >"$log" 2>&1; then
-        runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
+        runs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
         echo "$t: $runs executions, no crash"
     else
         echo "$t: FAILED (see $log and build-fuzz/crashes/)"
-        grep -m3 -E 'ERROR|runtime error|==ABORTING|deadly signal' "$log" || tail -5 "$log"
+        grep -a -m3 -E 'ERROR|runtime error|==ABORTING|deadly signal' "$log" || tail -5 "$log"
         return 1
     fi
 }

@@ -75,16 +75,8 @@ typedef struct run_state {
     vkl_app_lm_stream st;
     double t_start, t_first, t_last;
     int failed;
-    const int *eos_extra; /* the further ids of the config's eos_token_id list */
-    int n_eos_extra;
+    const vkl_llama_config *cfg; /* its eos_token_id list ends generation too */
 } run_state;
-
-static int is_extra_eos(const run_state *r, int32_t id)
-{
-    for (int i = 0; i < r->n_eos_extra; i++)
-        if (r->eos_extra[i] == id) return 1;
-    return 0;
-}
 
 static int on_token(void *user, int32_t id)
 {
@@ -93,7 +85,7 @@ static int on_token(void *user, int32_t id)
     if (r->st.n == r->st.n_prompt) r->t_first = r->t_last;
     int rc = vkl_app_lm_stream_token(&r->st, id);
     if (rc < 0) r->failed = 1;
-    return rc != 0 || is_extra_eos(r, id);
+    return rc != 0 || vkl_llama_is_extra_eos(r->cfg, id);
 }
 
 static cJSON *id_array(const int32_t *ids, int n)
@@ -110,7 +102,7 @@ static void report(run_state *r, int np, int nout, const vkl_app_lm_gen_args *g,
     double pre_tps = pre > 0 ? np / pre : 0, dec_tps = nout > 1 && dec > 0 ? (nout - 1) / dec : 0;
     const int32_t *out = r->st.all + np;
     const char *finish = r->st.stopped                                                      ? "stop"
-                         : nout && (out[nout - 1] == stop_id || is_extra_eos(r, out[nout - 1])) ? "eos"
+                         : nout && (out[nout - 1] == stop_id || vkl_llama_is_extra_eos(r->cfg, out[nout - 1])) ? "eos"
                                                                                                 : "length";
     if (json) {
         cJSON *o = cJSON_CreateObject();
@@ -327,8 +319,7 @@ static int generate(int argc, char **argv)
         int stop_id = vkl_app_lm_tok_eos(&tok, m->cfg.eos);
         vkl_llama_gen_opts o = {.lora = set, .dora = dora, .ia3 = ia3, .max_new = max_new, .stop_id = stop_id,
                                 .sampling = &ga.s, .on_token = on_token, .user = &rs};
-        rs.eos_extra = m->cfg.eos_extra;
-        rs.n_eos_extra = m->cfg.n_eos_extra;
+        rs.cfg = &m->cfg;
         rs.t_start = vkl_progress_now();
         rc = vkl_llama_generate(m, ids, np, &o, out, &nout, &e);
         if (!rc && rs.failed) rc = vkl_fail(&e, "out of host memory");

@@ -272,13 +272,6 @@ static int emit_chunk(void *user, const char *piece)
     return rc;
 }
 
-static int is_extra_eos(const vkl_llama *m, int32_t id)
-{
-    for (int i = 0; i < m->cfg.n_eos_extra; i++)
-        if (m->cfg.eos_extra[i] == id) return 1;
-    return 0;
-}
-
 static int on_token(void *user, int32_t id)
 {
     lm_run *r = user;
@@ -291,7 +284,7 @@ static int on_token(void *user, int32_t id)
         r->job.client_gone = 1; /* the connection is gone: MHD closed the pipe */
         return 1;
     }
-    if (rc || is_extra_eos(r->s->lm.model, id)) return 1;
+    if (rc || vkl_llama_is_extra_eos(&r->s->lm.model->cfg, id)) return 1;
     return serve_queue_step(&r->s->q, &r->job, r->st.n - r->st.n_prompt, (int)r->lr.max_tokens);
 }
 

@@ -30,6 +30,9 @@ typedef struct vkl_llama_config {
     int eos_extra[3], n_eos_extra; /* further ids of an eos_token_id list (Llama 3) */
     vkl_rope_scaling rope_scaling; /* rope_scaling type llama3; factor 0: none */
 } vkl_llama_config;
+/* 1 when id is one of the further ids of the config's eos_token_id list
+ * (eos itself is the generation's stop_id). */
+int vkl_llama_is_extra_eos(const vkl_llama_config *c, int32_t id);
 
 /* HF config.json: model_type llama, mistral or qwen2 (qwen2: q/k/v biases;
  * a sliding window only caps max_pos, since inside it attention is full);

@@ -147,3 +147,10 @@ int vkl_llama_config_read(const char *path, vkl_llama_config *c, vkl_err *e)
     }
     return 0;
 }
+
+int vkl_llama_is_extra_eos(const vkl_llama_config *c, int32_t id)
+{
+    for (int i = 0; i < c->n_eos_extra; i++)
+        if (c->eos_extra[i] == id) return 1;
+    return 0;
+}

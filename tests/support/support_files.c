@@ -74,3 +74,22 @@ void vkl_test_same_safetensors(const char *pa, const char *pb)
     vkl_st_close(fa);
     vkl_st_close(fb);
 }
+
+void vkl_test_same_run(const char *want, const char *got)
+{
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s.csv", want);
+    snprintf(b, sizeof b, "%s.csv", got);
+    char *wl = vkl_test_slurp(vkl_test_dir, a), *gl = vkl_test_slurp(vkl_test_dir, b);
+    assert_non_null(wl);
+    assert_non_null(gl);
+    vkl_test_csv_first_columns(wl, 3);
+    vkl_test_csv_first_columns(gl, 3);
+    assert_string_equal(gl, wl);
+    free(wl);
+    free(gl);
+    char pa[1200], pb[1200];
+    snprintf(pa, sizeof pa, "%s/%s.safetensors", vkl_test_dir, want);
+    snprintf(pb, sizeof pb, "%s/%s.safetensors", vkl_test_dir, got);
+    vkl_test_same_safetensors(pa, pb);
+}

@@ -115,6 +115,9 @@ void vkl_test_bpe_model_folder(const char *dir, const char *torch_dtype);
 int vkl_test_safetensors_whole(const char *dir);
 int vkl_test_state_whole(const char *state_dir, char *name, size_t cap);
 void vkl_test_same_safetensors(const char *a, const char *b);
+/* Runs STEM.csv/STEM.safetensors in the group's folder: the got run logged
+ * the want run's step, epoch and loss columns and wrote the same adapter. */
+void vkl_test_same_run(const char *want, const char *got);
 const char *vkl_test_tmpdir(void);
 void vkl_test_rmtree(const char *path);
 

@@ -614,6 +614,8 @@ static int build_adapter(const args *a, run *r, vkl_err *e)
                               : vkl_lora_set_build(r->c, &use, 1, &r->set, e);
 }
 
+/* Returns 0 (the outputs are in tmp), 2 (a finished run resumed with its
+ * output written: nothing to do) or -1 (e set). */
 static int train(const args *a, const char *tmp, run *r, vkl_err *e)
 {
     /* P ranks share every step: the global batch is P x N micro-batches of B
@@ -710,7 +712,12 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
             char done[4300];
             struct stat sd;
             snprintf(done, sizeof done, "%s/adapter_model.safetensors", a->out);
-            if (!stat(done, &sd)) return vkl_fail(e, "%s is at step %d of %d: nothing to do", statedir, ls.step, total);
+            if (!stat(done, &sd)) {
+                if (!a->quiet && !R)
+                    fprintf(stderr, "lm train: %s is at step %d of %d and %s is written: nothing to do\n", statedir,
+                            ls.step, total, a->out);
+                return 2;
+            }
         }
         if (!a->quiet)
             fprintf(stderr, "lm train: resuming from step %d of %d (%s)%s\n", ls.step, total, statedir,
@@ -886,6 +893,10 @@ int vkl_cmd_lm_train(int argc, char **argv)
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     run_free(&r);
+    if (rc == 2) { /* a finished run resumed: its output stands */
+        if (root) remove_outputs(tmp);
+        return 0;
+    }
     if (!root) {
         if (rc && !stop_) fprintf(stderr, "vklora lm train: rank %d: %s\n", vkl_app_dist->rank, e.msg);
         return rc ? (stop_ ? 130 : 1) : 0;

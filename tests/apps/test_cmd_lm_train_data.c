@@ -348,6 +348,21 @@ static void resume_exact(void **state)
     assert_memory_equal(fa, fb, na);
     free(fa);
     free(fb);
+    /* resuming the finished run (as after a kill between its last state and
+     * its exit) succeeds and leaves its output as it was */
+    char again[8192], *said = NULL;
+    snprintf(again, sizeof again, "lm train --model '%s' -o resumed %s %s", vkl_test_shared_path(MODEL), common,
+             runs[2][1]);
+    int st = vkl_test_run_cli(dir_, NULL, again, &said);
+    if (st) fail_msg("resuming the finished run: status %d: %s", st, said);
+    assert_non_null(strstr(said, "nothing to do"));
+    free(said);
+    fb = slurp_bytes("resumed/adapter_model.safetensors", &nb);
+    fa = slurp_bytes("straight/adapter_model.safetensors", &na);
+    assert_int_equal(na, nb);
+    assert_memory_equal(fa, fb, na);
+    free(fa);
+    free(fb);
     /* other options than the saved ones are refused */
     char args[8192], *log = NULL;
     snprintf(args, sizeof args, "lm train --model '%s' -o resumed %s --steps 6 --resume --rank 4", vkl_test_shared_path(MODEL),

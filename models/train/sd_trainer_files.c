@@ -26,6 +26,37 @@ static int pull_adapter(trainer *t, vkl_err *e)
     return 0;
 }
 
+/* Stability AI's ModelSpec keys, as kohya's sai_model_spec writes them for a
+ * LoRA, which A1111/Forge and ComfyUI read for the adapter's base model.
+ * modelspec.date is left out: the adapter of a resumed run is byte for byte
+ * the uninterrupted run's, which a wall-clock date would break. */
+static int set_modelspec(trainer *t, int v_pred, vkl_err *e)
+{
+    const vkl_train_config *c = t->c;
+    vkl_lora *l = &t->lora;
+    char buf[1200];
+    const char *arch = t->xl ? "stable-diffusion-xl-v1-base/lora"
+                       : t->m->cfg->family == VKL_SD_FAMILY_SD2
+                           ? (v_pred ? "stable-diffusion-v2-768-v/lora" : "stable-diffusion-v2-512/lora")
+                           : "stable-diffusion-v1/lora";
+    /* kohya: an SDXL LoRA is in Stability's (SGM) layout, the others in diffusers' terms */
+    const char *impl = t->xl ? "https://github.com/Stability-AI/generative-models" : "diffusers";
+    const char *slash = strrchr(t->stem, '/');
+    if (vkl_lora_meta_set(l, "modelspec.sai_model_spec", "1.0.1", e) ||
+        vkl_lora_meta_set(l, "modelspec.architecture", arch, e) ||
+        vkl_lora_meta_set(l, "modelspec.implementation", impl, e) ||
+        vkl_lora_meta_set(l, "modelspec.title", slash ? slash + 1 : t->stem, e) ||
+        vkl_lora_meta_set(l, "modelspec.prediction_type", v_pred ? "v" : "epsilon", e))
+        return -1;
+    snprintf(buf, sizeof buf, "%dx%d", c->data.resolution, c->data.resolution);
+    if (vkl_lora_meta_set(l, "modelspec.resolution", buf, e)) return -1;
+    if (c->clip_skip > 1) {
+        snprintf(buf, sizeof buf, "%d", c->clip_skip);
+        if (vkl_lora_meta_set(l, "modelspec.encoder_layer", buf, e)) return -1;
+    }
+    return 0;
+}
+
 static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
 {
     const vkl_train_config *c = t->c;
@@ -78,6 +109,9 @@ static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
                                                                         : (v_pred ? "sd_v1_v" : "sd_v1"));
     snprintf(buf, sizeof buf, "(%d, %d)", c->data.resolution, c->data.resolution);
     M("ss_resolution", buf);
+    snprintf(buf, sizeof buf, "%d", t->total);
+    M("ss_max_train_steps", buf);
+    if (set_modelspec(t, v_pred, e)) return -1;
     snprintf(buf, sizeof buf, "%d", step);
     M("ss_steps", buf);
     /* kohya's ss_epoch counts finished epochs, not the one in progress */

@@ -74,6 +74,15 @@ static void ss_epoch_counts_finished_epochs(void **state)
     assert_int_equal(vkl_st_open(path, &f, &e), 0);
     assert_string_equal(vkl_st_meta_get(f, "ss_epoch"), "1");
     assert_string_equal(vkl_st_meta_get(f, "ss_steps"), "4");
+    assert_string_equal(vkl_st_meta_get(f, "ss_max_train_steps"), "4");
+    /* ModelSpec as kohya writes it for an SD 1.x LoRA */
+    assert_string_equal(vkl_st_meta_get(f, "modelspec.sai_model_spec"), "1.0.1");
+    assert_string_equal(vkl_st_meta_get(f, "modelspec.architecture"), "stable-diffusion-v1/lora");
+    assert_string_equal(vkl_st_meta_get(f, "modelspec.implementation"), "diffusers");
+    assert_string_equal(vkl_st_meta_get(f, "modelspec.title"), "e");
+    assert_string_equal(vkl_st_meta_get(f, "modelspec.resolution"), "64x64");
+    assert_string_equal(vkl_st_meta_get(f, "modelspec.prediction_type"), "epsilon");
+    assert_null(vkl_st_meta_get(f, "modelspec.encoder_layer"));
     vkl_st_close(f);
 }
 

@@ -91,6 +91,9 @@ static void adapter_loads_in_generate(void **state)
     assert_string_equal(vkl_st_meta_get(f, "ss_network_dim"), "4");
     assert_string_equal(vkl_st_meta_get(f, "ss_network_train_unet_only"), "True");
     assert_string_equal(vkl_st_meta_get(f, "ss_steps"), "2");
+    assert_string_equal(vkl_st_meta_get(f, "ss_max_train_steps"), "2");
+    assert_string_equal(vkl_st_meta_get(f, "modelspec.architecture"), "stable-diffusion-xl-v1-base/lora");
+    assert_string_equal(vkl_st_meta_get(f, "modelspec.implementation"), "https://github.com/Stability-AI/generative-models");
     vkl_st_close(f);
     /* every key resolves against the SDXL model */
     vkl_lora_targets tg;

@@ -6,12 +6,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int wanted(const char *name, int train_te)
+vkl_full_net_sd_rule vkl_full_net_sd_rule_for(const vkl_sd_config *cfg, int train_te, int clip_skip)
 {
-    return !strncmp(name, "unet.", 5) || (train_te && !strncmp(name, "text_encoder.", 13));
+    /* SD 1.x/2.x read layer n-1-skip through the final norm; SDXL the first
+     * encoder's penultimate layer (before the norm) and the second to its end */
+    int skip = clip_skip > 1 ? clip_skip - 1 : 0, xl = cfg->n_text_encoders > 1;
+    return (vkl_full_net_sd_rule){train_te, {cfg->te[0].layers - skip - xl, cfg->te[1].layers - (xl ? 0 : skip)}, xl};
 }
 
-int vkl_full_net_init(vkl_ctx *c, const vkl_weights *w, int train_te, float ema_decay, vkl_full_net *f, vkl_err *e)
+/* "....encoder.layers.N....": N, else -1 */
+static int encoder_layer(const char *name)
+{
+    const char *p = strstr(name, ".encoder.layers.");
+    return p ? atoi(p + 16) : -1;
+}
+
+int vkl_full_net_sd_wanted(void *rule, const char *name)
+{
+    const vkl_full_net_sd_rule *r = rule;
+    if (!strncmp(name, "unet.", 5)) return 1;
+    int te2 = !strncmp(name, "text_encoder_2.", 15);
+    if (!r->train_te || (!te2 && strncmp(name, "text_encoder.", 13))) return 0;
+    int layer = encoder_layer(name);
+    if (layer >= 0) return layer < r->te_used[te2];
+    return te2 || !r->xl || !strstr(name, ".final_layer_norm.");
+}
+
+int vkl_full_net_init(vkl_ctx *c, const vkl_weights *w, vkl_full_net_wanted_fn wanted, void *user, float ema_decay,
+                      vkl_full_net *f, vkl_err *e)
 {
     memset(f, 0, sizeof *f);
     f->ctx = c;
@@ -24,7 +46,7 @@ int vkl_full_net_init(vkl_ctx *c, const vkl_weights *w, int train_te, float ema_
     for (int i = 0; i < nw; i++) {
         const char *name;
         vkl_tensor *t = vkl_weights_at(w, i, &name);
-        if (!wanted(name, train_te)) continue;
+        if (wanted ? !wanted(user, name) : strncmp(name, "unet.", 5)) continue;
         if (t->dtype != VKL_F32) {
             vkl_full_net_free(f);
             return vkl_fail(e, "full training needs f32 weights, %s is %s", name, vkl_dtype_name(t->dtype));

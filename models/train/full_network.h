@@ -8,6 +8,7 @@
 #ifndef VKL_FULL_NETWORK_H
 #define VKL_FULL_NETWORK_H
 
+#include "sd/sd_config.h"
 #include "weights.h"
 
 typedef struct vkl_full_net {
@@ -21,9 +22,28 @@ typedef struct vkl_full_net {
     vkl_graph *ema_graph; /* ema += (param - ema) * rate */
 } vkl_full_net;
 
-/* Parameters: the weights of w named unet.* (and text_encoder.* with
- * train_te), which must all be f32. */
-int vkl_full_net_init(vkl_ctx *c, const vkl_weights *w, int train_te, float ema_decay, vkl_full_net *f, vkl_err *e);
+/* Which weights train, by internal name ("unet.conv_in.weight"); nonzero: train it. */
+typedef int (*vkl_full_net_wanted_fn)(void *user, const char *name);
+
+/* The SD rule (`vklora train --network full`): every UNet weight and, with
+ * --train-te, every encoder weight that reaches the loss: not the layers
+ * after the one the UNet reads, nor SDXL's first encoder's final norm (its
+ * context is a hidden state before the norm); SDXL's second encoder reaches
+ * the loss to its end through the pooled embedding. */
+typedef struct vkl_full_net_sd_rule {
+    int train_te;
+    int te_used[2]; /* per encoder: its layers below this index reach the loss */
+    int xl;         /* two encoders (SDXL) */
+} vkl_full_net_sd_rule;
+vkl_full_net_sd_rule vkl_full_net_sd_rule_for(const vkl_sd_config *cfg, int train_te, int clip_skip);
+/* vkl_full_net_wanted_fn with a vkl_full_net_sd_rule as user */
+int vkl_full_net_sd_wanted(void *rule, const char *name);
+
+/* Parameters: the weights of w that wanted picks (NULL: those named unet.*),
+ * which must all be f32. Every one must reach the loss: the training step
+ * refuses a parameter without a gradient. */
+int vkl_full_net_init(vkl_ctx *c, const vkl_weights *w, vkl_full_net_wanted_fn wanted, void *user, float ema_decay,
+                      vkl_full_net *f, vkl_err *e);
 void vkl_full_net_free(vkl_full_net *f);
 
 /* After optimiser step `step` (1-based): folds the new weights into the average. */

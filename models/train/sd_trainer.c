@@ -72,14 +72,19 @@ static int wanted(void *user, const char *name, int ndim, const int64_t *shape)
     return 0;
 }
 
+static selection select_for(const vkl_train_config *c, const vkl_sd_model *sm)
+{
+    vkl_full_net_sd_rule r = vkl_full_net_sd_rule_for(sm->cfg, c->train_te, c->clip_skip);
+    return (selection){c, {r.te_used[0], r.te_used[1]}};
+}
+
 /* kohya's LoRAModule / LyCORIS's module inits (lora/lora_init.h): every
  * kind's delta W starts at zero (DoRA: the magnitude is the base weight's
  * norm), so training starts from the base model. */
 static int init_network(const vkl_train_config *c, const vkl_sd_model *sm, vkl_lora *l, vkl_err *e)
 {
     vkl_lora_init_opts o = {c->network_kind, c->rank, c->alpha, c->lokr_factor, c->data.seed, 0};
-    int skip = c->clip_skip > 1 ? c->clip_skip - 1 : 0, xl = sm->cfg->n_text_encoders > 1;
-    selection sel = {c, {sm->cfg->te[0].layers - skip - xl, sm->cfg->te[1].layers - (xl ? 0 : skip)}};
+    selection sel = select_for(c, sm);
     if (vkl_lora_init_sd_ex(sm->cfg, wanted, &sel, &o, l, e) ||
         (c->network_kind == VKL_LORA_KIND_DORA && vkl_lora_init_dora_magnitude(sm->ctx, sm->w, l, e))) {
         vkl_err_prefix(e, "the network: ");
@@ -233,9 +238,6 @@ static int open_model(trainer *t, vkl_err *e)
     mo.weight_dtype = t->cfg.full ? VKL_F32 : t->cfg.weight_dtype;
     if (vkl_sd_model_load(t->ctx, t->cfg.model, &mo, &t->m, e)) return -1;
     t->xl = t->m->cfg->n_text_encoders > 1;
-    if (t->xl && t->cfg.full)
-        return vkl_fail(e, "%s is an SDXL model: vklora trains SDXL LoRA/LyCORIS networks; --network full is not "
-                        "supported for SDXL yet", t->cfg.model);
     if (t->xl && t->m->cfg->unet.add_text_time != 1)
         return vkl_fail(e, "%s has two text encoders but its UNet takes no added conditioning", t->cfg.model);
     if (t->xl && !t->cfg.resolution_given && t->cfg.data.resolution != 1024) {
@@ -263,7 +265,8 @@ static int open_model(trainer *t, vkl_err *e)
                                 1 << (t->m->cfg->vae.n_levels - 1), 1, c->cache_to_disk};
     if (vkl_latent_cache_new(&co, t->ds, &t->cache, e)) return -1;
     if (c->full) {
-        if (vkl_full_net_init(t->ctx, t->m->w, c->train_te, c->ema_decay, &t->net, e)) return -1;
+        vkl_full_net_sd_rule rule = vkl_full_net_sd_rule_for(t->m->cfg, c->train_te, c->clip_skip);
+        if (vkl_full_net_init(t->ctx, t->m->w, vkl_full_net_sd_wanted, &rule, c->ema_decay, &t->net, e)) return -1;
         t->np = t->net.n;
         if (!(t->params = malloc(sizeof *t->params * (size_t)t->np))) return vkl_fail(e, "out of host memory");
         memcpy(t->params, t->net.params, sizeof *t->params * (size_t)t->np);

@@ -171,9 +171,29 @@ static int save_adapter(trainer *t, const char *path, int step, int epoch, vkl_e
 int vkl_sd_trainer_save_output(trainer *t, const char *path, int step, int epoch, vkl_err *e)
 {
     if (!t->c->full) return save_adapter(t, path, step, epoch, e);
-    static const char *const parts[] = {"unet", "text_encoder"};
-    return vkl_sd_write_trained_folder(t->ctx, t->c->model, t->net.names, vkl_full_net_output(&t->net), t->net.n, parts,
-                                       t->c->train_te ? 2 : 1, path, t->c->save_dtype, 1, e);
+    static const char *const parts[] = {"unet", "text_encoder", "text_encoder_2"};
+    int nparts = !t->c->train_te ? 1 : t->xl ? 3 : 2;
+    /* every weight of the written parts: the trained ones (or their average),
+     * and the ones that do not reach the loss (encoder layers after the one
+     * the UNet reads) as loaded */
+    int nw = vkl_weights_count(t->m->w);
+    const char **names = calloc((size_t)nw + 1, sizeof *names);
+    vkl_tensor **ts = calloc((size_t)nw + 1, sizeof *ts);
+    if (!names || !ts) {
+        free(names);
+        free(ts);
+        return vkl_fail(e, "out of host memory");
+    }
+    vkl_tensor *const *out = vkl_full_net_output(&t->net);
+    for (int i = 0; i < nw; i++) {
+        ts[i] = vkl_weights_at(t->m->w, i, &names[i]);
+        for (int k = 0; k < t->net.n; k++)
+            if (t->net.params[k] == ts[i]) ts[i] = out[k];
+    }
+    int rc = vkl_sd_write_trained_folder(t->ctx, t->c->model, names, ts, nw, parts, nparts, path, t->c->save_dtype, 1, e);
+    free(names);
+    free(ts);
+    return rc;
 }
 
 /* Output path without its .safetensors extension, for the files written beside it. */

@@ -3,7 +3,7 @@
  * keys and shapes for the default attention network, SGM block names, ss_*
  * metadata with ss_base_model_version sdxl_base_v1-0), every key resolves
  * against the model, and vklora generate on SDXL loads it and its output
- * changes; --network full is refused for SDXL. */
+ * changes; --network full --train-te trains the UNet and both encoders. */
 #include "vkl_test.h"
 #include "io/image.h"
 #include "io/safetensors.h"
@@ -118,25 +118,100 @@ static void adapter_loads_in_generate(void **state)
     check_png_differs("g0.png", "g1.png");
 }
 
-static void refused_options(void **state)
+/* Compares one part of the trained folder with the base: the same names
+ * and shapes; *changed counts the tensors whose values moved, and the names
+ * in `same` must not have moved. */
+static void compare_part(const char *part, const char *file, const char *const *same, int nsame, int *changed)
+{
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/%s/%s", vkl_test_shared_path(KIT "tiny-sdxl"), part, file);
+    snprintf(b, sizeof b, "%s/full/%s/%s", vkl_test_dir, part, file);
+    vkl_st_file *fa, *fb;
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_st_open(a, &fa, &e), 0);
+    if (vkl_st_open(b, &fb, &e)) fail_msg("%s", e.msg);
+    assert_int_equal(vkl_st_count(fa), vkl_st_count(fb));
+    *changed = 0;
+    for (int i = 0; i < vkl_st_count(fa); i++) {
+        const vkl_st_tensor *ta = vkl_st_at(fa, i), *tb = vkl_st_find(fb, ta->name);
+        if (!tb) fail_msg("%s/%s: %s is missing", part, file, ta->name);
+        assert_int_equal(ta->ndim, tb->ndim);
+        int64_t n = 1;
+        for (int d = 0; d < ta->ndim; d++) {
+            assert_int_equal(ta->shape[d], tb->shape[d]);
+            n *= ta->shape[d];
+        }
+        float *va = malloc(sizeof(float) * (size_t)n), *vb = malloc(sizeof(float) * (size_t)n);
+        assert_int_equal(vkl_st_read_f32(fa, ta->name, va, (uint64_t)n, &e), 0);
+        assert_int_equal(vkl_st_read_f32(fb, tb->name, vb, (uint64_t)n, &e), 0);
+        int moved = memcmp(va, vb, sizeof(float) * (size_t)n) != 0;
+        *changed += moved;
+        for (int k = 0; k < nsame; k++)
+            if (!strcmp(same[k], ta->name) && moved) fail_msg("%s/%s: %s does not reach the loss but changed", part, file, ta->name);
+        free(va);
+        free(vb);
+    }
+    vkl_st_close(fa);
+    vkl_st_close(fb);
+}
+
+/* The index of a base encoder's last layer. */
+static int last_layer(const char *part)
+{
+    char a[600];
+    snprintf(a, sizeof a, "%s/%s/model.safetensors", vkl_test_shared_path(KIT "tiny-sdxl"), part);
+    vkl_st_file *f;
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_st_open(a, &f, &e), 0);
+    int last = -1;
+    for (int i = 0; i < vkl_st_count(f); i++) {
+        const char *p = strstr(vkl_st_at(f, i)->name, ".encoder.layers.");
+        if (p && atoi(p + 16) > last) last = atoi(p + 16);
+    }
+    vkl_st_close(f);
+    assert_true(last > 0);
+    return last;
+}
+
+/* --network full --train-te on SDXL: a diffusers folder whose UNet and both
+ * encoders hold every weight of the base, the trained ones moved (the
+ * first encoder's last layer and final norm, which the UNet never reads,
+ * as they were), and generate loads it and draws another picture. */
+static void full_network_trains_sdxl(void **state)
 {
     (void)state;
     VKL_REQUIRE_SHARED(IMAGES);
+    VKL_REQUIRE_SHARED(KIT "tiny-sdxl");
     set_common();
     vkl_test_copy_images(IMAGES);
-    char args[2048], *out = NULL;
-    snprintf(args, sizeof args, "train --model '%s' %s --network full -o full", vkl_test_shared_path(KIT "tiny-sdxl"),
-             common);
-    assert_int_equal(vkl_test_cli(args, NULL, &out), 1);
-    assert_non_null(strstr(out, "--network full"));
-    free(out);
+    assert_int_equal(train(KIT "tiny-sdxl", "--network full --train-te --lr 1e-4 -o full", NULL), 0);
+    int changed;
+    compare_part("unet", "diffusion_pytorch_model.safetensors", NULL, 0, &changed);
+    print_message("unet: %d tensors changed\n", changed);
+    assert_true(changed > 100);
+    char fc1[160];
+    snprintf(fc1, sizeof fc1, "text_model.encoder.layers.%d.mlp.fc1.weight", last_layer("text_encoder"));
+    const char *unread[] = {fc1, "text_model.final_layer_norm.weight", "text_model.final_layer_norm.bias"};
+    compare_part("text_encoder", "model.safetensors", unread, 3, &changed);
+    print_message("text_encoder: %d tensors changed\n", changed);
+    assert_true(changed > 10);
+    compare_part("text_encoder_2", "model.safetensors", NULL, 0, &changed);
+    print_message("text_encoder_2: %d tensors changed\n", changed);
+    assert_true(changed > 10);
+    char args[2048];
+    const char *gen = "--prompt 'wesnoth portrait style' --steps 2 --width 64 --height 64 --seed 1 --quiet";
+    snprintf(args, sizeof args, "generate --model '%s' %s -o g0.png", vkl_test_shared_path(KIT "tiny-sdxl"), gen);
+    assert_int_equal(vkl_test_cli(args, NULL, NULL), 0);
+    snprintf(args, sizeof args, "generate --model full %s -o g1.png", gen);
+    assert_int_equal(vkl_test_cli(args, NULL, NULL), 0);
+    check_png_differs("g0.png", "g1.png");
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(adapter_loads_in_generate),
-        cmocka_unit_test(refused_options),
+        cmocka_unit_test(full_network_trains_sdxl),
     };
     return cmocka_run_group_tests(tests, vkl_test_group_setup, vkl_test_group_teardown);
 }

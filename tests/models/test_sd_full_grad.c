@@ -136,7 +136,7 @@ static void full_gradients(void **state)
     setup(&f, "default", 0);
     vkl_err e = {{0}};
     vkl_full_net net;
-    if (vkl_full_net_init(f.c, f.w, 0, 0, &net, &e)) {
+    if (vkl_full_net_init(f.c, f.w, NULL, NULL, 0, &net, &e)) {
         print_error("%s\n", e.msg);
         fail();
     }

@@ -32,7 +32,7 @@ static const char *usage_text =
 static void on_sigint(int sig)
 {
     (void)sig;
-    vkl_vae_train_interrupt = 1;
+    vkl_vae_train_request_stop();
 }
 
 static void on_step(void *user, const vkl_vae_train_report *r)

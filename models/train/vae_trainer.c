@@ -19,7 +19,12 @@
 #include <time.h>
 #include <unistd.h>
 
-volatile sig_atomic_t vkl_vae_train_interrupt;
+static volatile sig_atomic_t vkl_vae_train_interrupt;
+
+void vkl_vae_train_request_stop(void)
+{
+    vkl_vae_train_interrupt = 1;
+}
 
 /* eps of step k (0-based) is stream STREAM_EPS + k of the seed: a function of
  * (seed, k) alone, so nothing but the step count has to be saved for it */

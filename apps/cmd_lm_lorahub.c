@@ -6,6 +6,7 @@
  * adapter factors are re-uploaded for each candidate: the model is loaded
  * once. The output folder is an ordinary PEFT adapter (`lm generate --lora`)
  * with the weights in its metadata and the search in lorahub_log.csv. */
+#include "io/text.h"
 #include "app.h"
 #include "args.h"
 #include "quant.h"
@@ -157,13 +158,9 @@ static int check_out(const char *out, int force, vkl_err *e)
 
 static cJSON *read_json(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = malloc(1 << 20);
-    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-    fclose(f);
-    if (!buf) return NULL;
-    buf[n] = 0;
+    char *buf;
+    vkl_err ignored;
+    if (vkl_read_text_file(path, 1 << 20, &buf, NULL, &ignored)) return NULL;
     cJSON *j = cJSON_Parse(buf);
     free(buf);
     return j;

@@ -4,13 +4,13 @@
  * projections (lora_delta.h, in double), config.json and the tokenizer
  * files copied. Written into a temporary folder beside OUTDIR, then renamed. */
 #include "app.h"
+#include "io/text.h"
 #include "args.h"
 
 #include "llama/llama_shards.h"
 #include "lora/lora_delta.h"
 #include "lora/lora_file.h"
 #include "lora_args.h"
-#include "sd/sd_config.h" /* vkl_sd_read_text_file */
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -144,7 +144,7 @@ static int merge(const job *j, const char *tmp, vkl_err *e)
     /* config.json, with torch_dtype following --dtype */
     char *cfg = NULL;
     snprintf(p, sizeof p, "%s/config.json", j->model);
-    if (vkl_sd_read_text_file(p, 1 << 20, &cfg, e)) return -1;
+    if (vkl_read_text_file(p, 1 << 20, &cfg, NULL, e)) return -1;
     cJSON *c = cJSON_Parse(cfg);
     free(cfg);
     if (!c) return vkl_fail(e, "%s: not JSON", p);

@@ -1,4 +1,5 @@
 #include "train/vae_trainer.h"
+#include "io/text.h"
 #include "train/train_resume.h"
 
 #include "io/dir.h"
@@ -231,7 +232,7 @@ static int load_state_json(run *t, const char *dir, int *step, double *seconds, 
     char path[1300];
     snprintf(path, sizeof path, "%.1200s/state.json", dir);
     char *text = NULL;
-    if (vkl_sd_read_text_file(path, 1 << 20, &text, e)) return -1;
+    if (vkl_read_text_file(path, 1 << 20, &text, NULL, e)) return -1;
     cJSON *j = cJSON_Parse(text);
     free(text);
     const cJSON *fmt = cJSON_GetObjectItem(j, "format"), *st = cJSON_GetObjectItem(j, "step");

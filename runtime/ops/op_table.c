@@ -88,10 +88,10 @@ const vkl_op_info vkl_op_table[] = {
      FN(vkl_ref_attention_backward), NULL, "none", "tests/runtime/test_attention_flashgrad.c", "vkl_attention",
      NULL},
     /* gated activations */
-    {"vkl_geglu", FN(vkl_geglu), "runtime/ops/glue.c", K(VKL_KERNEL_GLUE, VKL_KERNEL_GLUE_GRAD), FN(vkl_ref_geglu),
-     NULL, "backward_geglu", "tests/runtime/test_glue.c", NULL, "tests/runtime/test_glue_grad.c"},
-    {"vkl_swiglu", FN(vkl_swiglu), "runtime/ops/glue.c", K(VKL_KERNEL_GLUE, VKL_KERNEL_GLUE_GRAD), FN(vkl_ref_swiglu),
-     NULL, "backward_swiglu", "tests/runtime/test_glue.c", NULL, "tests/runtime/test_glue_grad.c"},
+    {"vkl_geglu", FN(vkl_geglu), "runtime/ops/glu.c", K(VKL_KERNEL_GLU, VKL_KERNEL_GLU_GRAD), FN(vkl_ref_geglu),
+     NULL, "backward_geglu", "tests/runtime/test_glu.c", NULL, "tests/runtime/test_glu_grad.c"},
+    {"vkl_swiglu", FN(vkl_swiglu), "runtime/ops/glu.c", K(VKL_KERNEL_GLU, VKL_KERNEL_GLU_GRAD), FN(vkl_ref_swiglu),
+     NULL, "backward_swiglu", "tests/runtime/test_glu.c", NULL, "tests/runtime/test_glu_grad.c"},
     /* layout */
     {"vkl_contiguous", FN(vkl_contiguous), "runtime/ops/layout_ops.c", K(VKL_KERNEL_COPY_STRIDED),
      FN(vkl_ref_contiguous), NULL, "backward_contiguous", "tests/runtime/test_layout_ops.c", NULL,
@@ -107,8 +107,8 @@ const vkl_op_info vkl_op_table[] = {
     {"vkl_embedding", FN(vkl_embedding), "runtime/ops/embed.c",
      K(VKL_KERNEL_EMBEDDING, VKL_KERNEL_EMBEDDING_GRAD_INDEX, VKL_KERNEL_EMBEDDING_GRAD), FN(vkl_ref_embedding), NULL,
      "backward_embedding", "tests/runtime/test_embed.c", NULL, "tests/runtime/test_embed_grad.c"},
-    {"vkl_rope", FN(vkl_rope), "runtime/ops/embed.c", K(VKL_KERNEL_ROPE), FN(vkl_ref_rope_f64), NULL, "backward_rope",
-     "tests/runtime/test_embed.c", NULL, "tests/runtime/test_embed_grad.c"},
+    {"vkl_rope", FN(vkl_rope), "runtime/ops/rope.c", K(VKL_KERNEL_ROPE), FN(vkl_ref_rope_f64), NULL, "backward_rope",
+     "tests/runtime/test_rope.c", NULL, "tests/runtime/test_rope_grad.c"},
     /* losses */
     {"vkl_mse_loss", FN(vkl_mse_loss), "runtime/ops/loss.c", NONE, NULL,
      "built from vkl_sub, vkl_mul, vkl_sum_rows: checked against the SD training vectors", "composed",

@@ -7,7 +7,7 @@
 #include "ops.h"
 #include "ops/conv2d_internal.h"
 #include "ops/op_util.h"
-#include "ops/segnorm.h"
+#include "ops/norm_internal.h"
 #include "optim.h"
 #include "ref/ref_gguf.h"
 #include "ref/vkl_ref.h"
@@ -61,17 +61,17 @@ const vkl_op_info vkl_op_table[] = {
     {"vkl_conv2d_lora", FN(vkl_conv2d_lora), "runtime/ops/conv2d_lora.c", NONE, NULL,
      "convolutions and sums of vkl_conv2d: checked against the merged weight", "composed",
      "tests/runtime/test_conv2d.c", NULL, "tests/runtime/test_conv2d_grad.c"},
-    /* normalisations: built on vkl_seg_norm (runtime/ops/segnorm.c, segnorm_grad.c) */
-    {"vkl_group_norm", FN(vkl_group_norm), "runtime/ops/segnorm.c", NONE, FN(vkl_ref_group_norm), NULL, "composed",
+    /* normalisations: built on vkl_seg_norm (runtime/ops/norm.c, norm_grad.c) */
+    {"vkl_group_norm", FN(vkl_group_norm), "runtime/ops/norm.c", NONE, FN(vkl_ref_group_norm), NULL, "composed",
      "tests/runtime/test_norm.c", NULL, "tests/runtime/test_norm_grad.c"},
-    {"vkl_layer_norm", FN(vkl_layer_norm), "runtime/ops/segnorm.c", NONE, FN(vkl_ref_layer_norm), NULL, "composed",
+    {"vkl_layer_norm", FN(vkl_layer_norm), "runtime/ops/norm.c", NONE, FN(vkl_ref_layer_norm), NULL, "composed",
      "tests/runtime/test_norm.c", NULL, "tests/runtime/test_norm_grad.c"},
-    {"vkl_rms_norm", FN(vkl_rms_norm), "runtime/ops/segnorm.c", NONE, FN(vkl_ref_rms_norm), NULL, "composed",
+    {"vkl_rms_norm", FN(vkl_rms_norm), "runtime/ops/norm.c", NONE, FN(vkl_ref_rms_norm), NULL, "composed",
      "tests/runtime/test_norm.c", NULL, "tests/runtime/test_norm_grad.c"},
-    {"vkl_seg_norm", FN(vkl_seg_norm), "runtime/ops/segnorm.c",
+    {"vkl_seg_norm", FN(vkl_seg_norm), "runtime/ops/norm.c",
      K(VKL_KERNEL_NORM_STATS, VKL_KERNEL_NORM_STATS_SUBGROUP, VKL_KERNEL_NORM_APPLY), FN(vkl_ref_group_norm), NULL,
      "vkl_seg_norm_backward", "tests/runtime/test_norm.c", "vkl_group_norm", "tests/runtime/test_norm_grad.c"},
-    {"vkl_seg_norm_backward", FN(vkl_seg_norm_backward), "runtime/ops/segnorm_grad.c",
+    {"vkl_seg_norm_backward", FN(vkl_seg_norm_backward), "runtime/ops/norm_grad.c",
      K(VKL_KERNEL_NORM_GRAD_PART, VKL_KERNEL_NORM_GRAD_PART_SUBGROUP, VKL_KERNEL_NORM_GRAD_APPLY,
        VKL_KERNEL_NORM_GRAD_PARAM),
      FN(vkl_ref_group_norm_backward), NULL, "none", "tests/runtime/test_norm_grad.c", "vkl_group_norm", NULL},

@@ -1,10 +1,10 @@
 /* The normalisations: group norm, layer norm and RMS norm (shapes and
  * parameter checks, at the end of this file) on the segment normalisations
- * that softmax shares too (see segnorm.h). Shaders: norm_stats.comp
+ * that softmax shares too (see norm_internal.h). Shaders: norm_stats.comp
  * (subgroup and shared-memory variants, chosen by the device's caps) and
- * norm_apply.comp; the backward in segnorm_grad.c. CPU reference:
+ * norm_apply.comp; the backward in norm_grad.c. CPU reference:
  * runtime/ref/ref_norm.c. */
-#include "segnorm.h"
+#include "norm_internal.h"
 
 #include <math.h>
 #include <stdio.h>

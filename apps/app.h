@@ -37,4 +37,9 @@ void vkl_app_print_error(const char *cmd, const char *msg);
 /* --base-dtype f32 | f16 | nf4 (NF4: QLoRA's 4-bit base, runtime/quant.h); -1 otherwise. */
 int vkl_app_base_dtype(const char *v, vkl_dtype *out);
 
+/* Readers for option tables (apps/args.h, VKL_ARG_CALL): --device N|cpu|gpu|NAME
+ * (dest unused), and a dense dtype f32|f16|bf16 into the vkl_dtype at dest. */
+int vkl_app_arg_device(const char *cmd, const char *opt, const char *v, void *dest);
+int vkl_app_arg_dense_dtype(const char *cmd, const char *opt, const char *v, void *dest);
+
 #endif

@@ -23,31 +23,18 @@ static int attention_projection(const char *name)
            (strstr(name, ".attn1.to_") || strstr(name, ".attn2.to_"));
 }
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: [mpirun -np N] vklora bench allreduce [--family sd1.5|sd2.1|sdxl (sd1.5)] [--rank R (16)]\n"
-               "         [--bucket-mib M (4)] [--reps N (10)]\n");
-}
-
 int vkl_bench_allreduce(int argc, char **argv)
 {
     const char *family = "sd1.5";
     int rank = 16, reps = 10, bucket_mib = 4;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int bad = !v;
-        if (!bad && !strcmp(k, "--family")) family = v;
-        else if (!bad && !strcmp(k, "--rank")) bad = vkl_bench_parse_int(v, 1, 1024, &rank);
-        else if (!bad && !strcmp(k, "--reps")) bad = vkl_bench_parse_int(v, 1, 10000, &reps);
-        else if (!bad && !strcmp(k, "--bucket-mib")) bad = vkl_bench_parse_int(v, 1, 4096, &bucket_mib);
-        else bad = 1;
-        if (bad) {
-            fprintf(stderr, "vklora bench allreduce: bad option '%s'\n", k);
-            usage(stderr);
-            return 2;
-        }
-        i++;
-    }
+    const vkl_arg opts[] = {
+        {"--family", NULL, VKL_ARG_STR, VKL_AS_STR(&family), .help = "sd1.5|sd2.1|sdxl"},
+        {"--rank", NULL, VKL_ARG_INT, VKL_AS_INT(&rank), 1, 1024, .help = "R  of the LoRA whose gradients are summed"},
+        {"--bucket-mib", NULL, VKL_ARG_INT, VKL_AS_INT(&bucket_mib), 1, 4096, .help = "M"},
+        {"--reps", NULL, VKL_ARG_INT, VKL_AS_INT(&reps), 1, 10000, .help = "N"},
+    };
+    int prc = vkl_bench_args("allreduce", opts, (int)(sizeof opts / sizeof *opts), argc, argv);
+    if (prc) return prc == VKL_ARGS_HELP ? 0 : prc;
     vkl_dist *d = vkl_app_dist;
     int me = d ? d->rank : 0, size = d ? d->size : 1;
     vkl_err e = {{0}};

@@ -116,46 +116,28 @@ int vkl_bench_attention(int argc, char **argv)
     int causal = 0, tokens = 0, backward = 0, paths = 1; /* bit 0 flash, bit 1 unfused */
     vkl_attn_variant want = VKL_ATTN_AUTO;
     vkl_dtype dt = VKL_F32;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--causal")) {
-            causal = 1;
-            continue;
-        }
-        if (!strcmp(a, "--tokens")) {
-            tokens = 1;
-            continue;
-        }
-        if (!strcmp(a, "--backward")) {
-            backward = 1;
-            continue;
-        }
-        int bad = !v;
-        if (!bad && !strcmp(a, "--batch")) bad = vkl_bench_parse_pos(v, &B);
-        else if (!bad && !strcmp(a, "--heads")) bad = vkl_bench_parse_pos(v, &H);
-        else if (!bad && !strcmp(a, "--q")) bad = vkl_bench_parse_pos(v, &LQ);
-        else if (!bad && !strcmp(a, "--kv")) bad = vkl_bench_parse_pos(v, &LK);
-        else if (!bad && !strcmp(a, "--dim")) bad = vkl_bench_parse_pos(v, &D);
-        else if (!bad && !strcmp(a, "--reps")) bad = vkl_bench_parse_pos(v, &min_reps) || min_reps > 200;
-        else if (!bad && !strcmp(a, "--dtype"))
-            bad = vkl_dtype_parse(v, &dt) || (dt != VKL_F32 && dt != VKL_F16 && dt != VKL_BF16);
-        else if (!bad && !strcmp(a, "--variant")) {
-            if (!strcmp(v, "auto")) want = VKL_ATTN_AUTO;
-            else if (!strcmp(v, "stream")) want = VKL_ATTN_STREAM;
-            else if (!strcmp(v, "tiled")) want = VKL_ATTN_TILED;
-            else bad = 1;
-        } else if (!bad && !strcmp(a, "--path")) {
-            paths = !strcmp(v, "flash") ? 1 : !strcmp(v, "unfused") ? 2 : !strcmp(v, "both") ? 3 : 0;
-            bad = !paths;
-        } else bad = 1;
-        if (bad) {
-            fprintf(stderr, "vklora bench attention: bad option '%s' (usage: --batch B --heads H --q LQ --kv LK --dim D "
-                            "--dtype f32|f16|bf16 [--causal] [--tokens] [--variant auto|stream|tiled] [--reps R<=200] "
-                            "[--backward [--path flash|unfused|both]])\n", a);
-            return 2;
-        }
-        i++;
-    }
+    int dti = 0, variant = 0, path = 0;
+    static const vkl_dtype dtypes[] = {VKL_F32, VKL_F16, VKL_BF16};
+    static const vkl_attn_variant variants[] = {VKL_ATTN_AUTO, VKL_ATTN_STREAM, VKL_ATTN_TILED};
+    const vkl_arg opts[] = {
+        {"--batch", NULL, VKL_ARG_I64, VKL_AS_I64(&B), 1, 1 << 30, .help = "B"},
+        {"--heads", NULL, VKL_ARG_I64, VKL_AS_I64(&H), 1, 1 << 30, .help = "H"},
+        {"--q", NULL, VKL_ARG_I64, VKL_AS_I64(&LQ), 1, 1 << 30, .help = "LQ  query length"},
+        {"--kv", NULL, VKL_ARG_I64, VKL_AS_I64(&LK), 1, 1 << 30, .help = "LK  key/value length"},
+        {"--dim", NULL, VKL_ARG_I64, VKL_AS_I64(&D), 1, 1 << 30, .help = "D  head dimension"},
+        {"--dtype", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f32|f16|bf16", .help = "T"},
+        {"--causal", NULL, VKL_ARG_FLAG, VKL_AS_INT(&causal), .help = " mask later keys"},
+        {"--tokens", NULL, VKL_ARG_FLAG, VKL_AS_INT(&tokens), .help = " [B, L, H*D] token layout"},
+        {"--variant", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&variant), .choices = "auto|stream|tiled", .help = "V"},
+        {"--reps", NULL, VKL_ARG_I64, VKL_AS_I64(&min_reps), 1, 200, .help = "R"},
+        {"--backward", NULL, VKL_ARG_FLAG, VKL_AS_INT(&backward), .help = " time the backward pass too"},
+        {"--path", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&path), .choices = "flash|unfused|both", .help = "P  of --backward"},
+    };
+    int prc = vkl_bench_args("attention", opts, (int)(sizeof opts / sizeof *opts), argc, argv);
+    if (prc) return prc == VKL_ARGS_HELP ? 0 : prc;
+    dt = dtypes[dti];
+    want = variants[variant];
+    paths = path + 1; /* bit 0 flash, bit 1 unfused */
     vkl_ctx *c = NULL;
     vkl_err e = {{0}};
     if (vkl_ctx_create(NULL, &c, &e)) {

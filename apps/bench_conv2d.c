@@ -15,15 +15,6 @@
 #include <string.h>
 #include <time.h>
 
-static int parse_int(const char *s, int64_t lo, int64_t *out)
-{
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v < lo || v > (1 << 24)) return -1;
-    *out = v;
-    return 0;
-}
-
 static vkl_tensor *new_filled(vkl_ctx *c, vkl_dtype dt, const int64_t shape[4], uint64_t seed, vkl_err *e)
 {
     vkl_tensor *t = vkl_tensor_new(c, dt, 4, shape, e);
@@ -50,36 +41,28 @@ int vkl_bench_conv2d(int argc, char **argv)
     int64_t N = 1, C = 320, O = 320, H = 64, W = 64, K = 3, S = 1, pad = -1, R = 0, reps = 3;
     int backward = 0, wgrad = 0, profile = 0;
     vkl_dtype dt = VKL_F32;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--backward") || !strcmp(a, "--wgrad") || !strcmp(a, "--profile")) {
-            backward |= 1;
-            wgrad |= !strcmp(a, "--wgrad");
-            profile |= !strcmp(a, "--profile");
-            continue;
-        }
-        int bad = !v;
-        if (bad) {
-        } else if (!strcmp(a, "--n")) bad = parse_int(v, 1, &N);
-        else if (!strcmp(a, "--c")) bad = parse_int(v, 1, &C);
-        else if (!strcmp(a, "--o")) bad = parse_int(v, 1, &O);
-        else if (!strcmp(a, "--h")) bad = parse_int(v, 1, &H);
-        else if (!strcmp(a, "--w")) bad = parse_int(v, 1, &W);
-        else if (!strcmp(a, "--k")) bad = parse_int(v, 1, &K);
-        else if (!strcmp(a, "--stride")) bad = parse_int(v, 1, &S);
-        else if (!strcmp(a, "--pad")) bad = parse_int(v, 0, &pad);
-        else if (!strcmp(a, "--lora")) bad = parse_int(v, 1, &R);
-        else if (!strcmp(a, "--reps")) bad = parse_int(v, 1, &reps);
-        else if (!strcmp(a, "--dtype")) bad = vkl_dtype_parse(v, &dt) || (dt != VKL_F32 && dt != VKL_F16 && dt != VKL_BF16);
-        else bad = 1;
-        if (bad) {
-            fprintf(stderr, "vklora bench conv2d: bad option '%s' (usage: --c C --o O --h H --w W --k K --stride S "
-                            "[--pad P] [--n N] [--dtype f32|f16|bf16] [--lora RANK] [--reps R] "
-                            "[--backward [--wgrad] [--profile]])\n", a);
-            return 2;
-        }
-        i++;
-    }
+    int dti = 0;
+    static const vkl_dtype dtypes[] = {VKL_F32, VKL_F16, VKL_BF16};
+    const vkl_arg opts[] = {
+        {"--n", NULL, VKL_ARG_I64, VKL_AS_I64(&N), 1, 1 << 24, .help = "N  batch"},
+        {"--c", NULL, VKL_ARG_I64, VKL_AS_I64(&C), 1, 1 << 24, .help = "C  input channels"},
+        {"--o", NULL, VKL_ARG_I64, VKL_AS_I64(&O), 1, 1 << 24, .help = "O  output channels"},
+        {"--h", NULL, VKL_ARG_I64, VKL_AS_I64(&H), 1, 1 << 24, .help = "H"},
+        {"--w", NULL, VKL_ARG_I64, VKL_AS_I64(&W), 1, 1 << 24, .help = "W"},
+        {"--k", NULL, VKL_ARG_I64, VKL_AS_I64(&K), 1, 1 << 24, .help = "K  kernel size"},
+        {"--stride", NULL, VKL_ARG_I64, VKL_AS_I64(&S), 1, 1 << 24, .help = "S"},
+        {"--pad", NULL, VKL_ARG_I64, VKL_AS_I64(&pad), 0, 1 << 24, .help = "P  (-1: K/2)"},
+        {"--lora", NULL, VKL_ARG_I64, VKL_AS_I64(&R), 1, 1 << 24, .help = "RANK  a LoRA of this rank beside it"},
+        {"--dtype", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f32|f16|bf16", .help = "T"},
+        {"--reps", NULL, VKL_ARG_I64, VKL_AS_I64(&reps), 1, 1 << 24, .help = "R"},
+        {"--backward", NULL, VKL_ARG_FLAG, VKL_AS_INT(&backward), .help = " time the backward pass too"},
+        {"--wgrad", NULL, VKL_ARG_FLAG, VKL_AS_INT(&wgrad), .help = " the weight gradient too (implies --backward)"},
+        {"--profile", NULL, VKL_ARG_FLAG, VKL_AS_INT(&profile), .help = " per-kernel times (implies --backward)"},
+    };
+    int prc = vkl_bench_args("conv2d", opts, (int)(sizeof opts / sizeof *opts), argc, argv);
+    if (prc) return prc == VKL_ARGS_HELP ? 0 : prc;
+    dt = dtypes[dti];
+    backward |= wgrad | profile;
     if (pad < 0) pad = K / 2;
     vkl_ctx *c = NULL;
     vkl_err e = {{0}};

@@ -90,27 +90,18 @@ int vkl_bench_lm(int argc, char **argv)
     const char *name = "tinyllama";
     int64_t prompt = 128, gen = 32, steps = 1;
     vkl_dtype dt = VKL_F16;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int bad = !v;
-        if (!bad && !strcmp(a, "--shape")) name = v, i++;
-        else if (!bad && !strcmp(a, "--prompt-tokens")) bad = vkl_bench_parse_pos(v, &prompt), i++;
-        else if (!bad && !strcmp(a, "--new-tokens")) bad = vkl_bench_parse_pos(v, &gen), i++;
-        else if (!bad && !strcmp(a, "--steps")) {
-            bad = strcmp(v, "0") && strcmp(v, "1");
-            steps = v[0] == '1';
-            i++;
-        } else if (!bad && !strcmp(a, "--weights")) {
-            bad = vkl_dtype_parse(v, &dt) || (dt != VKL_F16 && dt != VKL_F32 && dt != VKL_BF16);
-            i++;
-        } else bad = 1;
-        if (bad) {
-            fprintf(stderr, "vklora bench lm: bad option '%s' (usage: --shape tinyllama|llama3-8b|tiny (tinyllama) "
-                            "[--prompt-tokens N (128)] [--new-tokens N (32)] [--weights f16|bf16|f32 (f16)] "
-                            "[--steps 1|0 (0: plan only)])\n", a);
-            return 2;
-        }
-    }
+    int dti = 0;
+    static const vkl_dtype dtypes[] = {VKL_F16, VKL_BF16, VKL_F32};
+    const vkl_arg opts[] = {
+        {"--shape", NULL, VKL_ARG_STR, VKL_AS_STR(&name), .help = "tinyllama|llama3-8b|tiny"},
+        {"--prompt-tokens", NULL, VKL_ARG_I64, VKL_AS_I64(&prompt), 1, 1 << 30, .help = "N"},
+        {"--new-tokens", NULL, VKL_ARG_I64, VKL_AS_I64(&gen), 1, 1 << 30, .help = "N"},
+        {"--weights", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f16|bf16|f32", .help = "T"},
+        {"--steps", NULL, VKL_ARG_I64, VKL_AS_I64(&steps), 0, 1, .help = "1|0  (0: plan the prefill only)"},
+    };
+    int prc = vkl_bench_args("lm", opts, (int)(sizeof opts / sizeof *opts), argc, argv);
+    if (prc) return prc == VKL_ARGS_HELP ? 0 : prc;
+    dt = dtypes[dti];
     vkl_llama m = {0};
     if (shape(name, &m.cfg)) {
         fprintf(stderr, "vklora bench lm: unknown shape '%s' (tinyllama, llama3-8b, tiny)\n", name);

@@ -20,28 +20,24 @@ int vkl_bench_lm_train(int argc, char **argv)
                             .rms_eps = 1e-5f, .bos = 1, .eos = 2};
     int batch = 1, seq = 128, rank = 8, steps = 3;
     vkl_dtype base = VKL_F16;
-    const char *bad_opt = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        bad_opt = k;
-        if (!v) goto usage;
-        i++;
-        int bad = 0;
-        if (!strcmp(k, "--base-dtype")) bad = vkl_app_base_dtype(v, &base);
-        else if (!strcmp(k, "--hidden")) bad = vkl_bench_parse_int(v, 1, 65536, &cfg.hidden);
-        else if (!strcmp(k, "--layers")) bad = vkl_bench_parse_int(v, 1, 1024, &cfg.layers);
-        else if (!strcmp(k, "--heads")) bad = vkl_bench_parse_int(v, 1, 1024, &cfg.heads);
-        else if (!strcmp(k, "--kv-heads")) bad = vkl_bench_parse_int(v, 1, 1024, &cfg.kv_heads);
-        else if (!strcmp(k, "--intermediate")) bad = vkl_bench_parse_int(v, 1, 1 << 20, &cfg.intermediate);
-        else if (!strcmp(k, "--vocab")) bad = vkl_bench_parse_int(v, 2, 1 << 22, &cfg.vocab);
-        else if (!strcmp(k, "--seq-len")) bad = vkl_bench_parse_int(v, 2, 1 << 16, &seq);
-        else if (!strcmp(k, "--batch")) bad = vkl_bench_parse_int(v, 1, 1024, &batch);
-        else if (!strcmp(k, "--rank")) bad = vkl_bench_parse_int(v, 1, 1024, &rank);
-        else if (!strcmp(k, "--steps")) bad = vkl_bench_parse_int(v, 0, 100, &steps);
-        else bad = 1;
-        if (bad) goto usage;
-    }
-    bad_opt = NULL;
+    int dti = 1;
+    static const vkl_dtype dtypes[] = {VKL_F32, VKL_F16, VKL_BF16, VKL_NF4, VKL_NF4_DQ};
+    const vkl_arg opts[] = {
+        {"--base-dtype", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f32|f16|bf16|nf4|nf4dq", .help = "T"},
+        {"--hidden", NULL, VKL_ARG_INT, VKL_AS_INT(&cfg.hidden), 1, 65536, .help = "N"},
+        {"--layers", NULL, VKL_ARG_INT, VKL_AS_INT(&cfg.layers), 1, 1024, .help = "N"},
+        {"--heads", NULL, VKL_ARG_INT, VKL_AS_INT(&cfg.heads), 1, 1024, .help = "N"},
+        {"--kv-heads", NULL, VKL_ARG_INT, VKL_AS_INT(&cfg.kv_heads), 1, 1024, .help = "N"},
+        {"--intermediate", NULL, VKL_ARG_INT, VKL_AS_INT(&cfg.intermediate), 1, 1 << 20, .help = "N"},
+        {"--vocab", NULL, VKL_ARG_INT, VKL_AS_INT(&cfg.vocab), 2, 1 << 22, .help = "N"},
+        {"--seq-len", NULL, VKL_ARG_INT, VKL_AS_INT(&seq), 2, 1 << 16, .help = "N"},
+        {"--batch", NULL, VKL_ARG_INT, VKL_AS_INT(&batch), 1, 1024, .help = "N"},
+        {"--rank", NULL, VKL_ARG_INT, VKL_AS_INT(&rank), 1, 1024, .help = "R"},
+        {"--steps", NULL, VKL_ARG_INT, VKL_AS_INT(&steps), 0, 100, .help = "N  (0: plan only)"},
+    };
+    int prc = vkl_bench_args("lm-train", opts, (int)(sizeof opts / sizeof *opts), argc, argv);
+    if (prc) return prc == VKL_ARGS_HELP ? 0 : prc;
+    base = dtypes[dti];
     if (cfg.heads < 1 || cfg.hidden % cfg.heads) {
         fprintf(stderr, "vklora bench lm-train: --hidden %d is not a multiple of --heads %d\n", cfg.hidden, cfg.heads);
         return 2;
@@ -111,10 +107,4 @@ done:
     vkl_llama_free(m);
     vkl_ctx_destroy(c);
     return rc;
-usage:
-    if (bad_opt) fprintf(stderr, "vklora bench lm-train: unknown option or bad value at '%s'\n", bad_opt);
-    fprintf(stderr, "usage: vklora bench lm-train [--base-dtype f32|f16|nf4|nf4dq (f16)] [--layers 22] [--hidden 2048] "
-                    "[--heads 32] [--kv-heads 4] [--intermediate 5632] [--vocab 32000] [--seq-len 128] [--batch 1] "
-                    "[--rank 8] [--steps 3 (0: plan only)] (default shape: TinyLlama-1.1B)\n");
-    return 2;
 }

@@ -38,28 +38,19 @@ int vkl_bench_linear_lora(int argc, char **argv)
 {
     int64_t T = 4096, IN = 320, OUT = 320, R = 16, reps = 3;
     vkl_dtype wdt = VKL_F32;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int64_t *dst = !strcmp(a, "--tokens") ? &T : !strcmp(a, "--in") ? &IN : !strcmp(a, "--out") ? &OUT
-                     : !strcmp(a, "--rank") ? &R : !strcmp(a, "--reps") ? &reps : NULL;
-        int bad = !v;
-        if (!bad && dst) {
-            char *end;
-            long long x = strtoll(v, &end, 10);
-            bad = *end || x <= 0 || x > (1ll << 30);
-            *dst = x;
-        } else if (!bad && !strcmp(a, "--dtype")) {
-            bad = vkl_dtype_parse(v, &wdt) || (wdt != VKL_F32 && wdt != VKL_F16 && wdt != VKL_NF4 && wdt != VKL_NF4_DQ);
-        } else {
-            bad = 1;
-        }
-        if (bad) {
-            fprintf(stderr, "vklora bench linear-lora: bad option '%s' (usage: --tokens T --in I --out O --rank R "
-                            "[--dtype f32|f16|nf4|nf4dq] [--reps N])\n", a);
-            return 2;
-        }
-        i++;
-    }
+    int dti = 0;
+    static const vkl_dtype dtypes[] = {VKL_F32, VKL_F16, VKL_NF4, VKL_NF4_DQ};
+    const vkl_arg opts[] = {
+        {"--tokens", NULL, VKL_ARG_I64, VKL_AS_I64(&T), 1, 1 << 30, .help = "T"},
+        {"--in", NULL, VKL_ARG_I64, VKL_AS_I64(&IN), 1, 1 << 30, .help = "I  input features"},
+        {"--out", NULL, VKL_ARG_I64, VKL_AS_I64(&OUT), 1, 1 << 30, .help = "O  output features"},
+        {"--rank", NULL, VKL_ARG_I64, VKL_AS_I64(&R), 1, 1 << 30, .help = "R"},
+        {"--dtype", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f32|f16|nf4|nf4dq", .help = "T  of the frozen weight"},
+        {"--reps", NULL, VKL_ARG_I64, VKL_AS_I64(&reps), 1, 1 << 30, .help = "N"},
+    };
+    int prc = vkl_bench_args("linear-lora", opts, (int)(sizeof opts / sizeof *opts), argc, argv);
+    if (prc) return prc == VKL_ARGS_HELP ? 0 : prc;
+    wdt = dtypes[dti];
     vkl_ctx *c = NULL;
     vkl_err e = {{0}};
     if (vkl_ctx_create(NULL, &c, &e)) {

@@ -19,34 +19,23 @@ int vkl_bench_group_norm(int argc, char **argv)
     int64_t N = 2, C = 320, H = 64, W = 64, G = 32, silu = 1, min_reps = 5;
     int profile = 0, backward = 0;
     vkl_dtype dt = VKL_F32;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int bad = !v;
-        if (!bad && !strcmp(a, "--n")) bad = vkl_bench_parse_pos(v, &N);
-        else if (!bad && !strcmp(a, "--c")) bad = vkl_bench_parse_pos(v, &C);
-        else if (!bad && !strcmp(a, "--h")) bad = vkl_bench_parse_pos(v, &H);
-        else if (!bad && !strcmp(a, "--w")) bad = vkl_bench_parse_pos(v, &W);
-        else if (!bad && !strcmp(a, "--groups")) bad = vkl_bench_parse_pos(v, &G);
-        else if (!bad && !strcmp(a, "--reps")) bad = vkl_bench_parse_pos(v, &min_reps) || min_reps > 200;
-        else if (!strcmp(a, "--profile")) {
-            profile = 1;
-            continue;
-        } else if (!strcmp(a, "--backward")) {
-            backward = 1;
-            continue;
-        } else if (!bad && !strcmp(a, "--silu")) {
-            bad = strcmp(v, "0") && strcmp(v, "1");
-            silu = v[0] == '1';
-        } else if (!bad && !strcmp(a, "--dtype"))
-            bad = vkl_dtype_parse(v, &dt) || (dt != VKL_F32 && dt != VKL_F16 && dt != VKL_BF16);
-        else bad = 1;
-        if (bad) {
-            fprintf(stderr, "vklora bench group-norm: bad option '%s' (usage: --n N --c C --h H --w W --groups G "
-                            "--dtype f32|f16|bf16 --silu 0|1 [--reps R<=200] [--profile] [--backward])\n", a);
-            return 2;
-        }
-        i++;
-    }
+    int dti = 0;
+    static const vkl_dtype dtypes[] = {VKL_F32, VKL_F16, VKL_BF16};
+    const vkl_arg opts[] = {
+        {"--n", NULL, VKL_ARG_I64, VKL_AS_I64(&N), 1, 1 << 30, .help = "N"},
+        {"--c", NULL, VKL_ARG_I64, VKL_AS_I64(&C), 1, 1 << 30, .help = "C"},
+        {"--h", NULL, VKL_ARG_I64, VKL_AS_I64(&H), 1, 1 << 30, .help = "H"},
+        {"--w", NULL, VKL_ARG_I64, VKL_AS_I64(&W), 1, 1 << 30, .help = "W"},
+        {"--groups", NULL, VKL_ARG_I64, VKL_AS_I64(&G), 1, 1 << 30, .help = "G"},
+        {"--dtype", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f32|f16|bf16", .help = "T"},
+        {"--silu", NULL, VKL_ARG_I64, VKL_AS_I64(&silu), 0, 1, .help = "0|1  SiLU after the norm"},
+        {"--reps", NULL, VKL_ARG_I64, VKL_AS_I64(&min_reps), 1, 200, .help = "R"},
+        {"--profile", NULL, VKL_ARG_FLAG, VKL_AS_INT(&profile), .help = " per-kernel times"},
+        {"--backward", NULL, VKL_ARG_FLAG, VKL_AS_INT(&backward), .help = " time the backward pass too"},
+    };
+    int prc = vkl_bench_args("group-norm", opts, (int)(sizeof opts / sizeof *opts), argc, argv);
+    if (prc) return prc == VKL_ARGS_HELP ? 0 : prc;
+    dt = dtypes[dti];
     if (C % G || G > C) {
         fprintf(stderr, "vklora bench group-norm: %lld groups do not divide %lld channels\n", (long long)G,
                 (long long)C);

@@ -64,43 +64,28 @@ done:
 
 int vkl_bench_train_step(int argc, char **argv)
 {
-    const char *bad_opt = NULL;
     const char *family = "sd1.5", *model = NULL;
     int W = 256, H = 256, rank = 16, ck = 1, batch = 1, steps = 3, bits = 32, mixed = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        bad_opt = k;
-        if (!v) goto usage;
-        i++;
-        if (!strcmp(k, "--family")) family = v;
-        else if (!strcmp(k, "--model")) model = v;
-        else if (!strcmp(k, "--width")) {
-            if (vkl_bench_parse_int(v, 1, 65536, &W)) goto usage;
-        }
-        else if (!strcmp(k, "--height")) {
-            if (vkl_bench_parse_int(v, 1, 65536, &H)) goto usage;
-        }
-        else if (!strcmp(k, "--rank")) {
-            if (vkl_bench_parse_int(v, 1, 1024, &rank)) goto usage;
-        }
-        else if (!strcmp(k, "--checkpointing")) {
-            if (vkl_bench_parse_int(v, 0, 1, &ck)) goto usage;
-        }
-        else if (!strcmp(k, "--batch")) {
-            if (vkl_bench_parse_int(v, 1, 64, &batch)) goto usage;
-        }
-        else if (!strcmp(k, "--steps")) {
-            if (vkl_bench_parse_int(v, 0, 100, &steps)) goto usage;
-        }
-        else if (!strcmp(k, "--mixed-precision") && (!strcmp(v, "no") || !strcmp(v, "fp16"))) mixed = !strcmp(v, "fp16");
-        else if (!strcmp(k, "--optimizer") && (!strcmp(v, "adamw") || !strcmp(v, "adamw8bit")))
-            bits = strcmp(v, "adamw") ? 8 : 32;
-        else goto usage;
+    int optimizer = 0;
+    const vkl_arg opts[] = {
+        {"--family", NULL, VKL_ARG_STR, VKL_AS_STR(&family), .help = "sd1.5|sd2.1|sdxl  random weights of that size"},
+        {"--model", NULL, VKL_ARG_STR, VKL_AS_STR(&model), .help = "PATH  random weights of that model's size"},
+        {"--width", NULL, VKL_ARG_INT, VKL_AS_INT(&W), 64, 65536, .help = "W  a multiple of 64"},
+        {"--height", NULL, VKL_ARG_INT, VKL_AS_INT(&H), 64, 65536, .help = "H  a multiple of 64"},
+        {"--rank", NULL, VKL_ARG_INT, VKL_AS_INT(&rank), 1, 1024, .help = "R"},
+        {"--checkpointing", NULL, VKL_ARG_INT, VKL_AS_INT(&ck), 0, 1, .help = "0|1"},
+        {"--batch", NULL, VKL_ARG_INT, VKL_AS_INT(&batch), 1, 64, .help = "N"},
+        {"--steps", NULL, VKL_ARG_INT, VKL_AS_INT(&steps), 0, 100, .help = "N  (0: plan only)"},
+        {"--mixed-precision", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&mixed), .choices = "no|fp16", .help = "P"},
+        {"--optimizer", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&optimizer), .choices = "adamw|adamw8bit", .help = "O"},
+    };
+    int prc = vkl_bench_args("train-step", opts, (int)(sizeof opts / sizeof *opts), argc, argv);
+    if (prc) return prc == VKL_ARGS_HELP ? 0 : prc;
+    bits = optimizer ? 8 : 32;
+    if (W % 64 || H % 64) {
+        fprintf(stderr, "vklora bench train-step: --width %d --height %d: expected multiples of 64\n", W, H);
+        return 2;
     }
-    bad_opt = NULL; /* the options parsed; what follows checks their values */
-    if (W <= 0 || H <= 0 || W % 64 || H % 64 || rank < 1 || rank > 1024 || (ck != 0 && ck != 1) || batch < 1 ||
-        batch > 64 || steps < 0 || steps > 100)
-        goto usage;
     vkl_sd_config cfg;
     vkl_err e = {{0}};
     vkl_ctx *c = NULL;
@@ -237,11 +222,4 @@ done:
     vkl_weights_free(w);
     vkl_ctx_destroy(c);
     return rc;
-usage:
-    if (bad_opt) fprintf(stderr, "vklora bench %s: unknown option or bad value at '%s'\n", "train-step", bad_opt);
-    fprintf(stderr, "usage: vklora bench train-step --family sd1.5|sd2.1|sdxl (random weights of that size) or --model "
-                    "PATH (random weights of that model's size) --width W --height H [--rank 16] "
-                    "[--checkpointing 0|1] [--batch 1] [--steps 3 (0: plan only)] [--optimizer adamw|adamw8bit] "
-                    "[--mixed-precision no|fp16] (sizes multiples of 64)\n");
-    return 2;
 }

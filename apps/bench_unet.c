@@ -12,37 +12,27 @@
 
 int vkl_bench_unet(int argc, char **argv)
 {
-    const char *bad_opt = NULL;
     const char *family = "sd1.5";
     int W = 256, H = 256, steps = 2, batch = 2, lora_rank = 0;
     vkl_dtype dt = VKL_F16;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        bad_opt = k;
-        if (!v) goto usage;
-        i++;
-        if (!strcmp(k, "--family")) family = v;
-        else if (!strcmp(k, "--width")) {
-            if (vkl_bench_parse_int(v, 1, 65536, &W)) goto usage;
-        }
-        else if (!strcmp(k, "--height")) {
-            if (vkl_bench_parse_int(v, 1, 65536, &H)) goto usage;
-        }
-        else if (!strcmp(k, "--steps")) {
-            if (vkl_bench_parse_int(v, 0, 1000, &steps)) goto usage; /* 0: plan only (memory figures) */
-        }
-        else if (!strcmp(k, "--batch")) {
-            if (vkl_bench_parse_int(v, 1, 64, &batch)) goto usage;
-        }
-        else if (!strcmp(k, "--lora-rank")) {
-            if (vkl_bench_parse_int(v, 0, 1024, &lora_rank)) goto usage;
-        }
-        else if (!strcmp(k, "--weights")) {
-            if (vkl_dtype_parse(v, &dt) || (dt != VKL_F16 && dt != VKL_F32 && dt != VKL_NF4)) goto usage;
-        } else goto usage;
+    int dti = 0;
+    static const vkl_dtype dtypes[] = {VKL_F16, VKL_F32, VKL_NF4};
+    const vkl_arg opts[] = {
+        {"--family", NULL, VKL_ARG_STR, VKL_AS_STR(&family), .help = "sd1.5|sd2.1|sdxl"},
+        {"--width", NULL, VKL_ARG_INT, VKL_AS_INT(&W), 64, 65536, .help = "W  a multiple of 64"},
+        {"--height", NULL, VKL_ARG_INT, VKL_AS_INT(&H), 64, 65536, .help = "H  a multiple of 64"},
+        {"--steps", NULL, VKL_ARG_INT, VKL_AS_INT(&steps), 0, 1000, .help = "N  (0: plan only, the memory figures)"},
+        {"--batch", NULL, VKL_ARG_INT, VKL_AS_INT(&batch), 1, 64, .help = "N"},
+        {"--weights", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f16|f32|nf4", .help = "T"},
+        {"--lora-rank", NULL, VKL_ARG_INT, VKL_AS_INT(&lora_rank), 0, 1024, .help = "R  (0: none)"},
+    };
+    int prc = vkl_bench_args("unet", opts, (int)(sizeof opts / sizeof *opts), argc, argv);
+    if (prc) return prc == VKL_ARGS_HELP ? 0 : prc;
+    dt = dtypes[dti];
+    if (W % 64 || H % 64) {
+        fprintf(stderr, "vklora bench unet: --width %d --height %d: expected multiples of 64\n", W, H);
+        return 2;
     }
-    bad_opt = NULL; /* the options parsed; what follows checks their values */
-    if (W <= 0 || H <= 0 || W % 64 || H % 64 || steps < 0 || batch < 1) goto usage;
     vkl_sd_config cfg;
     vkl_err e = {{0}};
     vkl_ctx *c = NULL;
@@ -137,9 +127,4 @@ done:
     vkl_weights_free(w);
     vkl_ctx_destroy(c);
     return rc;
-usage:
-    if (bad_opt) fprintf(stderr, "vklora bench %s: unknown option or bad value at '%s'\n", "unet", bad_opt);
-    fprintf(stderr, "usage: vklora bench unet --family sd1.5|sd2.1|sdxl --width W --height H [--steps N (0: plan only)] [--batch N] "
-                    "[--weights f16|f32|nf4] [--lora-rank R] (sizes multiples of 64)\n");
-    return 2;
 }

@@ -1,6 +1,6 @@
 #include "bench_util.h"
 
-#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -17,23 +17,17 @@ int vkl_bench_cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int vkl_bench_parse_pos(const char *s, int64_t *out)
+int vkl_bench_args(const char *name, const vkl_arg *table, int n, int argc, char **argv)
 {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v <= 0) return -1;
-    *out = v;
-    return 0;
-}
-
-int vkl_bench_parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "bench %s", name);
+    int rc = vkl_args_parse(cmd, table, n, argc, argv, NULL);
+    if (rc) {
+        FILE *f = rc == VKL_ARGS_HELP ? stdout : stderr;
+        fprintf(f, "usage: vklora bench %s [options]\n", name);
+        vkl_args_help(f, table, n);
+    }
+    return rc;
 }
 
 int vkl_bench_time_graph_ex(vkl_graph *g, int min_reps, double min_seconds, double *median, int *reps_out,

@@ -4,15 +4,16 @@
 #ifndef VKL_BENCH_UTIL_H
 #define VKL_BENCH_UTIL_H
 
+#include "args.h"
 #include "vkl.h"
 
 double vkl_bench_now(void);
 /* qsort comparator for doubles */
 int vkl_bench_cmp_double(const void *a, const void *b);
-/* Parses a positive integer; -1 when s is not one. */
-int vkl_bench_parse_pos(const char *s, int64_t *out);
-/* A whole decimal integer in [lo, hi], or -1. */
-int vkl_bench_parse_int(const char *s, int lo, int hi, int *out);
+/* Reads benchmark NAME's options against its table (apps/args.h); a refusal
+ * is named and followed by the benchmark's options with their defaults.
+ * VKL_ARGS_OK, VKL_ARGS_HELP (the list printed on stdout) or VKL_ARGS_USAGE. */
+int vkl_bench_args(const char *name, const vkl_arg *table, int n, int argc, char **argv);
 /* Runs g once to warm up, then at least min_reps times and for at least
  * min_seconds (at most 200 runs); the median run time in *median. */
 int vkl_bench_time_graph(vkl_graph *g, int min_reps, double min_seconds, double *median, int *reps, vkl_err *e);

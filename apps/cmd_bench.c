@@ -21,28 +21,18 @@ static int bench_gemm(int argc, char **argv)
 {
     int64_t M = 1024, N = 1024, K = 1024;
     vkl_dtype dt = VKL_F32;
-    int min_reps = 3;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int bad = !v;
-        if (!bad && !strcmp(a, "--m")) bad = vkl_bench_parse_pos(v, &M), i++;
-        else if (!bad && !strcmp(a, "--n")) bad = vkl_bench_parse_pos(v, &N), i++;
-        else if (!bad && !strcmp(a, "--k")) bad = vkl_bench_parse_pos(v, &K), i++;
-        else if (!bad && !strcmp(a, "--reps")) {
-            int64_t r;
-            bad = vkl_bench_parse_pos(v, &r);
-            min_reps = (int)r;
-            i++;
-        } else if (!bad && !strcmp(a, "--dtype")) {
-            bad = vkl_dtype_parse(v, &dt) || (dt != VKL_F32 && dt != VKL_F16 && dt != VKL_BF16 && dt != VKL_NF4 &&
-                                                 dt != VKL_NF4_DQ);
-            i++;
-        } else bad = 1;
-        if (bad) {
-            fprintf(stderr, "vklora bench gemm: bad option '%s' (usage: --m M --n N --k K --dtype f32|f16|bf16|nf4|nf4dq [--reps R])\n", a);
-            return 2;
-        }
-    }
+    int min_reps = 3, dti = 0;
+    static const vkl_dtype dtypes[] = {VKL_F32, VKL_F16, VKL_BF16, VKL_NF4, VKL_NF4_DQ};
+    const vkl_arg opts[] = {
+        {"--m", NULL, VKL_ARG_I64, VKL_AS_I64(&M), 1, 1 << 30, .help = "M  rows of A"},
+        {"--n", NULL, VKL_ARG_I64, VKL_AS_I64(&N), 1, 1 << 30, .help = "N  columns of B"},
+        {"--k", NULL, VKL_ARG_I64, VKL_AS_I64(&K), 1, 1 << 30, .help = "K  the inner size"},
+        {"--dtype", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f32|f16|bf16|nf4|nf4dq", .help = "T  of B"},
+        {"--reps", NULL, VKL_ARG_INT, VKL_AS_INT(&min_reps), 1, 200, .help = "R  timed runs at least"},
+    };
+    int prc = vkl_bench_args("gemm", opts, (int)(sizeof opts / sizeof *opts), argc, argv);
+    if (prc) return prc == VKL_ARGS_HELP ? 0 : prc;
+    dt = dtypes[dti];
     vkl_ctx *c = NULL;
     vkl_err e = {{0}};
     if (vkl_ctx_create(NULL, &c, &e)) {

@@ -4,6 +4,7 @@
  * paths; LLaMA LoRA adapters go between PEFT and GGUF (llama.cpp's layout)
  * with the LLaMA model (--model) giving the heads whose rows GGUF reorders. */
 #include "app.h"
+#include "args.h"
 #include "lora_args.h"
 
 #include "llama/llama_gguf.h"
@@ -13,9 +14,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int usage(void)
+static int usage(FILE *f)
 {
-    fprintf(stderr,
+    fprintf(f,
             "usage: vklora convert IN -o OUT --to kohya|peft|gguf [--model MODEL] [--config adapter_config.json] [--force]\n"
             "  Reads a kohya / LyCORIS / diffusers / PEFT adapter and writes it as\n"
             "  kohya (lora_unet_..., .alpha, ss_* metadata) or PEFT (<module>.lora_A/B.weight\n"
@@ -64,24 +65,17 @@ int vkl_cmd_convert(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *to = NULL, *model = NULL, *config = NULL;
     int force = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if ((!strcmp(a, "-o") || !strcmp(a, "--to") || !strcmp(a, "--model") || !strcmp(a, "--config")) &&
-            i + 1 < argc) {
-            const char **dst = !strcmp(a, "-o") ? &out : !strcmp(a, "--to") ? &to : !strcmp(a, "--model") ? &model : &config;
-            *dst = argv[++i];
-        } else if (!strcmp(a, "--force")) {
-            force = 1;
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            return usage(), 0;
-        } else if (a[0] == '-' || in) {
-            fprintf(stderr, "vklora convert: unexpected argument %s\n", a);
-            return usage();
-        } else {
-            in = a;
-        }
-    }
-    if (!in || !out || !to) return usage();
+    const vkl_arg opts[] = {
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&out), .help = "OUT"},
+        {"--to", NULL, VKL_ARG_STR, VKL_AS_STR(&to), .help = "kohya|peft|gguf"},
+        {"--model", NULL, VKL_ARG_STR, VKL_AS_STR(&model), .help = "MODEL"},
+        {"--config", NULL, VKL_ARG_STR, VKL_AS_STR(&config), .help = "adapter_config.json"},
+        {"--force", NULL, VKL_ARG_FLAG, VKL_AS_INT(&force), .help = " replace OUT"},
+    };
+    vkl_args_rest input = {&in, 1, 0};
+    int prc = vkl_args_parse("convert", opts, (int)(sizeof opts / sizeof *opts), argc, argv, &input);
+    if (prc) return usage(prc == VKL_ARGS_HELP ? stdout : stderr), prc == VKL_ARGS_HELP ? 0 : prc;
+    if (!in || !out || !to) return usage(stderr);
     if (strcmp(to, "kohya") && strcmp(to, "peft") && strcmp(to, "gguf")) {
         fprintf(stderr, "vklora convert: --to must be kohya, peft or gguf, not %s\n", to);
         return 2;

@@ -7,6 +7,7 @@
  * directory listing order. The folder is built as OUTDIR.tmp and moved into
  * place only when complete, so a failure leaves no half-written dataset. */
 #include "app.h"
+#include "args.h"
 #include "emoji_image.h"
 #include "emoji_names.h"
 #include "emoji_source.h"
@@ -65,35 +66,20 @@ static int parse(int argc, char **argv, args *a)
     a->cldr = VKL_EMOJI_CLDR_EN;
     a->size = 32;
     a->quiet = vkl_log_get_level() < VKL_LOG_INFO;
-    for (int i = 2; i < argc; i++) {
-        const char *o = argv[i];
-        const char **dst = !strcmp(o, "--font")           ? &a->font
-                           : !strcmp(o, "--png-dir")      ? &a->png_dir
-                           : !strcmp(o, "--unicode-data") ? &a->unicode_data
-                           : !strcmp(o, "--cldr")         ? &a->cldr
-                           : !strcmp(o, "-o")             ? &a->out
-                                                          : NULL;
-        if (dst && i + 1 < argc) {
-            *dst = argv[++i];
-        } else if (!strcmp(o, "--size") && i + 1 < argc) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 1 || v > 4096) {
-                fprintf(stderr, "vklora dataset emoji: --size must be 1..4096, not %s\n", argv[i]);
-                return 2;
-            }
-            a->size = (int)v;
-        } else if (!strcmp(o, "--force")) {
-            a->force = 1;
-        } else if (!strcmp(o, "--quiet") || !strcmp(o, "-q")) {
-            a->quiet = 1;
-        } else if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
-            return usage(stdout, 0), -1;
-        } else {
-            fprintf(stderr, "vklora dataset emoji: unexpected argument %s\n", o);
-            return usage(stderr, 2);
-        }
-    }
+    const vkl_arg opts[] = {
+        {"--font", NULL, VKL_ARG_STR, VKL_AS_STR(&a->font), .help = "FILE"},
+        {"--png-dir", NULL, VKL_ARG_STR, VKL_AS_STR(&a->png_dir), .help = "DIR"},
+        {"--unicode-data", NULL, VKL_ARG_STR, VKL_AS_STR(&a->unicode_data), .help = "FILE"},
+        {"--cldr", NULL, VKL_ARG_STR, VKL_AS_STR(&a->cldr), .help = "FILE|none"},
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&a->out), .help = "OUTDIR"},
+        {"--size", NULL, VKL_ARG_INT, VKL_AS_INT(&a->size), 1, 4096, .help = "N"},
+        {"--force", NULL, VKL_ARG_FLAG, VKL_AS_INT(&a->force), .help = " replace OUTDIR"},
+        {"--quiet", "-q", VKL_ARG_FLAG, VKL_AS_INT(&a->quiet), .help = " no progress"},
+    };
+    /* argv[1] is the kind ("emoji") */
+    int prc = vkl_args_parse("dataset emoji", opts, (int)(sizeof opts / sizeof *opts), argc - 1, argv + 1, NULL);
+    if (prc == VKL_ARGS_HELP) return usage(stdout, 0), -1;
+    if (prc) return usage(stderr, prc);
     if (a->font && a->png_dir) {
         fprintf(stderr, "vklora dataset emoji: give --font or --png-dir, not both\n");
         return 2;

@@ -1,5 +1,6 @@
 /* vklora devices [--json]: every Vulkan device with its limits and features. */
 #include "app.h"
+#include "args.h"
 #include "vkl.h"
 
 #include <stdlib.h>
@@ -8,17 +9,14 @@
 int vkl_cmd_devices(int argc, char **argv)
 {
     int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: vklora devices [--json]\n"
-                   "Lists every Vulkan device with its limits and features, in the order --device N counts them.\n");
-            return 0;
-        } else {
-            fprintf(stderr, "vklora devices: unknown option '%s'\n", argv[i]);
-            return 2;
-        }
+    const vkl_arg opts[] = {{"--json", NULL, VKL_ARG_FLAG, VKL_AS_INT(&json), .help = " print JSON"}};
+    int prc = vkl_args_parse("devices", opts, 1, argc, argv, NULL);
+    if (prc == VKL_ARGS_HELP) {
+        printf("usage: vklora devices [--json]\n"
+               "Lists every Vulkan device with its limits and features, in the order --device N counts them.\n");
+        return 0;
     }
+    if (prc) return prc;
     vkl_caps *caps = NULL;
     int n = 0;
     vkl_err e = {{0}};

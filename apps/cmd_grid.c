@@ -2,6 +2,7 @@
  * pixels, so small pictures such as vklora's own 32 px ones stay sharp), for
  * model cards and READMEs. */
 #include "app.h"
+#include "args.h"
 
 #include "io/image.h"
 
@@ -11,39 +12,25 @@
 static const char *usage_text = "usage: vklora grid [--columns N (8)] [--scale S (1)] [--gap G (2)] -o OUT.png IMAGE...\n"
                                 "  lays out images of one size row by row on white, each enlarged S times\n";
 
-static int parse(const char *v, int lo, int hi, int *out)
-{
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) return -1;
-    *out = (int)x;
-    return 0;
-}
-
 int vkl_cmd_grid(int argc, char **argv)
 {
     int cols = 8, scale = 1, gap = 2, n = 0;
     const char *out = NULL;
     const char **files = calloc((size_t)argc, sizeof *files);
     if (!files) return 1;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int bad = 0;
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            fputs(usage_text, stdout);
-            free(files);
-            return 0;
-        } else if (!strcmp(k, "--columns") && v) bad = parse(v, 1, 1024, &cols), i++;
-        else if (!strcmp(k, "--scale") && v) bad = parse(v, 1, 64, &scale), i++;
-        else if (!strcmp(k, "--gap") && v) bad = parse(v, 0, 256, &gap), i++;
-        else if ((!strcmp(k, "-o") || !strcmp(k, "--output")) && v) out = v, i++;
-        else if (k[0] == '-') bad = 1;
-        else files[n++] = k;
-        if (bad) {
-            fprintf(stderr, "vklora grid: bad option or value '%s'\n%s", k, usage_text);
-            free(files);
-            return 2;
-        }
+    const vkl_arg opts[] = {
+        {"--columns", NULL, VKL_ARG_INT, VKL_AS_INT(&cols), 1, 1024, .help = "N"},
+        {"--scale", NULL, VKL_ARG_INT, VKL_AS_INT(&scale), 1, 64, .help = "S"},
+        {"--gap", NULL, VKL_ARG_INT, VKL_AS_INT(&gap), 0, 256, .help = "G"},
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&out), .help = "OUT.png"},
+    };
+    vkl_args_rest images = {files, argc, 0};
+    int prc = vkl_args_parse("grid", opts, (int)(sizeof opts / sizeof *opts), argc, argv, &images);
+    n = images.n;
+    if (prc) {
+        fputs(usage_text, prc == VKL_ARGS_HELP ? stdout : stderr);
+        free(files);
+        return prc == VKL_ARGS_HELP ? 0 : prc;
     }
     if (!out || !n) {
         fprintf(stderr, "vklora grid: give -o OUT.png and at least one image\n%s", usage_text);

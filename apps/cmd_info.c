@@ -2,10 +2,12 @@
  * sniffed from its first bytes (the extension only breaks ties), then one
  * report function per type takes over; new types add a row to `types`. */
 #include "app.h"
+#include "args.h"
 #include "info.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -83,9 +85,9 @@ static int info_one(const char *path, int json)
     return 1;
 }
 
-static int usage(void)
+static int usage(FILE *f)
 {
-    fprintf(stderr, "usage: vklora info [--json] FILE...\n"
+    fprintf(f, "usage: vklora info [--json] FILE...\n"
                     "  Describes each FILE: for .safetensors the tensor count, bytes per dtype,\n"
                     "  metadata, and what it holds (SD checkpoint, diffusers component, LoRA\n"
                     "  adapter with its format, ranks, alphas and target modules); for GGUF the\n"
@@ -98,24 +100,25 @@ static int usage(void)
 
 int vkl_cmd_info(int argc, char **argv)
 {
-    int json = 0, nfiles = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return usage(), 0;
-        else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "vklora info: unknown option %s\n", argv[i]);
-            return usage();
-        } else nfiles++;
+    int json = 0;
+    const char **files = calloc((size_t)argc, sizeof *files);
+    if (!files) return 1;
+    const vkl_arg opts[] = {{"--json", NULL, VKL_ARG_FLAG, VKL_AS_INT(&json), .help = " print JSON"}};
+    vkl_args_rest rest = {files, argc, 0};
+    int prc = vkl_args_parse("info", opts, 1, argc, argv, &rest);
+    int nfiles = rest.n;
+    if (prc || !nfiles) {
+        free(files);
+        return prc == VKL_ARGS_HELP ? usage(stdout), 0 : usage(stderr);
     }
-    if (!nfiles) return usage();
-    int rc = 0, k = 0;
+    int rc = 0;
     if (json && nfiles > 1) puts("[");
-    for (int i = 1; i < argc; i++) {
-        if (argv[i][0] == '-' && argv[i][1]) continue;
-        if (json && nfiles > 1 && k++) puts(",");
-        if (!json && k++) putchar('\n');
-        if (info_one(argv[i], json)) rc = 1;
+    for (int i = 0; i < nfiles; i++) {
+        if (json && nfiles > 1 && i) puts(",");
+        if (!json && i) putchar('\n');
+        if (info_one(files[i], json)) rc = 1;
     }
+    free(files);
     if (json && nfiles > 1) puts("]");
     return rc;
 }

@@ -5,6 +5,7 @@
  * diffusers folder with random weights for any architecture its config files
  * describe (the start of vklora's own model, trained from scratch). */
 #include "app.h"
+#include "args.h"
 
 #include "sd/sd_folder_write.h"
 #include "sd/sd_random.h"
@@ -25,39 +26,25 @@ int vkl_cmd_init_model(int argc, char **argv)
 {
     const char *family = "sd1.5", *out = NULL, *configs = NULL, *tokenizer = NULL;
     int random = 0, force = 0;
-    uint64_t seed = 0;
-    vkl_dtype dt = VKL_F16;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(k, "--random")) random = 1;
-        else if (!strcmp(k, "--family") && v) family = v, i++;
-        else if (!strcmp(k, "--configs") && v) configs = v, i++;
-        else if (!strcmp(k, "--tokenizer") && v) tokenizer = v, i++;
-        else if (!strcmp(k, "--force")) force = 1;
-        else if ((!strcmp(k, "-o") || !strcmp(k, "--output")) && v) out = v, i++;
-        else if (!strcmp(k, "--seed") && v) {
-            char *end;
-            seed = strtoull(v, &end, 10);
-            if (!*v || *end || v[0] == '-') {
-                fprintf(stderr, "vklora init-model: --seed %s is not a number\n", v);
-                return 2;
-            }
-            i++;
-        }
-        else if (!strcmp(k, "--dtype") && v) {
-            if (vkl_dtype_parse(v, &dt) || (dt != VKL_F16 && dt != VKL_F32)) {
-                fprintf(stderr, "vklora init-model: --dtype f16 or f32\n");
-                return 2;
-            }
-            i++;
-        } else if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            fputs(usage_text, stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "vklora init-model: %s %s\n%s", k, v ? "is not an option" : "needs a value", usage_text);
-            return 2;
-        }
+    unsigned long long seed = 0;
+    int dti = 0;
+    static const vkl_dtype dtypes[] = {VKL_F16, VKL_F32};
+    const vkl_arg opts[] = {
+        {"--random", NULL, VKL_ARG_FLAG, VKL_AS_INT(&random), .help = " random weights"},
+        {"--family", NULL, VKL_ARG_STR, VKL_AS_STR(&family), .help = "sd1.5|sd2.1|sdxl"},
+        {"--configs", NULL, VKL_ARG_STR, VKL_AS_STR(&configs), .help = "DIR"},
+        {"--tokenizer", NULL, VKL_ARG_STR, VKL_AS_STR(&tokenizer), .help = "DIR"},
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&out), .help = "FILE|OUTDIR"},
+        {"--seed", NULL, VKL_ARG_U64, VKL_AS_U64(&seed), .help = "N"},
+        {"--dtype", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f16|f32", .help = "T"},
+        {"--force", NULL, VKL_ARG_FLAG, VKL_AS_INT(&force), .help = " replace OUTDIR"},
+    };
+    int prc = vkl_args_parse("init-model", opts, (int)(sizeof opts / sizeof *opts), argc, argv, NULL);
+    if (prc) {
+        fputs(usage_text, prc == VKL_ARGS_HELP ? stdout : stderr);
+        return prc == VKL_ARGS_HELP ? 0 : prc;
     }
+    vkl_dtype dt = dtypes[dti];
     if (!random || !out) {
         fprintf(stderr, "vklora init-model: only --random models can be made; give --random and -o FILE\n");
         return 2;

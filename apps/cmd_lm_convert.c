@@ -2,6 +2,7 @@
  * file) written as a GGUF file in llama.cpp's layout, its matrices quantised
  * to one block type, with the tokenizer in the metadata. */
 #include "app.h"
+#include "args.h"
 
 #include "io/gguf.h"
 #include "llama/llama_gguf.h"
@@ -21,32 +22,31 @@ static void usage(FILE *f)
                "(Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16); norm weights stay F32.\n");
 }
 
+static int read_quant(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    if (!vkl_gguf_type_parse(v, dest)) return 0;
+    fprintf(stderr, "vklora %s: %s '%s': expected one of F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K\n", cmd,
+            opt, v);
+    return 1;
+}
+
 int vkl_cmd_lm_convert(int argc, char **argv)
 {
     const char *model = NULL, *out = NULL, *tok_path = NULL, *name = NULL;
     int type = VKL_GQ_F32, force = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--model") && v) model = argv[++i];
-        else if (!strcmp(a, "-o") && v) out = argv[++i];
-        else if (!strcmp(a, "--tokenizer") && v) tok_path = argv[++i];
-        else if (!strcmp(a, "--name") && v) name = argv[++i];
-        else if (!strcmp(a, "--device") && v) vkl_ctx_default_device(argv[++i], "--device ");
-        else if (!strcmp(a, "--quant") && v) {
-            if (vkl_gguf_type_parse(argv[++i], &type)) {
-                fprintf(stderr, "vklora lm convert: --quant %s is not one of F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 "
-                                "Q4_K Q5_K Q6_K\n", v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--force")) force = 1;
-        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "vklora lm convert: unknown or incomplete argument %s\n", a);
-            usage(stderr);
-            return 2;
-        }
+    const vkl_arg opts[] = {
+        {"--model", NULL, VKL_ARG_STR, VKL_AS_STR(&model), .help = "DIR|FILE"},
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&out), .help = "OUT.gguf"},
+        {"--tokenizer", NULL, VKL_ARG_STR, VKL_AS_STR(&tok_path), .help = "tokenizer.model"},
+        {"--name", NULL, VKL_ARG_STR, VKL_AS_STR(&name), .help = "NAME"},
+        {"--quant", NULL, VKL_ARG_CALL, &type, .call = read_quant, .help = "TYPE"},
+        {"--device", NULL, VKL_ARG_CALL, NULL, .call = vkl_app_arg_device, .help = "N|cpu|gpu|NAME"},
+        {"--force", NULL, VKL_ARG_FLAG, VKL_AS_INT(&force), .help = " replace OUT"},
+    };
+    int prc = vkl_args_parse("lm convert", opts, (int)(sizeof opts / sizeof *opts), argc, argv, NULL);
+    if (prc) {
+        usage(prc == VKL_ARGS_HELP ? stdout : stderr);
+        return prc == VKL_ARGS_HELP ? 0 : prc;
     }
     if (!model || !out) {
         usage(stderr);

@@ -6,7 +6,9 @@
  * adapter factors are re-uploaded for each candidate: the model is loaded
  * once. The output folder is an ordinary PEFT adapter (`lm generate --lora`)
  * with the weights in its metadata and the search in lorahub_log.csv. */
+#include "io/text.h"
 #include "app.h"
+#include "args.h"
 #include "quant.h"
 #include "io/dir.h"
 #include "lm_data.h"
@@ -64,10 +66,24 @@ static void usage(FILE *f)
             "lorahub_log.csv. An existing adapter in OUT_DIR is replaced only with --force.\n");
 }
 
-static int bad(const char *opt, const char *v, const char *want)
+static int read_chat(const char *cmd, const char *opt, const char *v, void *dest)
 {
-    fprintf(stderr, "vklora " CMD ": %s %s: %s\n", opt, v, want);
-    return 2;
+    vkl_chat probe;
+    vkl_err pe;
+    if (vkl_chat_from_name(v, &probe, &pe)) {
+        fprintf(stderr, "vklora %s: %s '%s': %s\n", cmd, opt, v, pe.msg);
+        return 1;
+    }
+    *(const char **)dest = v;
+    return 0;
+}
+
+static int read_weights(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    args *a = dest;
+    if (vkl_app_arg_dense_dtype(cmd, opt, v, &a->weights)) return 1;
+    a->weights_given = 1;
+    return 0;
 }
 
 static int parse(int argc, char **argv, args *a)
@@ -78,64 +94,26 @@ static int parse(int argc, char **argv, args *a)
     a->l1 = 0.05;
     a->sigma = 0.2;
     const char *list = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
-            usage(stdout);
-            return 1;
-        }
-        if (!strcmp(o, "--force")) {
-            a->force = 1;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "vklora " CMD ": unknown or incomplete argument %s\n", o);
-            usage(stderr);
-            return 2;
-        }
-        i++;
-        char *end;
-        errno = 0;
-        if (!strcmp(o, "--model")) a->model = v;
-        else if (!strcmp(o, "--adapters")) list = v;
-        else if (!strcmp(o, "--data")) a->data = v;
-        else if (!strcmp(o, "-o") || !strcmp(o, "--output")) a->out = v;
-        else if (!strcmp(o, "--tokenizer")) a->tok = v;
-        else if (!strcmp(o, "--chat-template")) {
-            vkl_chat probe;
-            vkl_err pe;
-            if (vkl_chat_from_name(v, &probe, &pe)) return bad(o, v, pe.msg);
-            a->chat = v;
-        } else if (!strcmp(o, "--steps")) {
-            long x = strtol(v, &end, 10);
-            if (!*v || *end || errno || x < 1 || x > 100000) return bad(o, v, "expected an integer in [1, 100000]");
-            a->steps = (int)x;
-        } else if (!strcmp(o, "--seq-len")) {
-            long x = strtol(v, &end, 10);
-            if (!*v || *end || errno || x < 2 || x > 1 << 20) return bad(o, v, "expected an integer in [2, 1048576]");
-            a->seq_len = (int)x;
-        } else if (!strcmp(o, "--l1")) {
-            double x = strtod(v, &end);
-            if (!*v || *end || !isfinite(x) || x < 0) return bad(o, v, "expected a number >= 0");
-            a->l1 = x;
-        } else if (!strcmp(o, "--sigma")) {
-            double x = strtod(v, &end);
-            if (!*v || *end || !isfinite(x) || x <= 0 || x > 3) return bad(o, v, "expected a number in (0, 3]");
-            a->sigma = x;
-        } else if (!strcmp(o, "--seed")) {
-            unsigned long long x = strtoull(v, &end, 10);
-            if (!*v || *end || errno || v[0] == '-') return bad(o, v, "expected an integer >= 0");
-            a->seed = x;
-        } else if (!strcmp(o, "--base-dtype") || !strcmp(o, "--weights")) {
-            if (vkl_app_base_dtype(v, &a->weights) || vkl_dtype_is_quant(a->weights)) return bad(o, v, "expected f32, f16 or bf16");
-            a->weights_given = 1;
-        } else if (!strcmp(o, "--device")) vkl_ctx_default_device(v, "--device ");
-        else {
-            fprintf(stderr, "vklora " CMD ": unknown argument %s\n", o);
-            usage(stderr);
-            return 2;
-        }
-    }
+    const vkl_arg opts[] = {
+        {"--model", NULL, VKL_ARG_STR, VKL_AS_STR(&a->model), .help = "DIR"},
+        {"--adapters", NULL, VKL_ARG_STR, VKL_AS_STR(&list), .help = "A,B[,C...]"},
+        {"--data", NULL, VKL_ARG_STR, VKL_AS_STR(&a->data), .help = "FEW.jsonl"},
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&a->out), .help = "OUT_DIR"},
+        {"--tokenizer", NULL, VKL_ARG_STR, VKL_AS_STR(&a->tok), .help = "FILE"},
+        {"--chat-template", NULL, VKL_ARG_CALL, &a->chat, .call = read_chat},
+        {"--steps", NULL, VKL_ARG_INT, VKL_AS_INT(&a->steps), 1, 100000, .help = "N"},
+        {"--seq-len", NULL, VKL_ARG_INT, VKL_AS_INT(&a->seq_len), 2, 1 << 20, .help = "N"},
+        {"--l1", NULL, VKL_ARG_DOUBLE, VKL_AS_DOUBLE(&a->l1), 0, INFINITY, .help = "X  weight of sum |w_i|"},
+        {"--sigma", NULL, VKL_ARG_DOUBLE, VKL_AS_DOUBLE(&a->sigma), 0, 3, .lo_open = 1, .help = "X  CMA-ES step size"},
+        {"--seed", NULL, VKL_ARG_U64, VKL_AS_U64(&a->seed), .help = "S"},
+        {"--base-dtype", "--weights", VKL_ARG_CALL, a, .call = read_weights},
+        {"--force", NULL, VKL_ARG_FLAG, VKL_AS_INT(&a->force), .help = "replace OUT_DIR's adapter"},
+        {"--device", NULL, VKL_ARG_CALL, NULL, .call = vkl_app_arg_device},
+    };
+    int rc = vkl_args_parse(CMD, opts, (int)(sizeof opts / sizeof *opts), argc, argv, NULL);
+    if (rc == VKL_ARGS_HELP) usage(stdout);
+    if (rc == VKL_ARGS_USAGE) usage(stderr);
+    if (rc) return rc;
     if (!a->model || !list || !a->data || !a->out) {
         fprintf(stderr, "vklora " CMD ": --model, --adapters, --data and -o are required\n");
         usage(stderr);
@@ -180,13 +158,9 @@ static int check_out(const char *out, int force, vkl_err *e)
 
 static cJSON *read_json(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = malloc(1 << 20);
-    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-    fclose(f);
-    if (!buf) return NULL;
-    buf[n] = 0;
+    char *buf;
+    vkl_err ignored;
+    if (vkl_read_text_file(path, 1 << 20, &buf, NULL, &ignored)) return NULL;
     cJSON *j = cJSON_Parse(buf);
     free(buf);
     return j;

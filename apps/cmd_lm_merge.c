@@ -4,12 +4,13 @@
  * projections (lora_delta.h, in double), config.json and the tokenizer
  * files copied. Written into a temporary folder beside OUTDIR, then renamed. */
 #include "app.h"
+#include "io/text.h"
+#include "args.h"
 
 #include "llama/llama_shards.h"
 #include "lora/lora_delta.h"
 #include "lora/lora_file.h"
 #include "lora_args.h"
-#include "sd/sd_config.h" /* vkl_sd_read_text_file */
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -143,7 +144,7 @@ static int merge(const job *j, const char *tmp, vkl_err *e)
     /* config.json, with torch_dtype following --dtype */
     char *cfg = NULL;
     snprintf(p, sizeof p, "%s/config.json", j->model);
-    if (vkl_sd_read_text_file(p, 1 << 20, &cfg, e)) return -1;
+    if (vkl_read_text_file(p, 1 << 20, &cfg, NULL, e)) return -1;
     cJSON *c = cJSON_Parse(cfg);
     free(cfg);
     if (!c) return vkl_fail(e, "%s: not JSON", p);
@@ -198,45 +199,46 @@ static int ours_only(const char *dir)
     return ok;
 }
 
+static int read_dtype(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    job *j = dest;
+    j->dtype_given = 1;
+    return vkl_app_arg_dense_dtype(cmd, opt, v, &j->dt);
+}
+
+/* --lora DIR[:W], given once per adapter */
+static int add_lora(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    job *j = dest;
+    if (j->nlora == MAX_LORA) {
+        fprintf(stderr, "vklora %s: at most %d adapters\n", cmd, MAX_LORA);
+        return 1;
+    }
+    vkl_err pe;
+    int nw;
+    j->w[j->nlora] = 1;
+    if (vkl_app_lora_spec(v, j->lora[j->nlora], sizeof j->lora[j->nlora], &j->w[j->nlora], 1, &nw, &pe)) {
+        fprintf(stderr, "vklora %s: %s %s\n", cmd, opt, pe.msg);
+        return 1;
+    }
+    j->nlora++;
+    return 0;
+}
+
 int vkl_cmd_lm_merge(int argc, char **argv)
 {
     job j = {.dt = VKL_F32};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--force")) j.force = 1;
-        else if (!strcmp(a, "--model") && v) j.model = argv[++i];
-        else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) j.out = argv[++i];
-        else if (!strcmp(a, "--dtype") && v) {
-            i++;
-            j.dtype_given = 1;
-            if (!strcmp(v, "f32")) j.dt = VKL_F32;
-            else if (!strcmp(v, "f16")) j.dt = VKL_F16;
-            else if (!strcmp(v, "bf16")) j.dt = VKL_BF16;
-            else {
-                fprintf(stderr, "vklora lm merge: --dtype f32, f16 or bf16, not '%s'\n", v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--lora") && v) {
-            if (j.nlora == MAX_LORA) {
-                fprintf(stderr, "vklora lm merge: at most %d adapters\n", MAX_LORA);
-                return 2;
-            }
-            vkl_err pe;
-            int nw;
-            j.w[j.nlora] = 1;
-            if (vkl_app_lora_spec(argv[++i], j.lora[j.nlora], sizeof j.lora[j.nlora], &j.w[j.nlora], 1, &nw, &pe)) {
-                fprintf(stderr, "vklora lm merge: --lora %s\n", pe.msg);
-                return 2;
-            }
-            j.nlora++;
-        } else {
-            fprintf(stderr, "vklora lm merge: unknown or incomplete argument %s\n", a);
-            usage(stderr);
-            return 2;
-        }
+    const vkl_arg opts[] = {
+        {"--model", NULL, VKL_ARG_STR, VKL_AS_STR(&j.model), .help = "DIR"},
+        {"--lora", NULL, VKL_ARG_CALL, &j, .call = add_lora, .help = "DIR[:W]"},
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&j.out), .help = "OUT_DIR"},
+        {"--dtype", NULL, VKL_ARG_CALL, &j, .call = read_dtype, .help = "f32|f16|bf16"},
+        {"--force", NULL, VKL_ARG_FLAG, VKL_AS_INT(&j.force), .help = " replace OUT_DIR"},
+    };
+    int prc = vkl_args_parse("lm merge", opts, (int)(sizeof opts / sizeof *opts), argc, argv, NULL);
+    if (prc) {
+        usage(prc == VKL_ARGS_HELP ? stdout : stderr);
+        return prc == VKL_ARGS_HELP ? 0 : prc;
     }
     if (!j.model || !j.out || !j.nlora) {
         usage(stderr);

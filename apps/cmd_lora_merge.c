@@ -5,6 +5,7 @@
  * `vklora merge --model BASE --lora A[:W] ... -o OUT [--dtype f16|f32]`
  * bakes the adapters into a checkpoint in BASE's layout (sd/sd_bake.h). */
 #include "app.h"
+#include "args.h"
 #include "lora/lora_combine.h"
 #include "sd/sd_bake.h"
 #include "lora_args.h"
@@ -19,9 +20,9 @@
 
 #define MAX_INPUTS 64
 
-static int usage(void)
+static int usage(FILE *f)
 {
-    fprintf(stderr,
+    fprintf(f,
             "usage: vklora merge --lora FILE[:WEIGHT] [--lora FILE[:WEIGHT] ...] -o OUT\n"
             "                    [--rank R] [--to kohya|peft] [--names MODEL] [--force]\n"
             "       vklora merge --lora FILE|PEFT_DIR --rank-at-inference R -o OUT [--to kohya|peft] [--force]\n"
@@ -144,59 +145,54 @@ static int cut(const char *path, const char *names, int r, const char *to, const
     return rc;
 }
 
+/* --lora FILE[:WEIGHT], given once per adapter */
+typedef struct merge_inputs {
+    const char *paths[MAX_INPUTS];
+    char path_buf[MAX_INPUTS][4096];
+    double weights[MAX_INPUTS];
+    int n;
+} merge_inputs;
+
+static int add_lora(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    merge_inputs *in = dest;
+    if (in->n == MAX_INPUTS) return fprintf(stderr, "vklora %s: at most %d adapters\n", cmd, MAX_INPUTS), 1;
+    float w[1] = {1.0f};
+    int nw;
+    vkl_err pe;
+    if (vkl_app_lora_spec(v, in->path_buf[in->n], sizeof in->path_buf[in->n], w, 1, &nw, &pe))
+        return fprintf(stderr, "vklora %s: %s %s\n", cmd, opt, pe.msg), 1;
+    in->paths[in->n] = in->path_buf[in->n];
+    in->weights[in->n] = nw ? w[0] : 1.0;
+    in->n++;
+    return 0;
+}
+
 int vkl_cmd_merge(int argc, char **argv)
 {
-    const char *paths[MAX_INPUTS], *out = NULL, *to = NULL, *model = NULL, *base = NULL, *dtype = NULL, *yaml = NULL;
-    static char path_buf[MAX_INPUTS][4096];
-    double weights[MAX_INPUTS];
-    int n = 0, rank = 0, force = 0, verbose = 0, rank_at = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--lora") && i + 1 < argc) {
-            if (n == MAX_INPUTS) return fprintf(stderr, "vklora merge: at most %d adapters\n", MAX_INPUTS), 2;
-            float w[1] = {1.0f};
-            int nw;
-            vkl_err pe;
-            if (vkl_app_lora_spec(argv[++i], path_buf[n], sizeof path_buf[n], w, 1, &nw, &pe))
-                return fprintf(stderr, "vklora merge: --lora %s\n", pe.msg), 2;
-            paths[n] = path_buf[n];
-            weights[n] = nw ? w[0] : 1.0;
-            n++;
-        } else if (!strcmp(a, "-o") && i + 1 < argc) {
-            out = argv[++i];
-        } else if (!strcmp(a, "--to") && i + 1 < argc) {
-            to = argv[++i];
-        } else if (!strcmp(a, "--names") && i + 1 < argc) {
-            model = argv[++i];
-        } else if (!strcmp(a, "--model") && i + 1 < argc) {
-            base = argv[++i];
-        } else if (!strcmp(a, "--dtype") && i + 1 < argc) {
-            dtype = argv[++i];
-        } else if (!strcmp(a, "--model-config") && i + 1 < argc) {
-            yaml = argv[++i];
-        } else if (!strcmp(a, "--rank") && i + 1 < argc) {
-            char *end;
-            long r = strtol(argv[++i], &end, 10);
-            if (*end || r < 1 || r > 100000) return fprintf(stderr, "vklora merge: bad --rank %s\n", argv[i]), 2;
-            rank = (int)r;
-        } else if (!strcmp(a, "--rank-at-inference") && i + 1 < argc) {
-            char *end;
-            long r = strtol(argv[++i], &end, 10);
-            if (*end || r < 1 || r > 100000)
-                return fprintf(stderr, "vklora merge: bad --rank-at-inference %s (a positive rank)\n", argv[i]), 2;
-            rank_at = (int)r;
-        } else if (!strcmp(a, "--force")) {
-            force = 1;
-        } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
-            verbose = 1;
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            return usage(), 0;
-        } else {
-            fprintf(stderr, "vklora merge: unexpected argument %s\n", a);
-            return usage();
-        }
-    }
-    if (!n || !out) return usage();
+    const char *out = NULL, *to = NULL, *model = NULL, *base = NULL, *dtype = NULL, *yaml = NULL;
+    static merge_inputs inputs;
+    int rank = 0, force = 0, verbose = 0, rank_at = 0;
+    const vkl_arg opts[] = {
+        {"--lora", NULL, VKL_ARG_CALL, &inputs, .call = add_lora, .help = "FILE[:WEIGHT]"},
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&out), .help = "OUT"},
+        {"--to", NULL, VKL_ARG_STR, VKL_AS_STR(&to), .help = "kohya|peft"},
+        {"--names", NULL, VKL_ARG_STR, VKL_AS_STR(&model), .help = "MODEL"},
+        {"--model", NULL, VKL_ARG_STR, VKL_AS_STR(&base), .help = "MODEL"},
+        {"--dtype", NULL, VKL_ARG_STR, VKL_AS_STR(&dtype), .help = "f16|f32"},
+        {"--model-config", NULL, VKL_ARG_STR, VKL_AS_STR(&yaml), .help = "FILE.yaml"},
+        {"--rank", NULL, VKL_ARG_INT, VKL_AS_INT(&rank), 1, 100000, .help = "R"},
+        {"--rank-at-inference", NULL, VKL_ARG_INT, VKL_AS_INT(&rank_at), 1, 100000, .help = "R"},
+        {"--force", NULL, VKL_ARG_FLAG, VKL_AS_INT(&force), .help = " replace OUT"},
+        {"--verbose", "-v", VKL_ARG_FLAG, VKL_AS_INT(&verbose), .help = " per-module lines"},
+    };
+    inputs.n = 0;
+    int prc = vkl_args_parse("merge", opts, (int)(sizeof opts / sizeof *opts), argc, argv, NULL);
+    if (prc) return usage(prc == VKL_ARGS_HELP ? stdout : stderr), prc == VKL_ARGS_HELP ? 0 : prc;
+    const char **paths = inputs.paths;
+    double *weights = inputs.weights;
+    int n = inputs.n;
+    if (!n || !out) return usage(stderr);
     struct stat st;
     for (int i = 0; i < n; i++)
         if (stat(paths[i], &st)) return fprintf(stderr, "vklora merge: adapter %s not found\n", paths[i]), 1;

@@ -7,6 +7,7 @@
  * candidate rewrites the adapter factors in place. Writes a kohya LoRA with
  * the weights in its metadata, and OUT's stem + "_lorahub.csv" as the log. */
 #include "app.h"
+#include "args.h"
 #include "lorahub_report.h"
 #include "progress.h"
 
@@ -53,26 +54,6 @@ static void usage(FILE *f)
             "An existing OUT is replaced only with --force.\n");
 }
 
-static int bad(const char *opt, const char *v, const char *want)
-{
-    fprintf(stderr, "vklora " CMD ": %s %s: %s\n", opt, v, want);
-    return 2;
-}
-
-static int get_int(const char *o, const char *v, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        char want[80];
-        snprintf(want, sizeof want, "expected an integer in [%ld, %ld]", lo, hi);
-        return bad(o, v, want);
-    }
-    *out = (int)x;
-    return 0;
-}
-
 static int parse(int argc, char **argv, args *a)
 {
     memset(a, 0, sizeof *a);
@@ -82,51 +63,25 @@ static int parse(int argc, char **argv, args *a)
     a->resolution = 512;
     a->timesteps = 4;
     const char *list = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
-            usage(stdout);
-            return 1;
-        }
-        if (!strcmp(o, "--force")) {
-            a->force = 1;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "vklora " CMD ": unknown or incomplete argument %s\n", o);
-            usage(stderr);
-            return 2;
-        }
-        i++;
-        char *end;
-        int rc = 0;
-        if (!strcmp(o, "--model")) a->model = v;
-        else if (!strcmp(o, "--adapters")) list = v;
-        else if (!strcmp(o, "--images")) a->images = v;
-        else if (!strcmp(o, "-o") || !strcmp(o, "--output")) a->out = v;
-        else if (!strcmp(o, "--model-config")) a->model_config = v;
-        else if (!strcmp(o, "--steps")) rc = get_int(o, v, 1, 100000, &a->steps);
-        else if (!strcmp(o, "--resolution")) rc = get_int(o, v, 8, 8192, &a->resolution);
-        else if (!strcmp(o, "--timesteps")) rc = get_int(o, v, 1, 1000, &a->timesteps);
-        else if (!strcmp(o, "--l1") || !strcmp(o, "--sigma")) {
-            double x = strtod(v, &end);
-            int sig = !strcmp(o, "--sigma");
-            if (!*v || *end || !isfinite(x) || x < 0 || (sig && (x == 0 || x > 3)))
-                return bad(o, v, sig ? "expected a number in (0, 3]" : "expected a number >= 0");
-            *(sig ? &a->sigma : &a->l1) = x;
-        } else if (!strcmp(o, "--seed")) {
-            errno = 0;
-            unsigned long long x = strtoull(v, &end, 10);
-            if (!*v || *end || errno || v[0] == '-') return bad(o, v, "expected an integer >= 0");
-            a->seed = x;
-        } else if (!strcmp(o, "--device")) vkl_ctx_default_device(v, "--device ");
-        else {
-            fprintf(stderr, "vklora " CMD ": unknown argument %s\n", o);
-            usage(stderr);
-            return 2;
-        }
-        if (rc) return rc;
-    }
+    const vkl_arg opts[] = {
+        {"--model", NULL, VKL_ARG_STR, VKL_AS_STR(&a->model), .help = "M"},
+        {"--adapters", NULL, VKL_ARG_STR, VKL_AS_STR(&list), .help = "A.safetensors,B.safetensors[,...]"},
+        {"--images", NULL, VKL_ARG_STR, VKL_AS_STR(&a->images), .help = "DIR"},
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&a->out), .help = "OUT.safetensors"},
+        {"--model-config", NULL, VKL_ARG_STR, VKL_AS_STR(&a->model_config), .help = "FILE.yaml"},
+        {"--steps", NULL, VKL_ARG_INT, VKL_AS_INT(&a->steps), 1, 100000, .help = "N"},
+        {"--resolution", NULL, VKL_ARG_INT, VKL_AS_INT(&a->resolution), 8, 8192, .help = "N"},
+        {"--timesteps", NULL, VKL_ARG_INT, VKL_AS_INT(&a->timesteps), 1, 1000, .help = "N"},
+        {"--l1", NULL, VKL_ARG_DOUBLE, VKL_AS_DOUBLE(&a->l1), 0, INFINITY, .help = "X  weight of sum |w_i|"},
+        {"--sigma", NULL, VKL_ARG_DOUBLE, VKL_AS_DOUBLE(&a->sigma), 0, 3, .lo_open = 1, .help = "X  CMA-ES step size"},
+        {"--seed", NULL, VKL_ARG_U64, VKL_AS_U64(&a->seed), .help = "S"},
+        {"--force", NULL, VKL_ARG_FLAG, VKL_AS_INT(&a->force), .help = "replace OUT"},
+        {"--device", NULL, VKL_ARG_CALL, NULL, .call = vkl_app_arg_device},
+    };
+    int rc = vkl_args_parse(CMD, opts, (int)(sizeof opts / sizeof *opts), argc, argv, NULL);
+    if (rc == VKL_ARGS_HELP) usage(stdout);
+    if (rc == VKL_ARGS_USAGE) usage(stderr);
+    if (rc) return rc;
     if (!a->model || !list || !a->images || !a->out) {
         fprintf(stderr, "vklora " CMD ": --model, --adapters, --images and -o are required\n");
         usage(stderr);

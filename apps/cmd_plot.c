@@ -2,6 +2,7 @@
  * `loss` column of what train, lm train and train-vae write), e.g. of a run
  * made in several resumed parts. */
 #include "app.h"
+#include "args.h"
 #include "loss_plot.h"
 
 #include <stdio.h>
@@ -14,19 +15,12 @@ static const char *usage_text = "usage: vklora plot LOG.csv -o CURVE.png\n"
 int vkl_cmd_plot(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(usage_text, stdout);
-            return 0;
-        }
-        if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc) {
-            out = argv[++i];
-        } else if (argv[i][0] == '-' || in) {
-            fprintf(stderr, "vklora plot: unknown option or extra argument '%s'\n%s", argv[i], usage_text);
-            return 2;
-        } else {
-            in = argv[i];
-        }
+    const vkl_arg opts[] = {{"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&out), .help = "CURVE.png"}};
+    vkl_args_rest log = {&in, 1, 0};
+    int prc = vkl_args_parse("plot", opts, 1, argc, argv, &log);
+    if (prc) {
+        fputs(usage_text, prc == VKL_ARGS_HELP ? stdout : stderr);
+        return prc == VKL_ARGS_HELP ? 0 : prc;
     }
     if (!in || !out) {
         fputs(usage_text, stderr);

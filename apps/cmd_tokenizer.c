@@ -3,10 +3,10 @@
  * Hugging Face tokenizer.json + tokenizer_config.json + special_tokens_map.json
  * (models/tokenizer/word_tokenizer.h). */
 #include "app.h"
+#include "args.h"
 
 #include "tokenizer/word_tokenizer.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,59 +32,49 @@ static void usage(FILE *f)
             "  is accepted (--tokenizer, VKLORA_CLIP_VOCAB).\n");
 }
 
-static int get_int(const char *opt, const char *v, long lo, long hi, int *out)
+/* --captions DIR, given once per folder */
+typedef struct caption_dirs {
+    const char *v[MAX_DIRS];
+    size_t n;
+} caption_dirs;
+
+static int add_dir(const char *cmd, const char *opt, const char *v, void *dest)
 {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "vklora tokenizer build: %s %s: expected an integer in [%ld, %ld]\n", opt, v, lo, hi);
-        return -1;
+    caption_dirs *d = dest;
+    if (d->n == MAX_DIRS) {
+        fprintf(stderr, "vklora %s: %s %s: at most %d folders\n", cmd, opt, v, MAX_DIRS);
+        return 1;
     }
-    *out = (int)x;
+    d->v[d->n++] = v;
     return 0;
 }
 
 static int build(int argc, char **argv)
 {
-    const char *dirs[MAX_DIRS], *out = NULL;
-    size_t n_dirs = 0;
+    const char *out = NULL;
+    caption_dirs dirs = {.n = 0};
     vkl_word_build_opts o;
     vkl_word_build_opts_default(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_value = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--captions") && has_value) {
-            if (n_dirs == MAX_DIRS) {
-                fprintf(stderr, "vklora tokenizer build: at most %d --captions folders\n", MAX_DIRS);
-                return 2;
-            }
-            dirs[n_dirs++] = argv[++i];
-        } else if (!strcmp(a, "--min-count") && has_value) {
-            if (get_int(a, argv[++i], 1, 1000000000L, &o.min_count)) return 2;
-        } else if (!strcmp(a, "--max-length") && has_value) {
-            if (get_int(a, argv[++i], 2, 1000000000L, &o.max_length)) return 2;
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && has_value) {
-            out = argv[++i];
-        } else if (!strcmp(a, "--force")) {
-            o.force = 1;
-        } else {
-            fprintf(stderr, "vklora tokenizer build: unexpected argument %s\n", a);
-            usage(stderr);
-            return 2;
-        }
+    const vkl_arg opts[] = {
+        {"--captions", NULL, VKL_ARG_CALL, &dirs, .call = add_dir, .help = "DIR"},
+        {"--min-count", NULL, VKL_ARG_INT, VKL_AS_INT(&o.min_count), 1, 1000000000, .help = "N"},
+        {"--max-length", NULL, VKL_ARG_INT, VKL_AS_INT(&o.max_length), 2, 1000000000, .help = "N"},
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&out), .help = "OUTDIR"},
+        {"--force", NULL, VKL_ARG_FLAG, VKL_AS_INT(&o.force), .help = " replace OUTDIR"},
+    };
+    int prc = vkl_args_parse("tokenizer build", opts, (int)(sizeof opts / sizeof *opts), argc, argv, NULL);
+    if (prc) {
+        usage(prc == VKL_ARGS_HELP ? stdout : stderr);
+        return prc == VKL_ARGS_HELP ? 0 : prc;
     }
-    if (!n_dirs || !out) {
-        fprintf(stderr, "vklora tokenizer build: %s\n", !n_dirs ? "--captions DIR is required" : "-o OUTDIR is required");
+    if (!dirs.n || !out) {
+        fprintf(stderr, "vklora tokenizer build: %s\n", !dirs.n ? "--captions DIR is required" : "-o OUTDIR is required");
         usage(stderr);
         return 2;
     }
     vkl_word_build_stats st;
     vkl_err e;
-    if (vkl_word_tokenizer_build(dirs, n_dirs, &o, out, &st, &e)) {
+    if (vkl_word_tokenizer_build(dirs.v, dirs.n, &o, out, &st, &e)) {
         vkl_log(VKL_LOG_ERROR, "%s", e.msg);
         return 1;
     }

@@ -1,11 +1,11 @@
 /* vklora train-vae: an SD-architecture VAE (diffusers AutoencoderKL) from an
  * image folder. */
 #include "app.h"
+#include "args.h"
 #include "progress.h"
 
 #include "train/vae_trainer.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +32,7 @@ static const char *usage_text =
 static void on_sigint(int sig)
 {
     (void)sig;
-    vkl_vae_train_interrupt = 1;
+    vkl_vae_train_request_stop();
 }
 
 static void on_step(void *user, const vkl_vae_train_report *r)
@@ -46,100 +46,48 @@ static void on_step(void *user, const vkl_vae_train_report *r)
     vkl_progress_update(bar, r->step - r->first_step, extra);
 }
 
-static int parse_int(const char *opt, const char *v, int lo, int *out)
+static int read_loss(const char *cmd, const char *opt, const char *v, void *dest)
 {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > 1000000000L) {
-        fprintf(stderr, "vklora train-vae: %s needs an integer of at least %d, got '%s'\n", opt, lo, v);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
-static int parse_float(const char *opt, const char *v, float *out)
-{
-    char *end;
-    errno = 0;
-    float x = strtof(v, &end);
-    if (errno || end == v || *end || !(x >= 0) || x > 1e30f) {
-        fprintf(stderr, "vklora train-vae: %s needs a number of at least 0, got '%s'\n", opt, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
+    if (!vkl_vae_loss_parse(v, dest)) return 0;
+    fprintf(stderr, "vklora %s: %s '%s': expected l1 or mse\n", cmd, opt, v);
+    return 1;
 }
 
 int vkl_cmd_train_vae(int argc, char **argv)
 {
     vkl_vae_train_config c;
     vkl_vae_train_config_default(&c);
-    int quiet = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            fputs(usage_text, stdout);
-            return 0;
-        }
-        if (!strcmp(k, "--resume")) c.resume = 1;
-        else if (!strcmp(k, "--force")) c.force = 1;
-        else if (!strcmp(k, "--quiet") || !strcmp(k, "-q")) quiet = 1;
-        else {
-            static const char *valued[] = {"--images", "--init", "--config", "-o", "--output", "--size", "--batch",
-                                           "--steps", "--lr", "--warmup", "--loss", "--kl-weight", "--weight-decay",
-                                           "--max-grad-norm", "--seed", "--save-every", "--dtype"};
-            int known = 0;
-            for (size_t n = 0; n < sizeof valued / sizeof *valued; n++) known |= !strcmp(k, valued[n]);
-            if (!known) {
-                fprintf(stderr, "vklora train-vae: unknown option '%s'\n%s", k, usage_text);
-                return 2;
-            }
-            if (i + 1 >= argc) {
-                fprintf(stderr, "vklora train-vae: %s needs a value\n", k);
-                return 2;
-            }
-            const char *v = argv[++i];
-            int bad = 0;
-            if (!strcmp(k, "--images")) c.images = v;
-            else if (!strcmp(k, "--init")) c.init = v;
-            else if (!strcmp(k, "--config")) c.config = v;
-            else if (!strcmp(k, "-o") || !strcmp(k, "--output")) c.output = v;
-            else if (!strcmp(k, "--size")) bad = parse_int(k, v, 1, &c.size);
-            else if (!strcmp(k, "--batch")) bad = parse_int(k, v, 1, &c.batch);
-            else if (!strcmp(k, "--steps")) bad = parse_int(k, v, 1, &c.steps);
-            else if (!strcmp(k, "--warmup")) bad = parse_int(k, v, 0, &c.warmup);
-            else if (!strcmp(k, "--save-every")) bad = parse_int(k, v, 0, &c.save_every);
-            else if (!strcmp(k, "--lr")) bad = parse_float(k, v, &c.lr);
-            else if (!strcmp(k, "--kl-weight")) bad = parse_float(k, v, &c.kl_weight);
-            else if (!strcmp(k, "--weight-decay")) bad = parse_float(k, v, &c.weight_decay);
-            else if (!strcmp(k, "--max-grad-norm")) bad = parse_float(k, v, &c.max_grad_norm);
-            else if (!strcmp(k, "--seed")) {
-                char *end;
-                errno = 0;
-                unsigned long long s = strtoull(v, &end, 10);
-                if (errno || end == v || *end || v[0] == '-') {
-                    fprintf(stderr, "vklora train-vae: --seed needs a non-negative integer, got '%s'\n", v);
-                    bad = 1;
-                }
-                c.seed = s;
-            } else if (!strcmp(k, "--loss")) {
-                if (vkl_vae_loss_parse(v, &c.loss)) {
-                    fprintf(stderr, "vklora train-vae: --loss must be l1 or mse, got '%s'\n", v);
-                    bad = 1;
-                }
-            } else if (!strcmp(k, "--dtype")) {
-                if (!strcmp(v, "f32")) c.dtype = VKL_F32;
-                else if (!strcmp(v, "f16")) c.dtype = VKL_F16;
-                else {
-                    fprintf(stderr, "vklora train-vae: --dtype must be f32 or f16, got '%s'\n", v);
-                    bad = 1;
-                }
-            }
-            if (bad) return 2;
-        }
+    int quiet = 0, dti = c.dtype == VKL_F16;
+    unsigned long long seed = c.seed;
+    const float most = 1e30f; /* a float option's bound: any size a float holds well */
+    const vkl_arg opts[] = {
+        {"--images", NULL, VKL_ARG_STR, VKL_AS_STR(&c.images), .help = "DIR"},
+        {"--init", NULL, VKL_ARG_STR, VKL_AS_STR(&c.init), .help = "VAE_DIR"},
+        {"--config", NULL, VKL_ARG_STR, VKL_AS_STR(&c.config), .help = "CONFIG.json"},
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&c.output), .help = "OUT_DIR"},
+        {"--size", NULL, VKL_ARG_INT, VKL_AS_INT(&c.size), 1, 1000000000, .help = "N"},
+        {"--batch", NULL, VKL_ARG_INT, VKL_AS_INT(&c.batch), 1, 1000000000, .help = "N"},
+        {"--steps", NULL, VKL_ARG_INT, VKL_AS_INT(&c.steps), 1, 1000000000, .help = "N"},
+        {"--warmup", NULL, VKL_ARG_INT, VKL_AS_INT(&c.warmup), 0, 1000000000, .help = "N"},
+        {"--save-every", NULL, VKL_ARG_INT, VKL_AS_INT(&c.save_every), 0, 1000000000, .help = "N"},
+        {"--lr", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&c.lr), 0, most, .help = "X"},
+        {"--kl-weight", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&c.kl_weight), 0, most, .help = "X"},
+        {"--weight-decay", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&c.weight_decay), 0, most, .help = "X"},
+        {"--max-grad-norm", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&c.max_grad_norm), 0, most, .help = "X"},
+        {"--seed", NULL, VKL_ARG_U64, VKL_AS_U64(&seed), .help = "S"},
+        {"--loss", NULL, VKL_ARG_CALL, &c.loss, .call = read_loss, .help = "l1|mse"},
+        {"--dtype", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f32|f16", .help = "T"},
+        {"--resume", NULL, VKL_ARG_FLAG, VKL_AS_INT(&c.resume), .help = " continue OUT_DIR/state"},
+        {"--force", NULL, VKL_ARG_FLAG, VKL_AS_INT(&c.force), .help = " start over in an existing OUT_DIR"},
+        {"--quiet", "-q", VKL_ARG_FLAG, VKL_AS_INT(&quiet), .help = " no progress"},
+    };
+    int prc = vkl_args_parse("train-vae", opts, (int)(sizeof opts / sizeof *opts), argc, argv, NULL);
+    if (prc) {
+        fputs(usage_text, prc == VKL_ARGS_HELP ? stdout : stderr);
+        return prc == VKL_ARGS_HELP ? 0 : prc;
     }
+    c.dtype = dti ? VKL_F16 : VKL_F32;
+    c.seed = seed;
     if (!c.images || !c.output) {
         fprintf(stderr, "vklora train-vae: --images and -o are required\n%s", usage_text);
         return 2;

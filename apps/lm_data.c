@@ -1,4 +1,5 @@
 #include "lm_data.h"
+#include "io/text.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -13,32 +14,6 @@ void vkl_app_lm_data_free(vkl_app_lm_data *d)
     free(d->labels);
     free(d->attn);
     memset(d, 0, sizeof *d);
-}
-
-static char *read_all(const char *path, size_t *len, vkl_err *e)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return vkl_fail(e, "cannot open data file %s", path), NULL;
-    size_t cap = 1 << 16, n = 0, k;
-    char *s = malloc(cap);
-    while (s && (k = fread(s + n, 1, cap - n - 1, f)) > 0) {
-        n += k;
-        if (cap - n < 2) {
-            char *t = realloc(s, cap *= 2);
-            if (!t) free(s);
-            s = t;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!s) return vkl_fail(e, "out of host memory reading %s", path), NULL;
-    if (bad) {
-        free(s);
-        return vkl_fail(e, "read error on %s", path), NULL;
-    }
-    s[n] = 0;
-    *len = n;
-    return s;
 }
 
 /* Appends one row: the first min(n, L) ids, padding after; labels where
@@ -247,8 +222,9 @@ int vkl_app_lm_data_load(const char *path, const vkl_app_lm_tok *tok, int bos, i
     memset(d, 0, sizeof *d);
     d->L = L;
     size_t len = 0, pl = strlen(path);
-    char *s = read_all(path, &len, e);
-    if (!s) return -1;
+    char *s;
+    /* a training text: large, but held in memory whole */
+    if (vkl_read_text_file(path, (size_t)1 << 32, &s, &len, e)) return -1;
     if (strlen(s) != len) {
         free(s);
         return vkl_fail(e, "%s: contains a NUL byte; not a text file", path);

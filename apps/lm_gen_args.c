@@ -1,6 +1,6 @@
 #include "lm_gen_args.h"
+#include "io/text.h"
 
-#include "sd/sd_config.h" /* vkl_sd_read_text_file */
 
 #include <cjson/cJSON.h>
 
@@ -115,7 +115,7 @@ vkl_dtype vkl_app_lm_model_dtype(const char *model)
 {
     char path[4200], *text = NULL;
     snprintf(path, sizeof path, "%s/config.json", model);
-    if (vkl_sd_read_text_file(path, 1 << 20, &text, NULL)) return VKL_F32;
+    if (vkl_read_text_file(path, 1 << 20, &text, NULL, NULL)) return VKL_F32;
     cJSON *j = cJSON_Parse(text);
     free(text);
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "torch_dtype");

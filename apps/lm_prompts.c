@@ -1,10 +1,10 @@
 #include "lm_prompts.h"
+#include "io/text.h"
 
 #include "llama/llama_lora_init.h"
 #include "lm_stream.h"
 #include "lora_args.h"
 #include "progress.h"
-#include "sd/sd_config.h" /* vkl_sd_read_text_file */
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -118,7 +118,7 @@ int vkl_app_lm_prompts(vkl_llama *m, const vkl_app_lm_tok *tok, const char *file
                        int max_new, vkl_err *e)
 {
     char *text = NULL;
-    if (vkl_sd_read_text_file(file, (size_t)1 << 28, &text, e)) return -1;
+    if (vkl_read_text_file(file, (size_t)1 << 28, &text, NULL, e)) return -1;
     cache *c = calloc(1, sizeof *c);
     int rc = c ? 0 : vkl_fail(e, "out of host memory"), line = 0, done = 0;
     for (char *p = text; !rc && p && *p;) {

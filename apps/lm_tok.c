@@ -1,4 +1,5 @@
 #include "lm_tok.h"
+#include "io/text.h"
 
 #include "llama/llama_gguf.h"
 #include "tokenizer/sp_gguf.h"
@@ -9,7 +10,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "sd/sd_config.h" /* vkl_sd_read_text_file */
 
 #include <cjson/cJSON.h>
 
@@ -21,7 +21,7 @@ static void read_chat(const char *model, vkl_app_lm_tok *t)
     struct stat st;
     snprintf(path, sizeof path, "%s/tokenizer_config.json", model);
     snprintf(t->chat_error, sizeof t->chat_error, "%.300s has no chat_template", path);
-    if (stat(path, &st) || !S_ISREG(st.st_mode) || vkl_sd_read_text_file(path, 1 << 24, &text, NULL)) return;
+    if (stat(path, &st) || !S_ISREG(st.st_mode) || vkl_read_text_file(path, 1 << 24, &text, NULL, NULL)) return;
     cJSON *j = cJSON_Parse(text);
     free(text);
     const cJSON *ct = cJSON_GetObjectItemCaseSensitive(j, "chat_template");

@@ -1,8 +1,8 @@
 #include "lm_train_state.h"
+#include "io/text.h"
 
 #include "io/dir.h"
 #include "io/safetensors.h"
-#include "sd/sd_config.h" /* vkl_sd_read_text_file */
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -98,7 +98,7 @@ int vkl_app_lm_state_save(const char *dir, vkl_ctx *c, vkl_llama_train *tr, cons
     free(text);
     char *log = NULL;
     snprintf(p, sizeof p, "%s/train_log.csv", tmp);
-    if (!rc) rc = vkl_sd_read_text_file(log_path, (size_t)1 << 30, &log, e) || write_text(p, log, e);
+    if (!rc) rc = vkl_read_text_file(log_path, (size_t)1 << 30, &log, NULL, e) || write_text(p, log, e);
     free(log);
     /* swapped in whole: a kill at any moment leaves the previous state or this one */
     if (!rc) rc = vkl_dir_replace_atomic(tmp, dir, e);
@@ -130,7 +130,7 @@ int vkl_app_lm_state_load(const char *dir, vkl_ctx *c, vkl_llama_train *tr, vkl_
 {
     char p[4300], *text = NULL;
     snprintf(p, sizeof p, "%s/state.json", dir);
-    if (vkl_sd_read_text_file(p, (size_t)1 << 28, &text, e)) return vkl_err_prefix(e, "--resume: "), -1;
+    if (vkl_read_text_file(p, (size_t)1 << 28, &text, NULL, e)) return vkl_err_prefix(e, "--resume: "), -1;
     cJSON *j = cJSON_Parse(text), *want = cJSON_Parse(options);
     free(text);
     const cJSON *o = cJSON_GetObjectItemCaseSensitive(j, "options"), *order = cJSON_GetObjectItemCaseSensitive(j, "order");
@@ -168,7 +168,7 @@ int vkl_app_lm_state_load(const char *dir, vkl_ctx *c, vkl_llama_train *tr, vkl_
     vkl_st_close(r.f);
     /* the log's rows up to the saved step (its header is already written) */
     snprintf(p, sizeof p, "%s/train_log.csv", dir);
-    if (!rc) rc = vkl_sd_read_text_file(p, (size_t)1 << 30, &text, e);
+    if (!rc) rc = vkl_read_text_file(p, (size_t)1 << 30, &text, NULL, e);
     for (char *line = rc ? NULL : strchr(text, '\n'); line && line[1];) {
         char *next = strchr(line + 1, '\n');
         int st = atoi(line + 1);

@@ -14,6 +14,6 @@ export VK_ICD_FILENAMES=$icd VKLORA_VALIDATION=1 VKLORA_DEVICE=cpu
 export VKLORA_SHARED="${VKLORA_SHARED:-$(cd .. && pwd)/shared}"
 build/vklora devices | head -1
 # the op tests that finish in seconds on SwiftShader; -L runtime runs them all
-quick='test_(ops_basic|attention|layout_ops|strided_window|cross_entropy|embed|embed_grad|glue|loss|optim|softmax|context|tuning|threads)$'
+quick='test_(ops_basic|attention|layout_ops|strided_window|cross_entropy|embed|embed_grad|rope|rope_grad|glu|loss|optim|softmax|context|tuning|threads)$'
 if [ $# -eq 0 ]; then set -- -R "$quick"; fi
 cd build && ctest --output-on-failure -j"$(nproc)" --timeout 900 "$@"

@@ -1,4 +1,4 @@
-// erf in fp32, shared by the exact-GELU users (unary.comp, glue.comp).
+// erf in fp32, shared by the exact-GELU users (unary.comp, glu.comp).
 float erf_approx(float x) {
     // Abramowitz-Stegun 7.1.26 is too coarse (1.5e-7 abs is fine, but its relative
     // error near 0 is not): use the erf of the exact-GELU form via a rational

@@ -5,7 +5,7 @@
 // group norm a line is one channel (so gamma/beta are uniform per workgroup),
 // for row norms the segment is a single line and gamma/beta go per element.
 // y is f32, contiguous, segment after segment.
-// Op: runtime/ops/segnorm.c. CPU reference: runtime/ref/ref_norm.c.
+// Op: runtime/ops/norm.c. CPU reference: runtime/ref/ref_norm.c.
 #include "common.glsl"
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint MODE = 0;      // 0 mean/var norm, 1 RMS norm, 2 softmax

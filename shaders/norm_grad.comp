@@ -17,7 +17,7 @@
 //   PASS 1 (apply): merges its segment's part sums, writes dx (f32, contiguous).
 //   PASS 2 (param): row norms: per (64 columns, block of rows), column sums
 //                   (sum g, sum g * xh), reduced over row blocks by sum_to.
-// Op: runtime/ops/segnorm_grad.c. CPU reference: runtime/ref/ref_norm_grad.c.
+// Op: runtime/ops/norm_grad.c. CPU reference: runtime/ref/ref_norm_grad.c.
 // @variant norm_grad_part PASS=0
 // @variant norm_grad_part_subgroup PASS=0 SUBGROUP=1
 // @variant norm_grad_apply PASS=1

@@ -7,7 +7,7 @@
 // combines the shares exactly (Chan's formula written as two sums).
 // Output per (segment, chunk): MODE 0 (mean, M2), 1 (mean of squares, 0),
 // 2 (max of scale*x, sum exp(scale*x - max)).
-// Second pass: norm_apply.comp. Op: runtime/ops/segnorm.c.
+// Second pass: norm_apply.comp. Op: runtime/ops/norm.c.
 // @variant norm_stats
 // @variant norm_stats_subgroup SUBGROUP=1
 #extension GL_KHR_shader_subgroup_arithmetic : enable

@@ -8,7 +8,7 @@
 // One invocation per (row, k) pair. y f32, contiguous. INVERSE rotates by
 // -angle: the backward (dx = R(-angle) dy). sc_factor > 0: Llama 3's rope_scaling
 // of inv_freq (ops.h, vkl_rope_scaling), in float32 as transformers computes it.
-// CPU reference: runtime/ref/ref_embed.c. Op: runtime/ops/embed.c.
+// CPU reference: runtime/ref/ref_rope.c. Op: runtime/ops/rope.c.
 #include "common.glsl"
 #include "precise_math.glsl"
 layout(local_size_x = 64) in;

@@ -1,5 +1,6 @@
 /* config.json of an HF LLaMA checkpoint -> vkl_llama_config. */
 #include "llama/llama.h"
+#include "io/text.h"
 
 #include "sd/sd_config.h"
 
@@ -108,7 +109,7 @@ static int read_window(const cJSON *j, vkl_llama_config *c, const char *path, vk
 int vkl_llama_config_read(const char *path, vkl_llama_config *c, vkl_err *e)
 {
     char *text = NULL;
-    if (vkl_sd_read_text_file(path, 1 << 20, &text, e)) return -1;
+    if (vkl_read_text_file(path, 1 << 20, &text, NULL, e)) return -1;
     cJSON *j = cJSON_Parse(text);
     free(text);
     if (!j || !cJSON_IsObject(j)) {

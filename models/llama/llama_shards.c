@@ -1,6 +1,6 @@
 #include "llama/llama_shards.h"
+#include "io/text.h"
 
-#include "sd/sd_config.h" /* vkl_sd_read_text_file */
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -34,7 +34,7 @@ int vkl_llama_shards_open(const char *dir, vkl_llama_shards *s, vkl_err *e)
         return add_shard(s, dir, "model.safetensors", e);
     }
     char *text = NULL;
-    if (vkl_sd_read_text_file(s->label, 1 << 26, &text, e)) return -1;
+    if (vkl_read_text_file(s->label, 1 << 26, &text, NULL, e)) return -1;
     cJSON *j = cJSON_Parse(text);
     free(text);
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(j, "weight_map");

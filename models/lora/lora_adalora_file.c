@@ -4,6 +4,7 @@
  * 1e-5)), so every LoRA path (run-time application, merging, conversion)
  * takes it unchanged. */
 #include "lora/lora_adalora.h"
+#include "io/text.h"
 
 #include "io/dir.h"
 #include "sd/sd_config.h"
@@ -142,7 +143,7 @@ int vkl_adalora_save_peft(const vkl_adalora_module *m, int n, const vkl_adalora_
 static cJSON *read_json(const char *path, vkl_err *e)
 {
     char *text = NULL;
-    if (vkl_sd_read_text_file(path, 1 << 24, &text, e)) return NULL;
+    if (vkl_read_text_file(path, 1 << 24, &text, NULL, e)) return NULL;
     cJSON *j = cJSON_Parse(text);
     free(text);
     if (!j || !cJSON_IsObject(j)) {

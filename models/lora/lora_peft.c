@@ -7,6 +7,7 @@
  * Roots: unet., text_encoder., text_encoder_2. kept; base_model.model. (PEFT
  * save_pretrained) dropped; bare UNet paths get unet. */
 #include "lora/lora_file.h"
+#include "io/text.h"
 #include "io/dir.h"
 
 #include <cjson/cJSON.h>
@@ -102,7 +103,7 @@ static const cJSON *pattern(const cJSON *pat, const char *name)
 int vkl_lora_peft_apply_config(vkl_lora *l, const char *path, vkl_err *e)
 {
     char *text = NULL;
-    if (vkl_sd_read_text_file(path, 1 << 20, &text, e)) return -1;
+    if (vkl_read_text_file(path, 1 << 20, &text, NULL, e)) return -1;
     cJSON *j = cJSON_Parse(text);
     free(text);
     if (!j || !cJSON_IsObject(j)) {

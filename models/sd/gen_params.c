@@ -1,50 +1,10 @@
 /* A1111 "parameters" text: writer and reader. See gen_params.h for the shape. */
 #include "sd/gen_params.h"
+#include "io/text.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- small growable string ---- */
-
-typedef struct {
-    char *s;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_putn(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *ns = realloc(b->s, cap);
-        if (!ns) {
-            b->oom = 1;
-            return;
-        }
-        b->s = ns;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...) VKL_PRINTF(2, 3);
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0) sb_putn(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
 
 static char *xstrndup(const char *s, size_t n)
 {
@@ -165,24 +125,24 @@ static int needs_quote(const char *v)
     return v[0] == '"' || isspace((unsigned char)v[0]) || isspace((unsigned char)v[n - 1]);
 }
 
-static void put_json_string(sbuf *b, const char *v)
+static void put_json_string(vkl_strbuf *b, const char *v)
 {
-    sb_puts(b, "\"");
+    vkl_strbuf_puts(b, "\"");
     for (const unsigned char *s = (const unsigned char *)v; *s; s++) {
         switch (*s) {
-        case '"': sb_puts(b, "\\\""); break;
-        case '\\': sb_puts(b, "\\\\"); break;
-        case '\n': sb_puts(b, "\\n"); break;
-        case '\r': sb_puts(b, "\\r"); break;
-        case '\t': sb_puts(b, "\\t"); break;
-        case '\b': sb_puts(b, "\\b"); break;
-        case '\f': sb_puts(b, "\\f"); break;
+        case '"': vkl_strbuf_puts(b, "\\\""); break;
+        case '\\': vkl_strbuf_puts(b, "\\\\"); break;
+        case '\n': vkl_strbuf_puts(b, "\\n"); break;
+        case '\r': vkl_strbuf_puts(b, "\\r"); break;
+        case '\t': vkl_strbuf_puts(b, "\\t"); break;
+        case '\b': vkl_strbuf_puts(b, "\\b"); break;
+        case '\f': vkl_strbuf_puts(b, "\\f"); break;
         default:
-            if (*s < 0x20) sb_printf(b, "\\u%04x", *s);
-            else sb_putn(b, (const char *)s, 1);
+            if (*s < 0x20) vkl_strbuf_printf(b, "\\u%04x", *s);
+            else vkl_strbuf_putn(b, (const char *)s, 1);
         }
     }
-    sb_puts(b, "\"");
+    vkl_strbuf_puts(b, "\"");
 }
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
@@ -190,30 +150,30 @@ static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == 
 int vkl_gen_params_format(const vkl_gen_params *p, char **out, vkl_err *e)
 {
     *out = NULL;
-    sbuf b = {0};
-    sb_puts(&b, p->prompt ? p->prompt : "");
+    vkl_strbuf b = {0};
+    vkl_strbuf_puts(&b, p->prompt ? p->prompt : "");
     if (p->negative_prompt && p->negative_prompt[0]) {
-        sb_puts(&b, "\nNegative prompt: ");
-        sb_puts(&b, p->negative_prompt);
+        vkl_strbuf_puts(&b, "\nNegative prompt: ");
+        vkl_strbuf_puts(&b, p->negative_prompt);
     }
-    sb_puts(&b, "\n");
+    vkl_strbuf_puts(&b, "\n");
     for (int i = 0; i < p->count; i++) {
-        if (i) sb_puts(&b, ", ");
+        if (i) vkl_strbuf_puts(&b, ", ");
         if (!strcmp(p->keys[i], p->values[i])) { /* A1111 writes a flag whose value is its name bare */
-            sb_puts(&b, p->keys[i]);
+            vkl_strbuf_puts(&b, p->keys[i]);
             continue;
         }
-        sb_puts(&b, p->keys[i]);
-        sb_puts(&b, ": ");
+        vkl_strbuf_puts(&b, p->keys[i]);
+        vkl_strbuf_puts(&b, ": ");
         if (needs_quote(p->values[i])) put_json_string(&b, p->values[i]);
-        else sb_puts(&b, p->values[i]);
+        else vkl_strbuf_puts(&b, p->values[i]);
     }
-    if (b.oom || !b.s) {
+    if (b.failed || !b.s) {
         free(b.s);
         return vkl_fail(e, "out of memory formatting generation parameters");
     }
     /* Python's str.strip() */
-    size_t lo = 0, hi = b.n;
+    size_t lo = 0, hi = b.len;
     while (lo < hi && is_space(b.s[lo])) lo++;
     while (hi > lo && is_space(b.s[hi - 1])) hi--;
     memmove(b.s, b.s + lo, hi - lo);
@@ -261,15 +221,15 @@ int vkl_gen_params_from_settings(const vkl_gen_settings *s, vkl_gen_params *p, v
         SET("Clip skip", num);
     }
     if (s->nloras > 0 && !rc) {
-        sbuf b = {0};
+        vkl_strbuf b = {0};
         for (int i = 0; i < s->nloras; i++) {
-            if (i) sb_puts(&b, ", ");
+            if (i) vkl_strbuf_puts(&b, ", ");
             for (const char *c = s->loras[i].name ? s->loras[i].name : ""; *c; c++)
-                if (*c != ':' && *c != ',') sb_putn(&b, c, 1);
-            sb_puts(&b, ": ");
-            sb_puts(&b, s->loras[i].hash ? s->loras[i].hash : "");
+                if (*c != ':' && *c != ',') vkl_strbuf_putn(&b, c, 1);
+            vkl_strbuf_puts(&b, ": ");
+            vkl_strbuf_puts(&b, s->loras[i].hash ? s->loras[i].hash : "");
         }
-        if (b.oom) rc = vkl_fail(e, "out of memory for Lora hashes");
+        if (b.failed) rc = vkl_fail(e, "out of memory for Lora hashes");
         SET("Lora hashes", b.s);
         free(b.s);
     }
@@ -281,7 +241,7 @@ int vkl_gen_params_from_settings(const vkl_gen_settings *s, vkl_gen_params *p, v
 
 /* ---- reading ---- */
 
-static void put_utf8(sbuf *b, unsigned cp)
+static void put_utf8(vkl_strbuf *b, unsigned cp)
 {
     char u[4];
     size_t n;
@@ -293,7 +253,7 @@ static void put_utf8(sbuf *b, unsigned cp)
     else
         u[0] = (char)(0xf0 | cp >> 18), u[1] = (char)(0x80 | ((cp >> 12) & 0x3f)),
         u[2] = (char)(0x80 | ((cp >> 6) & 0x3f)), u[3] = (char)(0x80 | (cp & 0x3f)), n = 4;
-    sb_putn(b, u, n);
+    vkl_strbuf_putn(b, u, n);
 }
 
 static int hex4(const char *s, unsigned *v)
@@ -315,25 +275,25 @@ static int hex4(const char *s, unsigned *v)
 static char *json_unquote(const char *s, size_t n)
 {
     if (n < 2 || s[0] != '"' || s[n - 1] != '"') return NULL;
-    sbuf b = {0};
-    sb_puts(&b, "");
+    vkl_strbuf b = {0};
+    vkl_strbuf_puts(&b, "");
     for (size_t i = 1; i < n - 1; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c < 0x20) goto bad; /* JSON forbids both unescaped */
         if (c != '\\') {
-            sb_putn(&b, (const char *)&s[i], 1);
+            vkl_strbuf_putn(&b, (const char *)&s[i], 1);
             continue;
         }
         if (++i >= n - 1) goto bad;
         switch (s[i]) {
-        case '"': sb_puts(&b, "\""); break;
-        case '\\': sb_puts(&b, "\\"); break;
-        case '/': sb_puts(&b, "/"); break;
-        case 'b': sb_puts(&b, "\b"); break;
-        case 'f': sb_puts(&b, "\f"); break;
-        case 'n': sb_puts(&b, "\n"); break;
-        case 'r': sb_puts(&b, "\r"); break;
-        case 't': sb_puts(&b, "\t"); break;
+        case '"': vkl_strbuf_puts(&b, "\""); break;
+        case '\\': vkl_strbuf_puts(&b, "\\"); break;
+        case '/': vkl_strbuf_puts(&b, "/"); break;
+        case 'b': vkl_strbuf_puts(&b, "\b"); break;
+        case 'f': vkl_strbuf_puts(&b, "\f"); break;
+        case 'n': vkl_strbuf_puts(&b, "\n"); break;
+        case 'r': vkl_strbuf_puts(&b, "\r"); break;
+        case 't': vkl_strbuf_puts(&b, "\t"); break;
         case 'u': {
             unsigned cp, lo;
             /* content ends at n - 2; the four hex digits are s[i+1..i+4] */
@@ -350,7 +310,7 @@ static char *json_unquote(const char *s, size_t n)
         default: goto bad;
         }
     }
-    if (b.oom) goto bad;
+    if (b.failed) goto bad;
     return b.s;
 bad:
     free(b.s);
@@ -450,14 +410,14 @@ int vkl_gen_params_parse(const char *text, vkl_gen_params *out, vkl_err *e)
     const char *last = lines[nlines - 1];
     int nparam = find_params(last, NULL, 0);
     int prompt_lines = nparam >= 3 ? nlines - 1 : nlines;
-    sbuf pr = {0}, neg = {0};
-    sb_puts(&pr, "");
-    sb_puts(&neg, "");
+    vkl_strbuf pr = {0}, neg = {0};
+    vkl_strbuf_puts(&pr, "");
+    vkl_strbuf_puts(&neg, "");
     int in_neg = 0;
     for (int i = 0; i < prompt_lines; i++) {
         char *line = strip_dup(lines[i], strlen(lines[i]));
         if (!line) {
-            pr.oom = 1;
+            pr.failed = 1;
             break;
         }
         const char *l = line;
@@ -467,14 +427,14 @@ int vkl_gen_params_parse(const char *text, vkl_gen_params *out, vkl_err *e)
             tail = strip_dup(l + 16, strlen(l + 16));
             l = tail ? tail : "";
         }
-        sbuf *b = in_neg ? &neg : &pr;
-        if (b->n) sb_puts(b, "\n");
-        sb_puts(b, l);
+        vkl_strbuf *b = in_neg ? &neg : &pr;
+        if (b->len) vkl_strbuf_puts(b, "\n");
+        vkl_strbuf_puts(b, l);
         free(tail);
         free(line);
     }
     int rc = 0;
-    if (pr.oom || neg.oom) {
+    if (pr.failed || neg.failed) {
         rc = -1;
     } else {
         free(out->prompt);

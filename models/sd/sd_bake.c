@@ -1,4 +1,5 @@
 #include "sd/sd_bake.h"
+#include "io/text.h"
 
 #include "io/dir.h"
 #include "lora/lora_delta.h"
@@ -178,7 +179,7 @@ static int write_file(const bake *b, const char *in, const char *out, vkl_err *e
 static int copy_text(const char *from, const char *to, vkl_err *e)
 {
     char *text;
-    if (vkl_sd_read_text_file(from, 1 << 20, &text, e)) return -1;
+    if (vkl_read_text_file(from, 1 << 20, &text, NULL, e)) return -1;
     char tmp[4200];
     if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld", to, (long)getpid()) >= (int)sizeof tmp) {
         free(text);

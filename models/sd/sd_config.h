@@ -160,9 +160,6 @@ int vkl_sd_family_from_json(const char *unet_json, const char *te_json, int has_
  * of a diffusers folder into c (validated). */
 int vkl_sd_config_read_diffusers(const char *dir, vkl_sd_config *c, vkl_err *e);
 
-/* Reads a whole small text file (NUL-terminated, caller frees). max_bytes guards
- * against being handed a weight file by mistake. */
-int vkl_sd_read_text_file(const char *path, size_t max_bytes, char **out, vkl_err *e);
 
 /* ---- original-repository yaml (sd_config_yaml.c) ----
  * Applies what an LDM/SGM yaml states and shapes cannot (heads or head width,

@@ -2,6 +2,7 @@
  * keep the value already in the struct (the family default), as diffusers
  * falls back to its class defaults. */
 #include "sd/sd_config.h"
+#include "io/text.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -9,37 +10,6 @@
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
-
-int vkl_sd_read_text_file(const char *path, size_t max_bytes, char **out, vkl_err *e)
-{
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return vkl_fail(e, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return vkl_fail(e, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > max_bytes) {
-        fclose(f);
-        return vkl_fail(e, "%s: %lld bytes, more than the %zu expected of a config file", path,
-                        (long long)st.st_size, max_bytes);
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        fclose(f);
-        return vkl_fail(e, "%s: out of memory", path);
-    }
-    size_t n = fread(buf, 1, (size_t)st.st_size, f);
-    fclose(f);
-    if (n != (size_t)st.st_size) {
-        free(buf);
-        return vkl_fail(e, "%s: short read", path);
-    }
-    buf[n] = 0;
-    *out = buf;
-    return 0;
-}
 
 static const cJSON *item(const cJSON *o, const char *key)
 {
@@ -450,7 +420,7 @@ static int read_part(const char *dir, const char *rel, int required, char **out,
         return required ? vkl_fail(e, "%s: missing (required in a diffusers model folder)", path)
                         : 0;
     }
-    return vkl_sd_read_text_file(path, 1 << 20, out, e);
+    return vkl_read_text_file(path, 1 << 20, out, NULL, e);
 }
 
 int vkl_sd_config_read_diffusers(const char *dir, vkl_sd_config *c, vkl_err *e)

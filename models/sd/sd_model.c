@@ -1,4 +1,5 @@
 #include "sd/sd_model.h"
+#include "io/text.h"
 
 #include "sd/sd_weights.h"
 #include "sd/sdxl_prompt.h"
@@ -55,7 +56,7 @@ static int read_force_zeros(const char *path, int dflt)
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return dflt;
     snprintf(p, sizeof p, "%s/model_index.json", path);
     char *text = NULL;
-    if (vkl_sd_read_text_file(p, 1 << 20, &text, NULL)) return dflt;
+    if (vkl_read_text_file(p, 1 << 20, &text, NULL, NULL)) return dflt;
     cJSON *j = cJSON_Parse(text);
     free(text);
     const cJSON *f = j ? cJSON_GetObjectItemCaseSensitive(j, "force_zeros_for_empty_prompt") : NULL;

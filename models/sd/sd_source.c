@@ -1,4 +1,5 @@
 #include "sd/sd_source.h"
+#include "io/text.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -96,7 +97,7 @@ static int open_single(vkl_sd_source *s, const char *path, const vkl_sd_source_o
     }
     if (yp) {
         char *text;
-        if (vkl_sd_read_text_file(yp, 1 << 20, &text, e)) return -1;
+        if (vkl_read_text_file(yp, 1 << 20, &text, NULL, e)) return -1;
         int rc = vkl_sd_config_apply_ldm_yaml(text, yp, &s->config, e);
         free(text);
         if (rc) return -1;

@@ -1,4 +1,5 @@
 #include "sd/vae_folder.h"
+#include "io/text.h"
 
 #include "io/dir.h"
 #include "io/safetensors.h"
@@ -31,7 +32,7 @@ int vkl_vae_config_read(const char *path, vkl_sd_vae_config *v, vkl_err *e)
 {
     char *text = NULL;
     vkl_vae_config_default(v);
-    if (vkl_sd_read_text_file(path, 1 << 20, &text, e)) return -1;
+    if (vkl_read_text_file(path, 1 << 20, &text, NULL, e)) return -1;
     cJSON *j = cJSON_Parse(text);
     const cJSON *cls = j ? cJSON_GetObjectItemCaseSensitive(j, "_class_name") : NULL;
     int rc = 0;

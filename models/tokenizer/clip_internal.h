@@ -66,8 +66,8 @@ uint32_t vkl_clip_merge_find(const vkl_clip_tokenizer *t, int32_t a, int32_t b, 
 /* Merge limit CLIP uses: lines[1 : 49152 - 256 - 2 + 1]. */
 #define VKL_CLIP_MAX_MERGES (49152 - 256 - 2)
 
-/* The whole file (up to 64 MiB) into *buf (malloc'd, NUL-terminated). */
-int vkl_clip_read_file(const char *path, char **buf, size_t *len, vkl_err *e);
+/* The most a tokenizer file may hold (vocab.json, merges.txt, tokenizer.json, ...). */
+#define VKL_CLIP_MAX_FILE_BYTES ((size_t)64 << 20)
 int vkl_clip_load_folder(vkl_clip_tokenizer *t, const char *dir, vkl_err *e);
 /* pad_token of a tokenizer folder's tokenizer_config.json, overridden by its
  * special_tokens_map.json as transformers does (clip_pad.c); EOS without one. */

@@ -9,8 +9,8 @@
 #include <cjson/cJSON.h>
 
 #include "word_level.h"
+#include "io/text.h"
 
-#define MAX_FILE_BYTES (64u << 20)
 
 static int is_dir(const char *p)
 {
@@ -75,44 +75,6 @@ int vkl_clip_vocab_resolve(const char *path, char *out, size_t cap, vkl_err *e)
     if (strlen(path) >= cap)
         return vkl_fail(e, "path too long: %s", path);
     strcpy(out, path);
-    return 0;
-}
-
-int vkl_clip_read_file(const char *path, char **buf, size_t *len, vkl_err *e)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return vkl_fail(e, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 20, n = 0;
-    char *b = malloc(cap + 1);
-    while (b) {
-        size_t r = fread(b + n, 1, cap - n, f);
-        n += r;
-        if (n < cap)
-            break;
-        if (cap >= MAX_FILE_BYTES) {
-            free(b);
-            fclose(f);
-            return vkl_fail(e, "%s: larger than %u MiB, not a tokenizer file", path,
-                            MAX_FILE_BYTES >> 20);
-        }
-        cap *= 2;
-        char *nb = realloc(b, cap + 1);
-        if (!nb)
-            free(b);
-        b = nb;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!b)
-        return vkl_fail(e, "%s: out of memory", path);
-    if (err) {
-        free(b);
-        return vkl_fail(e, "%s: read error", path);
-    }
-    b[n] = 0;
-    *buf = b;
-    *len = n;
     return 0;
 }
 
@@ -203,7 +165,7 @@ int vkl_clip_load_folder(vkl_clip_tokenizer *t, const char *dir, vkl_err *e)
         return -1;
     char *buf;
     size_t len;
-    if (vkl_clip_read_file(vpath, &buf, &len, e))
+    if (vkl_read_text_file(vpath, VKL_CLIP_MAX_FILE_BYTES, &buf, &len, e))
         return -1;
     cJSON *root = cJSON_ParseWithLength(buf, len);
     free(buf);
@@ -226,7 +188,7 @@ int vkl_clip_load_folder(vkl_clip_tokenizer *t, const char *dir, vkl_err *e)
     cJSON_Delete(root);
     if (rc || vkl_clip_vocab_finish(t, vpath, e))
         return -1;
-    if (vkl_clip_read_file(mpath, &buf, &len, e))
+    if (vkl_read_text_file(mpath, VKL_CLIP_MAX_FILE_BYTES, &buf, &len, e))
         return -1;
     rc = validate_utf8(buf, len, mpath, e);
     if (!rc)
@@ -246,9 +208,9 @@ int vkl_clip_load_bpe_gz(vkl_clip_tokenizer *t, const char *file, vkl_err *e)
     int rc = 0;
     while (b && lines <= VKL_CLIP_MAX_MERGES) {
         if (n == cap) {
-            if (cap >= MAX_FILE_BYTES) {
+            if (cap >= VKL_CLIP_MAX_FILE_BYTES) {
                 rc = vkl_fail(e, "%s: over %u MiB before %d merges, not a CLIP vocabulary", file,
-                              MAX_FILE_BYTES >> 20, VKL_CLIP_MAX_MERGES);
+                              VKL_CLIP_MAX_FILE_BYTES >> 20, VKL_CLIP_MAX_MERGES);
                 break;
             }
             char *nb = realloc(b, cap * 2);

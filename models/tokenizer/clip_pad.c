@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "clip_internal.h"
+#include "io/text.h"
 
 int32_t vkl_clip_pad(const vkl_clip_tokenizer *t) { return t->pad; }
 
@@ -53,7 +54,7 @@ static int read_pad(const char *dir, const char *name, char **pad, vkl_err *e)
         return 0;
     char *buf;
     size_t len;
-    if (vkl_clip_read_file(path, &buf, &len, e))
+    if (vkl_read_text_file(path, VKL_CLIP_MAX_FILE_BYTES, &buf, &len, e))
         return -1;
     cJSON *root = cJSON_ParseWithLength(buf, len);
     free(buf);

@@ -8,7 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "hf_bpe_internal.h"
-#include "sd/sd_config.h" /* vkl_sd_read_text_file */
+#include "io/text.h"
 
 static const char *type_of(const cJSON *o)
 {
@@ -319,8 +319,8 @@ int vkl_hfbpe_load_text(const char *json, const char *config_json, const char *l
 int vkl_hfbpe_load(const char *path, const char *config, vkl_hfbpe **out, vkl_err *e)
 {
     char *json = NULL, *cfg = NULL;
-    if (vkl_sd_read_text_file(path, (size_t)1 << 30, &json, e)) return -1;
-    if (config && vkl_sd_read_text_file(config, (size_t)1 << 24, &cfg, e)) {
+    if (vkl_read_text_file(path, (size_t)1 << 30, &json, NULL, e)) return -1;
+    if (config && vkl_read_text_file(config, (size_t)1 << 24, &cfg, NULL, e)) {
         free(json);
         return -1;
     }

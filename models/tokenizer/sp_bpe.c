@@ -1,3 +1,4 @@
+#include "io/text.h"
 #include "tokenizer/sp_bpe.h"
 
 #include "tokenizer/bpe_merge.h"
@@ -193,22 +194,10 @@ int vkl_sp_load_memory(const void *buf, size_t size, const char *label, vkl_sp *
 int vkl_sp_load(const char *path, vkl_sp **out, vkl_err *e)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return vkl_fail(e, "%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) || ftell(f) < 0 || ftell(f) > (64L << 20)) {
-        fclose(f);
-        return vkl_fail(e, "%s: not a file of a SentencePiece model's size", path);
-    }
-    long size = ftell(f);
-    rewind(f);
-    char *buf = malloc((size_t)size + 1);
-    if (!buf || fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        free(buf);
-        fclose(f);
-        return vkl_fail(e, "%s: cannot read", path);
-    }
-    fclose(f);
-    int rc = vkl_sp_load_memory(buf, (size_t)size, path, out, e);
+    char *buf;
+    size_t size;
+    if (vkl_read_text_file(path, (size_t)64 << 20, &buf, &size, e)) return -1;
+    int rc = vkl_sp_load_memory(buf, size, path, out, e);
     free(buf);
     return rc;
 }

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "word_level.h"
+#include "io/text.h"
 #include "word_tokenizer.h"
 
 typedef struct {
@@ -150,7 +151,7 @@ static int scan_dir(counter *c, const char *dir, vkl_err *e)
         } else if (S_ISREG(st.st_mode) && ends_with_txt(names[i])) {
             char *text;
             size_t len;
-            rc = vkl_clip_read_file(p, &text, &len, e);
+            rc = vkl_read_text_file(p, VKL_CLIP_MAX_FILE_BYTES, &text, &len, e);
             if (!rc) {
                 rc = count_text(c, text, len, p, e);
                 free(text);

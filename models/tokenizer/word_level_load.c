@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 
 #include "word_level.h"
+#include "io/text.h"
 
 static const char *type_of(const cJSON *o)
 {
@@ -183,7 +184,7 @@ static int specials_from_config(vkl_clip_tokenizer *t, const char *config, vkl_e
     if (!f)
         return 0; /* optional */
     fclose(f);
-    if (vkl_clip_read_file(config, &buf, &len, e))
+    if (vkl_read_text_file(config, VKL_CLIP_MAX_FILE_BYTES, &buf, &len, e))
         return -1;
     cJSON *cfg = cJSON_ParseWithLength(buf, len);
     free(buf);
@@ -203,7 +204,7 @@ int vkl_wl_load(vkl_clip_tokenizer *t, const char *file, const char *config, vkl
 {
     char *buf;
     size_t len;
-    if (vkl_clip_read_file(file, &buf, &len, e))
+    if (vkl_read_text_file(file, VKL_CLIP_MAX_FILE_BYTES, &buf, &len, e))
         return -1;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);

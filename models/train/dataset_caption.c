@@ -2,6 +2,7 @@
  * DreamBoothDataset.read_caption, BaseDataset.process_caption and
  * set_tag_frequency), with Python's str.strip()/str.lower() semantics. */
 #include "train/dataset.h"
+#include "io/text.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -213,63 +214,36 @@ int vkl_caption_process(const vkl_caption_opts *o, const char *caption, uint64_t
 
 /* ---- metadata JSON, formatted as Python's json.dumps (ensure_ascii) ---- */
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void put(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->n + n + 1) c *= 2;
-        char *t = (char *)realloc(b->s, c);
-        if (!t) {
-            b->oom = 1;
-            return;
-        }
-        b->s = t;
-        b->cap = c;
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-
-static void puts_(sbuf *b, const char *s) { put(b, s, strlen(s)); }
-
-static void put_json_string(sbuf *b, const char *s, size_t n)
+static void put_json_string(vkl_strbuf *b, const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
     char tmp[16];
-    put(b, "\"", 1);
+    vkl_strbuf_putn(b, "\"", 1);
     for (size_t i = 0; i < n;) {
         size_t l;
         uint32_t c = cp_at(u, i, n, &l);
         i += l;
-        if (c == '"') puts_(b, "\\\"");
-        else if (c == '\\') puts_(b, "\\\\");
-        else if (c == '\n') puts_(b, "\\n");
-        else if (c == '\r') puts_(b, "\\r");
-        else if (c == '\t') puts_(b, "\\t");
-        else if (c == '\b') puts_(b, "\\b");
-        else if (c == '\f') puts_(b, "\\f");
+        if (c == '"') vkl_strbuf_puts(b, "\\\"");
+        else if (c == '\\') vkl_strbuf_puts(b, "\\\\");
+        else if (c == '\n') vkl_strbuf_puts(b, "\\n");
+        else if (c == '\r') vkl_strbuf_puts(b, "\\r");
+        else if (c == '\t') vkl_strbuf_puts(b, "\\t");
+        else if (c == '\b') vkl_strbuf_puts(b, "\\b");
+        else if (c == '\f') vkl_strbuf_puts(b, "\\f");
         else if (c >= 0x20 && c < 0x7F) {
             tmp[0] = (char)c;
-            put(b, tmp, 1);
+            vkl_strbuf_putn(b, tmp, 1);
         } else if (c < 0x10000) {
             snprintf(tmp, sizeof tmp, "\\u%04x", (unsigned)c);
-            puts_(b, tmp);
+            vkl_strbuf_puts(b, tmp);
         } else {
             uint32_t v = c - 0x10000;
             snprintf(tmp, sizeof tmp, "\\u%04x\\u%04x", 0xD800 + (unsigned)(v >> 10),
                      0xDC00 + (unsigned)(v & 0x3FF));
-            puts_(b, tmp);
+            vkl_strbuf_puts(b, tmp);
         }
     }
-    put(b, "\"", 1);
+    vkl_strbuf_putn(b, "\"", 1);
 }
 
 /* Python str.lower() of a UTF-8 tag, malloc'd. */
@@ -302,8 +276,8 @@ static int first_subset_named(const vkl_dataset *d, int si)
 
 char *vkl_dataset_tag_frequency_json(const vkl_dataset *d)
 {
-    sbuf b = {0};
-    puts_(&b, "{");
+    vkl_strbuf b = {0};
+    vkl_strbuf_puts(&b, "{");
     int first_dir = 1;
     for (int si = 0; si < d->nsubsets; si++) {
         /* kohya merges folders of the same base name into one entry */
@@ -313,12 +287,12 @@ char *vkl_dataset_tag_frequency_json(const vkl_dataset *d)
         char **tags = NULL;
         int *counts = NULL;
         int ntags = 0, cap = 0;
-        for (int ii = 0; ii < d->nimages && !b.oom; ii++) {
+        for (int ii = 0; ii < d->nimages && !b.failed; ii++) {
             const vkl_ds_image *im = &d->images[ii];
             if (first_subset_named(d, im->subset) != si) continue;
             const char *c = im->caption;
             size_t cn = strlen(c), start = 0;
-            for (size_t i = 0; i <= cn && !b.oom; i++) {
+            for (size_t i = 0; i <= cn && !b.failed; i++) {
                 if (i < cn && c[i] != ',') continue;
                 size_t tb, tl;
                 py_strip(c + start, i - start, &tb, &tl);
@@ -327,7 +301,7 @@ char *vkl_dataset_tag_frequency_json(const vkl_dataset *d)
                 if (!tl) continue;
                 char *low = py_lower(t, tl);
                 if (!low) {
-                    b.oom = 1;
+                    b.failed = 1;
                     break;
                 }
                 int32_t at = vkl_strmap_get(&index, low, strlen(low));
@@ -344,38 +318,38 @@ char *vkl_dataset_tag_frequency_json(const vkl_dataset *d)
                     if (nc) counts = nc;
                     if (!nt || !nc) {
                         free(low);
-                        b.oom = 1;
+                        b.failed = 1;
                         break;
                     }
                 }
                 if (vkl_strmap_put(&index, low, strlen(low), ntags)) {
                     free(low);
-                    b.oom = 1;
+                    b.failed = 1;
                     break;
                 }
                 tags[ntags] = low;
                 counts[ntags++] = 1;
             }
         }
-        if (!first_dir) puts_(&b, ", ");
+        if (!first_dir) vkl_strbuf_puts(&b, ", ");
         first_dir = 0;
         put_json_string(&b, d->subsets[si].name, strlen(d->subsets[si].name));
-        puts_(&b, ": {");
+        vkl_strbuf_puts(&b, ": {");
         for (int t = 0; t < ntags; t++) {
             char num[32];
-            if (t) puts_(&b, ", ");
+            if (t) vkl_strbuf_puts(&b, ", ");
             put_json_string(&b, tags[t], strlen(tags[t]));
             snprintf(num, sizeof num, ": %d", counts[t]);
-            puts_(&b, num);
+            vkl_strbuf_puts(&b, num);
             free(tags[t]);
         }
-        puts_(&b, "}");
+        vkl_strbuf_puts(&b, "}");
         free(tags);
         free(counts);
         vkl_strmap_free(&index);
     }
-    puts_(&b, "}");
-    if (b.oom) {
+    vkl_strbuf_puts(&b, "}");
+    if (b.failed) {
         free(b.s);
         return NULL;
     }
@@ -384,8 +358,8 @@ char *vkl_dataset_tag_frequency_json(const vkl_dataset *d)
 
 char *vkl_dataset_dirs_json(const vkl_dataset *d)
 {
-    sbuf b = {0};
-    puts_(&b, "{");
+    vkl_strbuf b = {0};
+    vkl_strbuf_puts(&b, "{");
     int first = 1;
     for (int si = 0; si < d->nsubsets; si++) {
         if (first_subset_named(d, si) != si) continue;
@@ -393,15 +367,15 @@ char *vkl_dataset_dirs_json(const vkl_dataset *d)
         for (int k = si; k < d->nsubsets; k++)
             if (first_subset_named(d, k) == si) count += d->subsets[k].image_count;
         char num[96];
-        if (!first) puts_(&b, ", ");
+        if (!first) vkl_strbuf_puts(&b, ", ");
         first = 0;
         put_json_string(&b, d->subsets[si].name, strlen(d->subsets[si].name));
         snprintf(num, sizeof num, ": {\"n_repeats\": %d, \"img_count\": %d}", d->subsets[si].repeats,
                  count);
-        puts_(&b, num);
+        vkl_strbuf_puts(&b, num);
     }
-    puts_(&b, "}");
-    if (b.oom) {
+    vkl_strbuf_puts(&b, "}");
+    if (b.failed) {
         free(b.s);
         return NULL;
     }

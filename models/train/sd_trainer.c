@@ -21,6 +21,21 @@
 
 volatile sig_atomic_t vkl_train_interrupt;
 
+void vkl_train_request_stop(void)
+{
+    vkl_train_interrupt = 1;
+}
+
+int vkl_train_stop_requested(void)
+{
+    return vkl_train_interrupt != 0;
+}
+
+void vkl_train_stop_clear(void)
+{
+    vkl_train_interrupt = 0;
+}
+
 /* Noise and timesteps of a step come from (seed, step): streams of their own. */
 enum { STREAM_NOISE = 0x7431, STREAM_TIME = 0x7432, STREAM_OFFSET = 0x7434 };
 

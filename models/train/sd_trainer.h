@@ -22,7 +22,6 @@
 #include "sd/sd_model.h"
 #include "train/dataset.h"
 
-#include <signal.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -119,9 +118,22 @@ typedef struct vkl_train_report {
 } vkl_train_report;
 typedef void (*vkl_train_progress_fn)(void *user, const vkl_train_report *r);
 
-/* Set to a nonzero value (e.g. by a SIGINT handler) to make vkl_train_run
- * stop after the current step with a checkpoint written. */
+/* Asks vkl_train_run (every run in the process) to stop at the end of the
+ * step in flight, with the state saved. Async-signal-safe: it only sets a
+ * volatile sig_atomic_t, so a SIGINT or SIGTERM handler may call it. The
+ * request stays until vkl_train_stop_clear(). */
+void vkl_train_request_stop(void);
+/* Nonzero once a stop was requested and not cleared since. */
+int vkl_train_stop_requested(void);
+/* Withdraws a stop request, before starting another run. */
+void vkl_train_stop_clear(void);
+
+#ifdef VKLORA_IN_TREE_PROGRAM
+#include <signal.h>
+/* The flag behind those functions, for code of the vklora program that sets
+ * it directly; libvklora.so does not export it: use vkl_train_request_stop. */
 extern volatile sig_atomic_t vkl_train_interrupt;
+#endif
 
 /* The training loop in parts, for a program that drives it a step at a time
  * (serve's training jobs: other work runs between steps, a stop request
@@ -166,7 +178,7 @@ const char *vkl_trainer_state_dir(const vkl_trainer *t);
 /* Frees everything (NULL: nothing); unsaved steps are lost. */
 void vkl_trainer_close(vkl_trainer *t);
 
-/* Runs the training (the loop above; stops when vkl_train_interrupt is set,
+/* Runs the training (the loop above; stops when vkl_train_request_stop was called,
  * or after step cfg->interrupt_at); returns 0 when done, 1 when interrupted (state saved),
  * 2 when resumed from a finished state whose output exists (nothing written),
  * -1 on error. Without resume it refuses to replace an earlier run's output,

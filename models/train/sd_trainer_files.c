@@ -2,6 +2,7 @@
  * folder a resume reads (adapter, optimiser moments, data position,
  * settings), and the sample images of --sample-prompts. */
 #include "train/sd_trainer_internal.h"
+#include "io/text.h"
 
 #include "io/dir.h"
 #include "io/image.h"
@@ -283,7 +284,7 @@ int vkl_sd_trainer_load_state(trainer *t, const char *base, int *step, vkl_ds_it
     }
     snprintf(path, sizeof path, "%.1200s/state.json", dir);
     char *text = NULL;
-    if (vkl_sd_read_text_file(path, 1 << 20, &text, e)) return -1;
+    if (vkl_read_text_file(path, 1 << 20, &text, NULL, e)) return -1;
     cJSON *j = cJSON_Parse(text);
     free(text);
     cJSON *st = j ? cJSON_GetObjectItem(j, "step") : NULL, *np = j ? cJSON_GetObjectItem(j, "params") : NULL;
@@ -398,7 +399,7 @@ int vkl_sd_trainer_render_samples(trainer *t, int step, vkl_err *e)
 {
     const vkl_train_config *c = t->c;
     char *text = NULL;
-    if (vkl_sd_read_text_file(c->sample_prompts, 1 << 20, &text, e)) return -1;
+    if (vkl_read_text_file(c->sample_prompts, 1 << 20, &text, NULL, e)) return -1;
     char dir[1100];
     char stem[1100];
     vkl_sd_trainer_stem(c->output, stem, sizeof stem);

@@ -1,5 +1,6 @@
 /* Training settings: defaults, setting by name (shared by the command line
  * and --config files), and the JSON written beside each run's output. */
+#include "io/text.h"
 #include "train/sd_trainer.h"
 
 #include <cjson/cJSON.h>
@@ -366,17 +367,8 @@ static int set_from_file(vkl_train_config *c, const char *dir, const char *k, co
 
 int vkl_train_config_read(vkl_train_config *c, const char *path, vkl_err *e)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return vkl_fail(e, "cannot open config %s: %s", path, strerror(errno));
-    char *buf = malloc(1 << 20);
-    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-    fclose(f);
-    if (!buf) return vkl_fail(e, "out of host memory");
-    buf[n] = 0;
-    if (n == (1 << 20) - 1) {
-        free(buf);
-        return vkl_fail(e, "%s: larger than 1 MiB, not a settings file", path);
-    }
+    char *buf;
+    if (vkl_read_text_file(path, 1 << 20, &buf, NULL, e)) return vkl_err_prefix(e, "config: "), -1;
     const char *sl = strrchr(path, '/');
     char *dir = sl ? strndup(path, (size_t)(sl - path) + (sl == path)) : NULL;
     int rc = 0;

@@ -1,4 +1,5 @@
 #include "train/vae_trainer.h"
+#include "io/text.h"
 #include "train/train_resume.h"
 
 #include "io/dir.h"
@@ -19,7 +20,12 @@
 #include <time.h>
 #include <unistd.h>
 
-volatile sig_atomic_t vkl_vae_train_interrupt;
+static volatile sig_atomic_t vkl_vae_train_interrupt;
+
+void vkl_vae_train_request_stop(void)
+{
+    vkl_vae_train_interrupt = 1;
+}
 
 /* eps of step k (0-based) is stream STREAM_EPS + k of the seed: a function of
  * (seed, k) alone, so nothing but the step count has to be saved for it */
@@ -226,7 +232,7 @@ static int load_state_json(run *t, const char *dir, int *step, double *seconds, 
     char path[1300];
     snprintf(path, sizeof path, "%.1200s/state.json", dir);
     char *text = NULL;
-    if (vkl_sd_read_text_file(path, 1 << 20, &text, e)) return -1;
+    if (vkl_read_text_file(path, 1 << 20, &text, NULL, e)) return -1;
     cJSON *j = cJSON_Parse(text);
     free(text);
     const cJSON *fmt = cJSON_GetObjectItem(j, "format"), *st = cJSON_GetObjectItem(j, "step");

@@ -60,9 +60,9 @@ typedef struct vkl_vae_train_result {
     double seconds_per_step; /* this session's mean */
 } vkl_vae_train_result;
 
-/* Set (e.g. from a SIGINT handler) to stop after the current step with the
- * state saved. */
-extern volatile sig_atomic_t vkl_vae_train_interrupt;
+/* Asks vkl_vae_train_run to stop after the current step with the state
+ * saved; async-signal-safe (a SIGINT handler may call it). */
+void vkl_vae_train_request_stop(void);
 
 /* Returns 0 when done, 1 when interrupted (state saved, e names it), -1 on
  * error. result may be NULL. */

@@ -10,6 +10,7 @@
 #ifndef VKL_IMAGE_H
 #define VKL_IMAGE_H
 
+#include "io/text.h"
 #include "vkl_base.h"
 
 #define VKL_IMAGE_MAX_SIDE 16384
@@ -69,9 +70,7 @@ int vkl_image_read_memory(const void *buf, size_t size, const char *label, int c
 int vkl_image_read_file(const char *path, int channels, vkl_pixel_type type, vkl_image *out,
                         vkl_image_info *info, vkl_err *e);
 
-/* Reads a whole file into malloc'd memory, refusing files over max_bytes. */
-int vkl_read_file_bytes(const char *path, size_t max_bytes, uint8_t **out, size_t *size,
-                        vkl_err *e);
+/* vkl_read_file_bytes, the whole file in memory: io/text.h */
 
 /* ---- geometry (float images only) ---- */
 

@@ -4,10 +4,8 @@
  * defined here) then decodes the pixels. */
 #include "io/image_internal.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <stb_image.h>
 
@@ -66,41 +64,6 @@ int vkl_image_convert(const vkl_image *src, vkl_pixel_type type, vkl_image *out,
             d[i] = !(v > 0.0f) ? 0 : v >= 255.0f ? 255 : (uint8_t)v; /* NaN -> 0 */
         }
     }
-    return 0;
-}
-
-int vkl_read_file_bytes(const char *path, size_t max_bytes, uint8_t **out, size_t *size,
-                        vkl_err *e)
-{
-    *out = NULL;
-    *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return vkl_fail(e, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return vkl_fail(e, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > max_bytes) {
-        fclose(f);
-        return vkl_fail(e, "%s: file is %lld bytes, over the %zu byte limit", path,
-                        (long long)st.st_size, max_bytes);
-    }
-    size_t n = (size_t)st.st_size;
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        fclose(f);
-        return vkl_fail(e, "%s: out of memory for %zu bytes", path, n);
-    }
-    if (fread(buf, 1, n, f) != n) {
-        int err = ferror(f);
-        free(buf);
-        fclose(f);
-        return vkl_fail(e, "%s: read failed%s", path, err ? "" : " (file shrank while reading)");
-    }
-    fclose(f);
-    *out = buf;
-    *size = n;
     return 0;
 }
 

@@ -2,6 +2,7 @@
  * all: everything goes to a temporary file in the same directory (so rename
  * stays within one file system), which is synced and then renamed over path. */
 #include "safetensors_internal.h"
+#include "io/text.h"
 #include "io/dir.h"
 
 #include <errno.h>
@@ -158,88 +159,61 @@ int vkl_st_writer_meta(vkl_st_writer *w, const char *key, const char *value, vkl
 
 /* ---- header text */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void put(sbuf *b, const char *s, size_t n)
+static void put_json_string(vkl_strbuf *b, const char *s)
 {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void puts_(sbuf *b, const char *s) { put(b, s, strlen(s)); }
-
-static void put_json_string(sbuf *b, const char *s)
-{
-    put(b, "\"", 1);
+    vkl_strbuf_putn(b, "\"", 1);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char esc[8];
         if (c == '"' || c == '\\') {
             esc[0] = '\\';
             esc[1] = (char)c;
-            put(b, esc, 2);
+            vkl_strbuf_putn(b, esc, 2);
         } else if (c < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", c);
-            put(b, esc, 6);
+            vkl_strbuf_putn(b, esc, 6);
         } else {
-            put(b, s, 1);
+            vkl_strbuf_putn(b, s, 1);
         }
     }
-    put(b, "\"", 1);
+    vkl_strbuf_putn(b, "\"", 1);
 }
 
-static int build_header(const vkl_st_writer *w, sbuf *b)
+static int build_header(const vkl_st_writer *w, vkl_strbuf *b)
 {
     char num[64];
-    puts_(b, "{");
+    vkl_strbuf_puts(b, "{");
     if (w->nmeta) {
-        puts_(b, "\"__metadata__\":{");
+        vkl_strbuf_puts(b, "\"__metadata__\":{");
         for (int i = 0; i < w->nmeta; i++) {
-            if (i) puts_(b, ",");
+            if (i) vkl_strbuf_puts(b, ",");
             put_json_string(b, w->mkey[i]);
-            puts_(b, ":");
+            vkl_strbuf_puts(b, ":");
             put_json_string(b, w->mval[i]);
         }
-        puts_(b, "}");
+        vkl_strbuf_puts(b, "}");
     }
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
         const wtensor *t = &w->t[i];
-        if (i || w->nmeta) puts_(b, ",");
+        if (i || w->nmeta) vkl_strbuf_puts(b, ",");
         put_json_string(b, t->name);
-        puts_(b, ":{\"dtype\":\"");
-        puts_(b, vkl_st__dtype_tag(t->dt));
-        puts_(b, "\",\"shape\":[");
+        vkl_strbuf_puts(b, ":{\"dtype\":\"");
+        vkl_strbuf_puts(b, vkl_st__dtype_tag(t->dt));
+        vkl_strbuf_puts(b, "\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) {
             snprintf(num, sizeof num, d ? ",%" PRId64 : "%" PRId64, t->shape[d]);
-            puts_(b, num);
+            vkl_strbuf_puts(b, num);
         }
         snprintf(num, sizeof num, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off, off + t->nbytes);
-        puts_(b, num);
+        vkl_strbuf_puts(b, num);
         off += t->nbytes;
     }
-    puts_(b, "}");
+    vkl_strbuf_puts(b, "}");
     /* Pad so the data starts 8-byte aligned in the file: readers that map the
      * file can then use f64/i64 tensors in place. */
-    while ((8 + b->n) % 8) puts_(b, " ");
-    return b->oom ? -1 : 0;
+    while ((8 + b->len) % 8) vkl_strbuf_puts(b, " ");
+    return b->failed ? -1 : 0;
 }
 
 static int name_cmp(const void *a, const void *b)
@@ -326,22 +300,22 @@ static void sync_dir(const char *path)
 int vkl_st_writer_finish(vkl_st_writer *w, const char *path, vkl_err *e)
 {
     if (check_unique(w, path, e)) return -1;
-    sbuf h = {0};
+    vkl_strbuf h = {0};
     if (build_header(w, &h)) {
-        free(h.p);
+        vkl_strbuf_free(&h);
         return vkl_fail(e, "writing %s: out of memory for the header", path);
     }
     char *tmp = NULL;
     int fd = open_temp(path, &tmp);
     if (fd < 0) {
         int err = errno;
-        free(h.p);
+        vkl_strbuf_free(&h);
         return vkl_fail(e, "writing %s: cannot create a temporary file next to it: %s", path, strerror(err));
     }
     uint8_t len[8];
-    for (int i = 0; i < 8; i++) len[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
+    for (int i = 0; i < 8; i++) len[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
     const char *step = "write";
-    int ok = write_all(fd, len, 8) == 0 && write_all(fd, h.p, h.n) == 0;
+    int ok = write_all(fd, len, 8) == 0 && write_all(fd, h.s, h.len) == 0;
     for (int i = 0; ok && i < w->n; i++) ok = write_all(fd, w->t[i].data, w->t[i].nbytes) == 0;
     if (ok && !(ok = fsync(fd) == 0)) step = "sync";
     int err = errno;
@@ -354,7 +328,7 @@ int vkl_st_writer_finish(vkl_st_writer *w, const char *path, vkl_err *e)
         err = errno;
         step = "rename the temporary file onto";
     }
-    free(h.p);
+    vkl_strbuf_free(&h);
     if (!ok) {
         unlink(tmp);
         free(tmp);

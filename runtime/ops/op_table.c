@@ -7,7 +7,7 @@
 #include "ops.h"
 #include "ops/conv2d_internal.h"
 #include "ops/op_util.h"
-#include "ops/segnorm.h"
+#include "ops/norm_internal.h"
 #include "optim.h"
 #include "ref/ref_gguf.h"
 #include "ref/vkl_ref.h"
@@ -61,17 +61,17 @@ const vkl_op_info vkl_op_table[] = {
     {"vkl_conv2d_lora", FN(vkl_conv2d_lora), "runtime/ops/conv2d_lora.c", NONE, NULL,
      "convolutions and sums of vkl_conv2d: checked against the merged weight", "composed",
      "tests/runtime/test_conv2d.c", NULL, "tests/runtime/test_conv2d_grad.c"},
-    /* normalisations: built on vkl_seg_norm (runtime/ops/segnorm.c, segnorm_grad.c) */
+    /* normalisations: built on vkl_seg_norm (runtime/ops/norm.c, norm_grad.c) */
     {"vkl_group_norm", FN(vkl_group_norm), "runtime/ops/norm.c", NONE, FN(vkl_ref_group_norm), NULL, "composed",
      "tests/runtime/test_norm.c", NULL, "tests/runtime/test_norm_grad.c"},
     {"vkl_layer_norm", FN(vkl_layer_norm), "runtime/ops/norm.c", NONE, FN(vkl_ref_layer_norm), NULL, "composed",
      "tests/runtime/test_norm.c", NULL, "tests/runtime/test_norm_grad.c"},
     {"vkl_rms_norm", FN(vkl_rms_norm), "runtime/ops/norm.c", NONE, FN(vkl_ref_rms_norm), NULL, "composed",
      "tests/runtime/test_norm.c", NULL, "tests/runtime/test_norm_grad.c"},
-    {"vkl_seg_norm", FN(vkl_seg_norm), "runtime/ops/segnorm.c",
+    {"vkl_seg_norm", FN(vkl_seg_norm), "runtime/ops/norm.c",
      K(VKL_KERNEL_NORM_STATS, VKL_KERNEL_NORM_STATS_SUBGROUP, VKL_KERNEL_NORM_APPLY), FN(vkl_ref_group_norm), NULL,
      "vkl_seg_norm_backward", "tests/runtime/test_norm.c", "vkl_group_norm", "tests/runtime/test_norm_grad.c"},
-    {"vkl_seg_norm_backward", FN(vkl_seg_norm_backward), "runtime/ops/segnorm_grad.c",
+    {"vkl_seg_norm_backward", FN(vkl_seg_norm_backward), "runtime/ops/norm_grad.c",
      K(VKL_KERNEL_NORM_GRAD_PART, VKL_KERNEL_NORM_GRAD_PART_SUBGROUP, VKL_KERNEL_NORM_GRAD_APPLY,
        VKL_KERNEL_NORM_GRAD_PARAM),
      FN(vkl_ref_group_norm_backward), NULL, "none", "tests/runtime/test_norm_grad.c", "vkl_group_norm", NULL},
@@ -88,10 +88,10 @@ const vkl_op_info vkl_op_table[] = {
      FN(vkl_ref_attention_backward), NULL, "none", "tests/runtime/test_attention_flashgrad.c", "vkl_attention",
      NULL},
     /* gated activations */
-    {"vkl_geglu", FN(vkl_geglu), "runtime/ops/glue.c", K(VKL_KERNEL_GLUE, VKL_KERNEL_GLUE_GRAD), FN(vkl_ref_geglu),
-     NULL, "backward_geglu", "tests/runtime/test_glue.c", NULL, "tests/runtime/test_glue_grad.c"},
-    {"vkl_swiglu", FN(vkl_swiglu), "runtime/ops/glue.c", K(VKL_KERNEL_GLUE, VKL_KERNEL_GLUE_GRAD), FN(vkl_ref_swiglu),
-     NULL, "backward_swiglu", "tests/runtime/test_glue.c", NULL, "tests/runtime/test_glue_grad.c"},
+    {"vkl_geglu", FN(vkl_geglu), "runtime/ops/glu.c", K(VKL_KERNEL_GLU, VKL_KERNEL_GLU_GRAD), FN(vkl_ref_geglu),
+     NULL, "backward_geglu", "tests/runtime/test_glu.c", NULL, "tests/runtime/test_glu_grad.c"},
+    {"vkl_swiglu", FN(vkl_swiglu), "runtime/ops/glu.c", K(VKL_KERNEL_GLU, VKL_KERNEL_GLU_GRAD), FN(vkl_ref_swiglu),
+     NULL, "backward_swiglu", "tests/runtime/test_glu.c", NULL, "tests/runtime/test_glu_grad.c"},
     /* layout */
     {"vkl_contiguous", FN(vkl_contiguous), "runtime/ops/layout_ops.c", K(VKL_KERNEL_COPY_STRIDED),
      FN(vkl_ref_contiguous), NULL, "backward_contiguous", "tests/runtime/test_layout_ops.c", NULL,
@@ -107,8 +107,8 @@ const vkl_op_info vkl_op_table[] = {
     {"vkl_embedding", FN(vkl_embedding), "runtime/ops/embed.c",
      K(VKL_KERNEL_EMBEDDING, VKL_KERNEL_EMBEDDING_GRAD_INDEX, VKL_KERNEL_EMBEDDING_GRAD), FN(vkl_ref_embedding), NULL,
      "backward_embedding", "tests/runtime/test_embed.c", NULL, "tests/runtime/test_embed_grad.c"},
-    {"vkl_rope", FN(vkl_rope), "runtime/ops/embed.c", K(VKL_KERNEL_ROPE), FN(vkl_ref_rope_f64), NULL, "backward_rope",
-     "tests/runtime/test_embed.c", NULL, "tests/runtime/test_embed_grad.c"},
+    {"vkl_rope", FN(vkl_rope), "runtime/ops/rope.c", K(VKL_KERNEL_ROPE), FN(vkl_ref_rope_f64), NULL, "backward_rope",
+     "tests/runtime/test_rope.c", NULL, "tests/runtime/test_rope_grad.c"},
     /* losses */
     {"vkl_mse_loss", FN(vkl_mse_loss), "runtime/ops/loss.c", NONE, NULL,
      "built from vkl_sub, vkl_mul, vkl_sum_rows: checked against the SD training vectors", "composed",

@@ -38,6 +38,11 @@ static inline int vkl_op_same_layout(const vkl_tensor *x, const vkl_tensor *y)
     return 1;
 }
 
+/* Whole rows per window for an output of rows of `len` f32 elements (and an
+ * input laid out the same way in dtype dt when `with_input`), starting on the
+ * device's offset alignment when there is more than one window (embed.c;
+ * the embedding lookups and rope). */
+int64_t vkl_op_rows_per_window(vkl_ctx *c, int64_t rows, int64_t len, vkl_dtype dt, int with_input);
 /* The largest window of output elements from first, at most n, whose reads
  * of operand x fit one binding (n itself when x is laid out like y). */
 int64_t vkl_op_operand_window(vkl_graph *g, const vkl_tensor *x, const vkl_tensor *y, int64_t first, int64_t n);

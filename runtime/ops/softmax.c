@@ -1,8 +1,8 @@
 /* Softmax over the last dimension of scale * x, numerically stable (the
  * maximum is subtracted; long rows are split into chunks whose (max, sum)
- * pairs are merged exactly). Kernels: segnorm.c. CPU reference:
+ * pairs are merged exactly). Kernels: norm.c. CPU reference:
  * runtime/ref/ref_norm.c. */
-#include "segnorm.h"
+#include "norm_internal.h"
 
 #include <math.h>
 

@@ -38,7 +38,7 @@ void vkl_ref_rms_norm(const float *x, int64_t rows, int64_t D, const float *gamm
 /* softmax(scale * x) over rows of length D. */
 void vkl_ref_softmax(const float *x, int64_t rows, int64_t D, double scale, float *y);
 
-/* ---- glue (ref_glue.c) */
+/* ---- glu (ref_glu.c) */
 /* x [rows, 2F] contiguous -> y [rows, F] = x[:, :F] * gelu_erf(x[:, F:]). */
 void vkl_ref_geglu(const float *x, int64_t rows, int64_t F, float *y);
 /* y = silu(gate) * up, n elements. */
@@ -50,6 +50,7 @@ void vkl_ref_timestep_embedding(const float *t, int64_t N, int dim, int flip_sin
                                 float max_period, float *y);
 /* y [n, D] = rows of table [V, D] picked by ids; ids outside [0, V) give zeros. */
 void vkl_ref_embedding(const float *table, int64_t V, int64_t D, const int32_t *ids, int64_t n, float *y);
+/* ---- rotary position embedding (ref_rope.c) */
 /* inv_freq [D/2] as transformers computes it in float32: 1 / theta^(2k/D). */
 void vkl_ref_rope_inv_freq(int64_t D, float theta, float *inv_freq);
 /* Rotate-half RoPE on x [rows, L, D] contiguous with cos/sin tables [P, D]
@@ -60,6 +61,11 @@ void vkl_ref_rope_tables(const float *x, int64_t rows, int64_t L, int64_t D, int
 /* Fills cos/sin tables [P, D] from inv_freq in float32 angles (pos * inv_freq
  * rounded to float, as torch's matmul of float32 operands). */
 void vkl_ref_rope_make_tables(int64_t P, int64_t D, const float *inv_freq, float *cos_t, float *sin_t);
+/* Rotate-half RoPE on x [rows, L, D] with angles (pos0 + l) * theta^(-2k/D) in
+ * double; inverse rotates by the negative angles, which is the backward (dx =
+ * vkl_ref_rope_f64(dy, ..., 1)). */
+void vkl_ref_rope_f64(const double *x, int64_t rows, int64_t L, int64_t D, int64_t pos0, double theta, int inverse,
+                      double *y);
 /* ---- lora (ref_lora.c) */
 /* y [T, out] = x [T, in] . w^T + bias + sum_r rank_scale[r] (x . a_cat[r]) b_cat[:, r];
  * w [out, in], a_cat [R, in], b_cat [out, R], all contiguous. */
@@ -85,7 +91,7 @@ void vkl_ref_row_norm_backward(int mode, const double *x, int64_t rows, int64_t 
                                const double *beta, double fparam, const double *dy, double *dx, double *dgamma,
                                double *dbeta);
 
-/* ---- glue and embedding backward (ref_glue.c, ref_embed.c): double in, double out. */
+/* ---- glu and embedding backward (ref_glu.c, ref_embed.c): double in, double out. */
 void vkl_ref_geglu_f64(const double *x, int64_t rows, int64_t F, double *y);
 /* dx [rows, 2F] from dy [rows, F]. */
 void vkl_ref_geglu_backward(const double *x, int64_t rows, int64_t F, const double *dy, double *dx);
@@ -93,11 +99,6 @@ void vkl_ref_swiglu_f64(const double *gate, const double *up, int64_t n, double 
 /* dgate / dup may be NULL. */
 void vkl_ref_swiglu_backward(const double *gate, const double *up, int64_t n, const double *dy, double *dgate,
                              double *dup);
-/* Rotate-half RoPE on x [rows, L, D] with angles (pos0 + l) * theta^(-2k/D) in
- * double; inverse rotates by the negative angles, which is the backward (dx =
- * vkl_ref_rope_f64(dy, ..., 1)). */
-void vkl_ref_rope_f64(const double *x, int64_t rows, int64_t L, int64_t D, int64_t pos0, double theta, int inverse,
-                      double *y);
 /* dtable [V, D] = scatter-add of dy [n, D] rows by ids (ids outside [0, V) ignored). */
 void vkl_ref_embedding_backward(const int32_t *ids, int64_t n, int64_t V, int64_t D, const double *dy, double *dtable);
 /* ---- conv2d */

@@ -152,9 +152,9 @@ static void test_usage(void **state)
     expect("tokenizer train", 2, "unknown subcommand");
     expect("tokenizer build -o x", 2, "--captions DIR is required");
     expect("tokenizer build --captions emoji", 2, "-o OUTDIR is required");
-    expect("tokenizer build --captions emoji --min-count 0 -o x", 2, "--min-count 0");
-    expect("tokenizer build --captions emoji --max-length 1x -o x", 2, "--max-length 1x");
-    expect("tokenizer build --captions emoji --bogus -o x", 2, "unexpected argument --bogus");
+    expect("tokenizer build --captions emoji --min-count 0 -o x", 2, "--min-count '0': expected an integer");
+    expect("tokenizer build --captions emoji --max-length 1x -o x", 2, "--max-length '1x': expected an integer");
+    expect("tokenizer build --captions emoji --bogus -o x", 2, "unknown option '--bogus'");
     expect("tokenizer build --captions nothing -o x", 1, "no *.txt caption files in nothing");
     expect("tokenizer build --captions missing -o x", 1, "missing");
     expect("tokenizer build --captions latin1 -o x", 1, "latin1/caf.txt: invalid UTF-8");

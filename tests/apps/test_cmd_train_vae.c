@@ -136,11 +136,11 @@ static void bad_options(void **state)
     expect("train-vae --config vae.json -o o", 2, "--images and -o are required");
     expect("train-vae --images x -o o", 2, "exactly one of --init");
     expect("train-vae --images x --init a --config vae.json -o o", 2, "exactly one of --init");
-    expect("train-vae --images x --config vae.json -o o --loss huber", 2, "--loss must be l1 or mse");
-    expect("train-vae --images x --config vae.json -o o --size 0", 2, "--size needs an integer");
-    expect("train-vae --images x --config vae.json -o o --steps many", 2, "--steps needs an integer");
-    expect("train-vae --images x --config vae.json -o o --lr -1", 2, "--lr needs a number");
-    expect("train-vae --images x --config vae.json -o o --dtype bf16", 2, "--dtype must be f32 or f16");
+    expect("train-vae --images x --config vae.json -o o --loss huber", 2, "--loss 'huber': expected l1 or mse");
+    expect("train-vae --images x --config vae.json -o o --size 0", 2, "--size '0': expected an integer");
+    expect("train-vae --images x --config vae.json -o o --steps many", 2, "--steps 'many': expected an integer");
+    expect("train-vae --images x --config vae.json -o o --lr -1", 2, "--lr '-1': expected a number");
+    expect("train-vae --images x --config vae.json -o o --dtype bf16", 2, "--dtype 'bf16': expected one of f32|f16");
     expect("train-vae --images x --config vae.json -o o --batch", 2, "--batch needs a value");
     expect("train-vae --images x --config vae.json -o o --frobnicate 1", 2, "unknown option '--frobnicate'");
     expect("train-vae --help", 0, "--kl-weight");

@@ -47,4 +47,8 @@ if [ -n "$bad" ]; then echo "exported but not vkl_: $bad" >&2; exit 1; fi
 cat "$inc"/*.h "$inc"/*/*.h | grep -oE 'vkl_[a-z0-9_]+[ ]*\(' | sed 's/[ ]*($//' | sort -u > "$tmp/declared"
 undeclared=$(comm -23 "$tmp/exports" "$tmp/declared")
 if [ -n "$undeclared" ]; then echo "exported but declared in no installed header: $undeclared" >&2; exit 1; fi
+# a program embedding the trainer stops it from its own signal handler
+for f in vkl_train_request_stop vkl_train_stop_requested vkl_train_stop_clear; do
+    grep -qx "$f" "$tmp/exports" || { echo "$f is not exported" >&2; exit 1; }
+done
 echo "exports: $(wc -l < "$tmp/exports") vkl_ functions, all declared in the installed headers"

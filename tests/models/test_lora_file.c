@@ -3,6 +3,7 @@
  * of lora_targets.json, the LLaMA PEFT adapters of refkit/lm, and doctored
  * files for the errors. */
 #include "vkl_test.h"
+#include "io/text.h"
 
 #include "lora/lora_delta.h"
 #include "lora/lora_file.h"
@@ -106,7 +107,7 @@ static void test_sd_targets_json(void **state)
     load(LORA_DIR "lora_kohya.safetensors", &t, &l);
     char *text;
     vkl_err e;
-    if (vkl_sd_read_text_file(vkl_test_shared_path(LORA_DIR "lora_targets.json"), 1 << 22, &text, &e))
+    if (vkl_read_text_file(vkl_test_shared_path(LORA_DIR "lora_targets.json"), 1 << 22, &text, NULL, &e))
         fail_msg("%s", e.msg);
     cJSON *j = cJSON_Parse(text);
     free(text);

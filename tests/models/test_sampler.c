@@ -9,6 +9,7 @@
  * a few float32 ulps, printed below). Timesteps: integer ones exact, float
  * ones 1e-6 relative. */
 #include "vkl_test.h"
+#include "io/text.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -182,7 +183,7 @@ static void diffusers_loops(void **state)
     vkl_st_file *f = open_rec(st);
     char *text = NULL;
     vkl_err e = {{0}};
-    if (vkl_sd_read_text_file(vkl_test_shared_path(js), 1 << 20, &text, &e)) fail_msg("%s", e.msg);
+    if (vkl_read_text_file(vkl_test_shared_path(js), 1 << 20, &text, NULL, &e)) fail_msg("%s", e.msg);
     for (char *p = strstr(text, "-Infinity"); p; p = strstr(p, "-Infinity")) memcpy(p, "-1e+99999", 9);
     cJSON *all = cJSON_Parse(text);
     assert_non_null(all);

@@ -7,6 +7,7 @@
  * references are float32; the computation follows their precision step by
  * step, so most values are bit-equal and the rest differ by an ulp of libm). */
 #include "vkl_test.h"
+#include "io/text.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -126,7 +127,7 @@ static void diffusers_schedules(void **state)
     vkl_st_file *f = open_st(SCHED_ST);
     char *text = NULL;
     vkl_err e = {{0}};
-    if (vkl_sd_read_text_file(vkl_test_shared_path(SCHED_JSON), 1 << 20, &text, &e))
+    if (vkl_read_text_file(vkl_test_shared_path(SCHED_JSON), 1 << 20, &text, NULL, &e))
         fail_msg("%s", e.msg);
     /* Python's json writes -Infinity (lambda_min_clipped), which is not JSON */
     for (char *p = strstr(text, "-Infinity"); p; p = strstr(p, "-Infinity")) memcpy(p, "-1e+99999", 9);

@@ -2,6 +2,7 @@
  * names and shapes of original single files (tiny reference model and
  * synthetic full-size SD 1.5 / 2.1 / XL key lists), refined by the yaml. */
 #include "vkl_test.h"
+#include "io/text.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -93,7 +94,7 @@ static void manifest_keys(const char *file, vkl_sd_keys *k)
 {
     char *text;
     vkl_err e = {{0}};
-    if (vkl_sd_read_text_file(vkl_test_shared_path(MANIFEST), 64 << 20, &text, &e))
+    if (vkl_read_text_file(vkl_test_shared_path(MANIFEST), 64 << 20, &text, NULL, &e))
         fail_msg("%s", e.msg);
     cJSON *j = cJSON_Parse(text);
     free(text);

@@ -61,14 +61,25 @@ static void config(vkl_train_config *c, const char *out, vkl_lora_kind kind, int
     c->quiet = 1;
 }
 
-static int train(const vkl_train_config *c)
+/* progress that asks for a stop after step *user, as a SIGINT handler would */
+static void stop_after(void *user, const vkl_train_report *r)
+{
+    if (r->step == *(const int *)user) vkl_train_request_stop();
+}
+
+static int train_with(const vkl_train_config *c, vkl_train_progress_fn progress, void *user)
 {
     vkl_ctx *ctx = vkl_test_ctx(NULL);
     vkl_err e = {{0}};
-    int rc = vkl_train_run(ctx, c, NULL, NULL, &e);
+    int rc = vkl_train_run(ctx, c, progress, user, &e);
     if (rc < 0) print_error("%s\n", e.msg);
     vkl_test_ctx_done(ctx);
     return rc;
+}
+
+static int train(const vkl_train_config *c)
+{
+    return train_with(c, NULL, NULL);
 }
 
 /* The loss column of <stem>.csv. */
@@ -226,10 +237,12 @@ static void lokr_resume(void **state)
     config(&c, a, VKL_LORA_KIND_LOKR, 1, 3);
     assert_int_equal(train(&c), 0);
     config(&c, b, VKL_LORA_KIND_LOKR, 1, 3);
-    c.interrupt_at = 1;
-    int rc = train(&c);
-    c.interrupt_at = 0;
-    vkl_train_interrupt = 0;
+    /* stopped through the public request, as vklora's Ctrl-C handler does */
+    int stop_step = 1;
+    int rc = train_with(&c, stop_after, &stop_step);
+    assert_true(vkl_train_stop_requested());
+    vkl_train_stop_clear();
+    assert_false(vkl_train_stop_requested());
     assert_int_equal(rc, 1);
     c.resume = st;
     assert_int_equal(train(&c), 0);

@@ -1,16 +1,16 @@
 /* Gated MLP activations: GEGLU (diffusers' GEGLU, exact gelu) and SwiGLU
- * (LLaMA). Shader: glue.comp. CPU reference: runtime/ref/ref_glue.c. The
+ * (LLaMA). Shader: glu.comp. CPU reference: runtime/ref/ref_glu.c. The
  * output is split into windows that fit one storage binding. Backward:
- * glue_grad.comp (GEGLU), unary_grad and mul (SwiGLU). */
+ * glu_grad.comp (GEGLU), unary_grad and mul (SwiGLU). */
 #include "op_util.h"
 
 #include <string.h>
 
 typedef struct {
     uint32_t n, first, shape[4], sa[4], sb[4], a_off, b_off, y_off, a_local, b_local;
-} glue_push;
+} glu_push;
 
-static void glue_push_init(glue_push *pc, const vkl_tensor *y, const vkl_tensor *a, const vkl_tensor *b,
+static void glu_push_init(glu_push *pc, const vkl_tensor *y, const vkl_tensor *a, const vkl_tensor *b,
                            int64_t first, int64_t cnt)
 {
     int64_t ys[4], yst[4], as[4], ast[4], bs[4], bst[4];
@@ -42,8 +42,8 @@ static int emit_geglu(vkl_graph *g, vkl_node *n, vkl_err *e)
     uint32_t spec[3] = {0, (uint32_t)x->dtype, (uint32_t)x->dtype};
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
-        glue_push pc;
-        glue_push_init(&pc, y, x, x, r0 * F, nr * F);
+        glu_push pc;
+        glu_push_init(&pc, y, x, x, r0 * F, nr * F);
         vkl_bind bind[3];
         pc.a_local = (uint32_t)contiguous;
         if ((contiguous ? vkl_bind_span(g, x, r0 * 2 * F, nr * 2 * F, &bind[0], &pc.a_off, e)
@@ -53,7 +53,7 @@ static int emit_geglu(vkl_graph *g, vkl_node *n, vkl_err *e)
         bind[1] = bind[0];
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)(nr * F) + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, VKL_KERNEL_GLUE, spec, 3, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_GLU, spec, 3, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }
@@ -67,8 +67,8 @@ static int emit_swiglu(vkl_graph *g, vkl_node *n, vkl_err *e)
         cnt = total - first < win ? total - first : win;
         cnt = vkl_op_operand_window(g, a, y, first, cnt);
         cnt = vkl_op_operand_window(g, b, y, first, cnt);
-        glue_push pc;
-        glue_push_init(&pc, y, a, b, first, cnt);
+        glu_push pc;
+        glu_push_init(&pc, y, a, b, first, cnt);
         vkl_bind bind[3];
         if (vkl_op_bind_operand(g, a, y, first, cnt, &bind[0], &pc.a_off, &pc.a_local, e) ||
             vkl_op_bind_operand(g, b, y, first, cnt, &bind[1], &pc.b_off, &pc.b_local, e) ||
@@ -76,7 +76,7 @@ static int emit_swiglu(vkl_graph *g, vkl_node *n, vkl_err *e)
             return -1;
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)cnt + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, VKL_KERNEL_GLUE, spec, 3, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_GLU, spec, 3, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }
@@ -120,7 +120,7 @@ static int emit_geglu_grad(vkl_graph *g, vkl_node *n, vkl_err *e)
             return -1;
         uint32_t gx, gy;
         vkl_op_grid(((uint64_t)(nr * F) + 255) / 256, &gx, &gy);
-        if (vkl_emit_dispatch(g, VKL_KERNEL_GLUE_GRAD, spec, 1, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
+        if (vkl_emit_dispatch(g, VKL_KERNEL_GLU_GRAD, spec, 1, bind, 3, &pc, sizeof pc, gx, gy, 1, e)) return -1;
     }
     return 0;
 }

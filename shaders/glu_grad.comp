@@ -1,10 +1,10 @@
 #version 450
-// Backward of GEGLU (glue.comp MODE 0): y = a * gelu(b) with a = x[..., :F],
+// Backward of GEGLU (glu.comp MODE 0): y = a * gelu(b) with a = x[..., :F],
 // b = x[..., F:], so
 //   dx[..., :F] = dy * gelu(b),   dx[..., F:] = dy * a * (Phi(b) + b * phi(b)).
 // One invocation per element of y; dy f32 contiguous (y's layout); dx f32,
 // contiguous [..., 2F]. (SwiGLU's backward is made of unary_grad and mul.)
-// CPU reference: vkl_ref_geglu_backward (runtime/ref/ref_glue.c). Op: runtime/ops/glue.c.
+// CPU reference: vkl_ref_geglu_backward (runtime/ref/ref_glu.c). Op: runtime/ops/glu.c.
 #include "common.glsl"
 #include "erf.glsl"
 layout(local_size_x = 256) in;

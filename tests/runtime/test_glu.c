@@ -1,4 +1,4 @@
-/* GEGLU and SwiGLU against their CPU references (runtime/ref/ref_glue.c) on
+/* GEGLU and SwiGLU against their CPU references (runtime/ref/ref_glu.c) on
  * random odd shapes, f32/f16/bf16, strided inputs, in every device profile
  * and under a 64 KiB binding limit; SwiGLU also against the tiny LLaMA's
  * recorded MLP activations (transformers). */
@@ -63,7 +63,7 @@ static void check_swiglu(vkl_ctx *c, vkl_test_rng *r, int64_t R, int64_t D, vkl_
     vkl_tensor_free(U);
 }
 
-static void glue_random(void **state)
+static void glu_random(void **state)
 {
     (void)state;
     vkl_test_rng r;
@@ -80,7 +80,7 @@ static void glue_random(void **state)
     }
 }
 
-static void glue_under_small_binding(void **state)
+static void glu_under_small_binding(void **state)
 {
     (void)state;
     vkl_test_rng r;
@@ -122,7 +122,7 @@ static void swiglu_matches_transformers(void **state)
     vkl_test_ctx_done(c);
 }
 
-static void glue_build_errors(void **state)
+static void glu_build_errors(void **state)
 {
     (void)state;
     vkl_ctx *c = vkl_test_ctx(NULL);
@@ -151,10 +151,10 @@ static void glue_build_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(glue_random),
-        cmocka_unit_test(glue_under_small_binding),
+        cmocka_unit_test(glu_random),
+        cmocka_unit_test(glu_under_small_binding),
         cmocka_unit_test(swiglu_matches_transformers),
-        cmocka_unit_test(glue_build_errors),
+        cmocka_unit_test(glu_build_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,7 @@
  * vkl_seg_norm. Kernels: norm_grad.comp (part sums, apply, column sums). The
  * forward's chunk statistics are reused. CPU reference:
  * runtime/ref/ref_norm_grad.c. */
-#include "segnorm.h"
+#include "norm_internal.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* CPU references for glue.comp (GEGLU, SwiGLU), in double precision. */
+/* CPU references for glu.comp (GEGLU, SwiGLU), in double precision. */
 #include "vkl_ref.h"
 
 #include <math.h>

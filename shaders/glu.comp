@@ -2,7 +2,7 @@
 // Gated activations of the transformer MLPs; y is f32 and contiguous.
 //   MODE 0 (GEGLU, diffusers): x [..., 2F] -> x[..., :F] * gelu_erf(x[..., F:])
 //   MODE 1 (SwiGLU, LLaMA):    silu(gate) * up, same shapes
-// CPU reference: runtime/ref/ref_glue.c. Op: runtime/ops/glue.c.
+// CPU reference: runtime/ref/ref_glu.c. Op: runtime/ops/glu.c.
 #include "common.glsl"
 #include "erf.glsl"
 layout(local_size_x = 256) in;

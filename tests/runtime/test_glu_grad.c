@@ -1,5 +1,5 @@
 /* Backward of GEGLU and SwiGLU: the double-precision CPU backward
- * (runtime/ref/ref_glue.c) against central finite differences, and the device
+ * (runtime/ref/ref_glu.c) against central finite differences, and the device
  * gradients (loss = sum(op(x) * r)) against it on random odd shapes,
  * f32/f16/bf16 inputs, transposed (permuted) operands, one operand frozen, in
  * every device profile and under a 64 KiB binding limit. */
@@ -125,7 +125,7 @@ static void check_swiglu(vkl_ctx *c, vkl_test_rng *r, int64_t R, int64_t D, vkl_
     vkl_tensor_free(G); vkl_tensor_free(U); vkl_tensor_free(Rt);
 }
 
-static void glue_grad_random(void **state)
+static void glu_grad_random(void **state)
 {
     (void)state;
     vkl_test_rng r;
@@ -142,7 +142,7 @@ static void glue_grad_random(void **state)
     }
 }
 
-static void glue_grad_small_binding(void **state)
+static void glu_grad_small_binding(void **state)
 {
     (void)state;
     vkl_test_rng r;
@@ -158,8 +158,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reference_matches_finite_differences),
-        cmocka_unit_test(glue_grad_random),
-        cmocka_unit_test(glue_grad_small_binding),
+        cmocka_unit_test(glu_grad_random),
+        cmocka_unit_test(glu_grad_small_binding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

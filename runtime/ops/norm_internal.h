@@ -8,8 +8,8 @@
  * strided(e, edim, est) from there. edim[0] is the number of "lines" (group
  * norm: channels of the group), edim[1]*edim[2] their length. y is f32,
  * contiguous, shaped like x, y[s * seglen + e]. */
-#ifndef VKL_SEGNORM_H
-#define VKL_SEGNORM_H
+#ifndef VKL_NORM_INTERNAL_H
+#define VKL_NORM_INTERNAL_H
 
 #include "op_util.h"
 
@@ -39,7 +39,7 @@ typedef struct vkl_seg_params {
 /* Elements of one line per apply workgroup on this device. */
 int64_t vkl_seg_block(const vkl_ctx *c);
 
-/* Backward rule of the apply node (segnorm_grad.c): src = {x, stats, [gamma],
+/* Backward rule of the apply node (norm_grad.c): src = {x, stats, [gamma],
  * [beta]}; the statistics get no gradient (dx accounts for them). */
 int vkl_seg_norm_backward(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *need, vkl_tensor **dsrc);
 

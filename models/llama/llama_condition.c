@@ -24,11 +24,12 @@ int vkl_llama_mean_hidden(const vkl_llama *m, const int32_t *ids, int n, float *
     vkl_tensor *tid = vkl_tensor_new(c, VKL_I32, 2, (int64_t[]){1, n}, e);
     if (!tid) return -1;
     vkl_graph *g = NULL;
-    int rc = vkl_tensor_upload(c, tid, ids, VKL_I32, e);
+    vkl_tensor *mask = vkl_llama_mask(c, 1, n, 0, NULL, e);
+    int rc = !mask || vkl_tensor_upload(c, tid, ids, VKL_I32, e);
     if (!rc) {
         g = vkl_graph_new(c);
         keep_final k = {0};
-        vkl_llama_fwd o = {.tap = tap_final, .tap_user = &k};
+        vkl_llama_fwd o = {.mask = mask, .explicit_attn = 1, .tap = tap_final, .tap_user = &k};
         vkl_tensor *logits = vkl_llama_forward(g, m, tid, &o);
         vkl_tensor *mean = NULL;
         if (logits && k.fin) {
@@ -43,6 +44,7 @@ int vkl_llama_mean_hidden(const vkl_llama *m, const int32_t *ids, int n, float *
         rc = rc || vkl_graph_plan(g, e) || vkl_graph_run(g, e) || vkl_tensor_download(c, mean, out, VKL_F32, e);
     }
     vkl_graph_free(g);
+    vkl_tensor_free(mask);
     vkl_tensor_free(tid);
     return rc ? -1 : 0;
 }

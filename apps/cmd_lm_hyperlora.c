@@ -26,7 +26,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: vklora lm hyperlora train --model DIR --tasks TASKS.jsonl -o HYPER.safetensors\n"
-            "                                 [--rank 4] [--alpha 8] [--targets q_proj,v_proj] [--hidden 32]\n"
+            "                                 [--rank 4] [--alpha 2 x rank] [--targets q_proj,v_proj] [--hidden 32]\n"
             "                                 [--steps 200] [--lr 1e-3] [--wd 0] [--max-grad-norm 1] [--batch 4]\n"
             "                                 [--seq-len 64] [--seed 0] [--log FILE.csv] [--force]\n"
             "       vklora lm hyperlora emit --hyper HYPER.safetensors --model DIR --description TEXT -o ADAPTER_DIR\n"

@@ -26,7 +26,7 @@
 #define WORDS 5
 #define STEPS 36
 #define HID 16
-#define TRAIN "--steps 36 --lr 2e-2 --seq-len 24 --hidden 16 --rank 4 --seed 1"
+#define TRAIN "--steps 36 --lr 5e-3 --seq-len 24 --hidden 16 --rank 4 --seed 1"
 
 static const char *const DESC[NT] = {"fruit words: apple, banana and cherry", "counting with the digits one to five",
                                      "sleepy letters zz, xx and qq"};

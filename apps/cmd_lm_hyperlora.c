@@ -5,6 +5,7 @@
 #include "lm_gen_args.h"
 #include "quant.h"
 #include "lm_hyperlora_cmd.h"
+#include "out_folder.h"
 #include "progress.h"
 
 #include "io/dir.h"
@@ -214,34 +215,6 @@ static int emit(const vkl_app_hyper_args *a, const char *tmp, emit_run *r, vkl_e
 
 static const char *const OUT_NAMES[2] = {"adapter_model.safetensors", "adapter_config.json"};
 
-static void remove_outputs(const char *dir)
-{
-    char p[4400];
-    for (int i = 0; i < 2; i++)
-        if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, OUT_NAMES[i]) < sizeof p) unlink(p);
-    rmdir(dir);
-}
-
-/* 0: absent; 1: a folder holding only an adapter (replaced with force) or nothing; -1: refused. */
-static int check_out(const char *out, int force, vkl_err *e)
-{
-    struct stat st;
-    if (stat(out, &st)) return 0;
-    if (!S_ISDIR(st.st_mode)) return vkl_fail(e, "%s exists and is not a folder", out);
-    DIR *d = opendir(out);
-    if (!d) return vkl_fail(e, "cannot read folder %s", out);
-    int others = 0, ours = 0;
-    for (struct dirent *x; (x = readdir(d));) {
-        if (!strcmp(x->d_name, ".") || !strcmp(x->d_name, "..")) continue;
-        int mine = !strcmp(x->d_name, OUT_NAMES[0]) || !strcmp(x->d_name, OUT_NAMES[1]);
-        mine ? ours++ : others++;
-    }
-    closedir(d);
-    if (others) return vkl_fail(e, "%s holds files other than an adapter; choose another output folder", out);
-    if (ours && !force) return vkl_fail(e, "%s already holds an adapter; pass --force to replace it", out);
-    return 1;
-}
-
 static int cmd_emit(const vkl_app_hyper_args *a)
 {
     vkl_err e = {{0}};
@@ -251,7 +224,7 @@ static int cmd_emit(const vkl_app_hyper_args *a)
         fprintf(stderr, "vklora " CMD " emit: --description is empty\n");
         return 2;
     }
-    int exists = check_out(a->out, a->force, &e);
+    int exists = vkl_app_out_folder_check(a->out, OUT_NAMES, 2, a->force, &e);
     if (exists < 0) {
         fprintf(stderr, "vklora " CMD " emit: %s\n", e.msg);
         return 1;
@@ -271,10 +244,10 @@ static int cmd_emit(const vkl_app_hyper_args *a)
     vkl_app_lm_tok_free(&r.tok);
     vkl_llama_free(r.m);
     if (r.c) vkl_ctx_destroy(r.c);
-    if (!rc && exists) remove_outputs(a->out);
+    if (!rc && exists) vkl_app_out_folder_remove(a->out, OUT_NAMES, 2);
     if (!rc && vkl_rename_durable(tmp, a->out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a->out, strerror(errno));
     if (rc) {
-        remove_outputs(tmp);
+        vkl_app_out_folder_remove(tmp, OUT_NAMES, 2);
         vkl_app_print_error(CMD " emit", e.msg);
         return 1;
     }

@@ -12,6 +12,7 @@
 #include "lm_adalora_args.h"
 #include "lm_gen_args.h"
 #include "lm_train_state.h"
+#include "out_folder.h"
 #include "progress.h"
 
 #include "llama/llama_adalora.h"
@@ -356,36 +357,6 @@ static long long predicted(const int32_t *labels, int from, int to, int L)
     for (int b = from; b < to; b++)
         for (int t = 1; t < L; t++) n += labels[(size_t)b * L + t] != VKL_LLAMA_IGNORE;
     return n;
-}
-
-static void remove_outputs(const char *dir)
-{
-    char p[4200];
-    for (int i = 0; i < OUT_FILES; i++) {
-        if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, OUT_NAMES[i]) < sizeof p) unlink(p);
-    }
-    rmdir(dir);
-}
-
-/* 0: absent; 1: an empty folder or (with force) one holding only our files; -1: refused. */
-static int check_out(const char *out, int force, vkl_err *e)
-{
-    struct stat st;
-    if (stat(out, &st)) return 0;
-    if (!S_ISDIR(st.st_mode)) return vkl_fail(e, "%s exists and is not a folder", out);
-    DIR *d = opendir(out);
-    if (!d) return vkl_fail(e, "cannot read folder %s", out);
-    int others = 0, ours = 0;
-    for (struct dirent *x; (x = readdir(d));) {
-        if (!strcmp(x->d_name, ".") || !strcmp(x->d_name, "..")) continue;
-        int mine = 0;
-        for (int i = 0; i < OUT_FILES; i++) mine |= !strcmp(x->d_name, OUT_NAMES[i]);
-        mine ? ours++ : others++;
-    }
-    closedir(d);
-    if (others) return vkl_fail(e, "%s holds files other than an adapter; choose another output folder", out);
-    if (ours && !force) return vkl_fail(e, "%s already holds an adapter; pass --force to replace it", out);
-    return 1;
 }
 
 /* Copies the trained tensors into the host adapter by their PEFT keys. */
@@ -867,7 +838,7 @@ int vkl_cmd_lm_train(int argc, char **argv)
         fprintf(stderr, "vklora lm train: data file %s: %s\n", a.data, missing ? strerror(errno) : "not a file");
         return 1;
     }
-    int exists = check_out(a.out, a.force || a.resume, &e); /* a resumed run replaces its own earlier output */
+    int exists = vkl_app_out_folder_check(a.out, OUT_NAMES, OUT_FILES, a.force || a.resume, &e); /* a resumed run replaces its own earlier output */
     if (exists < 0) {
         fprintf(stderr, "vklora lm train: %s\n", e.msg);
         return 1;
@@ -894,17 +865,17 @@ int vkl_cmd_lm_train(int argc, char **argv)
     sigaction(SIGTERM, &old_term, NULL);
     run_free(&r);
     if (rc == 2) { /* a finished run resumed: its output stands */
-        if (root) remove_outputs(tmp);
+        if (root) vkl_app_out_folder_remove(tmp, OUT_NAMES, OUT_FILES);
         return 0;
     }
     if (!root) {
         if (rc && !stop_) fprintf(stderr, "vklora lm train: rank %d: %s\n", vkl_app_dist->rank, e.msg);
         return rc ? (stop_ ? 130 : 1) : 0;
     }
-    if (!rc && exists) remove_outputs(a.out);
+    if (!rc && exists) vkl_app_out_folder_remove(a.out, OUT_NAMES, OUT_FILES);
     if (!rc && vkl_rename_durable(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));
     if (rc) {
-        remove_outputs(tmp);
+        vkl_app_out_folder_remove(tmp, OUT_NAMES, OUT_FILES);
         vkl_app_print_error("lm train", e.msg);
         return stop_ ? 130 : 1;
     }

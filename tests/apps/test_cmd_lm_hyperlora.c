@@ -401,6 +401,15 @@ static void test_bad(void **state)
              vkl_test_shared_path(MODEL "/model.safetensors"), model);
     refused(args, 1, "is not a HyperLoRA network");
     assert_true(stat(in_dir("X"), &st) != 0);
+    /* an existing adapter is replaced only with --force; a folder with other files never */
+    snprintf(args, sizeof args, "--quiet lm hyperlora emit --hyper one.safetensors --model '%s' --description fruit -o OK1",
+             model);
+    free(run_ok(args));
+    refused(args, 1, "OK1 already holds an adapter; pass --force to replace it");
+    strcat(args, " --force");
+    free(run_ok(args));
+    write_file("OK1/notes.txt", "mine\n");
+    refused(args, 1, "OK1 holds files other than an adapter");
     refused("lm hyperlora fly", 2, "unknown subcommand fly");
 }
 

@@ -6,6 +6,7 @@
 #include "quant.h"
 #include "lm_hyperlora_cmd.h"
 #include "out_folder.h"
+#include "peft_config.h"
 #include "progress.h"
 
 #include "io/dir.h"
@@ -208,7 +209,7 @@ static int emit(const vkl_app_hyper_args *a, const char *tmp, emit_run *r, vkl_e
     return vkl_app_hyper_condition(r->m, &r->tok, a->description, r->cond, e) ||
                    vkl_hyperlora_emit(r->hy, r->cond, NULL, &r->l, e) ||
                    vkl_lora_meta_set(&r->l, "hyperlora_description", a->description, e) ||
-                   vkl_lora_save_peft(&r->l, st, cj, e) || vkl_app_hyper_finish_config(cj, a->model, targets, nt, e)
+                   vkl_lora_save_peft(&r->l, st, cj, e) || vkl_app_peft_finish_config(cj, a->model, targets, nt, NULL, 0, e)
                ? -1
                : 0;
 }

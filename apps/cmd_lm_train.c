@@ -13,6 +13,7 @@
 #include "lm_gen_args.h"
 #include "lm_train_state.h"
 #include "out_folder.h"
+#include "peft_config.h"
 #include "progress.h"
 
 #include "llama/llama_adalora.h"
@@ -393,45 +394,6 @@ static int store(vkl_ctx *c, const vkl_llama_train *s, vkl_lora *l, vkl_err *e)
     return 0;
 }
 
-static void put(cJSON *j, const char *key, cJSON *v)
-{
-    if (cJSON_GetObjectItemCaseSensitive(j, key)) cJSON_ReplaceItemInObjectCaseSensitive(j, key, v);
-    else cJSON_AddItemToObject(j, key, v);
-}
-
-static cJSON *names(const char *const *v, int n)
-{
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
-    return a;
-}
-
-/* The config as PEFT writes it for a causal LM: the base model's path, the
- * task, and target_modules (feedforward_modules for IA3) as the user named
- * them (suffixes), rather than the expanded per-layer list. */
-static int finish_config(const char *path, const char *model, const char *const *t, int nt, const char *const *ff,
-                         int nf, vkl_err *e)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return vkl_fail(e, "cannot reopen %s", path);
-    char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    cJSON *j = cJSON_Parse(buf);
-    if (!j) return vkl_fail(e, "%s: not the JSON just written", path);
-    put(j, "base_model_name_or_path", cJSON_CreateString(model));
-    put(j, "task_type", cJSON_CreateString("CAUSAL_LM"));
-    put(j, "target_modules", names(t, nt));
-    if (ff) put(j, "feedforward_modules", names(ff, nf));
-    char *s = cJSON_Print(j);
-    cJSON_Delete(j);
-    f = s ? fopen(path, "wb") : NULL;
-    int ok = f && fputs(s, f) >= 0 && fputc('\n', f) != EOF;
-    ok = (f && fclose(f) == 0) && ok;
-    free(s);
-    return ok ? 0 : vkl_fail(e, "cannot write %s", path);
-}
 
 typedef struct run {
     vkl_ctx *c;
@@ -545,7 +507,7 @@ static char *options_json(const args *a)
     cJSON_AddStringToObject(j, "data", a->data);
     cJSON_AddStringToObject(j, "network", net_name(a->net));
     if (a->net == NET_DYLORA) cJSON_AddNumberToObject(j, "dylora_unit", a->unit);
-    cJSON_AddItemToObject(j, "targets", names(a->targets, a->nt));
+    cJSON_AddItemToObject(j, "targets", vkl_app_json_strings(a->targets, a->nt));
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddNumberToObject(j, "rank", a->rank);
     cJSON_AddNumberToObject(j, "alpha", a->alpha);
@@ -806,7 +768,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     }
     if (r->ia3 ? vkl_llama_ia3_store(r->m, r->ia3, &r->l, e) : store(r->c, r->tr, &r->l, e)) return -1;
     if (vkl_lora_save_peft(&r->l, st, cj, e) ||
-        finish_config(cj, a->model, a->targets, a->nt, a->net == NET_IA3 ? a->ff : NULL, a->nf, e))
+        vkl_app_peft_finish_config(cj, a->model, a->targets, a->nt, a->net == NET_IA3 ? a->ff : NULL, a->nf, e))
         return -1;
     if (!a->gguf) return 0;
     if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.gguf", tmp) >= sizeof st) return vkl_fail(e, "path too long: %s", tmp);

@@ -105,33 +105,3 @@ int vkl_app_hyper_split_targets(const char *list, char *buf, size_t cap, const c
     }
     return *n ? 0 : -1;
 }
-
-static void put(cJSON *j, const char *key, cJSON *v)
-{
-    if (cJSON_GetObjectItemCaseSensitive(j, key)) cJSON_ReplaceItemInObjectCaseSensitive(j, key, v);
-    else cJSON_AddItemToObject(j, key, v);
-}
-
-int vkl_app_hyper_finish_config(const char *path, const char *model, const char *const *targets, int nt, vkl_err *e)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return vkl_fail(e, "cannot reopen %s", path);
-    char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    cJSON *j = cJSON_Parse(buf);
-    if (!j) return vkl_fail(e, "%s: not the JSON just written", path);
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; a && i < nt; i++) cJSON_AddItemToArray(a, cJSON_CreateString(targets[i]));
-    put(j, "base_model_name_or_path", cJSON_CreateString(model));
-    put(j, "task_type", cJSON_CreateString("CAUSAL_LM"));
-    put(j, "target_modules", a);
-    char *s = cJSON_Print(j);
-    cJSON_Delete(j);
-    f = s ? fopen(path, "wb") : NULL;
-    int ok = f && fputs(s, f) >= 0 && fputc('\n', f) != EOF;
-    ok = (f && fclose(f) == 0) && ok;
-    free(s);
-    return ok ? 0 : vkl_fail(e, "cannot write %s", path);
-}

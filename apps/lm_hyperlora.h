@@ -26,7 +26,4 @@ int vkl_app_hyper_condition(const vkl_llama *m, const vkl_app_lm_tok *tok, const
 /* "q_proj,v_proj" into buf / names (at most VKL_APP_HYPER_MAX_TARGETS); 0 or -1. */
 int vkl_app_hyper_split_targets(const char *list, char *buf, size_t cap, const char **names, int *n);
 
-/* adapter_config.json as lm train writes it: base model, task, targets as named. */
-int vkl_app_hyper_finish_config(const char *path, const char *model, const char *const *targets, int nt, vkl_err *e);
-
 #endif

@@ -5,6 +5,7 @@
 #include "lm_gen_args.h"
 #include "quant.h"
 #include "lm_hyperlora_cmd.h"
+#include "opt_value.h"
 #include "out_folder.h"
 #include "peft_config.h"
 #include "progress.h"
@@ -47,38 +48,7 @@ static void usage(FILE *f)
             "`lm generate --lora` and PEFT load.\n");
 }
 
-static int bad(const char *opt, const char *v, const char *want)
-{
-    fprintf(stderr, "vklora " CMD ": %s %s: %s\n", opt, v, want);
-    return 2;
-}
-
-static int int_opt(const char *o, const char *v, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        char want[96];
-        snprintf(want, sizeof want, "expected an integer in [%ld, %ld]", lo, hi);
-        return bad(o, v, want);
-    }
-    *out = (int)x;
-    return 0;
-}
-
-static int float_opt(const char *o, const char *v, double lo, double hi, float *out)
-{
-    char *end;
-    double x = strtod(v, &end);
-    if (!*v || *end || !isfinite(x) || x < lo || x > hi) {
-        char want[96];
-        snprintf(want, sizeof want, "expected a number in [%g, %g]", lo, hi);
-        return bad(o, v, want);
-    }
-    *out = (float)x;
-    return 0;
-}
+static int bad(const char *opt, const char *v, const char *want) { return vkl_app_opt_bad(CMD, opt, v, want); }
 
 /* 0 parsed, 1 help printed, 2 usage error. */
 static int parse(int argc, char **argv, int train, vkl_app_hyper_args *a)
@@ -130,15 +100,15 @@ static int parse(int argc, char **argv, int train, vkl_app_hyper_args *a)
             a->targets_list = v;
             if (vkl_app_hyper_split_targets(v, a->targets_buf, sizeof a->targets_buf, a->targets, &a->nt))
                 return bad(o, v, "expected 1 to 16 module names separated by commas");
-        } else if (!strcmp(o, "--rank")) rc = int_opt(o, v, 1, 4096, &a->rank);
-        else if (!strcmp(o, "--hidden")) rc = int_opt(o, v, 1, 4096, &a->hidden);
-        else if (!strcmp(o, "--steps")) rc = int_opt(o, v, 1, 10000000, &a->steps);
-        else if (!strcmp(o, "--batch")) rc = int_opt(o, v, 1, 4096, &a->batch);
-        else if (!strcmp(o, "--seq-len")) rc = int_opt(o, v, 2, 1 << 20, &a->seq_len);
-        else if (!strcmp(o, "--alpha")) rc = float_opt(o, v, 1e-6, 1e6, &a->alpha), alpha_given = 1;
-        else if (!strcmp(o, "--lr")) rc = float_opt(o, v, 0, 10, &a->lr);
-        else if (!strcmp(o, "--wd")) rc = float_opt(o, v, 0, 10, &a->wd);
-        else if (!strcmp(o, "--max-grad-norm")) rc = float_opt(o, v, 0, 1e9, &a->max_grad_norm);
+        } else if (!strcmp(o, "--rank")) rc = vkl_app_opt_int(CMD, o, v, 1, 4096, &a->rank);
+        else if (!strcmp(o, "--hidden")) rc = vkl_app_opt_int(CMD, o, v, 1, 4096, &a->hidden);
+        else if (!strcmp(o, "--steps")) rc = vkl_app_opt_int(CMD, o, v, 1, 10000000, &a->steps);
+        else if (!strcmp(o, "--batch")) rc = vkl_app_opt_int(CMD, o, v, 1, 4096, &a->batch);
+        else if (!strcmp(o, "--seq-len")) rc = vkl_app_opt_int(CMD, o, v, 2, 1 << 20, &a->seq_len);
+        else if (!strcmp(o, "--alpha")) rc = vkl_app_opt_real(CMD, o, v, 1e-6, 1e6, &a->alpha), alpha_given = 1;
+        else if (!strcmp(o, "--lr")) rc = vkl_app_opt_real(CMD, o, v, 0, 10, &a->lr);
+        else if (!strcmp(o, "--wd")) rc = vkl_app_opt_real(CMD, o, v, 0, 10, &a->wd);
+        else if (!strcmp(o, "--max-grad-norm")) rc = vkl_app_opt_real(CMD, o, v, 0, 1e9, &a->max_grad_norm);
         else if (!strcmp(o, "--seed")) {
             char *end;
             errno = 0;

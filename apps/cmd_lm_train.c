@@ -14,6 +14,7 @@
 #include "lm_train_state.h"
 #include "out_folder.h"
 #include "peft_config.h"
+#include "rng.h"
 #include "progress.h"
 
 #include "llama/llama_adalora.h"
@@ -333,23 +334,6 @@ static float lr_at(const args *a, int s, int total)
     return a->lr * (float)(0.5 * (1.0 + cos(3.14159265358979323846 * p)));
 }
 
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void shuffle(int *p, int n, uint64_t *rng)
-{
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)(splitmix(rng) % (uint64_t)(i + 1)), t = p[i];
-        p[i] = p[j];
-        p[j] = t;
-    }
-}
-
 /* Tokens whose next token is predicted (a label after it that is not -100)
  * in rows [from, to) of a batch: what the mean loss divides by. */
 static long long predicted(const int32_t *labels, int from, int to, int L)
@@ -462,7 +446,7 @@ static int hold_out(vkl_app_lm_data *d, vkl_app_lm_data *val, float fraction, ui
     }
     uint64_t rng = seed ^ 0x686f6c646f7574ull;
     for (int i = 0; i < n; i++) perm[i] = i;
-    shuffle(perm, n, &rng);
+    vkl_shuffle_ints(perm, n, &rng);
     for (int i = 0; i < nv; i++) is_val[perm[i]] = 1;
     int kv = 0, kt = 0;
     for (int i = 0; i < n; i++) {
@@ -680,7 +664,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
             if (pos == n) {
                 epoch++;
                 for (int i = 0; i < n; i++) r->order[i] = i;
-                shuffle(r->order, n, &rng);
+                vkl_shuffle_ints(r->order, n, &rng);
                 pos = 0;
             }
             size_t src = (size_t)r->order[pos++] * L, dst = (size_t)b * L;

@@ -17,6 +17,7 @@
 #include "llama/llama_lora_init.h"
 #include "llama/llama_train.h"
 #include "lora/hyperlora.h"
+#include "rng.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -108,31 +109,13 @@ static int upload_adapter(run *r, vkl_err *e)
     return 0;
 }
 
-/* splitmix64: the task and sample orders, reproducible from --seed */
-static uint64_t next_u64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void shuffle(int *v, int n, uint64_t *g)
-{
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)(next_u64(g) % (uint64_t)(i + 1)), t = v[i];
-        v[i] = v[j];
-        v[j] = t;
-    }
-}
-
 /* The next B rows of task k (its samples in a seeded order, reshuffled after each pass). */
 static void next_batch(run *r, int k, int B, int L, uint64_t *g)
 {
     vkl_app_lm_data *d = &r->data[k];
     for (int b = 0; b < B; b++) {
         if (r->pos[k] == d->n) {
-            shuffle(r->order[k], d->n, g);
+            vkl_shuffle_ints(r->order[k], d->n, g);
             r->pos[k] = 0;
         }
         int s = r->order[k][r->pos[k]++];
@@ -215,7 +198,7 @@ static int train(const vkl_app_hyper_args *a, const char *tmp_log, const char *t
         int j = (t - 1) % r->nt;
         if (!j) {
             for (int i = 0; i < r->nt; i++) round[i] = i;
-            shuffle(round, r->nt, &g);
+            vkl_shuffle_ints(round, r->nt, &g);
         }
         int k = round[j];
         const float *cond = r->cond + (size_t)k * D;

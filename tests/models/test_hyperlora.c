@@ -182,6 +182,15 @@ static double lm_loss(fixture *f, lm *s)
     return loss;
 }
 
+/* The loss with entry i of parameter pt (host copy v) set to x. */
+static double loss_with(fixture *f, lm *s, vkl_tensor *pt, float *v, int64_t i, float x)
+{
+    vkl_err e = {{0}};
+    v[i] = x;
+    if (vkl_tensor_upload(f->c, pt, v, VKL_F32, &e)) fail_msg("%s", e.msg);
+    return lm_loss(f, s);
+}
+
 static void test_end_to_end(void **state)
 {
     (void)state;
@@ -236,14 +245,8 @@ static void test_end_to_end(void **state)
         for (int k = 0; k < 3; k++) {
             int64_t i = top[k];
             float keep = v[i];
-            v[i] = keep + eps[p];
-            if (vkl_tensor_upload(f.c, pt, v, VKL_F32, &e)) fail_msg("%s", e.msg);
-            double lp = lm_loss(&f, &s);
-            v[i] = keep - eps[p];
-            if (vkl_tensor_upload(f.c, pt, v, VKL_F32, &e)) fail_msg("%s", e.msg);
-            double lmn = lm_loss(&f, &s);
-            v[i] = keep;
-            if (vkl_tensor_upload(f.c, pt, v, VKL_F32, &e)) fail_msg("%s", e.msg);
+            double lp = loss_with(&f, &s, pt, v, i, keep + eps[p]), lmn = loss_with(&f, &s, pt, v, i, keep - eps[p]);
+            loss_with(&f, &s, pt, v, i, keep);
             double fd = (lp - lmn) / (2.0 * eps[p]);
             printf("  %s[%lld]: autograd %.6g, central difference %.6g\n", vkl_hyperlora_param_name(p), (long long)i,
                    (double)g[i], fd);

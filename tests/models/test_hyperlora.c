@@ -266,6 +266,32 @@ static void test_end_to_end(void **state)
     free_fixture(&f);
 }
 
+/* A copy of the file at src with metadata key set to value (NULL: kept) and
+ * tensor `flat` (NULL: none) written flat, one dimension. */
+static void rewrite(const char *src, const char *dst, const char *key, const char *value, const char *flat)
+{
+    vkl_st_file *f = NULL;
+    vkl_err e = {{0}};
+    if (vkl_st_open(src, &f, &e)) fail_msg("%s", e.msg);
+    vkl_st_writer *w = vkl_st_writer_new();
+    for (int i = 0; i < vkl_st_meta_count(f); i++) {
+        const char *k = vkl_st_meta_key(f, i);
+        if (vkl_st_writer_meta(w, k, key && !strcmp(k, key) ? value : vkl_st_meta_value(f, i), &e)) fail_msg("%s", e.msg);
+    }
+    for (int i = 0; i < vkl_st_count(f); i++) {
+        const vkl_st_tensor *t = vkl_st_at(f, i);
+        float *x = malloc(sizeof(float) * t->nelem);
+        if (vkl_st_read_f32(f, t->name, x, t->nelem, &e)) fail_msg("%s", e.msg);
+        int64_t n = (int64_t)t->nelem;
+        int fl = flat && !strcmp(t->name, flat);
+        if (vkl_st_writer_add(w, t->name, VKL_F32, fl ? 1 : t->ndim, fl ? &n : t->shape, x, &e)) fail_msg("%s", e.msg);
+        free(x);
+    }
+    if (vkl_st_writer_finish(w, dst, &e)) fail_msg("%s", e.msg);
+    vkl_st_writer_free(w);
+    vkl_st_close(f);
+}
+
 /* save, load: the same emitted factors; a template of other modules refused */
 static void test_file(void **state)
 {
@@ -305,6 +331,25 @@ static void test_file(void **state)
     /* not a hypernetwork */
     assert_int_equal(vkl_hyperlora_read_meta(vkl_test_shared_path(MODEL "/model.safetensors"), &got, &e), -1);
     assert_non_null(strstr(e.msg, "is not a HyperLoRA network"));
+    /* lying files: each refused with the field named */
+    char bad[1100];
+    snprintf(bad, sizeof bad, "%s.bad", path);
+    static const struct { const char *key, *value, *flat, *msg; } lies[] = {
+        {"rank", "four", NULL, "metadata rank is \"four\""},
+        {"cond_scale", "-1", NULL, "metadata cond_scale is -1"},
+        {"modules", "{}", NULL, "metadata modules missing or not a JSON list"},
+        {"modules", "[[\"x\", 64, 64]]", NULL, "holds 1 adapter modules but its targets make 6"},
+        {NULL, NULL, "hyper.w2", "tensor hyper.w2 is not shaped f32["},
+        {NULL, NULL, "hyper.w1", "tensor hyper.w1 is not shaped f32["},
+    };
+    for (size_t i = 0; i < sizeof lies / sizeof *lies; i++) {
+        rewrite(path, bad, lies[i].key, lies[i].value, lies[i].flat);
+        h2 = NULL;
+        assert_int_equal(vkl_hyperlora_load(f.c, bad, &f.tmpl, &h2, &e), -1);
+        assert_null(h2);
+        if (!strstr(e.msg, lies[i].msg)) fail_msg("case %zu: %s (wanted: %s)", i, e.msg, lies[i].msg);
+    }
+    unlink(bad);
     unlink(path);
     free(a);
     free(b);

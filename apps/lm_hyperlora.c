@@ -75,6 +75,11 @@ int vkl_app_hyper_tasks_load(const char *path, vkl_app_hyper_task *t, int max, i
     free(line);
     fclose(f);
     if (!rc && !*n) rc = vkl_fail(e, "tasks file %s holds no task", path);
+    /* one description, one condition: two tasks sharing it could not get different adapters */
+    for (int i = 0; !rc && i < *n; i++)
+        for (int j = i + 1; !rc && j < *n; j++)
+            if (!strcmp(t[i].description, t[j].description))
+                rc = vkl_fail(e, "%s: tasks %d and %d have the same description", path, i + 1, j + 1);
     if (rc) {
         vkl_app_hyper_tasks_free(t, *n);
         *n = 0;

@@ -386,6 +386,10 @@ static void test_bad(void **state)
                                 "{\"description\": \"  \", \"data\": \"task2.jsonl\"}\n");
     snprintf(args, sizeof args, "lm hyperlora train --model '%s' --tasks t_empty.jsonl -o x.safetensors", model);
     refused(args, 1, "t_empty.jsonl line 2: the description is empty");
+    write_file("t_same.jsonl", "{\"description\": \"fruit\", \"data\": \"task1.jsonl\"}\n"
+                               "{\"description\": \"fruit\", \"data\": \"task2.jsonl\"}\n");
+    snprintf(args, sizeof args, "lm hyperlora train --model '%s' --tasks t_same.jsonl -o x.safetensors", model);
+    refused(args, 1, "t_same.jsonl: tasks 1 and 2 have the same description");
     struct stat st;
     assert_true(stat(in_dir("x.safetensors"), &st) && stat(in_dir("x_log.csv"), &st));
     /* a one-step network for the emit cases */

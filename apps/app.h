@@ -26,6 +26,7 @@ int vkl_cmd_lm_train(int argc, char **argv); /* `lm train`, dispatched by vkl_cm
 int vkl_cmd_lm_merge(int argc, char **argv); /* `lm merge`, dispatched by vkl_cmd_lm */
 int vkl_cmd_lm_convert(int argc, char **argv); /* `lm convert`, dispatched by vkl_cmd_lm */
 int vkl_cmd_lm_lorahub(int argc, char **argv); /* `lm lorahub`, dispatched by vkl_cmd_lm */
+int vkl_cmd_lm_hyperlora(int argc, char **argv); /* `lm hyperlora train|emit`, dispatched by vkl_cmd_lm */
 int vkl_cmd_dataset(int argc, char **argv);
 int vkl_cmd_serve(int argc, char **argv);
 int vkl_cmd_lorahub(int argc, char **argv);

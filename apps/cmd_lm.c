@@ -62,7 +62,8 @@ static void usage(FILE *f)
                "       vklora lm train --model DIR --data FILE -o ADAPTER_DIR ... (lm train --help)\n"
                "       vklora lm merge --model DIR --lora ADAPTER_DIR[:W] -o OUTDIR ... (lm merge --help)\n"
                "       vklora lm convert --model DIR -o FILE.gguf [--quant TYPE] ... (lm convert --help)\n"
-               "       vklora lm lorahub --model DIR --adapters A,B,... --data FEW.jsonl -o DIR ... (lm lorahub --help)\n");
+               "       vklora lm lorahub --model DIR --adapters A,B,... --data FEW.jsonl -o DIR ... (lm lorahub --help)\n"
+               "       vklora lm hyperlora train|emit ... (research option; lm hyperlora --help)\n");
 }
 
 static int exists(const char *p)
@@ -346,11 +347,12 @@ int vkl_cmd_lm(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "merge")) return vkl_cmd_lm_merge(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "convert")) return vkl_cmd_lm_convert(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "lorahub")) return vkl_cmd_lm_lorahub(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "hyperlora")) return vkl_cmd_lm_hyperlora(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         usage(stdout);
         return 0;
     }
-    if (argc < 2) fprintf(stderr, "vklora lm: missing subcommand (generate, train, merge, convert, lorahub)\n");
+    if (argc < 2) fprintf(stderr, "vklora lm: missing subcommand (generate, train, merge, convert, lorahub, hyperlora)\n");
     else fprintf(stderr, "vklora lm: unknown subcommand or option '%s'\n", argv[1]);
     usage(stderr);
     return 2;

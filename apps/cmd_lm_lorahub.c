@@ -16,6 +16,7 @@
 #include "lm_gen_args.h"
 #include "lm_tok.h"
 #include "lorahub_report.h"
+#include "out_folder.h"
 #include "progress.h"
 
 #include "llama/llama_lora_init.h"
@@ -125,35 +126,6 @@ static int parse(int argc, char **argv, args *a)
         return 2;
     }
     return 0;
-}
-
-static void remove_outputs(const char *dir)
-{
-    char p[4200];
-    for (int i = 0; i < OUT_FILES; i++)
-        if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, OUT_NAMES[i]) < sizeof p) unlink(p);
-    rmdir(dir);
-}
-
-/* 0: absent; 1: a folder holding only our files (replaced with force) or nothing; -1: refused. */
-static int check_out(const char *out, int force, vkl_err *e)
-{
-    struct stat st;
-    if (stat(out, &st)) return 0;
-    if (!S_ISDIR(st.st_mode)) return vkl_fail(e, "%s exists and is not a folder", out);
-    DIR *d = opendir(out);
-    if (!d) return vkl_fail(e, "cannot read folder %s", out);
-    int others = 0, ours = 0;
-    for (struct dirent *x; (x = readdir(d));) {
-        if (!strcmp(x->d_name, ".") || !strcmp(x->d_name, "..")) continue;
-        int mine = 0;
-        for (int i = 0; i < OUT_FILES; i++) mine |= !strcmp(x->d_name, OUT_NAMES[i]);
-        mine ? ours++ : others++;
-    }
-    closedir(d);
-    if (others) return vkl_fail(e, "%s holds files other than an adapter; choose another output folder", out);
-    if (ours && !force) return vkl_fail(e, "%s already holds an adapter; pass --force to replace it", out);
-    return 1;
 }
 
 static cJSON *read_json(const char *path)
@@ -370,7 +342,7 @@ int vkl_cmd_lm_lorahub(int argc, char **argv)
             fprintf(stderr, "vklora " CMD ": adapter %s: %s\n", a.adapters[i], strerror(errno));
             return 1;
         }
-    int exists = check_out(a.out, a.force, &e);
+    int exists = vkl_app_out_folder_check(a.out, OUT_NAMES, OUT_FILES, a.force, &e);
     if (exists < 0) {
         fprintf(stderr, "vklora " CMD ": %s\n", e.msg);
         return 1;
@@ -387,10 +359,10 @@ int vkl_cmd_lm_lorahub(int argc, char **argv)
     int rc = lorahub(&a, tmp, &r, &e);
     vkl_app_lorahub_restore_signals();
     run_free(&r);
-    if (!rc && exists) remove_outputs(a.out);
+    if (!rc && exists) vkl_app_out_folder_remove(a.out, OUT_NAMES, OUT_FILES);
     if (!rc && vkl_rename_durable(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));
     if (rc) {
-        remove_outputs(tmp);
+        vkl_app_out_folder_remove(tmp, OUT_NAMES, OUT_FILES);
         vkl_app_print_error(CMD, e.msg);
         return vkl_app_lorahub_stopped() ? 130 : 1;
     }

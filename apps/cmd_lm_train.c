@@ -12,6 +12,9 @@
 #include "lm_adalora_args.h"
 #include "lm_gen_args.h"
 #include "lm_train_state.h"
+#include "out_folder.h"
+#include "peft_config.h"
+#include "rng.h"
 #include "progress.h"
 
 #include "llama/llama_adalora.h"
@@ -331,23 +334,6 @@ static float lr_at(const args *a, int s, int total)
     return a->lr * (float)(0.5 * (1.0 + cos(3.14159265358979323846 * p)));
 }
 
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void shuffle(int *p, int n, uint64_t *rng)
-{
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)(splitmix(rng) % (uint64_t)(i + 1)), t = p[i];
-        p[i] = p[j];
-        p[j] = t;
-    }
-}
-
 /* Tokens whose next token is predicted (a label after it that is not -100)
  * in rows [from, to) of a batch: what the mean loss divides by. */
 static long long predicted(const int32_t *labels, int from, int to, int L)
@@ -356,36 +342,6 @@ static long long predicted(const int32_t *labels, int from, int to, int L)
     for (int b = from; b < to; b++)
         for (int t = 1; t < L; t++) n += labels[(size_t)b * L + t] != VKL_LLAMA_IGNORE;
     return n;
-}
-
-static void remove_outputs(const char *dir)
-{
-    char p[4200];
-    for (int i = 0; i < OUT_FILES; i++) {
-        if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, OUT_NAMES[i]) < sizeof p) unlink(p);
-    }
-    rmdir(dir);
-}
-
-/* 0: absent; 1: an empty folder or (with force) one holding only our files; -1: refused. */
-static int check_out(const char *out, int force, vkl_err *e)
-{
-    struct stat st;
-    if (stat(out, &st)) return 0;
-    if (!S_ISDIR(st.st_mode)) return vkl_fail(e, "%s exists and is not a folder", out);
-    DIR *d = opendir(out);
-    if (!d) return vkl_fail(e, "cannot read folder %s", out);
-    int others = 0, ours = 0;
-    for (struct dirent *x; (x = readdir(d));) {
-        if (!strcmp(x->d_name, ".") || !strcmp(x->d_name, "..")) continue;
-        int mine = 0;
-        for (int i = 0; i < OUT_FILES; i++) mine |= !strcmp(x->d_name, OUT_NAMES[i]);
-        mine ? ours++ : others++;
-    }
-    closedir(d);
-    if (others) return vkl_fail(e, "%s holds files other than an adapter; choose another output folder", out);
-    if (ours && !force) return vkl_fail(e, "%s already holds an adapter; pass --force to replace it", out);
-    return 1;
 }
 
 /* Copies the trained tensors into the host adapter by their PEFT keys. */
@@ -422,45 +378,6 @@ static int store(vkl_ctx *c, const vkl_llama_train *s, vkl_lora *l, vkl_err *e)
     return 0;
 }
 
-static void put(cJSON *j, const char *key, cJSON *v)
-{
-    if (cJSON_GetObjectItemCaseSensitive(j, key)) cJSON_ReplaceItemInObjectCaseSensitive(j, key, v);
-    else cJSON_AddItemToObject(j, key, v);
-}
-
-static cJSON *names(const char *const *v, int n)
-{
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
-    return a;
-}
-
-/* The config as PEFT writes it for a causal LM: the base model's path, the
- * task, and target_modules (feedforward_modules for IA3) as the user named
- * them (suffixes), rather than the expanded per-layer list. */
-static int finish_config(const char *path, const char *model, const char *const *t, int nt, const char *const *ff,
-                         int nf, vkl_err *e)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return vkl_fail(e, "cannot reopen %s", path);
-    char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    cJSON *j = cJSON_Parse(buf);
-    if (!j) return vkl_fail(e, "%s: not the JSON just written", path);
-    put(j, "base_model_name_or_path", cJSON_CreateString(model));
-    put(j, "task_type", cJSON_CreateString("CAUSAL_LM"));
-    put(j, "target_modules", names(t, nt));
-    if (ff) put(j, "feedforward_modules", names(ff, nf));
-    char *s = cJSON_Print(j);
-    cJSON_Delete(j);
-    f = s ? fopen(path, "wb") : NULL;
-    int ok = f && fputs(s, f) >= 0 && fputc('\n', f) != EOF;
-    ok = (f && fclose(f) == 0) && ok;
-    free(s);
-    return ok ? 0 : vkl_fail(e, "cannot write %s", path);
-}
 
 typedef struct run {
     vkl_ctx *c;
@@ -529,7 +446,7 @@ static int hold_out(vkl_app_lm_data *d, vkl_app_lm_data *val, float fraction, ui
     }
     uint64_t rng = seed ^ 0x686f6c646f7574ull;
     for (int i = 0; i < n; i++) perm[i] = i;
-    shuffle(perm, n, &rng);
+    vkl_shuffle_ints(perm, n, &rng);
     for (int i = 0; i < nv; i++) is_val[perm[i]] = 1;
     int kv = 0, kt = 0;
     for (int i = 0; i < n; i++) {
@@ -574,7 +491,7 @@ static char *options_json(const args *a)
     cJSON_AddStringToObject(j, "data", a->data);
     cJSON_AddStringToObject(j, "network", net_name(a->net));
     if (a->net == NET_DYLORA) cJSON_AddNumberToObject(j, "dylora_unit", a->unit);
-    cJSON_AddItemToObject(j, "targets", names(a->targets, a->nt));
+    cJSON_AddItemToObject(j, "targets", vkl_app_json_strings(a->targets, a->nt));
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddNumberToObject(j, "rank", a->rank);
     cJSON_AddNumberToObject(j, "alpha", a->alpha);
@@ -747,7 +664,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
             if (pos == n) {
                 epoch++;
                 for (int i = 0; i < n; i++) r->order[i] = i;
-                shuffle(r->order, n, &rng);
+                vkl_shuffle_ints(r->order, n, &rng);
                 pos = 0;
             }
             size_t src = (size_t)r->order[pos++] * L, dst = (size_t)b * L;
@@ -835,7 +752,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     }
     if (r->ia3 ? vkl_llama_ia3_store(r->m, r->ia3, &r->l, e) : store(r->c, r->tr, &r->l, e)) return -1;
     if (vkl_lora_save_peft(&r->l, st, cj, e) ||
-        finish_config(cj, a->model, a->targets, a->nt, a->net == NET_IA3 ? a->ff : NULL, a->nf, e))
+        vkl_app_peft_finish_config(cj, a->model, a->targets, a->nt, a->net == NET_IA3 ? a->ff : NULL, a->nf, e))
         return -1;
     if (!a->gguf) return 0;
     if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.gguf", tmp) >= sizeof st) return vkl_fail(e, "path too long: %s", tmp);
@@ -867,7 +784,7 @@ int vkl_cmd_lm_train(int argc, char **argv)
         fprintf(stderr, "vklora lm train: data file %s: %s\n", a.data, missing ? strerror(errno) : "not a file");
         return 1;
     }
-    int exists = check_out(a.out, a.force || a.resume, &e); /* a resumed run replaces its own earlier output */
+    int exists = vkl_app_out_folder_check(a.out, OUT_NAMES, OUT_FILES, a.force || a.resume, &e); /* a resumed run replaces its own earlier output */
     if (exists < 0) {
         fprintf(stderr, "vklora lm train: %s\n", e.msg);
         return 1;
@@ -894,17 +811,17 @@ int vkl_cmd_lm_train(int argc, char **argv)
     sigaction(SIGTERM, &old_term, NULL);
     run_free(&r);
     if (rc == 2) { /* a finished run resumed: its output stands */
-        if (root) remove_outputs(tmp);
+        if (root) vkl_app_out_folder_remove(tmp, OUT_NAMES, OUT_FILES);
         return 0;
     }
     if (!root) {
         if (rc && !stop_) fprintf(stderr, "vklora lm train: rank %d: %s\n", vkl_app_dist->rank, e.msg);
         return rc ? (stop_ ? 130 : 1) : 0;
     }
-    if (!rc && exists) remove_outputs(a.out);
+    if (!rc && exists) vkl_app_out_folder_remove(a.out, OUT_NAMES, OUT_FILES);
     if (!rc && vkl_rename_durable(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));
     if (rc) {
-        remove_outputs(tmp);
+        vkl_app_out_folder_remove(tmp, OUT_NAMES, OUT_FILES);
         vkl_app_print_error("lm train", e.msg);
         return stop_ ? 130 : 1;
     }

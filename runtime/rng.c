@@ -83,3 +83,20 @@ void vkl_rng_noise_fn(void *user, float *out, size_t n)
 {
     vkl_rng_normal((vkl_rng *)user, out, n);
 }
+
+uint64_t vkl_splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void vkl_shuffle_ints(int *v, int n, uint64_t *state)
+{
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(vkl_splitmix64(state) % (uint64_t)(i + 1)), t = v[i];
+        v[i] = v[j];
+        v[j] = t;
+    }
+}

@@ -41,4 +41,10 @@ void vkl_rng_normal(vkl_rng *r, float *out, size_t n);
 /* Adapter with the signature of vkl_noise_fn (sampler.h): user is a vkl_rng*. */
 void vkl_rng_noise_fn(void *user, float *out, size_t n);
 
+/* Sample orders (lm train, lm hyperlora): splitmix64 on a 64-bit state, and
+ * the Fisher-Yates shuffle it drives (from the last element down, j =
+ * draw % (i + 1)); a saved state replays the same orders. */
+uint64_t vkl_splitmix64(uint64_t *state);
+void vkl_shuffle_ints(int *v, int n, uint64_t *state);
+
 #endif

@@ -173,7 +173,10 @@ int vkl_llama_train_new(const vkl_llama *m, const vkl_lora_set *lora, const vkl_
         if (!s->grads[i]) rc = vkl_fail(e, "the loss does not depend on %s", s->keys[i]);
         else vkl_graph_keep(s->g, s->grads[i]);
     }
-    if (!rc) {
+    if (!rc && o->grad_only) {
+        if (split || o->dylora) rc = vkl_fail(e, "training: gradients only cannot split steps or gate ranks");
+        else rc = vkl_graph_plan(s->g, e);
+    } else if (!rc) {
         vkl_adamw_opts ao = o->adam;
         s->opt = vkl_adamw_new(m->ctx, s->params, s->np, mult, &ao, e);
         if (!s->opt || (o->dylora && vkl_dylora_gate(o->dylora, s->opt, s->params, s->np, e))) rc = -1;
@@ -244,7 +247,8 @@ int vkl_llama_train_step(vkl_llama_train *s, const int32_t *ids, const int32_t *
                    ? -1
                    : 0;
     vkl_ctx *c = s->m->ctx;
-    if (upload_batch(s, ids, labels, attn, e) || vkl_adamw_prepare(s->opt, t, lr, e) || vkl_graph_run(s->g, e))
+    if (upload_batch(s, ids, labels, attn, e) || (s->opt && vkl_adamw_prepare(s->opt, t, lr, e)) ||
+        vkl_graph_run(s->g, e))
         return -1;
     return loss ? vkl_tensor_download(c, s->loss, loss, VKL_F32, e) : 0;
 }

@@ -45,6 +45,10 @@ typedef struct vkl_llama_train_opts {
     /* DyLoRA (lora/lora_dylora.h): the adapter set's down / up tensors are
      * trained by rank blocks; the caller draws the ranks before each step */
     const struct vkl_dylora *dylora;
+    /* Gradients only, no optimiser (HyperLoRA trains another network from
+     * them): a step computes the loss and vkl_llama_train_grad; the adapter
+     * tensors are left as they are. Not with split steps. */
+    int grad_only;
 } vkl_llama_train_opts;
 
 typedef struct vkl_llama_train vkl_llama_train;

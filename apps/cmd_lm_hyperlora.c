@@ -1,0 +1,255 @@
+/* vklora lm hyperlora (research option): `train` learns a network that
+ * emits LoRA adapters from a task description (lm_hyperlora_train.c);
+ * `emit` runs it for one description and writes an ordinary PEFT adapter. */
+#include "app.h"
+#include "lm_gen_args.h"
+#include "quant.h"
+#include "lm_hyperlora_cmd.h"
+#include "opt_value.h"
+#include "out_folder.h"
+#include "peft_config.h"
+#include "progress.h"
+
+#include "io/dir.h"
+#include "llama/llama_lora_init.h"
+#include "lora/hyperlora.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CMD "lm hyperlora"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: vklora lm hyperlora train --model DIR --tasks TASKS.jsonl -o HYPER.safetensors\n"
+            "                                 [--rank 4] [--alpha 2 x rank] [--targets q_proj,v_proj] [--hidden 32]\n"
+            "                                 [--steps 200] [--lr 1e-3] [--wd 0] [--max-grad-norm 1] [--batch 4]\n"
+            "                                 [--seq-len 64] [--seed 0] [--log FILE.csv] [--force]\n"
+            "       vklora lm hyperlora emit --hyper HYPER.safetensors --model DIR --description TEXT -o ADAPTER_DIR\n"
+            "                                [--force]\n"
+            "  (both: [--tokenizer FILE] [--base-dtype f32|f16|bf16])\n"
+            "HyperLoRA, a research option: a small network (condition -> hidden H with tanh -> every LoRA A and B\n"
+            "factor of the target modules, plus a bias holding a fresh LoRA's initialisation) emits an adapter\n"
+            "from a task's description. The condition is the frozen model's mean final hidden state over the\n"
+            "description's tokens, centred and scaled by the training tasks' conditions.\n"
+            "train: each line of TASKS.jsonl is {\"description\": TEXT, \"data\": PATH} (data in lm train's formats;\n"
+            "a relative PATH is taken from the tasks file's folder). Each step takes a task (every task once per\n"
+            "round, in an order drawn from --seed), emits its adapter, computes the language model's loss and its\n"
+            "gradient on a batch of the task's data, and trains the network through the adapter (AdamW).\n"
+            "Writes HYPER.safetensors and the per-step losses to --log (default: HYPER's name with _log.csv).\n"
+            "emit: writes ADAPTER_DIR/adapter_model.safetensors and adapter_config.json (PEFT), which\n"
+            "`lm generate --lora` and PEFT load.\n");
+}
+
+static int bad(const char *opt, const char *v, const char *want) { return vkl_app_opt_bad(CMD, opt, v, want); }
+
+/* 0 parsed, 1 help printed, 2 usage error. */
+static int parse(int argc, char **argv, int train, vkl_app_hyper_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->rank = 4;
+    a->alpha = 8;
+    a->hidden = 32;
+    a->steps = 200;
+    a->lr = 1e-3f;
+    a->max_grad_norm = 1.0f;
+    a->batch = 4;
+    a->seq_len = 64;
+    a->targets_list = "q_proj,v_proj";
+    int alpha_given = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            usage(stdout);
+            return 1;
+        }
+        if (!strcmp(o, "--force")) {
+            a->force = 1;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "vklora " CMD ": unknown or incomplete argument %s\n", o);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+        int rc = 0, common = 1;
+        if (!strcmp(o, "--model")) a->model = v;
+        else if (!strcmp(o, "-o") || !strcmp(o, "--output")) a->out = v;
+        else if (!strcmp(o, "--tokenizer")) a->tok = v;
+        else if (!strcmp(o, "--base-dtype") || !strcmp(o, "--weights")) {
+            if (vkl_app_base_dtype(v, &a->weights) || vkl_dtype_is_quant(a->weights)) return bad(o, v, "expected f32, f16 or bf16");
+            a->weights_given = 1;
+        } else if (!strcmp(o, "--device")) vkl_ctx_default_device(v, "--device ");
+        else common = 0;
+        if (common) continue;
+        if (!train) {
+            if (!strcmp(o, "--hyper")) a->hyper = v;
+            else if (!strcmp(o, "--description")) a->description = v;
+            else common = -1;
+        } else if (!strcmp(o, "--tasks")) a->tasks = v;
+        else if (!strcmp(o, "--log")) a->log = v;
+        else if (!strcmp(o, "--targets")) {
+            a->targets_list = v;
+            if (vkl_app_hyper_split_targets(v, a->targets_buf, sizeof a->targets_buf, a->targets, &a->nt))
+                return bad(o, v, "expected 1 to 16 module names separated by commas");
+        } else if (!strcmp(o, "--rank")) rc = vkl_app_opt_int(CMD, o, v, 1, 4096, &a->rank);
+        else if (!strcmp(o, "--hidden")) rc = vkl_app_opt_int(CMD, o, v, 1, 4096, &a->hidden);
+        else if (!strcmp(o, "--steps")) rc = vkl_app_opt_int(CMD, o, v, 1, 10000000, &a->steps);
+        else if (!strcmp(o, "--batch")) rc = vkl_app_opt_int(CMD, o, v, 1, 4096, &a->batch);
+        else if (!strcmp(o, "--seq-len")) rc = vkl_app_opt_int(CMD, o, v, 2, 1 << 20, &a->seq_len);
+        else if (!strcmp(o, "--alpha")) rc = vkl_app_opt_real(CMD, o, v, 1e-6, 1e6, &a->alpha), alpha_given = 1;
+        else if (!strcmp(o, "--lr")) rc = vkl_app_opt_real(CMD, o, v, 0, 10, &a->lr);
+        else if (!strcmp(o, "--wd")) rc = vkl_app_opt_real(CMD, o, v, 0, 10, &a->wd);
+        else if (!strcmp(o, "--max-grad-norm")) rc = vkl_app_opt_real(CMD, o, v, 0, 1e9, &a->max_grad_norm);
+        else if (!strcmp(o, "--seed")) {
+            char *end;
+            errno = 0;
+            a->seed = strtoull(v, &end, 10);
+            if (!*v || *end || errno || v[0] == '-') return bad(o, v, "expected an integer >= 0");
+        } else common = -1;
+        if (rc) return rc;
+        if (common < 0) {
+            fprintf(stderr, "vklora " CMD " %s: unknown argument %s\n", train ? "train" : "emit", o);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (train && !alpha_given) a->alpha = 2.0f * (float)a->rank;
+    if (train && !a->nt) vkl_app_hyper_split_targets(a->targets_list, a->targets_buf, sizeof a->targets_buf, a->targets, &a->nt);
+    if (!a->model || !a->out || (train ? !a->tasks : !a->hyper || !a->description)) {
+        fprintf(stderr, "vklora " CMD ": %s\n",
+                train ? "train needs --model, --tasks and -o" : "emit needs --hyper, --model, --description and -o");
+        usage(stderr);
+        return 2;
+    }
+    if (train && !a->log) {
+        const char *dot = strrchr(a->out, '.'), *slash = strrchr(a->out, '/');
+        int stem = dot && (!slash || dot > slash) ? (int)(dot - a->out) : (int)strlen(a->out);
+        if ((size_t)snprintf(a->log_buf, sizeof a->log_buf, "%.*s_log.csv", stem, a->out) >= sizeof a->log_buf)
+            return bad("-o", a->out, "path too long");
+        a->log = a->log_buf;
+    }
+    return 0;
+}
+
+/* ---- emit ---- */
+
+typedef struct emit_run {
+    vkl_ctx *c;
+    vkl_llama *m;
+    vkl_app_lm_tok tok;
+    vkl_lora l;
+    vkl_hyperlora *hy;
+    float *cond;
+} emit_run;
+
+static int emit(const vkl_app_hyper_args *a, const char *tmp, emit_run *r, vkl_err *e)
+{
+    vkl_hyperlora_meta meta;
+    if (vkl_hyperlora_read_meta(a->hyper, &meta, e)) return -1;
+    vkl_ctx_opts co;
+    vkl_ctx_opts_default(&co);
+    vkl_dtype wdt = a->weights_given ? a->weights : vkl_app_lm_model_dtype(a->model);
+    if (vkl_ctx_create(&co, &r->c, e) || vkl_llama_load(r->c, a->model, wdt, &r->m, e)) return -1;
+    if (r->m->cfg.hidden != meta.cond_dim)
+        return vkl_fail(e, "%s was trained on a model of hidden size %d (%s); %s has hidden size %d", a->hyper,
+                        meta.cond_dim, meta.base[0] ? meta.base : "unnamed", a->model, r->m->cfg.hidden);
+    char buf[1024];
+    const char *targets[VKL_APP_HYPER_MAX_TARGETS];
+    int nt;
+    if (vkl_app_hyper_split_targets(meta.targets, buf, sizeof buf, targets, &nt))
+        return vkl_fail(e, "%s: metadata targets \"%s\" unreadable", a->hyper, meta.targets);
+    vkl_llama_lora_opts lo = {.targets = targets, .nt = nt, .rank = meta.rank, .alpha = meta.alpha};
+    if (vkl_llama_lora_init(r->m, &lo, &r->l, e)) return vkl_err_prefix(e, "%s: ", a->hyper), -1;
+    if (vkl_hyperlora_load(r->c, a->hyper, &r->l, &r->hy, e) ||
+        vkl_app_lm_tok_open(a->model, a->tok, r->m->cfg.vocab, &r->tok, e))
+        return -1;
+    if (!(r->cond = malloc(sizeof(float) * (size_t)meta.cond_dim))) return vkl_fail(e, "out of host memory");
+    char st[4400], cj[4400];
+    snprintf(st, sizeof st, "%s/adapter_model.safetensors", tmp);
+    snprintf(cj, sizeof cj, "%s/adapter_config.json", tmp);
+    return vkl_app_hyper_condition(r->m, &r->tok, a->description, r->cond, e) ||
+                   vkl_hyperlora_emit(r->hy, r->cond, NULL, &r->l, e) ||
+                   vkl_lora_meta_set(&r->l, "hyperlora_description", a->description, e) ||
+                   vkl_lora_save_peft(&r->l, st, cj, e) || vkl_app_peft_finish_config(cj, a->model, targets, nt, NULL, 0, e)
+               ? -1
+               : 0;
+}
+
+static const char *const OUT_NAMES[2] = {"adapter_model.safetensors", "adapter_config.json"};
+
+static int cmd_emit(const vkl_app_hyper_args *a)
+{
+    vkl_err e = {{0}};
+    const char *s = a->description;
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
+    if (!*s) {
+        fprintf(stderr, "vklora " CMD " emit: --description is empty\n");
+        return 2;
+    }
+    int exists = vkl_app_out_folder_check(a->out, OUT_NAMES, 2, a->force, &e);
+    if (exists < 0) {
+        fprintf(stderr, "vklora " CMD " emit: %s\n", e.msg);
+        return 1;
+    }
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", a->out, (long)getpid());
+    if (mkdir(tmp, 0755)) {
+        fprintf(stderr, "vklora " CMD " emit: cannot create %s: %s\n", tmp, strerror(errno));
+        return 1;
+    }
+    emit_run r;
+    memset(&r, 0, sizeof r);
+    int rc = emit(a, tmp, &r, &e);
+    free(r.cond);
+    vkl_hyperlora_free(r.hy);
+    vkl_lora_free(&r.l);
+    vkl_app_lm_tok_free(&r.tok);
+    vkl_llama_free(r.m);
+    if (r.c) vkl_ctx_destroy(r.c);
+    if (!rc && exists) vkl_app_out_folder_remove(a->out, OUT_NAMES, 2);
+    if (!rc && vkl_rename_durable(tmp, a->out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a->out, strerror(errno));
+    if (rc) {
+        vkl_app_out_folder_remove(tmp, OUT_NAMES, 2);
+        vkl_app_print_error(CMD " emit", e.msg);
+        return 1;
+    }
+    if (!vkl_app_quiet) fprintf(stderr, CMD " emit: wrote %s\n", a->out);
+    return 0;
+}
+
+int vkl_cmd_lm_hyperlora(int argc, char **argv)
+{
+    int train = argc >= 2 && !strcmp(argv[1], "train"), em = argc >= 2 && !strcmp(argv[1], "emit");
+    if (!train && !em) {
+        if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+            usage(stdout);
+            return 0;
+        }
+        fprintf(stderr, "vklora " CMD ": %s%s (expected train or emit)\n", argc >= 2 ? "unknown subcommand " : "missing subcommand",
+                argc >= 2 ? argv[1] : "");
+        usage(stderr);
+        return 2;
+    }
+    vkl_app_hyper_args a;
+    int prc = parse(argc, argv, train, &a);
+    if (prc) return prc == 1 ? 0 : prc;
+    if (train) {
+        struct stat st;
+        if (stat(a.tasks, &st) || !S_ISREG(st.st_mode)) {
+            fprintf(stderr, "vklora " CMD " train: tasks file %s: %s\n", a.tasks,
+                    errno == ENOENT ? "no such file" : "not a readable file");
+            return 1;
+        }
+        return vkl_app_hyper_train(&a);
+    }
+    return cmd_emit(&a);
+}

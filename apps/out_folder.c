@@ -1,0 +1,35 @@
+#include "out_folder.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void vkl_app_out_folder_remove(const char *dir, const char *const *names, int n)
+{
+    char p[4400];
+    for (int i = 0; i < n; i++)
+        if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, names[i]) < sizeof p) unlink(p);
+    rmdir(dir);
+}
+
+int vkl_app_out_folder_check(const char *out, const char *const *names, int n, int force, vkl_err *e)
+{
+    struct stat st;
+    if (stat(out, &st)) return 0;
+    if (!S_ISDIR(st.st_mode)) return vkl_fail(e, "%s exists and is not a folder", out);
+    DIR *d = opendir(out);
+    if (!d) return vkl_fail(e, "cannot read folder %s", out);
+    int others = 0, ours = 0;
+    for (struct dirent *x; (x = readdir(d));) {
+        if (!strcmp(x->d_name, ".") || !strcmp(x->d_name, "..")) continue;
+        int mine = 0;
+        for (int i = 0; i < n; i++) mine |= !strcmp(x->d_name, names[i]);
+        mine ? ours++ : others++;
+    }
+    closedir(d);
+    if (others) return vkl_fail(e, "%s holds files other than an adapter; choose another output folder", out);
+    if (ours && !force) return vkl_fail(e, "%s already holds an adapter; pass --force to replace it", out);
+    return 1;
+}

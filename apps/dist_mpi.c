@@ -15,27 +15,26 @@
 vkl_dist *vkl_app_dist;
 
 /* How this rank's device was chosen, for the rank's start-up line. */
-static char choice[96];
+static char choice[320];
 const char *vkl_app_device_choice(void) { return choice; }
 
 /* Entry i (mod their count) of a per-rank device list "A,B,..." as the
  * default device; a spec without a comma is no list (main sets it). The
  * list was checked (vkl_app_device_list_check). */
-static const char *device_entry(const char *spec, int i)
+static void device_entry(const char *spec, int i)
 {
-    static char chosen[32];
+    static char chosen[256];
     static char origin[64];
-    if (!spec || !strchr(spec, ',')) return NULL;
+    if (!spec || !strchr(spec, ',')) return;
     int n = 1;
     for (const char *p = spec; *p; p++) n += *p == ',';
     const char *p = spec;
     for (int k = 0; k < i % n; k++) p = strchr(p, ',') + 1;
     size_t len = strcspn(p, ",");
-    snprintf(chosen, sizeof chosen, "%.*s", (int)(len < 31 ? len : 31), p);
+    snprintf(chosen, sizeof chosen, "%.*s", (int)(len < 255 ? len : 255), p);
     snprintf(origin, sizeof origin, "--device (entry %d, this rank's) ", i % n + 1);
     snprintf(choice, sizeof choice, "--device entry %d (%s)", i % n + 1, chosen);
     vkl_ctx_default_device(chosen, origin);
-    return chosen;
 }
 
 int vkl_app_device_list_check(const char *spec, char *why, size_t why_size)
@@ -51,8 +50,8 @@ int vkl_app_device_list_check(const char *spec, char *why, size_t why_size)
     int rc = 0;
     for (const char *p = spec; !rc; entry++) {
         size_t len = strcspn(p, ",");
-        char one[32], origin[48];
-        if (!len || len > 31) {
+        char one[256], origin[48];
+        if (!len || len > 255) {
             snprintf(why, why_size, "--device %s: entry %d is %s (a comma-separated list, one device per local "
                                     "rank: an index, cpu, gpu or part of a name)", spec, entry, len ? "too long" : "empty");
             rc = -1;

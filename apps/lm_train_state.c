@@ -139,7 +139,10 @@ int vkl_app_lm_state_load(const char *dir, vkl_ctx *c, vkl_llama_train *tr, vkl_
     const cJSON *order = cJSON_GetObjectItemCaseSensitive(j, "order");
     const cJSON *rng = cJSON_GetObjectItemCaseSensitive(j, "rng");
     int rc = 0;
-    if (!j || !cJSON_IsArray(order) || !cJSON_IsString(rng) || !cJSON_IsObject(o))
+    if (!j || !cJSON_IsArray(order) || !cJSON_IsString(rng) || !cJSON_IsObject(o) ||
+        !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "step")) ||
+        !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "epoch")) ||
+        !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "pos")))
         rc = vkl_fail(e, "%s: not a state this command wrote", p);
     int saved_ranks = 1, saved_accum = 1;
     if (!rc) {
@@ -152,19 +155,18 @@ int vkl_app_lm_state_load(const char *dir, vkl_ctx *c, vkl_llama_train *tr, vkl_
         else if (cJSON_IsNumber(old)) saved_accum = old->valueint;
         cJSON_Delete(old);
     }
-    if (rc) {
-    } else if (saved_ranks * saved_accum != s->ranks * s->grad_accum) {
+    if (!rc && saved_ranks * saved_accum != s->ranks * s->grad_accum) {
         /* the micro-batches of a step are the step's share of the sample order */
         rc = vkl_fail(e, "%s was saved with %d rank(s) x --grad-accum %d = %d micro-batches per step, this run has "
                          "%d x %d = %d (choose --grad-accum so that ranks x grad-accum = %d)", p, saved_ranks,
                       saved_accum, saved_ranks * saved_accum, s->ranks, s->grad_accum, s->ranks * s->grad_accum,
                       saved_ranks * saved_accum);
-    } else if (!cJSON_Compare(o, want, 1)) {
+    } else if (!rc && !cJSON_Compare(o, want, 1)) {
         char *a = cJSON_PrintUnformatted(o), *b = cJSON_PrintUnformatted(want);
         rc = vkl_fail(e, "%s was saved with other options (%.300s) than this run's (%.300s)", p, a ? a : "?", b ? b : "?");
         free(a);
         free(b);
-    } else if (cJSON_GetArraySize(order) != s->n) {
+    } else if (!rc && cJSON_GetArraySize(order) != s->n) {
         rc = vkl_fail(e, "%s: %d samples saved, the data has %d", p, cJSON_GetArraySize(order), s->n);
     }
     if (!rc) {

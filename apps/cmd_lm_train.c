@@ -82,7 +82,7 @@ static void usage(FILE *f)
             "         [--tokenizer tokenizer.model|tokenizer.json|tok.bin] [--chat-template llama3|chatml|mistral] [--format peft|gguf]\n"
             "         [--val-data FILE | --val-fraction F] [--eval-every N] [--grad-accum N] [--packing]\n"
             "         [--base-dtype f32|f16|bf16|nf4|nf4dq (config.json's torch_dtype; also --weights)] [--save-every N] [--resume]\n"
-            "         [--device N|cpu|gpu|NAME] [--force] [--quiet]\n"
+            "         [--device N|cpu|gpu|NAME|A,B,...] [--force] [--quiet]\n"
             "Data: a text file (tokenized whole, BOS first, cut into seq-len windows) or a .jsonl file, one\n"
             "sample per line truncated or padded to seq-len: {\"text\": ...} (every token learnt),\n"
             "{\"prompt\": ..., \"completion\": ...} (loss on the completion and EOS only) or {\"messages\":\n"
@@ -101,7 +101,9 @@ static void usage(FILE *f)
             "--resume continues from it exactly (same options; a larger --max-steps extends the run). --force replaces an existing ADAPTER_DIR made by this command.\n"
             "Under mpirun -np N each step takes N x --grad-accum batches of the one sample order (rank r the r-th\n"
             "group), the gradients are summed across ranks, and rank 0 alone writes: the adapter is the one a\n"
-            "single process with --grad-accum N x M makes.\n"
+            "single process with --grad-accum N x M makes. --device A,B,...: local rank i drives entry i (round-robin\n"
+            "over the list; default: round-robin over the machine's GPUs). A state resumes on any number of ranks\n"
+            "that keeps ranks x --grad-accum.\n"
             "--base-dtype nf4 trains on a QLoRA base: the layers' projections quantised to 4-bit NormalFloat at load,\n"
             "dequantised inside the matmul shaders (LoRA and IA3; DoRA needs an f32 or f16 base); nf4dq quantises\n"
             "every matrix, the embedding and lm_head too, with QLoRA's double-quantised scales (about 1/4 of f16).\n"
@@ -244,7 +246,7 @@ static int parse(int argc, char **argv, args *a)
             else if (!strcmp(o, "--batch")) rc = get_int(o, v, 1, 4096, &a->batch);
             else if (!strcmp(o, "--seq-len")) rc = get_int(o, v, 2, 1 << 20, &a->seq_len);
             else if (!strcmp(o, "--warmup")) rc = get_int(o, v, 0, 100000000, &a->warmup);
-            else if (!strcmp(o, "--device")) vkl_ctx_default_device(v, "--device ");
+            else if (!strcmp(o, "--device")) rc = vkl_app_device_option(v, "lm train"); /* A,B,...: per rank */
             else if (!strcmp(o, "--seed")) {
                 char *end;
                 unsigned long long x = strtoull(v, &end, 10);
@@ -499,7 +501,7 @@ static char *options_json(const args *a)
     cJSON_AddNumberToObject(j, "loraplus", a->loraplus);
     cJSON_AddNumberToObject(j, "batch", a->batch);
     cJSON_AddNumberToObject(j, "seq_len", a->seq_len);
-    cJSON_AddNumberToObject(j, "grad_accum", a->grad_accum);
+    /* not --grad-accum: ranks x grad-accum is what must stay (the state's split) */
     cJSON_AddNumberToObject(j, "packing", a->packing);
     cJSON_AddNumberToObject(j, "lr", a->lr);
     cJSON_AddNumberToObject(j, "weight_decay", a->wd);
@@ -545,6 +547,11 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     if (vkl_ctx_create(&co, &r->c, e) || vkl_llama_load(r->c, a->model, wdt, &r->m, e) ||
         vkl_app_lm_tok_open(a->model, a->tok, r->m->cfg.vocab, &r->tok, e))
         return -1;
+    if (dist && !a->quiet && !vkl_app_quiet) { /* which device each rank drives */
+        const char *how = vkl_app_device_choice();
+        fprintf(stderr, "lm train: rank %d of %d (local %d): %s%s%s%s\n", R, P, dist->local_rank,
+                vkl_ctx_caps(r->c)->name, *how ? " (" : "", how, *how ? ")" : "");
+    }
     const vkl_llama_config *cfg = &r->m->cfg;
     if (a->chat && vkl_chat_from_name(a->chat, &r->tok.chat, e)) return -1;
     if (vkl_app_lm_data_load(a->data, &r->tok, cfg->bos, cfg->eos, cfg->eos >= 0 ? cfg->eos : 0, a->seq_len, a->packing,
@@ -602,7 +609,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     int pos = n, epoch = -1, start = 1; /* next index into order; n: reshuffle first */
     char statedir[4200], *opts = options_json(a);
     snprintf(statedir, sizeof statedir, "%s.state", a->out);
-    vkl_app_lm_state ls = {.n = n, .order = r->order};
+    vkl_app_lm_state ls = {.n = n, .order = r->order, .ranks = P, .grad_accum = N};
     if (r->ada && opts) { /* a resume must also find the same AdaLoRA schedule */
         char *o2 = vkl_app_adalora_options(opts, &r->ada->cfg);
         free(opts);
@@ -636,7 +643,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
                 return 2;
             }
         }
-        if (!a->quiet)
+        if (!a->quiet && !R)
             fprintf(stderr, "lm train: resuming from step %d of %d (%s)%s\n", ls.step, total, statedir,
                     start > total ? ": writing the adapter" : "");
     }
@@ -711,7 +718,7 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
         snprintf(extra, sizeof extra, "loss %.4f lr %.3g", loss, lr);
         vkl_progress_update(&p, t, extra);
         if (a->save_every && t % a->save_every == 0 && !R) { /* rank 0 alone writes */
-            ls = (vkl_app_lm_state){t, epoch, pos, n, rng, r->order, r->ada_state, ls.n_extra};
+            ls = (vkl_app_lm_state){t, epoch, pos, n, P, N, rng, r->order, r->ada_state, ls.n_extra};
             if (r->alloc) vkl_adalora_alloc_state_get(r->alloc, r->ada_state);
             if (fflush(r->log) || vkl_app_lm_state_save(statedir, r->c, r->tr, &ls, opts, path, e)) return -1;
         }

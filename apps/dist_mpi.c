@@ -14,19 +14,72 @@
 
 vkl_dist *vkl_app_dist;
 
+/* How this rank's device was chosen, for the rank's start-up line. */
+static char choice[320];
+const char *vkl_app_device_choice(void) { return choice; }
+
 /* Entry i (mod their count) of a per-rank device list "A,B,..." as the
- * default device; a spec without a comma is no list (main sets it). */
+ * default device; a spec without a comma is no list (main sets it). The
+ * list was checked (vkl_app_device_list_check). */
 static void device_entry(const char *spec, int i)
 {
-    static char chosen[32];
+    static char chosen[256];
+    static char origin[64];
     if (!spec || !strchr(spec, ',')) return;
     int n = 1;
     for (const char *p = spec; *p; p++) n += *p == ',';
     const char *p = spec;
     for (int k = 0; k < i % n; k++) p = strchr(p, ',') + 1;
     size_t len = strcspn(p, ",");
-    snprintf(chosen, sizeof chosen, "%.*s", (int)(len < 31 ? len : 31), p);
-    vkl_ctx_default_device(chosen, "--device (this rank's entry) ");
+    snprintf(chosen, sizeof chosen, "%.*s", (int)(len < 255 ? len : 255), p);
+    snprintf(origin, sizeof origin, "--device (entry %d, this rank's) ", i % n + 1);
+    snprintf(choice, sizeof choice, "--device entry %d (%s)", i % n + 1, chosen);
+    vkl_ctx_default_device(chosen, origin);
+}
+
+int vkl_app_device_list_check(const char *spec, char *why, size_t why_size)
+{
+    if (!spec || !strchr(spec, ',')) return 0;
+    vkl_caps *caps = NULL;
+    int n = 0, entry = 1;
+    vkl_err e = {{0}};
+    if (vkl_list_devices(NULL, &caps, &n, &e)) {
+        snprintf(why, why_size, "%s", e.msg);
+        return -1;
+    }
+    int rc = 0;
+    for (const char *p = spec; !rc; entry++) {
+        size_t len = strcspn(p, ",");
+        char one[256], origin[48];
+        if (!len || len > 255) {
+            snprintf(why, why_size, "--device %s: entry %d is %s (a comma-separated list, one device per local "
+                                    "rank: an index, cpu, gpu or part of a name)", spec, entry, len ? "too long" : "empty");
+            rc = -1;
+            break;
+        }
+        snprintf(one, sizeof one, "%.*s", (int)len, p);
+        snprintf(origin, sizeof origin, "entry %d, ", entry);
+        if (vkl_device_match(caps, n, one, origin, &e) < 0) {
+            snprintf(why, why_size, "--device %s: %s", spec, e.msg);
+            rc = -1;
+        }
+        if (!p[len]) break;
+        p += len + 1;
+    }
+    free(caps);
+    return rc;
+}
+
+int vkl_app_device_option(const char *spec, const char *cmd)
+{
+    char why[512];
+    if (vkl_app_device_list_check(spec, why, sizeof why)) {
+        fprintf(stderr, "vklora %s: %s\n", cmd, why);
+        return 2;
+    }
+    if (!strchr(spec, ',')) vkl_ctx_default_device(spec, "--device ");
+    else device_entry(spec, vkl_app_dist ? vkl_app_dist->local_rank : 0);
+    return 0;
 }
 
 /* The launcher's environment: Open MPI, PMIx or PMI (MPICH, Slurm). */
@@ -150,6 +203,7 @@ static void pick_device(const char *spec)
         if (caps[i].type != VKL_DEV_DISCRETE && caps[i].type != VKL_DEV_INTEGRATED) continue;
         if (g++ == world.local_rank % gpus) {
             snprintf(chosen, sizeof chosen, "%d", i);
+            snprintf(choice, sizeof choice, "GPU %d of %d, round-robin", g, gpus);
             vkl_ctx_default_device(chosen, "the local rank's device ");
         }
     }

@@ -88,6 +88,8 @@ int vkl_app_lm_state_save(const char *dir, vkl_ctx *c, vkl_llama_train *tr, cons
     cJSON_AddNumberToObject(j, "step", s->step);
     cJSON_AddNumberToObject(j, "epoch", s->epoch);
     cJSON_AddNumberToObject(j, "pos", s->pos);
+    cJSON_AddNumberToObject(j, "ranks", s->ranks);
+    cJSON_AddNumberToObject(j, "grad_accum", s->grad_accum);
     cJSON_AddStringToObject(j, "rng", rng);
     cJSON_AddItemToObject(j, "order", cJSON_CreateIntArray(s->order, s->n));
     cJSON_AddItemToObject(j, "options", cJSON_Parse(options));
@@ -133,16 +135,38 @@ int vkl_app_lm_state_load(const char *dir, vkl_ctx *c, vkl_llama_train *tr, vkl_
     if (vkl_read_text_file(p, (size_t)1 << 28, &text, NULL, e)) return vkl_err_prefix(e, "--resume: "), -1;
     cJSON *j = cJSON_Parse(text), *want = cJSON_Parse(options);
     free(text);
-    const cJSON *o = cJSON_GetObjectItemCaseSensitive(j, "options"), *order = cJSON_GetObjectItemCaseSensitive(j, "order");
+    cJSON *o = cJSON_GetObjectItemCaseSensitive(j, "options");
+    const cJSON *order = cJSON_GetObjectItemCaseSensitive(j, "order");
     const cJSON *rng = cJSON_GetObjectItemCaseSensitive(j, "rng");
     int rc = 0;
-    if (!j || !cJSON_IsArray(order) || !cJSON_IsString(rng)) rc = vkl_fail(e, "%s: not a state this command wrote", p);
-    else if (!cJSON_Compare(o, want, 1)) {
+    if (!j || !cJSON_IsArray(order) || !cJSON_IsString(rng) || !cJSON_IsObject(o) ||
+        !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "step")) ||
+        !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "epoch")) ||
+        !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "pos")))
+        rc = vkl_fail(e, "%s: not a state this command wrote", p);
+    int saved_ranks = 1, saved_accum = 1;
+    if (!rc) {
+        /* the split of the global batch; a state written before ranks were
+         * recorded kept --grad-accum among its options */
+        const cJSON *rk = cJSON_GetObjectItemCaseSensitive(j, "ranks"), *ga = cJSON_GetObjectItemCaseSensitive(j, "grad_accum");
+        cJSON *old = cJSON_DetachItemFromObjectCaseSensitive(o, "grad_accum");
+        if (cJSON_IsNumber(rk)) saved_ranks = rk->valueint;
+        if (cJSON_IsNumber(ga)) saved_accum = ga->valueint;
+        else if (cJSON_IsNumber(old)) saved_accum = old->valueint;
+        cJSON_Delete(old);
+    }
+    if (!rc && saved_ranks * saved_accum != s->ranks * s->grad_accum) {
+        /* the micro-batches of a step are the step's share of the sample order */
+        rc = vkl_fail(e, "%s was saved with %d rank(s) x --grad-accum %d = %d micro-batches per step, this run has "
+                         "%d x %d = %d (choose --grad-accum so that ranks x grad-accum = %d)", p, saved_ranks,
+                      saved_accum, saved_ranks * saved_accum, s->ranks, s->grad_accum, s->ranks * s->grad_accum,
+                      saved_ranks * saved_accum);
+    } else if (!rc && !cJSON_Compare(o, want, 1)) {
         char *a = cJSON_PrintUnformatted(o), *b = cJSON_PrintUnformatted(want);
         rc = vkl_fail(e, "%s was saved with other options (%.300s) than this run's (%.300s)", p, a ? a : "?", b ? b : "?");
         free(a);
         free(b);
-    } else if (cJSON_GetArraySize(order) != s->n) {
+    } else if (!rc && cJSON_GetArraySize(order) != s->n) {
         rc = vkl_fail(e, "%s: %d samples saved, the data has %d", p, cJSON_GetArraySize(order), s->n);
     }
     if (!rc) {

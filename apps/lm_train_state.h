@@ -14,6 +14,10 @@
 
 typedef struct vkl_app_lm_state {
     int step, epoch, pos, n; /* n: samples; order[n] */
+    /* How the global batch was split: ranks x grad_accum micro-batches per
+     * step. A resume may split it otherwise (a 2-rank state on one process
+     * with twice the --grad-accum) but must keep the product. */
+    int ranks, grad_accum;
     uint64_t rng;
     int *order;
     /* One more host array kept with the tensors as "extra" (AdaLoRA's
@@ -27,7 +31,8 @@ typedef struct vkl_app_lm_state {
 int vkl_app_lm_state_save(const char *dir, vkl_ctx *c, vkl_llama_train *tr, const vkl_app_lm_state *s,
                           const char *options, const char *log_path, vkl_err *e);
 /* Restores tensors and optimiser state into tr and fills s (order[s->n]
- * must have room); the saved log's rows up to the step are written to log. */
+ * must have room; s->ranks and s->grad_accum are this run's, checked against
+ * the saved split); the saved log's rows up to the step are written to log. */
 int vkl_app_lm_state_load(const char *dir, vkl_ctx *c, vkl_llama_train *tr, vkl_app_lm_state *s, const char *options,
                           FILE *log, vkl_err *e);
 

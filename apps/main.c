@@ -65,6 +65,11 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--device") && i + 1 < argc) {
             device = argv[++i];
             /* "0,1": one entry per local rank under mpirun (vkl_app_dist_init) */
+            char why[512];
+            if (vkl_app_device_list_check(device, why, sizeof why)) {
+                fprintf(stderr, "vklora: %s\n", why);
+                return 2;
+            }
             if (!strchr(device, ',')) vkl_ctx_default_device(device, "--device ");
         } else if (!strcmp(argv[i], "--profile") && i + 1 < argc) {
             setenv("VKLORA_PROFILE", argv[++i], 1);

@@ -126,30 +126,31 @@ static int rank(vkl_dev_type t)
 }
 
 /* Chooses a device: an index, "cpu"/"gpu", or a name substring; else the best. */
-static int choose_device(VkPhysicalDevice *pds, vkl_caps *caps, int n, int want_index,
-                         const char *want, const char *origin, vkl_err *e)
+int vkl_device_match(const vkl_caps *caps, int n, const char *want, const char *origin, vkl_err *e)
 {
-    (void)pds;
+    char *end;
+    long idx = strtol(want, &end, 10);
+    if (*want && !*end) {
+        if (idx < 0 || idx >= n)
+            return vkl_fail(e, "%s%s: only %d Vulkan device(s) exist (see 'vklora devices')", origin, want, n);
+        return (int)idx;
+    }
+    for (int i = 0; *want && i < n; i++) {
+        if (!strcasecmp(want, "cpu") && caps[i].type == VKL_DEV_CPU) return i;
+        if (!strcasecmp(want, "gpu") && (caps[i].type == VKL_DEV_DISCRETE || caps[i].type == VKL_DEV_INTEGRATED)) return i;
+        if (strcasestr(caps[i].name, want)) return i;
+    }
+    return vkl_fail(e, "%s%s matches none of the %d Vulkan device(s) (an index, cpu, gpu or part of a name; "
+                       "see 'vklora devices')", origin, want, n);
+}
+
+static int choose_device(vkl_caps *caps, int n, int want_index, const char *want, const char *origin, vkl_err *e)
+{
     if (want_index >= 0) {
         if (want_index >= n) return vkl_fail(e, "device %d asked for, but only %d Vulkan device(s) exist", want_index, n);
         return want_index;
     }
-    if (want && *want) {
-        char *end;
-        long idx = strtol(want, &end, 10);
-        if (!*end) {
-            if (idx < 0 || idx >= n)
-                return vkl_fail(e, "%s%s: only %d Vulkan device(s) exist (see 'vklora devices')", origin, want, n);
-            return (int)idx;
-        }
-        for (int i = 0; i < n; i++) {
-            if (!strcasecmp(want, "cpu") && caps[i].type == VKL_DEV_CPU) return i;
-            if (!strcasecmp(want, "gpu") && (caps[i].type == VKL_DEV_DISCRETE || caps[i].type == VKL_DEV_INTEGRATED)) return i;
-            if (strcasestr(caps[i].name, want)) return i;
-        }
-        return vkl_fail(e, "%s%s matches none of the %d Vulkan device(s) (an index, cpu, gpu or part of a name; "
-                           "see 'vklora devices')", origin, want, n);
-    }
+    if (want && *want) return vkl_device_match(caps, n, want, origin, e);
     int best = 0;
     for (int i = 1; i < n; i++)
         if (rank(caps[i].type) > rank(caps[best].type)) best = i;
@@ -254,7 +255,7 @@ int vkl_ctx_create(const vkl_ctx_opts *o, vkl_ctx **out, vkl_err *e)
     vkl_caps *caps = NULL;
     int n = 0, idx;
     if (create_instance(c, validation, e) || enumerate(c, profile, &pds, &caps, &n, e) ||
-        (idx = choose_device(pds, caps, n, o->device, default_spec ? default_spec : getenv("VKLORA_DEVICE"),
+        (idx = choose_device(caps, n, o->device, default_spec ? default_spec : getenv("VKLORA_DEVICE"),
                              default_spec ? default_origin : "VKLORA_DEVICE=", e)) < 0) {
         free(pds);
         free(caps);

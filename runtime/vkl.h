@@ -87,6 +87,10 @@ int vkl_ctx_validation_enabled(const vkl_ctx *c);
 /* Every Vulkan device in the system, with its caps under the given profile.
  * *out is malloc'd; free() it. */
 int vkl_list_devices(const char *profile, vkl_caps **out, int *count, vkl_err *e);
+/* The index in caps[n] that a device spec names (an index, "cpu", "gpu" or
+ * part of a name, as --device takes it), or -1 with e saying why, origin
+ * first ("--device "). */
+int vkl_device_match(const vkl_caps *caps, int n, const char *spec, const char *origin, vkl_err *e);
 /* Prints caps as text or JSON. */
 void vkl_caps_print(const vkl_caps *c, int index, FILE *f);
 char *vkl_caps_json(const vkl_caps *c, int index); /* malloc'd */

@@ -10,6 +10,7 @@
 #include "../models/llama_check.h"
 #include "tokenizer/sp_bpe.h"
 
+#include <cjson/cJSON.h>
 #include <sys/stat.h>
 
 #define MODEL "refkit/lm/tiny-llama"
@@ -370,6 +371,33 @@ static void resume_exact(void **state)
     assert_int_equal(vkl_test_run_cli(dir_, NULL, args, &log), 1);
     assert_non_null(strstr(log, "other options"));
     free(log);
+    /* a state written before the split of the global batch was recorded kept
+     * --grad-accum among its options (one rank): still resumed, and checked */
+    for (int accum = 1; accum <= 2; accum++) {
+        char *text = vkl_test_slurp(dir_, "resumed.state/state.json");
+        assert_non_null(text);
+        cJSON *j = cJSON_Parse(text);
+        free(text);
+        assert_non_null(j);
+        cJSON_DeleteItemFromObject(j, "ranks");
+        cJSON_DeleteItemFromObject(j, "grad_accum");
+        cJSON *o = cJSON_GetObjectItem(j, "options");
+        cJSON_DeleteItemFromObject(o, "grad_accum");
+        cJSON_AddNumberToObject(o, "grad_accum", accum);
+        text = cJSON_Print(j);
+        cJSON_Delete(j);
+        write_file("resumed.state/state.json", text);
+        free(text);
+        int st = vkl_test_run_cli(dir_, NULL, again, &log);
+        if (accum == 1) {
+            if (st) fail_msg("resuming an older state: status %d: %s", st, log);
+            assert_non_null(strstr(log, "nothing to do"));
+        } else {
+            assert_int_equal(st, 1);
+            assert_non_null(strstr(log, "1 rank(s) x --grad-accum 2 = 2 micro-batches per step, this run has 1 x 1 = 1"));
+        }
+        free(log);
+    }
 }
 
 static int setup(void **state)

@@ -111,8 +111,8 @@ async function testGenerate(page, srv, bodies) {
   await page.fill("#prompt", "cube");
   await page.fill("#steps", "2");
   await page.fill("#seed", "3");
-  await page.fill("#width", "64");
-  await page.fill("#height", "64");
+  await page.fill("#width", "32");
+  await page.fill("#height", "32");
   await page.selectOption("#sampler", "Euler");
   await page.check(".adapter[data-name=style] input[type=checkbox]");
   const shown = [];
@@ -158,7 +158,7 @@ async function testSweep(page, srv, bodies) {
 
 async function testCompare(page, srv, sweepImages) {
   await page.goto("about:blank"); /* a new load: a changed #hash alone would not reload the page */
-  await page.goto(srv.url + "/#prompt=cube&steps=2&seed=3&width=64&height=64&sampler=Euler&lora.style=0.5&go=compare");
+  await page.goto(srv.url + "/#prompt=cube&steps=2&seed=3&width=32&height=32&sampler=Euler&lora.style=0.5&go=compare");
   await page.waitForSelector("#gallery .pair[data-kind=compare]");
   await waitStatus(page, "done", 120000);
   const imgs = await imageSources(page, "#gallery .pair[data-kind=compare] img");

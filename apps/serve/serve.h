@@ -63,6 +63,7 @@ typedef struct vkl_server {
     /* the latest preview (base64 PNG) and the job_no of the job that made it; guarded by q.mu */
     char *preview;
     int preview_job_no;
+    double preview_asked;   /* when a progress request last wanted current_image (vkl_serve_now; 0: never) */
 } vkl_server;
 
 /* A request as the handlers see it: the whole body (NUL-terminated) read. */
@@ -122,7 +123,8 @@ void serve_train_free_all(void); /* waits for the jobs' threads */
  * --data-root/uploads/NAME (serve_upload.c); rel gets "uploads/NAME". */
 int serve_train_uploads(vkl_server *s, const cJSON *uploads, const char *name, char *rel, size_t cap, vkl_err *e);
 
-/* Live previews (serve_preview.c): whether step of steps gets one now, and
+/* Live previews (serve_preview.c): whether step of steps gets one now (only
+ * while progress requests ask for current_image), and
  * the making of one from the batch's first denoised latents [channels, h, w]
  * (the image width x height) into s->preview; -1 when none could be made. */
 int serve_preview_wanted(vkl_server *s, int step, int steps);

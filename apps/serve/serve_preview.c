@@ -1,6 +1,8 @@
 /* Live previews for /sdapi/v1/progress's current_image: every
  * show_progress_every_n_steps steps (an A1111 option; default 10, -1: at
- * the last step only, 0: none) the sampler's prediction of the clean latents
+ * the last step only, 0: none), while someone watches (a progress request
+ * that wants current_image came in the last few seconds: a client that
+ * never asks pays nothing), the sampler's prediction of the clean latents
  * of the batch's first image is decoded through the model's own VAE (the
  * exact decoder, not a latent-to-RGB approximation, so any model's preview
  * shows its real colours; it costs one VAE decode of one image per preview).
@@ -16,13 +18,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* How long a progress request keeps previews coming: longer than any
+ * client's polling period (the page polls every 0.3 s, A1111's every 1 s) */
+#define WATCHED_SECONDS 10.0
+
 int serve_preview_wanted(vkl_server *s, int step, int steps)
 {
     if (s->model->lowvram) return 0;
     pthread_mutex_lock(&s->opt_mu);
     int every = s->preview_every;
     pthread_mutex_unlock(&s->opt_mu);
-    return every > 0 ? step % every == 0 : every == -1 && step == steps;
+    pthread_mutex_lock(&s->q.mu);
+    int watched = s->preview_asked > 0 && vkl_serve_now() - s->preview_asked < WATCHED_SECONDS;
+    pthread_mutex_unlock(&s->q.mu);
+    return watched && (every > 0 ? step % every == 0 : every == -1 && step == steps);
 }
 
 int serve_preview_make(vkl_server *s, const float *denoised, int channels, int h, int w, int width, int height)

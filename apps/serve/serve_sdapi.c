@@ -27,8 +27,9 @@ int serve_progress(vkl_server *s, const serve_req *q, serve_resp *r)
     /* the latest preview of the running job, or of the last job once it ended
      * (until another starts); ?skip_current_image=true leaves it out, as A1111 */
     const char *skip = serve_query(q, "skip_current_image");
-    char *preview = s->preview && s->preview_job_no == no && !(skip && !strcasecmp(skip, "true")) ? strdup(s->preview)
-                                                                                                  : NULL;
+    int wants = !(skip && !strcasecmp(skip, "true"));
+    if (wants) s->preview_asked = vkl_serve_now(); /* someone watches: previews are made */
+    char *preview = s->preview && s->preview_job_no == no && wants ? strdup(s->preview) : NULL;
     pthread_mutex_unlock(&qu->mu);
     double progress = running && steps ? (double)step / steps : 0.0;
     double elapsed = vkl_serve_now() - started;

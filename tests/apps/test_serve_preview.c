@@ -1,5 +1,6 @@
 /* /sdapi/v1/progress's current_image: the VAE's decoding of the sampler's
- * prediction of the clean image, every show_progress_every_n_steps steps.
+ * prediction of the clean image, every show_progress_every_n_steps steps,
+ * while a client polls progress (one that does not gets none made).
  * The last step's preview (Euler: its prediction is the final latent) has
  * the finished image's pixels within 2/255; previews come while a job still
  * samples; skip_current_image and a period of 0 leave them out; bad values
@@ -48,13 +49,29 @@ static int max_diff(const vkl_image *a, const vkl_image *b)
     return m;
 }
 
+/* A client watching: progress polled until *stop. */
+static void *watcher(void *p)
+{
+    volatile int *stop = p;
+    while (!*stop) {
+        cJSON_Delete(progress());
+        usleep(100000);
+    }
+    return NULL;
+}
+
 static void test_last_step_preview_is_the_image(void **state)
 {
     (void)state;
     need_model();
     set_options("{\"show_progress_every_n_steps\": -1}", 200);
+    volatile int stop = 0;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, watcher, (void *)&stop), 0);
     cJSON *o = post("/sdapi/v1/txt2img", "{\"prompt\": \"a cube\", \"steps\": 4, \"seed\": 5, \"width\": 32, "
                                          "\"height\": 64, \"sampler_name\": \"Euler\"}");
+    stop = 1;
+    pthread_join(th, NULL);
     vkl_image img, pre;
     answer_image(o, 0, &img, NULL);
     cJSON_Delete(o);
@@ -121,6 +138,17 @@ static void test_no_previews_when_off(void **state)
     assert_false(current_image("", &none)); /* and the earlier job's preview is not shown for this one */
 }
 
+static void test_none_made_unwatched(void **state)
+{
+    (void)state;
+    need_model();
+    set_options("{\"show_progress_every_n_steps\": 1}", 200);
+    sleep(11); /* no progress request for longer than a watcher's 10 s */
+    cJSON_Delete(post("/sdapi/v1/txt2img", "{\"prompt\": \"a cube\", \"steps\": 2, \"width\": 32, \"height\": 32}"));
+    vkl_image none;
+    assert_false(current_image("", &none));
+}
+
 static void test_bad_preview_options(void **state)
 {
     (void)state;
@@ -145,6 +173,7 @@ int main(void)
         cmocka_unit_test(test_last_step_preview_is_the_image),
         cmocka_unit_test(test_previews_while_sampling),
         cmocka_unit_test(test_no_previews_when_off),
+        cmocka_unit_test(test_none_made_unwatched),
         cmocka_unit_test(test_bad_preview_options),
     };
     int rc = cmocka_run_group_tests(tests, fx_setup, fx_teardown);

@@ -20,7 +20,8 @@
  *             steps 2 and 4 appear while it trains (the page's bytes are the
  *             files the trainer wrote) and the adapter is listed afterwards
  * Run by run.sh (ctest web/test_page); exit 77 (SKIPPED) without the
- * reference data. */
+ * reference data. With VKLORA_WEB_SHOTS=DIR it leaves a screenshot of the
+ * page after each part in DIR (the README's come from there). */
 const { chromium } = require("playwright-core");
 const { spawn } = require("child_process");
 const assert = require("assert");
@@ -287,6 +288,10 @@ async function main() {
       try {
         await fn();
         log("ok " + name + " (" + ((Date.now() - t) / 1000).toFixed(1) + " s)");
+        if (process.env.VKLORA_WEB_SHOTS) {
+          await page.screenshot({ path: path.join(process.env.VKLORA_WEB_SHOTS, name + ".png"), fullPage: true });
+          if (name === "train") await page.locator("#train").screenshot({ path: path.join(process.env.VKLORA_WEB_SHOTS, "train-tab.png") });
+        }
       } catch (e) {
         failed++;
         log("FAILED " + name + ": " + (e.stack || e));

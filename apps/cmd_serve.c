@@ -247,6 +247,7 @@ int vkl_cmd_serve(int argc, char **argv)
     s.lim.max_steps = (int)max_steps;
     s.lim.max_batch = (int)max_batch;
     s.clip_skip = 1;
+    s.preview_every = 10; /* A1111's default live preview period */
     s.quiet = quiet;
     vkl_gen_model_name(model, s.model_name, sizeof s.model_name);
     serve_queue_init(&s.q);
@@ -306,6 +307,7 @@ done:
     vkl_ctx_destroy(s.ctx);
     pthread_mutex_destroy(&s.opt_mu);
     serve_queue_destroy(&s.q);
+    free(s.preview);
     if (!quiet && !rc) fprintf(stderr, "vklora serve: stopped\n");
     return rc;
 }

@@ -56,9 +56,14 @@ typedef struct vkl_server {
     vkl_gen_lora gl;
     pthread_mutex_t opt_mu; /* the options below */
     int clip_skip;          /* CLIP_stop_at_last_layers */
+    int preview_every;      /* show_progress_every_n_steps: previews every N steps (-1: last only, 0: none) */
     int quiet;              /* no request log */
     serve_lm lm;
     int device_lost;        /* set once: the server stops and exits with status 1 */
+    /* the latest preview (base64 PNG) and the job_no of the job that made it; guarded by q.mu */
+    char *preview;
+    int preview_job_no;
+    double preview_asked;   /* when a progress request last wanted current_image (vkl_serve_now; 0: never) */
 } vkl_server;
 
 /* A request as the handlers see it: the whole body (NUL-terminated) read. */
@@ -117,6 +122,13 @@ void serve_train_free_all(void); /* waits for the jobs' threads */
 /* A training request's "uploads" written as the image folder
  * --data-root/uploads/NAME (serve_upload.c); rel gets "uploads/NAME". */
 int serve_train_uploads(vkl_server *s, const cJSON *uploads, const char *name, char *rel, size_t cap, vkl_err *e);
+
+/* Live previews (serve_preview.c): whether step of steps gets one now (only
+ * while progress requests ask for current_image), and
+ * the making of one from the batch's first denoised latents [channels, h, w]
+ * (the image width x height) into s->preview; -1 when none could be made. */
+int serve_preview_wanted(vkl_server *s, int step, int steps);
+int serve_preview_make(vkl_server *s, const float *denoised, int channels, int h, int w, int width, int height);
 
 /* The HTTP server: starts listening (port 0: any free one, *bound_port
  * receives it) on its own threads. */

@@ -197,7 +197,16 @@ static int use_adapters(vkl_server *s, vkl_gen_lora *want, vkl_err *e)
 typedef struct step_ctx {
     vkl_server *s;
     serve_job *job;
+    int width, height;
 } step_ctx;
+
+static int on_preview(void *user, int step, int steps, const float *denoised, int batch, int channels, int h, int w)
+{
+    (void)batch;
+    step_ctx *c = user;
+    if (serve_preview_wanted(c->s, step, steps)) serve_preview_make(c->s, denoised, channels, h, w, c->width, c->height);
+    return 0;
+}
 
 static int on_step(void *user, int step, int steps)
 {
@@ -401,9 +410,11 @@ static int generate(vkl_server *s, const serve_req *q, serve_resp *r, int img2im
         goto fail; /* an adapter that does not fit the model: 422 */
     }
     t_adapters = vkl_serve_now() - t_adapters;
-    step_ctx sc = {s, &job};
+    step_ctx sc = {s, &job, o.width, o.height};
     o.progress = on_step;
     o.progress_user = &sc;
+    o.preview = on_preview;
+    o.preview_user = &sc;
     for (int it = 0; it < g.n_iter && !rc && !interrupted; it++) {
         o.seed = seed + (uint64_t)it;
         job.step = 0;

@@ -16,7 +16,6 @@
 
 int serve_progress(vkl_server *s, const serve_req *q, serve_resp *r)
 {
-    (void)q;
     serve_queue *qu = &s->q;
     pthread_mutex_lock(&qu->mu);
     int running = qu->head != NULL, step = qu->step, steps = qu->steps, waiting = qu->waiting, no = qu->job_no;
@@ -25,6 +24,12 @@ int serve_progress(vkl_server *s, const serve_req *q, serve_resp *r)
     double started = qu->started;
     char stamp[32];
     snprintf(stamp, sizeof stamp, "%s", qu->job_timestamp);
+    /* the latest preview of the running job, or of the last job once it ended
+     * (until another starts); ?skip_current_image=true leaves it out, as A1111 */
+    const char *skip = serve_query(q, "skip_current_image");
+    int wants = !(skip && !strcasecmp(skip, "true"));
+    if (wants) s->preview_asked = vkl_serve_now(); /* someone watches: previews are made */
+    char *preview = s->preview && s->preview_job_no == no && wants ? strdup(s->preview) : NULL;
     pthread_mutex_unlock(&qu->mu);
     double progress = running && steps ? (double)step / steps : 0.0;
     double elapsed = vkl_serve_now() - started;
@@ -43,7 +48,9 @@ int serve_progress(vkl_server *s, const serve_req *q, serve_resp *r)
     cJSON_AddNumberToObject(st, "sampling_steps", running ? steps : 0);
     cJSON_AddNumberToObject(st, "queued", waiting > 0 ? waiting - 1 : 0);
     cJSON_AddItemToObject(o, "state", st);
-    cJSON_AddNullToObject(o, "current_image");
+    if (preview) cJSON_AddStringToObject(o, "current_image", preview);
+    else cJSON_AddNullToObject(o, "current_image");
+    free(preview);
     cJSON_AddNullToObject(o, "textinfo");
     return serve_json(r, o);
 }
@@ -134,11 +141,13 @@ int serve_options_get(vkl_server *s, const serve_req *q, serve_resp *r)
 {
     (void)q;
     pthread_mutex_lock(&s->opt_mu);
-    int clip_skip = s->clip_skip;
+    int clip_skip = s->clip_skip, every = s->preview_every;
     pthread_mutex_unlock(&s->opt_mu);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "sd_model_checkpoint", s->model_name);
     cJSON_AddNumberToObject(o, "CLIP_stop_at_last_layers", clip_skip);
+    cJSON_AddNumberToObject(o, "show_progress_every_n_steps", every);
+    cJSON_AddBoolToObject(o, "live_previews_enable", every != 0);
     cJSON_AddStringToObject(o, "samples_format", "png");
     return serve_json(r, o);
 }
@@ -152,9 +161,12 @@ int serve_options_set(vkl_server *s, const serve_req *q, serve_resp *r)
     if (!o) return 0;
     vkl_err e = {{0}};
     const char *ckpt = NULL, *fmt = NULL;
-    long long clip_skip = -1;
+    long long clip_skip = -1, every = -2;
+    int live = -1;
     int bad = sj_str(o, "sd_model_checkpoint", 4096, &ckpt, &e) ||
               sj_int(o, "CLIP_stop_at_last_layers", 1, 12, &clip_skip, &e) ||
+              sj_int(o, "show_progress_every_n_steps", -1, 100000, &every, &e) ||
+              sj_bool(o, "live_previews_enable", &live, &e) ||
               sj_str(o, "samples_format", 16, &fmt, &e);
     /* the name, or A1111's title "name [hash]" */
     size_t nl = strlen(s->model_name);
@@ -163,15 +175,18 @@ int serve_options_set(vkl_server *s, const serve_req *q, serve_resp *r)
     if (!bad && fmt && strcasecmp(fmt, "png")) bad = vkl_fail(&e, "'samples_format' \"%s\": vklora writes png only", fmt);
     for (const cJSON *it = o->child; !bad && it; it = it->next)
         if (strcmp(it->string, "sd_model_checkpoint") && strcmp(it->string, "CLIP_stop_at_last_layers") &&
-            strcmp(it->string, "samples_format"))
+            strcmp(it->string, "samples_format") && strcmp(it->string, "show_progress_every_n_steps") &&
+            strcmp(it->string, "live_previews_enable"))
             bad = vkl_fail(&e, "'%s' is not an option of vklora serve (sd_model_checkpoint, CLIP_stop_at_last_layers, "
-                               "samples_format)", it->string);
+                               "samples_format, show_progress_every_n_steps, live_previews_enable)", it->string);
     cJSON_Delete(o);
     if (bad) return serve_error(r, 422, "Unprocessable Entity", "%s", e.msg);
-    if (clip_skip > 0) {
-        pthread_mutex_lock(&s->opt_mu);
-        s->clip_skip = (int)clip_skip;
-        pthread_mutex_unlock(&s->opt_mu);
-    }
+    pthread_mutex_lock(&s->opt_mu);
+    if (clip_skip > 0) s->clip_skip = (int)clip_skip;
+    /* live_previews_enable false turns them off; true brings back A1111's period where they were off */
+    if (every >= -1) s->preview_every = (int)every;
+    if (live == 0) s->preview_every = 0;
+    else if (live == 1 && !s->preview_every) s->preview_every = 10;
+    pthread_mutex_unlock(&s->opt_mu);
     return serve_json(r, cJSON_CreateObject());
 }

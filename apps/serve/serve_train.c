@@ -6,21 +6,28 @@
  * a queued one leaves the queue). The image folder lies inside --data-root,
  * or the request uploads the images (serve_upload.c);
  * the adapter is written to --lora-dir/NAME.safetensors (with NAME.json,
- * NAME.csv and NAME.state/ beside it), where <lora:NAME:W> then finds it. */
+ * NAME.csv and NAME.state/ beside it), where <lora:NAME:W> then finds it.
+ * A request's "sample_prompt" text (one prompt a line) becomes the run's
+ * --sample-prompts file, NAME.samples/prompts.txt; each sample image is
+ * listed in the job as it is written and served from
+ * /vklora/v1/train/ID/samples/stepNNNNNN-I.png, so a page shows them live. */
 #include "serve/serve.h"
 #include "serve/serve_json.h"
 
+#include "io/dir.h"
 #include "train/sd_trainer.h"
 
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #define MAX_JOBS 64
 #define MAX_LOSSES 100000
+#define MAX_SAMPLE_RUNS 1000 /* sampling steps listed per job */
 
 typedef struct train_job {
     int id;
@@ -32,6 +39,10 @@ typedef struct train_job {
     float *loss;         /* per step */
     int nloss;
     int stop_asked;
+    int sample_steps[MAX_SAMPLE_RUNS]; /* steps whose sample images are written */
+    int nsample_steps;
+    int nprompts;        /* images per sampling step */
+    char prompts_file[4300];
     serve_job job;
     vkl_train_config cfg;
     char images[PATH_MAX];
@@ -66,7 +77,9 @@ static const char *const refused[] = {"model", "output", "o", "resume", "config"
 static int set_options(vkl_train_config *c, const cJSON *body, vkl_err *e)
 {
     for (const cJSON *it = body->child; it; it = it->next) {
-        if (!strcmp(it->string, "images") || !strcmp(it->string, "name") || !strcmp(it->string, "uploads")) continue;
+        if (!strcmp(it->string, "images") || !strcmp(it->string, "name") || !strcmp(it->string, "uploads") ||
+            !strcmp(it->string, "sample_prompt"))
+            continue;
         char key[64];
         snprintf(key, sizeof key, "%s", it->string);
         for (char *p = key; *p; p++)
@@ -83,6 +96,49 @@ static int set_options(vkl_train_config *c, const cJSON *body, vkl_err *e)
     }
     if (c->max_steps <= 0 && c->epochs <= 0) c->max_steps = 100;
     if (c->max_steps > 100000) return vkl_fail(e, "'max-steps' %d: at most 100000", c->max_steps);
+    return 0;
+}
+
+/* Prompt lines as the sample renderer counts them (blank and # lines skipped). */
+static int count_prompts(const char *text)
+{
+    int n = 0;
+    for (const char *p = text; *p;) {
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p && *p != '\n' && *p != '#') n++;
+        p = strchr(p, '\n');
+        if (!p) break;
+        p++;
+    }
+    return n;
+}
+
+/* "sample_prompt" checked (write 0), then written (write 1) as the run's
+ * --sample-prompts file in NAME.samples/; without "sample_every" the
+ * samples come at the last step. */
+static int sample_prompts(vkl_server *s, const cJSON *body, const char *name, train_job *j, int write, vkl_err *e)
+{
+    const char *text = NULL;
+    if (sj_str(body, "sample_prompt", 16384, &text, e)) return -1;
+    if (!text) return 0;
+    j->nprompts = count_prompts(text);
+    if (!j->nprompts) return vkl_fail(e, "'sample_prompt' has no prompt (one a line; # lines are comments)");
+    if (j->nprompts > 16) return vkl_fail(e, "'sample_prompt' has %d prompts: at most 16", j->nprompts);
+    vkl_train_config *c = &j->cfg;
+    if (!c->sample_every) {
+        if (c->max_steps <= 0) return vkl_fail(e, "'sample_prompt' without 'max_steps' needs 'sample_every'");
+        c->sample_every = c->max_steps;
+    }
+    if (!write) return 0;
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/%s.samples", s->lora_dir, name);
+    snprintf(j->prompts_file, sizeof j->prompts_file, "%s/prompts.txt", dir);
+    if (vkl_mkdir_p(dir)) return vkl_fail(e, "cannot make %s: %s", dir, strerror(errno));
+    FILE *f = fopen(j->prompts_file, "w");
+    int bad = !f || fputs(text, f) < 0;
+    if (f && fclose(f)) bad = 1;
+    if (bad) return vkl_fail(e, "cannot write %s: %s", j->prompts_file, strerror(errno));
+    c->sample_prompts = j->prompts_file;
     return 0;
 }
 
@@ -107,7 +163,7 @@ static int build_config(vkl_server *s, const cJSON *body, train_job *j, vkl_err 
     snprintf(j->output, sizeof j->output, "%s/%s.safetensors", s->lora_dir, name);
     if (!stat(j->output, &st)) return vkl_fail(e, "'name' \"%s\": %s exists already", name, j->output);
     /* the settings are checked before any upload is written */
-    if (set_options(c, body, e)) return -1;
+    if (set_options(c, body, e) || sample_prompts(s, body, name, j, 0, e)) return -1;
     char uploaded[512];
     if (uploads) {
         if (serve_train_uploads(s, uploads, name, uploaded, sizeof uploaded, e)) return -1;
@@ -124,6 +180,7 @@ static int build_config(vkl_server *s, const cJSON *body, train_job *j, vkl_err 
         return vkl_fail(e, "'images' \"%s\" lies outside --data-root", images);
     if (stat(j->images, &st) || !S_ISDIR(st.st_mode)) return vkl_fail(e, "'images' \"%s\" is not a folder", images);
     c->data.images_dir = j->images;
+    if (sample_prompts(s, body, name, j, 1, e)) return -1;
     snprintf(j->name, sizeof j->name, "%s", name);
     c->output = j->output;
     return 0;
@@ -139,6 +196,16 @@ static void record_step(train_job *j, const vkl_train_report *r)
     if (j->nloss < MAX_LOSSES && j->loss) j->loss[j->nloss++] = r->loss;
     q->step = r->step;
     q->steps = r->total;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* After a sampling step: its images are on disk, listed for GET. */
+static void record_samples(train_job *j, int step)
+{
+    serve_queue *q = &j->s->q;
+    pthread_mutex_lock(&q->mu);
+    if (j->nsample_steps < MAX_SAMPLE_RUNS) j->sample_steps[j->nsample_steps++] = step;
     pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mu);
 }
@@ -176,6 +243,7 @@ static int run_training(train_job *j, vkl_err *e)
         if (vkl_trainer_step(t, &r, e)) goto done;
         record_step(j, &r);
         if ((r.save_due && vkl_trainer_checkpoint(t, e)) || (r.sample_due && vkl_trainer_sample(t, e))) goto done;
+        if (r.sample_due) record_samples(j, r.step);
         serve_queue_yield(&s->q, &j->job);
         stop = stop_asked(j);
         vkl_trainer_position(t, &step, &total);
@@ -235,6 +303,17 @@ static cJSON *job_json(vkl_server *s, train_job *j)
     cJSON_AddNumberToObject(o, "total", j->total);
     for (int i = 0; i < j->nloss; i++) cJSON_AddItemToArray(l, cJSON_CreateNumber(j->loss[i]));
     cJSON_AddItemToObject(o, "loss", l);
+    cJSON *samples = cJSON_AddArrayToObject(o, "samples");
+    for (int i = 0; i < j->nsample_steps; i++)
+        for (int k = 0; k < j->nprompts; k++) {
+            cJSON *it = cJSON_CreateObject();
+            char url[128];
+            snprintf(url, sizeof url, "/vklora/v1/train/%d/samples/step%06d-%d.png", j->id, j->sample_steps[i], k);
+            cJSON_AddNumberToObject(it, "step", j->sample_steps[i]);
+            cJSON_AddNumberToObject(it, "index", k);
+            cJSON_AddStringToObject(it, "url", url);
+            cJSON_AddItemToArray(samples, it);
+        }
     if (j->error[0]) cJSON_AddStringToObject(o, "error", j->error);
     else cJSON_AddNullToObject(o, "error");
     cJSON_AddStringToObject(o, "adapter", j->output);
@@ -295,15 +374,59 @@ int serve_train_start(vkl_server *s, const serve_req *q, serve_resp *r)
     return 0;
 }
 
-/* /vklora/v1/train/ID: GET the state, DELETE to stop. */
+/* GET /vklora/v1/train/ID/samples/stepNNNNNN-I.png: a sample image the job
+ * has listed (so only whole files, and only its own, are read). */
+static int sample_file(vkl_server *s, const serve_req *q, long id, const char *rest, serve_resp *r)
+{
+    int step = -1, idx = -1, used = 0;
+    char again[64];
+    if (sscanf(rest, "/samples/step%d-%d.png%n", &step, &idx, &used) != 2 || rest[used] || step < 0 || idx < 0 ||
+        (snprintf(again, sizeof again, "/samples/step%06d-%d.png", step, idx), strcmp(again, rest)))
+        return serve_error(r, 404, "Not Found", "%s: not a sample of a training job", q->url);
+    char path[4400];
+    int listed = 0;
+    pthread_mutex_lock(&s->q.mu);
+    train_job *j = id <= njobs ? jobs[id - 1] : NULL;
+    if (j) {
+        for (int i = 0; i < j->nsample_steps; i++) listed |= j->sample_steps[i] == step;
+        listed &= idx < j->nprompts;
+        snprintf(path, sizeof path, "%s/%s.samples%s", s->lora_dir, j->name, again + strlen("/samples"));
+    }
+    pthread_mutex_unlock(&s->q.mu);
+    if (!j || !listed) return serve_error(r, 404, "Not Found", "%s: no such sample (yet)", q->url);
+    FILE *f = fopen(path, "rb");
+    if (!f) return serve_error(r, 404, "Not Found", "%s: %s", path, strerror(errno));
+    char *b = NULL;
+    long n = -1;
+    if (!fseek(f, 0, SEEK_END) && (n = ftell(f)) >= 0 && !fseek(f, 0, SEEK_SET) && (b = malloc((size_t)n + 1)) &&
+        fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (!b) return serve_error(r, 500, "Internal Server Error", "cannot read %s", path);
+    b[n] = 0;
+    r->status = 200;
+    r->body = b;
+    r->len = (size_t)n;
+    r->type = "image/png";
+    return 0;
+}
+
+/* /vklora/v1/train/ID: GET the state, DELETE to stop; ID/samples/...: GET an image. */
 int serve_train_job(vkl_server *s, const serve_req *q, serve_resp *r)
 {
     const char *idtext = q->url + strlen("/vklora/v1/train/");
     char *end;
     long id = strtol(idtext, &end, 10);
+    if (*idtext && id >= 1 && !strncmp(end, "/samples/", 9)) {
+        if (strcmp(q->method, "GET") && strcmp(q->method, "HEAD"))
+            return serve_error(r, 405, "Method Not Allowed", "%s %s: this path takes GET", q->method, q->url);
+        return sample_file(s, q, id, end, r);
+    }
     if (!*idtext || *end || id < 1) return serve_error(r, 404, "Not Found", "%s: no such training job", q->url);
-    /* ?after=N: wait (up to 20 s) until the job has more than N losses or
-     * has ended, so a page follows the steps without polling */
+    /* ?after=N: wait (up to 20 s) until the job has more than N losses, new
+     * samples or has ended, so a page follows the steps without polling */
     const char *after_text = serve_query(q, "after");
     long after = -1;
     if (after_text) {
@@ -320,7 +443,8 @@ int serve_train_job(vkl_server *s, const serve_req *q, serve_resp *r)
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += 20;
-        while (j->nloss <= after && (!strcmp(j->state, "queued") || !strcmp(j->state, "running")) &&
+        int sampled = j->nsample_steps;
+        while (j->nloss <= after && j->nsample_steps == sampled && (!strcmp(j->state, "queued") || !strcmp(j->state, "running")) &&
                !s->q.stopping && !serve_client_gone(q->fd))
             if (pthread_cond_timedwait(&s->q.cv, &s->q.mu, &until)) break;
     }

@@ -273,6 +273,11 @@ int vkl_sd_generate(vkl_sd_model *m, const vkl_gen_opts *o, vkl_gen_result *r, v
             vkl_fail(e, "cancelled");
             goto done;
         }
+        if (o->preview && vkl_sampler_step_index(s) > k &&
+            o->preview(o->preview_user, k + 1, steps, vkl_sampler_denoised(s), B, C, h, w)) {
+            vkl_fail(e, "cancelled");
+            goto done;
+        }
     }
     r->seconds_sampling = now_s() - t0;
     vkl_mem_stats ms;

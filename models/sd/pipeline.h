@@ -13,6 +13,11 @@ extern "C" {
 #endif
 
 typedef int (*vkl_step_fn)(void *user, int step, int steps);
+/* After each step, for live previews: the sampler's prediction of the clean
+ * latents, denoised [batch, channels, h, w] (vkl_sampler_denoised); nonzero
+ * stops the run (reported as cancelled). */
+typedef int (*vkl_preview_fn)(void *user, int step, int steps, const float *denoised, int batch, int channels,
+                              int h, int w);
 
 typedef struct vkl_gen_opts {
     /* negative NULL: the encoding of "" (SD 1.x/2.x), or zeros for a model with
@@ -32,6 +37,8 @@ typedef struct vkl_gen_opts {
     vkl_vae_tiling vae_tiling;  /* decoding in tiles (default: AUTO, 64 with 16 of overlap) */
     vkl_step_fn progress;
     void *progress_user;
+    vkl_preview_fn preview;     /* optional */
+    void *preview_user;
     /* SDXL size conditioning (add_time_ids): original size, crop top-left and
      * target size; 0 sizes mean the image size (diffusers' defaults) */
     int original_width, original_height;

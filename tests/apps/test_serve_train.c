@@ -70,12 +70,26 @@ static int start_job(const char *body)
     return id;
 }
 
+static unsigned char *file_bytes(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(*n + 1);
+    assert_int_equal(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
 static void test_job_trains_and_adapter_is_usable(void **state)
 {
     (void)state;
     need();
     int id = start_job("{\"images\": \"imgs\", \"name\": \"job1\", \"max_steps\": 3, \"resolution\": 64, \"rank\": 4, "
-                       "\"alpha\": 2, \"lr\": 1e-3, \"seed\": 5}");
+                       "\"alpha\": 2, \"lr\": 1e-3, \"seed\": 5, \"sample_prompt\": \"a portrait\\n# not a prompt\\n\\na castle\", "
+                       "\"sample_every\": 2, \"sample_steps\": 2}");
     cJSON *o = wait_job(id, 600);
     if (strcmp(job_state(o), "done")) print_error("%s\n", cJSON_PrintUnformatted(o));
     assert_string_equal(job_state(o), "done");
@@ -94,6 +108,43 @@ static void test_job_trains_and_adapter_is_usable(void **state)
         line = strchr(line, '\n') + 1;
     }
     free(csv);
+    /* the samples of step 2 (3 is no multiple of 2), one per prompt line, served as the trainer wrote them */
+    const cJSON *samples = cJSON_GetObjectItem(o, "samples");
+    assert_int_equal(cJSON_GetArraySize(samples), 2);
+    const char *prompts[] = {"a portrait", "a castle"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *smp = cJSON_GetArrayItem(samples, i);
+        assert_int_equal((int)cJSON_GetObjectItem(smp, "step")->valuedouble, 2);
+        assert_int_equal((int)cJSON_GetObjectItem(smp, "index")->valuedouble, i);
+        char want_url[128], file[1024];
+        snprintf(want_url, sizeof want_url, "/vklora/v1/train/%d/samples/step000002-%d.png", id, i);
+        assert_string_equal(cJSON_GetObjectItem(smp, "url")->valuestring, want_url);
+        http_resp sr = fx_http(&srv, "GET", want_url, NULL, NULL, 0);
+        assert_int_equal(sr.status, 200);
+        snprintf(file, sizeof file, "%s/loras/job1.samples/step000002-%d.png", vkl_test_dir, i);
+        size_t n;
+        unsigned char *disk = file_bytes(file, &n);
+        assert_int_equal(sr.len, n);
+        assert_memory_equal(sr.body, disk, n);
+        vkl_png_text *t = NULL;
+        int nt = 0;
+        vkl_err e = {{0}};
+        assert_int_equal(vkl_png_read_texts_memory(sr.body, sr.len, "sample", &t, &nt, &e), 0);
+        assert_string_equal(vkl_png_text_get(t, nt, "parameters"), prompts[i]);
+        vkl_png_texts_free(t, nt);
+        free(disk);
+        free(sr.body);
+    }
+    const char *not_samples[] = {"samples/step000003-0.png", "samples/step000002-2.png", "samples/step2-0.png",
+                                 "samples/../../job1.safetensors", "samples/step000002-0.pngx", "samples/"};
+    for (size_t i = 0; i < sizeof not_samples / sizeof *not_samples; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "/vklora/v1/train/%d/%s", id, not_samples[i]);
+        http_resp sr = fx_http(&srv, "GET", path, NULL, NULL, 0);
+        if (sr.status != 404) print_error("%s: %ld\n", path, sr.status);
+        assert_int_equal(sr.status, 404);
+        free(sr.body);
+    }
     cJSON_Delete(o);
     /* listed, and usable by name */
     http_resp r = fx_http(&srv, "GET", "/sdapi/v1/loras", NULL, NULL, 0);
@@ -185,19 +236,6 @@ static char *b64(const unsigned char *d, size_t n)
     }
     *p = 0;
     return o;
-}
-
-static unsigned char *file_bytes(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc(*n + 1);
-    assert_int_equal(fread(b, 1, *n, f), *n);
-    fclose(f);
-    return b;
 }
 
 /* The loss column of a run's log. */
@@ -344,6 +382,12 @@ static void test_bad_training_requests(void **state)
         {"{\"images\": \"imgs\", \"name\": \"x\", \"rank\": [4]}", "'rank'"},
         {"{\"images\": \"imgs\", \"name\": \"x\", \"rank\": \"four\"}", "'rank'"},
         {"{\"images\": \"imgs\", \"name\": \"x\", \"network\": \"magic\"}", "'network'"},
+        {"{\"images\": \"imgs\", \"name\": \"x\", \"sample_prompt\": 5}", "'sample_prompt'"},
+        {"{\"images\": \"imgs\", \"name\": \"x\", \"sample_prompt\": \"# a comment only\\n\"}", "'sample_prompt'"},
+        {"{\"images\": \"imgs\", \"name\": \"x\", \"sample_prompt\": \"1\\n2\\n3\\n4\\n5\\n6\\n7\\n8\\n9\\n10\\n11\\n12\\n13\\n14\\n15\\n16\\n17\"}",
+         "'sample_prompt'"},
+        {"{\"images\": \"imgs\", \"name\": \"x\", \"sample_prompts\": \"/etc/hostname\"}", "'sample_prompts'"},
+        {"{\"images\": \"imgs\", \"name\": \"x\", \"sample_prompt\": \"a\", \"epochs\": 1}", "'sample_every'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         http_resp r = fx_http(&srv, "POST", "/vklora/v1/train", bad[i][0], NULL, 0);
@@ -352,8 +396,14 @@ static void test_bad_training_requests(void **state)
         assert_non_null(strstr(r.body, bad[i][1]));
         free(r.body);
     }
+    char left[1024];
+    snprintf(left, sizeof left, "%s/loras/x.samples", vkl_test_dir);
+    assert_int_equal(access(left, F_OK), -1); /* a refused request writes nothing */
     http_resp r = fx_http(&srv, "GET", "/vklora/v1/train/abc", NULL, NULL, 0);
     assert_int_equal(r.status, 404);
+    free(r.body);
+    r = fx_http(&srv, "DELETE", "/vklora/v1/train/1/samples/step000002-0.png", NULL, NULL, 0);
+    assert_int_equal(r.status, 405);
     free(r.body);
     r = fx_http(&srv, "GET", "/vklora/v1/train/1?after=x", NULL, NULL, 0);
     assert_int_equal(r.status, 422);

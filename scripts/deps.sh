@@ -13,6 +13,9 @@ PKGS=(build-essential cmake pkg-config libvulkan-dev glslc spirv-tools mesa-vulk
 # for data-parallel training and its tests), so the first command stays lean
 if [ "${VKLORA_TEST_DEPS:-0}" = 1 ]; then
     PKGS+=(chromium chromium-common clang libopenmpi-dev openmpi-bin)
+    # node and npm drive the browser in the page's test (tests/web); a node
+    # from elsewhere (NodeSource's bundles npm and conflicts with Debian's) is kept
+    command -v npm >/dev/null || PKGS+=(nodejs npm)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -2,10 +2,10 @@
  * emits LoRA adapters from a task description (lm_hyperlora_train.c);
  * `emit` runs it for one description and writes an ordinary PEFT adapter. */
 #include "app.h"
+#include "args.h"
 #include "lm_gen_args.h"
 #include "quant.h"
 #include "lm_hyperlora_cmd.h"
-#include "opt_value.h"
 #include "out_folder.h"
 #include "peft_config.h"
 #include "progress.h"
@@ -48,14 +48,44 @@ static void usage(FILE *f)
             "`lm generate --lora` and PEFT load.\n");
 }
 
-static int bad(const char *opt, const char *v, const char *want) { return vkl_app_opt_bad(CMD, opt, v, want); }
+static int bad(const char *opt, const char *v, const char *want)
+{
+    fprintf(stderr, "vklora " CMD ": %s '%s': %s\n", opt, v, want);
+    return 2;
+}
+
+static int set_weights(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    (void)cmd;
+    vkl_app_hyper_args *a = dest;
+    if (vkl_app_base_dtype(v, &a->weights) || vkl_dtype_is_quant(a->weights)) return bad(opt, v, "expected f32, f16 or bf16");
+    a->weights_given = 1;
+    return 0;
+}
+
+static int set_device(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    (void)cmd, (void)opt, (void)dest;
+    vkl_ctx_default_device(v, "--device ");
+    return 0;
+}
+
+static int set_targets(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    (void)cmd;
+    vkl_app_hyper_args *a = dest;
+    a->targets_list = v;
+    if (vkl_app_hyper_split_targets(v, a->targets_buf, sizeof a->targets_buf, a->targets, &a->nt))
+        return bad(opt, v, "expected 1 to 16 module names separated by commas");
+    return 0;
+}
 
 /* 0 parsed, 1 help printed, 2 usage error. */
 static int parse(int argc, char **argv, int train, vkl_app_hyper_args *a)
 {
     memset(a, 0, sizeof *a);
     a->rank = 4;
-    a->alpha = 8;
+    a->alpha = -1; /* until given: 2 x rank */
     a->hidden = 32;
     a->steps = 200;
     a->lr = 1e-3f;
@@ -63,66 +93,48 @@ static int parse(int argc, char **argv, int train, vkl_app_hyper_args *a)
     a->batch = 4;
     a->seq_len = 64;
     a->targets_list = "q_proj,v_proj";
-    int alpha_given = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
-            usage(stdout);
-            return 1;
-        }
-        if (!strcmp(o, "--force")) {
-            a->force = 1;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "vklora " CMD ": unknown or incomplete argument %s\n", o);
-            usage(stderr);
-            return 2;
-        }
-        i++;
-        int rc = 0, common = 1;
-        if (!strcmp(o, "--model")) a->model = v;
-        else if (!strcmp(o, "-o") || !strcmp(o, "--output")) a->out = v;
-        else if (!strcmp(o, "--tokenizer")) a->tok = v;
-        else if (!strcmp(o, "--base-dtype") || !strcmp(o, "--weights")) {
-            if (vkl_app_base_dtype(v, &a->weights) || vkl_dtype_is_quant(a->weights)) return bad(o, v, "expected f32, f16 or bf16");
-            a->weights_given = 1;
-        } else if (!strcmp(o, "--device")) vkl_ctx_default_device(v, "--device ");
-        else common = 0;
-        if (common) continue;
-        if (!train) {
-            if (!strcmp(o, "--hyper")) a->hyper = v;
-            else if (!strcmp(o, "--description")) a->description = v;
-            else common = -1;
-        } else if (!strcmp(o, "--tasks")) a->tasks = v;
-        else if (!strcmp(o, "--log")) a->log = v;
-        else if (!strcmp(o, "--targets")) {
-            a->targets_list = v;
-            if (vkl_app_hyper_split_targets(v, a->targets_buf, sizeof a->targets_buf, a->targets, &a->nt))
-                return bad(o, v, "expected 1 to 16 module names separated by commas");
-        } else if (!strcmp(o, "--rank")) rc = vkl_app_opt_int(CMD, o, v, 1, 4096, &a->rank);
-        else if (!strcmp(o, "--hidden")) rc = vkl_app_opt_int(CMD, o, v, 1, 4096, &a->hidden);
-        else if (!strcmp(o, "--steps")) rc = vkl_app_opt_int(CMD, o, v, 1, 10000000, &a->steps);
-        else if (!strcmp(o, "--batch")) rc = vkl_app_opt_int(CMD, o, v, 1, 4096, &a->batch);
-        else if (!strcmp(o, "--seq-len")) rc = vkl_app_opt_int(CMD, o, v, 2, 1 << 20, &a->seq_len);
-        else if (!strcmp(o, "--alpha")) rc = vkl_app_opt_real(CMD, o, v, 1e-6, 1e6, &a->alpha), alpha_given = 1;
-        else if (!strcmp(o, "--lr")) rc = vkl_app_opt_real(CMD, o, v, 0, 10, &a->lr);
-        else if (!strcmp(o, "--wd")) rc = vkl_app_opt_real(CMD, o, v, 0, 10, &a->wd);
-        else if (!strcmp(o, "--max-grad-norm")) rc = vkl_app_opt_real(CMD, o, v, 0, 1e9, &a->max_grad_norm);
-        else if (!strcmp(o, "--seed")) {
-            char *end;
-            errno = 0;
-            a->seed = strtoull(v, &end, 10);
-            if (!*v || *end || errno || v[0] == '-') return bad(o, v, "expected an integer >= 0");
-        } else common = -1;
-        if (rc) return rc;
-        if (common < 0) {
-            fprintf(stderr, "vklora " CMD " %s: unknown argument %s\n", train ? "train" : "emit", o);
-            usage(stderr);
-            return 2;
-        }
+    /* the options of both subcommands first, then train's or emit's */
+    const vkl_arg common[] = {
+        {"--force", NULL, VKL_ARG_FLAG, VKL_AS_INT(&a->force), .help = NULL},
+        {"--model", NULL, VKL_ARG_STR, VKL_AS_STR(&a->model), .help = NULL},
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&a->out), .help = NULL},
+        {"--tokenizer", NULL, VKL_ARG_STR, VKL_AS_STR(&a->tok), .help = NULL},
+        {"--base-dtype", "--weights", VKL_ARG_CALL, a, .call = set_weights},
+        {"--device", NULL, VKL_ARG_CALL, a, .call = set_device},
+    };
+    const vkl_arg train_only[] = {
+        {"--tasks", NULL, VKL_ARG_STR, VKL_AS_STR(&a->tasks), .help = NULL},
+        {"--log", NULL, VKL_ARG_STR, VKL_AS_STR(&a->log), .help = NULL},
+        {"--targets", NULL, VKL_ARG_CALL, a, .call = set_targets},
+        {"--rank", NULL, VKL_ARG_INT, VKL_AS_INT(&a->rank), .lo = 1, .hi = 4096},
+        {"--hidden", NULL, VKL_ARG_INT, VKL_AS_INT(&a->hidden), .lo = 1, .hi = 4096},
+        {"--steps", NULL, VKL_ARG_INT, VKL_AS_INT(&a->steps), .lo = 1, .hi = 10000000},
+        {"--batch", NULL, VKL_ARG_INT, VKL_AS_INT(&a->batch), .lo = 1, .hi = 4096},
+        {"--seq-len", NULL, VKL_ARG_INT, VKL_AS_INT(&a->seq_len), .lo = 2, .hi = 1 << 20},
+        {"--alpha", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&a->alpha), .lo = 1e-6, .hi = 1e6},
+        {"--lr", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&a->lr), .lo = 0, .hi = 10},
+        {"--wd", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&a->wd), .lo = 0, .hi = 10},
+        {"--max-grad-norm", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&a->max_grad_norm), .lo = 0, .hi = 1e9},
+        {"--seed", NULL, VKL_ARG_U64, VKL_AS_U64(&a->seed), .help = NULL},
+    };
+    const vkl_arg emit_only[] = {
+        {"--hyper", NULL, VKL_ARG_STR, VKL_AS_STR(&a->hyper), .help = NULL},
+        {"--description", NULL, VKL_ARG_STR, VKL_AS_STR(&a->description), .help = NULL},
+    };
+    enum { NC = sizeof common / sizeof *common, NT = sizeof train_only / sizeof *train_only,
+           NE = sizeof emit_only / sizeof *emit_only };
+    vkl_arg table[NC + NT];
+    memcpy(table, common, sizeof common);
+    if (train) memcpy(table + NC, train_only, sizeof train_only);
+    else memcpy(table + NC, emit_only, sizeof emit_only);
+    int rc = vkl_args_parse(train ? CMD " train" : CMD " emit", table, NC + (train ? NT : NE), argc - 1, argv + 1, NULL);
+    if (rc == VKL_ARGS_HELP) {
+        usage(stdout);
+        return 1;
     }
-    if (train && !alpha_given) a->alpha = 2.0f * (float)a->rank;
+    if (rc) return 2;
+    int alpha_given = a->alpha >= 0;
+    if (!alpha_given) a->alpha = train ? 2.0f * (float)a->rank : 8;
     if (train && !a->nt) vkl_app_hyper_split_targets(a->targets_list, a->targets_buf, sizeof a->targets_buf, a->targets, &a->nt);
     if (!a->model || !a->out || (train ? !a->tasks : !a->hyper || !a->description)) {
         fprintf(stderr, "vklora " CMD ": %s\n",

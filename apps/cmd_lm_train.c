@@ -4,6 +4,7 @@
  * of every step in train_log.csv beside it. Everything goes to a temporary
  * folder first, renamed to the output only when training succeeded. */
 #include "app.h"
+#include "args.h"
 #include "quant.h"
 #include "io/dir.h"
 #include "dist_app.h"
@@ -59,13 +60,13 @@ typedef struct args {
     int eval_every, grad_accum, packing, save_every, resume;
     vkl_dtype weights; /* frozen base matrices; VKL_F32 + weights_given 0: config.json's torch_dtype */
     int weights_given;
-    network net;
+    int net; /* a network */
     vkl_adalora_config ada; /* --network adalora */
     int ada_given, alpha_given, rank_given;
     int rank, unit, rslora, steps, epochs, batch, seq_len, warmup, quiet, device, force, gguf;
     float alpha, lr, loraplus, wd, max_grad_norm;
-    uint64_t seed;
-    schedule sched;
+    unsigned long long seed;
+    int sched; /* a schedule */
     vkl_dtype base; /* how the frozen model is stored: f32, f16 or nf4 (QLoRA) */
     char targets_buf[512];
     const char *targets[MAX_TARGETS], *ff[MAX_TARGETS];
@@ -118,35 +119,8 @@ static void usage(FILE *f)
 
 static int bad(const char *opt, const char *v, const char *want)
 {
-    fprintf(stderr, "vklora lm train: %s %s: %s\n", opt, v, want);
+    fprintf(stderr, "vklora lm train: %s '%s': %s\n", opt, v, want);
     return 2;
-}
-
-static int get_int(const char *opt, const char *v, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        char want[96];
-        snprintf(want, sizeof want, "expected an integer in [%ld, %ld]", lo, hi);
-        return bad(opt, v, want);
-    }
-    *out = (int)x;
-    return 0;
-}
-
-static int get_float(const char *opt, const char *v, double lo, float *out)
-{
-    char *end;
-    double x = strtod(v, &end);
-    if (!*v || *end || !isfinite(x) || x < lo) {
-        char want[64];
-        snprintf(want, sizeof want, "expected a number >= %g", lo);
-        return bad(opt, v, want);
-    }
-    *out = (float)x;
-    return 0;
 }
 
 static int split_targets(args *a, const char *v)
@@ -180,92 +154,105 @@ static const char *net_name(network n)
     return n == NET_IA3 ? "ia3" : n == NET_DORA ? "dora" : n == NET_ADALORA ? "adalora" : n == NET_DYLORA ? "dylora" : "lora";
 }
 
+static int set_targets(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    (void)cmd, (void)opt;
+    return split_targets(dest, v);
+}
+
+static int set_chat(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    (void)cmd;
+    if (strcmp(v, "llama3") && strcmp(v, "chatml") && strcmp(v, "mistral"))
+        return bad(opt, v, "unknown chat template (llama3, chatml or mistral)");
+    ((args *)dest)->chat = v;
+    return 0;
+}
+
+static int set_weights(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    (void)cmd;
+    args *a = dest;
+    a->weights_given = 1;
+    return vkl_app_base_dtype(v, &a->weights) ? bad(opt, v, "expected f32, f16, bf16, nf4 or nf4dq") : 0;
+}
+
+static int set_device(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    (void)opt, (void)dest;
+    return vkl_app_device_option(v, cmd) != 0; /* A,B,...: per rank */
+}
+
+static int set_adalora(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    (void)cmd;
+    args *a = dest;
+    int rc = 0;
+    vkl_app_adalora_option(opt, v, &a->ada, &a->ada_given, &rc);
+    return rc;
+}
+
+#define CALL(name, fn) {name, NULL, VKL_ARG_CALL, a, .call = fn}
+
 static int parse(int argc, char **argv, args *a)
 {
-    *a = (args){.net = NET_LORA, .rank = 8, .unit = 1, .alpha = 16, .lr = 1e-4f, .loraplus = 1, .batch = 4, .grad_accum = 1, .seq_len = 128,
+    /* rank and alpha 0 / -1 until given: AdaLoRA refuses a given --rank and
+     * takes its own alpha default */
+    *a = (args){.net = NET_LORA, .rank = 0, .unit = 1, .alpha = -1, .lr = 1e-4f, .loraplus = 1, .batch = 4, .grad_accum = 1, .seq_len = 128,
                 .max_grad_norm = 1, .device = -1, .sched = SCHED_CONSTANT};
     vkl_adalora_config_default(&a->ada);
-    int rc = 0;
-    for (int i = 1; i < argc && !rc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
-            usage(stdout);
-            return 1;
-        }
-        if (!strcmp(o, "--rslora")) a->rslora = 1;
-        else if (!strcmp(o, "--quiet") || !strcmp(o, "-q")) a->quiet = 1;
-        else if (!strcmp(o, "--force")) a->force = 1;
-        else if (!strcmp(o, "--packing")) a->packing = 1;
-        else if (!strcmp(o, "--resume")) a->resume = 1;
-        else if (!v) {
-            fprintf(stderr, "vklora lm train: unknown or incomplete argument %s\n", o);
-            usage(stderr);
-            return 2;
-        } else {
-            i++;
-            if (!strcmp(o, "--model")) a->model = v;
-            else if (!strcmp(o, "--data")) a->data = v;
-            else if (!strcmp(o, "-o") || !strcmp(o, "--output")) a->out = v;
-            else if (!strcmp(o, "--tokenizer")) a->tok = v;
-            else if (!strcmp(o, "--chat-template")) {
-                if (strcmp(v, "llama3") && strcmp(v, "chatml") && strcmp(v, "mistral"))
-                    rc = bad(o, v, "unknown chat template (llama3, chatml or mistral)");
-                a->chat = v;
-            } else if (!strcmp(o, "--val-data")) a->val_data = v;
-            else if (!strcmp(o, "--val-fraction")) {
-                rc = get_float(o, v, 0, &a->val_fraction);
-                if (!rc && !(a->val_fraction > 0 && a->val_fraction < 1)) rc = bad(o, v, "expected a fraction in (0, 1)");
-            } else if (!strcmp(o, "--eval-every")) rc = get_int(o, v, 1, 100000000, &a->eval_every);
-            else if (!strcmp(o, "--grad-accum")) rc = get_int(o, v, 1, 4096, &a->grad_accum);
-            else if (!strcmp(o, "--save-every")) rc = get_int(o, v, 1, 100000000, &a->save_every);
-            else if (!strcmp(o, "--weights") || !strcmp(o, "--base-dtype")) {
-                a->weights_given = 1;
-                if (vkl_app_base_dtype(v, &a->weights)) rc = bad(o, v, "expected f32, f16, bf16, nf4 or nf4dq");
-            }
-            else if (!strcmp(o, "--network")) {
-                if (!strcmp(v, "lora")) a->net = NET_LORA;
-                else if (!strcmp(v, "dora")) a->net = NET_DORA;
-                else if (!strcmp(v, "ia3")) a->net = NET_IA3;
-                else if (!strcmp(v, "adalora")) a->net = NET_ADALORA;
-                else if (!strcmp(v, "dylora")) a->net = NET_DYLORA;
-                else rc = bad(o, v, "unknown network (lora, dora, ia3, adalora or dylora)");
-            } else if (!strcmp(o, "--format")) {
-                if (!strcmp(v, "peft")) a->gguf = 0;
-                else if (!strcmp(v, "gguf")) a->gguf = 1;
-                else rc = bad(o, v, "unknown adapter format (peft or gguf)");
-            } else if (!strcmp(o, "--lr-schedule")) {
-                if (!strcmp(v, "constant")) a->sched = SCHED_CONSTANT;
-                else if (!strcmp(v, "linear")) a->sched = SCHED_LINEAR;
-                else if (!strcmp(v, "cosine")) a->sched = SCHED_COSINE;
-                else rc = bad(o, v, "unknown schedule (constant, linear or cosine)");
-            } else if (!strcmp(o, "--targets")) rc = split_targets(a, v);
-            else if (!strcmp(o, "--rank")) rc = get_int(o, v, 1, 4096, &a->rank), a->rank_given = 1;
-            else if (!strcmp(o, "--dylora-unit")) rc = get_int(o, v, 1, 4096, &a->unit);
-            else if (!strcmp(o, "--max-steps") || !strcmp(o, "--steps")) rc = get_int(o, v, 1, 100000000, &a->steps);
-            else if (!strcmp(o, "--epochs")) rc = get_int(o, v, 1, 1000000, &a->epochs);
-            else if (!strcmp(o, "--batch")) rc = get_int(o, v, 1, 4096, &a->batch);
-            else if (!strcmp(o, "--seq-len")) rc = get_int(o, v, 2, 1 << 20, &a->seq_len);
-            else if (!strcmp(o, "--warmup")) rc = get_int(o, v, 0, 100000000, &a->warmup);
-            else if (!strcmp(o, "--device")) rc = vkl_app_device_option(v, "lm train"); /* A,B,...: per rank */
-            else if (!strcmp(o, "--seed")) {
-                char *end;
-                unsigned long long x = strtoull(v, &end, 10);
-                if (!*v || *end || *v == '-') rc = bad(o, v, "expected a non-negative integer");
-                a->seed = x;
-            } else if (!strcmp(o, "--alpha")) rc = get_float(o, v, 0, &a->alpha), a->alpha_given = 1;
-            else if (!strcmp(o, "--lr")) rc = get_float(o, v, 0, &a->lr);
-            else if (!strcmp(o, "--loraplus-ratio")) rc = get_float(o, v, 1e-6, &a->loraplus);
-            else if (!strcmp(o, "--weight-decay")) rc = get_float(o, v, 0, &a->wd);
-            else if (!strcmp(o, "--max-grad-norm")) rc = get_float(o, v, 0, &a->max_grad_norm);
-            else if (vkl_app_adalora_option(o, v, &a->ada, &a->ada_given, &rc)) continue;
-            else {
-                fprintf(stderr, "vklora lm train: unknown argument %s\n", o);
-                usage(stderr);
-                return 2;
-            }
-        }
+    const double big = 100000000, inf = INFINITY;
+    const vkl_arg table[] = {
+        {"--rslora", NULL, VKL_ARG_FLAG, VKL_AS_INT(&a->rslora), .help = NULL},
+        {"--quiet", "-q", VKL_ARG_FLAG, VKL_AS_INT(&a->quiet), .help = NULL},
+        {"--force", NULL, VKL_ARG_FLAG, VKL_AS_INT(&a->force), .help = NULL},
+        {"--packing", NULL, VKL_ARG_FLAG, VKL_AS_INT(&a->packing), .help = NULL},
+        {"--resume", NULL, VKL_ARG_FLAG, VKL_AS_INT(&a->resume), .help = NULL},
+        {"--model", NULL, VKL_ARG_STR, VKL_AS_STR(&a->model), .help = NULL},
+        {"--data", NULL, VKL_ARG_STR, VKL_AS_STR(&a->data), .help = NULL},
+        {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&a->out), .help = NULL},
+        {"--tokenizer", NULL, VKL_ARG_STR, VKL_AS_STR(&a->tok), .help = NULL},
+        {"--val-data", NULL, VKL_ARG_STR, VKL_AS_STR(&a->val_data), .help = NULL},
+        {"--val-fraction", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&a->val_fraction), .hi = 1, .lo_open = 1},
+        {"--eval-every", NULL, VKL_ARG_INT, VKL_AS_INT(&a->eval_every), .lo = 1, .hi = big},
+        {"--grad-accum", NULL, VKL_ARG_INT, VKL_AS_INT(&a->grad_accum), .lo = 1, .hi = 4096},
+        {"--save-every", NULL, VKL_ARG_INT, VKL_AS_INT(&a->save_every), .lo = 1, .hi = big},
+        {"--network", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&a->net), .choices = "lora|dora|ia3|adalora|dylora"},
+        {"--format", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&a->gguf), .choices = "peft|gguf"},
+        {"--lr-schedule", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&a->sched), .choices = "constant|linear|cosine"},
+        {"--rank", NULL, VKL_ARG_INT, VKL_AS_INT(&a->rank), .lo = 1, .hi = 4096},
+        {"--dylora-unit", NULL, VKL_ARG_INT, VKL_AS_INT(&a->unit), .lo = 1, .hi = 4096},
+        {"--max-steps", "--steps", VKL_ARG_INT, VKL_AS_INT(&a->steps), .lo = 1, .hi = big},
+        {"--epochs", NULL, VKL_ARG_INT, VKL_AS_INT(&a->epochs), .lo = 1, .hi = 1000000},
+        {"--batch", NULL, VKL_ARG_INT, VKL_AS_INT(&a->batch), .lo = 1, .hi = 4096},
+        {"--seq-len", NULL, VKL_ARG_INT, VKL_AS_INT(&a->seq_len), .lo = 2, .hi = 1 << 20},
+        {"--warmup", NULL, VKL_ARG_INT, VKL_AS_INT(&a->warmup), .hi = big},
+        {"--seed", NULL, VKL_ARG_U64, VKL_AS_U64(&a->seed), .help = NULL},
+        {"--alpha", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&a->alpha), .hi = inf},
+        {"--lr", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&a->lr), .hi = inf},
+        {"--loraplus-ratio", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&a->loraplus), .lo = 1e-6, .hi = inf},
+        {"--weight-decay", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&a->wd), .hi = inf},
+        {"--max-grad-norm", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&a->max_grad_norm), .hi = inf},
+        CALL("--chat-template", set_chat), CALL("--targets", set_targets), CALL("--weights", set_weights),
+        CALL("--base-dtype", set_weights), CALL("--device", set_device),
+        CALL("--init-r", set_adalora), CALL("--target-r", set_adalora), CALL("--tinit", set_adalora),
+        CALL("--tfinal", set_adalora), CALL("--delta-t", set_adalora), CALL("--orth-reg-weight", set_adalora),
+        CALL("--beta1", set_adalora), CALL("--beta2", set_adalora), CALL("--total-step", set_adalora),
+    };
+    int rc = vkl_args_parse("lm train", table, (int)(sizeof table / sizeof *table), argc, argv, NULL);
+    if (rc == VKL_ARGS_HELP) {
+        usage(stdout);
+        return 1;
     }
-    if (rc) return rc;
+    if (rc) return 2;
+    a->rank_given = a->rank != 0;
+    if (!a->rank_given) a->rank = 8;
+    a->alpha_given = a->alpha >= 0;
+    if (!a->alpha_given) a->alpha = 16;
+    if (a->val_fraction >= 1) {
+        fprintf(stderr, "vklora lm train: --val-fraction '%g': expected a number in (0, 1)\n", a->val_fraction);
+        return 2;
+    }
     resolve_targets(a);
     if (!a->model || !a->data || !a->out) {
         fprintf(stderr, "vklora lm train: --model, --data and -o are required\n");

@@ -1,5 +1,6 @@
 /* vklora train: a style LoRA from an image folder. */
 #include "app.h"
+#include "args.h"
 #include "dist_app.h"
 #include "loss_plot.h"
 #include "progress.h"
@@ -54,7 +55,7 @@ static const char *usage_text =
 static void on_sigint(int sig)
 {
     (void)sig;
-    vkl_train_interrupt = 1;
+    vkl_train_request_stop();
 }
 
 typedef struct {
@@ -90,66 +91,84 @@ static void say_saved_state(const char *output)
     fclose(f);
 }
 
+/* A setting of the run, by the option's name without its dashes: the same
+ * names and checks a --config file has (vkl_train_config_set). */
+static int set_setting(const char *cmd, const char *opt, const char *value, void *dest)
+{
+    vkl_err e = {{0}};
+    if (!vkl_train_config_set(dest, opt + 2, value, &e)) return 0;
+    fprintf(stderr, "vklora %s: %s '%s': %s\n", cmd, opt, value, e.msg);
+    return 1;
+}
+
+static int read_config_file(const char *cmd, const char *opt, const char *value, void *dest)
+{
+    vkl_err e = {{0}};
+    if (!vkl_train_config_read(dest, value, &e)) return 0;
+    fprintf(stderr, "vklora %s: %s '%s': %s\n", cmd, opt, value, e.msg);
+    return 1;
+}
+
+/* Flags that switch a setting on; --no-bucket and --bucket-upscale switch
+ * one off, so they are read into flags of their own and applied after. */
+#define SETTING(name) {name, NULL, VKL_ARG_CALL, c, .call = set_setting}
+#define SWITCH(name, field) {name, NULL, VKL_ARG_FLAG, VKL_AS_INT(field), .help = NULL}
+
 int vkl_cmd_train(int argc, char **argv)
 {
-    vkl_train_config c;
-    vkl_train_config_default(&c);
-    c.quiet = vkl_app_quiet;
+    vkl_train_config config, *c = &config;
+    vkl_train_config_default(c);
+    c->quiet = vkl_app_quiet;
     vkl_err e = {{0}};
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            fputs(usage_text, stdout);
-            return 0;
-        }
-        const char *flags[][2] = {{"--shuffle-caption", "shuffle-caption"}, {"--flip", "flip"},
-                                  {"--checkpointing", "checkpointing"},     {"--train-ff", "train-ff"},
-                                  {"--train-te", "train-te"},               {"--network-conv", "network-conv"},
-                                  {"--cache-latents-to-disk", "cache-latents-to-disk"},
-                                  {"--no-bucket", "bucket"},               {"--bucket-upscale", "bucket-no-upscale"}};
-        int done = 0;
-        for (size_t f = 0; f < sizeof flags / sizeof *flags && !done; f++)
-            if (!strcmp(k, flags[f][0])) {
-                int neg = !strcmp(k, "--no-bucket") || !strcmp(k, "--bucket-upscale");
-                vkl_train_config_set(&c, flags[f][1], neg ? "false" : "true", &e);
-                done = 1;
-            }
-        if (done) continue;
-        if (!strcmp(k, "--quiet") || !strcmp(k, "-q")) {
-            c.quiet = 1;
-            continue;
-        }
-        if (!strcmp(k, "--force")) {
-            c.force = 1;
-            continue;
-        }
-        if (i + 1 >= argc || strncmp(k, "-", 1)) {
-            fprintf(stderr, "vklora train: %s %s\n%s", k, i + 1 >= argc ? "needs a value" : "is not an option", usage_text);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int rc = !strcmp(k, "--config") ? vkl_train_config_read(&c, v, &e)
-                                         : vkl_train_config_set(&c, k + (k[1] == '-' ? 2 : 1), v, &e);
-        if (rc) {
-            if (strstr(e.msg, "unknown training setting")) fprintf(stderr, "vklora train: unknown option '%s'\n", k);
-            else fprintf(stderr, "vklora train: %s %s: %s\n", k, v, e.msg);
-            return 2;
-        }
+    int no_bucket = 0, bucket_upscale = 0;
+    const vkl_arg table[] = {
+        {"--output", "-o", VKL_ARG_CALL, c, .call = set_setting},
+        {"--config", NULL, VKL_ARG_CALL, c, .call = read_config_file},
+        SETTING("--model"), SETTING("--images"), SETTING("--tokenizer"), SETTING("--model-config"),
+        SETTING("--caption-ext"), SETTING("--caption"), SETTING("--trigger"), SETTING("--lr-schedule"),
+        SETTING("--sample-prompts"), SETTING("--resume"), SETTING("--network"), SETTING("--ema-decay"),
+        SETTING("--save-precision"), SETTING("--lokr-factor"), SETTING("--resolution"), SETTING("--rank"),
+        SETTING("--network-dim"), SETTING("--dylora-unit"), SETTING("--alpha"), SETTING("--lr"), SETTING("--te-lr"),
+        SETTING("--grad-accum"), SETTING("--loraplus-ratio"), SETTING("--warmup"), SETTING("--cycles"),
+        SETTING("--weight-decay"), SETTING("--max-grad-norm"), SETTING("--optimizer"), SETTING("--optimizer-type"),
+        SETTING("--max-steps"), SETTING("--epochs"), SETTING("--batch"), SETTING("--seed"),
+        SETTING("--min-snr-gamma"), SETTING("--noise-offset"), SETTING("--clip-skip"), SETTING("--save-every"),
+        SETTING("--keep-last"), SETTING("--sample-every"), SETTING("--sample-steps"), SETTING("--keep-tokens"),
+        SETTING("--caption-dropout-rate"), SETTING("--caption-tag-dropout-rate"), SETTING("--weights"),
+        SETTING("--mixed-precision"),
+        SWITCH("--shuffle-caption", &c->data.caption.shuffle), SWITCH("--flip", &c->data.flip),
+        SWITCH("--checkpointing", &c->checkpointing), SWITCH("--train-ff", &c->train_ff),
+        SWITCH("--train-te", &c->train_te), SWITCH("--network-conv", &c->network_conv),
+        SWITCH("--cache-latents-to-disk", &c->cache_to_disk), SWITCH("--no-bucket", &no_bucket),
+        SWITCH("--bucket-upscale", &bucket_upscale), SWITCH("--force", &c->force),
+        {"--quiet", "-q", VKL_ARG_FLAG, VKL_AS_INT(&c->quiet), .help = NULL},
+    };
+    int parsed = vkl_args_parse("train", table, (int)(sizeof table / sizeof *table), argc, argv, NULL);
+    if (parsed == VKL_ARGS_HELP) {
+        fputs(usage_text, stdout);
+        vkl_train_config_free(c);
+        return 0;
     }
-    if (!c.model || !c.data.images_dir || !c.output) {
+    if (parsed) {
+        vkl_train_config_free(c);
+        return 2;
+    }
+    if (no_bucket) c->data.bucket = 0;
+    if (bucket_upscale) c->data.bucket_no_upscale = 0;
+    if (!c->model || !c->data.images_dir || !c->output) {
         fprintf(stderr, "vklora train: --model, --images and -o are required\n%s", usage_text);
         return 2;
     }
-    if (c.quiet) vkl_log_set_level(VKL_LOG_WARN);
-    c.dist = vkl_app_dist;
+    if (c->quiet) vkl_log_set_level(VKL_LOG_WARN);
+    c->dist = vkl_app_dist;
     int rank = vkl_app_dist ? vkl_app_dist->rank : 0;
-    if (rank) c.quiet = 1; /* rank 0 reports for all */
+    if (rank) c->quiet = 1; /* rank 0 reports for all */
     /* the tests' stand-ins for Ctrl-C and a kill at an exact step (under
      * mpirun on rank $VKLORA_TRAIN_HOOK_RANK only, default every rank) */
     const char *at = getenv("VKLORA_TRAIN_HOOK_RANK");
     int hooked = !at || atoi(at) == rank;
-    if ((at = getenv("VKLORA_TRAIN_INTERRUPT_AT")) && hooked) c.interrupt_at = atoi(at);
-    if ((at = getenv("VKLORA_TRAIN_KILL_AT")) && hooked) c.kill_at = atoi(at);
+    if ((at = getenv("VKLORA_TRAIN_INTERRUPT_AT")) && hooked) c->interrupt_at = atoi(at);
+    if ((at = getenv("VKLORA_TRAIN_KILL_AT")) && hooked) c->kill_at = atoi(at);
     vkl_ctx *ctx = NULL;
     if (vkl_ctx_create(NULL, &ctx, &e)) {
         fprintf(stderr, "vklora: %s\n", e.msg);
@@ -161,30 +180,30 @@ int vkl_cmd_train(int argc, char **argv)
     signal(SIGTERM, on_sigint);
     run_state s;
     memset(&s, 0, sizeof s);
-    vkl_progress_begin(&s.bar, "training", c.max_steps, c.quiet);
-    int rc = vkl_train_run(ctx, &c, on_step, &s, &e);
+    vkl_progress_begin(&s.bar, "training", c->max_steps, c->quiet);
+    int rc = vkl_train_run(ctx, c, on_step, &s, &e);
     vkl_progress_end(&s.bar);
     int status = 0;
     if (rc < 0) {
         vkl_app_print_error("train", e.msg);
-        if (!rank) say_saved_state(c.output);
+        if (!rank) say_saved_state(c->output);
         status = 1;
     } else if (rc == 1) {
         if (!rank) fprintf(stderr, "vklora train: %s\n", e.msg);
         status = 130;
     } else if (rc == 2) {
-        if (!c.quiet && !rank) printf("%s is finished: nothing to do\n", c.output);
+        if (!c->quiet && !rank) printf("%s is finished: nothing to do\n", c->output);
     } else if (!rank) {
         char stem[1100], plot[1120], csv[1120];
-        snprintf(stem, sizeof stem, "%s", c.output);
+        snprintf(stem, sizeof stem, "%s", c->output);
         size_t len = strlen(stem);
         if (len > 12 && !strcmp(stem + len - 12, ".safetensors")) stem[len - 12] = 0;
         snprintf(plot, sizeof plot, "%s.png", stem);
         snprintf(csv, sizeof csv, "%s.csv", stem);
         if (vkl_loss_plot_csv(plot, csv, &e)) fprintf(stderr, "vklora train: %s\n", e.msg);
-        if (!c.quiet) printf("wrote %s (loss log %s, curve %s)\n", c.output, csv, plot);
+        if (!c->quiet) printf("wrote %s (loss log %s, curve %s)\n", c->output, csv, plot);
     }
     vkl_ctx_destroy(ctx);
-    vkl_train_config_free(&c);
+    vkl_train_config_free(c);
     return status;
 }

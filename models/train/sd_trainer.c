@@ -19,7 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-volatile sig_atomic_t vkl_train_interrupt;
+/* set from signal handlers through vkl_train_request_stop */
+static volatile sig_atomic_t vkl_train_interrupt;
 
 void vkl_train_request_stop(void)
 {

@@ -128,13 +128,6 @@ int vkl_train_stop_requested(void);
 /* Withdraws a stop request, before starting another run. */
 void vkl_train_stop_clear(void);
 
-#ifdef VKLORA_IN_TREE_PROGRAM
-#include <signal.h>
-/* The flag behind those functions, for code of the vklora program that sets
- * it directly; libvklora.so does not export it: use vkl_train_request_stop. */
-extern volatile sig_atomic_t vkl_train_interrupt;
-#endif
-
 /* The training loop in parts, for a program that drives it a step at a time
  * (serve's training jobs: other work runs between steps, a stop request
  * ends the job at a step's end). vkl_train_run is this loop:

@@ -373,7 +373,7 @@ static void test_errors(void **state)
     fclose(f);
     expect_error("e1", "--data missing.txt", 1, "missing.txt");
     expect_error("e2", "--data story.txt --seq-len 300", 2, "max_position_embeddings");
-    expect_error("e3", "--data story.txt --network lokr", 2, "unknown network");
+    expect_error("e3", "--data story.txt --network lokr", 2, "--network 'lokr': expected one of lora");
     expect_error("e4", "--data empty.txt", 1, "no training sample");
     expect_error("e5", "--data bad.jsonl", 1, "line 2");
     expect_error("e6", "--data story.txt --targets nothing_proj --steps 1", 1, "no projection");

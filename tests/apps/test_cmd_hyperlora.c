@@ -1,6 +1,6 @@
 /* vklora hyperlora train / emit (HyperLoRA for SD 1.x / 2.x) on the tiny SD
  * model and two portrait sets (sd_lorahub_fixture.h: ta, drakes and dwarves;
- * tb, saurians and trolls). After training on both tasks, each task's
+ * te, two emoji). After training on both tasks, each task's
  * emitted adapter must give a lower diffusion loss on its own images (fixed
  * noise and timesteps: `vklora lorahub`'s evaluation of one adapter alone)
  * than the base model and than the other task's adapter; the emitted file
@@ -9,9 +9,22 @@
 
 #include "io/image.h"
 
-#define DESC_A "fiery drakes and bearded dwarves"
-#define DESC_B "green saurian lizards and grey trolls"
-#define TRAIN "--rank 4 --hidden 16 --batch 2 --resolution 64 --seed 1"
+#define EMOJI "data/noto-emoji/test16-128px"
+#define DESC_A "dark painted fantasy portraits"
+#define DESC_B "flat cartoon emoji on white"
+#define TRAIN "--rank 4 --hidden 16 --batch 2 --resolution 32 --seed 1"
+
+/* the fixture's folders and te: two emoji */
+static int setup_hyper(void **state)
+{
+    if (setup(state)) return -1;
+    if (!vkl_test_shared_exists(EMOJI)) return 0; /* the tests skip */
+    char cmd[4096];
+    const char *src = vkl_test_shared_path(EMOJI);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s'/u1f349_watermelon.* '%s'/u1f34c_banana.* '%s/'", path_in("te"), src,
+             src, path_in("te"));
+    return system(cmd) ? -1 : 0;
+}
 
 static void write_file(const char *name, const char *text)
 {
@@ -28,17 +41,18 @@ static double number_after(const char *text, const char *key)
     return strtod(p + strlen(key), NULL);
 }
 
-/* the fixed-noise diffusion loss of adapter on the images of dir */
-static double loss_of(const char *adapter, const char *dir)
+/* the fixed-noise diffusion loss of each of the 3 adapters alone on the images of dir */
+static void losses(const char *const *ad, const char *dir, double *l)
 {
     char args[2048], key[512];
-    snprintf(args, sizeof args, "lorahub --model '%s' --adapters %s,%s --images %s -o eval.safetensors --force --steps 1 "
-             "--resolution 64 --timesteps 4 --seed 1", vkl_test_shared_path(SD), adapter, adapter, dir);
+    snprintf(args, sizeof args, "lorahub --model '%s' --adapters %s,%s,%s --images %s -o eval.safetensors --force --steps 1 "
+             "--resolution 32 --timesteps 4 --seed 1", vkl_test_shared_path(SD), ad[0], ad[1], ad[2], dir);
     char *out = run_ok(args);
-    snprintf(key, sizeof key, "input 1 (%s) alone: loss ", adapter);
-    double l = number_after(out, key);
+    for (int i = 0; i < 3; i++) {
+        snprintf(key, sizeof key, "input %d (%s) alone: loss ", i + 1, ad[i]);
+        l[i] = number_after(out, key);
+    }
     free(out);
-    return l;
 }
 
 static void emit(const char *hyper, const char *desc, const char *out)
@@ -80,9 +94,10 @@ static void test_train_emit(void **state)
 {
     (void)state;
     VKL_REQUIRE_SHARED(IMAGES);
+    VKL_REQUIRE_SHARED(EMOJI);
     VKL_REQUIRE_SHARED(SD);
     write_file("tasks.jsonl", "{\"description\": \"" DESC_A "\", \"images\": \"ta\"}\n"
-                              "{\"description\": \"" DESC_B "\", \"images\": \"tb\"}\n");
+                              "{\"description\": \"" DESC_B "\", \"images\": \"te\"}\n");
     char args[2048];
     /* lr 0: the network stays at its start, a fresh LoRA (up = 0): the base model */
     snprintf(args, sizeof args, "--quiet hyperlora train --model '%s' --tasks tasks.jsonl -o h0.safetensors --steps 1 --lr 0 " TRAIN,
@@ -100,14 +115,14 @@ static void test_train_emit(void **state)
     emit("h0.safetensors", DESC_A, "base.safetensors");
     emit("hyper.safetensors", DESC_A, "ea.safetensors");
     emit("hyper.safetensors", DESC_B, "eb.safetensors");
-    const char *sets[2] = {"ta", "tb"}, *ad[3] = {"base.safetensors", "ea.safetensors", "eb.safetensors"};
-    double l[3][2];
-    for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 2; j++) l[i][j] = loss_of(ad[i], sets[j]);
-    printf("  fixed-noise loss      on ta     on tb\n");
-    for (int i = 0; i < 3; i++) printf("  %-18s  %.5f  %.5f\n", ad[i], l[i][0], l[i][1]);
-    assert_true(l[1][0] < l[0][0] && l[1][0] < l[2][0]);
-    assert_true(l[2][1] < l[0][1] && l[2][1] < l[1][1]);
+    const char *ad[3] = {"base.safetensors", "ea.safetensors", "eb.safetensors"};
+    double la[3], lb[3];
+    losses(ad, "ta", la);
+    losses(ad, "te", lb);
+    printf("  fixed-noise loss      on ta     on te\n");
+    for (int i = 0; i < 3; i++) printf("  %-18s  %.5f  %.5f\n", ad[i], la[i], lb[i]);
+    assert_true(la[1] < la[0] && la[1] < la[2]);
+    assert_true(lb[2] < lb[0] && lb[2] < lb[1]);
 
     /* the emitted file is an ordinary kohya LoRA: generate loads it and the image changes */
     vkl_st_file *f = NULL;
@@ -175,5 +190,5 @@ int main(void)
         cmocka_unit_test(test_train_emit),
         cmocka_unit_test(test_bad_inputs),
     };
-    return cmocka_run_group_tests(tests, setup, vkl_test_group_teardown);
+    return cmocka_run_group_tests(tests, setup_hyper, vkl_test_group_teardown);
 }

@@ -30,6 +30,7 @@ int vkl_cmd_lm_hyperlora(int argc, char **argv); /* `lm hyperlora train|emit`, d
 int vkl_cmd_dataset(int argc, char **argv);
 int vkl_cmd_serve(int argc, char **argv);
 int vkl_cmd_lorahub(int argc, char **argv);
+int vkl_cmd_hyperlora(int argc, char **argv); /* `hyperlora train|emit`: HyperLoRA for SD 1.x / 2.x */
 
 /* Prints "vklora CMD: MSG"; when MSG says memory ran out, adds what makes
  * CMD's work fit (cmd as typed: "generate", "lm train", ...). */

@@ -25,19 +25,20 @@ static int blank(const char *s)
 }
 
 /* One line's task; data relative to dir (the tasks file's folder, "" for the current one). */
-static int parse_task(const char *line, const char *path, int ln, const char *dir, vkl_app_hyper_task *t, vkl_err *e)
+static int parse_task(const char *line, const char *path, int ln, const char *dir, const char *key, int folder,
+                      vkl_app_hyper_task *t, vkl_err *e)
 {
     cJSON *j = cJSON_Parse(line);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
         return vkl_fail(e, "%s line %d: not a JSON object", path, ln);
     }
-    const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "description"), *p = cJSON_GetObjectItemCaseSensitive(j, "data");
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "description"), *p = cJSON_GetObjectItemCaseSensitive(j, key);
     int rc = 0;
     if (!cJSON_IsString(d)) rc = vkl_fail(e, "%s line %d: \"description\" missing or not a string", path, ln);
     else if (blank(d->valuestring)) rc = vkl_fail(e, "%s line %d: the description is empty", path, ln);
     else if (!cJSON_IsString(p) || !p->valuestring[0])
-        rc = vkl_fail(e, "%s line %d: \"data\" missing or not a file name", path, ln);
+        rc = vkl_fail(e, "%s line %d: \"%s\" missing or not a %s name", path, ln, key, folder ? "folder" : "file");
     if (!rc) {
         const char *v = p->valuestring;
         size_t n = strlen(dir) + strlen(v) + 2;
@@ -46,15 +47,25 @@ static int parse_task(const char *line, const char *path, int ln, const char *di
         if (!t->data || !t->description) rc = vkl_fail(e, "out of host memory");
         else snprintf(t->data, n, "%s%s", v[0] == '/' ? "" : dir, v);
         struct stat st;
-        if (!rc && (stat(t->data, &st) || !S_ISREG(st.st_mode)))
-            rc = vkl_fail(e, "%s line %d: data file %s: %s", path, ln, t->data,
-                          errno == ENOENT ? "no such file" : S_ISDIR(st.st_mode) ? "a folder, not a file" : strerror(errno));
+        if (!rc && stat(t->data, &st))
+            rc = vkl_fail(e, "%s line %d: %s %s: %s", path, ln, folder ? "image folder" : "data file", t->data,
+                          errno == ENOENT ? (folder ? "no such folder" : "no such file") : strerror(errno));
+        else if (!rc && !folder && !S_ISREG(st.st_mode))
+            rc = vkl_fail(e, "%s line %d: data file %s: a folder, not a file", path, ln, t->data);
+        else if (!rc && folder && !S_ISDIR(st.st_mode))
+            rc = vkl_fail(e, "%s line %d: image folder %s: not a folder", path, ln, t->data);
     }
     cJSON_Delete(j);
     return rc;
 }
 
 int vkl_app_hyper_tasks_load(const char *path, vkl_app_hyper_task *t, int max, int *n, vkl_err *e)
+{
+    return vkl_app_hyper_tasks_load_ex(path, "data", 0, t, max, n, e);
+}
+
+int vkl_app_hyper_tasks_load_ex(const char *path, const char *key, int folder, vkl_app_hyper_task *t, int max, int *n,
+                                vkl_err *e)
 {
     *n = 0;
     FILE *f = fopen(path, "rb");
@@ -69,7 +80,7 @@ int vkl_app_hyper_tasks_load(const char *path, vkl_app_hyper_task *t, int max, i
         ln++;
         if (blank(line)) continue;
         if (*n == max) rc = vkl_fail(e, "%s: more than %d tasks", path, max);
-        else if (!(rc = parse_task(line, path, ln, dir, &t[*n], e))) (*n)++;
+        else if (!(rc = parse_task(line, path, ln, dir, key, folder, &t[*n], e))) (*n)++;
         else vkl_app_hyper_tasks_free(&t[*n], 1), memset(&t[*n], 0, sizeof t[*n]);
     }
     free(line);

@@ -17,6 +17,10 @@ typedef struct vkl_app_hyper_task {
 /* TASKS.jsonl: one {"description": TEXT, "data": PATH} per line (blank lines
  * skipped); every description non-empty, every data file present. */
 int vkl_app_hyper_tasks_load(const char *path, vkl_app_hyper_task *t, int max, int *n, vkl_err *e);
+/* The same with the data under key; folder: it names a folder (image tasks:
+ * {"description": TEXT, "images": DIR}), else a file. */
+int vkl_app_hyper_tasks_load_ex(const char *path, const char *key, int folder, vkl_app_hyper_task *t, int max, int *n,
+                                vkl_err *e);
 void vkl_app_hyper_tasks_free(vkl_app_hyper_task *t, int n);
 
 /* The description's condition (llama_condition.h): BOS + its tokens. */

@@ -31,6 +31,7 @@ static const command commands[] = {
     {"plot", vkl_cmd_plot, "the loss curve of a training log: plot LOG.csv -o CURVE.png"},
     {"serve", vkl_cmd_serve, "an HTTP server with AUTOMATIC1111's API and a web page: serve --model M [--lora-dir D] (serve --help)"},
     {"lorahub", vkl_cmd_lorahub, "learn the mix of K image adapters on a few images: lorahub --model M --adapters A,B --images DIR -o OUT"},
+    {"hyperlora", vkl_cmd_hyperlora, "research: a network that emits image adapters from a task description: hyperlora train|emit (hyperlora --help)"},
     {"merge", vkl_cmd_merge, "combine adapters: merge --lora A:0.7 --lora B:0.3 -o OUT [--rank R]; bake them: merge --model M --lora A -o OUT"},
 };
 

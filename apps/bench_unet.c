@@ -16,14 +16,14 @@ int vkl_bench_unet(int argc, char **argv)
     int W = 256, H = 256, steps = 2, batch = 2, lora_rank = 0;
     vkl_dtype dt = VKL_F16;
     int dti = 0;
-    static const vkl_dtype dtypes[] = {VKL_F16, VKL_F32, VKL_NF4};
+    static const vkl_dtype dtypes[] = {VKL_F16, VKL_F32, VKL_NF4, VKL_NF4_DQ};
     const vkl_arg opts[] = {
         {"--family", NULL, VKL_ARG_STR, VKL_AS_STR(&family), .help = "sd1.5|sd2.1|sdxl"},
         {"--width", NULL, VKL_ARG_INT, VKL_AS_INT(&W), 64, 65536, .help = "W  a multiple of 64"},
         {"--height", NULL, VKL_ARG_INT, VKL_AS_INT(&H), 64, 65536, .help = "H  a multiple of 64"},
         {"--steps", NULL, VKL_ARG_INT, VKL_AS_INT(&steps), 0, 1000, .help = "N  (0: plan only, the memory figures)"},
         {"--batch", NULL, VKL_ARG_INT, VKL_AS_INT(&batch), 1, 64, .help = "N"},
-        {"--weights", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f16|f32|nf4", .help = "T"},
+        {"--weights", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f16|f32|nf4|nf4dq", .help = "T"},
         {"--lora-rank", NULL, VKL_ARG_INT, VKL_AS_INT(&lora_rank), 0, 1024, .help = "R  (0: none)"},
     };
     int prc = vkl_bench_args("unet", opts, (int)(sizeof opts / sizeof *opts), argc, argv);

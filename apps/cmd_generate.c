@@ -1,5 +1,6 @@
 /* vklora generate: txt2img and img2img with a Stable Diffusion checkpoint. */
 #include "app.h"
+#include "quant.h"
 #include "gen_image.h"
 #include "gen_lora.h"
 #include "lora_args.h"
@@ -45,8 +46,9 @@ static const char *usage_text =
     "  --target-size WxH      target size (the image size), --crop-left N --crop-top N (0)\n"
     "  --model-config FILE    the original yaml of a single-file checkpoint (default: <name>.yaml beside it)\n"
     "  --tokenizer PATH       CLIP vocabulary (needed by single-file checkpoints; or $VKLORA_CLIP_VOCAB)\n"
-    "  --weights f16|f32|nf4  storage of the model's matrices on the device (f16; also --base-dtype); nf4\n"
-    "                         quantises the UNet's linear layers to 4-bit NormalFloat (QLoRA)\n"
+    "  --weights f16|f32|nf4|nf4dq  storage of the model's matrices on the device (f16; also --base-dtype);\n"
+    "                         nf4 quantises the UNet's linear layers to 4-bit NormalFloat (QLoRA), nf4dq\n"
+    "                         their block scales too (double quantisation)\n"
     "  --init-noise FILE      initial noise from tensor 'latents' (and 'step_noise') of a .safetensors\n"
     "  --save-latents FILE    write the final latents (tensor 'latents') to a .safetensors\n"
     "  -o, --output FILE      output PNG (numbered for batches: out.png, out-1.png, ...)\n"
@@ -493,11 +495,11 @@ int vkl_cmd_generate(int argc, char **argv)
     mo.yaml = a.model_config;
     mo.lowvram = a.lowvram;
     if (a.weights) {
-        if (vkl_app_base_dtype(a.weights, &mo.weight_dtype) || mo.weight_dtype == VKL_NF4_DQ) {
-            vkl_fail(&e, "--weights takes f16, f32 or nf4, not '%s'", a.weights);
+        if (vkl_app_base_dtype(a.weights, &mo.weight_dtype)) {
+            vkl_fail(&e, "--weights takes f16, f32, nf4 or nf4dq, not '%s'", a.weights);
             goto done;
         }
-        if (mo.weight_dtype == VKL_NF4 && a.merge_lora) {
+        if (vkl_dtype_is_quant(mo.weight_dtype) && a.merge_lora) {
             vkl_fail(&e, "--merge-lora needs f16 or f32 weights: adapters are not merged into an NF4 base");
             goto done;
         }

@@ -35,9 +35,8 @@ void main() {
     for (uint i = 0u; i < TM; i++)
         for (uint j = 0u; j < TN; j++) acc[i][j] = 0.0;
 
-    // a quantised B read along K: each column's block scale, recomputed only
-    // when its block changes (every 16 vector loads; NF4_DQ's scale costs
-    // three loads)
+    // a quantised B read along K: each column's block scale, loaded only
+    // when its block changes (every 16 vector loads)
     float bscale[TN];
     uint bblock[TN];
     for (uint j = 0u; j < TN; j++) bblock[j] = 0xffffffffu;

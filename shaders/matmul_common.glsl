@@ -28,6 +28,8 @@ DECLARE_INPUT(3, BIAS)
 DECLARE_INPUT(4, SCALE)
 DECLARE_INPUT(5, A2)
 DECLARE_INPUT(6, B2)
+// NF4_DQ B: its block scales as plain f32, made by a pre-pass (nf4dq_scales.comp)
+DECLARE_INPUT(7, BSC)
 // The same A and B memory seen four elements at a time.
 layout(binding = 0) readonly buffer A_V4 { vec4 A_v4[]; };
 layout(binding = 0) readonly buffer A_U2 { uvec2 A_u2[]; };
@@ -43,10 +45,10 @@ layout(push_constant) uniform P {
     uint scale_off, K2, a2_off, b2_off;
     uint sa2m, sb2k, sb2n, sa2z;
     float alpha;
-    // quantised B (runtime/quant.h): index of its first f32 scale (NF4_DQ:
-    // of its map) in binding 1 and, for NF4_DQ, the word index of its u8
-    // scale codes; b_off is then twice the byte offset of its codes, so that
-    // element i's code is in byte i >> 1 and i - b_off is its index in the weight
+    // quantised B (runtime/quant.h): index of its first f32 scale in binding
+    // 1 (NF4_DQ: in binding 7, the pre-pass's plain scales; bq2_off unused);
+    // b_off is then twice the byte offset of its codes, so that element i's
+    // code is in byte i >> 1 and i - b_off is its index in the weight
     uint bq_off, bq2_off;
 } p;
 
@@ -54,7 +56,10 @@ layout(push_constant) uniform P {
 DECLARE_NF4_SCALE(B)
 
 // The scale of B's element i (quantised B).
-float B_scale(uint i) { return B_nf4_scale(BDT, (i - p.b_off) >> 6u, p.bq_off, p.bq2_off); }
+float B_scale(uint i) {
+    if (BDT == DT_NF4_DQ) return BSC_f[p.bq_off + ((i - p.b_off) >> 6u)];
+    return B_nf4_scale(BDT, (i - p.b_off) >> 6u, p.bq_off, p.bq2_off);
+}
 
 // Element i of B (quantised or not).
 float B_get(uint i) {

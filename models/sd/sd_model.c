@@ -1,4 +1,5 @@
 #include "sd/sd_model.h"
+#include "quant.h"
 #include "io/text.h"
 
 #include "sd/sd_weights.h"
@@ -94,7 +95,7 @@ int vkl_sd_model_load(vkl_ctx *c, const char *path, const vkl_sd_model_opts *o, 
         vkl_fail(e, "out of host memory");
         goto fail;
     }
-    m->weight_dtype = o->weight_dtype == VKL_F32 || o->weight_dtype == VKL_NF4 ? o->weight_dtype : VKL_F16;
+    m->weight_dtype = o->weight_dtype == VKL_F32 || vkl_dtype_is_quant(o->weight_dtype) ? o->weight_dtype : VKL_F16;
     m->lowvram = o->lowvram;
     if (!m->lowvram && vkl_sd_model_acquire(m, VKL_SD_PART_ALL, e)) goto fail;
     m->te = (vkl_clip_text){&m->cfg->te[0], m->w, "text_encoder.", NULL};

@@ -1,4 +1,5 @@
 #include "sd/sd_weights.h"
+#include "quant.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -6,8 +7,8 @@
 vkl_dtype vkl_sd_weight_dtype(const char *name, int ndim, vkl_dtype matrix_dtype)
 {
     if (ndim < 2) return VKL_F32;
-    /* NF4: the matmul reads it; the convolutions and the text encoder's embeddings do not */
-    if (matrix_dtype == VKL_NF4 && (ndim != 2 || strncmp(name, "unet.", 5))) return VKL_F16;
+    /* NF4 and NF4_DQ: the matmul reads them; the convolutions and the text encoder's embeddings do not */
+    if (vkl_dtype_is_quant(matrix_dtype) && (ndim != 2 || strncmp(name, "unet.", 5))) return VKL_F16;
     return matrix_dtype;
 }
 

@@ -2,6 +2,7 @@
  * step, checkpoint, sample, finish, close) and vkl_train_run, the loop over
  * them. The files it writes and reads are sd_trainer_files.c's. */
 #include "train/sd_trainer_internal.h"
+#include "quant.h"
 
 #include "io/dir.h"
 #include "lora/lora_apply.h"
@@ -230,9 +231,9 @@ static int check_config(const vkl_train_config *c, vkl_err *e)
             return vkl_fail(e, "--rank %d (the DyLoRA dim) is not a multiple of --dylora-unit %d", c->rank, c->dylora_unit);
         if (c->optim_bits == 8) return vkl_fail(e, "--network dylora trains by rank blocks with f32 AdamW state, not adamw8bit");
     }
-    if (c->weight_dtype == VKL_NF4 && (c->full || c->network_kind == VKL_LORA_KIND_DORA))
-        return vkl_fail(e, "--weights nf4 (a QLoRA base) trains LoRA, LoCon, LoHa or LoKr adapters; %s needs f16 or f32 "
-                           "weights", c->full ? "--network full" : "DoRA");
+    if (vkl_dtype_is_quant(c->weight_dtype) && (c->full || c->network_kind == VKL_LORA_KIND_DORA))
+        return vkl_fail(e, "--weights %s (a QLoRA base) trains LoRA, LoCon, LoHa or LoKr adapters; %s needs f16 or f32 "
+                           "weights", vkl_dtype_name(c->weight_dtype), c->full ? "--network full" : "DoRA");
     if (c->full) {
         struct stat st, so;
         if (!stat(c->output, &so) && !stat(c->model, &st) && so.st_ino == st.st_ino && so.st_dev == st.st_dev)

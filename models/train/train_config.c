@@ -187,7 +187,8 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
         if (!strcmp(v, "f16")) c->weight_dtype = VKL_F16;
         else if (!strcmp(v, "f32")) c->weight_dtype = VKL_F32;
         else if (!strcmp(v, "nf4")) c->weight_dtype = VKL_NF4;
-        else return vkl_fail(e, "weights: f16, f32 or nf4, not '%s'", v);
+        else if (!strcmp(v, "nf4dq")) c->weight_dtype = VKL_NF4_DQ;
+        else return vkl_fail(e, "weights: f16, f32, nf4 or nf4dq, not '%s'", v);
     } else if (!strcmp(k, "mixed-precision")) {
         if (!strcmp(v, "no")) c->mixed_precision = 0;
         else if (!strcmp(v, "fp16")) c->mixed_precision = 1;
@@ -330,7 +331,8 @@ char *vkl_train_config_json(const vkl_train_config *c, const char *json_path)
     P("sample-prompts", c->sample_prompts);
     N("sample-every", c->sample_every);
     N("sample-steps", c->sample_steps);
-    cJSON_AddStringToObject(j, "weights", c->weight_dtype == VKL_F32 ? "f32" : c->weight_dtype == VKL_NF4 ? "nf4" : "f16");
+    cJSON_AddStringToObject(j, "weights", c->weight_dtype == VKL_F32 ? "f32" : c->weight_dtype == VKL_NF4 ? "nf4"
+                                     : c->weight_dtype == VKL_NF4_DQ ? "nf4dq" : "f16");
     cJSON_AddStringToObject(j, "mixed-precision", c->mixed_precision ? "fp16" : "no");
 #undef S
 #undef P

@@ -15,7 +15,9 @@
  * B may be a block-quantised weight (runtime/quant.h), a permutation of a
  * whole 2-D tensor: it is bound whole (codes and scales) and dequantised in
  * the shader, so a linear layer's forward and its input gradient (the
- * transposed product, from the same backward rule) read the packed weight. */
+ * transposed product, from the same backward rule) read the packed weight.
+ * An NF4_DQ weight's scales are first made plain f32 by a pre-pass node
+ * (nf4dq_scales.c) that the product reads at binding 7. */
 #include "matmul_internal.h"
 
 #include "quant.h"
@@ -39,6 +41,7 @@ void vkl_matmul_tile(const vkl_ctx *c, uint32_t *wg, uint32_t *tm, uint32_t *tn)
 
 typedef struct {
     int i_bias, i_scale, i_a2, i_b2;   /* index in the node's sources, -1 when absent */
+    int i_bscale;                      /* NF4_DQ B: its f32 block scales (nf4dq_scales.c) */
     float alpha;
 } matmul_params;
 
@@ -46,7 +49,9 @@ typedef struct {
     uint32_t M, N, K, nb1, a_off, b_off, c_off, bias_off, sam, sak, sbk, sbn, sa0, sa1, sb0, sb1;
     uint32_t scale_off, K2, a2_off, b2_off, sa2m, sb2k, sb2n, sa2z;
     float alpha;
-    uint32_t bq_off, bq2_off; /* quantised B: vkl_quant_offsets' scale_off and qcode_off */
+    /* quantised B: vkl_quant_offsets' scale_off and qcode_off; NF4_DQ: bq_off
+     * is the offset of its plain scales in binding 7 */
+    uint32_t bq_off, bq2_off;
 } matmul_pc;
 
 enum { SPEC_WG, SPEC_TM, SPEC_TN, SPEC_ADT, SPEC_BDT, SPEC_BIAS, SPEC_BIASDT, SPEC_AVEC, SPEC_BVEC, SPEC_SCALE,
@@ -80,6 +85,7 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
     vkl_tensor *bias = mp->i_bias >= 0 ? n->src[mp->i_bias] : NULL;
     vkl_tensor *scale = mp->i_scale >= 0 ? n->src[mp->i_scale] : NULL;
     vkl_tensor *a2 = mp->i_a2 >= 0 ? n->src[mp->i_a2] : NULL, *b2 = a2 ? n->src[mp->i_b2] : NULL;
+    vkl_tensor *bscale = mp->i_bscale >= 0 ? n->src[mp->i_bscale] : NULL;
     int64_t as[4], bs[4], ys[4], yst[4];
     mm_problem q;
     vkl_op_shape4(a, as, q.ast);
@@ -170,7 +176,7 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
             pc.sb0 = whole ? (uint32_t)bst[0] : 0;
             pc.sb1 = whole ? (uint32_t)bst[1] : 0;
             pc.alpha = mp->alpha;
-            vkl_bind bind[7];
+            vkl_bind bind[8];
             int64_t a_span = whole ? vkl_tensor_span(a) : (mr - 1) * ast[2] + (K - 1) * ast[3] + 1;
             int64_t b_span = whole ? vkl_tensor_span(b) : (K - 1) * bst[2] + (N - 1) * bst[3] + 1;
             vkl_quant_offsets qo = {0, 0, 0};
@@ -184,7 +190,8 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
                 pc.bq_off = qo.scale_off;
                 pc.bq2_off = qo.qcode_off;
             }
-            bind[3] = bind[4] = bind[5] = bind[6] = bind[0];
+            bind[3] = bind[4] = bind[5] = bind[6] = bind[7] = bind[0];
+            if (bscale && vkl_bind_span(g, bscale, 0, vkl_tensor_nelem(bscale), &bind[7], &pc.bq_off, e)) return -1;
             if (bias && vkl_bind_span(g, bias, 0, vkl_tensor_span(bias), &bind[3], &pc.bias_off, e)) return -1;
             if (scale && vkl_bind_span(g, scale, 0, N, &bind[4], &pc.scale_off, e)) return -1;
             if (a2) {
@@ -228,7 +235,7 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
                 gx = (uint32_t)(spec[SPEC_LANES_M] ? tiles_n : (tiles_n + wg - 1) / wg);
                 gy = (uint32_t)(spec[SPEC_LANES_M] ? (tiles_m + wg - 1) / wg : tiles_m);
             }
-            if (vkl_emit_dispatch(g, kernel, spec, SPEC_COUNT, bind, 7, &pc, sizeof pc, gx, gy, (uint32_t)nbatch, e))
+            if (vkl_emit_dispatch(g, kernel, spec, SPEC_COUNT, bind, 8, &pc, sizeof pc, gx, gy, (uint32_t)nbatch, e))
                 return -1;
         }
     }
@@ -351,9 +358,11 @@ vkl_tensor *vkl_matmul_general(vkl_graph *g, const char *op, vkl_tensor *a, vkl_
     if (full[0] * full[1] * full[2] * full[3] > UINT32_MAX || as[3] > UINT32_MAX ||
         vkl_tensor_span(a) > UINT32_MAX || vkl_tensor_span(b) > UINT32_MAX)
         return vkl_graph_set_error(g, "%s: %s x %s is too large", op, da, db);
+    vkl_tensor *bscale = b->dtype == VKL_NF4_DQ ? vkl_nf4dq_scales(g, b) : NULL;
+    if (b->dtype == VKL_NF4_DQ && !bscale) return NULL;
     vkl_tensor *y = vkl_graph_tensor(g, VKL_F32, nd, shape);
-    matmul_params p = {-1, -1, -1, -1, x ? x->alpha : 1.0f};
-    vkl_tensor *src[6] = {a, b};
+    matmul_params p = {-1, -1, -1, -1, -1, x ? x->alpha : 1.0f};
+    vkl_tensor *src[7] = {a, b};
     int ns = 2;
     if (bias) p.i_bias = ns, src[ns++] = bias;
     if (scale) p.i_scale = ns, src[ns++] = scale;
@@ -361,6 +370,7 @@ vkl_tensor *vkl_matmul_general(vkl_graph *g, const char *op, vkl_tensor *a, vkl_
         p.i_a2 = ns, src[ns++] = a2;
         p.i_b2 = ns, src[ns++] = b2;
     }
+    if (bscale) p.i_bscale = ns, src[ns++] = bscale;
     vkl_node *n = vkl_graph_add_node(g, op, y, src, ns, emit_matmul, &p, sizeof p);
     if (!n) return NULL;
     n->backward = backward_matmul;

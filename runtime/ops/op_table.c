@@ -117,6 +117,9 @@ const vkl_op_info vkl_op_table[] = {
      K(VKL_KERNEL_CROSS_ENTROPY, VKL_KERNEL_CROSS_ENTROPY_SUBGROUP), FN(vkl_ref_cross_entropy), NULL, "backward_rows",
      "tests/runtime/test_cross_entropy.c", NULL, "tests/runtime/test_cross_entropy.c"},
     /* quantised weights */
+    {"vkl_nf4dq_scales", FN(vkl_nf4dq_scales), "runtime/ops/nf4dq_scales.c", K(VKL_KERNEL_NF4DQ_SCALES), NULL,
+     "the pre-pass of a product on an NF4_DQ weight: the product equals the host-dequantised one exactly", "none",
+     "tests/runtime/test_matmul_nf4.c", "vkl_linear", NULL},
     {"vkl_gguf_dequant_into", FN(vkl_gguf_dequant_into), "runtime/ops/gguf_dequant.c", K(VKL_KERNEL_GGUF_DEQUANT),
      FN(vkl_ref_gguf_dequant), NULL, "none", "tests/runtime/test_gguf_dequant.c", NULL, NULL},
     /* optimisers (their nodes update parameters; no gradient flows through them) */

@@ -74,5 +74,8 @@ typedef struct vkl_quant_offsets {
  * persistent weight, at its start); fails naming t when it exceeds one
  * storage binding. quant_bind.c */
 int vkl_bind_quant(vkl_graph *g, const vkl_tensor *t, vkl_bind *b, vkl_quant_offsets *q, vkl_err *e);
+/* The block scales of the whole NF4_DQ weight w (or a view of all of it) as
+ * an f32 [nblocks] graph tensor, for a product to read plainly. nf4dq_scales.c */
+vkl_tensor *vkl_nf4dq_scales(vkl_graph *g, vkl_tensor *w);
 
 #endif

@@ -145,7 +145,8 @@ static void refusals(void **state)
     free(log);
     assert_false(exists("dora-nf4dq"));
     assert_int_equal(train("q8", "--steps 2 --base-dtype q8", &log), 2);
-    assert_non_null(strstr(log, "--base-dtype q8"));
+    assert_non_null(strstr(log, "--base-dtype 'q8'"));
+    assert_non_null(strstr(log, "nf4 or nf4dq"));
     free(log);
     assert_false(exists("q8"));
     char args[4096];

@@ -17,10 +17,14 @@ static const cJSON *item(const cJSON *o, const char *key)
     return (it && !cJSON_IsNull(it)) ? it : NULL;
 }
 
-/* A JSON number that is a whole int (no fraction, inside int's range). */
+/* A JSON number that is a whole int of at most 2^24 in magnitude: no real
+ * config value comes near, and the bound keeps derived sizes (4 * channels,
+ * channels * heads) inside int. */
+#define CFG_INT_LIMIT 16777216.0
 static int is_int(const cJSON *x)
 {
-    return cJSON_IsNumber(x) && fabs(x->valuedouble) < 2147483648.0 && x->valuedouble == (double)(int)x->valuedouble;
+    return cJSON_IsNumber(x) && fabs(x->valuedouble) <= CFG_INT_LIMIT &&
+           x->valuedouble == (double)(int)x->valuedouble;
 }
 
 static int get_int(const cJSON *o, const char *key, int *dst, const char *label, vkl_err *e)
@@ -28,7 +32,7 @@ static int get_int(const cJSON *o, const char *key, int *dst, const char *label,
     const cJSON *it = item(o, key);
     if (!it) return 0;
     if (!is_int(it))
-        return vkl_fail(e, "%s: \"%s\" is not an integer", label, key);
+        return vkl_fail(e, "%s: \"%s\" is not an integer within ±16777216", label, key);
     *dst = (int)it->valuedouble;
     return 0;
 }
@@ -65,7 +69,7 @@ static int get_int_per_level(const cJSON *o, const char *key, int *dst, int n, c
     const cJSON *it = item(o, key);
     if (!it) return 0;
     if (cJSON_IsNumber(it)) {
-        if (!is_int(it)) return vkl_fail(e, "%s: \"%s\" is not an integer", label, key);
+        if (!is_int(it)) return vkl_fail(e, "%s: \"%s\" is not an integer within ±16777216", label, key);
         for (int i = 0; i < n; i++) dst[i] = (int)it->valuedouble;
         return 1;
     }
@@ -75,7 +79,7 @@ static int get_int_per_level(const cJSON *o, const char *key, int *dst, int n, c
     const cJSON *x;
     cJSON_ArrayForEach(x, it) {
         if (!is_int(x))
-            return vkl_fail(e, "%s: \"%s\"[%d] is not an integer (nested lists are not supported)",
+            return vkl_fail(e, "%s: \"%s\"[%d] is not an integer within ±16777216 (nested lists are not supported)",
                             label, key, i);
         dst[i++] = (int)x->valuedouble;
     }
@@ -94,7 +98,7 @@ static int get_int_list(const cJSON *o, const char *key, int *dst, int max, int 
     int i = 0;
     const cJSON *x;
     cJSON_ArrayForEach(x, it) {
-        if (!is_int(x)) return vkl_fail(e, "%s: \"%s\"[%d] is not an integer", label, key, i);
+        if (!is_int(x)) return vkl_fail(e, "%s: \"%s\"[%d] is not an integer within ±16777216", label, key, i);
         dst[i++] = (int)x->valuedouble;
     }
     *n = k;

@@ -209,8 +209,8 @@ int vkl_clip_load_bpe_gz(vkl_clip_tokenizer *t, const char *file, vkl_err *e)
     while (b && lines <= VKL_CLIP_MAX_MERGES) {
         if (n == cap) {
             if (cap >= VKL_CLIP_MAX_FILE_BYTES) {
-                rc = vkl_fail(e, "%s: over %u MiB before %d merges, not a CLIP vocabulary", file,
-                              VKL_CLIP_MAX_FILE_BYTES >> 20, VKL_CLIP_MAX_MERGES);
+                rc = vkl_fail(e, "%s: over %zu MiB before %d merges, not a CLIP vocabulary", file,
+                              (size_t)(VKL_CLIP_MAX_FILE_BYTES >> 20), VKL_CLIP_MAX_MERGES);
                 break;
             }
             char *nb = realloc(b, cap * 2);

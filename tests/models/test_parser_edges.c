@@ -85,6 +85,10 @@ static void config_integer_beyond_int(void **state)
     assert_non_null(strstr(e.msg, "layers_per_block"));
     assert_int_not_equal(vkl_sd_unet_config_from_json("{\"block_out_channels\": [32, 64], \"layers_per_block\": 2147483648}", "unet/config.json", &c.unet, &e), 0);
     assert_int_equal(vkl_sd_unet_config_from_json("{\"block_out_channels\": [32, 64], \"layers_per_block\": 2}", "unet/config.json", &c.unet, &e), 0);
+    /* an int of int's range whose derived size (4 x channels) is not: refused
+     * by name, never an overflow (found by fuzz_sd_config) */
+    assert_int_not_equal(vkl_sd_unet_config_from_json("{\"block_out_channels\": [1616666666]}", "unet/config.json", &c.unet, &e), 0);
+    assert_non_null(strstr(e.msg, "block_out_channels"));
 }
 
 static void training_settings_strings_are_owned(void **state)

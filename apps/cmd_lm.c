@@ -137,36 +137,11 @@ static void report(run_state *r, int np, int nout, const vkl_app_lm_gen_args *g,
     fputc('\n', stderr);
 }
 
-/* --lora DIR[:W] (repeatable): the adapter's path and weight, checked as written */
-typedef struct lm_loras {
-    char path[MAX_LORA][4096];
-    float w[MAX_LORA];
-    int n;
-} lm_loras;
-
-static int read_lora(const char *cmd, const char *opt, const char *v, void *dest)
-{
-    lm_loras *l = dest;
-    if (l->n == MAX_LORA) {
-        fprintf(stderr, "vklora %s: %s '%s': at most %d may be given\n", cmd, opt, v, MAX_LORA);
-        return 1;
-    }
-    vkl_err pe = {{0}};
-    int nw;
-    l->w[l->n] = 1.0f;
-    if (vkl_app_lora_spec(v, l->path[l->n], sizeof l->path[l->n], &l->w[l->n], 1, &nw, &pe)) {
-        fprintf(stderr, "vklora %s: %s %s\n", cmd, opt, pe.msg); /* the message quotes the value */
-        return 1;
-    }
-    l->n++;
-    return 0;
-}
-
 typedef struct gen_cmd {
     const char *model, *prompt, *prompts, *tok_path, *system, *chat_name;
     int chat, max_new, rank_at, f16;
     vkl_app_dtype_arg dt;
-    lm_loras lora;
+    vkl_app_lora_list lora;
     vkl_app_lm_gen_args ga;
 } gen_cmd;
 
@@ -175,6 +150,7 @@ static int parse_generate(int argc, char **argv, gen_cmd *g)
 {
     memset(g, 0, sizeof *g);
     g->max_new = 64;
+    g->lora.max = MAX_LORA;
     g->dt.dt = VKL_F32;
     vkl_app_lm_gen_args_default(&g->ga);
     const vkl_arg own[] = {
@@ -192,7 +168,7 @@ static int parse_generate(int argc, char **argv, gen_cmd *g)
         /* two entries, so that a refusal names the spelling given */
         {"--weights", NULL, VKL_ARG_CALL, &g->dt, .call = vkl_app_arg_base_dtype},
         {"--base-dtype", NULL, VKL_ARG_CALL, &g->dt, .call = vkl_app_arg_base_dtype},
-        {"--lora", NULL, VKL_ARG_CALL, &g->lora, .call = read_lora},
+        {"--lora", NULL, VKL_ARG_CALL, &g->lora, .call = vkl_app_arg_lora},
     };
     enum { n_own = sizeof own / sizeof *own };
     vkl_arg table[n_own + VKL_APP_LM_GEN_NARGS];
@@ -236,7 +212,7 @@ static int parse_generate(int argc, char **argv, gen_cmd *g)
 
 static int generate(int argc, char **argv)
 {
-    static gen_cmd g; /* its adapter paths are 32 KiB */
+    static gen_cmd g; /* its adapter paths are 256 KiB */
     int status = parse_generate(argc, argv, &g);
     if (status >= 0) return status;
     vkl_err e = {{0}};

@@ -388,6 +388,15 @@ typedef struct run {
     int32_t *ids, *labels;
     int *attn, *order;
     FILE *log;
+    /* the loop: the ranks, the length, the data's order and position (a
+     * resumed run's from its state), the paths of the logs and the state */
+    vkl_dist *dist;
+    int P, R, GB, total, start, epoch, pos;
+    uint64_t rng;
+    double t0;
+    char log_path[4200], eval_path[4200], statedir[4200];
+    vkl_app_lm_state ls;
+    vkl_progress bar;
 } run;
 
 static void run_free(run *r)
@@ -520,23 +529,18 @@ static int build_adapter(const args *a, run *r, vkl_err *e)
                               : vkl_lora_set_build(r->c, &use, 1, &r->set, e);
 }
 
-/* Returns 0 (the outputs are in tmp), 2 (a finished run resumed with its
- * output written: nothing to do) or -1 (e set). */
-static int train(const args *a, const char *tmp, run *r, vkl_err *e)
+/* The model, its tokenizer, the data (and held-out data) and the adapter. */
+static int open_model_data(const args *a, run *r, vkl_err *e)
 {
-    /* P ranks share every step: the global batch is P x N micro-batches of B
-     * rows, this rank's the R-th group of N */
-    vkl_dist *dist = vkl_dist_active(vkl_app_dist) ? vkl_app_dist : NULL;
-    int P = dist ? dist->size : 1, R = dist ? dist->rank : 0;
     vkl_ctx_opts co;
     vkl_ctx_opts_default(&co);
     vkl_dtype wdt = a->weights_given ? a->weights : vkl_app_lm_model_dtype(a->model);
     if (vkl_ctx_create(&co, &r->c, e) || vkl_llama_load(r->c, a->model, wdt, &r->m, e) ||
         vkl_app_lm_tok_open(a->model, a->tok, r->m->cfg.vocab, &r->tok, e))
         return -1;
-    if (dist && !a->quiet && !vkl_app_quiet) { /* which device each rank drives */
+    if (r->dist && !a->quiet && !vkl_app_quiet) { /* which device each rank drives */
         const char *how = vkl_app_device_choice();
-        fprintf(stderr, "lm train: rank %d of %d (local %d): %s%s%s%s\n", R, P, dist->local_rank,
+        fprintf(stderr, "lm train: rank %d of %d (local %d): %s%s%s%s\n", r->R, r->P, r->dist->local_rank,
                 vkl_ctx_caps(r->c)->name, *how ? " (" : "", how, *how ? ")" : "");
     }
     const vkl_llama_config *cfg = &r->m->cfg;
@@ -548,181 +552,248 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
                                             a->seq_len, a->packing, &r->val, e))
         return -1;
     if (a->val_fraction > 0 && hold_out(&r->data, &r->val, a->val_fraction, a->seed, e)) return -1;
-    if (build_adapter(a, r, e)) return -1;
-    int B = a->batch, L = a->seq_len, n = r->data.n, N = a->grad_accum, GB = P * N * B;
+    return build_adapter(a, r, e);
+}
+
+/* The run's length, the AdaLoRA schedule it sets, the trainer, the batch
+ * buffers and the loss log (rank 0's). */
+static int open_trainer(const args *a, const char *tmp, run *r, vkl_err *e)
+{
+    int B = a->batch, L = a->seq_len, n = r->data.n, N = a->grad_accum, GB = r->P * N * B;
     int per_epoch = (n + GB - 1) / GB;
     long long want = a->steps ? a->steps : (long long)(a->epochs ? a->epochs : 1) * per_epoch;
     if (want > 100000000) return vkl_fail(e, "%lld steps (%d per epoch): more than 100000000", want, per_epoch);
-    int total = (int)want;
+    r->total = (int)want;
+    r->GB = GB;
     if (a->net == NET_ADALORA) {
         vkl_adalora_config ac = a->ada;
-        if (!ac.total_step) ac.total_step = total;
+        if (!ac.total_step) ac.total_step = r->total;
         if (vkl_llama_adalora_init(r->m, &ac, a->targets, a->nt, a->seed, &r->ada, e) ||
             vkl_llama_adalora_alloc_new(r->ada, &r->alloc, e))
             return -1;
     }
     vkl_llama_train_opts to = {.loraplus_ratio = a->loraplus, .ia3 = r->ia3, .adalora = r->ada, .grad_accum = N,
-                               .dist = dist, .dylora = r->dy};
+                               .dist = r->dist, .dylora = r->dy};
     vkl_adamw_opts_default(&to.adam);
     to.adam.lr = a->lr;
     to.adam.weight_decay = a->wd;
     to.adam.max_grad_norm = a->max_grad_norm;
     if (vkl_llama_train_new(r->m, r->set, r->dora, B, L, &to, &r->tr, e)) return -1;
-    char path[4200];
-    if ((size_t)snprintf(path, sizeof path, "%s/train_log.csv", tmp) >= sizeof path)
+    if ((size_t)snprintf(r->log_path, sizeof r->log_path, "%s/train_log.csv", tmp) >= sizeof r->log_path)
         return vkl_fail(e, "path too long: %s", tmp);
-    r->log = R ? NULL : fopen(path, "w");
+    r->log = r->R ? NULL : fopen(r->log_path, "w");
     size_t bl = (size_t)GB * L;
     r->ids = malloc(sizeof(int32_t) * bl);
     r->labels = malloc(sizeof(int32_t) * bl);
     r->attn = malloc(sizeof(int) * bl);
     r->order = malloc(sizeof(int) * (size_t)n);
-    if (!R && !r->log) return vkl_fail(e, "cannot create %s", path);
+    if (!r->R && !r->log) return vkl_fail(e, "cannot create %s", r->log_path);
     if (!r->ids || !r->labels || !r->attn || !r->order) return vkl_fail(e, "out of host memory");
     /* the columns of vklora train's log */
     if (r->log) fprintf(r->log, "step,epoch,loss,lr,grad_norm,skipped,seconds\n");
-    if (!a->quiet && !R) {
+    if (!a->quiet && !r->R) {
         char split[96] = "";
-        if (GB != B) snprintf(split, sizeof split, " (batch %d x gradient accumulation %d x %d ranks)", B, N, P);
+        if (GB != B) snprintf(split, sizeof split, " (batch %d x gradient accumulation %d x %d ranks)", B, N, r->P);
         fprintf(stderr, "lm train: %s, %d modules, %d samples of %d tokens (%lld real), %d steps of batch %d%s\n",
                 a->net == NET_IA3       ? "IA3"
                 : a->net == NET_DORA    ? "DoRA"
                 : a->net == NET_ADALORA ? "AdaLoRA"
                 : a->net == NET_DYLORA  ? "DyLoRA"
                                         : "LoRA",
-                r->ada ? r->ada->n : r->l.n, n, L, r->data.tokens, total, GB, split);
+                r->ada ? r->ada->n : r->l.n, n, L, r->data.tokens, r->total, GB, split);
     }
-    uint64_t rng = a->seed ^ 0x6c6d747261696eull;
-    int pos = n, epoch = -1, start = 1; /* next index into order; n: reshuffle first */
-    char statedir[4200], *opts = options_json(a);
-    snprintf(statedir, sizeof statedir, "%s.state", a->out);
-    vkl_app_lm_state ls = {.n = n, .order = r->order, .ranks = P, .grad_accum = N};
+    return 0;
+}
+
+/* The options a resume must find again, and with --resume the saved state:
+ * the trained tensors, the data order and position, the log's rows so far.
+ * 2: the state is the last step's and the output is written (nothing to do). */
+static int open_state(const args *a, run *r, vkl_err *e)
+{
+    int n = r->data.n;
+    r->rng = a->seed ^ 0x6c6d747261696eull;
+    r->pos = n, r->epoch = -1, r->start = 1; /* pos n: reshuffle first */
+    char *opts = options_json(a);
+    snprintf(r->statedir, sizeof r->statedir, "%s.state", a->out);
+    r->ls = (vkl_app_lm_state){.n = n, .order = r->order, .ranks = r->P, .grad_accum = a->grad_accum};
     if (r->ada && opts) { /* a resume must also find the same AdaLoRA schedule */
         char *o2 = vkl_app_adalora_options(opts, &r->ada->cfg);
         free(opts);
         opts = o2;
-        ls.n_extra = vkl_adalora_alloc_state_size(r->alloc);
-        ls.extra = r->ada_state = malloc(sizeof(float) * ls.n_extra);
-        if (!ls.extra) return vkl_fail(e, "out of host memory");
+        r->ls.n_extra = vkl_adalora_alloc_state_size(r->alloc);
+        r->ls.extra = r->ada_state = malloc(sizeof(float) * r->ls.n_extra);
+        if (!r->ls.extra) return free(opts), vkl_fail(e, "out of host memory");
     }
     r->opts = opts;
     if (!opts) return vkl_fail(e, "out of host memory");
-    if (a->resume) {
-        if (vkl_app_lm_state_load(statedir, r->c, r->tr, &ls, opts, r->log, e) ||
-            (r->alloc && vkl_adalora_alloc_state_set(r->alloc, r->ada_state, e)))
-            return -1;
-        start = ls.step + 1;
-        if (r->dy) vkl_dylora_skip(r->dy, ls.step); /* the ranks the saved steps drew */
-        epoch = ls.epoch;
-        pos = ls.pos;
-        rng = ls.rng;
-        if (start > total) {
-            /* a run killed after its last state but before its output was
-             * written: write it now from the state; with the output there,
-             * there is nothing to do */
-            char done[4300];
-            struct stat sd;
-            snprintf(done, sizeof done, "%s/adapter_model.safetensors", a->out);
-            if (!stat(done, &sd)) {
-                if (!a->quiet && !R)
-                    fprintf(stderr, "lm train: %s is at step %d of %d and %s is written: nothing to do\n", statedir,
-                            ls.step, total, a->out);
-                return 2;
-            }
+    if (!a->resume) return 0;
+    vkl_app_lm_state *ls = &r->ls;
+    if (vkl_app_lm_state_load(r->statedir, r->c, r->tr, ls, opts, r->log, e) ||
+        (r->alloc && vkl_adalora_alloc_state_set(r->alloc, r->ada_state, e)))
+        return -1;
+    r->start = ls->step + 1;
+    if (r->dy) vkl_dylora_skip(r->dy, ls->step); /* the ranks the saved steps drew */
+    r->epoch = ls->epoch;
+    r->pos = ls->pos;
+    r->rng = ls->rng;
+    if (r->start > r->total) {
+        /* a run killed after its last state but before its output was
+         * written: write it now from the state; with the output there,
+         * there is nothing to do */
+        char done[4300];
+        struct stat sd;
+        snprintf(done, sizeof done, "%s/adapter_model.safetensors", a->out);
+        if (!stat(done, &sd)) {
+            if (!a->quiet && !r->R)
+                fprintf(stderr, "lm train: %s is at step %d of %d and %s is written: nothing to do\n", r->statedir,
+                        ls->step, r->total, a->out);
+            return 2;
         }
-        if (!a->quiet && !R)
-            fprintf(stderr, "lm train: resuming from step %d of %d (%s)%s\n", ls.step, total, statedir,
-                    start > total ? ": writing the adapter" : "");
     }
-    double t0 = vkl_progress_now();
-    if (r->val.n && !R) { /* held-out scores: rank 0's, as its files */
-        if ((size_t)snprintf(path, sizeof path, "%s/eval_log.csv", tmp) >= sizeof path)
-            return vkl_fail(e, "path too long: %s", tmp);
-        if (!(r->elog = fopen(path, "w"))) return vkl_fail(e, "cannot create %s", path);
-        fprintf(r->elog, "step,loss,perplexity,tokens\n");
-        if (vkl_app_lm_eval_new_ada(r->m, r->set, r->dora, r->ia3, r->ada, L, &r->ev, e) ||
-            (start == 1 && evaluate(a, r, 0, e)))
-            return -1;
+    if (!a->quiet && !r->R)
+        fprintf(stderr, "lm train: resuming from step %d of %d (%s)%s\n", ls->step, r->total, r->statedir,
+                r->start > r->total ? ": writing the adapter" : "");
+    return 0;
+}
+
+/* Held-out scores (rank 0's, as its files): eval_log.csv, and the score
+ * before training when the run starts at step 1. */
+static int open_eval(const args *a, const char *tmp, run *r, vkl_err *e)
+{
+    if (!r->val.n || r->R) return 0;
+    if ((size_t)snprintf(r->eval_path, sizeof r->eval_path, "%s/eval_log.csv", tmp) >= sizeof r->eval_path)
+        return vkl_fail(e, "path too long: %s", tmp);
+    if (!(r->elog = fopen(r->eval_path, "w"))) return vkl_fail(e, "cannot create %s", r->eval_path);
+    fprintf(r->elog, "step,loss,perplexity,tokens\n");
+    return vkl_app_lm_eval_new_ada(r->m, r->set, r->dora, r->ia3, r->ada, a->seq_len, &r->ev, e) ||
+                   (r->start == 1 && evaluate(a, r, 0, e))
+               ? -1
+               : 0;
+}
+
+/* 0, 2 (a finished run resumed with its output written: nothing to do) or -1. */
+static int open_run(const args *a, const char *tmp, run *r, vkl_err *e)
+{
+    /* P ranks share every step: the global batch is P x N micro-batches of B
+     * rows, this rank's the R-th group of N */
+    r->dist = vkl_dist_active(vkl_app_dist) ? vkl_app_dist : NULL;
+    r->P = r->dist ? r->dist->size : 1;
+    r->R = r->dist ? r->dist->rank : 0;
+    int rc = open_model_data(a, r, e) || open_trainer(a, tmp, r, e) ? -1 : open_state(a, r, e);
+    if (rc) return rc;
+    r->t0 = vkl_progress_now();
+    return open_eval(a, tmp, r, e);
+}
+
+/* The step's P x N x B rows in the seeded order, reshuffled at each epoch. */
+static void next_batch(const args *a, run *r)
+{
+    int n = r->data.n, L = a->seq_len;
+    for (int b = 0; b < r->GB; b++) {
+        if (r->pos == n) {
+            r->epoch++;
+            for (int i = 0; i < n; i++) r->order[i] = i;
+            vkl_shuffle_ints(r->order, n, &r->rng);
+            r->pos = 0;
+        }
+        size_t src = (size_t)r->order[r->pos++] * L, dst = (size_t)b * L;
+        memcpy(r->ids + dst, r->data.ids + src, sizeof(int32_t) * L);
+        memcpy(r->labels + dst, r->data.labels + src, sizeof(int32_t) * L);
+        memcpy(r->attn + dst, r->data.attn + src, sizeof(int) * L);
     }
-    vkl_progress p;
-    vkl_progress_begin(&p, "lm train", total, a->quiet || R);
-    for (int t = start; t <= total; t++) {
-        /* a signal on any rank stops every rank at the same step */
-        int stop = stop_;
-        if (vkl_dist_any(dist, stop_, &stop, e)) return -1;
-        if (stop) {
-            stop_ = 1;
-            return vkl_fail(e, "interrupted before step %d; nothing written", t);
-        }
-        for (int b = 0; b < GB; b++) {
-            if (pos == n) {
-                epoch++;
-                for (int i = 0; i < n; i++) r->order[i] = i;
-                vkl_shuffle_ints(r->order, n, &rng);
-                pos = 0;
-            }
-            size_t src = (size_t)r->order[pos++] * L, dst = (size_t)b * L;
-            memcpy(r->ids + dst, r->data.ids + src, sizeof(int32_t) * L);
-            memcpy(r->labels + dst, r->data.labels + src, sizeof(int32_t) * L);
-            memcpy(r->attn + dst, r->data.attn + src, sizeof(int) * L);
-        }
-        float lr = lr_at(a, t - 1, total), loss = 0;
-        if (r->dy && vkl_dylora_draw(r->dy, e)) return vkl_err_prefix(e, "step %d: ", t), -1;
-        if (N == 1 && !dist) {
-            if (vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, &loss, e))
-                return vkl_err_prefix(e, "step %d: ", t), -1;
-        } else {
-            /* each micro-batch's gradient counts by its share of the step's
-             * predicted tokens: the sum is the gradient of the global mean */
-            long long all = predicted(r->labels, 0, GB, L);
-            double l = 0;
-            for (int m = R * N; m < R * N + N; m++) {
-                long long own = predicted(r->labels, m * B, m * B + B, L);
-                if (!own) continue; /* nothing to predict: no gradient (its mean would be 0/0) */
-                float w = (float)((double)own / (double)all), lm;
-                size_t at = (size_t)m * B * L;
-                if (vkl_llama_train_accumulate(r->tr, r->ids + at, r->labels + at, r->attn + at, w, &lm, e))
-                    return vkl_err_prefix(e, "step %d: ", t), -1;
-                l += (double)w * lm;
-            }
-            if (vkl_dist_sum_f64(dist, &l, 1, e) || vkl_llama_train_update(r->tr, t, lr, e))
-                return vkl_err_prefix(e, "step %d: ", t), -1;
-            loss = (float)l;
-        }
-        if (!isfinite(loss)) return vkl_fail(e, "step %d: the loss is %g; try a lower --lr", t, loss);
-        float gn = 0;
-        int skipped = 0, budget = 0;
-        if (vkl_adamw_result(vkl_llama_train_optimizer(r->tr), &gn, &skipped, e)) return -1;
-        /* PEFT's update_and_allocate after the optimiser step, on the gradient as clipped; every
-         * rank holds the same summed gradient and parameters, so every rank masks the same ranks */
-        if (r->ada && vkl_llama_adalora_allocate(r->ada, r->alloc, r->tr, t,
-                                                 vkl_llama_adalora_clip_factor(a->max_grad_norm, gn), &budget, e))
-            return vkl_err_prefix(e, "step %d: ", t), -1;
-        double same[2] = {skipped, gn};
-        if (vkl_dist_check_same(dist, same, 2, "the gradient norm and NaN skip of a step", e)) return -1;
-        if (r->log) fprintf(r->log, "%d,%d,%.7g,%.7g,%.7g,%d,%.3f\n", t, epoch, loss, lr, gn, skipped, vkl_progress_now() - t0);
-        char extra[64];
-        snprintf(extra, sizeof extra, "loss %.4f lr %.3g", loss, lr);
-        vkl_progress_update(&p, t, extra);
-        if (a->save_every && t % a->save_every == 0 && !R) { /* rank 0 alone writes */
-            ls = (vkl_app_lm_state){t, epoch, pos, n, P, N, rng, r->order, r->ada_state, ls.n_extra};
-            if (r->alloc) vkl_adalora_alloc_state_get(r->alloc, r->ada_state);
-            if (fflush(r->log) || vkl_app_lm_state_save(statedir, r->c, r->tr, &ls, opts, path, e)) return -1;
-        }
-        if (r->ev && ((a->eval_every && t % a->eval_every == 0) || t == total) && evaluate(a, r, t, e)) return -1;
+}
+
+/* The forward and backward passes of step t on this rank's micro-batches;
+ * the step's loss over the global batch. */
+static int forward_backward(const args *a, run *r, int t, float lr, float *loss, vkl_err *e)
+{
+    int B = a->batch, L = a->seq_len, N = a->grad_accum;
+    if (N == 1 && !r->dist) return vkl_llama_train_step(r->tr, r->ids, r->labels, r->attn, t, lr, loss, e);
+    /* each micro-batch's gradient counts by its share of the step's
+     * predicted tokens: the sum is the gradient of the global mean */
+    long long all = predicted(r->labels, 0, r->GB, L);
+    double l = 0;
+    for (int m = r->R * N; m < r->R * N + N; m++) {
+        long long own = predicted(r->labels, m * B, m * B + B, L);
+        if (!own) continue; /* nothing to predict: no gradient (its mean would be 0/0) */
+        float w = (float)((double)own / (double)all), lm;
+        size_t at = (size_t)m * B * L;
+        if (vkl_llama_train_accumulate(r->tr, r->ids + at, r->labels + at, r->attn + at, w, &lm, e)) return -1;
+        l += (double)w * lm;
     }
-    vkl_progress_end(&p);
+    if (vkl_dist_sum_f64(r->dist, &l, 1, e) || vkl_llama_train_update(r->tr, t, lr, e)) return -1;
+    *loss = (float)l;
+    return 0;
+}
+
+typedef struct step_report {
+    float loss, lr, grad_norm;
+    int skipped;
+} step_report;
+
+/* One optimiser step, t (1-based), on every rank; a signal on any rank
+ * stops every rank before the same step. */
+static int train_step(const args *a, run *r, int t, step_report *s, vkl_err *e)
+{
+    int stop = stop_;
+    if (vkl_dist_any(r->dist, stop_, &stop, e)) return -1;
+    if (stop) {
+        stop_ = 1;
+        return vkl_fail(e, "interrupted before step %d; nothing written", t);
+    }
+    next_batch(a, r);
+    *s = (step_report){.lr = lr_at(a, t - 1, r->total)};
+    if (r->dy && vkl_dylora_draw(r->dy, e)) return vkl_err_prefix(e, "step %d: ", t), -1;
+    if (forward_backward(a, r, t, s->lr, &s->loss, e)) return vkl_err_prefix(e, "step %d: ", t), -1;
+    if (!isfinite(s->loss)) return vkl_fail(e, "step %d: the loss is %g; try a lower --lr", t, s->loss);
+    int budget = 0;
+    if (vkl_adamw_result(vkl_llama_train_optimizer(r->tr), &s->grad_norm, &s->skipped, e)) return -1;
+    /* PEFT's update_and_allocate after the optimiser step, on the gradient as clipped; every
+     * rank holds the same summed gradient and parameters, so every rank masks the same ranks */
+    if (r->ada && vkl_llama_adalora_allocate(r->ada, r->alloc, r->tr, t,
+                                             vkl_llama_adalora_clip_factor(a->max_grad_norm, s->grad_norm), &budget, e))
+        return vkl_err_prefix(e, "step %d: ", t), -1;
+    double same[2] = {s->skipped, s->grad_norm};
+    return vkl_dist_check_same(r->dist, same, 2, "the gradient norm and NaN skip of a step", e);
+}
+
+/* Step t's row of train_log.csv (rank 0's) and the progress line. */
+static void log_step(run *r, int t, const step_report *s)
+{
+    if (r->log)
+        fprintf(r->log, "%d,%d,%.7g,%.7g,%.7g,%d,%.3f\n", t, r->epoch, s->loss, s->lr, s->grad_norm, s->skipped,
+                vkl_progress_now() - r->t0);
+    char extra[64];
+    snprintf(extra, sizeof extra, "loss %.4f lr %.3g", s->loss, s->lr);
+    vkl_progress_update(&r->bar, t, extra);
+}
+
+/* The state after step t (NAME.state, what --resume reads); rank 0 alone writes. */
+static int checkpoint(const args *a, run *r, int t, vkl_err *e)
+{
+    if (r->R) return 0;
+    r->ls = (vkl_app_lm_state){t, r->epoch, r->pos, r->data.n, r->P, a->grad_accum, r->rng, r->order,
+                               r->ada_state, r->ls.n_extra};
+    if (r->alloc) vkl_adalora_alloc_state_get(r->alloc, r->ada_state);
+    if (fflush(r->log)) return vkl_fail(e, "cannot write %s", r->log_path);
+    return vkl_app_lm_state_save(r->statedir, r->c, r->tr, &r->ls, r->opts, r->log_path, e);
+}
+
+/* After the last step: the logs closed, and rank 0 writes the adapter
+ * (PEFT, and with --format gguf llama.cpp's file too) into tmp. */
+static int finish(const args *a, const char *tmp, run *r, vkl_err *e)
+{
     if (r->elog) {
         int bad = ferror(r->elog);
         bad |= fclose(r->elog) != 0;
         r->elog = NULL;
-        if (bad) return vkl_fail(e, "cannot write %s/eval_log.csv", tmp);
+        if (bad) return vkl_fail(e, "cannot write %s", r->eval_path);
     }
-    if (R) return 0; /* rank 0 writes the adapter */
+    if (r->R) return 0; /* rank 0 writes the adapter */
     int bad_log = ferror(r->log);
     bad_log |= fclose(r->log) != 0;
     r->log = NULL;
-    if (bad_log) return vkl_fail(e, "cannot write %s", path);
+    if (bad_log) return vkl_fail(e, "cannot write %s", r->log_path);
     char st[4200], cj[4200];
     if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.safetensors", tmp) >= sizeof st ||
         (size_t)snprintf(cj, sizeof cj, "%s/adapter_config.json", tmp) >= sizeof cj)
@@ -751,6 +822,26 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     if (!a->gguf) return 0;
     if ((size_t)snprintf(st, sizeof st, "%s/adapter_model.gguf", tmp) >= sizeof st) return vkl_fail(e, "path too long: %s", tmp);
     return vkl_llama_lora_save_gguf(&r->m->cfg, &r->l, st, e);
+}
+
+/* The run in its parts: open, then per step the step, its log row, the
+ * state on a --save-every step and the held-out score on an --eval-every
+ * one; finish. Returns 0 (the outputs are in tmp), 2 (a finished run
+ * resumed with its output written: nothing to do) or -1 (e set). */
+static int train(const args *a, const char *tmp, run *r, vkl_err *e)
+{
+    int rc = open_run(a, tmp, r, e);
+    if (rc) return rc;
+    vkl_progress_begin(&r->bar, "lm train", r->total, a->quiet || r->R);
+    for (int t = r->start; t <= r->total; t++) {
+        step_report s;
+        if (train_step(a, r, t, &s, e)) return -1;
+        log_step(r, t, &s);
+        if (a->save_every && t % a->save_every == 0 && checkpoint(a, r, t, e)) return -1;
+        if (r->ev && ((a->eval_every && t % a->eval_every == 0) || t == r->total) && evaluate(a, r, t, e)) return -1;
+    }
+    vkl_progress_end(&r->bar);
+    return finish(a, tmp, r, e);
 }
 
 int vkl_cmd_lm_train(int argc, char **argv)

@@ -43,5 +43,14 @@ int vkl_app_base_dtype(const char *v, vkl_dtype *out);
  * (dest unused), and a dense dtype f32|f16|bf16 into the vkl_dtype at dest. */
 int vkl_app_arg_device(const char *cmd, const char *opt, const char *v, void *dest);
 int vkl_app_arg_dense_dtype(const char *cmd, const char *opt, const char *v, void *dest);
+/* --weights / --base-dtype f32|f16|bf16|nf4|nf4dq into the vkl_app_dtype_arg
+ * at dest (given: the command keeps the model's own dtype without it). */
+typedef struct vkl_app_dtype_arg {
+    vkl_dtype dt;
+    int given;
+} vkl_app_dtype_arg;
+int vkl_app_arg_base_dtype(const char *cmd, const char *opt, const char *v, void *dest);
+/* --chat-template llama3|chatml|mistral: the name, checked, into the const char * at dest. */
+int vkl_app_arg_chat_template(const char *cmd, const char *opt, const char *v, void *dest);
 
 #endif

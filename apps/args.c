@@ -104,6 +104,21 @@ static int read_choice(const char *cmd, const vkl_arg *o, const char *v)
     return refuse(cmd, o->name, v, want);
 }
 
+/* An empty item is refused: in every list an item names something (a file,
+ * a stop string), and "" is a slip of the shell's quoting. */
+static int read_list(const char *cmd, const vkl_arg *o, const char *v)
+{
+    vkl_arg_list *l = o->dest;
+    if (!*v) return refuse(cmd, o->name, v, "expected a non-empty value");
+    if (l->n >= l->max) {
+        char want[64];
+        snprintf(want, sizeof want, "at most %d may be given", l->max);
+        return refuse(cmd, o->name, v, want);
+    }
+    l->v[l->n++] = v;
+    return 0;
+}
+
 int vkl_args_value(const char *cmd, const vkl_arg *o, const char *v)
 {
     switch (o->type) {
@@ -124,6 +139,8 @@ int vkl_args_value(const char *cmd, const vkl_arg *o, const char *v)
         return read_choice(cmd, o, v);
     case VKL_ARG_CALL:
         return o->call(cmd, o->name, v, o->dest) ? VKL_ARGS_USAGE : 0;
+    case VKL_ARG_LIST:
+        return read_list(cmd, o, v);
     }
     return VKL_ARGS_USAGE;
 }

@@ -26,6 +26,7 @@ typedef enum vkl_arg_type {
     VKL_ARG_FLOAT,  /* the same, stored as float */
     VKL_ARG_CHOICE, /* int: the index of the value in choices, "f32|f16|bf16" */
     VKL_ARG_CALL,   /* call(cmd, opt, value, dest): 0, or nonzero after printing why */
+    VKL_ARG_LIST,   /* vkl_arg_list: a repeatable option; each non-empty value appended */
 } vkl_arg_type;
 
 typedef struct vkl_arg {
@@ -41,12 +42,16 @@ typedef struct vkl_arg {
     const char *help;     /* one line for vkl_args_help: "N  steps of the search" */
 } vkl_arg;
 
-/* What was left after the options: the positional arguments, in order. */
-typedef struct vkl_args_rest {
+/* Values in order: a repeatable option's (VKL_ARG_LIST: more than max are
+ * refused, "--lora 'x': at most 8 may be given"), or what was left after
+ * the options, the positional arguments (vkl_args_rest: more than max are
+ * refused, "unexpected argument 'x'"). */
+typedef struct vkl_arg_list {
     const char **v; /* the caller's array of max entries */
-    int max;        /* more than max are refused ("unexpected argument 'x'") */
-    int n;          /* how many were given */
-} vkl_args_rest;
+    int max;
+    int n; /* how many were given */
+} vkl_arg_list;
+typedef vkl_arg_list vkl_args_rest;
 
 /* A destination of the type its entry's kind writes, or a compile error
  * (dest is a void pointer: without these a table could write an int into
@@ -57,6 +62,7 @@ typedef struct vkl_args_rest {
 #define VKL_AS_DOUBLE(p) _Generic((p), double *: (void *)(p))
 #define VKL_AS_FLOAT(p) _Generic((p), float *: (void *)(p))
 #define VKL_AS_STR(p) _Generic((p), const char **: (void *)(p))
+#define VKL_AS_LIST(p) _Generic((p), vkl_arg_list *: (void *)(p))
 
 enum { VKL_ARGS_OK = 0, VKL_ARGS_HELP = 1, VKL_ARGS_USAGE = 2 };
 

@@ -10,6 +10,7 @@
 #include "llama/llama_gguf.h"
 #include "llama/llama_lora_gguf.h"
 #include "llama/llama_lora_init.h"
+#include "args.h"
 #include "lm_gen_args.h"
 #include "lm_stream.h"
 #include "lm_prompts.h"
@@ -136,106 +137,84 @@ static void report(run_state *r, int np, int nout, const vkl_app_lm_gen_args *g,
     fputc('\n', stderr);
 }
 
-static int generate(int argc, char **argv)
-{
-    const char *model = NULL, *prompt = NULL, *tok_path = NULL, *system = NULL, *chat_name = NULL, *prompts = NULL;
-    int chat = 0;
-    static char lora[MAX_LORA][4096];
-    float lora_w[MAX_LORA];
-    int nlora = 0, max_new = 64, rank_at = 0;
-    vkl_dtype dt = VKL_F32;
-    int dt_given = 0;
+typedef struct gen_cmd {
+    const char *model, *prompt, *prompts, *tok_path, *system, *chat_name;
+    int chat, max_new, rank_at, f16;
+    vkl_app_dtype_arg dt;
+    vkl_app_lora_list lora;
     vkl_app_lm_gen_args ga;
-    vkl_app_lm_gen_args_default(&ga);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int took = vkl_app_lm_gen_arg(argc, argv, &i, &ga);
-        if (took < 0) return 2;
-        if (took) continue;
-        if (!strcmp(a, "--model") && v) model = argv[++i];
-        else if (!strcmp(a, "--prompt") && v) prompt = argv[++i];
-        else if (!strcmp(a, "--prompts") && v) prompts = argv[++i];
-        else if (!strcmp(a, "--tokenizer") && v) tok_path = argv[++i];
-        else if (!strcmp(a, "--chat")) chat = 1;
-        else if (!strcmp(a, "--system") && v) system = argv[++i], chat = 1;
-        else if (!strcmp(a, "--chat-template") && v) {
-            vkl_chat probe;
-            vkl_err pe;
-            if (vkl_chat_from_name(v, &probe, &pe)) {
-                fprintf(stderr, "vklora lm generate: --chat-template: %s\n", pe.msg);
-                return 2;
-            }
-            chat_name = argv[++i];
-            chat = 1;
-        }
-        else if (!strcmp(a, "--max-tokens") && v) {
-            char *end;
-            long x = strtol(argv[++i], &end, 10);
-            if (*end || x < 1 || x > 1000000) {
-                fprintf(stderr, "vklora lm generate: --max-tokens %s is not a positive count\n", argv[i]);
-                return 2;
-            }
-            max_new = (int)x;
-        } else if (!strcmp(a, "--device") && v) vkl_ctx_default_device(argv[++i], "--device ");
-        else if (!strcmp(a, "--rank-at-inference") && v) {
-            char *end;
-            long x = strtol(argv[++i], &end, 10);
-            if (*end || x < 1 || x > 1000000) {
-                fprintf(stderr, "vklora lm generate: --rank-at-inference %s is not a positive rank\n", argv[i]);
-                return 2;
-            }
-            rank_at = (int)x;
-        }
-        else if (!strcmp(a, "--f16")) dt = VKL_F16, dt_given = 1; /* the older spelling of --weights f16 */
-        else if ((!strcmp(a, "--weights") || !strcmp(a, "--base-dtype")) && v) {
-            i++;
-            dt_given = 1;
-            if (vkl_app_base_dtype(v, &dt)) {
-                fprintf(stderr, "vklora lm generate: %s f32, f16, bf16, nf4 or nf4dq, not '%s'\n", a, v);
-                return 2;
-            }
-        }
-        else if (!strcmp(a, "--lora") && v) {
-            if (nlora == MAX_LORA) {
-                fprintf(stderr, "vklora lm generate: at most %d adapters\n", MAX_LORA);
-                return 2;
-            }
-            vkl_err pe;
-            int nw;
-            lora_w[nlora] = 1.0f;
-            if (vkl_app_lora_spec(argv[++i], lora[nlora], sizeof lora[nlora], &lora_w[nlora], 1, &nw, &pe)) {
-                fprintf(stderr, "vklora lm generate: --lora %s\n", pe.msg);
-                return 2;
-            }
-            if (!exists(lora[nlora])) {
-                fprintf(stderr, "vklora lm generate: adapter %s not found\n", lora[nlora]);
-                return 1;
-            }
-            nlora++;
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "vklora lm generate: unknown or incomplete argument %s\n", a);
-            usage(stderr);
-            return 2;
-        }
+} gen_cmd;
+
+/* The options of lm generate into g: -1 to run, else the exit status. */
+static int parse_generate(int argc, char **argv, gen_cmd *g)
+{
+    memset(g, 0, sizeof *g);
+    g->max_new = 64;
+    g->lora.max = MAX_LORA;
+    g->dt.dt = VKL_F32;
+    vkl_app_lm_gen_args_default(&g->ga);
+    const vkl_arg own[] = {
+        {"--model", NULL, VKL_ARG_STR, VKL_AS_STR(&g->model), .help = NULL},
+        {"--prompt", NULL, VKL_ARG_STR, VKL_AS_STR(&g->prompt), .help = NULL},
+        {"--prompts", NULL, VKL_ARG_STR, VKL_AS_STR(&g->prompts), .help = NULL},
+        {"--tokenizer", NULL, VKL_ARG_STR, VKL_AS_STR(&g->tok_path), .help = NULL},
+        {"--system", NULL, VKL_ARG_STR, VKL_AS_STR(&g->system), .help = NULL},
+        {"--chat", NULL, VKL_ARG_FLAG, VKL_AS_INT(&g->chat), .help = NULL},
+        {"--chat-template", NULL, VKL_ARG_CALL, &g->chat_name, .call = vkl_app_arg_chat_template},
+        {"--max-tokens", NULL, VKL_ARG_INT, VKL_AS_INT(&g->max_new), .lo = 1, .hi = 1000000},
+        {"--rank-at-inference", NULL, VKL_ARG_INT, VKL_AS_INT(&g->rank_at), .lo = 1, .hi = 1000000},
+        {"--device", NULL, VKL_ARG_CALL, NULL, .call = vkl_app_arg_device},
+        {"--f16", NULL, VKL_ARG_FLAG, VKL_AS_INT(&g->f16), .help = NULL}, /* the older spelling of --weights f16 */
+        /* two entries, so that a refusal names the spelling given */
+        {"--weights", NULL, VKL_ARG_CALL, &g->dt, .call = vkl_app_arg_base_dtype},
+        {"--base-dtype", NULL, VKL_ARG_CALL, &g->dt, .call = vkl_app_arg_base_dtype},
+        {"--lora", NULL, VKL_ARG_CALL, &g->lora, .call = vkl_app_arg_lora},
+    };
+    enum { n_own = sizeof own / sizeof *own };
+    vkl_arg table[n_own + VKL_APP_LM_GEN_NARGS];
+    memcpy(table, own, sizeof own);
+    vkl_app_lm_gen_table(&g->ga, table + n_own);
+    int parsed = vkl_args_parse("lm generate", table, n_own + VKL_APP_LM_GEN_NARGS, argc, argv, NULL);
+    if (parsed == VKL_ARGS_HELP) {
+        usage(stdout);
+        return 0;
     }
-    if (!model || !prompt == !prompts) {
-        if (prompt && prompts) fprintf(stderr, "vklora lm generate: give --prompt or --prompts, not both\n");
+    if (parsed) return 2;
+    if (g->f16 && g->dt.given) {
+        fprintf(stderr, "vklora lm generate: --f16 is the older spelling of --weights f16; give one of them\n");
+        return 2;
+    }
+    if (g->f16) g->dt = (vkl_app_dtype_arg){VKL_F16, 1};
+    g->chat |= g->system || g->chat_name;
+    if (!g->model || !g->prompt == !g->prompts) {
+        if (!g->model) fprintf(stderr, "vklora lm generate: --model is required\n");
+        else fprintf(stderr, "vklora lm generate: give --prompt or --prompts%s\n", g->prompt ? ", not both" : "");
         usage(stderr);
         return 2;
     }
-    if (rank_at && !nlora) {
+    if (g->rank_at && !g->lora.n) {
         fprintf(stderr, "vklora lm generate: --rank-at-inference cuts the --lora adapters; none is given\n");
         return 2;
     }
-    if (prompts && (nlora || chat)) {
+    if (g->prompts && (g->lora.n || g->chat)) {
         fprintf(stderr, "vklora lm generate: with --prompts the adapters come from each line (no --lora, --chat)\n");
         return 2;
     }
-    vkl_app_lm_gen_args_finish(&ga);
-    if (!dt_given) dt = vkl_app_lm_model_dtype(model);
+    for (int i = 0; i < g->lora.n; i++)
+        if (!exists(g->lora.path[i])) {
+            fprintf(stderr, "vklora lm generate: adapter %s not found\n", g->lora.path[i]);
+            return 1;
+        }
+    vkl_app_lm_gen_args_finish(&g->ga);
+    if (!g->dt.given) g->dt.dt = vkl_app_lm_model_dtype(g->model);
+    return -1;
+}
+
+static int generate(int argc, char **argv)
+{
+    static gen_cmd g; /* its adapter paths are 256 KiB */
+    int status = parse_generate(argc, argv, &g);
+    if (status >= 0) return status;
     vkl_err e = {{0}};
     vkl_ctx_opts co;
     vkl_ctx_opts_default(&co);
@@ -251,20 +230,20 @@ static int generate(int argc, char **argv)
     int32_t *ids = NULL, *out = NULL;
     int np = 0, nout = 0;
     run_state rs = {0};
-    if (vkl_ctx_create(&co, &c, &e) || vkl_llama_load(c, model, dt, &m, &e) ||
-        vkl_app_lm_tok_open(model, tok_path, m->cfg.vocab, &tok, &e))
+    if (vkl_ctx_create(&co, &c, &e) || vkl_llama_load(c, g.model, g.dt.dt, &m, &e) ||
+        vkl_app_lm_tok_open(g.model, g.tok_path, m->cfg.vocab, &tok, &e))
         rc = -1;
-    if (!rc && prompts) {
-        rc = vkl_app_lm_prompts(m, &tok, prompts, &ga, max_new, &e);
+    if (!rc && g.prompts) {
+        rc = vkl_app_lm_prompts(m, &tok, g.prompts, &g.ga, g.max_new, &e);
         if (rc) fprintf(stderr, "vklora lm generate: %s\n", e.msg);
         vkl_app_lm_tok_free(&tok);
         vkl_llama_free(m);
         vkl_ctx_destroy(c);
         return rc ? 1 : 0;
     }
-    for (int i = 0; !rc && i < nlora; i++) {
-        const char *dir = lora[i];
-        float w = lora_w[i];
+    for (int i = 0; !rc && i < g.lora.n; i++) {
+        const char *dir = g.lora.path[i];
+        float w = g.lora.w[i];
         char path[4200];
         snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
         if (!exists(path)) snprintf(path, sizeof path, "%s", dir);
@@ -273,8 +252,8 @@ static int generate(int argc, char **argv)
             rc = -1;
             break;
         }
-        if (rank_at && vkl_dylora_cut(&ls[nloaded], rank_at, &e)) {
-            vkl_err_prefix(&e, "%s: --rank-at-inference %d: ", dir, rank_at);
+        if (g.rank_at && vkl_dylora_cut(&ls[nloaded], g.rank_at, &e)) {
+            vkl_err_prefix(&e, "%s: --rank-at-inference %d: ", dir, g.rank_at);
             vkl_lora_free(&ls[nloaded]);
             rc = -1;
             break;
@@ -301,30 +280,30 @@ static int generate(int argc, char **argv)
     if (!rc && is_dora) rc = vkl_llama_dora_build(m, other[0].lora, other[0].unet_mult, &dora, &e);
     else if (!rc && nother) rc = vkl_lora_set_build(c, other, nother, &set, &e);
     if (!rc) {
-        if (chat_name) rc = vkl_chat_from_name(chat_name, &tok.chat, &e);
-        if (!rc && chat)
-            rc = vkl_app_lm_tok_chat_prompt(&tok, system, prompt, m->cfg.bos, vkl_app_lm_tok_eos(&tok, m->cfg.eos), &ids,
+        if (g.chat_name) rc = vkl_chat_from_name(g.chat_name, &tok.chat, &e);
+        if (!rc && g.chat)
+            rc = vkl_app_lm_tok_chat_prompt(&tok, g.system, g.prompt, m->cfg.bos, vkl_app_lm_tok_eos(&tok, m->cfg.eos), &ids,
                                             &np, &e);
         else if (!rc)
-            rc = vkl_app_lm_tok_encode(&tok, prompt, m->cfg.bos, &ids, &np, &e);
+            rc = vkl_app_lm_tok_encode(&tok, g.prompt, m->cfg.bos, &ids, &np, &e);
     }
-    if (!rc && np + max_new > m->cfg.max_pos)
-        rc = vkl_fail(&e, "prompt (%d tokens) + %d new tokens exceed the model's %d positions", np, max_new,
+    if (!rc && np + g.max_new > m->cfg.max_pos)
+        rc = vkl_fail(&e, "prompt (%d tokens) + %d new tokens exceed the model's %d positions", np, g.max_new,
                       m->cfg.max_pos);
     if (!rc) {
-        out = malloc(sizeof(int32_t) * (size_t)max_new);
+        out = malloc(sizeof(int32_t) * (size_t)g.max_new);
         if (!out) rc = vkl_fail(&e, "out of host memory");
     }
-    if (!rc) rc = vkl_app_lm_stream_start(&rs.st, &tok, ids, np, max_new, ga.stops, ga.n_stops, ga.json ? NULL : stdout, &e);
+    if (!rc) rc = vkl_app_lm_stream_start(&rs.st, &tok, ids, np, g.max_new, g.ga.stops.v, g.ga.stops.n, g.ga.json ? NULL : stdout, &e);
     if (!rc) {
         int stop_id = vkl_app_lm_tok_eos(&tok, m->cfg.eos);
-        vkl_llama_gen_opts o = {.lora = set, .dora = dora, .ia3 = ia3, .max_new = max_new, .stop_id = stop_id,
-                                .sampling = &ga.s, .on_token = on_token, .user = &rs};
+        vkl_llama_gen_opts o = {.lora = set, .dora = dora, .ia3 = ia3, .max_new = g.max_new, .stop_id = stop_id,
+                                .sampling = &g.ga.s, .on_token = on_token, .user = &rs};
         rs.cfg = &m->cfg;
         rs.t_start = vkl_progress_now();
         rc = vkl_llama_generate(m, ids, np, &o, out, &nout, &e);
         if (!rc && rs.failed) rc = vkl_fail(&e, "out of host memory");
-        if (!rc) report(&rs, np, nout, &ga, stop_id, ga.json, dt);
+        if (!rc) report(&rs, np, nout, &g.ga, stop_id, g.ga.json, g.dt.dt);
     }
     if (rc) vkl_app_print_error("lm generate", e.msg);
     vkl_app_lm_stream_free(&rs.st);

@@ -145,36 +145,13 @@ static int cut(const char *path, const char *names, int r, const char *to, const
     return rc;
 }
 
-/* --lora FILE[:WEIGHT], given once per adapter */
-typedef struct merge_inputs {
-    const char *paths[MAX_INPUTS];
-    char path_buf[MAX_INPUTS][4096];
-    double weights[MAX_INPUTS];
-    int n;
-} merge_inputs;
-
-static int add_lora(const char *cmd, const char *opt, const char *v, void *dest)
-{
-    merge_inputs *in = dest;
-    if (in->n == MAX_INPUTS) return fprintf(stderr, "vklora %s: at most %d adapters\n", cmd, MAX_INPUTS), 1;
-    float w[1] = {1.0f};
-    int nw;
-    vkl_err pe;
-    if (vkl_app_lora_spec(v, in->path_buf[in->n], sizeof in->path_buf[in->n], w, 1, &nw, &pe))
-        return fprintf(stderr, "vklora %s: %s %s\n", cmd, opt, pe.msg), 1;
-    in->paths[in->n] = in->path_buf[in->n];
-    in->weights[in->n] = nw ? w[0] : 1.0;
-    in->n++;
-    return 0;
-}
-
 int vkl_cmd_merge(int argc, char **argv)
 {
     const char *out = NULL, *to = NULL, *model = NULL, *base = NULL, *dtype = NULL, *yaml = NULL;
-    static merge_inputs inputs;
+    static vkl_app_lora_list inputs; /* 256 KiB */
     int rank = 0, force = 0, verbose = 0, rank_at = 0;
     const vkl_arg opts[] = {
-        {"--lora", NULL, VKL_ARG_CALL, &inputs, .call = add_lora, .help = "FILE[:WEIGHT]"},
+        {"--lora", NULL, VKL_ARG_CALL, &inputs, .call = vkl_app_arg_lora, .help = "FILE[:WEIGHT]"},
         {"--output", "-o", VKL_ARG_STR, VKL_AS_STR(&out), .help = "OUT"},
         {"--to", NULL, VKL_ARG_STR, VKL_AS_STR(&to), .help = "kohya|peft"},
         {"--names", NULL, VKL_ARG_STR, VKL_AS_STR(&model), .help = "MODEL"},
@@ -187,11 +164,13 @@ int vkl_cmd_merge(int argc, char **argv)
         {"--verbose", "-v", VKL_ARG_FLAG, VKL_AS_INT(&verbose), .help = " per-module lines"},
     };
     inputs.n = 0;
+    inputs.max = MAX_INPUTS;
     int prc = vkl_args_parse("merge", opts, (int)(sizeof opts / sizeof *opts), argc, argv, NULL);
     if (prc) return usage(prc == VKL_ARGS_HELP ? stdout : stderr), prc == VKL_ARGS_HELP ? 0 : prc;
-    const char **paths = inputs.paths;
-    double *weights = inputs.weights;
+    const char *paths[MAX_INPUTS];
+    double weights[MAX_INPUTS];
     int n = inputs.n;
+    for (int i = 0; i < n; i++) paths[i] = inputs.path[i], weights[i] = inputs.w[i];
     if (!n || !out) return usage(stderr);
     struct stat st;
     for (int i = 0; i < n; i++)

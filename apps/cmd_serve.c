@@ -3,6 +3,7 @@
 #include "app.h"
 #include "gen_image.h"
 #include "llama/llama_lora_init.h"
+#include "args.h"
 #include "lm_gen_args.h"
 #include "lora_args.h"
 #include "progress.h"
@@ -48,16 +49,6 @@ static const char *usage_text =
     "/v1/chat/completions; with --data-root and --lora-dir: POST /vklora/v1/train, GET|DELETE /vklora/v1/train/ID.\n"
     "SIGINT/SIGTERM: the running job finishes (a training job saves its state at its step's end), then the\n"
     "server exits (a second signal stops the job at its next step).\n";
-
-static int parse_long(const char *s, long long lo, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || !*s || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
 
 /* 127.0.0.0/8 and ::1: reachable from this machine only. */
 static int is_loopback(const char *host)
@@ -121,109 +112,89 @@ void serve_device_check(vkl_server *s)
     kill(getpid(), SIGTERM); /* the main thread's sigwait takes it */
 }
 
-int vkl_cmd_serve(int argc, char **argv)
+/* The command line of serve; strings point into argv. */
+typedef struct serve_args {
+    const char *model, *lora_dir, *host, *api_key, *model_config, *tokenizer, *lm_model, *lm_tokenizer, *data_root,
+        *lm_chat;
+    int weights; /* 0 f16, 1 f32 */
+    vkl_app_dtype_arg lm_dtype;
+    const char *lm_lora_v[VKL_SERVE_MAX_LM_LORAS];
+    vkl_arg_list lm_lora;
+    int port, max_size, max_steps, max_batch, quiet;
+    int64_t max_body;
+} serve_args;
+
+/* -1 to serve, else the exit status */
+static int parse_args(int argc, char **argv, serve_args *a)
 {
-    const char *model = getenv("VKLORA_MODEL"), *lora_dir = NULL, *host = "127.0.0.1", *api_key = NULL,
-               *model_config = NULL, *tokenizer = NULL, *weights = NULL, *lm_model = NULL, *lm_tokenizer = NULL,
-               *data_root = NULL, *lm_chat = NULL;
-    vkl_dtype lm_dtype = VKL_F32;
-    int lm_dtype_given = 0;
-    const char *lm_lora[VKL_SERVE_MAX_LM_LORAS];
-    int n_lm_lora = 0;
-    long long port = 7860, max_body = 32 << 20, max_size = 2048, max_steps = 150, max_batch = 8;
-    int quiet = vkl_app_quiet;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            fputs(usage_text, stdout);
-            return 0;
-        }
-        if (!strcmp(k, "--quiet") || !strcmp(k, "-q")) {
-            quiet = 1;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "vklora serve: %s needs a value\n", k);
-            return 2;
-        }
-        i++;
-        int bad = 0;
-        if (!strcmp(k, "--model")) model = v;
-        else if (!strcmp(k, "--lora-dir")) lora_dir = v;
-        else if (!strcmp(k, "--host")) host = v;
-        else if (!strcmp(k, "--api-key")) api_key = v;
-        else if (!strcmp(k, "--model-config")) model_config = v;
-        else if (!strcmp(k, "--tokenizer")) tokenizer = v;
-        else if (!strcmp(k, "--lm-model")) lm_model = v;
-        else if (!strcmp(k, "--data-root")) data_root = v;
-        else if (!strcmp(k, "--lm-tokenizer")) lm_tokenizer = v;
-        else if (!strcmp(k, "--lm-chat-template")) {
-            vkl_chat probe;
-            vkl_err pe = {{0}};
-            lm_chat = v;
-            if (vkl_chat_from_name(v, &probe, &pe)) {
-                fprintf(stderr, "vklora serve: --lm-chat-template: %s\n", pe.msg);
-                return 2;
-            }
-        }
-        else if (!strcmp(k, "--lm-base-dtype")) {
-            bad = vkl_app_base_dtype(v, &lm_dtype);
-            lm_dtype_given = 1;
-        }
-        else if (!strcmp(k, "--lm-lora")) {
-            if (n_lm_lora == VKL_SERVE_MAX_LM_LORAS) {
-                fprintf(stderr, "vklora serve: at most %d --lm-lora options\n", VKL_SERVE_MAX_LM_LORAS);
-                return 2;
-            }
-            lm_lora[n_lm_lora++] = v;
-        }
-        else if (!strcmp(k, "--weights")) {
-            weights = v;
-            bad = strcmp(v, "f16") && strcmp(v, "f32");
-        }
-        else if (!strcmp(k, "--port")) bad = parse_long(v, 0, 65535, &port);
-        else if (!strcmp(k, "--max-body")) bad = parse_long(v, 1024, 1LL << 32, &max_body);
-        else if (!strcmp(k, "--max-size")) bad = parse_long(v, 8, 16384, &max_size);
-        else if (!strcmp(k, "--max-steps")) bad = parse_long(v, 1, 1000, &max_steps);
-        else if (!strcmp(k, "--max-batch")) bad = parse_long(v, 1, 64, &max_batch);
-        else {
-            fprintf(stderr, "vklora serve: unknown option '%s'\n%s", k, usage_text);
-            return 2;
-        }
-        if (bad) {
-            fprintf(stderr, "vklora serve: bad value '%s' for %s\n", v, k);
-            return 2;
-        }
+    *a = (serve_args){.model = getenv("VKLORA_MODEL"), .host = "127.0.0.1", .lm_dtype = {VKL_F32, 0}, .port = 7860,
+                      .max_body = 32 << 20, .max_size = 2048, .max_steps = 150, .max_batch = 8, .quiet = vkl_app_quiet};
+    a->lm_lora = (vkl_arg_list){a->lm_lora_v, VKL_SERVE_MAX_LM_LORAS, 0};
+    const vkl_arg table[] = {
+        {"--model", NULL, VKL_ARG_STR, VKL_AS_STR(&a->model), .help = NULL},
+        {"--lora-dir", NULL, VKL_ARG_STR, VKL_AS_STR(&a->lora_dir), .help = NULL},
+        {"--host", NULL, VKL_ARG_STR, VKL_AS_STR(&a->host), .help = NULL},
+        {"--api-key", NULL, VKL_ARG_STR, VKL_AS_STR(&a->api_key), .help = NULL},
+        {"--model-config", NULL, VKL_ARG_STR, VKL_AS_STR(&a->model_config), .help = NULL},
+        {"--tokenizer", NULL, VKL_ARG_STR, VKL_AS_STR(&a->tokenizer), .help = NULL},
+        {"--lm-model", NULL, VKL_ARG_STR, VKL_AS_STR(&a->lm_model), .help = NULL},
+        {"--lm-tokenizer", NULL, VKL_ARG_STR, VKL_AS_STR(&a->lm_tokenizer), .help = NULL},
+        {"--data-root", NULL, VKL_ARG_STR, VKL_AS_STR(&a->data_root), .help = NULL},
+        {"--lm-chat-template", NULL, VKL_ARG_CALL, &a->lm_chat, .call = vkl_app_arg_chat_template},
+        {"--lm-base-dtype", NULL, VKL_ARG_CALL, &a->lm_dtype, .call = vkl_app_arg_base_dtype},
+        {"--lm-lora", NULL, VKL_ARG_LIST, VKL_AS_LIST(&a->lm_lora), .help = NULL},
+        {"--weights", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&a->weights), .choices = "f16|f32"},
+        {"--port", NULL, VKL_ARG_INT, VKL_AS_INT(&a->port), .lo = 0, .hi = 65535},
+        {"--max-body", NULL, VKL_ARG_I64, VKL_AS_I64(&a->max_body), .lo = 1024, .hi = 4294967296.0},
+        {"--max-size", NULL, VKL_ARG_INT, VKL_AS_INT(&a->max_size), .lo = 8, .hi = 16384},
+        {"--max-steps", NULL, VKL_ARG_INT, VKL_AS_INT(&a->max_steps), .lo = 1, .hi = 1000},
+        {"--max-batch", NULL, VKL_ARG_INT, VKL_AS_INT(&a->max_batch), .lo = 1, .hi = 64},
+        {"--quiet", "-q", VKL_ARG_FLAG, VKL_AS_INT(&a->quiet), .help = NULL},
+    };
+    int parsed = vkl_args_parse("serve", table, (int)(sizeof table / sizeof *table), argc, argv, NULL);
+    if (parsed == VKL_ARGS_HELP) {
+        fputs(usage_text, stdout);
+        return 0;
     }
-    if (!api_key && getenv("VKLORA_API_KEY") && *getenv("VKLORA_API_KEY")) api_key = getenv("VKLORA_API_KEY");
-    if (api_key && !*api_key) {
+    if (parsed) return 2;
+    if (!a->api_key && getenv("VKLORA_API_KEY") && *getenv("VKLORA_API_KEY")) a->api_key = getenv("VKLORA_API_KEY");
+    if (a->api_key && !*a->api_key) {
         fprintf(stderr, "vklora serve: --api-key is empty\n");
         return 2;
     }
-    if (!api_key && !is_loopback(host)) {
+    if (!a->api_key && !is_loopback(a->host)) {
         fprintf(stderr, "vklora serve: --host %s is reachable from other machines: give --api-key KEY (clients send "
-                        "'Authorization: Bearer KEY')\n", host);
+                        "'Authorization: Bearer KEY')\n", a->host);
         return 2;
     }
-    if (!model) model = vkl_default_model_path();
-    if (!model) {
+    if (!a->model) a->model = vkl_default_model_path();
+    if (!a->model) {
         fprintf(stderr, "vklora serve: no model given and vklora's own model (assets/vklora-emoji) was not found; "
                         "pass --model PATH or set VKLORA_MODEL\n");
         return 2;
     }
     struct stat st;
-    const char *files[][2] = {{"--model", model}, {"--lora-dir", lora_dir}, {"--model-config", model_config},
-                              {"--tokenizer", tokenizer}, {"--lm-model", lm_model}, {"--lm-tokenizer", lm_tokenizer},
-                              {"--data-root", data_root}};
+    const char *files[][2] = {{"--model", a->model},         {"--lora-dir", a->lora_dir},
+                              {"--model-config", a->model_config}, {"--tokenizer", a->tokenizer},
+                              {"--lm-model", a->lm_model},   {"--lm-tokenizer", a->lm_tokenizer},
+                              {"--data-root", a->data_root}};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
         if (files[i][1] && stat(files[i][1], &st)) {
             fprintf(stderr, "vklora serve: %s %s: %s\n", files[i][0], files[i][1], strerror(errno));
             return 1;
         }
-    if (lora_dir && (stat(lora_dir, &st) || !S_ISDIR(st.st_mode))) {
-        fprintf(stderr, "vklora serve: --lora-dir %s is not a folder\n", lora_dir);
+    if (a->lora_dir && (stat(a->lora_dir, &st) || !S_ISDIR(st.st_mode))) {
+        fprintf(stderr, "vklora serve: --lora-dir %s is not a folder\n", a->lora_dir);
         return 1;
     }
+    return -1;
+}
+
+int vkl_cmd_serve(int argc, char **argv)
+{
+    serve_args a;
+    int status = parse_args(argc, argv, &a);
+    if (status >= 0) return status;
 
     /* the signals are taken by this thread alone (sigwait): the HTTP threads
      * started below inherit the blocked mask */
@@ -236,20 +207,20 @@ int vkl_cmd_serve(int argc, char **argv)
 
     vkl_server s;
     memset(&s, 0, sizeof s);
-    s.model_path = model;
-    s.lora_dir = lora_dir;
-    s.api_key = api_key;
-    s.data_root = data_root;
-    s.tokenizer = tokenizer;
-    s.model_config = model_config;
-    s.lim.max_body = (size_t)max_body;
-    s.lim.max_side = (int)max_size;
-    s.lim.max_steps = (int)max_steps;
-    s.lim.max_batch = (int)max_batch;
+    s.model_path = a.model;
+    s.lora_dir = a.lora_dir;
+    s.api_key = a.api_key;
+    s.data_root = a.data_root;
+    s.tokenizer = a.tokenizer;
+    s.model_config = a.model_config;
+    s.lim.max_body = (size_t)a.max_body;
+    s.lim.max_side = a.max_size;
+    s.lim.max_steps = a.max_steps;
+    s.lim.max_batch = a.max_batch;
     s.clip_skip = 1;
     s.preview_every = 10; /* A1111's default live preview period */
-    s.quiet = quiet;
-    vkl_gen_model_name(model, s.model_name, sizeof s.model_name);
+    s.quiet = a.quiet;
+    vkl_gen_model_name(a.model, s.model_name, sizeof s.model_name);
     serve_queue_init(&s.q);
     pthread_mutex_init(&s.opt_mu, NULL);
     struct MHD_Daemon *d = NULL;
@@ -258,29 +229,30 @@ int vkl_cmd_serve(int argc, char **argv)
     if (vkl_ctx_create(NULL, &s.ctx, &e)) goto done;
     vkl_sd_model_opts mo;
     vkl_sd_model_opts_default(&mo);
-    mo.tokenizer = tokenizer;
-    mo.yaml = model_config;
-    if (weights && !strcmp(weights, "f32")) mo.weight_dtype = VKL_F32;
+    mo.tokenizer = a.tokenizer;
+    mo.yaml = a.model_config;
+    if (a.weights == 1) mo.weight_dtype = VKL_F32;
     double t0 = vkl_progress_now();
-    if (vkl_sd_model_load(s.ctx, model, &mo, &s.model, &e)) goto done;
+    if (vkl_sd_model_load(s.ctx, a.model, &mo, &s.model, &e)) goto done;
     int vae_factor = 1 << (s.model->cfg->vae.n_levels - 1);
     s.size_multiple = vae_factor * (1 << (s.model->cfg->unet.n_levels - 1));
     s.native = s.model->cfg->unet.sample_size * vae_factor;
     if (s.native <= 0) s.native = 512;
-    if (!quiet)
-        fprintf(stderr, "loaded %s (%s) in %.1f s on %s\n", model, vkl_sd_family_name(s.model->cfg->family),
+    if (!a.quiet)
+        fprintf(stderr, "loaded %s (%s) in %.1f s on %s\n", a.model, vkl_sd_family_name(s.model->cfg->family),
                 vkl_progress_now() - t0, vkl_ctx_caps(s.ctx)->name);
-    if (lm_model && !lm_dtype_given) lm_dtype = vkl_app_lm_model_dtype(lm_model);
-    if (lm_model && load_lm(&s, lm_model, lm_tokenizer, lm_chat, lm_dtype, lm_lora, n_lm_lora, &e)) goto done;
+    if (a.lm_model && !a.lm_dtype.given) a.lm_dtype.dt = vkl_app_lm_model_dtype(a.lm_model);
+    if (a.lm_model &&
+        load_lm(&s, a.lm_model, a.lm_tokenizer, a.lm_chat, a.lm_dtype.dt, a.lm_lora.v, a.lm_lora.n, &e)) goto done;
     int bound = 0;
-    if (serve_http_start(&s, host, (int)port, &d, &bound, &e)) goto done;
-    int v6 = strchr(host, ':') != NULL;
-    printf("vklora serve: listening on http://%s%s%s:%d/\n", v6 ? "[" : "", host, v6 ? "]" : "", bound);
+    if (serve_http_start(&s, a.host, a.port, &d, &bound, &e)) goto done;
+    int v6 = strchr(a.host, ':') != NULL;
+    printf("vklora serve: listening on http://%s%s%s:%d/\n", v6 ? "[" : "", a.host, v6 ? "]" : "", bound);
     fflush(stdout);
 
     int sig = 0;
     sigwait(&sigs, &sig);
-    if (!quiet) fprintf(stderr, "vklora serve: %s: finishing the running job, then stopping\n", strsignal(sig));
+    if (!a.quiet) fprintf(stderr, "vklora serve: %s: finishing the running job, then stopping\n", strsignal(sig));
     serve_queue_stop(&s.q, 0);
     for (;;) {
         pthread_mutex_lock(&s.q.mu);
@@ -289,7 +261,7 @@ int vkl_cmd_serve(int argc, char **argv)
         if (!busy) break;
         struct timespec ts = {0, 100 * 1000000L};
         if (sigtimedwait(&sigs, NULL, &ts) > 0) {
-            if (!quiet) fprintf(stderr, "vklora serve: stopping the running job at its next step\n");
+            if (!a.quiet) fprintf(stderr, "vklora serve: stopping the running job at its next step\n");
             serve_queue_stop(&s.q, 1);
         }
     }
@@ -308,6 +280,6 @@ done:
     pthread_mutex_destroy(&s.opt_mu);
     serve_queue_destroy(&s.q);
     free(s.preview);
-    if (!quiet && !rc) fprintf(stderr, "vklora serve: stopped\n");
+    if (!a.quiet && !rc) fprintf(stderr, "vklora serve: stopped\n");
     return rc;
 }

@@ -4,8 +4,6 @@
 
 #include <cjson/cJSON.h>
 
-#include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,94 +14,50 @@ void vkl_app_lm_gen_args_default(vkl_app_lm_gen_args *g)
 {
     memset(g, 0, sizeof *g);
     vkl_lm_sampling_default(&g->s);
+    g->stops = (vkl_arg_list){g->stop_v, VKL_LM_MAX_STOPS, 0};
 }
 
-/* A finite number in [lo, hi] (open at lo when lo_open), the whole string. */
-static int number(const char *opt, const char *v, double lo, int lo_open, double hi, float *out)
+/* --temperature and --seed are read as their typed entries read them, and
+ * marked: a filter alone samples at temperature 1, a seed not given is drawn. */
+static int read_temperature(const char *cmd, const char *opt, const char *v, void *dest)
 {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (!*v || *end || errno || !isfinite(x) || x < lo || (lo_open && x == lo) || x > hi) {
-        fprintf(stderr, "vklora lm generate: %s %s is not a number in %s%g, %g]\n", opt, v, lo_open ? "(" : "[", lo, hi);
-        return -1;
-    }
-    *out = (float)x;
+    vkl_app_lm_gen_args *g = dest;
+    const vkl_arg o = {opt, NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&g->s.temperature), .lo = 0, .hi = 100};
+    if (vkl_args_value(cmd, &o, v)) return 1;
+    g->temperature_given = 1;
     return 0;
 }
 
-int vkl_app_lm_gen_arg(int argc, char **argv, int *i, vkl_app_lm_gen_args *g)
+static int read_seed(const char *cmd, const char *opt, const char *v, void *dest)
 {
-    const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
-    if (!strcmp(a, "--json")) {
-        g->json = 1;
-        return 1;
-    }
-    static const char *const valued[] = {"--temperature", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--seed",
-                                          "--stop"};
-    int which = -1;
-    for (int k = 0; k < 7; k++)
-        if (!strcmp(a, valued[k])) which = k;
-    if (which < 0 || !v) return 0;
-    (*i)++;
-    float f;
-    char *end;
-    switch (which) {
-    case 0:
-        if (number(a, v, 0, 0, 100, &g->s.temperature)) return -1;
-        g->temperature_given = 1;
-        return 1;
-    case 1: {
-        errno = 0;
-        long k = strtol(v, &end, 10);
-        if (!*v || *end || errno || k < 0 || k > 1 << 30) {
-            fprintf(stderr, "vklora lm generate: --top-k %s is not a count (0 = off)\n", v);
-            return -1;
-        }
-        g->s.top_k = (int)k;
-        g->filter_given |= k > 0;
-        return 1;
-    }
-    case 2:
-        if (number(a, v, 0, 1, 1, &g->s.top_p)) return -1;
-        g->filter_given |= g->s.top_p < 1;
-        return 1;
-    case 3:
-        if (number(a, v, 0, 0, 1, &g->s.min_p)) return -1;
-        g->filter_given |= g->s.min_p > 0;
-        return 1;
-    case 4:
-        if (number(a, v, 0, 1, 100, &f)) return -1;
-        g->s.repeat_penalty = f;
-        return 1;
-    case 5: {
-        errno = 0;
-        unsigned long long s = strtoull(v, &end, 10);
-        if (!*v || *end || errno || v[0] == '-') {
-            fprintf(stderr, "vklora lm generate: --seed %s is not a whole number >= 0\n", v);
-            return -1;
-        }
-        g->s.seed = s;
-        g->seed_given = 1;
-        return 1;
-    }
-    default:
-        if (!*v) {
-            fprintf(stderr, "vklora lm generate: --stop needs a non-empty string\n");
-            return -1;
-        }
-        if (g->n_stops == VKL_LM_MAX_STOPS) {
-            fprintf(stderr, "vklora lm generate: at most %d --stop strings\n", VKL_LM_MAX_STOPS);
-            return -1;
-        }
-        g->stops[g->n_stops++] = argv[*i];
-        return 1;
-    }
+    vkl_app_lm_gen_args *g = dest;
+    unsigned long long seed;
+    const vkl_arg o = {opt, NULL, VKL_ARG_U64, VKL_AS_U64(&seed), .help = NULL};
+    if (vkl_args_value(cmd, &o, v)) return 1;
+    g->s.seed = seed;
+    g->seed_given = 1;
+    return 0;
+}
+
+void vkl_app_lm_gen_table(vkl_app_lm_gen_args *g, vkl_arg *t)
+{
+    const vkl_arg own[VKL_APP_LM_GEN_NARGS] = {
+        {"--temperature", NULL, VKL_ARG_CALL, g, .call = read_temperature},
+        {"--top-k", NULL, VKL_ARG_INT, VKL_AS_INT(&g->s.top_k), .lo = 0, .hi = 1 << 30},
+        {"--top-p", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&g->s.top_p), .lo = 0, .hi = 1, .lo_open = 1},
+        {"--min-p", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&g->s.min_p), .lo = 0, .hi = 1},
+        {"--repeat-penalty", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&g->s.repeat_penalty), .lo = 0, .hi = 100, .lo_open = 1},
+        {"--seed", NULL, VKL_ARG_CALL, g, .call = read_seed},
+        {"--stop", NULL, VKL_ARG_LIST, VKL_AS_LIST(&g->stops), .help = NULL},
+        {"--json", NULL, VKL_ARG_FLAG, VKL_AS_INT(&g->json), .help = NULL},
+    };
+    memcpy(t, own, sizeof own);
 }
 
 void vkl_app_lm_gen_args_finish(vkl_app_lm_gen_args *g)
 {
-    if (g->filter_given && !g->temperature_given) g->s.temperature = 1;
+    int filter = g->s.top_k > 0 || g->s.top_p < 1 || g->s.min_p > 0;
+    if (filter && !g->temperature_given) g->s.temperature = 1;
     if (!g->seed_given) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

@@ -1,25 +1,29 @@
 /* The generation options of `vklora lm generate`: sampling (lm_sample.h),
- * stop strings and JSON output, parsed strictly. */
+ * stop strings and JSON output, as entries of the command's option table. */
 #ifndef VKL_LM_GEN_ARGS_H
 #define VKL_LM_GEN_ARGS_H
 
+#include "args.h"
 #include "llama/lm_sample.h"
 #include "vkl.h"
 
 #define VKL_LM_MAX_STOPS 16
+#define VKL_APP_LM_GEN_NARGS 8 /* the options vkl_app_lm_gen_table writes */
 
 typedef struct vkl_app_lm_gen_args {
     vkl_lm_sampling s;
-    int temperature_given, filter_given, seed_given;
-    char *stops[VKL_LM_MAX_STOPS];
-    int n_stops;
+    int temperature_given, seed_given;
+    const char *stop_v[VKL_LM_MAX_STOPS];
+    vkl_arg_list stops; /* --stop, repeatable: the strings in stop_v */
     int json;
 } vkl_app_lm_gen_args;
 
+/* Defaults; g must not be moved after this (stops points into it). */
 void vkl_app_lm_gen_args_default(vkl_app_lm_gen_args *g);
-/* Takes argv[*i] (and its value, advancing *i) when it is one of these
- * options: 1; not one: 0; a bad value: -1 with the message on stderr. */
-int vkl_app_lm_gen_arg(int argc, char **argv, int *i, vkl_app_lm_gen_args *g);
+/* Writes the entries of these options (--temperature, --top-k, --top-p,
+ * --min-p, --repeat-penalty, --seed, --stop, --json) for a command's option
+ * table (apps/args.h) to t[0 .. VKL_APP_LM_GEN_NARGS), reading into g. */
+void vkl_app_lm_gen_table(vkl_app_lm_gen_args *g, vkl_arg *t);
 /* After parsing: a filter without --temperature samples at temperature 1;
  * without --seed the seed comes from the clock (and is reported). */
 void vkl_app_lm_gen_args_finish(vkl_app_lm_gen_args *g);

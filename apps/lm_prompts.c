@@ -84,7 +84,7 @@ static int one_line(vkl_llama *m, const vkl_app_lm_tok *tok, cache *c, const cJS
     if (!rc && np + max_new > m->cfg.max_pos)
         rc = vkl_fail(e, "prompt (%d tokens) + %d new tokens exceed the model's %d positions", np, max_new, m->cfg.max_pos);
     if (!rc && !(out = malloc(sizeof(int32_t) * (size_t)max_new))) rc = vkl_fail(e, "out of host memory");
-    if (!rc) rc = vkl_app_lm_stream_start(&st, tok, ids, np, max_new, ga->stops, ga->n_stops, NULL, e);
+    if (!rc) rc = vkl_app_lm_stream_start(&st, tok, ids, np, max_new, ga->stops.v, ga->stops.n, NULL, e);
     int stop_id = vkl_app_lm_tok_eos(tok, m->cfg.eos);
     if (!rc) {
         vkl_llama_gen_opts o = {.lora = set, .max_new = max_new, .stop_id = stop_id, .sampling = &ga->s,

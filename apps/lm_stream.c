@@ -13,7 +13,7 @@ static int redecode(vkl_app_lm_stream *s)
 }
 
 int vkl_app_lm_stream_start(vkl_app_lm_stream *s, const vkl_app_lm_tok *tok, const int32_t *prompt, int n_prompt,
-                            int max_new, char *const *stops, int n_stops, FILE *out, vkl_err *e)
+                            int max_new, const char *const *stops, int n_stops, FILE *out, vkl_err *e)
 {
     *s = (vkl_app_lm_stream){.tok = tok, .n = n_prompt, .n_prompt = n_prompt, .stops = stops, .n_stops = n_stops,
                              .out = out, .cleanup = tok->bpe && vkl_hfbpe_cleans_up(tok->bpe)};

@@ -16,7 +16,7 @@ typedef struct vkl_app_lm_stream {
     int32_t *all; /* prompt + new ids */
     int n, n_prompt;
     size_t prompt_len; /* bytes of the prompt's own text */
-    char *const *stops;
+    const char *const *stops;
     int n_stops;
     FILE *out; /* NULL: keep the text, print nothing */
     /* when set, each newly printable piece is also handed here (the server's
@@ -33,7 +33,7 @@ typedef struct vkl_app_lm_stream {
 } vkl_app_lm_stream;
 
 int vkl_app_lm_stream_start(vkl_app_lm_stream *s, const vkl_app_lm_tok *tok, const int32_t *prompt, int n_prompt,
-                            int max_new, char *const *stops, int n_stops, FILE *out, vkl_err *e);
+                            int max_new, const char *const *stops, int n_stops, FILE *out, vkl_err *e);
 /* Adds a new id; 1 when a stop string has appeared (generation should end),
  * -1 when out of memory. */
 int vkl_app_lm_stream_token(vkl_app_lm_stream *s, int32_t id);

@@ -86,3 +86,21 @@ int vkl_app_lora_spec(const char *spec, char *path, size_t size, float *w, int m
     *nw = n;
     return 0;
 }
+
+int vkl_app_arg_lora(const char *cmd, const char *opt, const char *v, void *dest)
+{
+    vkl_app_lora_list *l = dest;
+    if (l->n >= l->max) {
+        fprintf(stderr, "vklora %s: %s '%s': at most %d may be given\n", cmd, opt, v, l->max);
+        return 1;
+    }
+    vkl_err pe = {{0}};
+    int nw;
+    l->w[l->n] = 1.0f;
+    if (vkl_app_lora_spec(v, l->path[l->n], sizeof l->path[l->n], &l->w[l->n], 1, &nw, &pe)) {
+        fprintf(stderr, "vklora %s: %s %s\n", cmd, opt, pe.msg); /* the message quotes the value */
+        return 1;
+    }
+    l->n++;
+    return 0;
+}

@@ -309,7 +309,7 @@ static int lm_prepare(lm_run *r, const cJSON *body, int chat)
     }
     r->out = malloc(sizeof(int32_t) * (size_t)r->lr.max_tokens);
     if (!r->out || vkl_app_lm_stream_start(&r->st, &s->lm.tok, r->ids, r->np, (int)r->lr.max_tokens,
-                                           (char *const *)r->lr.stop, r->lr.nstop, NULL, &r->e)) {
+                                           r->lr.stop, r->lr.nstop, NULL, &r->e)) {
         vkl_fail(&r->e, "out of host memory");
         return fail_with(r, 500, "Internal Server Error");
     }

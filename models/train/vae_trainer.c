@@ -1,15 +1,12 @@
-#include "train/vae_trainer.h"
-#include "io/text.h"
+#include "train/vae_trainer_internal.h"
 #include "train/train_resume.h"
 
 #include "io/dir.h"
-#include "io/safetensors.h"
 #include "rng.h"
 #include "sd/sd_random.h"
 #include "sd/vae_folder.h"
 #include "train/dataset.h"
 
-#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -128,23 +125,9 @@ done:
     return rc;
 }
 
-/* ---- the run ---- */
+/* ---- the run in parts ---- */
 
-typedef struct run {
-    vkl_ctx *ctx;
-    const vkl_vae_train_config *c;
-    vkl_sd_vae_config cfg;
-    vkl_weights *w;
-    vkl_vae vae;
-    vkl_dataset *ds;
-    float *images; /* every image, unflipped, [n, 3, size, size] */
-    vkl_tensor **params;
-    int np;
-    vkl_adamw *opt;
-    char state_dir[1100];
-} run;
-
-static int write_output(run *t, vkl_vae_train_result *res, vkl_err *e)
+static int write_output(vkl_vae_trainer *t, vkl_vae_train_result *res, vkl_err *e)
 {
     float sf;
     double psnr;
@@ -163,118 +146,7 @@ static int write_output(run *t, vkl_vae_train_result *res, vkl_err *e)
     return 0;
 }
 
-typedef struct state_job {
-    run *t;
-    int step;
-    double seconds;
-    const vkl_ds_iter *it;
-} state_job;
-
-/* The state's files into dir: the weights as a VAE folder of their own
- * (f32, exact), the moments, the position in the data. */
-static int write_state(void *user, const char *dir, vkl_err *e)
-{
-    state_job *sj = user;
-    run *t = sj->t;
-    char path[1300];
-    if (vkl_vae_folder_save(t->ctx, dir, &t->cfg, t->w, VKL_F32, e)) return -1;
-    snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
-    if (vkl_adamw_state_save(t->opt, t->ctx, t->np, path, e)) return -1;
-    char *iter = vkl_ds_iter_save(sj->it);
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "format", "vklora-vae-train-state");
-    cJSON_AddNumberToObject(j, "version", 1);
-    cJSON_AddNumberToObject(j, "step", sj->step);
-    cJSON_AddNumberToObject(j, "seconds", sj->seconds);
-    cJSON_AddNumberToObject(j, "params", t->np);
-    cJSON_AddNumberToObject(j, "size", t->c->size);
-    cJSON_AddNumberToObject(j, "batch", t->c->batch);
-    cJSON_AddStringToObject(j, "loss", vkl_vae_loss_name(t->c->loss));
-    char seed[32];
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->c->seed);
-    cJSON_AddStringToObject(j, "seed", seed);
-    cJSON_AddItemToObject(j, "data", iter ? cJSON_Parse(iter) : cJSON_CreateNull());
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    free(iter);
-    snprintf(path, sizeof path, "%.1200s/state.json", dir);
-    int rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
-    free(text);
-    return rc;
-}
-
-/* Whole or not at all, latest moved only once it is (vkl_train_state_commit). */
-static int save_state(run *t, int step, double seconds, const vkl_ds_iter *it, vkl_err *e)
-{
-    state_job j = {t, step, seconds, it};
-    return vkl_train_state_commit(t->state_dir, step, write_state, &j, e);
-}
-
-/* The newest state folder's path into dir; -1 (no message) when there is none. */
-static int latest_state(const run *t, char *dir, size_t n)
-{
-    char path[1200], name[64] = "";
-    snprintf(path, sizeof path, "%.1100s/latest", t->state_dir);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    if (!fgets(name, sizeof name, f)) name[0] = 0;
-    fclose(f);
-    name[strcspn(name, "\n")] = 0;
-    if (!name[0] || strchr(name, '/')) return -1;
-    snprintf(dir, n, "%.1100s/%.60s", t->state_dir, name);
-    return 0;
-}
-
-/* state.json of dir: step, seconds and the data iterator; checks that the
- * run is the same one (image size, batch, seed, loss). */
-static int load_state_json(run *t, const char *dir, int *step, double *seconds, vkl_ds_iter *it, vkl_err *e)
-{
-    char path[1300];
-    snprintf(path, sizeof path, "%.1200s/state.json", dir);
-    char *text = NULL;
-    if (vkl_read_text_file(path, 1 << 20, &text, NULL, e)) return -1;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    const cJSON *fmt = cJSON_GetObjectItem(j, "format"), *st = cJSON_GetObjectItem(j, "step");
-    const cJSON *np = cJSON_GetObjectItem(j, "params"), *data = cJSON_GetObjectItem(j, "data");
-    const cJSON *sz = cJSON_GetObjectItem(j, "size"), *bt = cJSON_GetObjectItem(j, "batch");
-    const cJSON *ls = cJSON_GetObjectItem(j, "loss"), *sd = cJSON_GetObjectItem(j, "seed");
-    const cJSON *sec = cJSON_GetObjectItem(j, "seconds");
-    int rc = 0;
-    char seed[32];
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->c->seed);
-    if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "vklora-vae-train-state") || !cJSON_IsNumber(st) ||
-        !cJSON_IsNumber(np) || !cJSON_IsObject(data) || !cJSON_IsNumber(sz) || !cJSON_IsNumber(bt) ||
-        !cJSON_IsString(ls) || !cJSON_IsString(sd))
-        rc = vkl_fail(e, "%s is not a vklora VAE training state", path);
-    else if (np->valueint != t->np)
-        rc = vkl_fail(e, "%s holds %d tensors, this VAE has %d", path, np->valueint, t->np);
-    else if (sz->valueint != t->c->size || bt->valueint != t->c->batch || strcmp(ls->valuestring, vkl_vae_loss_name(t->c->loss)) ||
-             strcmp(sd->valuestring, seed))
-        rc = vkl_fail(e, "%s was saved with --size %d --batch %d --loss %s --seed %s; resume with the same values "
-                         "(this run has --size %d --batch %d --loss %s --seed %s)",
-                      path, sz->valueint, bt->valueint, ls->valuestring, sd->valuestring, t->c->size, t->c->batch,
-                      vkl_vae_loss_name(t->c->loss), seed);
-    if (!rc) {
-        *step = st->valueint;
-        *seconds = cJSON_IsNumber(sec) ? sec->valuedouble : 0;
-        char *dj = cJSON_PrintUnformatted(data);
-        rc = dj ? vkl_ds_iter_restore(it, dj, e) : vkl_fail(e, "out of host memory");
-        free(dj);
-        if (rc) vkl_err_prefix(e, "%s: ", path);
-    }
-    cJSON_Delete(j);
-    return rc;
-}
-
-static int load_moments(run *t, const char *dir, vkl_err *e)
-{
-    char path[1300];
-    snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
-    return vkl_adamw_state_load(t->opt, t->ctx, t->np, path, e);
-}
-
-static int load_images(run *t, vkl_err *e)
+static int load_images(vkl_vae_trainer *t, vkl_err *e)
 {
     int S = t->c->size, n = t->ds->nimages;
     size_t per = (size_t)3 * S * S;
@@ -294,7 +166,7 @@ static int load_images(run *t, vkl_err *e)
     return 0;
 }
 
-static int open_model(run *t, const char *resume_dir, vkl_err *e)
+static int open_model(vkl_vae_trainer *t, const char *resume_dir, vkl_err *e)
 {
     const vkl_vae_train_config *c = t->c;
     t->w = vkl_weights_new();
@@ -322,29 +194,16 @@ static int open_model(run *t, const char *resume_dir, vkl_err *e)
     return vkl_vae_random_weights(t->ctx, &t->cfg, VKL_F32, c->seed, t->w, e);
 }
 
-static void run_free(run *t)
+double vkl_vae_trainer_seconds(const vkl_vae_trainer *t)
 {
-    vkl_adamw_free(t->opt);
-    free(t->params);
-    free(t->images);
-    vkl_dataset_free(t->ds);
-    vkl_weights_free(t->w);
+    return t->seconds0 + now_s() - t->t0;
 }
 
-int vkl_vae_train_run(vkl_ctx *ctx, const vkl_vae_train_config *c, vkl_vae_train_progress_fn progress, void *user,
-                      vkl_vae_train_result *res, vkl_err *e)
+/* The settings, the output folder (refused when it holds an earlier run,
+ * unless force or resume) and the state to resume from, if any. */
+static int check_config(vkl_vae_trainer *t, char *resume_dir, size_t n, const char *log_path, vkl_err *e)
 {
-    run t;
-    memset(&t, 0, sizeof t);
-    t.ctx = ctx;
-    t.c = c;
-    vkl_ds_iter it;
-    memset(&it, 0, sizeof it);
-    vkl_vae_train_step *s = NULL;
-    FILE *csv = NULL;
-    float *batch = NULL, *eps = NULL;
-    int rc = -1;
-    if (res) memset(res, 0, sizeof *res);
+    const vkl_vae_train_config *c = t->c;
     if (!c->images || !c->output) return vkl_fail(e, "train-vae needs --images DIR and -o OUT_DIR");
     if (!c->resume && !!c->init == !!c->config)
         return vkl_fail(e, "give one of --init VAE_DIR (start from a VAE) or --config CONFIG.json (random weights)");
@@ -355,31 +214,26 @@ int vkl_vae_train_run(vkl_ctx *ctx, const vkl_vae_train_config *c, vkl_vae_train
         return vkl_fail(e, "--lr, --kl-weight and --save-every must not be negative");
     if (c->dtype != VKL_F32 && c->dtype != VKL_F16) return vkl_fail(e, "--dtype must be f32 or f16");
     if (!is_dir(c->images)) return vkl_fail(e, "--images %s: no such folder", c->images);
-    snprintf(t.state_dir, sizeof t.state_dir, "%.1000s/state", c->output);
-    char log_path[1100], resume_dir[1200];
-    snprintf(log_path, sizeof log_path, "%.1000s/train_log.csv", c->output);
     int exists = is_dir(c->output);
     if (!exists && access(c->output, F_OK) == 0) return vkl_fail(e, "-o %s exists and is not a folder", c->output);
     if (c->resume) {
-        if (latest_state(&t, resume_dir, sizeof resume_dir))
-            return vkl_fail(e, "--resume: %s holds no training state (%s/latest)", c->output, t.state_dir);
+        if (vkl_vae_state_latest(t, resume_dir, n))
+            return vkl_fail(e, "--resume: %s holds no training state (%s/latest)", c->output, t->state_dir);
     } else if (exists && !dir_empty(c->output)) {
         if (!c->force)
             return vkl_fail(e, "%s exists; --force starts over in it, --resume continues its training", c->output);
         vkl_err e2;
-        vkl_dir_remove(t.state_dir, &e2);
+        vkl_dir_remove(t->state_dir, &e2);
         unlink(log_path);
     }
     if (vkl_mkdir_p(c->output)) return vkl_fail(e, "cannot create %s: %s", c->output, strerror(errno));
-    if (open_model(&t, c->resume ? resume_dir : NULL, e)) goto done;
-    t.vae.cfg = &t.cfg;
-    t.vae.w = t.w;
-    int f = 1 << (t.cfg.n_levels - 1);
-    if (c->size % f) {
-        vkl_fail(e, "--size %d is not a multiple of the VAE's down-sampling factor %d (%d levels)", c->size, f,
-                 t.cfg.n_levels);
-        goto done;
-    }
+    return 0;
+}
+
+/* The images (all in memory, square at --size) and their order */
+static int open_data(vkl_vae_trainer *t, vkl_err *e)
+{
+    const vkl_vae_train_config *c = t->c;
     vkl_dataset_opts dopt;
     vkl_dataset_opts_default(&dopt);
     dopt.images_dir = c->images;
@@ -389,113 +243,218 @@ int vkl_vae_train_run(vkl_ctx *ctx, const vkl_vae_train_config *c, vkl_vae_train
     dopt.flip = 1;
     dopt.seed = c->seed;
     dopt.default_caption = "";
-    if (vkl_dataset_open(&dopt, &t.ds, e)) goto done;
-    if (t.ds->samples_per_epoch < c->batch) {
-        vkl_fail(e, "%s: %d images (with repeats) are fewer than one batch of %d; lower --batch", c->images,
-                 t.ds->samples_per_epoch, c->batch);
-        goto done;
+    if (vkl_dataset_open(&dopt, &t->ds, e)) return -1;
+    if (t->ds->samples_per_epoch < c->batch)
+        return vkl_fail(e, "%s: %d images (with repeats) are fewer than one batch of %d; lower --batch", c->images,
+                        t->ds->samples_per_epoch, c->batch);
+    return load_images(t, e);
+}
+
+/* train_log.csv: a resumed run's rows after its state's step are dropped
+ * (they are done again), a new run's file starts with its header. */
+static int open_log(vkl_vae_trainer *t, const char *log_path, vkl_err *e)
+{
+    double logged_seconds; /* the VAE log restarts its seconds per session */
+    if (t->step && vkl_train_log_cut(log_path, t->step, &logged_seconds, e)) return -1;
+    t->csv = fopen(log_path, t->step ? "a" : "w");
+    if (!t->csv) return vkl_fail(e, "cannot write %s: %s", log_path, strerror(errno));
+    if (!t->step) fprintf(t->csv, "step,loss,rec,kl,lr,seconds\n");
+    fflush(t->csv);
+    return 0;
+}
+
+int vkl_vae_trainer_open(vkl_ctx *ctx, const vkl_vae_train_config *c, vkl_vae_trainer **out, vkl_err *e)
+{
+    *out = NULL;
+    vkl_vae_trainer *t = calloc(1, sizeof *t);
+    if (!t) return vkl_fail(e, "out of host memory");
+    t->ctx = ctx;
+    t->c = c;
+    t->saved_step = -1;
+    snprintf(t->state_dir, sizeof t->state_dir, "%.1000s/state", c->output ? c->output : "");
+    char log_path[1100], resume_dir[1200];
+    snprintf(log_path, sizeof log_path, "%.1000s/train_log.csv", c->output ? c->output : "");
+    if (check_config(t, resume_dir, sizeof resume_dir, log_path, e) ||
+        open_model(t, c->resume ? resume_dir : NULL, e))
+        goto fail;
+    t->vae.cfg = &t->cfg;
+    t->vae.w = t->w;
+    int f = 1 << (t->cfg.n_levels - 1);
+    if (c->size % f) {
+        vkl_fail(e, "--size %d is not a multiple of the VAE's down-sampling factor %d (%d levels)", c->size, f,
+                 t->cfg.n_levels);
+        goto fail;
     }
-    if (load_images(&t, e) || vkl_vae_train_params(&t.vae, &t.params, &t.np, e)) goto done;
+    if (open_data(t, e) || vkl_vae_train_params(&t->vae, &t->params, &t->np, e)) goto fail;
     vkl_adamw_opts ao;
     vkl_adamw_opts_default(&ao);
     ao.lr = c->lr;
     ao.weight_decay = c->weight_decay;
     ao.max_grad_norm = c->max_grad_norm;
-    if (!(t.opt = vkl_adamw_new(ctx, t.params, t.np, NULL, &ao, e))) goto done;
-    if (vkl_ds_iter_init(&it, t.ds, e)) goto done;
-    int step = 0;
-    double seconds0 = 0;
-    if (c->resume && (load_state_json(&t, resume_dir, &step, &seconds0, &it, e) || load_moments(&t, resume_dir, e)))
-        goto done;
-    vkl_vae_train_opts so = {c->loss, c->kl_weight, t.opt};
-    if (vkl_vae_train_step_new(ctx, &t.vae, c->batch, c->size, c->size, &so, &s, e)) goto done;
-    size_t per = (size_t)3 * c->size * c->size, neps = vkl_vae_train_step_eps_count(s);
-    batch = malloc(sizeof(float) * per * c->batch);
-    eps = malloc(sizeof(float) * neps);
-    if (!batch || !eps) {
+    if (!(t->opt = vkl_adamw_new(ctx, t->params, t->np, NULL, &ao, e))) goto fail;
+    if (vkl_ds_iter_init(&t->it, t->ds, e)) goto fail;
+    if (c->resume && vkl_vae_state_load(t, resume_dir, e)) goto fail;
+    vkl_vae_train_opts so = {c->loss, c->kl_weight, t->opt};
+    if (vkl_vae_train_step_new(ctx, &t->vae, c->batch, c->size, c->size, &so, &t->s, e)) goto fail;
+    t->per = (size_t)3 * c->size * c->size;
+    t->neps = vkl_vae_train_step_eps_count(t->s);
+    t->batch = malloc(sizeof(float) * t->per * c->batch);
+    t->eps = malloc(sizeof(float) * t->neps);
+    if (!t->batch || !t->eps) {
         vkl_fail(e, "out of host memory");
-        goto done;
+        goto fail;
     }
-    double logged_seconds; /* the VAE log restarts its seconds per session */
-    if (step && vkl_train_log_cut(log_path, step, &logged_seconds, e)) goto done;
-    csv = fopen(log_path, step ? "a" : "w");
-    if (!csv) {
-        vkl_fail(e, "cannot write %s: %s", log_path, strerror(errno));
-        goto done;
+    if (open_log(t, log_path, e)) goto fail;
+    t->sched = (vkl_lr_schedule){VKL_LR_CONSTANT, c->lr, c->warmup, c->steps, 0};
+    t->first = t->step;
+    t->t0 = now_s();
+    *out = t;
+    return 0;
+fail:
+    vkl_vae_trainer_close(t);
+    return -1;
+}
+
+void vkl_vae_trainer_position(const vkl_vae_trainer *t, int *step, int *total)
+{
+    *step = t->step;
+    *total = t->c->steps;
+}
+
+const char *vkl_vae_trainer_state_dir(const vkl_vae_trainer *t)
+{
+    return t->state_dir;
+}
+
+/* The next whole batch of the order into t->batch (flipped where it says);
+ * the short tail of an epoch is dropped, as in `vklora train`. */
+static int next_batch(vkl_vae_trainer *t, vkl_err *e)
+{
+    const vkl_ds_sample *smp;
+    int cnt, bucket;
+    uint32_t epoch;
+    do {
+        if (vkl_ds_iter_next(&t->it, &smp, &cnt, &bucket, &epoch, e)) return -1;
+    } while (cnt != t->c->batch);
+    int S = t->c->size;
+    for (int b = 0; b < cnt; b++) {
+        const float *src = t->images + t->per * (size_t)smp[b].image;
+        float *dst = t->batch + t->per * b;
+        if (!smp[b].flip) {
+            memcpy(dst, src, sizeof(float) * t->per);
+            continue;
+        }
+        for (size_t row = 0; row < (size_t)3 * S; row++)
+            for (int x = 0; x < S; x++) dst[row * S + x] = src[row * S + S - 1 - x];
     }
-    if (!step) fprintf(csv, "step,loss,rec,kl,lr,seconds\n");
-    fflush(csv);
-    vkl_lr_schedule sched = {VKL_LR_CONSTANT, c->lr, c->warmup, c->steps, 0};
-    int first = step, bad_run = 0;
-    double t0 = now_s();
-    while (step < c->steps && !vkl_vae_train_interrupt) {
-        const vkl_ds_sample *smp;
-        int cnt, bucket;
-        uint32_t epoch;
-        if (vkl_ds_iter_next(&it, &smp, &cnt, &bucket, &epoch, e)) goto done;
-        if (cnt != c->batch) continue; /* the short tail of an epoch is dropped, as in `vklora train` */
-        int S = c->size;
-        for (int b = 0; b < cnt; b++) {
-            const float *src = t.images + per * (size_t)smp[b].image;
-            float *dst = batch + per * b;
-            if (!smp[b].flip) {
-                memcpy(dst, src, sizeof(float) * per);
-                continue;
-            }
-            for (size_t row = 0; row < (size_t)3 * S; row++)
-                for (int x = 0; x < S; x++) dst[row * S + x] = src[row * S + S - 1 - x];
-        }
-        vkl_rng r;
-        vkl_rng_init(&r, c->seed, STREAM_EPS + (uint64_t)step);
-        vkl_rng_normal(&r, eps, neps);
-        float lr = vkl_lr_at(&sched, step), gn = 0;
-        vkl_vae_losses L;
-        int skipped = 0;
-        if (vkl_vae_train_step_run(s, batch, eps, step + 1, lr, &L, e) || vkl_adamw_result(t.opt, &gn, &skipped, e))
-            goto done;
-        step++;
-        if (skipped) {
-            vkl_log(VKL_LOG_WARN, "step %d: the gradient was not finite; the update was skipped", step);
-            if (++bad_run >= 10) {
-                vkl_fail(e, "10 steps in a row had non-finite gradients; stopping (try a lower --lr)");
-                goto done;
-            }
-        } else {
-            bad_run = 0;
-        }
-        double el = now_s() - t0;
-        fprintf(csv, "%d,%.7g,%.7g,%.7g,%.7g,%.3f\n", step, L.loss, L.rec, L.kl, lr, seconds0 + el);
-        fflush(csv);
-        if (progress) {
-            vkl_vae_train_report rep = {step, first, c->steps, L, lr, gn, skipped, el};
-            progress(user, &rep);
-        }
-        if (c->save_every && step % c->save_every == 0 && step < c->steps) {
-            if (save_state(&t, step, seconds0 + now_s() - t0, &it, e) || write_output(&t, NULL, e)) goto done;
-        }
+    return 0;
+}
+
+/* One row of train_log.csv per step, flushed: a killed run keeps its rows. */
+static void log_step(vkl_vae_trainer *t, const vkl_vae_losses *L, float lr)
+{
+    fprintf(t->csv, "%d,%.7g,%.7g,%.7g,%.7g,%.3f\n", t->step, L->loss, L->rec, L->kl, lr, vkl_vae_trainer_seconds(t));
+    fflush(t->csv);
+}
+
+int vkl_vae_trainer_step(vkl_vae_trainer *t, vkl_vae_train_report *r, vkl_err *e)
+{
+    const vkl_vae_train_config *c = t->c;
+    if (t->step >= c->steps) return vkl_fail(e, "train-vae: step %d is past the last (%d)", t->step + 1, c->steps);
+    if (next_batch(t, e)) return -1;
+    vkl_rng rng;
+    vkl_rng_init(&rng, c->seed, STREAM_EPS + (uint64_t)t->step);
+    vkl_rng_normal(&rng, t->eps, t->neps);
+    float lr = vkl_lr_at(&t->sched, t->step), gn = 0;
+    vkl_vae_losses L;
+    int skipped = 0;
+    if (vkl_vae_train_step_run(t->s, t->batch, t->eps, t->step + 1, lr, &L, e) ||
+        vkl_adamw_result(t->opt, &gn, &skipped, e))
+        return -1;
+    t->step++;
+    if (skipped) {
+        vkl_log(VKL_LOG_WARN, "step %d: the gradient was not finite; the update was skipped", t->step);
+        if (++t->bad_run >= 10)
+            return vkl_fail(e, "10 steps in a row had non-finite gradients; stopping (try a lower --lr)");
+    } else {
+        t->bad_run = 0;
+    }
+    log_step(t, &L, lr);
+    *r = (vkl_vae_train_report){.step = t->step, .first_step = t->first, .total = c->steps, .losses = L, .lr = lr,
+                                .grad_norm = gn, .skipped = skipped, .seconds = now_s() - t->t0};
+    r->save_due = c->save_every && t->step % c->save_every == 0 && t->step < c->steps;
+    return 0;
+}
+
+int vkl_vae_trainer_checkpoint(vkl_vae_trainer *t, vkl_err *e)
+{
+    if (t->saved_step == t->step) return 0;
+    if (vkl_vae_state_save(t, e)) return -1;
+    t->saved_step = t->step;
+    const vkl_vae_train_config *c = t->c;
+    int due = c->save_every && t->step % c->save_every == 0 && t->step < c->steps;
+    return due ? write_output(t, NULL, e) : 0;
+}
+
+/* What the run did so far (psnr and scaling_factor: write_output's) */
+static void fill_result(const vkl_vae_trainer *t, vkl_vae_train_result *res)
+{
+    double el = now_s() - t->t0;
+    res->steps = t->step;
+    res->images = t->ds->nimages;
+    res->seconds_per_step = t->step > t->first ? el / (t->step - t->first) : 0;
+}
+
+int vkl_vae_trainer_finish(vkl_vae_trainer *t, vkl_vae_train_result *res, vkl_err *e)
+{
+    if (t->step < t->c->steps) return vkl_fail(e, "train-vae: finished at step %d of %d", t->step, t->c->steps);
+    if (res) fill_result(t, res);
+    if (t->saved_step != t->step && vkl_vae_state_save(t, e)) return -1;
+    t->saved_step = t->step;
+    return write_output(t, res, e);
+}
+
+void vkl_vae_trainer_close(vkl_vae_trainer *t)
+{
+    if (!t) return;
+    if (t->csv) fclose(t->csv);
+    free(t->batch);
+    free(t->eps);
+    vkl_vae_train_step_free(t->s);
+    vkl_ds_iter_free(&t->it);
+    vkl_adamw_free(t->opt);
+    free(t->params);
+    free(t->images);
+    vkl_dataset_free(t->ds);
+    vkl_weights_free(t->w);
+    free(t);
+}
+
+int vkl_vae_train_run(vkl_ctx *ctx, const vkl_vae_train_config *c, vkl_vae_train_progress_fn progress, void *user,
+                      vkl_vae_train_result *res, vkl_err *e)
+{
+    if (res) memset(res, 0, sizeof *res);
+    vkl_vae_trainer *t = NULL;
+    if (vkl_vae_trainer_open(ctx, c, &t, e)) return -1;
+    int rc = 0;
+    while (!rc && t->step < c->steps && !vkl_vae_train_interrupt) {
+        vkl_vae_train_report r;
+        rc = vkl_vae_trainer_step(t, &r, e);
+        if (!rc && progress) progress(user, &r);
+        if (!rc && r.save_due) rc = vkl_vae_trainer_checkpoint(t, e);
         /* tests stand in for Ctrl-C at an exact step */
-        if (c->interrupt_at == step) vkl_vae_train_interrupt = 1;
+        if (!rc && c->interrupt_at == t->step) vkl_vae_train_interrupt = 1;
     }
-    double el = now_s() - t0;
-    if (res) {
-        res->steps = step;
-        res->images = t.ds->nimages;
-        res->seconds_per_step = step > first ? el / (step - first) : 0;
+    if (!rc && t->step < c->steps) { /* interrupted: the state, for --resume */
+        if (res) fill_result(t, res);
+        rc = vkl_vae_trainer_checkpoint(t, e);
+        if (!rc) {
+            vkl_fail(e, "interrupted at step %d; the state is in %s (continue with --resume)", t->step, t->state_dir);
+            rc = 1;
+        }
+    } else if (!rc) {
+        rc = vkl_vae_trainer_finish(t, res, e);
     }
-    if (save_state(&t, step, seconds0 + el, &it, e)) goto done;
-    if (vkl_vae_train_interrupt && step < c->steps) {
-        vkl_fail(e, "interrupted at step %d; the state is in %s (continue with --resume)", step, t.state_dir);
-        rc = 1;
-        goto done;
-    }
-    if (write_output(&t, res, e)) goto done;
-    rc = 0;
-done:
-    if (csv) fclose(csv);
-    free(batch);
-    free(eps);
-    vkl_vae_train_step_free(s);
-    vkl_ds_iter_free(&it);
-    run_free(&t);
+    vkl_vae_trainer_close(t);
     return rc;
 }

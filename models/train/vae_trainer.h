@@ -49,6 +49,7 @@ typedef struct vkl_vae_train_report {
     float lr, grad_norm;
     int skipped;
     double seconds;          /* this session's */
+    int save_due;            /* a --save-every step: vkl_vae_trainer_checkpoint saves the VAE folder too */
 } vkl_vae_train_report;
 typedef void (*vkl_vae_train_progress_fn)(void *user, const vkl_vae_train_report *r);
 
@@ -64,7 +65,43 @@ typedef struct vkl_vae_train_result {
  * saved; async-signal-safe (a SIGINT handler may call it). */
 void vkl_vae_train_request_stop(void);
 
-/* Returns 0 when done, 1 when interrupted (state saved, e names it), -1 on
+/* The run in parts, for a caller that drives the loop itself (serve's jobs,
+ * a test); vkl_vae_train_run is this loop:
+ *
+ *     vkl_vae_trainer_open(ctx, &cfg, &t, &e);
+ *     while (step < total && !stop) {
+ *         vkl_vae_trainer_step(t, &r, &e);             (its row in train_log.csv)
+ *         if (r.save_due) vkl_vae_trainer_checkpoint(t, &e);
+ *     }
+ *     stop ? vkl_vae_trainer_checkpoint(t, &e) : vkl_vae_trainer_finish(t, &result, &e);
+ *     vkl_vae_trainer_close(t);
+ *
+ * Every call returns 0 or -1 with e set. The trainer reads cfg (not copied)
+ * until it is closed. One thread at a time per trainer. */
+typedef struct vkl_vae_trainer vkl_vae_trainer;
+/* Checks the settings and the output folder, loads or makes the VAE, reads
+ * the images, builds the optimiser and the step, restores cfg->resume's
+ * state and opens the log. */
+int vkl_vae_trainer_open(vkl_ctx *ctx, const vkl_vae_train_config *cfg, vkl_vae_trainer **t, vkl_err *e);
+/* Optimiser steps done (a resumed run starts at its state's) and to do. */
+void vkl_vae_trainer_position(const vkl_vae_trainer *t, int *step, int *total);
+/* One optimiser step and its row in train_log.csv; *r describes it. Fails
+ * past the last step, and after 10 non-finite steps in a row. */
+int vkl_vae_trainer_step(vkl_vae_trainer *t, vkl_vae_train_report *r, vkl_err *e);
+/* Saves the state of the current step (state/, what --resume reads), and on
+ * a --save-every step the VAE folder too. Once per step: a second call saves nothing. */
+int vkl_vae_trainer_checkpoint(vkl_vae_trainer *t, vkl_err *e);
+/* After the last step: the state and the VAE folder (measured: result's
+ * psnr and scaling_factor); result may be NULL. */
+int vkl_vae_trainer_finish(vkl_vae_trainer *t, vkl_vae_train_result *result, vkl_err *e);
+/* OUT_DIR/state: the folder --resume reads. */
+const char *vkl_vae_trainer_state_dir(const vkl_vae_trainer *t);
+/* Frees everything (NULL: nothing); unsaved steps are lost. */
+void vkl_vae_trainer_close(vkl_vae_trainer *t);
+
+/* The loop above; stops after the current step when
+ * vkl_vae_train_request_stop was called or after step cfg->interrupt_at.
+ * Returns 0 when done, 1 when interrupted (state saved, e names it), -1 on
  * error. result may be NULL. */
 int vkl_vae_train_run(vkl_ctx *ctx, const vkl_vae_train_config *c, vkl_vae_train_progress_fn progress, void *user,
                       vkl_vae_train_result *result, vkl_err *e);

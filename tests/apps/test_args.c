@@ -1,7 +1,8 @@
 /* The commands' argument parser (apps/args.h): every kind of value read in
  * both spellings; and every refusal (trailing junk, out of range, not finite,
  * missing value, unknown option, a flag given a value, a value that is the
- * next option, too many positional arguments, an unknown choice) exits with
+ * next option, too many positional arguments, an unknown choice, an empty or
+ * one too many item of a repeatable option) exits with
  * the usage status and one line naming the option and the value, with the
  * destinations of refused values left as they were. */
 #include "vkl_test.h"
@@ -20,6 +21,8 @@ typedef struct opts {
     double sigma, l1;
     float lr;
     const char *model, *out;
+    const char *items[2];
+    vkl_arg_list list;
 } opts;
 
 static int count_calls(const char *cmd, const char *opt, const char *value, void *dest)
@@ -47,6 +50,7 @@ static int table(opts *o, vkl_arg *t)
         {"--lr", NULL, VKL_ARG_FLOAT, VKL_AS_FLOAT(&o->lr), .help = "X"},
         {"--dtype", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&o->dtype), .choices = "f32|f16|bf16"},
         {"--call", NULL, VKL_ARG_CALL, &o->called, .call = count_calls},
+        {"--item", "-i", VKL_ARG_LIST, VKL_AS_LIST(&o->list), .help = "X  repeatable"},
     };
     memcpy(t, all, sizeof all);
     return (int)(sizeof all / sizeof *all);
@@ -62,6 +66,7 @@ static void defaults(opts *o)
     o->l1 = 0.05;
     o->lr = 1e-3f;
     o->model = "m0";
+    o->list = (vkl_arg_list){o->items, 2, 0};
 }
 
 /* Parses the words of line (split at spaces) as "vklora t LINE"; stderr's
@@ -107,7 +112,7 @@ static void values_in_both_spellings(void **state)
     defaults(&o);
     rest.max = 3;
     assert_int_equal(parse("--force --model m1 -o out.x --steps=100 --tokens 1000000000000 --seed 18446744073709551615 "
-                           "--sigma 3 --l1=0 --lr -2.5e-4 --dtype bf16 --call x --call=y a.txt - -- --b",
+                           "--sigma 3 --l1=0 --lr -2.5e-4 --dtype bf16 --call x --call=y --item p -i q a.txt - -- --b",
                            &o, &rest, said, sizeof said),
                      VKL_ARGS_OK);
     assert_string_equal(said, "");
@@ -120,6 +125,9 @@ static void values_in_both_spellings(void **state)
     assert_true(o.sigma == 3 && o.l1 == 0 && o.lr == -2.5e-4f);
     assert_int_equal(o.dtype, 2);
     assert_int_equal(o.called, 2);
+    assert_int_equal(o.list.n, 2);
+    assert_string_equal(o.items[0], "p");
+    assert_string_equal(o.items[1], "q");
     assert_int_equal(rest.n, 3);
     assert_string_equal(rest.v[0], "a.txt");
     assert_string_equal(rest.v[1], "-");
@@ -192,6 +200,8 @@ static void every_refusal_names_option_and_value(void **state)
         {"-x", "vklora t: unknown option '-x'\n"},
         {"--force=1", "vklora t: --force takes no value\n"},
         {"stray", "vklora t: unexpected argument 'stray'\n"},
+        {"--item=", "vklora t: --item '': expected a non-empty value\n"},
+        {"--item", "vklora t: --item needs a value\n"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         opts o, before;
@@ -207,7 +217,16 @@ static void every_refusal_names_option_and_value(void **state)
         assert_int_equal(o.steps, before.steps);
         assert_true(o.tokens == before.tokens && o.seed == before.seed && o.sigma == before.sigma);
         assert_true(o.l1 == before.l1 && o.lr == before.lr && o.dtype == before.dtype && o.called == 0);
+        assert_int_equal(o.list.n, 0);
     }
+    /* a list takes max items; the one after is refused, the first ones kept */
+    opts o;
+    defaults(&o);
+    char said[512];
+    assert_int_equal(parse("--item a -i b --item c", &o, NULL, said, sizeof said), VKL_ARGS_USAGE);
+    assert_string_equal(said, "vklora t: --item 'c': at most 2 may be given\n");
+    assert_int_equal(o.list.n, 2);
+    assert_string_equal(o.items[1], "b");
 }
 
 int main(void)

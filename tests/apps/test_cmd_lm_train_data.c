@@ -316,7 +316,8 @@ static char *slurp_bytes(const char *rel, size_t *n)
 
 /* --save-every / --resume: 2 steps, then resumed to 4, equal 4 straight
  * steps: every logged loss and the adapter file byte for byte (3 samples
- * in batches of 2, so the order state crosses an epoch) */
+ * in batches of 2, so the order state crosses an epoch; held-out scoring on,
+ * whose log the state must not take for the loss log) */
 static void resume_exact(void **state)
 {
     (void)state;
@@ -324,7 +325,7 @@ static void resume_exact(void **state)
     write_file("three.jsonl", "{\"text\": \"You may convey verbatim copies of the Program.\"}\n"
                               "{\"text\": \"You may charge any price or no price for each copy.\"}\n"
                               "{\"text\": \"You may offer support or warranty protection for a fee.\"}\n");
-    const char *common = "--data three.jsonl --seq-len 32 --batch 2 --lr 1e-2 --seed 11";
+    const char *common = "--data three.jsonl --val-data three.jsonl --seq-len 32 --batch 2 --lr 1e-2 --seed 11";
     const char *runs[][2] = {{"straight", "--steps 4"}, {"resumed", "--steps 2 --save-every 2"},
                              {"resumed", "--steps 4 --save-every 2 --resume"}};
     for (int i = 0; i < 3; i++) {

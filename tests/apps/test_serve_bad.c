@@ -16,8 +16,8 @@ static int setup(void **state)
              vkl_test_dir);
     if (system(cmd)) return -1;
     char args[2048];
-    snprintf(args, sizeof args, "--model '%s' --lora-dir loras --api-key " KEY " --max-body 65536 --max-steps 50 "
-             "--max-size 256 --max-batch 4", model());
+    snprintf(args, sizeof args, "--model '%s' --lora-dir=loras --api-key " KEY " --max-body=65536 --max-steps=50 "
+             "--max-size 256 --max-batch=4", model());
     return fx_server_start(&srv, vkl_test_dir, args) ? -1 : 0;
 }
 

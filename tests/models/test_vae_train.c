@@ -305,6 +305,25 @@ static double psnr_of(const float *a, const float *b, size_t n)
     return 10 * log10(1.0 / (se / n));
 }
 
+/* A two-level VAE (16, 32 channels) trained on the 16 test emoji at 16 px,
+ * batch 8: its config file written into tmp (cfgpath's buffer, 320 bytes),
+ * the run's settings into tc with the output out. */
+static void tiny_run(const char *tmp, char *cfgpath, const char *out, vkl_vae_train_config *tc)
+{
+    snprintf(cfgpath, 320, "%s/vae.json", tmp);
+    FILE *f = fopen(cfgpath, "w");
+    assert_non_null(f);
+    fputs("{\"_class_name\": \"AutoencoderKL\", \"block_out_channels\": [16, 32], \"layers_per_block\": 1, "
+          "\"latent_channels\": 4, \"norm_num_groups\": 8}\n", f);
+    fclose(f);
+    vkl_vae_train_config_default(tc);
+    tc->images = vkl_test_shared_path("data/noto-emoji/test16-128px");
+    tc->config = cfgpath;
+    tc->output = out;
+    tc->size = 16;
+    tc->batch = 8;
+}
+
 static void short_run_learns_and_loads(void **state)
 {
     (void)state;
@@ -312,22 +331,11 @@ static void short_run_learns_and_loads(void **state)
     VKL_REQUIRE_SHARED("refkit/sd/tiny-sd");
     char tmp[256], cfgpath[320], out[320], cmd[4096];
     snprintf(tmp, sizeof tmp, "%s", vkl_test_tmpdir());
-    snprintf(cfgpath, sizeof cfgpath, "%s/vae.json", tmp);
     snprintf(out, sizeof out, "%s/vae", tmp);
-    FILE *f = fopen(cfgpath, "w");
-    assert_non_null(f);
-    fputs("{\"_class_name\": \"AutoencoderKL\", \"block_out_channels\": [16, 32], \"layers_per_block\": 1, "
-          "\"latent_channels\": 4, \"norm_num_groups\": 8}\n", f);
-    fclose(f);
     vkl_ctx *c = vkl_test_ctx(NULL);
     vkl_err e = {{0}};
     vkl_vae_train_config tc;
-    vkl_vae_train_config_default(&tc);
-    tc.images = vkl_test_shared_path("data/noto-emoji/test16-128px");
-    tc.config = cfgpath;
-    tc.output = out;
-    tc.size = 16;
-    tc.batch = 8;
+    tiny_run(tmp, cfgpath, out, &tc);
     tc.steps = 150;
     tc.lr = 2e-3f;
     tc.seed = 1;
@@ -414,6 +422,70 @@ static void short_run_learns_and_loads(void **state)
     vkl_test_rmtree(tmp);
 }
 
+/* The run in parts (vae_trainer.h), driven as a caller would: position,
+ * save_due on --save-every steps, a checkpoint that writes the state and
+ * the VAE folder, a step past the last refused, finish; the log is the one
+ * vkl_vae_train_run writes for the same settings. */
+static void parts_drive_the_loop(void **state)
+{
+    (void)state;
+    VKL_REQUIRE_SHARED("data/noto-emoji/test16-128px");
+    char tmp[256], cfgpath[320], out[320], out2[320];
+    snprintf(tmp, sizeof tmp, "%s", vkl_test_tmpdir());
+    snprintf(out, sizeof out, "%s/parts", tmp);
+    snprintf(out2, sizeof out2, "%s/run", tmp);
+    vkl_ctx *c = vkl_test_ctx(NULL);
+    vkl_err e = {{0}};
+    vkl_vae_train_config tc;
+    tiny_run(tmp, cfgpath, out, &tc);
+    tc.steps = 4;
+    tc.save_every = 2;
+    tc.seed = 3;
+    vkl_vae_trainer *t = NULL;
+    check(vkl_vae_trainer_open(c, &tc, &t, &e), &e);
+    int step = -1, total = 0;
+    vkl_vae_trainer_position(t, &step, &total);
+    assert_int_equal(step, 0);
+    assert_int_equal(total, 4);
+    for (int k = 1; k <= 4; k++) {
+        vkl_vae_train_report r;
+        check(vkl_vae_trainer_step(t, &r, &e), &e);
+        assert_int_equal(r.step, k);
+        assert_int_equal(r.save_due, k == 2);
+        if (!r.save_due) continue;
+        check(vkl_vae_trainer_checkpoint(t, &e), &e);
+        check(vkl_vae_trainer_checkpoint(t, &e), &e); /* once per step */
+        char *latest = vkl_test_slurp(vkl_vae_trainer_state_dir(t), "latest");
+        assert_non_null(latest);
+        assert_non_null(strstr(latest, "2"));
+        free(latest);
+        char *cfg = vkl_test_slurp(out, "config.json"); /* the VAE folder of step 2 */
+        assert_non_null(cfg);
+        free(cfg);
+    }
+    vkl_vae_train_report r;
+    assert_int_equal(vkl_vae_trainer_step(t, &r, &e), -1);
+    assert_non_null(strstr(e.msg, "past the last"));
+    e.msg[0] = 0;
+    vkl_vae_train_result res;
+    check(vkl_vae_trainer_finish(t, &res, &e), &e);
+    assert_int_equal(res.steps, 4);
+    assert_true(res.psnr > 0 && res.scaling_factor > 0);
+    vkl_vae_trainer_close(t);
+    tc.output = out2;
+    check(vkl_vae_train_run(c, &tc, NULL, NULL, NULL, &e), &e);
+    char *a = vkl_test_slurp(out, "train_log.csv"), *b = vkl_test_slurp(out2, "train_log.csv");
+    assert_non_null(a);
+    assert_non_null(b);
+    vkl_test_csv_first_columns(a, 5); /* all but the seconds */
+    vkl_test_csv_first_columns(b, 5);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    vkl_test_ctx_done(c);
+    vkl_test_rmtree(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -421,6 +493,7 @@ int main(void)
         cmocka_unit_test(l1_gradients),
         cmocka_unit_test(clamp_high),
         cmocka_unit_test(short_run_learns_and_loads),
+        cmocka_unit_test(parts_drive_the_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

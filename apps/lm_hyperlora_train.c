@@ -11,8 +11,8 @@
 #include "app.h"
 #include "lm_data.h"
 #include "lm_gen_args.h"
-#include "lorahub_report.h"
 #include "progress.h"
+#include "stop_signal.h"
 
 #include "io/dir.h"
 #include "llama/llama_lora_init.h"
@@ -203,7 +203,7 @@ static int train(const vkl_app_hyper_args *a, const char *tmp_log, const char *t
         }
         int k = round[j];
         const float *cond = r->cond + (size_t)k * D;
-        if (vkl_app_lorahub_check_stop(e)) return -1;
+        if (vkl_app_stop_check(e)) return -1;
         next_batch(r, k, B, L, &g);
         float loss;
         if (vkl_hyperlora_emit(r->hy, cond, NULL, &r->tmpl, e) || upload_adapter(r, e) ||
@@ -255,9 +255,9 @@ int vkl_app_hyper_train(const vkl_app_hyper_args *a)
     snprintf(tmp_log, sizeof tmp_log, "%s.tmp-%ld", a->log, (long)getpid());
     run r;
     memset(&r, 0, sizeof r);
-    vkl_app_lorahub_catch_signals(); /* a signal stops the run after its step, leaving nothing behind */
+    vkl_app_stop_catch(); /* a signal stops the run after its step, leaving nothing behind */
     int rc = train(a, tmp_log, tmp_out, &r, &e);
-    vkl_app_lorahub_restore_signals();
+    vkl_app_stop_restore();
     run_free(&r);
     if (!rc && (vkl_rename_durable(tmp_log, a->log) || vkl_rename_durable(tmp_out, a->out)))
         rc = vkl_fail(&e, "cannot rename the outputs into place (%s, %s): %s", a->out, a->log, strerror(errno));
@@ -265,7 +265,7 @@ int vkl_app_hyper_train(const vkl_app_hyper_args *a)
         unlink(tmp_out);
         unlink(tmp_log);
         vkl_app_print_error("lm hyperlora train", e.msg);
-        return vkl_app_lorahub_stopped() ? 130 : 1;
+        return vkl_app_stop_requested() ? 130 : 1;
     }
     if (!vkl_app_quiet) fprintf(stderr, "lm hyperlora train: wrote %s and %s\n", a->out, a->log);
     return 0;

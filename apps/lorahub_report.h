@@ -24,16 +24,6 @@ typedef struct vkl_app_lorahub_report {
     double *ref;                /* [k + 1] reference losses as they come */
 } vkl_app_lorahub_report;
 
-/* Ctrl-C / SIGTERM during a search: the handlers set a flag that the
- * candidates' loss functions read (vkl_app_lorahub_check_stop), so the
- * search ends between evaluations with "interrupted", the command removes
- * what it began writing and exits 130. */
-void vkl_app_lorahub_catch_signals(void);
-void vkl_app_lorahub_restore_signals(void);
-int vkl_app_lorahub_stopped(void);
-/* -1 with "interrupted" when a signal came, else 0. */
-int vkl_app_lorahub_check_stop(vkl_err *e);
-
 /* Opens the log at path and writes its header. */
 int vkl_app_lorahub_report_open(vkl_app_lorahub_report *r, const char *path, vkl_err *e);
 /* Closes the log; -1 (with the message) when a write failed. */

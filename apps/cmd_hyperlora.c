@@ -3,6 +3,7 @@
  * description (sd_hyperlora_train.c); `emit` runs it for one description and
  * writes an ordinary kohya LoRA file that `generate --lora` loads. */
 #include "app.h"
+#include "out_folder.h"
 #include "args.h"
 #include "progress.h"
 #include "sd_hyperlora_cmd.h"
@@ -162,11 +163,7 @@ static int cmd_emit(const vkl_app_sd_hyper_args *a)
         fprintf(stderr, "vklora " CMD " emit: --description is empty\n");
         return 2;
     }
-    struct stat st;
-    if (!a->force && !stat(a->out, &st)) {
-        fprintf(stderr, "vklora " CMD " emit: %s exists; pass --force to replace it\n", a->out);
-        return 1;
-    }
+    if (vkl_app_out_file_refuse(CMD " emit", a->out, a->force)) return 1;
     vkl_err e = {{0}};
     char tmp[4300];
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", a->out, (long)getpid());

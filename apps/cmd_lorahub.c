@@ -7,6 +7,7 @@
  * candidate rewrites the adapter factors in place. Writes a kohya LoRA with
  * the weights in its metadata, and OUT's stem + "_lorahub.csv" as the log. */
 #include "app.h"
+#include "out_folder.h"
 #include "args.h"
 #include "lorahub_report.h"
 #include "progress.h"
@@ -225,10 +226,7 @@ int vkl_cmd_lorahub(int argc, char **argv)
             fprintf(stderr, "vklora " CMD ": adapter %s: %s\n", a.adapters[i], strerror(errno));
             return 1;
         }
-    if (!a.force && !stat(a.out, &st)) {
-        fprintf(stderr, "vklora " CMD ": %s exists; pass --force to replace it\n", a.out);
-        return 1;
-    }
+    if (vkl_app_out_file_refuse(CMD, a.out, a.force)) return 1;
     /* the log beside the output: OUT minus .safetensors, + _lorahub.csv */
     char log_path[4200], tmp_log[4300];
     size_t n = strlen(a.out);

@@ -9,6 +9,7 @@
 #include "lm_hyperlora_cmd.h"
 
 #include "app.h"
+#include "out_folder.h"
 #include "lm_data.h"
 #include "lm_gen_args.h"
 #include "progress.h"
@@ -244,12 +245,8 @@ static int train(const vkl_app_hyper_args *a, const char *tmp_log, const char *t
 
 int vkl_app_hyper_train(const vkl_app_hyper_args *a)
 {
+    if (vkl_app_out_file_refuse("lm hyperlora train", a->out, a->force)) return 1;
     vkl_err e = {{0}};
-    struct stat st;
-    if (!a->force && !stat(a->out, &st)) {
-        fprintf(stderr, "vklora lm hyperlora train: %s exists; pass --force to replace it\n", a->out);
-        return 1;
-    }
     char tmp_out[4300], tmp_log[4300];
     snprintf(tmp_out, sizeof tmp_out, "%s.tmp-%ld", a->out, (long)getpid());
     snprintf(tmp_log, sizeof tmp_log, "%s.tmp-%ld", a->log, (long)getpid());

@@ -33,3 +33,18 @@ int vkl_app_out_folder_check(const char *out, const char *const *names, int n, i
     if (ours && !force) return vkl_fail(e, "%s already holds an adapter; pass --force to replace it", out);
     return 1;
 }
+
+int vkl_app_out_file_check(const char *out, int force, vkl_err *e)
+{
+    struct stat st;
+    if (force || stat(out, &st)) return 0;
+    return vkl_fail(e, "%s exists; pass --force to replace it", out);
+}
+
+int vkl_app_out_file_refuse(const char *cmd, const char *out, int force)
+{
+    vkl_err e = {{0}};
+    if (!vkl_app_out_file_check(out, force, &e)) return 0;
+    fprintf(stderr, "vklora %s: %s\n", cmd, e.msg);
+    return 1;
+}

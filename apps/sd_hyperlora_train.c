@@ -11,6 +11,7 @@
 #include "sd_hyperlora_cmd.h"
 
 #include "app.h"
+#include "out_folder.h"
 #include "lm_hyperlora.h"
 #include "progress.h"
 #include "stop_signal.h"
@@ -318,12 +319,8 @@ static int train(const vkl_app_sd_hyper_args *a, const char *tmp_log, const char
 
 int vkl_app_sd_hyper_train(const vkl_app_sd_hyper_args *a)
 {
+    if (vkl_app_out_file_refuse("hyperlora train", a->out, a->force)) return 1;
     vkl_err e = {{0}};
-    struct stat st;
-    if (!a->force && !stat(a->out, &st)) {
-        fprintf(stderr, "vklora hyperlora train: %s exists; pass --force to replace it\n", a->out);
-        return 1;
-    }
     char tmp_out[4300], tmp_log[4300];
     snprintf(tmp_out, sizeof tmp_out, "%s.tmp-%ld", a->out, (long)getpid());
     snprintf(tmp_log, sizeof tmp_log, "%s.tmp-%ld", a->log, (long)getpid());

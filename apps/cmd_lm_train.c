@@ -17,6 +17,7 @@
 #include "peft_config.h"
 #include "rng.h"
 #include "progress.h"
+#include "stop_signal.h"
 
 #include "llama/llama_adalora.h"
 #include "llama/llama_gguf.h"
@@ -30,7 +31,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,15 +41,6 @@
 #define OUT_FILES 5
 static const char *const OUT_NAMES[OUT_FILES] = {"adapter_model.safetensors", "adapter_config.json", "train_log.csv",
                                                  "eval_log.csv", "adapter_model.gguf"};
-
-/* Set by SIGINT / SIGTERM: the loop stops between steps so the temporary folder is removed. */
-static volatile sig_atomic_t stop_;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_ = 1;
-}
 
 typedef enum { NET_LORA, NET_DORA, NET_IA3, NET_ADALORA, NET_DYLORA } network;
 typedef enum { SCHED_CONSTANT, SCHED_LINEAR, SCHED_COSINE } schedule;
@@ -648,10 +639,10 @@ static int train(const args *a, const char *tmp, run *r, vkl_err *e)
     vkl_progress_begin(&p, "lm train", total, a->quiet || R);
     for (int t = start; t <= total; t++) {
         /* a signal on any rank stops every rank at the same step */
-        int stop = stop_;
-        if (vkl_dist_any(dist, stop_, &stop, e)) return -1;
+        int stop = vkl_app_stop_requested();
+        if (vkl_dist_any(dist, stop, &stop, e)) return -1;
         if (stop) {
-            stop_ = 1;
+            vkl_app_stop_request();
             return vkl_fail(e, "interrupted before step %d; nothing written", t);
         }
         for (int b = 0; b < GB; b++) {
@@ -791,33 +782,28 @@ int vkl_cmd_lm_train(int argc, char **argv)
         fprintf(stderr, "vklora lm train: cannot create %s: %s\n", tmp, strerror(errno));
         return 1;
     }
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    vkl_app_stop_catch();
     run r;
     memset(&r, 0, sizeof r);
     int rc = train(&a, tmp, &r, &e);
-    if (!rc && stop_) rc = vkl_fail(&e, "interrupted; nothing written");
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    if (!rc) rc = vkl_app_stop_check(&e);
+    vkl_app_stop_restore();
     run_free(&r);
     if (rc == 2) { /* a finished run resumed: its output stands */
         if (root) vkl_app_out_folder_remove(tmp, OUT_NAMES, OUT_FILES);
         return 0;
     }
     if (!root) {
-        if (rc && !stop_) fprintf(stderr, "vklora lm train: rank %d: %s\n", vkl_app_dist->rank, e.msg);
-        return rc ? (stop_ ? 130 : 1) : 0;
+        int stopped = vkl_app_stop_requested();
+        if (rc && !stopped) fprintf(stderr, "vklora lm train: rank %d: %s\n", vkl_app_dist->rank, e.msg);
+        return rc ? (stopped ? 130 : 1) : 0;
     }
     if (!rc && exists) vkl_app_out_folder_remove(a.out, OUT_NAMES, OUT_FILES);
     if (!rc && vkl_rename_durable(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));
     if (rc) {
         vkl_app_out_folder_remove(tmp, OUT_NAMES, OUT_FILES);
         vkl_app_print_error("lm train", e.msg);
-        return stop_ ? 130 : 1;
+        return vkl_app_stop_requested() ? 130 : 1;
     }
     if (!a.quiet && !vkl_app_quiet) fprintf(stderr, "lm train: wrote %s\n", a.out);
     return 0;

@@ -33,6 +33,11 @@ int vkl_app_stop_requested(void)
     return stop_ != 0;
 }
 
+void vkl_app_stop_request(void)
+{
+    stop_ = 1;
+}
+
 int vkl_app_stop_check(vkl_err *e)
 {
     return stop_ ? vkl_fail(e, "interrupted; nothing written") : 0;

@@ -169,7 +169,7 @@ static int cmd_emit(const vkl_app_sd_hyper_args *a)
     vkl_lora_free(&r.l);
     vkl_sd_model_free(r.m);
     if (r.c) vkl_ctx_destroy(r.c);
-    return vkl_app_hyper_emit_finish(CMD " emit", rc, tmp, a->out, NULL, 0, 0, &e);
+    return vkl_app_out_finish(CMD " emit", rc, tmp, a->out, NULL, 0, 0, &e);
 }
 
 int vkl_cmd_hyperlora(int argc, char **argv)

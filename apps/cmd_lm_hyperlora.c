@@ -221,7 +221,7 @@ static int cmd_emit(const vkl_app_hyper_args *a)
     vkl_app_lm_tok_free(&r.tok);
     vkl_llama_free(r.m);
     if (r.c) vkl_ctx_destroy(r.c);
-    return vkl_app_hyper_emit_finish(CMD " emit", rc, tmp, a->out, OUT_NAMES, 2, exists, &e);
+    return vkl_app_out_finish(CMD " emit", rc, tmp, a->out, OUT_NAMES, 2, exists, &e);
 }
 
 int vkl_cmd_lm_hyperlora(int argc, char **argv)

@@ -122,10 +122,6 @@ static int parse(int argc, char **argv, args *a)
         return 2;
     }
     if (vkl_app_lorahub_split(CMD, list, a->list, sizeof a->list, a->adapters, &a->k)) return 2;
-    if (a->k < 2) {
-        fprintf(stderr, "vklora " CMD ": --adapters %s: LoRAHub mixes at least 2 adapters (one given)\n", list);
-        return 2;
-    }
     return 0;
 }
 
@@ -360,13 +356,5 @@ int vkl_cmd_lm_lorahub(int argc, char **argv)
     int rc = lorahub(&a, tmp, &r, &e);
     vkl_app_stop_restore();
     run_free(&r);
-    if (!rc && exists) vkl_app_out_folder_remove(a.out, OUT_NAMES, OUT_FILES);
-    if (!rc && vkl_rename_durable(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));
-    if (rc) {
-        vkl_app_out_folder_remove(tmp, OUT_NAMES, OUT_FILES);
-        vkl_app_print_error(CMD, e.msg);
-        return vkl_app_stop_requested() ? 130 : 1;
-    }
-    if (!vkl_app_quiet) fprintf(stderr, CMD ": wrote %s\n", a.out);
-    return 0;
+    return vkl_app_out_finish(CMD, rc, tmp, a.out, OUT_NAMES, OUT_FILES, exists, &e);
 }

@@ -90,10 +90,6 @@ static int parse(int argc, char **argv, args *a)
         return 2;
     }
     if (vkl_app_lorahub_split(CMD, list, a->list, sizeof a->list, a->adapters, &a->k)) return 2;
-    if (a->k < 2) {
-        fprintf(stderr, "vklora " CMD ": --adapters %s: LoRAHub mixes at least 2 adapters (one given)\n", list);
-        return 2;
-    }
     return 0;
 }
 

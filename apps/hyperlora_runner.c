@@ -219,18 +219,3 @@ int vkl_app_hyper_check_description(const char *cmd, const char *description)
     fprintf(stderr, "vklora %s: --description is empty\n", cmd);
     return 2;
 }
-
-int vkl_app_hyper_emit_finish(const char *cmd, int rc, const char *tmp, const char *out, const char *const *names,
-                              int n, int out_exists, vkl_err *e)
-{
-    if (!rc && names && out_exists) vkl_app_out_folder_remove(out, names, n);
-    if (!rc && vkl_rename_durable(tmp, out)) rc = vkl_fail(e, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
-    if (rc) {
-        if (names) vkl_app_out_folder_remove(tmp, names, n);
-        else unlink(tmp);
-        vkl_app_print_error(cmd, e->msg);
-        return 1;
-    }
-    if (!vkl_app_quiet) fprintf(stderr, "%s: wrote %s\n", cmd, out);
-    return 0;
-}

@@ -73,10 +73,5 @@ int vkl_app_hyper_log_name(const char *out, char *buf, size_t cap);
  * 1 when the tasks file is not a readable file, 2 when the description is blank. */
 int vkl_app_hyper_check_tasks(const char *cmd, const char *tasks);
 int vkl_app_hyper_check_description(const char *cmd, const char *description);
-/* The tail of emit: rc 0 renames tmp (a file, or with names a folder of those
- * files) to out, after removing the old folder when out_exists; on failure
- * removes tmp. Prints the error or what was written; the exit status. */
-int vkl_app_hyper_emit_finish(const char *cmd, int rc, const char *tmp, const char *out, const char *const *names,
-                              int n, int out_exists, vkl_err *e);
 
 #endif

@@ -28,6 +28,10 @@ int vkl_app_lorahub_split(const char *cmd, const char *list, char *buf, size_t s
         if (!comma) break;
         p = comma + 1;
     }
+    if (*n < 2) {
+        fprintf(stderr, "vklora %s: --adapters %s: LoRAHub mixes at least 2 adapters (one given)\n", cmd, list);
+        return -1;
+    }
     return 0;
 }
 

@@ -10,7 +10,7 @@
 
 #define VKL_LORAHUB_MAX 16
 
-/* Splits a comma-separated list into at most VKL_LORAHUB_MAX non-empty
+/* Splits a comma-separated list into 2 to VKL_LORAHUB_MAX non-empty
  * entries (buf holds the copy the entries point into). Prints the error
  * as `vklora CMD: ...` and returns -1 on a bad list. */
 int vkl_app_lorahub_split(const char *cmd, const char *list, char *buf, size_t size, const char **out, int *n);

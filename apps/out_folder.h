@@ -21,4 +21,12 @@ int vkl_app_out_file_check(const char *out, int force, vkl_err *e);
  * command's exit status). */
 int vkl_app_out_file_refuse(const char *cmd, const char *out, int force);
 
+/* The end of a command that built its output under tmp: rc 0 renames tmp (a
+ * file, or with names a folder holding those files) to out, after removing
+ * the old folder's files when out_exists; otherwise, or when that fails,
+ * removes tmp. Prints "vklora CMD: <error>" or "CMD: wrote OUT"; the exit
+ * status: 0, 1, or 130 when a stop signal ended the run (stop_signal.h). */
+int vkl_app_out_finish(const char *cmd, int rc, const char *tmp, const char *out, const char *const *names, int n,
+                       int out_exists, vkl_err *e);
+
 #endif

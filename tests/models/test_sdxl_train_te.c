@@ -7,6 +7,7 @@
  * input_ids_2), so the context and the pooled embedding built in the graph
  * are the kit's; the encoders' gradients are nonzero and, with random
  * adapters, match a central difference of the loss along them. */
+#include "lora_fixture.h"
 #include "sdxl_kit_fixture.h"
 
 typedef struct {
@@ -31,30 +32,13 @@ static void setup(fixture *f, int random_up)
     vkl_lora_targets tg;
     sdxl_kit_open(&f->k, &tg);
     const vkl_sd_config *cfg = f->k.cfg;
-    vkl_err e = {{0}};
     vkl_test_rng r;
     vkl_test_rng_seed(&r, 31);
     for (int i = 0; i < tg.n; i++) {
         const vkl_lora_target *t = &tg.v[i];
         int k = te_target(cfg, t->name);
         if (k < 0 || t->ndim != 2) continue;
-        vkl_lora_module *m = vkl_lora_add_module(&f->k.lora, &e);
-        assert_non_null(m);
-        m->name = strdup(t->name);
-        m->kname = strdup(t->kname);
-        m->source = strdup(t->kname);
-        m->kind = VKL_LORA_KIND_LORA;
-        m->alpha = 4;
-        m->has_alpha = 1;
-        m->alpha_dtype = VKL_F32;
-        int64_t ds[2] = {4, t->shape[1]}, us[2] = {t->shape[0], 4};
-        float *down = vkl_lora_tensor_alloc(&m->t[VKL_LORA_DOWN], 2, ds, &e);
-        float *up = vkl_lora_tensor_alloc(&m->t[VKL_LORA_UP], 2, us, &e);
-        m->t[VKL_LORA_DOWN].dtype = m->t[VKL_LORA_UP].dtype = VKL_F32;
-        vkl_test_fill(&r, down, (size_t)(ds[0] * ds[1]), -0.2f, 0.2f);
-        if (random_up) vkl_test_fill(&r, up, (size_t)(us[0] * us[1]), -0.1f, 0.1f);
-        else memset(up, 0, sizeof(float) * (size_t)(us[0] * us[1]));
-        assert_int_equal(vkl_lora_module_finish(m, t, &e), 0);
+        vkl_test_add_random_lora(&f->k.lora, t, &r, random_up ? 0.1f : 0);
         f->nte[k]++;
     }
     vkl_lora_targets_free(&tg);

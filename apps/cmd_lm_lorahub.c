@@ -125,14 +125,10 @@ static int parse(int argc, char **argv, args *a)
     return 0;
 }
 
+/* an adapter's config: NULL when absent or not a JSON object */
 static cJSON *read_json(const char *path)
 {
-    char *buf;
-    vkl_err ignored;
-    if (vkl_read_text_file(path, 1 << 20, &buf, NULL, &ignored)) return NULL;
-    cJSON *j = cJSON_Parse(buf);
-    free(buf);
-    return j;
+    return vkl_read_json_object(path, 1 << 20, NULL);
 }
 
 typedef struct run {

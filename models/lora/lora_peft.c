@@ -102,14 +102,8 @@ static const cJSON *pattern(const cJSON *pat, const char *name)
 
 int vkl_lora_peft_apply_config(vkl_lora *l, const char *path, vkl_err *e)
 {
-    char *text = NULL;
-    if (vkl_read_text_file(path, 1 << 20, &text, NULL, e)) return -1;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!j || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return vkl_fail(e, "%s: not a JSON object", path);
-    }
+    cJSON *j = vkl_read_json_object(path, 1 << 20, e);
+    if (!j) return -1;
     int rc = 0;
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "r");
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "lora_alpha");

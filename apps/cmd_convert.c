@@ -4,6 +4,7 @@
  * paths; LLaMA LoRA adapters go between PEFT and GGUF (llama.cpp's layout)
  * with the LLaMA model (--model) giving the heads whose rows GGUF reorders. */
 #include "app.h"
+#include "out_folder.h"
 #include "args.h"
 #include "lora_args.h"
 
@@ -80,11 +81,7 @@ int vkl_cmd_convert(int argc, char **argv)
         fprintf(stderr, "vklora convert: --to must be kohya, peft or gguf, not %s\n", to);
         return 2;
     }
-    struct stat st;
-    if (!force && !stat(out, &st)) {
-        fprintf(stderr, "vklora convert: %s exists; pass --force to replace it\n", out);
-        return 1;
-    }
+    if (vkl_app_out_file_refuse("convert", out, force)) return 1;
     if (!strcmp(to, "gguf") || vkl_llama_is_gguf(in)) {
         if (!model) {
             fprintf(stderr, "vklora convert: GGUF adapters need --model, the LLaMA model they belong to\n");

@@ -7,6 +7,7 @@
  * directory listing order. The folder is built as OUTDIR.tmp and moved into
  * place only when complete, so a failure leaves no half-written dataset. */
 #include "app.h"
+#include "out_folder.h"
 #include "args.h"
 #include "emoji_image.h"
 #include "emoji_names.h"
@@ -338,8 +339,7 @@ static int write_items(const args *a, const vkl_font *font, const vkl_emoji_name
 
 static int run_emoji(const args *a, const char *command, vkl_err *e)
 {
-    struct stat st;
-    if (!a->force && stat(a->out, &st) == 0) return vkl_fail(e, "%s exists (use --force to replace it)", a->out);
+    if (vkl_app_out_file_check(a->out, a->force, e)) return -1;
     double t0 = vkl_progress_now();
     vkl_emoji_names names;
     if (vkl_emoji_names_load(&names, a->unicode_data, a->cldr, e)) return -1;

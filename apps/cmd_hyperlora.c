@@ -3,7 +3,9 @@
  * description (sd_hyperlora_train.c); `emit` runs it for one description and
  * writes an ordinary kohya LoRA file that `generate --lora` loads. */
 #include "app.h"
+#include "out_folder.h"
 #include "args.h"
+#include "hyperlora_runner.h"
 #include "progress.h"
 #include "sd_hyperlora_cmd.h"
 
@@ -100,10 +102,7 @@ static int parse(int argc, char **argv, int train, vkl_app_sd_hyper_args *a)
         return refuse(sub, train ? "--model, --tasks and -o are required" : "--hyper, --model, --description and -o are required");
     if (train && a->alpha < 0) a->alpha = (float)a->rank;
     if (train && !a->log) {
-        const char *dot = strrchr(a->out, '.'), *slash = strrchr(a->out, '/');
-        int stem = dot && (!slash || dot > slash) ? (int)(dot - a->out) : (int)strlen(a->out);
-        if ((size_t)snprintf(a->log_buf, sizeof a->log_buf, "%.*s_log.csv", stem, a->out) >= sizeof a->log_buf)
-            return refuse(sub, "-o: path too long");
+        if (vkl_app_hyper_log_name(a->out, a->log_buf, sizeof a->log_buf)) return refuse(sub, "-o: path too long");
         a->log = a->log_buf;
     }
     return 0;
@@ -156,17 +155,9 @@ static int emit(const vkl_app_sd_hyper_args *a, const char *tmp, emit_run *r, vk
 
 static int cmd_emit(const vkl_app_sd_hyper_args *a)
 {
-    const char *s = a->description;
-    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
-    if (!*s) {
-        fprintf(stderr, "vklora " CMD " emit: --description is empty\n");
-        return 2;
-    }
-    struct stat st;
-    if (!a->force && !stat(a->out, &st)) {
-        fprintf(stderr, "vklora " CMD " emit: %s exists; pass --force to replace it\n", a->out);
-        return 1;
-    }
+    int brc = vkl_app_hyper_check_description(CMD " emit", a->description);
+    if (brc) return brc;
+    if (vkl_app_out_file_refuse(CMD " emit", a->out, a->force)) return 1;
     vkl_err e = {{0}};
     char tmp[4300];
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", a->out, (long)getpid());
@@ -178,37 +169,16 @@ static int cmd_emit(const vkl_app_sd_hyper_args *a)
     vkl_lora_free(&r.l);
     vkl_sd_model_free(r.m);
     if (r.c) vkl_ctx_destroy(r.c);
-    if (!rc && vkl_rename_durable(tmp, a->out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a->out, strerror(errno));
-    if (rc) {
-        unlink(tmp);
-        vkl_app_print_error(CMD " emit", e.msg);
-        return 1;
-    }
-    if (!vkl_app_quiet) fprintf(stderr, CMD " emit: wrote %s\n", a->out);
-    return 0;
+    return vkl_app_out_finish(CMD " emit", rc, tmp, a->out, NULL, 0, 0, &e);
 }
 
 int vkl_cmd_hyperlora(int argc, char **argv)
 {
-    int train = argc >= 2 && !strcmp(argv[1], "train"), em = argc >= 2 && !strcmp(argv[1], "emit");
-    if (!train && !em) {
-        if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-            usage(stdout);
-            return 0;
-        }
-        fprintf(stderr, "vklora " CMD ": %s%s (expected train or emit)\n", argc >= 2 ? "unknown subcommand " : "missing subcommand",
-                argc >= 2 ? argv[1] : "");
-        usage(stderr);
-        return 2;
-    }
+    int train = vkl_app_hyper_subcommand(CMD, argc, argv, usage);
+    if (train < 0) return train == -1 ? 0 : 2;
     vkl_app_sd_hyper_args a;
     int prc = parse(argc, argv, train, &a);
     if (prc) return prc == 1 ? 0 : prc;
     if (!train) return cmd_emit(&a);
-    struct stat st;
-    if (stat(a.tasks, &st) || !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "vklora " CMD " train: tasks file %s: %s\n", a.tasks, errno == ENOENT ? "no such file" : "not a readable file");
-        return 1;
-    }
-    return vkl_app_sd_hyper_train(&a);
+    return vkl_app_hyper_check_tasks(CMD " train", a.tasks) ? 1 : vkl_app_sd_hyper_train(&a);
 }

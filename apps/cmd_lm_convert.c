@@ -2,6 +2,7 @@
  * file) written as a GGUF file in llama.cpp's layout, its matrices quantised
  * to one block type, with the tokenizer in the metadata. */
 #include "app.h"
+#include "out_folder.h"
 #include "args.h"
 
 #include "io/gguf.h"
@@ -52,11 +53,7 @@ int vkl_cmd_lm_convert(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    struct stat st;
-    if (!force && !stat(out, &st)) {
-        fprintf(stderr, "vklora lm convert: %s exists; pass --force to replace it\n", out);
-        return 1;
-    }
+    if (vkl_app_out_file_refuse("lm convert", out, force)) return 1;
     vkl_err e = {{0}};
     vkl_ctx_opts co;
     vkl_ctx_opts_default(&co);

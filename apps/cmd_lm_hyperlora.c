@@ -3,6 +3,7 @@
  * `emit` runs it for one description and writes an ordinary PEFT adapter. */
 #include "app.h"
 #include "args.h"
+#include "hyperlora_runner.h"
 #include "lm_gen_args.h"
 #include "quant.h"
 #include "lm_hyperlora_cmd.h"
@@ -143,10 +144,7 @@ static int parse(int argc, char **argv, int train, vkl_app_hyper_args *a)
         return 2;
     }
     if (train && !a->log) {
-        const char *dot = strrchr(a->out, '.'), *slash = strrchr(a->out, '/');
-        int stem = dot && (!slash || dot > slash) ? (int)(dot - a->out) : (int)strlen(a->out);
-        if ((size_t)snprintf(a->log_buf, sizeof a->log_buf, "%.*s_log.csv", stem, a->out) >= sizeof a->log_buf)
-            return bad("-o", a->out, "path too long");
+        if (vkl_app_hyper_log_name(a->out, a->log_buf, sizeof a->log_buf)) return bad("-o", a->out, "path too long");
         a->log = a->log_buf;
     }
     return 0;
@@ -201,12 +199,8 @@ static const char *const OUT_NAMES[2] = {"adapter_model.safetensors", "adapter_c
 static int cmd_emit(const vkl_app_hyper_args *a)
 {
     vkl_err e = {{0}};
-    const char *s = a->description;
-    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
-    if (!*s) {
-        fprintf(stderr, "vklora " CMD " emit: --description is empty\n");
-        return 2;
-    }
+    int brc = vkl_app_hyper_check_description(CMD " emit", a->description);
+    if (brc) return brc;
     int exists = vkl_app_out_folder_check(a->out, OUT_NAMES, 2, a->force, &e);
     if (exists < 0) {
         fprintf(stderr, "vklora " CMD " emit: %s\n", e.msg);
@@ -227,41 +221,16 @@ static int cmd_emit(const vkl_app_hyper_args *a)
     vkl_app_lm_tok_free(&r.tok);
     vkl_llama_free(r.m);
     if (r.c) vkl_ctx_destroy(r.c);
-    if (!rc && exists) vkl_app_out_folder_remove(a->out, OUT_NAMES, 2);
-    if (!rc && vkl_rename_durable(tmp, a->out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a->out, strerror(errno));
-    if (rc) {
-        vkl_app_out_folder_remove(tmp, OUT_NAMES, 2);
-        vkl_app_print_error(CMD " emit", e.msg);
-        return 1;
-    }
-    if (!vkl_app_quiet) fprintf(stderr, CMD " emit: wrote %s\n", a->out);
-    return 0;
+    return vkl_app_out_finish(CMD " emit", rc, tmp, a->out, OUT_NAMES, 2, exists, &e);
 }
 
 int vkl_cmd_lm_hyperlora(int argc, char **argv)
 {
-    int train = argc >= 2 && !strcmp(argv[1], "train"), em = argc >= 2 && !strcmp(argv[1], "emit");
-    if (!train && !em) {
-        if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-            usage(stdout);
-            return 0;
-        }
-        fprintf(stderr, "vklora " CMD ": %s%s (expected train or emit)\n", argc >= 2 ? "unknown subcommand " : "missing subcommand",
-                argc >= 2 ? argv[1] : "");
-        usage(stderr);
-        return 2;
-    }
+    int train = vkl_app_hyper_subcommand(CMD, argc, argv, usage);
+    if (train < 0) return train == -1 ? 0 : 2;
     vkl_app_hyper_args a;
     int prc = parse(argc, argv, train, &a);
     if (prc) return prc == 1 ? 0 : prc;
-    if (train) {
-        struct stat st;
-        if (stat(a.tasks, &st) || !S_ISREG(st.st_mode)) {
-            fprintf(stderr, "vklora " CMD " train: tasks file %s: %s\n", a.tasks,
-                    errno == ENOENT ? "no such file" : "not a readable file");
-            return 1;
-        }
-        return vkl_app_hyper_train(&a);
-    }
-    return cmd_emit(&a);
+    if (!train) return cmd_emit(&a);
+    return vkl_app_hyper_check_tasks(CMD " train", a.tasks) ? 1 : vkl_app_hyper_train(&a);
 }

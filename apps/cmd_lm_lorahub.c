@@ -18,6 +18,7 @@
 #include "lorahub_report.h"
 #include "out_folder.h"
 #include "progress.h"
+#include "stop_signal.h"
 
 #include "llama/llama_lora_init.h"
 #include "lora/lora_apply.h"
@@ -121,21 +122,13 @@ static int parse(int argc, char **argv, args *a)
         return 2;
     }
     if (vkl_app_lorahub_split(CMD, list, a->list, sizeof a->list, a->adapters, &a->k)) return 2;
-    if (a->k < 2) {
-        fprintf(stderr, "vklora " CMD ": --adapters %s: LoRAHub mixes at least 2 adapters (one given)\n", list);
-        return 2;
-    }
     return 0;
 }
 
+/* an adapter's config: NULL when absent or not a JSON object */
 static cJSON *read_json(const char *path)
 {
-    char *buf;
-    vkl_err ignored;
-    if (vkl_read_text_file(path, 1 << 20, &buf, NULL, &ignored)) return NULL;
-    cJSON *j = cJSON_Parse(buf);
-    free(buf);
-    return j;
+    return vkl_read_json_object(path, 1 << 20, NULL);
 }
 
 typedef struct run {
@@ -225,7 +218,7 @@ static int check_bases(const run *r, const args *a, vkl_err *e)
 static int candidate_loss(void *user, const double *w, double *loss, vkl_err *e)
 {
     run *r = user;
-    if (vkl_app_lorahub_check_stop(e)) return -1;
+    if (vkl_app_stop_check(e)) return -1;
     vkl_lorahub_compose(r->inp, r->nin, w, &r->mix);
     for (int j = 0; j < r->mix.n; j++) {
         const vkl_lora_slot *sl = vkl_lora_set_find(r->set, r->mix.m[j].name);
@@ -355,17 +348,9 @@ int vkl_cmd_lm_lorahub(int argc, char **argv)
     }
     run r;
     memset(&r, 0, sizeof r);
-    vkl_app_lorahub_catch_signals();
+    vkl_app_stop_catch();
     int rc = lorahub(&a, tmp, &r, &e);
-    vkl_app_lorahub_restore_signals();
+    vkl_app_stop_restore();
     run_free(&r);
-    if (!rc && exists) vkl_app_out_folder_remove(a.out, OUT_NAMES, OUT_FILES);
-    if (!rc && vkl_rename_durable(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));
-    if (rc) {
-        vkl_app_out_folder_remove(tmp, OUT_NAMES, OUT_FILES);
-        vkl_app_print_error(CMD, e.msg);
-        return vkl_app_lorahub_stopped() ? 130 : 1;
-    }
-    if (!vkl_app_quiet) fprintf(stderr, CMD ": wrote %s\n", a.out);
-    return 0;
+    return vkl_app_out_finish(CMD, rc, tmp, a.out, OUT_NAMES, OUT_FILES, exists, &e);
 }

@@ -12,12 +12,12 @@
 #include "lm_train_run.h"
 #include "out_folder.h"
 #include "progress.h"
+#include "stop_signal.h"
 
 #include "llama/llama_gguf.h"
 
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,13 +27,6 @@
 #define OUT_FILES 5
 static const char *const OUT_NAMES[OUT_FILES] = {"adapter_model.safetensors", "adapter_config.json", "train_log.csv",
                                                  "eval_log.csv", "adapter_model.gguf"};
-
-/* SIGINT / SIGTERM: the loop stops between steps so the temporary folder is removed. */
-static void on_signal(int sig)
-{
-    (void)sig;
-    vkl_app_lm_train_stop = 1;
-}
 
 typedef vkl_app_lm_train_args args;
 
@@ -310,30 +303,25 @@ int vkl_cmd_lm_train(int argc, char **argv)
         fprintf(stderr, "vklora lm train: cannot create %s: %s\n", tmp, strerror(errno));
         return 1;
     }
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    vkl_app_stop_catch();
     int rc = vkl_app_lm_train_run(&a, tmp, &e);
-    if (!rc && vkl_app_lm_train_stop) rc = vkl_fail(&e, "interrupted; nothing written");
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    if (!rc) rc = vkl_app_stop_check(&e);
+    vkl_app_stop_restore();
     if (rc == 2) { /* a finished run resumed: its output stands */
         if (root) vkl_app_out_folder_remove(tmp, OUT_NAMES, OUT_FILES);
         return 0;
     }
     if (!root) {
-        if (rc && !vkl_app_lm_train_stop) fprintf(stderr, "vklora lm train: rank %d: %s\n", vkl_app_dist->rank, e.msg);
-        return rc ? (vkl_app_lm_train_stop ? 130 : 1) : 0;
+        int stopped = vkl_app_stop_requested();
+        if (rc && !stopped) fprintf(stderr, "vklora lm train: rank %d: %s\n", vkl_app_dist->rank, e.msg);
+        return rc ? (stopped ? 130 : 1) : 0;
     }
     if (!rc && exists) vkl_app_out_folder_remove(a.out, OUT_NAMES, OUT_FILES);
     if (!rc && vkl_rename_durable(tmp, a.out)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp, a.out, strerror(errno));
     if (rc) {
         vkl_app_out_folder_remove(tmp, OUT_NAMES, OUT_FILES);
         vkl_app_print_error("lm train", e.msg);
-        return vkl_app_lm_train_stop ? 130 : 1;
+        return vkl_app_stop_requested() ? 130 : 1;
     }
     if (!a.quiet && !vkl_app_quiet) fprintf(stderr, "lm train: wrote %s\n", a.out);
     return 0;

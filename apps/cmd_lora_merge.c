@@ -5,6 +5,7 @@
  * `vklora merge --model BASE --lora A[:W] ... -o OUT [--dtype f16|f32]`
  * bakes the adapters into a checkpoint in BASE's layout (sd/sd_bake.h). */
 #include "app.h"
+#include "out_folder.h"
 #include "args.h"
 #include "lora/lora_combine.h"
 #include "sd/sd_bake.h"
@@ -177,8 +178,7 @@ int vkl_cmd_merge(int argc, char **argv)
         if (stat(paths[i], &st)) return fprintf(stderr, "vklora merge: adapter %s not found\n", paths[i]), 1;
     struct stat so, sb;
     int is_model = base && !stat(out, &so) && !stat(base, &sb) && so.st_ino == sb.st_ino && so.st_dev == sb.st_dev;
-    if (!force && !is_model && !stat(out, &st)) /* the model itself: bake says why not */
-        return fprintf(stderr, "vklora merge: %s exists; pass --force to replace it\n", out), 1;
+    if (!is_model && vkl_app_out_file_refuse("merge", out, force)) return 1; /* the model itself: bake says why not */
     if (rank_at) {
         if (n != 1 || weights[0] != 1.0 || rank || base || dtype)
             return fprintf(stderr, "vklora merge: --rank-at-inference cuts one adapter (one --lora without a weight; "

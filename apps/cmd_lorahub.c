@@ -7,9 +7,11 @@
  * candidate rewrites the adapter factors in place. Writes a kohya LoRA with
  * the weights in its metadata, and OUT's stem + "_lorahub.csv" as the log. */
 #include "app.h"
+#include "out_folder.h"
 #include "args.h"
 #include "lorahub_report.h"
 #include "progress.h"
+#include "stop_signal.h"
 
 #include "lora/lora_apply.h"
 #include "sd/sd_model.h"
@@ -88,10 +90,6 @@ static int parse(int argc, char **argv, args *a)
         return 2;
     }
     if (vkl_app_lorahub_split(CMD, list, a->list, sizeof a->list, a->adapters, &a->k)) return 2;
-    if (a->k < 2) {
-        fprintf(stderr, "vklora " CMD ": --adapters %s: LoRAHub mixes at least 2 adapters (one given)\n", list);
-        return 2;
-    }
     return 0;
 }
 
@@ -124,7 +122,7 @@ static void run_free(run *r)
 static int candidate_loss(void *user, const double *w, double *loss, vkl_err *e)
 {
     run *r = user;
-    if (vkl_app_lorahub_check_stop(e)) return -1;
+    if (vkl_app_stop_check(e)) return -1;
     vkl_lorahub_compose(r->inp, r->nin, w, &r->mix);
     for (int j = 0; j < r->mix.n; j++) {
         const vkl_lora_slot *sl = vkl_lora_set_find(r->set, r->mix.m[j].name);
@@ -224,10 +222,7 @@ int vkl_cmd_lorahub(int argc, char **argv)
             fprintf(stderr, "vklora " CMD ": adapter %s: %s\n", a.adapters[i], strerror(errno));
             return 1;
         }
-    if (!a.force && !stat(a.out, &st)) {
-        fprintf(stderr, "vklora " CMD ": %s exists; pass --force to replace it\n", a.out);
-        return 1;
-    }
+    if (vkl_app_out_file_refuse(CMD, a.out, a.force)) return 1;
     /* the log beside the output: OUT minus .safetensors, + _lorahub.csv */
     char log_path[4200], tmp_log[4300];
     size_t n = strlen(a.out);
@@ -241,15 +236,15 @@ int vkl_cmd_lorahub(int argc, char **argv)
     vkl_err e = {{0}};
     run r;
     memset(&r, 0, sizeof r);
-    vkl_app_lorahub_catch_signals();
+    vkl_app_stop_catch();
     int rc = lorahub(&a, tmp_log, &r, &e);
-    vkl_app_lorahub_restore_signals();
+    vkl_app_stop_restore();
     run_free(&r);
     if (!rc && rename(tmp_log, log_path)) rc = vkl_fail(&e, "cannot rename %s to %s: %s", tmp_log, log_path, strerror(errno));
     if (rc) {
         unlink(tmp_log);
         vkl_app_print_error(CMD, e.msg);
-        return vkl_app_lorahub_stopped() ? 130 : 1;
+        return vkl_app_stop_requested() ? 130 : 1;
     }
     if (!vkl_app_quiet) fprintf(stderr, CMD ": wrote %s (log %s)\n", a.out, log_path);
     return 0;

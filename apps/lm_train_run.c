@@ -8,6 +8,7 @@
 #include "app.h"
 #include "peft_config.h"
 #include "rng.h"
+#include "stop_signal.h"
 
 #include "llama/llama_gguf.h"
 #include "llama/llama_lora_gguf.h"
@@ -15,8 +16,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-volatile sig_atomic_t vkl_app_lm_train_stop;
 
 /* HF transformers' schedules with warmup (get_*_schedule_with_warmup), s = 0-based step. */
 static float lr_at(const vkl_app_lm_train_args *a, int s, int total)
@@ -138,10 +137,10 @@ typedef struct step_report {
  * stops every rank before the same step. */
 static int train_step(const vkl_app_lm_train_args *a, vkl_app_lm_run *r, int t, step_report *s, vkl_err *e)
 {
-    int stop = vkl_app_lm_train_stop;
-    if (vkl_dist_any(r->dist, vkl_app_lm_train_stop, &stop, e)) return -1;
+    int stop = vkl_app_stop_requested();
+    if (vkl_dist_any(r->dist, stop, &stop, e)) return -1;
     if (stop) {
-        vkl_app_lm_train_stop = 1;
+        vkl_app_stop_request();
         return vkl_fail(e, "interrupted before step %d; nothing written", t);
     }
     next_batch(a, r);

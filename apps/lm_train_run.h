@@ -6,11 +6,9 @@
 
 #include "lm_train_args.h"
 
-#include <signal.h>
 
-/* Set by SIGINT / SIGTERM (cmd_lm_train.c's handler): every rank stops
- * before the same next step, and nothing is written. */
-extern volatile sig_atomic_t vkl_app_lm_train_stop;
+/* A SIGINT / SIGTERM (stop_signal.h) on any rank stops every rank before
+ * the same next step, and nothing is written. */
 
 /* Trains as a says, the outputs written into the folder tmp (rank 0):
  * 0, 2 (a finished run resumed with its output written: nothing to do) or

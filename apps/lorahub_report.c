@@ -1,44 +1,8 @@
 #include "lorahub_report.h"
 
 #include <cjson/cJSON.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-
-static volatile sig_atomic_t stop_;
-static struct sigaction old_int_, old_term_;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_ = 1;
-}
-
-void vkl_app_lorahub_catch_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int_);
-    sigaction(SIGTERM, &sa, &old_term_);
-}
-
-void vkl_app_lorahub_restore_signals(void)
-{
-    sigaction(SIGINT, &old_int_, NULL);
-    sigaction(SIGTERM, &old_term_, NULL);
-}
-
-int vkl_app_lorahub_stopped(void)
-{
-    return stop_ != 0;
-}
-
-int vkl_app_lorahub_check_stop(vkl_err *e)
-{
-    return stop_ ? vkl_fail(e, "interrupted; nothing written") : 0;
-}
 
 int vkl_app_lorahub_split(const char *cmd, const char *list, char *buf, size_t size, const char **out, int *n)
 {
@@ -63,6 +27,10 @@ int vkl_app_lorahub_split(const char *cmd, const char *list, char *buf, size_t s
         out[(*n)++] = p;
         if (!comma) break;
         p = comma + 1;
+    }
+    if (*n < 2) {
+        fprintf(stderr, "vklora %s: --adapters %s: LoRAHub mixes at least 2 adapters (one given)\n", cmd, list);
+        return -1;
     }
     return 0;
 }

@@ -10,7 +10,7 @@
 
 #define VKL_LORAHUB_MAX 16
 
-/* Splits a comma-separated list into at most VKL_LORAHUB_MAX non-empty
+/* Splits a comma-separated list into 2 to VKL_LORAHUB_MAX non-empty
  * entries (buf holds the copy the entries point into). Prints the error
  * as `vklora CMD: ...` and returns -1 on a bad list. */
 int vkl_app_lorahub_split(const char *cmd, const char *list, char *buf, size_t size, const char **out, int *n);
@@ -23,16 +23,6 @@ typedef struct vkl_app_lorahub_report {
     FILE *log;                  /* lorahub_log.csv being written, or NULL */
     double *ref;                /* [k + 1] reference losses as they come */
 } vkl_app_lorahub_report;
-
-/* Ctrl-C / SIGTERM during a search: the handlers set a flag that the
- * candidates' loss functions read (vkl_app_lorahub_check_stop), so the
- * search ends between evaluations with "interrupted", the command removes
- * what it began writing and exits 130. */
-void vkl_app_lorahub_catch_signals(void);
-void vkl_app_lorahub_restore_signals(void);
-int vkl_app_lorahub_stopped(void);
-/* -1 with "interrupted" when a signal came, else 0. */
-int vkl_app_lorahub_check_stop(vkl_err *e);
 
 /* Opens the log at path and writes its header. */
 int vkl_app_lorahub_report_open(vkl_app_lorahub_report *r, const char *path, vkl_err *e);

@@ -1,6 +1,13 @@
 #include "out_folder.h"
 
+#include "app.h"
+#include "progress.h"
+#include "stop_signal.h"
+
+#include "io/dir.h"
+
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -32,4 +39,34 @@ int vkl_app_out_folder_check(const char *out, const char *const *names, int n, i
     if (others) return vkl_fail(e, "%s holds files other than an adapter; choose another output folder", out);
     if (ours && !force) return vkl_fail(e, "%s already holds an adapter; pass --force to replace it", out);
     return 1;
+}
+
+int vkl_app_out_file_check(const char *out, int force, vkl_err *e)
+{
+    struct stat st;
+    if (force || stat(out, &st)) return 0;
+    return vkl_fail(e, "%s exists; pass --force to replace it", out);
+}
+
+int vkl_app_out_file_refuse(const char *cmd, const char *out, int force)
+{
+    vkl_err e = {{0}};
+    if (!vkl_app_out_file_check(out, force, &e)) return 0;
+    fprintf(stderr, "vklora %s: %s\n", cmd, e.msg);
+    return 1;
+}
+
+int vkl_app_out_finish(const char *cmd, int rc, const char *tmp, const char *out, const char *const *names, int n,
+                       int out_exists, vkl_err *e)
+{
+    if (!rc && names && out_exists) vkl_app_out_folder_remove(out, names, n);
+    if (!rc && vkl_rename_durable(tmp, out)) rc = vkl_fail(e, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
+    if (rc) {
+        if (names) vkl_app_out_folder_remove(tmp, names, n);
+        else unlink(tmp);
+        vkl_app_print_error(cmd, e->msg);
+        return vkl_app_stop_requested() ? 130 : 1;
+    }
+    if (!vkl_app_quiet) fprintf(stderr, "%s: wrote %s\n", cmd, out);
+    return 0;
 }

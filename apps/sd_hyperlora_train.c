@@ -1,22 +1,16 @@
 /* vklora hyperlora train (research option): trains a HyperLoRA network
  * (lora/hyperlora.h) that emits Stable Diffusion LoRA adapters from a task
- * description. Each task is a description and an image folder. The images'
- * latents and their captions' text states are computed once. Each step
- * picks a task (every task once per round, the rounds' orders drawn from
- * --seed), emits its adapter from the description's condition, runs the SD
- * LoRA training step on a batch of the task's images with gradients only
- * (random timesteps and noise from --seed), and takes the gradient of the
- * loss with respect to the emitted factors back through the network (AdamW
- * on W1, b1, W2, b2). */
+ * description, through the shared loop of hyperlora_runner.c. Each task is a
+ * description and an image folder. The family's part: the images' latents
+ * and their captions' text states are computed once; a description's
+ * condition is the text encoder's final hidden states averaged over its
+ * tokens (sd_condition.h); a step is the SD LoRA
+ * training step on a batch of the task's images with gradients only (random
+ * timesteps and noise from --seed). */
 #include "sd_hyperlora_cmd.h"
 
-#include "app.h"
-#include "lm_hyperlora.h"
-#include "lorahub_report.h"
-#include "progress.h"
+#include "hyperlora_runner.h"
 
-#include "io/dir.h"
-#include "lora/hyperlora.h"
 #include "lora/lora_apply.h"
 #include "lora/lora_init.h"
 #include "rng.h"
@@ -26,15 +20,9 @@
 #include "train/dataset.h"
 #include "train/sd_train_step.h"
 
-#include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 /* its own Philox stream for the training noise */
 enum { STREAM_HYPER_NOISE = 0x4879 };
@@ -46,24 +34,17 @@ typedef struct task_data {
     int *order, pos;
 } task_data;
 
-typedef struct run {
-    vkl_ctx *c;
+typedef struct sd_run {
+    const vkl_app_sd_hyper_args *a;
     vkl_sd_model *m;
-    vkl_app_hyper_task tasks[VKL_APP_HYPER_MAX_TASKS];
     int nt;
     task_data td[VKL_APP_HYPER_MAX_TASKS];
-    float *cond; /* [nt, D] */
-    vkl_lora tmpl;
-    vkl_lora_set *set;
     vkl_sd_train_step *st;
-    vkl_hyperlora *hy;
     vkl_noise_table table;
-    int64_t *goff;
-    float *dout, *noisy, *target, *ctx, *tt;
+    float *noisy, *target, *ctx, *tt;
     size_t per;
     int T, D, lh, lw;
-    FILE *log;
-} run;
+} sd_run;
 
 int vkl_app_sd_hyper_template(const vkl_sd_model *m, int rank, float alpha, uint64_t seed, vkl_lora *l, vkl_err *e)
 {
@@ -72,21 +53,15 @@ int vkl_app_sd_hyper_template(const vkl_sd_model *m, int rank, float alpha, uint
     return 0;
 }
 
-static void run_free(run *r)
+static void sd_free(void *self)
 {
-    if (r->log) fclose(r->log);
-    free(r->goff);
-    free(r->dout);
+    sd_run *r = self;
     free(r->noisy);
     free(r->target);
     free(r->ctx);
     free(r->tt);
-    vkl_hyperlora_free(r->hy);
     vkl_sd_train_step_free(r->st);
     if (r->m) r->m->unet.lora = NULL;
-    vkl_lora_set_free(r->set);
-    vkl_lora_free(&r->tmpl);
-    free(r->cond);
     for (int i = 0; i < r->nt; i++) {
         vkl_dataset_free(r->td[i].ds);
         free(r->td[i].x0);
@@ -94,18 +69,17 @@ static void run_free(run *r)
         free(r->td[i].order);
     }
     vkl_noise_table_free(&r->table);
-    vkl_app_hyper_tasks_free(r->tasks, r->nt);
     vkl_sd_model_free(r->m);
-    if (r->c) vkl_ctx_destroy(r->c);
 }
 
 /* Task k's images (square crops of --resolution), latents and caption states. */
-static int load_task(run *r, const vkl_app_sd_hyper_args *a, int k, vkl_err *e)
+static int load_task(sd_run *r, const char *images, int k, vkl_err *e)
 {
+    const vkl_app_sd_hyper_args *a = r->a;
     task_data *d = &r->td[k];
     vkl_dataset_opts o;
     vkl_dataset_opts_default(&o);
-    o.images_dir = r->tasks[k].data;
+    o.images_dir = images;
     o.resolution = a->resolution;
     o.bucket = 0; /* one square size: one planned training graph */
     o.seed = a->seed;
@@ -139,45 +113,30 @@ static int load_task(run *r, const vkl_app_sd_hyper_args *a, int k, vkl_err *e)
     return 0;
 }
 
-/* Where each tensor the SD step differentiates ("<module>.down" / ".up") sits in the network's output. */
-static int map_grads(run *r, vkl_err *e)
+static int sd_param_count(void *self)
 {
-    int np = vkl_sd_train_step_param_count(r->st);
-    r->goff = malloc(sizeof(int64_t) * (size_t)np);
-    r->dout = malloc(sizeof(float) * (size_t)vkl_hyperlora_outputs(r->hy));
-    if (!r->goff || !r->dout) return vkl_fail(e, "out of host memory");
-    for (int i = 0; i < np; i++) {
-        const char *key = vkl_sd_train_step_param_name(r->st, i);
-        r->goff[i] = -1;
-        for (int k = 0; k < r->tmpl.n && r->goff[i] < 0; k++)
-            for (int role = VKL_LORA_DOWN; role <= VKL_LORA_UP; role++) {
-                char want[1024];
-                snprintf(want, sizeof want, "%s.%s", r->tmpl.m[k].name, role == VKL_LORA_DOWN ? "down" : "up");
-                if (!strcmp(key, want) && vkl_tensor_nelem(vkl_sd_train_step_param(r->st, i)) ==
-                                              (int64_t)vkl_lora_tensor_nelem(&r->tmpl.m[k].t[role]))
-                    r->goff[i] = vkl_hyperlora_offset(r->hy, k, role);
-            }
-        if (r->goff[i] < 0) return vkl_fail(e, "trained tensor %s has no place in the hypernetwork's output", key);
-    }
-    return 0;
+    return vkl_sd_train_step_param_count(((sd_run *)self)->st);
 }
 
-static int upload_adapter(run *r, vkl_err *e)
+/* keys "<module>.down" / ".up" */
+static void sd_param(void *self, int i, const char **name, const vkl_tensor **value, const vkl_tensor **grad)
 {
-    for (int k = 0; k < r->tmpl.n; k++) {
-        const vkl_lora_slot *sl = vkl_lora_set_find(r->set, r->tmpl.m[k].name);
-        if (!sl) return vkl_fail(e, "module %s has no place in the adapter set", r->tmpl.m[k].name);
-        if (vkl_lora_slot_upload(r->c, sl, &r->tmpl.m[k], e)) return -1;
-    }
-    return 0;
+    const vkl_sd_train_step *st = ((sd_run *)self)->st;
+    *name = vkl_sd_train_step_param_name(st, i);
+    *value = vkl_sd_train_step_param(st, i);
+    *grad = vkl_sd_train_step_grad(st, i);
 }
 
 /* B images of task k (a seeded order, reshuffled after each pass), each at a
- * random timestep with fresh noise: `vklora train`'s noisy latents and targets. */
-static void next_batch(run *r, int k, int B, int t, uint64_t seed, uint64_t *g)
+ * random timestep with fresh noise: `vklora train`'s noisy latents and
+ * targets; then the step. */
+static int sd_step(void *self, vkl_app_hyper_run *hr, int k, int t, uint64_t *g, float *loss, vkl_err *e)
 {
+    (void)hr;
+    sd_run *r = self;
     task_data *d = &r->td[k];
-    int n = d->ds->nimages, v_pred = r->m->cfg->sched.prediction == VKL_SD_PRED_V;
+    int B = r->a->batch, n = d->ds->nimages, v_pred = r->m->cfg->sched.prediction == VKL_SD_PRED_V;
+    uint64_t seed = r->a->seed;
     size_t row = (size_t)r->T * r->D;
     for (int b = 0; b < B; b++) {
         if (d->pos == n) {
@@ -195,152 +154,72 @@ static void next_batch(run *r, int k, int B, int t, uint64_t seed, uint64_t *g)
         }
         memcpy(r->ctx + row * b, d->text + row * s, sizeof(float) * row);
     }
+    return vkl_sd_train_step_run(r->st, r->noisy, r->tt, r->ctx, r->target, NULL, t, 0.0f, loss, e);
 }
 
-static char *tasks_json(const run *r)
+static int sd_setup(void *self, vkl_app_hyper_run *hr, vkl_err *e)
 {
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; a && i < r->nt; i++) cJSON_AddItemToArray(a, cJSON_CreateString(r->tasks[i].description));
-    char *s = a ? cJSON_PrintUnformatted(a) : NULL;
-    cJSON_Delete(a);
-    return s;
-}
-
-static int setup(const vkl_app_sd_hyper_args *a, run *r, vkl_err *e)
-{
-    if (vkl_app_hyper_tasks_load_ex(a->tasks, "images", 1, r->tasks, VKL_APP_HYPER_MAX_TASKS, &r->nt, e)) return -1;
+    sd_run *r = self;
+    const vkl_app_sd_hyper_args *a = r->a;
+    if (vkl_app_hyper_tasks_load_ex(a->tasks, "images", 1, hr->tasks, VKL_APP_HYPER_MAX_TASKS, &hr->nt, e)) return -1;
+    r->nt = hr->nt; /* what sd_free releases: entries not reached yet are zero */
     vkl_ctx_opts co;
     vkl_ctx_opts_default(&co);
     vkl_sd_model_opts mo;
     vkl_sd_model_opts_default(&mo);
     mo.yaml = a->model_config;
-    if (vkl_ctx_create(&co, &r->c, e) || vkl_sd_model_load(r->c, a->model, &mo, &r->m, e)) return -1;
+    if (vkl_ctx_create(&co, &hr->c, e) || vkl_sd_model_load(hr->c, a->model, &mo, &r->m, e)) return -1;
     if (r->m->cfg->n_text_encoders != 1)
         return vkl_fail(e, "%s is an SDXL model: vklora hyperlora trains on SD 1.x / 2.x models", a->model);
     vkl_beta_params bp;
     if (vkl_beta_params_from_sd(&r->m->cfg->sched, &bp, e) || vkl_noise_table_init(&r->table, &bp, VKL_ACP_F32, e))
         return -1;
     r->T = vkl_sd_text_tokens(r->m);
-    r->D = r->m->cfg->unet.cross_attention_dim;
-    if (!(r->cond = malloc(sizeof(float) * (size_t)r->nt * r->D))) return vkl_fail(e, "out of host memory");
-    for (int k = 0; k < r->nt; k++) {
-        if (load_task(r, a, k, e)) return vkl_err_prefix(e, "task %d (%s): ", k + 1, r->tasks[k].data), -1;
-        if (vkl_sd_text_condition(r->m, r->tasks[k].description, r->cond + (size_t)k * r->D, e))
+    hr->D = r->D = r->m->cfg->unet.cross_attention_dim;
+    if (!(hr->cond = malloc(sizeof(float) * (size_t)hr->nt * r->D))) return vkl_fail(e, "out of host memory");
+    for (int k = 0; k < hr->nt; k++) {
+        if (load_task(r, hr->tasks[k].data, k, e))
+            return vkl_err_prefix(e, "task %d (%s): ", k + 1, hr->tasks[k].data), -1;
+        if (vkl_sd_text_condition(r->m, hr->tasks[k].description, hr->cond + (size_t)k * r->D, e))
             return vkl_err_prefix(e, "task %d: ", k + 1), -1;
     }
     int B = a->batch;
     vkl_sd_train_shape sh = {B, r->m->cfg->unet.in_channels, r->lh, r->lw, r->T, r->D, 0};
-    if (vkl_app_sd_hyper_template(r->m, a->rank, a->alpha, a->seed, &r->tmpl, e) ||
-        vkl_lora_set_build_train(r->c, &r->tmpl, &r->set, e))
+    if (vkl_app_sd_hyper_template(r->m, a->rank, a->alpha, a->seed, &hr->tmpl, e) ||
+        vkl_lora_set_build_train(hr->c, &hr->tmpl, &hr->set, e))
         return -1;
-    r->m->unet.lora = r->set;
-    if (vkl_sd_train_step_new(r->c, &r->m->unet, &sh, 0, NULL, &r->st, e) ||
-        vkl_hyperlora_new(r->c, &r->tmpl, r->D, a->hidden, a->seed, &r->hy, e))
-        return -1;
-    float *mean = malloc(sizeof(float) * (size_t)r->D), scale;
-    if (!mean) return vkl_fail(e, "out of host memory");
-    vkl_hyperlora_centre_of(r->cond, r->nt, r->D, mean, &scale);
-    int rc = vkl_hyperlora_set_centre(r->hy, mean, scale, e);
-    free(mean);
-    vkl_adamw_opts ho;
-    vkl_adamw_opts_default(&ho);
-    ho.lr = a->lr;
-    ho.weight_decay = a->wd;
-    ho.max_grad_norm = a->max_grad_norm;
-    if (rc || vkl_hyperlora_train_begin(r->hy, &ho, e) || map_grads(r, e)) return -1;
+    r->m->unet.lora = hr->set;
+    if (vkl_sd_train_step_new(hr->c, &r->m->unet, &sh, 0, NULL, &r->st, e)) return -1;
     r->noisy = malloc(sizeof(float) * r->per * B);
     r->target = malloc(sizeof(float) * r->per * B);
     r->ctx = malloc(sizeof(float) * (size_t)r->T * r->D * B);
     r->tt = malloc(sizeof(float) * (size_t)B);
     if (!r->noisy || !r->target || !r->ctx || !r->tt) return vkl_fail(e, "out of host memory");
+    snprintf(hr->shape, sizeof hr->shape, " at %dx%d", r->td[0].ds->buckets[0].reso.w, r->td[0].ds->buckets[0].reso.h);
     return 0;
-}
-
-static int train(const vkl_app_sd_hyper_args *a, const char *tmp_log, const char *tmp_out, run *r, vkl_err *e)
-{
-    if (setup(a, r, e)) return -1;
-    if (!(r->log = fopen(tmp_log, "w"))) return vkl_fail(e, "cannot create %s: %s", tmp_log, strerror(errno));
-    fprintf(r->log, "step,task,loss,lr,seconds\n");
-    if (!vkl_app_quiet)
-        fprintf(stderr, "hyperlora train: %d tasks, %d adapter modules (%lld numbers emitted), hidden %d, %d steps of batch %d at %dx%d\n",
-                r->nt, r->tmpl.n, (long long)vkl_hyperlora_outputs(r->hy), a->hidden, a->steps, a->batch,
-                r->td[0].ds->buckets[0].reso.w, r->td[0].ds->buckets[0].reso.h);
-    uint64_t g = a->seed ^ 0x68797065726c6full;
-    int round[VKL_APP_HYPER_MAX_TASKS], cnt[VKL_APP_HYPER_MAX_TASKS] = {0};
-    double sum[VKL_APP_HYPER_MAX_TASKS] = {0};
-    int np = vkl_sd_train_step_param_count(r->st), every = a->steps >= 20 ? a->steps / 10 : 1;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int t = 1; t <= a->steps; t++) {
-        int j = (t - 1) % r->nt;
-        if (!j) {
-            for (int i = 0; i < r->nt; i++) round[i] = i;
-            vkl_shuffle_ints(round, r->nt, &g);
-        }
-        int k = round[j];
-        const float *cond = r->cond + (size_t)k * r->D;
-        if (vkl_app_lorahub_check_stop(e)) return -1;
-        next_batch(r, k, a->batch, t, a->seed, &g);
-        float loss;
-        if (vkl_hyperlora_emit(r->hy, cond, NULL, &r->tmpl, e) || upload_adapter(r, e) ||
-            vkl_sd_train_step_run(r->st, r->noisy, r->tt, r->ctx, r->target, NULL, t, 0.0f, &loss, e))
-            return vkl_err_prefix(e, "step %d: ", t), -1;
-        for (int i = 0; i < np; i++)
-            if (vkl_tensor_download(r->c, vkl_sd_train_step_grad(r->st, i), r->dout + r->goff[i], VKL_F32, e)) return -1;
-        if (vkl_hyperlora_train_step(r->hy, cond, r->dout, t, a->lr, e)) return vkl_err_prefix(e, "step %d: ", t), -1;
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-        fprintf(r->log, "%d,%d,%.6f,%g,%.3f\n", t, k + 1, (double)loss, (double)a->lr, sec);
-        sum[k] += loss;
-        cnt[k]++;
-        if (!vkl_app_quiet && (t % every == 0 || t == a->steps)) {
-            fprintf(stderr, "step %d/%d  mean loss per task since last report:", t, a->steps);
-            for (int i = 0; i < r->nt; i++) {
-                if (cnt[i]) fprintf(stderr, " %d: %.4f", i + 1, sum[i] / cnt[i]);
-                sum[i] = 0;
-                cnt[i] = 0;
-            }
-            fprintf(stderr, "  (%.2f s/step)\n", sec / t);
-        }
-    }
-    int bad = fclose(r->log);
-    r->log = NULL;
-    if (bad) return vkl_fail(e, "cannot write %s", tmp_log);
-    vkl_hyperlora_meta meta = {.rank = a->rank, .alpha = a->alpha, .hidden = a->hidden, .cond_dim = r->D};
-    snprintf(meta.targets, sizeof meta.targets, "%s", VKL_APP_SD_HYPER_TARGETS);
-    snprintf(meta.base, sizeof meta.base, "%s", a->model);
-    char *tj = tasks_json(r);
-    if (!tj) return vkl_fail(e, "out of host memory");
-    int rc = vkl_hyperlora_save(r->hy, &meta, "tasks", tj, tmp_out, e);
-    free(tj);
-    return rc;
 }
 
 int vkl_app_sd_hyper_train(const vkl_app_sd_hyper_args *a)
 {
-    vkl_err e = {{0}};
-    struct stat st;
-    if (!a->force && !stat(a->out, &st)) {
-        fprintf(stderr, "vklora hyperlora train: %s exists; pass --force to replace it\n", a->out);
-        return 1;
-    }
-    char tmp_out[4300], tmp_log[4300];
-    snprintf(tmp_out, sizeof tmp_out, "%s.tmp-%ld", a->out, (long)getpid());
-    snprintf(tmp_log, sizeof tmp_log, "%s.tmp-%ld", a->log, (long)getpid());
-    run r;
+    sd_run r;
     memset(&r, 0, sizeof r);
-    vkl_app_lorahub_catch_signals(); /* a signal stops the run after its step, leaving nothing behind */
-    int rc = train(a, tmp_log, tmp_out, &r, &e);
-    vkl_app_lorahub_restore_signals();
-    run_free(&r);
-    if (!rc && (vkl_rename_durable(tmp_log, a->log) || vkl_rename_durable(tmp_out, a->out)))
-        rc = vkl_fail(&e, "cannot rename the outputs into place (%s, %s): %s", a->out, a->log, strerror(errno));
-    if (rc) {
-        unlink(tmp_out);
-        unlink(tmp_log);
-        vkl_app_print_error("hyperlora train", e.msg);
-        return vkl_app_lorahub_stopped() ? 130 : 1;
-    }
-    if (!vkl_app_quiet) fprintf(stderr, "hyperlora train: wrote %s and %s\n", a->out, a->log);
-    return 0;
+    r.a = a;
+    const vkl_app_hyper_family f = {
+        .cmd = "hyperlora train",
+        .targets = VKL_APP_SD_HYPER_TARGETS,
+        .key_prefix = "",
+        .key_suffix = {".down", ".up"},
+        .self = &r,
+        .setup = sd_setup,
+        .param_count = sd_param_count,
+        .param = sd_param,
+        .step = sd_step,
+        .free = sd_free,
+    };
+    const vkl_app_hyper_train_opts o = {
+        .model = a->model, .out = a->out, .log = a->log, .rank = a->rank, .hidden = a->hidden, .steps = a->steps,
+        .batch = a->batch, .force = a->force, .alpha = a->alpha, .lr = a->lr, .wd = a->wd,
+        .max_grad_norm = a->max_grad_norm, .seed = a->seed,
+    };
+    return vkl_app_hyper_train_run(&f, &o);
 }

@@ -1,4 +1,5 @@
 #include "cmaes.h"
+#include "rng.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,19 +20,10 @@ struct vkl_cmaes {
     double spare;
 };
 
-/* splitmix64: small, seedable, the same sequence everywhere */
-static uint64_t next_u64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* uniform in (0, 1) */
+/* uniform in (0, 1), from splitmix64 (rng.h): small, seedable, the same sequence everywhere */
 static double uniform(uint64_t *x)
 {
-    return ((double)(next_u64(x) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    return ((double)(vkl_splitmix64(x) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
 
 /* standard normal (Box-Muller, both values used) */

@@ -41,7 +41,8 @@ void vkl_rng_normal(vkl_rng *r, float *out, size_t n);
 /* Adapter with the signature of vkl_noise_fn (sampler.h): user is a vkl_rng*. */
 void vkl_rng_noise_fn(void *user, float *out, size_t n);
 
-/* Sample orders (lm train, lm hyperlora): splitmix64 on a 64-bit state, and
+/* Sample orders (lm train, hyperlora) and small seeded draws (DyLoRA's rank,
+ * CMA-ES, random LLaMA weights): splitmix64 on a 64-bit state, and
  * the Fisher-Yates shuffle it drives (from the last element down, j =
  * draw % (i + 1)); a saved state replays the same orders. */
 uint64_t vkl_splitmix64(uint64_t *state);

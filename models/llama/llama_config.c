@@ -108,14 +108,8 @@ static int read_window(const cJSON *j, vkl_llama_config *c, const char *path, vk
 
 int vkl_llama_config_read(const char *path, vkl_llama_config *c, vkl_err *e)
 {
-    char *text = NULL;
-    if (vkl_read_text_file(path, 1 << 20, &text, NULL, e)) return -1;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!j || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return vkl_fail(e, "%s: not a JSON object", path);
-    }
+    cJSON *j = vkl_read_json_object(path, 1 << 20, e);
+    if (!j) return -1;
     *c = (vkl_llama_config){.rope_theta = 10000.0f, .rms_eps = 1e-6f, .bos = -1, .eos = -1, .max_pos = 2048};
     int rc = 0;
     rc = read_arch(j, c, path, e);

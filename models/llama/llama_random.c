@@ -2,6 +2,7 @@
  * forward reads, stored as vkl_llama_weight_dtype says for the base dtype
  * (NF4 projections are quantised from the random values on upload). */
 #include "llama/llama.h"
+#include "rng.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,10 +10,7 @@
 /* uniform in [-a, a): splitmix64, cheap enough for a billion weights */
 static float draw(uint64_t *s, float a)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
+    uint64_t z = vkl_splitmix64(s);
     return a * (2.0f * (float)(z >> 40) / 16777216.0f - 1.0f);
 }
 

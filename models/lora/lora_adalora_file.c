@@ -140,24 +140,10 @@ int vkl_adalora_save_peft(const vkl_adalora_module *m, int n, const vkl_adalora_
 
 /* ---- reader ---- */
 
-static cJSON *read_json(const char *path, vkl_err *e)
-{
-    char *text = NULL;
-    if (vkl_read_text_file(path, 1 << 24, &text, NULL, e)) return NULL;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!j || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        vkl_fail(e, "%s: not a JSON object", path);
-        return NULL;
-    }
-    return j;
-}
-
 int vkl_adalora_config_file_is(const char *path)
 {
     vkl_err e = {{0}};
-    cJSON *j = read_json(path, &e);
+    cJSON *j = vkl_read_json_object(path, 1 << 24, &e);
     const cJSON *pt = j ? cJSON_GetObjectItemCaseSensitive(j, "peft_type") : NULL;
     int is = cJSON_IsString(pt) && !strcmp(pt->valuestring, "ADALORA");
     cJSON_Delete(j);
@@ -324,7 +310,7 @@ static int load_tensors(const vkl_st_file *f, const cJSON *pattern, int init_r, 
 int vkl_adalora_load(const char *path, const char *config_path, const vkl_lora_opts *opts, vkl_lora *out, vkl_err *e)
 {
     memset(out, 0, sizeof *out);
-    cJSON *j = read_json(config_path, e);
+    cJSON *j = vkl_read_json_object(config_path, 1 << 24, e);
     if (!j) return -1;
     vkl_adalora_config c;
     vkl_adalora_config_default(&c);

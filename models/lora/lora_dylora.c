@@ -1,6 +1,7 @@
 /* DyLoRA: metadata, cutting a file to a rank, and the per-step rank draw of
  * training (see lora_dylora.h). */
 #include "lora/lora_dylora.h"
+#include "rng.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -199,19 +200,11 @@ int vkl_dylora_gate(const vkl_dylora *d, vkl_adamw *a, vkl_tensor *const *params
     return 0;
 }
 
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* The next draw: t, with every module's b and block step count advanced. */
 static int next_draw(vkl_dylora *d)
 {
     /* one draw for every module: the configuration a file cut to b runs */
-    int t = (int)(splitmix(&d->rng) % (uint64_t)d->s[0].D);
+    int t = (int)(vkl_splitmix64(&d->rng) % (uint64_t)d->s[0].D);
     t -= t % d->unit;
     for (int i = 0; i < d->n; i++) {
         d->s[i].b = t + d->unit;

@@ -2,6 +2,7 @@
  * minus its format suffix), each group is named, read as f32, checked, and
  * resolved against the targets. Every key must be accounted for. */
 #include "lora/lora_file.h"
+#include "shape.h"
 #include "lora/lora_adalora.h"
 
 #include <math.h>
@@ -146,25 +147,6 @@ void vkl_lora_free(vkl_lora *l)
 
 /* ---- shape checks shared by every format ---- */
 
-static void shape_str(int ndim, const int64_t *s, char *out, size_t size)
-{
-    size_t k = (size_t)snprintf(out, size, "[");
-    for (int i = 0; i < ndim && k < size; i++)
-        k += (size_t)snprintf(out + k, size - k, "%s%lld", i ? "," : "", (long long)s[i]);
-    if (k < size) snprintf(out + k, size - k, "]");
-}
-
-/* Same shape up to trailing unit dimensions ([o,i] == [o,i,1,1]). */
-static int same_shape(int na, const int64_t *a, int nb, const int64_t *b)
-{
-    while (na > 1 && a[na - 1] == 1) na--;
-    while (nb > 1 && b[nb - 1] == 1) nb--;
-    if (na != nb) return 0;
-    for (int i = 0; i < na; i++)
-        if (a[i] != b[i]) return 0;
-    return 1;
-}
-
 static int lora_shapes(vkl_lora_module *m, vkl_err *e)
 {
     const vkl_lora_tensor *d = &m->t[VKL_LORA_DOWN], *u = &m->t[VKL_LORA_UP], *mid = &m->t[VKL_LORA_MID];
@@ -278,9 +260,9 @@ int vkl_lora_module_finish(vkl_lora_module *m, const vkl_lora_target *target, vk
         /* LoHa / LoKr conv factors are stored flat: only out and the count can be checked */
         int flat_ok = m->kind != VKL_LORA_KIND_LORA && m->kind != VKL_LORA_KIND_DORA &&
                       m->wndim == 2 && target->ndim == 4 && tn == wn && m->wshape[0] == target->shape[0];
-        if (!flat_ok && !same_shape(m->wndim, m->wshape, target->ndim, target->shape)) {
-            shape_str(m->wndim, m->wshape, a, sizeof a);
-            shape_str(target->ndim, target->shape, b, sizeof b);
+        if (!flat_ok && !vkl_shape_same_squeezed(m->wndim, m->wshape, target->ndim, target->shape)) {
+            vkl_shape_str(m->wndim, m->wshape, a, sizeof a);
+            vkl_shape_str(target->ndim, target->shape, b, sizeof b);
             return vkl_fail(e, "%s: its factors change a %s weight but the model's %s.weight is %s", n, a,
                             target->name, b);
         }

@@ -203,6 +203,10 @@ const char *vkl_lora_meta_get(const vkl_lora *l, const char *key);
 vkl_lora_module *vkl_lora_add_module(vkl_lora *l, vkl_err *e); /* zeroed, appended */
 /* Allocates a tensor of a role (zero-filled). */
 float *vkl_lora_tensor_alloc(vkl_lora_tensor *t, int ndim, const int64_t *shape, vkl_err *e);
+/* Adds t's values to w under key with the given shape, in t's dtype when it
+ * is f16 or bf16, else f32 (the kohya and PEFT writers). */
+int vkl_lora_tensor_write(vkl_st_writer *w, const char *key, const vkl_lora_tensor *t, int ndim, const int64_t *shape,
+                          vkl_err *e);
 int vkl_lora_meta_set(vkl_lora *l, const char *key, const char *value, vkl_err *e);
 /* Checks role combination and shapes, sets kind, rank, wshape (from target when
  * given), scale from alpha; shared by the readers. */

@@ -45,6 +45,12 @@ static int add(vkl_st_writer *w, const char *kname, const char *suffix, const vk
     char key[1024];
     if ((size_t)snprintf(key, sizeof key, "%s.%s", kname, suffix) >= sizeof key)
         return vkl_fail(e, "key too long: %s", kname);
+    return vkl_lora_tensor_write(w, key, t, ndim, shape, e);
+}
+
+int vkl_lora_tensor_write(vkl_st_writer *w, const char *key, const vkl_lora_tensor *t, int ndim, const int64_t *shape,
+                          vkl_err *e)
+{
     uint64_t n = vkl_lora_tensor_nelem(t);
     vkl_dtype dt = t->dtype == VKL_F16 || t->dtype == VKL_BF16 ? t->dtype : VKL_F32;
     if (dt == VKL_F32) return vkl_st_writer_add(w, key, dt, ndim, shape, t->data, e);

@@ -102,14 +102,8 @@ static const cJSON *pattern(const cJSON *pat, const char *name)
 
 int vkl_lora_peft_apply_config(vkl_lora *l, const char *path, vkl_err *e)
 {
-    char *text = NULL;
-    if (vkl_read_text_file(path, 1 << 20, &text, NULL, e)) return -1;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!j || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return vkl_fail(e, "%s: not a JSON object", path);
-    }
+    cJSON *j = vkl_read_json_object(path, 1 << 20, e);
+    if (!j) return -1;
     int rc = 0;
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "r");
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "lora_alpha");
@@ -238,20 +232,6 @@ static char *config_json(const vkl_lora *l, vkl_err *e)
     return s;
 }
 
-static int add(vkl_st_writer *w, const char *key, const vkl_lora_tensor *t, int ndim, const int64_t *shape,
-               vkl_err *e)
-{
-    uint64_t n = vkl_lora_tensor_nelem(t);
-    vkl_dtype dt = t->dtype == VKL_F16 || t->dtype == VKL_BF16 ? t->dtype : VKL_F32;
-    if (dt == VKL_F32) return vkl_st_writer_add(w, key, dt, ndim, shape, t->data, e);
-    uint16_t *h = malloc((size_t)n * 2);
-    if (!h) return vkl_fail(e, "out of memory");
-    int rc = vkl_convert_host(t->data, VKL_F32, h, dt, (size_t)n, e);
-    if (!rc) rc = vkl_st_writer_add(w, key, dt, ndim, shape, h, e);
-    free(h);
-    return rc;
-}
-
 static int check_module(const vkl_lora_module *m, vkl_err *e)
 {
     const char *n = vkl_lora_module_label(m);
@@ -296,7 +276,7 @@ int vkl_lora_save_peft(const vkl_lora *l, const char *path, const char *config_p
                 break;
             }
             int64_t n1 = (int64_t)vkl_lora_tensor_nelem(t);
-            rc = parts[k].role == VKL_LORA_MAG ? add(w, key, t, 1, &n1, e) : add(w, key, t, t->ndim, t->shape, e);
+            rc = parts[k].role == VKL_LORA_MAG ? vkl_lora_tensor_write(w, key, t, 1, &n1, e) : vkl_lora_tensor_write(w, key, t, t->ndim, t->shape, e);
         }
     }
     int has_format = 0;

@@ -1,6 +1,7 @@
 #include "lora/lorahub.h"
 
 #include "cmaes.h"
+#include "shape.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -10,22 +11,6 @@
 static const char *label_of(const char *const *names, int i)
 {
     return names && names[i] ? names[i] : "an adapter";
-}
-
-static void shape_str(const vkl_lora_tensor *t, char *out, size_t size)
-{
-    size_t k = (size_t)snprintf(out, size, "[");
-    for (int i = 0; i < t->ndim && k < size; i++)
-        k += (size_t)snprintf(out + k, size - k, "%s%lld", i ? "," : "", (long long)t->shape[i]);
-    if (k < size) snprintf(out + k, size - k, "]");
-}
-
-static int same_shape(const vkl_lora_tensor *a, const vkl_lora_tensor *b)
-{
-    if (a->ndim != b->ndim) return 0;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->shape[i] != b->shape[i]) return 0;
-    return 1;
 }
 
 /* Module of l with the label of m (internal name, else kohya name), or NULL. */
@@ -70,10 +55,10 @@ int vkl_lorahub_check(const vkl_lora *const *in, const char *const *names, int k
                                    "(targets) of the same base",
                                 label_of(names, 0), vkl_lora_module_label(ma), label_of(names, i));
             for (int r = VKL_LORA_DOWN; r <= VKL_LORA_UP; r++)
-                if (!same_shape(&ma->t[r], &mb->t[r])) {
+                if (!vkl_shape_same(ma->t[r].ndim, ma->t[r].shape, mb->t[r].ndim, mb->t[r].shape)) {
                     char sa[80], sb[80];
-                    shape_str(&ma->t[r], sa, sizeof sa);
-                    shape_str(&mb->t[r], sb, sizeof sb);
+                    vkl_shape_str(ma->t[r].ndim, ma->t[r].shape, sa, sizeof sa);
+                    vkl_shape_str(mb->t[r].ndim, mb->t[r].shape, sb, sizeof sb);
                     return vkl_fail(e, "module %s: %s %s in %s but %s in %s: the adapters must have the same ranks "
                                        "and be made for the same base",
                                     vkl_lora_module_label(ma), r == VKL_LORA_DOWN ? "down (A)" : "up (B)", sa,

@@ -1,6 +1,7 @@
 /* Matches the configuration's parameter list against a checkpoint's keys and
  * reports, in one message, everything that does not fit. */
 #include "sd/sd_layout.h"
+#include "shape.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -21,15 +22,6 @@ static void app(msgbuf *m, const char *fmt, ...)
     va_end(ap);
     if (k > 0) m->len += (size_t)k;
     if (m->len >= sizeof m->text) m->len = sizeof m->text - 1;
-}
-
-static void shape_str(char *buf, size_t size, int ndim, const int64_t *s)
-{
-    size_t len = 0;
-    len += (size_t)snprintf(buf, size, "[");
-    for (int i = 0; i < ndim && len < size; i++)
-        len += (size_t)snprintf(buf + len, size - len, "%s%lld", i ? "," : "", (long long)s[i]);
-    if (len < size) snprintf(buf + len, size - len, "]");
 }
 
 /* How source shape src relates to internal shape p for candidate x; -1 if not at all. */
@@ -103,8 +95,8 @@ int vkl_sd_map(const vkl_sd_config *c, vkl_sd_layout layout, const vkl_sd_keys *
         if (relate(&cand[ci], &k->v[found], p, &xf)) {
             if (n_bad++ < VKL_SD_MAX_LISTED) {
                 char a[96], b[96];
-                shape_str(a, sizeof a, k->v[found].ndim, k->v[found].shape);
-                shape_str(b, sizeof b, p->ndim, p->shape);
+                vkl_shape_str(k->v[found].ndim, k->v[found].shape, a, sizeof a);
+                vkl_shape_str(p->ndim, p->shape, b, sizeof b);
                 app(&bad, "%s%s is %s, expected %s%s", n_bad > 1 ? ", " : "", cand[ci].name, a, b,
                     cand[ci].xform == VKL_SD_X_SPLIT ? " x3 stacked" : "");
             }

@@ -4,6 +4,7 @@
 #include "io/dir.h"
 #include "io/safetensors.h"
 #include "sd/sd_layout.h"
+#include "shape.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -107,25 +108,6 @@ static uint64_t count_of(int ndim, const int64_t *shape)
     return n;
 }
 
-/* Shapes equal once trailing unit dimensions are dropped (old files keep the
- * mid-block attention projections as 1x1 convolutions). */
-static int same_shape(int na, const int64_t *a, int nb, const int64_t *b)
-{
-    while (na > 1 && a[na - 1] == 1) na--;
-    while (nb > 1 && b[nb - 1] == 1) nb--;
-    if (na != nb) return 0;
-    for (int i = 0; i < na; i++)
-        if (a[i] != b[i]) return 0;
-    return 1;
-}
-
-static void shape_str(int ndim, const int64_t *shape, char *buf, size_t n)
-{
-    size_t at = (size_t)snprintf(buf, n, "[");
-    for (int d = 0; d < ndim && at < n; d++) at += (size_t)snprintf(buf + at, n - at, d ? ", %lld" : "%lld", (long long)shape[d]);
-    if (at < n) snprintf(buf + at, n - at, "]");
-}
-
 int vkl_vae_folder_load(vkl_ctx *c, const char *dir, vkl_dtype dtype, vkl_sd_vae_config *v, vkl_weights *w,
                         vkl_err *e)
 {
@@ -161,10 +143,10 @@ int vkl_vae_folder_load(vkl_ctx *c, const char *dir, vkl_dtype dtype, vkl_sd_vae
             rc = vkl_fail(e, "%s: missing tensor %s (config.json asks for it)", path, p->name + 4);
             break;
         }
-        if (!same_shape(t->ndim, t->shape, p->ndim, p->shape)) {
+        if (!vkl_shape_same_squeezed(t->ndim, t->shape, p->ndim, p->shape)) {
             char have[96], want[96];
-            shape_str(t->ndim, t->shape, have, sizeof have);
-            shape_str(p->ndim, p->shape, want, sizeof want);
+            vkl_shape_str(t->ndim, t->shape, have, sizeof have);
+            vkl_shape_str(p->ndim, p->shape, want, sizeof want);
             rc = vkl_fail(e, "%s: tensor %s is %s, config.json makes it %s", path, t->name, have, want);
             break;
         }

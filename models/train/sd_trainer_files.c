@@ -239,7 +239,6 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
      * (8-bit state), each in its own dtype, so a resume restores them exactly */
     snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
     if (vkl_adamw_state_save(t->opt, t->ctx, t->np, path, e)) return -1;
-    char *iter = vkl_ds_iter_save(it);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "format", "vklora-train-state");
     cJSON_AddNumberToObject(j, "version", 1);
@@ -258,14 +257,7 @@ static int save_state_files(trainer *t, const char *dir, int step, int epoch, co
         cJSON_AddNumberToObject(j, "loss_scale", t->scaler.scale);
         cJSON_AddNumberToObject(j, "loss_scale_good_steps", t->scaler.good);
     }
-    cJSON_AddItemToObject(j, "data", iter ? cJSON_Parse(iter) : cJSON_CreateNull());
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    free(iter);
-    snprintf(path, sizeof path, "%.1200s/state.json", dir);
-    int rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
-    free(text);
-    return rc;
+    return vkl_train_state_json_save(dir, j, it, e);
 }
 
 int vkl_sd_trainer_load_state(trainer *t, const char *base, int *step, vkl_ds_iter *it, vkl_err *e)

@@ -155,3 +155,16 @@ int vkl_train_state_commit(const char *base, int step, int (*write)(void *user, 
     }
     return 0;
 }
+
+int vkl_train_state_json_save(const char *dir, cJSON *j, const vkl_ds_iter *it, vkl_err *e)
+{
+    char *iter = vkl_ds_iter_save(it), path[1300];
+    cJSON_AddItemToObject(j, "data", iter ? cJSON_Parse(iter) : cJSON_CreateNull());
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    free(iter);
+    snprintf(path, sizeof path, "%.1200s/state.json", dir);
+    int rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
+    free(text);
+    return rc;
+}

@@ -7,6 +7,7 @@
 #define VKL_TRAIN_RESUME_H
 
 #include "vkl_base.h"
+#include "train/dataset.h"
 
 #include <cjson/cJSON.h>
 
@@ -33,5 +34,9 @@ int vkl_train_log_cut(const char *path, int step, double *seconds, vkl_err *e);
  * half-written state is never there under a name that says complete. */
 int vkl_train_state_commit(const char *base, int step, int (*write)(void *user, const char *dir, vkl_err *e),
                            void *user, vkl_err *e);
+
+/* Writes dir/state.json (atomically): j, with the data iterator's position
+ * as "data", printed. j is deleted. */
+int vkl_train_state_json_save(const char *dir, cJSON *j, const vkl_ds_iter *it, vkl_err *e);
 
 #endif

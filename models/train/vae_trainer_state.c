@@ -21,7 +21,6 @@ static int write_state(void *user, const char *dir, vkl_err *e)
     if (vkl_vae_folder_save(t->ctx, dir, &t->cfg, t->w, VKL_F32, e)) return -1;
     snprintf(path, sizeof path, "%.1200s/optimizer.safetensors", dir);
     if (vkl_adamw_state_save(t->opt, t->ctx, t->np, path, e)) return -1;
-    char *iter = vkl_ds_iter_save(&t->it);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "format", "vklora-vae-train-state");
     cJSON_AddNumberToObject(j, "version", 1);
@@ -34,14 +33,7 @@ static int write_state(void *user, const char *dir, vkl_err *e)
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->c->seed);
     cJSON_AddStringToObject(j, "seed", seed);
-    cJSON_AddItemToObject(j, "data", iter ? cJSON_Parse(iter) : cJSON_CreateNull());
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    free(iter);
-    snprintf(path, sizeof path, "%.1200s/state.json", dir);
-    int rc = text ? vkl_write_text_atomic(path, text, e) : vkl_fail(e, "out of host memory");
-    free(text);
-    return rc;
+    return vkl_train_state_json_save(dir, j, &t->it, e);
 }
 
 int vkl_vae_state_save(vkl_vae_trainer *t, vkl_err *e)

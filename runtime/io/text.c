@@ -1,5 +1,7 @@
 #include "io/text.h"
 
+#include <cjson/cJSON.h>
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -126,4 +128,18 @@ void vkl_strbuf_free(vkl_strbuf *b)
 {
     free(b->s);
     memset(b, 0, sizeof *b);
+}
+
+cJSON *vkl_read_json_object(const char *path, size_t max_bytes, vkl_err *e)
+{
+    char *text = NULL;
+    if (vkl_read_text_file(path, max_bytes, &text, NULL, e)) return NULL;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        vkl_fail(e, "%s: not a JSON object", path);
+        return NULL;
+    }
+    return j;
 }

@@ -15,7 +15,12 @@
  * it; a folder is refused. Every failure names path. */
 int vkl_read_text_file(const char *path, size_t max_bytes, char **out, size_t *size, vkl_err *e);
 
-/* The same, for binary formats. */
+/* The file at path (at most max_bytes) parsed as JSON, which must be an
+ * object (cJSON.h; the caller deletes it); NULL with "PATH: not a JSON
+ * object" or the reader's error. */
+struct cJSON *vkl_read_json_object(const char *path, size_t max_bytes, vkl_err *e);
+
+/* The same as vkl_read_text_file, for binary formats. */
 int vkl_read_file_bytes(const char *path, size_t max_bytes, uint8_t **out, size_t *size, vkl_err *e);
 
 /* A string that grows as it is appended to. Zero-initialise it; s is NUL

@@ -5,6 +5,7 @@
  * encoder's adapters alone (the UNet's held still by a zero rate) lowers the
  * loss over a few steps at a high rate. */
 #include "vkl_test.h"
+#include "lora_fixture.h"
 #include "lora/lora_apply.h"
 #include "sd/sd_weights.h"
 #include "train/sd_train_step.h"
@@ -60,22 +61,7 @@ static void setup(fixture *f)
     for (int i = 0; i < tg.n; i++) {
         const vkl_lora_target *t = &tg.v[i];
         if (!te_target(t->name) || t->ndim != 2) continue;
-        vkl_lora_module *m = vkl_lora_add_module(&f->lora, &e);
-        assert_non_null(m);
-        m->name = strdup(t->name);
-        m->kname = strdup(t->kname);
-        m->source = strdup(t->kname);
-        m->kind = VKL_LORA_KIND_LORA;
-        m->alpha = 4;
-        m->has_alpha = 1;
-        m->alpha_dtype = VKL_F32;
-        int64_t ds[2] = {4, t->shape[1]}, us[2] = {t->shape[0], 4};
-        float *down = vkl_lora_tensor_alloc(&m->t[VKL_LORA_DOWN], 2, ds, &e);
-        float *up = vkl_lora_tensor_alloc(&m->t[VKL_LORA_UP], 2, us, &e);
-        m->t[VKL_LORA_DOWN].dtype = m->t[VKL_LORA_UP].dtype = VKL_F32;
-        vkl_test_fill(&r, down, (size_t)(ds[0] * ds[1]), -0.2f, 0.2f);
-        vkl_test_fill(&r, up, (size_t)(us[0] * us[1]), -0.1f, 0.1f);
-        assert_int_equal(vkl_lora_module_finish(m, t, &e), 0);
+        vkl_test_add_random_lora(&f->lora, t, &r, 0.1f);
         f->nte++;
     }
     vkl_lora_targets_free(&tg);

@@ -7,28 +7,11 @@
  * input_ids_2), so the context and the pooled embedding built in the graph
  * are the kit's; the encoders' gradients are nonzero and, with random
  * adapters, match a central difference of the loss along them. */
-#include "vkl_test.h"
-#include "lora/lora_apply.h"
-#include "sd/sd_weights.h"
-#include "train/sd_train_step.h"
-
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define VEC "refkit/sdxl/vectors/train_lora.safetensors"
-#define INIT "refkit/sdxl/vectors/lora/train_lora_init.safetensors"
+#include "lora_fixture.h"
+#include "sdxl_kit_fixture.h"
 
 typedef struct {
-    vkl_ctx *c;
-    vkl_sd_source *src;
-    vkl_weights *w;
-    vkl_lora lora;
-    vkl_lora_set *set;
-    vkl_unet unet;
-    vkl_clip_text te, te2;
-    float *noisy, *t, *target, *time_ids;
-    int32_t ids[2 * 2 * 77];
+    sdxl_kit k;
     int nte[2];
 } fixture;
 
@@ -46,95 +29,36 @@ static int te_target(const vkl_sd_config *cfg, const char *name)
 static void setup(fixture *f, int random_up)
 {
     memset(f, 0, sizeof *f);
-    f->c = vkl_test_ctx(NULL);
-    vkl_err e = {{0}};
-    assert_int_equal(vkl_sd_source_open(vkl_test_shared_path("refkit/sdxl/tiny-sdxl"), NULL, &f->src, &e), 0);
-    const vkl_sd_config *cfg = vkl_sd_source_config(f->src);
-    f->w = vkl_weights_new();
-    const char *parts[3] = {"unet.", "text_encoder.", "text_encoder_2."};
-    for (int i = 0; i < 3; i++) assert_int_equal(vkl_sd_load_weights(f->c, f->src, parts[i], VKL_F32, f->w, &e), 0);
     vkl_lora_targets tg;
-    memset(&tg, 0, sizeof tg);
-    assert_int_equal(vkl_lora_targets_from_sd(cfg, &tg, &e), 0);
-    vkl_lora_opts lo = {&tg, 0, NULL, 0};
-    if (vkl_lora_load(vkl_test_shared_path(INIT), &lo, &f->lora, &e)) fail_msg("%s", e.msg);
+    sdxl_kit_open(&f->k, &tg);
+    const vkl_sd_config *cfg = f->k.cfg;
     vkl_test_rng r;
     vkl_test_rng_seed(&r, 31);
     for (int i = 0; i < tg.n; i++) {
         const vkl_lora_target *t = &tg.v[i];
         int k = te_target(cfg, t->name);
         if (k < 0 || t->ndim != 2) continue;
-        vkl_lora_module *m = vkl_lora_add_module(&f->lora, &e);
-        assert_non_null(m);
-        m->name = strdup(t->name);
-        m->kname = strdup(t->kname);
-        m->source = strdup(t->kname);
-        m->kind = VKL_LORA_KIND_LORA;
-        m->alpha = 4;
-        m->has_alpha = 1;
-        m->alpha_dtype = VKL_F32;
-        int64_t ds[2] = {4, t->shape[1]}, us[2] = {t->shape[0], 4};
-        float *down = vkl_lora_tensor_alloc(&m->t[VKL_LORA_DOWN], 2, ds, &e);
-        float *up = vkl_lora_tensor_alloc(&m->t[VKL_LORA_UP], 2, us, &e);
-        m->t[VKL_LORA_DOWN].dtype = m->t[VKL_LORA_UP].dtype = VKL_F32;
-        vkl_test_fill(&r, down, (size_t)(ds[0] * ds[1]), -0.2f, 0.2f);
-        if (random_up) vkl_test_fill(&r, up, (size_t)(us[0] * us[1]), -0.1f, 0.1f);
-        else memset(up, 0, sizeof(float) * (size_t)(us[0] * us[1]));
-        assert_int_equal(vkl_lora_module_finish(m, t, &e), 0);
+        vkl_test_add_random_lora(&f->k.lora, t, &r, random_up ? 0.1f : 0);
         f->nte[k]++;
     }
     vkl_lora_targets_free(&tg);
     assert_int_equal(f->nte[0], 6 * (cfg->te[0].layers - 1));
     assert_int_equal(f->nte[1], 6 * cfg->te[1].layers);
-    vkl_lora_use use = {&f->lora, 1.0f, 1.0f};
-    if (vkl_lora_set_build(f->c, &use, 1, &f->set, &e)) fail_msg("%s", e.msg);
-    f->unet = (vkl_unet){&cfg->unet, f->w, f->set, 1};
-    f->te = (vkl_clip_text){&cfg->te[0], f->w, "text_encoder.", f->set};
-    f->te2 = (vkl_clip_text){&cfg->te[1], f->w, "text_encoder_2.", f->set};
-    int64_t n;
-    f->noisy = vkl_test_ref_f32(VEC, "noisy_latents", &n);
-    f->target = vkl_test_ref_f32(VEC, "noise", &n);
-    f->time_ids = vkl_test_ref_f32(VEC, "time_ids", &n);
-    int32_t *ts = vkl_test_ref_i32(VEC, "timesteps", &n);
-    f->t = malloc(sizeof(float) * (size_t)n);
-    for (int64_t i = 0; i < n; i++) f->t[i] = (float)ts[i];
-    free(ts);
-    for (int k = 0; k < 2; k++) {
-        int32_t *ids = vkl_test_ref_i32(VEC, k ? "input_ids_2" : "input_ids", &n);
-        assert_int_equal(n, 2 * 77);
-        memcpy(f->ids + k * 2 * 77, ids, sizeof(int32_t) * 2 * 77);
-        free(ids);
-    }
+    sdxl_kit_build(&f->k, 1);
 }
-
-static void teardown(fixture *f)
-{
-    free(f->noisy); free(f->target); free(f->t); free(f->time_ids);
-    vkl_lora_set_free(f->set);
-    vkl_lora_free(&f->lora);
-    vkl_weights_free(f->w);
-    vkl_sd_source_close(f->src);
-    vkl_test_ctx_done(f->c);
-}
-
-static const vkl_sd_train_shape shape = {2, 4, 16, 16, 77, 80, 32};
 
 static vkl_sd_train_step *new_step(fixture *f)
 {
     vkl_err e = {{0}};
-    vkl_sd_train_opts o = {1, NULL, NULL, 1.0f, &f->te, 0, 0, NULL, NULL, NULL, 0, &f->te2};
+    vkl_sd_train_opts o = {1, NULL, NULL, 1.0f, &f->k.te, 0, 0, NULL, NULL, NULL, 0, &f->k.te2};
     vkl_sd_train_step *s = NULL;
-    if (vkl_sd_train_step_new_ex(f->c, &f->unet, &shape, &o, &s, &e)) fail_msg("%s", e.msg);
+    if (vkl_sd_train_step_new_ex(f->k.c, &f->k.unet, &shape, &o, &s, &e)) fail_msg("%s", e.msg);
     return s;
 }
 
 static float run_loss(fixture *f, vkl_sd_train_step *s)
 {
-    vkl_err e = {{0}};
-    vkl_sd_train_batch b = {f->noisy, f->t, NULL, f->target, NULL, f->ids, NULL, f->time_ids};
-    float loss;
-    if (vkl_sd_train_step_run_batch(s, &b, 1, 0, &loss, &e)) fail_msg("%s", e.msg);
-    return loss;
+    return sdxl_kit_loss(&f->k, s);
 }
 
 /* -1: a UNet parameter; 0 / 1: the first / second encoder's */
@@ -146,10 +70,7 @@ static int encoder_of(const vkl_sd_train_step *s, int i)
 
 static float *download(fixture *f, vkl_tensor *t)
 {
-    vkl_err e = {{0}};
-    float *v = malloc(sizeof(float) * (size_t)vkl_tensor_nelem(t));
-    assert_int_equal(vkl_tensor_download(f->c, t, v, VKL_F32, &e), 0);
-    return v;
+    return vkl_test_download(f->k.c, t);
 }
 
 static void zero_te_adapters_give_the_kit_step(void **state)
@@ -177,7 +98,7 @@ static void zero_te_adapters_give_the_kit_step(void **state)
             const char *name = vkl_sd_train_step_param_name(s, i);
             if (strstr(name, ".up")) moved[k] += mx > 0;
         } else {
-            const vkl_lora_module *m = vkl_lora_find(&f.lora, vkl_lora_set_at(f.set, i / 2)->module);
+            const vkl_lora_module *m = vkl_lora_find(&f.k.lora, vkl_lora_set_at(f.k.set, i / 2)->module);
             char name[512];
             snprintf(name, sizeof name, "grad.%s.%s", m->source, i % 2 ? "lora_up.weight" : "lora_down.weight");
             float *w = vkl_test_ref_f32(VEC, name, &n);
@@ -204,7 +125,7 @@ static void zero_te_adapters_give_the_kit_step(void **state)
     assert_int_equal(moved[0], f.nte[0]);
     assert_int_equal(moved[1], f.nte[1]);
     vkl_sd_train_step_free(s);
-    teardown(&f);
+    sdxl_kit_close(&f.k);
 }
 
 static void te_gradient_matches_difference(void **state)
@@ -235,7 +156,7 @@ static void te_gradient_matches_difference(void **state)
             int64_t n = vkl_tensor_nelem(vkl_sd_train_step_param(s, i));
             float *q = malloc(sizeof(float) * (size_t)n);
             for (int64_t j = 0; j < n; j++) q[j] = (float)(p0[i][j] + side * h * g[i][j] / gnorm);
-            assert_int_equal(vkl_tensor_upload(f.c, vkl_sd_train_step_param(s, i), q, VKL_F32, &e), 0);
+            assert_int_equal(vkl_tensor_upload(f.k.c, vkl_sd_train_step_param(s, i), q, VKL_F32, &e), 0);
             free(q);
         }
         *(side < 0 ? &lm : &lp) = run_loss(&f, s);
@@ -251,7 +172,7 @@ static void te_gradient_matches_difference(void **state)
     free(p0);
     free(g);
     vkl_sd_train_step_free(s);
-    teardown(&f);
+    sdxl_kit_close(&f.k);
 }
 
 int main(void)

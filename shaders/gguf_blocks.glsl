@@ -1,0 +1,130 @@
+// GGUF block dequantisation of one element (or four in a row), shared by
+// gguf_dequant.comp (the blocks into an f32/f16 copy) and the matmul shaders
+// (a GGUF weight read in place as their B operand). Every scale product is
+// `precise` and in the order of the format's reference dequantisation, so
+// the value equals the CPU one (runtime/ref/ref_gguf.c) bit for bit: Vulkan
+// rounds adds and multiplies correctly, fusing them would not be.
+//
+// Before including, define GGUF_WORD(k): word k of the buffer holding the
+// blocks. qt is the ggml block type (F32 0, F16 1, Q4_0 2, Q4_1 3, Q5_0 6,
+// Q5_1 7, Q8_0 8, Q4_K 12, Q5_K 13, Q6_K 14, BF16 30), a specialisation
+// constant at every call so that only its branch is compiled; base the byte
+// of the first block; i the element's index from there.
+
+uint gguf_byte(uint k) { return (GGUF_WORD(k >> 2u) >> ((k & 3u) * 8u)) & 0xffu; }
+// Four (two) bytes from byte k on, any alignment; only the words holding
+// them are read (the blocks' buffer may end right after them).
+uint gguf_u32(uint k) {
+    uint s = (k & 3u) * 8u, lo = GGUF_WORD(k >> 2u);
+    return s == 0u ? lo : (lo >> s) | (GGUF_WORD((k >> 2u) + 1u) << (32u - s));
+}
+uint gguf_u16(uint k) {
+    uint s = (k & 3u) * 8u, lo = GGUF_WORD(k >> 2u) >> s;
+    if (s == 24u) lo |= GGUF_WORD((k >> 2u) + 1u) << 8u;
+    return lo & 0xffffu;
+}
+float gguf_half(uint k) { return unpackHalf2x16(gguf_u16(k)).x; }
+int gguf_sbyte(uint w, uint n) { return int(w << (24u - 8u * n)) >> 24; }
+
+// the 6-bit scale (x) and min (y) of sub-block j of a Q4_K/Q5_K scales array at s
+uvec2 gguf_scale_min(uint s, uint j) {
+    if (j < 4u) return uvec2(gguf_byte(s + j) & 63u, gguf_byte(s + j + 4u) & 63u);
+    return uvec2((gguf_byte(s + j + 4u) & 15u) | ((gguf_byte(s + j - 4u) >> 6u) << 4u),
+                 (gguf_byte(s + j + 4u) >> 4u) | ((gguf_byte(s + j) >> 6u) << 4u));
+}
+
+uint gguf_block_bytes(uint qt) {
+    return qt == 2u ? 18u : qt == 3u ? 20u : qt == 6u ? 22u : qt == 7u ? 24u : qt == 8u ? 34u
+         : qt == 12u ? 144u : qt == 13u ? 176u : 210u;
+}
+
+// Elements i..i+3 of one 32-element block type (i a multiple of 4: one block).
+// The block's scale (and min) is read once; each element's arithmetic is the
+// single-element formula's.
+vec4 gguf_value4_32(uint qt, uint base, uint i) {
+    uint b = base + (i / 32u) * gguf_block_bytes(qt), j = i % 32u;
+    float d = gguf_half(b);
+    vec4 y;
+    if (qt == 8u) {
+        uint w = gguf_u32(b + 2u + j);
+        for (uint n = 0u; n < 4u; n++) {
+            precise float v = float(gguf_sbyte(w, n)) * d;
+            y[n] = v;
+        }
+        return y;
+    }
+    uint qs = qt == 2u ? b + 2u : qt == 3u ? b + 4u : qt == 6u ? b + 6u : b + 8u;
+    uint w = gguf_u32(qs + (j & 15u)), sh = j < 16u ? 0u : 4u;
+    uint qh = qt == 6u || qt == 7u ? gguf_u32(qt == 6u ? b + 2u : b + 4u) : 0u;
+    float m = qt == 3u || qt == 7u ? gguf_half(b + 2u) : 0.0;
+    for (uint n = 0u; n < 4u; n++) {
+        uint x = (w >> (8u * n + sh)) & 15u;
+        if (qt == 6u || qt == 7u) x |= ((qh >> (j + n)) & 1u) << 4u;
+        if (qt == 2u) {
+            precise float v = float(int(x) - 8) * d;
+            y[n] = v;
+        } else if (qt == 6u) {
+            precise float v = float(int(x) - 16) * d;
+            y[n] = v;
+        } else {
+            precise float v = float(x) * d + m;
+            y[n] = v;
+        }
+    }
+    return y;
+}
+
+// Elements i..i+3 of a 256-element K-quant block (i a multiple of 4).
+vec4 gguf_value4_k(uint qt, uint base, uint i) {
+    uint b = base + (i / 256u) * gguf_block_bytes(qt), j = i % 256u;
+    vec4 y;
+    if (qt == 14u) { // Q6_K: 16 sub-blocks of 16 with int8 scales
+        uint half_ = j / 128u, r = j % 128u, k = r / 32u, l = r % 32u;
+        uint ql = gguf_u32(b + 64u * half_ + 32u * (k & 1u) + l) >> (k < 2u ? 0u : 4u);
+        uint qh = gguf_u32(b + 128u + 32u * half_ + l) >> (2u * k);
+        float sc = float(gguf_sbyte(gguf_byte(b + 192u + j / 16u), 0u));
+        precise float d1 = gguf_half(b + 208u) * sc;
+        for (uint n = 0u; n < 4u; n++) {
+            int x = int(((ql >> (8u * n)) & 15u) | (((qh >> (8u * n)) & 3u) << 4u)) - 32;
+            precise float v = d1 * float(x);
+            y[n] = v;
+        }
+        return y;
+    }
+    // Q4_K / Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins
+    uint sub = j / 32u, l = j % 32u;
+    uvec2 sm = gguf_scale_min(b + 4u, sub);
+    uint q = gguf_u32((qt == 12u ? b + 16u : b + 48u) + 32u * (j / 64u) + l) >> ((sub & 1u) * 4u);
+    uint qh = qt == 13u ? gguf_u32(b + 16u + l) >> sub : 0u;
+    precise float d1 = gguf_half(b) * float(sm.x);
+    precise float m1 = gguf_half(b + 2u) * float(sm.y);
+    for (uint n = 0u; n < 4u; n++) {
+        uint x = (q >> (8u * n)) & 15u;
+        if (qt == 13u) x += ((qh >> (8u * n)) & 1u) * 16u;
+        precise float v = d1 * float(x) - m1;
+        y[n] = v;
+    }
+    return y;
+}
+
+// Elements i..i+3 (i a multiple of 4, so the four share a block).
+vec4 gguf_value4(uint qt, uint base, uint i) {
+    if (qt == 0u) return vec4(uintBitsToFloat(gguf_u32(base + 4u * i)), uintBitsToFloat(gguf_u32(base + 4u * i + 4u)),
+                              uintBitsToFloat(gguf_u32(base + 4u * i + 8u)), uintBitsToFloat(gguf_u32(base + 4u * i + 12u)));
+    if (qt == 1u || qt == 30u) {
+        uint w0 = gguf_u32(base + 2u * i), w1 = gguf_u32(base + 2u * i + 4u);
+        if (qt == 1u) return vec4(unpackHalf2x16(w0), unpackHalf2x16(w1));
+        return vec4(uintBitsToFloat(w0 << 16u), uintBitsToFloat(w0 & 0xffff0000u), uintBitsToFloat(w1 << 16u),
+                    uintBitsToFloat(w1 & 0xffff0000u));
+    }
+    if (qt >= 12u && qt <= 14u) return gguf_value4_k(qt, base, i);
+    return gguf_value4_32(qt, base, i);
+}
+
+// Element i.
+float gguf_value(uint qt, uint base, uint i) {
+    if (qt == 0u) return uintBitsToFloat(gguf_u32(base + 4u * i));
+    if (qt == 1u) return unpackHalf2x16(gguf_u16(base + 2u * i)).x;
+    if (qt == 30u) return uintBitsToFloat(gguf_u16(base + 2u * i) << 16u);
+    return gguf_value4(qt, base, i & ~3u)[i & 3u];
+}

@@ -38,70 +38,80 @@ uint gguf_block_bytes(uint qt) {
          : qt == 12u ? 144u : qt == 13u ? 176u : 210u;
 }
 
-// Elements i..i+3 of one 32-element block type (i a multiple of 4: one block).
-// The block's scale (and min) is read once; each element's arithmetic is the
-// single-element formula's.
-vec4 gguf_value4_32(uint qt, uint base, uint i) {
-    uint b = base + (i / 32u) * gguf_block_bytes(qt), j = i % 32u;
-    float d = gguf_half(b);
+// The scales of element i's scale group (GGUF_GROUP(qt) elements): x the
+// multiplier (the block's d; a K-quant's d * sub-block scale), y the 32-block
+// types' added min (Q4_1, Q5_1) or the K-quants' subtracted d_min * min.
+// A reader walking along a row may keep them while the group lasts.
+#define GGUF_GROUP(qt) ((qt) == 14u ? 16u : 32u)
+vec2 gguf_scales(uint qt, uint base, uint i) {
+    if (qt < 12u) {
+        uint b = base + (i / 32u) * gguf_block_bytes(qt);
+        return vec2(gguf_half(b), qt == 3u || qt == 7u ? gguf_half(b + 2u) : 0.0);
+    }
+    uint b = base + (i / 256u) * gguf_block_bytes(qt), j = i % 256u;
+    if (qt == 14u) {
+        precise float d1 = gguf_half(b + 208u) * float(gguf_sbyte(gguf_byte(b + 192u + j / 16u), 0u));
+        return vec2(d1, 0.0);
+    }
+    uvec2 sm = gguf_scale_min(b + 4u, j / 32u);
+    precise float d1 = gguf_half(b) * float(sm.x);
+    precise float m1 = gguf_half(b + 2u) * float(sm.y);
+    return vec2(d1, m1);
+}
+
+// Elements i..i+3 (i a multiple of 4: one scale group) of a quantised type
+// given their group's scales s; each element's arithmetic is the reference's.
+vec4 gguf_value4_s(uint qt, uint base, uint i, vec2 s) {
     vec4 y;
-    if (qt == 8u) {
-        uint w = gguf_u32(b + 2u + j);
+    if (qt < 12u) { // 32-element blocks
+        uint b = base + (i / 32u) * gguf_block_bytes(qt), j = i % 32u;
+        if (qt == 8u) {
+            uint w = gguf_u32(b + 2u + j);
+            for (uint n = 0u; n < 4u; n++) {
+                precise float v = float(gguf_sbyte(w, n)) * s.x;
+                y[n] = v;
+            }
+            return y;
+        }
+        uint qs = qt == 2u ? b + 2u : qt == 3u ? b + 4u : qt == 6u ? b + 6u : b + 8u;
+        uint w = gguf_u32(qs + (j & 15u)), sh = j < 16u ? 0u : 4u;
+        uint qh = qt == 6u || qt == 7u ? gguf_u32(qt == 6u ? b + 2u : b + 4u) : 0u;
         for (uint n = 0u; n < 4u; n++) {
-            precise float v = float(gguf_sbyte(w, n)) * d;
-            y[n] = v;
+            uint x = (w >> (8u * n + sh)) & 15u;
+            if (qt == 6u || qt == 7u) x |= ((qh >> (j + n)) & 1u) << 4u;
+            if (qt == 2u) {
+                precise float v = float(int(x) - 8) * s.x;
+                y[n] = v;
+            } else if (qt == 6u) {
+                precise float v = float(int(x) - 16) * s.x;
+                y[n] = v;
+            } else {
+                precise float v = float(x) * s.x + s.y;
+                y[n] = v;
+            }
         }
         return y;
     }
-    uint qs = qt == 2u ? b + 2u : qt == 3u ? b + 4u : qt == 6u ? b + 6u : b + 8u;
-    uint w = gguf_u32(qs + (j & 15u)), sh = j < 16u ? 0u : 4u;
-    uint qh = qt == 6u || qt == 7u ? gguf_u32(qt == 6u ? b + 2u : b + 4u) : 0u;
-    float m = qt == 3u || qt == 7u ? gguf_half(b + 2u) : 0.0;
-    for (uint n = 0u; n < 4u; n++) {
-        uint x = (w >> (8u * n + sh)) & 15u;
-        if (qt == 6u || qt == 7u) x |= ((qh >> (j + n)) & 1u) << 4u;
-        if (qt == 2u) {
-            precise float v = float(int(x) - 8) * d;
-            y[n] = v;
-        } else if (qt == 6u) {
-            precise float v = float(int(x) - 16) * d;
-            y[n] = v;
-        } else {
-            precise float v = float(x) * d + m;
-            y[n] = v;
-        }
-    }
-    return y;
-}
-
-// Elements i..i+3 of a 256-element K-quant block (i a multiple of 4).
-vec4 gguf_value4_k(uint qt, uint base, uint i) {
     uint b = base + (i / 256u) * gguf_block_bytes(qt), j = i % 256u;
-    vec4 y;
-    if (qt == 14u) { // Q6_K: 16 sub-blocks of 16 with int8 scales
+    if (qt == 14u) { // Q6_K: 16 sub-blocks of 16
         uint half_ = j / 128u, r = j % 128u, k = r / 32u, l = r % 32u;
         uint ql = gguf_u32(b + 64u * half_ + 32u * (k & 1u) + l) >> (k < 2u ? 0u : 4u);
         uint qh = gguf_u32(b + 128u + 32u * half_ + l) >> (2u * k);
-        float sc = float(gguf_sbyte(gguf_byte(b + 192u + j / 16u), 0u));
-        precise float d1 = gguf_half(b + 208u) * sc;
         for (uint n = 0u; n < 4u; n++) {
             int x = int(((ql >> (8u * n)) & 15u) | (((qh >> (8u * n)) & 3u) << 4u)) - 32;
-            precise float v = d1 * float(x);
+            precise float v = s.x * float(x);
             y[n] = v;
         }
         return y;
     }
-    // Q4_K / Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins
+    // Q4_K / Q5_K: 8 sub-blocks of 32
     uint sub = j / 32u, l = j % 32u;
-    uvec2 sm = gguf_scale_min(b + 4u, sub);
     uint q = gguf_u32((qt == 12u ? b + 16u : b + 48u) + 32u * (j / 64u) + l) >> ((sub & 1u) * 4u);
     uint qh = qt == 13u ? gguf_u32(b + 16u + l) >> sub : 0u;
-    precise float d1 = gguf_half(b) * float(sm.x);
-    precise float m1 = gguf_half(b + 2u) * float(sm.y);
     for (uint n = 0u; n < 4u; n++) {
         uint x = (q >> (8u * n)) & 15u;
         if (qt == 13u) x += ((qh >> (8u * n)) & 1u) * 16u;
-        precise float v = d1 * float(x) - m1;
+        precise float v = s.x * float(x) - s.y;
         y[n] = v;
     }
     return y;
@@ -117,8 +127,7 @@ vec4 gguf_value4(uint qt, uint base, uint i) {
         return vec4(uintBitsToFloat(w0 << 16u), uintBitsToFloat(w0 & 0xffff0000u), uintBitsToFloat(w1 << 16u),
                     uintBitsToFloat(w1 & 0xffff0000u));
     }
-    if (qt >= 12u && qt <= 14u) return gguf_value4_k(qt, base, i);
-    return gguf_value4_32(qt, base, i);
+    return gguf_value4_s(qt, base, i, gguf_scales(qt, base, i));
 }
 
 // Element i.

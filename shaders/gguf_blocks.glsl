@@ -9,7 +9,7 @@
 // blocks. qt is the ggml block type (F32 0, F16 1, Q4_0 2, Q4_1 3, Q5_0 6,
 // Q5_1 7, Q8_0 8, Q4_K 12, Q5_K 13, Q6_K 14, BF16 30), a specialisation
 // constant at every call so that only its branch is compiled; base the byte
-// of the first block; i the element's index from there.
+// of the first block (a multiple of 4); i the element's index from there.
 
 uint gguf_byte(uint k) { return (GGUF_WORD(k >> 2u) >> ((k & 3u) * 8u)) & 0xffu; }
 // Four (two) bytes from byte k on, any alignment; only the words holding
@@ -25,13 +25,6 @@ uint gguf_u16(uint k) {
 }
 float gguf_half(uint k) { return unpackHalf2x16(gguf_u16(k)).x; }
 int gguf_sbyte(uint w, uint n) { return int(w << (24u - 8u * n)) >> 24; }
-
-// the 6-bit scale (x) and min (y) of sub-block j of a Q4_K/Q5_K scales array at s
-uvec2 gguf_scale_min(uint s, uint j) {
-    if (j < 4u) return uvec2(gguf_byte(s + j) & 63u, gguf_byte(s + j + 4u) & 63u);
-    return uvec2((gguf_byte(s + j + 4u) & 15u) | ((gguf_byte(s + j - 4u) >> 6u) << 4u),
-                 (gguf_byte(s + j + 4u) >> 4u) | ((gguf_byte(s + j) >> 6u) << 4u));
-}
 
 uint gguf_block_bytes(uint qt) {
     return qt == 2u ? 18u : qt == 3u ? 20u : qt == 6u ? 22u : qt == 7u ? 24u : qt == 8u ? 34u
@@ -53,9 +46,20 @@ vec2 gguf_scales(uint qt, uint base, uint i) {
         precise float d1 = gguf_half(b + 208u) * float(gguf_sbyte(gguf_byte(b + 192u + j / 16u), 0u));
         return vec2(d1, 0.0);
     }
-    uvec2 sm = gguf_scale_min(b + 4u, j / 32u);
-    precise float d1 = gguf_half(b) * float(sm.x);
-    precise float m1 = gguf_half(b + 2u) * float(sm.y);
+    // Q4_K / Q5_K blocks (144, 176 bytes) start on words: d and dmin are one
+    // word, the 12 bytes of 6-bit scales and mins three
+    uint sub = j / 32u, w0 = GGUF_WORD((b >> 2u) + 1u), w1 = GGUF_WORD((b >> 2u) + 2u), w2 = GGUF_WORD((b >> 2u) + 3u);
+    uint sh = (sub & 3u) * 8u, sc, mn;
+    if (sub < 4u) {
+        sc = (w0 >> sh) & 63u;
+        mn = (w1 >> sh) & 63u;
+    } else {
+        sc = ((w2 >> sh) & 15u) | (((w0 >> sh) >> 6u) & 3u) << 4u;
+        mn = ((w2 >> sh) >> 4u & 15u) | (((w1 >> sh) >> 6u) & 3u) << 4u;
+    }
+    vec2 dm = unpackHalf2x16(GGUF_WORD(b >> 2u));
+    precise float d1 = dm.x * float(sc);
+    precise float m1 = dm.y * float(mn);
     return vec2(d1, m1);
 }
 
@@ -106,10 +110,10 @@ vec4 gguf_value4_s(uint qt, uint base, uint i, vec2 s) {
     }
     // Q4_K / Q5_K: 8 sub-blocks of 32
     uint sub = j / 32u, l = j % 32u;
-    uint q = gguf_u32((qt == 12u ? b + 16u : b + 48u) + 32u * (j / 64u) + l) >> ((sub & 1u) * 4u);
-    uint qh = qt == 13u ? gguf_u32(b + 16u + l) >> sub : 0u;
+    uint qw = GGUF_WORD(((qt == 12u ? b + 16u : b + 48u) + 32u * (j / 64u) + l) >> 2u) >> ((sub & 1u) * 4u);
+    uint qh = qt == 13u ? GGUF_WORD((b + 16u + l) >> 2u) >> sub : 0u;
     for (uint n = 0u; n < 4u; n++) {
-        uint x = (q >> (8u * n)) & 15u;
+        uint x = (qw >> (8u * n)) & 15u;
         if (qt == 13u) x += ((qh >> (8u * n)) & 1u) * 16u;
         precise float v = s.x * float(x) - s.y;
         y[n] = v;

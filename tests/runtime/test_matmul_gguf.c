@@ -12,6 +12,7 @@
  *    gradient. */
 #define _POSIX_C_SOURCE 200809L
 #include "vkl_test.h"
+#include "op_check.h"
 #include "io/gguf.h"
 #include "ops.h"
 #include "quant.h"
@@ -25,26 +26,6 @@
 static const char *const variants[] = {"reg", "scalar", "tiled"};
 static const vkl_dtype types[] = {VKL_Q4_0, VKL_Q4_1, VKL_Q5_0, VKL_Q5_1, VKL_Q8_0, VKL_Q4_K, VKL_Q5_K, VKL_Q6_K};
 #define NTYPES (int)(sizeof types / sizeof *types)
-
-static void run(vkl_graph *g)
-{
-    vkl_err e = {{0}};
-    if (vkl_graph_failed(g) || vkl_graph_plan(g, &e) || vkl_graph_run(g, &e)) {
-        print_error("graph: %s %s\n", e.msg, vkl_graph_error(g));
-        fail();
-    }
-}
-
-static float *download(vkl_ctx *c, const vkl_tensor *t)
-{
-    vkl_err e = {{0}};
-    float *out = malloc(sizeof(float) * (size_t)vkl_tensor_nelem(t));
-    if (!out || vkl_tensor_download(c, t, out, VKL_F32, &e)) {
-        print_error("download: %s\n", e.msg);
-        fail();
-    }
-    return out;
-}
 
 /* A [n, k] weight of block dtype dt: random values quantised by the
  * project's GGUF quantiser, uploaded as the raw blocks; *wdq the reference
@@ -83,8 +64,8 @@ static void exact_values(vkl_ctx *c, vkl_test_rng *r, const char *variant, vkl_d
     vkl_graph *g = vkl_graph_new(c);
     vkl_tensor *y = vkl_linear(g, X, W, NULL);
     vkl_graph_keep(g, y);
-    run(g);
-    float *got = download(c, y);
+    opc_run(g);
+    float *got = opc_download(c, y);
     int bad = 0;
     for (int64_t i = 0; i < k && !bad; i++)
         for (int64_t j = 0; j < n && !bad; j++)
@@ -96,7 +77,7 @@ static void exact_values(vkl_ctx *c, vkl_test_rng *r, const char *variant, vkl_d
             }
     assert_false(bad);
     /* the host conversion of the blocks (download as f32) is the reference's too */
-    float *host = download(c, W);
+    float *host = opc_download(c, W);
     assert_memory_equal(host, wdq, sizeof(float) * (size_t)(n * k));
     free(host);
     free(got);
@@ -128,8 +109,8 @@ static void one_linear(vkl_ctx *c, vkl_test_rng *r, const char *variant, shape s
     assert_non_null(grads[0]);
     vkl_graph_keep(g, y);
     vkl_graph_keep(g, grads[0]);
-    run(g);
-    float *got = download(c, y), *gdx = download(c, grads[0]);
+    opc_run(g);
+    float *got = opc_download(c, y), *gdx = opc_download(c, grads[0]);
     float *want = malloc(sizeof(float) * M * N), *wdx = malloc(sizeof(float) * M * K);
     int64_t ast[4] = {0, 0, K, 1}, bst[4] = {0, 0, 1, K}, dst[4] = {0, 0, N, 1}, wst[4] = {0, 0, K, 1};
     vkl_ref_matmul(x, ast, wdq, bst, NULL, want, 1, 1, M, N, K);
@@ -206,19 +187,9 @@ static void lora_on_gguf(void **state)
     vkl_graph *g = vkl_graph_new(c);
     vkl_tensor *y = vkl_linear_lora(g, X, W, NULL, A, B, S);
     vkl_graph_keep(g, y);
-    run(g);
-    float *got = download(c, y), want[3 * 10];
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) {
-            double s = 0;
-            for (int64_t k = 0; k < K; k++) s += (double)x[m * K + k] * wdq[n * K + k];
-            for (int64_t q = 0; q < R; q++) {
-                double h = 0;
-                for (int64_t k = 0; k < K; k++) h += (double)x[m * K + k] * a[q * K + k];
-                s += sc[q] * h * b[n * R + q];
-            }
-            want[m * N + n] = (float)s;
-        }
+    opc_run(g);
+    float *got = opc_download(c, y), want[3 * 10];
+    opc_ref_linear_lora(x, wdq, a, b, sc, M, N, K, R, want);
     vkl_test_assert_close("LoRA on a Q4_K base", got, want, (size_t)(M * N), 2e-5f, 1e-5f);
     free(got);
     vkl_graph_free(g);

@@ -36,10 +36,15 @@ uint gguf_block_bytes(uint qt) {
 // types' added min (Q4_1, Q5_1) or the K-quants' subtracted d_min * min.
 // A reader walking along a row may keep them while the group lasts.
 #define GGUF_GROUP(qt) ((qt) == 14u ? 16u : 32u)
+// Blocks of Q4_1 (20 bytes), Q5_1 (24), Q4_K (144) and Q5_K (176) start on
+// words, and so do the parts read four bytes at a time: one load, no shifts.
+bool gguf_aligned(uint qt) { return (gguf_block_bytes(qt) & 3u) == 0u; }
+uint gguf_u32q(uint qt, uint k) { return gguf_aligned(qt) ? GGUF_WORD(k >> 2u) : gguf_u32(k); }
 vec2 gguf_scales(uint qt, uint base, uint i) {
     if (qt < 12u) {
         uint b = base + (i / 32u) * gguf_block_bytes(qt);
-        return vec2(gguf_half(b), qt == 3u || qt == 7u ? gguf_half(b + 2u) : 0.0);
+        if (gguf_aligned(qt)) return unpackHalf2x16(GGUF_WORD(b >> 2u)); // Q4_1, Q5_1: d, m
+        return vec2(gguf_half(b), 0.0);
     }
     uint b = base + (i / 256u) * gguf_block_bytes(qt), j = i % 256u;
     if (qt == 14u) {
@@ -78,8 +83,8 @@ vec4 gguf_value4_s(uint qt, uint base, uint i, vec2 s) {
             return y;
         }
         uint qs = qt == 2u ? b + 2u : qt == 3u ? b + 4u : qt == 6u ? b + 6u : b + 8u;
-        uint w = gguf_u32(qs + (j & 15u)), sh = j < 16u ? 0u : 4u;
-        uint qh = qt == 6u || qt == 7u ? gguf_u32(qt == 6u ? b + 2u : b + 4u) : 0u;
+        uint w = gguf_u32q(qt, qs + (j & 15u)), sh = j < 16u ? 0u : 4u;
+        uint qh = qt == 6u || qt == 7u ? gguf_u32q(qt, qt == 6u ? b + 2u : b + 4u) : 0u;
         for (uint n = 0u; n < 4u; n++) {
             uint x = (w >> (8u * n + sh)) & 15u;
             if (qt == 6u || qt == 7u) x |= ((qh >> (j + n)) & 1u) << 4u;

@@ -84,10 +84,13 @@ vec4 gguf_value4_s(uint qt, uint base, uint i, vec2 s) {
         }
         uint qs = qt == 2u ? b + 2u : qt == 3u ? b + 4u : qt == 6u ? b + 6u : b + 8u;
         uint w = gguf_u32q(qt, qs + (j & 15u)), sh = j < 16u ? 0u : 4u;
-        uint qh = qt == 6u || qt == 7u ? gguf_u32q(qt, qt == 6u ? b + 2u : b + 4u) : 0u;
+        // the four fifth bits (Q5_0, Q5_1), bits j..j+3 of qh, in bits 0..3:
+        // Q5_0's unaligned qh is read as the one byte that holds them
+        uint qh = qt == 7u ? GGUF_WORD((b + 4u) >> 2u) >> j
+                : qt == 6u ? gguf_byte(b + 2u + (j >> 3u)) >> (j & 7u) : 0u;
         for (uint n = 0u; n < 4u; n++) {
             uint x = (w >> (8u * n + sh)) & 15u;
-            if (qt == 6u || qt == 7u) x |= ((qh >> (j + n)) & 1u) << 4u;
+            if (qt == 6u || qt == 7u) x |= ((qh >> n) & 1u) << 4u;
             if (qt == 2u) {
                 precise float v = float(int(x) - 8) * s.x;
                 y[n] = v;

@@ -21,13 +21,18 @@ static int bench_gemm(int argc, char **argv)
 {
     int64_t M = 1024, N = 1024, K = 1024;
     vkl_dtype dt = VKL_F32;
-    int min_reps = 3, dti = 0;
-    static const vkl_dtype dtypes[] = {VKL_F32, VKL_F16, VKL_BF16, VKL_NF4, VKL_NF4_DQ};
+    int min_reps = 3, dti = 0, linear = 0;
+    static const vkl_dtype dtypes[] = {VKL_F32, VKL_F16,  VKL_BF16, VKL_NF4,  VKL_NF4_DQ, VKL_Q4_0, VKL_Q4_1,
+                                       VKL_Q5_0, VKL_Q5_1, VKL_Q8_0, VKL_Q4_K, VKL_Q5_K,   VKL_Q6_K};
     const vkl_arg opts[] = {
         {"--m", NULL, VKL_ARG_I64, VKL_AS_I64(&M), 1, 1 << 30, .help = "M  rows of A"},
         {"--n", NULL, VKL_ARG_I64, VKL_AS_I64(&N), 1, 1 << 30, .help = "N  columns of B"},
         {"--k", NULL, VKL_ARG_I64, VKL_AS_I64(&K), 1, 1 << 30, .help = "K  the inner size"},
-        {"--dtype", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti), .choices = "f32|f16|bf16|nf4|nf4dq", .help = "T  of B"},
+        {"--dtype", NULL, VKL_ARG_CHOICE, VKL_AS_INT(&dti),
+         .choices = "f32|f16|bf16|nf4|nf4dq|q4_0|q4_1|q5_0|q5_1|q8_0|q4_k|q5_k|q6_k", .help = "T  of B"},
+        /* 1: B is a linear layer's weight W [N, K] (x W^T, a forward); 0: B
+         * [K, N] as stored, the layout of a linear layer's input gradient dy W */
+        {"--linear", NULL, VKL_ARG_INT, VKL_AS_INT(&linear), 0, 1, .help = "0|1  B stored as [N, K] (x W^T)"},
         {"--reps", NULL, VKL_ARG_INT, VKL_AS_INT(&min_reps), 1, 200, .help = "R  timed runs at least"},
     };
     int prc = vkl_bench_args("gemm", opts, (int)(sizeof opts / sizeof *opts), argc, argv);
@@ -40,7 +45,7 @@ static int bench_gemm(int argc, char **argv)
         return 1;
     }
     int rc = 1;
-    int64_t as[2] = {M, K}, bs[2] = {K, N};
+    int64_t as[2] = {M, K}, bs[2] = {linear ? N : K, linear ? K : N};
     vkl_tensor *A = vkl_tensor_new(c, VKL_F32, 2, as, &e);
     vkl_tensor *B = A ? vkl_tensor_new(c, dt, 2, bs, &e) : NULL;
     vkl_graph *g = NULL;
@@ -51,8 +56,12 @@ static int bench_gemm(int argc, char **argv)
     for (int64_t i = 0; i < K * N; i++) host[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
     if (vkl_tensor_upload(c, B, host, VKL_F32, &e)) goto done;
     g = vkl_graph_new(c);
-    vkl_tensor *y = vkl_matmul(g, A, B);
+    vkl_tensor *y = linear ? vkl_linear(g, A, B, NULL) : vkl_matmul(g, A, B);
     vkl_graph_keep(g, y);
+    if (vkl_graph_failed(g)) {
+        vkl_fail(&e, "%s", vkl_graph_error(g));
+        goto done;
+    }
     if (vkl_graph_plan(g, &e)) goto done;
     double med;
     int reps;
@@ -61,8 +70,9 @@ static int bench_gemm(int argc, char **argv)
     vkl_mem_get_stats(c, &ms);
     uint32_t wg, tm, tn;
     vkl_matmul_tile(c, &wg, &tm, &tn);
-    printf("gemm m=%lld n=%lld k=%lld A f32 B %s: %.3f ms median of %d, %.2f GFLOP/s\n", (long long)M, (long long)N,
-           (long long)K, vkl_dtype_name(dt), med * 1e3, reps, 2.0 * M * N * K / med * 1e-9);
+    printf("gemm m=%lld n=%lld k=%lld A f32 B %s%s (%llu bytes): %.3f ms median of %d, %.2f GFLOP/s\n", (long long)M,
+           (long long)N, (long long)K, vkl_dtype_name(dt), linear ? " [N,K] transposed" : "",
+           (unsigned long long)vkl_tensor_nbytes(B), med * 1e3, reps, 2.0 * M * N * K / med * 1e-9);
     printf("device: %s (profile %s), tile %ux%u per invocation, workgroup %u, peak device memory %.1f MiB\n",
            vkl_ctx_caps(c)->name, vkl_ctx_caps(c)->profile, tm, tn, wg, ms.total_peak / 1048576.0);
     rc = 0;
@@ -78,7 +88,8 @@ done:
 
 static const char *bench_usage =
     "usage: vklora bench BENCHMARK [options]   (figures only: GFLOP/s or s/step, and memory; nothing asserted)\n"
-    "  gemm         --m M --n N --k K (1024) --dtype f32|f16|bf16|nf4|nf4dq (f32) [--reps R (3)]\n"
+    "  gemm         --m M --n N --k K (1024) --dtype f32|f16|bf16|nf4|nf4dq|q4_0|q4_1|q5_0|q5_1|q8_0|q4_k|q5_k|q6_k\n"
+    "               (f32) [--linear 0|1 (0; 1: B a weight [N, K], y = A B^T)] [--reps R (3)]\n"
     "  unet         --family sd1.5|sd2.1 --width W --height H (256) [--steps N (2)] [--batch N (2)]\n"
     "               [--weights f16|f32 (f16)] [--lora-rank R (0)]\n"
     "  attention    --batch B --heads H --q LQ --kv LK --dim D ...\n"

@@ -48,6 +48,8 @@ static void usage(FILE *f)
                "Weight matrices stay in the dtype of config.json's torch_dtype (f16, bf16; else f32) unless --base-dtype\n"
                 "(also spelt --weights); nf4 quantises the layers' projections to 4-bit NormalFloat at load (QLoRA);\n"
                "nf4dq every matrix (embedding and lm_head too) with double-quantised scales (about 1/4 of f16).\n"
+               "A FILE.gguf's projections and lm_head stay in the file's blocks (Q8_0, Q4_K, ...), dequantised inside\n"
+               "the matmul shaders, its embedding in f16; --base-dtype f32|f16|bf16 dequantises every matrix at load.\n"
                "--prompts: one {\"prompt\": TEXT, \"lora\": [\"DIR[:W]\", ...]} per line, each with its own LoRA adapters\n"
                "(each read once) in one process; one JSON object per line.\n"
                "--json prints one object instead: prompt_ids, ids, text, finish (eos|length|stop), seed and speeds.\n"
@@ -116,7 +118,7 @@ static void report(run_state *r, int np, int nout, const vkl_app_lm_gen_args *g,
         char seed[32];
         snprintf(seed, sizeof seed, "%llu", (unsigned long long)g->s.seed);
         cJSON_AddStringToObject(o, "seed", g->s.temperature > 0 ? seed : "");
-        cJSON_AddStringToObject(o, "weights", vkl_dtype_name(dt));
+        cJSON_AddStringToObject(o, "weights", dt == VKL_LLAMA_AS_STORED ? "gguf" : vkl_dtype_name(dt));
         cJSON_AddNumberToObject(o, "prefill_tokens_per_s", pre_tps);
         cJSON_AddNumberToObject(o, "decode_tokens_per_s", dec_tps);
         char *s = cJSON_PrintUnformatted(o);

@@ -1,4 +1,6 @@
 #include "lm_gen_args.h"
+#include "llama/llama.h"
+#include "llama/llama_gguf.h"
 #include "io/text.h"
 
 
@@ -68,6 +70,7 @@ void vkl_app_lm_gen_args_finish(vkl_app_lm_gen_args *g)
 vkl_dtype vkl_app_lm_model_dtype(const char *model)
 {
     char path[4200], *text = NULL;
+    if (vkl_llama_is_gguf(model)) return VKL_LLAMA_AS_STORED;
     snprintf(path, sizeof path, "%s/config.json", model);
     if (vkl_read_text_file(path, 1 << 20, &text, NULL, NULL)) return VKL_F32;
     cJSON *j = cJSON_Parse(text);

@@ -30,7 +30,8 @@ void vkl_app_lm_gen_args_finish(vkl_app_lm_gen_args *g);
 
 /* The dtype the model folder's config.json stores its weights in
  * (torch_dtype float16 / bfloat16; anything else, or no folder: f32), which
- * `lm generate` keeps on the device unless --weights says otherwise. */
+ * `lm generate` keeps on the device unless --weights says otherwise; for a
+ * GGUF file VKL_LLAMA_AS_STORED (its blocks stay as they are). */
 vkl_dtype vkl_app_lm_model_dtype(const char *model);
 
 #endif

@@ -49,6 +49,10 @@ static const struct {
     [VKL_F64] = {"f64", "float64", "F64", 8},   [VKL_BOOL] = {"bool", "boolean", "BOOL", 1},
     [VKL_NF4] = {"nf4", "normalfloat4", "NF4", 0},
     [VKL_NF4_DQ] = {"nf4dq", "normalfloat4_dq", "NF4_DQ", 0},
+    [VKL_Q4_0] = {"q4_0", "gguf_q4_0", "Q4_0", 0}, [VKL_Q4_1] = {"q4_1", "gguf_q4_1", "Q4_1", 0},
+    [VKL_Q5_0] = {"q5_0", "gguf_q5_0", "Q5_0", 0}, [VKL_Q5_1] = {"q5_1", "gguf_q5_1", "Q5_1", 0},
+    [VKL_Q8_0] = {"q8_0", "gguf_q8_0", "Q8_0", 0}, [VKL_Q4_K] = {"q4_k", "gguf_q4_k", "Q4_K", 0},
+    [VKL_Q5_K] = {"q5_k", "gguf_q5_k", "Q5_K", 0}, [VKL_Q6_K] = {"q6_k", "gguf_q6_k", "Q6_K", 0},
 };
 
 size_t vkl_dtype_size(vkl_dtype t) { return (unsigned)t < VKL_DTYPE_COUNT ? dtype_info[t].size : 0; }
@@ -151,6 +155,7 @@ int vkl_convert_host(const void *src, vkl_dtype st, void *dst, vkl_dtype dt, siz
         vkl_nf4dq_unpack(src, n, dst);
         return 0;
     }
+    if (vkl_dtype_is_gguf(st) || vkl_dtype_is_gguf(dt)) return vkl_gguf_convert_host(src, st, dst, dt, n, e);
     if (vkl_dtype_is_quant(st) || vkl_dtype_is_quant(dt))
         return vkl_fail(e, "cannot convert %s to %s (quantised types convert from and to f32)", vkl_dtype_name(st),
                         vkl_dtype_name(dt));

@@ -51,7 +51,15 @@
  * A shader forms block b's scale as map[q[b]] * absmax2[b / 256] + offset
  * (one multiply and one add, never fused: `precise`) and the element as
  * level[code] * scale, the same f32 operations as vkl_nf4_double_dequant and
- * vkl_nf4_dequantize, so host and device values agree bit for bit. */
+ * vkl_nf4_dequantize, so host and device values agree bit for bit.
+ *
+ * GGUF block types (VKL_Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K:
+ * llama.cpp's, numbered in io/gguf.h): the memory is the file's blocks in
+ * order, nothing else (code_bytes = total_bytes, no separate scales), so the
+ * element count must be a whole number of blocks and a matrix's rows whole
+ * blocks (GGUF's own rule). Read by the matmul family as its B operand
+ * (shaders/gguf_blocks.glsl, the formulas of gguf_dequant.comp and
+ * ref/ref_gguf.c, bit for bit); the embedding gather does not read them. */
 #ifndef VKL_QUANT_H
 #define VKL_QUANT_H
 
@@ -82,6 +90,16 @@ typedef struct vkl_quant_layout {
 int vkl_dtype_is_quant(vkl_dtype t);
 /* The memory layout of n elements of the quantised dtype t (-1 if t is not one). */
 int vkl_quant_layout_of(vkl_dtype t, uint64_t n, vkl_quant_layout *l);
+
+/* GGUF block dtypes (quant_gguf.c): 1 for VKL_Q4_0 .. VKL_Q6_K; the ggml
+ * type number of one (-1 otherwise); the dtype a ggml type is kept in on the
+ * device (its block dtype, or f32 / f16 / bf16 for F32, F16, BF16; -1 for
+ * any other type); its layout; host conversion from and to f32. */
+int vkl_dtype_is_gguf(vkl_dtype t);
+int vkl_dtype_gguf_type(vkl_dtype t);
+int vkl_gguf_dtype(int type, vkl_dtype *out);
+int vkl_gguf_layout_of(vkl_dtype t, uint64_t n, vkl_quant_layout *l);
+int vkl_gguf_convert_host(const void *src, vkl_dtype st, void *dst, vkl_dtype dt, size_t n, vkl_err *e);
 
 /* The 16 NF4 levels (QLoRA appendix E, bitsandbytes' constants) and the 15
  * decision midpoints between them. */

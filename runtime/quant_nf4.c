@@ -21,12 +21,13 @@ const float vkl_nf4_midpoints[15] = {
     0x1.2b05a8p-2f,  0x1.8ea7f2p-2f,  0x1.00da08p-1f,  0x1.491b5ep-1f,  0x1.b913b4p-1f,
 };
 
-int vkl_dtype_is_quant(vkl_dtype t) { return t == VKL_NF4 || t == VKL_NF4_DQ; }
+int vkl_dtype_is_quant(vkl_dtype t) { return t == VKL_NF4 || t == VKL_NF4_DQ || vkl_dtype_is_gguf(t); }
 
 static uint64_t round16(uint64_t v) { return (v + 15) & ~(uint64_t)15; }
 
 int vkl_quant_layout_of(vkl_dtype t, uint64_t n, vkl_quant_layout *l)
 {
+    if (vkl_dtype_is_gguf(t)) return vkl_gguf_layout_of(t, n, l);
     if (!vkl_dtype_is_quant(t)) return -1;
     memset(l, 0, sizeof *l);
     l->block = VKL_NF4_BLOCK;

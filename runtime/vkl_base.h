@@ -50,6 +50,8 @@ typedef enum vkl_dtype {
     VKL_BOOL,
     VKL_NF4, /* 4-bit NormalFloat in blocks of 64 with an f32 absmax each (quant.h) */
     VKL_NF4_DQ, /* NF4 whose absmax values are double-quantised to 8 bits on the device (quant.h) */
+    /* GGUF (llama.cpp) block types kept as the file's blocks (quant.h) */
+    VKL_Q4_0, VKL_Q4_1, VKL_Q5_0, VKL_Q5_1, VKL_Q8_0, VKL_Q4_K, VKL_Q5_K, VKL_Q6_K,
     VKL_DTYPE_COUNT
 } vkl_dtype;
 

@@ -5,12 +5,15 @@
 // storage; element i of such a tensor lives in word i>>1, half i&1.
 // Element-type codes match vkl_dtype: 0 = f32, 1 = f16, 2 = bf16; 10 = NF4,
 // 11 = NF4 with double-quantised scales (block-quantised, runtime/quant.h:
-// read only through their own loaders, nf4.glsl).
+// read only through their own loaders, nf4.glsl); 12..19 GGUF block types
+// (Q4_0 .. Q6_K, read through gguf_blocks.glsl).
 #define DT_F32 0u
 #define DT_F16 1u
 #define DT_BF16 2u
 #define DT_NF4 10u
 #define DT_NF4_DQ 11u
+#define DT_GGUF_FIRST 12u
+#define DT_GGUF_LAST 19u
 
 // Declares an input tensor bound at binding B under the name N, readable as
 // f32 or as packed 16-bit words, and a loader N_load(index, dtype).

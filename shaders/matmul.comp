@@ -36,8 +36,10 @@ void main() {
         for (uint j = 0u; j < TN; j++) acc[i][j] = 0.0;
 
     // a quantised B read along K: each column's block scale, loaded only
-    // when its block changes (every 16 vector loads)
+    // when its block changes (NF4: every 16 vector loads; GGUF: its scale
+    // group, every 4 or 8)
     float bscale[TN];
+    vec2 bgscale[TN]; // a GGUF B: its scale group's (gguf_scales)
     uint bblock[TN];
     for (uint j = 0u; j < TN; j++) bblock[j] = 0xffffffffu;
 
@@ -63,7 +65,14 @@ void main() {
             }
         } else {
             for (uint j = 0u; j < TN; j++) {
-                if (BVEC == 1u && is_nf4(BDT)) {
+                if (BVEC == 1u && is_gguf(BDT)) {
+                    uint i = bcol[j] + k, grp = i / GGUF_GROUP(BQT);
+                    if (grp != bblock[j]) {
+                        bblock[j] = grp;
+                        bgscale[j] = gguf_scales(BQT, p.bq_off, i);
+                    }
+                    bv[j] = gguf_value4_s(BQT, p.bq_off, i, bgscale[j]);
+                } else if (BVEC == 1u && is_nf4(BDT)) {
                     uint i = bcol[j] + k, blk = (i - p.b_off) >> 6u;
                     if (blk != bblock[j]) {
                         bblock[j] = blk;

@@ -3,7 +3,8 @@
 // memory tiles for GPUs). Both compute
 //   C[z] = alpha * (A[z] . B[z]) * colscale + bias + A2[z] . B2
 // with A [M,K] and B [K,N] as strided views (B may be a quantised weight,
-// BDT = DT_NF4 or DT_NF4_DQ, dequantised here in registers: see B_get / B_load4), the optional second product
+// BDT = DT_NF4 or DT_NF4_DQ, or a GGUF block type whose ggml number is BQT,
+// dequantised here in registers: see B_get / B_load4), the optional second product
 // (a LoRA up-projection added to a linear layer) over K2, and C f32
 // contiguous per batch. Op: runtime/ops/matmul.c.
 #include "common.glsl"
@@ -20,6 +21,8 @@ layout(constant_id = 9) const uint HAS_SCALE = 0;
 layout(constant_id = 10) const uint HAS_SEG2 = 0;
 layout(constant_id = 11) const uint A2DT = 0;
 layout(constant_id = 12) const uint B2DT = 0;
+// a GGUF B (BDT one of DT_GGUF_*): its ggml block type (gguf_blocks.glsl)
+layout(constant_id = 14) const uint BQT = 0;
 
 DECLARE_INPUT(0, A)
 DECLARE_INPUT(1, B)
@@ -48,12 +51,16 @@ layout(push_constant) uniform P {
     // quantised B (runtime/quant.h): index of its first f32 scale in binding
     // 1 (NF4_DQ: in binding 7, the pre-pass's plain scales; bq2_off unused);
     // b_off is then twice the byte offset of its codes, so that element i's
-    // code is in byte i >> 1 and i - b_off is its index in the weight
+    // code is in byte i >> 1 and i - b_off is its index in the weight.
+    // A GGUF B: b_off is 0 and bq_off the byte of its first block.
     uint bq_off, bq2_off;
 } p;
 
 #include "nf4.glsl"
 DECLARE_NF4_SCALE(B)
+#define GGUF_WORD(k) B_u[k]
+#include "gguf_blocks.glsl"
+bool is_gguf(uint dt) { return dt >= DT_GGUF_FIRST && dt <= DT_GGUF_LAST; }
 
 // The scale of B's element i (quantised B).
 float B_scale(uint i) {
@@ -63,6 +70,7 @@ float B_scale(uint i) {
 
 // Element i of B (quantised or not).
 float B_get(uint i) {
+    if (is_gguf(BDT)) return gguf_value(BQT, p.bq_off, i);
     if (is_nf4(BDT)) return nf4_value(B_u[(i >> 1u) >> 2u] >> (((i >> 1u) & 3u) * 8u), i, B_scale(i));
     return B_load(i, BDT);
 }
@@ -79,6 +87,7 @@ vec4 A_load4(uint i) {
     return unpack4(A_u2[i >> 2u], ADT);
 }
 vec4 B_load4(uint i) {
+    if (is_gguf(BDT)) return gguf_value4(BQT, p.bq_off, i);
     if (is_nf4(BDT)) return nf4_value4(B_u[i >> 3u] >> (((i >> 2u) & 1u) * 16u), B_scale(i));
     if (BDT == DT_F32) return B_v4[i >> 2u];
     return unpack4(B_u2[i >> 2u], BDT);

@@ -55,8 +55,13 @@ typedef struct vkl_llama {
  * f16, vectors f32 (vkl_llama_weight_dtype). VKL_NF4_DQ: every matrix
  * (embedding and lm_head included) in NF4 with QLoRA's double-quantised scales
  * kept quantised on the device. Every expected weight is checked
- * for presence and shape before anything runs. */
+ * for presence and shape before anything runs. VKL_LLAMA_AS_STORED (GGUF
+ * files only): see vkl_llama_load_gguf. */
 int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e);
+/* matrix_dtype for a GGUF model whose linear weights stay on the device in
+ * the file's block types (Q8_0, Q4_K, ...; F16 / BF16 / F32 as themselves),
+ * read in place by the matmul shaders (llama_gguf.c). Not a tensor dtype. */
+#define VKL_LLAMA_AS_STORED ((vkl_dtype)VKL_DTYPE_COUNT)
 /* A model of shape cfg with random weights (uniform, about 0.02 std; norms 1)
  * stored as for vkl_llama_load with base (llama_random.c; benchmarks). */
 int vkl_llama_random(vkl_ctx *c, const vkl_llama_config *cfg, vkl_dtype base, uint64_t seed, vkl_llama **out,

@@ -1,11 +1,13 @@
 /* Loading a LLaMA GGUF file: hyper-parameters from the metadata, every
  * weight checked for presence, shape and block type before any upload, q/k
  * rows put back into HF's order (on the raw blocks: a row is whole blocks),
- * then each weight dequantised on the device into the model's dtype. */
+ * then each weight either dequantised on the device into the model's dtype
+ * or (VKL_LLAMA_AS_STORED) uploaded as its blocks, for the matmul to read. */
 #include "llama/llama_gguf.h"
 
 #include "io/gguf.h"
 #include "io/gguf_device.h"
+#include "quant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,7 +193,22 @@ static int upload(vkl_llama *m, const vkl_gguf_tensor *t, const want *w, vkl_dty
         }
         tt.data = copy;
     }
-    vkl_tensor *d = vkl_gguf_tensor_load(m->ctx, &tt, w->ndim == 2 ? matrix_dtype : VKL_F32, w->ndim, w->shape, e);
+    vkl_tensor *d = NULL;
+    vkl_dtype kept = VKL_F32;
+    if (matrix_dtype == VKL_LLAMA_AS_STORED && w->ndim == 2 && !vkl_gguf_dtype(t->type, &kept) &&
+        (strcmp(w->hf, "model.embed_tokens.weight") || !vkl_dtype_is_quant(kept))) {
+        /* the blocks as they are (F32 / F16 / BF16 bytes are those dtypes' too) */
+        d = vkl_tensor_new(m->ctx, kept, 2, w->shape, e);
+        if (d && vkl_tensor_upload(m->ctx, d, tt.data, kept, e)) {
+            vkl_tensor_free(d);
+            d = NULL;
+            vkl_err_prefix(e, "tensor '%s' (%s): ", t->name, vkl_gguf_type_name(t->type));
+        }
+    } else {
+        /* AS_STORED: a quantised embedding becomes f16 for the gather */
+        vkl_dtype dt = w->ndim == 1 ? VKL_F32 : matrix_dtype == VKL_LLAMA_AS_STORED ? VKL_F16 : matrix_dtype;
+        d = vkl_gguf_tensor_load(m->ctx, &tt, dt, w->ndim, w->shape, e);
+    }
     free(copy);
     if (!d) return -1;
     if (vkl_weights_put(m->w, w->hf, d, e)) {

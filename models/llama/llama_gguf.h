@@ -33,7 +33,11 @@ int vkl_llama_gguf_config(const char *path, vkl_llama_config *c, vkl_err *e);
 
 /* The model of a GGUF file (general.architecture llama): hyper-parameters
  * from the llama.* keys, weights dequantised on the device into matrix_dtype
- * (vectors f32). */
+ * (vectors f32). matrix_dtype VKL_LLAMA_AS_STORED: the layers' projections
+ * and lm_head (output.weight) keep the file's blocks (a GGUF block dtype,
+ * runtime/quant.h; F32 / F16 / BF16 as that dtype), read in place by the
+ * matmul; the embedding, read by the gather, is dequantised to f16 (F32 and
+ * BF16 embeddings stay as they are); vectors f32. */
 int vkl_llama_load_gguf(vkl_ctx *c, const char *path, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e);
 
 /* Writes m's weights (read back from the device as f32) to path as GGUF

@@ -77,11 +77,14 @@ vkl_dtype vkl_llama_weight_dtype(const char *name, int ndim, vkl_dtype base)
 int vkl_llama_load(vkl_ctx *c, const char *dir, vkl_dtype matrix_dtype, vkl_llama **out, vkl_err *e)
 {
     *out = NULL;
+    int as_stored = matrix_dtype == VKL_LLAMA_AS_STORED;
     if (matrix_dtype != VKL_F32 && matrix_dtype != VKL_F16 && matrix_dtype != VKL_BF16 && matrix_dtype != VKL_NF4 &&
-        matrix_dtype != VKL_NF4_DQ)
+        matrix_dtype != VKL_NF4_DQ && !as_stored)
         return vkl_fail(e, "LLaMA weights are stored as f32, f16, bf16, nf4 or nf4dq, not %s",
                         vkl_dtype_name(matrix_dtype));
     struct stat st;
+    if (as_stored && (stat(dir, &st) || !S_ISREG(st.st_mode) || !vkl_llama_is_gguf(dir)))
+        return vkl_fail(e, "%s: only a GGUF model's weights can stay as stored", dir);
     if (!stat(dir, &st) && S_ISREG(st.st_mode))
         return vkl_llama_is_gguf(dir) ? vkl_llama_load_gguf(c, dir, matrix_dtype, out, e)
                                       : vkl_llama_load_llama2c(c, dir, matrix_dtype, out, e);

@@ -225,6 +225,8 @@ vkl_tensor *vkl_embedding(vkl_graph *g, vkl_tensor *table, vkl_tensor *ids)
     vkl_tensor_describe(table, st, sizeof st);
     vkl_tensor_describe(ids, si, sizeof si);
     int quant = vkl_dtype_is_quant(table->dtype);
+    if (vkl_dtype_is_gguf(table->dtype)) /* GGUF embeddings are loaded dequantised (models/llama/llama_gguf.c) */
+        return vkl_graph_set_error(g, "embedding: table %s is in a GGUF block type, which the gather does not read", st);
     if (table->ndim != 2 || !(quant || vkl_op_float_type(table->dtype)))
         return vkl_graph_set_error(g, "embedding: table %s must be a 2-D f32, f16, bf16 or quantised tensor", st);
     if (quant) {

@@ -17,7 +17,9 @@
  * the shader, so a linear layer's forward and its input gradient (the
  * transposed product, from the same backward rule) read the packed weight.
  * An NF4_DQ weight's scales are first made plain f32 by a pre-pass node
- * (nf4dq_scales.c) that the product reads at binding 7. */
+ * (nf4dq_scales.c) that the product reads at binding 7. A GGUF block-type
+ * weight (Q8_0, Q4_K, ...) is read in its file's blocks, the block type a
+ * specialisation constant (shaders/gguf_blocks.glsl). */
 #include "matmul_internal.h"
 
 #include "quant.h"
@@ -55,7 +57,7 @@ typedef struct {
 } matmul_pc;
 
 enum { SPEC_WG, SPEC_TM, SPEC_TN, SPEC_ADT, SPEC_BDT, SPEC_BIAS, SPEC_BIASDT, SPEC_AVEC, SPEC_BVEC, SPEC_SCALE,
-       SPEC_SEG2, SPEC_A2DT, SPEC_B2DT, SPEC_LANES_M, SPEC_COUNT };
+       SPEC_SEG2, SPEC_A2DT, SPEC_B2DT, SPEC_LANES_M, SPEC_BQT, SPEC_COUNT };
 
 /* The product after batch folding: shapes and element strides as the shader sees them. */
 typedef struct {
@@ -121,6 +123,8 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
     spec[SPEC_SEG2] = a2 != NULL;
     spec[SPEC_A2DT] = a2 ? (uint32_t)a2->dtype : 0u;
     spec[SPEC_B2DT] = b2 ? (uint32_t)b2->dtype : 0u;
+    int bgguf = vkl_dtype_is_gguf(b->dtype);
+    spec[SPEC_BQT] = bgguf ? (uint32_t)vkl_dtype_gguf_type(b->dtype) : 0u;
     vkl_kernel kernel = var == VKL_MM_TILED ? VKL_KERNEL_MATMUL_TILED : VKL_KERNEL_MATMUL;
     uint32_t rows_per_group = var == VKL_MM_TILED ? 64 : tm;
 
@@ -185,7 +189,10 @@ static int emit_matmul(vkl_graph *g, vkl_node *n, vkl_err *e)
                     : vkl_bind_span(g, b, b_first, b_span, &bind[1], &pc.b_off, e)) ||
                 vkl_bind_span(g, y, y_first + m0 * N, whole ? vkl_tensor_nelem(y) : mr * N, &bind[2], &pc.c_off, e))
                 return -1;
-            if (bq) {
+            if (bgguf) {
+                pc.b_off = 0; /* element i is the weight's i-th: its block from i alone */
+                pc.bq_off = qo.code_off / 2;
+            } else if (bq) {
                 pc.b_off = qo.code_off;
                 pc.bq_off = qo.scale_off;
                 pc.bq2_off = qo.qcode_off;
@@ -323,6 +330,11 @@ vkl_tensor *vkl_matmul_general(vkl_graph *g, const char *op, vkl_tensor *a, vkl_
         if (vkl_dtype_bytes(b->dtype, (uint64_t)vkl_tensor_nelem(b)) + caps->storage_align > caps->max_storage_range)
             return vkl_graph_set_error(g, "%s: quantised weight %s exceeds the device's storage binding limit (%llu bytes)",
                                        op, db, (unsigned long long)caps->max_storage_range);
+        vkl_quant_layout l;
+        vkl_quant_layout_of(b->dtype, (uint64_t)vkl_tensor_nelem(b), &l);
+        if (vkl_dtype_is_gguf(b->dtype) && (root->ndim != 2 || root->shape[1] % l.block))
+            return vkl_graph_set_error(g, "%s: rows of the %s weight %s are not whole blocks of %d", op,
+                                       vkl_dtype_name(b->dtype), db, l.block);
     }
     if (a->ndim < 2 || b->ndim < 2) return vkl_graph_set_error(g, "%s: %s and %s need at least 2 dims", op, da, db);
     int64_t as[4], ast[4], bs[4], bst[4];

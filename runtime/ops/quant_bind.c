@@ -12,7 +12,8 @@ int vkl_bind_quant(vkl_graph *g, const vkl_tensor *t, vkl_bind *b, vkl_quant_off
     if (vkl_quant_layout_of(t->dtype, (uint64_t)vkl_tensor_nelem(t), &l))
         return vkl_fail(e, "internal: %s is not a quantised type", vkl_dtype_name(t->dtype));
     if (!t->buf) return vkl_fail(e, "internal: tensor bound before it has memory");
-    uint64_t begin = vkl_buffer_vk_offset(t->buf) + t->offset, end = begin + l.total_bytes;
+    /* whole words: a GGUF weight's blocks may end inside one (its memory is rounded up to words) */
+    uint64_t begin = vkl_buffer_vk_offset(t->buf) + t->offset, end = begin + ((l.total_bytes + 3) & ~3ull);
     uint64_t align = c->caps.storage_align < 4 ? 4 : c->caps.storage_align;
     uint64_t abegin = begin / align * align;
     char d[96];

@@ -5,7 +5,9 @@
  * llama.cpp's (names, shapes innermost first, q/k rows permuted as its
  * converter does, written out independently here); a model with rows of
  * whole 256-blocks stored as Q4_K gives logits within a stated tolerance of
- * its F32 file. A PEFT LoRA written as a GGUF adapter has llama.cpp's
+ * its F32 file. The same hold with the blocks kept on the device
+ * (VKL_LLAMA_AS_STORED: Q8_0 / Q4_K read in place by the matmul), whose
+ * base takes exactly the blocks' bytes. A PEFT LoRA written as a GGUF adapter has llama.cpp's
  * adapter layout (keys, lora_a/lora_b shapes, B rows of q/k permuted) and
  * reads back to the same factors and scales. */
 #include "llama_check.h"
@@ -74,7 +76,15 @@ static int32_t *generate(const vkl_llama *m, const int32_t *prompt, int np, int 
     return out;
 }
 
-static void same_tokens_as_hf(int type, double logit_tol)
+/* Bytes of the model's weights on the device. */
+static uint64_t base_bytes(const vkl_llama *m)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < vkl_weights_count(m->w); i++) n += vkl_tensor_nbytes(vkl_weights_at(m->w, i, NULL));
+    return n;
+}
+
+static void same_tokens_as_hf(int type, double logit_tol, vkl_dtype dt)
 {
     VKL_REQUIRE_SHARED(GEN_REL);
     vkl_ctx *c = vkl_test_ctx(NULL);
@@ -91,7 +101,7 @@ static void same_tokens_as_hf(int type, double logit_tol)
     assert_int_equal(k + 1, np); /* + BOS */
     assert_memory_equal(ids, prompt + 1, sizeof(int32_t) * (size_t)k);
     vkl_llama *hf = lm_load(c, LM_DIR "/tiny-llama", VKL_F32), *gg = NULL;
-    if (vkl_llama_load(c, path, VKL_F32, &gg, &e)) {
+    if (vkl_llama_load(c, path, dt, &gg, &e)) {
         print_error("load %s: %s\n", path, e.msg);
         fail();
     }
@@ -103,7 +113,8 @@ static void same_tokens_as_hf(int type, double logit_tol)
     assert_memory_equal(oh, all + np, sizeof(int32_t) * (size_t)nn);
     assert_memory_equal(og, all + np, sizeof(int32_t) * (size_t)nn);
     char what[64];
-    snprintf(what, sizeof what, "%s logits vs the HF folder", vkl_gguf_type_name(type));
+    snprintf(what, sizeof what, "%s (%s) logits vs the HF folder", vkl_gguf_type_name(type),
+             dt == VKL_LLAMA_AS_STORED ? "blocks kept" : vkl_dtype_name(dt));
     lm_expect(what, lg, lh, (size_t)nn * (size_t)hf->cfg.vocab, logit_tol);
     free(lh);
     free(lg);
@@ -121,13 +132,15 @@ static void same_tokens_as_hf(int type, double logit_tol)
 static void f32_same_tokens(void **state)
 {
     (void)state;
-    same_tokens_as_hf(VKL_GQ_F32, 0); /* the same floats: the same logits */
+    same_tokens_as_hf(VKL_GQ_F32, 0, VKL_F32); /* the same floats: the same logits */
+    same_tokens_as_hf(VKL_GQ_F32, 0, VKL_LLAMA_AS_STORED);
 }
 
 static void q8_0_same_tokens(void **state)
 {
     (void)state;
-    same_tokens_as_hf(VKL_GQ_Q8_0, 0.1); /* logits of std about 0.6 */
+    same_tokens_as_hf(VKL_GQ_Q8_0, 0.1, VKL_F32); /* logits of std about 0.6 */
+    same_tokens_as_hf(VKL_GQ_Q8_0, 0.1, VKL_LLAMA_AS_STORED);
 }
 
 /* --quant Q4_K of tiny-llama: its rows (64, 172) are no whole 256-blocks, so
@@ -356,16 +369,18 @@ static void write_random_model(const char *path, int type)
     vkl_gguf_writer_free(w);
 }
 
-/* first-step logits of the random model stored as `type` (weights f16)
- * against its F32 file: max |diff| and cosine */
-static void compare_to_f32(vkl_ctx *c, int type, const float *lf, size_t V, double *md, double *cosine, double *maxref)
+/* first-step logits of the random model stored as `type` (weights dt:
+ * f16, or the blocks kept) against its F32 file: max |diff| and cosine;
+ * the bytes of its weights on the device */
+static uint64_t compare_to_f32(vkl_ctx *c, int type, vkl_dtype dt, const float *lf, size_t V, double *md,
+                               double *cosine, double *maxref)
 {
     char p[512];
     snprintf(p, sizeof p, "%s/rand-%s.gguf", tmp, vkl_gguf_type_name(type));
     write_random_model(p, type);
     vkl_llama *m = NULL;
     vkl_err e = {{0}};
-    if (vkl_llama_load(c, p, VKL_F16, &m, &e)) {
+    if (vkl_llama_load(c, p, dt, &m, &e)) {
         print_error("%s\n", e.msg);
         fail();
     }
@@ -382,11 +397,15 @@ static void compare_to_f32(vkl_ctx *c, int type, const float *lf, size_t V, doub
         nq += (double)lq[i] * lq[i];
     }
     *cosine = dot / sqrt(nf * nq);
-    printf("  %s (f16 weights) vs F32: first-step logits max |diff| %.4f of max |logit| %.4f (%.1f%%), cosine %.5f\n",
-           vkl_gguf_type_name(type), *md, *maxref, 100 * *md / *maxref, *cosine);
+    uint64_t bytes = base_bytes(m);
+    printf("  %s (%s) vs F32: first-step logits max |diff| %.4f of max |logit| %.4f (%.1f%%), cosine %.5f; "
+           "weights %llu bytes on the device\n", vkl_gguf_type_name(type),
+           dt == VKL_LLAMA_AS_STORED ? "blocks kept" : "f16 weights", *md, *maxref, 100 * *md / *maxref, *cosine,
+           (unsigned long long)bytes);
     free(lq);
     free(oq);
     vkl_llama_free(m);
+    return bytes;
 }
 
 static void q4_k_logits(void **state)
@@ -407,14 +426,29 @@ static void q4_k_logits(void **state)
     int32_t *of = generate(mf, prompt, 8, 1, &lf);
     size_t V = (size_t)mf->cfg.vocab;
     double md4, cos4, md8, cos8, maxref;
-    compare_to_f32(c, VKL_GQ_Q4_K, lf, V, &md4, &cos4, &maxref);
-    compare_to_f32(c, VKL_GQ_Q8_0, lf, V, &md8, &cos8, &maxref);
-    /* stated tolerance for Q4_K (uniform random weights, the hardest case for
-     * 4 bits): max |diff| within 20% of the largest logit, cosine >= 0.98;
-     * Q8_0 of the same weights at least 8x closer (the error is quantisation's) */
-    assert_true(md4 <= 0.20 * maxref);
-    assert_true(cos4 >= 0.98);
-    assert_true(md8 * 8 <= md4);
+    /* the matrices' elements (7 per layer, lm_head) and the embedding's;
+     * the norms (5 vectors of H) are f32 in every case */
+    const uint64_t H = 256, mats = 2 * (256 * 256 * 2 + 256 * 128 * 2 + 3 * 256 * 512) + 300 * H, emb = 300 * H;
+    const uint64_t norms = 5 * H * 4, f16 = (mats + emb) * 2 + norms;
+    for (int kept = 0; kept < 2; kept++) {
+        vkl_dtype dt = kept ? VKL_LLAMA_AS_STORED : VKL_F16;
+        uint64_t b4 = compare_to_f32(c, VKL_GQ_Q4_K, dt, lf, V, &md4, &cos4, &maxref);
+        uint64_t b8 = compare_to_f32(c, VKL_GQ_Q8_0, dt, lf, V, &md8, &cos8, &maxref);
+        /* stated tolerance for Q4_K (uniform random weights, the hardest case for
+         * 4 bits): max |diff| within 20% of the largest logit, cosine >= 0.98;
+         * Q8_0 of the same weights at least 8x closer (the error is quantisation's) */
+        assert_true(md4 <= 0.20 * maxref);
+        assert_true(cos4 >= 0.98);
+        assert_true(md8 * 8 <= md4);
+        /* kept: the matrices take their blocks' bytes (Q4_K 144 per 256, Q8_0
+         * 34 per 32), the embedding f16 */
+        assert_int_equal(b4, kept ? mats / 256 * 144 + emb * 2 + norms : f16);
+        assert_int_equal(b8, kept ? mats / 32 * 34 + emb * 2 + norms : f16);
+        if (kept)
+            printf("  base on the device: Q4_K %llu, Q8_0 %llu, f16 %llu bytes (%.2fx, %.2fx)\n",
+                   (unsigned long long)b4, (unsigned long long)b8, (unsigned long long)f16, (double)b4 / f16,
+                   (double)b8 / f16);
+    }
     free(lf);
     free(of);
     vkl_llama_free(mf);

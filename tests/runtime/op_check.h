@@ -59,6 +59,24 @@ static inline void opc_round_to(vkl_dtype dt, float *x, size_t n)
     }
 }
 
+/* y [M, N] = x W^T + sum_q sc[q] (x A^T)[., q] B[., q]^T in double (LoRA's
+ * fused product on a base W [N, K] given as f32 values; A [R, K], B [N, R]). */
+static inline void opc_ref_linear_lora(const float *x, const float *w, const float *a, const float *b, const float *sc,
+                                       int64_t M, int64_t N, int64_t K, int64_t R, float *y)
+{
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++) s += (double)x[m * K + k] * w[n * K + k];
+            for (int64_t q = 0; q < R; q++) {
+                double h = 0;
+                for (int64_t k = 0; k < K; k++) h += (double)x[m * K + k] * a[q * K + k];
+                s += sc[q] * h * b[n * R + q];
+            }
+            y[m * N + n] = (float)s;
+        }
+}
+
 /* n random floats in [lo, hi), rounded to dt; malloc'd. */
 static inline float *opc_random(vkl_test_rng *r, vkl_dtype dt, size_t n, float lo, float hi)
 {

@@ -9,6 +9,7 @@
  * the refusals (a quantised left operand, a partial view, a weight gradient). */
 #define _POSIX_C_SOURCE 200809L
 #include "vkl_test.h"
+#include "op_check.h"
 #include "ops.h"
 #include "quant.h"
 #include "ref/vkl_ref.h"
@@ -157,17 +158,7 @@ static void lora_on_nf4(void **state)
     vkl_tensor *y = vkl_linear_lora(g, X, W, NULL, A, B, S);
     vkl_graph_keep(g, y);
     float *got = run_get(c, g, y), want[6 * 40];
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) {
-            double s = 0;
-            for (int64_t k = 0; k < K; k++) s += (double)x[m * K + k] * wdq[n * K + k];
-            for (int64_t q = 0; q < R; q++) {
-                double h = 0;
-                for (int64_t k = 0; k < K; k++) h += (double)x[m * K + k] * a[q * K + k];
-                s += sc[q] * h * b[n * R + q];
-            }
-            want[m * N + n] = (float)s;
-        }
+    opc_ref_linear_lora(x, wdq, a, b, sc, M, N, K, R, want);
     vkl_test_assert_close("LoRA on an NF4 base", got, want, (size_t)(M * N), 2e-5f, 1e-5f);
     free(got);
     vkl_graph_free(g);

@@ -62,14 +62,14 @@ static void captions(void **state)
     float ctx[2 * 77 * 80], pooled[2 * 32];
     vkl_sdxl_text_cache *cache = vkl_sdxl_text_cache_new(1 << 20);
     assert_non_null(cache);
-    if (vkl_sdxl_encode_captions(m, cache, caps, 2, 0, ctx, pooled, &e)) fail_msg("%s", e.msg);
+    if (vkl_sdxl_encode_captions(m, cache, caps, NULL, 2, 0, ctx, pooled, &e)) fail_msg("%s", e.msg);
     compare_rows(ctx, ehs, 2 * 77 * 80, "caption states");
     compare_rows(pooled, te, 2 * 32, "pooled caption embeddings");
     /* again, the second caption twice: all from the cache, nothing encoded */
     char *again[3] = {caps[1], caps[0], caps[1]};
     float ctx3[3 * 77 * 80], pooled3[3 * 32];
     memset(ctx3, 0, sizeof ctx3);
-    assert_int_equal(vkl_sdxl_encode_captions(m, cache, again, 3, 0, ctx3, pooled3, &e), 0);
+    assert_int_equal(vkl_sdxl_encode_captions(m, cache, again, NULL, 3, 0, ctx3, pooled3, &e), 0);
     int encoded, hits;
     vkl_sdxl_text_cache_stats(cache, &encoded, &hits);
     assert_int_equal(encoded, 2);
@@ -80,7 +80,7 @@ static void captions(void **state)
     assert_memory_equal(pooled3 + 32, pooled, sizeof(float) * 32);
     /* a cache too small to keep anything still gives the same states */
     vkl_sdxl_text_cache *tiny = vkl_sdxl_text_cache_new(16);
-    assert_int_equal(vkl_sdxl_encode_captions(m, tiny, again, 3, 0, ctx3, pooled3, &e), 0);
+    assert_int_equal(vkl_sdxl_encode_captions(m, tiny, again, NULL, 3, 0, ctx3, pooled3, &e), 0);
     compare_rows(ctx3 + 77 * 80, ehs, 77 * 80, "caption states without room in the cache");
     vkl_sdxl_text_cache_stats(tiny, &encoded, &hits);
     assert_int_equal(hits, 0);

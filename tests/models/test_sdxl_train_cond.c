@@ -34,6 +34,20 @@ static void time_ids(void **state)
      * left = floor(25.6 / 2) = 12, right = 370.4; mirrored: int(384 - 370.4) = 13 */
     expect_ids(700, 1000, 384, 512, 0, (float[]){1000, 700, 0, 12, 512, 384});
     expect_ids(700, 1000, 384, 512, 1, (float[]){1000, 700, 0, 13, 512, 384});
+    /* odd sizes. 517x333 (ar 1.5526) in a 512x320 bucket (1.6): fitted by
+     * height, 320 * 517 / 333 = 496.817 wide, left = floor(15.183 / 2) = 7,
+     * right = 503.817; mirrored: int(512 - 503.817) = 8, not 7 */
+    expect_ids(517, 333, 512, 320, 0, (float[]){333, 517, 0, 7, 320, 512});
+    expect_ids(517, 333, 512, 320, 1, (float[]){333, 517, 0, 8, 320, 512});
+    /* 333x517 in 320x512: fitted by width, 320 * 517 / 333 = 496.817 high,
+     * top = floor(15.183 / 2) = 7; the full width leaves left 0 either way */
+    expect_ids(333, 517, 320, 512, 0, (float[]){517, 333, 7, 0, 512, 320});
+    expect_ids(333, 517, 320, 512, 1, (float[]){517, 333, 7, 0, 512, 320});
+    /* 641x383 in 576x320: 320 * 641 / 383 = 535.561 wide, left =
+     * floor(40.439 / 2) = 20, right = 555.561; mirrored: int(20.439) = 20 */
+    expect_ids(641, 383, 576, 320, 1, (float[]){383, 641, 0, 20, 320, 576});
+    /* square odd image in a square bucket: no offset */
+    expect_ids(999, 999, 512, 512, 1, (float[]){999, 999, 0, 0, 512, 512});
 }
 
 static void compare_rows(const float *got, const float *want, size_t n, const char *what)

@@ -274,7 +274,8 @@ static int open_text_disk(trainer *t, vkl_err *e)
     for (int i = 0; i < n; i++) {
         paths[i] = t->ds->images[i].path;
         /* fixed captions (check_config): the same at every epoch and slot */
-        if (vkl_caption_process(&c->data.caption, t->ds->images[i].caption, c->data.seed, 0, 0, &caps[i], e)) goto done;
+        if (vkl_caption_process(&c->data.caption, t->ds->images[i].caption, c->data.seed, 0, 0, &caps[i], e))
+            goto done;
     }
     if (vkl_sdxl_text_disk_prepare(t->text_disk, t->m, t->text_cache, paths, caps, n, c->data.batch_size, e)) goto done;
     vkl_sdxl_text_cache_set_disk(t->text_cache, t->text_disk);
@@ -442,8 +443,8 @@ static int alloc_buffers(trainer *t, vkl_err *e)
     t->caps = calloc((size_t)B, sizeof *t->caps);
     t->img_paths = calloc((size_t)B, sizeof *t->img_paths);
     t->ids = malloc(sizeof(int32_t) * 2 * 77 * (size_t)B); /* SDXL: both tokenizers' rows */
-    if (!t->x0 || !t->noise || !t->noisy || !t->target || !t->text || !t->tt || !t->wts || !t->caps || !t->img_paths || !t->ids ||
-        !t->pooled || !t->tids)
+    if (!t->x0 || !t->noise || !t->noisy || !t->target || !t->text || !t->tt || !t->wts || !t->caps || !t->ids ||
+        !t->pooled || !t->tids || !t->img_paths)
         return vkl_fail(e, "out of host memory");
     return 0;
 }
@@ -550,8 +551,8 @@ static int micro_batch(trainer *t, const vkl_ds_sample *smp, int bucket, uint64_
         vkl_sdxl_time_ids(im->width, im->height, bw, bh, smp[i].flip, t->tids + 6 * i);
     }
     if (t->xl && c->train_te ? vkl_sdxl_tokenize_captions(t->m, t->caps, B, t->ids, e)
-        : t->xl ? vkl_sdxl_encode_captions(t->m, t->text_cache, t->caps, t->img_paths, B, c->clip_skip > 1 ? c->clip_skip - 1 : 0,
-                                           t->text, t->pooled, e)
+        : t->xl ? vkl_sdxl_encode_captions(t->m, t->text_cache, t->caps, t->img_paths, B,
+                                           c->clip_skip > 1 ? c->clip_skip - 1 : 0, t->text, t->pooled, e)
         : c->train_te ? tokenize_captions(t, t->caps, B, t->ids, e) : encode_captions(t, t->caps, B, t->text, e))
         return -1;
     for (size_t k = 0; k < per * B; k++) noise[k] = vkl_rng_normal_at(c->data.seed, STREAM_NOISE + (key << 8), k);

@@ -46,8 +46,8 @@ static layer layers[] = {
      "unet.up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k", 1, 0, 0, NULL, NULL},
     {PEFT, "unet.down_blocks.2.attentions.1.transformer_blocks.0.attn1.to_v",
      "unet.down_blocks.2.attentions.1.transformer_blocks.0.attn1.to_v", 2, 0, 0, NULL, NULL},
-    {PEFT_DORA, "text_encoder_2.text_model.encoder.layers.1.mlp.fc1", "text_encoder_2.text_model.encoder.layers.1.mlp.fc1",
-     2, 0, 0, NULL, NULL},
+    {PEFT_DORA, "text_encoder_2.text_model.encoder.layers.1.mlp.fc1",
+     "text_encoder_2.text_model.encoder.layers.1.mlp.fc1", 2, 0, 0, NULL, NULL},
 };
 #define NL ((int)(sizeof layers / sizeof *layers))
 

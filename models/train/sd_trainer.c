@@ -280,7 +280,8 @@ static int open_text_disk(trainer *t, vkl_err *e)
     if (vkl_sdxl_text_disk_prepare(t->text_disk, t->m, t->text_cache, paths, caps, n, c->data.batch_size, e)) goto done;
     vkl_sdxl_text_cache_set_disk(t->text_cache, t->text_disk);
     const vkl_sdxl_text_disk *d = t->text_disk;
-    vkl_log(VKL_LOG_INFO, "text cache: %d of %d images' caption states read from disk, %d encoded (%d written; %d stale, "
+    vkl_log(VKL_LOG_INFO,
+            "text cache: %d of %d images' caption states read from disk, %d encoded (%d written; %d stale, "
             "%d unreadable)", d->read, n, n - d->read, d->written, d->stale, d->corrupt);
     rc = 0;
 done:

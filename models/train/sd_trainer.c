@@ -279,10 +279,17 @@ static int open_text_disk(trainer *t, vkl_err *e)
     }
     if (vkl_sdxl_text_disk_prepare(t->text_disk, t->m, t->text_cache, paths, caps, n, c->data.batch_size, e)) goto done;
     vkl_sdxl_text_cache_set_disk(t->text_cache, t->text_disk);
+    /* every caption is cached now: the encoders leave the device, as kohya
+     * moves them to the CPU (a caption encoded again or a sample image
+     * brings them back through vkl_sd_model_acquire) */
+    uint64_t before = vkl_weights_bytes(t->m->w);
+    vkl_weights_drop_prefix(t->m->w, "text_encoder");
+    t->m->resident &= ~VKL_SD_PART_TE;
     const vkl_sdxl_text_disk *d = t->text_disk;
     vkl_log(VKL_LOG_INFO,
             "text cache: %d of %d images' caption states read from disk, %d encoded (%d written; %d stale, "
-            "%d unreadable)", d->read, n, n - d->read, d->written, d->stale, d->corrupt);
+            "%d unreadable); the text encoders' %.1f MiB leave the device", d->read, n, n - d->read, d->written,
+            d->stale, d->corrupt, (double)(before - vkl_weights_bytes(t->m->w)) / 1048576.0);
     rc = 0;
 done:
     for (int i = 0; caps && i < n; i++) free(caps[i]);

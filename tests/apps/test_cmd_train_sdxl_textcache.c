@@ -1,11 +1,15 @@
 /* vklora train --cache-text-embeddings-to-disk on the tiny SDXL model
  * (refkit/sdxl): the first run encodes and writes every image's caption
- * states, a run without the option and a second run that reads them all back
- * (nothing encoded) log the same losses and gradient norms, bit for bit; an
- * edited caption file makes its entry stale (one caption encoded again), a
- * damaged entry is warned about and rewritten; kohya's key in a --config
- * file works; the option is refused where there is nothing fixed to cache. */
+ * states; a run without the option and a second run that reads them all back
+ * (nothing encoded) log the same losses and gradient norms and write the
+ * same adapter tensors, bit for bit; a sample image drawn after the text
+ * encoders left the device has them back (the same PNG as the run without
+ * the cache draws); an edited caption file makes its entry stale (that
+ * caption encoded again), a damaged entry is warned about and rewritten;
+ * kohya's key in a --config file works; the option is refused where there is
+ * nothing fixed to cache. */
 #include "vkl_test.h"
+#include "io/safetensors.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +57,29 @@ static char *losses(const char *name)
     return all;
 }
 
+/* The tensors of two adapters are the same, bit for bit (their metadata
+ * names the runs). */
+static void same_tensors(const char *a, const char *b)
+{
+    char pa[512], pb[512];
+    snprintf(pa, sizeof pa, "%s/%s.safetensors", vkl_test_dir, a);
+    snprintf(pb, sizeof pb, "%s/%s.safetensors", vkl_test_dir, b);
+    vkl_st_file *fa, *fb;
+    vkl_err e = {{0}};
+    assert_int_equal(vkl_st_open(pa, &fa, &e), 0);
+    assert_int_equal(vkl_st_open(pb, &fb, &e), 0);
+    assert_int_equal(vkl_st_count(fa), vkl_st_count(fb));
+    assert_true(vkl_st_count(fa) > 0);
+    for (int i = 0; i < vkl_st_count(fa); i++) {
+        const vkl_st_tensor *x = vkl_st_at(fa, i), *y = vkl_st_find(fb, x->name);
+        assert_non_null(y);
+        assert_int_equal(x->nbytes, y->nbytes);
+        if (memcmp(x->data, y->data, x->nbytes)) fail_msg("%s differs between %s and %s", x->name, a, b);
+    }
+    vkl_st_close(fa);
+    vkl_st_close(fb);
+}
+
 static void sh(const char *cmd)
 {
     char full[2048];
@@ -66,15 +93,21 @@ static void cached_runs_match(void **state)
     VKL_REQUIRE_SHARED(IMAGES);
     VKL_REQUIRE_SHARED(MODEL);
     vkl_test_copy_images(IMAGES);
-    free(train("", "plain", 0));
+#define SAMPLE "--sample-prompts prompts.txt --sample-every 3 --sample-steps 2"
+    sh("echo 'wesnoth portrait style' > prompts.txt");
+    free(train(SAMPLE, "plain", 0));
     char *out = train("--cache-text-embeddings-to-disk", "first", 0);
     expect_in(out, "text cache: 0 of 16 images' caption states read from disk, 16 encoded (16 written; 0 stale, 0 "
                    "unreadable)");
     free(out);
     sh("test $(ls images/*.vklora-text.safetensors | wc -l) = 16");
-    out = train("--cache-text-embeddings-to-disk", "second", 0);
+    /* the encoders left the device; the sample image after the last step
+     * brings them back and is the run without the cache's, byte for byte */
+    out = train("--cache-text-embeddings-to-disk " SAMPLE, "second", 0);
     expect_in(out, "16 of 16 images' caption states read from disk, 0 encoded");
+    expect_in(out, "the text encoders' ");
     free(out);
+    sh("cmp second.samples/step000003-0.png plain.samples/step000003-0.png");
     char *a = losses("plain"), *b = losses("first"), *c = losses("second");
     print_message("losses without the cache:\n%s", a);
     assert_string_equal(b, a);
@@ -82,6 +115,8 @@ static void cached_runs_match(void **state)
     free(a);
     free(b);
     free(c);
+    same_tensors("plain", "first");
+    same_tensors("plain", "second");
 
     /* an edited caption: that entry only; a truncated entry: warned, rewritten */
     sh("echo 'a new caption' > images/drakes_burner.txt && head -c 100 images/elves_archer.vklora-text.safetensors "

@@ -9,7 +9,6 @@
  * kohya's key in a --config file works; the option is refused where there is
  * nothing fixed to cache. */
 #include "vkl_test.h"
-#include "io/safetensors.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,27 +56,14 @@ static char *losses(const char *name)
     return all;
 }
 
-/* The tensors of two adapters are the same, bit for bit (their metadata
- * names the runs). */
+/* The tensors of two adapters in the test folder are the same, bit for bit
+ * (their metadata names the runs). */
 static void same_tensors(const char *a, const char *b)
 {
     char pa[512], pb[512];
     snprintf(pa, sizeof pa, "%s/%s.safetensors", vkl_test_dir, a);
     snprintf(pb, sizeof pb, "%s/%s.safetensors", vkl_test_dir, b);
-    vkl_st_file *fa, *fb;
-    vkl_err e = {{0}};
-    assert_int_equal(vkl_st_open(pa, &fa, &e), 0);
-    assert_int_equal(vkl_st_open(pb, &fb, &e), 0);
-    assert_int_equal(vkl_st_count(fa), vkl_st_count(fb));
-    assert_true(vkl_st_count(fa) > 0);
-    for (int i = 0; i < vkl_st_count(fa); i++) {
-        const vkl_st_tensor *x = vkl_st_at(fa, i), *y = vkl_st_find(fb, x->name);
-        assert_non_null(y);
-        assert_int_equal(x->nbytes, y->nbytes);
-        if (memcmp(x->data, y->data, x->nbytes)) fail_msg("%s differs between %s and %s", x->name, a, b);
-    }
-    vkl_st_close(fa);
-    vkl_st_close(fb);
+    vkl_test_same_tensors(pa, pb);
 }
 
 static void sh(const char *cmd)

@@ -38,6 +38,9 @@ static const char *usage_text =
     "    fp16 arithmetic; f32 elsewhere)   --weights f16|f32|nf4|nf4dq (frozen weights, f16; nf4: QLoRA's\n"
     "    4-bit UNet linear layers; nf4dq: with double-quantised scales)\n"
     "  --cache-latents-to-disk (keep VAE latents beside the images, keyed by content; default: memory only)\n"
+    "  --cache-text-embeddings-to-disk (SDXL, frozen text encoders, fixed captions: keep each image's caption\n"
+    "    states beside it, keyed by the encoders' weights and the caption; also\n"
+    "    --cache-text-encoder-outputs-to-disk, and kohya's cache_text_encoder_outputs_to_disk in --config)\n"
     "  --save-every N   --keep-last K   --sample-prompts FILE --sample-every N   --resume STATE_DIR\n"
     "  --force (replace an earlier run's ADAPTER, log and state folder; without it they are kept)\n"
     "  --config FILE (JSON or TOML with the same names, without dashes)   --quiet\n"
@@ -140,6 +143,8 @@ int vkl_cmd_train(int argc, char **argv)
         SWITCH("--checkpointing", &c->checkpointing), SWITCH("--train-ff", &c->train_ff),
         SWITCH("--train-te", &c->train_te), SWITCH("--network-conv", &c->network_conv),
         SWITCH("--cache-latents-to-disk", &c->cache_to_disk), SWITCH("--no-bucket", &no_bucket),
+        SWITCH("--cache-text-embeddings-to-disk", &c->cache_te_to_disk),
+        SWITCH("--cache-text-encoder-outputs-to-disk", &c->cache_te_to_disk),
         SWITCH("--bucket-upscale", &bucket_upscale), SWITCH("--force", &c->force),
         {"--quiet", "-q", VKL_ARG_FLAG, VKL_AS_INT(&c->quiet), .help = NULL},
     };

@@ -253,6 +253,9 @@ void vkl_latent_cache_free(vkl_latent_cache *c);
 int vkl_latent_cache_get(vkl_latent_cache *c, int image, int flip, float *out, vkl_err *e);
 /* Path of the disk entry of an image (malloc'd). */
 char *vkl_latent_cache_path(const char *image_path);
+/* image_path with its extension replaced by suffix (malloc'd): where the
+ * caches keep an image's entries. */
+char *vkl_ds_path_beside(const char *image_path, const char *suffix);
 vkl_latent_cache_stats vkl_latent_cache_get_stats(const vkl_latent_cache *c);
 
 #ifdef __cplusplus

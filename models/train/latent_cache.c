@@ -81,18 +81,23 @@ void vkl_latent_cache_free(vkl_latent_cache *c)
 
 vkl_latent_cache_stats vkl_latent_cache_get_stats(const vkl_latent_cache *c) { return c->stats; }
 
-char *vkl_latent_cache_path(const char *image_path)
+char *vkl_ds_path_beside(const char *image_path, const char *suffix)
 {
-    static const char suffix[] = ".vklora-latents.safetensors";
     const char *slash = strrchr(image_path, '/');
     const char *dot = strrchr(image_path, '.');
     size_t stem = dot && (!slash || dot > slash + 1) ? (size_t)(dot - image_path)
                                                      : strlen(image_path);
-    char *p = (char *)malloc(stem + sizeof suffix);
+    size_t n = strlen(suffix) + 1;
+    char *p = (char *)malloc(stem + n);
     if (!p) return NULL;
     memcpy(p, image_path, stem);
-    memcpy(p + stem, suffix, sizeof suffix);
+    memcpy(p + stem, suffix, n);
     return p;
+}
+
+char *vkl_latent_cache_path(const char *image_path)
+{
+    return vkl_ds_path_beside(image_path, ".vklora-latents.safetensors");
 }
 
 static int make_key(vkl_latent_cache *c, int image, int flip, char key[VKL_SHA256_HEX], vkl_err *e)

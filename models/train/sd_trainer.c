@@ -203,6 +203,7 @@ static void trainer_free(trainer *t)
     vkl_dataset_free(t->ds);
     vkl_noise_table_free(&t->table);
     vkl_sdxl_text_cache_free(t->text_cache);
+    free(t->text_disk);
     if (t->m) t->m->unet.lora = t->m->te.lora = t->m->te2.lora = NULL;
     vkl_sd_model_free(t->m);
     cJSON_Delete(t->changes);
@@ -210,6 +211,7 @@ static void trainer_free(trainer *t)
     if (t->caps)
         for (int i = 0; i < t->c->data.batch_size; i++) free(t->caps[i]);
     free(t->caps);
+    free(t->img_paths);
     free(t->x0); free(t->noise); free(t->noisy); free(t->target); free(t->text); free(t->tt); free(t->wts);
     free(t->ids); free(t->pooled); free(t->tids);
     vkl_ds_iter_free(&t->it);
@@ -231,6 +233,15 @@ static int check_config(const vkl_train_config *c, vkl_err *e)
             return vkl_fail(e, "--rank %d (the DyLoRA dim) is not a multiple of --dylora-unit %d", c->rank, c->dylora_unit);
         if (c->optim_bits == 8) return vkl_fail(e, "--network dylora trains by rank blocks with f32 AdamW state, not adamw8bit");
     }
+    const vkl_caption_opts *co = &c->data.caption;
+    /* kohya refuses these with cache_text_encoder_outputs too: an entry
+     * holds one caption's states per image */
+    if (c->cache_te_to_disk && (c->train_te || c->full))
+        return vkl_fail(e, "--cache-text-embeddings-to-disk keeps the outputs of frozen text encoders; %s trains them",
+                        c->full ? "--network full" : "--train-te");
+    if (c->cache_te_to_disk && (co->shuffle || co->dropout_rate > 0 || co->tag_dropout_rate > 0))
+        return vkl_fail(e, "--cache-text-embeddings-to-disk needs each image's caption fixed; --shuffle-caption, "
+                           "--caption-dropout-rate and --caption-tag-dropout-rate change it from epoch to epoch");
     if (vkl_dtype_is_quant(c->weight_dtype) && (c->full || c->network_kind == VKL_LORA_KIND_DORA))
         return vkl_fail(e, "--weights %s (a QLoRA base) trains LoRA, LoCon, LoHa or LoKr adapters; %s needs f16 or f32 "
                            "weights", vkl_dtype_name(c->weight_dtype), c->full ? "--network full" : "DoRA");
@@ -243,6 +254,48 @@ static int check_config(const vkl_train_config *c, vkl_err *e)
                                "one); %s is not a folder", c->model);
     }
     return 0;
+}
+
+/* --cache-text-embeddings-to-disk: every image's caption states read from
+ * beside it, or encoded and written there, before the first step. */
+static int open_text_disk(trainer *t, vkl_err *e)
+{
+    const vkl_train_config *c = t->c;
+    if (!t->xl)
+        return vkl_fail(e, "--cache-text-embeddings-to-disk is for SDXL; %s has one text encoder, which vklora runs "
+                           "in each step", c->model);
+    int skip = c->clip_skip > 1 ? c->clip_skip - 1 : 0, n = t->ds->nimages, rc = -1;
+    char **caps = calloc((size_t)n + 1, sizeof *caps), **paths = calloc((size_t)n + 1, sizeof *paths);
+    if (!caps || !paths || !(t->text_disk = calloc(1, sizeof *t->text_disk))) {
+        vkl_fail(e, "out of host memory");
+        goto done;
+    }
+    if (vkl_sdxl_text_disk_init(t->text_disk, t->m, skip, e)) goto done;
+    for (int i = 0; i < n; i++) {
+        paths[i] = t->ds->images[i].path;
+        /* fixed captions (check_config): the same at every epoch and slot */
+        if (vkl_caption_process(&c->data.caption, t->ds->images[i].caption, c->data.seed, 0, 0, &caps[i], e))
+            goto done;
+    }
+    if (vkl_sdxl_text_disk_prepare(t->text_disk, t->m, t->text_cache, paths, caps, n, c->data.batch_size, e)) goto done;
+    vkl_sdxl_text_cache_set_disk(t->text_cache, t->text_disk);
+    /* every caption is cached now: the encoders leave the device, as kohya
+     * moves them to the CPU (a caption encoded again or a sample image
+     * brings them back through vkl_sd_model_acquire) */
+    uint64_t before = vkl_weights_bytes(t->m->w);
+    vkl_weights_drop_prefix(t->m->w, "text_encoder");
+    t->m->resident &= ~VKL_SD_PART_TE;
+    const vkl_sdxl_text_disk *d = t->text_disk;
+    vkl_log(VKL_LOG_INFO,
+            "text cache: %d of %d images' caption states read from disk, %d encoded (%d written; %d stale, "
+            "%d unreadable); the text encoders' %.1f MiB leave the device", d->read, n, n - d->read, d->written,
+            d->stale, d->corrupt, (double)(before - vkl_weights_bytes(t->m->w)) / 1048576.0);
+    rc = 0;
+done:
+    for (int i = 0; caps && i < n; i++) free(caps[i]);
+    free(caps);
+    free(paths);
+    return rc;
 }
 
 /* The model, the data (with its latent cache) and the trainable network. */
@@ -280,7 +333,7 @@ static int open_model(trainer *t, vkl_err *e)
         return -1;
     vkl_latent_cache_opts co = {encode_cb, t, cache_id, t->m->cfg->vae.latent_channels,
                                 1 << (t->m->cfg->vae.n_levels - 1), 1, c->cache_to_disk};
-    if (vkl_latent_cache_new(&co, t->ds, &t->cache, e)) return -1;
+    if (vkl_latent_cache_new(&co, t->ds, &t->cache, e) || (c->cache_te_to_disk && open_text_disk(t, e))) return -1;
     if (c->full) {
         vkl_full_net_sd_rule rule = vkl_full_net_sd_rule_for(t->m->cfg, c->train_te, c->clip_skip);
         if (vkl_full_net_init(t->ctx, t->m->w, vkl_full_net_sd_wanted, &rule, c->ema_decay, &t->net, e)) return -1;
@@ -396,9 +449,10 @@ static int alloc_buffers(trainer *t, vkl_err *e)
     t->tt = malloc(sizeof(float) * B);
     t->wts = malloc(sizeof(float) * B);
     t->caps = calloc((size_t)B, sizeof *t->caps);
+    t->img_paths = calloc((size_t)B, sizeof *t->img_paths);
     t->ids = malloc(sizeof(int32_t) * 2 * 77 * (size_t)B); /* SDXL: both tokenizers' rows */
     if (!t->x0 || !t->noise || !t->noisy || !t->target || !t->text || !t->tt || !t->wts || !t->caps || !t->ids ||
-        !t->pooled || !t->tids)
+        !t->pooled || !t->tids || !t->img_paths)
         return vkl_fail(e, "out of host memory");
     return 0;
 }
@@ -501,11 +555,12 @@ static int micro_batch(trainer *t, const vkl_ds_sample *smp, int bucket, uint64_
                                 smp[i].slot, &t->caps[i], e))
             return -1;
         const vkl_ds_image *im = &t->ds->images[smp[i].image];
+        t->img_paths[i] = im->path;
         vkl_sdxl_time_ids(im->width, im->height, bw, bh, smp[i].flip, t->tids + 6 * i);
     }
     if (t->xl && c->train_te ? vkl_sdxl_tokenize_captions(t->m, t->caps, B, t->ids, e)
-        : t->xl ? vkl_sdxl_encode_captions(t->m, t->text_cache, t->caps, B, c->clip_skip > 1 ? c->clip_skip - 1 : 0,
-                                           t->text, t->pooled, e)
+        : t->xl ? vkl_sdxl_encode_captions(t->m, t->text_cache, t->caps, t->img_paths, B,
+                                           c->clip_skip > 1 ? c->clip_skip - 1 : 0, t->text, t->pooled, e)
         : c->train_te ? tokenize_captions(t, t->caps, B, t->ids, e) : encode_captions(t, t->caps, B, t->text, e))
         return -1;
     for (size_t k = 0; k < per * B; k++) noise[k] = vkl_rng_normal_at(c->data.seed, STREAM_NOISE + (key << 8), k);

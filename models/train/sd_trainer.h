@@ -55,6 +55,7 @@ typedef struct vkl_train_config {
     float noise_offset;
     int checkpointing;
     int cache_to_disk;        /* keep latents beside the images (<stem>.vklora-latents.safetensors) */
+    int cache_te_to_disk;     /* SDXL: keep caption states beside the images (<stem>.vklora-text.safetensors) */
     int clip_skip;
     int save_every, keep_last;
     const char *sample_prompts;

@@ -43,6 +43,7 @@ typedef struct vkl_trainer {
     char base_hash[80], model_name[256];
     int xl;                           /* SDXL: two text encoders, added conditioning */
     vkl_sdxl_text_cache *text_cache;  /* SDXL: encoded captions */
+    vkl_sdxl_text_disk *text_disk;    /* SDXL, --cache-text-embeddings-to-disk: their entries beside the images */
     vkl_full_net net;       /* --network full: the weights are the parameters */
     vkl_dylora *dy;         /* --network dylora: the per-step rank draw */
     cJSON *changes;         /* settings changed on resume: [{step, setting, was, now}] */
@@ -65,6 +66,7 @@ typedef struct vkl_trainer {
     float *x0, *noise, *noisy, *target, *text, *tt, *wts, *pooled, *tids; /* pooled, tids: SDXL's added conditioning */
     int32_t *ids;
     char **caps;
+    char **img_paths;       /* the micro-batch's image files (SDXL's text cache entries) */
 } trainer;
 
 /* Processes sharing every optimiser step (1 without a communicator). */

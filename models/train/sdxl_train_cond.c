@@ -39,6 +39,7 @@ struct vkl_sdxl_text_cache {
     entry *slots;
     size_t cap, used, bytes, max_bytes;
     int encoded, hits;
+    vkl_sdxl_text_disk *disk; /* entries beside the images (NULL: none) */
 };
 
 static uint64_t hash_of(const char *s)
@@ -78,7 +79,9 @@ static entry *find_slot(entry *slots, size_t cap, const char *key)
         if (!slots[i].key || !strcmp(slots[i].key, key)) return &slots[i];
 }
 
-static const float *lookup(const vkl_sdxl_text_cache *c, const char *key)
+void vkl_sdxl_text_cache_set_disk(vkl_sdxl_text_cache *c, vkl_sdxl_text_disk *d) { c->disk = d; }
+
+const float *vkl_sdxl_text_cache_get(const vkl_sdxl_text_cache *c, const char *key)
 {
     if (!c || !c->cap) return NULL;
     const entry *s = find_slot(c->slots, c->cap, key);
@@ -87,7 +90,7 @@ static const float *lookup(const vkl_sdxl_text_cache *c, const char *key)
 
 /* Keeps a copy of v (floats); a full cache or a failed allocation only
  * means the caption is encoded again next time. */
-static void remember(vkl_sdxl_text_cache *c, const char *key, const float *v, size_t floats)
+void vkl_sdxl_text_cache_put(vkl_sdxl_text_cache *c, const char *key, const float *v, size_t floats)
 {
     size_t bytes = floats * sizeof(float) + strlen(key) + 1;
     if (!c || c->bytes + bytes > c->max_bytes) return;
@@ -182,43 +185,57 @@ done:
     return rc;
 }
 
-int vkl_sdxl_encode_captions(vkl_sd_model *m, vkl_sdxl_text_cache *cache, char *const *caps, int n, int skip,
-                             float *ctx, float *pooled, vkl_err *e)
+int vkl_sdxl_encode_captions(vkl_sd_model *m, vkl_sdxl_text_cache *cache, char *const *caps, char *const *images,
+                             int n, int skip, float *ctx, float *pooled, vkl_err *e)
 {
     if (!m->tok2 || m->cfg->n_text_encoders < 2) return vkl_fail(e, "the model has no second text encoder");
     size_t per = (size_t)vkl_sd_text_tokens(m) * vkl_sd_context_width(m), P = (size_t)vkl_sd_pooled_width(m);
-    /* the captions not in the cache, each once, encoded together */
+    /* the captions neither in memory nor on disk, each once, encoded together */
     char **miss = malloc(sizeof(char *) * (size_t)n);
     float *mctx = malloc(sizeof(float) * per * (size_t)n), *mpool = malloc(sizeof(float) * (P ? P : 1) * (size_t)n);
     float *both = malloc(sizeof(float) * (per + P));
+    char *done_row = calloc((size_t)n, 1); /* rows filled from disk entries */
     int nmiss = 0, rc = -1;
-    if (!miss || !mctx || !mpool || !both) {
+    if (!miss || !mctx || !mpool || !both || !done_row) {
         vkl_fail(e, "out of host memory");
         goto done;
     }
     for (int i = 0; i < n; i++) {
-        int seen = lookup(cache, caps[i]) != NULL;
+        if (vkl_sdxl_text_cache_get(cache, caps[i])) continue;
+        if (cache && cache->disk && images && images[i]) {
+            int r = vkl_sdxl_text_disk_read(cache->disk, m, images[i], caps[i], both, e);
+            if (r < 0) goto done;
+            if (r == 0) {
+                memcpy(ctx + per * i, both, sizeof(float) * per);
+                memcpy(pooled + P * i, both + per, sizeof(float) * P);
+                vkl_sdxl_text_cache_put(cache, caps[i], both, per + P);
+                done_row[i] = 1;
+                continue;
+            }
+        }
+        int seen = 0;
         for (int j = 0; j < nmiss && !seen; j++) seen = !strcmp(miss[j], caps[i]);
         if (!seen) miss[nmiss++] = caps[i];
     }
     if (nmiss && encode(m, miss, nmiss, skip, mctx, mpool, e)) goto done;
     for (int i = 0; i < n; i++) {
-        const float *hit = lookup(cache, caps[i]);
+        if (done_row[i]) continue;
+        int j = 0;
+        while (j < nmiss && strcmp(miss[j], caps[i])) j++;
+        const float *hit = j < nmiss ? NULL : vkl_sdxl_text_cache_get(cache, caps[i]);
         if (hit) {
             memcpy(ctx + per * i, hit, sizeof(float) * per);
             memcpy(pooled + P * i, hit + per, sizeof(float) * P);
-            if (cache) cache->hits++;
+            cache->hits++;
             continue;
         }
-        int j = 0;
-        while (strcmp(miss[j], caps[i])) j++;
         memcpy(ctx + per * i, mctx + per * j, sizeof(float) * per);
         memcpy(pooled + P * i, mpool + P * j, sizeof(float) * P);
     }
     for (int j = 0; j < nmiss && cache; j++) {
         memcpy(both, mctx + per * j, sizeof(float) * per);
         memcpy(both + per, mpool + P * j, sizeof(float) * P);
-        remember(cache, miss[j], both, per + P);
+        vkl_sdxl_text_cache_put(cache, miss[j], both, per + P);
         cache->encoded++;
     }
     rc = 0;
@@ -227,5 +244,6 @@ done:
     free(mctx);
     free(mpool);
     free(both);
+    free(done_row);
     return rc;
 }

@@ -181,6 +181,9 @@ int vkl_train_config_set(vkl_train_config *c, const char *k, const char *v, vkl_
     else if (!strcmp(k, "bucket-no-upscale")) return as_bool(v, &d->bucket_no_upscale, k, e);
     else if (!strcmp(k, "checkpointing")) return as_bool(v, &c->checkpointing, k, e);
     else if (!strcmp(k, "cache-latents-to-disk")) return as_bool(v, &c->cache_to_disk, k, e);
+    /* kohya's cache_text_encoder_outputs_to_disk (a --config file's underscores read as dashes) */
+    else if (!strcmp(k, "cache-text-embeddings-to-disk") || !strcmp(k, "cache-text-encoder-outputs-to-disk"))
+        return as_bool(v, &c->cache_te_to_disk, k, e);
     else if (!strcmp(k, "train-ff")) return as_bool(v, &c->train_ff, k, e);
     else if (!strcmp(k, "train-te")) return as_bool(v, &c->train_te, k, e);
     else if (!strcmp(k, "weights")) {
@@ -324,6 +327,7 @@ char *vkl_train_config_json(const vkl_train_config *c, const char *json_path)
     B("bucket-no-upscale", d->bucket_no_upscale);
     B("checkpointing", c->checkpointing);
     B("cache-latents-to-disk", c->cache_to_disk);
+    B("cache-text-embeddings-to-disk", c->cache_te_to_disk);
     B("train-ff", c->train_ff);
     B("train-te", c->train_te);
     N("save-every", c->save_every);

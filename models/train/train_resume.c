@@ -29,7 +29,8 @@ static const char *const defining[] = {
 };
 /* Settings that only say where and how often files are written. */
 static const char *const operational[] = {"output", "save-every", "keep-last", "sample-prompts", "sample-every",
-                                          "sample-steps", "checkpointing", "cache-latents-to-disk"};
+                                          "sample-steps", "checkpointing", "cache-latents-to-disk",
+                                          "cache-text-embeddings-to-disk"};
 
 static int listed(const char *k, const char *const *list, size_t n)
 {

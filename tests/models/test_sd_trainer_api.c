@@ -6,7 +6,6 @@
  * saved once per step, a step past the end and a finish before it fail,
  * and opening the finished state again has nothing to do. */
 #include "vkl_test.h"
-#include "io/safetensors.h"
 #include "train/sd_trainer.h"
 
 #include <math.h>
@@ -82,25 +81,6 @@ static int csv_losses(const char *text, double *out, int max)
         line = strchr(line + 1, '\n');
     }
     return n;
-}
-
-/* Both adapters hold the same tensors, bit for bit. */
-static void same_adapter(const char *a, const char *b)
-{
-    vkl_err e = {{0}};
-    vkl_st_file *fa = NULL, *fb = NULL;
-    assert_int_equal(vkl_st_open(a, &fa, &e), 0);
-    assert_int_equal(vkl_st_open(b, &fb, &e), 0);
-    assert_true(vkl_st_count(fa) > 0);
-    assert_int_equal(vkl_st_count(fa), vkl_st_count(fb));
-    for (int i = 0; i < vkl_st_count(fa); i++) {
-        const vkl_st_tensor *x = vkl_st_at(fa, i), *y = vkl_st_find(fb, x->name);
-        assert_non_null(y);
-        assert_int_equal(x->nbytes, y->nbytes);
-        if (memcmp(x->data, y->data, x->nbytes)) fail_msg("%s differs between %s and %s", x->name, a, b);
-    }
-    vkl_st_close(fa);
-    vkl_st_close(fb);
 }
 
 static void steps_resume_finish(void **state)
@@ -187,7 +167,7 @@ static void steps_resume_finish(void **state)
     }
     free(ref_text);
     free(api_text);
-    same_adapter(ref_out, api_out);
+    vkl_test_same_tensors(ref_out, api_out);
 
     /* the finished state again: nothing to do, nothing open */
     t = (vkl_trainer *)&c; /* not NULL, to see it cleared */

@@ -34,6 +34,20 @@ static void time_ids(void **state)
      * left = floor(25.6 / 2) = 12, right = 370.4; mirrored: int(384 - 370.4) = 13 */
     expect_ids(700, 1000, 384, 512, 0, (float[]){1000, 700, 0, 12, 512, 384});
     expect_ids(700, 1000, 384, 512, 1, (float[]){1000, 700, 0, 13, 512, 384});
+    /* odd sizes. 517x333 (ar 1.5526) in a 512x320 bucket (1.6): fitted by
+     * height, 320 * 517 / 333 = 496.817 wide, left = floor(15.183 / 2) = 7,
+     * right = 503.817; mirrored: int(512 - 503.817) = 8, not 7 */
+    expect_ids(517, 333, 512, 320, 0, (float[]){333, 517, 0, 7, 320, 512});
+    expect_ids(517, 333, 512, 320, 1, (float[]){333, 517, 0, 8, 320, 512});
+    /* 333x517 in 320x512: fitted by width, 320 * 517 / 333 = 496.817 high,
+     * top = floor(15.183 / 2) = 7; the full width leaves left 0 either way */
+    expect_ids(333, 517, 320, 512, 0, (float[]){517, 333, 7, 0, 512, 320});
+    expect_ids(333, 517, 320, 512, 1, (float[]){517, 333, 7, 0, 512, 320});
+    /* 641x383 in 576x320: 320 * 641 / 383 = 535.561 wide, left =
+     * floor(40.439 / 2) = 20, right = 555.561; mirrored: int(20.439) = 20 */
+    expect_ids(641, 383, 576, 320, 1, (float[]){383, 641, 0, 20, 320, 576});
+    /* square odd image in a square bucket: no offset */
+    expect_ids(999, 999, 512, 512, 1, (float[]){999, 999, 0, 0, 512, 512});
 }
 
 static void compare_rows(const float *got, const float *want, size_t n, const char *what)
@@ -62,14 +76,14 @@ static void captions(void **state)
     float ctx[2 * 77 * 80], pooled[2 * 32];
     vkl_sdxl_text_cache *cache = vkl_sdxl_text_cache_new(1 << 20);
     assert_non_null(cache);
-    if (vkl_sdxl_encode_captions(m, cache, caps, 2, 0, ctx, pooled, &e)) fail_msg("%s", e.msg);
+    if (vkl_sdxl_encode_captions(m, cache, caps, NULL, 2, 0, ctx, pooled, &e)) fail_msg("%s", e.msg);
     compare_rows(ctx, ehs, 2 * 77 * 80, "caption states");
     compare_rows(pooled, te, 2 * 32, "pooled caption embeddings");
     /* again, the second caption twice: all from the cache, nothing encoded */
     char *again[3] = {caps[1], caps[0], caps[1]};
     float ctx3[3 * 77 * 80], pooled3[3 * 32];
     memset(ctx3, 0, sizeof ctx3);
-    assert_int_equal(vkl_sdxl_encode_captions(m, cache, again, 3, 0, ctx3, pooled3, &e), 0);
+    assert_int_equal(vkl_sdxl_encode_captions(m, cache, again, NULL, 3, 0, ctx3, pooled3, &e), 0);
     int encoded, hits;
     vkl_sdxl_text_cache_stats(cache, &encoded, &hits);
     assert_int_equal(encoded, 2);
@@ -80,7 +94,7 @@ static void captions(void **state)
     assert_memory_equal(pooled3 + 32, pooled, sizeof(float) * 32);
     /* a cache too small to keep anything still gives the same states */
     vkl_sdxl_text_cache *tiny = vkl_sdxl_text_cache_new(16);
-    assert_int_equal(vkl_sdxl_encode_captions(m, tiny, again, 3, 0, ctx3, pooled3, &e), 0);
+    assert_int_equal(vkl_sdxl_encode_captions(m, tiny, again, NULL, 3, 0, ctx3, pooled3, &e), 0);
     compare_rows(ctx3 + 77 * 80, ehs, 77 * 80, "caption states without room in the cache");
     vkl_sdxl_text_cache_stats(tiny, &encoded, &hits);
     assert_int_equal(hits, 0);

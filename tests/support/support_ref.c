@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void *read_as(const char *rel, const char *name, vkl_dtype dt, int64_t *nelem)
 {
@@ -51,4 +52,23 @@ void vkl_test_assert_scaled(const char *what, const float *got, const float *wan
                     got[at], want[at], tol, scale);
         fail();
     }
+}
+
+/* Both safetensors files hold the same tensors, bit for bit. */
+void vkl_test_same_tensors(const char *a, const char *b)
+{
+    vkl_err e = {{0}};
+    vkl_st_file *fa = NULL, *fb = NULL;
+    assert_int_equal(vkl_st_open(a, &fa, &e), 0);
+    assert_int_equal(vkl_st_open(b, &fb, &e), 0);
+    assert_true(vkl_st_count(fa) > 0);
+    assert_int_equal(vkl_st_count(fa), vkl_st_count(fb));
+    for (int i = 0; i < vkl_st_count(fa); i++) {
+        const vkl_st_tensor *x = vkl_st_at(fa, i), *y = vkl_st_find(fb, x->name);
+        assert_non_null(y);
+        assert_int_equal(x->nbytes, y->nbytes);
+        if (memcmp(x->data, y->data, x->nbytes)) fail_msg("%s differs between %s and %s", x->name, a, b);
+    }
+    vkl_st_close(fa);
+    vkl_st_close(fb);
 }

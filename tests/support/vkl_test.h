@@ -65,6 +65,8 @@ extern const int vkl_test_profile_count;
 /* Reads tensor `name` of the safetensors file `rel` under the shared folder
  * as f32 (malloc'd, nelem written). Fails the test when it is absent. */
 float *vkl_test_ref_f32(const char *rel, const char *name, int64_t *nelem);
+/* The safetensors files at paths a and b hold the same tensors (names, bytes); metadata may differ. */
+void vkl_test_same_tensors(const char *a, const char *b);
 /* Same, as i32 (token ids, integer timesteps). */
 int32_t *vkl_test_ref_i32(const char *rel, const char *name, int64_t *nelem);
 /* Asserts max |got - want| <= tol * max|want| and prints the figures. */

@@ -1,6 +1,6 @@
 /* Crash consistency of `vklora lm train`, as tests/apps/test_cmd_train_kill.c
  * for `vklora train`: the tiny LLaMA trains with its state saved every step
- * and is killed with SIGKILL at 20 seeded moments spread over the measured
+ * and is killed with SIGKILL at 10 seeded moments spread over the measured
  * length of a whole run (start-up, steps, state saves, the folder swap, the
  * output's rename). After every kill the state folder, when there is one,
  * must be whole (its tensors open, its JSON parses), and the next run
@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define KILLS 20
+#define KILLS 10
 
 static char common[2048];
 
@@ -104,7 +104,7 @@ static void same_bytes(const char *a, const char *b)
     fclose(fb);
 }
 
-static void killed_twenty_times_loses_nothing(void **state)
+static void killed_ten_times_loses_nothing(void **state)
 {
     (void)state;
     VKL_REQUIRE_SHARED("refkit/lm/tiny-llama/model.safetensors");
@@ -183,7 +183,7 @@ static void killed_twenty_times_loses_nothing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(killed_twenty_times_loses_nothing),
+        cmocka_unit_test(killed_ten_times_loses_nothing),
     };
     return cmocka_run_group_tests(tests, vkl_test_group_setup, vkl_test_group_teardown);
 }

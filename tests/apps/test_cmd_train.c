@@ -29,7 +29,7 @@ static void train_resume_and_load(void **state)
     VKL_REQUIRE_SHARED("data/wesnoth-portraits/test16-128px");
     char common[2048], args[4096];
     snprintf(common, sizeof common,
-             "train --model '%s' --images images --resolution 128 --rank 4 --alpha 2 --lr 1e-3 "
+             "train --model '%s' --images images --resolution 64 --rank 4 --alpha 2 --lr 1e-3 "
              "--lr-schedule cosine --warmup 1 --max-steps 4 --batch 2 --seed 11 --shuffle-caption --flip --quiet",
              vkl_test_shared_path("refkit/sd/tiny-sd"));
     /* the image set plus a broken file, which is skipped with a warning */
@@ -135,7 +135,7 @@ static void accumulation_resumes(void **state)
     copy_images();
     char common[2048], args[4096];
     snprintf(common, sizeof common,
-             "train --model '%s' --images images --resolution 128 --rank 4 --alpha 2 --lr 1e-3 "
+             "train --model '%s' --images images --resolution 64 --rank 4 --alpha 2 --lr 1e-3 "
              "--lr-schedule linear --max-steps 3 --batch 1 --grad-accum 2 --seed 5 --flip --quiet",
              vkl_test_shared_path("refkit/sd/tiny-sd"));
     char *out;
@@ -152,7 +152,7 @@ static void accumulation_resumes(void **state)
     assert_int_equal(cJSON_GetObjectItem(j, "grad_accum")->valueint, 2);
     cJSON_Delete(j);
     free(st);
-    snprintf(args, sizeof args, "train --model '%s' --images images --resolution 128 --rank 4 --alpha 2 --lr 1e-3 "
+    snprintf(args, sizeof args, "train --model '%s' --images images --resolution 64 --rank 4 --alpha 2 --lr 1e-3 "
              "--max-steps 3 --batch 1 --grad-accum 3 --seed 5 --quiet -o gb.safetensors --resume gb.state",
              vkl_test_shared_path("refkit/sd/tiny-sd"));
     assert_int_equal(run(args, NULL, &out), 1);
@@ -184,7 +184,7 @@ static void train_te_adapter(void **state)
     copy_images();
     char args[4096];
     snprintf(args, sizeof args,
-             "train --model '%s' --images images --resolution 128 --rank 4 --alpha 4 --lr 1e-3 --te-lr 5e-4 "
+             "train --model '%s' --images images --resolution 64 --rank 4 --alpha 4 --lr 1e-3 --te-lr 5e-4 "
              "--train-te --max-steps 1 --batch 2 --seed 9 --quiet -o te.safetensors",
              vkl_test_shared_path("refkit/sd/tiny-sd"));
     char *out;

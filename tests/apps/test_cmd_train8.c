@@ -33,7 +33,7 @@ static void adamw8bit_resumes(void **state)
              vkl_test_shared_path("data/wesnoth-portraits/test16-128px"), tmp, tmp);
     assert_int_equal(system(cmd), 0);
     snprintf(common, sizeof common,
-             "train --model '%s' --images images --resolution 128 --rank 64 --alpha 8 --lr 1e-3 "
+             "train --model '%s' --images images --resolution 64 --rank 64 --alpha 8 --lr 1e-3 "
              "--max-steps 3 --batch 1 --seed 7 --quiet",
              vkl_test_shared_path("refkit/sd/tiny-sd"));
     char *out;

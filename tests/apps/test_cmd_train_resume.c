@@ -22,7 +22,7 @@ static void prepare(void)
 {
     vkl_test_copy_images("data/wesnoth-portraits/test16-128px");
     snprintf(common, sizeof common,
-             "train --model '%s' --images images --resolution 64 --rank 4 --alpha 2 --lr 1e-3 --max-steps 6 "
+             "train --model '%s' --images images --resolution 64 --rank 4 --alpha 2 --lr 1e-3 --max-steps 4 "
              "--batch 1 --seed 7 --save-every 2 --quiet",
              vkl_test_shared_path("refkit/sd/tiny-sd"));
 }
@@ -118,22 +118,22 @@ static void existing_output_needs_force(void **state)
     int rows = 0;
     for (char *p = a; (p = strchr(p, '\n')); p++) rows++;
     free(a);
-    assert_int_equal(rows, 1 + 6);
+    assert_int_equal(rows, 1 + 4);
 }
 
-/* killed after step 5, whose row is logged; the last state is step 4 */
+/* killed after step 3, whose row is logged; the last state is step 2 */
 static void kill_between_saves_resumes_cleanly(void **state)
 {
     (void)state;
     VKL_REQUIRE_SHARED("data/wesnoth-portraits/test16-128px");
     prepare();
     assert_int_equal(run_train("-o full.safetensors", NULL, NULL), 0);
-    assert_int_not_equal(run_train("-o k.safetensors", "VKLORA_TRAIN_KILL_AT=5", NULL), 0);
+    assert_int_not_equal(run_train("-o k.safetensors", "VKLORA_TRAIN_KILL_AT=3", NULL), 0);
     char *k = slurp("k.csv");
-    assert_non_null(strstr(k, "\n5,"));
+    assert_non_null(strstr(k, "\n3,"));
     free(k);
     char *out;
-    assert_int_equal(vkl_test_cli("train --quiet --model x --images images -o k.safetensors --max-steps 6", NULL, &out), 1);
+    assert_int_equal(vkl_test_cli("train --quiet --model x --images images -o k.safetensors --max-steps 4", NULL, &out), 1);
     free(out); /* not without --resume or --force */
     /* not quiet: it says where it resumes */
     char args[4096];
@@ -143,10 +143,10 @@ static void kill_between_saves_resumes_cleanly(void **state)
     int rc = vkl_test_cli(args, NULL, &out);
     if (rc) print_error("%s\n", out);
     assert_int_equal(rc, 0);
-    assert_non_null(strstr(out, "resuming from step 4 of 6"));
+    assert_non_null(strstr(out, "resuming from step 2 of 4"));
     free(out);
     char *a = losses("full.csv"), *b = losses("k.csv");
-    assert_string_equal(a, b); /* rows 1-6 once each, the same losses */
+    assert_string_equal(a, b); /* rows 1-4 once each, the same losses */
     free(a);
     free(b);
     /* the seconds column goes on from the state's time, never back */

@@ -144,6 +144,11 @@ int vkl_caption_process(const vkl_caption_opts *o, const char *caption, uint64_t
 char *vkl_dataset_tag_frequency_json(const vkl_dataset *d);
 /* ss_dataset_dirs: {"<subset name>": {"n_repeats": n, "img_count": c}}. */
 char *vkl_dataset_dirs_json(const vkl_dataset *d);
+/* ss_bucket_info as kohya writes it: {"buckets": {"<i>": {"resolution": [w, h],
+ * "count": samples with repeats}}, "mean_img_ar_error": mean |ratio error|
+ * over images}, i the index in the (w, h)-sorted list of used buckets;
+ * "null" without aspect-ratio buckets. malloc'd JSON, NULL when out of memory. */
+char *vkl_dataset_bucket_info_json(const vkl_dataset *d);
 
 /* ---- buckets (dataset_bucket.c) ---- */
 

@@ -3,9 +3,12 @@
  * BucketManager.select_bucket), including its rounding: Python int(x + 0.5)
  * for sizes and numpy argmin (first minimum) for the closest ratio. */
 #include "train/dataset.h"
+#include "io/text.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int reso_cmp(const void *a, const void *b)
 {
@@ -122,4 +125,38 @@ int vkl_bucket_select(int no_upscale, const vkl_reso *predef, int npredef, long 
                         image_w, image_h, step);
     if (ar_error) *ar_error = (double)bucket->w / bucket->h - ar;
     return 0;
+}
+
+/* A double as Python's repr writes it: the shortest digits that read back
+ * to the same value, with ".0" on a whole number. */
+static void put_python_float(vkl_strbuf *b, double v)
+{
+    char num[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(num, sizeof num, "%.*g", prec, v);
+        if (strtod(num, NULL) == v) break;
+    }
+    vkl_strbuf_puts(b, num);
+    if (!strpbrk(num, ".eEn")) vkl_strbuf_puts(b, ".0");
+}
+
+char *vkl_dataset_bucket_info_json(const vkl_dataset *d)
+{
+    vkl_strbuf b = {0};
+    if (!d->opts.bucket) {
+        vkl_strbuf_puts(&b, "null");
+    } else {
+        vkl_strbuf_puts(&b, "{\"buckets\": {");
+        for (int i = 0; i < d->nbuckets; i++)
+            vkl_strbuf_printf(&b, "%s\"%d\": {\"resolution\": [%d, %d], \"count\": %d}", i ? ", " : "", i,
+                              d->buckets[i].reso.w, d->buckets[i].reso.h, d->buckets[i].count);
+        vkl_strbuf_puts(&b, "}, \"mean_img_ar_error\": ");
+        put_python_float(&b, d->mean_ar_error);
+        vkl_strbuf_puts(&b, "}");
+    }
+    if (b.failed) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
 }

@@ -153,10 +153,20 @@ static int set_meta(trainer *t, int step, int epoch, vkl_err *e)
     /* kohya writes the optimizer's module.class */
     M("ss_optimizer", c->optim_bits == 8 ? "bitsandbytes.optim.adamw.AdamW8bit" : "AdamW");
     M("ss_training_comment", "trained with vklora");
+    const vkl_dataset_opts *dso = &t->ds->opts;
+    M("ss_enable_bucket", dso->bucket ? "True" : "False");
+    M("ss_bucket_no_upscale", dso->bucket_no_upscale ? "True" : "False");
+    snprintf(buf, sizeof buf, "%d", dso->min_bucket);
+    M("ss_min_bucket_reso", buf);
+    snprintf(buf, sizeof buf, "%d", dso->max_bucket);
+    M("ss_max_bucket_reso", buf);
     char *tf = vkl_dataset_tag_frequency_json(t->ds), *dd = vkl_dataset_dirs_json(t->ds);
-    int bad = (tf && vkl_lora_meta_set(l, "ss_tag_frequency", tf, e)) || (dd && vkl_lora_meta_set(l, "ss_dataset_dirs", dd, e));
+    char *bi = vkl_dataset_bucket_info_json(t->ds);
+    int bad = (tf && vkl_lora_meta_set(l, "ss_tag_frequency", tf, e)) || (dd && vkl_lora_meta_set(l, "ss_dataset_dirs", dd, e)) ||
+              (bi && vkl_lora_meta_set(l, "ss_bucket_info", bi, e));
     free(tf);
     free(dd);
+    free(bi);
 #undef M
     return bad ? -1 : 0;
 }

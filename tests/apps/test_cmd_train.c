@@ -85,6 +85,11 @@ static void train_resume_and_load(void **state)
     cJSON *tf = cJSON_Parse(vkl_st_meta_get(f, "ss_tag_frequency"));
     assert_non_null(tf);
     cJSON_Delete(tf);
+    /* kohya's bucket keys: 16 images of 128x128 made 64x64 (never enlarged) */
+    assert_string_equal(vkl_st_meta_get(f, "ss_enable_bucket"), "True");
+    assert_string_equal(vkl_st_meta_get(f, "ss_bucket_no_upscale"), "True");
+    assert_string_equal(vkl_st_meta_get(f, "ss_bucket_info"),
+                        "{\"buckets\": {\"0\": {\"resolution\": [64, 64], \"count\": 16}}, \"mean_img_ar_error\": 0.0}");
     vkl_st_close(f);
     vkl_lora_targets tg;
     memset(&tg, 0, sizeof tg);

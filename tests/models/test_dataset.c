@@ -468,6 +468,43 @@ static void write_png(const char *path, int w, int h, int seed)
     vkl_image_free(&im);
 }
 
+/* ss_bucket_info: kohya's index (the used buckets sorted by (w, h)), counts
+ * with repeats, and the mean |bucket ratio - image ratio| over images. */
+static void bucket_info_json(void **state)
+{
+    (void)state;
+    char dir[256], p[512];
+    snprintf(dir, sizeof dir, "%s/bi", vkl_test_tmpdir());
+    mkdir(dir, 0755);
+    snprintf(p, sizeof p, "%s/3_x", dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/a.png", dir);
+    write_png(p, 200, 130, 1); /* never upscaled: 200x130 -> bucket 192x128 */
+    snprintf(p, sizeof p, "%s/b.png", dir);
+    write_png(p, 128, 128, 2);
+    snprintf(p, sizeof p, "%s/3_x/c.png", dir);
+    write_png(p, 128, 128, 3);
+    vkl_dataset_opts o;
+    vkl_dataset_opts_default(&o);
+    vkl_dataset *d = open_dir(dir, &o);
+    char *bi = vkl_dataset_bucket_info_json(d);
+    const char *head = "{\"buckets\": {\"0\": {\"resolution\": [128, 128], \"count\": 4}, "
+                       "\"1\": {\"resolution\": [192, 128], \"count\": 1}}, \"mean_img_ar_error\": ";
+    assert_int_equal(strncmp(bi, head, strlen(head)), 0);
+    char *end;
+    double mean = strtod(bi + strlen(head), &end);
+    assert_string_equal(end, "}");
+    assert_true(mean == fabs(192.0 / 128.0 - 200.0 / 130.0) / 3);
+    free(bi);
+    vkl_dataset_free(d);
+    o.bucket = 0; /* one square size: kohya writes no bucket info */
+    d = open_dir(dir, &o);
+    bi = vkl_dataset_bucket_info_json(d);
+    assert_string_equal(bi, "null");
+    free(bi);
+    vkl_dataset_free(d);
+}
+
 static void epoch_order(void **state)
 {
     (void)state;
@@ -765,7 +802,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(shared_wesnoth),     cmocka_unit_test(shared_emoji),
         cmocka_unit_test(repeats_and_broken), cmocka_unit_test(caption_files),
-        cmocka_unit_test(caption_processing), cmocka_unit_test(epoch_order),
+        cmocka_unit_test(caption_processing), cmocka_unit_test(bucket_info_json), cmocka_unit_test(epoch_order),
         cmocka_unit_test(latent_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

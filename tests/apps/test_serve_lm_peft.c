@@ -14,19 +14,6 @@
 
 static char ia3_[4096], adalora_[4096];
 
-static int setup(void **state)
-{
-    vkl_test_group_setup(state);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    if (srv.pid) fx_server_stop(&srv);
-    vkl_test_group_teardown(state);
-    return 0;
-}
-
 /* `vklora lm train --network NET` for a few steps on a repeated sentence into dir/NET. */
 static void train(const char *net, const char *extra, char *out, size_t cap)
 {
@@ -45,21 +32,12 @@ static void train(const char *net, const char *extra, char *out, size_t cap)
     free(log);
 }
 
-/* `vklora lm generate` stdout (the continuation and a newline) with the given --lora options. */
+/* `vklora lm generate` of PROMPT for 8 tokens with the given --lora options. */
 static char *lm_generate(const char *loras)
 {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' --quiet lm generate --model '%s' --prompt '" PROMPT
-             "' --max-tokens 8 %s 2>/dev/null",
-             vkl_test_dir, getenv("VKLORA_BINARY"), vkl_test_shared_path(LM), loras);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char *out = calloc(1, 1 << 16);
-    size_t n = fread(out, 1, (1 << 16) - 1, p);
-    out[n] = 0;
-    assert_int_equal(pclose(p), 0);
-    if (n && out[n - 1] == '\n') out[n - 1] = 0;
-    return out;
+    char args[16384];
+    snprintf(args, sizeof args, "--model '%s' --prompt '" PROMPT "' --max-tokens 8 %s", vkl_test_shared_path(LM), loras);
+    return fx_lm_generate(args);
 }
 
 /* The text of a greedy completion of PROMPT with "lora": LORA (NULL: none given). */
@@ -146,15 +124,12 @@ static void test_dora_ia3_equal_lm_generate(void **state)
     snprintf(args, sizeof args, "--model '%s' --lm-model '%s' --lm-lora '%s' --lm-lora '%s'", model(),
              vkl_test_shared_path(LM), lora, dora);
     assert_int_not_equal(fx_server_start(&srv, vkl_test_dir, args), 0);
-    FILE *f = fopen(srv.log, "r");
-    assert_non_null(f);
-    char log[8192];
-    size_t n = fread(log, 1, sizeof log - 1, f);
-    log[n] = 0;
-    fclose(f);
+    char *log = vkl_test_slurp(vkl_test_dir, strrchr(srv.log, '/') + 1);
+    assert_non_null(log);
     fprintf(stderr, "  refused start: %s", log);
     assert_non_null(strstr(log, "--lm-lora: at the scales a request without \"lora\" gets, adapter 1 ("));
     assert_non_null(strstr(log, "is DoRA"));
+    free(log);
 }
 
 int main(void)
@@ -163,7 +138,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dora_ia3_equal_lm_generate),
     };
-    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    int rc = cmocka_run_group_tests(tests, vkl_test_group_setup, fx_teardown);
     curl_global_cleanup();
     return rc;
 }

@@ -11,6 +11,7 @@
 #include "llama/llama_lora_gguf.h"
 #include "llama/llama_lora_init.h"
 #include "args.h"
+#include "lm_adapters.h"
 #include "lm_gen_args.h"
 #include "lm_stream.h"
 #include "lm_prompts.h"
@@ -226,9 +227,6 @@ static int generate(int argc, char **argv)
     vkl_lora ls[MAX_LORA];
     vkl_lora_use uses[MAX_LORA];
     int nloaded = 0, rc = 0;
-    vkl_lora_set *set = NULL;
-    vkl_llama_dora *dora = NULL;
-    vkl_llama_ia3 *ia3 = NULL;
     int32_t *ids = NULL, *out = NULL;
     int np = 0, nout = 0;
     run_state rs = {0};
@@ -268,19 +266,8 @@ static int generate(int argc, char **argv)
         uses[nloaded] = (vkl_lora_use){&ls[nloaded], w, w};
         nloaded++;
     }
-    /* IA3 adapters go to the IA3 vectors (they wrap the others' layers), the rest to DoRA or the LoRA set */
-    int is_dora = 0, nia3 = 0, nother = 0;
-    vkl_lora_use ia3_uses[MAX_LORA], other[MAX_LORA];
-    for (int i = 0; i < nloaded; i++) {
-        int ia3 = ls[i].n > 0 && ls[i].m[0].kind == VKL_LORA_KIND_IA3;
-        for (int k = 0; k < ls[i].n; k++) is_dora |= ls[i].m[k].kind == VKL_LORA_KIND_DORA;
-        if (ia3) ia3_uses[nia3++] = uses[i];
-        else other[nother++] = uses[i];
-    }
-    if (!rc && is_dora && nother > 1) rc = vkl_fail(&e, "a DoRA adapter cannot be combined with other adapters");
-    if (!rc && nia3) rc = vkl_llama_ia3_build(m, ia3_uses, nia3, &ia3, &e);
-    if (!rc && is_dora) rc = vkl_llama_dora_build(m, other[0].lora, other[0].unet_mult, &dora, &e);
-    else if (!rc && nother) rc = vkl_lora_set_build(c, other, nother, &set, &e);
+    vkl_app_lm_adapters ad = {0};
+    if (!rc) rc = vkl_app_lm_adapters_build(m, uses, nloaded, &ad, &e);
     if (!rc) {
         if (g.chat_name) rc = vkl_chat_from_name(g.chat_name, &tok.chat, &e);
         if (!rc && g.chat)
@@ -299,7 +286,7 @@ static int generate(int argc, char **argv)
     if (!rc) rc = vkl_app_lm_stream_start(&rs.st, &tok, ids, np, g.max_new, g.ga.stops.v, g.ga.stops.n, g.ga.json ? NULL : stdout, &e);
     if (!rc) {
         int stop_id = vkl_app_lm_tok_eos(&tok, m->cfg.eos);
-        vkl_llama_gen_opts o = {.lora = set, .dora = dora, .ia3 = ia3, .max_new = g.max_new, .stop_id = stop_id,
+        vkl_llama_gen_opts o = {.lora = ad.set, .dora = ad.dora, .ia3 = ad.ia3, .max_new = g.max_new, .stop_id = stop_id,
                                 .sampling = &g.ga.s, .on_token = on_token, .user = &rs};
         rs.cfg = &m->cfg;
         rs.t_start = vkl_progress_now();
@@ -311,9 +298,7 @@ static int generate(int argc, char **argv)
     vkl_app_lm_stream_free(&rs.st);
     free(out);
     free(ids);
-    vkl_lora_set_free(set);
-    vkl_llama_dora_free(dora);
-    vkl_llama_ia3_free(ia3);
+    vkl_app_lm_adapters_free(&ad);
     for (int i = 0; i < nloaded; i++) vkl_lora_free(&ls[i]);
     vkl_app_lm_tok_free(&tok);
     vkl_llama_free(m);

@@ -4,6 +4,7 @@
 #include "gen_image.h"
 #include "llama/llama_lora_init.h"
 #include "args.h"
+#include "lm_adapters.h"
 #include "lm_gen_args.h"
 #include "lora_args.h"
 #include "progress.h"
@@ -38,8 +39,8 @@ static const char *usage_text =
     "  --lm-chat-template llama3|chatml|mistral  the chat template of /v1/chat/completions (default: the\n"
     "                      folder's tokenizer_config.json; none: \"role: content\" lines)\n"
     "  --lm-base-dtype f32|f16|bf16|nf4|nf4dq  the LM's weights on the device (default: config.json's torch_dtype)\n"
-    "  --lm-lora DIR[:W]   a PEFT LoRA adapter of the LM (repeatable; ids 0, 1, ...; W: its scale when a request\n"
-    "                      names no adapters)\n"
+    "  --lm-lora DIR[:W]   a PEFT adapter of the LM: LoRA, AdaLoRA, DoRA or IA3 (repeatable; ids 0, 1, ...;\n"
+    "                      W: its scale when a request names no adapters, as lm generate --lora DIR:W; 0: off)\n"
     "  --data-root DIR     training jobs (POST /vklora/v1/train) read image folders inside DIR only;\n"
     "                      their adapters go to --lora-dir\n"
     "  --quiet             no request log\n"
@@ -71,8 +72,10 @@ static int is_loopback(const char *host)
     return all;
 }
 
-/* The LM, its tokenizer and its LoRA adapters (PEFT folders or files),
- * each checked against the model. */
+/* The LM, its tokenizer and its PEFT adapters (folders or files: LoRA,
+ * AdaLoRA, DoRA, IA3), each checked against the model and built once alone
+ * (a DoRA adapter on a quantised base fails here, not at each request), and
+ * the scales a request without "lora" gets checked as a combination. */
 static int load_lm(vkl_server *s, const char *dir, const char *tok, const char *chat, vkl_dtype dt,
                    const char *const *loras, int n, vkl_err *e)
 {
@@ -91,11 +94,21 @@ static int load_lm(vkl_server *s, const char *dir, const char *tok, const char *
         if (stat(file, &st)) snprintf(file, sizeof file, "%s", path);
         if (vkl_lora_load(file, NULL, &s->lm.lora[s->lm.n], e)) return -1;
         s->lm.n++;
+        if (!(s->lm.path[i] = strdup(path))) return vkl_fail(e, "out of host memory");
         if (vkl_llama_lora_check(s->lm.model, &s->lm.lora[i], path, e)) return -1;
-        for (int k = 0; k < s->lm.lora[i].n; k++)
-            if (s->lm.lora[i].m[k].kind != VKL_LORA_KIND_LORA)
-                return vkl_fail(e, "--lm-lora %s: serve takes LoRA adapters for the LM (not DoRA or IA3)", path);
+        s->lm.kind[i] = (int)vkl_app_lm_adapter_kind(&s->lm.lora[i]);
         s->lm.scale[i] = w;
+        vkl_lora_use one = {&s->lm.lora[i], 1.0f, 1.0f};
+        vkl_app_lm_adapters ad;
+        if (vkl_app_lm_adapters_build(s->lm.model, &one, 1, &ad, e)) {
+            vkl_err_prefix(e, "--lm-lora %s: ", path);
+            return -1;
+        }
+        vkl_app_lm_adapters_free(&ad);
+    }
+    if (serve_lm_lora_combination(&s->lm, s->lm.scale, e)) {
+        vkl_err_prefix(e, "--lm-lora: at the scales a request without \"lora\" gets, ");
+        return -1;
     }
     return 0;
 }
@@ -272,7 +285,10 @@ done:
     serve_http_stop(d); /* waits for the connection threads */
     serve_train_free_all();
     vkl_gen_lora_free(&s.gl, s.model);
-    for (int i = 0; i < s.lm.n; i++) vkl_lora_free(&s.lm.lora[i]);
+    for (int i = 0; i < s.lm.n; i++) {
+        vkl_lora_free(&s.lm.lora[i]);
+        free(s.lm.path[i]);
+    }
     vkl_app_lm_tok_free(&s.lm.tok);
     vkl_llama_free(s.lm.model);
     vkl_sd_model_free(s.model);

@@ -35,6 +35,8 @@ typedef struct serve_lm {
     int n;                  /* adapters (--lm-lora), ids 0..n-1 */
     vkl_lora lora[VKL_SERVE_MAX_LM_LORAS];
     float scale[VKL_SERVE_MAX_LM_LORAS]; /* when a request names none */
+    int kind[VKL_SERVE_MAX_LM_LORAS];    /* vkl_app_lm_kind: LoRA (AdaLoRA too), DoRA, IA3 */
+    char *path[VKL_SERVE_MAX_LM_LORAS];  /* as given to --lm-lora, for messages */
 } serve_lm;
 
 typedef struct vkl_server {
@@ -111,6 +113,9 @@ int serve_options_set(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_page(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_completions(vkl_server *s, const serve_req *q, serve_resp *r);
 int serve_chat_completions(vkl_server *s, const serve_req *q, serve_resp *r);
+/* Fails naming the adapters when scale[] (0: off) turns on a DoRA adapter
+ * with another LoRA or DoRA one (IA3 ones may join it, as in lm generate). */
+int serve_lm_lora_combination(const serve_lm *lm, const float *scale, vkl_err *e);
 int serve_lm_models(vkl_server *s, const serve_req *q, serve_resp *r);
 /* After a device job: a lost device (vkl_ctx_lost) cannot run anything
  * more, so the server stops as at SIGTERM (waiting requests get 503) and

@@ -2,9 +2,12 @@
  * LLaMA-family model: GET /v1/models, POST /v1/completions and
  * /v1/chat/completions (whole answers, or server-sent events with
  * "stream": true). Adapters are loaded at start (--lm-lora DIR[:W], ids 0,
- * 1, ... in order) and each request may set their scales as llama.cpp's
- * server takes them: "lora": [{"id": 0, "scale": 0.5}] (an adapter left out
- * of the list is off for that request).
+ * 1, ... in order; LoRA, AdaLoRA, DoRA or IA3) and each request may set
+ * their scales as llama.cpp's server takes them: "lora": [{"id": 0,
+ * "scale": 0.5}] (an adapter left out of the list, or at scale 0, is off for
+ * that request). A scale is the weight of `lm generate --lora DIR:W`
+ * (lm_adapters.h): it scales LoRA's and DoRA's low-rank product, and IA3's
+ * vectors as 1 + W (l - 1); a DoRA adapter runs with IA3 adapters only.
  *
  * The text is made as `vklora lm generate` makes it (the same tokenizers,
  * stop strings, sampling and decoding, through lm_stream and lm_sample), so
@@ -20,6 +23,7 @@
 #include "serve/serve_json.h"
 
 #include "llama/llama_generate.h"
+#include "lm_adapters.h"
 #include "lm_stream.h"
 
 #include <errno.h>
@@ -64,7 +68,27 @@ static int parse_lora(vkl_server *s, const cJSON *o, lm_req *r, vkl_err *e)
         }
         r->scale[id] = (float)scale;
     }
+    if (serve_lm_lora_combination(&s->lm, r->scale, e)) {
+        vkl_err_prefix(e, "'lora': ");
+        return -1;
+    }
     return 0;
+}
+
+int serve_lm_lora_combination(const serve_lm *lm, const float *scale, vkl_err *e)
+{
+    int dora = -1, other = -1;
+    for (int i = 0; i < lm->n; i++) {
+        if (scale[i] == 0 || lm->kind[i] == VKL_APP_LM_IA3) continue;
+        if (lm->kind[i] == VKL_APP_LM_DORA && dora < 0) dora = i;
+        else if (other < 0) other = i;
+    }
+    if (dora < 0 || other < 0) return 0;
+    return vkl_fail(e,
+                    "adapter %d (%s) is DoRA and adapter %d (%s) is %s: a DoRA adapter runs alone or with "
+                    "IA3 adapters only (as lm generate); set one of them to scale 0",
+                    dora, lm->path[dora], other, lm->path[other],
+                    vkl_app_lm_kind_name((vkl_app_lm_kind)lm->kind[other]));
 }
 
 static int parse_stop(const cJSON *o, lm_req *r, vkl_err *e)
@@ -336,16 +360,16 @@ static int lm_exec(lm_run *r, int fd)
     int nu = 0;
     for (int i = 0; i < s->lm.n; i++)
         if (r->lr.scale[i] != 0) uses[nu++] = (vkl_lora_use){&s->lm.lora[i], r->lr.scale[i], r->lr.scale[i]};
-    vkl_lora_set *set = NULL;
-    int nout = 0, rc = nu ? vkl_lora_set_build(s->ctx, uses, nu, &set, &r->e) : 0;
+    vkl_app_lm_adapters ad;
+    int nout = 0, rc = vkl_app_lm_adapters_build(s->lm.model, uses, nu, &ad, &r->e);
     if (!rc) {
-        vkl_llama_gen_opts o = {.lora = set, .max_new = (int)r->lr.max_tokens,
+        vkl_llama_gen_opts o = {.lora = ad.set, .dora = ad.dora, .ia3 = ad.ia3, .max_new = (int)r->lr.max_tokens,
                                 .stop_id = vkl_app_lm_tok_eos(&s->lm.tok, s->lm.model->cfg.eos),
                                 .sampling = &r->lr.sampling, .on_token = on_token, .user = r};
         rc = vkl_llama_generate(s->lm.model, r->ids, r->np, &o, r->out, &nout, &r->e);
         if (!rc && r->oom) rc = vkl_fail(&r->e, "out of host memory");
     }
-    vkl_lora_set_free(set);
+    vkl_app_lm_adapters_free(&ad);
     int gone = r->job.client_gone;
     serve_queue_leave(&s->q, &r->job);
     serve_device_check(s);

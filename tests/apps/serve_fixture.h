@@ -386,4 +386,21 @@ static __attribute__((unused)) int wait_steps(int k, double timeout)
     return -1;
 }
 
+/* `vklora --quiet lm generate ARGS` run in the test folder: its stdout, the
+ * continuation, without the newline that ends it (malloc'd). */
+static __attribute__((unused)) char *fx_lm_generate(const char *args)
+{
+    char cmd[20480];
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' --quiet lm generate %s 2>/dev/null", vkl_test_dir, getenv("VKLORA_BINARY"),
+             args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char *out = calloc(1, 1 << 16);
+    size_t n = fread(out, 1, (1 << 16) - 1, p);
+    out[n] = 0;
+    assert_int_equal(pclose(p), 0);
+    if (n && out[n - 1] == '\n') out[n - 1] = 0;
+    return out;
+}
+
 #endif

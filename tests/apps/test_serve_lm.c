@@ -134,22 +134,6 @@ static void test_stories_as_run_c(void **state)
     stop();
 }
 
-/* `vklora lm generate` stdout (the continuation and a newline). */
-static char *lm_generate(const char *args)
-{
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' --quiet lm generate %s 2>/dev/null", vkl_test_dir, getenv("VKLORA_BINARY"),
-             args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char *out = calloc(1, 1 << 16);
-    size_t n = fread(out, 1, (1 << 16) - 1, p);
-    out[n] = 0;
-    assert_int_equal(pclose(p), 0);
-    if (n && out[n - 1] == '\n') out[n - 1] = 0;
-    return out;
-}
-
 static void test_lora_scales_equal_lm_generate(void **state)
 {
     (void)state;
@@ -162,11 +146,11 @@ static void test_lora_scales_equal_lm_generate(void **state)
     snprintf(args, sizeof args, "--lm-model '%s' --lm-lora '%s'", lm, lora);
     start(args);
     snprintf(args, sizeof args, "--model '%s' --prompt 'Hello world' --max-tokens 12 --lora '%s':0.5", lm, lora);
-    char *want_half = lm_generate(args);
+    char *want_half = fx_lm_generate(args);
     snprintf(args, sizeof args, "--model '%s' --prompt 'Hello world' --max-tokens 12 --lora '%s'", lm, lora);
-    char *want_full = lm_generate(args);
+    char *want_full = fx_lm_generate(args);
     snprintf(args, sizeof args, "--model '%s' --prompt 'Hello world' --max-tokens 12", lm);
-    char *want_none = lm_generate(args);
+    char *want_none = fx_lm_generate(args);
     /* ids 0 at 0.5; no list: as loaded (1); an empty list: off */
     char *half = completion_text("/v1/completions",
                                  "{\"prompt\": \"Hello world\", \"max_tokens\": 12, \"lora\": [{\"id\": 0, \"scale\": 0.5}]}");
@@ -204,9 +188,9 @@ static void test_sampling_and_chat_equal_lm_generate(void **state)
     start(args);
     const char *opts = "--temperature 0.9 --top-k 40 --top-p 0.95 --min-p 0.01 --repeat-penalty 1.2";
     snprintf(args, sizeof args, "--model '%s' --prompt 'Hello world' --max-tokens 12 %s --seed 5", lm, opts);
-    char *want5 = lm_generate(args);
+    char *want5 = fx_lm_generate(args);
     snprintf(args, sizeof args, "--model '%s' --prompt 'Hello world' --max-tokens 12 %s --seed 6", lm, opts);
-    char *want6 = lm_generate(args);
+    char *want6 = fx_lm_generate(args);
     const char *body = "{\"prompt\": \"Hello world\", \"max_tokens\": 12, \"temperature\": 0.9, \"top_k\": 40, "
                        "\"top_p\": 0.95, \"min_p\": 0.01, \"repeat_penalty\": 1.2, \"seed\": %d}";
     char b[1024];
@@ -228,7 +212,7 @@ static void test_sampling_and_chat_equal_lm_generate(void **state)
     assert_string_equal(again_seed, seed);
     /* chat: the template's rendering, as lm generate --chat-template */
     snprintf(args, sizeof args, "--model '%s' --prompt 'Who may copy?' --chat-template mistral --max-tokens 8", lm);
-    char *want_chat = lm_generate(args);
+    char *want_chat = fx_lm_generate(args);
     char *chat = completion_text("/v1/chat/completions",
                                  "{\"messages\": [{\"role\": \"user\", \"content\": \"Who may copy?\"}], \"max_tokens\": 8}");
     assert_string_equal(chat, want_chat);
@@ -263,7 +247,7 @@ static void test_tokenizer_json_model(void **state)
     snprintf(args, sizeof args, "--lm-model '%s'", dir);
     start(args);
     snprintf(args, sizeof args, "--model '%s' --prompt 'hello hello' --max-tokens 10", dir);
-    char *want = lm_generate(args);
+    char *want = fx_lm_generate(args);
     char *got = completion_text("/v1/completions", "{\"prompt\": \"hello hello\", \"max_tokens\": 10}");
     assert_string_equal(got, want);
     /* streamed, the pieces join into the same text */

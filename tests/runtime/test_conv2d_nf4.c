@@ -4,7 +4,8 @@
  * (runtime/ref/ref_conv2d.c) on the kernel quantised and dequantised on the
  * host (vkl_nf4_quantize, QLoRA's double quantisation for NF4_DQ). Odd
  * shapes (blocks of 64 across kernel rows, a partial last block), stride 2,
- * symmetric and one-sided padding, 1x1 and 3x3, NF4_DQ past 256 blocks; and
+ * symmetric and one-sided padding, 1x1 and 3x3, NF4_DQ past 256 blocks, the
+ * LoRA-fused convolution (against the merged kernel); and
  * the refusals (the kernel's own gradient, a part of a kernel). */
 #define _POSIX_C_SOURCE 200809L
 #include "vkl_test.h"
@@ -21,28 +22,9 @@ typedef struct {
     int stride, pt, pb, pl, pr;
 } conv_case;
 
-/* the kernel as the device holds it, dequantised on the host */
-static void host_dequant(const float *w, int64_t nw, vkl_dtype dt, float *wdq)
-{
-    uint64_t nb = (uint64_t)(nw + 63) / 64;
-    uint8_t *packed = malloc((size_t)(nw + 1) / 2);
-    float *absmax = malloc(sizeof(float) * nb);
-    vkl_err e = {{0}};
-    assert_int_equal(vkl_nf4_quantize(w, (uint64_t)nw, packed, absmax, &e), 0);
-    if (dt == VKL_NF4_DQ) {
-        uint8_t *q = malloc(nb);
-        float *a2 = malloc(sizeof(float) * ((nb + 255) / 256)), off;
-        vkl_nf4_double_quant(absmax, nb, &off, q, a2);
-        vkl_nf4_double_dequant(q, a2, off, nb, absmax);
-        free(q);
-        free(a2);
-    }
-    vkl_nf4_dequantize(packed, absmax, (uint64_t)nw, wdq);
-    free(packed);
-    free(absmax);
-}
-
-static void one_conv(vkl_ctx *c, vkl_test_rng *r, conv_case s, vkl_dtype wdt)
+/* R > 0: the LoRA-fused convolution (vkl_conv2d_lora) with R ranks, checked
+ * against the plain reference on the merged kernel W + sum_r s_r B_r A_r. */
+static void one_conv(vkl_ctx *c, vkl_test_rng *r, conv_case s, vkl_dtype wdt, int64_t R)
 {
     int64_t Ho = (s.H + s.pt + s.pb - s.k) / s.stride + 1, Wo = (s.W + s.pl + s.pr - s.k) / s.stride + 1;
     int64_t nx = s.N * s.C * s.H * s.W, nw = s.O * s.C * s.k * s.k, ny = s.N * s.O * Ho * Wo;
@@ -52,7 +34,17 @@ static void one_conv(vkl_ctx *c, vkl_test_rng *r, conv_case s, vkl_dtype wdt)
     vkl_test_fill(r, w, (size_t)nw, -0.3f, 0.3f);
     vkl_test_fill(r, bias, (size_t)s.O, -1, 1);
     vkl_test_fill(r, dy, (size_t)ny, -1, 1);
-    host_dequant(w, nw, wdt, wdq);
+    memcpy(wdq, w, sizeof(float) * (size_t)nw); /* the kernel as the device holds it */
+    vkl_test_round_to(wdt, wdq, (size_t)nw);
+    int64_t kk = s.C * s.k * s.k;
+    float *la = malloc(sizeof(float) * (size_t)(R * kk + 1)), *lb = malloc(sizeof(float) * (size_t)(s.O * R + 1));
+    float *ls = malloc(sizeof(float) * (size_t)(R + 1));
+    vkl_test_fill(r, la, (size_t)(R * kk), -0.3f, 0.3f);
+    vkl_test_fill(r, lb, (size_t)(s.O * R), -0.3f, 0.3f);
+    for (int64_t q = 0; q < R; q++) ls[q] = 0.25f * (float)(q + 1);
+    for (int64_t o = 0; o < s.O; o++) /* the merged kernel the reference convolves with */
+        for (int64_t q = 0; q < R; q++)
+            for (int64_t i = 0; i < kk; i++) wdq[o * kk + i] += ls[q] * lb[o * R + q] * la[q * kk + i];
 
     vkl_err e = {{0}};
     int64_t xs[4] = {s.N, s.C, s.H, s.W}, ws[4] = {s.O, s.C, s.k, s.k}, ys[4] = {s.N, s.O, Ho, Wo};
@@ -65,7 +57,16 @@ static void one_conv(vkl_ctx *c, vkl_test_rng *r, conv_case s, vkl_dtype wdt)
 
     vkl_graph *g = vkl_graph_new(c);
     vkl_conv2d_params p = {s.stride, s.stride, s.pt, s.pb, s.pl, s.pr};
-    vkl_tensor *y = vkl_conv2d_ex(g, X, W, B, &p);
+    vkl_tensor *LA = NULL, *LB = NULL, *LS = NULL, *y;
+    if (R) {
+        int64_t as[4] = {R, s.C, s.k, s.k}, us[4] = {s.O, R, 1, 1}, ss[1] = {R};
+        LA = vkl_test_upload(c, VKL_F32, 4, as, la);
+        LB = vkl_test_upload(c, VKL_F32, 4, us, lb);
+        LS = vkl_test_upload(c, VKL_F32, 1, ss, ls);
+        y = vkl_conv2d_lora(g, X, W, B, &p, LA, LB, LS);
+    } else {
+        y = vkl_conv2d_ex(g, X, W, B, &p);
+    }
     vkl_tensor *wrt[1] = {X}, *grads[1] = {NULL};
     if (!y || vkl_graph_backward(g, y, DY, wrt, 1, grads, &e)) {
         print_error("graph: %s %s\n", e.msg, vkl_graph_error(g));
@@ -93,8 +94,8 @@ static void one_conv(vkl_ctx *c, vkl_test_rng *r, conv_case s, vkl_dtype wdt)
     for (int64_t i = 0; i < nx; i++) wdx[i] = (float)dxd[i];
 
     char what[160];
-    snprintf(what, sizeof what, "%s conv2d x [%lld,%lld,%lld,%lld] w [%lld,%lld,%lld,%lld] stride %d pad %d,%d,%d,%d",
-             vkl_dtype_name(wdt), (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.O,
+    snprintf(what, sizeof what, "%s conv2d%s x [%lld,%lld,%lld,%lld] w [%lld,%lld,%lld,%lld] stride %d pad %d,%d,%d,%d",
+             vkl_dtype_name(wdt), R ? " + LoRA" : "", (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.O,
              (long long)s.C, (long long)s.k, (long long)s.k, s.stride, s.pt, s.pb, s.pl, s.pr);
     vkl_test_assert_close(what, got, want, (size_t)ny, 2e-5f, 1e-5f);
     strncat(what, ": input gradient", sizeof what - strlen(what) - 1);
@@ -105,6 +106,12 @@ static void one_conv(vkl_ctx *c, vkl_test_rng *r, conv_case s, vkl_dtype wdt)
     vkl_tensor_free(DY);
     vkl_tensor_free(B);
     vkl_tensor_free(W);
+    if (R) {
+        vkl_tensor_free(LA);
+        vkl_tensor_free(LB);
+        vkl_tensor_free(LS);
+    }
+    free(la); free(lb); free(ls);
     free(x); free(w); free(wdq); free(bias); free(dy); free(want); free(got); free(gdx); free(wdx);
     free(xd); free(wd); free(dyd); free(dxd);
 }
@@ -122,10 +129,13 @@ static void forward_and_input_gradient(void **state)
         {2, 16, 6, 5, 12, 1, 1, 0, 0, 0, 0},  /* 1x1: stays in conv2d (matmul reads a quantised B only) */
         {1, 64, 5, 5, 4, 3, 2, 0, 0, 0, 0},   /* rows of 576 = 9 whole blocks, no padding */
     };
-    for (size_t i = 0; i < sizeof nf4 / sizeof *nf4; i++) one_conv(c, &r, nf4[i], VKL_NF4);
+    for (size_t i = 0; i < sizeof nf4 / sizeof *nf4; i++) one_conv(c, &r, nf4[i], VKL_NF4, 0);
     /* NF4_DQ: 270 blocks (two second-level scales), and an odd one */
     const conv_case dq[] = {{1, 40, 5, 5, 48, 3, 1, 1, 1, 1, 1}, {2, 5, 9, 7, 13, 3, 2, 1, 1, 1, 1}};
-    for (size_t i = 0; i < sizeof dq / sizeof *dq; i++) one_conv(c, &r, dq[i], VKL_NF4_DQ);
+    for (size_t i = 0; i < sizeof dq / sizeof *dq; i++) one_conv(c, &r, dq[i], VKL_NF4_DQ, 0);
+    /* LoRA fused on an NF4 / NF4_DQ kernel (LoCon on a QLoRA UNet) */
+    one_conv(c, &r, nf4[1], VKL_NF4, 3);
+    one_conv(c, &r, dq[1], VKL_NF4_DQ, 2);
     vkl_test_ctx_done(c);
 }
 

@@ -91,7 +91,7 @@ static const char *bench_usage =
     "  gemm         --m M --n N --k K (1024) --dtype f32|f16|bf16|nf4|nf4dq|q4_0|q4_1|q5_0|q5_1|q8_0|q4_k|q5_k|q6_k\n"
     "               (f32) [--linear 0|1 (0; 1: B a weight [N, K], y = A B^T)] [--reps R (3)]\n"
     "  unet         --family sd1.5|sd2.1 --width W --height H (256) [--steps N (2)] [--batch N (2)]\n"
-    "               [--weights f16|f32 (f16)] [--lora-rank R (0)]\n"
+    "               [--weights f16|f32|nf4|nf4dq (f16)] [--lora-rank R (0)]\n"
     "  attention    --batch B --heads H --q LQ --kv LK --dim D ...\n"
     "  conv2d       --c C --o O --h H --w W --k K --stride S ...\n"
     "  linear-lora  --tokens T --in I --out O --rank R ...\n"

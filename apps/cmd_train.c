@@ -36,7 +36,7 @@ static const char *usage_text =
     "  --model-config FILE.yaml (the original yaml of a single-file model; default <name>.yaml beside it)\n"
     "  --mixed-precision no|fp16 (fp16: f16 activations and dynamic loss scaling where the device has\n"
     "    fp16 arithmetic; f32 elsewhere)   --weights f16|f32|nf4|nf4dq (frozen weights, f16; nf4: QLoRA's\n"
-    "    4-bit UNet linear layers; nf4dq: with double-quantised scales)\n"
+    "    4-bit UNet linear layers and convolutions; nf4dq: with double-quantised scales)\n"
     "  --cache-latents-to-disk (keep VAE latents beside the images, keyed by content; default: memory only)\n"
     "  --cache-text-embeddings-to-disk (SDXL, frozen text encoders, fixed captions: keep each image's caption\n"
     "    states beside it, keyed by the encoders' weights and the caption; also\n"

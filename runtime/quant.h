@@ -19,7 +19,10 @@
  * Ops that read quantised tensors: the matmul family (vkl_matmul, vkl_linear,
  * vkl_linear_lora) as its right operand B, in any permutation of the whole
  * 2-D weight, so that a linear layer's forward (x W^T) and its gradient with
- * respect to the input (dy W) both read the packed weight. No op writes one,
+ * respect to the input (dy W) both read the packed weight; conv2d (NF4 and
+ * NF4_DQ only) as its whole kernel [O, C, kh, kw], in the forward, the
+ * LoRA-fused forward and the input gradient; the embedding gather (NF4 and
+ * NF4_DQ) as its table. No op writes one,
  * and no gradient is computed for one (they are frozen).
  *
  * NF4 (QLoRA's 4-bit NormalFloat, as bitsandbytes 0.44 quantize_4bit with

@@ -6,7 +6,10 @@
 // columns) and k = (c*KH + ky)*KW + kx; patch elements are gathered from
 // the NCHW input on the fly (zero outside the padded image), so no im2col
 // buffer exists. X may be any strided view stored as f32/f16/bf16; W is
-// [O, C*KH*KW] with row stride swo; Y is f32 [O, Ho*Wo] per image.
+// [O, C*KH*KW] with row stride swo, f32/f16/bf16 or NF4 / NF4_DQ (a frozen
+// QLoRA base: dequantised per element in registers, nf4.glsl; bound whole,
+// w_off then counts from its first code at wq_code); Y is f32 [O, Ho*Wo] per
+// image.
 //
 // Register-blocked like matmul.comp: each invocation owns a TM x TN tile
 // (TM output channels x TN consecutive pixels), no shared memory and no
@@ -43,8 +46,10 @@ DECLARE_INPUT(6, S)
 DECLARE_INPUT(7, YIN)  // ACC 2: y's earlier ranges as recomputed by a checkpoint replay
 layout(push_constant) uniform P {
     uint C, H, W, O, Ho, Wo;
-    uint KH, KW, SH, SW;       // kernel and stride: push constants so that one
-                               // pipeline serves every layer shape
+    uint kdims;                // KH | KW << 8 | SH << 16 | SW << 24 (each <= 64):
+                               // push constants so that one pipeline serves
+                               // every layer shape; packed to leave room for
+                               // the NF4 offsets within 128 bytes
     int pt, pl;
     uint has_bias;
     uint x_off, w_off, y_off, bias_off;
@@ -52,9 +57,15 @@ layout(push_constant) uniform P {
     uint swo, syn;             // weight row stride, output image stride
     uint t_off, b_off, s_off, R, stn, sbo;
     uint nimg;                 // FOLD: images
+    uint wq_code, wq_scale, wq_qcode;  // NF4 W: vkl_quant_offsets
 } p;
 
+#include "nf4.glsl"
+DECLARE_NF4_SCALE(W)
+DECLARE_NF4_GET(W)
+
 void main() {
+    uint KH = p.kdims & 255u, KW = (p.kdims >> 8u) & 255u, SH = (p.kdims >> 16u) & 255u, SW = p.kdims >> 24u;
     uint P = p.Ho * p.Wo;
     uint NP = FOLD != 0u ? p.nimg * P : P;
     uint n0 = gl_GlobalInvocationID.x * TN;
@@ -69,8 +80,8 @@ void main() {
         zc[j] = FOLD != 0u ? q / P : gl_WorkGroupID.z;
         pc[j] = FOLD != 0u ? q - zc[j] * P : q;
         uint oy = pc[j] / p.Wo, ox = pc[j] - oy * p.Wo;
-        iy0[j] = int(oy * p.SH) - p.pt;
-        ix0[j] = int(ox * p.SW) - p.pl;
+        iy0[j] = int(oy * SH) - p.pt;
+        ix0[j] = int(ox * SW) - p.pl;
     }
     uint wrow[TM];
     for (uint i = 0u; i < TM; i++) wrow[i] = p.w_off + min(m0 + i, p.O - 1u) * p.swo;
@@ -85,8 +96,8 @@ void main() {
     uint k = 0u;
     for (uint c = 0u; c < p.C; c++) {
         uint xc = c * p.sxc;
-        for (uint ky = 0u; ky < p.KH; ky++) {
-            for (uint kx = 0u; kx < p.KW; kx++, k++) {
+        for (uint ky = 0u; ky < KH; ky++) {
+            for (uint kx = 0u; kx < KW; kx++, k++) {
                 float xv[TN], wv[TM];
                 for (uint j = 0u; j < TN; j++) {
                     int iy = iy0[j] + int(ky), ix = ix0[j] + int(kx);
@@ -99,7 +110,7 @@ void main() {
                         xv[j] = X_load(xb[j] + xc + uint(iy) * p.sxh + uint(ix) * p.sxw, XDT);
                     }
                 }
-                for (uint i = 0u; i < TM; i++) wv[i] = W_load(wrow[i] + k, WDT);
+                for (uint i = 0u; i < TM; i++) wv[i] = W_get(wrow[i] + k, WDT, p.wq_code, p.wq_scale, p.wq_qcode);
                 for (uint i = 0u; i < TM; i++)
                     for (uint j = 0u; j < TN; j++) acc[i][j] = fma(wv[i], xv[j], acc[i][j]);
             }

@@ -33,7 +33,7 @@ layout(constant_id = 3) const uint ADT = 0;   // dx: W's element type; dw: X's
 layout(constant_id = 4) const uint DYDT = 0;
 layout(constant_id = 5) const uint ACC = 0;
 layout(constant_id = 6) const uint FOLD = 0;  // dx: columns over all images
-DECLARE_INPUT(0, A)   // dx: W [O, C*KH*KW] (row stride swo); dw: X, strided
+DECLARE_INPUT(0, A)   // dx: W [O, C*KH*KW] (row stride swo; NF4 / NF4_DQ too); dw: X, strided
 DECLARE_INPUT(1, DY)  // strided [N, O, Ho, Wo]
 layout(binding = 2) buffer OUT { float outv[]; };
 layout(push_constant) uniform P {
@@ -45,7 +45,12 @@ layout(push_constant) uniform P {
     uint sxn, sxc, sxh, sxw;   // dx: output image / channel stride; dw: input strides
     uint swo;                  // dx: W's row stride; dw: output row stride
     uint nimg, chunk, sos;     // dw: images, reduction steps per split, output split stride
+    uint wq_code, wq_scale, wq_qcode;  // dx, NF4 W (bound whole): vkl_quant_offsets
 } p;
+
+#include "nf4.glsl"
+DECLARE_NF4_SCALE(A)
+DECLARE_NF4_GET(A)
 
 #if PASS == 0
 void main() {
@@ -107,7 +112,7 @@ void main() {
                     float v = DY_load(doff[j] + dyo, DYDT);
                     dv[j] = inside[j] ? v : 0.0;
                 }
-                for (uint i = 0u; i < TM; i++) wv[i] = A_load(wc[i] + wo, ADT);
+                for (uint i = 0u; i < TM; i++) wv[i] = A_get(wc[i] + wo, ADT, p.wq_code, p.wq_scale, p.wq_qcode);
                 for (uint i = 0u; i < TM; i++)
                     for (uint j = 0u; j < TN; j++) acc[i][j] = fma(wv[i], dv[j], acc[i][j]);
             }

@@ -47,3 +47,14 @@ bool is_nf4(uint dt) { return dt == DT_NF4 || dt == DT_NF4_DQ; }
         precise float r = s + N##_f[soff + 256u];                              \
         return r;                                                              \
     }
+
+// Declares N_get(i, dt, code_off, soff, qoff): element i of input N, read as
+// f32/f16/bf16 or, for an NF4 / NF4_DQ tensor bound by vkl_bind_quant
+// (runtime/ops/op_util.h), dequantised: code_off is the element index of its
+// first code, soff and qoff as for N_nf4_scale. Needs DECLARE_NF4_SCALE(N).
+#define DECLARE_NF4_GET(N)                                                     \
+    float N##_get(uint i, uint dt, uint code_off, uint soff, uint qoff) {      \
+        if (!is_nf4(dt)) return N##_load(i, dt);                               \
+        return nf4_value(N##_u[i >> 3u] >> (((i >> 1u) & 3u) * 8u), i,         \
+                         N##_nf4_scale(dt, (i - code_off) >> 6u, soff, qoff)); \
+    }

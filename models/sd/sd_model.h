@@ -15,7 +15,7 @@ extern "C" {
 
 typedef struct vkl_sd_model_opts {
     const char *tokenizer;   /* vocabulary path (NULL: the model folder, then $VKLORA_CLIP_VOCAB) */
-    vkl_dtype weight_dtype;  /* storage of matrices and kernels: VKL_F16 (default), VKL_F32, VKL_NF4 or VKL_NF4_DQ (UNet linear weights, sd_weights.h) */
+    vkl_dtype weight_dtype;  /* storage of matrices and kernels: VKL_F16 (default), VKL_F32, VKL_NF4 or VKL_NF4_DQ (UNet linear weights and convolution kernels, sd_weights.h) */
     const char *yaml;        /* original config for a single file (NULL: sidecar) */
     int lowvram;             /* keep no network on the device until it is used (see vkl_sd_model_acquire) */
 } vkl_sd_model_opts;

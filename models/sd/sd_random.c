@@ -65,7 +65,7 @@ static int upload_random(vkl_ctx *c, const vkl_sd_params *ps, const char *prefix
             }
         }
         vkl_sd_random_fill(p, i, seed, buf, n);
-        vkl_tensor *t = vkl_tensor_new(c, vkl_sd_weight_dtype(p->name, p->ndim, dtype), p->ndim, p->shape, e);
+        vkl_tensor *t = vkl_tensor_new(c, vkl_sd_weight_dtype(p->name, p->ndim, p->shape, dtype), p->ndim, p->shape, e);
         if (!t || vkl_tensor_upload(c, t, buf, VKL_F32, e) || vkl_weights_put(w, p->name, t, e)) {
             if (t && !vkl_weights_find(w, p->name)) vkl_tensor_free(t);
             rc = -1;

@@ -4,12 +4,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-vkl_dtype vkl_sd_weight_dtype(const char *name, int ndim, vkl_dtype matrix_dtype)
+vkl_dtype vkl_sd_weight_dtype(const char *name, int ndim, const int64_t *shape, vkl_dtype matrix_dtype)
 {
     if (ndim < 2) return VKL_F32;
-    /* NF4 and NF4_DQ: the matmul reads them; the convolutions and the text encoder's embeddings do not */
-    if (vkl_dtype_is_quant(matrix_dtype) && (ndim != 2 || strncmp(name, "unet.", 5))) return VKL_F16;
-    return matrix_dtype;
+    if (!vkl_dtype_is_quant(matrix_dtype)) return matrix_dtype;
+    /* NF4 and NF4_DQ: the UNet's matrices (read by the matmul) and its
+     * convolution kernels (read by conv2d) whose rows, C*kh*kw, are whole
+     * blocks of 64, so that no block's absmax spans two output channels
+     * (conv_in's 4*3*3 rows stay f16); the text encoder (its embeddings
+     * are gathered, not multiplied) stays f16 */
+    if (strncmp(name, "unet.", 5)) return VKL_F16;
+    if (ndim == 2) return matrix_dtype;
+    if (ndim == 4 && (shape[1] * shape[2] * shape[3]) % VKL_NF4_BLOCK == 0) return matrix_dtype;
+    return VKL_F16;
 }
 
 int vkl_sd_load_weights(vkl_ctx *c, const vkl_sd_source *s, const char *prefix, vkl_dtype matrix_dtype,
@@ -35,7 +42,7 @@ int vkl_sd_load_weights(vkl_ctx *c, const vkl_sd_source *s, const char *prefix, 
             free(buf);
             return -1;
         }
-        vkl_dtype dt = vkl_sd_weight_dtype(x->name, x->ndim, matrix_dtype);
+        vkl_dtype dt = vkl_sd_weight_dtype(x->name, x->ndim, x->shape, matrix_dtype);
         vkl_tensor *t = vkl_tensor_new(c, dt, x->ndim, x->shape, e);
         if (!t || vkl_tensor_upload(c, t, buf, VKL_F32, e) || vkl_weights_put(w, x->name, t, e)) {
             if (t && !vkl_weights_find(w, x->name)) vkl_tensor_free(t);

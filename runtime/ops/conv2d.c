@@ -26,6 +26,7 @@
  * Backward rules: runtime/ops/conv2d_grad.c. */
 #include "conv2d_internal.h"
 #include "op_util.h"
+#include "quant.h"
 
 #include <string.h>
 
@@ -42,7 +43,7 @@ void vkl_conv2d_default_tile(const vkl_ctx *c, vkl_conv2d_tile *t)
 
 typedef struct {
     uint32_t C, H, W, O, Ho, Wo;
-    uint32_t KH, KW, SH, SW;
+    uint32_t kdims; /* KH | KW << 8 | SH << 16 | SW << 24 */
     int32_t pt, pl;
     uint32_t has_bias;
     uint32_t x_off, w_off, y_off, bias_off;
@@ -50,6 +51,7 @@ typedef struct {
     uint32_t swo, syn;
     uint32_t t_off, b_off, s_off, R, stn, sbo;
     uint32_t nimg;
+    uint32_t wq_code, wq_scale, wq_qcode;
 } conv_pc;
 
 /* Elements of one image's input channels [0, cc) as the shader reads them. */
@@ -79,7 +81,12 @@ static int emit_conv(vkl_graph *g, vkl_node *n, vkl_err *e)
                          bias ? (uint32_t)bias->dtype : 0u, padded ? 1u : 0u, (uint32_t)acc, t ? 1u : 0u,
                          bc ? (uint32_t)bc->dtype : 0u, 0u};
 
-    int64_t max_x = vkl_window_elems(c, x->dtype, 1), max_w = vkl_window_elems(c, w->dtype, 1);
+    /* an NF4 weight is bound whole (vkl_bind_quant), never windowed */
+    int quant = vkl_dtype_is_quant(w->dtype);
+    vkl_bind wbind;
+    vkl_quant_offsets wq = {0, 0, 0};
+    if (quant && vkl_bind_quant(g, w, &wbind, &wq, e)) return -1;
+    int64_t max_x = vkl_window_elems(c, x->dtype, 1), max_w = quant ? INT64_MAX : vkl_window_elems(c, w->dtype, 1);
     int64_t max_y = vkl_window_elems(c, VKL_F32, 1);
     int64_t xspan1 = x_span(xs, xst, cp->cc);   /* one image, this node's channels */
     int64_t wspan_rows = K * (O - 1) + cp->cc * KK;
@@ -114,10 +121,10 @@ static int emit_conv(vkl_graph *g, vkl_node *n, vkl_err *e)
             pc.O = (uint32_t)on;
             pc.Ho = (uint32_t)Ho;
             pc.Wo = (uint32_t)Wo;
-            pc.KH = (uint32_t)cp->kh;
-            pc.KW = (uint32_t)cp->kw;
-            pc.SH = (uint32_t)cp->sh;
-            pc.SW = (uint32_t)cp->sw;
+            pc.kdims = (uint32_t)cp->kh | (uint32_t)cp->kw << 8 | (uint32_t)cp->sh << 16 | (uint32_t)cp->sw << 24;
+            pc.wq_code = wq.code_off;
+            pc.wq_scale = wq.scale_off;
+            pc.wq_qcode = wq.qcode_off;
             pc.has_bias = bias != NULL;
             pc.pt = cp->pt;
             pc.pl = cp->pl;
@@ -130,8 +137,13 @@ static int emit_conv(vkl_graph *g, vkl_node *n, vkl_err *e)
             vkl_bind bind[8];
             int64_t xfirst = z * xst[0] + cp->c0 * xst[1];
             int64_t xspan = whole ? (N - 1) * xst[0] + xspan1 : xspan1;
+            if (quant) {
+                bind[1] = wbind;
+                pc.w_off = wq.code_off + (uint32_t)(o0 * K + cp->c0 * KK);
+            }
             if (vkl_bind_span(g, x, xfirst, xspan, &bind[0], &pc.x_off, e) ||
-                vkl_bind_span(g, w, o0 * K + cp->c0 * KK, K * (on - 1) + cp->cc * KK, &bind[1], &pc.w_off, e) ||
+                (!quant &&
+                 vkl_bind_span(g, w, o0 * K + cp->c0 * KK, K * (on - 1) + cp->cc * KK, &bind[1], &pc.w_off, e)) ||
                 vkl_bind_span(g, y, (z * O + o0) * P, whole ? N * O * P : on * P, &bind[2], &pc.y_off, e))
                 return -1;
             if (bias) {
@@ -203,7 +215,15 @@ vkl_tensor *vkl_conv2d_build(vkl_graph *g, const char *name, vkl_tensor *x, vkl_
     char dx[96], dw[96];
     vkl_tensor_describe(x, dx, sizeof dx);
     vkl_tensor_describe(w, dw, sizeof dw);
-    if (check_float(g, name, "input", x) || check_float(g, name, "weight", w) || check_float(g, name, "bias", bias) ||
+    /* the weight may also be a frozen NF4 / NF4_DQ base (dequantised in the shader) */
+    int nf4 = w->dtype == VKL_NF4 || w->dtype == VKL_NF4_DQ;
+    if (!nf4 && vkl_dtype_is_quant(w->dtype))
+        return vkl_graph_set_error(g, "%s: weight %s must be f32, f16, bf16, NF4 or NF4_DQ", name, dw);
+    const vkl_tensor *wroot = w->view_of ? w->view_of : w;
+    if (nf4 && (w->offset != wroot->offset || vkl_tensor_nelem(w) != vkl_tensor_nelem(wroot)))
+        return vkl_graph_set_error(g, "%s: an NF4 weight (%s) must be a whole kernel, not a part of one", name, dw);
+    if (check_float(g, name, "input", x) || (!nf4 && check_float(g, name, "weight", w)) ||
+        check_float(g, name, "bias", bias) ||
         check_float(g, name, "LoRA up weight", b_cat))
         return NULL;
     if (x->ndim != 4) return vkl_graph_set_error(g, "%s: input %s must be [N, C, H, W]", name, dx);
@@ -234,7 +254,8 @@ vkl_tensor *vkl_conv2d_build(vkl_graph *g, const char *name, vkl_tensor *x, vkl_
         return vkl_graph_set_error(g, "%s: %s * %s is too large (more than 2^32 elements)", name, dx, dw);
 
     /* input channels per node: one image's channel range must fit one binding */
-    int64_t C = xs[1], KK = kh * kw, max_x = vkl_window_elems(c, x->dtype, 1), max_w = vkl_window_elems(c, w->dtype, 1);
+    int64_t C = xs[1], KK = kh * kw, max_x = vkl_window_elems(c, x->dtype, 1);
+    int64_t max_w = vkl_dtype_is_quant(w->dtype) ? INT64_MAX : vkl_window_elems(c, w->dtype, 1);
     int64_t cc = C;
     if (x_span(xs, xst, C) > max_x) {
         int64_t plane = x_span(xs, xst, 1);
@@ -248,7 +269,8 @@ vkl_tensor *vkl_conv2d_build(vkl_graph *g, const char *name, vkl_tensor *x, vkl_
     /* matmul splits by images and rows of W only: when one image of x or y
      * exceeds a binding (256 channels at 512x512 in the SD VAE decoder on a
      * 128 MiB binding) this kernel's channel ranges take it */
-    if (!t && !tile && kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && !p->pad_top &&
+    /* (vkl_matmul reads a quantised right operand only: NF4 kernels stay here) */
+    if (!t && !tile && !vkl_dtype_is_quant(w->dtype) && kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && !p->pad_top &&
         !p->pad_bottom && !p->pad_left && !p->pad_right && vkl_tensor_is_contiguous(x) && cc == C &&
         O * Ho * Wo <= vkl_window_elems(c, VKL_F32, 1))
         return conv1x1_matmul(g, x, w, bias);

@@ -22,6 +22,7 @@
  * output/input channel windows. */
 #include "conv2d_internal.h"
 #include "op_util.h"
+#include "quant.h"
 
 #include <string.h>
 
@@ -50,6 +51,7 @@ typedef struct {
     uint32_t sxn, sxc, sxh, sxw;
     uint32_t swo;
     uint32_t nimg, chunk, sos;
+    uint32_t wq_code, wq_scale, wq_qcode;
 } grad_pc;
 
 static void geom_pc(grad_pc *pc, const conv_geom *k)
@@ -102,6 +104,11 @@ static int emit_dx(vkl_graph *g, vkl_node *n, vkl_err *e)
                         fold ? 1u : 0u};
     int64_t images = gp->whole ? 1 : N, rows = gp->whole ? C : gp->rows;
     int64_t dspan = chan_span(ds, dst, gp->on);
+    /* a frozen NF4 / NF4_DQ kernel is bound whole and dequantised in the shader */
+    int quant = vkl_dtype_is_quant(w->dtype);
+    vkl_bind wbind;
+    vkl_quant_offsets wq = {0, 0, 0};
+    if (quant && vkl_bind_quant(g, w, &wbind, &wq, e)) return -1;
     for (int64_t z = 0; z < images; z++) {
         for (int64_t c0 = 0; c0 < C; c0 += rows) {
             int64_t cn = C - c0 < rows ? C - c0 : rows;
@@ -122,9 +129,17 @@ static int emit_dx(vkl_graph *g, vkl_node *n, vkl_err *e)
             pc.sxc = (uint32_t)HW;
             pc.swo = (uint32_t)WK;
             vkl_bind bind[3];
+            pc.wq_code = wq.code_off;
+            pc.wq_scale = wq.scale_off;
+            pc.wq_qcode = wq.qcode_off;
+            if (quant) {
+                bind[0] = wbind;
+                pc.a_off = wq.code_off + (uint32_t)(gp->o0 * WK + c0 * KK);
+            }
             if (vkl_bind_span(g, dy, z * dst[0] + gp->o0 * dst[1], gp->whole ? (N - 1) * dst[0] + dspan : dspan,
                               &bind[1], &pc.dy_off, e) ||
-                vkl_bind_span(g, w, gp->o0 * WK + c0 * KK, (gp->on - 1) * WK + cn * KK, &bind[0], &pc.a_off, e) ||
+                (!quant &&
+                 vkl_bind_span(g, w, gp->o0 * WK + c0 * KK, (gp->on - 1) * WK + cn * KK, &bind[0], &pc.a_off, e)) ||
                 vkl_bind_span(g, dx, (z * C + c0) * HW, gp->whole ? N * C * HW : cn * HW, &bind[2], &pc.out_off, e))
                 return -1;
             pc.nimg = (uint32_t)N;
@@ -145,7 +160,8 @@ static vkl_tensor *conv_dx(vkl_graph *g, vkl_tensor *dy, vkl_tensor *w, const co
     int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], O = w->shape[0], KK = (int64_t)k->kh * k->kw;
     int64_t ds[4], dst[4];
     vkl_op_shape4(dy, ds, dst);
-    int64_t max_dy = vkl_window_elems(c, dy->dtype, 1), max_w = vkl_window_elems(c, w->dtype, 1);
+    int64_t max_dy = vkl_window_elems(c, dy->dtype, 1);
+    int64_t max_w = vkl_dtype_is_quant(w->dtype) ? INT64_MAX : vkl_window_elems(c, w->dtype, 1);
     int64_t max_x = vkl_window_elems(c, VKL_F32, 1);
     if (vkl_tensor_span(dy) > UINT32_MAX || N * C * H * W > UINT32_MAX)
         return vkl_graph_set_error(g, "conv2d backward: input gradient too large (more than 2^32 elements)");
@@ -343,6 +359,13 @@ int vkl_conv2d_backward(vkl_graph *g, vkl_node *n, vkl_tensor *dy, const int *ne
     int64_t N = dy->shape[0], O = dy->shape[1];
     int64_t xs[4] = {x->shape[0], x->shape[1], x->shape[2], x->shape[3]};
     if (need[0]) dsrc[0] = conv_dx(g, dy, w, &k, xs, &tx);
+    if (need[1] && vkl_dtype_is_quant(w->dtype)) {
+        char d[96];
+        vkl_tensor_describe(w, d, sizeof d);
+        vkl_graph_set_error(g, "conv2d backward: weight %s is a frozen quantised base; its gradient is not formed "
+                               "(train an adapter on it, or load f16/f32 weights)", d);
+        return -1;
+    }
     if (need[1]) dsrc[1] = conv_dw(g, x, dy, &k, w->shape, &tw);
     if (cp->ib >= 0 && need[cp->ib]) {
         vkl_tensor *b = n->src[cp->ib];

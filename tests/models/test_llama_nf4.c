@@ -31,26 +31,8 @@ static void dequantise_in_place(vkl_ctx *c, vkl_llama *m, vkl_dtype base)
         int64_t n = vkl_tensor_nelem(t);
         float *w = malloc(sizeof(float) * (size_t)n);
         assert_int_equal(vkl_tensor_download(c, t, w, VKL_F32, &e), 0);
-        if (dt == VKL_NF4 || dt == VKL_NF4_DQ) {
-            uint64_t nb = (uint64_t)(n + 63) / 64;
-            uint8_t *packed = malloc((size_t)(n + 1) / 2);
-            float *absmax = malloc(sizeof(float) * (size_t)nb);
-            assert_int_equal(vkl_nf4_quantize(w, (uint64_t)n, packed, absmax, &e), 0);
-            if (dt == VKL_NF4_DQ) {
-                uint8_t *q = malloc((size_t)nb);
-                float *a2 = malloc(sizeof(float) * (size_t)((nb + 255) / 256)), off;
-                vkl_nf4_double_quant(absmax, nb, &off, q, a2);
-                vkl_nf4_double_dequant(q, a2, off, nb, absmax);
-                free(q);
-                free(a2);
-            }
-            vkl_nf4_dequantize(packed, absmax, (uint64_t)n, w);
-            free(packed);
-            free(absmax);
-            quantised++;
-        } else {
-            vkl_test_round_to(VKL_F16, w, (size_t)n);
-        }
+        vkl_test_round_to(dt == VKL_NF4 || dt == VKL_NF4_DQ ? dt : VKL_F16, w, (size_t)n);
+        quantised += dt == VKL_NF4 || dt == VKL_NF4_DQ;
         assert_int_equal(vkl_tensor_upload(c, t, w, VKL_F32, &e), 0);
         free(w);
     }

@@ -81,7 +81,9 @@ struct vkl_tensor *vkl_test_upload(struct vkl_ctx *c, vkl_dtype dt, int nd, cons
 void vkl_test_run_graph(struct vkl_graph *g);
 /* The tensor's values as f32 (malloc'd). */
 float *vkl_test_download(struct vkl_ctx *c, const struct vkl_tensor *t);
-/* Rounds x to the values a dt tensor stores (f16, bf16; f32 unchanged). */
+/* Rounds x to the values a dt tensor stores (f16, bf16; NF4 and NF4_DQ:
+ * quantised and dequantised by the host codec, runtime/quant.h, QLoRA's
+ * double quantisation of the absmax for NF4_DQ; f32 unchanged). */
 void vkl_test_round_to(vkl_dtype dt, float *x, size_t n);
 
 /* Runs the vklora binary ($VKLORA_BINARY) with args in folder cwd, with

@@ -1,6 +1,7 @@
 /* Crash consistency of `vklora lm train`, as tests/apps/test_cmd_train_kill.c
  * for `vklora train`: the tiny LLaMA trains with its state saved every step
- * and is killed with SIGKILL at 10 seeded moments spread over the measured
+ * and is killed with SIGKILL at 10 seeded moments (more while too few land
+ * inside a run or none leaves a state) spread over the measured
  * length of a whole run (start-up, steps, state saves, the folder swap, the
  * output's rename). After every kill the state folder, when there is one,
  * must be whole (its tensors open, its JSON parses), and the next run
@@ -136,15 +137,22 @@ static void killed_ten_times_loses_nothing(void **state)
     unsigned rng = 4242;
     int killed = 0, resumed = 0, finished = 0, fresh = 1, saved = 0; /* saved: the run's last state seen */
     double stretch = 1; /* grows while kills land before the first state (a machine slower than at the whole run) */
+    /* after the drawn moments, more are bisected between the latest seen to
+     * land before any state (lo) and the earliest seen after the end (hi),
+     * until a kill leaves a state to resume: the machine's speed may have
+     * changed since the whole run was timed */
+    double lo = 0, hi = whole * 4;
     for (int k = 0;; k++) {
+        int have = !fresh && state_whole() > 0;
         /* the last run goes to the end */
-        int last = (k >= KILLS && killed >= KILLS / 2 && resumed >= 1) || k >= MAX_DRAWS;
+        int last = (k >= KILLS && killed >= KILLS / 2 && (resumed >= 1 || have)) || k >= MAX_DRAWS;
         double secs = 0;
-        if (!last) {
+        if (!last && k < KILLS) {
             rng = rng * 1103515245u + 12345u;
             secs = 0.3 + (whole * stretch - 0.3) * (double)((rng >> 8) % 10000) / 10000.0;
+        } else if (!last) {
+            secs = (lo + hi) / 2;
         }
-        int have = !fresh && state_whole() > 0;
         if (fresh) {
             saved = 0;
             char cmd[700];
@@ -164,9 +172,10 @@ static void killed_ten_times_loses_nothing(void **state)
             }
             saved = step;
             if (step <= 0 && stretch < 4) stretch *= 1.3;
+            if (step <= 0 && !have && secs > lo) lo = secs;
         } else if (rc == 0) {
             finished++;
-            if (secs > 0 && stretch > 0.3) stretch *= 0.8; /* the machine got faster: draw earlier moments */
+            if (secs > 0 && !have && secs < hi) hi = secs;
             char *got = losses("k/train_log.csv");
             assert_string_equal(want, got);
             free(got);

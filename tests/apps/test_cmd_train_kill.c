@@ -1,5 +1,6 @@
 /* Crash consistency of `vklora train`: the tiny model trains with a state and
- * an adapter saved every step and is killed with SIGKILL at 10 moments spread
+ * an adapter saved every step and is killed with SIGKILL at 10 moments (more while too few land inside a run
+ * or none leaves a state) spread
  * over the run (start-up, steps, state saves, adapter saves, renames: the
  * moments are drawn from a fixed seed over the measured length of a whole
  * run, so they land everywhere without knowing where each phase is). After
@@ -95,15 +96,22 @@ static void killed_ten_times_loses_nothing(void **state)
     unsigned rng = 12345;
     int killed = 0, resumed = 0, finished = 0, fresh = 1;
     double stretch = 1; /* grows while kills land before the first state (a machine slower than at the whole run) */
+    /* after the drawn moments, more are bisected between the latest seen to
+     * land before any state (lo) and the earliest seen after the end (hi),
+     * until a kill leaves a state to resume: the machine's speed may have
+     * changed since the whole run was timed */
+    double lo = 0, hi = whole * 4;
     for (int k = 0;; k++) {
+        int have_state = !fresh && state_saved();
         /* the last run goes to the end */
-        int last = (k >= KILLS && killed >= KILLS / 2 && resumed >= 1) || k >= MAX_DRAWS;
+        int last = (k >= KILLS && killed >= KILLS / 2 && (resumed >= 1 || have_state)) || k >= MAX_DRAWS;
         double secs = 0;
-        if (!last) {
+        if (!last && k < KILLS) {
             rng = rng * 1103515245u + 12345u;
             secs = 0.3 + (whole * stretch - 0.3) * (double)((rng >> 8) % 10000) / 10000.0;
+        } else if (!last) {
+            secs = (lo + hi) / 2;
         }
-        int have_state = !fresh && state_saved();
         const char *how = have_state ? "-o k.safetensors --resume k.state" : "-o k.safetensors --force";
         resumed += have_state;
         char *out = NULL;
@@ -113,10 +121,11 @@ static void killed_ten_times_loses_nothing(void **state)
             fresh = 0;
             check_files_whole();
             if (state_saved() <= 0 && stretch < 4) stretch *= 1.3;
+            if (state_saved() <= 0 && !have_state && secs > lo) lo = secs;
         } else if (rc == 0) {
             /* the run got to the end before its moment came: it must be the whole run */
             finished++;
-            if (secs > 0 && stretch > 0.3) stretch *= 0.8; /* the machine got faster: draw earlier moments */
+            if (secs > 0 && !have_state && secs < hi) hi = secs;
             char *got = losses("k.csv");
             assert_string_equal(want, got);
             free(got);
